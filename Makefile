@@ -1,0 +1,44 @@
+# airlock: `make run` installs what is missing and starts the demo;
+# `make test` installs what is missing and runs every test.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin/airlock
+# No cgo: the seal drops capabilities on every thread with
+# syscall.AllThreadsSyscall, which a cgo build cannot do.
+export CGO_ENABLED := 0
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+.PHONY: all deps build run test bench lint fuzz clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+build:
+	$(GO) build -trimpath -o $(BIN) ./cmd/airlock
+
+run: deps build
+	@scripts/demo.sh $(BIN)
+
+test: deps
+	$(GO) vet ./...
+	AIRLOCK_TEST_USER=$$(scripts/test-user.sh) $(GO) test -count=1 -timeout 25m ./...
+	AIRLOCK_TEST_USER=$$(scripts/test-user.sh) CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 15m ./internal/ticket/ ./internal/relay/ ./internal/connector/ ./internal/runner/ ./internal/seal/fdpass/
+
+bench: deps
+	AIRLOCK_TEST_USER=$$(scripts/test-user.sh) $(GO) test -run '^$$' -bench . -benchmem -timeout 30m ./...
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzParseSpec -fuzztime 30s ./internal/runner/
+	$(GO) test -run '^$$' -fuzz FuzzParseFD -fuzztime 30s ./internal/seal/fdpass/
+	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime 30s ./internal/ticket/
+	$(GO) test -run '^$$' -fuzz FuzzViewFilter -fuzztime 30s ./internal/connector/
+
+clean:
+	rm -rf bin

@@ -1,0 +1,8 @@
+module github.com/airlock-hpc/airlock
+
+go 1.26.8
+
+require (
+	github.com/coder/websocket v1.8.15 // indirect
+	golang.org/x/sys v0.49.0 // indirect
+)

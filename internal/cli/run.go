@@ -1,0 +1,50 @@
+package cli
+
+import (
+	"context"
+	"io"
+	"os"
+
+	"github.com/airlock-hpc/airlock/internal/runner"
+	"github.com/airlock-hpc/airlock/internal/seal"
+)
+
+const (
+	sealInitRole = seal.InitRole
+	janitorRole  = runner.JanitorRole
+)
+
+func cmdRun(ctx context.Context, env *Env, args []string) int {
+	fs := newFlags(env, "run", "--spec FILE|-")
+	specPath := fs.String("spec", "", "session spec (JSON) to run; - reads it from stdin. Required.")
+	mkLog := logFlags(fs)
+	if c := parse(fs, args); c >= 0 {
+		return c
+	}
+	if *specPath == "" || fs.NArg() > 0 {
+		fs.Usage()
+		return 2
+	}
+	log, err := mkLog(env.Stderr)
+	if err != nil {
+		return fail(env, "%v", err)
+	}
+	var r io.Reader = env.Stdin
+	if *specPath != "-" {
+		f, err := os.Open(*specPath)
+		if err != nil {
+			return fail(env, "open spec: %v", err)
+		}
+		defer f.Close()
+		r = f
+	}
+	spec, err := runner.ParseSpec(r)
+	if err != nil {
+		return fail(env, "%s: %v", *specPath, err)
+	}
+	return runner.Run(ctx, runner.Config{Spec: spec, Stdout: env.Stdout, Stderr: env.Stderr, Logger: log})
+}
+
+func cmdSealInit(_ context.Context, _ *Env, _ []string) int { return seal.RunInit() }
+
+func cmdJanitor(_ context.Context, _ *Env, args []string) int { return runner.RunJanitor(args) }

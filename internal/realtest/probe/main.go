@@ -1,0 +1,206 @@
+// Command probe is the tests' network probe: "serve" starts echo servers
+// for each address given; "dial" tries each address and writes what
+// happened as JSON. The escape tests run it inside and outside a seal.
+//
+// Addresses: tcp:HOST:PORT, udp:HOST:PORT, unix:/path, abstract:NAME,
+// dns:SERVER:PORT:NAME (an A query over UDP to that server).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if len(os.Args) < 3 {
+		fmt.Fprintln(os.Stderr, "usage: probe serve ADDR... | probe dial OUT.json ADDR...")
+		os.Exit(2)
+	}
+	switch os.Args[1] {
+	case "serve":
+		serve(os.Args[2:])
+	case "dial":
+		dial(os.Args[2], os.Args[3:])
+	default:
+		os.Exit(2)
+	}
+}
+
+func split(a string) (kind, rest string) {
+	k, r, _ := strings.Cut(a, ":")
+	return k, r
+}
+
+func serve(addrs []string) {
+	for _, a := range addrs {
+		kind, rest := split(a)
+		switch kind {
+		case "tcp", "unix":
+			ln, err := net.Listen(kind, rest)
+			must(err)
+			go acceptEcho(ln)
+		case "abstract":
+			ln, err := net.Listen("unix", "@"+rest)
+			must(err)
+			go acceptEcho(ln)
+		case "udp":
+			pc, err := net.ListenPacket("udp", rest)
+			must(err)
+			go func() {
+				buf := make([]byte, 512)
+				for {
+					n, from, err := pc.ReadFrom(buf)
+					if err != nil {
+						return
+					}
+					pc.WriteTo(buf[:n], from)
+				}
+			}()
+		case "dns":
+			pc, err := net.ListenPacket("udp", rest)
+			must(err)
+			go dnsServe(pc)
+		default:
+			must(fmt.Errorf("unknown address %q", a))
+		}
+	}
+	fmt.Println("serving")
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, syscall.SIGTERM, syscall.SIGINT)
+	<-c
+}
+
+func must(err error) {
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "probe:", err)
+		os.Exit(1)
+	}
+}
+
+func acceptEcho(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			buf := make([]byte, 512)
+			for {
+				n, err := c.Read(buf)
+				if err != nil {
+					return
+				}
+				c.Write(buf[:n])
+			}
+		}()
+	}
+}
+
+// dnsServe answers an A query with one record, 192.0.2.7, and any other
+// query with no records.
+func dnsServe(pc net.PacketConn) {
+	buf := make([]byte, 512)
+	for {
+		n, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		q := buf[:n]
+		end := 12
+		for end < len(q) && q[end] != 0 {
+			end += int(q[end]) + 1
+		}
+		end += 5 // the root label, QTYPE, QCLASS
+		if n < 12 || end > len(q) {
+			continue
+		}
+		isA := q[end-4] == 0 && q[end-3] == 1
+		resp := append([]byte{}, q[:2]...)
+		an := byte(0)
+		if isA {
+			an = 1
+		}
+		resp = append(resp, 0x81, 0x80, 0, 1, 0, an, 0, 0, 0, 0)
+		resp = append(resp, q[12:end]...)
+		if isA {
+			resp = append(resp, 0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 7)
+		}
+		pc.WriteTo(resp, from)
+	}
+}
+
+// Result is what dial found for one address.
+type Result struct {
+	Addr    string `json:"addr"`
+	Reached bool   `json:"reached"`
+	Error   string `json:"error,omitempty"`
+}
+
+func dial(out string, addrs []string) {
+	var res []Result
+	for _, a := range addrs {
+		err := try(a)
+		r := Result{Addr: a, Reached: err == nil}
+		if err != nil {
+			r.Error = err.Error()
+		}
+		res = append(res, r)
+	}
+	b, _ := json.MarshalIndent(res, "", "  ")
+	must(os.WriteFile(out, b, 0o644))
+}
+
+func try(a string) error {
+	kind, rest := split(a)
+	ping := []byte("airlock-probe")
+	var c net.Conn
+	var err error
+	switch kind {
+	case "tcp", "udp", "unix":
+		c, err = net.DialTimeout(kind, rest, 2*time.Second)
+	case "abstract":
+		c, err = net.DialTimeout("unix", "@"+rest, 2*time.Second)
+	case "dns":
+		i := strings.LastIndex(rest, ":")
+		server, name := rest[:i], rest[i+1:]
+		r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{Timeout: 2 * time.Second}).DialContext(ctx, "udp", server)
+		}}
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		ips, err := r.LookupIPAddr(ctx, name)
+		if err != nil {
+			return err
+		}
+		if len(ips) == 0 {
+			return fmt.Errorf("no answer")
+		}
+		return nil
+	default:
+		return fmt.Errorf("unknown address %q", a)
+	}
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Write(ping); err != nil {
+		return err
+	}
+	buf := make([]byte, len(ping))
+	if _, err := c.Read(buf); err != nil {
+		return err
+	}
+	if string(buf) != string(ping) {
+		return fmt.Errorf("echo mismatch")
+	}
+	return nil
+}

@@ -1,0 +1,470 @@
+// Package runner is `airlock run`: it reads a session spec, binds every
+// connector listener in the host's network namespace, makes the seal,
+// starts the workload and the connectors inside it, reports "ready" and
+// "exit" as JSON lines, and tears everything down when the session ends:
+// on SIGTERM or SIGINT, when the workload or a connector exits, when the
+// lifetime is over, or when its parent dies.
+//
+// The runner never touches the gateway's store; it reports on stdout (and,
+// later, to the gateway over the network), so a gateway restart loses
+// nothing.
+package runner
+
+import (
+	"cmp"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/airlock-hpc/airlock/internal/seal"
+	"github.com/airlock-hpc/airlock/internal/seal/fdpass"
+	"github.com/airlock-hpc/airlock/internal/ticket"
+	"golang.org/x/sys/unix"
+)
+
+// Config is what Run needs besides the spec.
+type Config struct {
+	Spec *Spec
+	// Stdout receives the JSON event lines.
+	Stdout io.Writer
+	// Stderr receives the seal's processes' output. Default os.Stderr.
+	Stderr io.Writer
+	Logger *slog.Logger
+	// Exe is the airlock binary to re-execute inside the seal. Default /proc/self/exe.
+	Exe string
+}
+
+// Event is one line the runner prints on stdout.
+type Event struct {
+	Event     string            `json:"event"` // ready or exit
+	ID        string            `json:"id"`
+	Endpoints map[string]string `json:"endpoints,omitempty"`
+	// TLSSHA256 is the SHA-256 (hex) of the session certificate the TCP
+	// connectors present, for pinning.
+	TLSSHA256 string `json:"tls_sha256,omitempty"`
+	// IDMap says how the user namespace maps ids: none (root), subordinate or single.
+	IDMap    string   `json:"id_map,omitempty"`
+	Warnings []string `json:"warnings,omitempty"`
+	Reason   string   `json:"reason,omitempty"`
+	Code     *int     `json:"code,omitempty"`
+}
+
+// ConnectorSecrets is what a connector started by the runner reads from
+// its --secrets-fd: everything it must know but nobody may see in ps.
+type ConnectorSecrets struct {
+	TicketKey   string `json:"ticket_key,omitempty"` // hex
+	CertPEM     string `json:"cert_pem,omitempty"`
+	KeyPEM      string `json:"key_pem,omitempty"`
+	ClientCAPEM string `json:"client_ca_pem,omitempty"`
+	VNCPassword string `json:"vnc_password,omitempty"`
+}
+
+// Run runs one session to its end and returns the process exit code: the
+// workload's code when it ended the session, 0 when the session was
+// stopped or its lifetime ran out, 1 when it could not start.
+func Run(ctx context.Context, cfg Config) int {
+	r := &run{cfg: cfg, spec: cfg.Spec}
+	r.log = cmp.Or(cfg.Logger, slog.Default()).With("component", "runner", "session", cfg.Spec.ID)
+	code, err := r.run(ctx)
+	if err != nil {
+		r.log.ErrorContext(ctx, "session failed", "error", err)
+		r.emit(Event{Event: "exit", ID: r.spec.ID, Reason: err.Error(), Code: &code})
+	}
+	return code
+}
+
+type run struct {
+	cfg  Config
+	spec *Spec
+	log  *slog.Logger
+
+	emitMu sync.Mutex
+	// cleanup is what to remove at the end, in reverse order.
+	cleanup []string
+}
+
+func (r *run) emit(e Event) {
+	r.emitMu.Lock()
+	defer r.emitMu.Unlock()
+	b, _ := json.Marshal(e)
+	r.cfg.Stdout.Write(append(b, '\n'))
+}
+
+func (r *run) run(ctx context.Context) (code int, err error) {
+	// Our parent dying is a reason to end: a runner nobody supervises must
+	// not keep a session alive. (Set here, on whichever thread; the kernel
+	// signals every thread of a child whose parent exits.)
+	unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGTERM), 0, 0, 0)
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT)
+	defer signal.Stop(sigs)
+
+	spec := r.spec
+	owner, err := seal.LookupOwner(spec.Owner)
+	if err != nil {
+		return 1, err
+	}
+	secrets, certSHA, err := r.loadSecrets()
+	if err != nil {
+		return 1, err
+	}
+
+	scratch, err := r.makeScratch(owner)
+	if err != nil {
+		return 1, err
+	}
+	defer r.removeAll()
+
+	listeners, endpoints, err := r.bindListeners()
+	if err != nil {
+		return 1, err
+	}
+	defer func() {
+		for _, f := range listeners {
+			f.Close()
+		}
+	}()
+
+	janitor, err := r.startJanitor()
+	if err != nil {
+		return 1, err
+	}
+	defer func() {
+		// Our own clean-up first; only then may the janitor go without
+		// doing its own.
+		r.removeAll()
+		janitor.done()
+	}()
+
+	scfg := seal.Config{
+		ID: spec.ID, Owner: owner, Listeners: listeners, ScratchDir: filepath.Join(scratch, "tmp"),
+		Grace: time.Duration(spec.Grace), ReadyTimeout: time.Duration(spec.ReadyTimeout),
+		Exe: r.cfg.Exe, Stderr: r.cfg.Stderr, Logger: r.log, Egress: map[int]string{},
+	}
+	for _, e := range spec.Egress {
+		_, port, _ := splitHostPort(e)
+		scfg.Egress[port] = e
+	}
+	env := baseEnv(owner)
+	scfg.Processes = append(scfg.Processes, processFor("workload", seal.Workload, spec.Workload, env, owner))
+	for i, p := range spec.Processes {
+		scfg.Processes = append(scfg.Processes, processFor(fmt.Sprintf("process-%d", i), seal.Helper, p, env, owner))
+	}
+	for i, c := range spec.Connectors {
+		s := secrets[c.Name]
+		b, _ := json.Marshal(s)
+		argv := []string{"connector", c.Kind, "--fd", strconv.Itoa(fdpass.First), "--secrets-fd", strconv.Itoa(fdpass.First + 1),
+			"--name", c.Name, "--session", spec.ID, "--target", c.Target}
+		if c.Idle > 0 {
+			argv = append(argv, "--idle", time.Duration(c.Idle).String())
+		}
+		scfg.Processes = append(scfg.Processes, seal.Process{
+			Name: c.Name, Role: seal.Connector, Self: true, Argv: argv, Env: env, Dir: "/", Listener: i, Secret: b,
+		})
+		wait := c.Kind != "tls"
+		if c.Wait != nil {
+			wait = *c.Wait
+		}
+		if wait {
+			scfg.Probes = append(scfg.Probes, c.Target)
+		}
+	}
+
+	s, err := seal.Start(ctx, scfg)
+	if err != nil {
+		return 1, err
+	}
+	// The connectors hold the listeners now; without our copies, a dead
+	// connector means "connection refused", not a silent queue.
+	for _, f := range listeners {
+		f.Close()
+	}
+	listeners = nil
+	janitor.watch(s.Pid())
+	mode, why := s.IDMap()
+	r.log.InfoContext(ctx, "seal started", "pid", s.Pid(), "id_map", mode, "why", why)
+
+	var lifetime <-chan time.Time
+	if spec.Lifetime > 0 {
+		t := time.NewTimer(time.Duration(spec.Lifetime))
+		defer t.Stop()
+		lifetime = t.C
+	}
+	var killAfter <-chan time.Time
+	stopping := false
+	stop := func(reason string) {
+		if stopping {
+			return
+		}
+		stopping = true
+		r.log.Info("stopping", "reason", reason)
+		s.Stop(reason)
+		grace := cmp.Or(time.Duration(spec.Grace), 10*time.Second)
+		killAfter = time.After(grace + 5*time.Second)
+	}
+	ctxDone, ready := ctx.Done(), s.Ready()
+	for {
+		select {
+		case <-ready:
+			ready = nil
+			r.emit(Event{Event: "ready", ID: spec.ID, Endpoints: endpoints, TLSSHA256: certSHA, IDMap: string(mode), Warnings: s.Warnings()})
+			r.log.Info("ready", "endpoints", endpoints)
+		case <-s.Done():
+			res := s.Result()
+			r.removeAll()
+			c := res.Code
+			r.emit(Event{Event: "exit", ID: spec.ID, Reason: res.Reason, Code: &c})
+			r.log.Info("session ended", "reason", res.Reason, "code", c)
+			return c, nil
+		case sig := <-sigs:
+			if stopping {
+				r.log.Warn("second signal: killing the seal", "signal", sig.String())
+				s.Kill()
+				continue
+			}
+			stop("stopped by " + sigName(sig))
+		case <-ctxDone:
+			ctxDone = nil
+			stop("stopped: " + context.Cause(ctx).Error())
+		case <-lifetime:
+			stop("lifetime of " + time.Duration(spec.Lifetime).String() + " is over")
+		case <-killAfter:
+			r.log.Warn("seal did not end within its grace period: killing it")
+			s.Kill()
+		}
+	}
+}
+
+func sigName(s os.Signal) string {
+	if ss, ok := s.(syscall.Signal); ok {
+		return unix.SignalName(ss)
+	}
+	return s.String()
+}
+
+func baseEnv(o seal.Owner) []string {
+	env := []string{
+		"PATH=/usr/local/bin:/usr/bin:/bin",
+		"HOME=" + o.Home,
+		"USER=" + o.Name,
+		"LOGNAME=" + o.Name,
+		"XDG_RUNTIME_DIR=/run/user/" + strconv.Itoa(o.UID),
+		"TMPDIR=/tmp",
+	}
+	if l := os.Getenv("LANG"); l != "" {
+		env = append(env, "LANG="+l)
+	}
+	return env
+}
+
+func processFor(name string, role seal.Role, c Command, base []string, o seal.Owner) seal.Process {
+	env := slices.Clone(base)
+	keys := make([]string, 0, len(c.Env))
+	for k := range c.Env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		env = slices.DeleteFunc(env, func(e string) bool { return strings.HasPrefix(e, k+"=") })
+		env = append(env, k+"="+c.Env[k])
+	}
+	return seal.Process{Name: name, Role: role, Argv: c.Argv, Env: env, Dir: cmp.Or(c.Dir, o.Home, "/"), Listener: -1}
+}
+
+// loadSecrets reads the key, certificate and passwords once, outside the
+// seal (where /tmp is still the host's), for each connector.
+func (r *run) loadSecrets() (map[string]ConnectorSecrets, string, error) {
+	spec := r.spec
+	var key string
+	if spec.TicketKeyFile != "" {
+		k, err := ticket.LoadKey(spec.TicketKeyFile)
+		if err != nil {
+			return nil, "", err
+		}
+		key = hex.EncodeToString(k[:])
+	}
+	var certPEM, keyPEM, caPEM []byte
+	var err error
+	if spec.TLS != nil && spec.TLS.CertFile != "" {
+		if certPEM, err = os.ReadFile(spec.TLS.CertFile); err != nil {
+			return nil, "", fmt.Errorf("tls.cert_file: %w", err)
+		}
+		if keyPEM, err = os.ReadFile(spec.TLS.KeyFile); err != nil {
+			return nil, "", fmt.Errorf("tls.key_file: %w", err)
+		}
+		if _, err := tls.X509KeyPair(certPEM, keyPEM); err != nil {
+			return nil, "", fmt.Errorf("tls.cert_file/key_file: %w", err)
+		}
+	}
+	if spec.TLS != nil && spec.TLS.ClientCAFile != "" {
+		if caPEM, err = os.ReadFile(spec.TLS.ClientCAFile); err != nil {
+			return nil, "", fmt.Errorf("tls.client_ca_file: %w", err)
+		}
+		if !x509.NewCertPool().AppendCertsFromPEM(caPEM) {
+			return nil, "", fmt.Errorf("tls.client_ca_file %s: no PEM certificate in it", spec.TLS.ClientCAFile)
+		}
+	}
+	needTLS := false
+	var ips []net.IP
+	for _, c := range spec.Connectors {
+		if h, ok := strings.CutPrefix(c.Listen, "tcp:"); ok {
+			needTLS = true
+			host, _, _ := net.SplitHostPort(h)
+			if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
+				ips = append(ips, ip)
+			}
+		}
+	}
+	if needTLS && certPEM == nil {
+		if certPEM, keyPEM, _, err = selfSigned(spec.ID, ips, time.Duration(spec.Lifetime)); err != nil {
+			return nil, "", err
+		}
+	}
+	out := map[string]ConnectorSecrets{}
+	for _, c := range spec.Connectors {
+		s := ConnectorSecrets{TicketKey: key}
+		if strings.HasPrefix(c.Listen, "tcp:") {
+			s.CertPEM, s.KeyPEM = string(certPEM), string(keyPEM)
+		}
+		if c.Kind == "tls" {
+			s.ClientCAPEM = string(caPEM)
+		}
+		if c.VNCPasswordFile != "" {
+			b, err := os.ReadFile(c.VNCPasswordFile)
+			if err != nil {
+				return nil, "", fmt.Errorf("connector %s: vnc_password_file: %w", c.Name, err)
+			}
+			s.VNCPassword = strings.TrimRight(string(b), "\r\n")
+		}
+		out[c.Name] = s
+	}
+	sha := ""
+	if certPEM != nil {
+		sha = certSHA256(certPEM)
+	}
+	return out, sha, nil
+}
+
+// makeScratch creates the session's host directory: DIR/ID (0700) with
+// tmp (1777) inside, which becomes /tmp in the seal.
+func (r *run) makeScratch(o seal.Owner) (string, error) {
+	dir := r.spec.ScratchDir
+	if dir == "" {
+		base := filepath.Join(os.TempDir(), "airlock-"+strconv.Itoa(os.Geteuid()))
+		if err := os.Mkdir(base, 0o711); err != nil && !errors.Is(err, os.ErrExist) {
+			return "", fmt.Errorf("make scratch root %s: %w", base, err)
+		}
+		if st, err := os.Lstat(base); err != nil || !st.IsDir() || st.Sys().(*syscall.Stat_t).Uid != uint32(os.Geteuid()) {
+			// Someone else made it first: refuse rather than write there.
+			return "", fmt.Errorf("scratch root %s is not a directory owned by us", base)
+		}
+		dir = filepath.Join(base, r.spec.ID)
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return "", fmt.Errorf("scratch dir %s exists: is session %s already running here?", dir, r.spec.ID)
+		}
+		return "", fmt.Errorf("make scratch dir: %w", err)
+	}
+	r.cleanup = append(r.cleanup, dir)
+	tmp := filepath.Join(dir, "tmp")
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		return "", fmt.Errorf("make scratch dir: %w", err)
+	}
+	if err := os.Chmod(tmp, 0o1777); err != nil {
+		return "", fmt.Errorf("make scratch dir: %w", err)
+	}
+	return dir, nil
+}
+
+// bindListeners binds every connector's listen address here, in the host
+// network namespace, before the seal exists.
+func (r *run) bindListeners() ([]*os.File, map[string]string, error) {
+	var files []*os.File
+	endpoints := map[string]string{}
+	fail := func(err error) ([]*os.File, map[string]string, error) {
+		for _, f := range files {
+			f.Close()
+		}
+		return nil, nil, err
+	}
+	for _, c := range r.spec.Connectors {
+		if p, ok := strings.CutPrefix(c.Listen, "unix:"); ok {
+			if err := r.prepareUnixPath(p); err != nil {
+				return fail(fmt.Errorf("connector %s: %w", c.Name, err))
+			}
+		}
+		ln, addr, err := fdpass.Listen(c.Listen)
+		if err != nil {
+			return fail(fmt.Errorf("connector %s: %w", c.Name, err))
+		}
+		if p, ok := strings.CutPrefix(c.Listen, "unix:"); ok {
+			r.cleanup = append(r.cleanup, p)
+			os.Chmod(p, 0o600)
+		}
+		f, err := fdpass.File(ln)
+		ln.Close()
+		if err != nil {
+			return fail(fmt.Errorf("connector %s: %w", c.Name, err))
+		}
+		files = append(files, f)
+		endpoints[c.Name] = addr
+	}
+	return files, endpoints, nil
+}
+
+// prepareUnixPath makes the socket's directory (0700, removed at the end if
+// we made it) and clears a stale socket left by a crashed run.
+func (r *run) prepareUnixPath(p string) error {
+	dir := filepath.Dir(p)
+	var made []string
+	for d := dir; d != "/" && d != "."; d = filepath.Dir(d) {
+		if _, err := os.Lstat(d); err == nil {
+			break
+		}
+		made = append(made, d)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("make socket directory %s: %w", dir, err)
+	}
+	for i := len(made) - 1; i >= 0; i-- {
+		r.cleanup = append(r.cleanup, made[i])
+	}
+	if st, err := os.Lstat(p); err == nil {
+		if st.Mode()&os.ModeSocket == 0 {
+			return fmt.Errorf("listen unix:%s: exists and is not a socket", p)
+		}
+		if c, err := net.DialTimeout("unix", p, time.Second); err == nil {
+			c.Close()
+			return fmt.Errorf("listen unix:%s: another process is listening there", p)
+		}
+		os.Remove(p)
+	}
+	return nil
+}
+
+func (r *run) removeAll() {
+	for i := len(r.cleanup) - 1; i >= 0; i-- {
+		if err := os.RemoveAll(r.cleanup[i]); err != nil {
+			r.log.Warn("clean up", "path", r.cleanup[i], "error", err)
+		}
+	}
+	r.cleanup = nil
+}

@@ -1,0 +1,324 @@
+package runner
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Spec is what `airlock run` is asked to start. Its JSON form is the
+// contract between a backend and the runner; see the README.
+type Spec struct {
+	// ID names the session: 1-64 of [A-Za-z0-9._-], starting with a letter or digit.
+	ID string `json:"id"`
+	// Owner is the account the session runs as. Empty: the user running
+	// airlock. Only root may name another account.
+	Owner string `json:"owner"`
+	// Workload is the session's main process; when it exits the session ends.
+	Workload Command `json:"workload"`
+	// Processes are started beside the workload (an xterm in a desktop);
+	// their exit is only logged.
+	Processes []Command `json:"processes"`
+	// Connectors are the only ways in.
+	Connectors []ConnectorSpec `json:"connectors"`
+	// Egress lists host:port targets reachable from inside the seal as
+	// 127.0.0.1:PORT; nothing else gets out.
+	Egress []string `json:"egress"`
+	// Lifetime ends the session after this long (Go duration, e.g. "8h").
+	// Empty: no limit.
+	Lifetime Duration `json:"lifetime"`
+	// ReadyTimeout bounds the wait for connector targets to accept
+	// connections before the session counts as ready. Default 60s.
+	ReadyTimeout Duration `json:"ready_timeout"`
+	// Grace is the time between SIGTERM and SIGKILL at the end. Default 10s.
+	Grace Duration `json:"grace"`
+	// TicketKeyFile holds the 32-byte key that verifies tickets (raw or hex).
+	// Required when there is a vnc or http connector.
+	TicketKeyFile string `json:"ticket_key_file"`
+	// TLS is the session's certificate. Without it, a self-signed one is
+	// made for the session and its SHA-256 is reported in the ready event.
+	TLS *TLSFiles `json:"tls"`
+	// ScratchDir is where the session's private /tmp lives on the host.
+	// Default: $TMPDIR/airlock-UID/ID.
+	ScratchDir string `json:"scratch_dir"`
+}
+
+// Command is a process to start inside the seal.
+type Command struct {
+	Argv []string          `json:"argv"`
+	Env  map[string]string `json:"env"`
+	Dir  string            `json:"dir"`
+}
+
+// ConnectorSpec is one way into the session.
+type ConnectorSpec struct {
+	// Name is what tickets and endpoints call it: 1-32 of [a-z0-9-].
+	Name string `json:"name"`
+	// Kind is vnc, http or tls.
+	Kind string `json:"kind"`
+	// Target is where the connector forwards inside the seal: HOST:PORT on
+	// loopback, or unix:/path.
+	Target string `json:"target"`
+	// Listen is tcp:HOST:PORT (bound in the host's network namespace; port 0
+	// picks one) or unix:/absolute/path.
+	Listen string `json:"listen"`
+	// VNCPasswordFile (vnc only): the connector answers the VNC password
+	// challenge itself with this password, so users never see it.
+	VNCPasswordFile string `json:"vnc_password_file"`
+	// Wait: whether the session is ready only once Target accepts. Default
+	// true for vnc and http, false for tls (an RDP port inside a VM comes up
+	// long after the VM starts).
+	Wait *bool `json:"wait"`
+	// Idle closes a connection after this long without traffic. Empty: never.
+	Idle Duration `json:"idle"`
+}
+
+// TLSFiles names PEM files.
+type TLSFiles struct {
+	CertFile string `json:"cert_file"`
+	KeyFile  string `json:"key_file"`
+	// ClientCAFile is required for tls connectors: clients must present a
+	// certificate signed by it.
+	ClientCAFile string `json:"client_ca_file"`
+}
+
+// Duration is a time.Duration written as a Go duration string.
+type Duration time.Duration
+
+// UnmarshalJSON accepts "90s", "8h", "" (zero).
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("want a duration string like \"8h\"")
+	}
+	if s == "" {
+		*d = 0
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("bad duration %q", s)
+	}
+	if v < 0 {
+		return fmt.Errorf("negative duration %q", s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// String is the Go duration form, "8h0m0s".
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// MarshalJSON writes the duration as a string.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	if d == 0 {
+		return []byte(`""`), nil
+	}
+	return json.Marshal(time.Duration(d).String())
+}
+
+// maxSpec bounds a spec; real ones are a few KiB.
+const maxSpec = 1 << 20
+
+var (
+	idRE        = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+	connNameRE  = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,31}$`)
+	envNameRE   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	errSpecSize = fmt.Errorf("spec is larger than %d bytes", maxSpec)
+)
+
+// ParseSpec decodes and validates a spec. Unknown fields are errors, and
+// every error names the line and column or the field at fault.
+func ParseSpec(r io.Reader) (*Spec, error) {
+	data, err := io.ReadAll(io.LimitReader(r, maxSpec+1))
+	if err != nil {
+		return nil, fmt.Errorf("read spec: %w", err)
+	}
+	if len(data) > maxSpec {
+		return nil, errSpecSize
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var s Spec
+	if err := dec.Decode(&s); err != nil {
+		return nil, fmt.Errorf("spec: %s", describeJSONError(data, dec, err))
+	}
+	if dec.More() {
+		line, col := lineCol(data, int(dec.InputOffset()))
+		return nil, fmt.Errorf("spec: line %d, column %d: unexpected data after the spec object", line, col)
+	}
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+func describeJSONError(data []byte, dec *json.Decoder, err error) string {
+	off := int(dec.InputOffset())
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		off = int(syn.Offset)
+	case errors.As(err, &typ):
+		off = int(typ.Offset)
+		line, col := lineCol(data, off)
+		return fmt.Sprintf("line %d, column %d: field %s: want %s, got %s", line, col, typ.Field, typ.Type, typ.Value)
+	case errors.Is(err, io.EOF):
+		return "empty spec"
+	}
+	line, col := lineCol(data, off)
+	return fmt.Sprintf("line %d, column %d: %s", line, col, strings.TrimPrefix(err.Error(), "json: "))
+}
+
+func lineCol(data []byte, off int) (int, int) {
+	off = max(0, min(off, len(data)))
+	line := 1 + bytes.Count(data[:off], []byte("\n"))
+	col := off - bytes.LastIndexByte(data[:off], '\n')
+	return line, col
+}
+
+// Validate checks the spec's values; errors name the field.
+func (s *Spec) Validate() error {
+	if !idRE.MatchString(s.ID) {
+		return fmt.Errorf("spec: id %q: want 1-64 of A-Z a-z 0-9 . _ - starting with a letter or digit", s.ID)
+	}
+	if err := s.Workload.validate("workload"); err != nil {
+		return err
+	}
+	for i, p := range s.Processes {
+		if err := p.validate(fmt.Sprintf("processes[%d]", i)); err != nil {
+			return err
+		}
+	}
+	names := map[string]bool{}
+	needKey := false
+	for i, c := range s.Connectors {
+		at := fmt.Sprintf("spec: connectors[%d]", i)
+		if !connNameRE.MatchString(c.Name) {
+			return fmt.Errorf("%s.name %q: want 1-32 of a-z 0-9 - starting with a letter or digit", at, c.Name)
+		}
+		if names[c.Name] {
+			return fmt.Errorf("%s.name %q: used twice", at, c.Name)
+		}
+		names[c.Name] = true
+		switch c.Kind {
+		case "vnc", "http":
+			needKey = true
+		case "tls":
+			if s.TLS == nil || s.TLS.ClientCAFile == "" || s.TLS.CertFile == "" || s.TLS.KeyFile == "" {
+				return fmt.Errorf("%s (%s): kind tls needs tls.cert_file, tls.key_file and tls.client_ca_file", at, c.Name)
+			}
+		default:
+			return fmt.Errorf("%s.kind %q: want vnc, http or tls", at, c.Kind)
+		}
+		if err := validTarget(c.Target); err != nil {
+			return fmt.Errorf("%s.target: %w", at, err)
+		}
+		if err := validListen(c.Listen); err != nil {
+			return fmt.Errorf("%s.listen: %w", at, err)
+		}
+		if c.VNCPasswordFile != "" && c.Kind != "vnc" {
+			return fmt.Errorf("%s.vnc_password_file: only for kind vnc", at)
+		}
+	}
+	if needKey && s.TicketKeyFile == "" {
+		return errors.New("spec: ticket_key_file: required with a vnc or http connector")
+	}
+	if s.TLS != nil && (s.TLS.CertFile == "") != (s.TLS.KeyFile == "") {
+		return errors.New("spec: tls: cert_file and key_file go together")
+	}
+	ports := map[int]bool{}
+	for i, e := range s.Egress {
+		_, port, err := splitHostPort(e)
+		if err != nil {
+			return fmt.Errorf("spec: egress[%d] %q: %w", i, e, err)
+		}
+		if ports[port] {
+			return fmt.Errorf("spec: egress[%d] %q: port %d used twice (each exception is 127.0.0.1:PORT inside)", i, e, port)
+		}
+		ports[port] = true
+	}
+	if s.ScratchDir != "" && !strings.HasPrefix(s.ScratchDir, "/") {
+		return fmt.Errorf("spec: scratch_dir %q: must be absolute", s.ScratchDir)
+	}
+	return nil
+}
+
+func (c Command) validate(at string) error {
+	if len(c.Argv) == 0 || c.Argv[0] == "" {
+		return fmt.Errorf("spec: %s.argv: empty", at)
+	}
+	for k, v := range c.Env {
+		if !envNameRE.MatchString(k) {
+			return fmt.Errorf("spec: %s.env: bad variable name %q", at, k)
+		}
+		if strings.ContainsRune(v, 0) {
+			return fmt.Errorf("spec: %s.env.%s: contains a NUL byte", at, k)
+		}
+	}
+	for i, a := range c.Argv {
+		if strings.ContainsRune(a, 0) {
+			return fmt.Errorf("spec: %s.argv[%d]: contains a NUL byte", at, i)
+		}
+	}
+	if c.Dir != "" && !strings.HasPrefix(c.Dir, "/") {
+		return fmt.Errorf("spec: %s.dir %q: must be absolute", at, c.Dir)
+	}
+	return nil
+}
+
+func splitHostPort(s string) (string, int, error) {
+	host, p, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", 0, errors.New("want HOST:PORT")
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 1 || port > 65535 {
+		return "", 0, fmt.Errorf("port %q: want 1-65535", p)
+	}
+	if host == "" {
+		return "", 0, errors.New("empty host")
+	}
+	return host, port, nil
+}
+
+func validTarget(t string) error {
+	if p, ok := strings.CutPrefix(t, "unix:"); ok {
+		if !strings.HasPrefix(p, "/") {
+			return fmt.Errorf("%q: unix socket path must be absolute", t)
+		}
+		return nil
+	}
+	if _, _, err := splitHostPort(t); err != nil {
+		return fmt.Errorf("%q: %w (or unix:/path)", t, err)
+	}
+	return nil
+}
+
+func validListen(l string) error {
+	switch {
+	case strings.HasPrefix(l, "unix:/"):
+		return nil
+	case strings.HasPrefix(l, "tcp:"):
+		host, p, err := net.SplitHostPort(strings.TrimPrefix(l, "tcp:"))
+		if err != nil {
+			return fmt.Errorf("%q: want tcp:HOST:PORT", l)
+		}
+		if port, err := strconv.Atoi(p); err != nil || port < 0 || port > 65535 {
+			return fmt.Errorf("%q: port %q: want 0-65535", l, p)
+		}
+		if host != "" && net.ParseIP(host) == nil {
+			return fmt.Errorf("%q: host must be an IP address", l)
+		}
+		return nil
+	}
+	return fmt.Errorf("%q: want tcp:HOST:PORT or unix:/absolute/path", l)
+}

@@ -1,0 +1,114 @@
+package runner
+
+import (
+	"strings"
+	"testing"
+)
+
+const goodSpec = `{
+  "id": "s-7f3a",
+  "owner": "alice",
+  "workload": {"argv": ["Xvnc", ":1", "-rfbport", "5901", "-SecurityTypes", "None"], "env": {"A": "b"}, "dir": "/home/alice"},
+  "processes": [{"argv": ["xterm"], "env": {"DISPLAY": ":1"}}],
+  "connectors": [
+    {"name": "console", "kind": "vnc",  "target": "127.0.0.1:5901", "listen": "tcp:127.0.0.1:0"},
+    {"name": "web",     "kind": "http", "target": "127.0.0.1:8888", "listen": "unix:/run/airlock/s-7f3a/web.sock"},
+    {"name": "rdp",     "kind": "tls",  "target": "127.0.0.1:3389", "listen": "tcp:0.0.0.0:0"}
+  ],
+  "egress": ["127.0.0.1:27000"],
+  "lifetime": "8h",
+  "ticket_key_file": "/path/to/32-byte-key",
+  "tls": {"cert_file": "/path/session.crt", "key_file": "/path/session.key", "client_ca_file": "/path/clients-ca.crt"}
+}`
+
+func TestParseSpecGood(t *testing.T) {
+	s, err := ParseSpec(strings.NewReader(goodSpec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.ID != "s-7f3a" || len(s.Connectors) != 3 || s.Connectors[2].Kind != "tls" || s.Lifetime.String() != "8h0m0s" {
+		t.Fatalf("parsed %+v", s)
+	}
+}
+
+func TestParseSpecErrors(t *testing.T) {
+	edit := func(old, new string) string {
+		if !strings.Contains(goodSpec, old) {
+			t.Fatalf("test edit: %q not in spec", old)
+		}
+		return strings.Replace(goodSpec, old, new, 1)
+	}
+	cases := []struct {
+		name, spec, want string
+	}{
+		{"empty", "", "empty spec"},
+		{"syntax", "{\n  \"id\": \"x\",\n  oops\n}", "line 3, column 3"},
+		{"unknown field", edit(`"owner": "alice",`, `"owner": "alice", "ownr": 1,`), `unknown field "ownr"`},
+		{"unknown field line", edit(`"owner": "alice",`, "\"owner\": \"alice\",\n\"ownr\": 1,"), "line 3"},
+		{"wrong type", edit(`"lifetime": "8h"`, `"lifetime": 8`), "lifetime"},
+		{"bad duration", edit(`"lifetime": "8h"`, `"lifetime": "8 hours"`), `bad duration "8 hours"`},
+		{"bad id", edit(`"id": "s-7f3a"`, `"id": "../etc"`), `id "../etc"`},
+		{"no workload", edit(`"argv": ["Xvnc", ":1", "-rfbport", "5901", "-SecurityTypes", "None"]`, `"argv": []`), "workload.argv: empty"},
+		{"bad kind", edit(`"kind": "vnc"`, `"kind": "ssh"`), `connectors[0].kind "ssh"`},
+		{"dup name", edit(`"name": "web"`, `"name": "console"`), `connectors[1].name "console": used twice`},
+		{"bad listen", edit(`"listen": "tcp:127.0.0.1:0"`, `"listen": "127.0.0.1:0"`), "connectors[0].listen"},
+		{"relative unix", edit(`"listen": "unix:/run/airlock/s-7f3a/web.sock"`, `"listen": "unix:web.sock"`), "connectors[1].listen"},
+		{"listen hostname", edit(`"listen": "tcp:127.0.0.1:0"`, `"listen": "tcp:localhost:0"`), "host must be an IP address"},
+		{"bad target", edit(`"target": "127.0.0.1:5901"`, `"target": "127.0.0.1"`), "connectors[0].target"},
+		{"bad egress", edit(`"egress": ["127.0.0.1:27000"]`, `"egress": ["127.0.0.1:0"]`), "egress[0]"},
+		{"dup egress port", edit(`"egress": ["127.0.0.1:27000"]`, `"egress": ["127.0.0.1:27000", "10.0.0.1:27000"]`), "port 27000 used twice"},
+		{"no key", edit(`"ticket_key_file": "/path/to/32-byte-key",`, ``), "ticket_key_file: required"},
+		{"tls without ca", edit(`, "client_ca_file": "/path/clients-ca.crt"`, ``), "kind tls needs"},
+		{"bad env", edit(`"env": {"A": "b"}`, `"env": {"A=B": "b"}`), `bad variable name "A=B"`},
+		{"trailing", goodSpec + "{}", "unexpected data after the spec object"},
+		{"relative dir", edit(`"dir": "/home/alice"`, `"dir": "home"`), `workload.dir "home"`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := ParseSpec(strings.NewReader(c.spec))
+			if err == nil {
+				t.Fatalf("accepted; want error containing %q", c.want)
+			}
+			if !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %q; want it to contain %q", err, c.want)
+			}
+		})
+	}
+}
+
+func TestParseSpecTooLarge(t *testing.T) {
+	big := `{"id": "` + strings.Repeat("a", maxSpec) + `"}`
+	if _, err := ParseSpec(strings.NewReader(big)); err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+// FuzzParseSpec: never panics; whatever is accepted validates, and
+// survives a round trip through JSON unchanged in meaning.
+func FuzzParseSpec(f *testing.F) {
+	f.Add(goodSpec)
+	f.Add(`{"id":"a","workload":{"argv":["x"]}}`)
+	f.Add(`{"id":"a","workload":{"argv":["x"]},"connectors":[{"name":"c","kind":"vnc","target":"unix:/x","listen":"unix:/y"}],"ticket_key_file":"/k"}`)
+	f.Add(`{"id":"a","workload":{"argv":["x"]},"lifetime":"-1s"}`)
+	f.Fuzz(func(t *testing.T, in string) {
+		s, err := ParseSpec(strings.NewReader(in))
+		if err != nil {
+			return
+		}
+		if err := s.Validate(); err != nil {
+			t.Fatalf("accepted spec fails validation: %v", err)
+		}
+		b, err := marshalSpec(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s2, err := ParseSpec(strings.NewReader(string(b)))
+		if err != nil {
+			t.Fatalf("round trip refused: %v\n%s", err, b)
+		}
+		b2, _ := marshalSpec(s2)
+		if string(b) != string(b2) {
+			t.Fatalf("round trip changed the spec:\n%s\n%s", b, b2)
+		}
+	})
+}

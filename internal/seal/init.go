@@ -1,0 +1,497 @@
+package seal
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/airlock-hpc/airlock/internal/relay"
+	"github.com/airlock-hpc/airlock/internal/seal/fdpass"
+	"golang.org/x/sys/unix"
+)
+
+// InitRole is the hidden subcommand that runs init inside the seal.
+const InitRole = "seal-init"
+
+const (
+	ctlFD       = 3
+	egressFD    = 4
+	firstListFD = 5
+)
+
+// RunInit is init's whole life inside the seal. It returns the exit code.
+func RunInit() int {
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "seal-init")
+	// Nothing init inherited may reach the processes it starts: the control
+	// and egress sockets would let a workload fake "ready" or ask for egress.
+	closeOnExecAbove(2)
+
+	ctlFile := os.NewFile(ctlFD, "ctl")
+	c, err := net.FileConn(ctlFile)
+	ctlFile.Close()
+	if err != nil {
+		log.Error("control socket", "error", err)
+		return 1
+	}
+	ctl := c.(*net.UnixConn)
+	msg, err := newMsgReader(ctl).read()
+	if err != nil || msg.Type != "plan" || msg.Plan == nil {
+		log.Error("no plan from the runner", "error", err)
+		return 1
+	}
+	in := &initProc{log: log.With("session", msg.Plan.ID), plan: msg.Plan, ctl: ctl, procs: map[int]*child{}}
+	return in.run()
+}
+
+type child struct {
+	p   Process
+	pid int
+}
+
+type initProc struct {
+	log      *slog.Logger
+	plan     *Plan
+	ctl      *net.UnixConn
+	ctlMu    sync.Mutex
+	warnings []string
+
+	mu    sync.Mutex
+	procs map[int]*child
+
+	egress   *net.UnixConn
+	egressID atomic.Uint64
+	waitersM sync.Mutex
+	waiters  map[uint64]chan egressResult
+}
+
+func (in *initProc) send(m Message) {
+	in.ctlMu.Lock()
+	defer in.ctlMu.Unlock()
+	writeMsg(in.ctl, m)
+}
+
+func (in *initProc) fail(format string, args ...any) int {
+	reason := fmt.Sprintf(format, args...)
+	in.log.Error("seal setup failed", "reason", reason)
+	in.send(Message{Type: "error", Reason: reason, Code: 1})
+	return 1
+}
+
+func (in *initProc) run() int {
+	p := in.plan
+	if err := in.setupMounts(); err != nil {
+		return in.fail("%v", err)
+	}
+	if err := loopbackUp(); err != nil {
+		return in.fail("bring lo up: %v", err)
+	}
+	// Inside its own network namespace the workload may bind any port (an
+	// RDP server on 3389 is fine, so is one on 443): nothing is reachable.
+	if err := os.WriteFile("/proc/sys/net/ipv4/ip_unprivileged_port_start", []byte("0"), 0); err != nil {
+		in.warn("allow low ports inside: %v", err)
+	}
+	if err := in.startEgress(); err != nil {
+		return in.fail("%v", err)
+	}
+	if !p.RootMode {
+		if err := dropCapabilities(); err != nil {
+			return in.fail("drop capabilities: %v", err)
+		}
+	}
+	// No process started from here can gain privileges through a setuid or
+	// file-capability binary.
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return in.fail("set no_new_privs: %v", err)
+	}
+	// The workload runs as the same uid; an undumpable init cannot be
+	// ptraced by it.
+	unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
+
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, unix.SIGCHLD, unix.SIGTERM, unix.SIGINT)
+
+	for _, proc := range p.Processes {
+		if err := in.start(proc); err != nil {
+			in.terminate(fmt.Sprintf("start %s %q: %v", proc.Role, proc.Name, err), 1, sigs)
+		}
+	}
+
+	stopCh := make(chan Message, 1)
+	go func() {
+		r := newMsgReader(in.ctl)
+		for {
+			m, err := r.read()
+			if err != nil {
+				// The runner is gone; Pdeathsig will kill us if it died, but
+				// a closed socket alone also means nobody supervises us.
+				stopCh <- Message{Type: "stop", Reason: "runner closed the control socket"}
+				return
+			}
+			if m.Type == "stop" {
+				stopCh <- m
+				return
+			}
+		}
+	}()
+
+	readyCh := make(chan error, 1)
+	ctx, cancelProbe := context.WithTimeout(context.Background(), p.ReadyTimeout)
+	defer cancelProbe()
+	go func() { readyCh <- waitProbes(ctx, p.Probes) }()
+
+	for {
+		select {
+		case err := <-readyCh:
+			if err != nil {
+				in.terminate(err.Error(), 1, sigs)
+			}
+			in.send(Message{Type: "ready", Warnings: in.warnings})
+			in.log.Info("ready")
+		case m := <-stopCh:
+			in.terminate(cmpStr(m.Reason, "stopped"), 0, sigs)
+		case sig := <-sigs:
+			switch sig {
+			case unix.SIGCHLD:
+				for _, ex := range in.reap() {
+					if ex.p.Role == Helper {
+						in.log.Info("process exited", "name", ex.p.Name, "code", ex.code)
+						continue
+					}
+					reason := fmt.Sprintf("%s %s exited with code %d", ex.p.Role, ex.p.Name, ex.code)
+					code := ex.code
+					if ex.p.Role == Connector && code == 0 {
+						code = 1
+					}
+					in.terminate(reason, code, sigs)
+				}
+			default:
+				in.terminate("init got "+sig.String(), 0, sigs)
+			}
+		}
+	}
+}
+
+func cmpStr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+func (in *initProc) warn(format string, args ...any) {
+	w := fmt.Sprintf(format, args...)
+	in.log.Warn(w)
+	in.warnings = append(in.warnings, w)
+}
+
+type exited struct {
+	p    Process
+	code int
+}
+
+// reap collects every exited child, ours or orphans re-parented to us.
+func (in *initProc) reap() []exited {
+	var out []exited
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if pid <= 0 || err != nil {
+			return out
+		}
+		in.mu.Lock()
+		c := in.procs[pid]
+		delete(in.procs, pid)
+		in.mu.Unlock()
+		if c == nil {
+			continue
+		}
+		code := ws.ExitStatus()
+		if ws.Signaled() {
+			code = 128 + int(ws.Signal())
+		}
+		out = append(out, exited{c.p, code})
+	}
+}
+
+// terminate ends the session: it tells the runner why, signals everything
+// in the PID namespace, waits up to the grace period, kills what is left,
+// and exits. It never returns.
+func (in *initProc) terminate(reason string, code int, sigs chan os.Signal) {
+	in.log.Info("ending session", "reason", reason)
+	in.send(Message{Type: "exit", Reason: reason, Code: code})
+	// kill(-1) from PID 1 reaches every process in our PID namespace but us.
+	unix.Kill(-1, unix.SIGTERM)
+	deadline := time.NewTimer(in.plan.Grace)
+	defer deadline.Stop()
+	for {
+		in.reap()
+		if noChildren() {
+			os.Exit(clampCode(code))
+		}
+		select {
+		case <-sigs:
+		case <-deadline.C:
+			in.log.Warn("grace period over: killing what is left")
+			unix.Kill(-1, unix.SIGKILL)
+			// Our exit kills the rest anyway; reaping first keeps the
+			// runner's view ("nothing left") true when it sees us gone.
+			waitUntil := time.Now().Add(2 * time.Second)
+			for !noChildren() && time.Now().Before(waitUntil) {
+				in.reap()
+				time.Sleep(10 * time.Millisecond)
+			}
+			os.Exit(clampCode(code))
+		case <-time.After(100 * time.Millisecond):
+			// SIGCHLD can coalesce; poll as a backstop.
+		}
+	}
+}
+
+func clampCode(c int) int {
+	if c < 0 || c > 255 {
+		return 1
+	}
+	return c
+}
+
+// noChildren reports whether any process other than init is left.
+func noChildren() bool {
+	var info unix.Siginfo
+	err := unix.Waitid(unix.P_ALL, 0, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+	return errors.Is(err, unix.ECHILD)
+}
+
+func (in *initProc) start(p Process) error {
+	path := "/proc/self/exe"
+	argv := append([]string{"airlock"}, p.Argv...)
+	if !p.Self {
+		var err error
+		if path, err = lookPath(p.Argv[0], p.Env); err != nil {
+			return err
+		}
+		argv = p.Argv
+	}
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return err
+	}
+	defer devnull.Close()
+	files := []uintptr{devnull.Fd(), 1, 2}
+	if p.Listener >= 0 {
+		files = append(files, uintptr(firstListFD+p.Listener))
+	}
+	var secretW *os.File
+	if p.Secret != nil {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		secretW = w
+		files = append(files, r.Fd())
+	}
+	attr := &syscall.ProcAttr{
+		Dir:   p.Dir,
+		Env:   p.Env,
+		Files: files,
+		Sys:   &syscall.SysProcAttr{Setsid: true},
+	}
+	if in.plan.RootMode {
+		groups := make([]uint32, len(in.plan.Groups))
+		for i, g := range in.plan.Groups {
+			groups[i] = uint32(g)
+		}
+		attr.Sys.Credential = &syscall.Credential{Uid: uint32(in.plan.UID), Gid: uint32(in.plan.GID), Groups: groups}
+	}
+	in.mu.Lock()
+	pid, err := syscall.ForkExec(path, argv, attr)
+	if err == nil {
+		in.procs[pid] = &child{p: p, pid: pid}
+	}
+	in.mu.Unlock()
+	if err != nil {
+		if secretW != nil {
+			secretW.Close()
+		}
+		return fmt.Errorf("exec %s: %w", argv[0], err)
+	}
+	if secretW != nil {
+		go func() {
+			secretW.Write(p.Secret)
+			secretW.Close()
+		}()
+	}
+	in.log.Info("started", "role", p.Role, "name", p.Name, "pid", pid)
+	return nil
+}
+
+func lookPath(file string, env []string) (string, error) {
+	if strings.Contains(file, "/") {
+		return file, nil
+	}
+	path := "/usr/local/bin:/usr/bin:/bin"
+	for _, e := range env {
+		if v, ok := strings.CutPrefix(e, "PATH="); ok {
+			path = v
+		}
+	}
+	for _, dir := range filepath.SplitList(path) {
+		p := filepath.Join(dir, file)
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s: not found in PATH %s", file, path)
+}
+
+func closeOnExecAbove(n int) {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > n {
+			unix.CloseOnExec(fd)
+		}
+	}
+}
+
+// waitProbes returns once every address accepts a connection.
+func waitProbes(ctx context.Context, addrs []string) error {
+	for _, a := range addrs {
+		network, addr := "tcp", a
+		if p, ok := strings.CutPrefix(a, "unix:"); ok {
+			network, addr = "unix", p
+		}
+		var last error
+		for {
+			d := net.Dialer{Timeout: 500 * time.Millisecond}
+			c, err := d.DialContext(ctx, network, addr)
+			if err == nil {
+				c.Close()
+				break
+			}
+			last = err
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("target %s did not accept connections in time: %v", a, last)
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+	return nil
+}
+
+type egressResult struct {
+	conn net.Conn
+	err  error
+}
+
+// startEgress listens on 127.0.0.1:PORT inside the seal for each egress
+// exception and has the runner dial the real target outside.
+func (in *initProc) startEgress() error {
+	if len(in.plan.EgressPorts) == 0 {
+		return nil
+	}
+	f := os.NewFile(egressFD, "egress")
+	c, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("egress socket: %w", err)
+	}
+	in.egress = c.(*net.UnixConn)
+	in.waiters = map[uint64]chan egressResult{}
+	go in.readEgressReplies()
+	for _, port := range in.plan.EgressPorts {
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			return fmt.Errorf("egress listener on port %d: %w", port, err)
+		}
+		go in.serveEgressPort(ln, port)
+	}
+	return nil
+}
+
+func (in *initProc) readEgressReplies() {
+	buf := make([]byte, 1024)
+	for {
+		n, conn, err := fdpass.RecvMsg(in.egress, buf)
+		if err != nil && n == 0 {
+			return
+		}
+		var rep EgressReply
+		if jerr := json.Unmarshal(buf[:n], &rep); jerr != nil {
+			if conn != nil {
+				conn.Close()
+			}
+			continue
+		}
+		res := egressResult{conn: conn}
+		if rep.Error != "" {
+			res.err = errors.New(rep.Error)
+		} else if conn == nil {
+			res.err = cmpErr(err, errors.New("no connection passed"))
+		}
+		in.waitersM.Lock()
+		ch := in.waiters[rep.ID]
+		delete(in.waiters, rep.ID)
+		in.waitersM.Unlock()
+		if ch == nil {
+			if conn != nil {
+				conn.Close()
+			}
+			continue
+		}
+		ch <- res
+	}
+}
+
+func cmpErr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+func (in *initProc) serveEgressPort(ln net.Listener, port int) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			id := in.egressID.Add(1)
+			ch := make(chan egressResult, 1)
+			in.waitersM.Lock()
+			in.waiters[id] = ch
+			in.waitersM.Unlock()
+			b, _ := json.Marshal(EgressRequest{ID: id, Port: port})
+			if _, _, err := in.egress.WriteMsgUnix(b, nil, nil); err != nil {
+				c.Close()
+				return
+			}
+			res := <-ch
+			if res.err != nil {
+				in.log.Warn("egress refused", "port", port, "error", res.err)
+				c.Close()
+				return
+			}
+			relay.Pipe(context.Background(), c, res.conn, 0)
+		}()
+	}
+}

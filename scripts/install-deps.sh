@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what airlock's build, demo, tests and benchmarks need on Debian 12,
+# skipping what is already there. Safe to run again.
+set -euo pipefail
+
+pkgs=(
+  tigervnc-standalone-server tigervnc-tools xfonts-base xterm x11-apps # the demo desktop and the Xvnc tests
+  uidmap            # newuidmap/newgidmap: full id maps in the seal
+  iproute2          # test network namespaces (ip netns, veth)
+  websockify stunnel4 # the benchmark anchors
+  procps            # ps/pgrep in the teardown checks
+)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "installing: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+go mod download
