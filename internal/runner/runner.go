@@ -388,8 +388,15 @@ func (r *run) makeScratch(o seal.Owner) (string, error) {
 	if err := os.Mkdir(tmp, 0o700); err != nil {
 		return "", fmt.Errorf("make scratch dir: %w", err)
 	}
-	if err := os.Chmod(tmp, 0o1777); err != nil {
-		return "", fmt.Errorf("make scratch dir: %w", err)
+	// X servers started as a user will not make these themselves, and
+	// without them an X client cannot find the display.
+	for _, d := range []string{tmp, filepath.Join(tmp, ".X11-unix"), filepath.Join(tmp, ".ICE-unix")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return "", fmt.Errorf("make scratch dir: %w", err)
+		}
+		if err := os.Chmod(d, 0o1777); err != nil {
+			return "", fmt.Errorf("make scratch dir: %w", err)
+		}
 	}
 	return dir, nil
 }

@@ -122,7 +122,12 @@ func (in *initProc) run() int {
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, unix.SIGCHLD, unix.SIGTERM, unix.SIGINT)
 
+	// The workload and the connectors start now; helpers (an xterm needs
+	// the X server) once the probes pass.
 	for _, proc := range p.Processes {
+		if proc.Role == Helper {
+			continue
+		}
 		if err := in.start(proc); err != nil {
 			in.terminate(fmt.Sprintf("start %s %q: %v", proc.Role, proc.Name, err), 1, sigs)
 		}
@@ -156,6 +161,15 @@ func (in *initProc) run() int {
 		case err := <-readyCh:
 			if err != nil {
 				in.terminate(err.Error(), 1, sigs)
+			}
+			for _, proc := range p.Processes {
+				if proc.Role != Helper {
+					continue
+				}
+				if err := in.start(proc); err != nil {
+					// A helper is not essential: say so and carry on.
+					in.warn("start %s: %v", proc.Name, err)
+				}
 			}
 			in.send(Message{Type: "ready", Warnings: in.warnings})
 			in.log.Info("ready")
