@@ -8,11 +8,14 @@ package main
 
 import (
 	"context"
+	"net/http"
+
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/coder/websocket"
 	"net"
 	"os"
 	"os/signal"
@@ -72,6 +75,12 @@ func serve(addrs []string) {
 			pc, err := net.ListenPacket("udp", rest)
 			must(err)
 			go dnsServe(pc)
+		case "http":
+			// http:tcp:HOST:PORT or http:unix:/path
+			network, addr, _ := strings.Cut(rest, ":")
+			ln, err := net.Listen(network, addr)
+			must(err)
+			go http.Serve(ln, appHandler())
 		default:
 			must(fmt.Errorf("unknown address %q", a))
 		}
@@ -219,4 +228,34 @@ func tlsInfo(addr string) {
 	st := c.ConnectionState()
 	sum := sha256.Sum256(st.PeerCertificates[0].Raw)
 	fmt.Printf("%s %s\n", tls.VersionName(st.Version), hex.EncodeToString(sum[:]))
+}
+
+// appHandler is a stand-in web app: it reports what reached it (path,
+// query, cookies, headers) as JSON, and echoes WebSocket messages on /ws.
+func appHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/ws", func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		for {
+			typ, b, err := c.Read(r.Context())
+			if err != nil {
+				return
+			}
+			if err := c.Write(r.Context(), typ, b); err != nil {
+				return
+			}
+		}
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{
+			"method": r.Method, "path": r.URL.Path, "query": r.URL.RawQuery,
+			"cookie": r.Header.Get("Cookie"), "authorization": r.Header.Get("Authorization"),
+		})
+	})
+	return mux
 }
