@@ -1,8 +1,10 @@
 package runner_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -72,8 +74,14 @@ func TestTeardown(t *testing.T) {
 				if _, err := os.Stat(scratch); err != nil {
 					t.Fatalf("scratch dir missing while running: %v", err)
 				}
-				if n := len(realtest.ProcessesOf(marker)); n < 3 {
-					t.Fatalf("want the workload and two helper processes running, found %d", n)
+				// init, the workload, the helper's shell and two sleeps, the connector
+				if err := realtest.WaitFor(10*time.Second, func() error {
+					if n := len(realtest.ProcessesOf(marker)); n < 6 {
+						return fmt.Errorf("want init, workload, 3 helper processes and the connector running, found %d", n)
+					}
+					return nil
+				}); err != nil {
+					t.Fatal(err)
 				}
 				e.end(t, r, marker)
 				if e.reason != "" {
@@ -83,6 +91,12 @@ func TestTeardown(t *testing.T) {
 					}
 				}
 				if err := realtest.WaitFor(20*time.Second, func() error {
+					// The marker is the session id: it is in the workload's
+					// environment and in init's and the connectors' argv; the
+					// janitor's argv names the scratch directory.
+					if err := realtest.Gone(scratch); err != nil {
+						return err
+					}
 					return realtest.Gone(marker, scratch, sock, filepath.Dir(sock))
 				}); err != nil {
 					t.Fatalf("after %s: %v\nrunner stderr:\n%s", e.name, err, r.Stderr.String())
@@ -130,4 +144,45 @@ func splitLines(s string) []string {
 		}
 	}
 	return out
+}
+
+// TestTeardownWhenParentDies: a runner whose parent (a backend, a batch
+// job's shell) dies, even by SIGKILL, ends its session and cleans up.
+func TestTeardownWhenParentDies(t *testing.T) {
+	m := modes(t)[0]
+	marker := fmt.Sprintf("teardown-parent-%d", time.Now().UnixNano())
+	base := realtest.SharedDir(t, m.owner)
+	scratch := filepath.Join(base, "scratch")
+	sock := filepath.Join(base, "sockets", "web.sock")
+	specFile := filepath.Join(base, "spec.json")
+	b, _ := json.Marshal(sleeperSpec(t, m, marker, scratch, sock, ""))
+	realtest.WriteFile(t, m.owner, specFile, b, 0o644)
+	// The parent is a shell that starts the runner and waits for it.
+	parent := exec.Command("sh", "-c", `"$0" run --spec "$1" & wait`, realtest.Binary(t), specFile)
+	if m.as != nil {
+		parent.SysProcAttr = credential(m.as)
+	}
+	if err := parent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { parent.Wait(); close(done) }()
+	if err := realtest.WaitFor(30*time.Second, func() error {
+		if n := len(realtest.ProcessesOf(marker)); n < 3 {
+			return fmt.Errorf("%d session processes running", n)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	parent.Process.Kill()
+	<-done
+	if err := realtest.WaitFor(30*time.Second, func() error {
+		if err := realtest.Gone(specFile); err != nil {
+			return err // the runner itself
+		}
+		return realtest.Gone(marker, scratch, sock, filepath.Dir(sock))
+	}); err != nil {
+		t.Fatalf("after the runner's parent died: %v", err)
+	}
 }

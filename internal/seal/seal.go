@@ -145,7 +145,9 @@ func Start(ctx context.Context, cfg Config) (*Seal, error) {
 	defer egChild.Close()
 	s.ctl, s.egress = ctlParent, egParent
 
-	cmd := exec.Command(cfg.Exe, InitRole)
+	// The session id is only there for ps: an admin can tell which init
+	// is which session's.
+	cmd := exec.Command(cfg.Exe, InitRole, cfg.ID)
 	cmd.Args[0] = "airlock-init"
 	cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin"}
 	cmd.Stdout, cmd.Stderr = cfg.Stderr, cfg.Stderr
