@@ -42,7 +42,8 @@ func cmdRun(ctx context.Context, env *Env, args []string) int {
 	if err != nil {
 		return fail(env, "%s: %v", *specPath, err)
 	}
-	return runner.Run(ctx, runner.Config{Spec: spec, Stdout: env.Stdout, Stderr: env.Stderr, Logger: log})
+	return runner.Run(ctx, runner.Config{Spec: spec, Stdout: env.Stdout, Stderr: env.Stderr, Logger: log,
+		LogFormat: fs.Lookup("log-format").Value.String()})
 }
 
 func cmdSealInit(_ context.Context, _ *Env, _ []string) int { return seal.RunInit() }

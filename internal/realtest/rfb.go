@@ -72,12 +72,11 @@ func cutPrefix(s, p string) (string, bool) {
 
 // RFB is a minimal RFB 3.8 client: security None, raw encoding, 32 bpp.
 type RFB struct {
-	c      net.Conn
-	W, H   int
-	Name   string
-	Frame  []byte // W*H*4, as the server's pixel format
-	Greet  string
-	closed bool
+	c     net.Conn
+	W, H  int
+	Name  string
+	Frame []byte // W*H*4, as the server's pixel format
+	Greet string
 }
 
 // NewRFB does the handshake over c and asks for a shared session.

@@ -49,6 +49,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Exe is the airlock binary to re-execute inside the seal. Default /proc/self/exe.
 	Exe string
+	// LogFormat ("text" or "json") is passed on to init and the connectors,
+	// so one session logs in one format.
+	LogFormat string
 }
 
 // Event is one line the runner prints on stdout.
@@ -157,6 +160,7 @@ func (r *run) run(ctx context.Context) (code int, err error) {
 		ID: spec.ID, Owner: owner, Listeners: listeners, ScratchDir: filepath.Join(scratch, "tmp"),
 		Grace: time.Duration(spec.Grace), ReadyTimeout: time.Duration(spec.ReadyTimeout),
 		Exe: r.cfg.Exe, Stderr: r.cfg.Stderr, Logger: r.log, Egress: map[int]string{},
+		LogJSON: r.cfg.LogFormat == "json",
 	}
 	for _, e := range spec.Egress {
 		_, port, _ := splitHostPort(e)
@@ -172,6 +176,9 @@ func (r *run) run(ctx context.Context) (code int, err error) {
 		b, _ := json.Marshal(s)
 		argv := []string{"connector", c.Kind, "--fd", strconv.Itoa(fdpass.First), "--secrets-fd", strconv.Itoa(fdpass.First + 1),
 			"--name", c.Name, "--session", spec.ID, "--target", c.Target}
+		if r.cfg.LogFormat != "" {
+			argv = append(argv, "--log-format", r.cfg.LogFormat)
+		}
 		if c.Idle > 0 {
 			argv = append(argv, "--idle", time.Duration(c.Idle).String())
 		}

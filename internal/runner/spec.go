@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -94,20 +95,17 @@ type Duration time.Duration
 
 // UnmarshalJSON accepts "90s", "8h", "" (zero).
 func (d *Duration) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("want a duration string like \"8h\"")
+	var str string
+	if err := json.Unmarshal(b, &str); err != nil {
+		return &json.UnmarshalTypeError{Value: string(b), Type: reflect.TypeFor[Duration]()}
 	}
-	if s == "" {
+	if str == "" {
 		*d = 0
 		return nil
 	}
-	v, err := time.ParseDuration(s)
-	if err != nil {
-		return fmt.Errorf("bad duration %q", s)
-	}
-	if v < 0 {
-		return fmt.Errorf("negative duration %q", s)
+	v, err := time.ParseDuration(str)
+	if err != nil || v < 0 {
+		return &json.UnmarshalTypeError{Value: strconv.Quote(str), Type: reflect.TypeFor[Duration]()}
 	}
 	*d = Duration(v)
 	return nil
@@ -166,16 +164,36 @@ func describeJSONError(data []byte, dec *json.Decoder, err error) string {
 	var typ *json.UnmarshalTypeError
 	switch {
 	case errors.As(err, &syn):
-		off = int(syn.Offset)
+		off = int(syn.Offset) - 1 // Offset is just past the bad byte
 	case errors.As(err, &typ):
-		off = int(typ.Offset)
+		field := typ.Field
+		if i := strings.LastIndexByte(field, '.'); i >= 0 {
+			off = keyOffset(data, `"`+field[i+1:]+`"`, off)
+		} else {
+			off = keyOffset(data, `"`+field+`"`, off)
+		}
 		line, col := lineCol(data, off)
-		return fmt.Sprintf("line %d, column %d: field %s: want %s, got %s", line, col, typ.Field, typ.Type, typ.Value)
+		want := typ.Type.String()
+		if typ.Type == reflect.TypeFor[Duration]() {
+			want = `a duration like "8h"`
+		}
+		return fmt.Sprintf("line %d, column %d: %s: want %s, got %s", line, col, field, want, typ.Value)
 	case errors.Is(err, io.EOF):
 		return "empty spec"
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		// The decoder gives no offset for an unknown field; find the key.
+		off = keyOffset(data, strings.TrimPrefix(err.Error(), "json: unknown field "), off)
 	}
 	line, col := lineCol(data, off)
 	return fmt.Sprintf("line %d, column %d: %s", line, col, strings.TrimPrefix(err.Error(), "json: "))
+}
+
+// keyOffset finds where quoted key is used as an object key, or returns def.
+func keyOffset(data []byte, quoted string, def int) int {
+	if loc := regexp.MustCompile(regexp.QuoteMeta(quoted) + `\s*:`).FindIndex(data); loc != nil {
+		return loc[0]
+	}
+	return def
 }
 
 func lineCol(data []byte, off int) (int, int) {

@@ -51,6 +51,9 @@ func RunInit() int {
 		log.Error("no plan from the runner", "error", err)
 		return 1
 	}
+	if msg.Plan.LogJSON {
+		log = slog.New(slog.NewJSONHandler(os.Stderr, nil)).With("component", "seal-init")
+	}
 	in := &initProc{log: log.With("session", msg.Plan.ID), plan: msg.Plan, ctl: ctl, procs: map[int]*child{}}
 	return in.run()
 }

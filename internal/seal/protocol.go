@@ -63,6 +63,7 @@ type Plan struct {
 	EgressPorts  []int         `json:"egress_ports,omitempty"`
 	ReadyTimeout time.Duration `json:"ready_timeout"`
 	Grace        time.Duration `json:"grace"`
+	LogJSON      bool          `json:"log_json,omitempty"`
 }
 
 // Message is one line on the control socket.

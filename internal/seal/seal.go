@@ -80,6 +80,8 @@ type Config struct {
 	ReadyTimeout time.Duration
 	// Exe is the airlock binary to re-execute. Default /proc/self/exe.
 	Exe string
+	// LogJSON makes init log JSON lines instead of text.
+	LogJSON bool
 	// Stderr receives init's and the processes' output. Default os.Stderr.
 	Stderr io.Writer
 	Logger *slog.Logger
@@ -192,7 +194,7 @@ func Start(ctx context.Context, cfg Config) (*Seal, error) {
 	plan := Plan{
 		ID: cfg.ID, RootMode: root, UID: cfg.Owner.UID, GID: cfg.Owner.GID,
 		ScratchDir: cfg.ScratchDir, Processes: cfg.Processes, Probes: cfg.Probes,
-		ReadyTimeout: cfg.ReadyTimeout, Grace: cfg.Grace, TTYGID: -1,
+		ReadyTimeout: cfg.ReadyTimeout, Grace: cfg.Grace, TTYGID: -1, LogJSON: cfg.LogJSON,
 	}
 	ttyGID := -1
 	if g, err := user.LookupGroup("tty"); err == nil {

@@ -1,0 +1,112 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/airlock-hpc/airlock/internal/ticket"
+)
+
+func runCLI(t *testing.T, stdin string, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := Main(context.Background(), args, strings.NewReader(stdin), &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestUnknownCommand(t *testing.T) {
+	code, _, stderr := runCLI(t, "", "frobnicate")
+	if code != 2 || !strings.Contains(stderr, `unknown command "frobnicate"`) {
+		t.Fatalf("code %d, stderr %q", code, stderr)
+	}
+}
+
+// TestEveryFlagDocumented: each subcommand's -h lists every flag with help
+// text, and no hidden role shows in the usage.
+func TestEveryFlagDocumented(t *testing.T) {
+	_, _, usage := runCLI(t, "", "help")
+	for _, c := range commands() {
+		if c.hidden {
+			if strings.Contains(usage, c.name) {
+				t.Errorf("hidden role %s shows in usage", c.name)
+			}
+			continue
+		}
+		if !strings.Contains(usage, c.name) {
+			t.Errorf("command %s missing from usage", c.name)
+		}
+		args := []string{c.name, "-h"}
+		if c.name == "connector" {
+			args = []string{"connector", "vnc", "-h"}
+		}
+		code, _, help := runCLI(t, "", args...)
+		if code != 0 {
+			t.Errorf("%s -h: exit %d", c.name, code)
+		}
+		for _, line := range strings.Split(help, "\n") {
+			// PrintDefaults puts a flag on a line starting "  -name" and
+			// its help on the next; a flag with no help has an empty one.
+			if strings.HasPrefix(line, "  -") && strings.HasSuffix(line, "\t") {
+				t.Errorf("%s: flag without help: %q", c.name, line)
+			}
+		}
+	}
+}
+
+func TestRunBadSpecNamesTheLine(t *testing.T) {
+	code, _, stderr := runCLI(t, "{\n  \"id\": \"x\",\n  \"workload\": {\"argv\": [\"true\"]},\n  \"lifetme\": \"1h\"\n}", "run", "--spec", "-")
+	if code != 1 || !strings.Contains(stderr, `unknown field "lifetme"`) || !strings.Contains(stderr, "line 4") {
+		t.Fatalf("code %d, stderr %q", code, stderr)
+	}
+}
+
+func TestTicketCommand(t *testing.T) {
+	keyFile := filepath.Join(t.TempDir(), "key")
+	os.WriteFile(keyFile, []byte(strings.Repeat("ab", 32)+"\n"), 0o600)
+	code, out, stderr := runCLI(t, "", "ticket", "--key-file", keyFile, "--session", "s-1", "--connector", "console", "--user", "alice", "--view", "--ttl", "90s")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	k, _ := ticket.LoadKey(keyFile)
+	c, err := ticket.Check(k, strings.TrimSpace(out), "s-1", "console", time.Now())
+	if err != nil {
+		t.Fatalf("printed ticket does not verify: %v", err)
+	}
+	if c.User != "alice" || c.Mode != ticket.View || time.Until(c.Expires) > 90*time.Second {
+		t.Fatalf("claims %+v", c)
+	}
+	if code, _, _ := runCLI(t, "", "ticket", "--key-file", keyFile, "--session", "s-1"); code != 2 {
+		t.Fatalf("missing flags: exit %d, want 2", code)
+	}
+	if code, _, stderr := runCLI(t, "", "ticket", "--key-file", keyFile, "--session", "s", "--connector", "c", "--user", "u", "--ttl", "48h"); code != 1 || !strings.Contains(stderr, "--ttl") {
+		t.Fatalf("ttl too long: exit %d %q", code, stderr)
+	}
+}
+
+// TestConnectorListenerChecks: a connector refuses stdout as its
+// listener, and a TCP listener without a certificate (TLS on every hop).
+func TestConnectorListenerChecks(t *testing.T) {
+	keyFile := filepath.Join(t.TempDir(), "key")
+	os.WriteFile(keyFile, bytes.Repeat([]byte{7}, 32), 0o600)
+	code, _, stderr := runCLI(t, "", "connector", "vnc", "--fd", "1", "--target", "127.0.0.1:5901", "--name", "c", "--session", "s", "--key-file", keyFile)
+	if code != 1 || !strings.Contains(stderr, "must be 3 or more") {
+		t.Fatalf("fd 1: exit %d %q", code, stderr)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	f, _ := ln.(*net.TCPListener).File()
+	code, _, stderr = runCLI(t, "", "connector", "vnc", "--fd", strconv.Itoa(int(f.Fd())), "--target", "127.0.0.1:5901", "--name", "c", "--session", "s", "--key-file", keyFile)
+	if code != 1 || !strings.Contains(stderr, "needs a TLS certificate") {
+		t.Fatalf("plain TCP: exit %d %q", code, stderr)
+	}
+}
