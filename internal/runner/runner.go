@@ -401,7 +401,7 @@ func (r *run) makeScratch(o seal.Owner) (string, error) {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return "", fmt.Errorf("make scratch dir: %w", err)
 		}
-		if err := os.Chmod(d, 0o1777); err != nil {
+		if err := os.Chmod(d, os.ModeSticky|0o777); err != nil {
 			return "", fmt.Errorf("make scratch dir: %w", err)
 		}
 	}

@@ -1,0 +1,99 @@
+package connector
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+// tlsExchange dials addr with cfg, sends "ping" and reads the 4-byte
+// echo, returning the first error. In TLS 1.3 the client's handshake
+// finishes before the server has checked the client's certificate, so a
+// refusal may show only at the first read, as the server's alert.
+func tlsExchange(addr string, cfg *tls.Config) error {
+	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 5 * time.Second}, Config: cfg}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte("ping")); err != nil {
+		return err
+	}
+	b := make([]byte, 4)
+	if _, err := io.ReadFull(c, b); err != nil {
+		return err
+	}
+	if string(b) != "ping" {
+		return errors.New("echo mismatch: " + string(b))
+	}
+	return nil
+}
+
+// TestTLSConnector: only a client certificate from the session CA gets
+// through to the target; anything else fails in the TLS handshake and the
+// target never sees a connection.
+func TestTLSConnector(t *testing.T) {
+	sessionCA := newCA(t, "session CA")
+	otherCA := newCA(t, "other CA")
+	target := startTCPTarget(t, echo)
+	logs, logger := newLogSink(t)
+	addr, _ := startConnector(t, Config{Kind: KindTLS, Target: target.addr, TLS: sessionCA.mutualTLS(t, sessionCA), Logger: logger})
+
+	good := sessionCA.issue(t, "alice", false)
+	if err := tlsExchange(addr, sessionCA.clientTLS(good)); err != nil {
+		t.Fatalf("good client certificate: %v", err)
+	}
+	logs.waitLine(t, "msg=disconnected", "user=alice", "mode=control", "bytes_to_target=4", "bytes_from_target=4", "duration=")
+
+	for _, tt := range []struct {
+		name   string
+		cfg    *tls.Config
+		alert  string
+		inDial bool   // TLS 1.2: the client's own handshake fails
+		cause  string // in the connector's log
+	}{
+		{"no certificate", sessionCA.clientTLS(), "certificate required", false, "didn't provide a certificate"},
+		{"other CA", forceCert(sessionCA.clientTLS(), otherCA.issue(t, "mallory", false)), "unknown certificate authority", false, "unknown authority"},
+		{"no certificate TLS 1.2", withMaxVersion(sessionCA.clientTLS(), tls.VersionTLS12), "handshake failure", true, "didn't provide a certificate"},
+		{"other CA TLS 1.2", withMaxVersion(forceCert(sessionCA.clientTLS(), otherCA.issue(t, "mallory", false)), tls.VersionTLS12), "unknown certificate authority", true, "unknown authority"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tlsExchange(addr, tt.cfg)
+			if err == nil {
+				t.Fatal("relayed without a valid client certificate")
+			}
+			if !strings.Contains(err.Error(), "remote error: tls: "+tt.alert) {
+				t.Fatalf("error %q, want the server's %q alert", err, tt.alert)
+			}
+			var opErr *net.OpError
+			if tt.inDial && (!errors.As(err, &opErr) || opErr.Op != "remote error") {
+				t.Fatalf("error %v: want it from the handshake", err)
+			}
+			logs.waitLine(t, "msg=refused", `reason="TLS handshake failed"`, tt.cause)
+		})
+	}
+	if n := target.accepted.Load(); n != 1 {
+		t.Fatalf("target saw %d connections, want only the good one", n)
+	}
+}
+
+// forceCert makes the client present cert even though the server's
+// CertificateRequest names other CAs (Go's client would send nothing).
+func forceCert(c *tls.Config, cert tls.Certificate) *tls.Config {
+	c.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil }
+	return c
+}
+
+func withMaxVersion(c *tls.Config, v uint16) *tls.Config {
+	c.MaxVersion = v
+	return c
+}
