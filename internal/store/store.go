@@ -1,0 +1,84 @@
+// Package store keeps the gateway's state: sessions, users, API tokens,
+// share links and the audit log. It defines the Store interface the
+// gateway uses; sqlite/ implements it with a pure-Go SQLite (the embedded
+// default) and a PostgreSQL implementation can satisfy the same interface
+// and conformance tests later. It knows only the session package's types:
+// never the gateway, the runner, backends, auth or the seal.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/airlock-hpc/airlock/internal/session"
+)
+
+// Errors every implementation returns, matchable with errors.Is.
+var (
+	ErrNotFound = errors.New("not found")
+	ErrExists   = errors.New("already exists")
+	// ErrConflict: an update would make an illegal state change.
+	ErrConflict = errors.New("conflict")
+)
+
+// SessionFilter selects sessions; zero fields match everything.
+type SessionFilter struct {
+	Owner  string
+	States []session.State
+	// Limit caps the number returned (0: no cap), newest first.
+	Limit int
+}
+
+// AuditFilter selects audit events, newest first.
+type AuditFilter struct {
+	Actor   string
+	Session string
+	Since   time.Time
+	Limit   int
+}
+
+// Store is the gateway's state. Implementations are safe for concurrent use.
+type Store interface {
+	// CreateSession stores a new session; ErrExists if the id is taken.
+	CreateSession(ctx context.Context, s *session.Session) error
+	// GetSession returns a session by id, or ErrNotFound.
+	GetSession(ctx context.Context, id string) (*session.Session, error)
+	// ListSessions returns the matching sessions, newest first.
+	ListSessions(ctx context.Context, f SessionFilter) ([]*session.Session, error)
+	// UpdateSession reads the session, calls update on it and writes it
+	// back, in one transaction. If update returns an error nothing is
+	// written and the error is returned. A state change that
+	// session.State.CanMoveTo refuses returns an error wrapping ErrConflict.
+	UpdateSession(ctx context.Context, id string, update func(*session.Session) error) (*session.Session, error)
+	// CountActive counts sessions not Ended: all of them, or one owner's.
+	CountActive(ctx context.Context, owner string) (int, error)
+
+	// CreateUser adds a user; ErrExists if the name is taken.
+	CreateUser(ctx context.Context, u session.User) error
+	GetUser(ctx context.Context, name string) (session.User, error)
+	ListUsers(ctx context.Context) ([]session.User, error)
+
+	// CreateToken stores a token (its hash; the secret is never stored).
+	CreateToken(ctx context.Context, t session.Token) error
+	// TokenByHash returns a token that is not revoked, or ErrNotFound, and
+	// stamps its LastUsed with now.
+	TokenByHash(ctx context.Context, hash []byte, now time.Time) (session.Token, error)
+	ListTokens(ctx context.Context, user string) ([]session.Token, error)
+	// RevokeToken revokes a user's token; ErrNotFound if the user has no
+	// such token.
+	RevokeToken(ctx context.Context, user, id string) error
+
+	CreateShare(ctx context.Context, s session.Share) error
+	// ShareByHash returns a share (revoked or not, expired or not: the
+	// caller decides and says why), or ErrNotFound.
+	ShareByHash(ctx context.Context, hash []byte) (session.Share, error)
+	ListShares(ctx context.Context, sessionID string) ([]session.Share, error)
+	RevokeShare(ctx context.Context, sessionID, id string) error
+
+	// AppendAudit adds an event to the append-only audit log.
+	AppendAudit(ctx context.Context, e session.AuditEvent) error
+	ListAudit(ctx context.Context, f AuditFilter) ([]session.AuditEvent, error)
+
+	Close() error
+}
