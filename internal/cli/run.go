@@ -17,6 +17,7 @@ const (
 func cmdRun(ctx context.Context, env *Env, args []string) int {
 	fs := newFlags(env, "run", "--spec FILE|-")
 	specPath := fs.String("spec", "", "session spec (JSON) to run; - reads it from stdin. Required.")
+	outlive := fs.Bool("outlive-parent", false, "keep the session running if the process that started the runner exits (the local backend uses it so a gateway restart ends no session); by default the runner's parent dying ends the session")
 	mkLog := logFlags(fs)
 	if c := parse(fs, args); c >= 0 {
 		return c
@@ -43,7 +44,7 @@ func cmdRun(ctx context.Context, env *Env, args []string) int {
 		return fail(env, "%s: %v", *specPath, err)
 	}
 	return runner.Run(ctx, runner.Config{Spec: spec, Stdout: env.Stdout, Stderr: env.Stderr, Logger: log,
-		LogFormat: fs.Lookup("log-format").Value.String()})
+		LogFormat: fs.Lookup("log-format").Value.String(), OutliveParent: *outlive})
 }
 
 func cmdSealInit(_ context.Context, _ *Env, _ []string) int { return seal.RunInit() }

@@ -52,6 +52,11 @@ type Config struct {
 	// LogFormat ("text" or "json") is passed on to init and the connectors,
 	// so one session logs in one format.
 	LogFormat string
+	// OutliveParent keeps the session running when the runner's parent
+	// exits. The local backend sets it: a gateway restart must not end
+	// sessions. Everyone else wants the default, so that a runner nobody
+	// supervises does not keep a session alive.
+	OutliveParent bool
 }
 
 // Event is one line the runner prints on stdout.
@@ -114,7 +119,9 @@ func (r *run) run(ctx context.Context) (code int, err error) {
 	// Our parent dying is a reason to end: a runner nobody supervises must
 	// not keep a session alive. (Set here, on whichever thread; the kernel
 	// signals every thread of a child whose parent exits.)
-	unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGTERM), 0, 0, 0)
+	if !r.cfg.OutliveParent {
+		unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGTERM), 0, 0, 0)
+	}
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT)
 	defer signal.Stop(sigs)

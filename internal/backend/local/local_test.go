@@ -1,0 +1,112 @@
+package local
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/airlock-hpc/airlock/internal/backend"
+	"github.com/airlock-hpc/airlock/internal/realtest"
+)
+
+func newBackend(t *testing.T, dir string) *Backend {
+	b, err := New(Config{Dir: dir, Exe: realtest.Binary(t), Poll: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func nextEvent(t *testing.T, ch <-chan backend.Event) backend.Event {
+	t.Helper()
+	select {
+	case e, ok := <-ch:
+		if !ok {
+			t.Fatal("watch ended")
+		}
+		return e
+	case <-time.After(30 * time.Second):
+		t.Fatal("no event in 30s")
+	}
+	return backend.Event{}
+}
+
+func spec(t *testing.T, id string) []byte {
+	owner := ""
+	if os.Geteuid() == 0 {
+		owner = realtest.TestUser(t).Name
+	}
+	b, _ := json.Marshal(map[string]any{
+		"id": id, "owner": owner,
+		"workload": map[string]any{"argv": []string{"sleep", "1000"}},
+	})
+	return b
+}
+
+// TestStartWatchStop: a session started by the local backend becomes
+// ready, a gateway "restart" (a new Backend watching the stored ref) sees
+// it again from the start, and Stop ends it with the runner's reason.
+func TestStartWatchStop(t *testing.T) {
+	dir := t.TempDir()
+	b := newBackend(t, dir)
+	id := fmt.Sprintf("local-%d", time.Now().UnixNano()%1e6)
+	ref, err := b.Start(t.Context(), id, spec(t, id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := b.Watch(t.Context(), id, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := nextEvent(t, ch); e.Kind != "ready" {
+		t.Fatalf("first event %+v", e)
+	}
+
+	// A new gateway process knows only the ref from its store.
+	b2 := newBackend(t, dir)
+	ch2, err := b2.Watch(t.Context(), id, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := nextEvent(t, ch2); e.Kind != "ready" {
+		t.Fatalf("re-attached watch: first event %+v", e)
+	}
+	if err := b2.Stop(t.Context(), id, ref); err != nil {
+		t.Fatal(err)
+	}
+	if e := nextEvent(t, ch2); e.Kind != "exit" || e.Reason != "stopped by SIGTERM" {
+		t.Fatalf("after stop: %+v", e)
+	}
+	if err := b2.Stop(t.Context(), id, ref); err == nil {
+		t.Fatal("stopping an ended runner succeeded")
+	}
+}
+
+// TestRunnerKilled: a runner killed outright is noticed as an exit with a
+// reason, within seconds.
+func TestRunnerKilled(t *testing.T) {
+	b := newBackend(t, t.TempDir())
+	id := fmt.Sprintf("killed-%d", time.Now().UnixNano()%1e6)
+	ref, err := b.Start(t.Context(), id, spec(t, id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, _ := b.Watch(t.Context(), id, ref)
+	if e := nextEvent(t, ch); e.Kind != "ready" {
+		t.Fatalf("first event %+v", e)
+	}
+	pid, ok := alive(ref)
+	if !ok {
+		t.Fatal("runner not alive")
+	}
+	syscall.Kill(pid, syscall.SIGKILL)
+	start := time.Now()
+	e := nextEvent(t, ch)
+	if e.Kind != "exit" || e.Code != -1 {
+		t.Fatalf("after SIGKILL: %+v", e)
+	}
+	t.Logf("noticed after %s: %s", time.Since(start), e.Reason)
+}
