@@ -1,0 +1,337 @@
+package gateway
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"mime"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/airlock-hpc/airlock/internal/session"
+	"github.com/airlock-hpc/airlock/internal/store"
+)
+
+// handlerFunc is an HTTP handler that returns its error; one adapter turns
+// errors into responses.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+var crossOrigin = http.NewCrossOriginProtection()
+
+// api wraps an API handler: security headers, JSON bodies only for unsafe
+// methods (a form post from another site cannot reach the API), and the
+// cross-origin check for cookie-authenticated unsafe requests.
+func (g *Gateway) api(h handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			if err := crossOrigin.Check(r); err != nil {
+				writeErr(w, apiErr(403, "cross_origin", "cross-origin request refused"))
+				return
+			}
+			if ct := r.Header.Get("Content-Type"); ct != "" && r.ContentLength != 0 {
+				if mt, _, _ := mime.ParseMediaType(ct); mt != "application/json" {
+					writeErr(w, apiErr(415, "bad_content_type", "send application/json"))
+					return
+				}
+			}
+		}
+		if err := h(w, r); err != nil {
+			ae := asAPIError(err)
+			if ae.Status >= 500 {
+				g.log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "error", err)
+			}
+			writeErr(w, err)
+		}
+	})
+}
+
+// authed runs h for an identified user.
+func (g *Gateway) authed(h func(w http.ResponseWriter, r *http.Request, id identity) error) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		id, err := g.identify(r)
+		if err != nil {
+			return err
+		}
+		return h(w, r, id)
+	}
+}
+
+func (g *Gateway) admin(h func(w http.ResponseWriter, r *http.Request, id identity) error) handlerFunc {
+	return g.authed(func(w http.ResponseWriter, r *http.Request, id identity) error {
+		if !id.admin {
+			return apiErr(403, "not_admin", "admins only")
+		}
+		return h(w, r, id)
+	})
+}
+
+// sessionJSON is a session as the API shows it: no node addresses.
+type sessionJSON struct {
+	ID         string            `json:"id"`
+	State      session.State     `json:"state"`
+	Reason     string            `json:"reason,omitempty"`
+	Owner      string            `json:"owner"`
+	Profile    string            `json:"profile"`
+	Persistent bool              `json:"persistent"`
+	CPUs       int               `json:"cpus"`
+	MemoryMB   int               `json:"memory_mb"`
+	Created    time.Time         `json:"created"`
+	Started    time.Time         `json:"started,omitzero"`
+	Ends       time.Time         `json:"ends,omitzero"`
+	Ended      time.Time         `json:"ended,omitzero"`
+	Connect    map[string]string `json:"connect"`
+}
+
+func toJSON(s *session.Session) sessionJSON {
+	j := sessionJSON{ID: s.ID, State: s.State, Reason: s.Reason, Owner: s.Owner, Profile: s.Profile, Persistent: s.Persistent,
+		CPUs: s.CPUs, MemoryMB: s.MemoryMB, Created: s.Created, Started: s.Started, Ends: s.Ends(), Ended: s.Ended, Connect: map[string]string{}}
+	if s.State == session.Ready {
+		for name := range s.Endpoints {
+			j.Connect[name] = "/s/" + s.ID + "/" + name + "/"
+		}
+	}
+	return j
+}
+
+// ownSession returns the session if id.user owns it (or is an admin and
+// adminOK); another user's session is "not found", not "forbidden", so
+// ids cannot be probed.
+func (g *Gateway) ownSession(r *http.Request, id identity, adminOK bool) (*session.Session, error) {
+	s, err := g.cfg.Store.GetSession(r.Context(), r.PathValue("id"))
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, apiErr(404, "no_session", "no such session")
+		}
+		return nil, err
+	}
+	if s.Owner != id.user && !(adminOK && id.admin) {
+		g.log.WarnContext(r.Context(), "refused: another user's session", "user", id.user, "session", s.ID, "remote_addr", r.RemoteAddr)
+		return nil, apiErr(404, "no_session", "no such session")
+	}
+	return s, nil
+}
+
+func (g *Gateway) routesAPI(mux *http.ServeMux) {
+	mux.Handle("POST /api/v1/tokens", g.api(g.createToken))
+	mux.Handle("GET /api/v1/tokens", g.api(g.authed(func(w http.ResponseWriter, r *http.Request, id identity) error {
+		ts, err := g.cfg.Store.ListTokens(r.Context(), id.user)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, 200, map[string]any{"tokens": ts})
+		return nil
+	})))
+	mux.Handle("DELETE /api/v1/tokens/{tid}", g.api(g.authed(func(w http.ResponseWriter, r *http.Request, id identity) error {
+		if err := g.cfg.Store.RevokeToken(r.Context(), id.user, r.PathValue("tid")); err != nil {
+			return err
+		}
+		g.audit(r.Context(), id.user, "token_revoke", "", r.RemoteAddr, r.PathValue("tid"))
+		w.WriteHeader(204)
+		return nil
+	})))
+	mux.Handle("GET /api/v1/me", g.api(g.authed(func(w http.ResponseWriter, r *http.Request, id identity) error {
+		writeJSON(w, 200, map[string]any{"user": id.user, "admin": id.admin})
+		return nil
+	})))
+	mux.Handle("GET /api/v1/profiles", g.api(g.authed(func(w http.ResponseWriter, r *http.Request, id identity) error {
+		var out []map[string]any
+		for _, p := range g.cfg.Profiles {
+			out = append(out, map[string]any{"name": p.Name, "title": p.Title, "kind": p.Kind,
+				"cpus": p.CPUs, "max_cpus": p.MaxCPUs, "memory_mb": p.MemoryMB, "max_memory_mb": p.MaxMemoryMB,
+				"lifetime": p.Lifetime.String(), "max_lifetime": p.MaxLifetime.String()})
+		}
+		writeJSON(w, 200, map[string]any{"profiles": out})
+		return nil
+	})))
+	mux.Handle("GET /api/v1/sessions", g.api(g.authed(func(w http.ResponseWriter, r *http.Request, id identity) error {
+		f := store.SessionFilter{Owner: id.user, Limit: 500}
+		if r.URL.Query().Get("all") == "1" && id.admin {
+			f.Owner = ""
+		}
+		ss, err := g.cfg.Store.ListSessions(r.Context(), f)
+		if err != nil {
+			return err
+		}
+		out := make([]sessionJSON, 0, len(ss))
+		for _, s := range ss {
+			out = append(out, toJSON(s))
+		}
+		writeJSON(w, 200, map[string]any{"sessions": out})
+		return nil
+	})))
+	mux.Handle("POST /api/v1/sessions", g.api(g.authed(func(w http.ResponseWriter, r *http.Request, id identity) error {
+		var req LaunchRequest
+		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil {
+			return apiErr(400, "bad_request", "request body: "+err.Error())
+		}
+		s, err := g.Launch(r.Context(), id.user, req, r.RemoteAddr)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, 201, map[string]any{"id": s.ID, "state": s.State})
+		return nil
+	})))
+	mux.Handle("GET /api/v1/sessions/{id}", g.api(g.authed(func(w http.ResponseWriter, r *http.Request, id identity) error {
+		s, err := g.ownSession(r, id, true)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, 200, toJSON(s))
+		return nil
+	})))
+	mux.Handle("DELETE /api/v1/sessions/{id}", g.api(g.authed(func(w http.ResponseWriter, r *http.Request, id identity) error {
+		s, err := g.ownSession(r, id, true)
+		if err != nil {
+			return err
+		}
+		reason := "stopped by " + id.user
+		if err := g.Stop(r.Context(), id.user, s.ID, reason, r.RemoteAddr); err != nil {
+			return err
+		}
+		writeJSON(w, 202, map[string]any{"id": s.ID, "state": session.Stopping})
+		return nil
+	})))
+	mux.Handle("POST /api/v1/sessions/{id}/shares", g.api(g.authed(g.createShare)))
+	mux.Handle("GET /api/v1/sessions/{id}/shares", g.api(g.authed(func(w http.ResponseWriter, r *http.Request, id identity) error {
+		s, err := g.ownSession(r, id, false)
+		if err != nil {
+			return err
+		}
+		shs, err := g.cfg.Store.ListShares(r.Context(), s.ID)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, 200, map[string]any{"shares": shs})
+		return nil
+	})))
+	mux.Handle("DELETE /api/v1/sessions/{id}/shares/{share}", g.api(g.authed(func(w http.ResponseWriter, r *http.Request, id identity) error {
+		s, err := g.ownSession(r, id, false)
+		if err != nil {
+			return err
+		}
+		if err := g.cfg.Store.RevokeShare(r.Context(), s.ID, r.PathValue("share")); err != nil {
+			return err
+		}
+		g.audit(r.Context(), id.user, "share_revoke", s.ID, r.RemoteAddr, r.PathValue("share"))
+		w.WriteHeader(204)
+		return nil
+	})))
+	mux.Handle("GET /api/v1/admin/sessions", g.api(g.admin(func(w http.ResponseWriter, r *http.Request, id identity) error {
+		ss, err := g.cfg.Store.ListSessions(r.Context(), store.SessionFilter{Limit: 1000})
+		if err != nil {
+			return err
+		}
+		out := make([]map[string]any, 0, len(ss))
+		for _, s := range ss {
+			out = append(out, map[string]any{"session": toJSON(s), "node": s.Node, "backend": s.Backend})
+		}
+		load, _ := loadPerCPU()
+		free, _ := freeMemoryMB()
+		writeJSON(w, 200, map[string]any{"sessions": out, "node": map[string]any{"load_per_cpu": load, "free_memory_mb": free}})
+		return nil
+	})))
+	mux.Handle("POST /api/v1/admin/stop-all", g.api(g.admin(func(w http.ResponseWriter, r *http.Request, id identity) error {
+		ss, err := g.cfg.Store.ListSessions(r.Context(), store.SessionFilter{States: []session.State{session.Queued, session.Starting, session.Ready}})
+		if err != nil {
+			return err
+		}
+		for _, s := range ss {
+			g.Stop(r.Context(), id.user, s.ID, "stopped by admin "+id.user, r.RemoteAddr)
+		}
+		writeJSON(w, 202, map[string]any{"stopping": len(ss)})
+		return nil
+	})))
+	mux.Handle("GET /metrics", g.api(g.admin(func(w http.ResponseWriter, r *http.Request, id identity) error {
+		return g.serveMetrics(w, r)
+	})))
+}
+
+// createShare makes a share link: POST {"mode": "view"|"control", "ttl": "1h"}.
+func (g *Gateway) createShare(w http.ResponseWriter, r *http.Request, id identity) error {
+	s, err := g.ownSession(r, id, false)
+	if err != nil {
+		return err
+	}
+	var req struct {
+		Mode string `json:"mode"`
+		TTL  string `json:"ttl"`
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&req); err != nil {
+		return apiErr(400, "bad_request", "request body: "+err.Error())
+	}
+	mode := session.Mode(req.Mode)
+	if mode != session.View && mode != session.Control {
+		return apiErr(400, "bad_request", `mode: want "view" or "control"`)
+	}
+	ttl := time.Hour
+	if req.TTL != "" {
+		d, err := time.ParseDuration(req.TTL)
+		if err != nil || d <= 0 || d > 7*24*time.Hour {
+			return apiErr(400, "bad_request", "ttl: want a duration up to 168h")
+		}
+		ttl = d
+	}
+	raw := make([]byte, 32)
+	rand.Read(raw)
+	secret := base64.RawURLEncoding.EncodeToString(raw)
+	sum := sha256.Sum256([]byte(secret))
+	idb := make([]byte, 6)
+	rand.Read(idb)
+	sh := session.Share{ID: "sh-" + base64.RawURLEncoding.EncodeToString(idb), Session: s.ID, Mode: mode, CreatedBy: id.user,
+		Created: g.now(), Expires: g.now().Add(ttl), Hash: sum[:]}
+	if err := g.cfg.Store.CreateShare(r.Context(), sh); err != nil {
+		return err
+	}
+	g.audit(r.Context(), id.user, "share", s.ID, r.RemoteAddr, fmt.Sprintf("%s %s until %s", sh.ID, mode, sh.Expires.UTC().Format(time.RFC3339)))
+	writeJSON(w, 201, map[string]any{"id": sh.ID, "mode": mode, "expires": sh.Expires, "url": "https://" + r.Host + "/share/" + secret})
+	return nil
+}
+
+// shareFor checks the share cookie for session s and returns its mode.
+func (g *Gateway) shareFor(r *http.Request, s *session.Session) (session.Mode, error) {
+	c, err := r.Cookie("airlock_share_" + s.ID)
+	if err != nil {
+		return "", apiErr(403, "not_yours", "this is not your session")
+	}
+	sum := sha256.Sum256([]byte(c.Value))
+	sh, err := g.cfg.Store.ShareByHash(r.Context(), sum[:])
+	switch {
+	case err != nil || sh.Session != s.ID:
+		return "", apiErr(403, "bad_share", "the share link is not valid")
+	case sh.Revoked:
+		return "", apiErr(403, "share_revoked", "the owner revoked this share link")
+	case !g.now().Before(sh.Expires):
+		return "", apiErr(403, "share_expired", "this share link has expired")
+	}
+	return sh.Mode, nil
+}
+
+// authorizeView decides who may connect to s and how: its owner with full
+// control, or someone holding a valid share link with the share's mode.
+func (g *Gateway) authorizeView(r *http.Request, id identity, s *session.Session) (viewer, error) {
+	if s.Owner == id.user {
+		return viewer{user: id.user, mode: session.Control}, nil
+	}
+	mode, err := g.shareFor(r, s)
+	if err != nil {
+		g.log.WarnContext(r.Context(), "refused viewer", "user", id.user, "session", s.ID, "remote_addr", r.RemoteAddr, "error", err)
+		return viewer{}, err
+	}
+	return viewer{user: id.user, mode: mode}, nil
+}
+
+func sortedNames(m map[string]string) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,205 @@
+// Package gateway is `airlock serve`: the one place users and admins meet
+// airlock. It authenticates people (through the auth package), keeps state
+// in a store.Store, launches sessions through a backend.Backend, issues a
+// fresh ticket for every connection and proxies browsers to the session's
+// connectors, serves the JSON API under /api/v1, the portal pages, the
+// admin views, /metrics and an audit log. Errors become HTTP responses in
+// one place (apiError). It never imports the runner or the seal: runners
+// are separate processes that outlive a gateway restart.
+package gateway
+
+import (
+	"cmp"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/airlock-hpc/airlock/internal/auth"
+	"github.com/airlock-hpc/airlock/internal/backend"
+	"github.com/airlock-hpc/airlock/internal/store"
+)
+
+// Profile is something users can launch.
+type Profile struct {
+	Name  string
+	Title string
+	// Kind is "desktop" (Xvnc plus Programs) or "app" (Command serving HTTP
+	// on Port or Socket inside the seal).
+	Kind     string
+	Geometry string     // desktop: default "1280x800"
+	Depth    int        // desktop: default 24
+	Programs [][]string // desktop: started in the X session; default [["xterm"]]
+	Command  []string   // app
+	Port     int        // app: TCP port on 127.0.0.1 inside the seal
+	Socket   string     // app: or a UNIX socket path inside the seal
+	// Defaults and maximums a launch request must stay within.
+	CPUs, MaxCPUs         int
+	MemoryMB, MaxMemoryMB int
+	Lifetime, MaxLifetime time.Duration
+	// IdleTimeout ends a session nobody has viewed for this long; 0 never.
+	IdleTimeout time.Duration
+}
+
+// Limits protect the node and share it fairly.
+type Limits struct {
+	MaxSessions        int     // active sessions in all; 0 no limit
+	MaxSessionsPerUser int     // 0 no limit
+	MaxLoad            float64 // 1-minute load average per CPU above which launches are refused; 0 no check
+	MinFreeMemoryMB    int     // MemAvailable below which launches are refused; 0 no check
+	// SingleShotGrace is how long a single-shot session outlives its last
+	// viewer. Default 30s.
+	SingleShotGrace time.Duration
+}
+
+// Authenticator checks a name and password (auth.Chain does).
+type Authenticator interface {
+	Login(ctx context.Context, user, password, remoteAddr string) (auth.Identity, error)
+}
+
+// HeaderAuthenticator believes a header from a trusted proxy (auth/header does).
+type HeaderAuthenticator interface {
+	FromRequest(r *http.Request) (auth.Identity, bool, error)
+}
+
+// Config is everything the gateway needs.
+type Config struct {
+	Listen      string // default 127.0.0.1:8443
+	StateDir    string // required
+	TLSCertFile string // empty: self-signed, kept in StateDir
+	TLSKeyFile  string
+	Profiles    []Profile
+	Limits      Limits
+	// RunAs is the account sessions run as when the gateway runs as root:
+	// empty means the logged-in user's own account. Without root, sessions
+	// run as the gateway's own user.
+	RunAs string
+	// LoginTTL is how long a login lasts. Default 12h.
+	LoginTTL time.Duration
+
+	Store   store.Store
+	Backend backend.Backend
+	Auth    Authenticator
+	Header  HeaderAuthenticator // optional
+	// Portal serves the browser pages; nil serves only the API.
+	Portal PortalRenderer
+	// AuditLog receives one JSON line per audit event besides the store.
+	AuditLog io.Writer
+	Logger   *slog.Logger
+	Now      func() time.Time
+}
+
+// Gateway is a running gateway.
+type Gateway struct {
+	cfg    Config
+	log    *slog.Logger
+	master []byte
+	cert   tls.Certificate
+	now    func() time.Time
+
+	mu       sync.Mutex
+	watching map[string]context.CancelFunc
+	viewers  map[string]int
+	// viewerCancels ends each proxied connection at shutdown.
+	viewerCancels map[*int]context.CancelFunc
+	lastTouch     map[string]time.Time
+	auditMu       sync.Mutex
+	closed   bool
+	wg       sync.WaitGroup
+	metrics  metrics
+	ctx      context.Context
+	cancel   context.CancelFunc
+}
+
+// New checks cfg, loads or makes the keys and certificate, and re-attaches
+// to every session the store says is alive.
+func New(ctx context.Context, cfg Config) (*Gateway, error) {
+	if cfg.StateDir == "" || cfg.Store == nil || cfg.Backend == nil || cfg.Auth == nil {
+		return nil, errors.New("gateway: StateDir, Store, Backend and Auth are required")
+	}
+	cfg.Listen = cmp.Or(cfg.Listen, "127.0.0.1:8443")
+	cfg.LoginTTL = cmp.Or(cfg.LoginTTL, 12*time.Hour)
+	cfg.Limits.SingleShotGrace = cmp.Or(cfg.Limits.SingleShotGrace, 30*time.Second)
+	if err := os.MkdirAll(filepath.Join(cfg.StateDir, "sessions"), 0o700); err != nil {
+		return nil, fmt.Errorf("gateway: state dir: %w", err)
+	}
+	master, err := masterKey(cfg.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	cert, err := loadOrMakeTLS(cfg.TLSCertFile, cfg.TLSKeyFile, cfg.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	g := &Gateway{
+		cfg: cfg, master: master, cert: cert,
+		log:      cmp.Or(cfg.Logger, slog.Default()).With("component", "gateway"),
+		now:      cfg.Now,
+		watching: map[string]context.CancelFunc{},
+		viewers:  map[string]int{},
+	}
+	if g.cfg.Now == nil {
+		g.now = time.Now
+	}
+	g.ctx, g.cancel = context.WithCancel(context.Background())
+	if err := g.reattach(ctx); err != nil {
+		g.cancel()
+		return nil, err
+	}
+	g.wg.Add(1)
+	go g.janitor()
+	return g, nil
+}
+
+// Serve serves HTTPS on ln until ctx ends, then shuts down. Serve closes ln.
+func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler: g.Handler(),
+		// Without these a client that opens connections and sends nothing
+		// holds goroutines and descriptors forever.
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{g.cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}},
+		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	// Shutdown does not wait for hijacked (WebSocket) connections; the
+	// proxy tracks and closes those itself.
+	err := srv.Shutdown(sctx)
+	g.closeViewers()
+	return err
+}
+
+// Close stops watching sessions (they keep running) and waits. It is safe
+// to call twice.
+func (g *Gateway) Close() error {
+	g.mu.Lock()
+	if g.closed {
+		g.mu.Unlock()
+		return fmt.Errorf("gateway: %w", net.ErrClosed)
+	}
+	g.closed = true
+	g.mu.Unlock()
+	g.cancel()
+	g.wg.Wait()
+	return nil
+}
+
+// CertPEM-free accessor for tests: the certificate the gateway serves.
+func (g *Gateway) Certificate() tls.Certificate { return g.cert }

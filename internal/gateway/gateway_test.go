@@ -1,0 +1,292 @@
+package gateway
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/airlock-hpc/airlock/internal/realtest"
+)
+
+// TestAppSessionThroughAPI: the scripted contract. A token from HTTP Basic,
+// a launch, ready with a connect path, the app reached through the proxy
+// with the same token and never seeing it, a stop, and the session ended.
+func TestAppSessionThroughAPI(t *testing.T) {
+	tg := startGateway(t, "", nil, "alice")
+	c := tg.client().loginToken("alice")
+	s := c.launch("app")
+	if s.Owner != "alice" || s.Profile != "app" || s.Connect["app"] != "/s/"+s.ID+"/app/" {
+		t.Fatalf("session %+v", s)
+	}
+	var seen map[string]string
+	code, body := c.do("GET", s.Connect["app"]+"hello?x=1", nil, &seen)
+	if code != 200 {
+		t.Fatalf("proxy: %d %s", code, body)
+	}
+	if seen["path"] != "/s/"+s.ID+"/app/hello" || seen["query"] != "x=1" {
+		t.Fatalf("app saw %v", seen)
+	}
+	if strings.Contains(seen["authorization"], c.token) || strings.Contains(seen["cookie"], "airlock") {
+		t.Fatalf("the app saw the user's credentials: %v", seen)
+	}
+	if code, _ := c.do("DELETE", "/api/v1/sessions/"+s.ID, nil, nil); code != 202 {
+		t.Fatalf("delete: %d", code)
+	}
+	ended := c.waitState(s.ID, "ended")
+	if ended.Reason != "stopped by alice" {
+		t.Fatalf("reason %q", ended.Reason)
+	}
+	if code, _ := c.do("GET", s.Connect["app"], nil, nil); code != 409 {
+		t.Fatalf("proxy to an ended session: %d, want 409", code)
+	}
+}
+
+// TestAccessControl tries what an attacker would, each refused.
+func TestAccessControl(t *testing.T) {
+	tg := startGateway(t, "", func(c *Config) { c.Limits.MaxSessionsPerUser = 1 }, "alice", "mallory")
+	alice := tg.client().loginToken("alice")
+	mallory := tg.client().loginToken("mallory")
+	s := alice.launch("app")
+
+	t.Run("other user's session by API", func(t *testing.T) {
+		for _, m := range []string{"GET", "DELETE"} {
+			if code, _ := mallory.do(m, "/api/v1/sessions/"+s.ID, nil, nil); code != 404 {
+				t.Errorf("%s: %d, want 404", m, code)
+			}
+		}
+		if code, _ := mallory.do("POST", "/api/v1/sessions/"+s.ID+"/shares", map[string]string{"mode": "control"}, nil); code != 404 {
+			t.Errorf("share another's session: %d", code)
+		}
+	})
+	t.Run("other user's session by proxy", func(t *testing.T) {
+		if code, body := mallory.do("GET", "/s/"+s.ID+"/app/", nil, nil); code != 403 {
+			t.Errorf("proxy: %d %s, want 403", code, body)
+		}
+	})
+	t.Run("no credentials", func(t *testing.T) {
+		anon := tg.client()
+		if code, _ := anon.do("GET", "/api/v1/sessions", nil, nil); code != 401 {
+			t.Errorf("list: %d", code)
+		}
+		if code, _ := anon.do("GET", "/s/"+s.ID+"/app/", nil, nil); code != 401 {
+			t.Errorf("proxy: %d", code)
+		}
+	})
+	t.Run("forged cookie", func(t *testing.T) {
+		c := tg.client()
+		req, _ := http.NewRequest("GET", tg.url+"/api/v1/me", nil)
+		req.AddCookie(&http.Cookie{Name: loginCookie, Value: "v1.eyJ1c2VyIjoiYWxpY2UifQ.AAAA"})
+		resp, err := c.http.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 401 {
+			t.Errorf("forged cookie: %d", resp.StatusCode)
+		}
+	})
+	t.Run("bad token", func(t *testing.T) {
+		c := tg.client()
+		c.token = "alk_not-a-real-token"
+		if code, _ := c.do("GET", "/api/v1/me", nil, nil); code != 401 {
+			t.Errorf("bad token: %d", code)
+		}
+	})
+	t.Run("missing CSRF protection", func(t *testing.T) {
+		c := tg.client().loginCookie("alice")
+		req, _ := http.NewRequest("DELETE", tg.url+"/api/v1/sessions/"+s.ID, nil)
+		req.Header.Set("Origin", "https://evil.example")
+		req.Header.Set("Sec-Fetch-Site", "cross-site")
+		resp, err := c.http.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 403 {
+			t.Errorf("cross-site DELETE with the login cookie: %d, want 403", resp.StatusCode)
+		}
+		var got sessionOut
+		alice.do("GET", "/api/v1/sessions/"+s.ID, nil, &got)
+		if got.State != "ready" {
+			t.Errorf("session is %s after a refused cross-site DELETE", got.State)
+		}
+	})
+	t.Run("form post to the API", func(t *testing.T) {
+		c := tg.client().loginCookie("alice")
+		req, _ := http.NewRequest("POST", tg.url+"/api/v1/sessions", strings.NewReader("profile=app"))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Sec-Fetch-Site", "same-origin")
+		resp, err := c.http.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 415 {
+			t.Errorf("form-encoded API call: %d, want 415", resp.StatusCode)
+		}
+	})
+	t.Run("too many sessions", func(t *testing.T) {
+		var e struct{ Error struct{ Code, Message string } }
+		code, _ := alice.do("POST", "/api/v1/sessions", map[string]any{"profile": "app"}, &e)
+		if code != 429 || e.Error.Code != "too_many_sessions" {
+			t.Errorf("second session: %d %+v", code, e)
+		}
+	})
+	t.Run("over profile limits", func(t *testing.T) {
+		var e struct{ Error struct{ Code, Message string } }
+		code, _ := mallory.do("POST", "/api/v1/sessions", map[string]any{"profile": "app", "cpus": 64}, &e)
+		if code != 400 || e.Error.Code != "over_limit" {
+			t.Errorf("64 cpus: %d %+v", code, e)
+		}
+	})
+	t.Run("wrong password", func(t *testing.T) {
+		req, _ := http.NewRequest("POST", tg.url+"/api/v1/tokens", nil)
+		req.SetBasicAuth("alice", "wrong password")
+		resp, err := tg.client().http.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 401 {
+			t.Errorf("wrong password: %d", resp.StatusCode)
+		}
+	})
+}
+
+// TestLoadLimit: a launch when the node is past its load threshold is
+// refused with the reason. The threshold is set below any real load.
+func TestLoadLimit(t *testing.T) {
+	tg := startGateway(t, "", func(c *Config) { c.Limits.MaxLoad = 1e-9 }, "alice")
+	var e struct{ Error struct{ Code, Message string } }
+	code, _ := tg.client().loginToken("alice").do("POST", "/api/v1/sessions", map[string]any{"profile": "app"}, &e)
+	if code != 503 || e.Error.Code != "node_busy" || !strings.Contains(e.Error.Message, "load") {
+		t.Fatalf("launch over the load limit: %d %+v", code, e)
+	}
+}
+
+// TestShares: a view share lets another user in read-only; an expired or
+// revoked share does not.
+func TestShares(t *testing.T) {
+	tg := startGateway(t, "", nil, "alice", "bob")
+	alice := tg.client().loginToken("alice")
+	s := alice.launch("app")
+	var share struct{ ID, URL, Mode string }
+	if code, body := alice.do("POST", "/api/v1/sessions/"+s.ID+"/shares", map[string]string{"mode": "view", "ttl": "2s"}, &share); code != 201 {
+		t.Fatalf("share: %d %s", code, body)
+	}
+	bob := tg.client().loginCookie("bob")
+	open := func() int {
+		resp, err := bob.http.Get(tg.url + strings.TrimPrefix(share.URL, "https://"+strings.TrimPrefix(tg.url, "https://")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := open(); code != 303 {
+		t.Fatalf("open share: %d", code)
+	}
+	if code, body := bob.do("GET", "/s/"+s.ID+"/app/x", nil, nil); code != 200 {
+		t.Fatalf("view share GET: %d %s", code, body)
+	}
+	if code, _ := bob.do("POST", "/s/"+s.ID+"/app/x", map[string]string{}, nil); code != 403 {
+		t.Fatalf("view share POST reached the app: %d, want 403 from the connector", code)
+	}
+	// Expired: the share had a 2 s lifetime.
+	if err := realtest.WaitFor(10*time.Second, func() error {
+		if code, _ := bob.do("GET", "/s/"+s.ID+"/app/x", nil, nil); code != 403 {
+			return errStill
+		}
+		return nil
+	}); err != nil {
+		t.Fatal("expired share still works")
+	}
+	// Revoked.
+	if code, _ := alice.do("POST", "/api/v1/sessions/"+s.ID+"/shares", map[string]string{"mode": "control"}, &share); code != 201 {
+		t.Fatal("second share")
+	}
+	if code := open(); code != 303 {
+		t.Fatalf("open share: %d", code)
+	}
+	if code, _ := bob.do("POST", "/s/"+s.ID+"/app/x", map[string]string{}, nil); code != 200 {
+		t.Fatalf("control share POST: %d", code)
+	}
+	if code, _ := alice.do("DELETE", "/api/v1/sessions/"+s.ID+"/shares/"+share.ID, nil, nil); code != 204 {
+		t.Fatal("revoke")
+	}
+	var e struct{ Error struct{ Code string } }
+	if code, _ := bob.do("GET", "/s/"+s.ID+"/app/x", nil, &e); code != 403 || e.Error.Code != "share_revoked" {
+		t.Fatalf("revoked share: %d %+v", code, e)
+	}
+}
+
+var errStill = &apiError{Code: "still"}
+
+// TestRestartKeepsSessions: the gateway restarts with a session running;
+// the session is still listed, still ready and still reachable.
+func TestRestartKeepsSessions(t *testing.T) {
+	tg := startGateway(t, "", nil, "alice")
+	c := tg.client().loginToken("alice")
+	s := c.launch("app")
+	tok := c.token
+	tg.stop()
+
+	tg2 := startGateway(t, tg.stateDir, nil)
+	c2 := tg2.client()
+	c2.token = tok
+	got := c2.waitState(s.ID, "ready")
+	if code, body := c2.do("GET", got.Connect["app"], nil, nil); code != 200 {
+		t.Fatalf("after restart, proxy: %d %s", code, body)
+	}
+	c2.do("DELETE", "/api/v1/sessions/"+s.ID, nil, nil)
+	c2.waitState(s.ID, "ended")
+}
+
+// TestRunnerKilled: a runner killed behind the gateway's back is noticed
+// within seconds and the session ends with a reason.
+func TestRunnerKilled(t *testing.T) {
+	tg := startGateway(t, "", nil, "alice")
+	c := tg.client().loginToken("alice")
+	s := c.launch("app")
+	st, err := tg.cfg.Store.GetSession(t.Context(), s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pid int
+	var start uint64
+	if _, err := fmtSscanf(st.BackendRef, &pid, &start); err != nil {
+		t.Fatal(err)
+	}
+	syscall.Kill(pid, syscall.SIGKILL)
+	killed := time.Now()
+	ended := c.waitState(s.ID, "ended")
+	if !strings.Contains(ended.Reason, "runner ended") || time.Since(killed) > 10*time.Second {
+		t.Fatalf("after %s: reason %q", time.Since(killed), ended.Reason)
+	}
+}
+
+func TestMetricsAndAudit(t *testing.T) {
+	tg := startGateway(t, "", nil, "alice", "admin")
+	tg.client().loginToken("alice").launch("app")
+	admin := tg.client().loginToken("admin")
+	code, body := admin.do("GET", "/metrics", nil, nil)
+	if code != 200 || !strings.Contains(body, `airlock_sessions{state="ready"} 1`) || !strings.Contains(body, "airlock_launches_total 1") {
+		t.Fatalf("metrics: %d\n%s", code, body)
+	}
+	if code, _ := tg.client().loginToken("alice").do("GET", "/metrics", nil, nil); code != 403 {
+		t.Fatalf("metrics for a non-admin: %d", code)
+	}
+	evs, err := tg.cfg.Store.ListAudit(t.Context(), auditAll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(evs)
+	for _, want := range []string{`"action":"launch"`, `"actor":"alice"`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("audit log lacks %s: %s", want, b)
+		}
+	}
+}

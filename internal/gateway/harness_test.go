@@ -1,0 +1,234 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/airlock-hpc/airlock/internal/auth"
+	"github.com/airlock-hpc/airlock/internal/auth/local"
+	"github.com/airlock-hpc/airlock/internal/auth/ratelimit"
+	backendlocal "github.com/airlock-hpc/airlock/internal/backend/local"
+	"github.com/airlock-hpc/airlock/internal/realtest"
+	"github.com/airlock-hpc/airlock/internal/store/sqlite"
+)
+
+// testGateway is a real gateway on 127.0.0.1 with a SQLite store, the
+// local backend starting real runners, and a local password file.
+type testGateway struct {
+	t        *testing.T
+	g        *Gateway
+	url      string
+	stateDir string
+	cancel   context.CancelFunc
+	done     chan error
+	cfg      Config
+}
+
+const testPassword = "correct horse battery"
+
+func appProfile(t *testing.T) Profile {
+	return Profile{Name: "app", Title: "Test app", Kind: "app", Command: []string{realtest.Probe(t), "serve", "http:tcp:127.0.0.1:8888"},
+		Port: 8888, CPUs: 1, MaxCPUs: 2, MemoryMB: 512, MaxMemoryMB: 1024, Lifetime: time.Hour, MaxLifetime: 2 * time.Hour}
+}
+
+func desktopProfile() Profile {
+	return Profile{Name: "desktop", Title: "Linux desktop", Kind: "desktop", Geometry: "640x480",
+		Programs: [][]string{{"xterm", "-geometry", "60x15+0+0"}}, CPUs: 1, MaxCPUs: 2, MemoryMB: 1024, MaxMemoryMB: 2048, Lifetime: time.Hour, MaxLifetime: 8 * time.Hour}
+}
+
+// startGateway starts a gateway; stateDir "" makes a new one. users are
+// created with testPassword; "admin" is an admin.
+func startGateway(t *testing.T, stateDir string, mod func(*Config), users ...string) *testGateway {
+	t.Helper()
+	if stateDir == "" {
+		stateDir = t.TempDir()
+	}
+	ctx := context.Background()
+	db, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(stateDir, "airlock.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw, err := local.Open(filepath.Join(stateDir, "users"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range users {
+		if err := pw.Add(u, []byte(testPassword), u == "admin"); err != nil && !strings.Contains(err.Error(), "exists") {
+			t.Fatal(err)
+		}
+	}
+	lim, _ := ratelimit.New(ratelimit.DefaultConfig())
+	be, err := backendlocal.New(backendlocal.Config{Dir: filepath.Join(stateDir, "sessions"), Exe: realtest.Binary(t), Poll: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	cfg := Config{
+		StateDir: stateDir, Store: db, Backend: be, Logger: log,
+		Auth:     &auth.Chain{Authenticators: []auth.PasswordAuthenticator{pw}, Limiter: lim, Logger: log},
+		Profiles: []Profile{appProfile(t), desktopProfile()},
+	}
+	if os.Geteuid() == 0 {
+		cfg.RunAs = realtest.TestUser(t).Name
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	g, err := New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	tg := &testGateway{t: t, g: g, url: "https://" + ln.Addr().String(), stateDir: stateDir, cancel: cancel, done: make(chan error, 1), cfg: cfg}
+	go func() { tg.done <- g.Serve(sctx, ln) }()
+	t.Cleanup(tg.stop)
+	return tg
+}
+
+// stop shuts the gateway down, as a restart would: sessions keep running.
+func (tg *testGateway) stop() {
+	if tg.cancel == nil {
+		return
+	}
+	tg.cancel()
+	<-tg.done
+	tg.g.Close()
+	tg.cfg.Store.Close()
+	tg.cancel = nil
+}
+
+// client is a browser or script talking to the gateway.
+type client struct {
+	t     *testing.T
+	tg    *testGateway
+	http  *http.Client
+	token string
+}
+
+func (tg *testGateway) client() *client {
+	jar, _ := cookiejar.New(nil)
+	return &client{t: tg.t, tg: tg, http: &http.Client{
+		Jar:       jar,
+		Timeout:   30 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}, // the gateway's self-signed test certificate
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}}
+}
+
+// loginToken gets a bearer token with HTTP Basic credentials.
+func (c *client) loginToken(user string) *client {
+	c.t.Helper()
+	req, _ := http.NewRequest("POST", c.tg.url+"/api/v1/tokens", nil)
+	req.SetBasicAuth(user, testPassword)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out struct{ Token string }
+	json.NewDecoder(resp.Body).Decode(&out)
+	if resp.StatusCode != 201 || out.Token == "" {
+		c.t.Fatalf("token for %s: status %d", user, resp.StatusCode)
+	}
+	c.token = out.Token
+	return c
+}
+
+// loginCookie logs in through the login form, as a browser does.
+func (c *client) loginCookie(user string) *client {
+	c.t.Helper()
+	req, _ := http.NewRequest("POST", c.tg.url+"/login", strings.NewReader(url.Values{"user": {user}, "password": {testPassword}, "next": {"/"}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", c.tg.url)
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 303 {
+		c.t.Fatalf("login %s: status %d", user, resp.StatusCode)
+	}
+	return c
+}
+
+// do sends a request and decodes a JSON answer into out (if not nil).
+func (c *client) do(method, path string, body any, out any) (int, string) {
+	c.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = strings.NewReader(string(b))
+	}
+	req, _ := http.NewRequest(method, c.tg.url+path, rd)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	} else {
+		req.Header.Set("Sec-Fetch-Site", "same-origin")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if out != nil {
+		json.Unmarshal(b, out)
+	}
+	return resp.StatusCode, string(b)
+}
+
+type sessionOut struct {
+	ID, State, Reason, Owner, Profile string
+	Connect                           map[string]string
+}
+
+// launch starts a session and waits until it is ready.
+func (c *client) launch(profile string) sessionOut {
+	c.t.Helper()
+	var created sessionOut
+	if code, body := c.do("POST", "/api/v1/sessions", map[string]any{"profile": profile}, &created); code != 201 {
+		c.t.Fatalf("launch %s: %d %s", profile, code, body)
+	}
+	return c.waitState(created.ID, "ready")
+}
+
+func (c *client) waitState(id, state string) sessionOut {
+	c.t.Helper()
+	var s sessionOut
+	err := realtest.WaitFor(30*time.Second, func() error {
+		if code, body := c.do("GET", "/api/v1/sessions/"+id, nil, &s); code != 200 {
+			return fmt.Errorf("get: %d %s", code, body)
+		}
+		if s.State != state {
+			return fmt.Errorf("session %s is %s (%s), want %s", id, s.State, s.Reason, state)
+		}
+		return nil
+	})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return s
+}

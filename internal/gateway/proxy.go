@@ -1,0 +1,254 @@
+package gateway
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/airlock-hpc/airlock/internal/session"
+	"github.com/airlock-hpc/airlock/internal/ticket"
+)
+
+// viewer is who may use a session through the proxy, and how.
+type viewer struct {
+	user string
+	mode session.Mode
+}
+
+// proxy serves /s/{id}/{connector}/...: it checks who is asking, signs a
+// fresh single-use ticket for this one request, and forwards it (WebSocket
+// upgrades included) to the connector's endpoint on the node. Users never
+// see node addresses or tickets.
+func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request) error {
+	id, conn := r.PathValue("id"), r.PathValue("connector")
+	id2, err := g.identify(r)
+	if err != nil {
+		return err
+	}
+	s, err := g.cfg.Store.GetSession(r.Context(), id)
+	if err != nil {
+		return apiErr(404, "no_session", "no such session")
+	}
+	v, err := g.authorizeView(r, id2, s)
+	if err != nil {
+		return err
+	}
+	if s.State != session.Ready {
+		return apiErr(409, "not_ready", fmt.Sprintf("session %s is %s", s.ID, s.State))
+	}
+	endpoint, ok := s.Endpoints[conn]
+	if !ok {
+		return apiErr(404, "no_connector", fmt.Sprintf("session %s has no connector %q", s.ID, conn))
+	}
+	tok, err := ticket.Sign(g.sessionKey(s.ID), ticket.Claims{
+		Session: s.ID, Connector: conn, User: v.user, Mode: ticket.Mode(v.mode), Expires: g.now().Add(time.Minute),
+	})
+	if err != nil {
+		return err
+	}
+	upgrade := strings.EqualFold(r.Header.Get("Upgrade"), "websocket")
+	if upgrade {
+		g.audit(r.Context(), v.user, "connect", s.ID, r.RemoteAddr, fmt.Sprintf("%s (%s)", conn, v.mode))
+	}
+
+	// A WebSocket viewer holds the session open until its connection
+	// ends; Serve's shutdown cancels the context, which closes hijacked
+	// connections too. A plain request only counts as activity.
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	if upgrade {
+		done := g.viewerStart(s.ID, cancel)
+		defer done()
+	} else {
+		g.touch(s.ID, false)
+	}
+
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL.Scheme = "http"
+			if !strings.HasPrefix(endpoint, "unix:") {
+				pr.Out.URL.Scheme = "https"
+			}
+			pr.Out.URL.Host = "session"
+			pr.Out.Host = pr.In.Host // apps such as Jupyter compare Origin with Host
+			pr.SetXForwarded()
+			// The gateway's own cookies (the login, share links) are for
+			// the gateway; the connector gets a ticket instead.
+			stripCookies(pr.Out.Header, "airlock_")
+			pr.Out.Header.Set("Authorization", "Bearer "+tok)
+		},
+		Transport: g.transport(endpoint, s.TLSSHA256),
+		ModifyResponse: func(resp *http.Response) error {
+			stripSetCookies(resp.Header, "airlock_")
+			return nil
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			g.log.WarnContext(r.Context(), "proxy to connector", "session", s.ID, "connector", conn, "error", err)
+			writeErr(w, apiErr(502, "connector_unreachable", "the session did not answer"))
+		},
+		FlushInterval: -1, // stream: a framebuffer or an event stream must not wait in a buffer
+	}
+	rp.ServeHTTP(w, r.WithContext(ctx))
+	return nil
+}
+
+// transport dials a connector endpoint: a UNIX socket on this node, or TLS
+// to a node pinned to the session certificate's SHA-256.
+func (g *Gateway) transport(endpoint, sha string) http.RoundTripper {
+	var dial func(ctx context.Context) (net.Conn, error)
+	if p, ok := strings.CutPrefix(endpoint, "unix:"); ok {
+		dial = func(ctx context.Context) (net.Conn, error) {
+			return (&net.Dialer{Timeout: 10 * time.Second}).DialContext(ctx, "unix", p)
+		}
+	} else {
+		dial = func(ctx context.Context) (net.Conn, error) {
+			d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 10 * time.Second}, Config: pinned(sha)}
+			return d.DialContext(ctx, "tcp", endpoint)
+		}
+	}
+	return &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			c, err := dial(ctx)
+			if err != nil {
+				return nil, err
+			}
+			g.metrics.connsOpen.Add(1)
+			return &countingConn{Conn: c, m: &g.metrics}, nil
+		},
+		DisableKeepAlives: true, // one ticket per request; connectors spend it once
+		ForceAttemptHTTP2: false,
+	}
+}
+
+func pinned(sha string) *tls.Config {
+	return &tls.Config{
+		InsecureSkipVerify: true, // replaced by the pin below: the session's own self-signed cert
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			if len(raw) == 0 {
+				return errors.New("no certificate")
+			}
+			sum := sha256.Sum256(raw[0])
+			if sha == "" || hex.EncodeToString(sum[:]) != sha {
+				return errors.New("connector certificate does not match the session's pin")
+			}
+			return nil
+		},
+		NextProtos: []string{"http/1.1"},
+	}
+}
+
+type countingConn struct {
+	net.Conn
+	m      *metrics
+	closed atomic.Bool
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.m.bytesFrom.Add(int64(n))
+	return n, err
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.m.bytesTo.Add(int64(n))
+	return n, err
+}
+
+func (c *countingConn) Close() error {
+	if c.closed.CompareAndSwap(false, true) {
+		c.m.connsOpen.Add(-1)
+	}
+	return c.Conn.Close()
+}
+
+func stripCookies(h http.Header, prefix string) {
+	cookies := (&http.Request{Header: h}).Cookies()
+	h.Del("Cookie")
+	var keep []string
+	for _, c := range cookies {
+		if !strings.HasPrefix(c.Name, prefix) {
+			keep = append(keep, c.Name+"="+c.Value)
+		}
+	}
+	if len(keep) > 0 {
+		h.Set("Cookie", strings.Join(keep, "; "))
+	}
+}
+
+func stripSetCookies(h http.Header, prefix string) {
+	var keep []string
+	for _, v := range h.Values("Set-Cookie") {
+		if !strings.HasPrefix(strings.TrimSpace(v), prefix) {
+			keep = append(keep, v)
+		}
+	}
+	h.Del("Set-Cookie")
+	for _, v := range keep {
+		h.Add("Set-Cookie", v)
+	}
+}
+
+// viewerStart counts a viewer of session id until the returned func runs.
+func (g *Gateway) viewerStart(id string, cancel context.CancelFunc) func() {
+	g.mu.Lock()
+	g.viewers[id]++
+	key := new(int)
+	if g.viewerCancels == nil {
+		g.viewerCancels = map[*int]context.CancelFunc{}
+	}
+	g.viewerCancels[key] = cancel
+	g.mu.Unlock()
+	g.metrics.viewers.Add(1)
+	g.touch(id, true)
+	return func() {
+		g.mu.Lock()
+		g.viewers[id]--
+		if g.viewers[id] <= 0 {
+			delete(g.viewers, id)
+		}
+		delete(g.viewerCancels, key)
+		g.mu.Unlock()
+		g.metrics.viewers.Add(-1)
+		g.touch(id, true)
+	}
+}
+
+// touch records that a viewer was there now (idle and single-shot timing).
+// Unless forced it writes at most every 10 s per session: it runs on every
+// proxied request.
+func (g *Gateway) touch(id string, force bool) {
+	now := g.now()
+	g.mu.Lock()
+	if g.lastTouch == nil {
+		g.lastTouch = map[string]time.Time{}
+	}
+	if !force && now.Sub(g.lastTouch[id]) < 10*time.Second {
+		g.mu.Unlock()
+		return
+	}
+	g.lastTouch[id] = now
+	g.mu.Unlock()
+	g.cfg.Store.UpdateSession(context.WithoutCancel(g.ctx), id, func(s *session.Session) error {
+		s.LastSeen = now
+		return nil
+	})
+}
+
+func (g *Gateway) closeViewers() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, c := range g.viewerCancels {
+		c()
+	}
+}

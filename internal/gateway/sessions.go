@@ -1,0 +1,401 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/airlock-hpc/airlock/internal/backend"
+	"github.com/airlock-hpc/airlock/internal/session"
+	"github.com/airlock-hpc/airlock/internal/store"
+)
+
+// LaunchRequest is what a user asks for; zero fields take the profile's
+// defaults.
+type LaunchRequest struct {
+	Profile    string `json:"profile"`
+	CPUs       int    `json:"cpus,omitempty"`
+	MemoryMB   int    `json:"memory_mb,omitempty"`
+	Lifetime   string `json:"lifetime,omitempty"`
+	Persistent *bool  `json:"persistent,omitempty"`
+}
+
+func (g *Gateway) profile(name string) (Profile, bool) {
+	for _, p := range g.cfg.Profiles {
+		if p.Name == name {
+			return p, true
+		}
+	}
+	return Profile{}, false
+}
+
+func newID() string {
+	b := make([]byte, 6)
+	rand.Read(b)
+	return "s-" + hex.EncodeToString(b)
+}
+
+// Launch checks the request against the profile and the limits, stores the
+// session and starts its runner.
+func (g *Gateway) Launch(ctx context.Context, user string, req LaunchRequest, remote string) (*session.Session, error) {
+	p, ok := g.profile(req.Profile)
+	if !ok {
+		return nil, apiErr(400, "unknown_profile", fmt.Sprintf("no profile named %q", req.Profile))
+	}
+	s := &session.Session{
+		ID: newID(), Owner: user, Profile: p.Name, State: session.Queued, Persistent: true,
+		CPUs: p.CPUs, MemoryMB: p.MemoryMB, Lifetime: p.Lifetime, Created: g.now(), Backend: g.cfg.Backend.Name(),
+	}
+	if req.Persistent != nil {
+		s.Persistent = *req.Persistent
+	}
+	if req.CPUs != 0 {
+		if req.CPUs < 1 || (p.MaxCPUs > 0 && req.CPUs > p.MaxCPUs) {
+			return nil, apiErr(400, "over_limit", fmt.Sprintf("cpus %d: this profile allows 1 to %d", req.CPUs, p.MaxCPUs))
+		}
+		s.CPUs = req.CPUs
+	}
+	if req.MemoryMB != 0 {
+		if req.MemoryMB < 64 || (p.MaxMemoryMB > 0 && req.MemoryMB > p.MaxMemoryMB) {
+			return nil, apiErr(400, "over_limit", fmt.Sprintf("memory %d MB: this profile allows 64 to %d MB", req.MemoryMB, p.MaxMemoryMB))
+		}
+		s.MemoryMB = req.MemoryMB
+	}
+	if req.Lifetime != "" {
+		d, err := time.ParseDuration(req.Lifetime)
+		if err != nil || d <= 0 {
+			return nil, apiErr(400, "bad_request", fmt.Sprintf("lifetime %q: want a duration like 2h", req.Lifetime))
+		}
+		if p.MaxLifetime > 0 && d > p.MaxLifetime {
+			return nil, apiErr(400, "over_limit", fmt.Sprintf("lifetime %s: this profile allows at most %s", d, p.MaxLifetime))
+		}
+		s.Lifetime = d
+	}
+	if err := g.checkLimits(ctx, user); err != nil {
+		g.metrics.failures.Add(1)
+		g.audit(ctx, user, "launch_refused", "", remote, err.Error())
+		return nil, err
+	}
+	if err := g.cfg.Store.CreateSession(ctx, s); err != nil {
+		return nil, fmt.Errorf("launch: %w", err)
+	}
+	g.metrics.launches.Add(1)
+	g.audit(ctx, user, "launch", s.ID, remote, "profile "+p.Name)
+	spec, err := g.spec(s, p)
+	if err == nil {
+		var ref string
+		ref, err = g.cfg.Backend.Start(ctx, s.ID, spec)
+		if err == nil {
+			s, err = g.cfg.Store.UpdateSession(ctx, s.ID, func(s *session.Session) error {
+				s.BackendRef = ref
+				return s.Move(session.Starting, "", g.now())
+			})
+		}
+	}
+	if err != nil {
+		g.metrics.failures.Add(1)
+		g.log.ErrorContext(ctx, "launch failed", "session", s.ID, "error", err)
+		g.end(ctx, s.ID, "could not start: "+err.Error())
+		return nil, apiErr(500, "launch_failed", "the session could not be started: "+err.Error())
+	}
+	g.watch(s.ID, s.BackendRef)
+	return s, nil
+}
+
+// checkLimits refuses a launch that would go past a limit, with the reason.
+func (g *Gateway) checkLimits(ctx context.Context, user string) error {
+	l := g.cfg.Limits
+	if l.MaxSessions > 0 {
+		n, err := g.cfg.Store.CountActive(ctx, "")
+		if err != nil {
+			return err
+		}
+		if n >= l.MaxSessions {
+			return apiErr(429, "node_full", fmt.Sprintf("this node runs its maximum of %d sessions; try later", l.MaxSessions))
+		}
+	}
+	if l.MaxSessionsPerUser > 0 {
+		n, err := g.cfg.Store.CountActive(ctx, user)
+		if err != nil {
+			return err
+		}
+		if n >= l.MaxSessionsPerUser {
+			return apiErr(429, "too_many_sessions", fmt.Sprintf("you have %d sessions, the most allowed; stop one first", n))
+		}
+	}
+	if l.MaxLoad > 0 {
+		if load, err := loadPerCPU(); err == nil && load > l.MaxLoad {
+			return apiErr(503, "node_busy", fmt.Sprintf("the node is busy (load %.2f per CPU, limit %.2f); try later", load, l.MaxLoad))
+		}
+	}
+	if l.MinFreeMemoryMB > 0 {
+		if free, err := freeMemoryMB(); err == nil && free < l.MinFreeMemoryMB {
+			return apiErr(503, "node_busy", fmt.Sprintf("the node is short of memory (%d MB free, need %d MB); try later", free, l.MinFreeMemoryMB))
+		}
+	}
+	return nil
+}
+
+func loadPerCPU() (float64, error) {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0, err
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0, errors.New("empty /proc/loadavg")
+	}
+	v, err := strconv.ParseFloat(f[0], 64)
+	return v / float64(runtime.NumCPU()), err
+}
+
+func freeMemoryMB() (int, error) {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "MemAvailable:"); ok {
+			kb, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+			return kb / 1024, err
+		}
+	}
+	return 0, errors.New("no MemAvailable in /proc/meminfo")
+}
+
+func (g *Gateway) sessionDir(id string) string { return filepath.Join(g.cfg.StateDir, "sessions", id) }
+
+// spec builds the runner's spec for a session of profile p: connectors on
+// UNIX sockets in the session's directory (the gateway is on this node;
+// the directory's mode guards them), the ticket key derived for this session.
+func (g *Gateway) spec(s *session.Session, p Profile) ([]byte, error) {
+	dir := g.sessionDir(s.ID)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	k := g.sessionKey(s.ID)
+	keyFile := filepath.Join(dir, "ticket.key")
+	if err := os.WriteFile(keyFile, k[:], 0o600); err != nil {
+		return nil, err
+	}
+	owner := ""
+	if os.Geteuid() == 0 {
+		owner = g.cfg.RunAs
+		if owner == "" {
+			owner = s.Owner
+		}
+	}
+	spec := map[string]any{
+		"id": s.ID, "owner": owner, "ticket_key_file": keyFile,
+	}
+	if s.Lifetime > 0 {
+		spec["lifetime"] = s.Lifetime.String()
+	}
+	switch p.Kind {
+	case "desktop":
+		geo, depth := p.Geometry, p.Depth
+		if geo == "" {
+			geo = "1280x800"
+		}
+		if depth == 0 {
+			depth = 24
+		}
+		// Fixed display and port: the seal has its own network and /tmp.
+		spec["workload"] = map[string]any{"argv": []string{"Xvnc", ":1", "-rfbport", "5901", "-localhost", "-SecurityTypes", "None",
+			"-geometry", geo, "-depth", strconv.Itoa(depth), "-AlwaysShared", "-desktop", p.Title}}
+		progs := p.Programs
+		if len(progs) == 0 {
+			progs = [][]string{{"xterm"}}
+		}
+		var procs []any
+		for _, argv := range progs {
+			procs = append(procs, map[string]any{"argv": argv, "env": map[string]string{"DISPLAY": ":1"}})
+		}
+		spec["processes"] = procs
+		spec["connectors"] = []any{map[string]any{"name": "console", "kind": "vnc", "target": "127.0.0.1:5901",
+			"listen": "unix:" + filepath.Join(dir, "console.sock")}}
+	case "app":
+		target := "127.0.0.1:" + strconv.Itoa(p.Port)
+		if p.Socket != "" {
+			target = "unix:" + p.Socket
+		}
+		spec["workload"] = map[string]any{"argv": p.Command, "env": map[string]string{"PORT": strconv.Itoa(p.Port)}}
+		spec["connectors"] = []any{map[string]any{"name": "app", "kind": "http", "target": target,
+			"listen": "unix:" + filepath.Join(dir, "app.sock")}}
+	default:
+		return nil, fmt.Errorf("profile %s: kind %q cannot be launched here", p.Name, p.Kind)
+	}
+	return json.Marshal(spec)
+}
+
+// watch follows a session's runner until it ends, updating the store.
+func (g *Gateway) watch(id, ref string) {
+	g.mu.Lock()
+	if _, ok := g.watching[id]; ok || g.closed {
+		g.mu.Unlock()
+		return
+	}
+	ctx, cancel := context.WithCancel(g.ctx)
+	g.watching[id] = cancel
+	g.mu.Unlock()
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		defer func() {
+			g.mu.Lock()
+			delete(g.watching, id)
+			g.mu.Unlock()
+			cancel()
+		}()
+		ch, err := g.cfg.Backend.Watch(ctx, id, ref)
+		if err != nil {
+			g.end(ctx, id, "runner lost: "+err.Error())
+			return
+		}
+		for e := range ch {
+			g.apply(ctx, id, e)
+		}
+	}()
+}
+
+func (g *Gateway) apply(ctx context.Context, id string, e backend.Event) {
+	_, err := g.cfg.Store.UpdateSession(ctx, id, func(s *session.Session) error {
+		switch e.Kind {
+		case "queued":
+			s.Reason = e.Reason
+		case "starting":
+			if s.State == session.Queued {
+				return s.Move(session.Starting, "", g.now())
+			}
+		case "ready":
+			if s.State == session.Stopping || s.State == session.Ended {
+				return nil
+			}
+			s.Endpoints, s.TLSSHA256, s.Node = e.Endpoints, e.TLSSHA256, e.Node
+			return s.Move(session.Ready, "", g.now())
+		case "exit":
+			if s.State == session.Ended {
+				return nil
+			}
+			reason := e.Reason
+			if s.State == session.Stopping && s.Reason != "" {
+				reason = "" // keep why it was stopped ("stopped by alice"), not the signal
+			}
+			return s.Move(session.Ended, reason, g.now())
+		}
+		return nil
+	})
+	if err != nil {
+		g.log.WarnContext(ctx, "apply runner event", "session", id, "event", e.Kind, "error", err)
+		return
+	}
+	g.log.InfoContext(ctx, "session "+e.Kind, "session", id, "reason", e.Reason)
+	if e.Kind == "exit" {
+		g.audit(ctx, "", "ended", id, "", e.Reason)
+		os.RemoveAll(g.sessionDir(id))
+	}
+}
+
+// end marks a session ended with reason (when there is no runner to say so).
+func (g *Gateway) end(ctx context.Context, id, reason string) {
+	g.cfg.Store.UpdateSession(ctx, id, func(s *session.Session) error {
+		if s.State == session.Ended {
+			return nil
+		}
+		return s.Move(session.Ended, reason, g.now())
+	})
+}
+
+// Stop asks a session's runner to end it.
+func (g *Gateway) Stop(ctx context.Context, actor, id, reason, remote string) error {
+	s, err := g.cfg.Store.UpdateSession(ctx, id, func(s *session.Session) error {
+		if s.State == session.Ended || s.State == session.Stopping {
+			return nil
+		}
+		return s.Move(session.Stopping, reason, g.now())
+	})
+	if err != nil {
+		return err
+	}
+	g.audit(ctx, actor, "stop", id, remote, reason)
+	if s.State == session.Ended {
+		return nil
+	}
+	if err := g.cfg.Backend.Stop(ctx, id, s.BackendRef); err != nil {
+		if errors.Is(err, backend.ErrGone) {
+			g.end(ctx, id, reason)
+			return nil
+		}
+		return err
+	}
+	return nil
+}
+
+// reattach follows every session the store has as alive; the backend says
+// which runners are gone.
+func (g *Gateway) reattach(ctx context.Context) error {
+	live, err := g.cfg.Store.ListSessions(ctx, store.SessionFilter{States: []session.State{session.Queued, session.Starting, session.Ready, session.Stopping}})
+	if err != nil {
+		return fmt.Errorf("gateway: list sessions to re-attach: %w", err)
+	}
+	for _, s := range live {
+		if s.BackendRef == "" {
+			g.end(ctx, s.ID, "gateway restarted before the runner started")
+			continue
+		}
+		g.log.InfoContext(ctx, "re-attaching", "session", s.ID, "ref", s.BackendRef)
+		g.watch(s.ID, s.BackendRef)
+	}
+	return nil
+}
+
+// janitor ends idle sessions and single-shot sessions whose last viewer
+// left.
+func (g *Gateway) janitor() {
+	defer g.wg.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-g.ctx.Done():
+			return
+		case <-t.C:
+		}
+		live, err := g.cfg.Store.ListSessions(g.ctx, store.SessionFilter{States: []session.State{session.Ready}})
+		if err != nil {
+			continue
+		}
+		now := g.now()
+		for _, s := range live {
+			g.mu.Lock()
+			viewers := g.viewers[s.ID]
+			g.mu.Unlock()
+			if viewers > 0 {
+				continue
+			}
+			last := s.LastSeen
+			if last.IsZero() {
+				last = s.Started
+			}
+			if !s.Persistent && !s.LastSeen.IsZero() && now.Sub(s.LastSeen) > g.cfg.Limits.SingleShotGrace {
+				g.Stop(g.ctx, "", s.ID, "single-shot session: the last viewer left", "")
+				continue
+			}
+			if p, ok := g.profile(s.Profile); ok && p.IdleTimeout > 0 && now.Sub(last) > p.IdleTimeout {
+				g.Stop(g.ctx, "", s.ID, fmt.Sprintf("idle for %s with no viewer", p.IdleTimeout), "")
+			}
+		}
+	}
+}

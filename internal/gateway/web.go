@@ -1,0 +1,239 @@
+package gateway
+
+import (
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/airlock-hpc/airlock/internal/portal"
+	"github.com/airlock-hpc/airlock/internal/session"
+	"github.com/airlock-hpc/airlock/internal/store"
+)
+
+// PortalRenderer renders the browser pages (the portal package does).
+type PortalRenderer interface {
+	Static() http.Handler
+	Login(w http.ResponseWriter, status int, v portal.LoginPage) error
+	Home(w http.ResponseWriter, v portal.HomePage) error
+	Session(w http.ResponseWriter, v portal.SessionPage) error
+	Admin(w http.ResponseWriter, v portal.AdminPage) error
+	Error(w http.ResponseWriter, v portal.ErrorPage) error
+}
+
+// Handler is the gateway's whole HTTP surface.
+func (g *Gateway) Handler() http.Handler {
+	mux := http.NewServeMux()
+	g.routesAPI(mux)
+	mux.Handle("/s/{id}/{connector}/", g.api(g.proxy))
+	mux.Handle("POST /login", g.page(g.loginPost))
+	mux.Handle("POST /logout", g.page(g.logoutPost))
+	mux.Handle("GET /share/{secret}", g.page(g.sharePage))
+	if p := g.cfg.Portal; p != nil {
+		mux.Handle("GET /static/", http.StripPrefix("/static/", p.Static()))
+		mux.Handle("GET /{$}", g.page(g.homePage))
+		mux.Handle("GET /login", g.page(g.loginPage))
+		mux.Handle("GET /sessions/{id}", g.page(g.sessionPage))
+		mux.Handle("GET /admin", g.page(g.adminPage))
+	}
+	return securityHeaders(mux)
+}
+
+// securityHeaders sets what every response should carry: no inline script,
+// no framing, no sniffing, no referrer leaking session paths.
+func securityHeaders(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hd := w.Header()
+		if !strings.HasPrefix(r.URL.Path, "/s/") {
+			// Apps behind the proxy set their own policies.
+			hd.Set("Content-Security-Policy", "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+			hd.Set("X-Frame-Options", "DENY")
+		}
+		hd.Set("X-Content-Type-Options", "nosniff")
+		hd.Set("Referrer-Policy", "same-origin")
+		hd.Set("Strict-Transport-Security", "max-age=31536000")
+		h.ServeHTTP(w, r)
+	})
+}
+
+// page wraps a browser handler: errors become an error page, and an
+// unauthenticated visitor is sent to the login page.
+func (g *Gateway) page(h handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			if err := crossOrigin.Check(r); err != nil {
+				g.renderErr(w, r, apiErr(403, "cross_origin", "cross-origin form refused"))
+				return
+			}
+		}
+		if err := h(w, r); err != nil {
+			ae := asAPIError(err)
+			if ae.Status == 401 && r.Method == http.MethodGet {
+				http.Redirect(w, r, "/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
+				return
+			}
+			if ae.Status >= 500 {
+				g.log.ErrorContext(r.Context(), "page failed", "path", r.URL.Path, "error", err)
+			}
+			g.renderErr(w, r, err)
+		}
+	})
+}
+
+func (g *Gateway) renderErr(w http.ResponseWriter, r *http.Request, err error) {
+	if g.cfg.Portal == nil {
+		writeErr(w, err)
+		return
+	}
+	ae := asAPIError(err)
+	w.WriteHeader(ae.Status)
+	g.cfg.Portal.Error(w, portal.ErrorPage{Base: portal.Base{Title: "Error"}, Status: ae.Status, Message: ae.Message})
+}
+
+func rows(ss []*session.Session) []portal.SessionRow {
+	out := make([]portal.SessionRow, 0, len(ss))
+	for _, s := range ss {
+		out = append(out, row(s))
+	}
+	return out
+}
+
+func row(s *session.Session) portal.SessionRow {
+	return portal.SessionRow{ID: s.ID, Profile: s.Profile, State: string(s.State), Reason: s.Reason, Owner: s.Owner,
+		Persistent: s.Persistent, Created: s.Created, Ends: s.Ends(), Node: s.Node}
+}
+
+func (g *Gateway) homePage(w http.ResponseWriter, r *http.Request) error {
+	id, err := g.identify(r)
+	if err != nil {
+		return err
+	}
+	ss, err := g.cfg.Store.ListSessions(r.Context(), store.SessionFilter{Owner: id.user, Limit: 200})
+	if err != nil {
+		return err
+	}
+	v := portal.HomePage{Base: portal.Base{Title: "Sessions", User: id.user, Admin: id.admin}, Sessions: rows(ss)}
+	for _, p := range g.cfg.Profiles {
+		v.Profiles = append(v.Profiles, portal.Profile{Name: p.Name, Title: p.Title, Kind: p.Kind, CPUs: p.CPUs, MaxCPUs: p.MaxCPUs,
+			MemoryMB: p.MemoryMB, MaxMemoryMB: p.MaxMemoryMB, Lifetime: p.Lifetime, MaxLifetime: p.MaxLifetime})
+	}
+	ts, _ := g.cfg.Store.ListTokens(r.Context(), id.user)
+	for _, t := range ts {
+		if !t.Revoked {
+			v.Tokens = append(v.Tokens, portal.Token{ID: t.ID, Name: t.Name, Created: t.Created, LastUsed: t.LastUsed})
+		}
+	}
+	return g.cfg.Portal.Home(w, v)
+}
+
+// localPath keeps a post-login redirect on this site.
+func localPath(next string) string {
+	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") {
+		return "/"
+	}
+	return next
+}
+
+func (g *Gateway) loginPage(w http.ResponseWriter, r *http.Request) error {
+	return g.cfg.Portal.Login(w, 200, portal.LoginPage{Base: portal.Base{Title: "Log in"}, Next: localPath(r.URL.Query().Get("next"))})
+}
+
+func (g *Gateway) loginPost(w http.ResponseWriter, r *http.Request) error {
+	r.Body = http.MaxBytesReader(w, r.Body, 8<<10)
+	if err := r.ParseForm(); err != nil {
+		return apiErr(400, "bad_request", "bad form")
+	}
+	next := localPath(r.PostForm.Get("next"))
+	if _, err := g.login(w, r, r.PostForm.Get("user"), r.PostForm.Get("password")); err != nil {
+		if g.cfg.Portal == nil {
+			return err
+		}
+		ae := asAPIError(err)
+		return g.cfg.Portal.Login(w, ae.Status, portal.LoginPage{Base: portal.Base{Title: "Log in"}, Error: ae.Message, Next: next})
+	}
+	http.Redirect(w, r, next, http.StatusSeeOther)
+	return nil
+}
+
+func (g *Gateway) logoutPost(w http.ResponseWriter, r *http.Request) error {
+	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: true})
+	http.Redirect(w, r, "/login", http.StatusSeeOther)
+	return nil
+}
+
+func (g *Gateway) sessionPage(w http.ResponseWriter, r *http.Request) error {
+	id, err := g.identify(r)
+	if err != nil {
+		return err
+	}
+	s, err := g.cfg.Store.GetSession(r.Context(), r.PathValue("id"))
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return apiErr(404, "no_session", "no such session")
+		}
+		return err
+	}
+	v, err := g.authorizeView(r, id, s)
+	if err != nil {
+		return err
+	}
+	pv := portal.SessionPage{Base: portal.Base{Title: s.Profile + " " + s.ID, User: id.user, Admin: id.admin}, Session: row(s),
+		ViewOnly: v.mode == session.View, IsOwner: s.Owner == id.user}
+	for _, name := range sortedNames(s.Endpoints) {
+		switch name {
+		case "console":
+			pv.WebSocketPath = "/s/" + s.ID + "/console/"
+		case "app":
+			pv.AppPath = "/s/" + s.ID + "/app/"
+		}
+	}
+	if pv.IsOwner {
+		shs, _ := g.cfg.Store.ListShares(r.Context(), s.ID)
+		for _, sh := range shs {
+			pv.Shares = append(pv.Shares, portal.Share{ID: sh.ID, Mode: string(sh.Mode), Created: sh.Created, Expires: sh.Expires, Revoked: sh.Revoked})
+		}
+	}
+	return g.cfg.Portal.Session(w, pv)
+}
+
+// sharePage opens a share link: the visitor must be logged in; the link's
+// secret becomes a cookie for that session only.
+func (g *Gateway) sharePage(w http.ResponseWriter, r *http.Request) error {
+	id, err := g.identify(r)
+	if err != nil {
+		return err
+	}
+	secret := r.PathValue("secret")
+	sum := sha256Sum(secret)
+	sh, err := g.cfg.Store.ShareByHash(r.Context(), sum)
+	switch {
+	case err != nil:
+		return apiErr(404, "bad_share", "this share link is not valid")
+	case sh.Revoked:
+		return apiErr(403, "share_revoked", "the owner revoked this share link")
+	case !g.now().Before(sh.Expires):
+		return apiErr(403, "share_expired", "this share link has expired")
+	}
+	g.audit(r.Context(), id.user, "share_open", sh.Session, r.RemoteAddr, sh.ID+" "+string(sh.Mode))
+	http.SetCookie(w, &http.Cookie{Name: "airlock_share_" + sh.Session, Value: secret, Path: "/", HttpOnly: true, Secure: true,
+		SameSite: http.SameSiteLaxMode, Expires: sh.Expires})
+	http.Redirect(w, r, "/sessions/"+sh.Session, http.StatusSeeOther)
+	return nil
+}
+
+func (g *Gateway) adminPage(w http.ResponseWriter, r *http.Request) error {
+	id, err := g.identify(r)
+	if err != nil {
+		return err
+	}
+	if !id.admin {
+		return apiErr(403, "not_admin", "admins only")
+	}
+	ss, err := g.cfg.Store.ListSessions(r.Context(), store.SessionFilter{Limit: 1000})
+	if err != nil {
+		return err
+	}
+	load, _ := loadPerCPU()
+	free, _ := freeMemoryMB()
+	return g.cfg.Portal.Admin(w, portal.AdminPage{Base: portal.Base{Title: "Admin", User: id.user, Admin: true}, Sessions: rows(ss), Load: load, FreeMemoryMB: free})
+}

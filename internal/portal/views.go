@@ -1,0 +1,92 @@
+// Package portal renders airlock's browser pages from view models the
+// gateway fills in: login, the user's sessions with the launch form, a
+// session (the noVNC desktop or a link to the app), the admin view and
+// error pages, plus the static assets (CSS, the pages' JavaScript and the
+// noVNC client installed from npm at build time and embedded). It never
+// imports the store, a backend or the runner.
+package portal
+
+import "time"
+
+// Base is what every page has.
+type Base struct {
+	Title string
+	User  string // empty when not logged in
+	Admin bool
+	// CSRF-free: the pages use fetch with the cookie and the API checks
+	// Origin/Sec-Fetch-Site (net/http.CrossOriginProtection).
+}
+
+// LoginPage asks for a name and password.
+type LoginPage struct {
+	Base
+	Error string // why the last attempt failed, safe to show
+	Next  string // where to go after logging in (a local path)
+}
+
+// Profile is a launch choice with its limits, for the form.
+type Profile struct {
+	Name, Title, Kind     string
+	CPUs, MaxCPUs         int
+	MemoryMB, MaxMemoryMB int
+	Lifetime, MaxLifetime time.Duration
+}
+
+// SessionRow is one line in a session list.
+type SessionRow struct {
+	ID, Profile, State, Reason, Owner string
+	Persistent                        bool
+	Created                           time.Time
+	Ends                              time.Time // zero: no limit or not started
+	Node                              string
+}
+
+// HomePage lists the user's sessions and offers the launch form.
+type HomePage struct {
+	Base
+	Sessions []SessionRow
+	Profiles []Profile
+	Tokens   []Token
+}
+
+// Token is a bearer token for scripts, listed so it can be revoked.
+type Token struct {
+	ID, Name          string
+	Created, LastUsed time.Time
+}
+
+// Share is a share link of a session, listed so the owner can revoke it.
+type Share struct {
+	ID, Mode         string
+	Created, Expires time.Time
+	Revoked          bool
+}
+
+// SessionPage shows one session: the desktop in noVNC for a desktop
+// session (WebSocketPath is the proxy path of its vnc connector), or a
+// link to the app for an app session (AppPath).
+type SessionPage struct {
+	Base
+	Session       SessionRow
+	WebSocketPath string // e.g. /s/ID/console/ (the page makes it wss://host/...)
+	AppPath       string // e.g. /s/ID/app/
+	ViewOnly      bool   // the viewer came through a view-only share
+	IsOwner       bool
+	Shares        []Share
+}
+
+// AdminPage shows every session and the node.
+type AdminPage struct {
+	Base
+	Sessions      []SessionRow
+	Load          float64 // 1-minute load average per CPU
+	FreeMemoryMB  int
+	TotalMemoryMB int
+}
+
+// ErrorPage says what went wrong, in words safe to show.
+type ErrorPage struct {
+	Base
+	Status  int
+	Message string
+}
