@@ -112,11 +112,11 @@ type Gateway struct {
 	viewerCancels map[*int]context.CancelFunc
 	lastTouch     map[string]time.Time
 	auditMu       sync.Mutex
-	closed   bool
-	wg       sync.WaitGroup
-	metrics  metrics
-	ctx      context.Context
-	cancel   context.CancelFunc
+	closed        bool
+	wg            sync.WaitGroup
+	metrics       metrics
+	ctx           context.Context
+	cancel        context.CancelFunc
 }
 
 // New checks cfg, loads or makes the keys and certificate, and re-attaches

@@ -129,14 +129,18 @@ func TestAccessControl(t *testing.T) {
 		}
 	})
 	t.Run("too many sessions", func(t *testing.T) {
-		var e struct{ Error struct{ Code, Message string } }
+		var e struct {
+			Error struct{ Code, Message string }
+		}
 		code, _ := alice.do("POST", "/api/v1/sessions", map[string]any{"profile": "app"}, &e)
 		if code != 429 || e.Error.Code != "too_many_sessions" {
 			t.Errorf("second session: %d %+v", code, e)
 		}
 	})
 	t.Run("over profile limits", func(t *testing.T) {
-		var e struct{ Error struct{ Code, Message string } }
+		var e struct {
+			Error struct{ Code, Message string }
+		}
 		code, _ := mallory.do("POST", "/api/v1/sessions", map[string]any{"profile": "app", "cpus": 64}, &e)
 		if code != 400 || e.Error.Code != "over_limit" {
 			t.Errorf("64 cpus: %d %+v", code, e)
@@ -160,7 +164,9 @@ func TestAccessControl(t *testing.T) {
 // refused with the reason. The threshold is set below any real load.
 func TestLoadLimit(t *testing.T) {
 	tg := startGateway(t, "", func(c *Config) { c.Limits.MaxLoad = 1e-9 }, "alice")
-	var e struct{ Error struct{ Code, Message string } }
+	var e struct {
+		Error struct{ Code, Message string }
+	}
 	code, _ := tg.client().loginToken("alice").do("POST", "/api/v1/sessions", map[string]any{"profile": "app"}, &e)
 	if code != 503 || e.Error.Code != "node_busy" || !strings.Contains(e.Error.Message, "load") {
 		t.Fatalf("launch over the load limit: %d %+v", code, e)
