@@ -38,9 +38,12 @@ type Profile struct {
 	Geometry string     // desktop: default "1280x800"
 	Depth    int        // desktop: default 24
 	Programs [][]string // desktop: started in the X session; default [["xterm"]]
-	Command  []string   // app
-	Port     int        // app: TCP port on 127.0.0.1 inside the seal
-	Socket   string     // app: or a UNIX socket path inside the seal
+	// Command (app) may use {port}, {socket} and {prefix} (the URL path the
+	// gateway serves the session under, ending in "/").
+	Command     []string
+	Port        int    // app: TCP port on 127.0.0.1 inside the seal
+	Socket      string // app: or a UNIX socket path inside the seal
+	StripPrefix bool   // app: remove /s/ID/app from the path before passing a request on
 	// Defaults and maximums a launch request must stay within.
 	CPUs, MaxCPUs         int
 	MemoryMB, MaxMemoryMB int

@@ -57,6 +57,8 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	upgrade := strings.EqualFold(r.Header.Get("Upgrade"), "websocket")
+	p, _ := g.profile(s.Profile)
+	strip := conn == "app" && p.StripPrefix
 	if upgrade {
 		g.audit(r.Context(), v.user, "connect", s.ID, r.RemoteAddr, fmt.Sprintf("%s (%s)", conn, v.mode))
 	}
@@ -80,6 +82,10 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request) error {
 				pr.Out.URL.Scheme = "https"
 			}
 			pr.Out.URL.Host = "session"
+			if strip {
+				pr.Out.URL.Path = "/" + strings.TrimPrefix(pr.In.URL.Path, "/s/"+s.ID+"/"+conn+"/")
+				pr.Out.URL.RawPath = ""
+			}
 			pr.Out.Host = pr.In.Host // apps such as Jupyter compare Origin with Host
 			pr.SetXForwarded()
 			// The gateway's own cookies (the login, share links) are for

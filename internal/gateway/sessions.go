@@ -231,7 +231,13 @@ func (g *Gateway) spec(s *session.Session, p Profile) ([]byte, error) {
 		if p.Socket != "" {
 			target = "unix:" + p.Socket
 		}
-		spec["workload"] = map[string]any{"argv": p.Command, "env": map[string]string{"PORT": strconv.Itoa(p.Port)}}
+		prefix := "/s/" + s.ID + "/app/"
+		argv := make([]string, len(p.Command))
+		for i, a := range p.Command {
+			argv[i] = strings.NewReplacer("{port}", strconv.Itoa(p.Port), "{socket}", p.Socket, "{prefix}", prefix).Replace(a)
+		}
+		spec["workload"] = map[string]any{"argv": argv, "env": map[string]string{
+			"PORT": strconv.Itoa(p.Port), "AIRLOCK_PREFIX": prefix}}
 		spec["connectors"] = []any{map[string]any{"name": "app", "kind": "http", "target": target,
 			"listen": "unix:" + filepath.Join(dir, "app.sock")}}
 	default:

@@ -1,0 +1,371 @@
+package cli
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/signal"
+	"os/user"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/airlock-hpc/airlock/internal/auth"
+	"github.com/airlock-hpc/airlock/internal/auth/header"
+	"github.com/airlock-hpc/airlock/internal/auth/ldap"
+	"github.com/airlock-hpc/airlock/internal/auth/local"
+	"github.com/airlock-hpc/airlock/internal/auth/ratelimit"
+	backendlocal "github.com/airlock-hpc/airlock/internal/backend/local"
+	"github.com/airlock-hpc/airlock/internal/config"
+	"github.com/airlock-hpc/airlock/internal/gateway"
+	"github.com/airlock-hpc/airlock/internal/portal"
+	"github.com/airlock-hpc/airlock/internal/store/sqlite"
+)
+
+// demoAccount is the Unix account the embedded demo's sessions run as when
+// the gateway runs as root: sessions never run as root.
+const demoAccount = "airlock-demo"
+
+// loadConfig reads FILE (or the embedded defaults), applies the flags and
+// resolves paths.
+func loadConfig(path, listen, stateDir string) (config.Config, error) {
+	cfg := config.Default()
+	if path != "" {
+		var err error
+		if cfg, err = config.Load(path); err != nil {
+			return cfg, err
+		}
+	}
+	if err := cfg.ApplyFlags(listen, stateDir); err != nil {
+		return cfg, err
+	}
+	if err := cfg.ResolvePaths(os.Getenv); err != nil {
+		return cfg, err
+	}
+	return cfg, nil
+}
+
+func cmdServe(_ context.Context, env *Env, args []string) int {
+	fs := newFlags(env, "serve", "[--config FILE] [--listen ADDR] [--state-dir DIR]")
+	cfgPath := fs.String("config", "", "airlock.yaml to read; without it the embedded defaults run a complete demo (see 'airlock config defaults')")
+	listen := fs.String("listen", "", "HTTPS address host:port, overriding the file's listen (default 127.0.0.1:8443)")
+	stateDir := fs.String("state-dir", "", "state directory, overriding the file's state_dir (default $XDG_STATE_HOME/airlock)")
+	if c := parse(fs, args); c >= 0 {
+		return c
+	}
+	cfg, err := loadConfig(*cfgPath, *listen, *stateDir)
+	if err != nil {
+		return fail(env, "%v", err)
+	}
+	log, err := newLogger(env.Stderr, cfg.Log)
+	if err != nil {
+		return fail(env, "%v", err)
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return fail(env, "state dir: %v", err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	db, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(cfg.StateDir, "airlock.db"), Logger: log})
+	if err != nil {
+		return fail(env, "%v", err)
+	}
+	defer db.Close()
+	chain, hdr, err := authFromConfig(env, cfg, log)
+	if err != nil {
+		return fail(env, "%v", err)
+	}
+	be, err := backendlocal.New(backendlocal.Config{Dir: cfg.Backend.Local.Dir, Exe: cfg.Backend.Local.Airlock, Logger: log})
+	if err != nil {
+		return fail(env, "%v", err)
+	}
+	if cfg.Backend.Kind != "local" {
+		return fail(env, "backend %q is not available yet; use local", cfg.Backend.Kind)
+	}
+	p, err := portal.New()
+	if err != nil {
+		return fail(env, "%v", err)
+	}
+	gcfg := gateway.Config{
+		Listen: cfg.Listen, StateDir: cfg.StateDir, TLSCertFile: cfg.TLS.CertFile, TLSKeyFile: cfg.TLS.KeyFile,
+		RunAs: cfg.RunAs, LoginTTL: cfg.Auth.SessionTTL, Store: db, Backend: be, Auth: chain, Portal: p, Logger: log,
+		Limits: gateway.Limits{
+			MaxSessions: cfg.Limits.MaxSessions, MaxSessionsPerUser: cfg.Limits.MaxSessionsPerUser, MaxLoad: cfg.Limits.MaxLoad,
+			MinFreeMemoryMB: int(cfg.Limits.MinFreeMemory / config.MiB), SingleShotGrace: cfg.Limits.SingleShotGrace,
+		},
+	}
+	if hdr != nil {
+		gcfg.Header = hdr
+	}
+	if os.Geteuid() == 0 && gcfg.RunAs == "" && *cfgPath == "" {
+		// The embedded demo's users are not Unix accounts; as root, run
+		// their sessions as one unprivileged account made for it.
+		if err := ensureAccount(demoAccount); err != nil {
+			return fail(env, "%v", err)
+		}
+		gcfg.RunAs = demoAccount
+	}
+	for _, pr := range cfg.Profiles {
+		gcfg.Profiles = append(gcfg.Profiles, profileFromConfig(pr))
+	}
+	if cfg.AuditLog != "" {
+		f, err := os.OpenFile(cfg.AuditLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		if err != nil {
+			return fail(env, "audit log: %v", err)
+		}
+		defer f.Close()
+		gcfg.AuditLog = f
+	}
+	g, err := gateway.New(ctx, gcfg)
+	if err != nil {
+		return fail(env, "%v", err)
+	}
+	defer g.Close()
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fail(env, "listen %s: %v", cfg.Listen, err)
+	}
+	fmt.Fprintf(env.Stdout, "airlock gateway: https://%s/ (state in %s)\n", ln.Addr(), cfg.StateDir)
+	if err := g.Serve(ctx, ln); err != nil && !errors.Is(err, net.ErrClosed) {
+		return fail(env, "%v", err)
+	}
+	return 0
+}
+
+func newLogger(w io.Writer, l config.Log) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(l.Level)); err != nil {
+		return nil, fmt.Errorf("log level %q: %v", l.Level, err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	if l.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return slog.New(slog.NewTextHandler(w, opts)), nil
+}
+
+func profileFromConfig(p config.Profile) gateway.Profile {
+	g := gateway.Profile{
+		Name: p.Name, Title: p.Title, Kind: p.Kind,
+		CPUs: p.CPUs.Default, MaxCPUs: p.CPUs.Max,
+		MemoryMB: int(p.Memory.Default / config.MiB), MaxMemoryMB: int(p.Memory.Max / config.MiB),
+		Lifetime: p.Lifetime.Default, MaxLifetime: p.Lifetime.Max, IdleTimeout: p.IdleTimeout.Default,
+	}
+	if d := p.Desktop; d != nil {
+		g.Geometry, g.Depth, g.Programs = d.Geometry, d.Depth, d.Programs
+	}
+	if a := p.App; a != nil {
+		g.Command, g.Port, g.Socket, g.StripPrefix = a.Command, a.Port, a.Socket, a.StripPrefix
+	}
+	return g
+}
+
+// authFromConfig builds the login chain (and the header authenticator) in
+// the configured order. With a local password file that has no users, it
+// makes "demo" with a random password and prints it once.
+func authFromConfig(env *Env, cfg config.Config, log *slog.Logger) (*auth.Chain, *header.Header, error) {
+	lim, err := ratelimit.New(ratelimit.Config{UserLimit: cfg.Auth.RateLimit.PerUser, AddrLimit: cfg.Auth.RateLimit.PerAddress, Window: cfg.Auth.RateLimit.Window})
+	if err != nil {
+		return nil, nil, err
+	}
+	chain := &auth.Chain{Limiter: lim, Logger: log}
+	var hdr *header.Header
+	for i, m := range cfg.Auth.Methods {
+		switch m.Kind {
+		case "local":
+			f, err := local.New(local.Config{Path: m.File, Logger: log})
+			if err != nil {
+				return nil, nil, fmt.Errorf("auth.methods[%d]: %w", i, err)
+			}
+			if users, err := f.List(); err == nil && len(users) == 0 {
+				pw := randomPassword()
+				if err := f.Add("demo", []byte(pw), true); err != nil {
+					return nil, nil, fmt.Errorf("make demo user: %w", err)
+				}
+				fmt.Fprintf(env.Stdout, "airlock: no users yet: created user \"demo\" (an admin) with password %s\n", pw)
+				fmt.Fprintf(env.Stdout, "         it is shown only now; add users with: airlock users add NAME --password-stdin\n")
+			}
+			chain.Authenticators = append(chain.Authenticators, f)
+		case "ldap":
+			lc := ldap.Config{URL: m.URL, StartTLS: m.StartTLS, RootCAs: m.CAFile, BindDN: m.BindDNTemplate, AdminGroup: m.AdminGroup,
+				Timeout: m.Timeout, Logger: log}
+			if s := m.Search; s != nil {
+				lc.BaseDN, lc.Filter, lc.SearchBindDN = s.BaseDN, s.Filter, s.BindDN
+				if s.BindPasswordFile != "" {
+					b, err := os.ReadFile(s.BindPasswordFile)
+					if err != nil {
+						return nil, nil, fmt.Errorf("auth.methods[%d].search.bind_password_file: %w", i, err)
+					}
+					lc.SearchBindPassword = ldap.Password(strings.TrimRight(string(b), "\r\n"))
+				}
+			}
+			a, err := ldap.New(lc)
+			if err != nil {
+				return nil, nil, fmt.Errorf("auth.methods[%d]: %w", i, err)
+			}
+			chain.Authenticators = append(chain.Authenticators, a)
+		case "header":
+			hc := header.Config{Header: m.Header, AdminUsers: m.AdminUsers}
+			for _, p := range m.TrustedProxies {
+				pf, err := netip.ParsePrefix(p)
+				if err != nil {
+					a, aerr := netip.ParseAddr(p)
+					if aerr != nil {
+						return nil, nil, fmt.Errorf("auth.methods[%d].trusted_proxies: %q: %w", i, p, err)
+					}
+					pf = netip.PrefixFrom(a, a.BitLen())
+				}
+				hc.TrustedProxies = append(hc.TrustedProxies, pf)
+			}
+			h, err := header.New(hc)
+			if err != nil {
+				return nil, nil, fmt.Errorf("auth.methods[%d]: %w", i, err)
+			}
+			hdr = h
+		}
+	}
+	return chain, hdr, nil
+}
+
+func randomPassword() string {
+	b := make([]byte, 12)
+	rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// ensureAccount makes a Unix account (with a home and subordinate ids) if
+// it does not exist.
+func ensureAccount(name string) error {
+	if _, err := user.Lookup(name); err == nil {
+		return nil
+	}
+	if out, err := exec.Command("useradd", "-m", "-s", "/bin/bash", name).CombinedOutput(); err != nil {
+		return fmt.Errorf("make account %s: %v: %s", name, err, out)
+	}
+	return nil
+}
+
+func cmdUsers(_ context.Context, env *Env, args []string) int {
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+		fmt.Fprintln(env.Stderr, "usage: airlock users add NAME --password-stdin [--admin] | list | remove NAME | passwd NAME --password-stdin   [--config FILE] [--state-dir DIR]")
+		return 0
+	}
+	if len(args) == 0 || (args[0] != "add" && args[0] != "list" && args[0] != "remove" && args[0] != "passwd") {
+		fmt.Fprintln(env.Stderr, "usage: airlock users add NAME --password-stdin [--admin] | list | remove NAME | passwd NAME --password-stdin   [--config FILE] [--state-dir DIR]")
+		return 2
+	}
+	verb := args[0]
+	fs := newFlags(env, "users "+verb, "[NAME] [flags]")
+	cfgPath := fs.String("config", "", "airlock.yaml whose first local auth method names the password file")
+	stateDir := fs.String("state-dir", "", "state directory (default $XDG_STATE_HOME/airlock)")
+	stdin := fs.Bool("password-stdin", false, "read the password from the first line of standard input (required for add and passwd)")
+	admin := fs.Bool("admin", false, "add: the user is an airlock admin")
+	rest := args[1:]
+	var name string
+	if len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
+		name, rest = rest[0], rest[1:]
+	}
+	if c := parse(fs, rest); c >= 0 {
+		return c
+	}
+	cfg, err := loadConfig(*cfgPath, "", *stateDir)
+	if err != nil {
+		return fail(env, "%v", err)
+	}
+	file := ""
+	for _, m := range cfg.Auth.Methods {
+		if m.Kind == "local" {
+			file = m.File
+			break
+		}
+	}
+	if file == "" {
+		return fail(env, "the configuration has no local auth method")
+	}
+	if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
+		return fail(env, "%v", err)
+	}
+	f, err := local.Open(file)
+	if err != nil {
+		return fail(env, "%v", err)
+	}
+	readPW := func() ([]byte, bool) {
+		if !*stdin {
+			fmt.Fprintln(env.Stderr, "airlock: --password-stdin is required (passwords never go on the command line)")
+			return nil, false
+		}
+		b, _ := io.ReadAll(io.LimitReader(env.Stdin, 4096))
+		line, _, _ := strings.Cut(string(b), "\n")
+		return []byte(strings.TrimRight(line, "\r")), true
+	}
+	switch verb {
+	case "list":
+		users, err := f.List()
+		if err != nil {
+			return fail(env, "%v", err)
+		}
+		for _, u := range users {
+			role := "user"
+			if u.Admin {
+				role = "admin"
+			}
+			fmt.Fprintf(env.Stdout, "%s\t%s\n", u.Name, role)
+		}
+		return 0
+	case "remove":
+		if err := f.Remove(name); err != nil {
+			return fail(env, "%v", err)
+		}
+		return 0
+	}
+	if name == "" {
+		return fail(env, "users %s: name a user", verb)
+	}
+	pw, ok := readPW()
+	if !ok {
+		return 2
+	}
+	if verb == "add" {
+		err = f.Add(name, pw, *admin)
+	} else {
+		err = f.SetPassword(name, pw)
+	}
+	if err != nil {
+		return fail(env, "%v", err)
+	}
+	return 0
+}
+
+func cmdConfig(_ context.Context, env *Env, args []string) int {
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+		fmt.Fprintln(env.Stderr, "usage: airlock config check FILE | airlock config defaults")
+		return 0
+	}
+	if len(args) == 0 || (args[0] != "check" && args[0] != "defaults") {
+		fmt.Fprintln(env.Stderr, "usage: airlock config check FILE | airlock config defaults")
+		return 2
+	}
+	if args[0] == "defaults" {
+		env.Stdout.Write(config.DefaultsYAML())
+		return 0
+	}
+	if len(args) != 2 {
+		fmt.Fprintln(env.Stderr, "usage: airlock config check FILE")
+		return 2
+	}
+	if err := config.Check(args[1]); err != nil {
+		fmt.Fprintln(env.Stderr, err)
+		return 1
+	}
+	fmt.Fprintf(env.Stdout, "%s: ok\n", args[1])
+	return 0
+}

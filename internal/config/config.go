@@ -1,0 +1,700 @@
+// Package config is airlock.yaml: the schema of the gateway's one config
+// file, its embedded defaults (which run a complete demo) and a strict
+// loader whose every error names FILE:LINE and the key.
+//
+// The doc comments on the types below are the reference for the file; each
+// says what a key means and what it is when the file does not set it.
+// defaults.yaml, printed by `airlock config defaults`, is the same
+// reference as a commented example, and a test keeps it equal to Default.
+//
+// How a file is read:
+//   - Values in the file override the defaults key by key: a file that sets
+//     only listen keeps every other default. A list (profiles,
+//     auth.methods, programs, ...) replaces the default list as a whole, and
+//     each item in it starts from the defaults of its kind.
+//   - A key given no value (`listen:` or `listen: ~`) keeps its default.
+//   - Unknown keys, duplicate keys, values of the wrong type, more than one
+//     YAML document and merge keys (<<) are errors. Anchors and aliases are
+//     allowed.
+//   - Relative paths (tls, audit_log, auth files, backend.local.dir) are
+//     relative to state_dir; see ResolvePaths.
+//   - Secrets are never written inline: an LDAP service password comes from
+//     bind_password_file, and a key such as bind_password is refused.
+//
+// Errors come as Errors, one Error per problem, each printed as
+// "FILE:LINE: key.path: what is wrong".
+package config
+
+import (
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"time"
+)
+
+// Config is the whole of airlock.yaml.
+type Config struct {
+	// Listen is the gateway's HTTPS address, host:port. An empty host
+	// listens on every address. Default "127.0.0.1:8443". The --listen
+	// flag overrides it.
+	Listen string `yaml:"listen"`
+	// StateDir holds the gateway's database, keys, self-signed
+	// certificate, audit log and per-session files. It must be an absolute
+	// path. Default "": $XDG_STATE_HOME/airlock, or
+	// ~/.local/state/airlock when XDG_STATE_HOME is unset (see
+	// ResolvePaths). The --state-dir flag overrides it.
+	StateDir string `yaml:"state_dir"`
+	// PublicURL is the address users reach the gateway at, for links in
+	// pages and share links (https://host[:port][/prefix]). Default "":
+	// taken from each request's Host.
+	PublicURL string `yaml:"public_url"`
+	// RunAs is the account sessions run as when the gateway runs as root.
+	// Default "": each session runs as the user who launched it. Without
+	// root, sessions always run as the gateway's own user.
+	RunAs string `yaml:"run_as"`
+	// TLS is the gateway's certificate. Default: self-signed.
+	TLS TLS `yaml:"tls"`
+	// Backend is where sessions run. Default {kind: local}.
+	Backend Backend `yaml:"backend"`
+	// Profiles are what users may launch, in the order the portal lists
+	// them. At least one is required; names are unique. Default: one
+	// desktop profile named "desktop" (Xvnc with an xterm).
+	Profiles []Profile `yaml:"profiles"`
+	// Limits protect the machine and share it fairly. Defaults: see Limits.
+	Limits Limits `yaml:"limits"`
+	// Auth is how people log in. Default: the local password file.
+	Auth Auth `yaml:"auth"`
+	// AuditLog is the file that gets one JSON line per login, launch,
+	// connect, share and stop. Default "audit.log" (in state_dir). Empty:
+	// audit records go only to the main log.
+	AuditLog string `yaml:"audit_log"`
+	// Log is the gateway's own log, on standard error. Defaults: see Log.
+	Log Log `yaml:"log"`
+	// Metrics is the Prometheus endpoint. Default: off.
+	Metrics Metrics `yaml:"metrics"`
+}
+
+// TLS names the gateway's certificate files (PEM). Set both or neither.
+type TLS struct {
+	// CertFile is the certificate chain, leaf first. Default "": a
+	// self-signed certificate is made on first start and kept in
+	// state_dir.
+	CertFile string `yaml:"cert_file"`
+	// KeyFile is the certificate's private key. Default "": see cert_file.
+	KeyFile string `yaml:"key_file"`
+}
+
+// Backend says where runners are started. Only the block named by kind may
+// be given.
+type Backend struct {
+	// Kind is "local" (runners are processes on this machine) or "slurm"
+	// (each session is a batch job). Default "local".
+	Kind string `yaml:"kind"`
+	// Local is the local backend's settings. Default {} when kind is local.
+	Local *LocalBackend `yaml:"local" kind:"local"`
+	// Slurm is the Slurm backend's settings. Default {} when kind is
+	// slurm.
+	Slurm *SlurmBackend `yaml:"slurm" kind:"slurm"`
+}
+
+// LocalBackend runs `airlock run` as a child process of the gateway that
+// outlives it.
+type LocalBackend struct {
+	// Airlock is the airlock binary to start runners with. Default "":
+	// the running gateway's own executable.
+	Airlock string `yaml:"airlock"`
+	// Dir holds one directory per session (spec, events, log). Default
+	// "sessions" (in state_dir).
+	Dir string `yaml:"dir"`
+}
+
+// SlurmBackend submits each session as a batch job that runs `airlock run`
+// on a compute node. Profiles may override partition, account, qos and
+// sbatch_args in their own slurm block.
+type SlurmBackend struct {
+	// Airlock is the path of airlock on the compute nodes. Default
+	// "airlock" (looked up in the job's PATH).
+	Airlock string `yaml:"airlock"`
+	// Partition is sbatch --partition. Default "": the cluster's default.
+	Partition string `yaml:"partition"`
+	// Account is sbatch --account. Default "": the user's default.
+	Account string `yaml:"account"`
+	// QOS is sbatch --qos. Default "": the account's default.
+	QOS string `yaml:"qos"`
+	// SbatchArgs are further sbatch options, one per item
+	// ("--constraint=gpu"). Default [].
+	SbatchArgs []string `yaml:"sbatch_args"`
+}
+
+// Profile is something users can launch. Only the block named by kind may
+// be given (desktop, app or vm); it defaults to that kind's defaults.
+type Profile struct {
+	// Name identifies the profile in URLs, the API and the audit log: 1 to
+	// 32 of a-z, 0-9 and "-". Required.
+	Name string `yaml:"name"`
+	// Title is what the portal shows. Default: the name.
+	Title string `yaml:"title"`
+	// Description is a sentence the portal shows under the title.
+	// Default "".
+	Description string `yaml:"description"`
+	// Kind is "desktop" (an X desktop through VNC), "app" (a web
+	// application) or "vm" (a QEMU virtual machine). Required.
+	Kind string `yaml:"kind"`
+	// Desktop is the desktop's settings. Default: see DesktopProfile.
+	Desktop *DesktopProfile `yaml:"desktop" kind:"desktop"`
+	// App is the web application's settings. Required for kind app.
+	App *AppProfile `yaml:"app" kind:"app"`
+	// VM is the virtual machine's settings. Required for kind vm.
+	VM *VMProfile `yaml:"vm" kind:"vm"`
+	// CPUs a session gets when the launch does not ask, and the most it
+	// may ask for (max 0: no maximum). Default {default: 1, max: 4}.
+	CPUs Range[int] `yaml:"cpus"`
+	// Memory a session gets when the launch does not ask, and the most it
+	// may ask for (0: no limit, no maximum). Default {default: 2G, max: 16G}.
+	Memory Range[Size] `yaml:"memory"`
+	// Lifetime after which a session is stopped, when the launch does not
+	// ask, and the longest it may ask for (0: no limit, no maximum).
+	// Default: limits.lifetime_default and limits.lifetime_max.
+	Lifetime Range[time.Duration] `yaml:"lifetime"`
+	// IdleTimeout stops a session nobody has viewed for this long, when the
+	// launch does not ask, and the longest it may ask for (0: never, no
+	// maximum). Default: limits.idle_timeout_default and
+	// limits.idle_timeout_max.
+	IdleTimeout Range[time.Duration] `yaml:"idle_timeout"`
+	// Slurm overrides the Slurm backend's job options for this profile;
+	// only allowed with backend kind slurm. Default: none.
+	Slurm *SlurmProfile `yaml:"slurm"`
+}
+
+// Range is a value a launch may choose, up to a maximum.
+type Range[T int | Size | time.Duration] struct {
+	// Default is the value when the launch does not choose. Defaults are
+	// given where the Range is used.
+	Default T `yaml:"default"`
+	// Max is the most a launch may ask for; 0 means no maximum. Defaults
+	// are given where the Range is used.
+	Max T `yaml:"max"`
+}
+
+// flow makes YAML write a Range on one line.
+func (Range[T]) flow() {}
+
+// DesktopProfile is a TigerVNC Xvnc server and the programs shown in it.
+type DesktopProfile struct {
+	// Geometry is the screen size, WIDTHxHEIGHT, each 64 to 8192.
+	// Default "1280x800".
+	Geometry string `yaml:"geometry"`
+	// Depth is the colour depth in bits: 8, 16, 24 or 32. Default 24.
+	Depth int `yaml:"depth"`
+	// Programs are started in the X session, each an argv (a list of
+	// strings, the program first), with DISPLAY set. The session ends
+	// when Xvnc exits, not when a program does. Default [[xterm]].
+	Programs [][]string `yaml:"programs"`
+	// VNCPassword makes Xvnc require a fresh random password per session,
+	// which only the connector knows: a second lock besides the seal.
+	// Default true.
+	VNCPassword bool `yaml:"vnc_password"`
+	// Xvnc is the X server to run. Default "Xvnc" (looked up in PATH).
+	Xvnc string `yaml:"xvnc"`
+}
+
+// AppProfile is a program serving HTTP inside the seal, on a TCP port of
+// the seal's loopback or on a UNIX socket; set exactly one of port and
+// socket. Arguments of command may contain the placeholders {port},
+// {socket} and {prefix} (the URL path the gateway serves the session
+// under, ending in "/").
+type AppProfile struct {
+	// Command is the program and its arguments. Required.
+	Command []string `yaml:"command"`
+	// Port is the TCP port the app listens on at 127.0.0.1 in the seal,
+	// 1 to 65535. Default 0: use socket.
+	Port int `yaml:"port"`
+	// Socket is the absolute path of the UNIX socket the app listens on
+	// (in the session's private /tmp, say), at most 107 bytes.
+	// Default "": use port.
+	Socket string `yaml:"socket"`
+	// StripPrefix makes the gateway remove the session's URL prefix before
+	// passing a request on, for apps that use relative links. False passes
+	// the full path, for apps told their prefix with {prefix}. Default
+	// false.
+	StripPrefix bool `yaml:"strip_prefix"`
+}
+
+// VMProfile is a QEMU virtual machine. It gets the session's cpus and
+// memory. (Only the image is checked for now.)
+type VMProfile struct {
+	// Image is the base disk image (qcow2) on the node; each session
+	// writes to a throwaway overlay. Required.
+	Image string `yaml:"image"`
+}
+
+// SlurmProfile overrides the Slurm backend's job options for one profile.
+type SlurmProfile struct {
+	// Partition replaces backend.slurm.partition. Default "": keep it.
+	Partition string `yaml:"partition"`
+	// Account replaces backend.slurm.account. Default "": keep it.
+	Account string `yaml:"account"`
+	// QOS replaces backend.slurm.qos. Default "": keep it.
+	QOS string `yaml:"qos"`
+	// SbatchArgs are added after backend.slurm.sbatch_args. Default [].
+	SbatchArgs []string `yaml:"sbatch_args"`
+}
+
+// Limits protect the machine and share it fairly. The lifetime and idle
+// timeout keys are what profiles inherit; a profile may not exceed them.
+type Limits struct {
+	// MaxSessions is how many sessions may be active at once in all.
+	// 0: no limit. Default 100.
+	MaxSessions int `yaml:"max_sessions"`
+	// MaxSessionsPerUser is how many sessions one user may have active.
+	// 0: no limit. Default 4.
+	MaxSessionsPerUser int `yaml:"max_sessions_per_user"`
+	// MaxLoad refuses launches while the node's 1-minute load average
+	// divided by its CPU count is above it (2.0: twice as many runnable
+	// tasks as CPUs). 0: no check. Default 2.0.
+	MaxLoad float64 `yaml:"max_load"`
+	// MinFreeMemory refuses launches while the node's available memory is
+	// below it. 0: no check. Default 512M.
+	MinFreeMemory Size `yaml:"min_free_memory"`
+	// LifetimeDefault is profiles' default lifetime. 0: no limit.
+	// Default 8h.
+	LifetimeDefault time.Duration `yaml:"lifetime_default"`
+	// LifetimeMax is the longest lifetime any profile or launch may set.
+	// 0: no maximum. Default 24h.
+	LifetimeMax time.Duration `yaml:"lifetime_max"`
+	// IdleTimeoutDefault is profiles' default idle timeout. 0: never.
+	// Default 1h.
+	IdleTimeoutDefault time.Duration `yaml:"idle_timeout_default"`
+	// IdleTimeoutMax is the longest idle timeout any profile or launch may
+	// set. 0: no maximum. Default 8h.
+	IdleTimeoutMax time.Duration `yaml:"idle_timeout_max"`
+	// SingleShotGrace is how long a single-shot session outlives its last
+	// viewer, so a reload does not end it. Default 30s.
+	SingleShotGrace time.Duration `yaml:"single_shot_grace"`
+}
+
+// Auth is how people log in.
+type Auth struct {
+	// Methods are tried in order: a password is checked against each
+	// local and ldap method until one accepts it or refuses it outright
+	// (an unreachable directory passes to the next), and a request from a
+	// trusted proxy is believed by a header method. At least one is
+	// required. Default [{kind: local}].
+	Methods []AuthMethod `yaml:"methods"`
+	// RateLimit slows down password guessing. Defaults: see RateLimit.
+	RateLimit RateLimit `yaml:"rate_limit"`
+	// SessionTTL is how long a login (the portal cookie) lasts.
+	// Default 12h.
+	SessionTTL time.Duration `yaml:"session_ttl"`
+}
+
+// AuthMethod is one way to log in. Which keys it may have depends on its
+// kind.
+type AuthMethod struct {
+	// Kind is "local" (a password file), "ldap" (a bind to a directory)
+	// or "header" (a user name set by a trusted reverse proxy). Required.
+	Kind string `yaml:"kind"`
+
+	// File (local) is the password file, one NAME:ROLE:HASH line per user
+	// (ROLE admin or user; HASH argon2id or bcrypt; the format is the
+	// auth/local package's). Default "passwd" (in state_dir).
+	File string `yaml:"file" kind:"local"`
+
+	// URL (ldap) is the directory server, ldaps://host[:port] or
+	// ldap://host[:port]. Plain ldap:// needs start_tls, except to a
+	// loopback address. Required.
+	URL string `yaml:"url" kind:"ldap"`
+	// StartTLS (ldap) upgrades an ldap:// connection with StartTLS.
+	// Default false.
+	StartTLS bool `yaml:"start_tls" kind:"ldap"`
+	// CAFile (ldap) holds the CA certificates (PEM) the server's
+	// certificate must chain to. Default "": the system's roots.
+	CAFile string `yaml:"ca_file" kind:"ldap"`
+	// BindDNTemplate (ldap) makes the user's DN from the name typed, which
+	// replaces {user} (escaped): "uid={user},ou=people,dc=example,dc=org".
+	// Set this or search. Default "".
+	BindDNTemplate string `yaml:"bind_dn_template" kind:"ldap"`
+	// Search (ldap) finds the user's DN with a search, then binds as it.
+	// Set this or bind_dn_template. Default: none.
+	Search *LDAPSearch `yaml:"search" kind:"ldap"`
+	// AdminGroup (ldap) is the DN of a group whose members (member or
+	// uniqueMember) are airlock admins. Default "": none.
+	AdminGroup string `yaml:"admin_group" kind:"ldap"`
+	// Timeout (ldap) bounds connecting and each operation. Default 10s.
+	Timeout time.Duration `yaml:"timeout" kind:"ldap"`
+
+	// Header (header) is the request header holding the user name.
+	// Default "X-Forwarded-User".
+	Header string `yaml:"header" kind:"header"`
+	// TrustedProxies (header) are the addresses (IPs or CIDRs) the header
+	// is believed from; from anywhere else it is removed. Required, and a
+	// prefix that matches every address (0.0.0.0/0, ::/0, ::ffff:0:0/96)
+	// is refused: anyone could then log in as anyone.
+	TrustedProxies []string `yaml:"trusted_proxies" kind:"header"`
+
+	// AdminUsers are users who are airlock admins when this method lets
+	// them in. Default [].
+	AdminUsers []string `yaml:"admin_users"`
+}
+
+// LDAPSearch finds a user's DN by searching the directory.
+type LDAPSearch struct {
+	// BindDN is the service account the search binds as. Default "":
+	// search anonymously.
+	BindDN string `yaml:"bind_dn"`
+	// BindPasswordFile holds the service account's password (trailing
+	// newline ignored). Required with bind_dn. Default "".
+	BindPasswordFile string `yaml:"bind_password_file"`
+	// BaseDN is where the search starts. Required.
+	BaseDN string `yaml:"base_dn"`
+	// Filter selects the user; {user} is replaced by the name typed
+	// (escaped). Must match exactly one entry. Default "(uid={user})".
+	Filter string `yaml:"filter"`
+}
+
+// RateLimit bounds failed logins in a sliding window. Past a bound, logins
+// for that user or from that address are refused until the window has
+// passed.
+type RateLimit struct {
+	// PerUser is how many failed logins one user name may have in window.
+	// 0: no limit. Default 5.
+	PerUser int `yaml:"per_user"`
+	// PerAddress is how many failed logins one client address may have in
+	// window. 0: no limit. Default 20.
+	PerAddress int `yaml:"per_address"`
+	// Window is the length of the sliding window. Default 15m.
+	Window time.Duration `yaml:"window"`
+}
+
+// Log is the gateway's own log.
+type Log struct {
+	// Format is "text" or "json" (one object per line). Default "text".
+	Format string `yaml:"format"`
+	// Level is the least severe level written: "debug", "info", "warn" or
+	// "error". Default "info".
+	Level string `yaml:"level"`
+}
+
+// Metrics is the Prometheus endpoint.
+type Metrics struct {
+	// Enabled serves /metrics (Prometheus text format) to admins and to
+	// loopback clients. Default false.
+	Enabled bool `yaml:"enabled"`
+}
+
+//go:embed defaults.yaml
+var defaultsYAML []byte
+
+// DefaultsYAML returns defaults.yaml: Default as a commented example that
+// documents every key. `airlock config defaults` prints it.
+func DefaultsYAML() []byte { return slices.Clone(defaultsYAML) }
+
+// Default returns the embedded configuration: the gateway on
+// 127.0.0.1:8443 with a self-signed certificate, the local backend, one
+// desktop profile (Xvnc with an xterm) and the local password file.
+func Default() Config {
+	c := Config{
+		Listen:   "127.0.0.1:8443",
+		Backend:  defaultBackend("local"),
+		Limits:   defaultLimits(),
+		AuditLog: "audit.log",
+		Auth: Auth{
+			Methods:    []AuthMethod{defaultMethod("local")},
+			RateLimit:  RateLimit{PerUser: 5, PerAddress: 20, Window: 15 * time.Minute},
+			SessionTTL: 12 * time.Hour,
+		},
+		Log: Log{Format: "text", Level: "info"},
+	}
+	p := defaultProfile("desktop")
+	p.Name = "desktop"
+	p.Title = "Linux desktop"
+	p.Description = "An X desktop with a terminal, in your browser."
+	c.Profiles = []Profile{p}
+	c.inherit(nil)
+	normalize(reflect.ValueOf(&c).Elem())
+	return c
+}
+
+func defaultLimits() Limits {
+	return Limits{
+		MaxSessions:        100,
+		MaxSessionsPerUser: 4,
+		MaxLoad:            2.0,
+		MinFreeMemory:      512 * MiB,
+		LifetimeDefault:    8 * time.Hour,
+		LifetimeMax:        24 * time.Hour,
+		IdleTimeoutDefault: time.Hour,
+		IdleTimeoutMax:     8 * time.Hour,
+		SingleShotGrace:    30 * time.Second,
+	}
+}
+
+// kinded is a struct whose keys depend on its kind key. reset sets it to
+// the defaults of kind, which is one of kinds.
+type kinded interface {
+	kinds() []string
+	reset(kind string)
+}
+
+var backendKinds = []string{"local", "slurm"}
+
+func (b *Backend) kinds() []string   { return backendKinds }
+func (b *Backend) reset(kind string) { *b = defaultBackend(kind) }
+
+func defaultBackend(kind string) Backend {
+	b := Backend{Kind: kind}
+	switch kind {
+	case "local":
+		b.Local = &LocalBackend{Dir: "sessions"}
+	case "slurm":
+		b.Slurm = &SlurmBackend{Airlock: "airlock", SbatchArgs: []string{}}
+	}
+	return b
+}
+
+var profileKinds = []string{"desktop", "app", "vm"}
+
+func (p *Profile) kinds() []string   { return profileKinds }
+func (p *Profile) reset(kind string) { *p = defaultProfile(kind) }
+
+// defaultProfile is a profile of kind before the file is read. Lifetime
+// and IdleTimeout come from limits afterwards (Config.inherit).
+func defaultProfile(kind string) Profile {
+	p := Profile{
+		Kind:   kind,
+		CPUs:   Range[int]{Default: 1, Max: 4},
+		Memory: Range[Size]{Default: 2 * GiB, Max: 16 * GiB},
+	}
+	switch kind {
+	case "desktop":
+		p.Desktop = &DesktopProfile{
+			Geometry:    "1280x800",
+			Depth:       24,
+			Programs:    [][]string{{"xterm"}},
+			VNCPassword: true,
+			Xvnc:        "Xvnc",
+		}
+	case "app":
+		p.App = &AppProfile{Command: []string{}}
+	case "vm":
+		p.VM = &VMProfile{}
+	}
+	return p
+}
+
+// setDefaults is called on a block the file gives that has no default
+// value (it is nil).
+func (s *LDAPSearch) setDefaults() { s.Filter = "(uid={user})" }
+
+var methodKinds = []string{"local", "ldap", "header"}
+
+func (m *AuthMethod) kinds() []string   { return methodKinds }
+func (m *AuthMethod) reset(kind string) { *m = defaultMethod(kind) }
+
+func defaultMethod(kind string) AuthMethod {
+	m := AuthMethod{Kind: kind, AdminUsers: []string{}}
+	switch kind {
+	case "local":
+		m.File = "passwd"
+	case "ldap":
+		m.Timeout = 10 * time.Second
+	case "header":
+		m.Header = "X-Forwarded-User"
+		m.TrustedProxies = []string{}
+	}
+	return m
+}
+
+// inherit fills what profiles take from elsewhere and the file left unset:
+// an empty title from the name, lifetime and idle timeout from limits. set
+// reports whether the file gave a key (nil: nothing was given).
+func (c *Config) inherit(set map[string]bool) {
+	for i := range c.Profiles {
+		p := &c.Profiles[i]
+		at := func(key string) bool { return set[fmt.Sprintf("profiles[%d].%s", i, key)] }
+		if p.Title == "" {
+			p.Title = p.Name
+		}
+		if !at("lifetime.default") {
+			p.Lifetime.Default = c.Limits.LifetimeDefault
+		}
+		if !at("lifetime.max") {
+			p.Lifetime.Max = c.Limits.LifetimeMax
+		}
+		if !at("idle_timeout.default") {
+			p.IdleTimeout.Default = c.Limits.IdleTimeoutDefault
+		}
+		if !at("idle_timeout.max") {
+			p.IdleTimeout.Max = c.Limits.IdleTimeoutMax
+		}
+	}
+}
+
+// maxFileSize bounds what Load reads; a config file is a few kilobytes.
+const maxFileSize = 1 << 20
+
+// Load reads and checks the file at path. Path "" means no file: Default.
+// On a bad file the error is Errors, holding at most maxReported problems
+// (Check returns them all).
+func Load(path string) (Config, error) {
+	if path == "" {
+		return Default(), nil
+	}
+	c, errs := load(path)
+	return c, errs.truncate(maxReported)
+}
+
+// Parse checks data as the contents of a file called name (used in errors
+// only). On a bad file the error is Errors, holding at most maxReported
+// problems.
+func Parse(name string, data []byte) (Config, error) {
+	c, errs := parse(name, data)
+	return c, errs.truncate(maxReported)
+}
+
+// Check reads and checks the file at path, for `airlock config check`. It
+// returns nil or Errors with every problem found, in file order.
+func Check(path string) error {
+	_, errs := load(path)
+	if len(errs) == 0 {
+		return nil
+	}
+	return errs
+}
+
+func load(path string) (Config, Errors) {
+	fail := func(err error) (Config, Errors) {
+		if pe, ok := errors.AsType[*fs.PathError](err); ok {
+			err = fmt.Errorf("%s: %w", pe.Op, pe.Err)
+		}
+		return Config{}, Errors{{File: path, Msg: err.Error()}}
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return fail(err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
+	if err != nil {
+		return fail(err)
+	}
+	if len(data) > maxFileSize {
+		return Config{}, Errors{{File: path, Msg: fmt.Sprintf("larger than %d bytes; this is not a config file", maxFileSize)}}
+	}
+	return parse(path, data)
+}
+
+func parse(name string, data []byte) (Config, Errors) {
+	c := Default()
+	d := newDecoder(name)
+	d.decode(data, &c)
+	if !d.fatal {
+		c.inherit(d.set)
+		normalize(reflect.ValueOf(&c).Elem())
+		v := &validator{file: name, lines: d.lines, set: d.set}
+		v.config(&c)
+		d.errs = append(d.errs, v.keep(d.errs)...)
+	}
+	if len(d.errs) > 0 {
+		d.errs.sort()
+		return Config{}, d.errs
+	}
+	return c, nil
+}
+
+// ApplyFlags applies `airlock serve`'s --listen and --state-dir to c; an
+// empty value changes nothing. A relative state directory is taken from
+// the working directory.
+func (c *Config) ApplyFlags(listen, stateDir string) error {
+	if listen != "" {
+		if err := checkListen(listen); err != nil {
+			return fmt.Errorf("--listen %q: %v", listen, err)
+		}
+		c.Listen = listen
+	}
+	if stateDir != "" {
+		abs, err := filepath.Abs(stateDir)
+		if err != nil {
+			return fmt.Errorf("--state-dir %q: %v", stateDir, err)
+		}
+		c.StateDir = abs
+	}
+	return nil
+}
+
+// DefaultStateDir is the state directory when neither the file nor a flag
+// names one: $XDG_STATE_HOME/airlock, or $HOME/.local/state/airlock when
+// XDG_STATE_HOME is unset or not absolute (as the XDG Base Directory
+// specification says). getenv is os.Getenv outside tests.
+func DefaultStateDir(getenv func(string) string) (string, error) {
+	if x := getenv("XDG_STATE_HOME"); filepath.IsAbs(x) {
+		return filepath.Join(x, "airlock"), nil
+	}
+	home := getenv("HOME")
+	if !filepath.IsAbs(home) {
+		return "", errors.New("no state directory: HOME is not set (set state_dir or --state-dir)")
+	}
+	return filepath.Join(home, ".local", "state", "airlock"), nil
+}
+
+// ResolvePaths sets StateDir to DefaultStateDir when empty, then makes the
+// relative paths of the config (tls.cert_file, tls.key_file, audit_log,
+// backend.local.dir and the auth methods' file, ca_file and
+// bind_password_file) absolute under it. Call it after ApplyFlags.
+func (c *Config) ResolvePaths(getenv func(string) string) error {
+	if c.StateDir == "" {
+		dir, err := DefaultStateDir(getenv)
+		if err != nil {
+			return err
+		}
+		c.StateDir = dir
+	}
+	under := func(p *string) {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(c.StateDir, *p)
+		}
+	}
+	under(&c.TLS.CertFile)
+	under(&c.TLS.KeyFile)
+	under(&c.AuditLog)
+	if c.Backend.Local != nil {
+		under(&c.Backend.Local.Dir)
+	}
+	for i := range c.Auth.Methods {
+		m := &c.Auth.Methods[i]
+		under(&m.File)
+		under(&m.CAFile)
+		if m.Search != nil {
+			under(&m.Search.BindPasswordFile)
+		}
+	}
+	return nil
+}
+
+// Profile returns the profile called name, or false.
+func (c *Config) Profile(name string) (Profile, bool) {
+	for _, p := range c.Profiles {
+		if p.Name == name {
+			return p, true
+		}
+	}
+	return Profile{}, false
+}
+
+func checkListen(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return errors.New("want host:port, e.g. 127.0.0.1:8443 or :443")
+	}
+	if !isPort(port, true) {
+		return fmt.Errorf("port %q is not a number from 0 to 65535", port)
+	}
+	return nil
+}

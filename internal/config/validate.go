@@ -1,0 +1,497 @@
+package config
+
+import (
+	"fmt"
+	"math"
+	"net/netip"
+	"net/url"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// validator checks a decoded Config, citing the line of each offending
+// key from the decoder's lines (or of the nearest enclosing key the file
+// has, for a key it lacks).
+type validator struct {
+	file  string
+	lines map[string]int
+	set   map[string]bool
+	errs  Errors
+}
+
+func (v *validator) errorf(key, format string, args ...any) {
+	v.errs = append(v.errs, &Error{File: v.file, Line: v.line(key), Key: key, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (v *validator) line(key string) int {
+	for {
+		if l, ok := v.lines[key]; ok {
+			return l
+		}
+		i := strings.LastIndexAny(key, ".[")
+		if i < 0 {
+			return 0
+		}
+		key = key[:i]
+	}
+}
+
+// keep returns the validator's errors, less those about a key the decoder
+// already found wrong (or inside one): they would repeat it.
+func (v *validator) keep(decoded Errors) Errors {
+	var out Errors
+	for _, e := range v.errs {
+		if !slices.ContainsFunc(decoded, func(d *Error) bool { return within(e.Key, d.Key) }) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func (v *validator) config(c *Config) {
+	if err := checkListen(c.Listen); err != nil {
+		v.errorf("listen", "%q: %v", c.Listen, err)
+	}
+	if c.StateDir != "" && !filepath.IsAbs(c.StateDir) {
+		v.errorf("state_dir", "%q is not an absolute path", c.StateDir)
+	}
+	if c.PublicURL != "" {
+		u, err := url.Parse(c.PublicURL)
+		if err != nil || u.Scheme != "https" && u.Scheme != "http" || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+			v.errorf("public_url", "%q is not an address like https://airlock.example.org or https://host/prefix", c.PublicURL)
+		}
+	}
+	if c.RunAs != "" && !userName.MatchString(c.RunAs) {
+		v.errorf("run_as", "%q is not a user name", c.RunAs)
+	}
+	switch {
+	case c.TLS.CertFile != "" && c.TLS.KeyFile == "":
+		v.errorf("tls.key_file", "required with cert_file")
+	case c.TLS.CertFile == "" && c.TLS.KeyFile != "":
+		v.errorf("tls.cert_file", "required with key_file")
+	}
+	v.backend(&c.Backend)
+	v.limits(&c.Limits)
+	v.profiles(c)
+	v.auth(&c.Auth)
+	if !slices.Contains([]string{"text", "json"}, c.Log.Format) {
+		v.errorf("log.format", "%q; want text or json", c.Log.Format)
+	}
+	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.Log.Level) {
+		v.errorf("log.level", "%q; want debug, info, warn or error", c.Log.Level)
+	}
+}
+
+var userName = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*$`)
+
+func (v *validator) backend(b *Backend) {
+	switch b.Kind {
+	case "local":
+		if b.Local != nil && b.Local.Dir == "" {
+			v.errorf("backend.local.dir", "empty; want a directory for per-session files")
+		}
+	case "slurm":
+		if b.Slurm == nil {
+			v.errorf("backend.slurm", "required with kind slurm")
+			return
+		}
+		if b.Slurm.Airlock == "" {
+			v.errorf("backend.slurm.airlock", "empty; want the path of airlock on the compute nodes")
+		}
+		v.nonEmpty("backend.slurm.sbatch_args", b.Slurm.SbatchArgs)
+	default:
+		v.errorf("backend.kind", "%q; want %s", b.Kind, orList(backendKinds))
+		return
+	}
+	if b.Kind != "local" && b.Local != nil {
+		v.errorf("backend.local", "only for kind local, and this is kind %s", b.Kind)
+	}
+	if b.Kind != "slurm" && b.Slurm != nil {
+		v.errorf("backend.slurm", "only for kind slurm, and this is kind %s", b.Kind)
+	}
+}
+
+func (v *validator) nonEmpty(key string, ss []string) {
+	for i, s := range ss {
+		if strings.TrimSpace(s) == "" {
+			v.errorf(fmt.Sprintf("%s[%d]", key, i), "empty")
+		}
+	}
+}
+
+func (v *validator) limits(l *Limits) {
+	v.atLeast("limits.max_sessions", l.MaxSessions, 0)
+	v.atLeast("limits.max_sessions_per_user", l.MaxSessionsPerUser, 0)
+	if l.MaxSessions > 0 && l.MaxSessionsPerUser > l.MaxSessions {
+		v.errorf("limits.max_sessions_per_user", "%d is more than max_sessions %d", l.MaxSessionsPerUser, l.MaxSessions)
+	}
+	if math.IsNaN(l.MaxLoad) || math.IsInf(l.MaxLoad, 0) || l.MaxLoad < 0 {
+		v.errorf("limits.max_load", "%v; want a load per CPU such as 2.0, or 0 for no check", l.MaxLoad)
+	}
+	v.atLeast("limits.min_free_memory", l.MinFreeMemory, 0)
+	for _, d := range []struct {
+		key string
+		d   time.Duration
+	}{
+		{"limits.lifetime_default", l.LifetimeDefault},
+		{"limits.lifetime_max", l.LifetimeMax},
+		{"limits.idle_timeout_default", l.IdleTimeoutDefault},
+		{"limits.idle_timeout_max", l.IdleTimeoutMax},
+		{"limits.single_shot_grace", l.SingleShotGrace},
+	} {
+		v.atLeast(d.key, d.d, 0)
+	}
+	checkRange(v, "limits.lifetime_default", "limits.lifetime_max", l.LifetimeDefault, l.LifetimeMax, true)
+	checkRange(v, "limits.idle_timeout_default", "limits.idle_timeout_max", l.IdleTimeoutDefault, l.IdleTimeoutMax, true)
+}
+
+// show writes a value as the file would.
+func show[T int | Size | time.Duration](x T) string {
+	switch x := any(x).(type) {
+	case time.Duration:
+		return formatDuration(x)
+	case Size:
+		return x.String()
+	}
+	return fmt.Sprint(x)
+}
+
+func (v *validator) atLeastAny(key string, x, low int64, shown string) {
+	if x < low {
+		v.errorf(key, "%s; want at least %d", shown, low)
+	}
+}
+
+func (v *validator) atLeast(key string, x any, low int64) {
+	switch x := x.(type) {
+	case int:
+		v.atLeastAny(key, int64(x), low, show(x))
+	case Size:
+		v.atLeastAny(key, int64(x), low, show(x))
+	case time.Duration:
+		v.atLeastAny(key, int64(x), low, show(x))
+	}
+}
+
+// checkRange checks that a default is within its maximum, where a zero
+// maximum means none. zeroNone says a zero default means "no limit",
+// which no maximum allows. The error goes to the key the file set.
+func checkRange[T int | Size | time.Duration](v *validator, defKey, maxKey string, def, max T, zeroNone bool) {
+	if max <= 0 || def < 0 {
+		return
+	}
+	shown := show(def)
+	if def == 0 && zeroNone {
+		shown = "0 (no limit)"
+	} else if def <= max {
+		return
+	}
+	if !v.set[maxKey] && v.set[defKey] {
+		v.errorf(defKey, "%s is above %s %s", shown, short(maxKey), show(max))
+	} else {
+		v.errorf(maxKey, "%s is below %s %s", show(max), short(defKey), shown)
+	}
+}
+
+// short is the last part of a key path.
+func short(key string) string { return key[strings.LastIndexByte(key, '.')+1:] }
+
+var profileName = regexp.MustCompile(`^[a-z0-9-]{1,32}$`)
+
+func (v *validator) profiles(c *Config) {
+	if len(c.Profiles) == 0 {
+		v.errorf("profiles", "empty; users could launch nothing")
+	}
+	first := map[string]string{}
+	for i := range c.Profiles {
+		p := &c.Profiles[i]
+		at := fmt.Sprintf("profiles[%d]", i)
+		switch {
+		case p.Name == "":
+			v.errorf(at+".name", "required: 1 to 32 of a-z, 0-9 and -")
+		case !profileName.MatchString(p.Name):
+			v.errorf(at+".name", "%q is not 1 to 32 of a-z, 0-9 and -", p.Name)
+		case first[p.Name] != "":
+			v.errorf(at+".name", "duplicate profile name %q (first at line %d)", p.Name, v.line(first[p.Name]))
+		default:
+			first[p.Name] = at + ".name"
+		}
+		switch p.Kind {
+		case "desktop":
+			v.desktop(at+".desktop", p)
+		case "app":
+			v.app(at+".app", p)
+		case "vm":
+			if p.VM == nil || p.VM.Image == "" {
+				v.errorf(at+".vm.image", "required: the path of a qcow2 disk image on the nodes")
+			}
+		case "":
+			v.errorf(at+".kind", "required: want %s", orList(profileKinds))
+			continue
+		default:
+			v.errorf(at+".kind", "%q; want %s", p.Kind, orList(profileKinds))
+			continue
+		}
+		for _, k := range profileKinds {
+			if k == p.Kind {
+				continue
+			}
+			if k == "desktop" && p.Desktop != nil || k == "app" && p.App != nil || k == "vm" && p.VM != nil {
+				v.errorf(at+"."+k, "only for kind %s, and this is kind %s", k, p.Kind)
+			}
+		}
+		if p.CPUs.Default < 1 {
+			v.errorf(at+".cpus.default", "%d; want at least 1", p.CPUs.Default)
+		}
+		v.atLeast(at+".cpus.max", p.CPUs.Max, 0)
+		checkRange(v, at+".cpus.default", at+".cpus.max", p.CPUs.Default, p.CPUs.Max, false)
+		v.atLeast(at+".memory.default", p.Memory.Default, 0)
+		v.atLeast(at+".memory.max", p.Memory.Max, 0)
+		checkRange(v, at+".memory.default", at+".memory.max", p.Memory.Default, p.Memory.Max, true)
+		v.profileTime(at+".lifetime", p.Lifetime, c.Limits.LifetimeMax, "limits.lifetime_max")
+		v.profileTime(at+".idle_timeout", p.IdleTimeout, c.Limits.IdleTimeoutMax, "limits.idle_timeout_max")
+		if p.Slurm != nil {
+			if c.Backend.Kind != "slurm" {
+				v.errorf(at+".slurm", "only for backend kind slurm, and backend.kind is %s", c.Backend.Kind)
+			}
+			v.nonEmpty(at+".slurm.sbatch_args", p.Slurm.SbatchArgs)
+		}
+	}
+}
+
+// profileTime checks a profile's lifetime or idle timeout, unless both
+// halves came from limits (which are checked there).
+func (v *validator) profileTime(key string, r Range[time.Duration], limit time.Duration, limitKey string) {
+	if !v.set[key+".default"] && !v.set[key+".max"] {
+		return
+	}
+	v.atLeast(key+".default", r.Default, 0)
+	v.atLeast(key+".max", r.Max, 0)
+	checkRange(v, key+".default", key+".max", r.Default, r.Max, true)
+	if limit > 0 && (r.Max == 0 || r.Max > limit) {
+		shown := show(r.Max)
+		if r.Max == 0 {
+			shown = "0 (no maximum)"
+		}
+		v.errorf(key+".max", "%s is above %s %s", shown, limitKey, show(limit))
+	}
+}
+
+var geometry = regexp.MustCompile(`^([0-9]{1,5})x([0-9]{1,5})$`)
+
+func (v *validator) desktop(at string, p *Profile) {
+	d := p.Desktop
+	if d == nil {
+		d = defaultProfile("desktop").Desktop
+	}
+	ok := false
+	if m := geometry.FindStringSubmatch(d.Geometry); m != nil {
+		w, _ := strconv.Atoi(m[1])
+		h, _ := strconv.Atoi(m[2])
+		ok = 64 <= w && w <= 8192 && 64 <= h && h <= 8192
+	}
+	if !ok {
+		v.errorf(at+".geometry", "%q; want WIDTHxHEIGHT, each 64 to 8192, such as 1280x800", d.Geometry)
+	}
+	if !slices.Contains([]int{8, 16, 24, 32}, d.Depth) {
+		v.errorf(at+".depth", "%d; want 8, 16, 24 or 32", d.Depth)
+	}
+	for i, argv := range d.Programs {
+		if len(argv) == 0 || argv[0] == "" {
+			v.errorf(fmt.Sprintf("%s.programs[%d]", at, i), "empty; want a program and its arguments, such as [xterm]")
+		}
+	}
+	if d.Xvnc == "" {
+		v.errorf(at+".xvnc", "empty; want the Xvnc program")
+	}
+}
+
+var placeholder = regexp.MustCompile(`\{[a-z_]+\}`)
+
+func (v *validator) app(at string, p *Profile) {
+	a := p.App
+	if a == nil {
+		v.errorf(at, "required with kind app: command, and port or socket")
+		return
+	}
+	if len(a.Command) == 0 || a.Command[0] == "" {
+		v.errorf(at+".command", "required: the program serving HTTP and its arguments")
+	}
+	used := map[string]bool{}
+	for i, arg := range a.Command {
+		for _, ph := range placeholder.FindAllString(arg, -1) {
+			used[ph] = true
+			if !slices.Contains([]string{"{port}", "{socket}", "{prefix}"}, ph) {
+				v.errorf(fmt.Sprintf("%s.command[%d]", at, i), "unknown placeholder %s; want {port}, {socket} or {prefix}", ph)
+			}
+		}
+	}
+	switch {
+	case a.Port == 0 && a.Socket == "":
+		v.errorf(at, "set port or socket: where the app listens")
+	case a.Port != 0 && a.Socket != "":
+		v.errorf(at+".socket", "set port or socket, not both")
+	case a.Port < 0 || a.Port > 65535:
+		v.errorf(at+".port", "%d; want 1 to 65535", a.Port)
+	case a.Socket != "" && !filepath.IsAbs(a.Socket):
+		v.errorf(at+".socket", "%q is not an absolute path", a.Socket)
+	case len(a.Socket) > 107:
+		v.errorf(at+".socket", "%d bytes long; a UNIX socket path has at most 107", len(a.Socket))
+	case a.Port != 0 && used["{socket}"]:
+		v.errorf(at+".command", "uses {socket}, but the app listens on a port")
+	case a.Socket != "" && used["{port}"]:
+		v.errorf(at+".command", "uses {port}, but the app listens on a socket")
+	}
+}
+
+func (v *validator) auth(a *Auth) {
+	if len(a.Methods) == 0 {
+		v.errorf("auth.methods", "empty; nobody could log in")
+	}
+	for i := range a.Methods {
+		m := &a.Methods[i]
+		at := fmt.Sprintf("auth.methods[%d]", i)
+		switch m.Kind {
+		case "local":
+			if m.File == "" {
+				v.errorf(at+".file", "empty; want the password file")
+			}
+		case "ldap":
+			v.ldap(at, m)
+		case "header":
+			v.header(at, m)
+		case "":
+			v.errorf(at+".kind", "required: want %s", orList(methodKinds))
+			continue
+		default:
+			v.errorf(at+".kind", "%q; want %s", m.Kind, orList(methodKinds))
+			continue
+		}
+		v.nonEmpty(at+".admin_users", m.AdminUsers)
+	}
+	r := a.RateLimit
+	v.atLeast("auth.rate_limit.per_user", r.PerUser, 0)
+	v.atLeast("auth.rate_limit.per_address", r.PerAddress, 0)
+	if (r.PerUser > 0 || r.PerAddress > 0) && r.Window <= 0 {
+		v.errorf("auth.rate_limit.window", "%s; want more than 0", show(r.Window))
+	}
+	if a.SessionTTL <= 0 {
+		v.errorf("auth.session_ttl", "%s; want more than 0", show(a.SessionTTL))
+	}
+}
+
+func (v *validator) ldap(at string, m *AuthMethod) {
+	switch u, err := url.Parse(m.URL); {
+	case m.URL == "":
+		v.errorf(at+".url", "required: the directory server, such as ldaps://ldap.example.org")
+	case err != nil || u.Scheme != "ldap" && u.Scheme != "ldaps" || u.Host == "" || u.User != nil ||
+		u.Path != "" && u.Path != "/" || u.RawQuery != "" || u.Fragment != "":
+		v.errorf(at+".url", "%q; want ldaps://host[:port] or ldap://host[:port]", m.URL)
+	case u.Scheme == "ldaps" && m.StartTLS:
+		v.errorf(at+".start_tls", "ldaps:// is TLS already; remove start_tls")
+	case u.Scheme == "ldap" && !m.StartTLS && !loopback(u.Hostname()):
+		v.errorf(at+".url", "ldap:// without start_tls would send passwords in clear; use ldaps:// or set start_tls: true")
+	}
+	switch {
+	case m.BindDNTemplate != "" && m.Search != nil:
+		v.errorf(at+".search", "set bind_dn_template or search, not both")
+	case m.BindDNTemplate == "" && m.Search == nil:
+		v.errorf(at, "set bind_dn_template or search: how to find a user's DN")
+	case m.Search == nil:
+		if !strings.Contains(m.BindDNTemplate, "{user}") {
+			v.errorf(at+".bind_dn_template", "%q has no {user}", m.BindDNTemplate)
+		}
+	default:
+		s := m.Search
+		if s.BaseDN == "" {
+			v.errorf(at+".search.base_dn", "required: where the search starts, such as ou=people,dc=example,dc=org")
+		}
+		if !strings.HasPrefix(s.Filter, "(") || !strings.HasSuffix(s.Filter, ")") || !strings.Contains(s.Filter, "{user}") {
+			v.errorf(at+".search.filter", "%q; want an LDAP filter in parentheses with {user}, such as (uid={user})", s.Filter)
+		}
+		switch {
+		case s.BindDN != "" && s.BindPasswordFile == "":
+			v.errorf(at+".search.bind_password_file", "required with bind_dn")
+		case s.BindDN == "" && s.BindPasswordFile != "":
+			v.errorf(at+".search.bind_dn", "required with bind_password_file")
+		}
+	}
+	if m.Timeout <= 0 {
+		v.errorf(at+".timeout", "%s; want more than 0", show(m.Timeout))
+	}
+}
+
+func loopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}
+
+// headerName is an HTTP field name (RFC 9110 §5.1: a token).
+var headerName = regexp.MustCompile("^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+
+func (v *validator) header(at string, m *AuthMethod) {
+	if !headerName.MatchString(m.Header) {
+		v.errorf(at+".header", "%q is not a header name", m.Header)
+	}
+	if len(m.TrustedProxies) == 0 {
+		v.errorf(at+".trusted_proxies", "required: the reverse proxies' addresses; without them anyone could send the header")
+	}
+	for i, s := range m.TrustedProxies {
+		key := fmt.Sprintf("%s.trusted_proxies[%d]", at, i)
+		if err := checkProxy(s); err != nil {
+			v.errorf(key, "%v", err)
+		}
+	}
+}
+
+// checkProxy checks one trusted proxy: an IP address or a CIDR prefix,
+// with no host bits set, narrower than every address.
+func checkProxy(s string) error {
+	if !strings.Contains(s, "/") {
+		if _, err := netip.ParseAddr(s); err != nil {
+			return fmt.Errorf("%q is not an IP address or CIDR prefix", s)
+		}
+		return nil
+	}
+	p, err := netip.ParsePrefix(s)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%q is not an IP address or CIDR prefix", s)
+	case p.Bits() == 0:
+		return fmt.Errorf("%s matches every address, so anyone could log in as anyone; name the proxies", s)
+	case p.Addr().Is4In6() && p.Bits() <= 96:
+		return fmt.Errorf("%s matches every IPv4 address, so anyone could log in as anyone; name the proxies", s)
+	case p.Masked() != p:
+		return fmt.Errorf("%s has bits set past /%d; did you mean %s?", s, p.Bits(), p.Masked())
+	}
+	return nil
+}
+
+// TrustedPrefixes returns a header method's trusted_proxies as prefixes
+// (an address is a prefix of its full length). Entries that do not parse,
+// which a checked Config has none of, are left out.
+func (m AuthMethod) TrustedPrefixes() []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range m.TrustedProxies {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p)
+		} else if a, err := netip.ParseAddr(s); err == nil {
+			out = append(out, netip.PrefixFrom(a, a.BitLen()))
+		}
+	}
+	return out
+}
+
+// isPort reports whether s is a decimal port number, 1 to 65535 (or 0 if
+// zeroOK).
+func isPort(s string, zeroOK bool) bool {
+	n, err := strconv.Atoi(s)
+	return err == nil && n <= 65535 && (n > 0 || zeroOK && n == 0) && s == strconv.Itoa(n)
+}
