@@ -1,0 +1,170 @@
+// The desktop view: noVNC's RFB client on the session's console
+// WebSocket, scaled to the window, with full screen, reconnect, the
+// clipboard both ways and Ctrl+Alt+Del.
+//
+// window.airlockState tells tests (and curious people) where it is:
+//   'connecting'                 opening the WebSocket and the RFB handshake
+//   'connected'                  the desktop is shown
+//   'disconnected:true|false'    the connection closed (clean or not)
+//   'disconnected:ended'         ... because the session has ended
+//   'securityfailure:REASON'     the desktop refused the handshake
+// The view-only flag only spares the server input it would drop: the
+// connector enforces view-only shares.
+import RFB from '/static/vendor/novnc/core/rfb.js';
+import { page, ui, setStatus, showMessage, clearMessage, sessionState, ended, waitUntil } from './session.js';
+
+const $ = (id) => document.getElementById(id);
+const screen = $('screen');
+const clip = $('clipboard');
+
+let rfb = null;
+let reconnecting = false; // we closed it to open a new one
+let refused = ''; // the securityfailure reason of this connection
+
+function setState(s) {
+  window.airlockState = s;
+}
+
+function connect() {
+  clearMessage();
+  refused = '';
+  setState('connecting');
+  setStatus('connecting', 'busy');
+  const url = `wss://${location.host}${page.ws}`;
+  const r = new RFB(screen, url, { shared: true, wsProtocols: ['binary'] });
+  r.scaleViewport = true;
+  r.resizeSession = false;
+  r.viewOnly = page.viewOnly;
+  r.focusOnClick = !page.viewOnly;
+  r.addEventListener('connect', () => {
+    setState('connected');
+    setStatus('connected', 'ok');
+    if (!page.viewOnly) r.focus({ preventScroll: true });
+  });
+  r.addEventListener('disconnect', (e) => onDisconnect(r, e.detail.clean));
+  r.addEventListener('securityfailure', (e) => {
+    refused = e.detail.reason || `security result ${e.detail.status}`;
+    setState(`securityfailure:${refused}`);
+  });
+  r.addEventListener('credentialsrequired', () => {
+    // The connector answers the desktop's password itself; a prompt here
+    // means something is misconfigured, and the user has nothing to type.
+    refused = 'the desktop asked the browser for a password';
+    setState(`securityfailure:${refused}`);
+    r.disconnect();
+  });
+  r.addEventListener('clipboard', (e) => {
+    clip.value = e.detail.text;
+    lastSent = clip.value;
+  });
+  r.addEventListener('desktopname', (e) => {
+    if (e.detail.name) document.title = `${e.detail.name} · airlock`;
+  });
+  rfb = r;
+}
+
+async function onDisconnect(r, clean) {
+  if (r !== rfb) return;
+  rfb = null;
+  if (reconnecting) {
+    reconnecting = false;
+    connect();
+    return;
+  }
+  if (refused) {
+    setStatus('refused', 'bad');
+    showMessage(`The desktop refused the connection: ${refused}.`, true, 'error');
+    return;
+  }
+  setState(`disconnected:${clean}`);
+  setStatus('disconnected', 'bad');
+  if (ui.stopRequested) return; // session.js reports the end
+  // Say why, if the gateway tells us: an ended session is the common cause.
+  const s = await sessionState();
+  if (s && s.state === 'ended') {
+    setState('disconnected:ended');
+    ended(s.reason);
+    return;
+  }
+  if (s && s.state === 'stopping') {
+    showMessage('The session is stopping.');
+    const e = await waitUntil((st) => st === 'ended', 1000);
+    setState('disconnected:ended');
+    ended(e && e.reason);
+    return;
+  }
+  if (s && (s.state === 'queued' || s.state === 'starting')) {
+    await waitForReady();
+    return;
+  }
+  showMessage(clean ? 'The desktop closed the connection.' : 'The connection to the desktop was lost.', true,
+    clean ? 'info' : 'error');
+}
+
+// waitForReady holds off connecting until the session is ready.
+async function waitForReady() {
+  setStatus(page.state);
+  showMessage(`The session is ${page.state}; the desktop appears when it is ready.`);
+  const s = await waitUntil((st) => st === 'ready' || st === 'ended', 1000);
+  if (s && s.state === 'ended') {
+    setState('disconnected:ended');
+    ended(s.reason);
+    return;
+  }
+  connect();
+}
+
+function reconnect() {
+  if (page.state === 'ended') return;
+  if (rfb) {
+    reconnecting = true;
+    rfb.disconnect();
+  } else {
+    connect();
+  }
+}
+ui.reconnect = reconnect;
+
+// ---- toolbar -----------------------------------------------------------------
+
+$('reconnect').addEventListener('click', reconnect);
+
+$('ctrl-alt-del')?.addEventListener('click', () => rfb && rfb.sendCtrlAltDel());
+
+const fsBtn = $('fullscreen');
+if (!document.fullscreenEnabled) fsBtn.hidden = true;
+fsBtn.addEventListener('click', async () => {
+  try {
+    if (document.fullscreenElement) await document.exitFullscreen();
+    else await $('session').requestFullscreen();
+  } catch {
+    // Refused (an iframe, a phone browser): nothing to undo.
+  }
+});
+document.addEventListener('fullscreenchange', () => {
+  fsBtn.textContent = document.fullscreenElement ? 'Exit full screen' : 'Full screen';
+});
+
+// ---- clipboard ---------------------------------------------------------------
+
+let lastSent = '';
+
+function sendClipboard() {
+  if (!rfb || page.viewOnly || clip.value === lastSent) return;
+  rfb.clipboardPasteFrom(clip.value);
+  lastSent = clip.value;
+}
+clip.addEventListener('change', sendClipboard);
+$('clip-send').addEventListener('click', sendClipboard);
+
+// ---- start ---------------------------------------------------------------------
+
+if (page.state === 'ready') {
+  connect();
+} else if (page.state === 'queued' || page.state === 'starting') {
+  waitForReady();
+} else if (page.state === 'stopping') {
+  setState('disconnected:ended');
+  showMessage('The session is stopping.');
+  waitUntil((st) => st === 'ended', 1000).then((s) => ended(s && s.reason));
+}

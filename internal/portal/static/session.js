@@ -1,0 +1,254 @@
+// The session page's controls that do not need noVNC: the status line,
+// the lifetime countdown and its warning banner, the message banner, the
+// panels, sharing and stopping. desktop.js (loaded only when the noVNC
+// client was built) imports this module for the status and messages.
+import { api, say, sleep, short, clock, localTime, localTimes, copyButtons } from './api.js';
+
+const $ = (id) => document.getElementById(id);
+const root = $('session');
+const d = root.dataset;
+
+// page is what the server told us about the session.
+export const page = {
+  id: d.id,
+  state: d.state,
+  reason: d.reason,
+  ends: d.ends ? Date.parse(d.ends) : 0,
+  ws: d.ws,
+  app: d.app,
+  viewOnly: d.viewOnly === 'true',
+  owner: d.owner === 'true',
+};
+
+// ui holds what desktop.js and this module share.
+export const ui = {
+  stopRequested: false, // the user pressed Stop: a disconnect is expected
+  reconnect: null, // set by desktop.js
+};
+
+const statusEl = $('status');
+
+// setStatus shows label in the status line; kind is a state name or one
+// of ok / busy / bad, and picks the colour.
+export function setStatus(label, kind = label) {
+  statusEl.textContent = label;
+  statusEl.className = `pill state-${kind}`;
+}
+
+// showMessage shows text in the banner under the toolbar, with a
+// Reconnect button when offerReconnect.
+export function showMessage(text, offerReconnect = false, kind = 'info') {
+  $('message-text').textContent = text;
+  $('message-reconnect').hidden = !offerReconnect || !ui.reconnect;
+  const m = $('message');
+  m.className = `banner ${kind}`;
+  m.hidden = false;
+}
+
+export function clearMessage() {
+  $('message').hidden = true;
+}
+
+// sessionState asks the API for the session's state and reason. It
+// returns null when the API does not say (a share viewer may not ask).
+export async function sessionState() {
+  try {
+    return await api('GET', `/api/v1/sessions/${encodeURIComponent(page.id)}`);
+  } catch {
+    return null;
+  }
+}
+
+// ended shows that the session is over and removes what no longer works.
+export function ended(reason) {
+  page.state = 'ended';
+  setStatus('ended');
+  showMessage(`The session has ended: ${reason || 'no reason was given'}.`, false, 'error');
+  for (const id of ['stop', 'reconnect', 'ctrl-alt-del', 'message-reconnect']) {
+    const el = $(id);
+    if (el) el.hidden = true;
+  }
+  $('countdown').hidden = true;
+  $('ending').hidden = true;
+}
+
+// waitUntil polls the session's state every everyMs until want(state)
+// holds, and returns the last answer (null if the API stops answering).
+export async function waitUntil(want, everyMs = 1000) {
+  for (;;) {
+    const s = await sessionState();
+    if (!s || want(s.state)) return s;
+    await sleep(everyMs);
+  }
+}
+
+// ---- lifetime countdown --------------------------------------------------
+
+const WARN_MS = 5 * 60 * 1000;
+
+function tick() {
+  if (!page.ends || page.state === 'ended') return;
+  const left = page.ends - Date.now();
+  const cd = $('countdown');
+  cd.textContent = left > 0 ? `${short(left)} left` : 'time is up';
+  cd.classList.toggle('warn', left <= WARN_MS);
+  const banner = $('ending');
+  if (left <= 0) {
+    banner.textContent = 'This session has reached the end of its lifetime and is being stopped.';
+    banner.hidden = false;
+  } else if (left <= WARN_MS) {
+    banner.textContent = `This session ends in ${clock(left)}. Save your work now.`;
+    banner.hidden = false;
+  } else {
+    banner.hidden = true;
+  }
+}
+
+if (page.ends) {
+  tick();
+  setInterval(tick, 1000);
+}
+
+// ---- panels --------------------------------------------------------------
+
+function togglePanel(id, open) {
+  for (const p of document.querySelectorAll('.panel')) {
+    const show = p.id === id && (open ?? p.hidden);
+    p.hidden = !show;
+    const btn = document.querySelector(`[aria-controls="${p.id}"]`);
+    if (btn) btn.setAttribute('aria-expanded', String(show));
+  }
+}
+
+document.addEventListener('click', (ev) => {
+  const t = ev.target.closest('[aria-controls], [data-close]');
+  if (!t) return;
+  if (t.dataset.close) togglePanel(t.dataset.close, false);
+  else togglePanel(t.getAttribute('aria-controls'));
+});
+document.addEventListener('keydown', (ev) => {
+  if (ev.key === 'Escape') togglePanel('', false);
+});
+
+$('message-reconnect').addEventListener('click', () => ui.reconnect && ui.reconnect());
+
+// ---- stop ----------------------------------------------------------------
+
+$('stop')?.addEventListener('click', async (ev) => {
+  if (!confirm('Stop this session? Whatever is not saved in it is lost.')) return;
+  const btn = ev.currentTarget;
+  btn.disabled = true;
+  ui.stopRequested = true;
+  try {
+    await api('DELETE', `/api/v1/sessions/${encodeURIComponent(page.id)}`);
+    setStatus('stopping');
+    showMessage('Stopping the session…');
+    const s = await waitUntil((st) => st === 'ended', 500);
+    if (s) ended(s.reason);
+  } catch (e) {
+    ui.stopRequested = false;
+    btn.disabled = false;
+    showMessage(`Could not stop the session: ${e.message}`, false, 'error');
+  }
+});
+
+// ---- sharing -------------------------------------------------------------
+
+const shares = $('shares');
+
+function shareRow(id, mode, expires) {
+  const tr = document.createElement('tr');
+  tr.dataset.id = id;
+  const cell = (label, text) => {
+    const td = document.createElement('td');
+    if (label) td.dataset.label = label;
+    td.textContent = text;
+    tr.append(td);
+    return td;
+  };
+  cell('Access', mode === 'control' ? 'full control' : 'view only');
+  cell('Expires', localTime(expires));
+  cell('State', 'valid').dataset.role = 'share-state';
+  const act = cell('', '');
+  act.className = 'actions';
+  const b = document.createElement('button');
+  b.type = 'button';
+  b.className = 'small danger';
+  b.dataset.revokeShare = id;
+  b.textContent = 'Revoke';
+  act.append(b);
+  return tr;
+}
+
+$('share-form')?.addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const mode = $('share-mode').value;
+  say($('share-msg'), '');
+  try {
+    const r = await api('POST', `/api/v1/sessions/${encodeURIComponent(page.id)}/shares`, { mode, ttl: $('share-ttl').value });
+    $('share-url').value = r.url;
+    $('share-out-mode').textContent = `${mode === 'control' ? 'full control' : 'view only'}, until ${localTime(r.expires)}`;
+    $('share-out').hidden = false;
+    $('share-url').select();
+    shares.querySelector('tbody').prepend(shareRow(r.id, mode, r.expires));
+    shares.hidden = false;
+    $('no-shares')?.remove();
+  } catch (e) {
+    say($('share-msg'), `No link made: ${e.message}`, 'error');
+  }
+});
+
+shares?.addEventListener('click', async (ev) => {
+  const btn = ev.target.closest('[data-revoke-share]');
+  if (!btn) return;
+  const id = btn.dataset.revokeShare;
+  btn.disabled = true;
+  try {
+    await api('DELETE', `/api/v1/sessions/${encodeURIComponent(page.id)}/shares/${encodeURIComponent(id)}`);
+    const tr = btn.closest('tr');
+    tr.querySelector('[data-role=share-state]').textContent = 'revoked';
+    btn.remove();
+  } catch (e) {
+    btn.disabled = false;
+    say($('share-msg'), `Could not revoke the link: ${e.message}`, 'error');
+  }
+});
+
+// ---- sessions without a desktop --------------------------------------------
+
+// An app session (or one not ready yet) has no connection to watch, so
+// the page asks for its state now and then: a session that becomes ready
+// reloads into its view, one that ends says why.
+async function watchState() {
+  for (;;) {
+    await sleep(page.state === 'ready' ? 5000 : 1000);
+    if (document.hidden) continue;
+    const s = await sessionState();
+    if (!s) return; // not ours to ask (a share viewer)
+    if (s.state === page.state) continue;
+    if (s.state === 'ended') {
+      ended(s.reason);
+      return;
+    }
+    if (s.state === 'ready' && !page.app) {
+      location.reload();
+      return;
+    }
+    page.state = s.state;
+    setStatus(s.state);
+  }
+}
+
+if (page.ws && !$('screen')) {
+  // The noVNC client is not in this build; the page says so.
+  window.airlockState = 'disconnected:no-client';
+  setStatus('unavailable', 'bad');
+} else if (page.state === 'ended') {
+  if (page.ws) window.airlockState = 'disconnected:ended';
+  ended(page.reason);
+} else if (!page.ws) {
+  watchState();
+}
+
+copyButtons();
+localTimes();
