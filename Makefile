@@ -8,20 +8,31 @@ BIN := bin/airlock
 export CGO_ENABLED := 0
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all deps build run test bench lint fuzz clean
+.PHONY: all deps web build run run-session test bench lint fuzz clean
 
 all: build
 
 deps:
 	@scripts/install-deps.sh
 
-build:
+# noVNC (and playwright-core for the browser tests) from npm, pinned by
+# package-lock.json; the noVNC modules are copied where go:embed finds them.
+web:
+	@scripts/build-web.sh
+
+build: web
 	$(GO) build -trimpath -o $(BIN) ./cmd/airlock
 
+# The gateway with its embedded defaults: open the URL it prints and log in
+# as "demo" with the password it prints on first start.
 run: deps build
+	$(BIN) serve
+
+# One sealed desktop session without the gateway, for poking at the seal.
+run-session: deps build
 	@scripts/demo.sh $(BIN)
 
-test: deps
+test: deps web
 	$(GO) vet ./...
 	AIRLOCK_TEST_USER=$$(scripts/test-user.sh) $(GO) test -count=1 -timeout 25m ./...
 	AIRLOCK_TEST_USER=$$(scripts/test-user.sh) CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 15m ./internal/ticket/ ./internal/relay/ ./internal/connector/ ./internal/runner/ ./internal/seal/fdpass/

@@ -9,6 +9,8 @@ pkgs=(
   iproute2          # test network namespaces (ip netns, veth)
   websockify stunnel4 # the benchmark anchors
   procps            # ps/pgrep in the teardown checks
+  slapd ldap-utils  # the real LDAP server the auth tests bind to
+  chromium          # headless browser for the portal's end-to-end tests
 )
 missing=()
 for p in "${pkgs[@]}"; do
