@@ -3,12 +3,15 @@ package gateway
 import (
 	"encoding/json"
 	"net/http"
+	"net/netip"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/airlock-hpc/airlock/internal/auth/header"
 	"github.com/airlock-hpc/airlock/internal/realtest"
+	"github.com/coder/websocket"
 )
 
 // TestAppSessionThroughAPI: the scripted contract. A token from HTTP Basic,
@@ -294,5 +297,79 @@ func TestMetricsAndAudit(t *testing.T) {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("audit log lacks %s: %s", want, b)
 		}
+	}
+}
+
+// TestHeaderLogin: behind a trusted proxy the header names the user; the
+// same header from an address that is not a configured proxy is refused.
+func TestHeaderLogin(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		trusted string
+		want    int
+	}{
+		{"trusted proxy", "127.0.0.0/8", 200},
+		{"untrusted address", "192.0.2.0/24", 403},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h, err := header.New(header.Config{TrustedProxies: []netip.Prefix{netip.MustParsePrefix(c.trusted)}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tg := startGateway(t, "", func(cfg *Config) { cfg.Header = h })
+			req, _ := http.NewRequest("GET", tg.url+"/api/v1/me", nil)
+			req.Header.Set("X-Forwarded-User", "carol")
+			resp, err := tg.client().http.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var me struct{ User string }
+			json.NewDecoder(resp.Body).Decode(&me)
+			resp.Body.Close()
+			if resp.StatusCode != c.want || (c.want == 200 && me.User != "carol") {
+				t.Fatalf("status %d user %q; want %d", resp.StatusCode, me.User, c.want)
+			}
+		})
+	}
+}
+
+// TestSingleShotAndIdle: a single-shot session ends after its last viewer
+// leaves; a session nobody views ends after the profile's idle timeout.
+func TestSingleShotAndIdle(t *testing.T) {
+	tg := startGateway(t, "", func(c *Config) {
+		c.Limits.SingleShotGrace = time.Second
+		c.Profiles[0].IdleTimeout = 3 * time.Second
+		c.Profiles[0].StripPrefix = true // the test app serves its WebSocket at /ws
+	}, "alice")
+	c := tg.client().loginToken("alice")
+
+	// Idle: launched, never viewed.
+	idle := c.launch("app")
+	ended := c.waitState(idle.ID, "ended")
+	if !strings.Contains(ended.Reason, "idle") {
+		t.Fatalf("idle session ended with %q", ended.Reason)
+	}
+
+	// Single-shot: one WebSocket viewer comes and goes.
+	var created sessionOut
+	if code, body := c.do("POST", "/api/v1/sessions", map[string]any{"profile": "app", "persistent": false}, &created); code != 201 {
+		t.Fatalf("launch: %d %s", code, body)
+	}
+	s := c.waitState(created.ID, "ready")
+	hdr := http.Header{"Authorization": {"Bearer " + c.token}}
+	ws, _, err := websocket.Dial(t.Context(), "wss"+strings.TrimPrefix(tg.url, "https")+s.Connect["app"]+"ws",
+		&websocket.DialOptions{HTTPClient: c.http, HTTPHeader: hdr})
+	if err != nil {
+		t.Fatalf("viewer: %v", err)
+	}
+	var st sessionOut
+	c.do("GET", "/api/v1/sessions/"+s.ID, nil, &st)
+	if st.State != "ready" {
+		t.Fatalf("single-shot session with a viewer is %s", st.State)
+	}
+	ws.Close(websocket.StatusNormalClosure, "")
+	ended = c.waitState(s.ID, "ended")
+	if !strings.Contains(ended.Reason, "last viewer left") {
+		t.Fatalf("single-shot session ended with %q", ended.Reason)
 	}
 }
