@@ -30,9 +30,6 @@ var (
 // zero Created with now and puts s's times in UTC, so that s then reads
 // exactly as GetSession would return it.
 func (db *DB) sessionArgs(s *session.Session) ([]any, error) {
-	if s.ID == "" {
-		return nil, errors.New("no id")
-	}
 	if !s.State.Valid() {
 		return nil, fmt.Errorf("state %q: not a session state", s.State)
 	}
@@ -95,10 +92,14 @@ func scanSession(r rowScanner) (*session.Session, error) {
 // empty id, a state that is not one of session's, and times outside the
 // years 1677 to 2262.
 func (db *DB) CreateSession(ctx context.Context, s *session.Session) error {
-	args, err := db.sessionArgs(s)
-	if err == nil {
-		_, err = db.stmt.insertSession.ExecContext(ctx, args...)
+	if s == nil || s.ID == "" {
+		return errors.New("create session: no id")
 	}
+	args, err := db.sessionArgs(s)
+	if err != nil {
+		return fmt.Errorf("create session %s: %w", s.ID, err)
+	}
+	_, err = db.stmt.insertSession.ExecContext(ctx, args...)
 	switch {
 	case err == nil:
 		return nil

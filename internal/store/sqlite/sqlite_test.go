@@ -553,6 +553,56 @@ func TestUpdateHoldsWriter(t *testing.T) {
 	}
 }
 
+// TestUpdatePanics: a panicking update rolls back and frees the writer.
+func TestUpdatePanics(t *testing.T) {
+	ctx := t.Context()
+	db := mustOpen(t, Config{})
+	if err := db.CreateSession(ctx, &session.Session{ID: "s-1", State: session.Ready}); err != nil {
+		t.Fatal(err)
+	}
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Errorf("the update's panic did not reach the caller")
+			}
+		}()
+		db.UpdateSession(ctx, "s-1", func(s *session.Session) error { s.CPUs = 9; panic("boom") })
+	}()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	s, err := db.UpdateSession(ctx, "s-1", func(s *session.Session) error { s.MemoryMB = 1; return nil })
+	if err != nil || s.CPUs != 0 {
+		t.Errorf("after a panicking update: %+v, %v; want the writer free and CPUs 0", s, err)
+	}
+}
+
+// TestErrorText: errors say what failed on which object.
+func TestErrorText(t *testing.T) {
+	ctx := t.Context()
+	db := mustOpen(t, Config{})
+	s := &session.Session{ID: "s-1", State: session.Ready}
+	if err := db.CreateSession(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	_, errGet := db.GetSession(ctx, "s-2")
+	_, errUpd := db.UpdateSession(ctx, "s-1", func(s *session.Session) error { s.State = session.Queued; return nil })
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{errGet, "get session s-2: not found"},
+		{db.CreateSession(ctx, s), "create session s-1: already exists"},
+		{errUpd, "update session s-1: from ready to queued: conflict"},
+		{db.CreateSession(ctx, &session.Session{ID: "s-3", State: "gone"}), `create session s-3: state "gone": not a session state`},
+		{db.RevokeToken(ctx, "alice", "t-1"), "revoke token t-1 of alice: not found"},
+		{db.CreateShare(ctx, session.Share{ID: "sh-1", Session: "s-9", Hash: []byte("h")}), "create share sh-1: session s-9: not found"},
+	} {
+		if tc.err == nil || tc.err.Error() != tc.want {
+			t.Errorf("error %q, want %q", tc.err, tc.want)
+		}
+	}
+}
+
 func TestClose(t *testing.T) {
 	db, err := Open(t.Context(), Config{Path: filepath.Join(t.TempDir(), "airlock.db"), Logger: testLogger(t)})
 	if err != nil {
