@@ -105,6 +105,11 @@ func cmdServe(_ context.Context, env *Env, args []string) int {
 	}
 	if hdr != nil {
 		gcfg.Header = hdr
+		for _, m := range cfg.Auth.Methods {
+			if m.Kind == "header" {
+				gcfg.HeaderName = m.Header
+			}
+		}
 	}
 	if os.Geteuid() == 0 && gcfg.RunAs == "" && *cfgPath == "" {
 		// The embedded demo's users are not Unix accounts; as root, run

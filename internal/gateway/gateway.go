@@ -92,6 +92,9 @@ type Config struct {
 	Backend backend.Backend
 	Auth    Authenticator
 	Header  HeaderAuthenticator // optional
+	// HeaderName is the header Header reads; the proxy removes it before a
+	// request reaches a session.
+	HeaderName string
 	// Portal serves the browser pages; nil serves only the API.
 	Portal PortalRenderer
 	// AuditLog receives one JSON line per audit event besides the store.

@@ -316,7 +316,7 @@ func TestHeaderLogin(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			tg := startGateway(t, "", func(cfg *Config) { cfg.Header = h })
+			tg := startGateway(t, "", func(cfg *Config) { cfg.Header, cfg.HeaderName = h, "X-Forwarded-User" }, "carol")
 			req, _ := http.NewRequest("GET", tg.url+"/api/v1/me", nil)
 			req.Header.Set("X-Forwarded-User", "carol")
 			resp, err := tg.client().http.Do(req)
@@ -328,6 +328,24 @@ func TestHeaderLogin(t *testing.T) {
 			resp.Body.Close()
 			if resp.StatusCode != c.want || (c.want == 200 && me.User != "carol") {
 				t.Fatalf("status %d user %q; want %d", resp.StatusCode, me.User, c.want)
+			}
+			if c.want != 200 {
+				return
+			}
+			// The header never reaches the app inside the session.
+			cl := tg.client().loginToken("carol")
+			s := cl.launch("app")
+			req, _ = http.NewRequest("GET", tg.url+s.Connect["app"], nil)
+			req.Header.Set("X-Forwarded-User", "carol")
+			resp, err = cl.http.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var seen map[string]string
+			json.NewDecoder(resp.Body).Decode(&seen)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || seen["x_forwarded_user"] != "" {
+				t.Fatalf("status %d; the app saw the identity header: %v", resp.StatusCode, seen)
 			}
 		})
 	}

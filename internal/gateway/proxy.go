@@ -91,6 +91,11 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request) error {
 			// The gateway's own cookies (the login, share links) are for
 			// the gateway; the connector gets a ticket instead.
 			stripCookies(pr.Out.Header, "airlock_")
+			// The trusted proxy's identity header vouched for the user to
+			// us; an app must not take it as a login of its own.
+			if g.cfg.HeaderName != "" {
+				pr.Out.Header.Del(g.cfg.HeaderName)
+			}
 			pr.Out.Header.Set("Authorization", "Bearer "+tok)
 		},
 		Transport: g.transport(endpoint, s.TLSSHA256),

@@ -26,7 +26,7 @@ type fake struct {
 	url      string
 	binds    atomic.Int64
 	mu       sync.Mutex
-	bindDNs  []string
+	boundDNs []string
 	filters  []string
 	bindCode func(dn string) int
 	entries  func(filter string) []string
@@ -52,7 +52,7 @@ func startFake(t *testing.T) *fake {
 		code := gldap.ResultProtocolError
 		if err == nil {
 			f.mu.Lock()
-			f.bindDNs = append(f.bindDNs, m.UserName)
+			f.boundDNs = append(f.boundDNs, m.UserName)
 			code = f.bindCode(m.UserName)
 			f.mu.Unlock()
 		}
@@ -171,8 +171,8 @@ func TestFakeEscapingOnTheWire(t *testing.T) {
 	search.authenticate(context.Background(), "*)(uid=*", "pw")
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if len(f.bindDNs) == 0 || f.bindDNs[0] != `uid=alice\,ou=evil,`+"ou=people,dc=example,dc=test" {
-		t.Errorf("bind DNs %q", f.bindDNs)
+	if len(f.boundDNs) == 0 || f.boundDNs[0] != `uid=alice\,ou=evil,`+"ou=people,dc=example,dc=test" {
+		t.Errorf("bind DNs %q", f.boundDNs)
 	}
 	if len(f.filters) != 1 || strings.Contains(f.filters[0], "*") {
 		t.Errorf("filters %q: the * reached the server unescaped", f.filters)

@@ -30,9 +30,11 @@
 // With Config.AdminGroup set, a user is an admin if a base-scope search of
 // that group entry with the filter (|(member=DN)(uniqueMember=DN)) finds
 // it, where DN is the user's DN: groupOfNames and groupOfUniqueNames
-// groups (OpenLDAP, 389 DS, FreeIPA, Active Directory) work, posixGroup
-// memberUid lists do not. The search runs bound as the user, who must be
-// allowed to read the group's member attribute (most directories' default).
+// groups (OpenLDAP, 389 DS, FreeIPA, Active Directory) work; posixGroup
+// memberUid lists do not, and nested groups are not followed. The search
+// runs bound as the user, who must be allowed to read the group's member
+// attribute (most directories' default). A group that is missing or
+// unreadable makes nobody an admin, and is logged.
 package ldap
 
 import (
@@ -207,10 +209,10 @@ func newAuthenticator(cfg Config) (*Authenticator, error) {
 			return nil, fmt.Errorf("BaseDN %q: %w", cfg.BaseDN, err)
 		}
 		if !strings.Contains(cfg.Filter, "{user}") {
-			return nil, fmt.Errorf("Filter %q: no {user}", cfg.Filter)
+			return nil, fmt.Errorf("filter %q: no {user}", cfg.Filter)
 		}
 		if _, err := goldap.CompileFilter(strings.ReplaceAll(cfg.Filter, "{user}", "x")); err != nil {
-			return nil, fmt.Errorf("Filter %q: %w", cfg.Filter, err)
+			return nil, fmt.Errorf("filter %q: %w", cfg.Filter, err)
 		}
 		if (cfg.SearchBindDN == "") != (cfg.SearchBindPassword == "") {
 			// A DN with an empty password is an unauthenticated bind.
@@ -241,9 +243,17 @@ func (a *Authenticator) Authenticate(ctx context.Context, user, password string)
 		return auth.Identity{}, auth.ErrInvalid
 	}
 	id, err := a.authenticate(ctx, user, password)
-	if err != nil && ctx.Err() != nil {
-		// The caller gave up; the server is not to blame.
-		return auth.Identity{}, fmt.Errorf("ldap login of %s: %w", user, ctx.Err())
+	if err != nil {
+		// The caller gave up; the server is not to blame. The connection's
+		// deadline is the caller's, and may fire a moment before ctx says
+		// so.
+		cerr := ctx.Err()
+		if d, ok := ctx.Deadline(); ok && cerr == nil && !time.Now().Before(d) {
+			cerr = context.DeadlineExceeded
+		}
+		if cerr != nil {
+			return auth.Identity{}, fmt.Errorf("ldap login of %s: %w", user, cerr)
+		}
 	}
 	return id, err
 }

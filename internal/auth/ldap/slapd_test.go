@@ -206,6 +206,10 @@ func TestSlapdAdminGroup(t *testing.T) {
 	}
 	cfg.AdminGroup = ""
 	wantIdentity(t, mustNew(t, cfg), "alice", authtest.AlicePassword, false)
+	// groupOfUniqueNames, with uniqueMember.
+	cfg.AdminGroup = authtest.UniqueAdminsDN
+	wantIdentity(t, mustNew(t, cfg), "bob", authtest.BobPassword, true)
+	wantIdentity(t, mustNew(t, cfg), "alice", authtest.AlicePassword, false)
 }
 
 func TestSlapdTLS(t *testing.T) {

@@ -81,7 +81,7 @@ func (c Config) validate() error {
 	case c.AddrLimit < 1:
 		return fmt.Errorf("AddrLimit %d: must be at least 1", c.AddrLimit)
 	case c.Window < time.Second:
-		return fmt.Errorf("Window %s: must be at least 1s", c.Window)
+		return fmt.Errorf("window %s: must be at least 1s", c.Window)
 	case c.MaxKeys < 1:
 		return fmt.Errorf("MaxKeys %d: must be at least 1", c.MaxKeys)
 	}

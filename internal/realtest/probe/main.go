@@ -255,6 +255,7 @@ func appHandler() http.Handler {
 		json.NewEncoder(w).Encode(map[string]any{
 			"method": r.Method, "path": r.URL.Path, "query": r.URL.RawQuery,
 			"cookie": r.Header.Get("Cookie"), "authorization": r.Header.Get("Authorization"),
+			"x_forwarded_user": r.Header.Get("X-Forwarded-User"),
 		})
 	})
 	return mux

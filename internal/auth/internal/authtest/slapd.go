@@ -36,6 +36,8 @@ const (
 	PeopleDN = "ou=people," + BaseDN
 	// AdminsDN is a groupOfNames whose only member is alice.
 	AdminsDN = "cn=admins,ou=groups," + BaseDN
+	// UniqueAdminsDN is a groupOfUniqueNames whose only member is bob.
+	UniqueAdminsDN = "cn=uadmins,ou=groups," + BaseDN
 	// ReaderDN is a service account that may search the directory;
 	// anonymous clients may not.
 	ReaderDN       = "cn=reader," + BaseDN
@@ -246,6 +248,7 @@ func initLDIF() string {
 	b.WriteString(person("uid=twin2,"+PeopleDN, "twin2", TwinPassword, "description: twins\n"))
 	b.WriteString("dn: " + EvilDN + "\nobjectClass: account\nobjectClass: simpleSecurityObject\nuid: alice\nuserPassword: " + ssha(EvilPassword) + "\n\n")
 	b.WriteString("dn: " + AdminsDN + "\nobjectClass: groupOfNames\ncn: admins\nmember: uid=alice," + PeopleDN + "\n\n")
+	b.WriteString("dn: " + UniqueAdminsDN + "\nobjectClass: groupOfUniqueNames\ncn: uadmins\nuniqueMember: uid=bob," + PeopleDN + "\n\n")
 	return b.String()
 }
 
