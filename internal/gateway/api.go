@@ -179,9 +179,19 @@ func (g *Gateway) routesAPI(mux *http.ServeMux) {
 		return nil
 	})))
 	mux.Handle("GET /api/v1/sessions/{id}", g.api(g.authed(func(w http.ResponseWriter, r *http.Request, id identity) error {
-		s, err := g.ownSession(r, id, true)
+		s, err := g.cfg.Store.GetSession(r.Context(), r.PathValue("id"))
 		if err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				return apiErr(404, "no_session", "no such session")
+			}
 			return err
+		}
+		// Its owner, an admin, or someone holding a valid share link (whose
+		// page follows the session's state) may look.
+		if s.Owner != id.user && !id.admin {
+			if _, err := g.shareFor(r, s); err != nil {
+				return apiErr(404, "no_session", "no such session")
+			}
 		}
 		writeJSON(w, 200, toJSON(s))
 		return nil

@@ -1,0 +1,137 @@
+package gateway
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/airlock-hpc/airlock/internal/portal"
+	"github.com/airlock-hpc/airlock/internal/realtest"
+)
+
+// TestDesktopInBrowser is the whole path a person takes, in real headless
+// Chromium: log in, launch the desktop, see the xterm drawn in the noVNC
+// canvas, type a command and see its effect in the session, share the
+// session view-only with a second user whose typing does nothing, and stop
+// it. Screenshots go to .artifacts/screenshots/.
+func TestDesktopInBrowser(t *testing.T) {
+	root := filepath.Join("..", "..")
+	for _, need := range []string{"/usr/bin/chromium", filepath.Join(root, "node_modules", "playwright-core"), filepath.Join(root, "internal", "portal", "static", "vendor", "novnc", "core", "rfb.js")} {
+		if _, err := os.Stat(need); err != nil {
+			t.Skipf("%s missing (make deps web installs it)", need)
+		}
+	}
+	if _, err := exec.LookPath("Xvnc"); err != nil {
+		t.Skip("Xvnc not installed")
+	}
+	owner := realtest.Current(t)
+	if os.Geteuid() == 0 {
+		owner = realtest.TestUser(t)
+	}
+	// Where the session's shell writes what was typed: the owner's home
+	// (the seal hides the host's /tmp).
+	dir, err := os.MkdirTemp(owner.Home, "airlock-e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chown(dir, owner.UID, owner.GID)
+
+	p, err := portal.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg := startGateway(t, "", func(c *Config) {
+		c.Portal = p
+		c.Profiles[1].Programs = [][]string{{"xterm", "-geometry", "80x20+0+0", "-e", "bash", "--norc"}}
+	}, "alice", "bob")
+
+	abs, _ := filepath.Abs(root)
+	shots := filepath.Join(abs, ".artifacts", "screenshots")
+	os.MkdirAll(shots, 0o755)
+	cfg, _ := json.Marshal(map[string]string{
+		"base": tg.url, "password": testPassword, "owner": "alice", "viewer": "bob", "shots": shots,
+		"aliceCommand":  "echo E2E-$((6*7)) > " + dir + "/owner.txt",
+		"viewerCommand": "echo VIEWER > " + dir + "/viewer.txt",
+		"afterCommand":  "echo AFTER > " + dir + "/after.txt",
+	})
+	cmd := exec.Command("node", "internal/gateway/testdata/e2e.mjs", string(cfg))
+	cmd.Dir = abs
+	cmd.Stderr = os.Stderr
+	stdin, _ := cmd.StdinPipe()
+	out, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	steps := make(chan map[string]any, 16)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			var m map[string]any
+			if json.Unmarshal(sc.Bytes(), &m) == nil {
+				steps <- m
+			}
+		}
+		close(steps)
+	}()
+	wait := func(step string) map[string]any {
+		t.Helper()
+		for {
+			select {
+			case m, ok := <-steps:
+				if !ok {
+					t.Fatalf("browser ended before %q", step)
+				}
+				t.Logf("browser: %v", m)
+				if m["step"] == "error" {
+					t.Fatalf("browser: %v", m)
+				}
+				if m["step"] == step {
+					return m
+				}
+			case <-time.After(120 * time.Second):
+				t.Fatalf("no %q from the browser in 120s", step)
+			}
+		}
+	}
+	fileIs := func(name, want string) error {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			return err
+		}
+		if strings.TrimSpace(string(b)) != want {
+			return fmt.Errorf("%s holds %q", name, b)
+		}
+		return nil
+	}
+
+	wait("drawn")
+	wait("owner-typed")
+	if err := realtest.WaitFor(20*time.Second, func() error { return fileIs("owner.txt", "E2E-42") }); err != nil {
+		t.Fatalf("the owner's command did not run in the session: %v", err)
+	}
+	v := wait("viewer-typed")
+	if v["viewOnly"] != true {
+		t.Errorf("the viewer's page does not say view only")
+	}
+	wait("owner-typed-after")
+	if err := realtest.WaitFor(20*time.Second, func() error { return fileIs("after.txt", "AFTER") }); err != nil {
+		t.Fatalf("the owner's second command did not run: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "viewer.txt")); err == nil {
+		t.Fatal("the view-only viewer's typing ran a command in the session")
+	}
+	io.WriteString(stdin, "go\n")
+	m := wait("stopped")
+	if errs, _ := m["errors"].([]any); len(errs) > 0 {
+		t.Errorf("page errors: %v", errs)
+	}
+}
