@@ -110,3 +110,37 @@ func TestConnectorListenerChecks(t *testing.T) {
 		t.Fatalf("plain TCP: exit %d %q", code, stderr)
 	}
 }
+
+// TestUsersAndConfigCommands: the contract scripts rely on.
+func TestUsersAndConfigCommands(t *testing.T) {
+	dir := t.TempDir()
+	code, _, stderr := runCLI(t, "s3cret-password\n", "users", "add", "alice", "--password-stdin", "--admin", "--state-dir", dir)
+	if code != 0 {
+		t.Fatalf("users add: %d %s", code, stderr)
+	}
+	if code, _, stderr := runCLI(t, "other-password\n", "users", "add", "alice", "--password-stdin", "--state-dir", dir); code != 1 || !strings.Contains(stderr, "exists") {
+		t.Fatalf("adding alice twice: %d %q", code, stderr)
+	}
+	if code, _, _ := runCLI(t, "", "users", "add", "bob", "--state-dir", dir); code != 2 {
+		t.Fatalf("users add without --password-stdin: %d, want 2", code)
+	}
+	code, out, _ := runCLI(t, "", "users", "list", "--state-dir", dir)
+	if code != 0 || !strings.Contains(out, "alice\tadmin") {
+		t.Fatalf("users list: %d %q", code, out)
+	}
+
+	bad := filepath.Join(dir, "airlock.yaml")
+	os.WriteFile(bad, []byte("listen: 127.0.0.1:9443\nlimits:\n  max_sesions: 3\n"), 0o600)
+	code, _, stderr = runCLI(t, "", "config", "check", bad)
+	if code != 1 || !strings.Contains(stderr, "airlock.yaml:3: limits.max_sesions: unknown key") {
+		t.Fatalf("config check: %d %q", code, stderr)
+	}
+	good := filepath.Join(dir, "good.yaml")
+	os.WriteFile(good, []byte("listen: 127.0.0.1:9443\n"), 0o600)
+	if code, out, _ := runCLI(t, "", "config", "check", good); code != 0 || !strings.Contains(out, "ok") {
+		t.Fatalf("config check good: %d %q", code, out)
+	}
+	if code, out, _ := runCLI(t, "", "config", "defaults"); code != 0 || !strings.Contains(out, "listen:") {
+		t.Fatalf("config defaults: %d", code)
+	}
+}

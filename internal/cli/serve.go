@@ -97,7 +97,7 @@ func cmdServe(_ context.Context, env *Env, args []string) int {
 	}
 	gcfg := gateway.Config{
 		Listen: cfg.Listen, StateDir: cfg.StateDir, TLSCertFile: cfg.TLS.CertFile, TLSKeyFile: cfg.TLS.KeyFile,
-		RunAs: cfg.RunAs, LoginTTL: cfg.Auth.SessionTTL, Store: db, Backend: be, Auth: chain, Portal: p, Logger: log,
+		RunAs: cfg.RunAs, LoginTTL: cfg.Auth.SessionTTL, MetricsForLoopback: cfg.Metrics.Enabled, Store: db, Backend: be, Auth: chain, Portal: p, Logger: log,
 		Limits: gateway.Limits{
 			MaxSessions: cfg.Limits.MaxSessions, MaxSessionsPerUser: cfg.Limits.MaxSessionsPerUser, MaxLoad: cfg.Limits.MaxLoad,
 			MinFreeMemoryMB: int(cfg.Limits.MinFreeMemory / config.MiB), SingleShotGrace: cfg.Limits.SingleShotGrace,

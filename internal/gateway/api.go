@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"mime"
 	"net/http"
+	"net/netip"
 	"sort"
 	"time"
 
@@ -258,9 +259,18 @@ func (g *Gateway) routesAPI(mux *http.ServeMux) {
 		writeJSON(w, 202, map[string]any{"stopping": len(ss)})
 		return nil
 	})))
-	mux.Handle("GET /metrics", g.api(g.admin(func(w http.ResponseWriter, r *http.Request, id identity) error {
-		return g.serveMetrics(w, r)
-	})))
+	mux.Handle("GET /metrics", g.api(func(w http.ResponseWriter, r *http.Request) error {
+		// Prometheus on this host scrapes without a login when allowed;
+		// anyone else must be an admin.
+		if g.cfg.MetricsForLoopback {
+			if ip, err := netip.ParseAddr(remoteIP(r)); err == nil && ip.Unmap().IsLoopback() && r.Header.Get("Authorization") == "" {
+				return g.serveMetrics(w, r)
+			}
+		}
+		return g.admin(func(w http.ResponseWriter, r *http.Request, id identity) error {
+			return g.serveMetrics(w, r)
+		})(w, r)
+	}))
 }
 
 // createShare makes a share link: POST {"mode": "view"|"control", "ttl": "1h"}.

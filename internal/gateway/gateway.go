@@ -97,6 +97,9 @@ type Config struct {
 	HeaderName string
 	// Portal serves the browser pages; nil serves only the API.
 	Portal PortalRenderer
+	// MetricsForLoopback serves /metrics without a login to clients on the
+	// loopback interface (a Prometheus on this host); admins always may.
+	MetricsForLoopback bool
 	// AuditLog receives one JSON line per audit event besides the store.
 	AuditLog io.Writer
 	Logger   *slog.Logger
