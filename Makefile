@@ -52,4 +52,4 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzViewFilter -fuzztime 30s ./internal/connector/
 
 clean:
-	rm -rf bin
+	rm -rf bin internal/portal/static/vendor

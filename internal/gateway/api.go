@@ -244,8 +244,9 @@ func (g *Gateway) routesAPI(mux *http.ServeMux) {
 			out = append(out, map[string]any{"session": toJSON(s), "node": s.Node, "backend": s.Backend})
 		}
 		load, _ := loadPerCPU()
-		free, _ := freeMemoryMB()
-		writeJSON(w, 200, map[string]any{"sessions": out, "node": map[string]any{"load_per_cpu": load, "free_memory_mb": free}})
+		free, _ := memInfoMB("MemAvailable:")
+		total, _ := memInfoMB("MemTotal:")
+		writeJSON(w, 200, map[string]any{"sessions": out, "node": map[string]any{"load_per_cpu": load, "free_memory_mb": free, "total_memory_mb": total}})
 		return nil
 	})))
 	mux.Handle("POST /api/v1/admin/stop-all", g.api(g.admin(func(w http.ResponseWriter, r *http.Request, id identity) error {

@@ -159,7 +159,10 @@ func loadPerCPU() (float64, error) {
 	return v / float64(runtime.NumCPU()), err
 }
 
-func freeMemoryMB() (int, error) {
+func freeMemoryMB() (int, error) { return memInfoMB("MemAvailable:") }
+
+// memInfoMB reads one "Key: N kB" line of /proc/meminfo, in MiB.
+func memInfoMB(key string) (int, error) {
 	f, err := os.Open("/proc/meminfo")
 	if err != nil {
 		return 0, err
@@ -167,12 +170,12 @@ func freeMemoryMB() (int, error) {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "MemAvailable:"); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), key); ok {
 			kb, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
 			return kb / 1024, err
 		}
 	}
-	return 0, errors.New("no MemAvailable in /proc/meminfo")
+	return 0, fmt.Errorf("no %s in /proc/meminfo", key)
 }
 
 func (g *Gateway) sessionDir(id string) string { return filepath.Join(g.cfg.StateDir, "sessions", id) }

@@ -46,7 +46,7 @@ func securityHeaders(h http.Handler) http.Handler {
 		hd := w.Header()
 		if !strings.HasPrefix(r.URL.Path, "/s/") {
 			// Apps behind the proxy set their own policies.
-			hd.Set("Content-Security-Policy", "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+			hd.Set("Content-Security-Policy", portal.ContentSecurityPolicy)
 			hd.Set("X-Frame-Options", "DENY")
 		}
 		hd.Set("X-Content-Type-Options", "nosniff")
@@ -86,8 +86,12 @@ func (g *Gateway) renderErr(w http.ResponseWriter, r *http.Request, err error) {
 		return
 	}
 	ae := asAPIError(err)
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(ae.Status)
-	g.cfg.Portal.Error(w, portal.ErrorPage{Base: portal.Base{Title: "Error"}, Status: ae.Status, Message: ae.Message})
+	if err := g.cfg.Portal.Error(w, portal.ErrorPage{Base: portal.Base{Title: "Error"}, Status: ae.Status, Message: ae.Message}); err != nil {
+		g.log.ErrorContext(r.Context(), "render error page", "error", err)
+	}
 }
 
 func rows(ss []*session.Session) []portal.SessionRow {
@@ -234,6 +238,8 @@ func (g *Gateway) adminPage(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	load, _ := loadPerCPU()
-	free, _ := freeMemoryMB()
-	return g.cfg.Portal.Admin(w, portal.AdminPage{Base: portal.Base{Title: "Admin", User: id.user, Admin: true}, Sessions: rows(ss), Load: load, FreeMemoryMB: free})
+	free, _ := memInfoMB("MemAvailable:")
+	total, _ := memInfoMB("MemTotal:")
+	return g.cfg.Portal.Admin(w, portal.AdminPage{Base: portal.Base{Title: "Admin", User: id.user, Admin: true}, Sessions: rows(ss),
+		Load: load, FreeMemoryMB: free, TotalMemoryMB: total})
 }

@@ -50,7 +50,7 @@ func TestBrowser(t *testing.T) {
 	if err != nil {
 		t.Skip("no node in PATH")
 	}
-	p := newTest(t)
+	p := newEmbedded(t)
 	if !p.novnc {
 		t.Skip("noVNC not built (run scripts/build-web.sh)")
 	}

@@ -19,7 +19,22 @@ import (
 var now = time.Date(2025, 6, 2, 12, 0, 0, 0, time.UTC)
 
 // newTest returns a portal over the embedded files with the fixed clock.
+// Its pages render as if noVNC were built, built or not: the tree is the
+// committed files plus a stand-in rfb.js.
 func newTest(t *testing.T) *Portal {
+	t.Helper()
+	return newFromTree(t, true)
+}
+
+// newWithoutNoVNC returns a portal whose static tree lacks vendor/, as in
+// a fresh clone before scripts/build-web.sh.
+func newWithoutNoVNC(t *testing.T) *Portal {
+	t.Helper()
+	return newFromTree(t, false)
+}
+
+// newEmbedded returns the portal New gives, with the fixed clock.
+func newEmbedded(t *testing.T) *Portal {
 	t.Helper()
 	p, err := New()
 	if err != nil {
@@ -29,9 +44,7 @@ func newTest(t *testing.T) *Portal {
 	return p
 }
 
-// newWithoutNoVNC returns a portal whose static tree lacks vendor/, as in
-// a fresh clone before scripts/build-web.sh.
-func newWithoutNoVNC(t *testing.T) *Portal {
+func newFromTree(t *testing.T, withNoVNC bool) *Portal {
 	t.Helper()
 	m := fstest.MapFS{}
 	err := fs.WalkDir(staticFiles, "static", func(name string, d fs.DirEntry, err error) error {
@@ -45,12 +58,15 @@ func newWithoutNoVNC(t *testing.T) *Portal {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if withNoVNC {
+		m[rfbModule] = &fstest.MapFile{Data: []byte("export default class RFB {}\n")}
+	}
 	p, err := newPortal(m, func() time.Time { return now })
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.novnc {
-		t.Fatal("noVNC found in a tree without vendor/")
+	if p.novnc != withNoVNC {
+		t.Fatalf("noVNC found: %v, want %v", p.novnc, withNoVNC)
 	}
 	return p
 }
@@ -432,7 +448,7 @@ func TestRenderErrorWritesNothing(t *testing.T) {
 }
 
 func TestStatic(t *testing.T) {
-	p := newTest(t)
+	p := newEmbedded(t)
 	// Mounted as the gateway mounts it.
 	mux := http.NewServeMux()
 	mux.Handle("GET /static/", http.StripPrefix("/static/", p.Static()))
@@ -518,7 +534,7 @@ func TestStatic(t *testing.T) {
 // TestVendorComplete: every module the embedded noVNC imports is embedded
 // too, so the browser never meets a missing import.
 func TestVendorComplete(t *testing.T) {
-	p := newTest(t)
+	p := newEmbedded(t)
 	if !p.novnc {
 		t.Skip("noVNC not built (run scripts/build-web.sh)")
 	}

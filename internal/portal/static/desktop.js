@@ -7,6 +7,7 @@
 //   'connected'                  the desktop is shown
 //   'disconnected:true|false'    the connection closed (clean or not)
 //   'disconnected:ended'         ... because the session has ended
+//   'disconnected:stopping'      not connected: the session was stopping
 //   'securityfailure:REASON'     the desktop refused the handshake
 // The view-only flag only spares the server input it would drop: the
 // connector enforces view-only shares.
@@ -82,14 +83,12 @@ async function onDisconnect(r, clean) {
   // Say why, if the gateway tells us: an ended session is the common cause.
   const s = await sessionState();
   if (s && s.state === 'ended') {
-    setState('disconnected:ended');
     ended(s.reason);
     return;
   }
   if (s && s.state === 'stopping') {
     showMessage('The session is stopping.');
     const e = await waitUntil((st) => st === 'ended', 1000);
-    setState('disconnected:ended');
     ended(e && e.reason);
     return;
   }
@@ -107,7 +106,6 @@ async function waitForReady() {
   showMessage(`The session is ${page.state}; the desktop appears when it is ready.`);
   const s = await waitUntil((st) => st === 'ready' || st === 'ended', 1000);
   if (s && s.state === 'ended') {
-    setState('disconnected:ended');
     ended(s.reason);
     return;
   }
@@ -164,7 +162,7 @@ if (page.state === 'ready') {
 } else if (page.state === 'queued' || page.state === 'starting') {
   waitForReady();
 } else if (page.state === 'stopping') {
-  setState('disconnected:ended');
+  setState('disconnected:stopping');
   showMessage('The session is stopping.');
   waitUntil((st) => st === 'ended', 1000).then((s) => ended(s && s.reason));
 }

@@ -1,6 +1,6 @@
 // The home page: launching a session (and following it from queued to
 // ready without a reload), stopping sessions, and API tokens.
-import { api, APIError, say, sleep, localTimes, copyButtons, tickLeft, updateRows, watchRows } from './api.js';
+import { api, say, sleep, localTimes, copyButtons, tickLeft, updateRows, watchRows } from './api.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -76,7 +76,7 @@ async function launch(ev) {
     const s = await api('POST', '/api/v1/sessions', body);
     await follow(s.id, s.state, status);
   } catch (e) {
-    say(status, e instanceof APIError ? `Not started: ${e.message}` : `Not started: ${e}`, 'error');
+    say(status, `Not started: ${e.message || e}`, 'error');
   } finally {
     btn.disabled = false;
   }

@@ -62,6 +62,7 @@ export async function sessionState() {
 // ended shows that the session is over and removes what no longer works.
 export function ended(reason) {
   page.state = 'ended';
+  if (page.ws) window.airlockState = 'disconnected:ended';
   setStatus('ended');
   showMessage(`The session has ended: ${reason || 'no reason was given'}.`, false, 'error');
   for (const id of ['stop', 'reconnect', 'ctrl-alt-del', 'message-reconnect']) {
@@ -244,7 +245,6 @@ if (page.ws && !$('screen')) {
   window.airlockState = 'disconnected:no-client';
   setStatus('unavailable', 'bad');
 } else if (page.state === 'ended') {
-  if (page.ws) window.airlockState = 'disconnected:ended';
   ended(page.reason);
 } else if (!page.ws) {
   watchState();
