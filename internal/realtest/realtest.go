@@ -372,3 +372,39 @@ func ReadAllString(r io.Reader) string {
 	b, _ := io.ReadAll(r)
 	return string(b)
 }
+
+// LeakCheckMain runs the tests, then fails the run if, after up to 5 s,
+// any goroutine other than the caller still runs code whose stack mentions
+// one of markers (a package path): a test left a connection, a timer loop
+// or a database handle behind. Use it as a package's TestMain:
+//
+//	func TestMain(m *testing.M) { os.Exit(realtest.LeakCheckMain(m, "airlock/internal/relay")) }
+func LeakCheckMain(m *testing.M, markers ...string) int {
+	code := m.Run()
+	if code != 0 {
+		return code
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		var leaked []string
+		// The first stanza is the caller itself.
+		for _, g := range strings.Split(string(buf), "\n\n")[1:] {
+			for _, mk := range markers {
+				if strings.Contains(g, mk) {
+					leaked = append(leaked, g)
+					break
+				}
+			}
+		}
+		if len(leaked) == 0 {
+			return 0
+		}
+		if time.Now().After(deadline) {
+			fmt.Fprintf(os.Stderr, "leaked %d goroutines:\n%s\n", len(leaked), strings.Join(leaked, "\n\n"))
+			return 1
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

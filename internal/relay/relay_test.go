@@ -12,6 +12,7 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
+	"github.com/airlock-hpc/airlock/internal/realtest"
 	"io"
 	"math/big"
 	mrand "math/rand/v2"
@@ -29,36 +30,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	code := m.Run()
-	if code == 0 {
-		if err := checkNoLeakedGoroutines(5 * time.Second); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
-
-// checkNoLeakedGoroutines waits up to d for every goroutine other than the
-// caller that runs code from this package or its tests to finish.
-func checkNoLeakedGoroutines(d time.Duration) error {
-	var leaked []string
-	err := waitFor(d, func() error {
-		buf := make([]byte, 1<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		leaked = leaked[:0]
-		// The first stanza is the caller itself.
-		for _, g := range strings.Split(string(buf), "\n\n")[1:] {
-			if strings.Contains(g, "airlock/internal/relay") {
-				leaked = append(leaked, g)
-			}
-		}
-		if len(leaked) > 0 {
-			return fmt.Errorf("leaked %d goroutines:\n%s", len(leaked), strings.Join(leaked, "\n\n"))
-		}
-		return nil
-	})
-	return err
+	os.Exit(realtest.LeakCheckMain(m, "airlock/internal/relay"))
 }
 
 // waitFor polls cond until it returns nil or d passes, and returns its

@@ -16,9 +16,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"github.com/coder/websocket"
+	"io"
 	"net"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -81,6 +83,24 @@ func serve(addrs []string) {
 			ln, err := net.Listen(network, addr)
 			must(err)
 			go http.Serve(ln, appHandler())
+		case "bench":
+			// bench:tcp:HOST:PORT: the benchmarks' web app (benchHandler).
+			// Port 0 picks a free one; the line "listening bench ADDR"
+			// says which.
+			network, addr, _ := strings.Cut(rest, ":")
+			ln, err := net.Listen(network, addr)
+			must(err)
+			fmt.Println("listening bench", ln.Addr())
+			go (&http.Server{Handler: benchHandler(), ReadHeaderTimeout: 10 * time.Second}).Serve(ln)
+		case "stream":
+			// stream:tcp:HOST:PORT: raw TCP for the benchmarks' floor. The
+			// client's first byte chooses: 'e' echoes what follows, 's'
+			// sends benchChunk-byte writes until the client goes away.
+			network, addr, _ := strings.Cut(rest, ":")
+			ln, err := net.Listen(network, addr)
+			must(err)
+			fmt.Println("listening stream", ln.Addr())
+			go acceptStream(ln)
 		default:
 			must(fmt.Errorf("unknown address %q", a))
 		}
@@ -259,4 +279,95 @@ func appHandler() http.Handler {
 		})
 	})
 	return mux
+}
+
+// benchChunk is the size of each write of the benchmarks' sources: one
+// 64 KiB WebSocket message, or one 64 KiB TCP write.
+const benchChunk = 64 << 10
+
+// benchBody is the benchmark app's fixed answer to a plain request.
+var benchBody = []byte("hello from the airlock bench app\n")
+
+// benchHandler is the web app the gateway benchmarks put behind each proxy.
+// The route is chosen by the path's last element, so it answers the same
+// with or without the gateway's /s/ID/app prefix:
+//
+//   - .../source: a WebSocket that sends benchChunk-byte binary messages
+//     until the client goes away (a framebuffer-like download);
+//   - .../echo: a WebSocket that echoes each message;
+//   - anything else: a small fixed text body.
+func benchHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.HasSuffix(r.URL.Path, "/source"):
+			c, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
+			if err != nil {
+				return
+			}
+			defer c.CloseNow()
+			ctx := c.CloseRead(r.Context())
+			msg := make([]byte, benchChunk)
+			for c.Write(ctx, websocket.MessageBinary, msg) == nil {
+			}
+		case strings.HasSuffix(r.URL.Path, "/echo"):
+			c, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
+			if err != nil {
+				return
+			}
+			defer c.CloseNow()
+			c.SetReadLimit(1 << 20)
+			for {
+				typ, b, err := c.Read(r.Context())
+				if err != nil {
+					return
+				}
+				if err := c.Write(r.Context(), typ, b); err != nil {
+					return
+				}
+			}
+		default:
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			w.Header().Set("Content-Length", strconv.Itoa(len(benchBody)))
+			w.Write(benchBody)
+		}
+	})
+}
+
+// acceptStream serves the stream mode (see serve).
+func acceptStream(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			op := make([]byte, 1)
+			if _, err := io.ReadFull(c, op); err != nil {
+				return
+			}
+			switch op[0] {
+			case 'e':
+				// A plain loop, not io.Copy: that would splice through a
+				// pipe, which is not what the proxies under test do.
+				buf := make([]byte, benchChunk)
+				for {
+					n, err := c.Read(buf)
+					if err != nil {
+						return
+					}
+					if _, err := c.Write(buf[:n]); err != nil {
+						return
+					}
+				}
+			case 's':
+				buf := make([]byte, benchChunk)
+				for {
+					if _, err := c.Write(buf); err != nil {
+						return
+					}
+				}
+			}
+		}()
+	}
 }

@@ -5,12 +5,12 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"github.com/airlock-hpc/airlock/internal/realtest"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"reflect"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -22,39 +22,8 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	code := m.Run()
-	if code == 0 {
-		if err := checkNoLeakedGoroutines(5 * time.Second); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
-
-// checkNoLeakedGoroutines waits up to d for every goroutine of
-// database/sql, the driver or this package to end: each is a DB or a rows
-// someone forgot to close.
-func checkNoLeakedGoroutines(d time.Duration) error {
-	deadline := time.Now().Add(d)
-	for {
-		buf := make([]byte, 1<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		var leaked []string
-		// The first stanza is the caller itself.
-		for _, g := range strings.Split(string(buf), "\n\n")[1:] {
-			if strings.Contains(g, "database/sql.") || strings.Contains(g, "modernc.org/sqlite") || strings.Contains(g, "internal/store/") {
-				leaked = append(leaked, g)
-			}
-		}
-		if len(leaked) == 0 {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("leaked %d goroutines:\n%s", len(leaked), strings.Join(leaked, "\n\n"))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	// Each leftover goroutine of these is a DB or rows someone forgot to close.
+	os.Exit(realtest.LeakCheckMain(m, "database/sql.", "modernc.org/sqlite", "internal/store/"))
 }
 
 // mustOpen opens cfg (a file in a new temporary directory if cfg.Path is
