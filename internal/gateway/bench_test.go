@@ -42,7 +42,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -53,6 +52,7 @@ import (
 	backendlocal "github.com/airlock-hpc/airlock/internal/backend/local"
 	"github.com/airlock-hpc/airlock/internal/realtest"
 	"github.com/airlock-hpc/airlock/internal/session"
+	"github.com/airlock-hpc/airlock/internal/store"
 	"github.com/airlock-hpc/airlock/internal/store/sqlite"
 	"github.com/airlock-hpc/airlock/internal/ticket"
 	"github.com/coder/websocket"
@@ -252,6 +252,9 @@ func (bg *benchGateway) stop(id string) error {
 	})
 }
 
+// storeLive selects the sessions that have not ended.
+var storeLive = store.SessionFilter{States: []session.State{session.Queued, session.Starting, session.Ready, session.Stopping}}
+
 // stopAll ends every session still alive, so no runner outlives the test.
 func (bg *benchGateway) stopAll() {
 	ss, err := bg.store.ListSessions(context.Background(), storeLive)
@@ -266,32 +269,42 @@ func (bg *benchGateway) stopAll() {
 	}
 }
 
-// connectorURL is where the session's app connector listens, and a dialer
-// for it (the gateway's own endpoints are UNIX sockets on this node).
-func (bg *benchGateway) connectorDial(id string) func(ctx context.Context, _, _ string) (net.Conn, error) {
-	bg.tb.Helper()
-	s, err := bg.store.GetSession(context.Background(), id)
-	if err != nil {
-		bg.tb.Fatal(err)
-	}
-	path, ok := strings.CutPrefix(s.Endpoints["app"], "unix:")
-	if !ok {
-		bg.tb.Fatalf("app endpoint %q is not a UNIX socket", s.Endpoints["app"])
-	}
+// benchSession is a bench app session behind a gateway, in this process
+// or an `airlock serve` one.
+type benchSession struct {
+	gwURL string // https://127.0.0.1:PORT
+	token string // bearer token of the session's owner
+	id    string
+	dir   string // the session's directory in the state dir: app.sock, ticket.key
+}
+
+func (bg *benchGateway) session(id string) benchSession {
+	return benchSession{gwURL: bg.url, token: bg.token, id: id, dir: bg.g.sessionDir(id)}
+}
+
+// connectorDial dials the session's app connector, a UNIX socket in its
+// directory, as the gateway does.
+func (s benchSession) connectorDial() func(ctx context.Context, _, _ string) (net.Conn, error) {
+	path := filepath.Join(s.dir, "app.sock")
 	return func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, "unix", path)
 	}
 }
 
-// ticketFor signs a control ticket for the session's app connector, as the
-// gateway's proxy does for each request.
-func (bg *benchGateway) ticketFor(id string) string {
-	tok, err := ticket.Sign(bg.g.sessionKey(id), ticket.Claims{Session: id, Connector: "app", User: benchUser,
-		Mode: ticket.Control, Expires: time.Now().Add(time.Minute)})
+// ticket signs a control ticket for the session's app connector with the
+// session's key, as the gateway's proxy does for each request.
+func (s benchSession) ticket() (string, error) {
+	b, err := os.ReadFile(filepath.Join(s.dir, "ticket.key"))
 	if err != nil {
-		bg.tb.Fatal(err)
+		return "", err
 	}
-	return tok
+	var k ticket.Key
+	if len(b) != len(k) {
+		return "", fmt.Errorf("ticket key of %d bytes", len(b))
+	}
+	copy(k[:], b)
+	return ticket.Sign(k, ticket.Claims{Session: s.id, Connector: "app", User: benchUser,
+		Mode: ticket.Control, Expires: time.Now().Add(time.Minute)})
 }
 
 // hostProbe is the probe running on the host's loopback, outside any seal:
@@ -429,14 +442,18 @@ var browserPaths = []string{"direct-tcp", "direct-ws", "connector", "gateway"}
 
 // browserEnv is a bench session behind a gateway, and the host probe.
 type browserEnv struct {
-	bg *benchGateway
-	id string
-	hp hostProbe
+	sess benchSession
+	hp   hostProbe
+	// gwPid is the gateway's process when it is `airlock serve`, for
+	// counting its CPU time; 0 when it runs in this process.
+	gwPid int
 }
 
+// newBrowserEnv starts a gateway in this process (so a CPU profile of the
+// benchmark shows it), a bench session and the host probe.
 func newBrowserEnv(tb testing.TB) *browserEnv {
 	bg := startBenchGateway(tb, 50*time.Millisecond)
-	return &browserEnv{bg: bg, id: bg.mustLaunch("bench"), hp: startHostProbe(tb)}
+	return &browserEnv{sess: bg.session(bg.mustLaunch("bench")), hp: startHostProbe(tb)}
 }
 
 // dial opens a stream on path; what is "source" or "echo".
@@ -465,13 +482,17 @@ func (e *browserEnv) dial(path, what string) (stream, error) {
 	case "direct-ws":
 		url = "ws://" + e.hp.bench + "/" + what
 	case "connector":
-		url = "ws://session/s/" + e.id + "/app/" + what
-		opts.HTTPClient = &http.Client{Transport: &http.Transport{DialContext: e.bg.connectorDial(e.id)}}
-		opts.HTTPHeader.Set("Authorization", "Bearer "+e.bg.ticketFor(e.id))
+		url = "ws://session/s/" + e.sess.id + "/app/" + what
+		opts.HTTPClient = &http.Client{Transport: &http.Transport{DialContext: e.sess.connectorDial()}}
+		tok, err := e.sess.ticket()
+		if err != nil {
+			return nil, err
+		}
+		opts.HTTPHeader.Set("Authorization", "Bearer "+tok)
 	case "gateway":
-		url = "wss" + strings.TrimPrefix(e.bg.url, "https") + "/s/" + e.id + "/app/" + what
+		url = "wss" + strings.TrimPrefix(e.sess.gwURL, "https") + "/s/" + e.sess.id + "/app/" + what
 		opts.HTTPClient = tlsClient(1)
-		opts.HTTPHeader.Set("Authorization", "Bearer "+e.bg.token)
+		opts.HTTPHeader.Set("Authorization", "Bearer "+e.sess.token)
 	default:
 		return nil, fmt.Errorf("no path %q", path)
 	}

@@ -209,6 +209,3 @@ func (g *Gateway) Close() error {
 	g.wg.Wait()
 	return nil
 }
-
-// CertPEM-free accessor for tests: the certificate the gateway serves.
-func (g *Gateway) Certificate() tls.Certificate { return g.cert }
