@@ -233,7 +233,6 @@ func TestShares(t *testing.T) {
 	}
 }
 
-
 // TestRestartKeepsSessions: the gateway restarts with a session running;
 // the session is still listed, still ready and still reachable.
 func TestRestartKeepsSessions(t *testing.T) {
