@@ -42,6 +42,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -52,7 +53,6 @@ import (
 	backendlocal "github.com/airlock-hpc/airlock/internal/backend/local"
 	"github.com/airlock-hpc/airlock/internal/realtest"
 	"github.com/airlock-hpc/airlock/internal/session"
-	"github.com/airlock-hpc/airlock/internal/store"
 	"github.com/airlock-hpc/airlock/internal/store/sqlite"
 	"github.com/airlock-hpc/airlock/internal/ticket"
 	"github.com/coder/websocket"
@@ -89,6 +89,9 @@ type benchGateway struct {
 	store *sqlite.DB
 	token string // bearer token of benchUser
 	http  *http.Client
+
+	mu       sync.Mutex
+	launched []string // sessions launch started, for stopAll
 }
 
 // startBenchGateway starts a gateway with the bench and demo desktop
@@ -206,6 +209,9 @@ func (bg *benchGateway) launch(profile string) (string, time.Duration, error) {
 	if err != nil || code != 201 {
 		return "", 0, fmt.Errorf("launch %s: status %d: %v", profile, code, err)
 	}
+	bg.mu.Lock()
+	bg.launched = append(bg.launched, created.ID)
+	bg.mu.Unlock()
 	deadline := start.Add(60 * time.Second)
 	for {
 		s, err := bg.store.GetSession(context.Background(), created.ID)
@@ -252,19 +258,24 @@ func (bg *benchGateway) stop(id string) error {
 	})
 }
 
-// storeLive selects the sessions that have not ended.
-var storeLive = store.SessionFilter{States: []session.State{session.Queued, session.Starting, session.Ready, session.Stopping}}
-
-// stopAll ends every session still alive, so no runner outlives the test.
+// stopAll ends every session launch started that is still alive, so no
+// runner outlives the test (runners outlive the gateway on purpose).
+// Seeded sessions have no runner and are left alone.
 func (bg *benchGateway) stopAll() {
-	ss, err := bg.store.ListSessions(context.Background(), storeLive)
-	if err != nil {
-		bg.tb.Error(err)
-		return
-	}
-	for _, s := range ss {
-		if err := bg.stop(s.ID); err != nil {
-			bg.tb.Errorf("stop %s: %v", s.ID, err)
+	bg.mu.Lock()
+	ids := bg.launched
+	bg.mu.Unlock()
+	for _, id := range ids {
+		s, err := bg.store.GetSession(context.Background(), id)
+		if err != nil {
+			bg.tb.Error(err)
+			continue
+		}
+		if s.State == session.Ended {
+			continue
+		}
+		if err := bg.stop(id); err != nil {
+			bg.tb.Errorf("stop %s: %v", id, err)
 		}
 	}
 }

@@ -121,6 +121,7 @@ type Gateway struct {
 	viewerCancels map[*int]context.CancelFunc
 	lastTouch     map[string]time.Time
 	auditMu       sync.Mutex
+	transports    transports
 	closed        bool
 	wg            sync.WaitGroup
 	metrics       metrics

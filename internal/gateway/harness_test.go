@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -55,6 +56,10 @@ func startGateway(t *testing.T, stateDir string, mod func(*Config), users ...str
 	t.Helper()
 	if stateDir == "" {
 		stateDir = t.TempDir()
+		// Runners outlive the gateway by design (--outlive-parent): end
+		// every session this test started once it is over. Registered
+		// first, so it runs after the gateway's own clean-up.
+		t.Cleanup(func() { endSessions(t, stateDir) })
 	}
 	ctx := context.Background()
 	db, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(stateDir, "airlock.db")})
@@ -231,4 +236,16 @@ func (c *client) waitState(id, state string) sessionOut {
 		c.t.Fatal(err)
 	}
 	return s
+}
+
+// endSessions stops the runners of every session under stateDir and waits
+// until none is left.
+func endSessions(t *testing.T, stateDir string) {
+	marker := filepath.Join(stateDir, "sessions") + "/"
+	for _, pid := range realtest.ProcessesOf(marker) {
+		syscall.Kill(pid, syscall.SIGTERM)
+	}
+	if err := realtest.WaitFor(30*time.Second, func() error { return realtest.Gone(marker) }); err != nil {
+		t.Errorf("sessions left running after the test: %v", err)
+	}
 }

@@ -104,7 +104,7 @@ func (e *browserEnv) appTargets(tb testing.TB) (ts []appTarget, skipped map[stri
 		}})
 	ts = append(ts, appTarget{name: "gateway", url: e.sess.gwURL + "/s/" + e.sess.id + "/app/",
 		hdr:  http.Header{"Authorization": {"Bearer " + e.sess.token}},
-		note: "HTTPS, bearer token checked in SQLite, a ticket per request, → connector → the probe in the seal",
+		note: "HTTPS, bearer token checked in SQLite, a fresh ticket per request, → the connector (pooled UNIX connections) → the probe in the seal",
 		cpu:  gwCPU,
 		client: func() (*http.Client, error) {
 			return tlsClient(1), nil
