@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/netip"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/airlock-hpc/airlock/internal/session"
@@ -235,7 +236,13 @@ func (g *Gateway) routesAPI(mux *http.ServeMux) {
 		return nil
 	})))
 	mux.Handle("GET /api/v1/admin/sessions", g.api(g.admin(func(w http.ResponseWriter, r *http.Request, id identity) error {
-		ss, err := g.cfg.Store.ListSessions(r.Context(), store.SessionFilter{Limit: 1000})
+		// Newest first, 100 unless ?limit= asks for up to 1,000: a page an
+		// admin reads, not a dump (the store has no paging cursor yet).
+		limit := 100
+		if n, err := strconv.Atoi(r.URL.Query().Get("limit")); err == nil && n > 0 {
+			limit = min(n, 1000)
+		}
+		ss, err := g.cfg.Store.ListSessions(r.Context(), store.SessionFilter{Limit: limit})
 		if err != nil {
 			return err
 		}

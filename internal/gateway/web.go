@@ -233,7 +233,7 @@ func (g *Gateway) adminPage(w http.ResponseWriter, r *http.Request) error {
 	if !id.admin {
 		return apiErr(403, "not_admin", "admins only")
 	}
-	ss, err := g.cfg.Store.ListSessions(r.Context(), store.SessionFilter{Limit: 1000})
+	ss, err := g.cfg.Store.ListSessions(r.Context(), store.SessionFilter{Limit: 200})
 	if err != nil {
 		return err
 	}
