@@ -240,7 +240,9 @@ func Serve(ctx context.Context, ln net.Listener, cfg Config) error {
 	case KindTLS:
 		err = s.serveTLS(ctx, tl)
 	case KindVNC:
-		err = s.serveHTTP(ctx, tl, http.HandlerFunc(s.serveVNC))
+		err = s.serveHTTP(ctx, tl, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			s.serveVNC(ctx, w, r)
+		}))
 	case KindHTTP:
 		var h *httpConnector
 		h, err = s.newHTTPConnector()
@@ -404,7 +406,24 @@ type trackedConn struct {
 	// accepted connections).
 	logClose  bool
 	closeOnce sync.Once
+
+	// wmu orders writes. Between startBatch and endBatch, Write gathers
+	// what it is given in batch rather than writing it (see startBatch).
+	wmu      sync.Mutex
+	batch    *[]byte // from batchPool while batchers > 0
+	batchers int     // startBatch calls not yet ended
 }
+
+// batchSize bounds a write batch: the TLS records of one 128 KiB relay
+// write (eight full records and their 22-byte overheads, plus a record
+// for the first bytes of a WebSocket frame) fit. A batch that would
+// grow past it is written out early.
+const batchSize = 132 << 10
+
+var batchPool = sync.Pool{New: func() any {
+	b := make([]byte, 0, batchSize)
+	return &b
+}}
 
 func (c *trackedConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
@@ -413,9 +432,69 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 }
 
 func (c *trackedConn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.batch == nil {
+		return c.write(p)
+	}
+	if len(*c.batch)+len(p) > cap(*c.batch) {
+		if err := c.flushLocked(); err != nil {
+			return 0, err
+		}
+		if len(p) > cap(*c.batch) {
+			return c.write(p)
+		}
+	}
+	*c.batch = append(*c.batch, p...)
+	return len(p), nil
+}
+
+func (c *trackedConn) write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
 	c.out.Add(int64(n))
 	return n, err
+}
+
+// startBatch makes the writes that follow, until endBatch, leave in one
+// write(2). It is for a *tls.Conn on top: crypto/tls writes each record
+// of a Write with a write(2) of its own, eight for 128 KiB, and each wakes
+// the peer; gathered they cost one. The batch keeps the records in the
+// order crypto/tls wrote them, whichever goroutine wrote them, since every
+// write takes wmu. The caller must call endBatch; batches may overlap.
+//
+// endBatch holds wmu while the batch goes out, so a write from another
+// goroutine waits for a peer that does not read, where without batching
+// it would wait on crypto/tls's own lock instead. Closing the *tls.Conn
+// still ends that wait: it sets a 5 s write deadline for its
+// close_notify, and coder/websocket bounds its close frame the same way.
+func (c *trackedConn) startBatch() {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.batchers == 0 {
+		c.batch = batchPool.Get().(*[]byte)
+	}
+	c.batchers++
+}
+
+// endBatch writes out what has been gathered and ends one batch.
+func (c *trackedConn) endBatch() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	err := c.flushLocked()
+	if c.batchers--; c.batchers == 0 {
+		batchPool.Put(c.batch)
+		c.batch = nil
+	}
+	return err
+}
+
+func (c *trackedConn) flushLocked() error {
+	if len(*c.batch) == 0 {
+		return nil
+	}
+	_, err := c.write(*c.batch)
+	*c.batch = (*c.batch)[:0]
+	return err
 }
 
 // CloseWrite passes a half-close through, so wrapping a TCP connection

@@ -75,7 +75,7 @@ type viewFilter struct {
 // viewBufSize is the filter's read buffer. Viewers send little (update
 // requests and the input the filter drops), so a small buffer keeps the
 // cost per viewer low; longer messages are read across refills.
-const viewBufSize = 4 << 10
+const viewBufSize = 1 << 10
 
 // newViewFilter returns a filter reading client messages from src.
 func newViewFilter(src io.Reader) *viewFilter {
@@ -88,22 +88,42 @@ func (f *viewFilter) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	if err := f.wait(len(p)); err != nil {
+		return 0, err
+	}
+	n := copy(p, f.out)
+	f.out = f.out[n:]
+	return n, nil
+}
+
+// WaitRead blocks until Read has bytes to return or its error to report,
+// like Read but holding no buffer of the caller's; it is what makes
+// filteredConn a relay.ReadWaiter. It returns that error, if any.
+func (f *viewFilter) WaitRead() error {
+	return f.wait(viewBufSize)
+}
+
+// wait parses messages until some are ready to read, batching at most
+// about max bytes of them.
+func (f *viewFilter) wait(max int) error {
 	for len(f.out) == 0 {
 		if f.err != nil {
-			return 0, f.err
+			return f.err
+		}
+		if cap(f.buf) > 4*viewBufSize {
+			// A long SetEncodings went through; do not keep its room.
+			f.buf = nil
 		}
 		f.buf = f.buf[:0]
 		f.err = f.next()
 		// Batch what has already arrived, so a burst of small messages
 		// becomes one write to the server, but never wait for more.
-		for f.err == nil && len(f.buf) < len(p) && f.src.Buffered() > 0 {
+		for f.err == nil && len(f.buf) < max && f.src.Buffered() > 0 {
 			f.err = f.next()
 		}
 		f.out = f.buf
 	}
-	n := copy(p, f.out)
-	f.out = f.out[n:]
-	return n, nil
+	return nil
 }
 
 // next parses one message from src, appending it to buf if it is

@@ -20,10 +20,20 @@ func (s *server) serveTLS(ctx context.Context, ln net.Listener) error {
 }
 
 // relayTLS handshakes on one accepted connection and relays it.
+//
+// The relay runs in a goroutine of its own, and this one returns: the
+// handshake grows this goroutine's stack to tens of kilobytes, which the
+// runtime gives back only a halving per garbage collection, while a fresh
+// goroutine starts small.
 func (s *server) relayTLS(ctx context.Context, raw net.Conn) {
 	remote := raw.RemoteAddr().String()
 	conn := tls.Server(raw, s.cfg.TLS)
-	defer conn.Close()
+	relaying := false
+	defer func() {
+		if !relaying {
+			conn.Close()
+		}
+	}()
 
 	// The handshake runs here, in the connection's goroutine, with a
 	// deadline: a client that connects and stalls cannot hold it for longer.
@@ -49,17 +59,49 @@ func (s *server) relayTLS(ctx context.Context, raw net.Conn) {
 		s.logRefusal(ctx, remote, refusal{reason: "target not reachable", err: err}, "user", user)
 		return
 	}
-	defer release()
+	var client net.Conn = conn
+	if tc, ok := raw.(*trackedConn); ok {
+		client = batchedTLS{Conn: conn, raw: tc}
+	}
 	start := time.Now()
 	s.log.InfoContext(ctx, "connected", who...)
-	stats, err := relay.Pipe(ctx, conn, target, s.cfg.IdleTimeout)
-	attrs := append(who,
-		"bytes_to_target", stats.AToB,
-		"bytes_from_target", stats.BToA,
-		"duration", time.Since(start),
-	)
-	if err != nil && !isClosedErr(err) {
-		attrs = append(attrs, "error", err)
+	relaying = s.start(func() {
+		defer release()
+		stats, err := relay.Pipe(ctx, client, target, s.cfg.IdleTimeout)
+		attrs := append(who,
+			"bytes_to_target", stats.AToB,
+			"bytes_from_target", stats.BToA,
+			"duration", time.Since(start),
+		)
+		if err != nil && !isClosedErr(err) {
+			attrs = append(attrs, "error", err)
+		}
+		s.log.InfoContext(ctx, "disconnected", attrs...)
+	})
+	if !relaying {
+		release()
+		s.log.InfoContext(ctx, "disconnected", append(who, "duration", time.Since(start), "reason", "connector shutting down")...)
 	}
-	s.log.InfoContext(ctx, "disconnected", attrs...)
+}
+
+// batchedTLS is a *tls.Conn over a trackedConn whose every Write leaves
+// in one write(2) (see trackedConn.startBatch).
+type batchedTLS struct {
+	*tls.Conn
+	raw *trackedConn
+}
+
+func (c batchedTLS) Write(p []byte) (int, error) {
+	// Up to a kilobyte is one record, even while crypto/tls keeps records
+	// small at the start of a connection, and so one write(2) anyway.
+	if len(p) <= 1<<10 {
+		return c.Conn.Write(p)
+	}
+	c.raw.startBatch()
+	n, err := c.Conn.Write(p)
+	if ferr := c.raw.endBatch(); err == nil && ferr != nil {
+		// crypto/tls took the bytes, but they never left.
+		return 0, ferr
+	}
+	return n, err
 }

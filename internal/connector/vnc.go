@@ -147,7 +147,7 @@ func checkWebSocketRequest(r *http.Request) (refusal, bool) {
 }
 
 // serveVNC admits one WebSocket with a ticket and relays it to the RFB
-// server at the target.
+// server at the target. ctx is Serve's: the relay outlives the request.
 //
 // In control mode without a VNC password the bytes pass unchanged, the
 // RFB handshake included, so the client and server may use any security
@@ -157,17 +157,22 @@ func checkWebSocketRequest(r *http.Request) (refusal, bool) {
 // and then relays. View mode also forces ClientInit's shared flag on, so a
 // viewer cannot make the server disconnect the other clients, and runs the
 // client's messages through a viewFilter.
-func (s *server) serveVNC(w http.ResponseWriter, r *http.Request) {
+//
+// Once the connection is ready to relay, serveVNC hands it to a goroutine
+// of its own and returns: net/http holds the request, the response and the
+// server's buffers for as long as a handler runs, several kilobytes that
+// an hours-long WebSocket does not need.
+func (s *server) serveVNC(ctx context.Context, w http.ResponseWriter, r *http.Request) {
 	done, ok := s.enter()
 	if !ok {
 		http.Error(w, "connector shutting down", http.StatusServiceUnavailable)
 		return
 	}
 	defer done()
-	ctx := r.Context()
+	rctx := r.Context()
 	log := s.log.With("remote_addr", r.RemoteAddr)
 	refuse := func(rf refusal, attrs ...any) {
-		s.logRefusal(ctx, r.RemoteAddr, rf, attrs...)
+		s.logRefusal(rctx, r.RemoteAddr, rf, attrs...)
 		writeRefusal(w, rf)
 	}
 
@@ -196,12 +201,17 @@ func (s *server) serveVNC(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	server, release, err := s.dial(ctx)
+	server, release, err := s.dial(rctx)
 	if err != nil {
 		refuse(refusal{http.StatusBadGateway, "VNC server not reachable", err}, who...)
 		return
 	}
-	defer release()
+	relaying := false
+	defer func() {
+		if !relaying {
+			release()
+		}
+	}()
 	view := claims.Mode == ticket.View
 	terminate := view || s.cfg.VNCPassword != ""
 	if terminate {
@@ -213,7 +223,7 @@ func (s *server) serveVNC(w http.ResponseWriter, r *http.Request) {
 		server.SetDeadline(time.Time{})
 	}
 
-	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+	c, err := websocket.Accept(smallBufWriter{w}, r, &websocket.AcceptOptions{
 		Subprotocols: []string{subprotocolBinary},
 		// Any Origin is accepted. Origin checks stop a foreign page from
 		// riding on ambient credentials (cookies); this connector has
@@ -228,15 +238,16 @@ func (s *server) serveVNC(w http.ResponseWriter, r *http.Request) {
 	})
 	if err != nil {
 		// Accept has answered the request already.
-		s.logRefusal(ctx, r.RemoteAddr, refusal{0, "WebSocket handshake failed", err}, who...)
+		s.logRefusal(rctx, r.RemoteAddr, refusal{0, "WebSocket handshake failed", err}, who...)
 		return
 	}
 	if sp := c.Subprotocol(); sp != subprotocolBinary && sp != "" {
 		c.Close(websocket.StatusProtocolError, "unsupported subprotocol")
-		s.logRefusal(ctx, r.RemoteAddr, refusal{0, "unsupported subprotocol", fmt.Errorf("negotiated %q", sp)}, who...)
+		s.logRefusal(rctx, r.RemoteAddr, refusal{0, "unsupported subprotocol", fmt.Errorf("negotiated %q", sp)}, who...)
 		return
 	}
-	client := websocket.NetConn(ctx, c, websocket.MessageBinary)
+	netc, _ := rctx.Value(connKey{}).(net.Conn)
+	client := newWSConn(c, netc)
 	start := time.Now()
 	log.InfoContext(ctx, "connected", who...)
 
@@ -261,27 +272,34 @@ func (s *server) serveVNC(w http.ResponseWriter, r *http.Request) {
 		}
 		if view {
 			filter = newViewFilter(client)
-			relayed = &filteredConn{Conn: client, r: filter}
+			relayed = &filteredConn{Conn: client, f: filter}
 		}
 	}
 
-	stats, err := relay.Pipe(ctx, relayed, server, s.cfg.IdleTimeout)
-	attrs := append(who,
-		"bytes_to_target", stats.AToB,
-		"bytes_from_target", stats.BToA,
-		"duration", time.Since(start),
-	)
-	if filter != nil {
-		attrs = append(attrs, "input_dropped", filter.dropped)
-		if errors.Is(filter.err, errViewRefused) {
-			attrs = append(attrs, "reason", "view filter closed the connection", "error", filter.err)
-			err = nil
+	relaying = s.start(func() {
+		defer release()
+		stats, err := relay.Pipe(ctx, relayed, server, s.cfg.IdleTimeout)
+		attrs := append(who,
+			"bytes_to_target", stats.AToB,
+			"bytes_from_target", stats.BToA,
+			"duration", time.Since(start),
+		)
+		if filter != nil {
+			attrs = append(attrs, "input_dropped", filter.dropped)
+			if errors.Is(filter.err, errViewRefused) {
+				attrs = append(attrs, "reason", "view filter closed the connection", "error", filter.err)
+				err = nil
+			}
 		}
+		if err != nil && !isClosedErr(err) {
+			attrs = append(attrs, "error", err)
+		}
+		log.InfoContext(ctx, "disconnected", attrs...)
+	})
+	if !relaying {
+		client.Close()
+		log.InfoContext(ctx, "disconnected", append(who, "duration", time.Since(start), "reason", "connector shutting down")...)
 	}
-	if err != nil && !isClosedErr(err) {
-		attrs = append(attrs, "error", err)
-	}
-	log.InfoContext(ctx, "disconnected", attrs...)
 }
 
 // isClosedErr reports whether err only says a connection ended, which is
@@ -293,13 +311,16 @@ func isClosedErr(err error) bool {
 		websocket.CloseStatus(err) == websocket.StatusGoingAway
 }
 
-// filteredConn is a connection whose reads go through a filter; writes,
-// deadlines and Close go straight to the connection. It deliberately has
-// no CloseWrite or unwrapping method, so nothing can read around the
-// filter.
+// filteredConn is a connection whose reads go through a view filter;
+// writes, deadlines and Close go straight to the connection. It
+// deliberately has no CloseWrite or unwrapping method, so nothing can read
+// around the filter. It is a relay.ReadWaiter through the filter, so an
+// idle viewer holds no relay buffer.
 type filteredConn struct {
 	net.Conn
-	r io.Reader
+	f *viewFilter
 }
 
-func (c *filteredConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+func (c *filteredConn) Read(p []byte) (int, error) { return c.f.Read(p) }
+
+func (c *filteredConn) WaitRead() error { return c.f.WaitRead() }

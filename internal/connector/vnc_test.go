@@ -1,9 +1,12 @@
 package connector
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/binary"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -290,4 +293,82 @@ func TestVNCTargetDown(t *testing.T) {
 		t.Fatalf("got %v, %s; want 502", err, respText(resp))
 	}
 	logs.waitLine(t, "msg=refused", "VNC server not reachable", "connection refused")
+}
+
+// TestVNCEarlyFrame: a client that sends its first WebSocket frame right
+// behind the upgrade request, before the 101, still has it relayed. The
+// connector swaps the HTTP server's buffers for smaller ones at the
+// upgrade (smallBufWriter) and must carry those bytes over, or keep the
+// server's buffers when they do not fit.
+func TestVNCEarlyFrame(t *testing.T) {
+	k := newKey(t)
+	_, logger := newLogSink(t)
+	target := startTCPTarget(t, echo)
+	addr, _ := startConnector(t, Config{Kind: KindVNC, Target: target.addr, Key: k, Logger: logger})
+	for _, size := range []int{5, wsReadBufSize + 100} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			payload := bytes.Repeat([]byte("early "), size)[:size]
+			req := "GET /websockify?ticket=" + url.QueryEscape(mint(t, k, ticket.Control)) + " HTTP/1.1\r\n" +
+				"Host: connector\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+				"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" +
+				"Sec-WebSocket-Protocol: binary\r\n\r\n"
+			mustWrite(t, c, append([]byte(req), maskedFrame(payload)...))
+
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != http.StatusSwitchingProtocols {
+				t.Fatalf("upgrade: %s", respText(resp))
+			}
+			var got []byte
+			for len(got) < size {
+				var h [4]byte
+				if _, err := io.ReadFull(br, h[:2]); err != nil {
+					t.Fatalf("read frame header: %v (have %d of %d bytes)", err, len(got), size)
+				}
+				if h[0] != 0x82 {
+					t.Fatalf("frame starts %#x, want a final binary frame (0x82)", h[0])
+				}
+				n := int(h[1])
+				if n == 126 {
+					io.ReadFull(br, h[2:4])
+					n = int(binary.BigEndian.Uint16(h[2:4]))
+				}
+				b := make([]byte, n)
+				if _, err := io.ReadFull(br, b); err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, b...)
+			}
+			if !bytes.Equal(got, payload) {
+				t.Fatalf("echo %q, want %q", got, payload)
+			}
+		})
+	}
+}
+
+// maskedFrame is p as one final binary frame from a client (RFC 6455
+// §5.2), masked with a fixed key; p must be shorter than 64 KiB.
+func maskedFrame(p []byte) []byte {
+	key := [4]byte{1, 2, 3, 4}
+	f := []byte{0x82}
+	if len(p) < 126 {
+		f = append(f, 0x80|byte(len(p)))
+	} else {
+		f = append(f, 0x80|126)
+		f = binary.BigEndian.AppendUint16(f, uint16(len(p)))
+	}
+	f = append(f, key[:]...)
+	for i, b := range p {
+		f = append(f, b^key[i%4])
+	}
+	return f
 }

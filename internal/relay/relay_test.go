@@ -1,6 +1,7 @@
 package relay_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -225,6 +226,89 @@ func TestPipeBothWays(t *testing.T) {
 			t.Errorf("Stats = %+v, want %+v", res.stats, want)
 		}
 	})
+}
+
+// opaque hides a conn's type, so Pipe can only wait on it by reading:
+// the small-buffer path.
+type opaque struct{ net.Conn }
+
+func (c opaque) CloseWrite() error { return c.Conn.(interface{ CloseWrite() error }).CloseWrite() }
+
+// waiter reads a conn through a bufio.Reader and waits on it by peeking:
+// the relay.ReadWaiter path. waits counts the WaitRead calls.
+type waiter struct {
+	net.Conn
+	r     *bufio.Reader
+	waits int
+}
+
+func newWaiter(c net.Conn) *waiter { return &waiter{Conn: c, r: bufio.NewReaderSize(c, 512)} }
+
+func (c *waiter) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+func (c *waiter) WaitRead() error {
+	c.waits++
+	_, err := c.r.Peek(1)
+	return err
+}
+
+func (c *waiter) CloseWrite() error { return c.Conn.(interface{ CloseWrite() error }).CloseWrite() }
+
+// TestPipeWrapped moves bulk data both ways, then a half-close exchange,
+// through the copy paths that sockets do not take: a source Pipe must
+// read into a small buffer of its own (switching to the big one while
+// reads fill it), and a relay.ReadWaiter.
+func TestPipeWrapped(t *testing.T) {
+	const up, down = 2<<20 + 17, 3<<20 + 5
+	wraps := []struct {
+		name string
+		wrap func(net.Conn) net.Conn
+	}{
+		{"opaque", func(c net.Conn) net.Conn { return opaque{c} }},
+		{"waiter", func(c net.Conn) net.Conn { return newWaiter(c) }},
+	}
+	for _, w := range wraps {
+		for _, idle := range idles {
+			t.Run(fmt.Sprintf("%s/idle=%v", w.name, idle), func(t *testing.T) {
+				client, rawA := connPair(t, "tcp")
+				rawB, server := connPair(t, "unix")
+				a, b := w.wrap(rawA), w.wrap(rawB)
+				r := startPipe(t, client, a, b, server, idle)
+				var wg sync.WaitGroup
+				var sentUp, sentDown, gotUp, gotDown [32]byte
+				var nUp, nDown int64
+				var errs [4]error
+				wg.Go(func() { sentUp, errs[0] = sendAndHash(client, up, 3) })
+				wg.Go(func() { sentDown, errs[1] = sendAndHash(server, down, 4) })
+				wg.Go(func() { nUp, gotUp, errs[2] = readAndHash(server) })
+				wg.Go(func() { nDown, gotDown, errs[3] = readAndHash(client) })
+				wg.Wait()
+				if err := errors.Join(errs[:]...); err != nil {
+					t.Fatal(err)
+				}
+				if nUp != up || gotUp != sentUp || nDown != down || gotDown != sentDown {
+					t.Errorf("server got %d bytes (match %v), want %d; client got %d (match %v), want %d",
+						nUp, gotUp == sentUp, up, nDown, gotDown == sentDown, down)
+				}
+				res := r.wait(t, 10*time.Second)
+				if res.err != nil || res.stats != (relay.Stats{AToB: up, BToA: down}) {
+					t.Errorf("Pipe = %+v, %v; want %d and %d bytes, nil error", res.stats, res.err, up, down)
+				}
+				if wt, ok := a.(*waiter); ok && wt.waits == 0 {
+					t.Error("Pipe never called WaitRead")
+				}
+			})
+			t.Run(fmt.Sprintf("%s/half-close/idle=%v", w.name, idle), func(t *testing.T) {
+				client, rawA := connPair(t, "tcp")
+				rawB, server := connPair(t, "tcp")
+				r := startPipe(t, client, w.wrap(rawA), w.wrap(rawB), server, idle)
+				halfCloseExchange(t, client, server)
+				if res := r.wait(t, 10*time.Second); res.err != nil {
+					t.Errorf("Pipe error: %v", res.err)
+				}
+			})
+		}
+	}
 }
 
 // halfCloseExchange is a request/response protocol that relies on
