@@ -197,9 +197,11 @@ type DesktopProfile struct {
 	// strings, the program first), with DISPLAY set. The session ends
 	// when Xvnc exits, not when a program does. Default [[xterm]].
 	Programs [][]string `yaml:"programs"`
-	// VNCPassword makes Xvnc require a fresh random password per session,
-	// which only the connector knows: a second lock besides the seal.
-	// Default true.
+	// VNCPassword will make Xvnc require a fresh random password per
+	// session, known only to the connector: a second lock besides the seal.
+	// The gateway does not implement it yet (the connector can answer the
+	// challenge, see `airlock connector --vnc-password-file`, but the
+	// password file must reach Xvnc inside the seal). Default false.
 	VNCPassword bool `yaml:"vnc_password"`
 	// Xvnc is the X server to run. Default "Xvnc" (looked up in PATH).
 	Xvnc string `yaml:"xvnc"`
@@ -478,7 +480,7 @@ func defaultProfile(kind string) Profile {
 			Geometry:    "1280x800",
 			Depth:       24,
 			Programs:    [][]string{{"xterm"}},
-			VNCPassword: true,
+			VNCPassword: false,
 			Xvnc:        "Xvnc",
 		}
 	case "app":
