@@ -1,6 +1,7 @@
 package seal
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -177,7 +178,7 @@ func (in *initProc) run() int {
 			in.send(Message{Type: "ready", Warnings: in.warnings})
 			in.log.Info("ready")
 		case m := <-stopCh:
-			in.terminate(cmpStr(m.Reason, "stopped"), 0, sigs)
+			in.terminate(cmp.Or(m.Reason, "stopped"), 0, sigs)
 		case sig := <-sigs:
 			switch sig {
 			case unix.SIGCHLD:
@@ -198,13 +199,6 @@ func (in *initProc) run() int {
 			}
 		}
 	}
-}
-
-func cmpStr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 func (in *initProc) warn(format string, args ...any) {
@@ -462,7 +456,7 @@ func (in *initProc) readEgressReplies() {
 		if rep.Error != "" {
 			res.err = errors.New(rep.Error)
 		} else if conn == nil {
-			res.err = cmpErr(err, errors.New("no connection passed"))
+			res.err = cmp.Or(err, errors.New("no connection passed"))
 		}
 		in.waitersM.Lock()
 		ch := in.waiters[rep.ID]
@@ -476,13 +470,6 @@ func (in *initProc) readEgressReplies() {
 		}
 		ch <- res
 	}
-}
-
-func cmpErr(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
 }
 
 func (in *initProc) serveEgressPort(ln net.Listener, port int) {
