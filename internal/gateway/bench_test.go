@@ -47,10 +47,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/airlock-hpc/airlock/internal/auth"
-	"github.com/airlock-hpc/airlock/internal/auth/local"
-	"github.com/airlock-hpc/airlock/internal/auth/ratelimit"
-	backendlocal "github.com/airlock-hpc/airlock/internal/backend/local"
 	"github.com/airlock-hpc/airlock/internal/realtest"
 	"github.com/airlock-hpc/airlock/internal/session"
 	"github.com/airlock-hpc/airlock/internal/store/sqlite"
@@ -99,42 +95,11 @@ type benchGateway struct {
 // default.
 func startBenchGateway(tb testing.TB, poll time.Duration) *benchGateway {
 	tb.Helper()
-	stateDir := tb.TempDir()
-	ctx := context.Background()
-	db, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(stateDir, "airlock.db")})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	pw, err := local.Open(filepath.Join(stateDir, "users"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	lim, _ := ratelimit.New(ratelimit.DefaultConfig())
-	be, err := backendlocal.New(backendlocal.Config{Dir: filepath.Join(stateDir, "sessions"), Exe: realtest.Binary(tb), Poll: poll})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	log := slog.New(slog.NewTextHandler(tb.Output(), &slog.HandlerOptions{Level: slog.LevelError}))
-	cfg := Config{
-		StateDir: stateDir, Store: db, Backend: be, Logger: log,
-		Auth:     &auth.Chain{Authenticators: []auth.PasswordAuthenticator{pw}, Limiter: lim, Logger: log},
-		Profiles: []Profile{benchAppProfile(tb), demoDesktopProfile()},
-	}
-	if os.Geteuid() == 0 {
-		cfg.RunAs = realtest.TestUser(tb).Name
-	}
-	g, err := New(ctx, cfg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	sctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- g.Serve(sctx, ln) }()
-	bg := &benchGateway{tb: tb, g: g, url: "https://" + ln.Addr().String(), store: db, http: tlsClient(64)}
+	cfg := testConfig(tb, tb.TempDir(), poll, slog.LevelError)
+	cfg.Profiles = []Profile{benchAppProfile(tb), demoDesktopProfile()}
+	g, url, cancel, done := serveGateway(tb, cfg)
+	db := cfg.Store.(*sqlite.DB)
+	bg := &benchGateway{tb: tb, g: g, url: url, store: db, http: tlsClient(64)}
 	tb.Cleanup(func() {
 		bg.stopAll()
 		cancel()

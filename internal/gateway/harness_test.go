@@ -61,50 +61,68 @@ func startGateway(t *testing.T, stateDir string, mod func(*Config), users ...str
 		// first, so it runs after the gateway's own clean-up.
 		t.Cleanup(func() { endSessions(t, stateDir) })
 	}
-	ctx := context.Background()
-	db, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(stateDir, "airlock.db")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pw, err := local.Open(filepath.Join(stateDir, "users"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, u := range users {
-		if err := pw.Add(u, []byte(testPassword), u == "admin"); err != nil && !strings.Contains(err.Error(), "exists") {
-			t.Fatal(err)
-		}
-	}
-	lim, _ := ratelimit.New(ratelimit.DefaultConfig())
-	be, err := backendlocal.New(backendlocal.Config{Dir: filepath.Join(stateDir, "sessions"), Exe: realtest.Binary(t), Poll: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	cfg := Config{
-		StateDir: stateDir, Store: db, Backend: be, Logger: log,
-		Auth:     &auth.Chain{Authenticators: []auth.PasswordAuthenticator{pw}, Limiter: lim, Logger: log},
-		Profiles: []Profile{appProfile(t), desktopProfile()},
-	}
-	if os.Geteuid() == 0 {
-		cfg.RunAs = realtest.TestUser(t).Name
-	}
+	cfg := testConfig(t, stateDir, 50*time.Millisecond, slog.LevelWarn, users...)
+	cfg.Profiles = []Profile{appProfile(t), desktopProfile()}
 	if mod != nil {
 		mod(&cfg)
 	}
-	g, err := New(ctx, cfg)
+	g, url, cancel, done := serveGateway(t, cfg)
+	tg := &testGateway{t: t, g: g, url: url, stateDir: stateDir, cancel: cancel, done: done, cfg: cfg}
+	t.Cleanup(tg.stop)
+	return tg
+}
+
+// testConfig is a gateway's Config on stateDir: a SQLite store, the local
+// backend (poll as given) starting the real airlock binary, and a local
+// password file holding users with testPassword ("admin" is an admin). As
+// root, sessions run as the test account. Profiles are the caller's.
+func testConfig(tb testing.TB, stateDir string, poll time.Duration, level slog.Level, users ...string) Config {
+	tb.Helper()
+	db, err := sqlite.Open(context.Background(), sqlite.Config{Path: filepath.Join(stateDir, "airlock.db")})
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
+	}
+	pw, err := local.Open(filepath.Join(stateDir, "users"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, u := range users {
+		if err := pw.Add(u, []byte(testPassword), u == "admin"); err != nil && !strings.Contains(err.Error(), "exists") {
+			tb.Fatal(err)
+		}
+	}
+	lim, _ := ratelimit.New(ratelimit.DefaultConfig())
+	be, err := backendlocal.New(backendlocal.Config{Dir: filepath.Join(stateDir, "sessions"), Exe: realtest.Binary(tb), Poll: poll})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(tb.Output(), &slog.HandlerOptions{Level: level}))
+	cfg := Config{
+		StateDir: stateDir, Store: db, Backend: be, Logger: log,
+		Auth: &auth.Chain{Authenticators: []auth.PasswordAuthenticator{pw}, Limiter: lim, Logger: log},
+	}
+	if os.Geteuid() == 0 {
+		cfg.RunAs = realtest.TestUser(tb).Name
+	}
+	return cfg
+}
+
+// serveGateway starts a gateway from cfg on 127.0.0.1:0. Cancelling stops
+// Serve, whose result arrives on done.
+func serveGateway(tb testing.TB, cfg Config) (g *Gateway, url string, cancel context.CancelFunc, done chan error) {
+	tb.Helper()
+	g, err := New(context.Background(), cfg)
+	if err != nil {
+		tb.Fatal(err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	sctx, cancel := context.WithCancel(ctx)
-	tg := &testGateway{t: t, g: g, url: "https://" + ln.Addr().String(), stateDir: stateDir, cancel: cancel, done: make(chan error, 1), cfg: cfg}
-	go func() { tg.done <- g.Serve(sctx, ln) }()
-	t.Cleanup(tg.stop)
-	return tg
+	ctx, cancel := context.WithCancel(context.Background())
+	done = make(chan error, 1)
+	go func() { done <- g.Serve(ctx, ln) }()
+	return g, "https://" + ln.Addr().String(), cancel, done
 }
 
 // stop shuts the gateway down, as a restart would: sessions keep running.
