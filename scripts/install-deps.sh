@@ -11,6 +11,10 @@ pkgs=(
   procps            # ps/pgrep in the teardown checks
   slapd ldap-utils  # the real LDAP server the auth tests bind to
   chromium          # headless browser for the portal's end-to-end tests
+  qemu-system-x86 qemu-utils # vm sessions (TCG when there is no /dev/kvm)
+  busybox-static kmod # the tiny guest the vm tests build (initramfs, depmod)
+  samba             # smbd: QEMU's built-in SMB share for Windows guests
+  slurmctld slurmd slurm-client munge # the real one-node cluster the slurm backend's tests submit to
 )
 missing=()
 for p in "${pkgs[@]}"; do
