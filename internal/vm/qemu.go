@@ -275,3 +275,13 @@ func fileExists(p string) bool {
 	st, err := os.Stat(p)
 	return err == nil && st.Mode().IsRegular()
 }
+
+// Where QEMU's files are inside the seal: the session's private /tmp,
+// which is its scratch directory's tmp on the host.
+const (
+	VNCSocket = "/tmp/vnc.sock"
+	QMPSocket = "/tmp/qmp.sock"
+	SerialLog = "/tmp/serial.log"
+	// Overlay is the throwaway overlay's path.
+	Overlay = "/tmp/disk.qcow2"
+)
