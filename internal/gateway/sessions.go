@@ -28,6 +28,9 @@ type LaunchRequest struct {
 	MemoryMB   int    `json:"memory_mb,omitempty"`
 	Lifetime   string `json:"lifetime,omitempty"`
 	Persistent *bool  `json:"persistent,omitempty"`
+	// KeepDisk (vm profiles whose image allows it) keeps the VM's disk
+	// overlay in the owner's home between sessions.
+	KeepDisk bool `json:"keep_disk,omitempty"`
 }
 
 func (g *Gateway) profile(name string) (Profile, bool) {
@@ -81,6 +84,9 @@ func (g *Gateway) Launch(ctx context.Context, user string, req LaunchRequest, re
 		}
 		s.Lifetime = d
 	}
+	if req.KeepDisk && (p.VM == nil || !p.VM.PersistentAllowed) {
+		return nil, apiErr(400, "not_allowed", fmt.Sprintf("profile %s: keep_disk: this profile's image does not keep disks", p.Name))
+	}
 	if err := g.checkLimits(ctx, user); err != nil {
 		g.metrics.failures.Add(1)
 		g.audit(ctx, user, "launch_refused", "", remote, err.Error())
@@ -91,7 +97,7 @@ func (g *Gateway) Launch(ctx context.Context, user string, req LaunchRequest, re
 	}
 	g.metrics.launches.Add(1)
 	g.audit(ctx, user, "launch", s.ID, remote, "profile "+p.Name)
-	spec, err := g.spec(s, p)
+	spec, err := g.spec(s, p, req)
 	if err == nil {
 		var ref string
 		ref, err = g.cfg.Backend.Start(ctx, s.ID, spec)
@@ -183,7 +189,7 @@ func (g *Gateway) sessionDir(id string) string { return filepath.Join(g.cfg.Stat
 // spec builds the runner's spec for a session of profile p: connectors on
 // UNIX sockets in the session's directory (the gateway is on this node;
 // the directory's mode guards them), the ticket key derived for this session.
-func (g *Gateway) spec(s *session.Session, p Profile) ([]byte, error) {
+func (g *Gateway) spec(s *session.Session, p Profile, req LaunchRequest) ([]byte, error) {
 	dir := g.sessionDir(s.ID)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
@@ -243,6 +249,10 @@ func (g *Gateway) spec(s *session.Session, p Profile) ([]byte, error) {
 			"PORT": strconv.Itoa(p.Port), "AIRLOCK_PREFIX": prefix}}
 		spec["connectors"] = []any{map[string]any{"name": "app", "kind": "http", "target": target,
 			"listen": "unix:" + filepath.Join(dir, "app.sock")}}
+	case "vm":
+		if err := g.vmSpec(spec, s, p, dir, req.KeepDisk); err != nil {
+			return nil, err
+		}
 	default:
 		return nil, fmt.Errorf("profile %s: kind %q cannot be launched here", p.Name, p.Kind)
 	}

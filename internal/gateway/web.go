@@ -183,6 +183,7 @@ func (g *Gateway) sessionPage(w http.ResponseWriter, r *http.Request) error {
 	}
 	pv := portal.SessionPage{Base: portal.Base{Title: s.Profile + " " + s.ID, User: id.user, Admin: id.admin}, Session: row(s),
 		ViewOnly: v.mode == session.View, IsOwner: s.Owner == id.user}
+	pv.Session.Accel = g.sessionJSON(s).Accel
 	for _, name := range sortedNames(s.Endpoints) {
 		switch name {
 		case "console":

@@ -39,6 +39,8 @@ type SessionRow struct {
 	Created                           time.Time
 	Ends                              time.Time // zero: no limit or not started
 	Node                              string
+	// Accel (VM sessions) is kvm, or tcg when the guest is emulated.
+	Accel string
 }
 
 // HomePage lists the user's sessions and offers the launch form.

@@ -115,7 +115,11 @@ func (r *run) prepareVM(ctx context.Context, owner seal.Owner, scratch string) (
 			disk = vm.Overlay
 		}
 	}
-	args, err := vm.Args(v.machine(accel, disk, fw))
+	m := v.machine(accel, disk, fw)
+	// The session's id in QEMU's argv: admins see which session a qemu
+	// process belongs to.
+	m.Name = "airlock-" + r.spec.ID
+	args, err := vm.Args(m)
 	if err != nil {
 		return "", err
 	}
