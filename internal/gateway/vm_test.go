@@ -186,8 +186,28 @@ func TestVMInBrowser(t *testing.T) {
 			}
 		}
 	}
-	if code, body := admin.do("POST", "/api/v1/admin/sessions/"+id+"/vm/reset", nil, nil); code != 202 {
-		t.Fatalf("reset: %d %s", code, body)
+	// The same through `airlock vm monitor`, as an admin would: a screen
+	// dump, a non-admin refused, and a reset, seen as a second boot.
+	monitor := func(token string, args ...string) (string, error) {
+		tf := filepath.Join(t.TempDir(), "token")
+		os.WriteFile(tf, []byte(token+"\n"), 0o600)
+		argv := append([]string{"vm", "monitor", "--url", tg.url, "--ca", filepath.Join(tg.stateDir, "tls.crt"), "--token-file", tf}, args...)
+		out, err := exec.Command(realtest.Binary(t), argv...).CombinedOutput()
+		return string(out), err
+	}
+	shot := filepath.Join(t.TempDir(), "screen.png")
+	if out, err := monitor(admin.token, id, "screendump", shot); err != nil {
+		t.Errorf("airlock vm monitor screendump: %v: %s", err, out)
+	} else if f, err := os.Open(shot); err != nil {
+		t.Error(err)
+	} else if _, err := png.Decode(f); err != nil {
+		t.Errorf("the CLI's screen dump is not a PNG: %v", err)
+	}
+	if out, err := monitor(alice.token, id, "reset"); err == nil || !strings.Contains(out, "admins only") {
+		t.Errorf("a non-admin's reset through the CLI: %v: %s", err, out)
+	}
+	if out, err := monitor(admin.token, id, "reset"); err != nil {
+		t.Fatalf("airlock vm monitor reset: %v: %s", err, out)
 	}
 	if err := realtest.WaitFor(120*time.Second, func() error {
 		if n := strings.Count(serial(), realtest.GuestBanner); n < 2 {
