@@ -22,7 +22,7 @@ func vmProfile(g *realtest.Guest, probe string) Profile {
 	return Profile{Name: "vm", Title: "Tiny VM", Kind: "vm", CPUs: 1, MaxCPUs: 2, MemoryMB: 256, MaxMemoryMB: 512,
 		Lifetime: time.Hour, MaxLifetime: 2 * time.Hour,
 		VM: &VMImage{Name: "tiny", Path: g.Master, Format: "qcow2", OS: "linux", Firmware: "bios",
-			Kernel: g.Kernel, Initrd: g.Initrd, Append: realtest.GuestAppend(probe), RDP: true, SharePath: "~"}}
+			Kernel: g.Kernel, Initrd: g.Initrd, Append: realtest.GuestAppend(probe, false), RDP: true, SharePath: "~"}}
 }
 
 // TestVMInBrowser is a VM session through the whole gateway: the launch

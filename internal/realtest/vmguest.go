@@ -32,9 +32,14 @@ const (
 )
 
 // GuestAppend is the kernel command line the guest expects; probe names a
-// file in the shared folder (tag "home") that the guest prints.
-func GuestAppend(probe string) string {
-	return "console=tty0 console=ttyS0 quiet panic=-1 airlock.probe=" + probe
+// file in the shared folder (9p tag "home", or QEMU's SMB share when smb)
+// and in the 9p volume tagged "data", which the guest prints.
+func GuestAppend(probe string, smb bool) string {
+	a := "console=tty0 console=ttyS0 quiet panic=-1 airlock.probe=" + probe
+	if smb {
+		a += " airlock.smb"
+	}
+	return a
 }
 
 // guestInit is the initramfs's /init. It prints everything a test checks:
@@ -49,19 +54,32 @@ mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 say() { echo "$*" > /dev/ttyS0; echo "$*" > /dev/tty0; }
 for m in virtio_pci virtio_blk virtio_net 9pnet_virtio 9p; do modprobe $m 2>/dev/null; done
+# A windows-like machine (IDE disk, e1000 NIC, SMB share) or a linux one.
+if grep -q airlock.smb /proc/cmdline; then
+  for m in ata_piix sd_mod e1000 cifs; do modprobe $m 2>/dev/null; done
+fi
 say "AIRLOCK-GUEST-BANNER: booted $(uname -r)"
 ip link set lo up
 ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 && ip route add default via 10.0.2.2
-say "DISK: $(dd if=/dev/vda bs=16 count=1 2>/dev/null)"
-echo GUEST-WROTE-THIS | dd of=/dev/vda bs=512 seek=100 conv=notrunc,fsync 2>/dev/null && say "DISK-WRITE: ok"
+disk=/dev/vda
+[ -b $disk ] || disk=/dev/sda
+say "DISK: $(dd if=$disk bs=16 count=1 2>/dev/null)"
+echo GUEST-WROTE-THIS | dd of=$disk bs=512 seek=100 conv=notrunc,fsync 2>/dev/null && say "DISK-WRITE: ok"
 probe=$(sed -n 's/.*airlock\.probe=\([^ ]*\).*/\1/p' /proc/cmdline)
-if mount -t 9p -o trans=virtio,version=9p2000.L home /mnt 2>/dev/null; then
+if grep -q airlock.smb /proc/cmdline; then
+  mount -t cifs //10.0.2.4/qemu /mnt -o ip=10.0.2.4,username=guest,password=,sec=none,vers=3.0,noserverino 2>/dev/null
+else
+  mount -t 9p -o trans=virtio,version=9p2000.L home /mnt 2>/dev/null
+fi
+if [ $? -eq 0 ]; then
   say "SHARE: mounted"
   say "SHARE-FILE: $(cat /mnt/$probe 2>&1)"
   if echo from-guest > /mnt/$probe.guest 2>/dev/null; then say "SHARE-WRITE: ok"; else say "SHARE-WRITE: refused"; fi
 else
   say "SHARE: none"
 fi
+mkdir -p /data
+if mount -t 9p -o trans=virtio,version=9p2000.L data /data 2>/dev/null; then say "VOLUME-FILE: $(cat /data/$probe 2>&1)"; fi
 nc -ll -p 3389 -e /bin/echo RDP-PONG &
 sleep 1
 say "NET 127.0.0.1:3389: $(nc -w 3 127.0.0.1 3389 </dev/null 2>&1 || echo closed)"
@@ -87,7 +105,10 @@ dpkg-deb -x "$deb" kx
 M=kx/lib/modules/$kv/kernel
 mkdir -p initrd/bin initrd/sbin initrd/proc initrd/sys initrd/dev initrd/mnt initrd/tmp initrd/lib/modules/$kv/kernel
 for d in drivers/virtio drivers/block/virtio_blk.ko drivers/net/virtio_net.ko drivers/net/net_failover.ko \
-         net/core/failover.ko net/9p fs/9p fs/netfs fs/fscache; do
+         net/core/failover.ko net/9p fs/9p fs/netfs fs/fscache \
+         drivers/ata/ata_piix.ko drivers/ata/libata.ko drivers/scsi/sd_mod.ko drivers/scsi/scsi_mod.ko drivers/scsi/scsi_common.ko \
+         block/t10-pi.ko lib/crc-t10dif.ko lib/crc64-rocksoft.ko lib/crc64.ko drivers/net/ethernet/intel/e1000 \
+         fs/smb/client fs/smb/common net/dns_resolver crypto lib/crypto; do
   [ -e $M/$d ] || continue
   mkdir -p initrd/lib/modules/$kv/kernel/$(dirname $d)
   cp -a $M/$d initrd/lib/modules/$kv/kernel/$(dirname $d)/
@@ -95,7 +116,7 @@ done
 cp kx/lib/modules/$kv/modules.order kx/lib/modules/$kv/modules.builtin kx/lib/modules/$kv/modules.builtin.modinfo initrd/lib/modules/$kv/
 depmod -b "$PWD/initrd" "$kv"
 cp /bin/busybox initrd/bin/
-for a in sh mount insmod modprobe ip dd cat echo ls sleep mkdir sed uname nc sync; do ln -sf busybox initrd/bin/$a; done
+for a in sh mount insmod modprobe ip dd cat echo ls sleep mkdir sed grep uname nc sync; do ln -sf busybox initrd/bin/$a; done
 ln -sf ../bin/busybox initrd/sbin/modprobe
 cat > initrd/init <<'INIT'
 ` + guestInit + `INIT
