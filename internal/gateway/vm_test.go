@@ -257,3 +257,43 @@ func TestVMRefusedAtLaunch(t *testing.T) {
 		t.Errorf("profiles: %d", code)
 	}
 }
+
+// TestVMKeepDisk: a launch that asks to keep its disk, on an image that
+// allows it, gets its overlay in the owner's home, where it stays after
+// the session; the scratch directory goes as always.
+func TestVMKeepDisk(t *testing.T) {
+	g := realtest.BuildGuest(t)
+	owner := realtest.Current(t)
+	if os.Geteuid() == 0 {
+		owner = realtest.TestUser(t)
+	}
+	p := vmProfile(g, "none")
+	p.VM.Name = fmt.Sprintf("keep-%d", time.Now().UnixNano())
+	p.VM.PersistentAllowed = true
+	kept := filepath.Join(owner.Home, persistentSubdir, p.VM.Name+".qcow2")
+	t.Cleanup(func() { os.Remove(kept) })
+	tg := startGateway(t, "", func(c *Config) { c.Profiles = append(c.Profiles, p) }, "alice")
+	alice := tg.client().loginToken("alice")
+	var created sessionOut
+	if code, body := alice.do("POST", "/api/v1/sessions", map[string]any{"profile": "vm", "keep_disk": true}, &created); code != 201 {
+		t.Fatalf("launch: %d %s", code, body)
+	}
+	alice.waitState(created.ID, "ready")
+	if _, err := os.Stat(kept); err != nil {
+		t.Fatalf("no kept disk: %v", err)
+	}
+	scratch := filepath.Join(tg.stateDir, "sessions", created.ID, "scratch")
+	if _, err := os.Stat(filepath.Join(scratch, "tmp", "disk.qcow2")); err == nil {
+		t.Error("a throwaway overlay beside the kept one")
+	}
+	if code, body := alice.do("DELETE", "/api/v1/sessions/"+created.ID, nil, nil); code != 202 {
+		t.Fatalf("stop: %d %s", code, body)
+	}
+	alice.waitState(created.ID, "ended")
+	if err := realtest.WaitFor(30*time.Second, func() error { return realtest.Gone("airlock-"+created.ID, scratch) }); err != nil {
+		t.Error(err)
+	}
+	if _, err := os.Stat(kept); err != nil {
+		t.Errorf("the kept disk went with the session: %v", err)
+	}
+}

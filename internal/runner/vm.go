@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -134,13 +135,20 @@ func (r *run) prepareVM(ctx context.Context, owner seal.Owner, scratch string) (
 func (r *run) persistentOverlay(ctx context.Context, tools vm.Tools, owner seal.Owner, root bool) (string, error) {
 	v := r.spec.VM
 	dir := v.PersistentDir
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", fmt.Errorf("vm: persistent overlay directory: %w", err)
-	}
+	// The directory is in the owner's home: as root, everything there is
+	// done as the owner (mkdir and qemu-img run with the owner's ids), so
+	// a symbolic link the owner planted cannot make root write elsewhere.
+	mkdir := exec.CommandContext(ctx, "mkdir", "-p", "-m", "0700", dir)
 	if root {
-		if err := os.Chown(dir, owner.UID, owner.GID); err != nil {
-			return "", fmt.Errorf("vm: %w", err)
+		cred := &syscall.Credential{Uid: uint32(owner.UID), Gid: uint32(owner.GID)}
+		for _, g := range owner.Groups {
+			cred.Groups = append(cred.Groups, uint32(g))
 		}
+		mkdir.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+		tools.As = cred
+	}
+	if out, err := mkdir.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("vm: persistent overlay directory %s: %v: %s", dir, err, strings.TrimSpace(string(out)))
 	}
 	p := filepath.Join(dir, v.Name+".qcow2")
 	if _, err := os.Lstat(p); err == nil {
@@ -155,11 +163,6 @@ func (r *run) persistentOverlay(ctx context.Context, tools vm.Tools, owner seal.
 	}
 	if err := tools.CreateOverlay(ctx, v.Image, v.Format, p); err != nil {
 		return "", fmt.Errorf("vm: %w", err)
-	}
-	if root {
-		if err := os.Chown(p, owner.UID, owner.GID); err != nil {
-			return "", fmt.Errorf("vm: %w", err)
-		}
 	}
 	return p, nil
 }

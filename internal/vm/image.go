@@ -22,6 +22,7 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
+	"syscall"
 )
 
 // Formats are the master image formats airlock accepts.
@@ -91,6 +92,18 @@ func ParseInfo(data []byte) (*Info, error) {
 // Tools names the QEMU programs; empty fields are looked up in PATH.
 type Tools struct {
 	QEMUImg string // default "qemu-img"
+	// As runs the programs with these credentials: root preparing files
+	// in a directory its owner controls does it as the owner, so that a
+	// symbolic link there leads nowhere the owner could not go anyway.
+	As *syscall.Credential
+}
+
+func (t Tools) command(ctx context.Context, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, t.qemuImg(), args...)
+	if t.As != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: t.As}
+	}
+	return cmd
 }
 
 func (t Tools) qemuImg() string {
@@ -104,7 +117,7 @@ func (t Tools) qemuImg() string {
 // (so a file is judged by its content, never by what it claims), with
 // --force-share so an image other VMs have open can be inspected.
 func (t Tools) Inspect(ctx context.Context, path string) (*Info, error) {
-	cmd := exec.CommandContext(ctx, t.qemuImg(), "info", "--force-share", "--output=json", path)
+	cmd := t.command(ctx, "info", "--force-share", "--output=json", path)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -185,7 +198,7 @@ func (t Tools) CreateOverlay(ctx context.Context, master, masterFormat, overlay 
 	if _, err := os.Lstat(overlay); err == nil {
 		return fmt.Errorf("overlay %s: already exists", overlay)
 	}
-	cmd := exec.CommandContext(ctx, t.qemuImg(), "create", "-q", "-f", "qcow2", "-b", master, "-F", masterFormat, overlay)
+	cmd := t.command(ctx, "create", "-q", "-f", "qcow2", "-b", master, "-F", masterFormat, overlay)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("create overlay %s on %s: %v: %s", overlay, master, err, strings.TrimSpace(string(out)))
 	}
