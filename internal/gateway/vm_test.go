@@ -28,8 +28,9 @@ func vmProfile(g *realtest.Guest, probe string) Profile {
 // TestVMInBrowser is a VM session through the whole gateway: the launch
 // limits, the guest's console in headless Chromium through the vnc
 // connector, the serial log, the owner's home shared into the guest, the
-// admin monitor (screen dump, reset; refused to a non-admin), the session
-// saying it runs under emulation, and nothing left after stop.
+// admin monitor (screen dump, reset, power button; refused to a
+// non-admin), the session saying it runs under emulation, and nothing left
+// once the guest has powered off.
 func TestVMInBrowser(t *testing.T) {
 	root := filepath.Join("..", "..")
 	for _, need := range []string{"/usr/bin/chromium", filepath.Join(root, "node_modules", "playwright-core"), filepath.Join(root, "internal", "portal", "static", "vendor", "novnc", "core", "rfb.js")} {
@@ -218,7 +219,23 @@ func TestVMInBrowser(t *testing.T) {
 		t.Errorf("reset: %v\n%s", err, serial())
 	}
 
-	stdin.Write([]byte("go\n"))
+	// The power button: the guest powers off, QEMU exits, the session ends.
+	if err := realtest.WaitFor(120*time.Second, func() error {
+		if n := strings.Count(serial(), realtest.GuestDone); n < 2 {
+			return fmt.Errorf("the rebooted guest is not done (%d)", n)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := monitor(admin.token, id, "powerdown"); err != nil {
+		t.Fatalf("airlock vm monitor powerdown: %v: %s", err, out)
+	}
+	// QEMU exits with 0 only when the guest powers off (or is told to quit).
+	if ended := alice.waitState(id, "ended"); !strings.Contains(ended.Reason, "exited with code 0") {
+		t.Errorf("after the power button: reason %q", ended.Reason)
+	}
+	stdin.Write([]byte("ended\n"))
 	m := wait("stopped")
 	if errs, _ := m["errors"].([]any); len(errs) > 0 {
 		t.Errorf("page errors: %v", errs)

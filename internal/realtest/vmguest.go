@@ -86,6 +86,16 @@ say "NET 127.0.0.1:3389: $(nc -w 3 127.0.0.1 3389 </dev/null 2>&1 || echo closed
 for t in 10.0.2.2:3389 10.0.2.2:22 10.0.2.3:53 1.1.1.1:80; do
   out=$(nc -w 3 ${t%:*} ${t#*:} </dev/null 2>/dev/null) && say "NET $t: open $out" || say "NET $t: closed"
 done
+# The power button (ACPI, as QEMU's system_powerdown presses it) powers
+# the guest off, so QEMU exits: the first event on its input device will do
+# (evdev reads whole 24-byte events, nothing less).
+modprobe evdev 2>/dev/null; modprobe button 2>/dev/null
+for e in /sys/class/input/event*; do
+  if grep -q "Power Button" $e/device/name 2>/dev/null; then
+    (dd if=/dev/input/${e##*/} bs=24 count=1 of=/dev/null 2>/tmp/dd.err && say "POWER-BUTTON: pressed" && sync && poweroff -f; say "POWER-BUTTON: $(cat /tmp/dd.err)") &
+    break
+  fi
+done
 say "AIRLOCK-GUEST-DONE"
 while true; do sleep 3600; done
 `
@@ -108,7 +118,7 @@ for d in drivers/virtio drivers/block/virtio_blk.ko drivers/net/virtio_net.ko dr
          net/core/failover.ko net/9p fs/9p fs/netfs fs/fscache \
          drivers/ata/ata_piix.ko drivers/ata/libata.ko drivers/scsi/sd_mod.ko drivers/scsi/scsi_mod.ko drivers/scsi/scsi_common.ko \
          block/t10-pi.ko lib/crc-t10dif.ko lib/crc64-rocksoft.ko lib/crc64.ko drivers/net/ethernet/intel/e1000 \
-         fs/smb/client fs/smb/common net/dns_resolver crypto lib/crypto; do
+         fs/smb/client fs/smb/common net/dns_resolver crypto lib/crypto drivers/acpi/button.ko drivers/input/evdev.ko; do
   [ -e $M/$d ] || continue
   mkdir -p initrd/lib/modules/$kv/kernel/$(dirname $d)
   cp -a $M/$d initrd/lib/modules/$kv/kernel/$(dirname $d)/
@@ -116,7 +126,7 @@ done
 cp kx/lib/modules/$kv/modules.order kx/lib/modules/$kv/modules.builtin kx/lib/modules/$kv/modules.builtin.modinfo initrd/lib/modules/$kv/
 depmod -b "$PWD/initrd" "$kv"
 cp /bin/busybox initrd/bin/
-for a in sh mount insmod modprobe ip dd cat echo ls sleep mkdir sed grep uname nc sync; do ln -sf busybox initrd/bin/$a; done
+for a in sh mount insmod modprobe ip dd cat echo ls sleep mkdir sed grep uname nc sync poweroff; do ln -sf busybox initrd/bin/$a; done
 ln -sf ../bin/busybox initrd/sbin/modprobe
 cat > initrd/init <<'INIT'
 ` + guestInit + `INIT

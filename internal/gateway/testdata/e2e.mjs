@@ -99,9 +99,11 @@ if (cfg.mode === 'vm') {
     }, null, { polling: 500, timeout: 60000 });
     await page.screenshot({ path: cfg.shots + '/vm-2-banner.png' });
     say('vm-banner', { lit: await lit.jsonValue() });
-    await lines();
-    await page.click('#stop');
+    // "stop": press Stop; "ended": the session ended by itself (the guest
+    // powered off), which the page must notice.
+    if ((await lines()) === 'stop') await page.click('#stop');
     await page.waitForFunction(() => /ended/.test(document.body.innerText), null, { timeout: 30000 });
+    await page.screenshot({ path: cfg.shots + '/vm-3-ended.png' });
     say('stopped', { errors });
     await browser.close();
   } catch (e) {
