@@ -250,6 +250,9 @@ func (r *run) run(ctx context.Context) (code int, err error) {
 			r.log.Info("ready", "endpoints", endpoints)
 		case <-s.Done():
 			res := s.Result()
+			if spec.VM != nil {
+				res.Reason = r.vmExitReason(res.Reason, res.Code, scratch)
+			}
 			r.removeAll()
 			c := res.Code
 			r.emit(Event{Event: "exit", ID: spec.ID, Reason: res.Reason, Code: &c})

@@ -18,6 +18,33 @@ import (
 	"github.com/airlock-hpc/airlock/internal/vm"
 )
 
+// qemuLog is where QEMU's standard error goes, inside the seal.
+const qemuLog = "/tmp/qemu.log"
+
+// vmExitReason adds QEMU's last message to the reason a VM session ended
+// with, when QEMU failed; the whole log goes to the runner's log.
+func (r *run) vmExitReason(reason string, code int, scratch string) string {
+	f, err := os.Open(filepath.Join(scratch, "tmp", filepath.Base(qemuLog)))
+	if err != nil {
+		return reason
+	}
+	defer f.Close()
+	b, _ := io.ReadAll(io.LimitReader(f, 64<<10))
+	text := strings.TrimSpace(string(b))
+	if text == "" {
+		return reason
+	}
+	r.log.Warn("qemu said", "output", text)
+	if code == 0 {
+		return reason
+	}
+	last := text[strings.LastIndexByte(text, '\n')+1:]
+	if len(last) > 300 {
+		last = last[:300] + "..."
+	}
+	return reason + ": " + last
+}
+
 // vmCheckTimeout bounds qemu-img's checks and the overlay's creation; both
 // take milliseconds, unless the image is on a hung file system.
 const vmCheckTimeout = time.Minute
@@ -124,7 +151,10 @@ func (r *run) prepareVM(ctx context.Context, owner seal.Owner, scratch string) (
 	if err != nil {
 		return "", err
 	}
-	r.spec.Workload = Command{Argv: append([]string{qemuPath}, args...)}
+	// QEMU's messages also go to a file in the seal's /tmp, so that when
+	// it fails (a device it cannot open, a GPU that is not there) the
+	// session's end can say why. exec keeps QEMU the workload's process.
+	r.spec.Workload = Command{Argv: append([]string{"/bin/sh", "-c", `exec "$0" "$@" 2>>` + qemuLog, qemuPath}, args...)}
 	r.log.InfoContext(ctx, "vm prepared", "image", v.Image, "accel", accel, "overlay", cmp.Or(disk, "none"))
 	return accel, nil
 }

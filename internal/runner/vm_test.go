@@ -238,19 +238,33 @@ func TestVMTeardown(t *testing.T) {
 			}
 			syscall.Kill(pid, syscall.SIGKILL)
 		}, "workload workload exited with code 137"},
+		{"qemu-fails", nil, "vfio-pci,host=0000:00:1f.7: vfio /sys/bus/pci/devices/0000:00:1f.7: no such host device"},
 		{"runner-sigkill", func(t *testing.T, r *realtest.Runner, s *vmSession) {
 			r.Signal(syscall.SIGKILL)
 		}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newVMSession(t, m, g, tc.name)
+			if tc.end == nil {
+				// A GPU that is not there: QEMU itself fails, and the
+				// session ends with QEMU's words.
+				s.vm["gpus"] = []string{"0000:00:1f.7"}
+				r := realtest.StartRunner(t, s.spec, realtest.RunOptions{As: m.as, NoWaitReady: true})
+				if ev := r.WaitExit(t, 30*time.Second); ev.Code == nil || *ev.Code == 0 || !strings.Contains(ev.Reason, tc.reason) {
+					t.Errorf("exit %+v, want a reason with %q", ev, tc.reason)
+				} else {
+					t.Logf("reason: %s", ev.Reason)
+				}
+				s.gone(t)
+				return
+			}
 			r := realtest.StartRunner(t, s.spec, realtest.RunOptions{As: m.as})
 			if _, err := os.Stat(filepath.Join(s.scratch, "tmp", "disk.qcow2")); err != nil {
 				t.Fatalf("no overlay: %v", err)
 			}
 			tc.end(t, r, s)
 			if tc.reason != "" {
-				if ev := r.WaitExit(t, 30*time.Second); ev.Reason != tc.reason {
+				if ev := r.WaitExit(t, 30*time.Second); !strings.HasPrefix(ev.Reason, tc.reason) {
 					t.Errorf("exit reason %q, want %q", ev.Reason, tc.reason)
 				}
 			}
