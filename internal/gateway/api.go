@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/airlock-hpc/airlock/internal/registration"
 	"github.com/airlock-hpc/airlock/internal/session"
 	"github.com/airlock-hpc/airlock/internal/store"
 )
@@ -267,6 +268,7 @@ func (g *Gateway) routesAPI(mux *http.ServeMux) {
 		writeJSON(w, 202, map[string]any{"stopping": len(ss)})
 		return nil
 	})))
+	mux.Handle("POST "+registration.Path("{id}"), g.api(g.register))
 	mux.Handle("GET /metrics", g.api(func(w http.ResponseWriter, r *http.Request) error {
 		// Prometheus on this host scrapes without a login when allowed;
 		// anyone else must be an admin.

@@ -242,6 +242,7 @@ func (c *client) waitState(id, state string) sessionOut {
 	c.t.Helper()
 	var s sessionOut
 	err := realtest.WaitFor(30*time.Second, func() error {
+		s = sessionOut{} // fields the answer leaves out must not linger
 		if code, body := c.do("GET", "/api/v1/sessions/"+id, nil, &s); code != 200 {
 			return fmt.Errorf("get: %d %s", code, body)
 		}
