@@ -29,7 +29,7 @@ import (
 // testGateway is a real gateway on 127.0.0.1 with a SQLite store, the
 // local backend starting real runners, and a local password file.
 type testGateway struct {
-	t        *testing.T
+	t        testing.TB
 	g        *Gateway
 	url      string
 	stateDir string
@@ -139,7 +139,7 @@ func (tg *testGateway) stop() {
 
 // client is a browser or script talking to the gateway.
 type client struct {
-	t     *testing.T
+	t     testing.TB
 	tg    *testGateway
 	http  *http.Client
 	token string

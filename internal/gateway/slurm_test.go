@@ -31,7 +31,7 @@ func TestMain(m *testing.M) {
 // one-node test cluster. It listens on every address at port (0: any), and
 // tells runners to register at this machine's host name, so registrations
 // come from the node's own address whatever /etc/hosts maps it to.
-func slurmGateway(t *testing.T, cl *realtest.Slurm, stateDir string, port int, users ...string) (*testGateway, int) {
+func slurmGateway(t testing.TB, cl *realtest.Slurm, stateDir string, port int, users ...string) (*testGateway, int) {
 	t.Helper()
 	cfg := testConfig(t, stateDir, 50*time.Millisecond, slog.LevelWarn, users...)
 	be, err := slurm.New(slurm.Config{
@@ -75,7 +75,7 @@ func jobPrefix(stateDir string) string {
 }
 
 // slurmJob is what squeue says of a job: "" when it knows none.
-func slurmJob(t *testing.T, cl *realtest.Slurm, ref string) string {
+func slurmJob(t testing.TB, cl *realtest.Slurm, ref string) string {
 	t.Helper()
 	out, err := cl.Command("squeue", "--noheader", "--states=all", "--jobs="+strings.TrimPrefix(ref, "job:"), "--format=%T|%u|%C|%m|%l")
 	if err != nil && !strings.Contains(err.Error(), "Invalid job id") {
@@ -105,7 +105,7 @@ func (c *client) waitStateFor(id, state string, d time.Duration) sessionOut {
 
 // consoleThrough opens the session's console through the gateway, as the
 // browser does, and reads one frame of the desktop.
-func consoleThrough(t *testing.T, c *client, id string) *realtest.RFB {
+func consoleThrough(t testing.TB, c *client, id string) *realtest.RFB {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -159,7 +159,12 @@ type CommandError struct {
 	Message string
 }
 
-func (e *CommandError) Error() string { return e.Command + ": " + e.Message }
+func (e *CommandError) Error() string {
+	if strings.HasPrefix(e.Message, e.Command+":") {
+		return e.Message // Slurm's commands name themselves
+	}
+	return e.Command + ": " + e.Message
+}
 
 // Start submits the session's job as job.Owner and returns "job:ID".
 func (b *Backend) Start(ctx context.Context, j backend.Job) (string, error) {
@@ -271,6 +276,15 @@ func (b *Backend) Stop(ctx context.Context, id, ref string) error {
 	jid, err := jobID(ref)
 	if err != nil {
 		return fmt.Errorf("stop %s: %w", id, err)
+	}
+	// scancel says nothing about a job that has already ended; ask first,
+	// so a stop of an ended session is told so.
+	out, err := b.command(ctx, "", "squeue", nil, nil, "--noheader", "--states=all", "--jobs="+jid, "--format="+squeueFormat)
+	if err != nil && strings.Contains(err.Error(), "Invalid job id") {
+		return fmt.Errorf("stop %s: %w", id, backend.ErrGone)
+	}
+	if jobs, perr := parseSqueue(out); err == nil && perr == nil && len(jobs) == 1 && finished(jobs[0].State) && jobs[0].State != "COMPLETING" {
+		return fmt.Errorf("stop %s: job %s is %s: %w", id, jid, jobs[0].State, backend.ErrGone)
 	}
 	if _, err := b.command(ctx, "", "scancel", nil, nil, jid); err != nil {
 		if strings.Contains(err.Error(), "Invalid job id") || strings.Contains(err.Error(), "already completing or completed") {
