@@ -80,6 +80,8 @@ type sessionJSON struct {
 	Reason     string            `json:"reason,omitempty"`
 	Owner      string            `json:"owner"`
 	Profile    string            `json:"profile"`
+	Backend    string            `json:"backend"`
+	Node       string            `json:"node,omitempty"`
 	Persistent bool              `json:"persistent"`
 	CPUs       int               `json:"cpus"`
 	MemoryMB   int               `json:"memory_mb"`
@@ -91,7 +93,7 @@ type sessionJSON struct {
 }
 
 func toJSON(s *session.Session) sessionJSON {
-	j := sessionJSON{ID: s.ID, State: s.State, Reason: s.Reason, Owner: s.Owner, Profile: s.Profile, Persistent: s.Persistent,
+	j := sessionJSON{ID: s.ID, State: s.State, Reason: s.Reason, Owner: s.Owner, Profile: s.Profile, Backend: s.Backend, Node: s.Node, Persistent: s.Persistent,
 		CPUs: s.CPUs, MemoryMB: s.MemoryMB, Created: s.Created, Started: s.Started, Ends: s.Ends(), Ended: s.Ended, Connect: map[string]string{}}
 	if s.State == session.Ready {
 		for name := range s.Endpoints {

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -10,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -205,6 +207,9 @@ func TestSlurmDesktop(t *testing.T) {
 		t.Fatalf("ready session keeps reason %q", ready.Reason)
 	}
 
+	k := tg.g.sessionKey(s.ID)
+	secretsStayOut(t, tg.g.registerToken(s.ID), hex.EncodeToString(k[:]))
+
 	// The attacks. The right token, replayed: refused (the session is
 	// ready). A wrong token: refused. The right token for a session that
 	// is not ready, from an address that is not the node's: refused.
@@ -369,5 +374,37 @@ func TestSlurmGhostJob(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// secretsStayOut: no process shows the registration token or the ticket
+// key on its command line (ps shows those to everyone), and none but the
+// runner itself and Slurm's step daemon has them in its environment:
+// nothing in the seal does.
+func secretsStayOut(t *testing.T, secrets ...string) {
+	t.Helper()
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	checked := 0
+	for _, p := range procs {
+		cmdline, err := os.ReadFile(p + "/cmdline")
+		if err != nil || len(cmdline) == 0 {
+			continue
+		}
+		environ, _ := os.ReadFile(p + "/environ")
+		args := strings.ReplaceAll(string(cmdline), "\x00", " ")
+		for _, sec := range secrets {
+			if strings.Contains(args, sec) {
+				t.Fatalf("%s shows a secret on its command line: %s", p, args)
+			}
+			if bytes.Contains(environ, []byte(sec)) {
+				checked++
+				if !strings.Contains(args, " run --register ") && !strings.HasPrefix(args, "slurmstepd") {
+					t.Fatalf("%s (%s) has a secret in its environment", p, args)
+				}
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no process holds the secrets at all: the check looked in the wrong place")
 	}
 }
