@@ -282,10 +282,11 @@ type Limits struct {
 	MaxSessionsPerUser int `yaml:"max_sessions_per_user"`
 	// MaxLoad refuses launches while the node's 1-minute load average
 	// divided by its CPU count is above it (2.0: twice as many runnable
-	// tasks as CPUs). 0: no check. Default 2.0.
+	// tasks as CPUs). 0: no check. Local backend only: with Slurm the
+	// scheduler places and queues sessions. Default 2.0.
 	MaxLoad float64 `yaml:"max_load"`
 	// MinFreeMemory refuses launches while the node's available memory is
-	// below it. 0: no check. Default 512M.
+	// below it. 0: no check. Local backend only. Default 512M.
 	MinFreeMemory Size `yaml:"min_free_memory"`
 	// LifetimeDefault is profiles' default lifetime. 0: no limit.
 	// Default 8h.

@@ -144,6 +144,11 @@ func (g *Gateway) checkLimits(ctx context.Context, user string) error {
 			return apiErr(429, "too_many_sessions", fmt.Sprintf("you have %d sessions, the most allowed; stop one first", n))
 		}
 	}
+	if _, remote := g.cfg.Backend.(backend.Remote); remote {
+		// This machine's load and memory say nothing of the nodes: the
+		// scheduler places the session and queues it when they are full.
+		return nil
+	}
 	if l.MaxLoad > 0 {
 		if load, err := loadPerCPU(); err == nil && load > l.MaxLoad {
 			return apiErr(503, "node_busy", fmt.Sprintf("the node is busy (load %.2f per CPU, limit %.2f); try later", load, l.MaxLoad))

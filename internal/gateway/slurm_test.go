@@ -49,6 +49,9 @@ func slurmGateway(t testing.TB, cl *realtest.Slurm, stateDir string, port int, u
 	later.Name = "later"
 	cfg.Profiles = []Profile{desktopProfile(), later}
 	cfg.ReconcileEvery = time.Second
+	// A load limit no machine meets: it must not apply, the gateway's host
+	// is not where sessions run.
+	cfg.Limits.MaxLoad = 1e-9
 	ln, err := net.Listen("tcp", fmt.Sprintf(":%d", port))
 	if err != nil {
 		t.Fatal(err)
