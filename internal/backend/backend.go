@@ -9,7 +9,31 @@ package backend
 import (
 	"context"
 	"errors"
+	"net"
+	"time"
+
+	"github.com/airlock-hpc/airlock/internal/registration"
 )
+
+// Job is what a backend needs to start one session's runner.
+type Job struct {
+	// ID is the session's id.
+	ID string
+	// Spec is the runner's JSON spec.
+	Spec []byte
+	// Owner is the Unix account the runner runs as (a batch job is
+	// submitted as this account). Empty: the gateway's own.
+	Owner string
+	// Profile is the profile's name; CPUs, MemoryMB and Lifetime are what
+	// the session was granted (a batch job asks the scheduler for them).
+	Profile  string
+	CPUs     int
+	MemoryMB int
+	Lifetime time.Duration
+	// Env is given to the runner in its environment, never on a command
+	// line: secrets such as the ticket key and the registration token.
+	Env map[string]string
+}
 
 // Event is what a backend learns about a session's runner.
 type Event struct {
@@ -30,10 +54,10 @@ var ErrGone = errors.New("runner is gone")
 type Backend interface {
 	// Name is "local", "slurm", ...
 	Name() string
-	// Start launches `airlock run` with spec (the runner's JSON spec) for
-	// session id, and returns the backend's reference to it (a pid, a job
-	// id), which the gateway stores so it can re-attach after a restart.
-	Start(ctx context.Context, id string, spec []byte) (ref string, err error)
+	// Start launches `airlock run` for job, and returns the backend's
+	// reference to it (a pid, a job id), which the gateway stores so it can
+	// re-attach after a restart.
+	Start(ctx context.Context, job Job) (ref string, err error)
 	// Watch sends the runner's events, from its start (so re-attaching
 	// replays what was missed), until and including "exit"; then it closes
 	// the channel. It also closes it when ctx ends. A runner that vanished
@@ -41,4 +65,21 @@ type Backend interface {
 	Watch(ctx context.Context, id, ref string) (<-chan Event, error)
 	// Stop asks the runner to end the session; Watch reports the exit.
 	Stop(ctx context.Context, id, ref string) error
+}
+
+// Remote is a backend whose runners run on other machines and report to the
+// gateway over HTTPS (registration), not through the backend: their
+// connectors listen on TCP and each session starts queued.
+type Remote interface {
+	Backend
+	// Register checks a runner's registration of session id (whose
+	// backend reference is ref) made from address from, and returns the
+	// "ready" event with the endpoints the gateway may dial: only on the
+	// node the backend says the session runs on, whatever the runner
+	// claims.
+	Register(ctx context.Context, id, ref string, from net.IP, reg registration.Registration) (Event, error)
+	// Runners lists the sessions the backend has runners for (by id, with
+	// their refs), so the gateway can end runners its store does not know
+	// and sessions whose runners are gone.
+	Runners(ctx context.Context) (map[string]string, error)
 }

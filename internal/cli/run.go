@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/airlock-hpc/airlock/internal/registration"
 	"github.com/airlock-hpc/airlock/internal/runner"
 	"github.com/airlock-hpc/airlock/internal/seal"
 )
@@ -18,6 +19,7 @@ func cmdRun(ctx context.Context, env *Env, args []string) int {
 	fs := newFlags(env, "run", "--spec FILE|-")
 	specPath := fs.String("spec", "", "session spec (JSON) to run; - reads it from stdin. Required.")
 	outlive := fs.Bool("outlive-parent", false, "keep the session running if the process that started the runner exits (the local backend uses it so a gateway restart ends no session); by default the runner's parent dying ends the session")
+	register := fs.Bool("register", false, "report ready and exit to the gateway over HTTPS, as a runner in a batch job does; the gateway's URL, certificate pin and the session's one-time token come from $"+registration.EnvURL+", $"+registration.EnvSHA256+" and $"+registration.EnvToken+", never from the command line")
 	mkLog := logFlags(fs)
 	if c := parse(fs, args); c >= 0 {
 		return c
@@ -43,8 +45,14 @@ func cmdRun(ctx context.Context, env *Env, args []string) int {
 	if err != nil {
 		return fail(env, "%s: %v", *specPath, err)
 	}
-	return runner.Run(ctx, runner.Config{Spec: spec, Stdout: env.Stdout, Stderr: env.Stderr, Logger: log,
-		LogFormat: fs.Lookup("log-format").Value.String(), OutliveParent: *outlive})
+	cfg := runner.Config{Spec: spec, Stdout: env.Stdout, Stderr: env.Stderr, Logger: log,
+		LogFormat: fs.Lookup("log-format").Value.String(), OutliveParent: *outlive}
+	if *register {
+		if cfg.Register, err = registration.FromEnv(spec.ID); err != nil {
+			return fail(env, "%v", err)
+		}
+	}
+	return runner.Run(ctx, cfg)
 }
 
 func cmdSealInit(_ context.Context, _ *Env, _ []string) int { return seal.RunInit() }

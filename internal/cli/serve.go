@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -17,13 +18,16 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/airlock-hpc/airlock/internal/auth"
 	"github.com/airlock-hpc/airlock/internal/auth/header"
 	"github.com/airlock-hpc/airlock/internal/auth/ldap"
 	"github.com/airlock-hpc/airlock/internal/auth/local"
 	"github.com/airlock-hpc/airlock/internal/auth/ratelimit"
+	"github.com/airlock-hpc/airlock/internal/backend"
 	backendlocal "github.com/airlock-hpc/airlock/internal/backend/local"
+	"github.com/airlock-hpc/airlock/internal/backend/slurm"
 	"github.com/airlock-hpc/airlock/internal/config"
 	"github.com/airlock-hpc/airlock/internal/gateway"
 	"github.com/airlock-hpc/airlock/internal/portal"
@@ -84,12 +88,9 @@ func cmdServe(_ context.Context, env *Env, args []string) int {
 	if err != nil {
 		return fail(env, "%v", err)
 	}
-	be, err := backendlocal.New(backendlocal.Config{Dir: cfg.Backend.Local.Dir, Exe: cfg.Backend.Local.Airlock, Logger: log})
+	be, registerURL, err := backendFromConfig(cfg, log)
 	if err != nil {
 		return fail(env, "%v", err)
-	}
-	if cfg.Backend.Kind != "local" {
-		return fail(env, "backend %q is not available yet; use local", cfg.Backend.Kind)
 	}
 	p, err := portal.New()
 	if err != nil {
@@ -97,7 +98,7 @@ func cmdServe(_ context.Context, env *Env, args []string) int {
 	}
 	gcfg := gateway.Config{
 		Listen: cfg.Listen, StateDir: cfg.StateDir, TLSCertFile: cfg.TLS.CertFile, TLSKeyFile: cfg.TLS.KeyFile,
-		RunAs: cfg.RunAs, LoginTTL: cfg.Auth.SessionTTL, MetricsForLoopback: cfg.Metrics.Enabled, Store: db, Backend: be, Auth: chain, Portal: p, Logger: log,
+		RunAs: cfg.RunAs, LoginTTL: cfg.Auth.SessionTTL, RegisterURL: registerURL, ReconcileEvery: reconcileEvery(cfg), MetricsForLoopback: cfg.Metrics.Enabled, Store: db, Backend: be, Auth: chain, Portal: p, Logger: log,
 		Limits: gateway.Limits{
 			MaxSessions: cfg.Limits.MaxSessions, MaxSessionsPerUser: cfg.Limits.MaxSessionsPerUser, MaxLoad: cfg.Limits.MaxLoad,
 			MinFreeMemoryMB: int(cfg.Limits.MinFreeMemory / config.MiB), SingleShotGrace: cfg.Limits.SingleShotGrace,
@@ -142,6 +143,51 @@ func cmdServe(_ context.Context, env *Env, args []string) int {
 	fmt.Fprintf(env.Stdout, "airlock gateway: https://%s/ (state in %s)\n", ln.Addr(), cfg.StateDir)
 	if err := g.Serve(ctx, ln); err != nil && !errors.Is(err, net.ErrClosed) {
 		return fail(env, "%v", err)
+	}
+	return 0
+}
+
+// backendFromConfig makes the configured backend and, for Slurm, the URL
+// its runners register at.
+func backendFromConfig(cfg config.Config, log *slog.Logger) (backend.Backend, string, error) {
+	switch cfg.Backend.Kind {
+	case "slurm":
+		sc := cfg.Backend.Slurm
+		bc := slurm.Config{
+			Airlock: sc.Airlock, Partition: sc.Partition, Account: sc.Account, QOS: sc.QOS, SbatchArgs: sc.SbatchArgs,
+			NodeAddress: sc.NodeAddress, Output: sc.Output, Poll: sc.Poll, JobPrefix: sc.JobPrefix, Logger: log, Profiles: map[string]slurm.JobOptions{},
+		}
+		for _, p := range cfg.Profiles {
+			if p.Slurm != nil {
+				bc.Profiles[p.Name] = slurm.JobOptions{Partition: p.Slurm.Partition, Account: p.Slurm.Account, QOS: p.Slurm.QOS, SbatchArgs: p.Slurm.SbatchArgs}
+			}
+		}
+		be, err := slurm.New(bc)
+		if err != nil {
+			return nil, "", err
+		}
+		u := cmp.Or(sc.GatewayURL, cfg.PublicURL)
+		if u == "" {
+			host, err := os.Hostname()
+			if err != nil {
+				return nil, "", fmt.Errorf("backend slurm: gateway_url is empty and the host name is unknown: %w", err)
+			}
+			_, port, err := net.SplitHostPort(cfg.Listen)
+			if err != nil {
+				return nil, "", fmt.Errorf("backend slurm: listen %q: %w", cfg.Listen, err)
+			}
+			u = "https://" + net.JoinHostPort(host, port)
+		}
+		return be, u, nil
+	default:
+		be, err := backendlocal.New(backendlocal.Config{Dir: cfg.Backend.Local.Dir, Exe: cfg.Backend.Local.Airlock, Logger: log})
+		return be, "", err
+	}
+}
+
+func reconcileEvery(cfg config.Config) time.Duration {
+	if cfg.Backend.Slurm != nil {
+		return cfg.Backend.Slurm.Reconcile
 	}
 	return 0
 }

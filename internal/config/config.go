@@ -134,6 +134,28 @@ type SlurmBackend struct {
 	// SbatchArgs are further sbatch options, one per item
 	// ("--constraint=gpu"). Default [].
 	SbatchArgs []string `yaml:"sbatch_args"`
+	// GatewayURL is the gateway's https:// URL as the compute nodes reach
+	// it; runners register their sessions there. Default "": public_url,
+	// or else https://HOSTNAME:PORT of this machine and listen's port.
+	GatewayURL string `yaml:"gateway_url"`
+	// NodeAddress is how the gateway reaches a compute node's connectors,
+	// with {node} replaced by Slurm's node name ("{node}.ib.example.org").
+	// Registrations are accepted only from this address or the node name's.
+	// Default "{node}".
+	NodeAddress string `yaml:"node_address"`
+	// Output is sbatch --output, the job's log of the runner's and the
+	// seal's messages, with sbatch's patterns (%j job id, %u user).
+	// Default "/dev/null".
+	Output string `yaml:"output"`
+	// JobPrefix starts every job's name ("PREFIX-SESSIONID"). Gateways
+	// sharing a cluster need different prefixes: each cancels the jobs of
+	// its prefix that it has no session for. Default "airlock".
+	JobPrefix string `yaml:"job_prefix"`
+	// Poll is how often squeue is asked about the jobs. Default 5s.
+	Poll time.Duration `yaml:"poll"`
+	// Reconcile is how often the gateway compares Slurm's airlock jobs
+	// with its sessions and cancels jobs no session owns. Default 1m.
+	Reconcile time.Duration `yaml:"reconcile"`
 }
 
 // Profile is something users can launch. Only the block named by kind may
@@ -349,10 +371,11 @@ type Limits struct {
 	MaxSessionsPerUser int `yaml:"max_sessions_per_user"`
 	// MaxLoad refuses launches while the node's 1-minute load average
 	// divided by its CPU count is above it (2.0: twice as many runnable
-	// tasks as CPUs). 0: no check. Default 2.0.
+	// tasks as CPUs). 0: no check. Local backend only: with Slurm the
+	// scheduler places and queues sessions. Default 2.0.
 	MaxLoad float64 `yaml:"max_load"`
 	// MinFreeMemory refuses launches while the node's available memory is
-	// below it. 0: no check. Default 512M.
+	// below it. 0: no check. Local backend only. Default 512M.
 	MinFreeMemory Size `yaml:"min_free_memory"`
 	// LifetimeDefault is profiles' default lifetime. 0: no limit.
 	// Default 8h.
@@ -545,7 +568,8 @@ func defaultBackend(kind string) Backend {
 	case "local":
 		b.Local = &LocalBackend{Dir: "sessions"}
 	case "slurm":
-		b.Slurm = &SlurmBackend{Airlock: "airlock", SbatchArgs: []string{}}
+		b.Slurm = &SlurmBackend{Airlock: "airlock", SbatchArgs: []string{}, NodeAddress: "{node}", Output: "/dev/null",
+			JobPrefix: "airlock", Poll: 5 * time.Second, Reconcile: time.Minute}
 	}
 	return b
 }

@@ -213,7 +213,8 @@ func TestOverrideKeyByKey(t *testing.T) {
 		{"backend: {local: {airlock: /opt/airlock}}\n", func(c *Config) { c.Backend.Local.Airlock = "/opt/airlock" }},
 		{"auth: {rate_limit: {window: 1m}}\n", func(c *Config) { c.Auth.RateLimit.Window = time.Minute }},
 		{"backend: {kind: slurm}\n", func(c *Config) {
-			c.Backend = Backend{Kind: "slurm", Slurm: &SlurmBackend{Airlock: "airlock", SbatchArgs: []string{}}}
+			c.Backend = Backend{Kind: "slurm", Slurm: &SlurmBackend{Airlock: "airlock", SbatchArgs: []string{}, NodeAddress: "{node}",
+				Output: "/dev/null", JobPrefix: "airlock", Poll: 5 * time.Second, Reconcile: time.Minute}}
 		}},
 	} {
 		got, err := Parse("t.yaml", []byte(tc.file))

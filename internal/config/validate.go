@@ -87,6 +87,8 @@ func (v *validator) config(c *Config) {
 	}
 }
 
+var jobPrefixRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
+
 var userName = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*$`)
 
 func (v *validator) backend(b *Backend) {
@@ -104,6 +106,26 @@ func (v *validator) backend(b *Backend) {
 			v.errorf("backend.slurm.airlock", "empty; want the path of airlock on the compute nodes")
 		}
 		v.nonEmpty("backend.slurm.sbatch_args", b.Slurm.SbatchArgs)
+		if g := b.Slurm.GatewayURL; g != "" {
+			if u, err := url.Parse(g); err != nil || u.Scheme != "https" || u.Host == "" {
+				v.errorf("backend.slurm.gateway_url", "%q is not an address like https://gateway.example.org:8443", g)
+			}
+		}
+		if !strings.Contains(b.Slurm.NodeAddress, "{node}") {
+			v.errorf("backend.slurm.node_address", "%q must contain {node}", b.Slurm.NodeAddress)
+		}
+		if !jobPrefixRE.MatchString(b.Slurm.JobPrefix) {
+			v.errorf("backend.slurm.job_prefix", "%q; want 1 to 32 of a-z, A-Z, 0-9, _ and -", b.Slurm.JobPrefix)
+		}
+		if b.Slurm.Output == "" {
+			v.errorf("backend.slurm.output", "empty; want a path pattern or /dev/null")
+		}
+		if b.Slurm.Poll < 100*time.Millisecond {
+			v.errorf("backend.slurm.poll", "%s; want at least 100ms", b.Slurm.Poll)
+		}
+		if b.Slurm.Reconcile < time.Second {
+			v.errorf("backend.slurm.reconcile", "%s; want at least 1s", b.Slurm.Reconcile)
+		}
 	default:
 		v.errorf("backend.kind", "%q; want %s", b.Kind, orList(backendKinds))
 		return

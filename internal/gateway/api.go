@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/airlock-hpc/airlock/internal/registration"
 	"github.com/airlock-hpc/airlock/internal/session"
 	"github.com/airlock-hpc/airlock/internal/store"
 )
@@ -79,6 +80,8 @@ type sessionJSON struct {
 	Reason     string            `json:"reason,omitempty"`
 	Owner      string            `json:"owner"`
 	Profile    string            `json:"profile"`
+	Backend    string            `json:"backend"`
+	Node       string            `json:"node,omitempty"`
 	Persistent bool              `json:"persistent"`
 	CPUs       int               `json:"cpus"`
 	MemoryMB   int               `json:"memory_mb"`
@@ -93,7 +96,7 @@ type sessionJSON struct {
 }
 
 func toJSON(s *session.Session) sessionJSON {
-	j := sessionJSON{ID: s.ID, State: s.State, Reason: s.Reason, Owner: s.Owner, Profile: s.Profile, Persistent: s.Persistent,
+	j := sessionJSON{ID: s.ID, State: s.State, Reason: s.Reason, Owner: s.Owner, Profile: s.Profile, Backend: s.Backend, Node: s.Node, Persistent: s.Persistent,
 		CPUs: s.CPUs, MemoryMB: s.MemoryMB, Created: s.Created, Started: s.Started, Ends: s.Ends(), Ended: s.Ended, Connect: map[string]string{}}
 	if s.State == session.Ready {
 		for name := range s.Endpoints {
@@ -271,6 +274,7 @@ func (g *Gateway) routesAPI(mux *http.ServeMux) {
 		writeJSON(w, 202, map[string]any{"stopping": len(ss)})
 		return nil
 	})))
+	mux.Handle("POST "+registration.Path("{id}"), g.api(g.register))
 	mux.Handle("GET /metrics", g.api(func(w http.ResponseWriter, r *http.Request) error {
 		// Prometheus on this host scrapes without a login when allowed;
 		// anyone else must be an admin.

@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -103,6 +104,12 @@ type Config struct {
 	// MetricsForLoopback serves /metrics without a login to clients on the
 	// loopback interface (a Prometheus on this host); admins always may.
 	MetricsForLoopback bool
+	// RegisterURL is the gateway's https:// URL as runners on compute
+	// nodes reach it, for a remote backend (Slurm). Required with one.
+	RegisterURL string
+	// ReconcileEvery is how often a remote backend's runners are compared
+	// with the store. Default 1m.
+	ReconcileEvery time.Duration
 	// AuditLog receives one JSON line per audit event besides the store.
 	AuditLog io.Writer
 	Logger   *slog.Logger
@@ -141,6 +148,11 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	cfg.Listen = cmp.Or(cfg.Listen, "127.0.0.1:8443")
 	cfg.LoginTTL = cmp.Or(cfg.LoginTTL, 12*time.Hour)
 	cfg.Limits.SingleShotGrace = cmp.Or(cfg.Limits.SingleShotGrace, 30*time.Second)
+	cfg.ReconcileEvery = cmp.Or(cfg.ReconcileEvery, time.Minute)
+	_, remote := cfg.Backend.(backend.Remote)
+	if remote && !strings.HasPrefix(cfg.RegisterURL, "https://") {
+		return nil, fmt.Errorf("gateway: backend %s needs the https:// URL runners register at (got %q)", cfg.Backend.Name(), cfg.RegisterURL)
+	}
 	if err := os.MkdirAll(filepath.Join(cfg.StateDir, "sessions"), 0o700); err != nil {
 		return nil, fmt.Errorf("gateway: state dir: %w", err)
 	}
@@ -169,6 +181,10 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	}
 	g.wg.Add(1)
 	go g.janitor()
+	if remote {
+		g.wg.Add(1)
+		go g.reconciler()
+	}
 	return g, nil
 }
 

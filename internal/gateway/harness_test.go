@@ -29,7 +29,7 @@ import (
 // testGateway is a real gateway on 127.0.0.1 with a SQLite store, the
 // local backend starting real runners, and a local password file.
 type testGateway struct {
-	t        *testing.T
+	t        testing.TB
 	g        *Gateway
 	url      string
 	stateDir string
@@ -139,7 +139,7 @@ func (tg *testGateway) stop() {
 
 // client is a browser or script talking to the gateway.
 type client struct {
-	t     *testing.T
+	t     testing.TB
 	tg    *testGateway
 	http  *http.Client
 	token string
@@ -242,6 +242,7 @@ func (c *client) waitState(id, state string) sessionOut {
 	c.t.Helper()
 	var s sessionOut
 	err := realtest.WaitFor(30*time.Second, func() error {
+		s = sessionOut{} // fields the answer leaves out must not linger
 		if code, body := c.do("GET", "/api/v1/sessions/"+id, nil, &s); code != 200 {
 			return fmt.Errorf("get: %d %s", code, body)
 		}

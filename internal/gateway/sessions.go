@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/airlock-hpc/airlock/internal/backend"
+	"github.com/airlock-hpc/airlock/internal/registration"
 	"github.com/airlock-hpc/airlock/internal/session"
 	"github.com/airlock-hpc/airlock/internal/store"
 )
@@ -97,13 +99,22 @@ func (g *Gateway) Launch(ctx context.Context, user string, req LaunchRequest, re
 	}
 	g.metrics.launches.Add(1)
 	g.audit(ctx, user, "launch", s.ID, remote, "profile "+p.Name)
+	_, queues := g.cfg.Backend.(backend.Remote)
 	spec, err := g.spec(s, p, req)
 	if err == nil {
+		job := backend.Job{ID: s.ID, Spec: spec, Owner: g.account(s), Profile: p.Name, CPUs: s.CPUs, MemoryMB: s.MemoryMB, Lifetime: s.Lifetime}
+		if queues {
+			job.Env = g.remoteJob(s.ID)
+		}
 		var ref string
-		ref, err = g.cfg.Backend.Start(ctx, s.ID, spec)
+		ref, err = g.cfg.Backend.Start(ctx, job)
 		if err == nil {
 			s, err = g.cfg.Store.UpdateSession(ctx, s.ID, func(s *session.Session) error {
 				s.BackendRef = ref
+				if queues {
+					// Queued until the scheduler starts the job.
+					return nil
+				}
 				return s.Move(session.Starting, "", g.now())
 			})
 		}
@@ -138,6 +149,11 @@ func (g *Gateway) checkLimits(ctx context.Context, user string) error {
 		if n >= l.MaxSessionsPerUser {
 			return apiErr(429, "too_many_sessions", fmt.Sprintf("you have %d sessions, the most allowed; stop one first", n))
 		}
+	}
+	if _, remote := g.cfg.Backend.(backend.Remote); remote {
+		// This machine's load and memory say nothing of the nodes: the
+		// scheduler places the session and queues it when they are full.
+		return nil
 	}
 	if l.MaxLoad > 0 {
 		if load, err := loadPerCPU(); err == nil && load > l.MaxLoad {
@@ -184,33 +200,47 @@ func memInfoMB(key string) (int, error) {
 	return 0, fmt.Errorf("no %s in /proc/meminfo", key)
 }
 
+// account is the Unix account session s runs as: with the gateway as root,
+// run_as or else the user's own; otherwise the gateway's ("": the runner's
+// own user).
+func (g *Gateway) account(s *session.Session) string {
+	if os.Geteuid() != 0 {
+		return ""
+	}
+	return cmp.Or(g.cfg.RunAs, s.Owner)
+}
+
 func (g *Gateway) sessionDir(id string) string { return filepath.Join(g.cfg.StateDir, "sessions", id) }
 
 // spec builds the runner's spec for a session of profile p: connectors on
 // UNIX sockets in the session's directory (the gateway is on this node;
 // the directory's mode guards them), the ticket key derived for this session.
+//
+// For a remote backend the connectors listen on TCP on every address of the
+// node (port 0: the kernel picks; the runner registers the ports), the key
+// comes in the job's environment, the job runs as the owner already, and
+// the scheduler enforces the lifetime (the job's time limit).
 func (g *Gateway) spec(s *session.Session, p Profile, req LaunchRequest) ([]byte, error) {
+	spec := map[string]any{"id": s.ID}
 	dir := g.sessionDir(s.ID)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
-	}
-	k := g.sessionKey(s.ID)
-	keyFile := filepath.Join(dir, "ticket.key")
-	if err := os.WriteFile(keyFile, k[:], 0o600); err != nil {
-		return nil, err
-	}
-	owner := ""
-	if os.Geteuid() == 0 {
-		owner = g.cfg.RunAs
-		if owner == "" {
-			owner = s.Owner
+	listen := func(name string) string { return "unix:" + filepath.Join(dir, name+".sock") }
+	if _, remote := g.cfg.Backend.(backend.Remote); remote {
+		spec["ticket_key_env"] = registration.EnvTicketKey
+		listen = func(string) string { return "tcp::0" }
+	} else {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, err
 		}
-	}
-	spec := map[string]any{
-		"id": s.ID, "owner": owner, "ticket_key_file": keyFile,
-	}
-	if s.Lifetime > 0 {
-		spec["lifetime"] = s.Lifetime.String()
+		k := g.sessionKey(s.ID)
+		keyFile := filepath.Join(dir, "ticket.key")
+		if err := os.WriteFile(keyFile, k[:], 0o600); err != nil {
+			return nil, err
+		}
+		spec["ticket_key_file"] = keyFile
+		spec["owner"] = g.account(s)
+		if s.Lifetime > 0 {
+			spec["lifetime"] = s.Lifetime.String()
+		}
 	}
 	switch p.Kind {
 	case "desktop":
@@ -234,7 +264,7 @@ func (g *Gateway) spec(s *session.Session, p Profile, req LaunchRequest) ([]byte
 		}
 		spec["processes"] = procs
 		spec["connectors"] = []any{map[string]any{"name": "console", "kind": "vnc", "target": "127.0.0.1:5901",
-			"listen": "unix:" + filepath.Join(dir, "console.sock")}}
+			"listen": listen("console")}}
 	case "app":
 		target := "127.0.0.1:" + strconv.Itoa(p.Port)
 		if p.Socket != "" {
@@ -248,9 +278,9 @@ func (g *Gateway) spec(s *session.Session, p Profile, req LaunchRequest) ([]byte
 		spec["workload"] = map[string]any{"argv": argv, "env": map[string]string{
 			"PORT": strconv.Itoa(p.Port), "AIRLOCK_PREFIX": prefix}}
 		spec["connectors"] = []any{map[string]any{"name": "app", "kind": "http", "target": target,
-			"listen": "unix:" + filepath.Join(dir, "app.sock")}}
+			"listen": listen("app")}}
 	case "vm":
-		if err := g.vmSpec(spec, s, p, dir, req.KeepDisk); err != nil {
+		if err := g.vmSpec(spec, s, p, dir, listen("console"), req.KeepDisk); err != nil {
 			return nil, err
 		}
 	default:
@@ -293,9 +323,17 @@ func (g *Gateway) apply(ctx context.Context, id string, e backend.Event) {
 	_, err := g.cfg.Store.UpdateSession(ctx, id, func(s *session.Session) error {
 		switch e.Kind {
 		case "queued":
-			s.Reason = e.Reason
+			// Events from the poller may trail a registration: only a
+			// session still queued takes the queue's reason.
+			if s.State == session.Queued {
+				s.Reason = e.Reason
+			}
 		case "starting":
 			if s.State == session.Queued {
+				s.Reason = "" // the queue's reason no longer holds
+				if e.Node != "" {
+					s.Node = e.Node
+				}
 				return s.Move(session.Starting, "", g.now())
 			}
 		case "ready":
@@ -303,6 +341,9 @@ func (g *Gateway) apply(ctx context.Context, id string, e backend.Event) {
 				return nil
 			}
 			s.Endpoints, s.TLSSHA256, s.Node = e.Endpoints, e.TLSSHA256, e.Node
+			if s.State == session.Queued {
+				s.Reason = ""
+			}
 			return s.Move(session.Ready, "", g.now())
 		case "exit":
 			if s.State == session.Ended {

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/airlock-hpc/airlock/internal/backend"
 	"github.com/airlock-hpc/airlock/internal/session"
 	"github.com/airlock-hpc/airlock/internal/store"
 	"github.com/airlock-hpc/airlock/internal/vm"
@@ -77,12 +78,14 @@ func (g *Gateway) sessionJSON(s *session.Session) sessionJSON {
 	return j
 }
 
-// homeOf is the home directory of the account a session runs as.
+// homeOf is the home directory of the account a session runs as, as this
+// machine knows it (for a remote backend, home directories are shared with
+// the nodes, or the admin sets share paths that are the same everywhere).
 func (g *Gateway) homeOf(s *session.Session) (string, error) {
 	var u *user.User
 	var err error
-	if os.Geteuid() == 0 {
-		u, err = user.Lookup(cmp.Or(g.cfg.RunAs, s.Owner))
+	if name := g.account(s); name != "" {
+		u, err = user.Lookup(name)
 	} else {
 		u, err = user.Current()
 	}
@@ -93,9 +96,11 @@ func (g *Gateway) homeOf(s *session.Session) (string, error) {
 }
 
 // vmSpec fills the runner spec of a vm session: the runner checks the
-// image and starts QEMU itself; its scratch directory is in the session's
-// directory so the monitor socket is where the gateway can reach it.
-func (g *Gateway) vmSpec(spec map[string]any, s *session.Session, p Profile, dir string, keepDisk bool) error {
+// image and starts QEMU itself. With the local backend its scratch
+// directory is in the session's directory, so the monitor socket is where
+// the gateway can reach it; on a remote node the runner picks its own.
+// listen is the console connector's listen address.
+func (g *Gateway) vmSpec(spec map[string]any, s *session.Session, p Profile, dir, listen string, keepDisk bool) error {
 	img := p.VM
 	if img == nil {
 		return fmt.Errorf("profile %s: no image", p.Name)
@@ -129,12 +134,14 @@ func (g *Gateway) vmSpec(spec map[string]any, s *session.Session, p Profile, dir
 		v["persistent_dir"] = filepath.Join(home, persistentSubdir)
 	}
 	spec["vm"] = v
-	spec["scratch_dir"] = filepath.Join(dir, "scratch")
+	if _, remote := g.cfg.Backend.(backend.Remote); !remote {
+		spec["scratch_dir"] = filepath.Join(dir, "scratch")
+	}
 	// The console is QEMU's own VNC display. The guest's RDP port stays on
 	// the seal's loopback: a tls connector needs a client CA the gateway
 	// does not have yet (the native RDP issue adds it).
 	spec["connectors"] = []any{map[string]any{"name": "console", "kind": "vnc", "target": "unix:" + vm.VNCSocket,
-		"listen": "unix:" + filepath.Join(dir, "console.sock")}}
+		"listen": listen}}
 	return nil
 }
 

@@ -33,6 +33,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/airlock-hpc/airlock/internal/registration"
 	"github.com/airlock-hpc/airlock/internal/seal"
 	"github.com/airlock-hpc/airlock/internal/seal/fdpass"
 	"github.com/airlock-hpc/airlock/internal/ticket"
@@ -57,6 +58,10 @@ type Config struct {
 	// sessions. Everyone else wants the default, so that a runner nobody
 	// supervises does not keep a session alive.
 	OutliveParent bool
+	// Register, when set, reports ready and exit to the gateway over HTTPS
+	// as well (a runner in a batch job). A refused ready registration ends
+	// the session: nobody could reach it.
+	Register *registration.Client
 }
 
 // Event is one line the runner prints on stdout.
@@ -96,9 +101,51 @@ func Run(ctx context.Context, cfg Config) int {
 	if err != nil {
 		r.log.ErrorContext(ctx, "session failed", "error", err)
 		r.emit(Event{Event: "exit", ID: r.spec.ID, Reason: err.Error(), Code: &code})
+		r.registerExit(err.Error(), code)
 	}
 	return code
 }
+
+// registerReady tells the gateway the connectors' ports. It runs beside
+// the session, retrying while the gateway is unreachable; a refusal is sent
+// on failed.
+func (r *run) registerReady(ctx context.Context, endpoints map[string]string, sha string, failed chan<- error) {
+	reg := registration.Registration{Event: "ready", Ports: map[string]int{}, TLSSHA256: sha}
+	for name, addr := range endpoints {
+		_, p, err := net.SplitHostPort(addr)
+		if err != nil {
+			failed <- fmt.Errorf("connector %s listens on %s: only TCP can be registered", name, addr)
+			return
+		}
+		reg.Ports[name], _ = strconv.Atoi(p)
+	}
+	ctx, cancel := context.WithTimeout(ctx, registerTimeout)
+	defer cancel()
+	if err := r.cfg.Register.Send(ctx, reg); err != nil {
+		failed <- err
+		return
+	}
+	r.log.InfoContext(ctx, "registered with the gateway", "ports", reg.Ports)
+}
+
+// registerExit tells the gateway why the session ended, briefly: the
+// scheduler reports the job's end anyway.
+func (r *run) registerExit(reason string, code int) {
+	if r.cfg.Register == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err := r.cfg.Register.Send(ctx, registration.Registration{Event: "exit", Reason: reason, Code: code})
+	if err != nil {
+		r.log.Warn("could not tell the gateway the session ended", "error", err)
+	}
+}
+
+// registerTimeout bounds how long a runner keeps a session up while the
+// gateway cannot be reached to register it (a gateway restart takes
+// seconds; an admin's upgrade, minutes).
+const registerTimeout = 10 * time.Minute
 
 type run struct {
 	cfg  Config
@@ -242,13 +289,23 @@ func (r *run) run(ctx context.Context) (code int, err error) {
 		killAfter = time.After(grace + 5*time.Second)
 	}
 	ctxDone, ready := ctx.Done(), s.Ready()
+	regFailed := make(chan error, 1)
+	regCtx, regCancel := context.WithCancel(ctx)
+	defer regCancel()
 	for {
 		select {
 		case <-ready:
 			ready = nil
 			r.emit(Event{Event: "ready", ID: spec.ID, Endpoints: endpoints, TLSSHA256: certSHA, IDMap: string(mode), Warnings: s.Warnings(), Accel: accel})
 			r.log.Info("ready", "endpoints", endpoints)
+			if r.cfg.Register != nil {
+				go r.registerReady(regCtx, endpoints, certSHA, regFailed)
+			}
+		case err := <-regFailed:
+			r.log.Error("registration failed", "error", err)
+			stop("could not register with the gateway: " + err.Error())
 		case <-s.Done():
+			regCancel()
 			res := s.Result()
 			if spec.VM != nil {
 				res.Reason = r.vmExitReason(res.Reason, res.Code, scratch)
@@ -257,6 +314,7 @@ func (r *run) run(ctx context.Context) (code int, err error) {
 			c := res.Code
 			r.emit(Event{Event: "exit", ID: spec.ID, Reason: res.Reason, Code: &c})
 			r.log.Info("session ended", "reason", res.Reason, "code", c)
+			r.registerExit(res.Reason, c)
 			return c, nil
 		case sig := <-sigs:
 			if stopping {
@@ -322,6 +380,15 @@ func (r *run) loadSecrets() (map[string]ConnectorSecrets, string, error) {
 		k, err := ticket.LoadKey(spec.TicketKeyFile)
 		if err != nil {
 			return nil, "", err
+		}
+		key = hex.EncodeToString(k[:])
+	}
+	if spec.TicketKeyEnv != "" {
+		v := os.Getenv(spec.TicketKeyEnv)
+		os.Unsetenv(spec.TicketKeyEnv)
+		k, err := ticket.ParseKey([]byte(v))
+		if err != nil {
+			return nil, "", fmt.Errorf("ticket key from $%s: %w", spec.TicketKeyEnv, err)
 		}
 		key = hex.EncodeToString(k[:])
 	}

@@ -48,6 +48,11 @@ type Spec struct {
 	// TicketKeyFile holds the 32-byte key that verifies tickets (raw or hex).
 	// Required when there is a vnc or http connector.
 	TicketKeyFile string `json:"ticket_key_file"`
+	// TicketKeyEnv names an environment variable of the runner holding the
+	// key in hex instead, for runners started by a batch job (the key never
+	// touches the node's disk). The runner unsets it. One of the two is
+	// required when there is a vnc or http connector.
+	TicketKeyEnv string `json:"ticket_key_env"`
 	// TLS is the session's certificate. Without it, a self-signed one is
 	// made for the session and its SHA-256 is reported in the ready event.
 	TLS *TLSFiles `json:"tls"`
@@ -316,8 +321,14 @@ func (s *Spec) Validate() error {
 			return fmt.Errorf("%s.vnc_password_file: only for kind vnc", at)
 		}
 	}
-	if needKey && s.TicketKeyFile == "" {
-		return errors.New("spec: ticket_key_file: required with a vnc or http connector")
+	if needKey && s.TicketKeyFile == "" && s.TicketKeyEnv == "" {
+		return errors.New("spec: ticket_key_file: required with a vnc or http connector (or ticket_key_env)")
+	}
+	if s.TicketKeyFile != "" && s.TicketKeyEnv != "" {
+		return errors.New("spec: ticket_key_file and ticket_key_env: give one")
+	}
+	if s.TicketKeyEnv != "" && !envNameRE.MatchString(s.TicketKeyEnv) {
+		return fmt.Errorf("spec: ticket_key_env %q: not an environment variable name", s.TicketKeyEnv)
 	}
 	if s.TLS != nil && (s.TLS.CertFile == "") != (s.TLS.KeyFile == "") {
 		return errors.New("spec: tls: cert_file and key_file go together")

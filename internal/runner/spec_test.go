@@ -60,6 +60,8 @@ func TestParseSpecErrors(t *testing.T) {
 		{"bad egress", edit(`"egress": ["127.0.0.1:27000"]`, `"egress": ["127.0.0.1:0"]`), "egress[0]"},
 		{"dup egress port", edit(`"egress": ["127.0.0.1:27000"]`, `"egress": ["127.0.0.1:27000", "10.0.0.1:27000"]`), "port 27000 used twice"},
 		{"no key", edit(`"ticket_key_file": "/path/to/32-byte-key",`, ``), "ticket_key_file: required"},
+		{"both keys", edit(`"ticket_key_file": "/path/to/32-byte-key",`, `"ticket_key_file": "/k", "ticket_key_env": "K",`), "give one"},
+		{"bad key env", edit(`"ticket_key_file": "/path/to/32-byte-key",`, `"ticket_key_env": "A-B",`), `ticket_key_env "A-B"`},
 		{"tls without ca", edit(`, "client_ca_file": "/path/clients-ca.crt"`, ``), "kind tls needs"},
 		{"bad env", edit(`"env": {"A": "b"}`, `"env": {"A=B": "b"}`), `bad variable name "A=B"`},
 		{"trailing", goodSpec + "{}", "unexpected data after the spec object"},

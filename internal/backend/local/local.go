@@ -70,8 +70,10 @@ func (b *Backend) Name() string { return "local" }
 func (b *Backend) SessionDir(id string) string { return filepath.Join(b.cfg.Dir, id) }
 
 // Start writes the spec and starts the runner in its own session, detached
-// (--outlive-parent): the gateway may restart, the session goes on.
-func (b *Backend) Start(ctx context.Context, id string, spec []byte) (string, error) {
+// (--outlive-parent): the gateway may restart, the session goes on. The
+// runner runs as the gateway (it seals the session as job.Owner itself).
+func (b *Backend) Start(ctx context.Context, job backend.Job) (string, error) {
+	id, spec := job.ID, job.Spec
 	dir := b.SessionDir(id)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", fmt.Errorf("start %s: %w", id, err)
@@ -93,6 +95,12 @@ func (b *Backend) Start(ctx context.Context, id string, spec []byte) (string, er
 	cmd := exec.Command(b.cfg.Exe, "run", "--spec", specPath, "--outlive-parent", "--log-format", "json")
 	cmd.Stdout, cmd.Stderr = events, logf
 	cmd.Dir = dir
+	if len(job.Env) > 0 {
+		cmd.Env = os.Environ()
+		for k, v := range job.Env {
+			cmd.Env = append(cmd.Env, k+"="+v)
+		}
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		return "", fmt.Errorf("start %s: %w", id, err)

@@ -53,7 +53,7 @@ func TestStartWatchStop(t *testing.T) {
 	dir := t.TempDir()
 	b := newBackend(t, dir)
 	id := fmt.Sprintf("local-%d", time.Now().UnixNano()%1e6)
-	ref, err := b.Start(t.Context(), id, spec(t, id))
+	ref, err := b.Start(t.Context(), backend.Job{ID: id, Spec: spec(t, id)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func TestStartWatchStop(t *testing.T) {
 func TestRunnerKilled(t *testing.T) {
 	b := newBackend(t, t.TempDir())
 	id := fmt.Sprintf("killed-%d", time.Now().UnixNano()%1e6)
-	ref, err := b.Start(t.Context(), id, spec(t, id))
+	ref, err := b.Start(t.Context(), backend.Job{ID: id, Spec: spec(t, id)})
 	if err != nil {
 		t.Fatal(err)
 	}

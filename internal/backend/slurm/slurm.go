@@ -1,0 +1,582 @@
+// Package slurm runs each session as a Slurm batch job. The gateway submits
+// the job with sbatch as the session's owner (through runuser when the
+// gateway is root); the job runs `airlock run --register`, which seals the
+// session on the compute node and registers its connectors' ports with the
+// gateway over HTTPS. One poller asks squeue about every job at once and
+// turns what it sees into the sessions' events: queued (with Slurm's reason
+// and the queue position), starting, and exit with the scheduler's reason.
+package slurm
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/airlock-hpc/airlock/internal/backend"
+	"github.com/airlock-hpc/airlock/internal/registration"
+)
+
+// Config configures the Slurm backend.
+type Config struct {
+	// Airlock is the airlock binary on the compute nodes. Default "airlock".
+	Airlock string
+	// Partition, Account and QOS are sbatch's --partition, --account and
+	// --qos; empty leaves them to Slurm.
+	Partition, Account, QOS string
+	// SbatchArgs are more sbatch options, one per item.
+	SbatchArgs []string
+	// Profiles override the options above for one profile, by name.
+	Profiles map[string]JobOptions
+	// NodeAddress is how the gateway reaches a node, with {node} replaced
+	// by the node's Slurm name ("{node}.ib.example.org"). Default "{node}".
+	NodeAddress string
+	// Output is sbatch --output for the job's log (the runner's and the
+	// seal's messages), with sbatch's % patterns. Default "/dev/null".
+	Output string
+	// JobPrefix starts every job's name ("PREFIX-SESSIONID"). Gateways
+	// that share a cluster need different ones: each cancels the jobs with
+	// its prefix that it has no session for. Default "airlock".
+	JobPrefix string
+	// Poll is how often squeue is asked. Default 5s.
+	Poll time.Duration
+	// Env is added to the environment of sbatch, squeue and scancel
+	// (SLURM_CONF=...).
+	Env []string
+	// Bin is the directory of Slurm's commands. Default: looked up in PATH.
+	Bin    string
+	Logger *slog.Logger
+}
+
+// JobOptions are a profile's own job options.
+type JobOptions struct {
+	Partition, Account, QOS string
+	// SbatchArgs are added after the backend's.
+	SbatchArgs []string
+}
+
+// Backend is the Slurm backend.
+type Backend struct {
+	cfg Config
+	log *slog.Logger
+
+	mu sync.Mutex
+	// watchers are the Watch calls by job id.
+	watchers map[string]*watcher
+	// runnerExit is what runners reported when they ended, by session id,
+	// until the poller sees the job end.
+	runnerExit map[string]string
+	// wake starts a poll now (a new watcher wants its first state).
+	wake    chan struct{}
+	polling bool
+}
+
+type watcher struct {
+	id   string
+	ch   chan backend.Event
+	ctx  context.Context
+	last string // the last event's kind and reason: events are sent on change
+	seen bool   // squeue has listed the job at least once
+}
+
+var _ backend.Remote = (*Backend)(nil)
+
+// New checks cfg and returns a backend. It does not talk to Slurm yet.
+func New(cfg Config) (*Backend, error) {
+	cfg.Airlock = cmp.Or(cfg.Airlock, "airlock")
+	cfg.NodeAddress = cmp.Or(cfg.NodeAddress, "{node}")
+	cfg.Output = cmp.Or(cfg.Output, "/dev/null")
+	cfg.Poll = cmp.Or(cfg.Poll, 5*time.Second)
+	cfg.JobPrefix = cmp.Or(cfg.JobPrefix, "airlock")
+	if !strings.Contains(cfg.NodeAddress, "{node}") {
+		return nil, fmt.Errorf("slurm backend: node_address %q must contain {node}", cfg.NodeAddress)
+	}
+	return &Backend{
+		cfg: cfg, log: cmp.Or(cfg.Logger, slog.Default()).With("component", "backend", "backend", "slurm"),
+		watchers: map[string]*watcher{}, runnerExit: map[string]string{}, wake: make(chan struct{}, 1),
+	}, nil
+}
+
+// Name is "slurm".
+func (b *Backend) Name() string { return "slurm" }
+
+// JobName is the name of session id's job: the prefix, "-", the id.
+// Runners knows this gateway's jobs by it.
+func (b *Backend) JobName(id string) string { return b.cfg.JobPrefix + "-" + id }
+
+// command runs one of Slurm's commands, as account when it is not empty
+// and not us, and returns its standard output; an error carries what the
+// command printed on standard error.
+func (b *Backend) command(ctx context.Context, account, name string, stdin []byte, env []string, args ...string) (string, error) {
+	path := name
+	if b.cfg.Bin != "" {
+		path = b.cfg.Bin + "/" + name
+	}
+	argv := append([]string{path}, args...)
+	if account != "" {
+		if cur, err := user.Current(); err != nil || cur.Username != account {
+			if os.Geteuid() != 0 {
+				return "", fmt.Errorf("%s as %s: the gateway must run as root to submit jobs as their owners", name, account)
+			}
+			// runuser: no password, no PAM session of the user's shell;
+			// exactly the environment we give it.
+			argv = append([]string{"runuser", "-u", account, "--"}, argv...)
+		}
+	}
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Env = env
+	if cmd.Env == nil {
+		cmd.Env = append(os.Environ(), b.cfg.Env...)
+	}
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		msg := strings.TrimSpace(stderr.String())
+		if msg == "" {
+			msg = err.Error()
+		}
+		return stdout.String(), &CommandError{Command: name, Message: msg}
+	}
+	return stdout.String(), nil
+}
+
+// CommandError is a Slurm command that failed, with what it said.
+type CommandError struct {
+	Command string
+	Message string
+}
+
+func (e *CommandError) Error() string {
+	if strings.HasPrefix(e.Message, e.Command+":") {
+		return e.Message // Slurm's commands name themselves
+	}
+	return e.Command + ": " + e.Message
+}
+
+// Start submits the session's job as job.Owner and returns "job:ID".
+func (b *Backend) Start(ctx context.Context, j backend.Job) (string, error) {
+	if j.Owner == "" {
+		cur, err := user.Current()
+		if err != nil {
+			return "", fmt.Errorf("start %s: %w", j.ID, err)
+		}
+		j.Owner = cur.Username
+	}
+	u, err := user.Lookup(j.Owner)
+	if err != nil {
+		return "", fmt.Errorf("start %s: account %s: %w", j.ID, j.Owner, err)
+	}
+	if u.Uid == "0" {
+		return "", fmt.Errorf("start %s: sessions do not run as root; set run_as or log in as a user", j.ID)
+	}
+	args := b.sbatchArgs(j, u.HomeDir)
+	script := b.script(j)
+	env := b.jobEnv(j, u)
+	out, err := b.command(ctx, j.Owner, "sbatch", script, env, args...)
+	if err != nil {
+		return "", fmt.Errorf("start %s: %w", j.ID, err)
+	}
+	id, _, _ := strings.Cut(strings.TrimSpace(out), ";") // --parsable: "ID" or "ID;cluster"
+	if !validJobID(id) {
+		return "", fmt.Errorf("start %s: sbatch printed %q, not a job id", j.ID, out)
+	}
+	b.log.InfoContext(ctx, "job submitted", "session", j.ID, "job", id, "owner", j.Owner)
+	b.poke()
+	return "job:" + id, nil
+}
+
+// sbatchArgs are the job's options: the session's resources, then the
+// backend's and the profile's options (later ones win in sbatch).
+func (b *Backend) sbatchArgs(j backend.Job, home string) []string {
+	args := []string{"--parsable", "--job-name=" + b.JobName(j.ID), "--output=" + b.cfg.Output,
+		"--export=ALL", "--chdir=" + cmp.Or(home, "/"), "--nodes=1", "--ntasks=1"}
+	if j.CPUs > 0 {
+		args = append(args, "--cpus-per-task="+strconv.Itoa(j.CPUs))
+	}
+	if j.MemoryMB > 0 {
+		args = append(args, "--mem="+strconv.Itoa(j.MemoryMB)+"M")
+	}
+	if j.Lifetime > 0 {
+		// Slurm counts whole minutes; round up, never down.
+		args = append(args, "--time="+strconv.Itoa(int((j.Lifetime+time.Minute-1)/time.Minute)))
+	}
+	p := b.cfg.Profiles[j.Profile]
+	if v := cmp.Or(p.Partition, b.cfg.Partition); v != "" {
+		args = append(args, "--partition="+v)
+	}
+	if v := cmp.Or(p.Account, b.cfg.Account); v != "" {
+		args = append(args, "--account="+v)
+	}
+	if v := cmp.Or(p.QOS, b.cfg.QOS); v != "" {
+		args = append(args, "--qos="+v)
+	}
+	args = append(args, b.cfg.SbatchArgs...)
+	return append(args, p.SbatchArgs...)
+}
+
+// specEnd ends the spec in the job script; JSON from encoding/json has no
+// line of its own, so it cannot end the here-document early.
+const specEnd = "AIRLOCK_SPEC_END"
+
+// script is the batch script: the spec travels in it (it holds no secret),
+// the secrets in the job's environment.
+func (b *Backend) script(j backend.Job) []byte {
+	var s bytes.Buffer
+	fmt.Fprintf(&s, "#!/bin/sh\n# airlock session %s (profile %s)\n", j.ID, j.Profile)
+	fmt.Fprintf(&s, "exec %s run --register --log-format json --spec - <<'%s'\n", shellQuote(b.cfg.Airlock), specEnd)
+	s.Write(bytes.TrimSpace(j.Spec))
+	fmt.Fprintf(&s, "\n%s\n", specEnd)
+	return s.Bytes()
+}
+
+// jobEnv is sbatch's environment, which --export=ALL hands to the job: a
+// small, fixed base (nothing of the gateway's own), Slurm's settings and
+// the session's secrets.
+func (b *Backend) jobEnv(j backend.Job, u *user.User) []string {
+	env := []string{"PATH=/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin", "HOME=" + u.HomeDir,
+		"USER=" + u.Username, "LOGNAME=" + u.Username, "LANG=C.UTF-8"}
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "SLURM_CONF=") {
+			env = append(env, kv)
+		}
+	}
+	env = append(env, b.cfg.Env...)
+	for k, v := range j.Env {
+		env = append(env, k+"="+v)
+	}
+	return env
+}
+
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+func jobID(ref string) (string, error) {
+	id, ok := strings.CutPrefix(ref, "job:")
+	if !ok || !validJobID(id) {
+		return "", fmt.Errorf("backend ref %q: want job:ID", ref)
+	}
+	return id, nil
+}
+
+// Stop cancels the job: Slurm signals the runner, which tears the session
+// down; the poller reports the end.
+func (b *Backend) Stop(ctx context.Context, id, ref string) error {
+	jid, err := jobID(ref)
+	if err != nil {
+		return fmt.Errorf("stop %s: %w", id, err)
+	}
+	// scancel says nothing about a job that has already ended; ask first,
+	// so a stop of an ended session is told so.
+	out, err := b.command(ctx, "", "squeue", nil, nil, "--noheader", "--states=all", "--jobs="+jid, "--format="+squeueFormat)
+	if err != nil && strings.Contains(err.Error(), "Invalid job id") {
+		return fmt.Errorf("stop %s: %w", id, backend.ErrGone)
+	}
+	if jobs, perr := parseSqueue(out); err == nil && perr == nil && len(jobs) == 1 && finished(jobs[0].State) && jobs[0].State != "COMPLETING" {
+		return fmt.Errorf("stop %s: job %s is %s: %w", id, jid, jobs[0].State, backend.ErrGone)
+	}
+	if _, err := b.command(ctx, "", "scancel", nil, nil, jid); err != nil {
+		if strings.Contains(err.Error(), "Invalid job id") || strings.Contains(err.Error(), "already completing or completed") {
+			return fmt.Errorf("stop %s: %w", id, backend.ErrGone)
+		}
+		return fmt.Errorf("stop %s: %w", id, err)
+	}
+	b.poke()
+	return nil
+}
+
+// Watch reports the job's state as the poller sees it change, until the
+// job has ended.
+func (b *Backend) Watch(ctx context.Context, id, ref string) (<-chan backend.Event, error) {
+	jid, err := jobID(ref)
+	if err != nil {
+		return nil, fmt.Errorf("watch %s: %w", id, err)
+	}
+	w := &watcher{id: id, ch: make(chan backend.Event, 4), ctx: ctx}
+	b.mu.Lock()
+	if old, ok := b.watchers[jid]; ok && old.ctx.Err() == nil {
+		b.mu.Unlock()
+		return nil, fmt.Errorf("watch %s: job %s is already watched", id, jid)
+	}
+	b.watchers[jid] = w
+	start := !b.polling
+	b.polling = true
+	b.mu.Unlock()
+	if start {
+		go b.pollLoop()
+	}
+	go func() {
+		// Close promptly when the watcher goes (a gateway shutting down
+		// waits for its watchers), not at the next poll.
+		<-ctx.Done()
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if b.watchers[jid] == w {
+			close(w.ch)
+			delete(b.watchers, jid)
+		}
+	}()
+	b.poke()
+	return w.ch, nil
+}
+
+func (b *Backend) poke() {
+	select {
+	case b.wake <- struct{}{}:
+	default:
+	}
+}
+
+// pollLoop polls while anyone watches.
+func (b *Backend) pollLoop() {
+	t := time.NewTicker(b.cfg.Poll)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-b.wake:
+		}
+		if !b.pollOnce(context.Background()) {
+			return
+		}
+	}
+}
+
+// pollOnce asks squeue about every job and tells each watcher what changed.
+// It returns false (and the loop ends) when nobody watches any more.
+func (b *Backend) pollOnce(ctx context.Context) bool {
+	b.mu.Lock()
+	if len(b.watchers) == 0 {
+		b.polling = false
+		b.mu.Unlock()
+		return false
+	}
+	b.mu.Unlock()
+
+	jobs, err := b.squeue(ctx)
+	if err != nil {
+		// Slurm's controller may be restarting: say so, end nothing.
+		b.log.WarnContext(ctx, "squeue failed; sessions keep their state", "error", err)
+		return true
+	}
+	events := b.events(ctx, jobs)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for jid, e := range events {
+		w := b.watchers[jid]
+		if w == nil || w.ctx.Err() != nil {
+			continue
+		}
+		select {
+		case w.ch <- e:
+		case <-w.ctx.Done():
+		default:
+			// A watcher that does not keep up gets the change next poll.
+			continue
+		}
+		w.last = e.Kind + "\x00" + e.Reason
+		if e.Kind == "exit" {
+			close(w.ch)
+			delete(b.watchers, jid)
+			delete(b.runnerExit, w.id)
+		}
+	}
+	return true
+}
+
+// squeue lists every job Slurm's controller still knows, all users' (the
+// queue positions need them).
+func (b *Backend) squeue(ctx context.Context) ([]job, error) {
+	out, err := b.command(ctx, "", "squeue", nil, nil, "--noheader", "--all", "--states=all", "--format="+squeueFormat)
+	if err != nil {
+		return nil, err
+	}
+	return parseSqueue(out)
+}
+
+// events turns the queue into the event each watcher should get now (only
+// where it differs from the last one sent).
+func (b *Backend) events(ctx context.Context, jobs []job) map[string]backend.Event {
+	pos, total := queuePositions(jobs)
+	byID := make(map[string]job, len(jobs))
+	for _, j := range jobs {
+		byID[j.ID] = j
+	}
+	b.mu.Lock()
+	type want struct {
+		jid string
+		w   *watcher
+	}
+	var ws []want
+	for jid, w := range b.watchers {
+		ws = append(ws, want{jid, w})
+	}
+	b.mu.Unlock()
+	out := map[string]backend.Event{}
+	for _, x := range ws {
+		j, ok := byID[x.jid]
+		var e backend.Event
+		switch {
+		case !ok:
+			// Not in the controller's memory: long finished (MinJobAge) or
+			// never known. Ask once more by id before calling it gone.
+			if b.jobExists(ctx, x.jid) {
+				continue
+			}
+			b.mu.Lock()
+			r := b.runnerExit[x.w.id]
+			b.mu.Unlock()
+			e = backend.Event{Kind: "exit", Reason: cmp.Or(r, "Slurm no longer knows job "+x.jid), Code: -1}
+		case j.State == "PENDING":
+			reason := "waiting in the queue"
+			if j.Reason != "" && j.Reason != "None" {
+				reason += ": " + j.Reason
+			}
+			if p := pos[j.ID]; p > 0 {
+				reason += fmt.Sprintf(" (position %d of %d in %s)", p, total[j.Partition], j.Partition)
+			}
+			e = backend.Event{Kind: "queued", Reason: reason}
+		case !finished(j.State):
+			e = backend.Event{Kind: "starting", Node: j.Node}
+		default:
+			b.mu.Lock()
+			r := b.runnerExit[x.w.id]
+			b.mu.Unlock()
+			e = backend.Event{Kind: "exit", Reason: endReason(j, r), Node: j.Node}
+		}
+		if x.w.last != e.Kind+"\x00"+e.Reason {
+			out[x.jid] = e
+		}
+	}
+	return out
+}
+
+// jobExists asks the controller about one job by id.
+func (b *Backend) jobExists(ctx context.Context, jid string) bool {
+	_, err := b.command(ctx, "", "squeue", nil, nil, "--noheader", "--states=all", "--jobs="+jid, "--format=%i")
+	if err == nil {
+		return true
+	}
+	// "Invalid job id specified" is the only answer that means gone;
+	// anything else (a controller that does not answer) is not proof.
+	return !strings.Contains(err.Error(), "Invalid job id")
+}
+
+// Runners lists airlock's jobs that Slurm still runs or queues, by session
+// id.
+func (b *Backend) Runners(ctx context.Context) (map[string]string, error) {
+	jobs, err := b.squeue(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return runners(jobs, b.cfg.JobPrefix+"-"), nil
+}
+
+func runners(jobs []job, prefix string) map[string]string {
+	out := map[string]string{}
+	for _, j := range jobs {
+		if id, ok := strings.CutPrefix(j.Name, prefix); ok && !finished(j.State) {
+			out[id] = "job:" + j.ID
+		}
+	}
+	return out
+}
+
+// ErrRefused is a registration the backend will not accept; the message
+// says why.
+var ErrRefused = errors.New("registration refused")
+
+// Register accepts a runner's registration only from the node Slurm says
+// the job runs on, and makes the endpoints from that node's address and the
+// ports the runner reports: a runner cannot point the gateway anywhere else.
+func (b *Backend) Register(ctx context.Context, id, ref string, from net.IP, reg registration.Registration) (backend.Event, error) {
+	jid, err := jobID(ref)
+	if err != nil {
+		return backend.Event{}, err
+	}
+	out, err := b.command(ctx, "", "squeue", nil, nil, "--noheader", "--states=all", "--jobs="+jid, "--format="+squeueFormat)
+	if err != nil {
+		return backend.Event{}, fmt.Errorf("register %s: %w", id, err)
+	}
+	jobs, err := parseSqueue(out)
+	if err != nil || len(jobs) != 1 {
+		return backend.Event{}, fmt.Errorf("register %s: squeue on job %s: %v %d", id, jid, err, len(jobs))
+	}
+	j := jobs[0]
+	if j.Name != b.JobName(id) {
+		return backend.Event{}, fmt.Errorf("%w: job %s is not session %s's", ErrRefused, jid, id)
+	}
+	if j.Node == "" {
+		return backend.Event{}, fmt.Errorf("%w: job %s is %s, not running on a node", ErrRefused, jid, j.State)
+	}
+	addr := strings.ReplaceAll(b.cfg.NodeAddress, "{node}", j.Node)
+	ok, err := fromNode(ctx, from, addr, j.Node)
+	if err != nil {
+		return backend.Event{}, fmt.Errorf("register %s: %w", id, err)
+	}
+	if !ok {
+		return backend.Event{}, fmt.Errorf("%w: it came from %s, but job %s runs on %s", ErrRefused, from, jid, j.Node)
+	}
+	switch reg.Event {
+	case "exit":
+		b.mu.Lock()
+		b.runnerExit[id] = reg.Reason
+		b.mu.Unlock()
+		b.poke()
+		return backend.Event{}, nil
+	case "ready":
+		if j.State != "RUNNING" {
+			return backend.Event{}, fmt.Errorf("%w: job %s is %s", ErrRefused, jid, j.State)
+		}
+		if len(reg.Ports) == 0 || len(reg.Ports) > 16 {
+			return backend.Event{}, fmt.Errorf("%w: %d ports", ErrRefused, len(reg.Ports))
+		}
+		if len(reg.TLSSHA256) != 64 {
+			return backend.Event{}, fmt.Errorf("%w: tls_sha256 must be 64 hex digits", ErrRefused)
+		}
+		eps := map[string]string{}
+		for name, p := range reg.Ports {
+			if p < 1 || p > 65535 {
+				return backend.Event{}, fmt.Errorf("%w: connector %q port %d", ErrRefused, name, p)
+			}
+			eps[name] = net.JoinHostPort(addr, strconv.Itoa(p))
+		}
+		return backend.Event{Kind: "ready", Endpoints: eps, TLSSHA256: strings.ToLower(reg.TLSSHA256), Node: j.Node}, nil
+	}
+	return backend.Event{}, fmt.Errorf("%w: event %q: want ready or exit", ErrRefused, reg.Event)
+}
+
+// fromNode reports whether ip is one of the node's addresses (by the
+// address the gateway dials, or by its Slurm name).
+func fromNode(ctx context.Context, ip net.IP, names ...string) (bool, error) {
+	var lastErr error
+	resolved := false
+	for _, n := range names {
+		addrs, err := net.DefaultResolver.LookupIPAddr(ctx, n)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		resolved = true
+		for _, a := range addrs {
+			if a.IP.Equal(ip) {
+				return true, nil
+			}
+		}
+	}
+	if !resolved {
+		return false, fmt.Errorf("resolve node: %w", lastErr)
+	}
+	return false, nil
+}

@@ -1,0 +1,285 @@
+package slurm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/user"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/airlock-hpc/airlock/internal/backend"
+	"github.com/airlock-hpc/airlock/internal/realtest"
+	"github.com/airlock-hpc/airlock/internal/registration"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	realtest.StopSlurm()
+	os.Exit(code)
+}
+
+func TestParseSqueue(t *testing.T) {
+	out := "12|PENDING|Priority|n/a|debug|100|airlock-s-1|1:00:00\n" +
+		"13|RUNNING|None|node7|gpu|200|airlock-s-2|8:00:00\n" +
+		"\n" +
+		"14_3|PENDING|Resources||debug|150|a|b|c|UNLIMITED\n"
+	jobs, err := parseSqueue(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []job{
+		{ID: "12", State: "PENDING", Reason: "Priority", Partition: "debug", Priority: 100, Name: "airlock-s-1", TimeLimit: "1:00:00"},
+		{ID: "13", State: "RUNNING", Reason: "None", Node: "node7", Partition: "gpu", Priority: 200, Name: "airlock-s-2", TimeLimit: "8:00:00"},
+		{ID: "14_3", State: "PENDING", Reason: "Resources", Partition: "debug", Priority: 150, Name: "a|b|c", TimeLimit: "UNLIMITED"},
+	}
+	if !slices.Equal(jobs, want) {
+		t.Fatalf("got %+v\nwant %+v", jobs, want)
+	}
+	for _, bad := range []string{
+		"12|PENDING|x\n",                          // too few fields
+		"1;2|PENDING|None|n/a|debug|1|n|1:00\n",   // not a job id
+		"12|PENDING|None|n/a|debug|high|n|1:00\n", // priority not a number
+	} {
+		if _, err := parseSqueue("1|RUNNING|None|n|p|1|n|1\n" + bad); err == nil || !strings.Contains(err.Error(), "line 2") {
+			t.Errorf("%q: error %v, want one naming line 2", bad, err)
+		}
+	}
+}
+
+func FuzzParseSqueue(f *testing.F) {
+	f.Add("12|PENDING|Priority|n/a|debug|100|airlock-s-1|1:00:00\n13|RUNNING|None|node7|gpu|200|x|8:00:00\n")
+	f.Add("14_3|PENDING|Resources||debug|150|a|b|c|UNLIMITED")
+	f.Add("|||||||\n")
+	f.Fuzz(func(t *testing.T, s string) {
+		jobs, err := parseSqueue(s)
+		if err != nil {
+			return
+		}
+		for _, j := range jobs {
+			if !validJobID(j.ID) {
+				t.Fatalf("accepted job id %q", j.ID)
+			}
+		}
+		// Whatever was accepted, the positions are a permutation per partition.
+		pos, total := queuePositions(jobs)
+		seen := map[string]map[int]bool{}
+		for _, j := range jobs {
+			if j.State != "PENDING" {
+				continue
+			}
+			p := pos[j.ID]
+			if p < 1 || p > total[j.Partition] {
+				t.Fatalf("position %d of %d", p, total[j.Partition])
+			}
+			if seen[j.Partition] == nil {
+				seen[j.Partition] = map[int]bool{}
+			}
+			seen[j.Partition][p] = true
+		}
+	})
+}
+
+func TestQueuePositions(t *testing.T) {
+	jobs := []job{
+		{ID: "9", State: "PENDING", Partition: "a", Priority: 10},
+		{ID: "10", State: "PENDING", Partition: "a", Priority: 50},
+		{ID: "11", State: "PENDING", Partition: "a", Priority: 10},
+		{ID: "12", State: "RUNNING", Partition: "a", Priority: 99},
+		{ID: "13", State: "PENDING", Partition: "b", Priority: 1},
+	}
+	pos, total := queuePositions(jobs)
+	want := map[string]int{"10": 1, "9": 2, "11": 3, "13": 1}
+	for id, p := range want {
+		if pos[id] != p {
+			t.Errorf("job %s: position %d, want %d", id, pos[id], p)
+		}
+	}
+	if total["a"] != 3 || total["b"] != 1 || pos["12"] != 0 {
+		t.Errorf("totals %v, running job's position %d", total, pos["12"])
+	}
+}
+
+func TestEndReason(t *testing.T) {
+	for _, c := range []struct {
+		j      job
+		runner string
+		want   string
+	}{
+		{job{ID: "5", State: "TIMEOUT", TimeLimit: "1:00"}, "stopped by SIGTERM", "the job reached its time limit of 1:00 (Slurm job 5: TIMEOUT)"},
+		{job{ID: "5", State: "CANCELLED"}, "stopped by SIGTERM", "the job was cancelled in Slurm (Slurm job 5: CANCELLED)"},
+		{job{ID: "5", State: "NODE_FAIL", Node: "n1"}, "", "node n1 failed (Slurm job 5: NODE_FAIL)"},
+		{job{ID: "5", State: "PREEMPTED"}, "", "the job was preempted (Slurm job 5: PREEMPTED)"},
+		{job{ID: "5", State: "FAILED"}, "workload exited with code 1", "workload exited with code 1 (Slurm job 5: FAILED)"},
+		{job{ID: "5", State: "COMPLETED"}, "", "the job ended (Slurm job 5: COMPLETED)"},
+	} {
+		if got := endReason(c.j, c.runner); got != c.want {
+			t.Errorf("%s: %q, want %q", c.j.State, got, c.want)
+		}
+	}
+}
+
+// TestSbatchArgs: the session's resources become the job's, the profile's
+// options follow the backend's (sbatch takes the last), lifetimes round up
+// to whole minutes.
+func TestSbatchArgs(t *testing.T) {
+	b, err := New(Config{Partition: "batch", Account: "lab", SbatchArgs: []string{"--constraint=x"}, JobPrefix: "gw1",
+		Profiles: map[string]JobOptions{"gpu": {Partition: "gpu", SbatchArgs: []string{"--gres=gpu:1"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := b.sbatchArgs(backend.Job{ID: "s-1", Profile: "gpu", CPUs: 4, MemoryMB: 8192, Lifetime: 90*time.Minute + time.Second}, "/home/u")
+	want := []string{"--parsable", "--job-name=gw1-s-1", "--output=/dev/null", "--export=ALL", "--chdir=/home/u", "--nodes=1", "--ntasks=1",
+		"--cpus-per-task=4", "--mem=8192M", "--time=91", "--partition=gpu", "--account=lab", "--constraint=x", "--gres=gpu:1"}
+	if !slices.Equal(args, want) {
+		t.Fatalf("got  %q\nwant %q", args, want)
+	}
+	if _, err := New(Config{NodeAddress: "node.example.org"}); err == nil {
+		t.Fatal("node_address without {node} accepted")
+	}
+}
+
+// TestScriptKeepsSecretsOut: the batch script (which Slurm stores and
+// `scontrol write batch_script` prints) holds the spec but no secret; the
+// secrets are in the job's environment only.
+func TestScriptKeepsSecretsOut(t *testing.T) {
+	b, _ := New(Config{Airlock: "/opt/air lock/airlock"})
+	j := backend.Job{ID: "s-1", Profile: "desktop", Spec: []byte(`{"id":"s-1"}` + "\n"),
+		Env: map[string]string{registration.EnvToken: "sekrit-token", registration.EnvTicketKey: "sekrit-key"}}
+	script := string(b.script(j))
+	if !strings.Contains(script, "exec '/opt/air lock/airlock' run --register") || !strings.Contains(script, "\n{\"id\":\"s-1\"}\nAIRLOCK_SPEC_END\n") {
+		t.Fatalf("script:\n%s", script)
+	}
+	if strings.Contains(script, "sekrit") {
+		t.Fatalf("a secret is in the script:\n%s", script)
+	}
+	u, err := user.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := b.jobEnv(j, u)
+	if !slices.Contains(env, registration.EnvToken+"=sekrit-token") {
+		t.Fatalf("job env %q lacks the token", env)
+	}
+	for _, kv := range env {
+		if strings.HasPrefix(kv, "AIRLOCK_TEST_USER=") || strings.HasPrefix(kv, "GOFLAGS=") {
+			t.Fatalf("the gateway's own environment leaked into the job: %s", kv)
+		}
+	}
+}
+
+// TestRealCluster: against the real one-node cluster, a job is submitted
+// as the owner with the session's resources, reported queued with Slurm's
+// reason and its position, refused registration while queued and from an
+// address that is not the node's, and cancelled by Stop (reported as an
+// exit); Runners lists it only while it lives.
+func TestRealCluster(t *testing.T) {
+	cl := realtest.SlurmCluster(t)
+	owner := realtest.TestUser(t)
+	b, err := New(Config{Airlock: realtest.Binary(t), Poll: 200 * time.Millisecond, Env: cl.Env(), JobPrefix: "unit",
+		Profiles: map[string]JobOptions{"later": {SbatchArgs: []string{"--begin=now+1hour"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	ref, err := b.Start(ctx, backend.Job{ID: "s-unit1", Owner: owner.Name, Profile: "later", CPUs: 1, MemoryMB: 256, Lifetime: 10 * time.Minute,
+		Spec: []byte(`{"id":"s-unit1"}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cl.Command("squeue", "--noheader", "--jobs="+strings.TrimPrefix(ref, "job:"), "--format=%u|%j|%C|%m|%l|%T")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.TrimSpace(out), owner.Name+"|unit-s-unit1|1|256M|10:00|PENDING"; got != want {
+		t.Fatalf("squeue %q, want %q", got, want)
+	}
+	ch, err := b.Watch(ctx, "s-unit1", ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := next(t, ch)
+	if e.Kind != "queued" || !strings.Contains(e.Reason, "BeginTime") || !strings.Contains(e.Reason, "position") {
+		t.Fatalf("first event %+v", e)
+	}
+	rs, err := b.Runners(ctx)
+	if err != nil || rs["s-unit1"] != ref {
+		t.Fatalf("runners %v %v", rs, err)
+	}
+	_, err = b.Register(ctx, "s-unit1", ref, net.ParseIP("127.0.0.1"), registration.Registration{Event: "ready", Ports: map[string]int{"c": 1}})
+	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "not running on a node") {
+		t.Fatalf("registration of a queued job: %v", err)
+	}
+	_, err = b.Register(ctx, "s-other", ref, net.ParseIP("127.0.0.1"), registration.Registration{Event: "ready"})
+	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "not session s-other's") {
+		t.Fatalf("registration naming another session's job: %v", err)
+	}
+	if err := b.Stop(ctx, "s-unit1", ref); err != nil {
+		t.Fatal(err)
+	}
+	e = next(t, ch)
+	if e.Kind != "exit" || !strings.Contains(e.Reason, "CANCELLED") {
+		t.Fatalf("after stop: %+v", e)
+	}
+	if _, ok := <-ch; ok {
+		t.Fatal("watch channel still open after exit")
+	}
+	rs, _ = b.Runners(ctx)
+	if _, ok := rs["s-unit1"]; ok {
+		t.Fatalf("cancelled job still listed: %v", rs)
+	}
+	if err := b.Stop(ctx, "s-unit1", ref); !errors.Is(err, backend.ErrGone) {
+		t.Fatalf("stopping a cancelled job: %v, want ErrGone", err)
+	}
+	if _, err := b.Start(ctx, backend.Job{ID: "s-unit2", Owner: "root", Spec: []byte(`{}`)}); err == nil {
+		t.Fatal("a job as root was submitted")
+	}
+	_, err = b.Start(ctx, backend.Job{ID: "s-unit3", Owner: owner.Name, Profile: "x", MemoryMB: 1 << 30, Spec: []byte(`{}`)})
+	if err == nil || !strings.Contains(err.Error(), "sbatch") {
+		t.Fatalf("a job larger than the cluster: %v, want sbatch's refusal", err)
+	}
+	t.Logf("sbatch refused: %v", err)
+}
+
+func next(t *testing.T, ch <-chan backend.Event) backend.Event {
+	t.Helper()
+	select {
+	case e := <-ch:
+		return e
+	case <-time.After(30 * time.Second):
+		t.Fatal("no event within 30s")
+	}
+	return backend.Event{}
+}
+
+// BenchmarkEvents1000: one poll's work after squeue answered, with 1,000
+// watched jobs in a queue of 2,000: parsing, queue positions, and each
+// watcher's event.
+func BenchmarkEvents1000(b *testing.B) {
+	be, _ := New(Config{})
+	var sb strings.Builder
+	for i := range 2000 {
+		state := "PENDING"
+		if i%3 == 0 {
+			state = "RUNNING"
+		}
+		fmt.Fprintf(&sb, "%d|%s|Priority|n/a|debug|%d|airlock-s-%d|8:00:00\n", 1000+i, state, i%50, i)
+	}
+	out := sb.String()
+	for i := range 1000 {
+		be.watchers[fmt.Sprint(1000+2*i)] = &watcher{id: fmt.Sprint("s-", 2*i), ch: make(chan backend.Event, 1), ctx: context.Background()}
+	}
+	for b.Loop() {
+		jobs, err := parseSqueue(out)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if ev := be.events(context.Background(), jobs); len(ev) != 1000 {
+			b.Fatalf("%d events", len(ev))
+		}
+	}
+}

@@ -1,0 +1,172 @@
+package gateway
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/airlock-hpc/airlock/internal/backend"
+	"github.com/airlock-hpc/airlock/internal/registration"
+	"github.com/airlock-hpc/airlock/internal/session"
+	"github.com/airlock-hpc/airlock/internal/store"
+)
+
+// registerToken is the token session id's runner proves itself with. It is
+// derived, not stored: the gateway can check it after a restart, and it
+// opens nothing but this session's registration.
+func (g *Gateway) registerToken(id string) string {
+	k := derive(g.master, "airlock runner registration", id)
+	return hex.EncodeToString(k[:])
+}
+
+// certSHA256 is the hex SHA-256 of the gateway's own certificate, which
+// runners pin when the certificate is the self-signed one.
+func (g *Gateway) certSHA256() string {
+	if len(g.cert.Certificate) == 0 {
+		return ""
+	}
+	sum := sha256.Sum256(g.cert.Certificate[0])
+	return hex.EncodeToString(sum[:])
+}
+
+// remoteJob is what a remote backend's runner needs in its environment:
+// where and how to register, and the ticket key (never on a disk of the
+// node, never on a command line).
+func (g *Gateway) remoteJob(id string) map[string]string {
+	k := g.sessionKey(id)
+	env := map[string]string{
+		registration.EnvURL:       g.cfg.RegisterURL,
+		registration.EnvToken:     g.registerToken(id),
+		registration.EnvTicketKey: hex.EncodeToString(k[:]),
+	}
+	if g.cfg.TLSCertFile == "" {
+		env[registration.EnvSHA256] = g.certSHA256()
+	}
+	return env
+}
+
+// register is POST /api/v1/register/{id}: a runner on a node says its
+// session is ready (or has ended). Refused unless the token is the
+// session's, the session waits for exactly this (a replay finds it ready
+// already), and the backend confirms the request came from the job's node.
+func (g *Gateway) register(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	remote, ok := g.cfg.Backend.(backend.Remote)
+	refuse := func(status int, code, msg string) error {
+		g.log.WarnContext(r.Context(), "registration refused", "session", id, "remote_addr", r.RemoteAddr, "reason", msg)
+		g.audit(r.Context(), "", "register_refused", id, r.RemoteAddr, msg)
+		return apiErr(status, code, msg)
+	}
+	if !ok {
+		return refuse(404, "not_found", "this gateway's backend takes no registrations")
+	}
+	tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !hmac.Equal([]byte(tok), []byte(g.registerToken(id))) {
+		return refuse(403, "bad_token", "wrong registration token for this session")
+	}
+	var reg registration.Registration
+	dec := json.NewDecoder(io.LimitReader(r.Body, 64<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&reg); err != nil {
+		return refuse(400, "bad_request", "registration body: "+err.Error())
+	}
+	s, err := g.cfg.Store.GetSession(r.Context(), id)
+	if errors.Is(err, store.ErrNotFound) {
+		return refuse(404, "not_found", "no such session")
+	}
+	if err != nil {
+		return err
+	}
+	if s.Backend != remote.Name() {
+		return refuse(409, "wrong_backend", "session runs on backend "+s.Backend)
+	}
+	switch {
+	case reg.Event == "ready" && s.State != session.Queued && s.State != session.Starting:
+		return refuse(409, "already_registered", "session is "+string(s.State)+": a registration is accepted once, while it starts")
+	case reg.Event == "exit" && s.State == session.Ended:
+		return refuse(409, "ended", "session has ended")
+	}
+	host, _, _ := net.SplitHostPort(r.RemoteAddr)
+	from := net.ParseIP(host)
+	if from == nil {
+		return refuse(400, "bad_request", "no client address")
+	}
+	e, err := remote.Register(r.Context(), id, s.BackendRef, from, reg)
+	if err != nil {
+		return refuse(403, "refused", err.Error())
+	}
+	if e.Kind != "" {
+		g.apply(r.Context(), id, e)
+	}
+	g.audit(r.Context(), "", "register_"+reg.Event, id, r.RemoteAddr, "node "+e.Node)
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// reconcile makes the store and a remote backend agree: runners whose
+// session is not active here (a ghost job left by a crash, or by a launch
+// that failed half-way) are stopped, and every active session is watched
+// (the watch ends one whose job is gone). It runs at start and then every
+// ReconcileEvery.
+func (g *Gateway) reconcile(ctx context.Context) (ghosts int, err error) {
+	remote, ok := g.cfg.Backend.(backend.Remote)
+	if !ok {
+		return 0, nil
+	}
+	runners, err := remote.Runners(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("reconcile: %w", err)
+	}
+	live, err := g.cfg.Store.ListSessions(ctx, store.SessionFilter{States: []session.State{session.Queued, session.Starting, session.Ready, session.Stopping}})
+	if err != nil {
+		return 0, fmt.Errorf("reconcile: %w", err)
+	}
+	active := make(map[string]*session.Session, len(live))
+	for _, s := range live {
+		active[s.ID] = s
+	}
+	for id, ref := range runners {
+		s, ok := active[id]
+		// A session being launched has no ref yet: its job is not a ghost.
+		if ok && (s.BackendRef == ref || s.BackendRef == "") {
+			continue
+		}
+		ghosts++
+		g.log.WarnContext(ctx, "stopping a runner no active session owns", "session", id, "ref", ref)
+		g.audit(ctx, "", "ghost_stopped", id, "", ref)
+		if err := remote.Stop(ctx, id, ref); err != nil && !errors.Is(err, backend.ErrGone) {
+			g.log.WarnContext(ctx, "could not stop ghost runner", "session", id, "ref", ref, "error", err)
+		}
+	}
+	for _, s := range live {
+		if s.BackendRef != "" && s.Backend == remote.Name() {
+			g.watch(s.ID, s.BackendRef)
+		}
+	}
+	return ghosts, nil
+}
+
+// reconciler runs reconcile now and every ReconcileEvery.
+func (g *Gateway) reconciler() {
+	defer g.wg.Done()
+	every := g.cfg.ReconcileEvery
+	for {
+		if _, err := g.reconcile(g.ctx); err != nil && g.ctx.Err() == nil {
+			g.log.WarnContext(g.ctx, "reconcile failed; will retry", "error", err)
+		}
+		select {
+		case <-g.ctx.Done():
+			return
+		case <-time.After(every):
+		}
+	}
+}
