@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/airlock-hpc/airlock/internal/realtest"
+	"github.com/airlock-hpc/airlock/internal/vm"
 )
 
 // vmSession is a VM session's spec and where its files are.
@@ -295,8 +296,14 @@ func TestVMRefusals(t *testing.T) {
 		{"corrupt image", func(v map[string]any) { v["image"] = corrupt }, "unreadable or corrupt"},
 		{"wrong format", func(v map[string]any) { v["image"] = g.MasterRaw }, "declared qcow2, but qemu-img says it is raw"},
 		{"missing qemu", func(v map[string]any) { v["qemu"] = "qemu-system-nonexistent" }, "qemu-system-nonexistent not found"},
+		{"uefi without OVMF", func(v map[string]any) { v["firmware"] = "uefi" }, "OVMF is not installed"},
 		{"missing share", func(v map[string]any) { v["share"] = map[string]any{"path": filepath.Join(dir, "nope")} }, "shared folder"},
 	} {
+		if tc.name == "uefi without OVMF" {
+			if _, _, err := vm.FindOVMF(); err == nil {
+				continue
+			}
+		}
 		t.Run(strings.ReplaceAll(tc.name, " ", "-"), func(t *testing.T) {
 			s := newVMSession(t, m, g, "refuse")
 			tc.edit(s.vm)
@@ -350,4 +357,32 @@ func TestVMPersistent(t *testing.T) {
 		t.Errorf("an overlay of another master: %+v", ev)
 	}
 	s.gone(t)
+}
+
+// TestVMFormats: raw, vmdk and vdi masters (converted from the test disk)
+// each get a qcow2 overlay that names them with their format, and QEMU
+// starts on it.
+func TestVMFormats(t *testing.T) {
+	g := realtest.BuildGuest(t)
+	m := modes(t)[0]
+	dir := resultsDir(t, m.owner)
+	for _, format := range []string{"raw", "vmdk", "vdi"} {
+		t.Run(format, func(t *testing.T) {
+			master := filepath.Join(dir, "master."+format)
+			if out, err := exec.Command("qemu-img", "convert", "-f", "raw", "-O", format, g.MasterRaw, master).CombinedOutput(); err != nil {
+				t.Fatalf("%v %s", err, out)
+			}
+			os.Chmod(master, 0o644)
+			s := newVMSession(t, m, g, format)
+			s.vm["image"], s.vm["format"] = master, format
+			r := realtest.StartRunner(t, s.spec, realtest.RunOptions{As: m.as})
+			in, err := (vm.Tools{}).Inspect(t.Context(), filepath.Join(s.scratch, "tmp", "disk.qcow2"))
+			if err != nil || in.Format != "qcow2" || in.BackingFile != master || in.BackingFormat != format {
+				t.Errorf("overlay %+v, %v", in, err)
+			}
+			r.Signal(syscall.SIGTERM)
+			r.WaitExit(t, 30*time.Second)
+			s.gone(t)
+		})
+	}
 }
