@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -55,14 +56,31 @@ type VMVolume struct {
 // NAME.qcow2 overlay per image.
 const persistentSubdir = ".local/share/airlock/vm"
 
-// vmAccel is what the gateway tells runners, and shows, about KVM. With
-// the local backend runners run here, so /dev/kvm here decides; elsewhere
-// ("" shown) each runner decides on its node.
-func (g *Gateway) vmAccel() string {
+// vmAccel is what the gateway tells a session's runner, and shows, about
+// KVM: kvm when /dev/kvm is usable by the account the session runs as,
+// else tcg. With the local backend runners run here, so /dev/kvm here
+// decides; elsewhere ("" shown) each runner decides on its node.
+func (g *Gateway) vmAccel(s *session.Session) string {
 	if g.cfg.Backend.Name() != "local" {
 		return ""
 	}
-	if vm.KVMUsable(os.Geteuid(), nil) {
+	uid, gids := os.Geteuid(), []int(nil)
+	if name := g.account(s); name != "" {
+		u, err := user.Lookup(name)
+		if err != nil {
+			return "tcg"
+		}
+		uid, _ = strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		gids = append(gids, gid)
+		ids, _ := u.GroupIds()
+		for _, id := range ids {
+			if n, err := strconv.Atoi(id); err == nil {
+				gids = append(gids, n)
+			}
+		}
+	}
+	if vm.KVMUsable(uid, gids) {
 		return "kvm"
 	}
 	return "tcg"
@@ -73,7 +91,7 @@ func (g *Gateway) vmAccel() string {
 func (g *Gateway) sessionJSON(s *session.Session) sessionJSON {
 	j := toJSON(s)
 	if p, ok := g.profile(s.Profile); ok && p.Kind == "vm" {
-		j.Accel = g.vmAccel()
+		j.Accel = g.vmAccel(s)
 	}
 	return j
 }
@@ -109,7 +127,7 @@ func (g *Gateway) vmSpec(spec map[string]any, s *session.Session, p Profile, dir
 		"name": img.Name, "image": img.Path, "format": img.Format, "os": img.OS, "firmware": img.Firmware,
 		"kernel": img.Kernel, "initrd": img.Initrd, "append": img.Append,
 		"cpus": s.CPUs, "memory_mb": s.MemoryMB, "rdp": img.RDP, "gpus": img.GPUs,
-		"accel": cmp.Or(g.vmAccel(), "auto"),
+		"accel": cmp.Or(g.vmAccel(s), "auto"),
 	}
 	home := ""
 	if img.SharePath != "" || keepDisk {

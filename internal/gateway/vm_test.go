@@ -16,6 +16,7 @@ import (
 
 	"github.com/airlock-hpc/airlock/internal/portal"
 	"github.com/airlock-hpc/airlock/internal/realtest"
+	"github.com/airlock-hpc/airlock/internal/vm"
 )
 
 func vmProfile(g *realtest.Guest, probe string) Profile {
@@ -123,7 +124,7 @@ func TestVMInBrowser(t *testing.T) {
 		State, Accel string
 	}
 	alice.do("GET", "/api/v1/sessions/"+id, nil, &s)
-	if want := tg.g.vmAccel(); s.Accel != want || s.State != "ready" {
+	if want := map[bool]string{true: "kvm", false: "tcg"}[vm.KVMUsable(owner.UID, nil)]; s.Accel != want || s.State != "ready" {
 		t.Errorf("session %s: state %s, accel %q; want ready, %q", id, s.State, s.Accel, want)
 	}
 

@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
@@ -134,6 +136,22 @@ func TestKVMUsable(t *testing.T) {
 	// /dev/null is a character device everyone may open.
 	if !kvmUsable("/dev/null", os.Geteuid(), nil) || !kvmUsable("/dev/null", 12345, nil) {
 		t.Error("/dev/null (rw for all) is not usable")
+	}
+	if os.Geteuid() != 0 {
+		return
+	}
+	// As root, a device like Debian's /dev/kvm (root:kvm 0660): usable by a
+	// member of its group, not by anyone else, though root can open it.
+	dev := filepath.Join(t.TempDir(), "kvm")
+	if err := unix.Mknod(dev, unix.S_IFCHR|0o660, int(unix.Mkdev(1, 3))); err != nil {
+		t.Skipf("mknod: %v", err)
+	}
+	os.Chown(dev, 0, 4242)
+	if !kvmUsable(dev, 1000, []int{100, 4242}) {
+		t.Error("a member of the device's group cannot use it")
+	}
+	if kvmUsable(dev, 1000, []int{100}) {
+		t.Error("someone outside the device's group can use it")
 	}
 }
 
