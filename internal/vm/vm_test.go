@@ -147,6 +147,7 @@ func TestKVMUsable(t *testing.T) {
 		t.Skipf("mknod: %v", err)
 	}
 	os.Chown(dev, 0, 4242)
+	os.Chmod(dev, 0o660) // mknod applies the umask
 	if !kvmUsable(dev, 1000, []int{100, 4242}) {
 		t.Error("a member of the device's group cannot use it")
 	}
