@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/airlock-hpc/airlock/internal/backend/slurm"
+	"github.com/airlock-hpc/airlock/internal/portal"
 	"github.com/airlock-hpc/airlock/internal/realtest"
 	"github.com/airlock-hpc/airlock/internal/registration"
 	"github.com/coder/websocket"
@@ -34,6 +35,12 @@ func TestMain(m *testing.M) {
 // tells runners to register at this machine's host name, so registrations
 // come from the node's own address whatever /etc/hosts maps it to.
 func slurmGateway(t testing.TB, cl *realtest.Slurm, stateDir string, port int, users ...string) (*testGateway, int) {
+	t.Helper()
+	return slurmGatewayWith(t, cl, stateDir, port, nil, users...)
+}
+
+// slurmGatewayWith is slurmGateway with mod applied to the config last.
+func slurmGatewayWith(t testing.TB, cl *realtest.Slurm, stateDir string, port int, mod func(*Config), users ...string) (*testGateway, int) {
 	t.Helper()
 	cfg := testConfig(t, stateDir, 50*time.Millisecond, slog.LevelWarn, users...)
 	be, err := slurm.New(slurm.Config{
@@ -52,6 +59,9 @@ func slurmGateway(t testing.TB, cl *realtest.Slurm, stateDir string, port int, u
 	// A load limit no machine meets: it must not apply, the gateway's host
 	// is not where sessions run.
 	cfg.Limits.MaxLoad = 1e-9
+	if mod != nil {
+		mod(&cfg)
+	}
 	ln, err := net.Listen("tcp", fmt.Sprintf(":%d", port))
 	if err != nil {
 		t.Fatal(err)
@@ -409,5 +419,58 @@ func secretsStayOut(t *testing.T, secrets ...string) {
 	}
 	if checked == 0 {
 		t.Fatal("no process holds the secrets at all: the check looked in the wrong place")
+	}
+}
+
+// TestSlurmDesktopInBrowser: the portal in headless Chromium with the
+// Slurm backend: the desktop page says the job is queued, with Slurm's
+// reason and the queue position, then shows the desktop once the job runs;
+// what is typed runs in the session on the node; stop ends it.
+func TestSlurmDesktopInBrowser(t *testing.T) {
+	t.Parallel()
+	needBrowser(t)
+	cl := realtest.SlurmCluster(t)
+	owner := realtest.TestUser(t)
+	dir, err := os.MkdirTemp(owner.Home, "airlock-e2e-slurm-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chown(dir, owner.UID, owner.GID)
+	p, err := portal.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg, _ := slurmGatewayWith(t, cl, t.TempDir(), 0, func(c *Config) {
+		c.Portal = p
+		c.Profiles[1].Programs = [][]string{{"xterm", "-geometry", "80x20+0+0", "-e", "bash", "--norc"}}
+	}, "alice")
+	b := startBrowser(t, "e2e-slurm.mjs", map[string]string{
+		"base": tg.url, "password": testPassword, "owner": "alice", "profile": "later",
+		"command": "echo SLURM-$((6*7)) > " + dir + "/typed.txt",
+	})
+	q := b.wait("queued", 60*time.Second)
+	if text, _ := q["text"].(string); !strings.Contains(text, "BeginTime") {
+		t.Fatalf("queued page says %q; want Slurm's reason", text)
+	}
+	b.wait("drawn", 120*time.Second)
+	b.wait("typed", 30*time.Second)
+	err = realtest.WaitFor(20*time.Second, func() error {
+		got, err := os.ReadFile(filepath.Join(dir, "typed.txt"))
+		if err != nil {
+			return err
+		}
+		if strings.TrimSpace(string(got)) != "SLURM-42" {
+			return fmt.Errorf("typed.txt holds %q", got)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("the typed command did not run in the session: %v", err)
+	}
+	b.proceed()
+	end := b.wait("stopped", 60*time.Second)
+	if errs, _ := end["errors"].([]any); len(errs) > 0 {
+		t.Fatalf("page errors: %v", errs)
 	}
 }
