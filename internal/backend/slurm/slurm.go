@@ -86,7 +86,6 @@ type watcher struct {
 	ch   chan backend.Event
 	ctx  context.Context
 	last string // the last event's kind and reason: events are sent on change
-	seen bool   // squeue has listed the job at least once
 }
 
 var _ backend.Remote = (*Backend)(nil)
