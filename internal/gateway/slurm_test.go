@@ -54,7 +54,8 @@ func slurmGatewayWith(t testing.TB, cl *realtest.Slurm, stateDir string, port in
 	cfg.Backend = be
 	later := desktopProfile()
 	later.Name = "later"
-	cfg.Profiles = []Profile{desktopProfile(), later}
+	broken := Profile{Name: "broken", Kind: "app", Command: []string{"/bin/sh", "-c", "exit 3"}, Port: 8888, CPUs: 1, MemoryMB: 256, Lifetime: time.Hour}
+	cfg.Profiles = []Profile{desktopProfile(), later, broken}
 	cfg.ReconcileEvery = time.Second
 	// A load limit no machine meets: it must not apply, the gateway's host
 	// is not where sessions run.
@@ -472,5 +473,23 @@ func TestSlurmDesktopInBrowser(t *testing.T) {
 	end := b.wait("stopped", 60*time.Second)
 	if errs, _ := end["errors"].([]any); len(errs) > 0 {
 		t.Fatalf("page errors: %v", errs)
+	}
+}
+
+// TestSlurmRunnerReason: a session whose workload fails on the node ends
+// with what the runner reported (Slurm only knows the job failed).
+func TestSlurmRunnerReason(t *testing.T) {
+	t.Parallel()
+	cl := realtest.SlurmCluster(t)
+	realtest.TestUser(t)
+	tg, _ := slurmGateway(t, cl, t.TempDir(), 0, "alice")
+	c := tg.client().loginToken("alice")
+	var s sessionOut
+	if code, body := c.do("POST", "/api/v1/sessions", map[string]any{"profile": "broken"}, &s); code != 201 {
+		t.Fatalf("launch: %d %s", code, body)
+	}
+	ended := c.waitStateFor(s.ID, "ended", 60*time.Second)
+	if !strings.Contains(ended.Reason, "workload workload exited with code 3") || !strings.Contains(ended.Reason, "FAILED") {
+		t.Fatalf("reason %q: want the runner's and Slurm's", ended.Reason)
 	}
 }
