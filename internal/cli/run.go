@@ -1,9 +1,13 @@
 package cli
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"os"
+	"strings"
+	"time"
 
 	"github.com/airlock-hpc/airlock/internal/registration"
 	"github.com/airlock-hpc/airlock/internal/runner"
@@ -41,8 +45,15 @@ func cmdRun(ctx context.Context, env *Env, args []string) int {
 		defer f.Close()
 		r = f
 	}
-	spec, err := runner.ParseSpec(r)
+	data, err := io.ReadAll(io.LimitReader(r, 2<<20))
 	if err != nil {
+		return fail(env, "read spec: %v", err)
+	}
+	spec, err := runner.ParseSpec(bytes.NewReader(data))
+	if err != nil {
+		if *register {
+			reportBadSpec(ctx, data, err)
+		}
 		return fail(env, "%s: %v", *specPath, err)
 	}
 	cfg := runner.Config{Spec: spec, Stdout: env.Stdout, Stderr: env.Stderr, Logger: log,
@@ -58,3 +69,22 @@ func cmdRun(ctx context.Context, env *Env, args []string) int {
 func cmdSealInit(_ context.Context, _ *Env, _ []string) int { return seal.RunInit() }
 
 func cmdJanitor(_ context.Context, _ *Env, args []string) int { return runner.RunJanitor(args) }
+
+// reportBadSpec tells the gateway why a batch job's runner could not start
+// (the job's own log may go nowhere), when the spec at least names its
+// session.
+func reportBadSpec(ctx context.Context, data []byte, err error) {
+	var named struct {
+		ID string `json:"id"`
+	}
+	if json.Unmarshal(data, &named) != nil || named.ID == "" || strings.ContainsAny(named.ID, "/?#") {
+		return
+	}
+	c, cerr := registration.FromEnv(named.ID)
+	if cerr != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	c.Send(ctx, registration.Registration{Event: "exit", Reason: "bad spec: " + err.Error(), Code: 1})
+}

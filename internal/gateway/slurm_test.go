@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/airlock-hpc/airlock/internal/backend/slurm"
+	"github.com/airlock-hpc/airlock/internal/portal"
 	"github.com/airlock-hpc/airlock/internal/realtest"
 	"github.com/airlock-hpc/airlock/internal/registration"
 	"github.com/coder/websocket"
@@ -35,6 +36,12 @@ func TestMain(m *testing.M) {
 // come from the node's own address whatever /etc/hosts maps it to.
 func slurmGateway(t testing.TB, cl *realtest.Slurm, stateDir string, port int, users ...string) (*testGateway, int) {
 	t.Helper()
+	return slurmGatewayWith(t, cl, stateDir, port, nil, users...)
+}
+
+// slurmGatewayWith is slurmGateway with mod applied to the config last.
+func slurmGatewayWith(t testing.TB, cl *realtest.Slurm, stateDir string, port int, mod func(*Config), users ...string) (*testGateway, int) {
+	t.Helper()
 	cfg := testConfig(t, stateDir, 50*time.Millisecond, slog.LevelWarn, users...)
 	be, err := slurm.New(slurm.Config{
 		Airlock: realtest.Binary(t), Poll: 300 * time.Millisecond, Env: cl.Env(), JobPrefix: jobPrefix(stateDir),
@@ -47,11 +54,15 @@ func slurmGateway(t testing.TB, cl *realtest.Slurm, stateDir string, port int, u
 	cfg.Backend = be
 	later := desktopProfile()
 	later.Name = "later"
-	cfg.Profiles = []Profile{desktopProfile(), later}
+	broken := Profile{Name: "broken", Kind: "app", Command: []string{"/bin/sh", "-c", "exit 3"}, Port: 8888, CPUs: 1, MemoryMB: 256, Lifetime: time.Hour}
+	cfg.Profiles = []Profile{desktopProfile(), later, broken}
 	cfg.ReconcileEvery = time.Second
 	// A load limit no machine meets: it must not apply, the gateway's host
 	// is not where sessions run.
 	cfg.Limits.MaxLoad = 1e-9
+	if mod != nil {
+		mod(&cfg)
+	}
 	ln, err := net.Listen("tcp", fmt.Sprintf(":%d", port))
 	if err != nil {
 		t.Fatal(err)
@@ -409,5 +420,76 @@ func secretsStayOut(t *testing.T, secrets ...string) {
 	}
 	if checked == 0 {
 		t.Fatal("no process holds the secrets at all: the check looked in the wrong place")
+	}
+}
+
+// TestSlurmDesktopInBrowser: the portal in headless Chromium with the
+// Slurm backend: the desktop page says the job is queued, with Slurm's
+// reason and the queue position, then shows the desktop once the job runs;
+// what is typed runs in the session on the node; stop ends it.
+func TestSlurmDesktopInBrowser(t *testing.T) {
+	t.Parallel()
+	needBrowser(t)
+	cl := realtest.SlurmCluster(t)
+	owner := realtest.TestUser(t)
+	dir, err := os.MkdirTemp(owner.Home, "airlock-e2e-slurm-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chown(dir, owner.UID, owner.GID)
+	p, err := portal.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg, _ := slurmGatewayWith(t, cl, t.TempDir(), 0, func(c *Config) {
+		c.Portal = p
+		c.Profiles[1].Programs = [][]string{{"xterm", "-geometry", "80x20+0+0", "-e", "bash", "--norc"}}
+	}, "alice")
+	b := startBrowser(t, "e2e-slurm.mjs", map[string]string{
+		"base": tg.url, "password": testPassword, "owner": "alice", "profile": "later",
+		"command": "echo SLURM-$((6*7)) > " + dir + "/typed.txt",
+	})
+	q := b.wait("queued", 60*time.Second)
+	if text, _ := q["text"].(string); !strings.Contains(text, "BeginTime") {
+		t.Fatalf("queued page says %q; want Slurm's reason", text)
+	}
+	b.wait("drawn", 120*time.Second)
+	b.wait("typed", 30*time.Second)
+	err = realtest.WaitFor(20*time.Second, func() error {
+		got, err := os.ReadFile(filepath.Join(dir, "typed.txt"))
+		if err != nil {
+			return err
+		}
+		if strings.TrimSpace(string(got)) != "SLURM-42" {
+			return fmt.Errorf("typed.txt holds %q", got)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("the typed command did not run in the session: %v", err)
+	}
+	b.proceed()
+	end := b.wait("stopped", 60*time.Second)
+	if errs, _ := end["errors"].([]any); len(errs) > 0 {
+		t.Fatalf("page errors: %v", errs)
+	}
+}
+
+// TestSlurmRunnerReason: a session whose workload fails on the node ends
+// with what the runner reported (Slurm only knows the job failed).
+func TestSlurmRunnerReason(t *testing.T) {
+	t.Parallel()
+	cl := realtest.SlurmCluster(t)
+	realtest.TestUser(t)
+	tg, _ := slurmGateway(t, cl, t.TempDir(), 0, "alice")
+	c := tg.client().loginToken("alice")
+	var s sessionOut
+	if code, body := c.do("POST", "/api/v1/sessions", map[string]any{"profile": "broken"}, &s); code != 201 {
+		t.Fatalf("launch: %d %s", code, body)
+	}
+	ended := c.waitStateFor(s.ID, "ended", 60*time.Second)
+	if !strings.Contains(ended.Reason, "workload workload exited with code 3") || !strings.Contains(ended.Reason, "FAILED") {
+		t.Fatalf("reason %q: want the runner's and Slurm's", ended.Reason)
 	}
 }

@@ -86,7 +86,6 @@ type watcher struct {
 	ch   chan backend.Event
 	ctx  context.Context
 	last string // the last event's kind and reason: events are sent on change
-	seen bool   // squeue has listed the job at least once
 }
 
 var _ backend.Remote = (*Backend)(nil)
@@ -437,6 +436,10 @@ func (b *Backend) events(ctx context.Context, jobs []job) map[string]backend.Eve
 			b.mu.Lock()
 			r := b.runnerExit[x.w.id]
 			b.mu.Unlock()
+			if j, ok := b.sacct(ctx, x.jid); ok {
+				e = backend.Event{Kind: "exit", Reason: endReason(j, r), Node: j.Node}
+				break
+			}
 			e = backend.Event{Kind: "exit", Reason: cmp.Or(r, "Slurm no longer knows job "+x.jid), Code: -1}
 		case j.State == "PENDING":
 			reason := "waiting in the queue"
@@ -471,6 +474,38 @@ func (b *Backend) jobExists(ctx context.Context, jid string) bool {
 	// "Invalid job id specified" is the only answer that means gone;
 	// anything else (a controller that does not answer) is not proof.
 	return !strings.Contains(err.Error(), "Invalid job id")
+}
+
+// sacct asks Slurm's accounting how a job the controller has forgotten
+// ended (a gateway down for longer than MinJobAge). Without accounting
+// (sacct fails) it reports false.
+func (b *Backend) sacct(ctx context.Context, jid string) (job, bool) {
+	out, err := b.command(ctx, "", "sacct", nil, nil, "--noheader", "--parsable2", "--allocations", "--jobs="+jid, "--format=JobID,State,NodeList,Timelimit")
+	if err != nil {
+		return job{}, false
+	}
+	return parseSacct(out, jid)
+}
+
+// parseSacct reads sacct's JobID|State|NodeList|Timelimit line for jid.
+// The state may carry who did it ("CANCELLED by 1001").
+func parseSacct(out, jid string) (job, bool) {
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Split(strings.TrimSpace(line), "|")
+		if len(f) != 4 || f[0] != jid {
+			continue
+		}
+		state, _, _ := strings.Cut(f[1], " ")
+		if state == "" || !finished(state) {
+			return job{}, false
+		}
+		node := f[2]
+		if node == "None assigned" || node == "(null)" {
+			node = ""
+		}
+		return job{ID: jid, State: state, Node: node, TimeLimit: f[3]}, true
+	}
+	return job{}, false
 }
 
 // Runners lists airlock's jobs that Slurm still runs or queues, by session

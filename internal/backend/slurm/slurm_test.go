@@ -123,6 +123,19 @@ func TestEndReason(t *testing.T) {
 	}
 }
 
+// TestParseSacct: how accounting says a forgotten job ended.
+func TestParseSacct(t *testing.T) {
+	j, ok := parseSacct("41|CANCELLED by 1001|node3|01:00:00\n", "41")
+	if !ok || j.State != "CANCELLED" || j.Node != "node3" || endReason(j, "") != "the job was cancelled in Slurm (Slurm job 41: CANCELLED)" {
+		t.Fatalf("%+v %v", j, ok)
+	}
+	for _, out := range []string{"", "42|TIMEOUT|n|1:00\n", "41|RUNNING|n|1:00\n", "41|TIMEOUT|n\n"} {
+		if j, ok := parseSacct(out, "41"); ok {
+			t.Errorf("%q: accepted %+v", out, j)
+		}
+	}
+}
+
 // TestSbatchArgs: the session's resources become the job's, the profile's
 // options follow the backend's (sbatch takes the last), lifetimes round up
 // to whole minutes.

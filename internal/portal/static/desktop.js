@@ -108,11 +108,17 @@ async function onDisconnect(r, clean) {
     clean ? 'info' : 'error');
 }
 
-// waitForReady holds off connecting until the session is ready.
+// waitForReady holds off connecting until the session is ready, saying
+// where it is meanwhile (a batch scheduler's reason and queue position).
 async function waitForReady() {
-  setStatus(page.state);
-  showMessage(`The session is ${page.state}; the desktop appears when it is ready.`);
-  const s = await waitUntil((st) => st === 'ready' || st === 'ended', 1000);
+  const say = (s) => {
+    setStatus(s.state);
+    const where = s.node ? ` on ${s.node}` : '';
+    const why = s.reason ? ` (${s.reason})` : '';
+    showMessage(`The session is ${s.state}${where}${why}; the desktop appears when it is ready.`);
+  };
+  say({ state: page.state, reason: page.reason });
+  const s = await waitUntil((st) => st === 'ready' || st === 'ended', 1000, say);
   if (s && s.state === 'ended') {
     ended(s.reason);
     return;

@@ -75,10 +75,11 @@ export function ended(reason) {
 
 // waitUntil polls the session's state every everyMs until want(state)
 // holds, and returns the last answer (null if the API stops answering).
-export async function waitUntil(want, everyMs = 1000) {
+export async function waitUntil(want, everyMs = 1000, onPoll = null) {
   for (;;) {
     const s = await sessionState();
     if (!s || want(s.state)) return s;
+    if (onPoll) onPoll(s);
     await sleep(everyMs);
   }
 }
