@@ -21,6 +21,10 @@ type Guest struct {
 	Master string
 	// MasterRaw is the same disk in raw format.
 	MasterRaw string
+	// ISO is a 1 MiB stand-in CD image: GuestISOMarker at its start and
+	// the ISO 9660 signature; the guest reads it from /dev/sr0 when its
+	// command line asks (GuestAppendCD).
+	ISO string
 }
 
 // What the guest's init prints, for tests to look for (in the serial log,
@@ -29,7 +33,11 @@ const (
 	GuestBanner     = "AIRLOCK-GUEST-BANNER"
 	GuestDone       = "AIRLOCK-GUEST-DONE"
 	GuestDiskMarker = "BASE-DISK-MARKER"
+	GuestISOMarker  = "ISO-IMAGE-MARKER"
 )
+
+// GuestAppendCD is GuestAppend for a guest that reads its CD-ROM drive.
+func GuestAppendCD(probe string) string { return GuestAppend(probe, false) + " airlock.cdrom" }
 
 // GuestAppend is the kernel command line the guest expects; probe names a
 // file in the shared folder (9p tag "home", or QEMU's SMB share when smb)
@@ -63,8 +71,16 @@ ip link set lo up
 ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 && ip route add default via 10.0.2.2
 disk=/dev/vda
 [ -b $disk ] || disk=/dev/sda
-say "DISK: $(dd if=$disk bs=16 count=1 2>/dev/null)"
-echo GUEST-WROTE-THIS | dd of=$disk bs=512 seek=100 conv=notrunc,fsync 2>/dev/null && say "DISK-WRITE: ok"
+if [ -b $disk ]; then
+  say "DISK: $(dd if=$disk bs=16 count=1 2>/dev/null)"
+  echo GUEST-WROTE-THIS | dd of=$disk bs=512 seek=100 conv=notrunc,fsync 2>/dev/null && say "DISK-WRITE: ok"
+else
+  say "DISK: none"
+fi
+if grep -q airlock.cdrom /proc/cmdline; then
+  modprobe ata_piix 2>/dev/null; modprobe sr_mod 2>/dev/null
+  say "CDROM: $(dd if=/dev/sr0 bs=16 count=1 2>/dev/null)"
+fi
 probe=$(sed -n 's/.*airlock\.probe=\([^ ]*\).*/\1/p' /proc/cmdline)
 if grep -q airlock.smb /proc/cmdline; then
   mount -t cifs //10.0.2.4/qemu /mnt -o ip=10.0.2.4,username=guest,password=,sec=none,vers=3.0,noserverino 2>/dev/null
@@ -118,7 +134,8 @@ for d in drivers/virtio drivers/block/virtio_blk.ko drivers/net/virtio_net.ko dr
          net/core/failover.ko net/9p fs/9p fs/netfs fs/fscache \
          drivers/ata/ata_piix.ko drivers/ata/libata.ko drivers/scsi/sd_mod.ko drivers/scsi/scsi_mod.ko drivers/scsi/scsi_common.ko \
          block/t10-pi.ko lib/crc-t10dif.ko lib/crc64-rocksoft.ko lib/crc64.ko drivers/net/ethernet/intel/e1000 \
-         fs/smb/client fs/smb/common net/dns_resolver crypto lib/crypto drivers/acpi/button.ko drivers/input/evdev.ko; do
+         fs/smb/client fs/smb/common net/dns_resolver crypto lib/crypto drivers/acpi/button.ko drivers/input/evdev.ko \
+         drivers/scsi/sr_mod.ko drivers/cdrom/cdrom.ko; do
   [ -e $M/$d ] || continue
   mkdir -p initrd/lib/modules/$kv/kernel/$(dirname $d)
   cp -a $M/$d initrd/lib/modules/$kv/kernel/$(dirname $d)/
@@ -134,11 +151,15 @@ chmod 755 initrd/init
 (cd initrd && find . | busybox cpio -o -H newc 2>/dev/null | gzip -1) > initrd.gz
 cp kx/boot/vmlinuz-$kv vmlinuz
 rm -rf kx initrd
+# A stand-in ISO: a marker where a real one has its boot area, and the
+# ISO 9660 signature where airlock looks for it.
+rm -f master.iso; printf 'ISO-IMAGE-MARKER' > master.iso; truncate -s 1M master.iso
+printf '\001CD001\001' | dd of=master.iso bs=1 seek=32768 conv=notrunc 2>/dev/null
 printf 'BASE-DISK-MARKER' > master.raw
 truncate -s 16M master.raw
 rm -f master.qcow2
 qemu-img convert -f raw -O qcow2 master.raw master.qcow2
-chmod 644 vmlinuz initrd.gz master.raw master.qcow2
+chmod 644 vmlinuz initrd.gz master.raw master.qcow2 master.iso
 `
 
 var (
@@ -200,7 +221,7 @@ func buildGuest() (*Guest, error) {
 	sum := sha256.Sum256([]byte(guestBuild))
 	stamp := filepath.Join(dir, "built-"+hex.EncodeToString(sum[:8]))
 	g := &Guest{Kernel: filepath.Join(dir, "vmlinuz"), Initrd: filepath.Join(dir, "initrd.gz"),
-		Master: filepath.Join(dir, "master.qcow2"), MasterRaw: filepath.Join(dir, "master.raw")}
+		Master: filepath.Join(dir, "master.qcow2"), MasterRaw: filepath.Join(dir, "master.raw"), ISO: filepath.Join(dir, "master.iso")}
 	if _, err := os.Stat(stamp); err == nil {
 		return g, nil
 	}

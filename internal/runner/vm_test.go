@@ -386,3 +386,38 @@ func TestVMFormats(t *testing.T) {
 		})
 	}
 }
+
+// TestVMISO boots from an ISO master: no overlay is made (the CD-ROM is
+// read-only), the guest reads the image from its CD-ROM drive, and the
+// image is unchanged.
+func TestVMISO(t *testing.T) {
+	g := realtest.BuildGuest(t)
+	m := modes(t)[0]
+	before := sha(t, g.ISO)
+	s := newVMSession(t, m, g, "iso")
+	s.vm["image"], s.vm["format"], s.vm["append"] = g.ISO, "iso", realtest.GuestAppendCD("none")
+	r := realtest.StartRunner(t, s.spec, realtest.RunOptions{As: m.as})
+	if _, err := os.Stat(filepath.Join(s.scratch, "tmp", "disk.qcow2")); err == nil {
+		t.Error("an overlay for an ISO")
+	}
+	if err := realtest.WaitFor(120*time.Second, func() error {
+		if !strings.Contains(s.serial(), realtest.GuestDone) {
+			return fmt.Errorf("guest not done; serial log:\n%s", s.serial())
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("%v\nrunner stderr:\n%s", err, r.Stderr.String())
+	}
+	log := s.serial()
+	for _, want := range []string{"CDROM: " + realtest.GuestISOMarker, "DISK: none"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("serial log lacks %q:\n%s", want, log)
+		}
+	}
+	r.Signal(syscall.SIGTERM)
+	r.WaitExit(t, 30*time.Second)
+	s.gone(t)
+	if sha(t, g.ISO) != before {
+		t.Error("the ISO changed")
+	}
+}
