@@ -30,6 +30,8 @@ type Profile struct {
 	CPUs, MaxCPUs         int
 	MemoryMB, MaxMemoryMB int
 	Lifetime, MaxLifetime time.Duration
+	// KeepDisk: a vm profile whose image lets a launch keep its disk.
+	KeepDisk bool
 }
 
 // SessionRow is one line in a session list.
