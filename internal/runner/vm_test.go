@@ -97,6 +97,7 @@ func TestVMSession(t *testing.T) {
 			s.vm["append"] = realtest.GuestAppend("hello.txt", false)
 			start := time.Now()
 			r := realtest.StartRunner(t, s.spec, realtest.RunOptions{As: m.as})
+			t.Logf("ready (checks, overlay, QEMU's VNC display up) in %s", time.Since(start).Round(time.Millisecond))
 			if r.Ready.Accel != "tcg" && r.Ready.Accel != "kvm" {
 				t.Errorf("ready event says accel %q", r.Ready.Accel)
 			}
