@@ -144,3 +144,32 @@ func TestUsersAndConfigCommands(t *testing.T) {
 		t.Fatalf("config defaults: %d", code)
 	}
 }
+
+// TestSlurmBackendFromConfig: the slurm block becomes the backend, and
+// runners register at gateway_url, or else this host at the listen port.
+func TestSlurmBackendFromConfig(t *testing.T) {
+	dir := t.TempDir()
+	write := func(extra string) string {
+		p := filepath.Join(dir, "airlock.yaml")
+		os.WriteFile(p, []byte("listen: 127.0.0.1:9443\nstate_dir: "+dir+"\nbackend:\n  kind: slurm\n  slurm:\n    partition: batch\n"+extra+
+			"profiles:\n  - name: desktop\n    kind: desktop\n    slurm: {partition: viz}\n"), 0o600)
+		return p
+	}
+	host, _ := os.Hostname()
+	for _, c := range []struct{ extra, want string }{
+		{"", "https://" + net.JoinHostPort(host, "9443")},
+		{"    gateway_url: https://gw.example.org:8443\n", "https://gw.example.org:8443"},
+	} {
+		cfg, err := loadConfig(write(c.extra), "", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		be, url, err := backendFromConfig(cfg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if be.Name() != "slurm" || url != c.want {
+			t.Errorf("%q: backend %s registering at %s, want slurm at %s", c.extra, be.Name(), url, c.want)
+		}
+	}
+}
