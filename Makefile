@@ -51,6 +51,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime 30s ./internal/ticket/
 	$(GO) test -run '^$$' -fuzz FuzzViewFilter -fuzztime 30s ./internal/connector/
 	$(GO) test -run '^$$' -fuzz FuzzParseSqueue -fuzztime 30s ./internal/backend/slurm/
+	$(GO) test -run '^$$' -fuzz FuzzParseInfo -fuzztime 30s ./internal/vm/
+	$(GO) test -run '^$$' -fuzz FuzzQMPReply -fuzztime 30s ./internal/vm/
 
 clean:
 	rm -rf bin internal/portal/static/vendor

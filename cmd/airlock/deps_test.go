@@ -19,6 +19,7 @@ var banned = map[string]map[string]string{
 	"internal/relay":       sealSide,
 	"internal/connector":   sealSide,
 	"internal/ticket":      sealSide,
+	"internal/vm":          sealSide,
 	"internal/runner":      {mod + "internal/store": "the runner reports over the network", mod + "internal/gateway": "", mod + "internal/portal": "", mod + "internal/auth": "", mod + "internal/config": "packages take their own Config", mod + "internal/cli": "only cmd wires the CLI"},
 	"cmd/airlock":          {"testing": "the binary must not carry the testing package", mod + "internal/realtest": "test harnesses stay out of the binary"},
 }

@@ -44,6 +44,8 @@ func commands() []command {
 		{name: "serve", summary: "run the gateway: portal, API, authentication, sessions", run: cmdServe},
 		{name: "users", summary: "add, list, remove users of the local password file", run: cmdUsers},
 		{name: "config", summary: "check airlock.yaml, or print the commented defaults", run: cmdConfig},
+		{name: "images", summary: "list the VM images of airlock.yaml and check each file", run: cmdImages},
+		{name: "vm", summary: "admin: a VM session's power button, reset or screen dump", run: cmdVM},
 		{name: "version", summary: "print the version", run: cmdVersion},
 		{name: sealInitRole, hidden: true, run: cmdSealInit},
 		{name: janitorRole, hidden: true, run: cmdJanitor},

@@ -121,7 +121,7 @@ func cmdServe(_ context.Context, env *Env, args []string) int {
 		gcfg.RunAs = demoAccount
 	}
 	for _, pr := range cfg.Profiles {
-		gcfg.Profiles = append(gcfg.Profiles, profileFromConfig(pr))
+		gcfg.Profiles = append(gcfg.Profiles, withImage(profileFromConfig(pr), pr, cfg.Images))
 	}
 	if cfg.AuditLog != "" {
 		f, err := os.OpenFile(cfg.AuditLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)

@@ -67,6 +67,9 @@ type Config struct {
 	// them. At least one is required; names are unique. Default: one
 	// desktop profile named "desktop" (Xvnc with an xterm).
 	Profiles []Profile `yaml:"profiles"`
+	// Images are the virtual machine images vm profiles boot, each named
+	// once. Default [].
+	Images []Image `yaml:"images"`
 	// Limits protect the machine and share it fairly. Defaults: see Limits.
 	Limits Limits `yaml:"limits"`
 	// Auth is how people log in. Default: the local password file.
@@ -251,12 +254,98 @@ type AppProfile struct {
 	StripPrefix bool `yaml:"strip_prefix"`
 }
 
-// VMProfile is a QEMU virtual machine. It gets the session's cpus and
-// memory. (Only the image is checked for now.)
+// VMProfile is a QEMU virtual machine booting one of the images. Its cpus
+// and memory come from the image, so a vm profile sets neither.
 type VMProfile struct {
-	// Image is the base disk image (qcow2) on the node; each session
-	// writes to a throwaway overlay. Required.
+	// Image is the name of an entry in images. Required.
 	Image string `yaml:"image"`
+}
+
+// Image is a virtual machine's master image on the nodes and how to boot
+// it. Sessions never write to the master: each gets a qcow2 overlay on it,
+// deleted when the session ends (or kept in the owner's home, when
+// persistent_allowed and the launch asks).
+type Image struct {
+	// Name is what vm profiles call the image: 1 to 32 of a-z, 0-9 and
+	// "-". Required.
+	Name string `yaml:"name"`
+	// Path is the master image's absolute path on the nodes, readable by
+	// the accounts sessions run as, not under /tmp, /run, /var/tmp or
+	// /dev/shm (the seal has its own). Required.
+	Path string `yaml:"path"`
+	// Format is the file's format, which `qemu-img info` must agree with:
+	// qcow2, raw, vmdk, vdi, or iso (booted from a CD-ROM drive, with no
+	// disk). Default "qcow2".
+	Format string `yaml:"format"`
+	// OS is the guest's family: "linux" (virtio disk and network, folders
+	// over 9p), "windows" (IDE and e1000, the owner's folder over SMB) or
+	// "other" (IDE and e1000, folders over 9p). Default "linux".
+	OS string `yaml:"os"`
+	// CPUs a session gets when the launch does not ask, and the most it may
+	// ask for (max 0: no maximum). Default {default: 1, max: 4}.
+	CPUs Range[int] `yaml:"cpus"`
+	// Memory a session gets when the launch does not ask, and the most it
+	// may ask for (max 0: no maximum). Default {default: 2G, max: 8G}.
+	Memory Range[Size] `yaml:"memory"`
+	// Firmware is "bios" (SeaBIOS) or "uefi" (OVMF, which the nodes must
+	// have: Debian's ovmf package). Default "bios".
+	Firmware string `yaml:"firmware"`
+	// RDP says the guest serves RDP on port 3389; it is forwarded to
+	// 127.0.0.1:3389 inside the seal and nowhere else. Default false.
+	RDP bool `yaml:"rdp"`
+	// Kernel boots this Linux kernel directly (QEMU -kernel), without a
+	// boot loader in the image. Absolute path. Default "".
+	Kernel string `yaml:"kernel"`
+	// Initrd is the initramfs for kernel. Default "".
+	Initrd string `yaml:"initrd"`
+	// Append is the kernel command line for kernel. Default "".
+	Append string `yaml:"append"`
+	// Share is the session owner's folder shown in the guest. Default
+	// {path: "~", read_only: false}.
+	Share ImageShare `yaml:"share"`
+	// Volumes are more host folders shown in the guest over 9p, like
+	// farhi/remote-desktop's dir_mounts (not for windows guests).
+	// Default [].
+	Volumes []ImageVolume `yaml:"volumes"`
+	// PersistentAllowed lets a launch ask to keep its disk (keep_disk):
+	// the overlay then lives in the owner's home, in
+	// ~/.local/share/airlock/vm/NAME.qcow2, and the next session of this
+	// image starts from it. Default false.
+	PersistentAllowed bool `yaml:"persistent_allowed"`
+	// GPU lists PCI addresses (0000:01:00.0) of devices bound to vfio-pci
+	// on the nodes, passed through to every session of the image; see the
+	// README for the host setup. Default [].
+	GPU []string `yaml:"gpu"`
+}
+
+// setDefaults is called on each item of images before the file's keys.
+func (im *Image) setDefaults() {
+	*im = Image{Format: "qcow2", OS: "linux", Firmware: "bios",
+		CPUs: Range[int]{Default: 1, Max: 4}, Memory: Range[Size]{Default: 2 * GiB, Max: 8 * GiB},
+		Share: ImageShare{Path: "~"}, Volumes: []ImageVolume{}, GPU: []string{}}
+}
+
+// ImageShare is the owner's folder in a guest: over QEMU's SMB server
+// (windows guests see \\10.0.2.4\qemu) or 9p with mount tag "home"
+// (mount -t 9p -o trans=virtio home /mnt).
+type ImageShare struct {
+	// Path is "~" (the owner's home), "~/DIR" (a folder in it), an
+	// absolute path, or "" for no share. Default "~".
+	Path string `yaml:"path"`
+	// ReadOnly stops the guest writing to the folder (9p only: QEMU's SMB
+	// share cannot be read-only). Default false.
+	ReadOnly bool `yaml:"read_only"`
+}
+
+// ImageVolume is a host folder shown to guests over 9p.
+type ImageVolume struct {
+	// Path is the folder's absolute path on the nodes. Required.
+	Path string `yaml:"path"`
+	// Tag is the 9p mount tag the guest mounts it by: 1 to 31 of A-Z, a-z,
+	// 0-9, _ and -, not "home". Required.
+	Tag string `yaml:"tag"`
+	// ReadOnly stops the guest writing to it. Default false.
+	ReadOnly bool `yaml:"read_only"`
 }
 
 // SlurmProfile overrides the Slurm backend's job options for one profile.
@@ -723,4 +812,14 @@ func checkListen(addr string) error {
 		return fmt.Errorf("port %q is not a number from 0 to 65535", port)
 	}
 	return nil
+}
+
+// Image returns the image called name, or false.
+func (c *Config) Image(name string) (Image, bool) {
+	for _, im := range c.Images {
+		if im.Name == name {
+			return im, true
+		}
+	}
+	return Image{}, false
 }

@@ -262,6 +262,10 @@ func (d *decoder) sequence(n *yaml.Node, v reflect.Value, path string) {
 		if !isNull(resolveAlias(e)) {
 			d.set[p] = true
 		}
+		// An item of a kind with defaults (images) starts from them.
+		if sd, ok := s.Index(i).Addr().Interface().(interface{ setDefaults() }); ok {
+			sd.setDefaults()
+		}
 		d.value(e, s.Index(i), p)
 	}
 	v.Set(s)

@@ -76,6 +76,7 @@ func (v *validator) config(c *Config) {
 	}
 	v.backend(&c.Backend)
 	v.limits(&c.Limits)
+	v.images(c.Images)
 	v.profiles(c)
 	v.auth(&c.Auth)
 	if !slices.Contains([]string{"text", "json"}, c.Log.Format) {
@@ -248,9 +249,7 @@ func (v *validator) profiles(c *Config) {
 		case "app":
 			v.app(at+".app", p)
 		case "vm":
-			if p.VM == nil || p.VM.Image == "" {
-				v.errorf(at+".vm.image", "required: the path of a qcow2 disk image on the nodes")
-			}
+			v.vmProfile(at, p, c.Images)
 		case "":
 			v.errorf(at+".kind", "required: want %s", orList(profileKinds))
 			continue
@@ -516,4 +515,160 @@ func (m AuthMethod) TrustedPrefixes() []netip.Prefix {
 func isPort(s string, zeroOK bool) bool {
 	n, err := strconv.Atoi(s)
 	return err == nil && n <= 65535 && (n > 0 || zeroOK && n == 0) && s == strconv.Itoa(n)
+}
+
+// The image formats, guest families and firmware QEMU sessions support
+// (the vm package's lists; config does not import the seal side).
+var (
+	imageFormats = []string{"qcow2", "raw", "vmdk", "vdi", "iso"}
+	imageOSes    = []string{"windows", "linux", "other"}
+	firmwares    = []string{"bios", "uefi"}
+	mountTag     = regexp.MustCompile(`^[A-Za-z0-9_-]{1,31}$`)
+	pciAddress   = regexp.MustCompile(`^([0-9a-f]{4}:)?[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$`)
+)
+
+// hiddenInSeal are directories the seal replaces with its own, so a file
+// under them is not what QEMU would see.
+var hiddenInSeal = []string{"/tmp", "/run", "/var/tmp", "/dev/shm"}
+
+// nodePath checks an absolute path QEMU opens inside the seal.
+func (v *validator) nodePath(key, p string) {
+	if !filepath.IsAbs(p) || filepath.Clean(p) != p {
+		v.errorf(key, "%q is not a clean absolute path", p)
+		return
+	}
+	for _, h := range hiddenInSeal {
+		if p == h || strings.HasPrefix(p, h+"/") {
+			v.errorf(key, "%q is under %s, which sessions have their own of: QEMU would not find it", p, h)
+			return
+		}
+	}
+}
+
+func (v *validator) images(images []Image) {
+	first := map[string]string{}
+	for i := range images {
+		im := &images[i]
+		at := fmt.Sprintf("images[%d]", i)
+		switch {
+		case im.Name == "":
+			v.errorf(at+".name", "required: 1 to 32 of a-z, 0-9 and -")
+		case !profileName.MatchString(im.Name):
+			v.errorf(at+".name", "%q is not 1 to 32 of a-z, 0-9 and -", im.Name)
+		case first[im.Name] != "":
+			v.errorf(at+".name", "duplicate image name %q (first at line %d)", im.Name, v.line(first[im.Name]))
+		default:
+			first[im.Name] = at + ".name"
+		}
+		if im.Path == "" {
+			v.errorf(at+".path", "required: the master image's absolute path on the nodes")
+		} else {
+			v.nodePath(at+".path", im.Path)
+		}
+		if !slices.Contains(imageFormats, im.Format) {
+			v.errorf(at+".format", "%q; want %s", im.Format, orList(imageFormats))
+		}
+		if !slices.Contains(imageOSes, im.OS) {
+			v.errorf(at+".os", "%q; want %s", im.OS, orList(imageOSes))
+		}
+		if !slices.Contains(firmwares, im.Firmware) {
+			v.errorf(at+".firmware", "%q; want %s", im.Firmware, orList(firmwares))
+		}
+		if im.CPUs.Default < 1 {
+			v.errorf(at+".cpus.default", "%d; want at least 1", im.CPUs.Default)
+		}
+		v.atLeast(at+".cpus.max", im.CPUs.Max, 0)
+		checkRange(v, at+".cpus.default", at+".cpus.max", im.CPUs.Default, im.CPUs.Max, false)
+		if im.Memory.Default < 64*MiB {
+			v.errorf(at+".memory.default", "%s; want at least 64M", im.Memory.Default)
+		}
+		v.atLeast(at+".memory.max", im.Memory.Max, 0)
+		checkRange(v, at+".memory.default", at+".memory.max", im.Memory.Default, im.Memory.Max, false)
+		if im.Kernel != "" {
+			v.nodePath(at+".kernel", im.Kernel)
+		} else {
+			if im.Initrd != "" {
+				v.errorf(at+".initrd", "only with kernel")
+			}
+			if im.Append != "" {
+				v.errorf(at+".append", "only with kernel")
+			}
+		}
+		if im.Initrd != "" && im.Kernel != "" {
+			v.nodePath(at+".initrd", im.Initrd)
+		}
+		if sp := im.Share.Path; sp != "" && sp != "~" {
+			if rest, ok := strings.CutPrefix(sp, "~/"); ok {
+				if rest == "" || filepath.Clean(rest) != rest || strings.HasPrefix(rest, "..") {
+					v.errorf(at+".share.path", "%q: want ~/DIR, a folder in the owner's home", sp)
+				}
+			} else {
+				v.nodePath(at+".share.path", sp)
+			}
+		}
+		if im.OS == "windows" {
+			if im.Share.ReadOnly && im.Share.Path != "" {
+				v.errorf(at+".share.read_only", "QEMU's SMB share, which windows guests get, cannot be read-only")
+			}
+			if len(im.Volumes) > 0 {
+				v.errorf(at+".volumes", "windows guests get only the share (over SMB); volumes need 9p")
+			}
+		}
+		tags := map[string]bool{"home": true}
+		for j, vol := range im.Volumes {
+			vat := fmt.Sprintf("%s.volumes[%d]", at, j)
+			if vol.Path == "" {
+				v.errorf(vat+".path", "required: an absolute path on the nodes")
+			} else {
+				v.nodePath(vat+".path", vol.Path)
+			}
+			switch {
+			case !mountTag.MatchString(vol.Tag):
+				v.errorf(vat+".tag", "%q; want 1 to 31 of A-Z, a-z, 0-9, _ and -", vol.Tag)
+			case tags[vol.Tag]:
+				v.errorf(vat+".tag", "%q is taken (home is the share's)", vol.Tag)
+			}
+			tags[vol.Tag] = true
+		}
+		if im.PersistentAllowed && im.Format == "iso" {
+			v.errorf(at+".persistent_allowed", "an iso image has no disk to keep")
+		}
+		for j, g := range im.GPU {
+			if !pciAddress.MatchString(g) {
+				v.errorf(fmt.Sprintf("%s.gpu[%d]", at, j), "%q is not a PCI address such as 0000:01:00.0", g)
+			}
+		}
+	}
+}
+
+// vmProfile checks a vm profile: it names an image, and leaves cpus and
+// memory to it.
+func (v *validator) vmProfile(at string, p *Profile, images []Image) {
+	if p.VM == nil || p.VM.Image == "" {
+		v.errorf(at+".vm.image", "required: the name of one of images")
+		return
+	}
+	names := make([]string, 0, len(images))
+	for _, im := range images {
+		if im.Name == p.VM.Image {
+			// Compared with the defaults, not with what the file set, so
+			// that the effective config (which writes every key) reads back.
+			d := defaultProfile("vm")
+			if p.CPUs != d.CPUs {
+				v.errorf(at+".cpus", "a vm profile takes its cpus from its image (images[].cpus); remove it here")
+			}
+			if p.Memory != d.Memory {
+				v.errorf(at+".memory", "a vm profile takes its memory from its image (images[].memory); remove it here")
+			}
+			return
+		}
+		if im.Name != "" && !slices.Contains(names, im.Name) {
+			names = append(names, im.Name)
+		}
+	}
+	if len(names) == 0 {
+		v.errorf(at+".vm.image", "no image named %q: images is empty", p.VM.Image)
+		return
+	}
+	v.errorf(at+".vm.image", "no image named %q; want %s", p.VM.Image, orList(names))
 }

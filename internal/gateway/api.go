@@ -90,6 +90,9 @@ type sessionJSON struct {
 	Ends       time.Time         `json:"ends,omitzero"`
 	Ended      time.Time         `json:"ended,omitzero"`
 	Connect    map[string]string `json:"connect"`
+	// Accel (vm sessions) is kvm or tcg (emulation); empty when the
+	// runner's node decides.
+	Accel string `json:"accel,omitempty"`
 }
 
 func toJSON(s *session.Session) sessionJSON {
@@ -164,7 +167,7 @@ func (g *Gateway) routesAPI(mux *http.ServeMux) {
 		}
 		out := make([]sessionJSON, 0, len(ss))
 		for _, s := range ss {
-			out = append(out, toJSON(s))
+			out = append(out, g.sessionJSON(s))
 		}
 		writeJSON(w, 200, map[string]any{"sessions": out})
 		return nil
@@ -198,7 +201,7 @@ func (g *Gateway) routesAPI(mux *http.ServeMux) {
 				return apiErr(404, "no_session", "no such session")
 			}
 		}
-		writeJSON(w, 200, toJSON(s))
+		writeJSON(w, 200, g.sessionJSON(s))
 		return nil
 	})))
 	mux.Handle("DELETE /api/v1/sessions/{id}", g.api(g.authed(func(w http.ResponseWriter, r *http.Request, id identity) error {
@@ -251,7 +254,7 @@ func (g *Gateway) routesAPI(mux *http.ServeMux) {
 		}
 		out := make([]map[string]any, 0, len(ss))
 		for _, s := range ss {
-			out = append(out, map[string]any{"session": toJSON(s), "node": s.Node, "backend": s.Backend})
+			out = append(out, map[string]any{"session": g.sessionJSON(s), "node": s.Node, "backend": s.Backend})
 		}
 		load, _ := loadPerCPU()
 		free, _ := memInfoMB("MemAvailable:")
@@ -259,6 +262,7 @@ func (g *Gateway) routesAPI(mux *http.ServeMux) {
 		writeJSON(w, 200, map[string]any{"sessions": out, "node": map[string]any{"load_per_cpu": load, "free_memory_mb": free, "total_memory_mb": total}})
 		return nil
 	})))
+	mux.Handle("POST /api/v1/admin/sessions/{id}/vm/{action}", g.api(g.admin(g.vmMonitor)))
 	mux.Handle("POST /api/v1/admin/stop-all", g.api(g.admin(func(w http.ResponseWriter, r *http.Request, id identity) error {
 		ss, err := g.cfg.Store.ListSessions(r.Context(), store.SessionFilter{States: []session.State{session.Queued, session.Starting, session.Ready}})
 		if err != nil {

@@ -33,8 +33,8 @@ import (
 type Profile struct {
 	Name  string
 	Title string
-	// Kind is "desktop" (Xvnc plus Programs) or "app" (Command serving HTTP
-	// on Port or Socket inside the seal).
+	// Kind is "desktop" (Xvnc plus Programs), "app" (Command serving HTTP
+	// on Port or Socket inside the seal) or "vm" (QEMU booting VM).
 	Kind     string
 	Geometry string     // desktop: default "1280x800"
 	Depth    int        // desktop: default 24
@@ -51,6 +51,9 @@ type Profile struct {
 	Lifetime, MaxLifetime time.Duration
 	// IdleTimeout ends a session nobody has viewed for this long; 0 never.
 	IdleTimeout time.Duration
+	// VM (kind "vm") is the image the session boots; CPUs and MemoryMB
+	// above are the guest's, within the image's maximums.
+	VM *VMImage
 }
 
 // Limits protect the node and share it fairly.

@@ -30,6 +30,9 @@ type LaunchRequest struct {
 	MemoryMB   int    `json:"memory_mb,omitempty"`
 	Lifetime   string `json:"lifetime,omitempty"`
 	Persistent *bool  `json:"persistent,omitempty"`
+	// KeepDisk (vm profiles whose image allows it) keeps the VM's disk
+	// overlay in the owner's home between sessions.
+	KeepDisk bool `json:"keep_disk,omitempty"`
 }
 
 func (g *Gateway) profile(name string) (Profile, bool) {
@@ -83,6 +86,9 @@ func (g *Gateway) Launch(ctx context.Context, user string, req LaunchRequest, re
 		}
 		s.Lifetime = d
 	}
+	if req.KeepDisk && (p.VM == nil || !p.VM.PersistentAllowed) {
+		return nil, apiErr(400, "not_allowed", fmt.Sprintf("profile %s: keep_disk: this profile's image does not keep disks", p.Name))
+	}
 	if err := g.checkLimits(ctx, user); err != nil {
 		g.metrics.failures.Add(1)
 		g.audit(ctx, user, "launch_refused", "", remote, err.Error())
@@ -94,7 +100,7 @@ func (g *Gateway) Launch(ctx context.Context, user string, req LaunchRequest, re
 	g.metrics.launches.Add(1)
 	g.audit(ctx, user, "launch", s.ID, remote, "profile "+p.Name)
 	_, queues := g.cfg.Backend.(backend.Remote)
-	spec, err := g.spec(s, p)
+	spec, err := g.spec(s, p, req)
 	if err == nil {
 		job := backend.Job{ID: s.ID, Spec: spec, Owner: g.account(s), Profile: p.Name, CPUs: s.CPUs, MemoryMB: s.MemoryMB, Lifetime: s.Lifetime}
 		if queues {
@@ -214,7 +220,7 @@ func (g *Gateway) sessionDir(id string) string { return filepath.Join(g.cfg.Stat
 // node (port 0: the kernel picks; the runner registers the ports), the key
 // comes in the job's environment, the job runs as the owner already, and
 // the scheduler enforces the lifetime (the job's time limit).
-func (g *Gateway) spec(s *session.Session, p Profile) ([]byte, error) {
+func (g *Gateway) spec(s *session.Session, p Profile, req LaunchRequest) ([]byte, error) {
 	spec := map[string]any{"id": s.ID}
 	dir := g.sessionDir(s.ID)
 	listen := func(name string) string { return "unix:" + filepath.Join(dir, name+".sock") }
@@ -273,6 +279,10 @@ func (g *Gateway) spec(s *session.Session, p Profile) ([]byte, error) {
 			"PORT": strconv.Itoa(p.Port), "AIRLOCK_PREFIX": prefix}}
 		spec["connectors"] = []any{map[string]any{"name": "app", "kind": "http", "target": target,
 			"listen": listen("app")}}
+	case "vm":
+		if err := g.vmSpec(spec, s, p, dir, listen("console"), req.KeepDisk); err != nil {
+			return nil, err
+		}
 	default:
 		return nil, fmt.Errorf("profile %s: kind %q cannot be launched here", p.Name, p.Kind)
 	}

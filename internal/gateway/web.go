@@ -119,7 +119,8 @@ func (g *Gateway) homePage(w http.ResponseWriter, r *http.Request) error {
 	v := portal.HomePage{Base: portal.Base{Title: "Sessions", User: id.user, Admin: id.admin}, Sessions: rows(ss)}
 	for _, p := range g.cfg.Profiles {
 		v.Profiles = append(v.Profiles, portal.Profile{Name: p.Name, Title: p.Title, Kind: p.Kind, CPUs: p.CPUs, MaxCPUs: p.MaxCPUs,
-			MemoryMB: p.MemoryMB, MaxMemoryMB: p.MaxMemoryMB, Lifetime: p.Lifetime, MaxLifetime: p.MaxLifetime})
+			MemoryMB: p.MemoryMB, MaxMemoryMB: p.MaxMemoryMB, Lifetime: p.Lifetime, MaxLifetime: p.MaxLifetime,
+			KeepDisk: p.VM != nil && p.VM.PersistentAllowed})
 	}
 	ts, _ := g.cfg.Store.ListTokens(r.Context(), id.user)
 	for _, t := range ts {
@@ -183,6 +184,7 @@ func (g *Gateway) sessionPage(w http.ResponseWriter, r *http.Request) error {
 	}
 	pv := portal.SessionPage{Base: portal.Base{Title: s.Profile + " " + s.ID, User: id.user, Admin: id.admin}, Session: row(s),
 		ViewOnly: v.mode == session.View, IsOwner: s.Owner == id.user}
+	pv.Session.Accel = g.sessionJSON(s).Accel
 	for _, name := range sortedNames(s.Endpoints) {
 		switch name {
 		case "console":

@@ -30,6 +30,8 @@ type Profile struct {
 	CPUs, MaxCPUs         int
 	MemoryMB, MaxMemoryMB int
 	Lifetime, MaxLifetime time.Duration
+	// KeepDisk: a vm profile whose image lets a launch keep its disk.
+	KeepDisk bool
 }
 
 // SessionRow is one line in a session list.
@@ -39,6 +41,8 @@ type SessionRow struct {
 	Created                           time.Time
 	Ends                              time.Time // zero: no limit or not started
 	Node                              string
+	// Accel (VM sessions) is kvm, or tcg when the guest is emulated.
+	Accel string
 }
 
 // HomePage lists the user's sessions and offers the launch form.

@@ -173,6 +173,7 @@ type Event struct {
 	Endpoints map[string]string `json:"endpoints"`
 	TLSSHA256 string            `json:"tls_sha256"`
 	IDMap     string            `json:"id_map"`
+	Accel     string            `json:"accel"`
 	Warnings  []string          `json:"warnings"`
 	Reason    string            `json:"reason"`
 	Code      *int              `json:"code"`

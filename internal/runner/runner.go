@@ -75,8 +75,10 @@ type Event struct {
 	// IDMap says how the user namespace maps ids: none (root), subordinate or single.
 	IDMap    string   `json:"id_map,omitempty"`
 	Warnings []string `json:"warnings,omitempty"`
-	Reason   string   `json:"reason,omitempty"`
-	Code     *int     `json:"code,omitempty"`
+	// Accel is how a VM session's guest runs: kvm or tcg (emulation).
+	Accel  string `json:"accel,omitempty"`
+	Reason string `json:"reason,omitempty"`
+	Code   *int   `json:"code,omitempty"`
 }
 
 // ConnectorSecrets is what a connector started by the runner reads from
@@ -188,6 +190,12 @@ func (r *run) run(ctx context.Context) (code int, err error) {
 		return 1, err
 	}
 	defer r.removeAll()
+	accel := ""
+	if spec.VM != nil {
+		if accel, err = r.prepareVM(ctx, owner, scratch); err != nil {
+			return 1, err
+		}
+	}
 
 	listeners, endpoints, err := r.bindListeners()
 	if err != nil {
@@ -288,7 +296,7 @@ func (r *run) run(ctx context.Context) (code int, err error) {
 		select {
 		case <-ready:
 			ready = nil
-			r.emit(Event{Event: "ready", ID: spec.ID, Endpoints: endpoints, TLSSHA256: certSHA, IDMap: string(mode), Warnings: s.Warnings()})
+			r.emit(Event{Event: "ready", ID: spec.ID, Endpoints: endpoints, TLSSHA256: certSHA, IDMap: string(mode), Warnings: s.Warnings(), Accel: accel})
 			r.log.Info("ready", "endpoints", endpoints)
 			if r.cfg.Register != nil {
 				go r.registerReady(regCtx, endpoints, certSHA, regFailed)
@@ -299,6 +307,9 @@ func (r *run) run(ctx context.Context) (code int, err error) {
 		case <-s.Done():
 			regCancel()
 			res := s.Result()
+			if spec.VM != nil {
+				res.Reason = r.vmExitReason(res.Reason, res.Code, scratch)
+			}
 			r.removeAll()
 			c := res.Code
 			r.emit(Event{Event: "exit", ID: spec.ID, Reason: res.Reason, Code: &c})

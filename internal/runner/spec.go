@@ -2,16 +2,21 @@ package runner
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/airlock-hpc/airlock/internal/vm"
 )
 
 // Spec is what `airlock run` is asked to start. Its JSON form is the
@@ -54,6 +59,63 @@ type Spec struct {
 	// ScratchDir is where the session's private /tmp lives on the host.
 	// Default: $TMPDIR/airlock-UID/ID.
 	ScratchDir string `json:"scratch_dir"`
+	// VM makes the session a QEMU virtual machine that the runner
+	// prepares itself: it checks the image, makes the session's overlay in
+	// the scratch directory and starts QEMU as the workload, whose argv
+	// must then be empty. See VMSpec.
+	VM *VMSpec `json:"vm"`
+}
+
+// VMSpec is a virtual machine session. Inside the seal QEMU's VNC display
+// is the UNIX socket vm.VNCSocket (the target for a vnc connector), its
+// QMP monitor vm.QMPSocket and its serial log vm.SerialLog, all in the
+// session's private /tmp; the guest's RDP port, when RDP is set, is
+// 127.0.0.1:3389 in the seal.
+type VMSpec struct {
+	// Name is the image's name; a persistent overlay is called NAME.qcow2.
+	// 1-64 of [A-Za-z0-9._-], starting with a letter or digit.
+	Name string `json:"name"`
+	// Image is the absolute path of the master image, only ever read.
+	Image string `json:"image"`
+	// Format is what Image must be: qcow2, raw, vmdk, vdi or iso.
+	Format string `json:"format"`
+	// OS is windows, linux or other.
+	OS string `json:"os"`
+	// Firmware is bios (default) or uefi (OVMF, which must be installed).
+	Firmware string `json:"firmware"`
+	// Kernel, Initrd and Append boot a Linux kernel directly.
+	Kernel string `json:"kernel"`
+	Initrd string `json:"initrd"`
+	Append string `json:"append"`
+	// CPUs and MemoryMB size the guest. Defaults 1 and 1024.
+	CPUs     int `json:"cpus"`
+	MemoryMB int `json:"memory_mb"`
+	// Accel is auto (default: kvm when /dev/kvm is usable by the owner,
+	// else tcg), kvm (refuse to start without it) or tcg.
+	Accel string `json:"accel"`
+	// QEMU is the emulator. Default "qemu-system-x86_64" (looked up in PATH).
+	QEMU string `json:"qemu"`
+	// QEMUImg is qemu-img. Default "qemu-img" (looked up in PATH).
+	QEMUImg string `json:"qemu_img"`
+	// RDP forwards the guest's port 3389 to 127.0.0.1:3389 in the seal.
+	RDP bool `json:"rdp"`
+	// Share is the owner's folder in the guest (SMB for windows, else 9p
+	// with its tag). Default: none.
+	Share *VMShare `json:"share"`
+	// Volumes are more host folders (9p; not for windows).
+	Volumes []VMShare `json:"volumes"`
+	// PersistentDir keeps the overlay as PersistentDir/NAME.qcow2 between
+	// sessions instead of in the scratch directory. Default "": throwaway.
+	PersistentDir string `json:"persistent_dir"`
+	// GPUs are PCI addresses of devices bound to vfio-pci to pass through.
+	GPUs []string `json:"gpus"`
+}
+
+// VMShare is a host folder shown to the guest.
+type VMShare struct {
+	Path     string `json:"path"`
+	Tag      string `json:"tag"`
+	ReadOnly bool   `json:"read_only"`
 }
 
 // Command is a process to start inside the seal.
@@ -213,7 +275,14 @@ func (s *Spec) Validate() error {
 	if !idRE.MatchString(s.ID) {
 		return fmt.Errorf("spec: id %q: want 1-64 of A-Z a-z 0-9 . _ - starting with a letter or digit", s.ID)
 	}
-	if err := s.Workload.validate("workload"); err != nil {
+	if s.VM != nil {
+		if len(s.Workload.Argv) > 0 {
+			return errors.New("spec: workload: must be empty with vm (the runner starts QEMU)")
+		}
+		if err := s.VM.validate(); err != nil {
+			return err
+		}
+	} else if err := s.Workload.validate("workload"); err != nil {
 		return err
 	}
 	for i, p := range s.Processes {
@@ -279,6 +348,97 @@ func (s *Spec) Validate() error {
 		return fmt.Errorf("spec: scratch_dir %q: must be absolute", s.ScratchDir)
 	}
 	return nil
+}
+
+// hiddenInSeal are host directories the seal replaces with its own: a
+// path under them names something else inside.
+var hiddenInSeal = []string{"/tmp", "/run", "/var/tmp", "/dev/shm"}
+
+func checkSealPath(key, p string) error {
+	if !strings.HasPrefix(p, "/") || filepath.Clean(p) != p {
+		return fmt.Errorf("spec: %s %q: want a clean absolute path", key, p)
+	}
+	for _, h := range hiddenInSeal {
+		if p == h || strings.HasPrefix(p, h+"/") {
+			return fmt.Errorf("spec: %s %q: %s is the seal's own inside, so QEMU would not see this path", key, p, h)
+		}
+	}
+	return nil
+}
+
+func (v *VMSpec) validate() error {
+	if !idRE.MatchString(v.Name) {
+		return fmt.Errorf("spec: vm.name %q: want 1-64 of A-Z a-z 0-9 . _ - starting with a letter or digit", v.Name)
+	}
+	if err := checkSealPath("vm.image", v.Image); err != nil {
+		return err
+	}
+	if !slices.Contains(vm.Formats, v.Format) {
+		return fmt.Errorf("spec: vm.format %q: want %s", v.Format, strings.Join(vm.Formats, ", "))
+	}
+	switch v.Firmware {
+	case "", "bios", "uefi":
+	default:
+		return fmt.Errorf("spec: vm.firmware %q: want bios or uefi", v.Firmware)
+	}
+	switch v.Accel {
+	case "", "auto", "kvm", "tcg":
+	default:
+		return fmt.Errorf("spec: vm.accel %q: want auto, kvm or tcg", v.Accel)
+	}
+	for key, p := range map[string]string{"vm.kernel": v.Kernel, "vm.initrd": v.Initrd, "vm.persistent_dir": v.PersistentDir} {
+		if p != "" {
+			if err := checkSealPath(key, p); err != nil {
+				return err
+			}
+		}
+	}
+	if v.CPUs < 0 || v.MemoryMB < 0 {
+		return errors.New("spec: vm.cpus and vm.memory_mb: must not be negative")
+	}
+	if v.PersistentDir != "" && v.Format == "iso" {
+		return errors.New("spec: vm.persistent_dir: an ISO has no overlay to keep")
+	}
+	if v.Share != nil {
+		if err := checkSealPath("vm.share.path", v.Share.Path); err != nil {
+			return err
+		}
+	}
+	for i, s := range v.Volumes {
+		if err := checkSealPath(fmt.Sprintf("vm.volumes[%d].path", i), s.Path); err != nil {
+			return err
+		}
+	}
+	if strings.ContainsRune(v.Append, 0) || strings.ContainsRune(v.QEMU, 0) || strings.ContainsRune(v.QEMUImg, 0) {
+		return errors.New("spec: vm: contains a NUL byte")
+	}
+	// The command line builder checks the rest (OS, tags, PCI addresses,
+	// what windows guests can have) with placeholder paths.
+	if _, err := vm.Args(v.machine("kvm", "/tmp/disk.qcow2", vm.Firmware{})); err != nil {
+		return fmt.Errorf("spec: %w", err)
+	}
+	return nil
+}
+
+// machine is the VM as QEMU is to run it, with the overlay at disk.
+func (v *VMSpec) machine(accel, disk string, fw vm.Firmware) vm.Machine {
+	m := vm.Machine{
+		Name: "airlock-" + v.Name, Accel: accel, CPUs: cmp.Or(v.CPUs, 1), MemoryMB: cmp.Or(v.MemoryMB, 1024), OS: v.OS,
+		Kernel: v.Kernel, Initrd: v.Initrd, Append: v.Append, Firmware: fw,
+		VNC: "unix:" + vm.VNCSocket, Serial: vm.SerialLog, QMP: vm.QMPSocket, RDP: v.RDP, GPUs: v.GPUs,
+	}
+	if v.Format == "iso" {
+		m.CDROM = v.Image
+	} else {
+		m.Disk = disk
+	}
+	if v.Share != nil {
+		m.Share = &vm.Share{Path: v.Share.Path, Tag: cmp.Or(v.Share.Tag, "home"), ReadOnly: v.Share.ReadOnly}
+	}
+	for _, s := range v.Volumes {
+		m.Volumes = append(m.Volumes, vm.Share{Path: s.Path, Tag: s.Tag, ReadOnly: s.ReadOnly})
+	}
+	return m
 }
 
 func (c Command) validate(at string) error {

@@ -94,6 +94,8 @@ func FuzzParseSpec(f *testing.F) {
 	f.Add(`{"id":"a","workload":{"argv":["x"]}}`)
 	f.Add(`{"id":"a","workload":{"argv":["x"]},"connectors":[{"name":"c","kind":"vnc","target":"unix:/x","listen":"unix:/y"}],"ticket_key_file":"/k"}`)
 	f.Add(`{"id":"a","workload":{"argv":["x"]},"lifetime":"-1s"}`)
+	f.Add(vmSpec)
+	f.Add(`{"id":"a","vm":{"name":"n","image":"/i","format":"iso","os":"other"}}`)
 	f.Fuzz(func(t *testing.T, in string) {
 		s, err := ParseSpec(strings.NewReader(in))
 		if err != nil {
@@ -115,4 +117,53 @@ func FuzzParseSpec(f *testing.F) {
 			t.Fatalf("round trip changed the spec:\n%s\n%s", b, b2)
 		}
 	})
+}
+
+const vmSpec = `{
+  "id": "s-vm",
+  "vm": {"name": "tiny", "image": "/srv/images/tiny.qcow2", "format": "qcow2", "os": "linux",
+         "kernel": "/srv/images/vmlinuz", "initrd": "/srv/images/initrd.gz", "append": "console=ttyS0",
+         "cpus": 1, "memory_mb": 256, "rdp": true,
+         "share": {"path": "/home/alice", "tag": "home", "read_only": true},
+         "volumes": [{"path": "/data", "tag": "data"}]},
+  "connectors": [{"name": "console", "kind": "vnc", "target": "unix:/tmp/vnc.sock", "listen": "unix:/run/airlock/s-vm/console.sock"}],
+  "ticket_key_file": "/k"
+}`
+
+func TestParseSpecVM(t *testing.T) {
+	s, err := ParseSpec(strings.NewReader(vmSpec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.VM == nil || s.VM.Share == nil || !s.VM.Share.ReadOnly || len(s.VM.Volumes) != 1 {
+		t.Fatalf("parsed %+v", s.VM)
+	}
+	edit := func(old, new string) string {
+		if !strings.Contains(vmSpec, old) {
+			t.Fatalf("test edit: %q not in spec", old)
+		}
+		return strings.Replace(vmSpec, old, new, 1)
+	}
+	for _, c := range []struct{ name, spec, want string }{
+		{"workload too", edit(`"id": "s-vm",`, `"id": "s-vm", "workload": {"argv": ["x"]},`), "must be empty with vm"},
+		{"format", edit(`"format": "qcow2"`, `"format": "qed"`), `vm.format "qed"`},
+		{"os", edit(`"os": "linux"`, `"os": "plan9"`), `os "plan9"`},
+		{"relative image", edit(`"image": "/srv/images/tiny.qcow2"`, `"image": "tiny.qcow2"`), "vm.image"},
+		{"image in tmp", edit(`"image": "/srv/images/tiny.qcow2"`, `"image": "/tmp/tiny.qcow2"`), "seal's own"},
+		{"share in run", edit(`"path": "/home/alice"`, `"path": "/run/user/1000"`), "vm.share.path"},
+		{"unclean", edit(`"path": "/data"`, `"path": "/data/../etc"`), "clean absolute"},
+		{"firmware", edit(`"os": "linux"`, `"os": "linux", "firmware": "coreboot"`), "firmware"},
+		{"accel", edit(`"os": "linux"`, `"os": "linux", "accel": "hax"`), "accel"},
+		{"gpu", edit(`"os": "linux"`, `"os": "linux", "gpus": ["01:00.0,romfile=/etc/shadow"]`), "PCI address"},
+		{"tag", edit(`"tag": "data"`, `"tag": "da ta"`), "tag"},
+		{"windows volumes", edit(`"os": "linux"`, `"os": "windows"`), "read-only"},
+		{"name", edit(`"name": "tiny"`, `"name": "../x"`), "vm.name"},
+		{"negative", edit(`"cpus": 1`, `"cpus": -1`), "negative"},
+		{"iso persistent", edit(`"format": "qcow2"`, `"format": "iso", "persistent_dir": "/srv/keep"`), "ISO has no overlay"},
+		{"unknown", edit(`"rdp": true`, `"rdp": true, "vnc": 1`), `unknown field "vnc"`},
+	} {
+		if _, err := ParseSpec(strings.NewReader(c.spec)); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: got %v, want %q", c.name, err, c.want)
+		}
+	}
 }

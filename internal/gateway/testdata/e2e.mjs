@@ -46,6 +46,74 @@ async function type(page, text) {
   await page.keyboard.press('Enter');
 }
 
+// The VM flow (cfg.mode "vm"): launch the vm profile, wait until the noVNC
+// canvas shows the guest's console (QEMU's VGA text is grey on black, so
+// "drawn" means enough pixels that are not black), then stop on the Go
+// side's signal.
+if (cfg.mode === 'vm') {
+  try {
+    const page = await newPage('owner');
+    await login(page, cfg.owner);
+    await page.selectOption('#profile', cfg.profile);
+    await Promise.all([page.waitForURL(/\/sessions\//, { timeout: 60000 }), page.click('#launch-btn')]);
+    const id = page.url().split('/sessions/')[1];
+    say('launched', { id });
+    await page.waitForFunction(() => window.airlockState === 'connected', null, { timeout: 60000 });
+    await page.waitForFunction(() => {
+      const c = document.querySelector('#screen canvas');
+      if (!c || !c.width) return false;
+      const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+      let n = 0;
+      for (let i = 0; i < d.length; i += 4 * 13) if (d[i] + d[i + 1] + d[i + 2] > 300) n++;
+      return n > 200;
+    }, null, { polling: 500, timeout: 120000 });
+    const accel = await page.textContent('#accel');
+    await page.screenshot({ path: cfg.shots + '/vm-1-console.png' });
+    say('vm-drawn', { id, accel });
+    // Once the Go side has seen the banner in the serial log, the guest's
+    // lines must show below the firmware's: lit pixels in the middle of
+    // the screen, where nothing is before the guest prints.
+    const lines = (() => {
+      let buf = '';
+      const waiters = [];
+      process.stdin.on('data', (d) => {
+        buf += d;
+        let i;
+        while ((i = buf.indexOf('\n')) >= 0) {
+          const line = buf.slice(0, i);
+          buf = buf.slice(i + 1);
+          const w = waiters.shift();
+          if (w) w(line);
+        }
+      });
+      return () => new Promise((resolve) => waiters.push(resolve));
+    })();
+    await lines();
+    const lit = await page.waitForFunction(() => {
+      const c = document.querySelector('#screen canvas');
+      const h = c.height;
+      const d = c.getContext('2d').getImageData(0, Math.floor(h * 0.45), c.width, Math.floor(h * 0.3)).data;
+      let n = 0;
+      for (let i = 0; i < d.length; i += 4) if (d[i] + d[i + 1] + d[i + 2] > 300) n++;
+      return n > 2000 ? n : false;
+    }, null, { polling: 500, timeout: 60000 });
+    await page.screenshot({ path: cfg.shots + '/vm-2-banner.png' });
+    say('vm-banner', { lit: await lit.jsonValue() });
+    // "stop": press Stop; "ended": the session ended by itself (the guest
+    // powered off), which the page must notice.
+    if ((await lines()) === 'stop') await page.click('#stop');
+    await page.waitForFunction(() => /ended/.test(document.body.innerText), null, { timeout: 30000 });
+    await page.screenshot({ path: cfg.shots + '/vm-3-ended.png' });
+    say('stopped', { errors });
+    await browser.close();
+  } catch (e) {
+    say('error', { message: String(e), errors });
+    await browser.close();
+    process.exit(1);
+  }
+  process.exit(0);
+}
+
 try {
   const alice = await newPage('alice');
   await login(alice, cfg.owner);

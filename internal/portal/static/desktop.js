@@ -13,6 +13,7 @@
 // connector enforces view-only shares.
 import RFB from '/static/vendor/novnc/core/rfb.js';
 import { page, ui, setStatus, showMessage, clearMessage, sessionState, ended, waitUntil } from './session.js';
+import { sleep } from './api.js';
 
 const $ = (id) => document.getElementById(id);
 const screen = $('screen');
@@ -81,7 +82,14 @@ async function onDisconnect(r, clean) {
   setStatus('disconnected', 'bad');
   if (ui.stopRequested) return; // session.js reports the end
   // Say why, if the gateway tells us: an ended session is the common cause.
-  const s = await sessionState();
+  // The runner reports the end a moment after the display closes (a VM
+  // that powered off, an X server that exited), so a session still ready
+  // is asked again for a few seconds before this counts as a lost link.
+  let s = await sessionState();
+  for (let i = 0; i < 10 && s && s.state === 'ready'; i++) {
+    await sleep(500);
+    s = await sessionState();
+  }
   if (s && s.state === 'ended') {
     ended(s.reason);
     return;

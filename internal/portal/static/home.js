@@ -38,6 +38,7 @@ function applyProfile() {
   cpus.value = d.cpus;
   memory.value = d.memory;
   lifetime.value = d.lifetime;
+  $('keep-disk-row').hidden = d.keepDisk !== 'true';
   const parts = [];
   if (Number(d.maxCpus) > 0) parts.push(`up to ${d.maxCpus} CPUs`);
   if (Number(d.maxMemory) > 0) parts.push(`${d.maxMemory} MB of memory`);
@@ -69,6 +70,7 @@ async function launch(ev) {
     lifetime: `${Math.max(1, Math.round(Number(lifetime.value) * 60))}m`,
     persistent: $('persistent').checked,
   };
+  if (!$('keep-disk-row').hidden && $('keep-disk').checked) body.keep_disk = true;
   const btn = $('launch-btn');
   btn.disabled = true;
   say(status, 'Asking the gateway…');
