@@ -45,7 +45,7 @@ func slurmGatewayWith(t testing.TB, cl *realtest.Slurm, stateDir string, port in
 	cfg := testConfig(t, stateDir, 50*time.Millisecond, slog.LevelWarn, users...)
 	be, err := slurm.New(slurm.Config{
 		Airlock: realtest.Binary(t), Poll: 300 * time.Millisecond, Env: cl.Env(), JobPrefix: jobPrefix(stateDir),
-		Profiles: map[string]slurm.JobOptions{"later": {SbatchArgs: []string{"--begin=now+4"}}},
+		Profiles: map[string]slurm.JobOptions{"later": {SbatchArgs: []string{"--begin=now+4"}}, "slow": {SbatchArgs: []string{"--begin=now+4"}}},
 		Logger:   cfg.Logger,
 	})
 	if err != nil {
@@ -55,7 +55,11 @@ func slurmGatewayWith(t testing.TB, cl *realtest.Slurm, stateDir string, port in
 	later := desktopProfile()
 	later.Name = "later"
 	broken := Profile{Name: "broken", Kind: "app", Command: []string{"/bin/sh", "-c", "exit 3"}, Port: 8888, CPUs: 1, MemoryMB: 256, Lifetime: time.Hour}
-	cfg.Profiles = []Profile{desktopProfile(), later, broken}
+	// slow runs on its node for a while before it is ready: a window in
+	// which the job runs but has not registered.
+	slow := Profile{Name: "slow", Kind: "app", Command: []string{"/bin/sh", "-c", "sleep 15; exec " + realtest.Probe(t) + " serve http:tcp:127.0.0.1:8888"},
+		Port: 8888, CPUs: 1, MemoryMB: 256, Lifetime: time.Hour}
+	cfg.Profiles = []Profile{desktopProfile(), later, broken, slow}
 	cfg.ReconcileEvery = time.Second
 	// A load limit no machine meets: it must not apply, the gateway's host
 	// is not where sessions run.
@@ -271,12 +275,12 @@ func TestSlurmRegisterFromElsewhere(t *testing.T) {
 	tg, _ := slurmGateway(t, cl, t.TempDir(), 0, "alice")
 	c := tg.client().loginToken("alice")
 	var s sessionOut
-	if code, body := c.do("POST", "/api/v1/sessions", map[string]any{"profile": "later"}, &s); code != 201 {
+	if code, body := c.do("POST", "/api/v1/sessions", map[string]any{"profile": "slow"}, &s); code != 201 {
 		t.Fatalf("launch: %d %s", code, body)
 	}
 	// While queued there is no node at all.
 	token := tg.g.registerToken(s.ID)
-	reg := `{"event":"ready","ports":{"console":5901},"tls_sha256":"` + strings.Repeat("b", 64) + `"}`
+	reg := `{"event":"ready","ports":{"app":5901},"tls_sha256":"` + strings.Repeat("b", 64) + `"}`
 	if code, body := register(t, tg, s.ID, token, "", reg); code != 403 || !strings.Contains(body, "not running on a node") {
 		t.Fatalf("registration of a queued job: %d %s", code, body)
 	}
@@ -296,7 +300,7 @@ func TestSlurmRegisterFromElsewhere(t *testing.T) {
 	// The runner's own registration still gets through.
 	c.waitStateFor(s.ID, "ready", 60*time.Second)
 	st, _ := tg.g.cfg.Store.GetSession(context.Background(), s.ID)
-	if st.TLSSHA256 == strings.Repeat("b", 64) || strings.HasSuffix(st.Endpoints["console"], ":5901") {
+	if st.TLSSHA256 == strings.Repeat("b", 64) || strings.HasSuffix(st.Endpoints["app"], ":5901") {
 		t.Fatalf("forged endpoints stored: %v", st.Endpoints)
 	}
 	c.do("DELETE", "/api/v1/sessions/"+s.ID, nil, nil)
