@@ -2,49 +2,14 @@
 // Usage: node e2e.mjs CONFIG_JSON. Prints one JSON line per step; exits
 // non-zero on failure. The Go test checks what the typing did inside the
 // session (files the shell wrote), since that is the effect that matters.
-import { chromium } from 'playwright-core';
+import * as lib from './e2elib.mjs';
 
 const cfg = JSON.parse(process.argv[2]);
-const say = (step, extra = {}) => console.log(JSON.stringify({ step, ...extra }));
-
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--ignore-certificate-errors'],
-});
+const { say, drawn, type } = lib;
+const browser = await lib.launchBrowser();
 const errors = [];
-async function newPage(who) {
-  const ctx = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1100, height: 800 } });
-  const page = await ctx.newPage();
-  page.on('dialog', (d) => d.accept());
-  page.on('pageerror', (e) => errors.push(`${who}: ${e.message}`));
-  page.on('console', (m) => { if (m.type() === 'error') errors.push(`${who} console: ${m.text()}`); });
-  return page;
-}
-async function login(page, user) {
-  await page.goto(cfg.base + '/');
-  await page.waitForSelector('input[name=user]');
-  await page.fill('input[name=user]', user);
-  await page.fill('input[name=password]', cfg.password);
-  await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')]);
-}
-// drawn waits until the noVNC canvas shows the xterm: enough white pixels.
-async function drawn(page) {
-  await page.waitForFunction(() => window.airlockState === 'connected', null, { timeout: 30000 });
-  await page.waitForFunction(() => {
-    const c = document.querySelector('#screen canvas');
-    if (!c || !c.width) return false;
-    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-    let n = 0;
-    for (let i = 0; i < d.length; i += 4 * 97) if (d[i] > 200 && d[i + 1] > 200 && d[i + 2] > 200) n++;
-    return n > 50;
-  }, null, { polling: 200, timeout: 30000 });
-}
-async function type(page, text) {
-  await page.click('#screen canvas', { position: { x: 60, y: 60 } });
-  await page.keyboard.type(text, { delay: 15 });
-  await page.keyboard.press('Enter');
-}
+const newPage = (who) => lib.newPage(browser, who, errors);
+const login = (page, user) => lib.login(page, cfg.base, user, cfg.password);
 
 // The VM flow (cfg.mode "vm"): launch the vm profile, wait until the noVNC
 // canvas shows the guest's console (QEMU's VGA text is grey on black, so
