@@ -32,14 +32,22 @@ func needBrowser(t *testing.T) string {
 	return root
 }
 
+// screenshots is where browser tests put their pictures.
+func screenshots(t *testing.T) string {
+	root, _ := filepath.Abs(filepath.Join("..", ".."))
+	dir := filepath.Join(root, ".artifacts", "screenshots")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
 // startBrowser runs script with cfg (JSON) as its argument; the shots
 // directory is added to cfg as "shots".
 func startBrowser(t *testing.T, script string, cfg map[string]string) *browserRun {
 	t.Helper()
 	root := needBrowser(t)
-	shots := filepath.Join(root, ".artifacts", "screenshots")
-	os.MkdirAll(shots, 0o755)
-	cfg["shots"] = shots
+	cfg["shots"] = screenshots(t)
 	arg, _ := json.Marshal(cfg)
 	cmd := exec.Command("node", filepath.Join("internal", "gateway", "testdata", script), string(arg))
 	cmd.Dir = root
@@ -88,5 +96,9 @@ func (b *browserRun) wait(step string, d time.Duration) map[string]any {
 	}
 }
 
+// send writes a line to the script's standard input, where it waits for
+// the Go side between steps.
+func (b *browserRun) send(line string) { io.WriteString(b.stdin, line+"\n") }
+
 // proceed lets a script waiting on its standard input go on.
-func (b *browserRun) proceed() { b.stdin.Write([]byte("go\n")) }
+func (b *browserRun) proceed() { b.send("go") }

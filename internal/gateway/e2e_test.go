@@ -1,10 +1,7 @@
 package gateway
 
 import (
-	"bufio"
-	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,12 +19,7 @@ import (
 // session view-only with a second user whose typing does nothing, and stop
 // it. Screenshots go to .artifacts/screenshots/.
 func TestDesktopInBrowser(t *testing.T) {
-	root := filepath.Join("..", "..")
-	for _, need := range []string{"/usr/bin/chromium", filepath.Join(root, "node_modules", "playwright-core"), filepath.Join(root, "internal", "portal", "static", "vendor", "novnc", "core", "rfb.js")} {
-		if _, err := os.Stat(need); err != nil {
-			t.Skipf("%s missing (make deps web installs it)", need)
-		}
-	}
+	needBrowser(t)
 	if _, err := exec.LookPath("Xvnc"); err != nil {
 		t.Skip("Xvnc not installed")
 	}
@@ -53,55 +45,13 @@ func TestDesktopInBrowser(t *testing.T) {
 		c.Profiles[1].Programs = [][]string{{"xterm", "-geometry", "80x20+0+0", "-e", "bash", "--norc"}}
 	}, "alice", "bob")
 
-	abs, _ := filepath.Abs(root)
-	shots := filepath.Join(abs, ".artifacts", "screenshots")
-	os.MkdirAll(shots, 0o755)
-	cfg, _ := json.Marshal(map[string]string{
-		"base": tg.url, "password": testPassword, "owner": "alice", "viewer": "bob", "shots": shots,
+	b := startBrowser(t, "e2e.mjs", map[string]string{
+		"base": tg.url, "password": testPassword, "owner": "alice", "viewer": "bob",
 		"aliceCommand":  "echo E2E-$((6*7)) > " + dir + "/owner.txt",
 		"viewerCommand": "echo VIEWER > " + dir + "/viewer.txt",
 		"afterCommand":  "echo AFTER > " + dir + "/after.txt",
 	})
-	cmd := exec.Command("node", "internal/gateway/testdata/e2e.mjs", string(cfg))
-	cmd.Dir = abs
-	cmd.Stderr = os.Stderr
-	stdin, _ := cmd.StdinPipe()
-	out, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	steps := make(chan map[string]any, 16)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			var m map[string]any
-			if json.Unmarshal(sc.Bytes(), &m) == nil {
-				steps <- m
-			}
-		}
-		close(steps)
-	}()
-	wait := func(step string) map[string]any {
-		t.Helper()
-		for {
-			select {
-			case m, ok := <-steps:
-				if !ok {
-					t.Fatalf("browser ended before %q", step)
-				}
-				t.Logf("browser: %v", m)
-				if m["step"] == "error" {
-					t.Fatalf("browser: %v", m)
-				}
-				if m["step"] == step {
-					return m
-				}
-			case <-time.After(120 * time.Second):
-				t.Fatalf("no %q from the browser in 120s", step)
-			}
-		}
-	}
+	wait := func(step string) map[string]any { t.Helper(); return b.wait(step, 120*time.Second) }
 	fileIs := func(name, want string) error {
 		b, err := os.ReadFile(filepath.Join(dir, name))
 		if err != nil {
@@ -129,7 +79,7 @@ func TestDesktopInBrowser(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "viewer.txt")); err == nil {
 		t.Fatal("the view-only viewer's typing ran a command in the session")
 	}
-	io.WriteString(stdin, "go\n")
+	b.proceed()
 	m := wait("stopped")
 	if errs, _ := m["errors"].([]any); len(errs) > 0 {
 		t.Errorf("page errors: %v", errs)

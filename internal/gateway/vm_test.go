@@ -1,9 +1,7 @@
 package gateway
 
 import (
-	"bufio"
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"image/png"
 	"net/http"
@@ -33,12 +31,7 @@ func vmProfile(g *realtest.Guest, probe string) Profile {
 // non-admin), the session saying it runs under emulation, and nothing left
 // once the guest has powered off.
 func TestVMInBrowser(t *testing.T) {
-	root := filepath.Join("..", "..")
-	for _, need := range []string{"/usr/bin/chromium", filepath.Join(root, "node_modules", "playwright-core"), filepath.Join(root, "internal", "portal", "static", "vendor", "novnc", "core", "rfb.js")} {
-		if _, err := os.Stat(need); err != nil {
-			t.Skipf("%s missing (make deps web installs it)", need)
-		}
-	}
+	needBrowser(t)
 	g := realtest.BuildGuest(t)
 	owner := realtest.Current(t)
 	if os.Geteuid() == 0 {
@@ -71,50 +64,8 @@ func TestVMInBrowser(t *testing.T) {
 		t.Errorf("keep_disk on an image that does not allow it: %d %s", code, body)
 	}
 
-	abs, _ := filepath.Abs(root)
-	shots := filepath.Join(abs, ".artifacts", "screenshots")
-	os.MkdirAll(shots, 0o755)
-	cfg, _ := json.Marshal(map[string]string{"mode": "vm", "profile": "vm", "base": tg.url, "password": testPassword, "owner": "alice", "shots": shots})
-	cmd := exec.Command("node", "internal/gateway/testdata/e2e.mjs", string(cfg))
-	cmd.Dir = abs
-	cmd.Stderr = os.Stderr
-	stdin, _ := cmd.StdinPipe()
-	out, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	steps := make(chan map[string]any, 16)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			var m map[string]any
-			if json.Unmarshal(sc.Bytes(), &m) == nil {
-				steps <- m
-			}
-		}
-		close(steps)
-	}()
-	wait := func(step string) map[string]any {
-		t.Helper()
-		for {
-			select {
-			case m, ok := <-steps:
-				if !ok {
-					t.Fatalf("browser ended before %q", step)
-				}
-				t.Logf("browser: %v", m)
-				if m["step"] == "error" {
-					t.Fatalf("browser: %v", m)
-				}
-				if m["step"] == step {
-					return m
-				}
-			case <-time.After(180 * time.Second):
-				t.Fatalf("no %q from the browser in 180s", step)
-			}
-		}
-	}
+	br := startBrowser(t, "e2e.mjs", map[string]string{"mode": "vm", "profile": "vm", "base": tg.url, "password": testPassword, "owner": "alice"})
+	wait := func(step string) map[string]any { t.Helper(); return br.wait(step, 180*time.Second) }
 	drawn := wait("vm-drawn")
 	id, _ := drawn["id"].(string)
 	if drawn["accel"] != "tcg" && drawn["accel"] != "kvm" {
@@ -141,7 +92,7 @@ func TestVMInBrowser(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	stdin.Write([]byte("banner\n"))
+	br.send("banner")
 	wait("vm-banner")
 	log := serial()
 	for _, want := range []string{realtest.GuestBanner, "SHARE-FILE: HOME-FILE-FOR-THE-GUEST", "SHARE-WRITE: ok", "NET 10.0.2.2:3389: closed", "NET 1.1.1.1:80: closed"} {
@@ -180,7 +131,7 @@ func TestVMInBrowser(t *testing.T) {
 	if lit < 1000 {
 		t.Errorf("the screen dump shows nothing of the guest (%d lit pixels)", lit)
 	}
-	os.WriteFile(filepath.Join(shots, "vm-screendump.png"), []byte(body), 0o644)
+	os.WriteFile(filepath.Join(screenshots(t), "vm-screendump.png"), []byte(body), 0o644)
 	if entries, _ := os.ReadDir(filepath.Join(scratch, "tmp")); len(entries) > 0 {
 		for _, e := range entries {
 			if strings.HasPrefix(e.Name(), "screendump-") {
@@ -236,7 +187,7 @@ func TestVMInBrowser(t *testing.T) {
 	if ended := alice.waitState(id, "ended"); !strings.Contains(ended.Reason, "exited with code 0") {
 		t.Errorf("after the power button: reason %q", ended.Reason)
 	}
-	stdin.Write([]byte("ended\n"))
+	br.send("ended")
 	m := wait("stopped")
 	if errs, _ := m["errors"].([]any); len(errs) > 0 {
 		t.Errorf("page errors: %v", errs)
