@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/airlock-hpc/airlock/internal/config"
+	"github.com/airlock-hpc/airlock/internal/realtest"
 )
 
 // TestImagesCommand runs `airlock images` on real files: a good image, one
@@ -21,13 +22,7 @@ func TestImagesCommand(t *testing.T) {
 		}
 	}
 	// Not under /tmp, which the config refuses for images.
-	base, _ := filepath.Abs(filepath.Join("..", "..", ".artifacts"))
-	os.MkdirAll(base, 0o755)
-	dir, err := os.MkdirTemp(base, "images-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := realtest.OutsideTmp(t, "images-")
 	good := filepath.Join(dir, "good.qcow2")
 	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", good, "1G").CombinedOutput(); err != nil {
 		t.Fatalf("%v %s", err, out)

@@ -59,6 +59,37 @@ func Probe(t testing.TB) string {
 	return build(t, "github.com/airlock-hpc/airlock/internal/realtest/probe", "probe")
 }
 
+// StateBase is where tests keep files that must be visible inside a seal
+// (whose /tmp is its own): /var/lib/airlock-test as root, else the
+// repository's .artifacts.
+func StateBase() string {
+	if os.Geteuid() == 0 {
+		return "/var/lib/airlock-test"
+	}
+	return filepath.Join(moduleRoot(), ".artifacts")
+}
+
+// OutsideTmp makes a fresh directory under StateBase, removed at the end
+// of the test. It skips when that is under /tmp after all (an
+// unprivileged run of a checkout in /tmp).
+func OutsideTmp(t testing.TB, prefix string) string {
+	t.Helper()
+	base, _ := filepath.Abs(StateBase())
+	if base == "/tmp" || strings.HasPrefix(base, "/tmp/") {
+		t.Skipf("%s is under /tmp, which a seal replaces; run as root or from a checkout elsewhere", base)
+	}
+	if err := os.MkdirAll(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp(base, prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o755)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
 func build(t testing.TB, pkg, name string) string {
 	t.Helper()
 	buildMu.Lock()
@@ -72,10 +103,7 @@ func build(t testing.TB, pkg, name string) string {
 	if binDir == "" {
 		// Not under /tmp: the seal hides the host's /tmp, and the probe must
 		// be runnable inside it, by the test account too.
-		base := filepath.Join(moduleRoot(), ".artifacts")
-		if os.Geteuid() == 0 {
-			base = "/var/lib/airlock-test"
-		}
+		base := StateBase()
 		if err := os.MkdirAll(base, 0o755); err != nil {
 			t.Fatal(err)
 		}

@@ -199,10 +199,7 @@ func BuildGuest(t testing.TB) *Guest {
 }
 
 func buildGuest() (*Guest, error) {
-	base := filepath.Join(moduleRoot(), ".artifacts")
-	if os.Geteuid() == 0 {
-		base = "/var/lib/airlock-test"
-	}
+	base := StateBase()
 	// Not under /tmp: the seal has its own /tmp, where QEMU would not find
 	// the files.
 	dir := filepath.Join(base, "vmguest")
