@@ -54,17 +54,17 @@ func TestSend(t *testing.T) {
 	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n := calls.Add(1)
 		if r.URL.Path != "/api/v1/register/s-1" || r.Header.Get("Authorization") != "Bearer tok" {
-			http.Error(w, "bad", 400)
+			http.Error(w, "bad", http.StatusBadRequest)
 			return
 		}
 		switch {
 		case n == 1:
-			http.Error(w, "restarting", 503)
+			http.Error(w, "restarting", http.StatusServiceUnavailable)
 		case strings.Contains(r.Header.Get("Content-Type"), "json") && n == 2:
-			w.WriteHeader(204)
+			w.WriteHeader(http.StatusNoContent)
 		default:
 			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(409)
+			w.WriteHeader(http.StatusConflict)
 			w.Write([]byte(`{"error":{"code":"already_registered","message":"session is ready"}}`))
 		}
 	}))
