@@ -29,12 +29,7 @@ func TestDesktopInBrowser(t *testing.T) {
 	}
 	// Where the session's shell writes what was typed: the owner's home
 	// (the seal hides the host's /tmp).
-	dir, err := os.MkdirTemp(owner.Home, "airlock-e2e-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	os.Chown(dir, owner.UID, owner.GID)
+	dir := ownerDir(t, owner, "airlock-e2e-")
 
 	p, err := portal.New()
 	if err != nil {

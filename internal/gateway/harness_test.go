@@ -231,17 +231,19 @@ type sessionOut struct {
 // launch starts a session and waits until it is ready.
 func (c *client) launch(profile string) sessionOut {
 	c.t.Helper()
-	var created sessionOut
-	if code, body := c.do("POST", "/api/v1/sessions", map[string]any{"profile": profile}, &created); code != 201 {
-		c.t.Fatalf("launch %s: %d %s", profile, code, body)
-	}
-	return c.waitState(created.ID, "ready")
+	return c.waitState(c.start(map[string]any{"profile": profile}).ID, "ready")
 }
 
 func (c *client) waitState(id, state string) sessionOut {
 	c.t.Helper()
+	return c.waitStateFor(id, state, 30*time.Second)
+}
+
+// waitStateFor waits up to d for session id to be in state.
+func (c *client) waitStateFor(id, state string, d time.Duration) sessionOut {
+	c.t.Helper()
 	var s sessionOut
-	err := realtest.WaitFor(30*time.Second, func() error {
+	err := realtest.WaitFor(d, func() error {
 		s = sessionOut{} // fields the answer leaves out must not linger
 		if code, body := c.do("GET", "/api/v1/sessions/"+id, nil, &s); code != 200 {
 			return fmt.Errorf("get: %d %s", code, body)
@@ -255,6 +257,30 @@ func (c *client) waitState(id, state string) sessionOut {
 		c.t.Fatal(err)
 	}
 	return s
+}
+
+// start launches a session with req (its profile and options) and returns
+// it as the API first shows it, without waiting.
+func (c *client) start(req map[string]any) sessionOut {
+	c.t.Helper()
+	var s sessionOut
+	if code, body := c.do("POST", "/api/v1/sessions", req, &s); code != 201 {
+		c.t.Fatalf("launch %v: %d %s", req, code, body)
+	}
+	return s
+}
+
+// ownerDir makes a directory in the owner's home (which a seal shows, unlike
+// the host's /tmp), owned by the owner and removed at the end.
+func ownerDir(t *testing.T, owner realtest.Account, prefix string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp(owner.Home, prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chown(dir, owner.UID, owner.GID)
+	return dir
 }
 
 // endSessions stops the runners of every session under stateDir and waits

@@ -26,10 +26,7 @@ func BenchmarkSlurmLaunch(b *testing.B) {
 	var all latencies
 	for b.Loop() {
 		t0 := time.Now()
-		var s sessionOut
-		if code, body := c.do("POST", "/api/v1/sessions", map[string]any{"profile": "desktop"}, &s); code != 201 {
-			b.Fatalf("launch: %d %s", code, body)
-		}
+		s := c.start(map[string]any{"profile": "desktop"})
 		c.waitStateFor(s.ID, "ready", 60*time.Second)
 		all = append(all, time.Since(t0))
 		b.StopTimer()

@@ -104,25 +104,6 @@ func slurmJob(t testing.TB, cl *realtest.Slurm, ref string) string {
 	return strings.TrimSpace(out)
 }
 
-func (c *client) waitStateFor(id, state string, d time.Duration) sessionOut {
-	c.t.Helper()
-	var s sessionOut
-	err := realtest.WaitFor(d, func() error {
-		s = sessionOut{} // fields the answer leaves out must not linger
-		if code, body := c.do("GET", "/api/v1/sessions/"+id, nil, &s); code != 200 {
-			return fmt.Errorf("get: %d %s", code, body)
-		}
-		if s.State != state {
-			return fmt.Errorf("session %s is %s (%s), want %s", id, s.State, s.Reason, state)
-		}
-		return nil
-	})
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	return s
-}
-
 // consoleThrough opens the session's console through the gateway, as the
 // browser does, and reads one frame of the desktop.
 func consoleThrough(t testing.TB, c *client, id string) *realtest.RFB {
@@ -190,10 +171,7 @@ func TestSlurmDesktop(t *testing.T) {
 	tg, _ := slurmGateway(t, cl, t.TempDir(), 0, "alice")
 	c := tg.client().loginToken("alice")
 
-	var s sessionOut
-	if code, body := c.do("POST", "/api/v1/sessions", map[string]any{"profile": "later", "cpus": 2, "lifetime": "90m"}, &s); code != 201 {
-		t.Fatalf("launch: %d %s", code, body)
-	}
+	s := c.start(map[string]any{"profile": "later", "cpus": 2, "lifetime": "90m"})
 	if s.State != "queued" {
 		t.Fatalf("a new Slurm session is %s, want queued", s.State)
 	}
@@ -274,10 +252,7 @@ func TestSlurmRegisterFromElsewhere(t *testing.T) {
 	realtest.TestUser(t)
 	tg, _ := slurmGateway(t, cl, t.TempDir(), 0, "alice")
 	c := tg.client().loginToken("alice")
-	var s sessionOut
-	if code, body := c.do("POST", "/api/v1/sessions", map[string]any{"profile": "slow"}, &s); code != 201 {
-		t.Fatalf("launch: %d %s", code, body)
-	}
+	s := c.start(map[string]any{"profile": "slow"})
 	// While queued there is no node at all.
 	token := tg.g.registerToken(s.ID)
 	reg := `{"event":"ready","ports":{"app":5901},"tls_sha256":"` + strings.Repeat("b", 64) + `"}`
@@ -315,14 +290,9 @@ func TestSlurmEndsBySlurm(t *testing.T) {
 	realtest.TestUser(t)
 	tg, _ := slurmGateway(t, cl, t.TempDir(), 0, "alice")
 	c := tg.client().loginToken("alice")
-	var cancelled, timed sessionOut
-	if code, body := c.do("POST", "/api/v1/sessions", map[string]any{"profile": "desktop"}, &cancelled); code != 201 {
-		t.Fatalf("launch: %d %s", code, body)
-	}
+	cancelled := c.start(map[string]any{"profile": "desktop"})
 	// Slurm counts whole minutes: a 1-minute session.
-	if code, body := c.do("POST", "/api/v1/sessions", map[string]any{"profile": "desktop", "lifetime": "1m"}, &timed); code != 201 {
-		t.Fatalf("launch: %d %s", code, body)
-	}
+	timed := c.start(map[string]any{"profile": "desktop", "lifetime": "1m"})
 	c.waitStateFor(cancelled.ID, "ready", 60*time.Second)
 	st, _ := tg.g.cfg.Store.GetSession(context.Background(), cancelled.ID)
 	if _, err := cl.Command("scancel", strings.TrimPrefix(st.BackendRef, "job:")); err != nil {
@@ -355,10 +325,7 @@ func TestSlurmRestartWhileQueued(t *testing.T) {
 	dir := t.TempDir()
 	tg, port := slurmGateway(t, cl, dir, 0, "alice")
 	c := tg.client().loginToken("alice")
-	var s sessionOut
-	if code, body := c.do("POST", "/api/v1/sessions", map[string]any{"profile": "later"}, &s); code != 201 {
-		t.Fatalf("launch: %d %s", code, body)
-	}
+	s := c.start(map[string]any{"profile": "later"})
 	c.waitStateFor(s.ID, "queued", 10*time.Second)
 	tg.stop()
 
@@ -436,12 +403,7 @@ func TestSlurmDesktopInBrowser(t *testing.T) {
 	needBrowser(t)
 	cl := realtest.SlurmCluster(t)
 	owner := realtest.TestUser(t)
-	dir, err := os.MkdirTemp(owner.Home, "airlock-e2e-slurm-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	os.Chown(dir, owner.UID, owner.GID)
+	dir := ownerDir(t, owner, "airlock-e2e-slurm-")
 	p, err := portal.New()
 	if err != nil {
 		t.Fatal(err)
@@ -488,10 +450,7 @@ func TestSlurmRunnerReason(t *testing.T) {
 	realtest.TestUser(t)
 	tg, _ := slurmGateway(t, cl, t.TempDir(), 0, "alice")
 	c := tg.client().loginToken("alice")
-	var s sessionOut
-	if code, body := c.do("POST", "/api/v1/sessions", map[string]any{"profile": "broken"}, &s); code != 201 {
-		t.Fatalf("launch: %d %s", code, body)
-	}
+	s := c.start(map[string]any{"profile": "broken"})
 	ended := c.waitStateFor(s.ID, "ended", 60*time.Second)
 	if !strings.Contains(ended.Reason, "workload workload exited with code 3") || !strings.Contains(ended.Reason, "FAILED") {
 		t.Fatalf("reason %q: want the runner's and Slurm's", ended.Reason)
