@@ -86,6 +86,17 @@ func slurmGatewayWith(t testing.TB, cl *realtest.Slurm, stateDir string, port in
 	return tg, port
 }
 
+// slurmTest starts a parallel test against the cluster: a gateway of its
+// own and alice, logged in with a token.
+func slurmTest(t *testing.T) (*realtest.Slurm, *testGateway, *client) {
+	t.Helper()
+	t.Parallel()
+	cl := realtest.SlurmCluster(t)
+	realtest.TestUser(t)
+	tg, _ := slurmGateway(t, cl, t.TempDir(), 0, "alice")
+	return cl, tg, tg.client().loginToken("alice")
+}
+
 // jobPrefix gives each test's gateway its own job names: the tests share
 // one cluster, and each gateway cancels the jobs of its prefix it has no
 // session for.
@@ -165,11 +176,8 @@ var positionRE = regexp.MustCompile(`\(position [1-9][0-9]* of [1-9][0-9]* in de
 // its console answers through the gateway; forged, replayed and misplaced
 // registrations are refused; stop cancels the job and leaves nothing.
 func TestSlurmDesktop(t *testing.T) {
-	t.Parallel()
-	cl := realtest.SlurmCluster(t)
+	cl, tg, c := slurmTest(t)
 	owner := realtest.TestUser(t)
-	tg, _ := slurmGateway(t, cl, t.TempDir(), 0, "alice")
-	c := tg.client().loginToken("alice")
 
 	s := c.start(map[string]any{"profile": "later", "cpus": 2, "lifetime": "90m"})
 	if s.State != "queued" {
@@ -247,11 +255,7 @@ func TestSlurmDesktop(t *testing.T) {
 // a session whose job runs, made from an address that is not the job's
 // node, is refused and changes nothing.
 func TestSlurmRegisterFromElsewhere(t *testing.T) {
-	t.Parallel()
-	cl := realtest.SlurmCluster(t)
-	realtest.TestUser(t)
-	tg, _ := slurmGateway(t, cl, t.TempDir(), 0, "alice")
-	c := tg.client().loginToken("alice")
+	cl, tg, c := slurmTest(t)
 	s := c.start(map[string]any{"profile": "slow"})
 	// While queued there is no node at all.
 	token := tg.g.registerToken(s.ID)
@@ -285,11 +289,7 @@ func TestSlurmRegisterFromElsewhere(t *testing.T) {
 // TestSlurmEndsBySlurm: a job cancelled behind the gateway's back and one
 // that reaches its time limit end their sessions with Slurm's reason.
 func TestSlurmEndsBySlurm(t *testing.T) {
-	t.Parallel()
-	cl := realtest.SlurmCluster(t)
-	realtest.TestUser(t)
-	tg, _ := slurmGateway(t, cl, t.TempDir(), 0, "alice")
-	c := tg.client().loginToken("alice")
+	cl, tg, c := slurmTest(t)
 	cancelled := c.start(map[string]any{"profile": "desktop"})
 	// Slurm counts whole minutes: a 1-minute session.
 	timed := c.start(map[string]any{"profile": "desktop", "lifetime": "1m"})
@@ -445,11 +445,7 @@ func TestSlurmDesktopInBrowser(t *testing.T) {
 // TestSlurmRunnerReason: a session whose workload fails on the node ends
 // with what the runner reported (Slurm only knows the job failed).
 func TestSlurmRunnerReason(t *testing.T) {
-	t.Parallel()
-	cl := realtest.SlurmCluster(t)
-	realtest.TestUser(t)
-	tg, _ := slurmGateway(t, cl, t.TempDir(), 0, "alice")
-	c := tg.client().loginToken("alice")
+	_, _, c := slurmTest(t)
 	s := c.start(map[string]any{"profile": "broken"})
 	ended := c.waitStateFor(s.ID, "ended", 60*time.Second)
 	if !strings.Contains(ended.Reason, "workload workload exited with code 3") || !strings.Contains(ended.Reason, "FAILED") {
