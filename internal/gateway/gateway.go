@@ -118,7 +118,10 @@ type Config struct {
 
 // Gateway is a running gateway.
 type Gateway struct {
-	cfg    Config
+	cfg Config
+	// remote is cfg.Backend when its runners run elsewhere and register
+	// (Slurm); nil for the local backend.
+	remote backend.Remote
 	log    *slog.Logger
 	master []byte
 	cert   tls.Certificate
@@ -149,8 +152,8 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	cfg.LoginTTL = cmp.Or(cfg.LoginTTL, 12*time.Hour)
 	cfg.Limits.SingleShotGrace = cmp.Or(cfg.Limits.SingleShotGrace, 30*time.Second)
 	cfg.ReconcileEvery = cmp.Or(cfg.ReconcileEvery, time.Minute)
-	_, remote := cfg.Backend.(backend.Remote)
-	if remote && !strings.HasPrefix(cfg.RegisterURL, "https://") {
+	remote, _ := cfg.Backend.(backend.Remote)
+	if remote != nil && !strings.HasPrefix(cfg.RegisterURL, "https://") {
 		return nil, fmt.Errorf("gateway: backend %s needs the https:// URL runners register at (got %q)", cfg.Backend.Name(), cfg.RegisterURL)
 	}
 	if err := os.MkdirAll(filepath.Join(cfg.StateDir, "sessions"), 0o700); err != nil {
@@ -165,7 +168,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	g := &Gateway{
-		cfg: cfg, master: master, cert: cert,
+		cfg: cfg, remote: remote, master: master, cert: cert,
 		log:      cmp.Or(cfg.Logger, slog.Default()).With("component", "gateway"),
 		now:      cfg.Now,
 		watching: map[string]context.CancelFunc{},
@@ -181,7 +184,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	}
 	g.wg.Add(1)
 	go g.janitor()
-	if remote {
+	if remote != nil {
 		g.wg.Add(1)
 		go g.reconciler()
 	}

@@ -60,13 +60,13 @@ func (g *Gateway) remoteJob(id string) map[string]string {
 // already), and the backend confirms the request came from the job's node.
 func (g *Gateway) register(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("id")
-	remote, ok := g.cfg.Backend.(backend.Remote)
+	remote := g.remote
 	refuse := func(status int, code, msg string) error {
 		g.log.WarnContext(r.Context(), "registration refused", "session", id, "remote_addr", r.RemoteAddr, "reason", msg)
 		g.audit(r.Context(), "", "register_refused", id, r.RemoteAddr, msg)
 		return apiErr(status, code, msg)
 	}
-	if !ok {
+	if remote == nil {
 		return refuse(404, "not_found", "this gateway's backend takes no registrations")
 	}
 	tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
@@ -118,8 +118,8 @@ func (g *Gateway) register(w http.ResponseWriter, r *http.Request) error {
 // (the watch ends one whose job is gone). It runs at start and then every
 // ReconcileEvery.
 func (g *Gateway) reconcile(ctx context.Context) (ghosts int, err error) {
-	remote, ok := g.cfg.Backend.(backend.Remote)
-	if !ok {
+	remote := g.remote
+	if remote == nil {
 		return 0, nil
 	}
 	runners, err := remote.Runners(ctx)

@@ -99,11 +99,10 @@ func (g *Gateway) Launch(ctx context.Context, user string, req LaunchRequest, re
 	}
 	g.metrics.launches.Add(1)
 	g.audit(ctx, user, "launch", s.ID, remote, "profile "+p.Name)
-	_, queues := g.cfg.Backend.(backend.Remote)
 	spec, err := g.spec(s, p, req)
 	if err == nil {
 		job := backend.Job{ID: s.ID, Spec: spec, Owner: g.account(s), Profile: p.Name, CPUs: s.CPUs, MemoryMB: s.MemoryMB, Lifetime: s.Lifetime}
-		if queues {
+		if g.remote != nil {
 			job.Env = g.remoteJob(s.ID)
 		}
 		var ref string
@@ -111,7 +110,7 @@ func (g *Gateway) Launch(ctx context.Context, user string, req LaunchRequest, re
 		if err == nil {
 			s, err = g.cfg.Store.UpdateSession(ctx, s.ID, func(s *session.Session) error {
 				s.BackendRef = ref
-				if queues {
+				if g.remote != nil {
 					// Queued until the scheduler starts the job.
 					return nil
 				}
@@ -150,7 +149,7 @@ func (g *Gateway) checkLimits(ctx context.Context, user string) error {
 			return apiErr(429, "too_many_sessions", fmt.Sprintf("you have %d sessions, the most allowed; stop one first", n))
 		}
 	}
-	if _, remote := g.cfg.Backend.(backend.Remote); remote {
+	if g.remote != nil {
 		// This machine's load and memory say nothing of the nodes: the
 		// scheduler places the session and queues it when they are full.
 		return nil
@@ -224,7 +223,7 @@ func (g *Gateway) spec(s *session.Session, p Profile, req LaunchRequest) ([]byte
 	spec := map[string]any{"id": s.ID}
 	dir := g.sessionDir(s.ID)
 	listen := func(name string) string { return "unix:" + filepath.Join(dir, name+".sock") }
-	if _, remote := g.cfg.Backend.(backend.Remote); remote {
+	if g.remote != nil {
 		spec["ticket_key_env"] = registration.EnvTicketKey
 		listen = func(string) string { return "tcp::0" }
 	} else {

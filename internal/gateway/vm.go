@@ -17,7 +17,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/airlock-hpc/airlock/internal/backend"
 	"github.com/airlock-hpc/airlock/internal/session"
 	"github.com/airlock-hpc/airlock/internal/store"
 	"github.com/airlock-hpc/airlock/internal/vm"
@@ -152,7 +151,7 @@ func (g *Gateway) vmSpec(spec map[string]any, s *session.Session, p Profile, dir
 		v["persistent_dir"] = filepath.Join(home, persistentSubdir)
 	}
 	spec["vm"] = v
-	if _, remote := g.cfg.Backend.(backend.Remote); !remote {
+	if g.remote == nil {
 		spec["scratch_dir"] = filepath.Join(dir, "scratch")
 	}
 	// The console is QEMU's own VNC display. The guest's RDP port stays on

@@ -48,6 +48,7 @@ func TestVMSpecContract(t *testing.T) {
 		{"remote", remoteStub{}, false, "tcp::0"},
 	} {
 		g := &Gateway{cfg: Config{StateDir: t.TempDir(), Backend: tc.be}, master: make([]byte, 32)}
+		g.remote, _ = tc.be.(backend.Remote)
 		b, err := g.spec(s, p, LaunchRequest{})
 		if err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
