@@ -233,16 +233,7 @@ func (v *validator) profiles(c *Config) {
 	for i := range c.Profiles {
 		p := &c.Profiles[i]
 		at := fmt.Sprintf("profiles[%d]", i)
-		switch {
-		case p.Name == "":
-			v.errorf(at+".name", "required: 1 to 32 of a-z, 0-9 and -")
-		case !profileName.MatchString(p.Name):
-			v.errorf(at+".name", "%q is not 1 to 32 of a-z, 0-9 and -", p.Name)
-		case first[p.Name] != "":
-			v.errorf(at+".name", "duplicate profile name %q (first at line %d)", p.Name, v.line(first[p.Name]))
-		default:
-			first[p.Name] = at + ".name"
-		}
+		v.uniqueName(at, "profile", p.Name, first)
 		switch p.Kind {
 		case "desktop":
 			v.desktop(at+".desktop", p)
@@ -545,21 +536,28 @@ func (v *validator) nodePath(key, p string) {
 	}
 }
 
+// uniqueName checks the name of list item at (a profile, an image): 1 to 32
+// of a-z, 0-9 and -, not used by an earlier item. first maps each name to
+// the key that first used it.
+func (v *validator) uniqueName(at, what, name string, first map[string]string) {
+	switch {
+	case name == "":
+		v.errorf(at+".name", "required: 1 to 32 of a-z, 0-9 and -")
+	case !profileName.MatchString(name):
+		v.errorf(at+".name", "%q is not 1 to 32 of a-z, 0-9 and -", name)
+	case first[name] != "":
+		v.errorf(at+".name", "duplicate %s name %q (first at line %d)", what, name, v.line(first[name]))
+	default:
+		first[name] = at + ".name"
+	}
+}
+
 func (v *validator) images(images []Image) {
 	first := map[string]string{}
 	for i := range images {
 		im := &images[i]
 		at := fmt.Sprintf("images[%d]", i)
-		switch {
-		case im.Name == "":
-			v.errorf(at+".name", "required: 1 to 32 of a-z, 0-9 and -")
-		case !profileName.MatchString(im.Name):
-			v.errorf(at+".name", "%q is not 1 to 32 of a-z, 0-9 and -", im.Name)
-		case first[im.Name] != "":
-			v.errorf(at+".name", "duplicate image name %q (first at line %d)", im.Name, v.line(first[im.Name]))
-		default:
-			first[im.Name] = at + ".name"
-		}
+		v.uniqueName(at, "image", im.Name, first)
 		if im.Path == "" {
 			v.errorf(at+".path", "required: the master image's absolute path on the nodes")
 		} else {
