@@ -142,17 +142,23 @@ func (bg *benchGateway) newToken(user string, admin bool) string {
 
 // api sends a JSON API request with token and decodes the answer into out.
 func (bg *benchGateway) api(token, method, path string, body, out any) (int, error) {
+	return apiCall(bg.http, bg.url, token, method, path, body, out)
+}
+
+// apiCall sends a JSON API request to the gateway at base with a bearer
+// token and decodes the answer into out (if not nil).
+func apiCall(hc *http.Client, base, token, method, path string, body, out any) (int, error) {
 	var rd io.Reader
 	if body != nil {
 		b, _ := json.Marshal(body)
 		rd = bytes.NewReader(b)
 	}
-	req, _ := http.NewRequest(method, bg.url+path, rd)
+	req, _ := http.NewRequest(method, base+path, rd)
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := bg.http.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return 0, err
 	}

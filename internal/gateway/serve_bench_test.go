@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -138,26 +137,7 @@ func startServe(tb testing.TB) *serveProc {
 
 // api sends a JSON API request and decodes the answer into out.
 func (sp *serveProc) api(method, path string, body, out any) (int, error) {
-	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
-	}
-	req, _ := http.NewRequest(method, sp.url+path, rd)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	req.Header.Set("Authorization", "Bearer "+sp.token)
-	resp, err := sp.http.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if out != nil && err == nil {
-		err = json.Unmarshal(b, out)
-	}
-	return resp.StatusCode, err
+	return apiCall(sp.http, sp.url, sp.token, method, path, body, out)
 }
 
 // waitState polls the API until session id is in state.
