@@ -1,0 +1,603 @@
+package seal
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"sync"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// The unix guard keeps the workload from reaching host pathname UNIX
+// sockets (an ssh ControlMaster or gpg-agent in the owner's home, any
+// daemon's socket on a shared file system). A network namespace does not
+// cover them, Landlock cannot, and a socket may appear after the session
+// started, so the decision is made at each connect and each addressed send.
+//
+// The workload's spawner thread runs a seccomp filter (unixguard_filter.go)
+// that hands connect, sendmsg, sendmmsg and addressed sendto to init. Init
+// never answers "continue": the workload could rewrite the address, or
+// swap the descriptor, between the check and the kernel's second look. It
+// takes a copy of the workload's socket (pidfd_getfd) and of the address,
+// and makes the call itself on that copy, which is the same socket. A
+// pathname address is opened with O_PATH as the workload would see it and
+// allowed only when that inode is on one of the seal's private mounts
+// (/tmp, /run, /var/tmp, /dev/shm) or is a socket the profile lists; the
+// call then goes to /proc/self/fd/N of the inode that was checked.
+
+// unixGuardPolicy says which pathname sockets the workload may reach.
+type unixGuardPolicy struct {
+	// privateMounts are the mount ids of the seal's own mounts.
+	privateMounts map[uint64]bool
+	// listed are host sockets the profile allows (unix_sockets).
+	listed []string
+	// switchCreds: init is real root; calls on the workload's behalf run
+	// on threads that took the owner's ids, so permission checks and
+	// SO_PEERCRED are the owner's.
+	switchCreds bool
+	uid, gid    int
+	groups      []int
+}
+
+// privateMountIDs returns the mount ids of the seal's private mounts.
+// Called once setupMounts has run.
+func privateMountIDs() (map[uint64]bool, error) {
+	ids := map[uint64]bool{}
+	for _, d := range []string{"/tmp", "/run", "/var/tmp", "/dev/shm"} {
+		var st unix.Statx_t
+		if err := unix.Statx(unix.AT_FDCWD, d, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_MNT_ID, &st); err != nil {
+			if errors.Is(err, unix.ENOENT) {
+				continue
+			}
+			return nil, fmt.Errorf("unix guard: mount id of %s: %w", d, err)
+		}
+		if st.Mask&unix.STATX_MNT_ID == 0 {
+			return nil, fmt.Errorf("unix guard: the kernel gives no mount id for %s", d)
+		}
+		ids[st.Mnt_id] = true
+	}
+	return ids, nil
+}
+
+// seccomp_notif, seccomp_notif_resp (linux/seccomp.h); x/sys has only
+// the constants.
+type seccompNotif struct {
+	id    uint64
+	pid   uint32
+	flags uint32
+	nr    int32
+	arch  uint32
+	ip    uint64
+	args  [6]uint64
+}
+
+type seccompNotifResp struct {
+	id    uint64
+	val   int64
+	error int32
+	flags uint32
+}
+
+const ioctlNotifIDValid = 0x40082102 // SECCOMP_IOCTL_NOTIF_ID_VALID
+
+// maxSendBytes bounds what the guard copies out of a workload for one
+// send. A stream socket gets a short count past it (which send may always
+// return); a datagram that large fails with EMSGSIZE, as it would on most
+// sockets anyway.
+const maxSendBytes = 1 << 20
+
+// maxControlBytes bounds ancillary data (the kernel's optmem_max is
+// 20 KiB by default).
+const maxControlBytes = 64 << 10
+
+type unixGuard struct {
+	fd     int
+	policy unixGuardPolicy
+	log    *slog.Logger
+	creds  *credRunner
+	logged sync.Map // path → struct{}: refusals already logged
+}
+
+// serveUnixGuard answers the filter's notifications on fd until ctx ends
+// or the descriptor fails. Each call is handled on its own goroutine: a
+// blocking connect must not hold up the others.
+func serveUnixGuard(ctx context.Context, fd int, policy unixGuardPolicy, log *slog.Logger) {
+	g := &unixGuard{fd: fd, policy: policy, log: log}
+	if policy.switchCreds {
+		g.creds = &credRunner{uid: policy.uid, gid: policy.gid, groups: policy.groups, jobs: make(chan credJob)}
+	}
+	// Poll, not a bare RECV: a RECV blocks on, even once every process
+	// under the filter is gone, while poll reports that as POLLHUP.
+	stop, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
+	if err != nil {
+		log.Error("unix guard: eventfd", "error", err)
+		return
+	}
+	defer unix.Close(stop)
+	go func() {
+		<-ctx.Done()
+		unix.Write(stop, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+	}()
+	for {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}, {Fd: int32(stop), Events: unix.POLLIN}}
+		if _, err := unix.Poll(fds, -1); err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			log.Error("unix guard: poll", "error", err)
+			return
+		}
+		if fds[1].Revents != 0 || fds[0].Revents&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0 {
+			return
+		}
+		var n seccompNotif
+		_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SECCOMP_IOCTL_NOTIF_RECV, uintptr(unsafe.Pointer(&n)))
+		switch e {
+		case 0:
+			go g.handle(n)
+		case unix.EINTR, unix.ENOENT:
+			// ENOENT: the caller died before we got to it.
+		default:
+			log.Error("unix guard: read notifications", "error", e)
+			return
+		}
+	}
+}
+
+func (g *unixGuard) handle(n seccompNotif) {
+	val, errno := g.decide(&n)
+	resp := seccompNotifResp{id: n.id, val: val}
+	if errno != 0 {
+		resp.val, resp.error = 0, -int32(errno)
+	}
+	// ENOENT: the caller is gone (killed); nothing to answer.
+	unix.Syscall(unix.SYS_IOCTL, uintptr(g.fd), unix.SECCOMP_IOCTL_NOTIF_SEND, uintptr(unsafe.Pointer(&resp)))
+}
+
+// target is the thread that made a call, pinned by a pidfd.
+type target struct {
+	tid   int
+	pidfd int
+}
+
+func (g *unixGuard) idValid(id uint64) bool {
+	_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(g.fd), ioctlNotifIDValid, uintptr(unsafe.Pointer(&id)))
+	return e == 0
+}
+
+func (g *unixGuard) decide(n *seccompNotif) (int64, unix.Errno) {
+	pidfd, err := unix.PidfdOpen(int(n.pid), unix.PIDFD_THREAD)
+	if err != nil {
+		return 0, unix.ESRCH
+	}
+	defer unix.Close(pidfd)
+	// The tid could have been reused before the pidfd was taken; a valid
+	// notification id proves the pidfd names the caller.
+	if !g.idValid(n.id) {
+		return 0, unix.ESRCH
+	}
+	t := &target{tid: int(n.pid), pidfd: pidfd}
+	switch int(n.nr) {
+	case unix.SYS_CONNECT:
+		return g.connect(t, n.args)
+	case unix.SYS_SENDTO:
+		return g.sendto(t, n.args)
+	case unix.SYS_SENDMSG:
+		return g.sendmsg(t, n.args)
+	case unix.SYS_SENDMMSG:
+		return g.sendmmsg(t, n.args)
+	}
+	return 0, unix.ENOSYS
+}
+
+// read copies n bytes at addr out of the target.
+func (t *target) read(addr uint64, n int) ([]byte, unix.Errno) {
+	if n == 0 {
+		return nil, 0
+	}
+	b := make([]byte, n)
+	got, err := unix.ProcessVMReadv(t.tid, []unix.Iovec{{Base: &b[0], Len: uint64(n)}},
+		[]unix.RemoteIovec{{Base: uintptr(addr), Len: n}}, 0)
+	if err != nil || got != n {
+		return nil, unix.EFAULT
+	}
+	return b, 0
+}
+
+func (t *target) write(addr uint64, b []byte) unix.Errno {
+	got, err := unix.ProcessVMWritev(t.tid, []unix.Iovec{{Base: &b[0], Len: uint64(len(b))}},
+		[]unix.RemoteIovec{{Base: uintptr(addr), Len: len(b)}}, 0)
+	if err != nil || got != len(b) {
+		return unix.EFAULT
+	}
+	return 0
+}
+
+// socket takes a copy of the target's descriptor fd.
+func (t *target) socket(fd uint64) (int, unix.Errno) {
+	s, err := unix.PidfdGetfd(t.pidfd, int(int32(fd)), 0)
+	if err != nil {
+		if errors.Is(err, unix.EBADF) {
+			return -1, unix.EBADF
+		}
+		// EPERM: init may not look into this process (non-dumpable in an
+		// unprivileged seal). Refusing is the only safe answer.
+		return -1, unix.EACCES
+	}
+	return s, 0
+}
+
+func errnoOf(err error) unix.Errno {
+	var e unix.Errno
+	if errors.As(err, &e) {
+		return e
+	}
+	return unix.EIO
+}
+
+// connect(fd, addr, addrlen).
+func (g *unixGuard) connect(t *target, args [6]uint64) (int64, unix.Errno) {
+	addrLen := int32(args[2])
+	if addrLen < 0 || addrLen > sockaddrMax {
+		return 0, unix.EINVAL
+	}
+	sock, errno := t.socket(args[0])
+	if errno != 0 {
+		return 0, errno
+	}
+	defer unix.Close(sock)
+	addr, errno := t.read(args[1], int(addrLen))
+	if errno != 0 {
+		return 0, errno
+	}
+	domain, err := unix.GetsockoptInt(sock, unix.SOL_SOCKET, unix.SO_DOMAIN)
+	if err != nil {
+		return 0, errnoOf(err)
+	}
+	var a unixAddr
+	if domain == unix.AF_UNIX {
+		a, _ = parseSockaddr(addr) // a malformed one goes to the kernel as is
+	}
+	return 0, g.asOwner(func() unix.Errno {
+		if a.path == "" {
+			return rawConnect(sock, addr)
+		}
+		return g.viaCheckedPath(t, a.path, "connect to", func(checked []byte) unix.Errno {
+			return rawConnect(sock, checked)
+		})
+	})
+}
+
+func rawConnect(sock int, addr []byte) unix.Errno {
+	var p unsafe.Pointer
+	if len(addr) > 0 {
+		p = unsafe.Pointer(&addr[0])
+	}
+	_, _, e := unix.Syscall(unix.SYS_CONNECT, uintptr(sock), uintptr(p), uintptr(len(addr)))
+	return e
+}
+
+// sendto(fd, buf, len, flags, dest, addrlen): only reached with a
+// destination (the filter lets the others through).
+func (g *unixGuard) sendto(t *target, args [6]uint64) (int64, unix.Errno) {
+	addrLen := int32(args[5])
+	if addrLen < 0 || addrLen > sockaddrMax {
+		return 0, unix.EINVAL
+	}
+	name, errno := t.read(args[4], int(addrLen))
+	if errno != 0 {
+		return 0, errno
+	}
+	return g.send(t, args[0], name, []remoteIovec{{base: args[1], len: args[2]}}, nil, int(int32(args[3])))
+}
+
+// sendmsg(fd, msg, flags).
+func (g *unixGuard) sendmsg(t *target, args [6]uint64) (int64, unix.Errno) {
+	return g.sendOneMsg(t, args[0], args[1], int(int32(args[2])))
+}
+
+// sendmmsg(fd, vec, vlen, flags): each message in turn, its length written
+// back into msg_len, as the kernel does.
+func (g *unixGuard) sendmmsg(t *target, args [6]uint64) (int64, unix.Errno) {
+	vlen := min(uint32(args[2]), iovMax)
+	var sent int64
+	for i := range uint64(vlen) {
+		entry := args[1] + i*mmsghdrSize
+		n, errno := g.sendOneMsg(t, args[0], entry, int(int32(args[3])))
+		if errno != 0 {
+			if sent > 0 {
+				return sent, 0
+			}
+			return 0, errno
+		}
+		var l [4]byte
+		binary.LittleEndian.PutUint32(l[:], uint32(n))
+		if errno := t.write(entry+msghdrSize, l[:]); errno != 0 {
+			return sent, 0
+		}
+		sent++
+	}
+	return sent, 0
+}
+
+func (g *unixGuard) sendOneMsg(t *target, fd, msgAddr uint64, flags int) (int64, unix.Errno) {
+	raw, errno := t.read(msgAddr, msghdrSize)
+	if errno != 0 {
+		return 0, errno
+	}
+	h, err := parseMsghdr(raw)
+	if err != nil {
+		return 0, unix.EFAULT
+	}
+	var name []byte
+	if h.name != 0 && h.nameLen > 0 {
+		// The kernel quietly caps the length at sockaddr_storage.
+		if name, errno = t.read(h.name, int(min(h.nameLen, sockaddrMax))); errno != 0 {
+			return 0, errno
+		}
+	}
+	if h.iovLen > iovMax {
+		return 0, unix.EMSGSIZE
+	}
+	iovRaw, errno := t.read(h.iov, int(h.iovLen)*iovecSize)
+	if errno != 0 {
+		return 0, errno
+	}
+	iovs, err := parseIovecs(iovRaw, int(h.iovLen))
+	if err != nil {
+		return 0, unix.EINVAL
+	}
+	var control []byte
+	if h.control != 0 && h.controlLen > 0 {
+		if h.controlLen > maxControlBytes {
+			return 0, unix.ENOBUFS
+		}
+		if control, errno = t.read(h.control, int(h.controlLen)); errno != 0 {
+			return 0, errno
+		}
+	}
+	return g.send(t, fd, name, iovs, control, flags)
+}
+
+// send makes one sendmsg on the target's behalf: its socket, a copy of
+// its data and ancillary data (descriptors passed with SCM_RIGHTS swapped
+// for init's copies of them), and, for a UNIX datagram socket, a
+// destination that passed the check.
+func (g *unixGuard) send(t *target, fd uint64, name []byte, iovs []remoteIovec, control []byte, flags int) (int64, unix.Errno) {
+	sock, errno := t.socket(fd)
+	if errno != 0 {
+		return 0, errno
+	}
+	defer unix.Close(sock)
+	domain, err := unix.GetsockoptInt(sock, unix.SOL_SOCKET, unix.SO_DOMAIN)
+	if err != nil {
+		return 0, errnoOf(err)
+	}
+	typ, err := unix.GetsockoptInt(sock, unix.SOL_SOCKET, unix.SO_TYPE)
+	if err != nil {
+		return 0, errnoOf(err)
+	}
+	var total uint64
+	for _, v := range iovs {
+		total += min(v.len, maxSendBytes+1)
+	}
+	if total > maxSendBytes && typ != unix.SOCK_STREAM {
+		return 0, unix.EMSGSIZE
+	}
+	data := make([]byte, 0, min(total, maxSendBytes))
+	for _, v := range iovs {
+		n := min(v.len, uint64(maxSendBytes-len(data)))
+		if n == 0 {
+			continue
+		}
+		b, errno := t.read(v.base, int(n))
+		if errno != 0 {
+			return 0, errno
+		}
+		data = append(data, b...)
+	}
+	if len(control) > 0 {
+		rights, err := parseCmsgRights(control)
+		if err != nil {
+			return 0, unix.EINVAL
+		}
+		var mine []int
+		defer func() {
+			for _, f := range mine {
+				unix.Close(f)
+			}
+		}()
+		for _, r := range rights {
+			for i := range r.n {
+				at := control[r.off+4*i:]
+				f, errno := t.socket(uint64(binary.LittleEndian.Uint32(at)))
+				if errno != 0 {
+					return 0, errno
+				}
+				mine = append(mine, f)
+				binary.LittleEndian.PutUint32(at, uint32(f))
+			}
+		}
+	}
+	// A broken pipe must signal the workload, not init.
+	sendFlags := flags | unix.MSG_NOSIGNAL
+	var a unixAddr
+	if domain == unix.AF_UNIX && typ == unix.SOCK_DGRAM && len(name) > 0 {
+		a, _ = parseSockaddr(name)
+	}
+	var n int
+	errno = g.asOwner(func() unix.Errno {
+		if a.path == "" {
+			n, errno = rawSendmsg(sock, name, data, control, sendFlags)
+			return errno
+		}
+		return g.viaCheckedPath(t, a.path, "send to", func(checked []byte) unix.Errno {
+			n, errno = rawSendmsg(sock, checked, data, control, sendFlags)
+			return errno
+		})
+	})
+	if errno == unix.EPIPE && flags&unix.MSG_NOSIGNAL == 0 {
+		unix.PidfdSendSignal(t.pidfd, unix.SIGPIPE, nil, 0)
+	}
+	return int64(n), errno
+}
+
+func rawSendmsg(sock int, name, data, control []byte, flags int) (int, unix.Errno) {
+	var msg unix.Msghdr
+	var iov unix.Iovec
+	if len(name) > 0 {
+		msg.Name = &name[0]
+		msg.Namelen = uint32(len(name))
+	}
+	if len(data) > 0 {
+		iov.Base = &data[0]
+		iov.SetLen(len(data))
+		msg.Iov = &iov
+		msg.SetIovlen(1)
+	}
+	if len(control) > 0 {
+		msg.Control = &control[0]
+		msg.SetControllen(len(control))
+	}
+	n, _, e := unix.Syscall(unix.SYS_SENDMSG, uintptr(sock), uintptr(unsafe.Pointer(&msg)), uintptr(flags))
+	runtime.KeepAlive(name)
+	runtime.KeepAlive(data)
+	runtime.KeepAlive(control)
+	return int(n), e
+}
+
+// viaCheckedPath resolves path as the target sees it (its root, its cwd),
+// checks the socket it names, and calls do with an AF_UNIX address for
+// that very inode (/proc/self/fd/N of our O_PATH descriptor), so nothing
+// the workload changes afterwards can redirect the call.
+func (g *unixGuard) viaCheckedPath(t *target, path, what string, do func(addr []byte) unix.Errno) unix.Errno {
+	base, rel, resolve := "cwd", path, uint64(unix.RESOLVE_NO_MAGICLINKS)
+	if filepath.IsAbs(path) {
+		base, resolve = "root", resolve|unix.RESOLVE_IN_ROOT
+	}
+	dir, err := unix.Open("/proc/"+strconv.Itoa(t.tid)+"/"+base, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return g.refuse(path, what, fmt.Sprintf("cannot see the caller's %s: %v", base, err))
+	}
+	defer unix.Close(dir)
+	fd, err := unix.Openat2(dir, rel, &unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: resolve})
+	if err != nil {
+		// ENOENT, EACCES, ELOOP …: what the caller would have got.
+		return errnoOf(err)
+	}
+	defer unix.Close(fd)
+	var st unix.Statx_t
+	if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_TYPE|unix.STATX_INO|unix.STATX_MNT_ID, &st); err != nil {
+		return errnoOf(err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return unix.ECONNREFUSED
+	}
+	if !g.policy.privateMounts[st.Mnt_id] && !g.listed(&st) {
+		return g.refuse(path, what, "not on the seal's private mounts and not listed in unix_sockets")
+	}
+	proc := "/proc/self/fd/" + strconv.Itoa(fd)
+	addr := make([]byte, sunPathOffset+len(proc)+1)
+	binary.LittleEndian.PutUint16(addr, unix.AF_UNIX)
+	copy(addr[sunPathOffset:], proc)
+	return do(addr)
+}
+
+// listed reports whether st is one of the profile's sockets, compared by
+// device and inode at the time of the call (a listed socket may be
+// re-created, and a bind mount of it is the same socket).
+func (g *unixGuard) listed(st *unix.Statx_t) bool {
+	for _, p := range g.policy.listed {
+		var l unix.Statx_t
+		if unix.Statx(unix.AT_FDCWD, p, 0, unix.STATX_TYPE|unix.STATX_INO, &l) != nil {
+			continue
+		}
+		if l.Ino == st.Ino && l.Dev_major == st.Dev_major && l.Dev_minor == st.Dev_minor && l.Mode&unix.S_IFMT == unix.S_IFSOCK {
+			return true
+		}
+	}
+	return false
+}
+
+func (g *unixGuard) refuse(path, what, why string) unix.Errno {
+	if _, seen := g.logged.LoadOrStore(path, struct{}{}); !seen {
+		g.log.Warn(fmt.Sprintf("seal: refused %s host socket %s: %s", what, path, why))
+	}
+	return unix.EACCES
+}
+
+// asOwner runs f with the owner's ids: on a thread that took them when
+// init is real root, on any thread otherwise.
+func (g *unixGuard) asOwner(f func() unix.Errno) unix.Errno {
+	if g.creds == nil {
+		return f()
+	}
+	return g.creds.run(f)
+}
+
+// credRunner keeps threads that hold the owner's uid, gid and groups.
+// setresuid and friends are made as raw system calls, which change only
+// the calling thread (syscall.Setuid would change every thread of init);
+// those threads stay locked and are never handed back to the runtime.
+type credRunner struct {
+	uid, gid int
+	groups   []int
+	jobs     chan credJob
+}
+
+type credJob struct {
+	f    func() unix.Errno
+	done chan unix.Errno
+}
+
+func (c *credRunner) run(f func() unix.Errno) unix.Errno {
+	j := credJob{f: f, done: make(chan unix.Errno, 1)}
+	select {
+	case c.jobs <- j: // an idle thread took it
+	default:
+		go c.worker(j)
+	}
+	return <-j.done
+}
+
+func (c *credRunner) worker(first credJob) {
+	runtime.LockOSThread() // never unlocked: this thread's ids are not init's
+	err := c.become()
+	j := first
+	for {
+		if err != nil {
+			j.done <- unix.EACCES
+		} else {
+			j.done <- j.f()
+		}
+		j = <-c.jobs
+	}
+}
+
+func (c *credRunner) become() error {
+	gids := make([]uint32, len(c.groups))
+	for i, g := range c.groups {
+		gids[i] = uint32(g)
+	}
+	var p unsafe.Pointer
+	if len(gids) > 0 {
+		p = unsafe.Pointer(&gids[0])
+	}
+	if _, _, e := unix.RawSyscall(unix.SYS_SETGROUPS, uintptr(len(gids)), uintptr(p), 0); e != 0 {
+		return fmt.Errorf("setgroups: %w", e)
+	}
+	if _, _, e := unix.RawSyscall(unix.SYS_SETRESGID, uintptr(c.gid), uintptr(c.gid), uintptr(c.gid)); e != 0 {
+		return fmt.Errorf("setresgid: %w", e)
+	}
+	if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, uintptr(c.uid), uintptr(c.uid), uintptr(c.uid)); e != 0 {
+		return fmt.Errorf("setresuid: %w", e)
+	}
+	return nil
+}
