@@ -222,7 +222,7 @@ func (r *run) run(ctx context.Context) (code int, err error) {
 		ID: spec.ID, Owner: owner, Listeners: listeners, ScratchDir: filepath.Join(scratch, "tmp"),
 		Grace: time.Duration(spec.Grace), ReadyTimeout: time.Duration(spec.ReadyTimeout),
 		Exe: r.cfg.Exe, Stderr: r.cfg.Stderr, Logger: r.log, Egress: map[int]string{},
-		LogJSON: r.cfg.LogFormat == "json",
+		LogJSON: r.cfg.LogFormat == "json", UnixSockets: spec.UnixSockets,
 	}
 	for _, e := range spec.Egress {
 		_, port, _ := splitHostPort(e)

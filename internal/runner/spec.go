@@ -37,6 +37,13 @@ type Spec struct {
 	// Egress lists host:port targets reachable from inside the seal as
 	// 127.0.0.1:PORT; nothing else gets out.
 	Egress []string `json:"egress"`
+	// UnixSockets are host pathname UNIX sockets (absolute paths, e.g. a
+	// licence daemon's) the workload may connect to. Every other host
+	// pathname socket (an ssh ControlMaster or gpg-agent in the owner's
+	// home, any daemon's socket the seal can see) is refused with EACCES;
+	// sockets in the seal's own /tmp, /run, /var/tmp and /dev/shm are
+	// always reachable.
+	UnixSockets []string `json:"unix_sockets"`
 	// Lifetime ends the session after this long (Go duration, e.g. "8h").
 	// Empty: no limit.
 	Lifetime Duration `json:"lifetime"`
@@ -343,6 +350,16 @@ func (s *Spec) Validate() error {
 			return fmt.Errorf("spec: egress[%d] %q: port %d used twice (each exception is 127.0.0.1:PORT inside)", i, e, port)
 		}
 		ports[port] = true
+	}
+	for i, p := range s.UnixSockets {
+		if !strings.HasPrefix(p, "/") || filepath.Clean(p) != p {
+			return fmt.Errorf("spec: unix_sockets[%d] %q: want a clean absolute path", i, p)
+		}
+		for _, h := range hiddenInSeal {
+			if p == h || strings.HasPrefix(p, h+"/") {
+				return fmt.Errorf("spec: unix_sockets[%d] %q: %s inside the seal is the seal's own, not the host's, and its sockets are always reachable", i, p, h)
+			}
+		}
 	}
 	if s.ScratchDir != "" && !strings.HasPrefix(s.ScratchDir, "/") {
 		return fmt.Errorf("spec: scratch_dir %q: must be absolute", s.ScratchDir)

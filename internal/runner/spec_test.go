@@ -65,6 +65,8 @@ func TestParseSpecErrors(t *testing.T) {
 		{"tls without ca", edit(`, "client_ca_file": "/path/clients-ca.crt"`, ``), "kind tls needs"},
 		{"bad env", edit(`"env": {"A": "b"}`, `"env": {"A=B": "b"}`), `bad variable name "A=B"`},
 		{"trailing", goodSpec + "{}", "unexpected data after the spec object"},
+		{"relative unix socket", edit(`"egress": ["127.0.0.1:27000"]`, `"egress": ["127.0.0.1:27000"], "unix_sockets": ["agent.sock"]`), `unix_sockets[0] "agent.sock": want a clean absolute path`},
+		{"unix socket in /run", edit(`"egress": ["127.0.0.1:27000"]`, `"egress": ["127.0.0.1:27000"], "unix_sockets": ["/run/x.sock"]`), `unix_sockets[0] "/run/x.sock": /run inside the seal is the seal's own`},
 		{"relative dir", edit(`"dir": "/home/alice"`, `"dir": "home"`), `workload.dir "home"`},
 	}
 	for _, c := range cases {

@@ -74,6 +74,10 @@ type initProc struct {
 	mu    sync.Mutex
 	procs map[int]*child
 
+	// spawn goes to the thread under the unix guard's filter, which
+	// starts the workload and the helpers (see startUnixGuard).
+	spawn chan spawnReq
+
 	egress   *net.UnixConn
 	egressID atomic.Uint64
 	waitersM sync.Mutex
@@ -122,6 +126,7 @@ func (in *initProc) run() int {
 	// The workload runs as the same uid; an undumpable init cannot be
 	// ptraced by it.
 	unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
+	in.startUnixGuard()
 
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, unix.SIGCHLD, unix.SIGTERM, unix.SIGINT)
@@ -132,7 +137,7 @@ func (in *initProc) run() int {
 		if proc.Role == Helper {
 			continue
 		}
-		if err := in.start(proc); err != nil {
+		if err := in.startProc(proc); err != nil {
 			in.terminate(fmt.Sprintf("start %s %q: %v", proc.Role, proc.Name, err), 1, sigs)
 		}
 	}
@@ -170,7 +175,7 @@ func (in *initProc) run() int {
 				if proc.Role != Helper {
 					continue
 				}
-				if err := in.start(proc); err != nil {
+				if err := in.startProc(proc); err != nil {
 					// A helper is not essential: say so and carry on.
 					in.warn("start %s: %v", proc.Name, err)
 				}

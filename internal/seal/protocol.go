@@ -64,6 +64,9 @@ type Plan struct {
 	ReadyTimeout time.Duration `json:"ready_timeout"`
 	Grace        time.Duration `json:"grace"`
 	LogJSON      bool          `json:"log_json,omitempty"`
+	// UnixSockets are host pathname sockets the workload may connect to
+	// (Config.UnixSockets).
+	UnixSockets []string `json:"unix_sockets,omitempty"`
 }
 
 // Message is one line on the control socket.

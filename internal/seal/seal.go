@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"os/user"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"sync"
@@ -71,6 +72,11 @@ type Config struct {
 	// Egress maps a port on 127.0.0.1 inside the seal to a host:port the
 	// parent dials outside for each connection. Nothing else gets out.
 	Egress map[int]string
+	// UnixSockets are host pathname UNIX sockets (absolute paths) the
+	// workload may connect to. Any other host pathname socket is refused:
+	// only sockets on the seal's own /tmp, /run, /var/tmp and /dev/shm are
+	// reachable (see unixguard.go).
+	UnixSockets []string
 	// ScratchDir is a host directory, owned by the owner, mounted on /tmp
 	// inside. The caller creates and removes it.
 	ScratchDir string
@@ -195,6 +201,7 @@ func Start(ctx context.Context, cfg Config) (*Seal, error) {
 		ID: cfg.ID, RootMode: root, UID: cfg.Owner.UID, GID: cfg.Owner.GID,
 		ScratchDir: cfg.ScratchDir, Processes: cfg.Processes, Probes: cfg.Probes,
 		ReadyTimeout: cfg.ReadyTimeout, Grace: cfg.Grace, TTYGID: -1, LogJSON: cfg.LogJSON,
+		UnixSockets: cfg.UnixSockets,
 	}
 	ttyGID := -1
 	if g, err := user.LookupGroup("tty"); err == nil {
@@ -248,6 +255,11 @@ func (c *Config) validate() error {
 	if !root && c.Owner.UID != os.Getuid() {
 		return fmt.Errorf("seal %s: owner %s (uid %d) is not the user running airlock (uid %d); only root can start a session for another user",
 			c.ID, c.Owner.Name, c.Owner.UID, os.Getuid())
+	}
+	for _, p := range c.UnixSockets {
+		if !filepath.IsAbs(p) || filepath.Clean(p) != p {
+			return fmt.Errorf("seal %s: unix socket %q: want a clean absolute path", c.ID, p)
+		}
 	}
 	workloads := 0
 	for _, p := range c.Processes {
