@@ -4,6 +4,13 @@
 //
 // Addresses: tcp:HOST:PORT, udp:HOST:PORT, unix:/path, abstract:NAME,
 // dns:SERVER:PORT:NAME (an A query over UDP to that server).
+//
+// For the unix guard's tests dial also knows: sendto:/path (one datagram,
+// unconnected), via:LINK=TARGET (make a symlink, then connect through it),
+// selfunix:/path (serve an echo there, then connect to it), wait:/path
+// (wait until the path exists), iouring: (io_uring_setup), and
+// race:GOOD|BAD|N (connect N times while another thread flips the address
+// between GOOD and BAD; reached if a connection ever lands on BAD).
 package main
 
 import (
@@ -198,6 +205,8 @@ func try(a string) error {
 	var c net.Conn
 	var err error
 	switch kind {
+	case "sendto", "via", "selfunix", "wait", "iouring", "race":
+		return tryUnixGuard(kind, rest)
 	case "tcp", "udp", "unix":
 		c, err = net.DialTimeout(kind, rest, 2*time.Second)
 	case "abstract":
