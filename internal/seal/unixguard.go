@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"unsafe"
 
@@ -179,7 +181,7 @@ func (g *unixGuard) idValid(id uint64) bool {
 }
 
 func (g *unixGuard) decide(n *seccompNotif) (int64, unix.Errno) {
-	pidfd, err := unix.PidfdOpen(int(n.pid), unix.PIDFD_THREAD)
+	pidfd, err := openCallerPidfd(int(n.pid))
 	if err != nil {
 		return 0, unix.ESRCH
 	}
@@ -201,6 +203,31 @@ func (g *unixGuard) decide(n *seccompNotif) (int64, unix.Errno) {
 		return g.sendmmsg(t, n.args)
 	}
 	return 0, unix.ENOSYS
+}
+
+// openCallerPidfd pins the calling thread tid. Before Linux 6.9 a pidfd
+// names only a process, so it names the thread group instead: its threads
+// share the descriptor table unless one unshared it, in which case the
+// guard acts on the wrong table's socket, which gets it nothing either.
+func openCallerPidfd(tid int) (int, error) {
+	fd, err := unix.PidfdOpen(tid, unix.PIDFD_THREAD)
+	if !errors.Is(err, unix.EINVAL) {
+		return fd, err
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(tid) + "/status")
+	if err != nil {
+		return -1, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Tgid:"); ok {
+			tgid, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil {
+				return -1, fmt.Errorf("tgid of %d: %w", tid, err)
+			}
+			return unix.PidfdOpen(tgid, 0)
+		}
+	}
+	return -1, fmt.Errorf("no Tgid in /proc/%d/status", tid)
 }
 
 // read copies n bytes at addr out of the target.

@@ -202,9 +202,10 @@ func TestUnixGuardOtherCalls(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ownDG.Close()
-	tcp := countingListener(t, "tcp", "127.0.0.1:0")
-	_ = tcp
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer ln.Close()
 
 	g.do(func() {
