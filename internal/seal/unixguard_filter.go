@@ -41,6 +41,7 @@ const (
 //   - sendto goes to the supervisor only with a destination address; with
 //     a NULL one (send(2) on a connected socket, the common case) it runs
 //     at once, decided on a register the workload cannot change later;
+//   - socket(AF_VSOCK, …) fails with EAFNOSUPPORT;
 //   - everything else runs.
 func unixGuardFilter() ([]unix.SockFilter, error) {
 	arch, err := nativeAuditArch()
@@ -55,6 +56,7 @@ func unixGuardFilter() ([]unix.SockFilter, error) {
 	)
 	// A jump names its targets by label ("" = the next instruction).
 	type insn struct {
+		label  string // names this instruction as a jump target
 		code   uint16
 		k      uint32
 		jt, jf string
@@ -73,13 +75,23 @@ func unixGuardFilter() ([]unix.SockFilter, error) {
 		insn{code: jeq, k: unix.SYS_CONNECT, jt: "notify"},
 		insn{code: jeq, k: unix.SYS_SENDMSG, jt: "notify"},
 		insn{code: jeq, k: unix.SYS_SENDMMSG, jt: "notify"},
-		insn{code: jeq, k: unix.SYS_SENDTO, jf: "allow"},
+		insn{code: jeq, k: unix.SYS_SENDTO, jf: "socket"},
 		insn{code: ld, k: lo},
 		insn{code: jeq, k: 0, jf: "notify"},
 		insn{code: ld, k: hi},
 		insn{code: jeq, k: 0, jt: "allow", jf: "notify"},
+		// vsock reaches the hypervisor's host whatever the network
+		// namespace: no socket of that family.
+		insn{label: "socket", code: jeq, k: unix.SYS_SOCKET, jf: "allow"},
+		insn{code: ld, k: offArgs},
+		insn{code: jeq, k: unix.AF_VSOCK, jt: "eafnosupport", jf: "allow"},
 	)
 	labels := map[string]int{}
+	for i, in := range prog {
+		if in.label != "" {
+			labels[in.label] = i
+		}
+	}
 	for _, l := range []struct {
 		name string
 		ret  uint32
@@ -88,6 +100,7 @@ func unixGuardFilter() ([]unix.SockFilter, error) {
 		{"notify", unix.SECCOMP_RET_USER_NOTIF},
 		{"eperm", unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM)},
 		{"enosys", unix.SECCOMP_RET_ERRNO | uint32(unix.ENOSYS)},
+		{"eafnosupport", unix.SECCOMP_RET_ERRNO | uint32(unix.EAFNOSUPPORT)},
 		{"kill", unix.SECCOMP_RET_KILL_PROCESS},
 	} {
 		labels[l.name] = len(prog)

@@ -262,6 +262,9 @@ func TestUnixGuardOtherCalls(t *testing.T) {
 		} else {
 			c.Close()
 		}
+		if _, err := unix.Socket(unix.AF_VSOCK, unix.SOCK_STREAM, 0); !errors.Is(err, unix.EAFNOSUPPORT) {
+			t.Errorf("socket(AF_VSOCK): %v, want EAFNOSUPPORT", err)
+		}
 		var params [120]byte
 		if _, _, e := unix.Syscall(unix.SYS_IO_URING_SETUP, 1, uintptr(unsafe.Pointer(&params)), 0); e != unix.EPERM {
 			t.Errorf("io_uring_setup: %v, want EPERM", e)

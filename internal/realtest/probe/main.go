@@ -8,7 +8,8 @@
 // For the unix guard's tests dial also knows: sendto:/path (one datagram,
 // unconnected), via:LINK=TARGET (make a symlink, then connect through it),
 // selfunix:/path (serve an echo there, then connect to it), wait:/path
-// (wait until the path exists), iouring: (io_uring_setup), and
+// (wait until the path exists), iouring: (io_uring_setup), vsock: (a
+// connection to port 22 of a VM's host), and
 // race:GOOD|BAD|N (connect N times while another thread flips the address
 // between GOOD and BAD; reached if a connection ever lands on BAD).
 package main
@@ -205,7 +206,7 @@ func try(a string) error {
 	var c net.Conn
 	var err error
 	switch kind {
-	case "sendto", "via", "selfunix", "wait", "iouring", "race":
+	case "sendto", "via", "selfunix", "wait", "iouring", "race", "vsock":
 		return tryUnixGuard(kind, rest)
 	case "tcp", "udp", "unix":
 		c, err = net.DialTimeout(kind, rest, 2*time.Second)
