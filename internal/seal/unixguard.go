@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -103,11 +104,12 @@ const maxSendBytes = 1 << 20
 const maxControlBytes = 64 << 10
 
 type unixGuard struct {
-	fd     int
-	policy unixGuardPolicy
-	log    *slog.Logger
-	creds  *credRunner
-	logged sync.Map // path → struct{}: refusals already logged
+	fd      int
+	policy  unixGuardPolicy
+	log     *slog.Logger
+	creds   *credRunner
+	logged  sync.Map // path → struct{}: refusals already logged
+	nLogged atomic.Int32
 }
 
 // serveUnixGuard answers the filter's notifications on fd until ctx ends
@@ -116,7 +118,7 @@ type unixGuard struct {
 func serveUnixGuard(ctx context.Context, fd int, policy unixGuardPolicy, log *slog.Logger) {
 	g := &unixGuard{fd: fd, policy: policy, log: log}
 	if policy.switchCreds {
-		g.creds = &credRunner{uid: policy.uid, gid: policy.gid, groups: policy.groups, jobs: make(chan credJob)}
+		g.creds = &credRunner{uid: policy.uid, gid: policy.gid, groups: policy.groups, jobs: make(chan credJob), log: log}
 	}
 	// 6.6+: wake the caller on this CPU when answering, which halves a
 	// round trip; older kernels lack it and lose only speed.
@@ -559,9 +561,20 @@ func (g *unixGuard) listed(st *unix.Statx_t) bool {
 	return false
 }
 
+// maxLoggedRefusals bounds the paths remembered for logging once each: a
+// workload trying paths by the million must not grow init without end.
+const maxLoggedRefusals = 1000
+
 func (g *unixGuard) refuse(path, what, why string) unix.Errno {
+	if g.nLogged.Load() >= maxLoggedRefusals {
+		return unix.EACCES
+	}
 	if _, seen := g.logged.LoadOrStore(path, struct{}{}); !seen {
-		g.log.Warn(fmt.Sprintf("seal: refused %s host socket %s: %s", what, path, why))
+		if g.nLogged.Add(1) == maxLoggedRefusals {
+			g.log.Warn(fmt.Sprintf("seal: refused %s host socket %s: %s (further refusals are not logged)", what, path, why))
+		} else {
+			g.log.Warn(fmt.Sprintf("seal: refused %s host socket %s: %s", what, path, why))
+		}
 	}
 	return unix.EACCES
 }
@@ -583,6 +596,7 @@ type credRunner struct {
 	uid, gid int
 	groups   []int
 	jobs     chan credJob
+	log      *slog.Logger
 }
 
 type credJob struct {
@@ -603,6 +617,10 @@ func (c *credRunner) run(f func() unix.Errno) unix.Errno {
 func (c *credRunner) worker(first credJob) {
 	runtime.LockOSThread() // never unlocked: this thread's ids are not init's
 	err := c.become()
+	if err != nil {
+		// Its calls are refused rather than made as root.
+		c.log.Error("unix guard: take the owner's ids on a thread", "error", err)
+	}
 	j := first
 	for {
 		if err != nil {
