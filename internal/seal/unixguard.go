@@ -22,18 +22,19 @@ import (
 // sockets (an ssh ControlMaster or gpg-agent in the owner's home, any
 // daemon's socket on a shared file system). A network namespace does not
 // cover them, Landlock cannot, and a socket may appear after the session
-// started, so the decision is made at each connect and each addressed send.
+// started, so the decision is made at each connect.
 //
 // The workload's spawner thread runs a seccomp filter (unixguard_filter.go)
-// that hands connect, sendmsg, sendmmsg and addressed sendto to init. Init
-// never answers "continue": the workload could rewrite the address, or
-// swap the descriptor, between the check and the kernel's second look. It
-// takes a copy of the workload's socket (pidfd_getfd) and of the address,
-// and makes the call itself on that copy, which is the same socket. A
-// pathname address is opened with O_PATH as the workload would see it and
-// allowed only when that inode is on one of the seal's private mounts
-// (/tmp, /run, /var/tmp, /dev/shm) or is a socket the profile lists; the
-// call then goes to /proc/self/fd/N of the inode that was checked.
+// that hands every connect to init and refuses AF_UNIX datagram sockets,
+// the only kind whose sends name a destination. Init never answers
+// "continue": the workload could rewrite the address, or swap the
+// descriptor, between the check and the kernel's second look. It takes a
+// copy of the workload's socket (pidfd_getfd) and of the address, and
+// connects that copy, which is the same socket, itself. A pathname is
+// opened with O_PATH as the workload would see it and allowed only when
+// that inode is on one of the seal's private mounts (/tmp, /run, /var/tmp,
+// /dev/shm) or is a socket the profile lists; the connect then goes to
+// /proc/self/fd/N of the inode that was checked.
 
 // unixGuardPolicy says which pathname sockets the workload may reach.
 type unixGuardPolicy struct {
@@ -92,16 +93,6 @@ const (
 	ioctlNotifIDValid  = 0x40082102 // SECCOMP_IOCTL_NOTIF_ID_VALID
 	ioctlNotifSetFlags = 0x40082104 // SECCOMP_IOCTL_NOTIF_SET_FLAGS
 )
-
-// maxSendBytes bounds what the guard copies out of a workload for one
-// send. A stream socket gets a short count past it (which send may always
-// return); a datagram that large fails with EMSGSIZE, as it would on most
-// sockets anyway.
-const maxSendBytes = 1 << 20
-
-// maxControlBytes bounds ancillary data (the kernel's optmem_max is
-// 20 KiB by default).
-const maxControlBytes = 64 << 10
 
 type unixGuard struct {
 	fd      int
@@ -194,17 +185,10 @@ func (g *unixGuard) decide(n *seccompNotif) (int64, unix.Errno) {
 		return 0, unix.ESRCH
 	}
 	t := &target{tid: int(n.pid), pidfd: pidfd}
-	switch int(n.nr) {
-	case unix.SYS_CONNECT:
-		return g.connect(t, n.args)
-	case unix.SYS_SENDTO:
-		return g.sendto(t, n.args)
-	case unix.SYS_SENDMSG:
-		return g.sendmsg(t, n.args)
-	case unix.SYS_SENDMMSG:
-		return g.sendmmsg(t, n.args)
+	if int(n.nr) != unix.SYS_CONNECT {
+		return 0, unix.ENOSYS
 	}
-	return 0, unix.ENOSYS
+	return g.connect(t, n.args)
 }
 
 // openCallerPidfd pins the calling thread tid. Before Linux 6.9 a pidfd
@@ -244,15 +228,6 @@ func (t *target) read(addr uint64, n int) ([]byte, unix.Errno) {
 		return nil, unix.EFAULT
 	}
 	return b, 0
-}
-
-func (t *target) write(addr uint64, b []byte) unix.Errno {
-	got, err := unix.ProcessVMWritev(t.tid, []unix.Iovec{{Base: &b[0], Len: uint64(len(b))}},
-		[]unix.RemoteIovec{{Base: uintptr(addr), Len: len(b)}}, 0)
-	if err != nil || got != len(b) {
-		return unix.EFAULT
-	}
-	return 0
 }
 
 // socket takes a copy of the target's descriptor fd.
@@ -317,195 +292,6 @@ func rawConnect(sock int, addr []byte) unix.Errno {
 	}
 	_, _, e := unix.Syscall(unix.SYS_CONNECT, uintptr(sock), uintptr(p), uintptr(len(addr)))
 	return e
-}
-
-// sendto(fd, buf, len, flags, dest, addrlen): only reached with a
-// destination (the filter lets the others through).
-func (g *unixGuard) sendto(t *target, args [6]uint64) (int64, unix.Errno) {
-	addrLen := int32(args[5])
-	if addrLen < 0 || addrLen > sockaddrMax {
-		return 0, unix.EINVAL
-	}
-	name, errno := t.read(args[4], int(addrLen))
-	if errno != 0 {
-		return 0, errno
-	}
-	return g.send(t, args[0], name, []remoteIovec{{base: args[1], len: args[2]}}, nil, int(int32(args[3])))
-}
-
-// sendmsg(fd, msg, flags).
-func (g *unixGuard) sendmsg(t *target, args [6]uint64) (int64, unix.Errno) {
-	return g.sendOneMsg(t, args[0], args[1], int(int32(args[2])))
-}
-
-// sendmmsg(fd, vec, vlen, flags): each message in turn, its length written
-// back into msg_len, as the kernel does.
-func (g *unixGuard) sendmmsg(t *target, args [6]uint64) (int64, unix.Errno) {
-	vlen := min(uint32(args[2]), iovMax)
-	var sent int64
-	for i := range uint64(vlen) {
-		entry := args[1] + i*mmsghdrSize
-		n, errno := g.sendOneMsg(t, args[0], entry, int(int32(args[3])))
-		if errno != 0 {
-			if sent > 0 {
-				return sent, 0
-			}
-			return 0, errno
-		}
-		var l [4]byte
-		binary.LittleEndian.PutUint32(l[:], uint32(n))
-		if errno := t.write(entry+msghdrSize, l[:]); errno != 0 {
-			return sent, 0
-		}
-		sent++
-	}
-	return sent, 0
-}
-
-func (g *unixGuard) sendOneMsg(t *target, fd, msgAddr uint64, flags int) (int64, unix.Errno) {
-	raw, errno := t.read(msgAddr, msghdrSize)
-	if errno != 0 {
-		return 0, errno
-	}
-	h, err := parseMsghdr(raw)
-	if err != nil {
-		return 0, unix.EFAULT
-	}
-	var name []byte
-	if h.name != 0 && h.nameLen > 0 {
-		// The kernel quietly caps the length at sockaddr_storage.
-		if name, errno = t.read(h.name, int(min(h.nameLen, sockaddrMax))); errno != 0 {
-			return 0, errno
-		}
-	}
-	if h.iovLen > iovMax {
-		return 0, unix.EMSGSIZE
-	}
-	iovRaw, errno := t.read(h.iov, int(h.iovLen)*iovecSize)
-	if errno != 0 {
-		return 0, errno
-	}
-	iovs, err := parseIovecs(iovRaw, int(h.iovLen))
-	if err != nil {
-		return 0, unix.EINVAL
-	}
-	var control []byte
-	if h.control != 0 && h.controlLen > 0 {
-		if h.controlLen > maxControlBytes {
-			return 0, unix.ENOBUFS
-		}
-		if control, errno = t.read(h.control, int(h.controlLen)); errno != 0 {
-			return 0, errno
-		}
-	}
-	return g.send(t, fd, name, iovs, control, flags)
-}
-
-// send makes one sendmsg on the target's behalf: its socket, a copy of
-// its data and ancillary data (descriptors passed with SCM_RIGHTS swapped
-// for init's copies of them), and, for a UNIX datagram socket, a
-// destination that passed the check.
-func (g *unixGuard) send(t *target, fd uint64, name []byte, iovs []remoteIovec, control []byte, flags int) (int64, unix.Errno) {
-	sock, errno := t.socket(fd)
-	if errno != 0 {
-		return 0, errno
-	}
-	defer unix.Close(sock)
-	domain, err := unix.GetsockoptInt(sock, unix.SOL_SOCKET, unix.SO_DOMAIN)
-	if err != nil {
-		return 0, errnoOf(err)
-	}
-	typ, err := unix.GetsockoptInt(sock, unix.SOL_SOCKET, unix.SO_TYPE)
-	if err != nil {
-		return 0, errnoOf(err)
-	}
-	var total uint64
-	for _, v := range iovs {
-		total += min(v.len, maxSendBytes+1)
-	}
-	if total > maxSendBytes && typ != unix.SOCK_STREAM {
-		return 0, unix.EMSGSIZE
-	}
-	data := make([]byte, 0, min(total, maxSendBytes))
-	for _, v := range iovs {
-		n := min(v.len, uint64(maxSendBytes-len(data)))
-		if n == 0 {
-			continue
-		}
-		b, errno := t.read(v.base, int(n))
-		if errno != 0 {
-			return 0, errno
-		}
-		data = append(data, b...)
-	}
-	if len(control) > 0 {
-		rights, err := parseCmsgRights(control)
-		if err != nil {
-			return 0, unix.EINVAL
-		}
-		var mine []int
-		defer func() {
-			for _, f := range mine {
-				unix.Close(f)
-			}
-		}()
-		for _, r := range rights {
-			for i := range r.n {
-				at := control[r.off+4*i:]
-				f, errno := t.socket(uint64(binary.LittleEndian.Uint32(at)))
-				if errno != 0 {
-					return 0, errno
-				}
-				mine = append(mine, f)
-				binary.LittleEndian.PutUint32(at, uint32(f))
-			}
-		}
-	}
-	// A broken pipe must signal the workload, not init.
-	sendFlags := flags | unix.MSG_NOSIGNAL
-	var a unixAddr
-	if domain == unix.AF_UNIX && typ == unix.SOCK_DGRAM && len(name) > 0 {
-		a, _ = parseSockaddr(name)
-	}
-	var n int
-	errno = g.asOwner(func() unix.Errno {
-		if a.path == "" {
-			n, errno = rawSendmsg(sock, name, data, control, sendFlags)
-			return errno
-		}
-		return g.viaCheckedPath(t, a.path, "send to", func(checked []byte) unix.Errno {
-			n, errno = rawSendmsg(sock, checked, data, control, sendFlags)
-			return errno
-		})
-	})
-	if errno == unix.EPIPE && flags&unix.MSG_NOSIGNAL == 0 {
-		unix.PidfdSendSignal(t.pidfd, unix.SIGPIPE, nil, 0)
-	}
-	return int64(n), errno
-}
-
-func rawSendmsg(sock int, name, data, control []byte, flags int) (int, unix.Errno) {
-	var msg unix.Msghdr
-	var iov unix.Iovec
-	if len(name) > 0 {
-		msg.Name = &name[0]
-		msg.Namelen = uint32(len(name))
-	}
-	if len(data) > 0 {
-		iov.Base = &data[0]
-		iov.SetLen(len(data))
-		msg.Iov = &iov
-		msg.SetIovlen(1)
-	}
-	if len(control) > 0 {
-		msg.Control = &control[0]
-		msg.SetControllen(len(control))
-	}
-	n, _, e := unix.Syscall(unix.SYS_SENDMSG, uintptr(sock), uintptr(unsafe.Pointer(&msg)), uintptr(flags))
-	runtime.KeepAlive(name)
-	runtime.KeepAlive(data)
-	runtime.KeepAlive(control)
-	return int(n), e
 }
 
 // viaCheckedPath resolves path as the target sees it (its root, its cwd),

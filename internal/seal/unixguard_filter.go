@@ -35,14 +35,22 @@ const (
 // unixGuardFilter is the classic BPF program the workload runs under:
 //
 //   - a foreign arch kills the process; an x32 call fails with ENOSYS;
-//   - io_uring_setup fails with EPERM (io_uring's own connect and sendmsg
-//     never pass through seccomp);
-//   - connect, sendmsg and sendmmsg go to the supervisor;
-//   - sendto goes to the supervisor only with a destination address; with
-//     a NULL one (send(2) on a connected socket, the common case) it runs
-//     at once, decided on a register the workload cannot change later;
-//   - socket(AF_VSOCK, …) fails with EAFNOSUPPORT;
+//   - io_uring_setup fails with EPERM (io_uring's own connect never passes
+//     through seccomp);
+//   - connect goes to the supervisor;
+//   - socket and socketpair of AF_UNIX datagram sockets (SOCK_DGRAM, and
+//     SOCK_RAW, which the kernel makes a datagram socket) fail with EACCES:
+//     a datagram socket names its destination in every send, in memory the
+//     workload may rewrite after any check. Without one, no send can name a
+//     host socket (a stream socket refuses an address, a seqpacket socket
+//     ignores it), so sendto, sendmsg and sendmmsg run untouched, by the
+//     workload itself, at full speed and with its own credentials;
+//   - socket(AF_VSOCK, …) fails with EAFNOSUPPORT: vsock reaches a virtual
+//     machine's host whatever the network namespace;
 //   - everything else runs.
+//
+// Every decision is on a register, which the workload cannot change once
+// the filter has looked at it.
 func unixGuardFilter() ([]unix.SockFilter, error) {
 	arch, err := nativeAuditArch()
 	if err != nil {
@@ -52,6 +60,7 @@ func unixGuardFilter() ([]unix.SockFilter, error) {
 		ld  = unix.BPF_LD | unix.BPF_W | unix.BPF_ABS
 		jeq = unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K
 		jge = unix.BPF_JMP | unix.BPF_JGE | unix.BPF_K
+		and = unix.BPF_ALU | unix.BPF_AND | unix.BPF_K
 		ret = unix.BPF_RET | unix.BPF_K
 	)
 	// A jump names its targets by label ("" = the next instruction).
@@ -61,7 +70,9 @@ func unixGuardFilter() ([]unix.SockFilter, error) {
 		k      uint32
 		jt, jf string
 	}
-	lo, hi := uint32(offArgs+4*8), uint32(offArgs+4*8+4) // args[4], little-endian halves
+	// The low halves of args[0] and args[1] (little-endian): the family
+	// and type are ints, and the kernel ignores the upper halves.
+	arg0, arg1 := uint32(offArgs), uint32(offArgs+8)
 	prog := []insn{
 		{code: ld, k: offArch},
 		{code: jeq, k: arch, jf: "kill"},
@@ -71,20 +82,17 @@ func unixGuardFilter() ([]unix.SockFilter, error) {
 		prog = append(prog, insn{code: jge, k: x32SyscallBit, jt: "enosys"})
 	}
 	prog = append(prog,
-		insn{code: jeq, k: unix.SYS_IO_URING_SETUP, jt: "eperm"},
 		insn{code: jeq, k: unix.SYS_CONNECT, jt: "notify"},
-		insn{code: jeq, k: unix.SYS_SENDMSG, jt: "notify"},
-		insn{code: jeq, k: unix.SYS_SENDMMSG, jt: "notify"},
-		insn{code: jeq, k: unix.SYS_SENDTO, jf: "socket"},
-		insn{code: ld, k: lo},
-		insn{code: jeq, k: 0, jf: "notify"},
-		insn{code: ld, k: hi},
-		insn{code: jeq, k: 0, jt: "allow", jf: "notify"},
-		// vsock reaches the hypervisor's host whatever the network
-		// namespace: no socket of that family.
-		insn{label: "socket", code: jeq, k: unix.SYS_SOCKET, jf: "allow"},
-		insn{code: ld, k: offArgs},
-		insn{code: jeq, k: unix.AF_VSOCK, jt: "eafnosupport", jf: "allow"},
+		insn{code: jeq, k: unix.SYS_IO_URING_SETUP, jt: "eperm"},
+		insn{code: jeq, k: unix.SYS_SOCKET, jt: "socket"},
+		insn{code: jeq, k: unix.SYS_SOCKETPAIR, jt: "socket", jf: "allow"},
+		insn{label: "socket", code: ld, k: arg0},
+		insn{code: jeq, k: unix.AF_VSOCK, jt: "eafnosupport"},
+		insn{code: jeq, k: unix.AF_UNIX, jf: "allow"},
+		insn{code: ld, k: arg1},
+		insn{code: and, k: 0xf}, // SOCK_TYPE_MASK: without SOCK_CLOEXEC, SOCK_NONBLOCK
+		insn{code: jeq, k: unix.SOCK_DGRAM, jt: "eacces"},
+		insn{code: jeq, k: unix.SOCK_RAW, jt: "eacces", jf: "allow"},
 	)
 	labels := map[string]int{}
 	for i, in := range prog {
@@ -101,6 +109,7 @@ func unixGuardFilter() ([]unix.SockFilter, error) {
 		{"eperm", unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM)},
 		{"enosys", unix.SECCOMP_RET_ERRNO | uint32(unix.ENOSYS)},
 		{"eafnosupport", unix.SECCOMP_RET_ERRNO | uint32(unix.EAFNOSUPPORT)},
+		{"eacces", unix.SECCOMP_RET_ERRNO | uint32(unix.EACCES)},
 		{"kill", unix.SECCOMP_RET_KILL_PROCESS},
 	} {
 		labels[l.name] = len(prog)
