@@ -38,11 +38,11 @@ type Spec struct {
 	// 127.0.0.1:PORT; nothing else gets out.
 	Egress []string `json:"egress"`
 	// UnixSockets are host pathname UNIX sockets (absolute paths, e.g. a
-	// licence daemon's) the workload may connect to. Every other host
-	// pathname socket (an ssh ControlMaster or gpg-agent in the owner's
-	// home, any daemon's socket the seal can see) is refused with EACCES;
-	// sockets in the seal's own /tmp, /run, /var/tmp and /dev/shm are
-	// always reachable.
+	// licence daemon's; stream or seqpacket) the workload may connect to.
+	// Every other host pathname socket (an ssh ControlMaster or gpg-agent
+	// in the owner's home, any daemon's socket the seal can see) is refused
+	// with EACCES; sockets in the seal's own /tmp, /run, /var/tmp and
+	// /dev/shm are always reachable.
 	UnixSockets []string `json:"unix_sockets"`
 	// Lifetime ends the session after this long (Go duration, e.g. "8h").
 	// Empty: no limit.

@@ -35,9 +35,9 @@
 // Pathname UNIX sockets are not per network namespace, and the seal still
 // sees most of the host's file system. The workload and helpers are
 // started from one locked thread that carries a seccomp filter with a
-// user-notification listener (unixguard_filter.go); init's supervisor
-// (unixguard.go) makes their connect and addressed sends itself, on copies
-// of their sockets, and lets a pathname through only to a socket on the
-// seal's private mounts or one listed in Config.UnixSockets. Connectors
-// are started without the filter.
+// user-notification listener (unixguard_filter.go) and cannot make UNIX
+// datagram sockets; init's supervisor (unixguard.go) makes their connects
+// itself, on copies of their sockets, and lets a pathname through only to
+// a socket on the seal's private mounts or one listed in
+// Config.UnixSockets. Connectors are started without the filter.
 package seal
