@@ -42,9 +42,9 @@ type unixGuardPolicy struct {
 	privateMounts map[uint64]bool
 	// listed are host sockets the profile allows (unix_sockets).
 	listed []string
-	// switchCreds: init is real root; calls on the workload's behalf run
-	// on threads that took the owner's ids, so permission checks and
-	// SO_PEERCRED are the owner's.
+	// switchCreds: init is not the owner (root mode); connects on the
+	// workload's behalf run on threads that took the owner's ids, so
+	// permission checks and SO_PEERCRED are the owner's.
 	switchCreds bool
 	uid, gid    int
 	groups      []int

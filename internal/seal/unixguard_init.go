@@ -2,6 +2,7 @@ package seal
 
 import (
 	"context"
+	"os"
 	"runtime"
 )
 
@@ -18,7 +19,9 @@ type spawnReq struct {
 // are then reachable from inside.
 func (in *initProc) startUnixGuard() {
 	p := in.plan
-	policy := unixGuardPolicy{listed: p.UnixSockets, switchCreds: p.RootMode, uid: p.UID, gid: p.GID, groups: p.Groups}
+	// Init connects with the owner's ids: its own when it already is the
+	// owner (unprivileged), else on threads that take them (root mode).
+	policy := unixGuardPolicy{listed: p.UnixSockets, switchCreds: os.Geteuid() != p.UID, uid: p.UID, gid: p.GID, groups: p.Groups}
 	ids, idsErr := privateMountIDs()
 	policy.privateMounts = ids
 	in.spawn = make(chan spawnReq)
