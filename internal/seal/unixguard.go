@@ -42,9 +42,11 @@ type unixGuardPolicy struct {
 	privateMounts map[uint64]bool
 	// listed are host sockets the profile allows (unix_sockets).
 	listed []string
-	// switchCreds: init is not the owner (root mode); connects on the
+	// switchCreds: init is not the owner (root mode). Connects on the
 	// workload's behalf run on threads that took the owner's ids, so
-	// permission checks and SO_PEERCRED are the owner's.
+	// permission checks and SO_PEERCRED are the owner's; in every mode
+	// those threads hold no capability, so init's cannot lend the
+	// workload anything.
 	switchCreds bool
 	uid, gid    int
 	groups      []int
@@ -108,9 +110,7 @@ type unixGuard struct {
 // blocking connect must not hold up the others.
 func serveUnixGuard(ctx context.Context, fd int, policy unixGuardPolicy, log *slog.Logger) {
 	g := &unixGuard{fd: fd, policy: policy, log: log}
-	if policy.switchCreds {
-		g.creds = &credRunner{uid: policy.uid, gid: policy.gid, groups: policy.groups, jobs: make(chan credJob), log: log}
-	}
+	g.creds = &credRunner{switchIDs: policy.switchCreds, uid: policy.uid, gid: policy.gid, groups: policy.groups, jobs: make(chan credJob), log: log}
 	// 6.6+: wake the caller on this CPU when answering, which halves a
 	// round trip; older kernels lack it and lose only speed.
 	unix.Syscall(unix.SYS_IOCTL, uintptr(fd), ioctlNotifSetFlags, unix.SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP)
@@ -365,24 +365,22 @@ func (g *unixGuard) refuse(path, what, why string) unix.Errno {
 	return unix.EACCES
 }
 
-// asOwner runs f with the owner's ids: on a thread that took them when
-// init is real root, on any thread otherwise.
+// asOwner runs f on a thread with the owner's ids and no capabilities.
 func (g *unixGuard) asOwner(f func() unix.Errno) unix.Errno {
-	if g.creds == nil {
-		return f()
-	}
 	return g.creds.run(f)
 }
 
-// credRunner keeps threads that hold the owner's uid, gid and groups.
-// setresuid and friends are made as raw system calls, which change only
-// the calling thread (syscall.Setuid would change every thread of init);
-// those threads stay locked and are never handed back to the runtime.
+// credRunner keeps threads that hold the owner's uid, gid and groups and
+// no capabilities. setresuid, capset and friends are made as raw system
+// calls, which change only the calling thread (syscall.Setuid would change
+// every thread of init); those threads stay locked and are never handed
+// back to the runtime.
 type credRunner struct {
-	uid, gid int
-	groups   []int
-	jobs     chan credJob
-	log      *slog.Logger
+	switchIDs bool
+	uid, gid  int
+	groups    []int
+	jobs      chan credJob
+	log       *slog.Logger
 }
 
 type credJob struct {
@@ -404,7 +402,7 @@ func (c *credRunner) worker(first credJob) {
 	runtime.LockOSThread() // never unlocked: this thread's ids are not init's
 	err := c.become()
 	if err != nil {
-		// Its calls are refused rather than made as root.
+		// Its calls are refused rather than made with init's privileges.
 		c.log.Error("unix guard: take the owner's ids on a thread", "error", err)
 	}
 	j := first
@@ -419,6 +417,22 @@ func (c *credRunner) worker(first credJob) {
 }
 
 func (c *credRunner) become() error {
+	if c.switchIDs {
+		if err := c.switchToOwner(); err != nil {
+			return err
+		}
+	}
+	// Leaving root empties the capability sets already; this covers init
+	// running as the owner with capabilities in its own user namespace.
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if _, _, e := unix.RawSyscall(unix.SYS_CAPSET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0); e != 0 {
+		return fmt.Errorf("capset: %w", e)
+	}
+	return nil
+}
+
+func (c *credRunner) switchToOwner() error {
 	gids := make([]uint32, len(c.groups))
 	for i, g := range c.groups {
 		gids[i] = uint32(g)
