@@ -106,11 +106,13 @@ type unixGuard struct {
 }
 
 // serveUnixGuard answers the filter's notifications on fd until ctx ends
-// or the descriptor fails. Each call is handled on its own goroutine: a
-// blocking connect must not hold up the others.
+// or the descriptor fails. Each call is handled on a thread of its own
+// that holds the owner's ids and no capabilities (credRunner): a blocking
+// connect must not hold up the others, and nothing init may do can be done
+// on the workload's behalf.
 func serveUnixGuard(ctx context.Context, fd int, policy unixGuardPolicy, log *slog.Logger) {
 	g := &unixGuard{fd: fd, policy: policy, log: log}
-	g.creds = &credRunner{switchIDs: policy.switchCreds, uid: policy.uid, gid: policy.gid, groups: policy.groups, jobs: make(chan credJob), log: log}
+	g.creds = &credRunner{switchIDs: policy.switchCreds, uid: policy.uid, gid: policy.gid, groups: policy.groups, jobs: make(chan func(error)), log: log}
 	// 6.6+: wake the caller on this CPU when answering, which halves a
 	// round trip; older kernels lack it and lose only speed.
 	unix.Syscall(unix.SYS_IOCTL, uintptr(fd), ioctlNotifSetFlags, unix.SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP)
@@ -142,7 +144,7 @@ func serveUnixGuard(ctx context.Context, fd int, policy unixGuardPolicy, log *sl
 		_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SECCOMP_IOCTL_NOTIF_RECV, uintptr(unsafe.Pointer(&n)))
 		switch e {
 		case 0:
-			go g.handle(n)
+			g.creds.do(func(err error) { g.handle(n, err) })
 		case unix.EINTR, unix.ENOENT:
 			// ENOENT: the caller died before we got to it.
 		default:
@@ -152,8 +154,11 @@ func serveUnixGuard(ctx context.Context, fd int, policy unixGuardPolicy, log *sl
 	}
 }
 
-func (g *unixGuard) handle(n seccompNotif) {
-	val, errno := g.decide(&n)
+func (g *unixGuard) handle(n seccompNotif, threadErr error) {
+	val, errno := int64(0), unix.EACCES
+	if threadErr == nil {
+		val, errno = g.decide(&n)
+	}
 	resp := seccompNotifResp{id: n.id, val: val}
 	if errno != 0 {
 		resp.val, resp.error = 0, -int32(errno)
@@ -237,8 +242,8 @@ func (t *target) socket(fd uint64) (int, unix.Errno) {
 		if errors.Is(err, unix.EBADF) {
 			return -1, unix.EBADF
 		}
-		// EPERM: init may not look into this process (non-dumpable in an
-		// unprivileged seal). Refusing is the only safe answer.
+		// EPERM: the owner may not look into this process (it made itself
+		// non-dumpable). Refusing is the only safe answer.
 		return -1, unix.EACCES
 	}
 	return s, 0
@@ -275,13 +280,11 @@ func (g *unixGuard) connect(t *target, args [6]uint64) (int64, unix.Errno) {
 	if domain == unix.AF_UNIX {
 		a, _ = parseSockaddr(addr) // a malformed one goes to the kernel as is
 	}
-	return 0, g.asOwner(func() unix.Errno {
-		if a.path == "" {
-			return rawConnect(sock, addr)
-		}
-		return g.viaCheckedPath(t, a.path, "connect to", func(checked []byte) unix.Errno {
-			return rawConnect(sock, checked)
-		})
+	if a.path == "" {
+		return 0, rawConnect(sock, addr)
+	}
+	return 0, g.viaCheckedPath(t, a.path, "connect to", func(checked []byte) unix.Errno {
+		return rawConnect(sock, checked)
 	})
 }
 
@@ -365,11 +368,6 @@ func (g *unixGuard) refuse(path, what, why string) unix.Errno {
 	return unix.EACCES
 }
 
-// asOwner runs f on a thread with the owner's ids and no capabilities.
-func (g *unixGuard) asOwner(f func() unix.Errno) unix.Errno {
-	return g.creds.run(f)
-}
-
 // credRunner keeps threads that hold the owner's uid, gid and groups and
 // no capabilities. setresuid, capset and friends are made as raw system
 // calls, which change only the calling thread (syscall.Setuid would change
@@ -379,40 +377,30 @@ type credRunner struct {
 	switchIDs bool
 	uid, gid  int
 	groups    []int
-	jobs      chan credJob
+	jobs      chan func(error)
 	log       *slog.Logger
 }
 
-type credJob struct {
-	f    func() unix.Errno
-	done chan unix.Errno
-}
-
-func (c *credRunner) run(f func() unix.Errno) unix.Errno {
-	j := credJob{f: f, done: make(chan unix.Errno, 1)}
+// do runs f on an idle thread of the runner, or on a new one, and does
+// not wait for it. f gets the error of a thread that could not take the
+// owner's ids, and must then do nothing on the workload's behalf.
+func (c *credRunner) do(f func(error)) {
 	select {
-	case c.jobs <- j: // an idle thread took it
+	case c.jobs <- f: // an idle thread took it
 	default:
-		go c.worker(j)
+		go c.worker(f)
 	}
-	return <-j.done
 }
 
-func (c *credRunner) worker(first credJob) {
+func (c *credRunner) worker(f func(error)) {
 	runtime.LockOSThread() // never unlocked: this thread's ids are not init's
 	err := c.become()
 	if err != nil {
-		// Its calls are refused rather than made with init's privileges.
 		c.log.Error("unix guard: take the owner's ids on a thread", "error", err)
 	}
-	j := first
 	for {
-		if err != nil {
-			j.done <- unix.EACCES
-		} else {
-			j.done <- j.f()
-		}
-		j = <-c.jobs
+		f(err)
+		f = <-c.jobs
 	}
 }
 
