@@ -267,6 +267,9 @@ func TestSealIPCAndUTS(t *testing.T) {
 			if res["hostname"] == host {
 				t.Errorf("host name inside is the host's, %q", host)
 			}
+			if res["resolves"] != "127.0.1.1" {
+				t.Errorf("the seal's host name %q resolves inside to %q, want 127.0.1.1 (from its /etc/hosts)", res["hostname"], res["resolves"])
+			}
 			// In a cgroup namespace every line shows the seal's own cgroup as
 			// "/"; the host's view shows where the runner is.
 			if !slices.ContainsFunc(ev.Warnings, func(w string) bool { return strings.Contains(w, "cgroup") }) {

@@ -101,6 +101,7 @@ func (in *initProc) run() int {
 	if err := in.setupMounts(); err != nil {
 		return in.fail("%v", err)
 	}
+	in.setupIPCUTS()
 	if err := loopbackUp(); err != nil {
 		return in.fail("bring lo up: %v", err)
 	}

@@ -19,6 +19,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"runtime"
@@ -244,6 +245,11 @@ func nsinfo(out, shmID string) {
 	h, err := os.Hostname()
 	must(err)
 	res["hostname"] = h
+	if addrs, err := net.LookupHost(h); err != nil {
+		res["resolves"] = err.Error()
+	} else {
+		res["resolves"] = strings.Join(addrs, " ")
+	}
 	b, err := os.ReadFile("/proc/sysvipc/shm")
 	if err != nil {
 		res["sysvipc_shm_error"] = err.Error()
