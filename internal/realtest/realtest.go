@@ -268,6 +268,9 @@ type RunOptions struct {
 	NoWaitReady bool
 	// Binary is the airlock binary to run instead of Binary's.
 	Binary string
+	// Wrap is a command line the runner's is appended to, e.g. a probe mode
+	// that changes what the kernel offers it.
+	Wrap []string
 }
 
 // StartRunner starts `airlock run --spec -` with spec on stdin and waits for
@@ -286,6 +289,9 @@ func StartRunner(t testing.TB, spec any, opt RunOptions) *Runner {
 	cmd := exec.Command(bin, args...)
 	if opt.Netns != "" {
 		cmd = exec.Command("ip", append([]string{"netns", "exec", opt.Netns, bin}, args...)...)
+	}
+	if len(opt.Wrap) > 0 {
+		cmd = exec.Command(opt.Wrap[0], append(append(opt.Wrap[1:len(opt.Wrap):len(opt.Wrap)], bin), args...)...)
 	}
 	cmd.Stdin = strings.NewReader(string(b))
 	r := &Runner{Cmd: cmd, Stderr: &lockedBuf{}, events: make(chan Event, 8), exit: make(chan struct{})}

@@ -175,53 +175,94 @@ type attackResult struct {
 func TestSealWorkloadCannotTouchConnectors(t *testing.T) {
 	for _, m := range modes(t) {
 		t.Run(m.name, func(t *testing.T) {
-			out := filepath.Join(resultsDir(t, m.owner), "attack.json")
-			id := fmt.Sprintf("attack-%d", time.Now().UnixNano()%1e6)
-			spec := connectorSpec(t, m, id, true, []string{realtest.Probe(t), "attack", out, "http:tcp:127.0.0.1:8888"})
-			// The probe serves only once its attacks are done, so ready
-			// means the results are written.
-			r := realtest.StartRunner(t, spec, realtest.RunOptions{As: m.as})
-			b, err := os.ReadFile(out)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var res []attackResult
-			if err := json.Unmarshal(b, &res); err != nil {
-				t.Fatal(err)
-			}
-			roles := map[string]int{}
-			for _, a := range res {
-				roles[a.Role]++
+			for _, a := range attackConnectors(t, m, nil) {
 				if len(a.Worked) > 0 {
 					t.Errorf("the workload reached %s (pid %d inside) with %v", a.Role, a.Pid, a.Worked)
 				}
-				t.Logf("%s pid %d refused: %v", a.Role, a.Pid, a.Refused)
-			}
-			if roles["init"] != 1 || roles["connector"] != 1 {
-				t.Fatalf("the probe attacked %v, want init and one connector", roles)
-			}
-			for _, w := range r.Ready.Warnings {
-				t.Logf("warning: %s", w)
-			}
-
-			// The connector still answers a client with a ticket.
-			sock := strings.TrimPrefix(r.Ready.Endpoints["web"], "unix:")
-			jar, _ := cookiejar.New(nil)
-			client := &http.Client{Jar: jar, Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				return (&net.Dialer{}).DialContext(ctx, "unix", sock)
-			}}}
-			tok := sign(t, ticket.Claims{Session: id, Connector: "web", User: "alice", Mode: ticket.Control})
-			resp, err := client.Get("http://session/after?ticket=" + tok)
-			if err != nil {
-				t.Fatalf("the connector does not serve after the attack: %v", err)
-			}
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != 200 || !strings.Contains(string(body), `"/after"`) {
-				t.Fatalf("after the attack: status %d, body %s", resp.StatusCode, body)
 			}
 		})
 	}
+}
+
+// TestSealWithoutLandlock: on a kernel without Landlock (simulated with a
+// seccomp filter on the runner that fails its system calls with ENOSYS),
+// ready warns, and the workload still cannot ptrace, read /proc/PID/{mem,
+// environ,fd} of, or pidfd_getfd from init or its connector, because they
+// are not dumpable. Signals get through there, as the README says.
+func TestSealWithoutLandlock(t *testing.T) {
+	for _, m := range modes(t) {
+		t.Run(m.name, func(t *testing.T) {
+			var warned bool
+			res := attackConnectors(t, m, func(r *realtest.Runner) {
+				for _, w := range r.Ready.Warnings {
+					warned = warned || strings.Contains(w, "Landlock ABI 0")
+				}
+			}, realtest.Probe(t), "nolandlock")
+			if !warned {
+				t.Error("no warning that the kernel has no Landlock")
+			}
+			for _, a := range res {
+				for _, w := range a.Worked {
+					if w != "kill-0" && w != "sigstop" {
+						t.Errorf("without Landlock the workload reached %s (pid %d inside) with %s", a.Role, a.Pid, w)
+					}
+				}
+			}
+		})
+	}
+}
+
+// attackConnectors runs the probe's attack as the workload of a session
+// with one connector (the runner's command line prefixed with wrap), checks
+// the connector serves afterwards, and returns what the probe found.
+func attackConnectors(t *testing.T, m mode, onReady func(*realtest.Runner), wrap ...string) []attackResult {
+	t.Helper()
+	out := filepath.Join(resultsDir(t, m.owner), "attack.json")
+	id := fmt.Sprintf("attack-%d", time.Now().UnixNano()%1e6)
+	spec := connectorSpec(t, m, id, true, []string{realtest.Probe(t), "attack", out, "http:tcp:127.0.0.1:8888"})
+	// The probe serves only once its attacks are done, so ready means the
+	// results are written.
+	r := realtest.StartRunner(t, spec, realtest.RunOptions{As: m.as, Wrap: wrap})
+	for _, w := range r.Ready.Warnings {
+		t.Logf("warning: %s", w)
+	}
+	if onReady != nil {
+		onReady(r)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res []attackResult
+	if err := json.Unmarshal(b, &res); err != nil {
+		t.Fatal(err)
+	}
+	roles := map[string]int{}
+	for _, a := range res {
+		roles[a.Role]++
+		t.Logf("%s pid %d: worked %v, refused %v", a.Role, a.Pid, a.Worked, a.Refused)
+	}
+	if roles["init"] != 1 || roles["connector"] != 1 {
+		t.Fatalf("the probe attacked %v, want init and one connector", roles)
+	}
+
+	// The connector still answers a client with a ticket.
+	sock := strings.TrimPrefix(r.Ready.Endpoints["web"], "unix:")
+	jar, _ := cookiejar.New(nil)
+	client := &http.Client{Jar: jar, Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
+	tok := sign(t, ticket.Claims{Session: id, Connector: "web", User: "alice", Mode: ticket.Control})
+	resp, err := client.Get("http://session/after?ticket=" + tok)
+	if err != nil {
+		t.Fatalf("the connector does not serve after the attack: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"/after"`) {
+		t.Fatalf("after the attack: status %d, body %s", resp.StatusCode, body)
+	}
+	return res
 }
 
 // TestSealIPCAndUTS: a SysV shared memory segment of the host is neither

@@ -26,11 +26,15 @@ func (in *initProc) setupWorkloadThread() ([]string, error) {
 		return warnings, err
 	}
 	abi := landlockABI()
+	initToo := " and init"
+	if in.plan.RootMode {
+		initToo = "" // init is root, another uid
+	}
 	switch err := scopeThread(abi); {
 	case err == errScopeUnsupported:
 		warnings = append(warnings, fmt.Sprintf(
-			"kernel Landlock ABI %d (6 needed, Linux 6.12): the workload can signal its connectors and init; "+
-				"ptrace, /proc/PID/{mem,environ,fd} and pidfd_getfd stay refused because they are not dumpable", abi))
+			"kernel Landlock ABI %d (6 needed, Linux 6.12): the workload can signal its connectors%s; "+
+				"ptrace, /proc/PID/{mem,environ,fd} and pidfd_getfd stay refused because they are not dumpable", abi, initToo))
 	case err != nil:
 		return warnings, fmt.Errorf("confine the workload with Landlock: %w", err)
 	}

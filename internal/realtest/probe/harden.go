@@ -13,6 +13,9 @@ package main
 //	                              then serve ADDR... (as "serve")
 //	probe nsinfo OUT SHMID        hostname, the SysV shm segments it can see and
 //	                              whether it can attach segment SHMID
+//	probe nolandlock CMD ARG...   run CMD as on a kernel without Landlock: a
+//	                              seccomp filter fails its system calls with
+//	                              ENOSYS (sets no_new_privs)
 
 import (
 	"bytes"
@@ -25,18 +28,21 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
 
 func init() {
 	extraModes = map[string]func(args []string){
-		"privs":  func(a []string) { privs(a[0], a[1:]) },
-		"status": func(a []string) { status(a[0]) },
-		"ids":    func([]string) { ids() },
-		"attack": func(a []string) { attack(a[0], a[1:]) },
-		"nsinfo": func(a []string) { nsinfo(a[0], a[1]) },
+		"privs":      func(a []string) { privs(a[0], a[1:]) },
+		"status":     func(a []string) { status(a[0]) },
+		"ids":        func([]string) { ids() },
+		"attack":     func(a []string) { attack(a[0], a[1:]) },
+		"nsinfo":     func(a []string) { nsinfo(a[0], a[1]) },
+		"nolandlock": noLandlock,
 	}
 }
 
@@ -271,4 +277,25 @@ func nsinfo(out, shmID string) {
 		res["mqueue_mounted"] = strconv.FormatBool(bytes.Contains(mnt, []byte(" /dev/mqueue ")))
 	}
 	writeJSON(out, res)
+}
+
+func noLandlock(args []string) {
+	path, err := exec.LookPath(args[0])
+	must(err)
+	// The filter is installed on this thread only; exec keeps only it.
+	runtime.LockOSThread()
+	must(unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
+	enosys := uint32(unix.SECCOMP_RET_ERRNO | uint32(unix.ENOSYS))
+	// The Landlock calls are 444-446 on every architecture.
+	prog := []unix.SockFilter{
+		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: 0}, // seccomp_data.nr
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: unix.SYS_LANDLOCK_CREATE_RULESET, Jt: 3},
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: unix.SYS_LANDLOCK_ADD_RULE, Jt: 2},
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: unix.SYS_LANDLOCK_RESTRICT_SELF, Jt: 1},
+		{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ALLOW},
+		{Code: unix.BPF_RET | unix.BPF_K, K: enosys},
+	}
+	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
+	must(unix.Prctl(unix.PR_SET_SECCOMP, unix.SECCOMP_MODE_FILTER, uintptr(unsafe.Pointer(&fprog)), 0, 0))
+	must(syscall.Exec(path, args, os.Environ()))
 }
