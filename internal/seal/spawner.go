@@ -50,9 +50,12 @@ func newSpawner(name string, setup func() ([]string, error)) (*spawner, []string
 		err      error
 	}
 	ready := make(chan setupResult, 1)
-	serve := func() {
+	serve := func(locked chan<- struct{}) {
 		// Never unlocked, on purpose: see the type's comment.
 		runtime.LockOSThread()
+		if locked != nil {
+			close(locked)
+		}
 		if unix.Gettid() == unix.Getpid() {
 			ready <- setupResult{err: errors.New("on the main thread")}
 			return
@@ -72,16 +75,16 @@ func newSpawner(name string, setup func() ([]string, error)) (*spawner, []string
 	go func() {
 		runtime.LockOSThread()
 		if unix.Gettid() != unix.Getpid() {
-			serve()
+			serve(nil)
 			return
 		}
 		// This is the main thread, whose credentials (and Landlock
 		// domain) are the ones kill(2), ptrace and /proc judge init by:
 		// it must never be confined. While this goroutine holds it, serve
-		// cannot run on it; let go once serve has its own thread.
-		go serve()
-		res := <-ready
-		ready <- res
+		// cannot run on it; let go once serve has a thread of its own.
+		locked := make(chan struct{})
+		go serve(locked)
+		<-locked
 		runtime.UnlockOSThread()
 	}()
 	res := <-ready
@@ -98,6 +101,9 @@ func (s *spawner) forkExec(path string, argv []string, attr *syscall.ProcAttr) (
 	r := <-reply
 	return r.pid, r.err
 }
+
+// stop ends the spawner; its thread ends with it.
+func (s *spawner) stop() { close(s.reqs) }
 
 // setupConnectorThread is the connector spawner's setup: no capabilities
 // (but those root needs to switch a child to the owner), no_new_privs.
