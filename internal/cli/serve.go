@@ -98,11 +98,19 @@ func cmdServe(_ context.Context, env *Env, args []string) int {
 	}
 	gcfg := gateway.Config{
 		Listen: cfg.Listen, StateDir: cfg.StateDir, TLSCertFile: cfg.TLS.CertFile, TLSKeyFile: cfg.TLS.KeyFile,
-		RunAs: cfg.RunAs, LoginTTL: cfg.Auth.SessionTTL, RegisterURL: registerURL, ReconcileEvery: reconcileEvery(cfg), MetricsForLoopback: cfg.Metrics.Enabled, Store: db, Backend: be, Auth: chain, Portal: p, Logger: log,
+		RunAs: cfg.RunAs, LoginTTL: cfg.Auth.SessionTTL, OnUserRemoved: cfg.Auth.OnUserRemoved, RegisterURL: registerURL, ReconcileEvery: reconcileEvery(cfg), MetricsForLoopback: cfg.Metrics.Enabled, Store: db, Backend: be, Auth: chain, Portal: p, Logger: log,
 		Limits: gateway.Limits{
 			MaxSessions: cfg.Limits.MaxSessions, MaxSessionsPerUser: cfg.Limits.MaxSessionsPerUser, MaxLoad: cfg.Limits.MaxLoad,
 			MinFreeMemoryMB: int(cfg.Limits.MinFreeMemory / config.MiB), SingleShotGrace: cfg.Limits.SingleShotGrace,
 		},
+	}
+	// The first local password file is where `airlock users` edits: the
+	// gateway asks it on every request whether a user still exists.
+	for _, a := range chain.Authenticators {
+		if f, ok := a.(*local.File); ok {
+			gcfg.LocalUsers = f
+			break
+		}
 	}
 	if hdr != nil {
 		gcfg.Header = hdr

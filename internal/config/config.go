@@ -525,8 +525,8 @@ func Default() Config {
 		Limits:   defaultLimits(),
 		AuditLog: "audit.log",
 		Auth: Auth{
-			Methods:    []AuthMethod{defaultMethod("local")},
-			RateLimit:  RateLimit{PerUser: 5, PerAddress: 20, Window: 15 * time.Minute},
+			Methods:       []AuthMethod{defaultMethod("local")},
+			RateLimit:     RateLimit{PerUser: 5, PerAddress: 20, Window: 15 * time.Minute},
 			SessionTTL:    12 * time.Hour,
 			OnUserRemoved: "stop",
 		},
