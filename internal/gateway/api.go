@@ -142,6 +142,7 @@ func (g *Gateway) routesAPI(mux *http.ServeMux) {
 			return storeFault("revoke token", err)
 		}
 		g.audit(r.Context(), id.user, "token_revoke", "", r.RemoteAddr, r.PathValue("tid"))
+		g.revoke(r.Context(), revokeEvent{Reason: "token revoked", User: id.user, Token: r.PathValue("tid")})
 		w.WriteHeader(204)
 		return nil
 	})))

@@ -25,6 +25,7 @@ type identity struct {
 	admin  bool
 	cookie bool   // by the login cookie: unsafe methods need the CSRF check
 	login  string // the login's id when by the cookie (logout, revoke)
+	token  string // the token's id when by a bearer token (revoke)
 }
 
 // identify finds out who r is from: a bearer token, the login cookie, or a
@@ -47,7 +48,9 @@ func (g *Gateway) identify(r *http.Request) (identity, error) {
 		case err != nil:
 			return identity{}, storeFault("token lookup", err)
 		}
-		return g.current(ctx, t.User)
+		id, err := g.current(ctx, t.User)
+		id.token = t.ID
+		return id, err
 	}
 	if c, err := r.Cookie(loginCookie); err == nil {
 		l, err := g.cfg.Store.LoginByHash(ctx, sha256Sum(c.Value))

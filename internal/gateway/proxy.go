@@ -84,7 +84,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request) error {
 	// long-lived as a viewer). A plain request only counts as activity.
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	defer g.track(viewerTag{Session: s.ID, Owner: s.Owner, User: v.user, Share: v.share.ID, Login: id2.login,
+	defer g.track(viewerTag{Session: s.ID, Owner: s.Owner, User: v.user, Share: v.share.ID, Login: id2.login, Token: id2.token,
 		Mode: v.mode, Expires: v.share.Expires}, cancel)()
 	if upgrade {
 		done := g.viewerStart(s.ID)

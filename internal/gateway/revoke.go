@@ -50,6 +50,7 @@ type viewerTag struct {
 	User    string // who is viewing
 	Share   string // the share link's id, if it came in by one
 	Login   string // the login's id, if it came in by the login cookie
+	Token   string // the token's id, if it came in by a bearer token
 	Mode    session.Mode
 	// Expires is when the share link it came in by expires; zero: none.
 	Expires time.Time
@@ -63,10 +64,11 @@ type revokeEvent struct {
 	Share   string // … let in by this share link
 	User    string // every connection of this user
 	Login   string // every connection let in by this login
+	Token   string // every connection let in by this token
 }
 
 func (ev revokeEvent) empty() bool {
-	return ev.Session == "" && ev.Share == "" && ev.User == "" && ev.Login == ""
+	return ev.Session == "" && ev.Share == "" && ev.User == "" && ev.Login == "" && ev.Token == ""
 }
 
 // matches reports whether ev takes away the right t was let in by.
@@ -74,7 +76,8 @@ func (ev revokeEvent) matches(t viewerTag) bool {
 	return (ev.Session == "" || ev.Session == t.Session) &&
 		(ev.Share == "" || ev.Share == t.Share) &&
 		(ev.User == "" || ev.User == t.User) &&
-		(ev.Login == "" || ev.Login == t.Login)
+		(ev.Login == "" || ev.Login == t.Login) &&
+		(ev.Token == "" || ev.Token == t.Token)
 }
 
 // viewerEntry is one open proxied connection.

@@ -128,6 +128,19 @@ func TestViewersClosedOnRevoke(t *testing.T) {
 	ended = openViewer(t, bob, s.ID)
 	waitClosed(t, "share expired", ended, 4*time.Second-time.Since(start))
 
+	// Token revoked: a viewer that came in by a bearer token.
+	script := tg.client()
+	var made struct{ Token, ID string }
+	if code, body := alice.do("POST", "/api/v1/tokens", map[string]any{"name": "viewer"}, &made); code != 201 {
+		t.Fatalf("token: %d %s", code, body)
+	}
+	script.token = made.Token
+	ended = openViewer(t, script, s.ID)
+	if code, body := alice.do("DELETE", "/api/v1/tokens/"+made.ID, nil, nil); code != 204 {
+		t.Fatalf("revoke token: %d %s", code, body)
+	}
+	waitClosed(t, "token revoked", ended, time.Second)
+
 	// Stopped: the owner's own viewer ends when the session is stopped,
 	// not when the runner has torn it down, which a scheduler may take its
 	// time over: the backend's Stop is held until the viewer is closed.
@@ -256,9 +269,28 @@ func TestDemotedAdmin(t *testing.T) {
 // cookie is refused. On main the signed cookie stayed valid until it
 // expired.
 func TestLogoutEndsCookie(t *testing.T) {
-	tg := startGateway(t, "", nil, "alice")
+	tg := startGateway(t, "", func(c *Config) {
+		c.Profiles[0].StripPrefix = true // the test app serves its WebSocket at /ws
+	}, "alice")
 	c := tg.client().loginCookie("alice")
 	u, _ := url.Parse(tg.url)
+	// An app's WebSocket opened with this login ends with it too.
+	app := c.launch("app")
+	hc := &http.Client{Jar: c.http.Jar, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	ws, resp, err := websocket.Dial(t.Context(), "wss"+strings.TrimPrefix(tg.url, "https")+app.Connect["app"]+"ws", &websocket.DialOptions{HTTPClient: hc})
+	if err != nil {
+		t.Fatalf("app websocket: %v", err)
+	}
+	defer ws.CloseNow()
+	ended := make(chan error, 1)
+	go func() {
+		for {
+			if _, _, err := ws.Read(context.Background()); err != nil {
+				ended <- err
+				return
+			}
+		}
+	}()
 	var stolen string
 	for _, ck := range c.http.Jar.Cookies(u) {
 		if ck.Name == loginCookie {
@@ -271,7 +303,7 @@ func TestLogoutEndsCookie(t *testing.T) {
 	req, _ := http.NewRequest("POST", tg.url+"/logout", nil)
 	req.Header.Set("Origin", tg.url)
 	req.Header.Set("Sec-Fetch-Site", "same-origin")
-	resp, err := c.http.Do(req)
+	resp, err = c.http.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,6 +311,7 @@ func TestLogoutEndsCookie(t *testing.T) {
 	if resp.StatusCode != 303 {
 		t.Fatalf("logout: %d", resp.StatusCode)
 	}
+	waitClosed(t, "logged out", ended, time.Second)
 	thief := tg.client()
 	thief.http.Jar.SetCookies(u, []*http.Cookie{{Name: loginCookie, Value: stolen}})
 	if code, body := thief.do("GET", "/api/v1/me", nil, nil); code != 401 {
