@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
@@ -277,7 +278,7 @@ func TestLogoutEndsCookie(t *testing.T) {
 	// An app's WebSocket opened with this login ends with it too.
 	app := c.launch("app")
 	hc := &http.Client{Jar: c.http.Jar, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
-	ws, resp, err := websocket.Dial(t.Context(), "wss"+strings.TrimPrefix(tg.url, "https")+app.Connect["app"]+"ws", &websocket.DialOptions{HTTPClient: hc})
+	ws, _, err := websocket.Dial(t.Context(), "wss"+strings.TrimPrefix(tg.url, "https")+app.Connect["app"]+"ws", &websocket.DialOptions{HTTPClient: hc})
 	if err != nil {
 		t.Fatalf("app websocket: %v", err)
 	}
@@ -303,7 +304,7 @@ func TestLogoutEndsCookie(t *testing.T) {
 	req, _ := http.NewRequest("POST", tg.url+"/logout", nil)
 	req.Header.Set("Origin", tg.url)
 	req.Header.Set("Sec-Fetch-Site", "same-origin")
-	resp, err = c.http.Do(req)
+	resp, err := c.http.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -515,5 +516,52 @@ func TestStoreFaultIsTryAgain(t *testing.T) {
 		if resp.StatusCode >= 400 {
 			t.Errorf("%s with the store back: %d", tc.what, resp.StatusCode)
 		}
+	}
+}
+
+// TestRevokeMatching: an event closes exactly the connections whose right
+// it takes away, and the onRevoke hooks see every event.
+func TestRevokeMatching(t *testing.T) {
+	g := &Gateway{log: slog.New(slog.DiscardHandler), now: time.Now}
+	var hooked []revokeEvent
+	g.onRevoke(func(ev revokeEvent) { hooked = append(hooked, ev) })
+	tags := map[string]viewerTag{
+		"owner":     {Session: "s-1", Owner: "alice", User: "alice", Token: "t-1", Mode: session.Control},
+		"by share":  {Session: "s-1", Owner: "alice", User: "bob", Share: "sh-1", Login: "l-bob", Mode: session.View},
+		"other":     {Session: "s-2", Owner: "carol", User: "carol", Login: "l-carol", Mode: session.Control},
+		"bob again": {Session: "s-2", Owner: "carol", User: "bob", Share: "sh-2", Login: "l-bob", Mode: session.View},
+	}
+	for _, tc := range []struct {
+		ev     revokeEvent
+		closed []string
+	}{
+		{revokeEvent{Share: "sh-1", Session: "s-1"}, []string{"by share"}},
+		{revokeEvent{Session: "s-2"}, []string{"other", "bob again"}},
+		{revokeEvent{User: "bob"}, []string{"by share", "bob again"}},
+		{revokeEvent{Login: "l-bob"}, []string{"by share", "bob again"}},
+		{revokeEvent{User: "alice", Token: "t-1"}, []string{"owner"}},
+		{revokeEvent{User: "alice", Token: "t-9"}, nil},
+		{revokeEvent{Reason: "nothing named"}, nil},
+	} {
+		closed := map[string]bool{}
+		var untrack []func()
+		for name, tag := range tags {
+			untrack = append(untrack, g.track(tag, func() { closed[name] = true }))
+		}
+		n := g.revoke(t.Context(), tc.ev)
+		for _, u := range untrack {
+			u()
+		}
+		if n != len(tc.closed) || len(closed) != len(tc.closed) {
+			t.Errorf("%+v closed %v (%d), want %v", tc.ev, closed, n, tc.closed)
+		}
+		for _, name := range tc.closed {
+			if !closed[name] {
+				t.Errorf("%+v left %q open", tc.ev, name)
+			}
+		}
+	}
+	if len(hooked) != 6 {
+		t.Errorf("hooks saw %d events, want the 6 that name something", len(hooked))
 	}
 }
