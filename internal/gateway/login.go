@@ -26,6 +26,8 @@ type identity struct {
 	cookie bool   // by the login cookie: unsafe methods need the CSRF check
 	login  string // the login's id when by the cookie (logout, revoke)
 	token  string // the token's id when by a bearer token (revoke)
+	// until is when the login expires (by cookie); zero: no end.
+	until time.Time
 }
 
 // identify finds out who r is from: a bearer token, the login cookie, or a
@@ -61,7 +63,7 @@ func (g *Gateway) identify(r *http.Request) (identity, error) {
 			return identity{}, storeFault("login lookup", err)
 		}
 		id, err := g.current(ctx, l.User)
-		id.cookie, id.login = true, l.ID
+		id.cookie, id.login, id.until = true, l.ID, l.Expires
 		return id, err
 	}
 	if g.cfg.Header != nil {

@@ -52,7 +52,8 @@ type viewerTag struct {
 	Login   string // the login's id, if it came in by the login cookie
 	Token   string // the token's id, if it came in by a bearer token
 	Mode    session.Mode
-	// Expires is when the share link it came in by expires; zero: none.
+	// Expires is when the share link or the login it came in by expires,
+	// whichever is first; zero: neither.
 	Expires time.Time
 }
 
@@ -102,7 +103,7 @@ func (g *Gateway) track(tag viewerTag, cancel context.CancelFunc) (untrack func(
 		// clock can shorten it; at least a tick, so an expired share
 		// still goes through the timer rather than a special case.
 		timer = time.AfterFunc(max(tag.Expires.Sub(g.now()), time.Millisecond), func() {
-			g.log.Info("viewer closed: share link expired", "session", tag.Session, "user", tag.User, "share", tag.Share)
+			g.log.Info("viewer closed: its share link or login expired", "session", tag.Session, "user", tag.User, "share", tag.Share)
 			cancel()
 		})
 	}
@@ -125,20 +126,37 @@ func (g *Gateway) onRevoke(f func(revokeEvent)) {
 	g.mu.Unlock()
 }
 
+// earliest is the earlier of two times, zero meaning never.
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
+		return b
+	}
+	return a
+}
+
+// closeViewersWhere closes every open proxied connection whose tag match
+// accepts, and returns how many.
+func (g *Gateway) closeViewersWhere(match func(viewerTag) bool) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	n := 0
+	for _, v := range g.viewerCancels {
+		if match(v.tag) {
+			v.cancel()
+			n++
+		}
+	}
+	return n
+}
+
 // revoke closes every open proxied connection that ev takes the right of
 // away and runs the onRevoke hooks. It returns how many it closed.
 func (g *Gateway) revoke(ctx context.Context, ev revokeEvent) int {
 	if ev.empty() {
 		return 0
 	}
+	n := g.closeViewersWhere(ev.matches)
 	g.mu.Lock()
-	n := 0
-	for _, v := range g.viewerCancels {
-		if ev.matches(v.tag) {
-			v.cancel()
-			n++
-		}
-	}
 	hooks := g.revokeHooks
 	g.mu.Unlock()
 	for _, f := range hooks {

@@ -561,6 +561,17 @@ func TestRevokeMatching(t *testing.T) {
 			}
 		}
 	}
+	for _, tc := range []struct{ a, b, want time.Time }{
+		{time.Time{}, time.Time{}, time.Time{}},
+		{time.Unix(5, 0), time.Time{}, time.Unix(5, 0)},
+		{time.Time{}, time.Unix(5, 0), time.Unix(5, 0)},
+		{time.Unix(5, 0), time.Unix(3, 0), time.Unix(3, 0)},
+		{time.Unix(3, 0), time.Unix(5, 0), time.Unix(3, 0)},
+	} {
+		if got := earliest(tc.a, tc.b); !got.Equal(tc.want) {
+			t.Errorf("earliest(%v, %v) = %v, want %v", tc.a, tc.b, got, tc.want)
+		}
+	}
 	if len(hooked) != 6 {
 		t.Errorf("hooks saw %d events, want the 6 that name something", len(hooked))
 	}
