@@ -109,6 +109,9 @@ type Config struct {
 	// UserPoll is how often LocalUsers is checked for removed users.
 	// Default 1s.
 	UserPoll time.Duration
+	// RecheckEvery is how often the rights of open connections are looked
+	// up again, for revocations another gateway made. Default 2s.
+	RecheckEvery time.Duration
 	// Portal serves the browser pages; nil serves only the API.
 	Portal PortalRenderer
 	// MetricsForLoopback serves /metrics without a login to clients on the
@@ -166,6 +169,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	cfg.ReconcileEvery = cmp.Or(cfg.ReconcileEvery, time.Minute)
 	cfg.OnUserRemoved = cmp.Or(cfg.OnUserRemoved, "stop")
 	cfg.UserPoll = cmp.Or(cfg.UserPoll, time.Second)
+	cfg.RecheckEvery = cmp.Or(cfg.RecheckEvery, 2*time.Second)
 	if cfg.OnUserRemoved != "stop" && cfg.OnUserRemoved != "keep" {
 		return nil, fmt.Errorf("gateway: OnUserRemoved %q: want stop or keep", cfg.OnUserRemoved)
 	}
@@ -209,6 +213,8 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		g.wg.Add(1)
 		go g.watchUsers()
 	}
+	g.wg.Add(1)
+	go g.recheckViewers()
 	return g, nil
 }
 

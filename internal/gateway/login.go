@@ -28,6 +28,9 @@ type identity struct {
 	token  string // the token's id when by a bearer token (revoke)
 	// until is when the login expires (by cookie); zero: no end.
 	until time.Time
+	// proof is the stored hash of the login, to look it up again while a
+	// connection it let in stays open (recheckViewers).
+	proof []byte
 }
 
 // identify finds out who r is from: a bearer token, the login cookie, or a
@@ -63,7 +66,7 @@ func (g *Gateway) identify(r *http.Request) (identity, error) {
 			return identity{}, storeFault("login lookup", err)
 		}
 		id, err := g.current(ctx, l.User)
-		id.cookie, id.login, id.until = true, l.ID, l.Expires
+		id.cookie, id.login, id.until, id.proof = true, l.ID, l.Expires, l.Hash
 		return id, err
 	}
 	if g.cfg.Header != nil {

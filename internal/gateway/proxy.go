@@ -85,7 +85,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request) error {
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	defer g.track(viewerTag{Session: s.ID, Owner: s.Owner, User: v.user, Share: v.share.ID, Login: id2.login, Token: id2.token,
-		Mode: v.mode, Expires: earliest(v.share.Expires, id2.until)}, cancel)()
+		Mode: v.mode, Expires: earliest(v.share.Expires, id2.until), proof: id2.proof, shareHash: v.share.Hash}, cancel)()
 	if upgrade {
 		done := g.viewerStart(s.ID)
 		defer done()

@@ -55,6 +55,9 @@ type viewerTag struct {
 	// Expires is when the share link or the login it came in by expires,
 	// whichever is first; zero: neither.
 	Expires time.Time
+	// proof and shareHash are the stored hashes of the login and of the
+	// share link, for recheckViewers to look them up again.
+	proof, shareHash []byte
 }
 
 // revokeEvent is a right taken away. Zero fields match anything, but an
@@ -269,4 +272,139 @@ func (g *Gateway) userRemoved(ctx context.Context, name string) error {
 	g.log.LogAttrs(ctx, slog.LevelInfo, "user removed: logins, tokens and viewers ended", slog.String("user", name), slog.Int("sessions_stopped", stopped))
 	g.audit(ctx, "", "user_removed", "", "", fmt.Sprintf("%s (sessions stopped: %d)", name, stopped))
 	return nil
+}
+
+// recheckViewers is the backstop under the events: every cfg.RecheckEvery
+// it asks the store again about each right an open connection came in by
+// (its session still ready, its share link, token or login still valid,
+// its user still a user), so a revocation this gateway did not see (made
+// by another gateway on the same database, or by hand in the store)
+// closes the connection here too. Each distinct right is looked up once a
+// round. A store fault closes nothing: it is not a "no".
+func (g *Gateway) recheckViewers() {
+	defer g.wg.Done()
+	t := time.NewTicker(g.cfg.RecheckEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-g.ctx.Done():
+			return
+		case <-t.C:
+		}
+		g.mu.Lock()
+		open := make([]viewerEntry, 0, len(g.viewerCancels))
+		for _, v := range g.viewerCancels {
+			open = append(open, v)
+		}
+		g.mu.Unlock()
+		if len(open) == 0 {
+			continue
+		}
+		rc := recheck{g: g, ctx: g.ctx, seen: map[string]string{}}
+		for _, v := range open {
+			if why := rc.refused(v.tag); why != "" {
+				g.log.Info("viewer closed: "+why, "session", v.tag.Session, "user", v.tag.User, "share", v.tag.Share)
+				v.cancel()
+			}
+		}
+	}
+}
+
+// recheck is one round of recheckViewers: the verdict on each right ("" it
+// holds, else why not), so each is looked up once.
+type recheck struct {
+	g    *Gateway
+	ctx  context.Context
+	seen map[string]string
+}
+
+func (rc *recheck) once(key string, check func() string) string {
+	if why, ok := rc.seen[key]; ok {
+		return why
+	}
+	why := check()
+	rc.seen[key] = why
+	return why
+}
+
+// refused says why the right t came in by no longer holds, or "".
+func (rc *recheck) refused(t viewerTag) string {
+	g, ctx := rc.g, rc.ctx
+	if why := rc.once("session "+t.Session, func() string {
+		s, err := g.cfg.Store.GetSession(ctx, t.Session)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			return "session gone"
+		case err != nil:
+			return ""
+		case s.State != session.Ready:
+			return "session " + string(s.State)
+		}
+		return ""
+	}); why != "" {
+		return why
+	}
+	if len(t.shareHash) > 0 {
+		if why := rc.once("share "+t.Share, func() string {
+			sh, err := g.cfg.Store.ShareByHash(ctx, t.shareHash)
+			switch {
+			case errors.Is(err, store.ErrNotFound):
+				return "share link gone"
+			case err != nil:
+				return ""
+			case sh.Revoked:
+				return "share link revoked"
+			case !g.now().Before(sh.Expires):
+				return "share link expired"
+			}
+			return ""
+		}); why != "" {
+			return why
+		}
+	}
+	switch {
+	case t.Login != "":
+		if why := rc.once("login "+t.Login, func() string {
+			l, err := g.cfg.Store.LoginByHash(ctx, t.proof)
+			switch {
+			case errors.Is(err, store.ErrNotFound):
+				return "logged out"
+			case err == nil && !g.now().Before(l.Expires):
+				return "login expired"
+			}
+			return ""
+		}); why != "" {
+			return why
+		}
+	case t.Token != "":
+		if why := rc.once("token "+t.Token, func() string {
+			// Listed rather than looked up by hash: that would stamp it.
+			ts, err := g.cfg.Store.ListTokens(ctx, t.User)
+			if err != nil {
+				return ""
+			}
+			for _, tk := range ts {
+				if tk.ID == t.Token {
+					if tk.Revoked {
+						return "token revoked"
+					}
+					return ""
+				}
+			}
+			return "token gone"
+		}); why != "" {
+			return why
+		}
+	default:
+		// By a trusted proxy's header: the proxy vouched, and no store
+		// record is what let the connection in.
+		return ""
+	}
+	return rc.once("user "+t.User, func() string {
+		_, err := g.current(ctx, t.User)
+		if ae, ok := errors.AsType[*apiError](err); ok && ae.Code == "user_removed" {
+			return "user removed"
+		}
+		return ""
+	})
 }

@@ -276,22 +276,7 @@ func TestLogoutEndsCookie(t *testing.T) {
 	c := tg.client().loginCookie("alice")
 	u, _ := url.Parse(tg.url)
 	// An app's WebSocket opened with this login ends with it too.
-	app := c.launch("app")
-	hc := &http.Client{Jar: c.http.Jar, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
-	ws, _, err := websocket.Dial(t.Context(), "wss"+strings.TrimPrefix(tg.url, "https")+app.Connect["app"]+"ws", &websocket.DialOptions{HTTPClient: hc})
-	if err != nil {
-		t.Fatalf("app websocket: %v", err)
-	}
-	defer ws.CloseNow()
-	ended := make(chan error, 1)
-	go func() {
-		for {
-			if _, _, err := ws.Read(context.Background()); err != nil {
-				ended <- err
-				return
-			}
-		}
-	}()
+	ended := appViewer(t, c, c.launch("app"))
 	var stolen string
 	for _, ck := range c.http.Jar.Cookies(u) {
 		if ck.Name == loginCookie {
@@ -575,4 +560,93 @@ func TestRevokeMatching(t *testing.T) {
 	if len(hooked) != 6 {
 		t.Errorf("hooks saw %d events, want the 6 that name something", len(hooked))
 	}
+}
+
+// appViewer opens the app session's WebSocket (/ws of the test app) as c
+// and returns a channel that receives the error it ends with.
+func appViewer(t *testing.T, c *client, s sessionOut) <-chan error {
+	t.Helper()
+	hdr := http.Header{}
+	if c.token != "" {
+		hdr.Set("Authorization", "Bearer "+c.token)
+	}
+	hc := &http.Client{Jar: c.http.Jar, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	ws, _, err := websocket.Dial(t.Context(), "wss"+strings.TrimPrefix(c.tg.url, "https")+s.Connect["app"]+"ws", &websocket.DialOptions{HTTPClient: hc, HTTPHeader: hdr})
+	if err != nil {
+		t.Fatalf("app websocket: %v", err)
+	}
+	t.Cleanup(func() { ws.CloseNow() })
+	ended := make(chan error, 1)
+	go func() {
+		for {
+			if _, _, err := ws.Read(context.Background()); err != nil {
+				ended <- err
+				return
+			}
+		}
+	}()
+	return ended
+}
+
+// TestRevokedElsewhereClosesViewers (issue 9 item 11): a share link, token
+// or login revoked by another gateway on the same database (here: a second
+// store on the same SQLite file) closes this gateway's open connections
+// within its recheck interval, though it never saw the event.
+func TestRevokedElsewhereClosesViewers(t *testing.T) {
+	const every = 300 * time.Millisecond
+	tg := startGateway(t, "", func(c *Config) {
+		c.RecheckEvery = every
+		c.Profiles[0].StripPrefix = true // the test app serves its WebSocket at /ws
+	}, "alice", "bob")
+	other, err := sqlite.Open(t.Context(), sqlite.Config{Path: filepath.Join(tg.stateDir, "airlock.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	alice := tg.client().loginToken("alice")
+	bob := tg.client().loginCookie("bob")
+	s := alice.launch("app")
+
+	var sh struct{ ID, URL string }
+	if code, body := alice.do("POST", "/api/v1/sessions/"+s.ID+"/shares", map[string]any{"mode": "control"}, &sh); code != 201 {
+		t.Fatalf("share: %d %s", code, body)
+	}
+	if resp, err := bob.http.Get(sh.URL); err != nil || resp.StatusCode != 303 {
+		t.Fatalf("open share: %v %v", resp, err)
+	}
+	ended := appViewer(t, bob, s)
+	if err := other.RevokeShare(t.Context(), s.ID, sh.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitClosed(t, "share revoked elsewhere", ended, every+time.Second)
+
+	script := tg.client()
+	var made struct{ Token, ID string }
+	if code, body := alice.do("POST", "/api/v1/tokens", map[string]any{"name": "elsewhere"}, &made); code != 201 {
+		t.Fatalf("token: %d %s", code, body)
+	}
+	script.token = made.Token
+	ended = appViewer(t, script, s)
+	if err := other.RevokeToken(t.Context(), "alice", made.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitClosed(t, "token revoked elsewhere", ended, every+time.Second)
+
+	bobsOwn := bob.launch("app")
+	ended = appViewer(t, bob, bobsOwn)
+	u, _ := url.Parse(tg.url)
+	var cookie string
+	for _, ck := range bob.http.Jar.Cookies(u) {
+		if ck.Name == loginCookie {
+			cookie = ck.Value
+		}
+	}
+	l, err := other.LoginByHash(t.Context(), sha256Sum(cookie))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other.DeleteLogin(t.Context(), l.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitClosed(t, "logged out elsewhere", ended, every+time.Second)
 }
