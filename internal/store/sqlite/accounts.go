@@ -113,7 +113,7 @@ func (db *DB) ListUsers(ctx context.Context) ([]session.User, error) {
 const (
 	tokenCols   = "id, username, name, created, last_used, revoked, hash"
 	tokenByHash = "SELECT " + tokenCols + " FROM tokens WHERE hash = ? AND revoked = 0"
-	stampToken  = "UPDATE tokens SET last_used = ? WHERE id = ? AND revoked = 0 AND (last_used IS NULL OR last_used < ?)"
+	stampToken  = "UPDATE tokens SET last_used = ? WHERE id = ? AND (last_used IS NULL OR last_used < ?)"
 )
 
 func scanToken(r rowScanner) (session.Token, error) {
