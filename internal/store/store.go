@@ -65,10 +65,11 @@ type Store interface {
 	// CreateToken stores a token (its hash; the secret is never stored).
 	CreateToken(ctx context.Context, t session.Token) error
 	// TokenByHash returns a token that is not revoked, or ErrNotFound, and
-	// stamps its LastUsed with now. The lookup must not need the write
-	// lock, and a stamp that cannot be written (the store busy) is logged,
-	// never returned: a good token must not fail because of a stamp. Any
-	// error but ErrNotFound is a fault, not a "no".
+	// stamps its LastUsed with now (the returned token shows it; the
+	// store may write it just after returning). The lookup must not need
+	// the write lock, and a stamp that cannot be written (the store busy)
+	// is logged, never returned: a good token must not fail because of a
+	// stamp. Any error but ErrNotFound is a fault, not a "no".
 	TokenByHash(ctx context.Context, hash []byte, now time.Time) (session.Token, error)
 	ListTokens(ctx context.Context, user string) ([]session.Token, error)
 	// RevokeToken revokes a user's token; ErrNotFound if the user has no
