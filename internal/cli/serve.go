@@ -313,13 +313,18 @@ func ensureAccount(name string) error {
 	return nil
 }
 
+const usersUsage = "usage: airlock users add NAME --password-stdin [--admin] | list | remove NAME | passwd NAME --password-stdin | role NAME admin|user   [--config FILE] [--state-dir DIR]"
+
+// cmdUsers edits the local password file. A running gateway sees every
+// change on the next request: removal and a change of role take effect at
+// once (see the gateway's revoke.go).
 func cmdUsers(_ context.Context, env *Env, args []string) int {
 	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
-		fmt.Fprintln(env.Stderr, "usage: airlock users add NAME --password-stdin [--admin] | list | remove NAME | passwd NAME --password-stdin   [--config FILE] [--state-dir DIR]")
+		fmt.Fprintln(env.Stderr, usersUsage)
 		return 0
 	}
-	if len(args) == 0 || (args[0] != "add" && args[0] != "list" && args[0] != "remove" && args[0] != "passwd") {
-		fmt.Fprintln(env.Stderr, "usage: airlock users add NAME --password-stdin [--admin] | list | remove NAME | passwd NAME --password-stdin   [--config FILE] [--state-dir DIR]")
+	if len(args) == 0 || (args[0] != "add" && args[0] != "list" && args[0] != "remove" && args[0] != "passwd" && args[0] != "role") {
+		fmt.Fprintln(env.Stderr, usersUsage)
 		return 2
 	}
 	verb := args[0]
@@ -329,9 +334,12 @@ func cmdUsers(_ context.Context, env *Env, args []string) int {
 	stdin := fs.Bool("password-stdin", false, "read the password from the first line of standard input (required for add and passwd)")
 	admin := fs.Bool("admin", false, "add: the user is an airlock admin")
 	rest := args[1:]
-	var name string
+	var name, role string
 	if len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
 		name, rest = rest[0], rest[1:]
+	}
+	if verb == "role" && len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
+		role, rest = rest[0], rest[1:]
 	}
 	if c := parse(fs, rest); c >= 0 {
 		return c
@@ -382,6 +390,15 @@ func cmdUsers(_ context.Context, env *Env, args []string) int {
 		return 0
 	case "remove":
 		if err := f.Remove(name); err != nil {
+			return fail(env, "%v", err)
+		}
+		return 0
+	case "role":
+		if name == "" || (role != "admin" && role != "user") {
+			fmt.Fprintln(env.Stderr, "usage: airlock users role NAME admin|user")
+			return 2
+		}
+		if err := f.SetAdmin(name, role == "admin"); err != nil {
 			return fail(env, "%v", err)
 		}
 		return 0

@@ -231,31 +231,26 @@ func TestUserRemovedByCLI(t *testing.T) {
 	}
 }
 
-// TestDemotedAdmin (issue 9 item 10): an admin demoted in the password file
-// loses admin rights on the next request of a token made while they were
-// an admin. On main the token stayed admin.
+// TestDemotedAdmin (issue 9 item 10): an admin demoted with `airlock users
+// role NAME user` while the gateway runs loses admin rights on the next
+// request of a token or cookie made while they were an admin. On main
+// (demoting by editing the file, as it had no role command) the token and
+// cookie stayed admin.
 func TestDemotedAdmin(t *testing.T) {
 	tg := startGateway(t, "", nil, "admin")
 	c := tg.client().loginToken("admin")
+	browser := tg.client().loginCookie("admin")
 	if code, body := c.do("GET", "/api/v1/admin/sessions", nil, nil); code != 200 {
 		t.Fatalf("admin endpoint as admin: %d %s", code, body)
 	}
-	// Demote by editing the file, as an admin with an editor would (and
-	// as `airlock users` replaces it: a new file renamed over the old).
-	path := filepath.Join(tg.stateDir, "users")
-	b, err := os.ReadFile(path)
+	cfgFile := filepath.Join(t.TempDir(), "airlock.yaml")
+	os.WriteFile(cfgFile, fmt.Appendf(nil, "auth:\n  methods:\n    - kind: local\n      file: %s\n", filepath.Join(tg.stateDir, "users")), 0o600)
+	out, err := exec.Command(realtest.Binary(t), "users", "role", "admin", "user", "--config", cfgFile, "--state-dir", tg.stateDir).CombinedOutput()
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("airlock users role admin user: %v: %s", err, out)
 	}
-	nb := strings.Replace(string(b), "admin:admin:", "admin:user:", 1)
-	if nb == string(b) {
-		t.Fatalf("no admin line in %q", b)
-	}
-	if err := os.WriteFile(path+".new", []byte(nb), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(path+".new", path); err != nil {
-		t.Fatal(err)
+	if code, body := browser.do("GET", "/api/v1/admin/sessions", nil, nil); code != 403 {
+		t.Errorf("admin endpoint with a demoted admin's old cookie: %d %s, want 403", code, body)
 	}
 	if code, body := c.do("GET", "/api/v1/admin/sessions", nil, nil); code != 403 {
 		t.Errorf("admin endpoint with a demoted admin's old token: %d %s, want 403", code, body)

@@ -306,6 +306,24 @@ func (f *File) setPassword(name string, password []byte) error {
 	})
 }
 
+// SetAdmin makes an existing user an admin or not (ErrNoUser if there is
+// none), keeping their password. A running gateway sees the new role on
+// the user's next request.
+func (f *File) SetAdmin(name string, admin bool) error {
+	err := f.update(func(c *contents) error {
+		r, ok := c.users[name]
+		if !ok {
+			return ErrNoUser
+		}
+		r.admin = admin
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("set role of %s in %s: %w", name, f.cfg.Path, err)
+	}
+	return nil
+}
+
 // Remove removes a user (ErrNoUser if there is none).
 func (f *File) Remove(name string) error {
 	err := f.update(func(c *contents) error {
