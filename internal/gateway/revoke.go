@@ -17,8 +17,11 @@ package gateway
 // revokeEvent; revoke cancels the matching connections (which closes
 // them) and then runs the hooks registered with onRevoke, so other state
 // tied to the same rights (the per-app-origin cookies) can be dropped on
-// the same events. A share's expiry needs no event: each connection let in
-// by a share has a timer that cancels it when the share expires.
+// the same events. An expiry needs no event: each connection let in by a
+// share link or a login has a timer that cancels it when the first of them
+// expires. Under the events, recheckViewers looks every open connection's
+// rights up again every few seconds, for revocations this gateway did not
+// see (another gateway on the same database).
 
 import (
 	"context"
