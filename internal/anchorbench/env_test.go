@@ -103,6 +103,13 @@ func newEnv() (_ *env, err error) {
 	return e, nil
 }
 
+// withBin returns a copy of e whose connectors run from bin.
+func (e *env) withBin(bin string) *env {
+	c := *e
+	c.bin = bin
+	return &c
+}
+
 // buildAirlock builds cmd/airlock into dir the way `make build` does
 // (no cgo) and returns its path.
 func buildAirlock(dir string) (string, error) {

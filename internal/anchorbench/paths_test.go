@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -49,6 +50,9 @@ type pathSpec struct {
 	// proxy says whose code sits between client and sink.
 	proxy string
 	start func(e *env) (*instance, error)
+	// baseline runs the connector from $AIRLOCK_BENCH_BASELINE instead of
+	// this module's build.
+	baseline bool
 }
 
 // paths lists every path, each anchor before the connector measured
@@ -62,6 +66,28 @@ var paths = []*pathSpec{
 	{name: vncTLS, anchor: websockifyTLS, floor: directTLS, proxy: "airlock connector vnc --cert-file, wss:// on TCP", start: startVNC(true)},
 	{name: stunnel, floor: directTLS, needs: "stunnel4", proxy: "stunnel4, verify = 2 (client certificate required)", start: startStunnel},
 	{name: tlsConnector, anchor: stunnel, floor: directTLS, proxy: "airlock connector tls (client certificate required)", start: startTLSConnector},
+}
+
+// baselineEnvVar names another airlock binary (an earlier build) whose
+// connectors the report measures beside this build's, in the same rounds,
+// so a change's cost shows as a ratio free of the machine's drift.
+const baselineEnvVar = "AIRLOCK_BENCH_BASELINE"
+
+func init() {
+	if os.Getenv(baselineEnvVar) == "" {
+		return
+	}
+	// Each baseline path is measured against this build's same path: its
+	// row in the ratio table reads "baseline ÷ this build".
+	for _, p := range slices.Clone(paths) {
+		if p.anchor == "" {
+			continue // anchors and floors run no airlock code
+		}
+		paths = append(paths, &pathSpec{
+			name: p.name + "-baseline", anchor: p.name, floor: p.floor,
+			proxy: p.proxy + ", from $" + baselineEnvVar, start: p.start, baseline: true,
+		})
+	}
 }
 
 // missing returns why p cannot run here, or "".
@@ -123,6 +149,9 @@ func startPath(tb testing.TB, p *pathSpec) *instance {
 // launch starts p and waits until a 64-byte echo comes back through it.
 // The caller must close the instance.
 func launch(e *env, p *pathSpec) (*instance, error) {
+	if p.baseline {
+		e = e.withBin(os.Getenv(baselineEnvVar))
+	}
 	in, err := p.start(e)
 	if err != nil {
 		return nil, fmt.Errorf("start path %s: %w", p.name, err)

@@ -42,7 +42,7 @@ func commands() []command {
 		{name: "connector", summary: "serve one connector on an inherited listener (started by run)", run: cmdConnector},
 		{name: "ticket", summary: "print a signed ticket for a session's connector", run: cmdTicket},
 		{name: "serve", summary: "run the gateway: portal, API, authentication, sessions", run: cmdServe},
-		{name: "users", summary: "add, list, remove users of the local password file", run: cmdUsers},
+		{name: "users", summary: "add, list, remove users of the local password file, set their role", run: cmdUsers},
 		{name: "config", summary: "check airlock.yaml, or print the commented defaults", run: cmdConfig},
 		{name: "images", summary: "list the VM images of airlock.yaml and check each file", run: cmdImages},
 		{name: "vm", summary: "admin: a VM session's power button, reset or screen dump", run: cmdVM},

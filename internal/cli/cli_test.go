@@ -128,6 +128,18 @@ func TestUsersAndConfigCommands(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "alice\tadmin") {
 		t.Fatalf("users list: %d %q", code, out)
 	}
+	if code, _, stderr := runCLI(t, "", "users", "role", "alice", "user", "--state-dir", dir); code != 0 {
+		t.Fatalf("users role alice user: %d %s", code, stderr)
+	}
+	if code, out, _ := runCLI(t, "", "users", "list", "--state-dir", dir); code != 0 || !strings.Contains(out, "alice\tuser") {
+		t.Fatalf("users list after demotion: %d %q", code, out)
+	}
+	if code, _, _ := runCLI(t, "", "users", "role", "alice", "boss", "--state-dir", dir); code != 2 {
+		t.Fatalf("users role alice boss: %d, want 2", code)
+	}
+	if code, _, stderr := runCLI(t, "", "users", "role", "nobody", "admin", "--state-dir", dir); code != 1 || !strings.Contains(stderr, "no such user") {
+		t.Fatalf("users role of a missing user: %d %q", code, stderr)
+	}
 
 	bad := filepath.Join(dir, "airlock.yaml")
 	os.WriteFile(bad, []byte("listen: 127.0.0.1:9443\nlimits:\n  max_sesions: 3\n"), 0o600)

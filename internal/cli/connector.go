@@ -18,9 +18,15 @@ import (
 	"github.com/airlock-hpc/airlock/internal/runner"
 	"github.com/airlock-hpc/airlock/internal/seal/fdpass"
 	"github.com/airlock-hpc/airlock/internal/ticket"
+	"golang.org/x/sys/unix"
 )
 
 func cmdConnector(ctx context.Context, env *Env, args []string) int {
+	// First of all: a process that is not dumpable can be ptraced, and its
+	// /proc/PID/{mem,environ,fd} opened, only with CAP_SYS_PTRACE, which
+	// the workload never has. The seal's Landlock scope already keeps the
+	// workload out; this holds on kernels without it too.
+	unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		fmt.Fprintln(env.Stderr, "usage: airlock connector vnc|http|tls --fd N --target ADDR --name NAME --session ID [flags]")
 		return 2

@@ -98,11 +98,19 @@ func cmdServe(_ context.Context, env *Env, args []string) int {
 	}
 	gcfg := gateway.Config{
 		Listen: cfg.Listen, StateDir: cfg.StateDir, TLSCertFile: cfg.TLS.CertFile, TLSKeyFile: cfg.TLS.KeyFile,
-		RunAs: cfg.RunAs, LoginTTL: cfg.Auth.SessionTTL, RegisterURL: registerURL, ReconcileEvery: reconcileEvery(cfg), MetricsForLoopback: cfg.Metrics.Enabled, Store: db, Backend: be, Auth: chain, Portal: p, Logger: log,
+		RunAs: cfg.RunAs, LoginTTL: cfg.Auth.SessionTTL, OnUserRemoved: cfg.Auth.OnUserRemoved, RegisterURL: registerURL, ReconcileEvery: reconcileEvery(cfg), MetricsForLoopback: cfg.Metrics.Enabled, Store: db, Backend: be, Auth: chain, Portal: p, Logger: log,
 		Limits: gateway.Limits{
 			MaxSessions: cfg.Limits.MaxSessions, MaxSessionsPerUser: cfg.Limits.MaxSessionsPerUser, MaxLoad: cfg.Limits.MaxLoad,
 			MinFreeMemoryMB: int(cfg.Limits.MinFreeMemory / config.MiB), SingleShotGrace: cfg.Limits.SingleShotGrace,
 		},
+	}
+	// The first local password file is where `airlock users` edits: the
+	// gateway asks it on every request whether a user still exists.
+	for _, a := range chain.Authenticators {
+		if f, ok := a.(*local.File); ok {
+			gcfg.LocalUsers = f
+			break
+		}
 	}
 	if hdr != nil {
 		gcfg.Header = hdr
@@ -305,13 +313,18 @@ func ensureAccount(name string) error {
 	return nil
 }
 
+const usersUsage = "usage: airlock users add NAME --password-stdin [--admin] | list | remove NAME | passwd NAME --password-stdin | role NAME admin|user   [--config FILE] [--state-dir DIR]"
+
+// cmdUsers edits the local password file. A running gateway sees every
+// change on the next request: removal and a change of role take effect at
+// once (see the gateway's revoke.go).
 func cmdUsers(_ context.Context, env *Env, args []string) int {
 	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
-		fmt.Fprintln(env.Stderr, "usage: airlock users add NAME --password-stdin [--admin] | list | remove NAME | passwd NAME --password-stdin   [--config FILE] [--state-dir DIR]")
+		fmt.Fprintln(env.Stderr, usersUsage)
 		return 0
 	}
-	if len(args) == 0 || (args[0] != "add" && args[0] != "list" && args[0] != "remove" && args[0] != "passwd") {
-		fmt.Fprintln(env.Stderr, "usage: airlock users add NAME --password-stdin [--admin] | list | remove NAME | passwd NAME --password-stdin   [--config FILE] [--state-dir DIR]")
+	if len(args) == 0 || (args[0] != "add" && args[0] != "list" && args[0] != "remove" && args[0] != "passwd" && args[0] != "role") {
+		fmt.Fprintln(env.Stderr, usersUsage)
 		return 2
 	}
 	verb := args[0]
@@ -321,9 +334,12 @@ func cmdUsers(_ context.Context, env *Env, args []string) int {
 	stdin := fs.Bool("password-stdin", false, "read the password from the first line of standard input (required for add and passwd)")
 	admin := fs.Bool("admin", false, "add: the user is an airlock admin")
 	rest := args[1:]
-	var name string
+	var name, role string
 	if len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
 		name, rest = rest[0], rest[1:]
+	}
+	if verb == "role" && len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
+		role, rest = rest[0], rest[1:]
 	}
 	if c := parse(fs, rest); c >= 0 {
 		return c
@@ -374,6 +390,15 @@ func cmdUsers(_ context.Context, env *Env, args []string) int {
 		return 0
 	case "remove":
 		if err := f.Remove(name); err != nil {
+			return fail(env, "%v", err)
+		}
+		return 0
+	case "role":
+		if name == "" || (role != "admin" && role != "user") {
+			fmt.Fprintln(env.Stderr, "usage: airlock users role NAME admin|user")
+			return 2
+		}
+		if err := f.SetAdmin(name, role == "admin"); err != nil {
 			return fail(env, "%v", err)
 		}
 		return 0

@@ -407,6 +407,11 @@ type Auth struct {
 	// SessionTTL is how long a login (the portal cookie) lasts.
 	// Default 12h.
 	SessionTTL time.Duration `yaml:"session_ttl"`
+	// OnUserRemoved is what happens to the running sessions of a user
+	// removed from the local password file: "stop" ends them,
+	// "keep" leaves them to their lifetime. Either way the user's logins,
+	// tokens and open viewers end at once. Default "stop".
+	OnUserRemoved string `yaml:"on_user_removed"`
 }
 
 // AuthMethod is one way to log in. Which keys it may have depends on its
@@ -520,9 +525,10 @@ func Default() Config {
 		Limits:   defaultLimits(),
 		AuditLog: "audit.log",
 		Auth: Auth{
-			Methods:    []AuthMethod{defaultMethod("local")},
-			RateLimit:  RateLimit{PerUser: 5, PerAddress: 20, Window: 15 * time.Minute},
-			SessionTTL: 12 * time.Hour,
+			Methods:       []AuthMethod{defaultMethod("local")},
+			RateLimit:     RateLimit{PerUser: 5, PerAddress: 20, Window: 15 * time.Minute},
+			SessionTTL:    12 * time.Hour,
+			OnUserRemoved: "stop",
 		},
 		Log: Log{Format: "text", Level: "info"},
 	}

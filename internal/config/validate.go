@@ -394,6 +394,9 @@ func (v *validator) auth(a *Auth) {
 	if a.SessionTTL <= 0 {
 		v.errorf("auth.session_ttl", "%s; want more than 0", show(a.SessionTTL))
 	}
+	if a.OnUserRemoved != "stop" && a.OnUserRemoved != "keep" {
+		v.errorf("auth.on_user_removed", "%q; want stop or keep", a.OnUserRemoved)
+	}
 }
 
 func (v *validator) ldap(at string, m *AuthMethod) {

@@ -115,7 +115,7 @@ func (g *Gateway) ownSession(r *http.Request, id identity, adminOK bool) (*sessi
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, apiErr(404, "no_session", "no such session")
 		}
-		return nil, err
+		return nil, storeFault("session lookup", err)
 	}
 	if s.Owner != id.user && !(adminOK && id.admin) {
 		g.log.WarnContext(r.Context(), "refused: another user's session", "user", id.user, "session", s.ID, "remote_addr", r.RemoteAddr)
@@ -136,9 +136,13 @@ func (g *Gateway) routesAPI(mux *http.ServeMux) {
 	})))
 	mux.Handle("DELETE /api/v1/tokens/{tid}", g.api(g.authed(func(w http.ResponseWriter, r *http.Request, id identity) error {
 		if err := g.cfg.Store.RevokeToken(r.Context(), id.user, r.PathValue("tid")); err != nil {
-			return err
+			if errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+			return storeFault("revoke token", err)
 		}
 		g.audit(r.Context(), id.user, "token_revoke", "", r.RemoteAddr, r.PathValue("tid"))
+		g.revoke(r.Context(), revokeEvent{Reason: "token revoked", User: id.user, Token: r.PathValue("tid")})
 		w.WriteHeader(204)
 		return nil
 	})))
@@ -192,12 +196,15 @@ func (g *Gateway) routesAPI(mux *http.ServeMux) {
 			if errors.Is(err, store.ErrNotFound) {
 				return apiErr(404, "no_session", "no such session")
 			}
-			return err
+			return storeFault("session lookup", err)
 		}
 		// Its owner, an admin, or someone holding a valid share link (whose
 		// page follows the session's state) may look.
 		if s.Owner != id.user && !id.admin {
 			if _, err := g.shareFor(r, s); err != nil {
+				if isStoreFault(err) {
+					return err
+				}
 				return apiErr(404, "no_session", "no such session")
 			}
 		}
@@ -238,6 +245,7 @@ func (g *Gateway) routesAPI(mux *http.ServeMux) {
 			return err
 		}
 		g.audit(r.Context(), id.user, "share_revoke", s.ID, r.RemoteAddr, r.PathValue("share"))
+		g.revoke(r.Context(), revokeEvent{Reason: "share revoked", Session: s.ID, Share: r.PathValue("share")})
 		w.WriteHeader(204)
 		return nil
 	})))
@@ -330,23 +338,26 @@ func (g *Gateway) createShare(w http.ResponseWriter, r *http.Request, id identit
 	return nil
 }
 
-// shareFor checks the share cookie for session s and returns its mode.
-func (g *Gateway) shareFor(r *http.Request, s *session.Session) (session.Mode, error) {
+// shareFor checks the share cookie for session s and returns the share.
+// A store fault is a 503, never a "not valid".
+func (g *Gateway) shareFor(r *http.Request, s *session.Session) (session.Share, error) {
 	c, err := r.Cookie("airlock_share_" + s.ID)
 	if err != nil {
-		return "", apiErr(403, "not_yours", "this is not your session")
+		return session.Share{}, apiErr(403, "not_yours", "this is not your session")
 	}
 	sum := sha256.Sum256([]byte(c.Value))
 	sh, err := g.cfg.Store.ShareByHash(r.Context(), sum[:])
 	switch {
+	case err != nil && !errors.Is(err, store.ErrNotFound):
+		return session.Share{}, storeFault("share lookup", err)
 	case err != nil || sh.Session != s.ID:
-		return "", apiErr(403, "bad_share", "the share link is not valid")
+		return session.Share{}, apiErr(403, "bad_share", "the share link is not valid")
 	case sh.Revoked:
-		return "", apiErr(403, "share_revoked", "the owner revoked this share link")
+		return session.Share{}, apiErr(403, "share_revoked", "the owner revoked this share link")
 	case !g.now().Before(sh.Expires):
-		return "", apiErr(403, "share_expired", "this share link has expired")
+		return session.Share{}, apiErr(403, "share_expired", "this share link has expired")
 	}
-	return sh.Mode, nil
+	return sh, nil
 }
 
 // authorizeView decides who may connect to s and how: its owner with full
@@ -355,12 +366,12 @@ func (g *Gateway) authorizeView(r *http.Request, id identity, s *session.Session
 	if s.Owner == id.user {
 		return viewer{user: id.user, mode: session.Control}, nil
 	}
-	mode, err := g.shareFor(r, s)
+	sh, err := g.shareFor(r, s)
 	if err != nil {
 		g.log.WarnContext(r.Context(), "refused viewer", "user", id.user, "session", s.ID, "remote_addr", r.RemoteAddr, "error", err)
 		return viewer{}, err
 	}
-	return viewer{user: id.user, mode: mode}, nil
+	return viewer{user: id.user, mode: sh.Mode, share: sh}, nil
 }
 
 func sortedNames(m map[string]string) []string {

@@ -47,6 +47,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/airlock-hpc/airlock/internal/auth/local"
 	"github.com/airlock-hpc/airlock/internal/realtest"
 	"github.com/airlock-hpc/airlock/internal/session"
 	"github.com/airlock-hpc/airlock/internal/store/sqlite"
@@ -83,7 +84,8 @@ type benchGateway struct {
 	g     *Gateway
 	url   string // https://127.0.0.1:PORT
 	store *sqlite.DB
-	token string // bearer token of benchUser
+	users *local.File // the password file, which decides who is a user
+	token string      // bearer token of benchUser
 	http  *http.Client
 
 	mu       sync.Mutex
@@ -99,7 +101,7 @@ func startBenchGateway(tb testing.TB, poll time.Duration) *benchGateway {
 	cfg.Profiles = []Profile{benchAppProfile(tb), demoDesktopProfile()}
 	g, url, cancel, done := serveGateway(tb, cfg)
 	db := cfg.Store.(*sqlite.DB)
-	bg := &benchGateway{tb: tb, g: g, url: url, store: db, http: tlsClient(64)}
+	bg := &benchGateway{tb: tb, g: g, url: url, store: db, users: cfg.LocalUsers.(*local.File), http: tlsClient(64)}
 	tb.Cleanup(func() {
 		bg.stopAll()
 		cancel()
@@ -122,12 +124,16 @@ func tlsClient(conns int) *http.Client {
 	}}
 }
 
-// newToken stores a user and a bearer token for them, as POST
-// /api/v1/tokens would (without the password check and its rate limit).
+// newToken stores a user (in the password file and the store) and a
+// bearer token for them, as POST /api/v1/tokens would (without the
+// password check and its rate limit).
 func (bg *benchGateway) newToken(user string, admin bool) string {
 	bg.tb.Helper()
 	ctx := context.Background()
-	if err := bg.store.CreateUser(ctx, session.User{Name: user, Admin: admin, Created: time.Now()}); err != nil && !strings.Contains(err.Error(), "exists") {
+	if err := bg.users.Add(user, []byte(testPassword), admin); err != nil && !errors.Is(err, local.ErrUserExists) {
+		bg.tb.Fatal(err)
+	}
+	if err := bg.store.PutUser(ctx, session.User{Name: user, Admin: admin, Method: local.Method, Created: time.Now()}); err != nil {
 		bg.tb.Fatal(err)
 	}
 	raw := make([]byte, 32)

@@ -99,6 +99,19 @@ type Config struct {
 	// HeaderName is the header Header reads; the proxy removes it before a
 	// request reaches a session.
 	HeaderName string
+	// LocalUsers is the local password file, if auth has one: on every
+	// request it decides whether a user it vouched for still exists and is
+	// an admin, and its removals end their viewers (see revoke.go).
+	LocalUsers LocalDirectory
+	// OnUserRemoved is "stop" (default) or "keep": what happens to the
+	// sessions of a user removed from LocalUsers.
+	OnUserRemoved string
+	// UserPoll is how often LocalUsers is checked for removed users.
+	// Default 1s.
+	UserPoll time.Duration
+	// RecheckEvery is how often the rights of open connections are looked
+	// up again, for revocations another gateway made. Default 2s.
+	RecheckEvery time.Duration
 	// Portal serves the browser pages; nil serves only the API.
 	Portal PortalRenderer
 	// MetricsForLoopback serves /metrics without a login to clients on the
@@ -130,8 +143,10 @@ type Gateway struct {
 	mu       sync.Mutex
 	watching map[string]context.CancelFunc
 	viewers  map[string]int
-	// viewerCancels ends each proxied connection at shutdown.
-	viewerCancels map[*int]context.CancelFunc
+	// viewerCancels ends each proxied connection at shutdown, or when
+	// the right it came in by is revoked (revoke.go).
+	viewerCancels map[*int]viewerEntry
+	revokeHooks   []func(revokeEvent)
 	lastTouch     map[string]time.Time
 	auditMu       sync.Mutex
 	transports    transports
@@ -152,6 +167,12 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	cfg.LoginTTL = cmp.Or(cfg.LoginTTL, 12*time.Hour)
 	cfg.Limits.SingleShotGrace = cmp.Or(cfg.Limits.SingleShotGrace, 30*time.Second)
 	cfg.ReconcileEvery = cmp.Or(cfg.ReconcileEvery, time.Minute)
+	cfg.OnUserRemoved = cmp.Or(cfg.OnUserRemoved, "stop")
+	cfg.UserPoll = cmp.Or(cfg.UserPoll, time.Second)
+	cfg.RecheckEvery = cmp.Or(cfg.RecheckEvery, 2*time.Second)
+	if cfg.OnUserRemoved != "stop" && cfg.OnUserRemoved != "keep" {
+		return nil, fmt.Errorf("gateway: OnUserRemoved %q: want stop or keep", cfg.OnUserRemoved)
+	}
 	remote, _ := cfg.Backend.(backend.Remote)
 	if remote != nil && !strings.HasPrefix(cfg.RegisterURL, "https://") {
 		return nil, fmt.Errorf("gateway: backend %s needs the https:// URL runners register at (got %q)", cfg.Backend.Name(), cfg.RegisterURL)
@@ -188,6 +209,12 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		g.wg.Add(1)
 		go g.reconciler()
 	}
+	if cfg.LocalUsers != nil {
+		g.wg.Add(1)
+		go g.watchUsers()
+	}
+	g.wg.Add(1)
+	go g.recheckViewers()
 	return g, nil
 }
 

@@ -99,7 +99,8 @@ func testConfig(tb testing.TB, stateDir string, poll time.Duration, level slog.L
 	log := slog.New(slog.NewTextHandler(tb.Output(), &slog.HandlerOptions{Level: level}))
 	cfg := Config{
 		StateDir: stateDir, Store: db, Backend: be, Logger: log,
-		Auth: &auth.Chain{Authenticators: []auth.PasswordAuthenticator{pw}, Limiter: lim, Logger: log},
+		Auth:       &auth.Chain{Authenticators: []auth.PasswordAuthenticator{pw}, Limiter: lim, Logger: log},
+		LocalUsers: pw,
 	}
 	if os.Geteuid() == 0 {
 		cfg.RunAs = realtest.TestUser(tb).Name

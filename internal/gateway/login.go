@@ -15,7 +15,6 @@ import (
 	"github.com/airlock-hpc/airlock/internal/auth"
 	"github.com/airlock-hpc/airlock/internal/session"
 	"github.com/airlock-hpc/airlock/internal/store"
-	"github.com/airlock-hpc/airlock/internal/ticket"
 )
 
 const loginCookie = "airlock_login"
@@ -24,59 +23,76 @@ const loginCookie = "airlock_login"
 type identity struct {
 	user   string
 	admin  bool
-	cookie bool // by the login cookie: unsafe methods need the CSRF check
-}
-
-func (g *Gateway) loginKey() ticket.Key {
-	return ticket.Key(derive(g.master, "airlock login cookie", ""))
+	cookie bool   // by the login cookie: unsafe methods need the CSRF check
+	login  string // the login's id when by the cookie (logout, revoke)
+	token  string // the token's id when by a bearer token (revoke)
+	// until is when the login expires (by cookie); zero: no end.
+	until time.Time
+	// proof is the stored hash of the login, to look it up again while a
+	// connection it let in stays open (recheckViewers).
+	proof []byte
 }
 
 // identify finds out who r is from: a bearer token, the login cookie, or a
 // header from a trusted proxy. No credential is a 401; a bad one too.
+// Whether the user still exists and is an admin is decided now, for this
+// request (current), never taken from when the credential was made. A
+// store that cannot answer is a 503 "try again", never a 401.
 func (g *Gateway) identify(r *http.Request) (identity, error) {
+	ctx := r.Context()
 	if h := r.Header.Get("Authorization"); h != "" {
 		tok, ok := strings.CutPrefix(h, "Bearer ")
 		if !ok {
 			return identity{}, apiErr(401, "unauthenticated", "use Authorization: Bearer TOKEN")
 		}
 		sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
-		t, err := g.cfg.Store.TokenByHash(r.Context(), sum[:], g.now())
-		if err != nil {
+		t, err := g.cfg.Store.TokenByHash(ctx, sum[:], g.now())
+		switch {
+		case errors.Is(err, store.ErrNotFound):
 			return identity{}, apiErr(401, "bad_token", "the token is unknown or revoked")
+		case err != nil:
+			return identity{}, storeFault("token lookup", err)
 		}
-		u, err := g.cfg.Store.GetUser(r.Context(), t.User)
-		if err != nil {
-			return identity{}, apiErr(401, "bad_token", "the token's user is gone")
-		}
-		return identity{user: u.Name, admin: u.Admin}, nil
+		id, err := g.current(ctx, t.User)
+		id.token = t.ID
+		return id, err
 	}
 	if c, err := r.Cookie(loginCookie); err == nil {
-		cl, err := ticket.Verify(g.loginKey(), c.Value, g.now())
-		if err != nil {
+		l, err := g.cfg.Store.LoginByHash(ctx, sha256Sum(c.Value))
+		switch {
+		case errors.Is(err, store.ErrNotFound) || (err == nil && !g.now().Before(l.Expires)):
 			return identity{}, apiErr(401, "login_expired", "your login has expired or is not valid; log in again")
+		case err != nil:
+			return identity{}, storeFault("login lookup", err)
 		}
-		return identity{user: cl.User, admin: cl.Connector == "admin", cookie: true}, nil
+		id, err := g.current(ctx, l.User)
+		id.cookie, id.login, id.until, id.proof = true, l.ID, l.Expires, l.Hash
+		return id, err
 	}
 	if g.cfg.Header != nil {
 		id, ok, err := g.cfg.Header.FromRequest(r)
 		if err != nil {
-			g.log.WarnContext(r.Context(), "header login refused", "remote_addr", r.RemoteAddr, "error", err)
+			g.log.WarnContext(ctx, "header login refused", "remote_addr", r.RemoteAddr, "error", err)
 			return identity{}, apiErr(403, "untrusted_proxy", "login headers are accepted only from the configured proxies")
 		}
 		if ok {
-			g.ensureUser(r.Context(), id)
+			// The proxy vouches for the user on every request: that is
+			// the re-check. The record only serves their tokens.
+			if u, err := g.cfg.Store.GetUser(ctx, id.User); err != nil || u.Admin != id.Admin || u.Method != id.Method {
+				if err := g.ensureUser(ctx, id); err != nil {
+					g.log.WarnContext(ctx, "record user", "user", id.User, "error", err)
+				}
+			}
 			return identity{user: id.User, admin: id.Admin}, nil
 		}
 	}
 	return identity{}, apiErr(401, "unauthenticated", "log in first")
 }
 
-// ensureUser records a user the first time they log in, and their admin flag.
-func (g *Gateway) ensureUser(ctx context.Context, id auth.Identity) {
-	err := g.cfg.Store.CreateUser(ctx, session.User{Name: id.User, Admin: id.Admin, Created: g.now()})
-	if err != nil && !errors.Is(err, store.ErrExists) {
-		g.log.WarnContext(ctx, "record user", "user", id.User, "error", err)
-	}
+// ensureUser records a user at a login: their admin flag and the method
+// that vouched for them, as it says now.
+func (g *Gateway) ensureUser(ctx context.Context, id auth.Identity) error {
+	return g.cfg.Store.PutUser(ctx, session.User{Name: id.User, Admin: id.Admin, Method: id.Method, Created: g.now()})
 }
 
 func remoteIP(r *http.Request) string {
@@ -101,18 +117,20 @@ func (g *Gateway) login(w http.ResponseWriter, r *http.Request, user, password s
 		}
 		return id, apiErr(401, "bad_login", auth.ErrInvalid.Error())
 	}
+	if err := g.ensureUser(r.Context(), id); err != nil {
+		return id, storeFault("record user", err)
+	}
+	// The cookie is a random secret; the store keeps its hash, so logout
+	// (deleting the row) ends the login everywhere.
+	secret, sum := newSecret()
+	now := g.now()
+	l := session.Login{ID: "l-" + newShortID(), User: id.User, Created: now, Expires: now.Add(g.cfg.LoginTTL), Hash: sum}
+	if err := g.cfg.Store.CreateLogin(r.Context(), l); err != nil {
+		return id, storeFault("record login", err)
+	}
 	g.metrics.logins.Add(1)
-	g.ensureUser(r.Context(), id)
 	g.audit(r.Context(), id.User, "login", "", r.RemoteAddr, id.Method)
-	role := "user"
-	if id.Admin {
-		role = "admin"
-	}
-	tok, err := ticket.Sign(g.loginKey(), ticket.Claims{Session: "login", Connector: role, User: id.User, Mode: ticket.Control, Expires: g.now().Add(g.cfg.LoginTTL)})
-	if err != nil {
-		return id, err
-	}
-	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: tok, Path: "/", HttpOnly: true, Secure: true,
+	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: secret, Path: "/", HttpOnly: true, Secure: true,
 		SameSite: http.SameSiteLaxMode, MaxAge: int(g.cfg.LoginTTL / time.Second)})
 	return id, nil
 }
@@ -130,7 +148,9 @@ func (g *Gateway) createToken(w http.ResponseWriter, r *http.Request) error {
 			}
 			return apiErr(401, "bad_login", auth.ErrInvalid.Error())
 		}
-		g.ensureUser(r.Context(), id)
+		if err := g.ensureUser(r.Context(), id); err != nil {
+			return storeFault("record user", err)
+		}
 		user = id.User
 	} else {
 		id, err := g.identify(r)
@@ -154,9 +174,47 @@ func (g *Gateway) createToken(w http.ResponseWriter, r *http.Request) error {
 		t.Name = "token " + t.Created.UTC().Format(time.DateTime)
 	}
 	if err := g.cfg.Store.CreateToken(r.Context(), t); err != nil {
-		return err
+		return storeFault("create token", err)
 	}
 	g.audit(r.Context(), user, "token_create", "", r.RemoteAddr, t.ID)
 	writeJSON(w, 201, map[string]string{"token": secret, "id": t.ID})
+	return nil
+}
+
+// newSecret returns a random secret for a cookie and its SHA-256.
+func newSecret() (string, []byte) {
+	raw := make([]byte, 32)
+	rand.Read(raw)
+	secret := base64.RawURLEncoding.EncodeToString(raw)
+	sum := sha256.Sum256([]byte(secret))
+	return secret, sum[:]
+}
+
+// newShortID returns 8 random URL-safe characters for a row id.
+func newShortID() string {
+	b := make([]byte, 6)
+	rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// logout ends the login r carries, in the store (so a copy of the cookie
+// is worthless) and its open viewers.
+func (g *Gateway) logout(r *http.Request) error {
+	c, err := r.Cookie(loginCookie)
+	if err != nil {
+		return nil
+	}
+	l, err := g.cfg.Store.LoginByHash(r.Context(), sha256Sum(c.Value))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil
+	case err != nil:
+		return storeFault("login lookup", err)
+	}
+	if err := g.cfg.Store.DeleteLogin(r.Context(), l.ID); err != nil {
+		return storeFault("delete login", err)
+	}
+	g.audit(r.Context(), l.User, "logout", "", r.RemoteAddr, l.ID)
+	g.revoke(r.Context(), revokeEvent{Reason: "logged out", Login: l.ID})
 	return nil
 }

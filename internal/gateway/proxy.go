@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/airlock-hpc/airlock/internal/session"
+	"github.com/airlock-hpc/airlock/internal/store"
 	"github.com/airlock-hpc/airlock/internal/ticket"
 )
 
@@ -30,6 +31,9 @@ const ticketTTL = 10 * time.Second
 type viewer struct {
 	user string
 	mode session.Mode
+	// share is the share link it came in by, if any: its id and expiry
+	// tag the connection (revoke.go).
+	share session.Share
 }
 
 // proxy serves /s/{id}/{connector}/...: it checks who is asking, signs a
@@ -43,8 +47,11 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	s, err := g.cfg.Store.GetSession(r.Context(), id)
-	if err != nil {
+	if errors.Is(err, store.ErrNotFound) {
 		return apiErr(404, "no_session", "no such session")
+	}
+	if err != nil {
+		return storeFault("session lookup", err)
 	}
 	v, err := g.authorizeView(r, id2, s)
 	if err != nil {
@@ -72,11 +79,15 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request) error {
 
 	// A WebSocket viewer holds the session open until its connection
 	// ends; Serve's shutdown cancels the context, which closes hijacked
-	// connections too. A plain request only counts as activity.
+	// connections too, and so does revoking the right it came in by
+	// (every proxied request is tracked: an app's event stream is as
+	// long-lived as a viewer). A plain request only counts as activity.
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
+	defer g.track(viewerTag{Session: s.ID, Owner: s.Owner, User: v.user, Share: v.share.ID, Login: id2.login, Token: id2.token,
+		Mode: v.mode, Expires: earliest(v.share.Expires, id2.until), proof: id2.proof, shareHash: v.share.Hash}, cancel)()
 	if upgrade {
-		done := g.viewerStart(s.ID, cancel)
+		done := g.viewerStart(s.ID)
 		defer done()
 	} else {
 		g.touch(s.ID, false)
@@ -289,14 +300,9 @@ func stripSetCookies(h http.Header, prefix string) {
 }
 
 // viewerStart counts a viewer of session id until the returned func runs.
-func (g *Gateway) viewerStart(id string, cancel context.CancelFunc) func() {
+func (g *Gateway) viewerStart(id string) func() {
 	g.mu.Lock()
 	g.viewers[id]++
-	key := new(int)
-	if g.viewerCancels == nil {
-		g.viewerCancels = map[*int]context.CancelFunc{}
-	}
-	g.viewerCancels[key] = cancel
 	g.mu.Unlock()
 	g.metrics.viewers.Add(1)
 	g.touch(id, true)
@@ -306,7 +312,6 @@ func (g *Gateway) viewerStart(id string, cancel context.CancelFunc) func() {
 		if g.viewers[id] <= 0 {
 			delete(g.viewers, id)
 		}
-		delete(g.viewerCancels, key)
 		g.mu.Unlock()
 		g.metrics.viewers.Add(-1)
 		g.touch(id, true)
@@ -336,8 +341,8 @@ func (g *Gateway) touch(id string, force bool) {
 
 func (g *Gateway) closeViewers() {
 	g.mu.Lock()
-	for _, c := range g.viewerCancels {
-		c()
+	for _, v := range g.viewerCancels {
+		v.cancel()
 	}
 	g.mu.Unlock()
 	g.dropTransports()

@@ -362,6 +362,7 @@ func (g *Gateway) apply(ctx context.Context, id string, e backend.Event) {
 	}
 	g.log.InfoContext(ctx, "session "+e.Kind, "session", id, "reason", e.Reason)
 	if e.Kind == "exit" {
+		g.revoke(ctx, revokeEvent{Reason: "session ended", Session: id})
 		g.audit(ctx, "", "ended", id, "", e.Reason)
 		os.RemoveAll(g.sessionDir(id))
 	}
@@ -389,6 +390,8 @@ func (g *Gateway) Stop(ctx context.Context, actor, id, reason, remote string) er
 		return err
 	}
 	g.audit(ctx, actor, "stop", id, remote, reason)
+	// Its viewers end now, not when the runner has torn the session down.
+	g.revoke(ctx, revokeEvent{Reason: "session stopped", Session: id})
 	if s.State == session.Ended {
 		return nil
 	}

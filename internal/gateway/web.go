@@ -88,6 +88,9 @@ func (g *Gateway) renderErr(w http.ResponseWriter, r *http.Request, err error) {
 	ae := asAPIError(err)
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
+	if ae.Code == "store_unavailable" {
+		w.Header().Set("Retry-After", storeRetryAfter)
+	}
 	w.WriteHeader(ae.Status)
 	if err := g.cfg.Portal.Error(w, portal.ErrorPage{Base: portal.Base{Title: "Error"}, Status: ae.Status, Message: ae.Message}); err != nil {
 		g.log.ErrorContext(r.Context(), "render error page", "error", err)
@@ -161,6 +164,11 @@ func (g *Gateway) loginPost(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (g *Gateway) logoutPost(w http.ResponseWriter, r *http.Request) error {
+	// The store must forget the login before the browser is told it is
+	// logged out: a stolen copy of the cookie must not outlive the logout.
+	if err := g.logout(r); err != nil {
+		return err
+	}
 	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: true})
 	http.Redirect(w, r, "/login", http.StatusSeeOther)
 	return nil
@@ -176,7 +184,7 @@ func (g *Gateway) sessionPage(w http.ResponseWriter, r *http.Request) error {
 		if errors.Is(err, store.ErrNotFound) {
 			return apiErr(404, "no_session", "no such session")
 		}
-		return err
+		return storeFault("session lookup", err)
 	}
 	v, err := g.authorizeView(r, id, s)
 	if err != nil {
@@ -213,6 +221,8 @@ func (g *Gateway) sharePage(w http.ResponseWriter, r *http.Request) error {
 	sum := sha256Sum(secret)
 	sh, err := g.cfg.Store.ShareByHash(r.Context(), sum)
 	switch {
+	case err != nil && !errors.Is(err, store.ErrNotFound):
+		return storeFault("share lookup", err)
 	case err != nil:
 		return apiErr(404, "bad_share", "this share link is not valid")
 	case sh.Revoked:

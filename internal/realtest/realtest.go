@@ -5,6 +5,7 @@ package realtest
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -45,18 +46,38 @@ var (
 	buildErr = map[string]error{}
 )
 
-// Binary builds the airlock binary once per test process, without cgo (as
-// `make build` does), into a directory every user may read, and returns its
-// path.
+// Binary builds the airlock binary once per test process into a directory
+// every user may read, and returns its path. It is built as the tests are:
+// with cgo when CGO_ENABLED=1 is in the environment (so `CGO_ENABLED=1 go
+// test` runs the seal from a default, cgo build), without cgo otherwise, as
+// `make build` does.
 func Binary(t testing.TB) string {
 	t.Helper()
-	return build(t, "github.com/airlock-hpc/airlock/cmd/airlock", "airlock")
+	return build(t, "github.com/airlock-hpc/airlock/cmd/airlock", "airlock", cgoFromEnv())
+}
+
+// CgoBinary builds the airlock binary with cgo, as a plain `go build` or `go
+// install` does wherever a C compiler is installed. It skips when none is.
+func CgoBinary(t testing.TB) string {
+	t.Helper()
+	cc := cmp.Or(os.Getenv("CC"), "gcc")
+	if _, err := exec.LookPath(cc); err != nil {
+		t.Skipf("no C compiler (%s): a cgo build is not possible here", cc)
+	}
+	return build(t, "github.com/airlock-hpc/airlock/cmd/airlock", "airlock-cgo", "1")
 }
 
 // Probe builds the network probe (internal/realtest/probe) the same way.
 func Probe(t testing.TB) string {
 	t.Helper()
-	return build(t, "github.com/airlock-hpc/airlock/internal/realtest/probe", "probe")
+	return build(t, "github.com/airlock-hpc/airlock/internal/realtest/probe", "probe", "0")
+}
+
+func cgoFromEnv() string {
+	if os.Getenv("CGO_ENABLED") == "1" {
+		return "1"
+	}
+	return "0"
 }
 
 // StateBase is where tests keep files that must be visible inside a seal
@@ -90,7 +111,7 @@ func OutsideTmp(t testing.TB, prefix string) string {
 	return dir
 }
 
-func build(t testing.TB, pkg, name string) string {
+func build(t testing.TB, pkg, name, cgo string) string {
 	t.Helper()
 	buildMu.Lock()
 	defer buildMu.Unlock()
@@ -116,7 +137,7 @@ func build(t testing.TB, pkg, name string) string {
 	}
 	path := filepath.Join(binDir, name)
 	cmd := exec.Command("go", "build", "-o", path, pkg)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED="+cgo)
 	cmd.Dir = moduleRoot()
 	if out, err := cmd.CombinedOutput(); err != nil {
 		buildErr[name] = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
@@ -245,6 +266,11 @@ type RunOptions struct {
 	Netns string
 	// NoWaitReady returns as soon as the process started.
 	NoWaitReady bool
+	// Binary is the airlock binary to run instead of Binary's.
+	Binary string
+	// Wrap is a command line the runner's is appended to, e.g. a probe mode
+	// that changes what the kernel offers it.
+	Wrap []string
 }
 
 // StartRunner starts `airlock run --spec -` with spec on stdin and waits for
@@ -255,11 +281,17 @@ func StartRunner(t testing.TB, spec any, opt RunOptions) *Runner {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin := Binary(t)
+	bin := opt.Binary
+	if bin == "" {
+		bin = Binary(t)
+	}
 	args := []string{"run", "--spec", "-"}
 	cmd := exec.Command(bin, args...)
 	if opt.Netns != "" {
 		cmd = exec.Command("ip", append([]string{"netns", "exec", opt.Netns, bin}, args...)...)
+	}
+	if len(opt.Wrap) > 0 {
+		cmd = exec.Command(opt.Wrap[0], append(append(opt.Wrap[1:len(opt.Wrap):len(opt.Wrap)], bin), args...)...)
 	}
 	cmd.Stdin = strings.NewReader(string(b))
 	r := &Runner{Cmd: cmd, Stderr: &lockedBuf{}, events: make(chan Event, 8), exit: make(chan struct{})}

@@ -74,9 +74,8 @@ type initProc struct {
 	mu    sync.Mutex
 	procs map[int]*child
 
-	// spawn goes to the thread under the unix guard's filter, which
-	// starts the workload and the helpers (see startUnixGuard).
-	spawn chan spawnReq
+	// connSp starts the connectors, workSp the workload and helpers.
+	connSp, workSp *spawner
 
 	egress   *net.UnixConn
 	egressID atomic.Uint64
@@ -102,6 +101,7 @@ func (in *initProc) run() int {
 	if err := in.setupMounts(); err != nil {
 		return in.fail("%v", err)
 	}
+	in.setupIPCUTS()
 	if err := loopbackUp(); err != nil {
 		return in.fail("bring lo up: %v", err)
 	}
@@ -113,32 +113,54 @@ func (in *initProc) run() int {
 	if err := in.startEgress(); err != nil {
 		return in.fail("%v", err)
 	}
-	if !p.RootMode {
-		if err := dropCapabilities(); err != nil {
-			return in.fail("drop capabilities: %v", err)
-		}
+	// Every process is started from one of two spawner threads whose
+	// credentials are made right first (spawner.go): connectors from one
+	// with no capabilities and no_new_privs, the workload and its helpers
+	// from one that is also in a Landlock domain that keeps them away from
+	// init and the connectors (workload.go). Init's other threads keep
+	// what they have (in an unprivileged session, capabilities over the
+	// seal's own namespaces only); nothing is ever forked from them.
+	var err error
+	var ws, more []string
+	if in.connSp, ws, err = newSpawner("connector", in.setupConnectorThread); err != nil {
+		return in.fail("%v", err)
 	}
-	// No process started from here can gain privileges through a setuid or
-	// file-capability binary.
-	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-		return in.fail("set no_new_privs: %v", err)
+	if in.workSp, more, err = newSpawner("workload", in.setupWorkloadThread); err != nil {
+		return in.fail("%v", err)
 	}
-	// The workload runs as the same uid; an undumpable init cannot be
-	// ptraced by it.
+	for _, w := range append(ws, more...) {
+		in.warn("%s", w)
+	}
+	// An undumpable process can be ptraced, and its /proc/PID/{mem,environ,fd}
+	// read, only with CAP_SYS_PTRACE: defence for kernels without Landlock
+	// scoping, where the workload (the same uid, unprivileged) is not kept
+	// out by its domain.
 	unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
-	in.startUnixGuard()
 
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, unix.SIGCHLD, unix.SIGTERM, unix.SIGINT)
 
-	// The workload and the connectors start now; helpers (an xterm needs
-	// the X server) once the probes pass.
-	for _, proc := range p.Processes {
-		if proc.Role == Helper {
-			continue
+	// The connectors start now, then the workload; helpers (an xterm
+	// needs the X server) once the probes pass. The workload comes last so
+	// that no connector is ever dumpable while the workload runs: Landlock
+	// keeps it out anyway, but the fd numbers in /proc/PID/fd are guarded
+	// by ownership alone, and without Landlock everything is.
+	var conns []int
+	for _, role := range []Role{Connector, Workload} {
+		for _, proc := range p.Processes {
+			if proc.Role != role {
+				continue
+			}
+			pid, err := in.start(proc)
+			if err != nil {
+				in.terminate(fmt.Sprintf("start %s %q: %v", proc.Role, proc.Name, err), 1, sigs)
+			}
+			if role == Connector {
+				conns = append(conns, pid)
+			}
 		}
-		if err := in.startProc(proc); err != nil {
-			in.terminate(fmt.Sprintf("start %s %q: %v", proc.Role, proc.Name, err), 1, sigs)
+		if role == Connector {
+			in.waitUndumpable(conns, 10*time.Second)
 		}
 	}
 
@@ -175,7 +197,7 @@ func (in *initProc) run() int {
 				if proc.Role != Helper {
 					continue
 				}
-				if err := in.startProc(proc); err != nil {
+				if _, err := in.start(proc); err != nil {
 					// A helper is not essential: say so and carry on.
 					in.warn("start %s: %v", proc.Name, err)
 				}
@@ -292,19 +314,19 @@ func noChildren() bool {
 	return errors.Is(err, unix.ECHILD)
 }
 
-func (in *initProc) start(p Process) error {
+func (in *initProc) start(p Process) (int, error) {
 	path := "/proc/self/exe"
 	argv := append([]string{"airlock"}, p.Argv...)
 	if !p.Self {
 		var err error
 		if path, err = lookPath(p.Argv[0], p.Env); err != nil {
-			return err
+			return 0, err
 		}
 		argv = p.Argv
 	}
 	devnull, err := os.Open(os.DevNull)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer devnull.Close()
 	files := []uintptr{devnull.Fd(), 1, 2}
@@ -315,7 +337,7 @@ func (in *initProc) start(p Process) error {
 	if p.Secret != nil {
 		r, w, err := os.Pipe()
 		if err != nil {
-			return err
+			return 0, err
 		}
 		defer r.Close()
 		secretW = w
@@ -334,8 +356,14 @@ func (in *initProc) start(p Process) error {
 		}
 		attr.Sys.Credential = &syscall.Credential{Uid: uint32(in.plan.UID), Gid: uint32(in.plan.GID), Groups: groups}
 	}
+	sp := in.workSp
+	if p.Role == Connector {
+		sp = in.connSp
+	}
+	// Holding mu until the pid is recorded: reap must not see the child
+	// exit before it knows whose it is.
 	in.mu.Lock()
-	pid, err := syscall.ForkExec(path, argv, attr)
+	pid, err := sp.forkExec(path, argv, attr)
 	if err == nil {
 		in.procs[pid] = &child{p: p, pid: pid}
 	}
@@ -344,7 +372,7 @@ func (in *initProc) start(p Process) error {
 		if secretW != nil {
 			secretW.Close()
 		}
-		return fmt.Errorf("exec %s: %w", argv[0], err)
+		return 0, fmt.Errorf("exec %s: %w", argv[0], err)
 	}
 	if secretW != nil {
 		go func() {
@@ -353,7 +381,38 @@ func (in *initProc) start(p Process) error {
 		}()
 	}
 	in.log.Info("started", "role", p.Role, "name", p.Name, "pid", pid)
-	return nil
+	return pid, nil
+}
+
+// waitUndumpable waits until each connector has made itself not dumpable
+// (the first thing "airlock connector" does), which shows as its
+// /proc/PID/environ no longer belonging to the owner (the directory itself
+// always does), or has ended.
+func (in *initProc) waitUndumpable(pids []int, timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for _, pid := range pids {
+		dir := "/proc/" + strconv.Itoa(pid)
+		for {
+			var st unix.Stat_t
+			if err := unix.Stat(dir+"/environ", &st); err != nil || int(st.Uid) != in.plan.UID || isZombie(dir) {
+				break
+			}
+			if time.Now().After(deadline) {
+				in.warn("connector pid %d still dumpable after %s: the workload starts anyway", pid, timeout)
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+}
+
+func isZombie(procDir string) bool {
+	b, err := os.ReadFile(procDir + "/stat")
+	if err != nil {
+		return true
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	return i < 0 || i+2 >= len(b) || b[i+2] == 'Z' || b[i+2] == 'X'
 }
 
 func lookPath(file string, env []string) (string, error) {

@@ -155,34 +155,57 @@ func Start(ctx context.Context, cfg Config) (*Seal, error) {
 
 	// The session id is only there for ps: an admin can tell which init
 	// is which session's.
-	cmd := exec.Command(cfg.Exe, InitRole, cfg.ID)
-	cmd.Args[0] = "airlock-init"
-	cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin"}
-	cmd.Stdout, cmd.Stderr = cfg.Stderr, cfg.Stderr
-	cmd.ExtraFiles = append([]*os.File{ctlChild, egChild}, cfg.Listeners...)
 	pidfd := -1
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Cloneflags: syscall.CLONE_NEWNET | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID,
-		// If the runner dies, even by SIGKILL, init dies and the kernel then
-		// kills everything in its PID namespace.
-		Pdeathsig: syscall.SIGKILL,
-		PidFD:     &pidfd,
-	}
-	if !root {
-		cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWUSER
-		// Init starts unmapped; ambient capabilities survive its exec so it
-		// can mount and bring lo up once the parent has written its maps.
-		// It drops them all before starting anything.
-		cmd.SysProcAttr.AmbientCaps = []uintptr{unix.CAP_SYS_ADMIN, unix.CAP_NET_ADMIN, unix.CAP_SETPCAP}
+	newCmd := func(cgroupNS bool) *exec.Cmd {
+		cmd := exec.Command(cfg.Exe, InitRole, cfg.ID)
+		cmd.Args[0] = "airlock-init"
+		cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin"}
+		cmd.Stdout, cmd.Stderr = cfg.Stderr, cfg.Stderr
+		cmd.ExtraFiles = append([]*os.File{ctlChild, egChild}, cfg.Listeners...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{
+			// IPC and UTS: no host SysV or POSIX IPC objects inside, and a
+			// host name of the seal's own.
+			Cloneflags: syscall.CLONE_NEWNET | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID |
+				syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS,
+			// If the runner dies, even by SIGKILL, init dies and the kernel then
+			// kills everything in its PID namespace.
+			Pdeathsig: syscall.SIGKILL,
+			PidFD:     &pidfd,
+		}
+		if cgroupNS {
+			// The workload sees its own cgroup as "/", not where the node
+			// put the runner.
+			cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWCGROUP
+		}
+		if !root {
+			cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWUSER
+			// Init starts unmapped; ambient capabilities survive its exec so it
+			// can mount and bring lo up once the parent has written its maps.
+			// The threads it starts processes from drop them all first.
+			cmd.SysProcAttr.AmbientCaps = []uintptr{unix.CAP_SYS_ADMIN, unix.CAP_NET_ADMIN, unix.CAP_SETPCAP}
+		}
+		return cmd
 	}
 
 	// Pdeathsig fires when the thread that started the child exits, not the
 	// process (golang/go#27505), so start and wait on one locked thread.
 	started := make(chan error, 1)
+	var cmd *exec.Cmd
 	go func() {
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
-		if err := cmd.Start(); err != nil {
+		cmd = newCmd(true)
+		err := cmd.Start()
+		if errors.Is(err, syscall.EINVAL) {
+			// A kernel without cgroup namespaces: the rest still holds.
+			cmd = newCmd(false)
+			if err = cmd.Start(); err == nil {
+				s.mu.Lock()
+				s.warnings = append(s.warnings, "no cgroup namespace on this kernel: the workload sees the node's cgroup paths")
+				s.mu.Unlock()
+			}
+		}
+		if err != nil {
 			started <- fmt.Errorf("start seal init %s: %w", cfg.Exe, err)
 			return
 		}

@@ -124,6 +124,22 @@ type User struct {
 	Name    string    `json:"name"`
 	Admin   bool      `json:"admin"`
 	Created time.Time `json:"created"`
+	// Method is the authenticator that vouched for the user at their last
+	// login ("local", "ldap", "header"); the gateway asks that one whether
+	// the user still exists. Empty for users recorded before it was kept.
+	Method string `json:"method,omitempty"`
+}
+
+// Login is a browser's login: the cookie holds a random secret, the store
+// its hash, so logging out (deleting the row) ends it everywhere, and a
+// copy of the cookie is worth nothing afterwards.
+type Login struct {
+	ID      string    `json:"id"`
+	User    string    `json:"user"`
+	Created time.Time `json:"created"`
+	Expires time.Time `json:"expires"`
+	// Hash is the SHA-256 of the cookie's secret.
+	Hash []byte `json:"-"`
 }
 
 // Share is a link that lets someone else view or control a session.

@@ -56,18 +56,38 @@ type Store interface {
 
 	// CreateUser adds a user; ErrExists if the name is taken.
 	CreateUser(ctx context.Context, u session.User) error
+	// PutUser records u's admin flag and method as their authenticator
+	// says at a login, adding the user if new (keeping Created if not).
+	PutUser(ctx context.Context, u session.User) error
 	GetUser(ctx context.Context, name string) (session.User, error)
 	ListUsers(ctx context.Context) ([]session.User, error)
 
 	// CreateToken stores a token (its hash; the secret is never stored).
 	CreateToken(ctx context.Context, t session.Token) error
 	// TokenByHash returns a token that is not revoked, or ErrNotFound, and
-	// stamps its LastUsed with now.
+	// stamps its LastUsed with now (the returned token shows it; the
+	// store may write it just after returning). The lookup must not need
+	// the write lock, and a stamp that cannot be written (the store busy)
+	// is logged, never returned: a good token must not fail because of a
+	// stamp. Any error but ErrNotFound is a fault, not a "no".
 	TokenByHash(ctx context.Context, hash []byte, now time.Time) (session.Token, error)
 	ListTokens(ctx context.Context, user string) ([]session.Token, error)
 	// RevokeToken revokes a user's token; ErrNotFound if the user has no
 	// such token.
 	RevokeToken(ctx context.Context, user, id string) error
+
+	// CreateLogin stores a browser login (its hash only), dropping
+	// expired ones on the way.
+	CreateLogin(ctx context.Context, l session.Login) error
+	// LoginByHash returns the login whose Hash is hash, expired or not
+	// (the caller decides), or ErrNotFound.
+	LoginByHash(ctx context.Context, hash []byte) (session.Login, error)
+	// DeleteLogin ends a login (logout); a missing one is no error.
+	DeleteLogin(ctx context.Context, id string) error
+	// RevokeUser ends every login of user and revokes all their tokens,
+	// for a user who was removed: if the name comes back, nothing the old
+	// account held works for the new one.
+	RevokeUser(ctx context.Context, user string) error
 
 	CreateShare(ctx context.Context, s session.Share) error
 	// ShareByHash returns a share (revoked or not, expired or not: the

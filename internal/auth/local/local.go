@@ -218,6 +218,35 @@ func (f *File) List() ([]User, error) {
 	return us, nil
 }
 
+// Role reports whether name is in the file now, and whether as an admin.
+// It rereads the file if another process replaced it (one stat(2) when
+// not), so the gateway can ask on every request and see `airlock users
+// remove` at once. An error means the file could not be read: not a "no".
+func (f *File) Role(name string) (admin, ok bool, err error) {
+	c, err := f.snapshot()
+	if err != nil {
+		return false, false, err
+	}
+	r, ok := c.users[name]
+	if !ok {
+		return false, false, nil
+	}
+	return r.admin, true, nil
+}
+
+// Roles returns every user in the file and whether each is an admin.
+func (f *File) Roles() (map[string]bool, error) {
+	c, err := f.snapshot()
+	if err != nil {
+		return nil, err
+	}
+	m := make(map[string]bool, len(c.users))
+	for name, r := range c.users {
+		m[name] = r.admin
+	}
+	return m, nil
+}
+
 // Add adds a user with password, hashed with argon2id. It refuses a name
 // already in the file with ErrUserExists, an invalid name, and a password
 // shorter than MinPasswordLen (ErrPasswordTooShort) or containing a line
@@ -275,6 +304,24 @@ func (f *File) setPassword(name string, password []byte) error {
 		r.hash = h
 		return nil
 	})
+}
+
+// SetAdmin makes an existing user an admin or not (ErrNoUser if there is
+// none), keeping their password. A running gateway sees the new role on
+// the user's next request.
+func (f *File) SetAdmin(name string, admin bool) error {
+	err := f.update(func(c *contents) error {
+		r, ok := c.users[name]
+		if !ok {
+			return ErrNoUser
+		}
+		r.admin = admin
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("set role of %s in %s: %w", name, f.cfg.Path, err)
+	}
+	return nil
 }
 
 // Remove removes a user (ErrNoUser if there is none).

@@ -174,6 +174,16 @@ func TestSetPasswordAndRemove(t *testing.T) {
 	if err := f.SetPassword("bob", []byte("short")); !errors.Is(err, ErrPasswordTooShort) {
 		t.Errorf("SetPassword short: %v", err)
 	}
+	if err := f.SetAdmin("bob", false); err != nil {
+		t.Fatal(err)
+	}
+	wantIdentity(t, f, "bob", "new-bob-password", false) // password kept
+	if admin, ok, err := f.Role("bob"); admin || !ok || err != nil {
+		t.Errorf("Role(bob) after demotion = %v, %v, %v", admin, ok, err)
+	}
+	if err := f.SetAdmin("dave", true); !errors.Is(err, ErrNoUser) {
+		t.Errorf("SetAdmin(dave): %v", err)
+	}
 	if err := f.Remove("bob"); err != nil {
 		t.Fatal(err)
 	}

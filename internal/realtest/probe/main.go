@@ -34,7 +34,14 @@ import (
 	"time"
 )
 
+// extraModes are the modes defined in other files of this command.
+var extraModes map[string]func(args []string)
+
 func main() {
+	if len(os.Args) > 1 && extraModes[os.Args[1]] != nil {
+		extraModes[os.Args[1]](os.Args[2:])
+		return
+	}
 	if len(os.Args) < 3 {
 		fmt.Fprintln(os.Stderr, "usage: probe serve ADDR... | probe dial OUT.json ADDR...")
 		os.Exit(2)

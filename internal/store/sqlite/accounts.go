@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"net"
+	"sync"
 	"time"
 
 	"github.com/airlock-hpc/airlock/internal/session"
@@ -22,10 +24,10 @@ func (db *DB) CreateUser(ctx context.Context, u session.User) error {
 		u.Created = db.now()
 	}
 	var e encoder
-	args := []any{u.Name, b2i(u.Admin), e.time("created", u.Created)}
+	args := []any{u.Name, b2i(u.Admin), e.time("created", u.Created), u.Method}
 	err := e.err
 	if err == nil {
-		_, err = db.write.ExecContext(ctx, "INSERT INTO users (name, admin, created) VALUES (?, ?, ?)", args...)
+		_, err = db.write.ExecContext(ctx, "INSERT INTO users (name, admin, created, method) VALUES (?, ?, ?, ?)", args...)
 	}
 	switch {
 	case err == nil:
@@ -36,7 +38,29 @@ func (db *DB) CreateUser(ctx context.Context, u session.User) error {
 	return fmt.Errorf("create user %s: %w", u.Name, err)
 }
 
-const selectUser = "SELECT name, admin, created FROM users"
+// PutUser adds u or, if the name is taken, sets its admin flag and method
+// (keeping the stored Created). A zero u.Created is the DB's clock.
+func (db *DB) PutUser(ctx context.Context, u session.User) error {
+	if u.Name == "" {
+		return errors.New("put user: no name")
+	}
+	if u.Created.IsZero() {
+		u.Created = db.now()
+	}
+	var e encoder
+	args := []any{u.Name, b2i(u.Admin), e.time("created", u.Created), u.Method}
+	err := e.err
+	if err == nil {
+		_, err = db.write.ExecContext(ctx, `INSERT INTO users (name, admin, created, method) VALUES (?, ?, ?, ?)
+			ON CONFLICT (name) DO UPDATE SET admin = excluded.admin, method = excluded.method`, args...)
+	}
+	if err != nil {
+		return fmt.Errorf("put user %s: %w", u.Name, err)
+	}
+	return nil
+}
+
+const selectUser = "SELECT name, admin, created, method FROM users"
 
 func scanUser(r rowScanner) (session.User, error) {
 	var (
@@ -44,7 +68,7 @@ func scanUser(r rowScanner) (session.User, error) {
 		admin   int64
 		created int64
 	)
-	if err := r.Scan(&u.Name, &admin, &created); err != nil {
+	if err := r.Scan(&u.Name, &admin, &created, &u.Method); err != nil {
 		return session.User{}, err
 	}
 	u.Admin = admin != 0
@@ -88,7 +112,8 @@ func (db *DB) ListUsers(ctx context.Context) ([]session.User, error) {
 
 const (
 	tokenCols   = "id, username, name, created, last_used, revoked, hash"
-	tokenByHash = "UPDATE tokens SET last_used = ? WHERE hash = ? AND revoked = 0 RETURNING " + tokenCols
+	tokenByHash = "SELECT " + tokenCols + " FROM tokens WHERE hash = ? AND revoked = 0"
+	stampToken  = "UPDATE tokens SET last_used = ? WHERE id = ? AND (last_used IS NULL OR last_used < ?)"
 )
 
 func scanToken(r rowScanner) (session.Token, error) {
@@ -136,10 +161,18 @@ func (db *DB) CreateToken(ctx context.Context, t session.Token) error {
 }
 
 // TokenByHash returns the token whose Hash is hash if it is not revoked,
-// and stamps its LastUsed with now (the DB's clock if now is zero), in one
-// statement. A revoked or unknown token is an error wrapping
-// [store.ErrNotFound], and is not stamped. The error does not name the
-// hash, which is as good as the secret to anyone who can query the store.
+// and stamps its LastUsed with now (the DB's clock if now is zero). A
+// revoked or unknown token is an error wrapping [store.ErrNotFound], and is
+// not stamped. The error does not name the hash, which is as good as the
+// secret to anyone who can query the store.
+//
+// The lookup runs on a read connection, which WAL lets proceed while
+// another process holds the write lock, so a busy database never turns a
+// good token away. The stamp is a write: it is queued for a background
+// writer (see stamper) and waited for only briefly, so it is visible at
+// once when the database is free and never fails or holds up the caller
+// when it is not. Stamps are kept to the second: a lookup within a second
+// of the stored LastUsed writes nothing.
 func (db *DB) TokenByHash(ctx context.Context, hash []byte, now time.Time) (session.Token, error) {
 	if now.IsZero() {
 		now = db.now()
@@ -152,14 +185,95 @@ func (db *DB) TokenByHash(ctx context.Context, hash []byte, now time.Time) (sess
 	if len(hash) == 0 {
 		return session.Token{}, fmt.Errorf("token by hash: %w", store.ErrNotFound)
 	}
-	t, err := scanToken(db.stmt.tokenByHash.QueryRowContext(ctx, stamp, hash))
+	t, err := scanToken(db.stmt.tokenByHash.QueryRowContext(ctx, hash))
 	if errors.Is(err, sql.ErrNoRows) {
 		err = store.ErrNotFound
 	}
 	if err != nil {
 		return session.Token{}, fmt.Errorf("token by hash: %w", err)
 	}
+	if now.Sub(t.LastUsed) >= time.Second {
+		t.LastUsed = now.UTC()
+		done := db.stamps.add(db, t.ID, stamp.(int64))
+		wait := time.NewTimer(stampWait)
+		select {
+		case <-done:
+		case <-wait.C:
+		case <-ctx.Done():
+		}
+		wait.Stop()
+	}
 	return t, nil
+}
+
+// stampWait is how long TokenByHash waits for its stamp to be written: far
+// longer than a free database takes, far shorter than its busy timeout.
+const stampWait = 200 * time.Millisecond
+
+// stamper writes tokens' LastUsed stamps in the background, one batch at a
+// time, newest stamp per token: however many lookups arrive while the
+// database is locked, they wait on one batch, not in a queue of writes.
+type stamper struct {
+	mu      sync.Mutex
+	pending map[string]int64 // token id → unix nanoseconds
+	done    chan struct{}    // closed once the batch holding pending is written (or failed)
+	running bool
+}
+
+// add queues a stamp and returns a channel closed once it has been tried.
+func (s *stamper) add(db *DB, id string, at int64) <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pending == nil {
+		s.pending, s.done = map[string]int64{}, make(chan struct{})
+	}
+	s.pending[id] = max(s.pending[id], at)
+	done := s.done
+	if !s.running {
+		s.running = true
+		go s.run(db)
+	}
+	return done
+}
+
+func (s *stamper) run(db *DB) {
+	for {
+		s.mu.Lock()
+		batch, done := s.pending, s.done
+		s.pending, s.done = nil, nil
+		if len(batch) == 0 {
+			s.running = false
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
+		if err := db.writeStamps(batch); err != nil {
+			db.log.Warn("token last-used stamps not written; the tokens work regardless", "tokens", len(batch), "error", err)
+		}
+		close(done)
+	}
+}
+
+func (db *DB) writeStamps(batch map[string]int64) error {
+	if db.closed.Load() {
+		return net.ErrClosed
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	tx, err := db.write.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("stamp tokens: %w", err)
+	}
+	defer tx.Rollback()
+	for id, at := range batch {
+		if _, err := tx.ExecContext(ctx, stampToken, at, id, at); err != nil {
+			return fmt.Errorf("stamp token %s: %w", id, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("stamp tokens: %w", err)
+	}
+	return nil
 }
 
 // ListTokens returns user's tokens, revoked ones too, newest first. An

@@ -94,8 +94,9 @@ type DB struct {
 		lockSession   *sql.Stmt // write: UpdateSession's read
 		updateSession *sql.Stmt // write
 		insertSession *sql.Stmt // write
-		tokenByHash   *sql.Stmt // write: it stamps LastUsed
+		tokenByHash   *sql.Stmt // read; the LastUsed stamp goes through stamps
 	}
+	stamps stamper
 
 	closed atomic.Bool
 }
@@ -196,7 +197,7 @@ func (db *DB) prepare(ctx context.Context) error {
 		{&db.stmt.lockSession, db.write, selectSession + " WHERE id = ?"},
 		{&db.stmt.updateSession, db.write, updateSession},
 		{&db.stmt.insertSession, db.write, insertSession},
-		{&db.stmt.tokenByHash, db.write, tokenByHash},
+		{&db.stmt.tokenByHash, db.read, tokenByHash},
 	} {
 		st, err := p.on.PrepareContext(ctx, p.q)
 		if err != nil {

@@ -634,3 +634,67 @@ func TestEndedLiteral(t *testing.T) {
 		t.Fatalf("session.Ended is %q: update CountActive and the sessions_active_owner index", session.Ended)
 	}
 }
+
+// TestLookupsWhileLocked holds the write lock from another connection (an
+// operator's sqlite3 shell, a second airlock) for longer than the busy
+// timeout: the lookups that decide who someone is must still answer, at
+// once and correctly, and the token's last-used stamp lands once the lock
+// is gone.
+func TestLookupsWhileLocked(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "airlock.db")
+	db := mustOpen(t, Config{Path: path, BusyTimeout: 300 * time.Millisecond})
+	ctx := t.Context()
+	if err := db.CreateUser(ctx, session.User{Name: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.CreateToken(ctx, session.Token{ID: "t-1", User: "alice", Hash: []byte("tok")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.CreateLogin(ctx, session.Login{ID: "l-1", User: "alice", Expires: time.Now().Add(time.Hour), Hash: []byte("login")}); err != nil {
+		t.Fatal(err)
+	}
+
+	raw := rawOpen(t, path)
+	conn, err := raw.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		t.Fatal(err)
+	}
+	used := time.Now().Add(time.Minute)
+	start := time.Now()
+	tok, err := db.TokenByHash(ctx, []byte("tok"), used)
+	if err != nil || tok.ID != "t-1" {
+		t.Fatalf("TokenByHash with the write lock held elsewhere = %+v, %v; want the token", tok, err)
+	}
+	if d := time.Since(start); d > 2*stampWait+100*time.Millisecond {
+		t.Errorf("TokenByHash took %v with the database locked: it waited for its stamp", d)
+	}
+	if l, err := db.LoginByHash(ctx, []byte("login")); err != nil || l.ID != "l-1" {
+		t.Fatalf("LoginByHash with the write lock held elsewhere = %+v, %v", l, err)
+	}
+	if _, err := conn.ExecContext(ctx, "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+
+	// The stamp that failed under the lock is written by a later lookup.
+	used2 := used.Add(time.Minute)
+	if _, err := db.TokenByHash(ctx, []byte("tok"), used2); err != nil {
+		t.Fatal(err)
+	}
+	err = realtest.WaitFor(5*time.Second, func() error {
+		ts, err := db.ListTokens(ctx, "alice")
+		if err != nil || len(ts) != 1 {
+			return fmt.Errorf("ListTokens = %v, %v", ts, err)
+		}
+		if !ts[0].LastUsed.Equal(used2.UTC().Truncate(0)) {
+			return fmt.Errorf("LastUsed = %v, want %v", ts[0].LastUsed, used2)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

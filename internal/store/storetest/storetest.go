@@ -49,6 +49,9 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Token", testToken},
 		{"Token/Revoke", testTokenRevoke},
 		{"Token/Invalid", testTokenInvalid},
+		{"User/Put", testUserPut},
+		{"Login", testLogin},
+		{"Login/RevokeUser", testRevokeUser},
 		{"Share", testShare},
 		{"Share/Revoke", testShareRevoke},
 		{"Share/Invalid", testShareInvalid},
@@ -621,7 +624,9 @@ func testToken(t *testing.T, st store.Store) {
 		t.Fatalf("second TokenByHash: %v", err)
 	}
 	want.LastUsed = used2
-	list, _ = st.ListTokens(ctx, "alice")
+	// The stamp may be written just after the lookup returns (it must not
+	// hold the lookup up when the store is busy): give it a moment.
+	list = stamped(t, st, "alice", "t-1", used2)
 	for _, tk := range list {
 		switch tk.ID {
 		case "t-1":
@@ -665,9 +670,9 @@ func testTokenRevoke(t *testing.T, st store.Store) {
 	if err := st.RevokeToken(ctx, "alice", "t-1"); err != nil {
 		t.Errorf("second RevokeToken: %v", err)
 	}
-	list, err := st.ListTokens(ctx, "alice")
-	if err != nil || len(list) != 1 {
-		t.Fatalf("ListTokens = %+v, %v", list, err)
+	list := stamped(t, st, "alice", "t-1", at(time.Minute))
+	if len(list) != 1 {
+		t.Fatalf("ListTokens = %+v", list)
 	}
 	want := tok
 	want.Revoked, want.LastUsed = true, at(time.Minute) // not the revoked lookup's
@@ -946,4 +951,102 @@ func Seed(tb testing.TB, st store.Store, n, owners int) []string {
 		}
 	}
 	return names
+}
+
+func testUserPut(t *testing.T, st store.Store) {
+	ctx := t.Context()
+	if err := st.PutUser(ctx, session.User{Name: "alice", Admin: true, Method: "local", Created: at(0)}); err != nil {
+		t.Fatalf("PutUser (new): %v", err)
+	}
+	// A later login says she is no longer an admin, through LDAP now.
+	if err := st.PutUser(ctx, session.User{Name: "alice", Admin: false, Method: "ldap", Created: at(time.Hour)}); err != nil {
+		t.Fatalf("PutUser (again): %v", err)
+	}
+	u, err := st.GetUser(ctx, "alice")
+	if err != nil || u.Admin || u.Method != "ldap" || !u.Created.Equal(at(0)) {
+		t.Fatalf("GetUser = %+v, %v; want not admin, method ldap, created %v (kept)", u, err, at(0))
+	}
+}
+
+func testLogin(t *testing.T, st store.Store) {
+	ctx := t.Context()
+	mustUsers(t, st, "alice")
+	old := session.Login{ID: "l-old", User: "alice", Created: at(0), Expires: at(time.Minute), Hash: hash("old")}
+	l := session.Login{ID: "l-1", User: "alice", Created: at(time.Hour), Expires: at(2 * time.Hour), Hash: hash("login-1")}
+	if err := st.CreateLogin(ctx, old); err != nil {
+		t.Fatalf("CreateLogin(old): %v", err)
+	}
+	if err := st.CreateLogin(ctx, l); err != nil {
+		t.Fatalf("CreateLogin: %v", err)
+	}
+	got, err := st.LoginByHash(ctx, hash("login-1"))
+	if err != nil || got.ID != l.ID || got.User != "alice" || !got.Created.Equal(l.Created) || !got.Expires.Equal(l.Expires) {
+		t.Fatalf("LoginByHash = %+v, %v; want %+v", got, err, l)
+	}
+	// Creating l dropped the login that had expired by then.
+	_, err = st.LoginByHash(ctx, hash("old"))
+	wantErr(t, "LoginByHash of an expired login after a newer one", err, store.ErrNotFound)
+	_, err = st.LoginByHash(ctx, hash("unknown"))
+	wantErr(t, "LoginByHash of an unknown hash", err, store.ErrNotFound)
+	_, err = st.LoginByHash(ctx, nil)
+	wantErr(t, "LoginByHash of no hash", err, store.ErrNotFound)
+	wantErr(t, "CreateLogin of a taken hash", st.CreateLogin(ctx, session.Login{ID: "l-2", User: "alice", Created: at(time.Hour), Expires: at(2 * time.Hour), Hash: hash("login-1")}), store.ErrExists)
+	wantErr(t, "CreateLogin for a missing user", st.CreateLogin(ctx, session.Login{ID: "l-3", User: "carol", Created: at(time.Hour), Expires: at(2 * time.Hour), Hash: hash("login-3")}), store.ErrNotFound)
+
+	if err := st.DeleteLogin(ctx, l.ID); err != nil {
+		t.Fatalf("DeleteLogin: %v", err)
+	}
+	_, err = st.LoginByHash(ctx, hash("login-1"))
+	wantErr(t, "LoginByHash after logout", err, store.ErrNotFound)
+	if err := st.DeleteLogin(ctx, l.ID); err != nil {
+		t.Errorf("second DeleteLogin: %v", err)
+	}
+}
+
+func testRevokeUser(t *testing.T, st store.Store) {
+	ctx := t.Context()
+	mustUsers(t, st, "alice", "bob")
+	for _, u := range []string{"alice", "bob"} {
+		if err := st.CreateLogin(ctx, session.Login{ID: "l-" + u, User: u, Created: at(0), Expires: at(time.Hour), Hash: hash("login-" + u)}); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.CreateToken(ctx, session.Token{ID: "t-" + u, User: u, Created: at(0), Hash: hash("token-" + u)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.RevokeUser(ctx, "alice"); err != nil {
+		t.Fatalf("RevokeUser: %v", err)
+	}
+	_, err := st.LoginByHash(ctx, hash("login-alice"))
+	wantErr(t, "alice's login after RevokeUser", err, store.ErrNotFound)
+	_, err = st.TokenByHash(ctx, hash("token-alice"), at(time.Minute))
+	wantErr(t, "alice's token after RevokeUser", err, store.ErrNotFound)
+	if _, err := st.LoginByHash(ctx, hash("login-bob")); err != nil {
+		t.Errorf("bob's login after alice's RevokeUser: %v", err)
+	}
+	if _, err := st.TokenByHash(ctx, hash("token-bob"), at(time.Minute)); err != nil {
+		t.Errorf("bob's token after alice's RevokeUser: %v", err)
+	}
+}
+
+// stamped lists user's tokens once token id's LastUsed is at least at, or
+// after five seconds, whichever is first.
+func stamped(t *testing.T, st store.Store, user, id string, at time.Time) []session.Token {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		list, err := st.ListTokens(t.Context(), user)
+		if err != nil {
+			t.Fatalf("ListTokens(%s): %v", user, err)
+		}
+		for _, tk := range list {
+			if tk.ID == id && !tk.LastUsed.Before(at) {
+				return list
+			}
+		}
+		if time.Now().After(deadline) {
+			return list
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
