@@ -113,7 +113,7 @@ type unixGuard struct {
 func serveUnixGuard(ctx context.Context, fd int, policy unixGuardPolicy, log *slog.Logger) {
 	g := &unixGuard{fd: fd, policy: policy, log: log}
 	g.creds = &credRunner{switchIDs: policy.switchCreds, uid: policy.uid, gid: policy.gid, groups: policy.groups, jobs: make(chan func(error)), log: log}
-	// 6.6+: wake the caller on this CPU when answering, which halves a
+	// 6.6+: wake the caller on this CPU when answering, to shorten each
 	// round trip; older kernels lack it and lose only speed.
 	unix.Syscall(unix.SYS_IOCTL, uintptr(fd), ioctlNotifSetFlags, unix.SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP)
 	// Poll, not a bare RECV: a RECV blocks on, even once every process
