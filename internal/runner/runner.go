@@ -455,25 +455,36 @@ func (r *run) loadSecrets() (map[string]ConnectorSecrets, string, error) {
 }
 
 // makeScratch creates the session's host directory: DIR/ID (0700) with
-// tmp (1777) inside, which becomes /tmp in the seal.
+// tmp (1777) inside, which becomes /tmp in the seal. DIR is one no other
+// user can have made or can swap (see scratchParent); without one, it is
+// a fresh directory with a random name in $TMPDIR.
 func (r *run) makeScratch(o seal.Owner) (string, error) {
-	dir := r.spec.ScratchDir
+	dir, made := r.spec.ScratchDir, false
 	if dir == "" {
-		base := filepath.Join(os.TempDir(), "airlock-"+strconv.Itoa(os.Geteuid()))
-		if err := os.Mkdir(base, 0o711); err != nil && !errors.Is(err, os.ErrExist) {
-			return "", fmt.Errorf("make scratch root %s: %w", base, err)
+		parent, err := scratchParent()
+		if err != nil {
+			return "", err
 		}
-		if st, err := os.Lstat(base); err != nil || !st.IsDir() || st.Sys().(*syscall.Stat_t).Uid != uint32(os.Geteuid()) {
-			// Someone else made it first: refuse rather than write there.
-			return "", fmt.Errorf("scratch root %s is not a directory owned by us", base)
+		if parent != "" {
+			dir = filepath.Join(parent, r.spec.ID)
+		} else {
+			if dir, err = os.MkdirTemp("", "airlock-"+r.spec.ID+"-"); err != nil {
+				return "", fmt.Errorf("make scratch dir: %w", err)
+			}
+			made = true
+			if err := checkPrivateDir(dir, false); err != nil {
+				os.Remove(dir)
+				return "", fmt.Errorf("scratch dir: %w", err)
+			}
 		}
-		dir = filepath.Join(base, r.spec.ID)
 	}
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		if errors.Is(err, os.ErrExist) {
-			return "", fmt.Errorf("scratch dir %s exists: is session %s already running here?", dir, r.spec.ID)
+	if !made {
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			if errors.Is(err, os.ErrExist) {
+				return "", fmt.Errorf("scratch dir %s exists: is session %s already running here?", dir, r.spec.ID)
+			}
+			return "", fmt.Errorf("make scratch dir: %w", err)
 		}
-		return "", fmt.Errorf("make scratch dir: %w", err)
 	}
 	r.cleanup = append(r.cleanup, dir)
 	tmp := filepath.Join(dir, "tmp")
@@ -545,6 +556,9 @@ func (r *run) prepareUnixPath(p string) error {
 	}
 	for i := len(made) - 1; i >= 0; i-- {
 		r.cleanup = append(r.cleanup, made[i])
+	}
+	if err := checkSocketDir(dir); err != nil {
+		return fmt.Errorf("listen unix:%s: %w", p, err)
 	}
 	if st, err := os.Lstat(p); err == nil {
 		if st.Mode()&os.ModeSocket == 0 {

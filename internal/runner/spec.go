@@ -57,7 +57,10 @@ type Spec struct {
 	// made for the session and its SHA-256 is reported in the ready event.
 	TLS *TLSFiles `json:"tls"`
 	// ScratchDir is where the session's private /tmp lives on the host.
-	// Default: $TMPDIR/airlock-UID/ID.
+	// Default: /run/airlock/ID for a root runner; otherwise
+	// $XDG_RUNTIME_DIR/airlock/ID when that directory is ours and private,
+	// else a new directory with a random name in $TMPDIR. Never a fixed
+	// name in a directory other users can write.
 	ScratchDir string `json:"scratch_dir"`
 	// VM makes the session a QEMU virtual machine that the runner
 	// prepares itself: it checks the image, makes the session's overlay in
