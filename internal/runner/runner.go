@@ -197,7 +197,7 @@ func (r *run) run(ctx context.Context) (code int, err error) {
 		}
 	}
 
-	listeners, endpoints, err := r.bindListeners()
+	listeners, endpoints, err := r.bindListeners(owner)
 	if err != nil {
 		return 1, err
 	}
@@ -222,7 +222,7 @@ func (r *run) run(ctx context.Context) (code int, err error) {
 		ID: spec.ID, Owner: owner, Listeners: listeners, ScratchDir: filepath.Join(scratch, "tmp"),
 		Grace: time.Duration(spec.Grace), ReadyTimeout: time.Duration(spec.ReadyTimeout),
 		Exe: r.cfg.Exe, Stderr: r.cfg.Stderr, Logger: r.log, Egress: map[int]string{},
-		LogJSON: r.cfg.LogFormat == "json",
+		LogJSON: r.cfg.LogFormat == "json", Hide: r.hidden(),
 	}
 	for _, e := range spec.Egress {
 		_, port, _ := splitHostPort(e)
@@ -333,6 +333,32 @@ func (r *run) run(ctx context.Context) (code int, err error) {
 			s.Kill()
 		}
 	}
+}
+
+// hidden is every path the seal masks: the spec's list and the files the
+// runner itself read secrets from. The connectors have those secrets
+// already (through a pipe); the workload must not read them.
+func (r *run) hidden() []string {
+	spec := r.spec
+	paths := slices.Clone(spec.Hide)
+	add := func(p string) {
+		if p != "" {
+			if abs, err := filepath.Abs(p); err == nil {
+				paths = append(paths, abs)
+			}
+		}
+	}
+	add(spec.TicketKeyFile)
+	if spec.TLS != nil {
+		add(spec.TLS.CertFile)
+		add(spec.TLS.KeyFile)
+		add(spec.TLS.ClientCAFile)
+	}
+	for _, c := range spec.Connectors {
+		add(c.VNCPasswordFile)
+	}
+	slices.Sort(paths)
+	return slices.Compact(paths)
 }
 
 func sigName(s os.Signal) string {
@@ -506,7 +532,7 @@ func (r *run) makeScratch(o seal.Owner) (string, error) {
 
 // bindListeners binds every connector's listen address here, in the host
 // network namespace, before the seal exists.
-func (r *run) bindListeners() ([]*os.File, map[string]string, error) {
+func (r *run) bindListeners(owner seal.Owner) ([]*os.File, map[string]string, error) {
 	var files []*os.File
 	endpoints := map[string]string{}
 	fail := func(err error) ([]*os.File, map[string]string, error) {
@@ -517,7 +543,7 @@ func (r *run) bindListeners() ([]*os.File, map[string]string, error) {
 	}
 	for _, c := range r.spec.Connectors {
 		if p, ok := strings.CutPrefix(c.Listen, "unix:"); ok {
-			if err := r.prepareUnixPath(p); err != nil {
+			if err := r.prepareUnixPath(p, owner.UID); err != nil {
 				return fail(fmt.Errorf("connector %s: %w", c.Name, err))
 			}
 		}
@@ -542,7 +568,7 @@ func (r *run) bindListeners() ([]*os.File, map[string]string, error) {
 
 // prepareUnixPath makes the socket's directory (0700, removed at the end if
 // we made it) and clears a stale socket left by a crashed run.
-func (r *run) prepareUnixPath(p string) error {
+func (r *run) prepareUnixPath(p string, owner int) error {
 	dir := filepath.Dir(p)
 	var made []string
 	for d := dir; d != "/" && d != "."; d = filepath.Dir(d) {
@@ -557,7 +583,7 @@ func (r *run) prepareUnixPath(p string) error {
 	for i := len(made) - 1; i >= 0; i-- {
 		r.cleanup = append(r.cleanup, made[i])
 	}
-	if err := checkSocketDir(dir); err != nil {
+	if err := checkSocketDir(dir, owner); err != nil {
 		return fmt.Errorf("listen unix:%s: %w", p, err)
 	}
 	if st, err := os.Lstat(p); err == nil {

@@ -69,26 +69,26 @@ func checkPrivateDir(dir string, sticky bool) error {
 }
 
 // checkSocketDir refuses to put a connector's UNIX socket in a directory
-// where another user could replace it: the directory must be ours (or
-// root's) and writable by nobody else, and so must every directory above
-// it, except root-owned sticky ones like /tmp.
-func checkSocketDir(dir string) error {
-	if err := checkPrivateDir(dir, false); err != nil {
-		return fmt.Errorf("socket directory: %w", err)
-	}
-	for d := filepath.Dir(dir); ; d = filepath.Dir(d) {
+// where another user could replace it (and receive the gateway's
+// connections): the directory, and every one above it, must belong to
+// root, to us or to the session's owner (uid owner), and only a root-owned
+// sticky one (like /tmp) may be writable by others.
+func checkSocketDir(dir string, owner int) error {
+	me := uint32(os.Geteuid())
+	for d := dir; ; d = filepath.Dir(d) {
 		st, err := os.Lstat(d)
 		if err != nil {
 			return fmt.Errorf("socket directory: %w", err)
 		}
 		sys, _ := st.Sys().(*syscall.Stat_t)
+		sticky := sys.Uid == 0 && st.Mode()&fs.ModeSticky != 0 && d != dir
 		switch {
 		case !st.IsDir():
 			return fmt.Errorf("socket directory: %s is not a directory (%s)", d, st.Mode().Type())
-		case sys.Uid != 0 && sys.Uid != uint32(os.Geteuid()):
+		case sys.Uid != 0 && sys.Uid != me && sys.Uid != uint32(owner):
 			return fmt.Errorf("socket directory: %s is owned by uid %d, who could swap what is below it", d, sys.Uid)
-		case st.Mode().Perm()&0o022 != 0 && !(sys.Uid == 0 && st.Mode()&fs.ModeSticky != 0):
-			return fmt.Errorf("socket directory: %s is writable by group or others (mode %v) without the sticky bit", d, st.Mode().Perm())
+		case st.Mode().Perm()&0o022 != 0 && !sticky:
+			return fmt.Errorf("socket directory: %s is writable by group or others (mode %v)", d, st.Mode().Perm())
 		}
 		if d == "/" || d == "." {
 			return nil

@@ -107,10 +107,12 @@ func TestSocketDirSquatted(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: the attacker is another account")
 	}
-	attacker := realtest.TestUser(t)
-	owner := attacker
-	dir := realtest.SharedDir(t, attacker) // the attacker's own directory
-	os.Chmod(dir, 0o777)
+	owner := realtest.TestUser(t)
+	// Another local user's directory (a uid that is neither root nor the
+	// session's owner).
+	attacker := realtest.Account{Name: "squatter", UID: 4242, GID: 4242}
+	dir := realtest.SharedDir(t, attacker)
+	os.Chmod(dir, 0o755)
 	key := filepath.Join(realtest.OutsideTmp(t, "key-"), "key")
 	os.WriteFile(key, []byte("0123456789abcdef0123456789abcdef"), 0o600)
 	id := fmt.Sprintf("sockdir-%d", time.Now().UnixNano())
