@@ -104,6 +104,7 @@ func cmdServe(_ context.Context, env *Env, args []string) int {
 			MinFreeMemoryMB: int(cfg.Limits.MinFreeMemory / config.MiB), SingleShotGrace: cfg.Limits.SingleShotGrace,
 		},
 	}
+	gcfg.Hide = secretPaths(cfg, *cfgPath)
 	if hdr != nil {
 		gcfg.Header = hdr
 		for _, m := range cfg.Auth.Methods {
@@ -145,6 +146,36 @@ func cmdServe(_ context.Context, env *Env, args []string) int {
 		return fail(env, "%v", err)
 	}
 	return 0
+}
+
+// secretPaths lists what every session's seal hides besides the state
+// directory: files holding the gateway's secrets, the local backend's
+// session directories (specs, ticket keys, sockets), the audit log and
+// the config file itself (it names the rest, and sites keep notes in it).
+func secretPaths(cfg config.Config, cfgPath string) []string {
+	paths := []string{cfg.TLS.KeyFile, cfg.AuditLog}
+	if cfg.Backend.Kind != "slurm" && cfg.Backend.Local != nil {
+		paths = append(paths, cfg.Backend.Local.Dir)
+	}
+	if cfgPath != "" {
+		paths = append(paths, cfgPath)
+	}
+	for _, m := range cfg.Auth.Methods {
+		paths = append(paths, m.File)
+		if m.Search != nil {
+			paths = append(paths, m.Search.BindPasswordFile)
+		}
+	}
+	var out []string
+	for _, p := range paths {
+		if p == "" {
+			continue
+		}
+		if abs, err := filepath.Abs(p); err == nil {
+			out = append(out, abs)
+		}
+	}
+	return out
 }
 
 // backendFromConfig makes the configured backend and, for Slurm, the URL

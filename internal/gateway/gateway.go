@@ -89,6 +89,11 @@ type Config struct {
 	// empty means the logged-in user's own account. Without root, sessions
 	// run as the gateway's own user.
 	RunAs string
+	// Hide lists host paths holding the gateway's secrets besides StateDir
+	// (password files, the TLS key, the local backend's directory, the
+	// config file): every session's seal masks them and StateDir, so that a
+	// session running as the gateway's own account cannot read them.
+	Hide []string
 	// LoginTTL is how long a login lasts. Default 12h.
 	LoginTTL time.Duration
 

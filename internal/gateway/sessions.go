@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -209,6 +210,24 @@ func (g *Gateway) account(s *session.Session) string {
 	return cmp.Or(g.cfg.RunAs, s.Owner)
 }
 
+// hidden is what every session's seal masks: the state directory (keys,
+// database, certificate, sessions' ticket keys and sockets) and the
+// configured secret files. On a remote node, paths that do not exist there
+// are skipped by the runner.
+func (g *Gateway) hidden() []string {
+	var out []string
+	for _, p := range append([]string{g.cfg.StateDir}, g.cfg.Hide...) {
+		if p == "" {
+			continue
+		}
+		if abs, err := filepath.Abs(p); err == nil && abs != "/" {
+			out = append(out, abs)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
 func (g *Gateway) sessionDir(id string) string { return filepath.Join(g.cfg.StateDir, "sessions", id) }
 
 // spec builds the runner's spec for a session of profile p: connectors on
@@ -220,7 +239,7 @@ func (g *Gateway) sessionDir(id string) string { return filepath.Join(g.cfg.Stat
 // comes in the job's environment, the job runs as the owner already, and
 // the scheduler enforces the lifetime (the job's time limit).
 func (g *Gateway) spec(s *session.Session, p Profile, req LaunchRequest) ([]byte, error) {
-	spec := map[string]any{"id": s.ID}
+	spec := map[string]any{"id": s.ID, "hide": g.hidden()}
 	dir := g.sessionDir(s.ID)
 	listen := func(name string) string { return "unix:" + filepath.Join(dir, name+".sock") }
 	if g.remote != nil {
