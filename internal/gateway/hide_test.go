@@ -32,7 +32,11 @@ func TestNonRootGatewaySecrets(t *testing.T) {
 	base := ownerDir(t, u, "nonroot-gw-")
 	state := filepath.Join(base, "state")
 	out := filepath.Join(base, "out")
-	for _, d := range []string{state, out} {
+	// The password file lives outside the state directory: the config
+	// file names it, and it must be hidden as well.
+	pwDir := filepath.Join(base, "pw")
+	pw := filepath.Join(pwDir, "passwd")
+	for _, d := range []string{state, out, pwDir} {
 		os.Mkdir(d, 0o700)
 		os.Chown(d, u.UID, u.GID)
 	}
@@ -40,11 +44,11 @@ func TestNonRootGatewaySecrets(t *testing.T) {
 	script := fmt.Sprintf(`cat %[1]s/master.key > %[2]s/master 2>/dev/null
 cat %[1]s/sessions/*/ticket.key > %[2]s/ticket 2>/dev/null
 cat %[1]s/sessions/*/spec.json > %[2]s/spec 2>/dev/null
-cat %[1]s/users > %[2]s/users 2>/dev/null
+cat %[5]s > %[2]s/users 2>/dev/null
 cat %[3]s > %[2]s/config 2>/dev/null
 ls -A %[1]s > %[2]s/ls 2>&1
 touch %[2]s/done
-exec %[4]s serve http:tcp:127.0.0.1:8888`, state, out, cfgFile, realtest.Probe(t))
+exec %[4]s serve http:tcp:127.0.0.1:8888`, state, out, cfgFile, realtest.Probe(t), pw)
 	cfg := fmt.Sprintf(`listen: 127.0.0.1:0
 state_dir: %s
 profiles:
@@ -54,7 +58,11 @@ profiles:
       command: [sh, -c, %q]
       port: 8888
 limits: {max_load: 0, min_free_memory: 0}
-`, state, script)
+auth:
+  methods:
+    - kind: local
+      file: %s
+`, state, script, pw)
 	realtest.WriteFile(t, u, cfgFile, []byte(cfg), 0o600)
 
 	asUser := func(args ...string) *exec.Cmd {
