@@ -12,9 +12,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"os/signal"
-	"os/user"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -34,9 +32,15 @@ import (
 	"github.com/airlock-hpc/airlock/internal/store/sqlite"
 )
 
-// demoAccount is the Unix account the embedded demo's sessions run as when
-// the gateway runs as root: sessions never run as root.
-const demoAccount = "airlock-demo"
+// demoAccounts names the Unix account the embedded demo, run as root,
+// makes for each portal user on their first launch: the demo's users are
+// not Unix accounts, sessions never run as root, and no two portal users
+// share an account.
+const demoAccounts = "airlock-u-{user}"
+
+// demoHomes is where those accounts' homes go: not in the state
+// directory, which every session's seal hides.
+const demoHomes = "/var/lib/airlock/home"
 
 // loadConfig reads FILE (or the embedded defaults), applies the flags and
 // resolves paths.
@@ -114,12 +118,12 @@ func cmdServe(_ context.Context, env *Env, args []string) int {
 		}
 	}
 	if os.Geteuid() == 0 && gcfg.RunAs == "" && *cfgPath == "" {
-		// The embedded demo's users are not Unix accounts; as root, run
-		// their sessions as one unprivileged account made for it.
-		if err := ensureAccount(demoAccount); err != nil {
-			return fail(env, "%v", err)
+		homes := demoHomes
+		if rel, err := filepath.Rel(cfg.StateDir, homes); err == nil && !strings.HasPrefix(rel, "..") {
+			homes = cfg.StateDir + "-homes"
 		}
-		gcfg.RunAs = demoAccount
+		gcfg.RunAs = demoAccounts
+		gcfg.MakeAccount = (&gateway.AccountMaker{Homes: homes}).Ensure
 	}
 	for _, pr := range cfg.Profiles {
 		gcfg.Profiles = append(gcfg.Profiles, withImage(profileFromConfig(pr), pr, cfg.Images))
@@ -322,18 +326,6 @@ func randomPassword() string {
 	b := make([]byte, 12)
 	rand.Read(b)
 	return base64.RawURLEncoding.EncodeToString(b)
-}
-
-// ensureAccount makes a Unix account (with a home and subordinate ids) if
-// it does not exist.
-func ensureAccount(name string) error {
-	if _, err := user.Lookup(name); err == nil {
-		return nil
-	}
-	if out, err := exec.Command("useradd", "-m", "-s", "/bin/bash", name).CombinedOutput(); err != nil {
-		return fmt.Errorf("make account %s: %v: %s", name, err, out)
-	}
-	return nil
 }
 
 func cmdUsers(_ context.Context, env *Env, args []string) int {

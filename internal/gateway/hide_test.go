@@ -1,13 +1,11 @@
 package gateway
 
 import (
-	"bufio"
 	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -92,22 +90,7 @@ auth:
 			t.Logf("gateway log:\n%s", logs.String())
 		}
 	})
-	urlCh := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		re := regexp.MustCompile(`https://[0-9.:]+`)
-		for sc.Scan() {
-			if m := re.FindString(sc.Text()); m != "" {
-				urlCh <- m
-			}
-		}
-	}()
-	var url string
-	select {
-	case url = <-urlCh:
-	case <-time.After(30 * time.Second):
-		t.Fatalf("gateway did not start:\n%s", logs.String())
-	}
+	url := gatewayURL(t, stdout, logs)
 
 	tg := &testGateway{t: t, url: url, stateDir: state}
 	eve := tg.client().loginToken("eve")

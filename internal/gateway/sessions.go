@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"bufio"
-	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -89,6 +88,16 @@ func (g *Gateway) Launch(ctx context.Context, user string, req LaunchRequest, re
 	}
 	if req.KeepDisk && (p.VM == nil || !p.VM.PersistentAllowed) {
 		return nil, apiErr(400, "not_allowed", fmt.Sprintf("profile %s: keep_disk: this profile's image does not keep disks", p.Name))
+	}
+	account, err := g.accountName(user)
+	if err != nil {
+		return nil, err
+	}
+	if account != "" && g.cfg.MakeAccount != nil {
+		if err := g.cfg.MakeAccount(ctx, account); err != nil {
+			g.log.ErrorContext(ctx, "make the session's account", "user", user, "account", account, "error", err)
+			return nil, apiErr(500, "no_account", fmt.Sprintf("your Unix account %s could not be made; tell an admin", account))
+		}
 	}
 	if err := g.checkLimits(ctx, user); err != nil {
 		g.metrics.failures.Add(1)
@@ -200,14 +209,11 @@ func memInfoMB(key string) (int, error) {
 	return 0, fmt.Errorf("no %s in /proc/meminfo", key)
 }
 
-// account is the Unix account session s runs as: with the gateway as root,
-// run_as or else the user's own; otherwise the gateway's ("": the runner's
-// own user).
+// account is the Unix account session s runs as (see accountName); ""
+// is the gateway's own. Launch has refused users without a valid one.
 func (g *Gateway) account(s *session.Session) string {
-	if os.Geteuid() != 0 {
-		return ""
-	}
-	return cmp.Or(g.cfg.RunAs, s.Owner)
+	name, _ := g.accountName(s.Owner)
+	return name
 }
 
 // hidden is what every session's seal masks: the state directory (keys,
