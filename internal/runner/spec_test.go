@@ -65,6 +65,10 @@ func TestParseSpecErrors(t *testing.T) {
 		{"tls without ca", edit(`, "client_ca_file": "/path/clients-ca.crt"`, ``), "kind tls needs"},
 		{"bad env", edit(`"env": {"A": "b"}`, `"env": {"A=B": "b"}`), `bad variable name "A=B"`},
 		{"trailing", goodSpec + "{}", "unexpected data after the spec object"},
+		{"hide relative", edit(`"lifetime": "8h",`, `"lifetime": "8h", "hide": ["state"],`), `hide[0] "state": want a clean absolute path`},
+		{"hide root", edit(`"lifetime": "8h",`, `"lifetime": "8h", "hide": ["/srv/a", "/"],`), `hide[1] "/"`},
+		{"hide unclean", edit(`"lifetime": "8h",`, `"lifetime": "8h", "hide": ["/srv/../etc"],`), `hide[0] "/srv/../etc"`},
+		{"hide too many", edit(`"lifetime": "8h",`, `"lifetime": "8h", "hide": [`+strings.Repeat(`"/a",`, maxHide)+`"/a"],`), "at most 64"},
 		{"relative dir", edit(`"dir": "/home/alice"`, `"dir": "home"`), `workload.dir "home"`},
 	}
 	for _, c := range cases {
