@@ -32,16 +32,6 @@ import (
 	"github.com/airlock-hpc/airlock/internal/store/sqlite"
 )
 
-// demoAccounts names the Unix account the embedded demo, run as root,
-// makes for each portal user on their first launch: the demo's users are
-// not Unix accounts, sessions never run as root, and no two portal users
-// share an account.
-const demoAccounts = "airlock-u-{user}"
-
-// demoHomes is where those accounts' homes go: not in the state
-// directory, which every session's seal hides.
-const demoHomes = "/var/lib/airlock/home"
-
 // loadConfig reads FILE (or the embedded defaults), applies the flags and
 // resolves paths.
 func loadConfig(path, listen, stateDir string) (config.Config, error) {
@@ -118,12 +108,9 @@ func cmdServe(_ context.Context, env *Env, args []string) int {
 		}
 	}
 	if os.Geteuid() == 0 && gcfg.RunAs == "" && *cfgPath == "" {
-		homes := demoHomes
-		if rel, err := filepath.Rel(cfg.StateDir, homes); err == nil && !strings.HasPrefix(rel, "..") {
-			homes = cfg.StateDir + "-homes"
-		}
-		gcfg.RunAs = demoAccounts
-		gcfg.MakeAccount = (&gateway.AccountMaker{Homes: homes}).Ensure
+		// The embedded demo's users are not Unix accounts: as root, make
+		// one for each on their first launch.
+		gateway.UseDemoAccounts(&gcfg)
 	}
 	for _, pr := range cfg.Profiles {
 		gcfg.Profiles = append(gcfg.Profiles, withImage(profileFromConfig(pr), pr, cfg.Images))

@@ -44,6 +44,26 @@ func (g *Gateway) accountName(portalUser string) (string, error) {
 	return name, nil
 }
 
+// DemoRunAs is the run_as of the embedded demo run as root: its portal
+// users are not Unix accounts, sessions never run as root, and no two
+// portal users share an account.
+const DemoRunAs = "airlock-u-{user}"
+
+// DemoHomes is where the demo's accounts' homes go: not in the state
+// directory, which every session's seal hides.
+const DemoHomes = "/var/lib/airlock/home"
+
+// UseDemoAccounts sets cfg up as the embedded demo run as root does: each
+// portal user's sessions run as airlock-u-NAME, made on their first launch.
+func UseDemoAccounts(cfg *Config) {
+	homes := DemoHomes
+	if rel, err := filepath.Rel(cfg.StateDir, homes); err == nil && !strings.HasPrefix(rel, "..") {
+		homes = filepath.Clean(cfg.StateDir) + "-homes"
+	}
+	cfg.RunAs = DemoRunAs
+	cfg.MakeAccount = (&AccountMaker{Homes: homes}).Ensure
+}
+
 // AccountMaker makes, on first use, the Unix account a portal user's
 // sessions run as (the embedded demo as root: its users are not Unix
 // accounts). Accounts are system accounts with no login shell and a
