@@ -136,3 +136,49 @@ func TestSocketDirSquatted(t *testing.T) {
 		t.Fatalf("runner as root with its socket in uid %d's directory: %+v", attacker.UID, e)
 	}
 }
+
+// TestScratchRuntimeDir: an unprivileged runner keeps scratch in its own
+// private $XDG_RUNTIME_DIR, and ignores one that is not its own.
+func TestScratchRuntimeDir(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: runs the runner as the test account")
+	}
+	u := realtest.TestUser(t)
+	for _, own := range []bool{true, false} {
+		t.Run(fmt.Sprintf("own=%v", own), func(t *testing.T) {
+			rt := realtest.SharedDir(t, u)
+			os.Chmod(rt, 0o700)
+			if !own {
+				os.Chmod(rt, 0o777)
+				os.Chown(rt, 4242, 4242)
+			}
+			tmp := realtest.SharedDir(t, u)
+			id := fmt.Sprintf("xdg-%d", time.Now().UnixNano())
+			spec := map[string]any{
+				"id": id, "owner": u.Name,
+				"workload": map[string]any{"argv": []string{"sh", "-c", "echo mine > /tmp/mark && exec sleep 1000"}},
+				"grace":    "2s",
+			}
+			realtest.StartRunner(t, spec, realtest.RunOptions{As: &u, Env: []string{"XDG_RUNTIME_DIR=" + rt, "TMPDIR=" + tmp}})
+			want := filepath.Join(rt, "airlock", id, "tmp", "mark")
+			if !own {
+				matches, _ := filepath.Glob(filepath.Join(tmp, "airlock-"+id+"-*"))
+				if len(matches) != 1 {
+					t.Fatalf("want one random scratch dir in %s, got %v", tmp, matches)
+				}
+				want = filepath.Join(matches[0], "tmp", "mark")
+			}
+			if err := realtest.WaitFor(10*time.Second, func() error {
+				_, err := os.Stat(want)
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if !own {
+				if ents, _ := os.ReadDir(rt); len(ents) > 0 {
+					t.Errorf("scratch went into a runtime dir that is not ours: %v", ents)
+				}
+			}
+		})
+	}
+}
