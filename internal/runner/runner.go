@@ -348,11 +348,11 @@ func (r *run) hidden() []string {
 			}
 		}
 	}
+	// Only secrets: a certificate or CA file may be one the workload
+	// itself needs (a system bundle).
 	add(spec.TicketKeyFile)
 	if spec.TLS != nil {
-		add(spec.TLS.CertFile)
 		add(spec.TLS.KeyFile)
-		add(spec.TLS.ClientCAFile)
 	}
 	for _, c := range spec.Connectors {
 		add(c.VNCPasswordFile)

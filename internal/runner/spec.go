@@ -66,8 +66,8 @@ type Spec struct {
 	// see: inside the seal each directory is empty and each file is empty,
 	// both read-only, and the workload cannot undo it. The gateway lists
 	// its state directory and every file holding one of its secrets; the
-	// runner adds the files it reads secrets from (ticket_key_file, the TLS
-	// files, vnc_password_file). Clean absolute paths, not /, at most 64;
+	// runner adds the files it reads secrets from (ticket_key_file,
+	// tls.key_file, vnc_password_file). Clean absolute paths, not /, at most 64;
 	// a path that does not exist is skipped.
 	Hide []string `json:"hide"`
 	// VM makes the session a QEMU virtual machine that the runner
