@@ -14,7 +14,8 @@ import (
 // TestHideSecrets: the paths a spec hides (a gateway's state directory, a
 // password file) and the ticket key file the runner read are empty inside
 // the seal, cannot be written, and stay so when the workload makes a user
-// and mount namespace of its own and unmounts what covers them.
+// and mount namespace of its own and unmounts what covers them, or binds
+// the directory above elsewhere to look under the cover.
 func TestHideSecrets(t *testing.T) {
 	for _, m := range modes(t) {
 		t.Run(m.name, func(t *testing.T) {
@@ -40,9 +41,10 @@ cat %[1]s/master.key %[2]s %[3]s > %[4]s/read 2>/dev/null
 ls -A %[1]s %[1]s/sessions > %[4]s/ls 2>&1
 echo x > %[1]s/new 2>/dev/null && echo WROTE >> %[4]s/read
 echo x > %[3]s 2>/dev/null && echo WROTE >> %[4]s/read
-unshare -Urm sh -c 'echo unshared; umount %[1]s; umount -l %[1]s; umount %[3]s; umount -l %[3]s; cat %[1]s/master.key %[2]s %[3]s' > %[4]s/unshare 2>&1
+unshare -Urm sh -c 'echo unshared; umount %[1]s; umount -l %[1]s; umount %[3]s; umount -l %[3]s; cat %[1]s/master.key %[2]s %[3]s
+  mkdir -p /tmp/peek && mount --bind %[5]s /tmp/peek && cat /tmp/peek/%[6]s/master.key' > %[4]s/unshare 2>&1
 touch %[4]s/done
-exec sleep 1000`, state, keyFile, pw, out)
+exec sleep 1000`, state, keyFile, pw, out, filepath.Dir(state), filepath.Base(state))
 			spec := map[string]any{
 				"id": fmt.Sprintf("hide-%d", time.Now().UnixNano()), "owner": m.owner.Name,
 				"workload": map[string]any{"argv": []string{"sh", "-c", script}},
@@ -77,6 +79,7 @@ exec sleep 1000`, state, keyFile, pw, out)
 			if strings.Contains(string(read), "WROTE") {
 				t.Errorf("the workload wrote through a mask: %s", read)
 			}
+			t.Logf("the workload's attack from its own namespaces:\n%s", un)
 			if !strings.Contains(string(un), "unshared") {
 				t.Logf("unshare -Urm did not run inside (no attack to defend): %s", un)
 			}
