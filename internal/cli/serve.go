@@ -12,9 +12,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"os/signal"
-	"os/user"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -33,10 +31,6 @@ import (
 	"github.com/airlock-hpc/airlock/internal/portal"
 	"github.com/airlock-hpc/airlock/internal/store/sqlite"
 )
-
-// demoAccount is the Unix account the embedded demo's sessions run as when
-// the gateway runs as root: sessions never run as root.
-const demoAccount = "airlock-demo"
 
 // loadConfig reads FILE (or the embedded defaults), applies the flags and
 // resolves paths.
@@ -112,6 +106,7 @@ func cmdServe(_ context.Context, env *Env, args []string) int {
 			break
 		}
 	}
+	gcfg.Hide = secretPaths(cfg, *cfgPath)
 	if hdr != nil {
 		gcfg.Header = hdr
 		for _, m := range cfg.Auth.Methods {
@@ -121,12 +116,9 @@ func cmdServe(_ context.Context, env *Env, args []string) int {
 		}
 	}
 	if os.Geteuid() == 0 && gcfg.RunAs == "" && *cfgPath == "" {
-		// The embedded demo's users are not Unix accounts; as root, run
-		// their sessions as one unprivileged account made for it.
-		if err := ensureAccount(demoAccount); err != nil {
-			return fail(env, "%v", err)
-		}
-		gcfg.RunAs = demoAccount
+		// The embedded demo's users are not Unix accounts: as root, make
+		// one for each on their first launch.
+		gateway.UseDemoAccounts(&gcfg)
 	}
 	for _, pr := range cfg.Profiles {
 		gcfg.Profiles = append(gcfg.Profiles, withImage(profileFromConfig(pr), pr, cfg.Images))
@@ -153,6 +145,36 @@ func cmdServe(_ context.Context, env *Env, args []string) int {
 		return fail(env, "%v", err)
 	}
 	return 0
+}
+
+// secretPaths lists what every session's seal hides besides the state
+// directory: files holding the gateway's secrets, the local backend's
+// session directories (specs, ticket keys, sockets), the audit log and
+// the config file itself (it names the rest, and sites keep notes in it).
+func secretPaths(cfg config.Config, cfgPath string) []string {
+	paths := []string{cfg.TLS.KeyFile, cfg.AuditLog}
+	if cfg.Backend.Kind != "slurm" && cfg.Backend.Local != nil {
+		paths = append(paths, cfg.Backend.Local.Dir)
+	}
+	if cfgPath != "" {
+		paths = append(paths, cfgPath)
+	}
+	for _, m := range cfg.Auth.Methods {
+		paths = append(paths, m.File)
+		if m.Search != nil {
+			paths = append(paths, m.Search.BindPasswordFile)
+		}
+	}
+	var out []string
+	for _, p := range paths {
+		if p == "" {
+			continue
+		}
+		if abs, err := filepath.Abs(p); err == nil {
+			out = append(out, abs)
+		}
+	}
+	return out
 }
 
 // backendFromConfig makes the configured backend and, for Slurm, the URL
@@ -299,18 +321,6 @@ func randomPassword() string {
 	b := make([]byte, 12)
 	rand.Read(b)
 	return base64.RawURLEncoding.EncodeToString(b)
-}
-
-// ensureAccount makes a Unix account (with a home and subordinate ids) if
-// it does not exist.
-func ensureAccount(name string) error {
-	if _, err := user.Lookup(name); err == nil {
-		return nil
-	}
-	if out, err := exec.Command("useradd", "-m", "-s", "/bin/bash", name).CombinedOutput(); err != nil {
-		return fmt.Errorf("make account %s: %v: %s", name, err, out)
-	}
-	return nil
 }
 
 const usersUsage = "usage: airlock users add NAME --password-stdin [--admin] | list | remove NAME | passwd NAME --password-stdin | role NAME admin|user   [--config FILE] [--state-dir DIR]"

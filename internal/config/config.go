@@ -55,10 +55,16 @@ type Config struct {
 	// pages and share links (https://host[:port][/prefix]). Default "":
 	// taken from each request's Host.
 	PublicURL string `yaml:"public_url"`
-	// RunAs is the account sessions run as when the gateway runs as root.
-	// Default "": each session runs as the user who launched it. Without
-	// root, sessions always run as the gateway's own user.
+	// RunAs is the account a portal user's sessions run as when the
+	// gateway runs as root. Default "": the portal user's own, same-named
+	// Unix account. A template with {user} ("airlock-{user}") names one
+	// account per portal user. A fixed name is one account for everyone,
+	// refused unless RunAsShared. Without root, sessions always run as the
+	// gateway's own user.
 	RunAs string `yaml:"run_as"`
+	// RunAsShared accepts a fixed RunAs shared by every portal user, whose
+	// sessions can then read and change each other's files. Default false.
+	RunAsShared bool `yaml:"run_as_shared"`
 	// TLS is the gateway's certificate. Default: self-signed.
 	TLS TLS `yaml:"tls"`
 	// Backend is where sessions run. Default {kind: local}.

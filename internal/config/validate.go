@@ -65,9 +65,7 @@ func (v *validator) config(c *Config) {
 			v.errorf("public_url", "%q is not an address like https://airlock.example.org or https://host/prefix", c.PublicURL)
 		}
 	}
-	if c.RunAs != "" && !userName.MatchString(c.RunAs) {
-		v.errorf("run_as", "%q is not a user name", c.RunAs)
-	}
+	v.runAs(c)
 	switch {
 	case c.TLS.CertFile != "" && c.TLS.KeyFile == "":
 		v.errorf("tls.key_file", "required with cert_file")
@@ -88,6 +86,26 @@ func (v *validator) config(c *Config) {
 }
 
 var jobPrefixRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
+
+// runAs checks run_as: a user name or a template with {user}; a fixed
+// name is one account for every portal user, which a site must accept in
+// so many words.
+func (v *validator) runAs(c *Config) {
+	template := strings.Contains(c.RunAs, "{user}")
+	switch {
+	case c.RunAs == "":
+		if c.RunAsShared {
+			v.errorf("run_as_shared", "true needs a fixed run_as account to share")
+		}
+	case !userName.MatchString(strings.ReplaceAll(c.RunAs, "{user}", "u")):
+		v.errorf("run_as", "%q is not a user name (or a template like airlock-{user})", c.RunAs)
+	case template && c.RunAsShared:
+		v.errorf("run_as_shared", "true, but run_as %q gives each portal user an account of their own", c.RunAs)
+	case !template && !c.RunAsShared:
+		v.errorf("run_as", "%q is one Unix account for every portal user: their sessions could read and change each other's files; "+
+			"leave it empty (each user's own account), use a template like airlock-{user}, or set run_as_shared: true to accept that", c.RunAs)
+	}
+}
 
 var userName = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*$`)
 

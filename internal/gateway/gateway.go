@@ -86,9 +86,20 @@ type Config struct {
 	Profiles    []Profile
 	Limits      Limits
 	// RunAs is the account sessions run as when the gateway runs as root:
-	// empty means the logged-in user's own account. Without root, sessions
-	// run as the gateway's own user.
+	// empty means the logged-in user's own account; with {user} in it, a
+	// template naming one account per user ("airlock-{user}"); otherwise
+	// one account for everyone (config check makes sites say they mean
+	// it). Without root, sessions run as the gateway's own user.
 	RunAs string
+	// MakeAccount, when set, makes the account a launch runs as if it is
+	// missing (AccountMaker.Ensure, for the embedded demo). An error fails
+	// the launch.
+	MakeAccount func(ctx context.Context, name string) error
+	// Hide lists host paths holding the gateway's secrets besides StateDir
+	// (password files, the TLS key, the local backend's directory, the
+	// config file): every session's seal masks them and StateDir, so that a
+	// session running as the gateway's own account cannot read them.
+	Hide []string
 	// LoginTTL is how long a login lasts. Default 12h.
 	LoginTTL time.Duration
 

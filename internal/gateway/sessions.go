@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"bufio"
-	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -12,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -88,6 +88,16 @@ func (g *Gateway) Launch(ctx context.Context, user string, req LaunchRequest, re
 	}
 	if req.KeepDisk && (p.VM == nil || !p.VM.PersistentAllowed) {
 		return nil, apiErr(400, "not_allowed", fmt.Sprintf("profile %s: keep_disk: this profile's image does not keep disks", p.Name))
+	}
+	account, err := g.accountName(user)
+	if err != nil {
+		return nil, err
+	}
+	if account != "" && g.cfg.MakeAccount != nil {
+		if err := g.cfg.MakeAccount(ctx, account); err != nil {
+			g.log.ErrorContext(ctx, "make the session's account", "user", user, "account", account, "error", err)
+			return nil, apiErr(500, "no_account", fmt.Sprintf("your Unix account %s could not be made; tell an admin", account))
+		}
 	}
 	if err := g.checkLimits(ctx, user); err != nil {
 		g.metrics.failures.Add(1)
@@ -199,14 +209,29 @@ func memInfoMB(key string) (int, error) {
 	return 0, fmt.Errorf("no %s in /proc/meminfo", key)
 }
 
-// account is the Unix account session s runs as: with the gateway as root,
-// run_as or else the user's own; otherwise the gateway's ("": the runner's
-// own user).
+// account is the Unix account session s runs as (see accountName); ""
+// is the gateway's own. Launch has refused users without a valid one.
 func (g *Gateway) account(s *session.Session) string {
-	if os.Geteuid() != 0 {
-		return ""
+	name, _ := g.accountName(s.Owner)
+	return name
+}
+
+// hidden is what every session's seal masks: the state directory (keys,
+// database, certificate, sessions' ticket keys and sockets) and the
+// configured secret files. On a remote node, paths that do not exist there
+// are skipped by the runner.
+func (g *Gateway) hidden() []string {
+	var out []string
+	for _, p := range append([]string{g.cfg.StateDir}, g.cfg.Hide...) {
+		if p == "" {
+			continue
+		}
+		if abs, err := filepath.Abs(p); err == nil && abs != "/" {
+			out = append(out, abs)
+		}
 	}
-	return cmp.Or(g.cfg.RunAs, s.Owner)
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 func (g *Gateway) sessionDir(id string) string { return filepath.Join(g.cfg.StateDir, "sessions", id) }
@@ -220,7 +245,7 @@ func (g *Gateway) sessionDir(id string) string { return filepath.Join(g.cfg.Stat
 // comes in the job's environment, the job runs as the owner already, and
 // the scheduler enforces the lifetime (the job's time limit).
 func (g *Gateway) spec(s *session.Session, p Profile, req LaunchRequest) ([]byte, error) {
-	spec := map[string]any{"id": s.ID}
+	spec := map[string]any{"id": s.ID, "hide": g.hidden()}
 	dir := g.sessionDir(s.ID)
 	listen := func(name string) string { return "unix:" + filepath.Join(dir, name+".sock") }
 	if g.remote != nil {

@@ -271,6 +271,8 @@ type RunOptions struct {
 	// Wrap is a command line the runner's is appended to, e.g. a probe mode
 	// that changes what the kernel offers it.
 	Wrap []string
+	// Env is added to the runner's environment (NAME=value).
+	Env []string
 }
 
 // StartRunner starts `airlock run --spec -` with spec on stdin and waits for
@@ -300,6 +302,12 @@ func StartRunner(t testing.TB, spec any, opt RunOptions) *Runner {
 	if opt.As != nil {
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(opt.As.UID), Gid: uint32(opt.As.GID)}
 		cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + opt.As.Home, "USER=" + opt.As.Name, "TMPDIR=/tmp"}
+	}
+	if len(opt.Env) > 0 {
+		if cmd.Env == nil {
+			cmd.Env = os.Environ()
+		}
+		cmd.Env = append(cmd.Env, opt.Env...)
 	}
 	out, err := cmd.StdoutPipe()
 	if err != nil {

@@ -197,7 +197,7 @@ func (r *run) run(ctx context.Context) (code int, err error) {
 		}
 	}
 
-	listeners, endpoints, err := r.bindListeners()
+	listeners, endpoints, err := r.bindListeners(owner)
 	if err != nil {
 		return 1, err
 	}
@@ -222,7 +222,7 @@ func (r *run) run(ctx context.Context) (code int, err error) {
 		ID: spec.ID, Owner: owner, Listeners: listeners, ScratchDir: filepath.Join(scratch, "tmp"),
 		Grace: time.Duration(spec.Grace), ReadyTimeout: time.Duration(spec.ReadyTimeout),
 		Exe: r.cfg.Exe, Stderr: r.cfg.Stderr, Logger: r.log, Egress: map[int]string{},
-		LogJSON: r.cfg.LogFormat == "json", UnixSockets: spec.UnixSockets,
+		LogJSON: r.cfg.LogFormat == "json", UnixSockets: spec.UnixSockets, Hide: r.hidden(),
 	}
 	for _, e := range spec.Egress {
 		_, port, _ := splitHostPort(e)
@@ -333,6 +333,32 @@ func (r *run) run(ctx context.Context) (code int, err error) {
 			s.Kill()
 		}
 	}
+}
+
+// hidden is every path the seal masks: the spec's list and the files the
+// runner itself read secrets from. The connectors have those secrets
+// already (through a pipe); the workload must not read them.
+func (r *run) hidden() []string {
+	spec := r.spec
+	paths := slices.Clone(spec.Hide)
+	add := func(p string) {
+		if p != "" {
+			if abs, err := filepath.Abs(p); err == nil {
+				paths = append(paths, abs)
+			}
+		}
+	}
+	// Only secrets: a certificate or CA file may be one the workload
+	// itself needs (a system bundle).
+	add(spec.TicketKeyFile)
+	if spec.TLS != nil {
+		add(spec.TLS.KeyFile)
+	}
+	for _, c := range spec.Connectors {
+		add(c.VNCPasswordFile)
+	}
+	slices.Sort(paths)
+	return slices.Compact(paths)
 }
 
 func sigName(s os.Signal) string {
@@ -455,25 +481,36 @@ func (r *run) loadSecrets() (map[string]ConnectorSecrets, string, error) {
 }
 
 // makeScratch creates the session's host directory: DIR/ID (0700) with
-// tmp (1777) inside, which becomes /tmp in the seal.
+// tmp (1777) inside, which becomes /tmp in the seal. DIR is one no other
+// user can have made or can swap (see scratchParent); without one, it is
+// a fresh directory with a random name in $TMPDIR.
 func (r *run) makeScratch(o seal.Owner) (string, error) {
-	dir := r.spec.ScratchDir
+	dir, made := r.spec.ScratchDir, false
 	if dir == "" {
-		base := filepath.Join(os.TempDir(), "airlock-"+strconv.Itoa(os.Geteuid()))
-		if err := os.Mkdir(base, 0o711); err != nil && !errors.Is(err, os.ErrExist) {
-			return "", fmt.Errorf("make scratch root %s: %w", base, err)
+		parent, err := scratchParent()
+		if err != nil {
+			return "", err
 		}
-		if st, err := os.Lstat(base); err != nil || !st.IsDir() || st.Sys().(*syscall.Stat_t).Uid != uint32(os.Geteuid()) {
-			// Someone else made it first: refuse rather than write there.
-			return "", fmt.Errorf("scratch root %s is not a directory owned by us", base)
+		if parent != "" {
+			dir = filepath.Join(parent, r.spec.ID)
+		} else {
+			if dir, err = os.MkdirTemp("", "airlock-"+r.spec.ID+"-"); err != nil {
+				return "", fmt.Errorf("make scratch dir: %w", err)
+			}
+			made = true
+			if err := checkPrivateDir(dir, false); err != nil {
+				os.Remove(dir)
+				return "", fmt.Errorf("scratch dir: %w", err)
+			}
 		}
-		dir = filepath.Join(base, r.spec.ID)
 	}
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		if errors.Is(err, os.ErrExist) {
-			return "", fmt.Errorf("scratch dir %s exists: is session %s already running here?", dir, r.spec.ID)
+	if !made {
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			if errors.Is(err, os.ErrExist) {
+				return "", fmt.Errorf("scratch dir %s exists: is session %s already running here?", dir, r.spec.ID)
+			}
+			return "", fmt.Errorf("make scratch dir: %w", err)
 		}
-		return "", fmt.Errorf("make scratch dir: %w", err)
 	}
 	r.cleanup = append(r.cleanup, dir)
 	tmp := filepath.Join(dir, "tmp")
@@ -495,7 +532,7 @@ func (r *run) makeScratch(o seal.Owner) (string, error) {
 
 // bindListeners binds every connector's listen address here, in the host
 // network namespace, before the seal exists.
-func (r *run) bindListeners() ([]*os.File, map[string]string, error) {
+func (r *run) bindListeners(owner seal.Owner) ([]*os.File, map[string]string, error) {
 	var files []*os.File
 	endpoints := map[string]string{}
 	fail := func(err error) ([]*os.File, map[string]string, error) {
@@ -506,7 +543,7 @@ func (r *run) bindListeners() ([]*os.File, map[string]string, error) {
 	}
 	for _, c := range r.spec.Connectors {
 		if p, ok := strings.CutPrefix(c.Listen, "unix:"); ok {
-			if err := r.prepareUnixPath(p); err != nil {
+			if err := r.prepareUnixPath(p, owner.UID); err != nil {
 				return fail(fmt.Errorf("connector %s: %w", c.Name, err))
 			}
 		}
@@ -531,7 +568,7 @@ func (r *run) bindListeners() ([]*os.File, map[string]string, error) {
 
 // prepareUnixPath makes the socket's directory (0700, removed at the end if
 // we made it) and clears a stale socket left by a crashed run.
-func (r *run) prepareUnixPath(p string) error {
+func (r *run) prepareUnixPath(p string, owner int) error {
 	dir := filepath.Dir(p)
 	var made []string
 	for d := dir; d != "/" && d != "."; d = filepath.Dir(d) {
@@ -545,6 +582,9 @@ func (r *run) prepareUnixPath(p string) error {
 	}
 	for i := len(made) - 1; i >= 0; i-- {
 		r.cleanup = append(r.cleanup, made[i])
+	}
+	if err := checkSocketDir(dir, owner); err != nil {
+		return fmt.Errorf("listen unix:%s: %w", p, err)
 	}
 	if st, err := os.Lstat(p); err == nil {
 		if st.Mode()&os.ModeSocket == 0 {

@@ -64,8 +64,19 @@ type Spec struct {
 	// made for the session and its SHA-256 is reported in the ready event.
 	TLS *TLSFiles `json:"tls"`
 	// ScratchDir is where the session's private /tmp lives on the host.
-	// Default: $TMPDIR/airlock-UID/ID.
+	// Default: /run/airlock/ID for a root runner; otherwise
+	// $XDG_RUNTIME_DIR/airlock/ID when that directory is ours and private,
+	// else a new directory with a random name in $TMPDIR. Never a fixed
+	// name in a directory other users can write.
 	ScratchDir string `json:"scratch_dir"`
+	// Hide lists host paths (files or directories) the workload must not
+	// see: inside the seal each directory is empty and each file is empty,
+	// both read-only, and the workload cannot undo it. The gateway lists
+	// its state directory and every file holding one of its secrets; the
+	// runner adds the files it reads secrets from (ticket_key_file,
+	// tls.key_file, vnc_password_file). Clean absolute paths, not /, at most 64;
+	// a path that does not exist is skipped.
+	Hide []string `json:"hide"`
 	// VM makes the session a QEMU virtual machine that the runner
 	// prepares itself: it checks the image, makes the session's overlay in
 	// the scratch directory and starts QEMU as the workload, whose argv
@@ -198,6 +209,9 @@ func (d Duration) MarshalJSON() ([]byte, error) {
 
 // maxSpec bounds a spec; real ones are a few KiB.
 const maxSpec = 1 << 20
+
+// maxHide bounds spec.Hide: each path is a mount in the seal.
+const maxHide = 64
 
 var (
 	idRE        = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
@@ -359,6 +373,14 @@ func (s *Spec) Validate() error {
 			if p == h || strings.HasPrefix(p, h+"/") {
 				return fmt.Errorf("spec: unix_sockets[%d] %q: %s inside the seal is the seal's own, not the host's, and its sockets are always reachable", i, p, h)
 			}
+		}
+	}
+	if len(s.Hide) > maxHide {
+		return fmt.Errorf("spec: hide: %d paths, at most %d", len(s.Hide), maxHide)
+	}
+	for i, h := range s.Hide {
+		if !strings.HasPrefix(h, "/") || filepath.Clean(h) != h || h == "/" || strings.ContainsRune(h, 0) {
+			return fmt.Errorf("spec: hide[%d] %q: want a clean absolute path other than /", i, h)
 		}
 	}
 	if s.ScratchDir != "" && !strings.HasPrefix(s.ScratchDir, "/") {

@@ -67,6 +67,10 @@ func TestParseSpecErrors(t *testing.T) {
 		{"trailing", goodSpec + "{}", "unexpected data after the spec object"},
 		{"relative unix socket", edit(`"egress": ["127.0.0.1:27000"]`, `"egress": ["127.0.0.1:27000"], "unix_sockets": ["agent.sock"]`), `unix_sockets[0] "agent.sock": want a clean absolute path`},
 		{"unix socket in /run", edit(`"egress": ["127.0.0.1:27000"]`, `"egress": ["127.0.0.1:27000"], "unix_sockets": ["/run/x.sock"]`), `unix_sockets[0] "/run/x.sock": /run inside the seal is the seal's own`},
+		{"hide relative", edit(`"lifetime": "8h",`, `"lifetime": "8h", "hide": ["state"],`), `hide[0] "state": want a clean absolute path`},
+		{"hide root", edit(`"lifetime": "8h",`, `"lifetime": "8h", "hide": ["/srv/a", "/"],`), `hide[1] "/"`},
+		{"hide unclean", edit(`"lifetime": "8h",`, `"lifetime": "8h", "hide": ["/srv/../etc"],`), `hide[0] "/srv/../etc"`},
+		{"hide too many", edit(`"lifetime": "8h",`, `"lifetime": "8h", "hide": [`+strings.Repeat(`"/a",`, maxHide)+`"/a"],`), "at most 64"},
 		{"relative dir", edit(`"dir": "/home/alice"`, `"dir": "home"`), `workload.dir "home"`},
 	}
 	for _, c := range cases {

@@ -62,7 +62,8 @@ func (in *initProc) setupMounts() error {
 	if p.TTYGID < 0 {
 		in.warn("tty group not mapped in the user namespace: xterm and other programs that set a pty's group may fail")
 	}
-	return nil
+	// Last, so nothing mounted above can cover a mask.
+	return maskPaths(p.Hide, p.RootMode)
 }
 
 // loopbackUp sets IFF_UP on lo, without needing ip(8) inside the seal.

@@ -55,6 +55,8 @@ type Plan struct {
 	Groups   []int `json:"groups,omitempty"`
 	// ScratchDir is a host directory bind-mounted on /tmp inside.
 	ScratchDir string `json:"scratch_dir"`
+	// Hide are host paths masked inside (Config.Hide).
+	Hide []string `json:"hide,omitempty"`
 	// TTYGID is the group new pseudo-terminals get (the tty group), or -1 when
 	// that group is not mapped in the user namespace.
 	TTYGID       int           `json:"tty_gid"`

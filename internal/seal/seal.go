@@ -80,6 +80,10 @@ type Config struct {
 	// ScratchDir is a host directory, owned by the owner, mounted on /tmp
 	// inside. The caller creates and removes it.
 	ScratchDir string
+	// Hide lists host paths (absolute) the workload must not see: inside,
+	// each directory is empty and each file is empty, both read-only. The
+	// gateway's secrets go here. A path that does not exist is skipped.
+	Hide []string
 	// Grace is how long processes get between SIGTERM and SIGKILL. Default 10s.
 	Grace time.Duration
 	// ReadyTimeout bounds the wait for Probes. Default 60s.
@@ -222,7 +226,7 @@ func Start(ctx context.Context, cfg Config) (*Seal, error) {
 
 	plan := Plan{
 		ID: cfg.ID, RootMode: root, UID: cfg.Owner.UID, GID: cfg.Owner.GID,
-		ScratchDir: cfg.ScratchDir, Processes: cfg.Processes, Probes: cfg.Probes,
+		ScratchDir: cfg.ScratchDir, Hide: cfg.Hide, Processes: cfg.Processes, Probes: cfg.Probes,
 		ReadyTimeout: cfg.ReadyTimeout, Grace: cfg.Grace, TTYGID: -1, LogJSON: cfg.LogJSON,
 		UnixSockets: cfg.UnixSockets,
 	}
@@ -270,6 +274,11 @@ func (c *Config) validate() error {
 	}
 	if c.ScratchDir == "" {
 		return fmt.Errorf("seal %s: no scratch directory", c.ID)
+	}
+	for _, h := range c.Hide {
+		if !filepath.IsAbs(h) || filepath.Clean(h) != h || h == "/" {
+			return fmt.Errorf("seal %s: hide %q: want a clean absolute path other than /", c.ID, h)
+		}
 	}
 	root := os.Geteuid() == 0
 	if root && c.Owner.UID == 0 {
