@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"mime"
@@ -135,6 +134,9 @@ func (g *Gateway) routesAPI(mux *http.ServeMux) {
 		return nil
 	})))
 	mux.Handle("DELETE /api/v1/tokens/{tid}", g.api(g.authed(func(w http.ResponseWriter, r *http.Request, id identity) error {
+		if err := noBody(w, r); err != nil {
+			return err
+		}
 		if err := g.cfg.Store.RevokeToken(r.Context(), id.user, r.PathValue("tid")); err != nil {
 			return err
 		}
@@ -174,10 +176,8 @@ func (g *Gateway) routesAPI(mux *http.ServeMux) {
 	})))
 	mux.Handle("POST /api/v1/sessions", g.api(g.authed(func(w http.ResponseWriter, r *http.Request, id identity) error {
 		var req LaunchRequest
-		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil {
-			return apiErr(400, "bad_request", "request body: "+err.Error())
+		if err := readJSON(w, r, &req, true); err != nil {
+			return err
 		}
 		s, err := g.Launch(r.Context(), id.user, req, r.RemoteAddr)
 		if err != nil {
@@ -205,6 +205,9 @@ func (g *Gateway) routesAPI(mux *http.ServeMux) {
 		return nil
 	})))
 	mux.Handle("DELETE /api/v1/sessions/{id}", g.api(g.authed(func(w http.ResponseWriter, r *http.Request, id identity) error {
+		if err := noBody(w, r); err != nil {
+			return err
+		}
 		s, err := g.ownSession(r, id, true)
 		if err != nil {
 			return err
@@ -230,6 +233,9 @@ func (g *Gateway) routesAPI(mux *http.ServeMux) {
 		return nil
 	})))
 	mux.Handle("DELETE /api/v1/sessions/{id}/shares/{share}", g.api(g.authed(func(w http.ResponseWriter, r *http.Request, id identity) error {
+		if err := noBody(w, r); err != nil {
+			return err
+		}
 		s, err := g.ownSession(r, id, false)
 		if err != nil {
 			return err
@@ -264,6 +270,9 @@ func (g *Gateway) routesAPI(mux *http.ServeMux) {
 	})))
 	mux.Handle("POST /api/v1/admin/sessions/{id}/vm/{action}", g.api(g.admin(g.vmMonitor)))
 	mux.Handle("POST /api/v1/admin/stop-all", g.api(g.admin(func(w http.ResponseWriter, r *http.Request, id identity) error {
+		if err := noBody(w, r); err != nil {
+			return err
+		}
 		ss, err := g.cfg.Store.ListSessions(r.Context(), store.SessionFilter{States: []session.State{session.Queued, session.Starting, session.Ready}})
 		if err != nil {
 			return err
@@ -299,8 +308,8 @@ func (g *Gateway) createShare(w http.ResponseWriter, r *http.Request, id identit
 		Mode string `json:"mode"`
 		TTL  string `json:"ttl"`
 	}
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&req); err != nil {
-		return apiErr(400, "bad_request", "request body: "+err.Error())
+	if err := readJSON(w, r, &req, true); err != nil {
+		return err
 	}
 	mode := session.Mode(req.Mode)
 	if mode != session.View && mode != session.Control {

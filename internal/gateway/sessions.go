@@ -251,8 +251,9 @@ func (g *Gateway) spec(s *session.Session, p Profile, req LaunchRequest) ([]byte
 			depth = 24
 		}
 		// Fixed display and port: the seal has its own network and /tmp.
-		spec["workload"] = map[string]any{"argv": []string{"Xvnc", ":1", "-rfbport", "5901", "-localhost", "-SecurityTypes", "None",
-			"-geometry", geo, "-depth", strconv.Itoa(depth), "-AlwaysShared", "-desktop", p.Title}}
+		argv := []string{"Xvnc", ":1", "-rfbport", "5901", "-localhost", "-SecurityTypes", "None",
+			"-geometry", geo, "-depth", strconv.Itoa(depth), "-AlwaysShared", "-desktop", p.Title}
+		spec["workload"] = map[string]any{"argv": append(argv, xvncNoBlacklist...)}
 		progs := p.Programs
 		if len(progs) == 0 {
 			progs = [][]string{{"xterm"}}
@@ -287,6 +288,17 @@ func (g *Gateway) spec(s *session.Session, p Profile, req LaunchRequest) ([]byte
 	}
 	return json.Marshal(spec)
 }
+
+// xvncNoBlacklist turns off Xvnc's blacklist of hosts that connect without
+// authenticating. Every viewer reaches Xvnc through the connector, from
+// 127.0.0.1 inside the seal, so TigerVNC's default (five unauthenticated
+// connections block the address for 10 s, doubling each time) would let
+// one viewer who opens and drops a few connections lock every other viewer
+// out. With a timeout of 0 a "blocked" host may retry at once (TigerVNC
+// 1.12: Blacklist::isBlackmarked); -UseBlacklist=0 would say it more
+// plainly but older TigerVNC refuses to start on an unknown parameter.
+// The connector already authenticates each viewer with its ticket.
+var xvncNoBlacklist = []string{"-BlacklistTimeout", "0"}
 
 // watch follows a session's runner until it ends, updating the store.
 func (g *Gateway) watch(id, ref string) {
