@@ -339,17 +339,27 @@ func (g *Gateway) createShare(w http.ResponseWriter, r *http.Request, id identit
 	return nil
 }
 
+// errNoSession is the answer for a session id that is unknown and for one
+// that is not the asker's (and no share of theirs opens): the same status,
+// code and message, so that ids cannot be probed.
+var errNoSession = apiErr(404, "no_session", "no such session")
+
 // shareFor checks the share cookie for session s and returns its mode.
+// Without a cookie, or with one that opens no share of s, s is not there
+// for this user (errNoSession); a share of s that was revoked or expired
+// says so, as its holder knows the session already.
 func (g *Gateway) shareFor(r *http.Request, s *session.Session) (session.Mode, error) {
 	c, err := r.Cookie("airlock_share_" + s.ID)
 	if err != nil {
-		return "", apiErr(403, "not_yours", "this is not your session")
+		return "", errNoSession
 	}
 	sum := sha256.Sum256([]byte(c.Value))
 	sh, err := g.cfg.Store.ShareByHash(r.Context(), sum[:])
 	switch {
-	case err != nil || sh.Session != s.ID:
-		return "", apiErr(403, "bad_share", "the share link is not valid")
+	case errors.Is(err, store.ErrNotFound) || (err == nil && sh.Session != s.ID):
+		return "", errNoSession
+	case err != nil:
+		return "", fmt.Errorf("share of session %s: %w", s.ID, err)
 	case sh.Revoked:
 		return "", apiErr(403, "share_revoked", "the owner revoked this share link")
 	case !g.now().Before(sh.Expires):
