@@ -94,7 +94,17 @@ func (g *Gateway) Launch(ctx context.Context, user string, req LaunchRequest, re
 		g.audit(ctx, user, "launch_refused", "", remote, err.Error())
 		return nil, err
 	}
-	if err := g.cfg.Store.CreateSession(ctx, s); err != nil {
+	// The session caps are counted by the store as it inserts, in one
+	// step: counting here and inserting after let concurrent launches all
+	// pass the count.
+	lim := store.Limits{MaxActive: g.cfg.Limits.MaxSessions, MaxActivePerOwner: g.cfg.Limits.MaxSessionsPerUser}
+	if err := g.cfg.Store.CreateSessionWithin(ctx, s, lim); err != nil {
+		if le, ok := errors.AsType[*store.LimitError](err); ok {
+			err = limitRefusal(le)
+			g.metrics.failures.Add(1)
+			g.audit(ctx, user, "launch_refused", "", remote, err.Error())
+			return nil, err
+		}
 		return nil, fmt.Errorf("launch: %w", err)
 	}
 	g.metrics.launches.Add(1)
@@ -128,27 +138,19 @@ func (g *Gateway) Launch(ctx context.Context, user string, req LaunchRequest, re
 	return s, nil
 }
 
-// checkLimits refuses a launch that would go past a limit, with the reason.
+// limitRefusal is what a user is told when the store refused a session
+// over a cap: which limit, as the configuration names it.
+func limitRefusal(le *store.LimitError) error {
+	if le.PerOwner {
+		return apiErr(429, "too_many_sessions", fmt.Sprintf("you have %d sessions, the most allowed (max_sessions_per_user: %d); stop one first", le.Active, le.Max))
+	}
+	return apiErr(429, "node_full", fmt.Sprintf("this node runs its maximum of %d sessions (max_sessions); try later", le.Max))
+}
+
+// checkLimits refuses a launch the node cannot take now (load, memory),
+// with the reason. The session caps are the store's (see Launch).
 func (g *Gateway) checkLimits(ctx context.Context, user string) error {
 	l := g.cfg.Limits
-	if l.MaxSessions > 0 {
-		n, err := g.cfg.Store.CountActive(ctx, "")
-		if err != nil {
-			return err
-		}
-		if n >= l.MaxSessions {
-			return apiErr(429, "node_full", fmt.Sprintf("this node runs its maximum of %d sessions; try later", l.MaxSessions))
-		}
-	}
-	if l.MaxSessionsPerUser > 0 {
-		n, err := g.cfg.Store.CountActive(ctx, user)
-		if err != nil {
-			return err
-		}
-		if n >= l.MaxSessionsPerUser {
-			return apiErr(429, "too_many_sessions", fmt.Sprintf("you have %d sessions, the most allowed; stop one first", n))
-		}
-	}
 	if g.remote != nil {
 		// This machine's load and memory say nothing of the nodes: the
 		// scheduler places the session and queues it when they are full.
