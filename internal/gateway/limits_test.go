@@ -43,7 +43,9 @@ func TestLaunchLimitsRace(t *testing.T) {
 					return
 				}
 				defer resp.Body.Close()
-				var e struct{ Error struct{ Code, Message string } }
+				var e struct {
+					Error struct{ Code, Message string }
+				}
 				json.NewDecoder(resp.Body).Decode(&e)
 				mu.Lock()
 				defer mu.Unlock()
