@@ -274,6 +274,22 @@ func (s *server) serveVNC(ctx context.Context, w http.ResponseWriter, r *http.Re
 			filter = newViewFilter(client)
 			relayed = &filteredConn{Conn: client, f: filter}
 		}
+	} else {
+		// The bytes pass unchanged, but the start of the handshake is
+		// checked on the way: see relayHandshake and forgive.
+		deadline := time.Now().Add(handshakeTimeout)
+		client.SetDeadline(deadline)
+		server.SetDeadline(deadline)
+		if err := relayHandshake(client, server); err != nil {
+			client.Close()
+			log.WarnContext(ctx, "disconnected", append(who, "duration", time.Since(start), "reason", "RFB handshake refused", "error", err)...)
+			if errors.Is(err, errClientHandshake) {
+				s.forgive(ctx)
+			}
+			return
+		}
+		client.SetDeadline(time.Time{})
+		server.SetDeadline(time.Time{})
 	}
 
 	relaying = s.start(func() {
@@ -300,6 +316,31 @@ func (s *server) serveVNC(ctx context.Context, w http.ResponseWriter, r *http.Re
 		client.Close()
 		log.InfoContext(ctx, "disconnected", append(who, "duration", time.Since(start), "reason", "connector shutting down")...)
 	}
+}
+
+// forgive logs in to the RFB server once, with security type None, and
+// leaves: a connection that ends before it authenticates counts against
+// its address in servers that keep a blacklist (TigerVNC blocks an address
+// after five, for 10 s and then doubling), and every viewer comes from the
+// connector's one address, so one client's spoilt handshakes would lock
+// every other viewer out. A login clears the count. The gateway's Xvnc
+// runs with the blacklist off already; this covers a site's own server
+// command. A server that does not offer None cannot be forgiven this way;
+// the failure is only logged.
+func (s *server) forgive(ctx context.Context) {
+	c, release, err := s.dial(ctx)
+	if err != nil {
+		s.log.WarnContext(ctx, "could not clear the VNC server's count of failed connections", "error", err)
+		return
+	}
+	defer release()
+	c.SetDeadline(time.Now().Add(handshakeTimeout))
+	// ClientInit with the shared flag set: the other viewers stay.
+	if err := serverLogin(c, ""); err != nil {
+		s.log.WarnContext(ctx, "could not clear the VNC server's count of failed connections", "error", err)
+		return
+	}
+	c.Write([]byte{1})
 }
 
 // isClosedErr reports whether err only says a connection ended, which is
