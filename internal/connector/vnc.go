@@ -274,26 +274,29 @@ func (s *server) serveVNC(ctx context.Context, w http.ResponseWriter, r *http.Re
 			filter = newViewFilter(client)
 			relayed = &filteredConn{Conn: client, f: filter}
 		}
-	} else {
-		// The bytes pass unchanged, but the start of the handshake is
-		// checked on the way: see relayHandshake and forgive.
-		deadline := time.Now().Add(handshakeTimeout)
-		client.SetDeadline(deadline)
-		server.SetDeadline(deadline)
-		if err := relayHandshake(client, server); err != nil {
-			client.Close()
-			log.WarnContext(ctx, "disconnected", append(who, "duration", time.Since(start), "reason", "RFB handshake refused", "error", err)...)
-			if errors.Is(err, errClientHandshake) {
-				s.forgive(ctx)
-			}
-			return
-		}
-		client.SetDeadline(time.Time{})
-		server.SetDeadline(time.Time{})
 	}
 
 	relaying = s.start(func() {
 		defer release()
+		if !terminate {
+			// The bytes pass unchanged, but the start of the handshake
+			// is checked on the way: see relayHandshake and forgive. It
+			// runs here, not in the HTTP handler, whose goroutine would
+			// grow a stack for it only to end.
+			deadline := time.Now().Add(handshakeTimeout)
+			client.SetDeadline(deadline)
+			server.SetDeadline(deadline)
+			if err := relayHandshake(client, server); err != nil {
+				client.Close()
+				log.WarnContext(ctx, "disconnected", append(who, "duration", time.Since(start), "reason", "RFB handshake refused", "error", err)...)
+				if errors.Is(err, errClientHandshake) {
+					s.forgive(ctx)
+				}
+				return
+			}
+			client.SetDeadline(time.Time{})
+			server.SetDeadline(time.Time{})
+		}
 		stats, err := relay.Pipe(ctx, relayed, server, s.cfg.IdleTimeout)
 		attrs := append(who,
 			"bytes_to_target", stats.AToB,
