@@ -577,25 +577,31 @@ func testSessionCreateWithin(t *testing.T, st store.Store) {
 }
 
 // testSessionCreateWithinConcurrent: the caps hold when many creates race,
-// as concurrent launches do (a count, then an insert, would let them all
-// through).
+// as concurrent launches do (a count, then an insert, would let several
+// through). Each round, n creates start at once for owners with a fresh
+// cap; a race that a round misses, another round catches.
 func testSessionCreateWithinConcurrent(t *testing.T, st store.Store) {
 	ctx := t.Context()
-	const n = 50
-	run := func(lim store.Limits, owner func(i int) string) (ok int) {
+	const n, rounds = 50, 20
+	for r := range rounds {
 		var (
 			wg sync.WaitGroup
 			mu sync.Mutex
+			ok = map[string]int{}
 		)
 		start := make(chan struct{})
+		// Two new owners, 25 creates each: their caps of 3 would allow 6,
+		// one more than everyone's cap leaves room for.
 		for i := range n {
+			owner := fmt.Sprintf("r%d-u%d", r, i%2)
 			wg.Go(func() {
 				<-start
-				err := st.CreateSessionWithin(ctx, minimal(fmt.Sprintf("%s-%d", owner(i), i), owner(i), session.Queued, at(time.Duration(i))), lim)
+				s := minimal(fmt.Sprintf("r%d-s%d", r, i), owner, session.Queued, at(time.Duration(i)))
+				err := st.CreateSessionWithin(ctx, s, store.Limits{MaxActive: 5 * (r + 1), MaxActivePerOwner: 3})
 				mu.Lock()
 				defer mu.Unlock()
 				if err == nil {
-					ok++
+					ok[owner]++
 				} else if !errors.Is(err, store.ErrLimit) {
 					t.Errorf("CreateSessionWithin: %v, want nil or ErrLimit", err)
 				}
@@ -603,20 +609,19 @@ func testSessionCreateWithinConcurrent(t *testing.T, st store.Store) {
 		}
 		close(start)
 		wg.Wait()
-		return ok
+		// Every round before left 5 active sessions, so everyone's cap of
+		// 5 more than that leaves room for 5 of this round's 6.
+		if total := ok[fmt.Sprintf("r%d-u0", r)] + ok[fmt.Sprintf("r%d-u1", r)]; total != 5 {
+			t.Fatalf("round %d: %d of %d concurrent creates succeeded with room for 5 under everyone's cap", r, total, n)
+		}
+		for owner, k := range ok {
+			if k > 3 {
+				t.Fatalf("round %d: %s got %d sessions, cap 3", r, owner, k)
+			}
+		}
 	}
-	if ok := run(store.Limits{MaxActivePerOwner: 3}, func(int) string { return "alice" }); ok != 3 {
-		t.Errorf("%d of %d concurrent creates by one owner with a cap of 3 succeeded", ok, n)
-	}
-	if c, _ := st.CountActive(ctx, "alice"); c != 3 {
-		t.Errorf("alice has %d active sessions, cap 3", c)
-	}
-	// Everyone's cap, 5 with alice's 3, across 10 other owners.
-	if ok := run(store.Limits{MaxActive: 5, MaxActivePerOwner: 3}, func(i int) string { return fmt.Sprintf("u%d", i%10) }); ok != 2 {
-		t.Errorf("%d of %d concurrent creates succeeded with room for 2 under a cap of 5", ok, n)
-	}
-	if c, _ := st.CountActive(ctx, ""); c != 5 {
-		t.Errorf("%d active sessions, cap 5", c)
+	if c, _ := st.CountActive(ctx, ""); c != 5*rounds {
+		t.Errorf("%d active sessions, want %d", c, 5*rounds)
 	}
 }
 
