@@ -4,10 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 
+	"github.com/airlock-hpc/airlock/internal/backend"
+	"github.com/airlock-hpc/airlock/internal/registration"
 	"github.com/airlock-hpc/airlock/internal/session"
 	"github.com/airlock-hpc/airlock/internal/store"
 )
@@ -157,5 +161,81 @@ func TestStrictBodies(t *testing.T) {
 		if resp.StatusCode != tc.status {
 			t.Errorf("%s %s %s: %d %s, want %d", tc.method, tc.path, tc.body, resp.StatusCode, b, tc.status)
 		}
+	}
+}
+
+// fakeRemote is a remote backend that runs nothing: enough for the
+// gateway to take registrations, and to count those that reach it.
+type fakeRemote struct{ registered atomic.Int64 }
+
+func (f *fakeRemote) Name() string                                       { return "fake-remote" }
+func (f *fakeRemote) Start(context.Context, backend.Job) (string, error) { return "job-1", nil }
+func (f *fakeRemote) Stop(context.Context, string, string) error         { return nil }
+func (f *fakeRemote) Watch(ctx context.Context, _, _ string) (<-chan backend.Event, error) {
+	ch := make(chan backend.Event)
+	go func() { <-ctx.Done(); close(ch) }()
+	return ch, nil
+}
+func (f *fakeRemote) Register(context.Context, string, string, net.IP, registration.Registration) (backend.Event, error) {
+	f.registered.Add(1)
+	return backend.Event{}, nil
+}
+func (f *fakeRemote) Runners(context.Context) (map[string]string, error) {
+	return map[string]string{"s-0123456789ab": "job-1"}, nil
+}
+
+// TestStrictRegistrationBody: a runner's registration, with the session's
+// good token, and a body that is not strictly a registration: refused
+// before the backend sees it, the session still queued.
+func TestStrictRegistrationBody(t *testing.T) {
+	fake := &fakeRemote{}
+	tg := startGateway(t, "", func(c *Config) {
+		c.Backend = fake
+		c.RegisterURL = "https://127.0.0.1/"
+	})
+	ctx := context.Background()
+	sid := "s-0123456789ab"
+	if err := tg.cfg.Store.CreateSession(ctx, &session.Session{ID: sid, Owner: "alice", Profile: "app", State: session.Queued, Backend: fake.Name(), BackendRef: "job-1"}); err != nil {
+		t.Fatal(err)
+	}
+	token := tg.g.registerToken(sid)
+	for _, tc := range []struct {
+		name, ct, body string
+		status         int
+		want           string
+	}{
+		{"no Content-Type", "", `{"event": "ready"}`, 415, "no Content-Type"},
+		{"text/plain", "text/plain", `{"event": "ready"}`, 415, "send application/json"},
+		{"1 MiB", "application/json", `{"reason": "` + strings.Repeat("r", 1<<20) + `"}`, 413, "over 64 KiB"},
+		{"unknown field", "application/json", `{"event": "ready", "host": "10.0.0.1"}`, 400, `unknown field "host"`},
+		{"trailing data", "application/json", `{"event": "ready"}{"event": "exit"}`, 400, "data after the JSON object"},
+		{"wrong type", "application/json", `{"event": "ready", "ports": {"console": "5901"}}`, 400, `field "ports"`},
+		{"empty", "application/json", ``, 400, "empty"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest("POST", tg.url+registration.Path(sid), strings.NewReader(tc.body))
+			if tc.ct != "" {
+				req.Header.Set("Content-Type", tc.ct)
+			}
+			req.Header.Set("Authorization", "Bearer "+token)
+			resp, err := tg.client().http.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var e struct {
+				Error struct{ Code, Message string }
+			}
+			json.NewDecoder(resp.Body).Decode(&e)
+			resp.Body.Close()
+			if resp.StatusCode != tc.status || !strings.Contains(e.Error.Message, tc.want) {
+				t.Errorf("%d %q, want %d and a message with %q", resp.StatusCode, e.Error.Message, tc.status, tc.want)
+			}
+		})
+	}
+	if n := fake.registered.Load(); n != 0 {
+		t.Errorf("%d refused registrations reached the backend", n)
+	}
+	if s, _ := tg.cfg.Store.GetSession(ctx, sid); s.State != session.Queued {
+		t.Errorf("session is %s after refused registrations, want queued", s.State)
 	}
 }
