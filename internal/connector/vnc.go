@@ -151,7 +151,10 @@ func checkWebSocketRequest(r *http.Request) (refusal, bool) {
 //
 // In control mode without a VNC password the bytes pass unchanged, the
 // RFB handshake included, so the client and server may use any security
-// type they share. In view mode, or with Config.VNCPassword, the connector
+// type they share; but the client's ProtocolVersion and security type
+// choice are checked before the server sees them (relayHandshake), and a
+// client refused there is followed by a login of the connector's own
+// (forgive), so one client cannot get the connector's address blacklisted. In view mode, or with Config.VNCPassword, the connector
 // logs in to the server itself (before upgrading, so a failure is an HTTP
 // 502 rather than a dead WebSocket), offers the client security type None,
 // and then relays. View mode also forces ClientInit's shared flag on, so a
