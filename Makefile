@@ -54,9 +54,12 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzUnixGuardParse -fuzztime 30s ./internal/seal/
 	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime 30s ./internal/ticket/
 	$(GO) test -run '^$$' -fuzz FuzzViewFilter -fuzztime 30s ./internal/connector/
+	$(GO) test -run '^$$' -fuzz FuzzRelayHandshake -fuzztime 30s ./internal/connector/
 	$(GO) test -run '^$$' -fuzz FuzzParseSqueue -fuzztime 30s ./internal/backend/slurm/
 	$(GO) test -run '^$$' -fuzz FuzzParseInfo -fuzztime 30s ./internal/vm/
 	$(GO) test -run '^$$' -fuzz FuzzQMPReply -fuzztime 30s ./internal/vm/
+	$(GO) test -run '^$$' -fuzz FuzzDecodeJSON -fuzztime 30s ./internal/gateway/
+	$(GO) test -run '^$$' -fuzz FuzzLocalPath -fuzztime 30s ./internal/gateway/
 
 clean:
 	rm -rf bin internal/portal/static/vendor

@@ -25,7 +25,7 @@ cat > "$spec" <<JSON
   "id": "$id",
   "owner": "$owner",
   "workload": {"argv": ["Xvnc", ":1", "-rfbport", "5901", "-localhost", "-SecurityTypes", "None",
-                        "-geometry", "1280x800", "-depth", "24", "-AlwaysShared"]},
+                        "-geometry", "1280x800", "-depth", "24", "-AlwaysShared", "-BlacklistTimeout", "0"]},
   "processes": [{"argv": ["xterm", "-geometry", "100x30+20+20", "-e", "bash", "-l"], "env": {"DISPLAY": ":1"}}],
   "connectors": [{"name": "console", "kind": "vnc", "target": "127.0.0.1:5901", "listen": "tcp:127.0.0.1:0"}],
   "lifetime": "8h",

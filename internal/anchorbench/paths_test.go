@@ -419,7 +419,11 @@ func (e *env) startAnchor(name string, argv func(port int) ([]string, error)) (*
 func tcpDialer(addr string) dialFunc {
 	return func(ctx context.Context) (net.Conn, error) {
 		var d net.Dialer
-		return d.DialContext(ctx, "tcp", addr)
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		return hello(ctx, c)
 	}
 }
 
@@ -434,7 +438,7 @@ func tlsDialer(addr string, cfg *tls.Config, in *instance) dialFunc {
 			return nil, err
 		}
 		once.Do(func() { in.info = describeTLS(c.(*tls.Conn).ConnectionState()) })
-		return c, nil
+		return hello(ctx, c)
 	}
 }
 
@@ -475,8 +479,18 @@ func wsDialer(u string, tr *http.Transport, mint func() (string, error), in *ins
 				in.info = describeTLS(*resp.TLS)
 			}
 		})
-		return &wsConn{Conn: websocket.NetConn(context.Background(), c, websocket.MessageBinary), ws: c}, nil
+		return hello(ctx, &wsConn{Conn: websocket.NetConn(context.Background(), c, websocket.MessageBinary), ws: c})
 	}
+}
+
+// hello does the sink's opening on a new connection (see rfbGreeting),
+// closing it on failure.
+func hello(ctx context.Context, c net.Conn) (net.Conn, error) {
+	if err := rfbHello(ctx, c); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
 }
 
 // wsConn closes without the closing handshake: the benchmarks close

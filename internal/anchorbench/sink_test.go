@@ -1,12 +1,41 @@
 package anchorbench
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
+	"time"
 )
+
+// rfbGreeting opens every connection, as an RFB 3.3 server would: the
+// sink sends it, the client answers with it, and then the bytes are the
+// benchmark's. The vnc connector checks the start of the RFB handshake
+// before it relays (3.3 leaves the rest raw); the other paths carry the 24
+// bytes like any others, so every path does the same work.
+const rfbGreeting = "RFB 003.003\n"
+
+// rfbHello is the client side of the opening, for every dialer.
+func rfbHello(ctx context.Context, c net.Conn) error {
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetDeadline(dl)
+		defer c.SetDeadline(time.Time{})
+	}
+	var v [len(rfbGreeting)]byte
+	if _, err := io.ReadFull(c, v[:]); err != nil {
+		return fmt.Errorf("read RFB greeting: %w", err)
+	}
+	if string(v[:]) != rfbGreeting {
+		return fmt.Errorf("sink greeted %q, want %q", v, rfbGreeting)
+	}
+	if _, err := io.WriteString(c, rfbGreeting); err != nil {
+		return fmt.Errorf("answer RFB greeting: %w", err)
+	}
+	return nil
+}
 
 // The first byte a client sends picks what the sink does with the rest of
 // the connection.
@@ -91,6 +120,13 @@ func (s *sink) serve(ln net.Listener) {
 // handle serves one connection until it fails, which is how every
 // connection ends: the client or proxy closes it.
 func (s *sink) handle(c net.Conn) {
+	if _, err := io.WriteString(c, rfbGreeting); err != nil {
+		return
+	}
+	var v [len(rfbGreeting)]byte
+	if _, err := io.ReadFull(c, v[:]); err != nil {
+		return
+	}
 	var mode [1]byte
 	if _, err := c.Read(mode[:]); err != nil {
 		return

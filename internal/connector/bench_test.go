@@ -59,11 +59,12 @@ func cpuTime(b *testing.B) time.Duration {
 }
 
 // benchVNC starts a control-mode vnc connector to a target run by handle
-// and returns a WebSocket client through it, plain or TLS.
+// and returns a WebSocket client through it, plain or TLS, past the RFB
+// version exchange (rfbOpening).
 func benchVNC(b *testing.B, useTLS bool, handle func(net.Conn)) net.Conn {
 	b.Helper()
 	k := newKey(b)
-	target := startTCPTarget(b, handle)
+	target := startTCPTarget(b, rfbOpening(handle))
 	cfg := Config{Kind: KindVNC, Target: target.addr, Key: k, Logger: slog.New(slog.DiscardHandler)}
 	d := wsDial{subprotocols: []string{"binary"}}
 	if useTLS {
@@ -72,7 +73,9 @@ func benchVNC(b *testing.B, useTLS bool, handle func(net.Conn)) net.Conn {
 		d.tls = ca.clientTLS()
 	}
 	addr, _ := startConnector(b, cfg)
-	return d.mustDial(b, addr, mint(b, k, ticket.Control))
+	c := d.mustDial(b, addr, mint(b, k, ticket.Control))
+	rfbHello(b, c)
+	return c
 }
 
 func transports(b *testing.B, f func(b *testing.B, useTLS bool)) {

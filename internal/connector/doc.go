@@ -7,7 +7,11 @@
 //     connector terminates the RFB security handshake itself and filters the
 //     client's messages so that no input reaches the server (rfb.go). With
 //     Config.VNCPassword set it answers the server's VncAuth challenge
-//     itself, so users never see the VNC password.
+//     itself, so users never see the VNC password. In control mode it checks
+//     the start of the client's handshake before relaying it, and after a
+//     client it refused logs in once itself, so that servers that blacklist
+//     an address after failed connections (TigerVNC) never block the one
+//     address every viewer comes from (rfbauth.go, vnc.go).
 //   - "http": a reverse proxy for web apps (Jupyter, code-server), WebSockets
 //     included. A ticket is exchanged once for an HttpOnly cookie; the app
 //     never sees either.

@@ -379,3 +379,30 @@ func mustWrite(t testing.TB, w io.Writer, b []byte) {
 		t.Fatalf("write: %v", err)
 	}
 }
+
+// rfbOpening wraps a raw target handler as an RFB 3.3 server: it greets,
+// takes the client's version and then hands the connection to handle. The
+// vnc connector checks a client's version before passing bytes on (see
+// relayHandshake); after the version, 3.3 leaves the rest raw, so relay
+// tests and benchmarks can measure any byte stream.
+func rfbOpening(handle func(net.Conn)) func(net.Conn) {
+	return func(c net.Conn) {
+		if _, err := io.WriteString(c, "RFB 003.003\n"); err != nil {
+			return
+		}
+		var v [12]byte
+		if _, err := io.ReadFull(c, v[:]); err != nil {
+			return
+		}
+		handle(c)
+	}
+}
+
+// rfbHello is the client side of rfbOpening, through the connector.
+func rfbHello(t testing.TB, c net.Conn) {
+	t.Helper()
+	if v := readN(t, c, 12); string(v) != "RFB 003.003\n" {
+		t.Fatalf("server version %q, want RFB 003.003", v)
+	}
+	mustWrite(t, c, []byte("RFB 003.003\n"))
+}

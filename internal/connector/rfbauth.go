@@ -251,3 +251,75 @@ func clientLogin(rw io.ReadWriter) (shared byte, err error) {
 	}
 	return ci[0], nil
 }
+
+// errClientHandshake wraps the errors of relayHandshake that are the
+// client's doing (bytes that are not an RFB handshake, a choice the server
+// did not offer, silence, a hang-up), as opposed to the server's.
+var errClientHandshake = errors.New("client RFB handshake refused")
+
+// relayHandshake carries the opening of the RFB handshake between a client
+// and the server for a connection whose bytes otherwise pass unchanged:
+// the server's ProtocolVersion to the client, the client's back, and (3.7
+// and 3.8) the server's security types to the client and the client's
+// choice back. It checks what the client sends before the server sees
+// it, so that garbage never reaches the server; everything after the
+// choice (the security type's own exchange, ClientInit) is relayed as it
+// is. An error wrapping errClientHandshake means the client was at fault
+// and nothing of it was sent on.
+//
+// A server that refuses the connection (no security types) is not an
+// error: its refusal is passed on and the relay carries the reason.
+func relayHandshake(client, server io.ReadWriter) error {
+	var sv [12]byte
+	if _, err := io.ReadFull(server, sv[:]); err != nil {
+		return fmt.Errorf("read server ProtocolVersion: %w", err)
+	}
+	serverV, err := parseVersion(sv[:])
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	if _, err := client.Write(sv[:]); err != nil {
+		return fmt.Errorf("%w: write ProtocolVersion: %w", errClientHandshake, err)
+	}
+	var cv [12]byte
+	if _, err := io.ReadFull(client, cv[:]); err != nil {
+		return fmt.Errorf("%w: read ProtocolVersion: %w", errClientHandshake, err)
+	}
+	clientV, err := parseVersion(cv[:])
+	if err != nil {
+		return fmt.Errorf("%w: %w", errClientHandshake, err)
+	}
+	if _, err := server.Write(cv[:]); err != nil {
+		return fmt.Errorf("write ProtocolVersion to server: %w", err)
+	}
+	if min(serverV, clientV) == rfb33 {
+		// 3.3: the server names the security type; the client has no
+		// choice to check.
+		return nil
+	}
+	var n [1]byte
+	if _, err := io.ReadFull(server, n[:]); err != nil {
+		return fmt.Errorf("read security types: %w", err)
+	}
+	types := make([]byte, n[0])
+	if _, err := io.ReadFull(server, types); err != nil {
+		return fmt.Errorf("read security types: %w", err)
+	}
+	if _, err := client.Write(append(n[:], types...)); err != nil {
+		return fmt.Errorf("%w: write security types: %w", errClientHandshake, err)
+	}
+	if n[0] == 0 {
+		return nil // the server refused; the reason follows in the relay
+	}
+	var choice [1]byte
+	if _, err := io.ReadFull(client, choice[:]); err != nil {
+		return fmt.Errorf("%w: read security type: %w", errClientHandshake, err)
+	}
+	if !slices.Contains(types, choice[0]) {
+		return fmt.Errorf("%w: client chose security type %d, not one of the offered %v", errClientHandshake, choice[0], types)
+	}
+	if _, err := server.Write(choice[:]); err != nil {
+		return fmt.Errorf("write security type to server: %w", err)
+	}
+	return nil
+}

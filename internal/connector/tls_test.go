@@ -112,7 +112,8 @@ func TestBulkEcho(t *testing.T) {
 	_, logger := newLogSink(t)
 	target := startTCPTarget(t, echo)
 	tlsAddr, _ := startConnector(t, Config{Kind: KindTLS, Target: target.addr, TLS: ca.mutualTLS(t, ca), Logger: logger})
-	vncAddr, _ := startConnector(t, Config{Kind: KindVNC, Target: target.addr, Key: k, TLS: ca.serverTLS(t), Logger: logger})
+	rfbTarget := startTCPTarget(t, rfbOpening(echo))
+	vncAddr, _ := startConnector(t, Config{Kind: KindVNC, Target: rfbTarget.addr, Key: k, TLS: ca.serverTLS(t), Logger: logger})
 
 	tc, err := tls.Dial("tcp", tlsAddr, ca.clientTLS(ca.issue(t, "alice", false)))
 	if err != nil {
@@ -120,6 +121,7 @@ func TestBulkEcho(t *testing.T) {
 	}
 	t.Cleanup(func() { tc.Close() })
 	vc := wsDial{tls: ca.clientTLS()}.mustDial(t, vncAddr, mint(t, k, ticket.Control))
+	rfbHello(t, vc)
 
 	for name, c := range map[string]net.Conn{"tls": tc, "vnc-tls": vc} {
 		t.Run(name, func(t *testing.T) {

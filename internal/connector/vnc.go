@@ -151,7 +151,10 @@ func checkWebSocketRequest(r *http.Request) (refusal, bool) {
 //
 // In control mode without a VNC password the bytes pass unchanged, the
 // RFB handshake included, so the client and server may use any security
-// type they share. In view mode, or with Config.VNCPassword, the connector
+// type they share; but the client's ProtocolVersion and security type
+// choice are checked before the server sees them (relayHandshake), and a
+// client refused there is followed by a login of the connector's own
+// (forgive), so one client cannot get the connector's address blacklisted. In view mode, or with Config.VNCPassword, the connector
 // logs in to the server itself (before upgrading, so a failure is an HTTP
 // 502 rather than a dead WebSocket), offers the client security type None,
 // and then relays. View mode also forces ClientInit's shared flag on, so a
@@ -278,6 +281,25 @@ func (s *server) serveVNC(ctx context.Context, w http.ResponseWriter, r *http.Re
 
 	relaying = s.start(func() {
 		defer release()
+		if !terminate {
+			// The bytes pass unchanged, but the start of the handshake
+			// is checked on the way: see relayHandshake and forgive. It
+			// runs here, not in the HTTP handler, whose goroutine would
+			// grow a stack for it only to end.
+			deadline := time.Now().Add(handshakeTimeout)
+			client.SetDeadline(deadline)
+			server.SetDeadline(deadline)
+			if err := relayHandshake(client, server); err != nil {
+				client.Close()
+				log.WarnContext(ctx, "disconnected", append(who, "duration", time.Since(start), "reason", "RFB handshake refused", "error", err)...)
+				if errors.Is(err, errClientHandshake) {
+					s.forgive(ctx)
+				}
+				return
+			}
+			client.SetDeadline(time.Time{})
+			server.SetDeadline(time.Time{})
+		}
 		stats, err := relay.Pipe(ctx, relayed, server, s.cfg.IdleTimeout)
 		attrs := append(who,
 			"bytes_to_target", stats.AToB,
@@ -300,6 +322,31 @@ func (s *server) serveVNC(ctx context.Context, w http.ResponseWriter, r *http.Re
 		client.Close()
 		log.InfoContext(ctx, "disconnected", append(who, "duration", time.Since(start), "reason", "connector shutting down")...)
 	}
+}
+
+// forgive logs in to the RFB server once, with security type None, and
+// leaves: a connection that ends before it authenticates counts against
+// its address in servers that keep a blacklist (TigerVNC blocks an address
+// after five, for 10 s and then doubling), and every viewer comes from the
+// connector's one address, so one client's spoilt handshakes would lock
+// every other viewer out. A login clears the count. The gateway's Xvnc
+// runs with the blacklist off already; this covers a site's own server
+// command. A server that does not offer None cannot be forgiven this way;
+// the failure is only logged.
+func (s *server) forgive(ctx context.Context) {
+	c, release, err := s.dial(ctx)
+	if err != nil {
+		s.log.WarnContext(ctx, "could not clear the VNC server's count of failed connections", "error", err)
+		return
+	}
+	defer release()
+	c.SetDeadline(time.Now().Add(handshakeTimeout))
+	// ClientInit with the shared flag set: the other viewers stay.
+	if err := serverLogin(c, ""); err != nil {
+		s.log.WarnContext(ctx, "could not clear the VNC server's count of failed connections", "error", err)
+		return
+	}
+	c.Write([]byte{1})
 }
 
 // isClosedErr reports whether err only says a connection ended, which is

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -299,13 +300,19 @@ func TestVNCTargetDown(t *testing.T) {
 // behind the upgrade request, before the 101, still has it relayed. The
 // connector swaps the HTTP server's buffers for smaller ones at the
 // upgrade (smallBufWriter) and must carry those bytes over, or keep the
-// server's buffers when they do not fit.
+// server's buffers when they do not fit. The target greets as an RFB 3.3
+// server (the connector checks the version a client answers with) and
+// then echoes; the early frame starts with the client's version.
 func TestVNCEarlyFrame(t *testing.T) {
 	k := newKey(t)
 	_, logger := newLogSink(t)
-	target := startTCPTarget(t, echo)
+	greeting := []byte("RFB 003.003\n")
+	target := startTCPTarget(t, func(c net.Conn) {
+		c.Write(greeting)
+		echo(c)
+	})
 	addr, _ := startConnector(t, Config{Kind: KindVNC, Target: target.addr, Key: k, Logger: logger})
-	for _, size := range []int{5, wsReadBufSize + 100} {
+	for _, size := range []int{16, wsReadBufSize + 100} {
 		t.Run(fmt.Sprint(size), func(t *testing.T) {
 			c, err := net.Dial("tcp", addr)
 			if err != nil {
@@ -313,7 +320,7 @@ func TestVNCEarlyFrame(t *testing.T) {
 			}
 			defer c.Close()
 			c.SetDeadline(time.Now().Add(10 * time.Second))
-			payload := bytes.Repeat([]byte("early "), size)[:size]
+			payload := append(slices.Clone(greeting), bytes.Repeat([]byte("early "), size)...)[:size]
 			req := "GET /websockify?ticket=" + url.QueryEscape(mint(t, k, ticket.Control)) + " HTTP/1.1\r\n" +
 				"Host: connector\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
 				"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" +
@@ -329,10 +336,11 @@ func TestVNCEarlyFrame(t *testing.T) {
 				t.Fatalf("upgrade: %s", respText(resp))
 			}
 			var got []byte
-			for len(got) < size {
+			want := append(slices.Clone(greeting), payload...)
+			for len(got) < len(want) {
 				var h [4]byte
 				if _, err := io.ReadFull(br, h[:2]); err != nil {
-					t.Fatalf("read frame header: %v (have %d of %d bytes)", err, len(got), size)
+					t.Fatalf("read frame header: %v (have %d of %d bytes)", err, len(got), len(want))
 				}
 				if h[0] != 0x82 {
 					t.Fatalf("frame starts %#x, want a final binary frame (0x82)", h[0])
@@ -348,8 +356,8 @@ func TestVNCEarlyFrame(t *testing.T) {
 				}
 				got = append(got, b...)
 			}
-			if !bytes.Equal(got, payload) {
-				t.Fatalf("echo %q, want %q", got, payload)
+			if !bytes.Equal(got, want) {
+				t.Fatalf("got %q, want the greeting and the echo %q", got, want)
 			}
 		})
 	}

@@ -235,3 +235,38 @@ func TestXvncVNCPassword(t *testing.T) {
 		logs.waitLine(t, "msg=refused", "status=502", "refused the password")
 	})
 }
+
+// TestXvncGarbageClients: Xvnc with its blacklist on, as a site's own
+// command may leave it. One client spoils ten handshakes through the
+// connector (garbage for a version, a security type not offered, silence);
+// every connection comes from the connector's address, so unless the
+// connector keeps the garbage from Xvnc and clears Xvnc's count, the next
+// client, in either mode, is refused ("Too many security failures").
+func TestXvncGarbageClients(t *testing.T) {
+	addr := startXvnc(t, "-SecurityTypes", "None")
+	k := newKey(t)
+	_, logger := newLogSink(t)
+	conn, _ := startConnector(t, Config{Kind: KindVNC, Target: addr, Key: k, Logger: logger})
+	for i := range 10 {
+		c := wsDial{subprotocols: []string{"binary"}}.mustDial(t, conn, mint(t, k, ticket.Control))
+		if v := readN(t, c, 12); string(v) != "RFB 003.008\n" {
+			t.Fatalf("garbage client %d: server version %q", i, v)
+		}
+		switch i % 3 {
+		case 0:
+			mustWrite(t, c, []byte("GET / HTTP/1.1\r\n\r\n"))
+		case 1:
+			mustWrite(t, c, []byte("RFB 003.008\n"))
+			readN(t, c, 2) // one type: None
+			mustWrite(t, c, []byte{0xff})
+		}
+		c.Close()
+	}
+	for _, mode := range []ticket.Mode{ticket.Control, ticket.View} {
+		c := wsDial{subprotocols: []string{"binary"}}.mustDial(t, conn, mint(t, k, mode))
+		if w, h, _ := rfbClientLogin(t, c, 1); w != 320 || h != 240 {
+			t.Fatalf("%s after the garbage: framebuffer %dx%d, want 320x240", mode, w, h)
+		}
+		c.Close()
+	}
+}

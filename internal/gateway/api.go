@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"mime"
@@ -135,6 +134,9 @@ func (g *Gateway) routesAPI(mux *http.ServeMux) {
 		return nil
 	})))
 	mux.Handle("DELETE /api/v1/tokens/{tid}", g.api(g.authed(func(w http.ResponseWriter, r *http.Request, id identity) error {
+		if err := noBody(w, r); err != nil {
+			return err
+		}
 		if err := g.cfg.Store.RevokeToken(r.Context(), id.user, r.PathValue("tid")); err != nil {
 			if errors.Is(err, store.ErrNotFound) {
 				return err
@@ -178,10 +180,8 @@ func (g *Gateway) routesAPI(mux *http.ServeMux) {
 	})))
 	mux.Handle("POST /api/v1/sessions", g.api(g.authed(func(w http.ResponseWriter, r *http.Request, id identity) error {
 		var req LaunchRequest
-		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil {
-			return apiErr(400, "bad_request", "request body: "+err.Error())
+		if err := readJSON(w, r, &req, true); err != nil {
+			return err
 		}
 		s, err := g.Launch(r.Context(), id.user, req, r.RemoteAddr)
 		if err != nil {
@@ -212,6 +212,9 @@ func (g *Gateway) routesAPI(mux *http.ServeMux) {
 		return nil
 	})))
 	mux.Handle("DELETE /api/v1/sessions/{id}", g.api(g.authed(func(w http.ResponseWriter, r *http.Request, id identity) error {
+		if err := noBody(w, r); err != nil {
+			return err
+		}
 		s, err := g.ownSession(r, id, true)
 		if err != nil {
 			return err
@@ -237,6 +240,9 @@ func (g *Gateway) routesAPI(mux *http.ServeMux) {
 		return nil
 	})))
 	mux.Handle("DELETE /api/v1/sessions/{id}/shares/{share}", g.api(g.authed(func(w http.ResponseWriter, r *http.Request, id identity) error {
+		if err := noBody(w, r); err != nil {
+			return err
+		}
 		s, err := g.ownSession(r, id, false)
 		if err != nil {
 			return err
@@ -272,6 +278,9 @@ func (g *Gateway) routesAPI(mux *http.ServeMux) {
 	})))
 	mux.Handle("POST /api/v1/admin/sessions/{id}/vm/{action}", g.api(g.admin(g.vmMonitor)))
 	mux.Handle("POST /api/v1/admin/stop-all", g.api(g.admin(func(w http.ResponseWriter, r *http.Request, id identity) error {
+		if err := noBody(w, r); err != nil {
+			return err
+		}
 		ss, err := g.cfg.Store.ListSessions(r.Context(), store.SessionFilter{States: []session.State{session.Queued, session.Starting, session.Ready}})
 		if err != nil {
 			return err
@@ -307,8 +316,8 @@ func (g *Gateway) createShare(w http.ResponseWriter, r *http.Request, id identit
 		Mode string `json:"mode"`
 		TTL  string `json:"ttl"`
 	}
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&req); err != nil {
-		return apiErr(400, "bad_request", "request body: "+err.Error())
+	if err := readJSON(w, r, &req, true); err != nil {
+		return err
 	}
 	mode := session.Mode(req.Mode)
 	if mode != session.View && mode != session.Control {
@@ -338,12 +347,20 @@ func (g *Gateway) createShare(w http.ResponseWriter, r *http.Request, id identit
 	return nil
 }
 
+// errNoSession is the answer for a session id that is unknown and for one
+// that is not the asker's (and no share of theirs opens): the same status,
+// code and message, so that ids cannot be probed.
+var errNoSession = apiErr(404, "no_session", "no such session")
+
 // shareFor checks the share cookie for session s and returns the share.
-// A store fault is a 503, never a "not valid".
+// Without a cookie, or with one that opens no share of s, s is not there
+// for this user (errNoSession); a share of s that was revoked or expired
+// says so, as its holder knows the session already. A store fault is a
+// 503, never a "not valid".
 func (g *Gateway) shareFor(r *http.Request, s *session.Session) (session.Share, error) {
 	c, err := r.Cookie("airlock_share_" + s.ID)
 	if err != nil {
-		return session.Share{}, apiErr(403, "not_yours", "this is not your session")
+		return session.Share{}, errNoSession
 	}
 	sum := sha256.Sum256([]byte(c.Value))
 	sh, err := g.cfg.Store.ShareByHash(r.Context(), sum[:])
@@ -351,7 +368,7 @@ func (g *Gateway) shareFor(r *http.Request, s *session.Session) (session.Share, 
 	case err != nil && !errors.Is(err, store.ErrNotFound):
 		return session.Share{}, storeFault("share lookup", err)
 	case err != nil || sh.Session != s.ID:
-		return session.Share{}, apiErr(403, "bad_share", "the share link is not valid")
+		return session.Share{}, errNoSession
 	case sh.Revoked:
 		return session.Share{}, apiErr(403, "share_revoked", "the owner revoked this share link")
 	case !g.now().Before(sh.Expires):

@@ -5,12 +5,14 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/airlock-hpc/airlock/internal/auth"
 	"github.com/airlock-hpc/airlock/internal/session"
@@ -135,6 +137,26 @@ func (g *Gateway) login(w http.ResponseWriter, r *http.Request, user, password s
 	return id, nil
 }
 
+// maxTokenName is the longest token name: a label a person reads in a list.
+const maxTokenName = 100
+
+// checkTokenName refuses a token name too long to be a label, or one with
+// characters that would garble the list it is shown in.
+func checkTokenName(name string) error {
+	if len(name) > maxTokenName {
+		return apiErr(400, "bad_request", fmt.Sprintf("field \"name\": %d bytes; at most %d", len(name), maxTokenName))
+	}
+	if !utf8.ValidString(name) {
+		return apiErr(400, "bad_request", `field "name": not UTF-8`)
+	}
+	for _, c := range name {
+		if unicode.IsControl(c) {
+			return apiErr(400, "bad_request", `field "name": control characters are not allowed`)
+		}
+	}
+	return nil
+}
+
 // createToken makes a bearer token for scripts. POST /api/v1/tokens with
 // HTTP Basic credentials (or a logged-in browser) → {"token": "..."}.
 func (g *Gateway) createToken(w http.ResponseWriter, r *http.Request) error {
@@ -162,7 +184,12 @@ func (g *Gateway) createToken(w http.ResponseWriter, r *http.Request) error {
 	var body struct {
 		Name string `json:"name"`
 	}
-	json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&body)
+	if err := readJSON(w, r, &body, false); err != nil {
+		return err
+	}
+	if err := checkTokenName(body.Name); err != nil {
+		return err
+	}
 	raw := make([]byte, 32)
 	rand.Read(raw)
 	secret := "alk_" + base64.RawURLEncoding.EncodeToString(raw)

@@ -5,10 +5,8 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -74,10 +72,9 @@ func (g *Gateway) register(w http.ResponseWriter, r *http.Request) error {
 		return refuse(403, "bad_token", "wrong registration token for this session")
 	}
 	var reg registration.Registration
-	dec := json.NewDecoder(io.LimitReader(r.Body, 64<<10))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&reg); err != nil {
-		return refuse(400, "bad_request", "registration body: "+err.Error())
+	if err := readJSON(w, r, &reg, true); err != nil {
+		ae := asAPIError(err)
+		return refuse(ae.Status, ae.Code, "registration "+ae.Message)
 	}
 	s, err := g.cfg.Store.GetSession(r.Context(), id)
 	if errors.Is(err, store.ErrNotFound) {

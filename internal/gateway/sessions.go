@@ -104,7 +104,17 @@ func (g *Gateway) Launch(ctx context.Context, user string, req LaunchRequest, re
 		g.audit(ctx, user, "launch_refused", "", remote, err.Error())
 		return nil, err
 	}
-	if err := g.cfg.Store.CreateSession(ctx, s); err != nil {
+	// The session caps are counted by the store as it inserts, in one
+	// step: counting here and inserting after let concurrent launches all
+	// pass the count.
+	lim := store.Limits{MaxActive: g.cfg.Limits.MaxSessions, MaxActivePerOwner: g.cfg.Limits.MaxSessionsPerUser}
+	if err := g.cfg.Store.CreateSessionWithin(ctx, s, lim); err != nil {
+		if le, ok := errors.AsType[*store.LimitError](err); ok {
+			err = limitRefusal(le)
+			g.metrics.failures.Add(1)
+			g.audit(ctx, user, "launch_refused", "", remote, err.Error())
+			return nil, err
+		}
 		return nil, fmt.Errorf("launch: %w", err)
 	}
 	g.metrics.launches.Add(1)
@@ -138,27 +148,19 @@ func (g *Gateway) Launch(ctx context.Context, user string, req LaunchRequest, re
 	return s, nil
 }
 
-// checkLimits refuses a launch that would go past a limit, with the reason.
+// limitRefusal is what a user is told when the store refused a session
+// over a cap: which limit, as the configuration names it.
+func limitRefusal(le *store.LimitError) error {
+	if le.PerOwner {
+		return apiErr(429, "too_many_sessions", fmt.Sprintf("you have %d sessions, the most allowed (max_sessions_per_user: %d); stop one first", le.Active, le.Max))
+	}
+	return apiErr(429, "node_full", fmt.Sprintf("this node runs its maximum of %d sessions (max_sessions); try later", le.Max))
+}
+
+// checkLimits refuses a launch the node cannot take now (load, memory),
+// with the reason. The session caps are the store's (see Launch).
 func (g *Gateway) checkLimits(ctx context.Context, user string) error {
 	l := g.cfg.Limits
-	if l.MaxSessions > 0 {
-		n, err := g.cfg.Store.CountActive(ctx, "")
-		if err != nil {
-			return err
-		}
-		if n >= l.MaxSessions {
-			return apiErr(429, "node_full", fmt.Sprintf("this node runs its maximum of %d sessions; try later", l.MaxSessions))
-		}
-	}
-	if l.MaxSessionsPerUser > 0 {
-		n, err := g.cfg.Store.CountActive(ctx, user)
-		if err != nil {
-			return err
-		}
-		if n >= l.MaxSessionsPerUser {
-			return apiErr(429, "too_many_sessions", fmt.Sprintf("you have %d sessions, the most allowed; stop one first", n))
-		}
-	}
 	if g.remote != nil {
 		// This machine's load and memory say nothing of the nodes: the
 		// scheduler places the session and queues it when they are full.
@@ -276,8 +278,9 @@ func (g *Gateway) spec(s *session.Session, p Profile, req LaunchRequest) ([]byte
 			depth = 24
 		}
 		// Fixed display and port: the seal has its own network and /tmp.
-		spec["workload"] = map[string]any{"argv": []string{"Xvnc", ":1", "-rfbport", "5901", "-localhost", "-SecurityTypes", "None",
-			"-geometry", geo, "-depth", strconv.Itoa(depth), "-AlwaysShared", "-desktop", p.Title}}
+		argv := []string{"Xvnc", ":1", "-rfbport", "5901", "-localhost", "-SecurityTypes", "None",
+			"-geometry", geo, "-depth", strconv.Itoa(depth), "-AlwaysShared", "-desktop", p.Title}
+		spec["workload"] = map[string]any{"argv": append(argv, xvncNoBlacklist...)}
 		progs := p.Programs
 		if len(progs) == 0 {
 			progs = [][]string{{"xterm"}}
@@ -312,6 +315,17 @@ func (g *Gateway) spec(s *session.Session, p Profile, req LaunchRequest) ([]byte
 	}
 	return json.Marshal(spec)
 }
+
+// xvncNoBlacklist turns off Xvnc's blacklist of hosts that connect without
+// authenticating. Every viewer reaches Xvnc through the connector, from
+// 127.0.0.1 inside the seal, so TigerVNC's default (five unauthenticated
+// connections block the address for 10 s, doubling each time) would let
+// one viewer who opens and drops a few connections lock every other viewer
+// out. With a timeout of 0 a "blocked" host may retry at once (TigerVNC
+// 1.12: Blacklist::isBlackmarked); -UseBlacklist=0 would say it more
+// plainly but older TigerVNC refuses to start on an unknown parameter.
+// The connector already authenticates each viewer with its ticket.
+var xvncNoBlacklist = []string{"-BlacklistTimeout", "0"}
 
 // watch follows a session's runner until it ends, updating the store.
 func (g *Gateway) watch(id, ref string) {

@@ -173,6 +173,9 @@ const maxScreendump = 64 << 20
 // power button press or a reset to the VM, or returns a PNG of its screen,
 // through QEMU's QMP socket in the session's scratch directory.
 func (g *Gateway) vmMonitor(w http.ResponseWriter, r *http.Request, id identity) error {
+	if err := noBody(w, r); err != nil {
+		return err
+	}
 	action := r.PathValue("action")
 	cmd, ok := vmActions[action]
 	if !ok {

@@ -134,14 +134,6 @@ func (g *Gateway) homePage(w http.ResponseWriter, r *http.Request) error {
 	return g.cfg.Portal.Home(w, v)
 }
 
-// localPath keeps a post-login redirect on this site.
-func localPath(next string) string {
-	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") {
-		return "/"
-	}
-	return next
-}
-
 func (g *Gateway) loginPage(w http.ResponseWriter, r *http.Request) error {
 	return g.cfg.Portal.Login(w, 200, portal.LoginPage{Base: portal.Base{Title: "Log in"}, Next: localPath(r.URL.Query().Get("next"))})
 }

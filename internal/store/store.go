@@ -9,6 +9,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/airlock-hpc/airlock/internal/session"
@@ -20,7 +21,39 @@ var (
 	ErrExists   = errors.New("already exists")
 	// ErrConflict: an update would make an illegal state change.
 	ErrConflict = errors.New("conflict")
+	// ErrLimit: a new session would go past a Limits cap. The error is a
+	// *LimitError, which says which cap.
+	ErrLimit = errors.New("session limit reached")
 )
+
+// Limits caps the active (not Ended) sessions CreateSessionWithin may
+// bring about; a zero field is no cap.
+type Limits struct {
+	// MaxActive caps everyone's active sessions together.
+	MaxActive int
+	// MaxActivePerOwner caps the active sessions of the new session's
+	// owner.
+	MaxActivePerOwner int
+}
+
+// LimitError is the error CreateSessionWithin returns for a session that
+// would go past a cap; it wraps ErrLimit.
+type LimitError struct {
+	// PerOwner is true when the owner's cap was reached, false for the
+	// cap on everyone's sessions.
+	PerOwner bool
+	// Max is the cap and Active the active sessions counted against it.
+	Max, Active int
+}
+
+func (e *LimitError) Error() string {
+	if e.PerOwner {
+		return fmt.Sprintf("the owner has %d active sessions, at most %d allowed: %v", e.Active, e.Max, ErrLimit)
+	}
+	return fmt.Sprintf("%d active sessions, at most %d allowed: %v", e.Active, e.Max, ErrLimit)
+}
+
+func (e *LimitError) Unwrap() error { return ErrLimit }
 
 // SessionFilter selects sessions; zero fields match everything.
 type SessionFilter struct {
@@ -42,6 +75,11 @@ type AuditFilter struct {
 type Store interface {
 	// CreateSession stores a new session; ErrExists if the id is taken.
 	CreateSession(ctx context.Context, s *session.Session) error
+	// CreateSessionWithin is CreateSession that first counts the active
+	// sessions against lim and returns a *LimitError (wrapping ErrLimit)
+	// instead if s would go past a cap. Counting and inserting are one
+	// atomic step: however many run at once, the caps hold.
+	CreateSessionWithin(ctx context.Context, s *session.Session, lim Limits) error
 	// GetSession returns a session by id, or ErrNotFound.
 	GetSession(ctx context.Context, id string) (*session.Session, error)
 	// ListSessions returns the matching sessions, newest first.

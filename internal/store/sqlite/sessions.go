@@ -109,6 +109,59 @@ func (db *DB) CreateSession(ctx context.Context, s *session.Session) error {
 	return fmt.Errorf("create session %s: %w", s.ID, err)
 }
 
+// CreateSessionWithin is [DB.CreateSession] within lim: it counts the
+// active sessions and inserts s in one transaction on the write
+// connection, which holds SQLite's write lock from its start (BEGIN
+// IMMEDIATE), so no other insert or state change can come between the
+// count and the insert. It returns a [*store.LimitError] if s would go
+// past a cap, and then writes nothing.
+func (db *DB) CreateSessionWithin(ctx context.Context, s *session.Session, lim store.Limits) error {
+	if s == nil || s.ID == "" {
+		return errors.New("create session: no id")
+	}
+	args, err := db.sessionArgs(s)
+	if err != nil {
+		return fmt.Errorf("create session %s: %w", s.ID, err)
+	}
+	tx, err := db.write.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("create session %s: %w", s.ID, err)
+	}
+	defer tx.Rollback()
+	for _, c := range []struct {
+		max      int
+		perOwner bool
+		q        string
+		args     []any
+	}{
+		{lim.MaxActive, false, countActive, nil},
+		{lim.MaxActivePerOwner, true, countActiveOwner, []any{s.Owner}},
+	} {
+		if c.max <= 0 {
+			continue
+		}
+		var n int
+		if err := tx.QueryRowContext(ctx, c.q, c.args...).Scan(&n); err != nil {
+			return fmt.Errorf("create session %s: count active sessions: %w", s.ID, err)
+		}
+		if n >= c.max {
+			return fmt.Errorf("create session %s: %w", s.ID, &store.LimitError{PerOwner: c.perOwner, Max: c.max, Active: n})
+		}
+	}
+	_, err = tx.StmtContext(ctx, db.stmt.insertSession).ExecContext(ctx, args...)
+	switch {
+	case err == nil:
+	case isExists(err):
+		return fmt.Errorf("create session %s: %w", s.ID, store.ErrExists)
+	default:
+		return fmt.Errorf("create session %s: %w", s.ID, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("create session %s: %w", s.ID, err)
+	}
+	return nil
+}
+
 // GetSession returns the session with id, or an error wrapping
 // [store.ErrNotFound]. Its times are in UTC.
 func (db *DB) GetSession(ctx context.Context, id string) (*session.Session, error) {

@@ -45,6 +45,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Session/UpdateConcurrent", testSessionUpdateConcurrent},
 		{"Session/CreateConcurrent", testSessionCreateConcurrent},
 		{"Session/CountActive", testSessionCountActive},
+		{"Session/CreateWithin", testSessionCreateWithin},
+		{"Session/CreateWithinConcurrent", testSessionCreateWithinConcurrent},
 		{"User", testUser},
 		{"Token", testToken},
 		{"Token/Revoke", testTokenRevoke},
@@ -530,6 +532,100 @@ func testSessionCountActive(t *testing.T, st store.Store) {
 	}
 	count("", 4)
 	count("alice", 3)
+}
+
+func testSessionCreateWithin(t *testing.T, st store.Store) {
+	ctx := t.Context()
+	lim := store.Limits{MaxActive: 4, MaxActivePerOwner: 2}
+	create := func(id, owner string, want error) {
+		t.Helper()
+		err := st.CreateSessionWithin(ctx, minimal(id, owner, session.Queued, at(time.Minute)), lim)
+		if want == nil {
+			if err != nil {
+				t.Errorf("CreateSessionWithin(%s of %s): %v", id, owner, err)
+			}
+			return
+		}
+		wantErr(t, "CreateSessionWithin("+id+" of "+owner+")", err, want)
+		if _, err := st.GetSession(ctx, id); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("%s was refused but stored (%v)", id, err)
+		}
+	}
+	// Ended sessions do not count.
+	mustCreate(t, st, minimal("old1", "alice", session.Ended, at(0)), minimal("old2", "alice", session.Ended, at(0)))
+	create("a1", "alice", nil)
+	create("a2", "alice", nil)
+	create("a3", "alice", store.ErrLimit)
+	err := st.CreateSessionWithin(ctx, minimal("a3", "alice", session.Queued, at(time.Minute)), lim)
+	if le, ok := errors.AsType[*store.LimitError](err); !ok || !le.PerOwner || le.Max != 2 || le.Active != 2 {
+		t.Errorf("owner over the cap: %#v, want a per-owner *LimitError with Max 2, Active 2", err)
+	}
+	create("b1", "bob", nil)
+	create("c1", "carol", nil)
+	create("d1", "dave", store.ErrLimit)
+	err = st.CreateSessionWithin(ctx, minimal("d1", "dave", session.Queued, at(time.Minute)), lim)
+	if le, ok := errors.AsType[*store.LimitError](err); !ok || le.PerOwner || le.Max != 4 || le.Active != 4 {
+		t.Errorf("everyone over the cap: %#v, want a *LimitError with Max 4, Active 4", err)
+	}
+	// No caps is CreateSession: an id taken is still ErrExists.
+	if err := st.CreateSessionWithin(ctx, minimal("a1", "erin", session.Queued, at(0)), store.Limits{}); !errors.Is(err, store.ErrExists) {
+		t.Errorf("taken id: %v, want ErrExists", err)
+	}
+	// A session that ends makes room.
+	if _, err := st.UpdateSession(ctx, "a1", func(s *session.Session) error { return s.Move(session.Ended, "", at(time.Hour)) }); err != nil {
+		t.Fatal(err)
+	}
+	create("e1", "erin", nil)
+	create("a3", "alice", store.ErrLimit) // alice has 1, but everyone has 4: a2, b1, c1, e1
+}
+
+// testSessionCreateWithinConcurrent: the caps hold when many creates race,
+// as concurrent launches do (a count, then an insert, would let several
+// through). Each round, n creates start at once for owners with a fresh
+// cap; a race that a round misses, another round catches.
+func testSessionCreateWithinConcurrent(t *testing.T, st store.Store) {
+	ctx := t.Context()
+	const n, rounds = 50, 20
+	for r := range rounds {
+		var (
+			wg sync.WaitGroup
+			mu sync.Mutex
+			ok = map[string]int{}
+		)
+		start := make(chan struct{})
+		// Two new owners, 25 creates each: their caps of 3 would allow 6,
+		// one more than everyone's cap leaves room for.
+		for i := range n {
+			owner := fmt.Sprintf("r%d-u%d", r, i%2)
+			wg.Go(func() {
+				<-start
+				s := minimal(fmt.Sprintf("r%d-s%d", r, i), owner, session.Queued, at(time.Duration(i)))
+				err := st.CreateSessionWithin(ctx, s, store.Limits{MaxActive: 5 * (r + 1), MaxActivePerOwner: 3})
+				mu.Lock()
+				defer mu.Unlock()
+				if err == nil {
+					ok[owner]++
+				} else if !errors.Is(err, store.ErrLimit) {
+					t.Errorf("CreateSessionWithin: %v, want nil or ErrLimit", err)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		// Every round before left 5 active sessions, so everyone's cap of
+		// 5 more than that leaves room for 5 of this round's 6.
+		if total := ok[fmt.Sprintf("r%d-u0", r)] + ok[fmt.Sprintf("r%d-u1", r)]; total != 5 {
+			t.Fatalf("round %d: %d of %d concurrent creates succeeded with room for 5 under everyone's cap", r, total, n)
+		}
+		for owner, k := range ok {
+			if k > 3 {
+				t.Fatalf("round %d: %s got %d sessions, cap 3", r, owner, k)
+			}
+		}
+	}
+	if c, _ := st.CountActive(ctx, ""); c != 5*rounds {
+		t.Errorf("%d active sessions, want %d", c, 5*rounds)
+	}
 }
 
 func testUser(t *testing.T, st store.Store) {
