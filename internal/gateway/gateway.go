@@ -110,6 +110,9 @@ type Config struct {
 	// ReconcileEvery is how often a remote backend's runners are compared
 	// with the store. Default 1m.
 	ReconcileEvery time.Duration
+	// Apps says where web apps are served: on hosts of their own by
+	// default (see Apps).
+	Apps Apps
 	// AuditLog receives one JSON line per audit event besides the store.
 	AuditLog io.Writer
 	Logger   *slog.Logger
@@ -135,6 +138,7 @@ type Gateway struct {
 	lastTouch     map[string]time.Time
 	auditMu       sync.Mutex
 	transports    transports
+	appAuth       appAuth
 	closed        bool
 	wg            sync.WaitGroup
 	metrics       metrics
@@ -152,6 +156,8 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	cfg.LoginTTL = cmp.Or(cfg.LoginTTL, 12*time.Hour)
 	cfg.Limits.SingleShotGrace = cmp.Or(cfg.Limits.SingleShotGrace, 30*time.Second)
 	cfg.ReconcileEvery = cmp.Or(cfg.ReconcileEvery, time.Minute)
+	cfg.Apps.Domain = strings.TrimSuffix(strings.ToLower(cmp.Or(cfg.Apps.Domain, "apps.localhost")), ".")
+	cfg.Apps.GatewayURL = cmp.Or(cfg.Apps.GatewayURL, listenURL(cfg.Listen))
 	remote, _ := cfg.Backend.(backend.Remote)
 	if remote != nil && !strings.HasPrefix(cfg.RegisterURL, "https://") {
 		return nil, fmt.Errorf("gateway: backend %s needs the https:// URL runners register at (got %q)", cfg.Backend.Name(), cfg.RegisterURL)
@@ -163,7 +169,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
-	cert, err := loadOrMakeTLS(cfg.TLSCertFile, cfg.TLSKeyFile, cfg.StateDir)
+	cert, err := loadOrMakeTLS(cfg.TLSCertFile, cfg.TLSKeyFile, cfg.StateDir, cfg.Apps.Domain)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
@@ -231,4 +237,17 @@ func (g *Gateway) Close() error {
 	g.cancel()
 	g.wg.Wait()
 	return nil
+}
+
+// listenURL is the gateway's https:// address when nothing says better:
+// the listen address, or this host's name for a wildcard address.
+func listenURL(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "https://" + listen
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host, _ = os.Hostname()
+	}
+	return "https://" + net.JoinHostPort(host, port)
 }
