@@ -55,7 +55,7 @@ func TestHostileAppPage(t *testing.T) {
 		c.Portal = p
 		c.Profiles = append(c.Profiles, Profile{Name: "web", Title: "Web app", Kind: "app", Port: 8000, StripPrefix: true,
 			Command: []string{"/usr/bin/python3", "-m", "http.server", "{port}", "--bind", "127.0.0.1", "--directory", dir},
-			CPUs: 1, MaxCPUs: 1, MemoryMB: 256, MaxMemoryMB: 512, Lifetime: time.Hour, MaxLifetime: time.Hour})
+			CPUs:    1, MaxCPUs: 1, MemoryMB: 256, MaxMemoryMB: 512, Lifetime: time.Hour, MaxLifetime: time.Hour})
 	}, "alice", "bob")
 	index := filepath.Join(dir, "index.html")
 	if err := os.WriteFile(index, []byte(strings.ReplaceAll(hostilePage, "GW", tg.url)), 0o644); err != nil {
