@@ -21,14 +21,14 @@ const hostilePage = `<!doctype html><html><head><title>hostile app</title></head
 <script>
 (async () => {
   const gw = 'GW';
-  const r = {origin: location.origin};
+  const r = {origin: self.origin}; // the document's origin: "null" when sandboxed
   try { const x = await fetch(gw + '/api/v1/me', {credentials: 'include'}); r.me = x.status + ' ' + await x.text(); } catch (e) { r.me = 'blocked: ' + e; }
   try {
     const x = await fetch(gw + '/api/v1/tokens', {method: 'POST', credentials: 'include', headers: {'Content-Type': 'application/json'}, body: '{"name":"stolen"}'});
     r.token = x.status + ' ' + await x.text();
   } catch (e) { r.token = 'blocked: ' + e; }
   try { await fetch(gw + '/api/v1/tokens', {method: 'POST', mode: 'no-cors', credentials: 'include', body: '{"name":"stolen-no-cors"}'}); r.nocors = 'sent'; } catch (e) { r.nocors = 'blocked: ' + e; }
-  r.cookie = document.cookie;
+  try { r.cookie = document.cookie; } catch (e) { r.cookie = 'blocked: ' + e; }
   window.attack = r;
 })();
 </script></body></html>
@@ -41,6 +41,12 @@ const hostilePage = `<!doctype html><html><head><title>hostile app</title></head
 // gateway cookie, or post a form to the API as him. Bob's tokens are
 // checked in the store afterwards.
 func TestHostileAppPage(t *testing.T) {
+	t.Run("own origin", func(t *testing.T) { testHostileAppPage(t, false) })
+	// The admin's opt-in: on the gateway's origin, sandboxed by CSP.
+	t.Run("same origin sandboxed", func(t *testing.T) { testHostileAppPage(t, true) })
+}
+
+func testHostileAppPage(t *testing.T, sameOrigin bool) {
 	needBrowser(t)
 	owner := realtest.Current(t)
 	if os.Geteuid() == 0 {
@@ -53,6 +59,7 @@ func TestHostileAppPage(t *testing.T) {
 	}
 	tg := startGateway(t, "", func(c *Config) {
 		c.Portal = p
+		c.Apps.SameOrigin = sameOrigin
 		c.Profiles = append(c.Profiles, Profile{Name: "web", Title: "Web app", Kind: "app", Port: 8000, StripPrefix: true,
 			Command: []string{"/usr/bin/python3", "-m", "http.server", "{port}", "--bind", "127.0.0.1", "--directory", dir},
 			CPUs:    1, MaxCPUs: 1, MemoryMB: 256, MaxMemoryMB: 512, Lifetime: time.Hour, MaxLifetime: time.Hour})
@@ -91,7 +98,7 @@ func TestHostileAppPage(t *testing.T) {
 	attack, _ := m["attack"].(map[string]any)
 	got, _ := json.Marshal(attack)
 	t.Logf("the page got: %s", got)
-	if origin, _ := attack["origin"].(string); origin == tg.url || !strings.Contains(origin, s.ID+".apps.localhost") {
+	if origin, _ := attack["origin"].(string); origin == tg.url || !sameOrigin && !strings.Contains(origin, s.ID+".apps.localhost") {
 		t.Errorf("the app's page ran on origin %q, want its own host", origin)
 	}
 	if me, _ := attack["me"].(string); strings.Contains(me, `"bob"`) {

@@ -423,3 +423,48 @@ func TestAppForms(t *testing.T) {
 		}
 	}
 }
+
+// TestAppSameOriginOptIn: with apps.same_origin the app is served under
+// /s/ID/app/ on the gateway's origin, every answer sandboxed by CSP, and
+// forms pass; there are no app hosts.
+func TestAppSameOriginOptIn(t *testing.T) {
+	tg := startGateway(t, "", func(c *Config) { c.Apps.SameOrigin = true }, "alice")
+	s := tg.client().loginToken("alice").launch("app")
+	alice := tg.client().loginCookie("alice").reachApps()
+	resp, body := alice.get(tg.url + "/s/" + s.ID + "/app/hello")
+	if resp.StatusCode != 200 || decodeSaw(t, body)["path"] != "/s/"+s.ID+"/app/hello" {
+		t.Fatalf("app on the gateway's origin: %d %s", resp.StatusCode, body)
+	}
+	if csp := resp.Header.Get("Content-Security-Policy"); csp != sandboxCSP {
+		t.Fatalf("CSP %q, want %q", csp, sandboxCSP)
+	}
+	var mp bytes.Buffer
+	mw := multipart.NewWriter(&mp)
+	mw.WriteField("a", "b")
+	mw.Close()
+	req, _ := http.NewRequest("POST", tg.url+"/s/"+s.ID+"/app/form", bytes.NewReader(mp.Bytes()))
+	req.Header.Set("Content-Type", mw.FormDataContentType())
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	resp, body = alice.send(req)
+	if resp.StatusCode != 200 || decodeSaw(t, body)["method"] != "POST" || resp.Header.Get("Content-Security-Policy") != sandboxCSP {
+		t.Fatalf("form POST: %d %s", resp.StatusCode, body)
+	}
+	if resp, _ := alice.get("https://" + s.ID + ".apps.localhost" + strings.TrimPrefix(tg.url, "https://127.0.0.1") + "/hello"); resp.StatusCode != 404 {
+		t.Fatalf("an app host with same_origin: %d, want 404", resp.StatusCode)
+	}
+}
+
+// TestAppForScripts: a script's bearer token reaches the app on the
+// gateway's origin (browsers never send one by themselves), with a CSP
+// that runs nothing should a browser render the answer.
+func TestAppForScripts(t *testing.T) {
+	tg := startGateway(t, "", nil, "alice")
+	c := tg.client().loginToken("alice")
+	s := c.launch("app")
+	req, _ := http.NewRequest("GET", tg.url+"/s/"+s.ID+"/app/x", nil)
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	resp, body := c.send(req)
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Security-Policy") != "sandbox" {
+		t.Fatalf("%d CSP %q %s", resp.StatusCode, resp.Header.Get("Content-Security-Policy"), body)
+	}
+}

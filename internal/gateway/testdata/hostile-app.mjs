@@ -18,7 +18,12 @@ try {
   await bob.waitForURL(/\/sessions\//);
   say('shared-page');
   const [app] = await Promise.all([bob.context().waitForEvent('page'), bob.click('#open-app')]);
-  await app.waitForFunction(() => window.attack, null, { timeout: 30000 });
+  const seen = [];
+  app.on('console', (m) => seen.push(m.text()));
+  app.on('pageerror', (e) => seen.push(String(e)));
+  await app.waitForFunction(() => window.attack, null, { timeout: 30000 }).catch(async (e) => {
+    throw new Error(`${e.message}; the app's tab is at ${app.url()} showing ${((await app.content()) || '').slice(0, 300)}; console: ${seen.join(' | ')}; attack: ${await app.evaluate(() => JSON.stringify(window.attack))}`);
+  });
   const attack = await app.evaluate(() => window.attack);
   await app.screenshot({ path: cfg.shots + '/hostile-app.png' });
   say('attacked', { attack, url: app.url() });
