@@ -53,6 +53,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseSqueue -fuzztime 30s ./internal/backend/slurm/
 	$(GO) test -run '^$$' -fuzz FuzzParseInfo -fuzztime 30s ./internal/vm/
 	$(GO) test -run '^$$' -fuzz FuzzQMPReply -fuzztime 30s ./internal/vm/
+	$(GO) test -run '^$$' -fuzz FuzzAppNext -fuzztime 30s ./internal/gateway/
+	$(GO) test -run '^$$' -fuzz FuzzAppHostLabel -fuzztime 30s ./internal/gateway/
 
 clean:
 	rm -rf bin internal/portal/static/vendor

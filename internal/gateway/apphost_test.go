@@ -468,3 +468,44 @@ func TestAppForScripts(t *testing.T) {
 		t.Fatalf("%d CSP %q %s", resp.StatusCode, resp.Header.Get("Content-Security-Policy"), body)
 	}
 }
+
+// FuzzAppHostLabel: a Host header is an app host's only if it names a
+// session ID, which is a lower-case DNS label, under the apps domain.
+func FuzzAppHostLabel(f *testing.F) {
+	for _, s := range []string{"s-0123456789ab.apps.localhost:8443", "apps.localhost", "127.0.0.1:8443", "a.b.apps.localhost", "S-0123456789AB.APPS.LOCALHOST."} {
+		f.Add(s)
+	}
+	g := &Gateway{cfg: Config{Apps: Apps{Domain: "apps.localhost"}}}
+	f.Fuzz(func(t *testing.T, host string) {
+		id, under := g.appHostLabel(host)
+		if id != "" && (!under || !validSessionID(id) || strings.ToLower(id) != id || strings.ContainsAny(id, ".:/")) {
+			t.Fatalf("%q: id %q under %v", host, id, under)
+		}
+	})
+}
+
+// TestSelfSignedCoversApps: the self-signed certificate names the app
+// hosts, and one made before them is replaced.
+func TestSelfSignedCoversApps(t *testing.T) {
+	dir := t.TempDir()
+	old, err := loadOrMakeTLS("", "", dir, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if old.Leaf.VerifyHostname("s-0123456789ab.apps.localhost") == nil {
+		t.Fatal("a certificate made without an apps domain covers it")
+	}
+	c, err := loadOrMakeTLS("", "", dir, "apps.localhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []string{"s-0123456789ab.apps.localhost", "localhost", "127.0.0.1"} {
+		if err := c.Leaf.VerifyHostname(h); err != nil {
+			t.Errorf("%s: %v", h, err)
+		}
+	}
+	again, err := loadOrMakeTLS("", "", dir, "apps.localhost")
+	if err != nil || !bytes.Equal(again.Certificate[0], c.Certificate[0]) {
+		t.Fatalf("the certificate was not kept: %v", err)
+	}
+}
