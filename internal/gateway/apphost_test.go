@@ -168,6 +168,21 @@ func TestAppOwnOrigin(t *testing.T) {
 		if resp, _ := alice.get(base + "/_airlock/other"); resp.StatusCode != 404 {
 			t.Errorf("/_airlock/other: %d, want 404", resp.StatusCode)
 		}
+		// An unknown session's host sends the browser to the gateway,
+		// which knows no such session.
+		other := strings.Replace(base, s.ID, "s-000000000000", 1)
+		resp, _ = alice.get(other + "/x")
+		if loc := resp.Header.Get("Location"); resp.StatusCode != 303 || loc != tg.g.cfg.Apps.GatewayURL+"/s/s-000000000000/app/x" {
+			t.Fatalf("unknown session's host: %d %q", resp.StatusCode, loc)
+		}
+		if resp, body := alice.get(tg.url + "/s/s-000000000000/app/x"); resp.StatusCode != 404 {
+			t.Errorf("unknown session at the gateway: %d %s", resp.StatusCode, body)
+		}
+		for _, host := range []string{"apps.localhost", "x.y.apps.localhost", "evil.apps.localhost"} {
+			if resp, _ := alice.get(strings.Replace(base, s.ID+".apps.localhost", host, 1) + "/"); resp.StatusCode != 404 {
+				t.Errorf("%s: %d, want 404", host, resp.StatusCode)
+			}
+		}
 	})
 	t.Run("forged codes", func(t *testing.T) {
 		anon := tg.client().reachApps()
@@ -356,6 +371,11 @@ func TestAppHostLabel(t *testing.T) {
 		id, under := g.appHostLabel(host)
 		if id != want.id || under != want.under {
 			t.Errorf("%q: %q %v, want %q %v", host, id, under, want.id, want.under)
+		}
+	}
+	for range 1000 {
+		if id := newID(); !validSessionID(id) {
+			t.Fatalf("newID made %q, not a lower-case DNS label", id)
 		}
 	}
 }
