@@ -332,7 +332,7 @@ func (g *Gateway) createShare(w http.ResponseWriter, r *http.Request, id identit
 
 // shareFor checks the share cookie for session s and returns its mode.
 func (g *Gateway) shareFor(r *http.Request, s *session.Session) (session.Mode, error) {
-	c, err := r.Cookie("airlock_share_" + s.ID)
+	c, err := r.Cookie(shareCookiePrefix + s.ID)
 	if err != nil {
 		return "", apiErr(403, "not_yours", "this is not your session")
 	}

@@ -78,11 +78,14 @@ const (
 	appCookie = "__Host-airlock-app"
 	// appAuthPath is the app host's handshake endpoint. /_airlock/ is
 	// reserved on app hosts: nothing under it reaches the app.
-	appAuthPath   = "/_airlock/auth"
-	appReserved   = "/_airlock/"
-	appCodeTTL    = 30 * time.Second
-	maxAppCodes   = 100_000
-	maxAppCookies = 200_000
+	appAuthPath = "/_airlock/auth"
+	// shareCookiePrefix starts the name of a share link's cookie (then the
+	// session ID); __Host- for the reason given at loginCookie.
+	shareCookiePrefix = "__Host-airlock_share_"
+	appReserved       = "/_airlock/"
+	appCodeTTL        = 30 * time.Second
+	maxAppCodes       = 100_000
+	maxAppCookies     = 200_000
 	// maxAppCookiesPerUser bounds what one user can make the gateway
 	// keep by repeating the handshake; their oldest cookie goes first.
 	maxAppCookiesPerUser = 256
@@ -498,7 +501,7 @@ func (g *Gateway) appStart(w http.ResponseWriter, r *http.Request) error {
 	}
 	gr := appGrant{session: s.ID, connector: conn, user: v.user, mode: v.mode, created: g.now()}
 	if v.user != s.Owner {
-		if c, err := r.Cookie("airlock_share_" + s.ID); err == nil {
+		if c, err := r.Cookie(shareCookiePrefix + s.ID); err == nil {
 			sum := sha256Sum(c.Value)
 			if sh, err := g.cfg.Store.ShareByHash(r.Context(), sum); err == nil {
 				gr.share, gr.shareHash = sh.ID, sum
@@ -649,9 +652,9 @@ func isWebSocket(r *http.Request) bool {
 	return strings.EqualFold(r.Header.Get("Upgrade"), "websocket")
 }
 
-// stripAppCookies removes the gateway's and the app host's own cookies
-// from a request bound for an app.
-func stripAppCookies(h http.Header) {
+// stripAirlockCookies removes the gateway's and the app host's own cookies
+// from a request bound for a session.
+func stripAirlockCookies(h http.Header) {
 	stripCookies(h, "airlock_")
 	stripCookies(h, "__Host-airlock")
 }
@@ -691,7 +694,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, s *session.Ses
 			}
 			pr.Out.Host = pr.In.Host
 			pr.SetXForwarded()
-			stripAppCookies(pr.Out.Header)
+			stripAirlockCookies(pr.Out.Header)
 			if g.cfg.HeaderName != "" {
 				pr.Out.Header.Del(g.cfg.HeaderName)
 			}

@@ -529,3 +529,29 @@ func TestSelfSignedCoversApps(t *testing.T) {
 		t.Fatalf("the certificate was not kept: %v", err)
 	}
 }
+
+// TestTossedCookiesIgnored: an app host under the same parent domain as
+// the gateway can set a cookie with Domain= for the gateway (cookie
+// tossing), e.g. its owner's own login, to have a viewer act as the owner.
+// The gateway's cookies carry the __Host- prefix, which browsers never
+// accept with a Domain; a cookie of the old, unprefixed name is no login.
+func TestTossedCookiesIgnored(t *testing.T) {
+	tg := startGateway(t, "", nil, "alice")
+	alice := tg.client().loginCookie("alice")
+	var login *http.Cookie
+	for _, c := range alice.http.Jar.Cookies(&url.URL{Scheme: "https", Host: strings.TrimPrefix(tg.url, "https://")}) {
+		if strings.Contains(c.Name, "airlock_login") {
+			login = c
+		}
+	}
+	if login == nil || !strings.HasPrefix(login.Name, "__Host-") {
+		t.Fatalf("login cookie %v: want a __Host- name", login)
+	}
+	// What a tossing app host can plant: the same value under a name
+	// without the prefix.
+	req, _ := http.NewRequest("GET", tg.url+"/api/v1/me", nil)
+	req.AddCookie(&http.Cookie{Name: "airlock_login", Value: login.Value})
+	if resp, body := tg.client().send(req); resp.StatusCode != 401 {
+		t.Fatalf("an unprefixed login cookie: %d %s, want 401", resp.StatusCode, body)
+	}
+}

@@ -221,7 +221,7 @@ func (g *Gateway) sharePage(w http.ResponseWriter, r *http.Request) error {
 		return apiErr(403, "share_expired", "this share link has expired")
 	}
 	g.audit(r.Context(), id.user, "share_open", sh.Session, r.RemoteAddr, sh.ID+" "+string(sh.Mode))
-	http.SetCookie(w, &http.Cookie{Name: "airlock_share_" + sh.Session, Value: secret, Path: "/", HttpOnly: true, Secure: true,
+	http.SetCookie(w, &http.Cookie{Name: shareCookiePrefix + sh.Session, Value: secret, Path: "/", HttpOnly: true, Secure: true,
 		SameSite: http.SameSiteLaxMode, Expires: sh.Expires})
 	http.Redirect(w, r, "/sessions/"+sh.Session, http.StatusSeeOther)
 	return nil
