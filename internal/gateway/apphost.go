@@ -501,12 +501,19 @@ func (g *Gateway) appStart(w http.ResponseWriter, r *http.Request) error {
 	}
 	gr := appGrant{session: s.ID, connector: conn, user: v.user, mode: v.mode, created: g.now()}
 	if v.user != s.Owner {
-		if c, err := r.Cookie(shareCookiePrefix + s.ID); err == nil {
-			sum := sha256Sum(c.Value)
-			if sh, err := g.cfg.Store.ShareByHash(r.Context(), sum); err == nil {
-				gr.share, gr.shareHash = sh.ID, sum
-			}
+		// Admitted by a share link: the app cookie follows it, checked
+		// on every request, so it must be known (authorizeView found it
+		// a moment ago; failing here is a store fault, not a "no").
+		c, err := r.Cookie(shareCookiePrefix + s.ID)
+		if err != nil {
+			return fmt.Errorf("share cookie of an admitted viewer: %w", err)
 		}
+		sum := sha256Sum(c.Value)
+		sh, err := g.cfg.Store.ShareByHash(r.Context(), sum)
+		if err != nil {
+			return fmt.Errorf("share of an admitted viewer: %w", err)
+		}
+		gr.share, gr.shareHash = sh.ID, sum
 	}
 	code, err := g.appAuth.mint(gr, g.now())
 	if err != nil {
@@ -597,7 +604,10 @@ func (g *Gateway) proxyApp(w http.ResponseWriter, r *http.Request, who identity,
 	id, conn := r.PathValue("id"), r.PathValue("connector")
 	s, err := g.cfg.Store.GetSession(r.Context(), id)
 	if err != nil {
-		return apiErr(404, "no_session", "no such session")
+		if errors.Is(err, store.ErrNotFound) {
+			return apiErr(404, "no_session", "no such session")
+		}
+		return err
 	}
 	v, err := g.authorizeView(r, who, s)
 	if err != nil {
