@@ -261,8 +261,8 @@ func (a *appAuth) lookup(value, id string, now time.Time) (appGrant, bool) {
 	return *g, true
 }
 
-// AppCookieFilter selects app cookies to drop; an empty field matches all.
-type AppCookieFilter struct {
+// appCookieFilter selects app cookies to drop; an empty field matches all.
+type appCookieFilter struct {
 	User    string // the user the cookie was issued to
 	Session string // the session whose host it opens
 	Share   string // the share link it came through
@@ -272,8 +272,8 @@ type AppCookieFilter struct {
 // must be set) and returns how many. It is the hook that revocation,
 // logout and user removal call: the next request with such a cookie goes
 // through the handshake again, where the gateway decides afresh.
-func (g *Gateway) dropAppCookies(f AppCookieFilter) int {
-	if f == (AppCookieFilter{}) {
+func (g *Gateway) dropAppCookies(f appCookieFilter) int {
+	if f == (appCookieFilter{}) {
 		return 0
 	}
 	a := &g.appAuth
@@ -568,7 +568,7 @@ func (g *Gateway) appProxy(w http.ResponseWriter, r *http.Request, id string) {
 	}
 	if gr.shareHash != nil {
 		if err := g.shareStillValid(r.Context(), gr, s.ID); err != nil {
-			g.dropAppCookies(AppCookieFilter{Share: gr.share})
+			g.dropAppCookies(appCookieFilter{Share: gr.share})
 			ae := asAPIError(err)
 			appText(w, ae.Status, ae.Message)
 			return

@@ -293,7 +293,7 @@ func TestAppOwnOrigin(t *testing.T) {
 		}
 	})
 	t.Run("dropped cookies", func(t *testing.T) {
-		if n := tg.g.dropAppCookies(AppCookieFilter{User: "alice"}); n == 0 {
+		if n := tg.g.dropAppCookies(appCookieFilter{User: "alice"}); n == 0 {
 			t.Fatal("no cookie of alice's dropped")
 		}
 		if resp, _ := alice.get(base + "/hello"); resp.StatusCode != 303 {
