@@ -634,6 +634,16 @@ func (g *Gateway) proxyApp(w http.ResponseWriter, r *http.Request, who identity,
 func (g *Gateway) appRoute() http.Handler {
 	other := g.api(g.proxy)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if isWebSocket(r) && !g.sameOrigin(r) {
+			// A WebSocket handshake is a GET that CORS does not guard, and
+			// the browser sends the login cookie with it from any page of
+			// the same site: an app host under the same parent domain is
+			// one. Without this, Alice's app page opened by Bob could open
+			// Bob's desktop as Bob.
+			g.log.WarnContext(r.Context(), "refused: WebSocket from another origin", "origin", r.Header.Get("Origin"), "path", r.URL.Path, "remote_addr", r.RemoteAddr)
+			writeErr(w, apiErr(403, "cross_origin", "WebSocket from another origin refused"))
+			return
+		}
 		if !isAppConnector(r.PathValue("connector")) {
 			other.ServeHTTP(w, r)
 			return
@@ -655,6 +665,25 @@ func (g *Gateway) appRoute() http.Handler {
 			writeErr(w, err)
 		}
 	})
+}
+
+// sameOrigin reports whether r comes from a page of the gateway's own
+// origin (its Host, or the configured gateway URL's), or from no page at
+// all (no Origin: not a browser).
+func (g *Gateway) sameOrigin(r *http.Request) bool {
+	o := r.Header.Get("Origin")
+	if o == "" {
+		return true
+	}
+	u, err := url.Parse(o)
+	if err != nil || u.Scheme != "https" {
+		return false
+	}
+	if strings.EqualFold(u.Host, r.Host) {
+		return true
+	}
+	gw, err := url.Parse(g.cfg.Apps.GatewayURL)
+	return err == nil && strings.EqualFold(u.Host, gw.Host)
 }
 
 // isWebSocket reports whether r asks to upgrade to a WebSocket.

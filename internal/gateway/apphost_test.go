@@ -555,3 +555,35 @@ func TestTossedCookiesIgnored(t *testing.T) {
 		t.Fatalf("an unprefixed login cookie: %d %s, want 401", resp.StatusCode, body)
 	}
 }
+
+// TestCrossOriginWebSocketRefused: a page of another origin, e.g. an app
+// host of the same site (apps.example.org beside airlock.example.org),
+// cannot open the viewer's desktop with their login cookie: a WebSocket
+// handshake is a GET that CORS does not guard.
+func TestCrossOriginWebSocketRefused(t *testing.T) {
+	tg := startGateway(t, "", nil, "alice")
+	s := tg.client().loginToken("alice").launch("desktop")
+	alice := tg.client().loginCookie("alice")
+	dial := func(origin string) (int, error) {
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		defer cancel()
+		ws, resp, err := websocket.Dial(ctx, "wss"+strings.TrimPrefix(tg.url, "https")+"/s/"+s.ID+"/console/",
+			&websocket.DialOptions{HTTPClient: alice.http, HTTPHeader: http.Header{"Origin": {origin}}})
+		if err == nil {
+			ws.CloseNow()
+		}
+		if resp == nil {
+			return 0, err
+		}
+		return resp.StatusCode, err
+	}
+	port := tg.url[strings.LastIndexByte(tg.url, ':'):]
+	for _, origin := range []string{"https://s-0123456789ab.apps.localhost" + port, "https://evil.example", "null", "http://" + strings.TrimPrefix(tg.url, "https://")} {
+		if code, err := dial(origin); err == nil || code != 403 {
+			t.Errorf("Origin %s: %d %v, want 403", origin, code, err)
+		}
+	}
+	if code, err := dial(tg.url); err != nil || code != 101 {
+		t.Fatalf("the gateway's own origin: %d %v", code, err)
+	}
+}
