@@ -549,10 +549,10 @@ func (g *Gateway) appProxy(w http.ResponseWriter, r *http.Request, id string) {
 		appText(w, http.StatusUnauthorized, "not signed in to this app: open it from the airlock portal ("+g.cfg.Apps.GatewayURL+")")
 		return
 	}
-	if err := crossOrigin.Check(r); err != nil {
+	if err := crossOrigin.Check(r); err != nil || isWebSocket(r) && !originIs(r, r.Host) {
 		// Another origin (another app host under the same parent domain
-		// is same-site, so SameSite=Lax lets its forms carry our cookie)
-		// must not make the viewer post to this app.
+		// is same-site, so SameSite=Lax lets its forms and WebSocket
+		// handshakes carry our cookie) must not act as the viewer here.
 		appText(w, http.StatusForbidden, "cross-origin request refused")
 		return
 	}
@@ -671,19 +671,22 @@ func (g *Gateway) appRoute() http.Handler {
 // origin (its Host, or the configured gateway URL's), or from no page at
 // all (no Origin: not a browser).
 func (g *Gateway) sameOrigin(r *http.Request) bool {
+	if originIs(r, r.Host) {
+		return true
+	}
+	gw, err := url.Parse(g.cfg.Apps.GatewayURL)
+	return err == nil && originIs(r, gw.Host)
+}
+
+// originIs reports whether r has no Origin (not from a browser page) or
+// the Origin https://host.
+func originIs(r *http.Request, host string) bool {
 	o := r.Header.Get("Origin")
 	if o == "" {
 		return true
 	}
 	u, err := url.Parse(o)
-	if err != nil || u.Scheme != "https" {
-		return false
-	}
-	if strings.EqualFold(u.Host, r.Host) {
-		return true
-	}
-	gw, err := url.Parse(g.cfg.Apps.GatewayURL)
-	return err == nil && strings.EqualFold(u.Host, gw.Host)
+	return err == nil && u.Scheme == "https" && u.Path == "" && strings.EqualFold(u.Host, host)
 }
 
 // isWebSocket reports whether r asks to upgrade to a WebSocket.

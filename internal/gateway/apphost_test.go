@@ -262,6 +262,20 @@ func TestAppOwnOrigin(t *testing.T) {
 		if _, b, err := ws.Read(t.Context()); err != nil || string(b) != "ping" {
 			t.Fatalf("echo: %q %v", b, err)
 		}
+		// From the app's own page: fine. From another app host of the
+		// same site, with the viewer's app cookie: refused.
+		own, _, err := websocket.Dial(t.Context(), "wss"+strings.TrimPrefix(base, "https")+"/ws",
+			&websocket.DialOptions{HTTPClient: alice.http, HTTPHeader: http.Header{"Origin": {base}}})
+		if err != nil {
+			t.Fatalf("WebSocket from the app's own origin: %v", err)
+		}
+		own.CloseNow()
+		other := strings.Replace(base, s.ID, "s-0123456789ab", 1)
+		_, resp, err := websocket.Dial(t.Context(), "wss"+strings.TrimPrefix(base, "https")+"/ws",
+			&websocket.DialOptions{HTTPClient: alice.http, HTTPHeader: http.Header{"Origin": {other}}})
+		if err == nil || resp == nil || resp.StatusCode != 403 {
+			t.Fatalf("WebSocket from another app host: %v %v, want 403", resp, err)
+		}
 	})
 	t.Run("view share", func(t *testing.T) {
 		var share struct{ ID, URL string }
