@@ -578,6 +578,10 @@ func (g *Gateway) appProxy(w http.ResponseWriter, r *http.Request, id string) {
 		appText(w, http.StatusConflict, fmt.Sprintf("session %s is %s", s.ID, s.State))
 		return
 	}
+	if _, ok := s.Endpoints[gr.connector]; !ok {
+		appText(w, http.StatusNotFound, fmt.Sprintf("session %s has no connector %q", s.ID, gr.connector))
+		return
+	}
 	g.forward(w, r, s, gr.connector, viewer{user: gr.user, mode: gr.mode}, false, "")
 }
 
