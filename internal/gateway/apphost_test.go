@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -599,5 +600,71 @@ func TestCrossOriginWebSocketRefused(t *testing.T) {
 	}
 	if code, err := dial(tg.url); err != nil || code != 101 {
 		t.Fatalf("the gateway's own origin: %d %v", code, err)
+	}
+}
+
+// TestAppUploadStreams: a large upload through the app host is streamed,
+// not held: the gateway's heap (this process) stays far below the body's
+// size while it passes, and the app gets every byte.
+func TestAppUploadStreams(t *testing.T) {
+	tg := startGateway(t, "", nil, "alice")
+	s := tg.client().loginToken("alice").launch("app")
+	alice := tg.client().loginCookie("alice").reachApps()
+	base, _ := alice.signIn(s.ID, "/")
+
+	const size = 96 << 20
+	pr, pw := io.Pipe()
+	sent := make(chan string, 1)
+	go func() {
+		sum := sha256.New()
+		defer func() { sent <- hex.EncodeToString(sum.Sum(nil)) }()
+		chunk := make([]byte, 64<<10)
+		for i := 0; i < size/len(chunk); i++ {
+			for j := range chunk {
+				chunk[j] = byte(i + j)
+			}
+			sum.Write(chunk)
+			if _, err := pw.Write(chunk); err != nil {
+				return
+			}
+		}
+		pw.Close()
+	}()
+	var peak uint64
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	start := ms.HeapAlloc
+	go func() {
+		defer close(sampled)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			peak = max(peak, ms.HeapAlloc)
+		}
+	}()
+	req, _ := http.NewRequest("PUT", base+"/big", pr)
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, body := alice.send(req)
+	close(stop)
+	<-sampled
+	if resp.StatusCode != 200 {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+	saw := decodeSaw(t, body)
+	if saw["body_len"] != strconv.Itoa(size) || saw["body_sha256"] != <-sent {
+		t.Fatalf("the app saw %v", saw)
+	}
+	grew := int64(peak) - int64(start)
+	t.Logf("heap grew by at most %d KiB while %d MiB passed", grew>>10, size>>20)
+	if grew > size/4 {
+		t.Fatalf("the heap grew by %d MiB for a %d MiB upload: the body is buffered", grew>>20, size>>20)
 	}
 }
