@@ -60,6 +60,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzQMPReply -fuzztime 30s ./internal/vm/
 	$(GO) test -run '^$$' -fuzz FuzzDecodeJSON -fuzztime 30s ./internal/gateway/
 	$(GO) test -run '^$$' -fuzz FuzzLocalPath -fuzztime 30s ./internal/gateway/
+	$(GO) test -run '^$$' -fuzz FuzzAppNext -fuzztime 30s ./internal/gateway/
+	$(GO) test -run '^$$' -fuzz FuzzAppHostLabel -fuzztime 30s ./internal/gateway/
 
 clean:
 	rm -rf bin internal/portal/static/vendor

@@ -73,6 +73,9 @@ type Config struct {
 	// them. At least one is required; names are unique. Default: one
 	// desktop profile named "desktop" (Xvnc with an xterm).
 	Profiles []Profile `yaml:"profiles"`
+	// Apps says where web apps (profiles of kind app) are served. Default:
+	// each session on a host of its own under apps.localhost.
+	Apps Apps `yaml:"apps"`
 	// Images are the virtual machine images vm profiles boot, each named
 	// once. Default [].
 	Images []Image `yaml:"images"`
@@ -242,7 +245,8 @@ type DesktopProfile struct {
 // the seal's loopback or on a UNIX socket; set exactly one of port and
 // socket. Arguments of command may contain the placeholders {port},
 // {socket} and {prefix} (the URL path the gateway serves the session
-// under, ending in "/").
+// under, ending in "/": "/" on the app's own host, /s/ID/app/ with
+// apps.same_origin).
 type AppProfile struct {
 	// Command is the program and its arguments. Required.
 	Command []string `yaml:"command"`
@@ -253,10 +257,11 @@ type AppProfile struct {
 	// (in the session's private /tmp, say), at most 107 bytes.
 	// Default "": use port.
 	Socket string `yaml:"socket"`
-	// StripPrefix makes the gateway remove the session's URL prefix before
-	// passing a request on, for apps that use relative links. False passes
-	// the full path, for apps told their prefix with {prefix}. Default
-	// false.
+	// StripPrefix (with apps.same_origin only) makes the gateway remove
+	// the session's URL prefix before passing a request on, for apps that
+	// use relative links. False passes the full path, for apps told their
+	// prefix with {prefix}. On the app's own host there is no prefix.
+	// Default false.
 	StripPrefix bool `yaml:"strip_prefix"`
 }
 
@@ -364,6 +369,31 @@ type SlurmProfile struct {
 	QOS string `yaml:"qos"`
 	// SbatchArgs are added after backend.slurm.sbatch_args. Default [].
 	SbatchArgs []string `yaml:"sbatch_args"`
+}
+
+// Apps says where web apps are served. A web app's pages are another
+// user's code: each session's app gets an origin of its own, so its pages
+// cannot use a viewer's gateway login.
+type Apps struct {
+	// Domain is the parent of the app hosts: session ID's app is served at
+	// https://ID.DOMAIN[:port]/ by the gateway's own listener, routed by
+	// the Host header. Set up once: a wildcard DNS name *.DOMAIN pointing
+	// at the gateway, and a certificate for *.DOMAIN (in tls.cert_file
+	// besides the gateway's own name; the self-signed certificate includes
+	// it). DOMAIN must not be the gateway's own host name nor a parent of
+	// it. Default "": apps.localhost, which browsers resolve to loopback
+	// by themselves: it works only for a gateway listening on loopback,
+	// and is refused otherwise unless apps.same_origin is set.
+	Domain string `yaml:"domain"`
+	// SameOrigin serves apps on the gateway's own origin under /s/ID/app/,
+	// as Open OnDemand does. RISK: a page of Alice's app, opened by Bob,
+	// is then at the gateway's address; airlock makes every app answer
+	// carry "Content-Security-Policy: sandbox allow-scripts allow-forms
+	// allow-popups allow-downloads", so the page runs with an opaque origin
+	// and cannot call the API with Bob's login, but that protects only
+	// browsers that honour CSP sandbox, and sandboxed apps lose their
+	// cookies and storage, which many apps need. Default false.
+	SameOrigin bool `yaml:"same_origin"`
 }
 
 // Limits protect the machine and share it fairly. The lifetime and idle

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"math"
+	"net"
 	"net/netip"
 	"net/url"
 	"path/filepath"
@@ -72,6 +73,7 @@ func (v *validator) config(c *Config) {
 	case c.TLS.CertFile == "" && c.TLS.KeyFile != "":
 		v.errorf("tls.cert_file", "required with key_file")
 	}
+	v.apps(c)
 	v.backend(&c.Backend)
 	v.limits(&c.Limits)
 	v.images(c.Images)
@@ -690,4 +692,40 @@ func (v *validator) vmProfile(at string, p *Profile, images []Image) {
 		return
 	}
 	v.errorf(at+".vm.image", "no image named %q; want %s", p.VM.Image, orList(names))
+}
+
+// dnsName is a DNS name of lower-case labels, at least two of them.
+var dnsName = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+func (v *validator) apps(c *Config) {
+	d := c.Apps.Domain
+	if d != "" && (!dnsName.MatchString(d) || len(d) > 200) {
+		v.errorf("apps.domain", "%q is not a DNS name like apps.example.org (lower case, no port, no wildcard)", d)
+		return
+	}
+	hasApp := slices.ContainsFunc(c.Profiles, func(p Profile) bool { return p.Kind == "app" })
+	if d == "" && hasApp && !c.Apps.SameOrigin && !loopbackListen(c.Listen) {
+		v.errorf("apps.domain", "required: listen %q is not a loopback address, so browsers elsewhere cannot reach apps.localhost; set a wildcard DNS name (or, knowing the risk, apps.same_origin)", c.Listen)
+	}
+	if d != "" && c.PublicURL != "" {
+		if u, err := url.Parse(c.PublicURL); err == nil {
+			h := strings.ToLower(u.Hostname())
+			if h == d || strings.HasSuffix(h, "."+d) {
+				v.errorf("apps.domain", "%q holds the gateway's own host %q: the gateway would take itself for an app host, and apps could set cookies the gateway receives; use a name of its own such as apps.%s", d, h, h)
+			}
+		}
+	}
+}
+
+// loopbackListen reports whether the gateway listens on loopback only.
+func loopbackListen(listen string) bool {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }

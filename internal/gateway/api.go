@@ -358,7 +358,7 @@ var errNoSession = apiErr(404, "no_session", "no such session")
 // says so, as its holder knows the session already. A store fault is a
 // 503, never a "not valid".
 func (g *Gateway) shareFor(r *http.Request, s *session.Session) (session.Share, error) {
-	c, err := r.Cookie("airlock_share_" + s.ID)
+	c, err := r.Cookie(shareCookiePrefix + s.ID)
 	if err != nil {
 		return session.Share{}, errNoSession
 	}

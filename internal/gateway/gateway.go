@@ -134,6 +134,9 @@ type Config struct {
 	// ReconcileEvery is how often a remote backend's runners are compared
 	// with the store. Default 1m.
 	ReconcileEvery time.Duration
+	// Apps says where web apps are served: on hosts of their own by
+	// default (see Apps).
+	Apps Apps
 	// AuditLog receives one JSON line per audit event besides the store.
 	AuditLog io.Writer
 	Logger   *slog.Logger
@@ -161,6 +164,7 @@ type Gateway struct {
 	lastTouch     map[string]time.Time
 	auditMu       sync.Mutex
 	transports    transports
+	appAuth       appAuth
 	closed        bool
 	wg            sync.WaitGroup
 	metrics       metrics
@@ -184,6 +188,8 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	if cfg.OnUserRemoved != "stop" && cfg.OnUserRemoved != "keep" {
 		return nil, fmt.Errorf("gateway: OnUserRemoved %q: want stop or keep", cfg.OnUserRemoved)
 	}
+	cfg.Apps.Domain = strings.TrimSuffix(strings.ToLower(cmp.Or(cfg.Apps.Domain, "apps.localhost")), ".")
+	cfg.Apps.GatewayURL = cmp.Or(cfg.Apps.GatewayURL, listenURL(cfg.Listen))
 	remote, _ := cfg.Backend.(backend.Remote)
 	if remote != nil && !strings.HasPrefix(cfg.RegisterURL, "https://") {
 		return nil, fmt.Errorf("gateway: backend %s needs the https:// URL runners register at (got %q)", cfg.Backend.Name(), cfg.RegisterURL)
@@ -195,7 +201,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
-	cert, err := loadOrMakeTLS(cfg.TLSCertFile, cfg.TLSKeyFile, cfg.StateDir)
+	cert, err := loadOrMakeTLS(cfg.TLSCertFile, cfg.TLSKeyFile, cfg.StateDir, cfg.Apps.Domain)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
@@ -210,6 +216,9 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		g.now = time.Now
 	}
 	g.ctx, g.cancel = context.WithCancel(context.Background())
+	// App cookies are tied to the rights that made them: the events that
+	// close viewers forget those too.
+	g.onRevoke(g.dropAppGrants)
 	if err := g.reattach(ctx); err != nil {
 		g.cancel()
 		return nil, err
@@ -269,4 +278,17 @@ func (g *Gateway) Close() error {
 	g.cancel()
 	g.wg.Wait()
 	return nil
+}
+
+// listenURL is the gateway's https:// address when nothing says better:
+// the listen address, or this host's name for a wildcard address.
+func listenURL(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "https://" + listen
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host, _ = os.Hostname()
+	}
+	return "https://" + net.JoinHostPort(host, port)
 }

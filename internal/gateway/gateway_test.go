@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strings"
 	"syscall"
 	"testing"
@@ -30,7 +31,8 @@ func TestAppSessionThroughAPI(t *testing.T) {
 	if code != 200 {
 		t.Fatalf("proxy: %d %s", code, body)
 	}
-	if seen["path"] != "/s/"+s.ID+"/app/hello" || seen["query"] != "x=1" {
+	// Apps live at "/" of their own host; a script's /s/ID/app/ is cut off.
+	if seen["path"] != "/hello" || seen["query"] != "x=1" {
 		t.Fatalf("app saw %v", seen)
 	}
 	if strings.Contains(seen["authorization"], c.token) || strings.Contains(seen["cookie"], "airlock") {
@@ -188,7 +190,7 @@ func TestShares(t *testing.T) {
 	if code, body := alice.do("POST", "/api/v1/sessions/"+s.ID+"/shares", map[string]string{"mode": "view", "ttl": "2s"}, &share); code != 201 {
 		t.Fatalf("share: %d %s", code, body)
 	}
-	bob := tg.client().loginCookie("bob")
+	bob := tg.client().loginCookie("bob").reachApps()
 	open := func() int {
 		resp, err := bob.http.Get(tg.url + strings.TrimPrefix(share.URL, "https://"+strings.TrimPrefix(tg.url, "https://")))
 		if err != nil {
@@ -200,10 +202,17 @@ func TestShares(t *testing.T) {
 	if code := open(); code != 303 {
 		t.Fatalf("open share: %d", code)
 	}
-	if code, body := bob.do("GET", "/s/"+s.ID+"/app/x", nil, nil); code != 200 {
-		t.Fatalf("view share GET: %d %s", code, body)
+	// The app is on its own host, signed in to through the gateway.
+	base, _ := bob.signIn(s.ID, "/x")
+	app := func(method string) int {
+		req, _ := http.NewRequest(method, base+"/x", strings.NewReader("{}"))
+		resp, _ := bob.send(req)
+		return resp.StatusCode
 	}
-	if code, _ := bob.do("POST", "/s/"+s.ID+"/app/x", map[string]string{}, nil); code != 403 {
+	if code := app("GET"); code != 200 {
+		t.Fatalf("view share GET: %d", code)
+	}
+	if code := app("POST"); code != 403 {
 		t.Fatalf("view share POST reached the app: %d, want 403 from the connector", code)
 	}
 	// Expired: the share had a 2 s lifetime. The cookie expires with it,
@@ -217,6 +226,9 @@ func TestShares(t *testing.T) {
 	}); err != nil {
 		t.Fatal("expired share still works")
 	}
+	if code := app("GET"); code == 200 {
+		t.Fatal("the expired share still works on the app host")
+	}
 	// Revoked.
 	if code, _ := alice.do("POST", "/api/v1/sessions/"+s.ID+"/shares", map[string]string{"mode": "control"}, &share); code != 201 {
 		t.Fatal("second share")
@@ -224,11 +236,15 @@ func TestShares(t *testing.T) {
 	if code := open(); code != 303 {
 		t.Fatalf("open share: %d", code)
 	}
-	if code, _ := bob.do("POST", "/s/"+s.ID+"/app/x", map[string]string{}, nil); code != 200 {
+	base, _ = bob.signIn(s.ID, "/x")
+	if code := app("POST"); code != 200 {
 		t.Fatalf("control share POST: %d", code)
 	}
 	if code, _ := alice.do("DELETE", "/api/v1/sessions/"+s.ID+"/shares/"+share.ID, nil, nil); code != 204 {
 		t.Fatal("revoke")
+	}
+	if code := app("GET"); code != 403 {
+		t.Fatalf("revoked share on the app host: %d", code)
 	}
 	var e struct{ Error struct{ Code string } }
 	if code, _ := bob.do("GET", "/s/"+s.ID+"/app/x", nil, &e); code != 403 || e.Error.Code != "share_revoked" {
@@ -337,11 +353,25 @@ func TestHeaderLogin(t *testing.T) {
 			// The header never reaches the app inside the session.
 			cl := tg.client().loginToken("carol")
 			s := cl.launch("app")
+			// A browser behind the proxy: the handshake, then the app's
+			// own host, where the header is not believed nor passed on.
 			req, _ = http.NewRequest("GET", tg.url+s.Connect["app"], nil)
 			req.Header.Set("X-Forwarded-User", "carol")
-			resp, err = cl.http.Do(req)
-			if err != nil {
-				t.Fatal(err)
+			cl.reachApps()
+			for range 3 {
+				resp, err = cl.http.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if resp.StatusCode != 303 {
+					break
+				}
+				resp.Body.Close()
+				req, _ = http.NewRequest("GET", resp.Request.URL.ResolveReference(&url.URL{Path: resp.Header.Get("Location")}).String(), nil)
+				if loc, _ := url.Parse(resp.Header.Get("Location")); loc != nil {
+					req, _ = http.NewRequest("GET", resp.Request.URL.ResolveReference(loc).String(), nil)
+				}
+				req.Header.Set("X-Forwarded-User", "carol")
 			}
 			var seen map[string]string
 			json.NewDecoder(resp.Body).Decode(&seen)

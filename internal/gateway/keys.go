@@ -17,6 +17,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/airlock-hpc/airlock/internal/ticket"
@@ -75,8 +76,10 @@ func (g *Gateway) sessionKey(id string) ticket.Key {
 }
 
 // loadOrMakeTLS returns the configured certificate, or a self-signed one
-// made on first start and kept in the state directory.
-func loadOrMakeTLS(certFile, keyFile, stateDir string) (tls.Certificate, error) {
+// made on first start and kept in the state directory. The self-signed one
+// also names *.appsDomain, the app hosts; one kept from before that lacks
+// it is made again.
+func loadOrMakeTLS(certFile, keyFile, stateDir, appsDomain string) (tls.Certificate, error) {
 	if certFile != "" {
 		c, err := tls.LoadX509KeyPair(certFile, keyFile)
 		if err != nil {
@@ -86,7 +89,14 @@ func loadOrMakeTLS(certFile, keyFile, stateDir string) (tls.Certificate, error) 
 	}
 	certFile, keyFile = filepath.Join(stateDir, "tls.crt"), filepath.Join(stateDir, "tls.key")
 	if c, err := tls.LoadX509KeyPair(certFile, keyFile); err == nil {
-		return c, nil
+		if appsDomain == "" || c.Leaf != nil && c.Leaf.VerifyHostname("s-0."+appsDomain) == nil {
+			return c, nil
+		}
+		// Made before the app hosts: replace it (it was self-signed;
+		// browsers asked to trust it once and will ask again).
+		if err := errors.Join(os.Remove(certFile), os.Remove(keyFile)); err != nil {
+			return tls.Certificate{}, fmt.Errorf("replace the self-signed certificate: %w", err)
+		}
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -101,7 +111,7 @@ func loadOrMakeTLS(certFile, keyFile, stateDir string) (tls.Certificate, error) 
 		NotAfter:     time.Now().Add(5 * 365 * 24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:     []string{"localhost", host},
+		DNSNames:     dnsNames("localhost", host, "*."+appsDomain),
 		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
@@ -128,4 +138,15 @@ func sha256Sum(s string) []byte {
 func jsonLine(v any) ([]byte, error) {
 	b, err := json.Marshal(v)
 	return append(b, '\n'), err
+}
+
+// dnsNames drops the empty and the repeated names.
+func dnsNames(names ...string) []string {
+	var out []string
+	for _, n := range names {
+		if n != "" && n != "*." && !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
 }

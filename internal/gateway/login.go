@@ -19,7 +19,11 @@ import (
 	"github.com/airlock-hpc/airlock/internal/store"
 )
 
-const loginCookie = "airlock_login"
+// loginCookie is the gateway's login. __Host-: browsers take it only
+// Secure, Path=/ and without Domain, so an app host (a sibling or child
+// name) cannot plant one for the gateway (cookie tossing: logging a
+// viewer in as the app's owner).
+const loginCookie = "__Host-airlock_login"
 
 // identity is who a request is from and how they proved it.
 type identity struct {

@@ -82,7 +82,7 @@ func TestSessionIDsCannotBeProbed(t *testing.T) {
 			req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
 		}
 		if shareCookie {
-			req.AddCookie(&http.Cookie{Name: "airlock_share_" + id, Value: "made-up"})
+			req.AddCookie(&http.Cookie{Name: shareCookiePrefix + id, Value: "made-up"})
 		}
 		resp, err := mallory.http.Do(req)
 		if err != nil {

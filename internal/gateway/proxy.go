@@ -108,7 +108,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request) error {
 			pr.SetXForwarded()
 			// The gateway's own cookies (the login, share links) are for
 			// the gateway; the connector gets a ticket instead.
-			stripCookies(pr.Out.Header, "airlock_")
+			stripAirlockCookies(pr.Out.Header)
 			// The trusted proxy's identity header vouched for the user to
 			// us; an app must not take it as a login of its own.
 			if g.cfg.HeaderName != "" {

@@ -297,7 +297,11 @@ func (g *Gateway) spec(s *session.Session, p Profile, req LaunchRequest) ([]byte
 		if p.Socket != "" {
 			target = "unix:" + p.Socket
 		}
-		prefix := "/s/" + s.ID + "/app/"
+		// The URL path the app is served under: "/" on its own host.
+		prefix := "/"
+		if !g.appsOwnOrigin() {
+			prefix = "/s/" + s.ID + "/app/"
+		}
 		argv := make([]string, len(p.Command))
 		for i, a := range p.Command {
 			argv[i] = strings.NewReplacer("{port}", strconv.Itoa(p.Port), "{socket}", p.Socket, "{prefix}", prefix).Replace(a)

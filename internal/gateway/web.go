@@ -25,7 +25,7 @@ type PortalRenderer interface {
 func (g *Gateway) Handler() http.Handler {
 	mux := http.NewServeMux()
 	g.routesAPI(mux)
-	mux.Handle("/s/{id}/{connector}/", g.api(g.proxy))
+	mux.Handle("/s/{id}/{connector}/", g.appRoute())
 	mux.Handle("POST /login", g.page(g.loginPost))
 	mux.Handle("POST /logout", g.page(g.logoutPost))
 	mux.Handle("GET /share/{secret}", g.page(g.sharePage))
@@ -36,7 +36,7 @@ func (g *Gateway) Handler() http.Handler {
 		mux.Handle("GET /sessions/{id}", g.page(g.sessionPage))
 		mux.Handle("GET /admin", g.page(g.adminPage))
 	}
-	return securityHeaders(mux)
+	return g.withHosts(securityHeaders(mux))
 }
 
 // securityHeaders sets what every response should carry: no inline script,
@@ -223,7 +223,7 @@ func (g *Gateway) sharePage(w http.ResponseWriter, r *http.Request) error {
 		return apiErr(403, "share_expired", "this share link has expired")
 	}
 	g.audit(r.Context(), id.user, "share_open", sh.Session, r.RemoteAddr, sh.ID+" "+string(sh.Mode))
-	http.SetCookie(w, &http.Cookie{Name: "airlock_share_" + sh.Session, Value: secret, Path: "/", HttpOnly: true, Secure: true,
+	http.SetCookie(w, &http.Cookie{Name: shareCookiePrefix + sh.Session, Value: secret, Path: "/", HttpOnly: true, Secure: true,
 		SameSite: http.SameSiteLaxMode, Expires: sh.Expires})
 	http.Redirect(w, r, "/sessions/"+sh.Session, http.StatusSeeOther)
 	return nil

@@ -288,11 +288,17 @@ func appHandler() http.Handler {
 		}
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		// The body is hashed as it streams in: tests send uploads of
+		// several MiB and compare the SHA-256.
+		h := sha256.New()
+		n, _ := io.Copy(h, r.Body)
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(map[string]any{
 			"method": r.Method, "path": r.URL.Path, "query": r.URL.RawQuery,
 			"cookie": r.Header.Get("Cookie"), "authorization": r.Header.Get("Authorization"),
 			"x_forwarded_user": r.Header.Get("X-Forwarded-User"),
+			"content_type":     r.Header.Get("Content-Type"), "host": r.Host,
+			"body_sha256": hex.EncodeToString(h.Sum(nil)), "body_len": strconv.FormatInt(n, 10),
 		})
 	})
 	return mux

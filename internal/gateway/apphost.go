@@ -1,0 +1,796 @@
+package gateway
+
+// Apps on their own origin.
+//
+// A web app's pages are hostile code: Alice's app, opened by Bob through a
+// share, must not run as the gateway's origin, where it could call the API
+// with Bob's cookie. So every app session gets a host of its own,
+// https://ID.DOMAIN[:port]/, on the gateway's listener and routed by Host,
+// and the browser never sends the gateway's cookies there (they are
+// host-only). The app host serves nothing but the proxy and one handshake
+// page: no API, no login, no portal.
+//
+// The handshake. The portal links to /s/ID/NAME/ on the gateway's origin.
+// There the gateway checks who the visitor is and what they may do (the
+// owner, or a share with its mode), mints a code bound to (session,
+// connector, user, mode) that is good once and for 30 s, and redirects to
+// https://ID.DOMAIN/_airlock/auth?code=C&next=/path. The app host redeems
+// the code and sets __Host-airlock-app, an opaque random value that maps,
+// in the gateway's memory, to the same (session, connector, user, mode)
+// until it expires or is dropped (dropAppCookies: revocation, logout, user
+// removal). A request on the app host without a valid cookie is sent back
+// to the gateway's /s/ID/NAME/ (GET) or refused with 401.
+//
+// The codes and cookies live in memory only: a gateway restart forgets
+// them, and the next GET on an app host goes through the handshake again
+// (the login cookie survives a restart, so the visitor sees only a
+// redirect).
+//
+// The routing is by host to session, then to the session's app connector,
+// so `airlock forward` can later serve on the same hosts.
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/airlock-hpc/airlock/internal/session"
+	"github.com/airlock-hpc/airlock/internal/store"
+	"github.com/airlock-hpc/airlock/internal/ticket"
+)
+
+// Apps says where web apps are served.
+type Apps struct {
+	// Domain is the parent of the app hosts: session ID is served at
+	// https://ID.Domain[:port]/. It needs a wildcard DNS name and a
+	// wildcard certificate. Default "apps.localhost": browsers resolve
+	// every *.localhost name to loopback, so this works for a gateway on
+	// 127.0.0.1 with no DNS.
+	Domain string
+	// SameOrigin serves apps on the gateway's own origin under /s/ID/NAME/
+	// instead, as Open OnDemand does. Dangerous: a page of the app runs
+	// as the gateway's origin. Every app response then carries a sandbox
+	// Content-Security-Policy (no allow-same-origin), so the page runs with
+	// an opaque origin and cannot use the viewer's gateway cookie.
+	SameOrigin bool
+	// GatewayURL is the gateway's https:// address, where an app host sends
+	// a visitor without a cookie. Default "https://" + Listen.
+	GatewayURL string
+}
+
+const (
+	// appCookie is the app host's cookie. __Host-: the browser accepts it
+	// only Secure, for Path=/ and without Domain, so no other host (an
+	// app host next door, a sibling under the same parent) can set or
+	// shadow it.
+	appCookie = "__Host-airlock-app"
+	// appAuthPath is the app host's handshake endpoint. /_airlock/ is
+	// reserved on app hosts: nothing under it reaches the app.
+	appAuthPath = "/_airlock/auth"
+	// shareCookiePrefix starts the name of a share link's cookie (then the
+	// session ID); __Host- for the reason given at loginCookie.
+	shareCookiePrefix = "__Host-airlock_share_"
+	appReserved       = "/_airlock/"
+	appCodeTTL        = 30 * time.Second
+	maxAppCodes       = 100_000
+	maxAppCookies     = 200_000
+	// maxAppCookiesPerUser bounds what one user can make the gateway
+	// keep by repeating the handshake; their oldest cookie goes first.
+	maxAppCookiesPerUser = 256
+	// sandboxCSP is the policy of every app response on the gateway's own
+	// origin (Apps.SameOrigin): scripts and forms run, but in an opaque
+	// origin, which neither reads nor sends the gateway's cookies as the
+	// gateway's origin.
+	sandboxCSP = "sandbox allow-scripts allow-forms allow-popups allow-downloads"
+	// scriptCSP is the policy of app responses served to bearer-token
+	// scripts on the gateway's origin: nothing runs if a browser ever
+	// renders one.
+	scriptCSP = "sandbox"
+)
+
+// appGrant is what an app code or cookie stands for.
+type appGrant struct {
+	session, connector, user string
+	mode                     session.Mode
+	// share is the ID and hash of the share link the grant came through
+	// ("" and nil for the owner); each request checks it is still valid.
+	share     string
+	shareHash []byte
+	// login and token are the ids of the gateway credential that asked
+	// for the grant, and proof the login's stored hash: logging out or
+	// revoking the token drops the grant and closes what it let in.
+	login, token string
+	proof        []byte
+	// until is when that login expires (zero: a token or a trusted
+	// header, which do not).
+	until   time.Time
+	expires time.Time
+	created time.Time
+}
+
+// appCode is a handshake code: the secret is compared in constant time.
+type appCode struct {
+	secretHash [32]byte
+	grant      appGrant
+}
+
+// appAuth keeps the handshake codes and the app cookies.
+type appAuth struct {
+	mu      sync.Mutex
+	codes   map[string]appCode               // by the code's public id
+	cookies map[[32]byte]*appGrant           // by SHA-256 of the cookie value
+	perUser map[string]map[[32]byte]struct{} // user → their cookies
+	swept   time.Time
+}
+
+func randomToken(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// mint returns a new code for gr, good once until gr.created+appCodeTTL.
+func (a *appAuth) mint(gr appGrant, now time.Time) (string, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.codes == nil {
+		a.codes = map[string]appCode{}
+	}
+	if len(a.codes) >= maxAppCodes {
+		for id, c := range a.codes {
+			if !now.Before(c.grant.created.Add(appCodeTTL)) {
+				delete(a.codes, id)
+			}
+		}
+		if len(a.codes) >= maxAppCodes {
+			return "", apiErr(503, "busy", "too many app logins at once; try again")
+		}
+	}
+	id, secret := randomToken(9), randomToken(24)
+	a.codes[id] = appCode{secretHash: sha256.Sum256([]byte(secret)), grant: gr}
+	return id + "." + secret, nil
+}
+
+// Why a code is refused, for the page the visitor sees.
+var (
+	errCodeUnknown = errors.New("this sign-in link is not valid or was already used; open the app again from the portal")
+	errCodeExpired = errors.New("this sign-in link has expired; open the app again from the portal")
+	errCodeHost    = errors.New("this sign-in link is for another app")
+)
+
+// redeem spends code on the app host of session id.
+func (a *appAuth) redeem(code, id string, now time.Time) (appGrant, error) {
+	pub, secret, ok := strings.Cut(code, ".")
+	if !ok {
+		return appGrant{}, errCodeUnknown
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	c, ok := a.codes[pub]
+	if !ok {
+		return appGrant{}, errCodeUnknown
+	}
+	sum := sha256.Sum256([]byte(secret))
+	if subtle.ConstantTimeCompare(sum[:], c.secretHash[:]) != 1 {
+		// A guess at the secret spends nothing: the code stays for its
+		// owner, whose browser is about to use it.
+		return appGrant{}, errCodeUnknown
+	}
+	delete(a.codes, pub)
+	switch {
+	case !now.Before(c.grant.created.Add(appCodeTTL)):
+		return appGrant{}, errCodeExpired
+	case c.grant.session != id:
+		return appGrant{}, errCodeHost
+	}
+	return c.grant, nil
+}
+
+// keep stores gr under a new cookie value and returns the value.
+func (a *appAuth) keep(gr appGrant, now time.Time) (string, error) {
+	value := randomToken(32)
+	sum := sha256.Sum256([]byte(value))
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.cookies == nil {
+		a.cookies = map[[32]byte]*appGrant{}
+		a.perUser = map[string]map[[32]byte]struct{}{}
+	}
+	if now.Sub(a.swept) > time.Minute || len(a.cookies) >= maxAppCookies {
+		a.swept = now
+		for k, g := range a.cookies {
+			if !now.Before(g.expires) {
+				a.dropLocked(k)
+			}
+		}
+		if len(a.cookies) >= maxAppCookies {
+			return "", apiErr(503, "busy", "too many app logins; try again later")
+		}
+	}
+	mine := a.perUser[gr.user]
+	if mine == nil {
+		mine = map[[32]byte]struct{}{}
+		a.perUser[gr.user] = mine
+	}
+	if len(mine) >= maxAppCookiesPerUser {
+		var oldest [32]byte
+		var first time.Time
+		for k := range mine {
+			if c := a.cookies[k]; first.IsZero() || c.created.Before(first) {
+				oldest, first = k, c.created
+			}
+		}
+		a.dropLocked(oldest)
+	}
+	a.cookies[sum] = &gr
+	mine[sum] = struct{}{}
+	return value, nil
+}
+
+func (a *appAuth) dropLocked(k [32]byte) {
+	g := a.cookies[k]
+	if g == nil {
+		return
+	}
+	delete(a.cookies, k)
+	if m := a.perUser[g.user]; m != nil {
+		delete(m, k)
+		if len(m) == 0 {
+			delete(a.perUser, g.user)
+		}
+	}
+}
+
+// lookup returns the grant of the cookie value on session id's host.
+func (a *appAuth) lookup(value, id string, now time.Time) (appGrant, bool) {
+	sum := sha256.Sum256([]byte(value))
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	g := a.cookies[sum]
+	if g == nil || g.session != id {
+		return appGrant{}, false
+	}
+	if !now.Before(g.expires) {
+		a.dropLocked(sum)
+		return appGrant{}, false
+	}
+	return *g, true
+}
+
+// appCookieFilter selects app cookies to drop; an empty field matches all.
+type appCookieFilter struct {
+	User    string // the user the cookie was issued to
+	Session string // the session whose host it opens
+	Share   string // the share link it came through
+}
+
+// dropAppCookies forgets every app cookie matching f (at least one field
+// must be set) and returns how many. It is the hook that revocation,
+// logout and user removal call: the next request with such a cookie goes
+// through the handshake again, where the gateway decides afresh.
+func (g *Gateway) dropAppCookies(f appCookieFilter) int {
+	if f == (appCookieFilter{}) {
+		return 0
+	}
+	a := &g.appAuth
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := 0
+	for k, gr := range a.cookies {
+		if (f.User == "" || gr.user == f.User) && (f.Session == "" || gr.session == f.Session) && (f.Share == "" || gr.share == f.Share) {
+			a.dropLocked(k)
+			n++
+		}
+	}
+	return n
+}
+
+// isAppConnector reports whether a session's connector name is its web app
+// (the http kind): spec names it "app".
+func isAppConnector(name string) bool { return name == "app" }
+
+// appsOwnOrigin reports whether apps are served on hosts of their own.
+func (g *Gateway) appsOwnOrigin() bool { return !g.cfg.Apps.SameOrigin }
+
+// appHostLabel returns the session ID a request's Host names under the
+// apps domain, and whether the Host is under it at all. The label must be
+// a session ID as newID makes them, which is a lower-case DNS label.
+func (g *Gateway) appHostLabel(host string) (id string, under bool) {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	d := g.cfg.Apps.Domain
+	if host == d {
+		return "", true
+	}
+	id, ok := strings.CutSuffix(host, "."+d)
+	if !ok {
+		return "", false
+	}
+	if !validSessionID(id) {
+		return "", true
+	}
+	return id, true
+}
+
+// validSessionID reports whether id has newID's form: "s-" and 12 lower-case
+// hex digits, which is also a valid DNS label.
+func validSessionID(id string) bool {
+	if len(id) != 14 || !strings.HasPrefix(id, "s-") {
+		return false
+	}
+	for _, c := range id[2:] {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// appURL is the app host of session id as the visitor of r reaches the
+// gateway: same scheme and port, host ID.Domain.
+func (g *Gateway) appURL(r *http.Request, id string) string {
+	host := id + "." + g.cfg.Apps.Domain
+	if _, port, err := net.SplitHostPort(r.Host); err == nil && port != "443" {
+		host = net.JoinHostPort(host, port)
+	}
+	return "https://" + host
+}
+
+// withHosts routes requests for app hosts to the app host handler; all
+// others go to gw.
+func (g *Gateway) withHosts(gw http.Handler) http.Handler {
+	if !g.appsOwnOrigin() {
+		return gw
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, under := g.appHostLabel(r.Host)
+		if !under {
+			gw.ServeHTTP(w, r)
+			return
+		}
+		g.appHost(w, r, id)
+	})
+}
+
+// appText answers on an app host with plain text: it has no portal, no
+// stylesheet and no script to show a page with.
+func appText(w http.ResponseWriter, status int, msg string) {
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Content-Security-Policy", "default-src 'none'")
+	w.WriteHeader(status)
+	fmt.Fprintln(w, msg)
+}
+
+// appHost serves one app host: the handshake, and the proxy to the app.
+func (g *Gateway) appHost(w http.ResponseWriter, r *http.Request, id string) {
+	w.Header().Set("Strict-Transport-Security", "max-age=31536000")
+	if id == "" {
+		appText(w, http.StatusNotFound, "no such app")
+		return
+	}
+	switch {
+	case r.URL.Path == appAuthPath:
+		g.appRedeem(w, r, id)
+	case strings.HasPrefix(r.URL.Path, appReserved):
+		appText(w, http.StatusNotFound, "not found")
+	default:
+		g.appProxy(w, r, id)
+	}
+}
+
+// appRedeem is the app host's end of the handshake: spend the code, set
+// the cookie, go on to next.
+func (g *Gateway) appRedeem(w http.ResponseWriter, r *http.Request, id string) {
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", "GET")
+		appText(w, http.StatusMethodNotAllowed, "the sign-in link takes GET only")
+		return
+	}
+	now := g.now()
+	gr, err := g.appAuth.redeem(r.URL.Query().Get("code"), id, now)
+	if err != nil {
+		g.log.WarnContext(r.Context(), "app sign-in refused", "session", id, "remote_addr", r.RemoteAddr, "reason", err)
+		status := http.StatusForbidden
+		if errors.Is(err, errCodeUnknown) {
+			status = http.StatusBadRequest
+		}
+		appText(w, status, err.Error())
+		return
+	}
+	gr.expires = now.Add(g.cfg.LoginTTL)
+	if gr.shareHash != nil {
+		if sh, err := g.cfg.Store.ShareByHash(r.Context(), gr.shareHash); err == nil && sh.Expires.Before(gr.expires) {
+			gr.expires = sh.Expires
+		}
+	}
+	// Nor may it outlive the login that asked for it.
+	gr.expires = earliest(gr.expires, gr.until)
+	gr.created = now
+	value, err := g.appAuth.keep(gr, now)
+	if err != nil {
+		ae := asAPIError(err)
+		appText(w, ae.Status, ae.Message)
+		return
+	}
+	http.SetCookie(w, &http.Cookie{Name: appCookie, Value: value, Path: "/", Secure: true, HttpOnly: true,
+		SameSite: http.SameSiteLaxMode, MaxAge: int(gr.expires.Sub(now) / time.Second)})
+	g.audit(r.Context(), gr.user, "app_signin", gr.session, r.RemoteAddr, fmt.Sprintf("%s (%s)", gr.connector, gr.mode))
+	w.Header().Set("Cache-Control", "no-store")
+	http.Redirect(w, r, appNext(r.URL.Query().Get("next")), http.StatusSeeOther)
+}
+
+// appNext keeps the redirect after the handshake on the app host: a path
+// that a browser cannot read as another host (no "//", no backslash, no
+// control characters or spaces, which browsers drop or fold into the
+// authority).
+func appNext(next string) string {
+	if len(next) == 0 || next[0] != '/' || len(next) > 1 && (next[1] == '/' || next[1] == '\\') {
+		return "/"
+	}
+	for _, c := range next {
+		if c <= ' ' || c == '\\' || c == 0x7f {
+			return "/"
+		}
+	}
+	u, err := url.Parse(next)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil {
+		return "/"
+	}
+	return next
+}
+
+// appStart is /s/ID/NAME/... on the gateway's origin for a session's web
+// app. With apps on their own origin, a browser (login cookie or trusted
+// header) gets the handshake: a code and a redirect to the app host. A
+// script with a bearer token is proxied here (browsers never send bearer
+// tokens on their own, so no page a browser shows runs with them), with a
+// CSP that runs nothing should a browser render the answer. With
+// Apps.SameOrigin, everyone is proxied here with the sandbox CSP.
+func (g *Gateway) appStart(w http.ResponseWriter, r *http.Request) error {
+	id, conn := r.PathValue("id"), r.PathValue("connector")
+	who, err := g.identify(r)
+	if err != nil {
+		if asAPIError(err).Status == 401 && r.Method == http.MethodGet && r.Header.Get("Sec-Fetch-Mode") == "navigate" && g.cfg.Portal != nil {
+			http.Redirect(w, r, "/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
+			return nil
+		}
+		return err
+	}
+	bearer := r.Header.Get("Authorization") != ""
+	if !g.appsOwnOrigin() || bearer {
+		csp := sandboxCSP
+		if g.appsOwnOrigin() {
+			csp = scriptCSP
+		}
+		return g.proxyApp(w, r, who, csp)
+	}
+	s, err := g.cfg.Store.GetSession(r.Context(), id)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return apiErr(404, "no_session", "no such session")
+		}
+		return err
+	}
+	v, err := g.authorizeView(r, who, s)
+	if err != nil {
+		return err
+	}
+	if s.State != session.Ready {
+		return apiErr(409, "not_ready", fmt.Sprintf("session %s is %s", s.ID, s.State))
+	}
+	if _, ok := s.Endpoints[conn]; !ok {
+		return apiErr(404, "no_connector", fmt.Sprintf("session %s has no connector %q", s.ID, conn))
+	}
+	if !validSessionID(s.ID) {
+		return fmt.Errorf("session id %q is not a DNS label", s.ID)
+	}
+	rest := strings.TrimPrefix(r.URL.EscapedPath(), "/s/"+s.ID+"/"+conn)
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return apiErr(421, "app_elsewhere", "this app is served at "+g.appURL(r, s.ID)+rest+"; send requests there")
+	}
+	next := cmp.Or(rest, "/")
+	if r.URL.RawQuery != "" {
+		next += "?" + r.URL.RawQuery
+	}
+	gr := appGrant{session: s.ID, connector: conn, user: v.user, mode: v.mode, created: g.now(),
+		login: who.login, token: who.token, proof: who.proof, until: who.until}
+	if v.user != s.Owner {
+		// Admitted by a share link: the app cookie follows it, checked
+		// on every request.
+		gr.share, gr.shareHash = v.share.ID, v.share.Hash
+	}
+	code, err := g.appAuth.mint(gr, g.now())
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	http.Redirect(w, r, g.appURL(r, s.ID)+appAuthPath+"?"+url.Values{"code": {code}, "next": {next}}.Encode(), http.StatusSeeOther)
+	return nil
+}
+
+// appProxy is every request on an app host but the handshake: with a valid
+// cookie it goes to the session's app, else back to the gateway.
+func (g *Gateway) appProxy(w http.ResponseWriter, r *http.Request, id string) {
+	var gr appGrant
+	ok := false
+	for _, c := range r.CookiesNamed(appCookie) {
+		if gr, ok = g.appAuth.lookup(c.Value, id, g.now()); ok {
+			break
+		}
+	}
+	if !ok {
+		if (r.Method == http.MethodGet || r.Method == http.MethodHead) && !isWebSocket(r) {
+			// The gateway decides who this is; it sends the browser back
+			// here with a code, or to the login page first.
+			back := strings.TrimSuffix(g.cfg.Apps.GatewayURL, "/") + "/s/" + id + "/app" + r.URL.EscapedPath()
+			if r.URL.RawQuery != "" {
+				back += "?" + r.URL.RawQuery
+			}
+			w.Header().Set("Cache-Control", "no-store")
+			http.Redirect(w, r, back, http.StatusSeeOther)
+			return
+		}
+		appText(w, http.StatusUnauthorized, "not signed in to this app: open it from the airlock portal ("+g.cfg.Apps.GatewayURL+")")
+		return
+	}
+	if err := crossOrigin.Check(r); err != nil || isWebSocket(r) && !originIs(r, r.Host) {
+		// Another origin (another app host under the same parent domain
+		// is same-site, so SameSite=Lax lets its forms and WebSocket
+		// handshakes carry our cookie) must not act as the viewer here.
+		appText(w, http.StatusForbidden, "cross-origin request refused")
+		return
+	}
+	s, err := g.cfg.Store.GetSession(r.Context(), id)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			appText(w, http.StatusNotFound, "this session is gone")
+			return
+		}
+		g.log.ErrorContext(r.Context(), "app host: get session", "session", id, "error", err)
+		appText(w, http.StatusServiceUnavailable, "the gateway could not look the session up; try again")
+		return
+	}
+	if gr.shareHash != nil {
+		if err := g.shareStillValid(r.Context(), gr, s.ID); err != nil {
+			g.dropAppCookies(appCookieFilter{Share: gr.share})
+			ae := asAPIError(err)
+			appText(w, ae.Status, ae.Message)
+			return
+		}
+	}
+	if s.State != session.Ready {
+		appText(w, http.StatusConflict, fmt.Sprintf("session %s is %s", s.ID, s.State))
+		return
+	}
+	if _, ok := s.Endpoints[gr.connector]; !ok {
+		appText(w, http.StatusNotFound, fmt.Sprintf("session %s has no connector %q", s.ID, gr.connector))
+		return
+	}
+	g.forward(w, r, s, gr.connector, gr.tag(s.Owner), false, "")
+}
+
+// tag is what the app host's proxied connections are registered under, so
+// revoking the share, the login or the token that made the grant closes
+// them (revoke.go).
+func (gr appGrant) tag(owner string) viewerTag {
+	return viewerTag{Session: gr.session, Owner: owner, User: gr.user, Share: gr.share, Login: gr.login, Token: gr.token,
+		Mode: gr.mode, Expires: earliest(gr.expires, gr.until), proof: gr.proof, shareHash: gr.shareHash}
+}
+
+// dropAppGrants is the revocation hook: every app cookie whose grant came
+// from the right ev takes away is forgotten, so its next request goes
+// through the handshake again, where the gateway decides afresh.
+func (g *Gateway) dropAppGrants(ev revokeEvent) {
+	a := &g.appAuth
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for k, gr := range a.cookies {
+		if ev.matches(gr.tag("")) {
+			a.dropLocked(k)
+		}
+	}
+}
+
+// shareStillValid checks the share an app cookie came through.
+func (g *Gateway) shareStillValid(ctx context.Context, gr appGrant, id string) error {
+	sh, err := g.cfg.Store.ShareByHash(ctx, gr.shareHash)
+	switch {
+	case errors.Is(err, store.ErrNotFound) || err == nil && sh.Session != id:
+		return apiErr(403, "bad_share", "the share link is not valid")
+	case err != nil:
+		g.log.ErrorContext(ctx, "app host: share lookup", "session", id, "error", err)
+		return apiErr(503, "store_unavailable", "the gateway could not check the share link; try again")
+	case sh.Revoked:
+		return apiErr(403, "share_revoked", "the owner revoked this share link")
+	case !g.now().Before(sh.Expires):
+		return apiErr(403, "share_expired", "this share link has expired")
+	}
+	return nil
+}
+
+// proxyApp serves an app on the gateway's origin (/s/ID/NAME/...), with csp
+// on every answer.
+func (g *Gateway) proxyApp(w http.ResponseWriter, r *http.Request, who identity, csp string) error {
+	id, conn := r.PathValue("id"), r.PathValue("connector")
+	s, err := g.cfg.Store.GetSession(r.Context(), id)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return apiErr(404, "no_session", "no such session")
+		}
+		return err
+	}
+	v, err := g.authorizeView(r, who, s)
+	if err != nil {
+		return err
+	}
+	if s.State != session.Ready {
+		return apiErr(409, "not_ready", fmt.Sprintf("session %s is %s", s.ID, s.State))
+	}
+	if _, ok := s.Endpoints[conn]; !ok {
+		return apiErr(404, "no_connector", fmt.Sprintf("session %s has no connector %q", s.ID, conn))
+	}
+	strip := true // on its own origin the app lives at "/"
+	if !g.appsOwnOrigin() {
+		p, _ := g.profile(s.Profile)
+		strip = p.StripPrefix
+	}
+	g.forward(w, r, s, conn, viewerTag{Session: s.ID, Owner: s.Owner, User: v.user, Share: v.share.ID, Login: who.login, Token: who.token,
+		Mode: v.mode, Expires: earliest(v.share.Expires, who.until), proof: who.proof, shareHash: v.share.Hash}, strip, csp)
+	return nil
+}
+
+// appRoute is the handler of /s/{id}/{connector}/ on the gateway's origin:
+// the app connector as above; every other connector (the desktop's VNC
+// console) through the API's rules as before.
+func (g *Gateway) appRoute() http.Handler {
+	other := g.api(g.proxy)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if isWebSocket(r) && !g.sameOrigin(r) {
+			// A WebSocket handshake is a GET that CORS does not guard, and
+			// the browser sends the login cookie with it from any page of
+			// the same site: an app host under the same parent domain is
+			// one. Without this, Alice's app page opened by Bob could open
+			// Bob's desktop as Bob.
+			g.log.WarnContext(r.Context(), "refused: WebSocket from another origin", "origin", r.Header.Get("Origin"), "path", r.URL.Path, "remote_addr", r.RemoteAddr)
+			writeErr(w, apiErr(403, "cross_origin", "WebSocket from another origin refused"))
+			return
+		}
+		if !isAppConnector(r.PathValue("connector")) {
+			other.ServeHTTP(w, r)
+			return
+		}
+		// Not g.api: an app takes any method, content type and body
+		// (forms, uploads), streamed; only the cross-origin rule stays.
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			if err := crossOrigin.Check(r); err != nil {
+				writeErr(w, apiErr(403, "cross_origin", "cross-origin request refused"))
+				return
+			}
+		}
+		if err := g.appStart(w, r); err != nil {
+			ae := asAPIError(err)
+			if ae.Status >= 500 {
+				g.log.ErrorContext(r.Context(), "app request failed", "method", r.Method, "path", r.URL.Path, "error", err)
+			}
+			w.Header().Set("Cache-Control", "no-store")
+			writeErr(w, err)
+		}
+	})
+}
+
+// sameOrigin reports whether r comes from a page of the gateway's own
+// origin (its Host, or the configured gateway URL's), or from no page at
+// all (no Origin: not a browser).
+func (g *Gateway) sameOrigin(r *http.Request) bool {
+	if originIs(r, r.Host) {
+		return true
+	}
+	gw, err := url.Parse(g.cfg.Apps.GatewayURL)
+	return err == nil && originIs(r, gw.Host)
+}
+
+// originIs reports whether r has no Origin (not from a browser page) or
+// the Origin https://host.
+func originIs(r *http.Request, host string) bool {
+	o := r.Header.Get("Origin")
+	if o == "" {
+		return true
+	}
+	u, err := url.Parse(o)
+	return err == nil && u.Scheme == "https" && u.Path == "" && strings.EqualFold(u.Host, host)
+}
+
+// isWebSocket reports whether r asks to upgrade to a WebSocket.
+func isWebSocket(r *http.Request) bool {
+	return strings.EqualFold(r.Header.Get("Upgrade"), "websocket")
+}
+
+// stripAirlockCookies removes the gateway's and the app host's own cookies
+// from a request bound for a session.
+func stripAirlockCookies(h http.Header) {
+	stripCookies(h, "airlock_")
+	stripCookies(h, "__Host-airlock")
+}
+
+// forward proxies r to connector conn of s as viewer v, with a fresh
+// single-use ticket (WebSocket upgrades included). strip removes the
+// /s/ID/NAME prefix from the path; csp, if set, goes on every answer.
+func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, s *session.Session, conn string, v viewerTag, strip bool, csp string) {
+	tok, err := ticket.Sign(g.sessionKey(s.ID), ticket.Claims{
+		Session: s.ID, Connector: conn, User: v.User, Mode: ticket.Mode(v.Mode), Expires: g.now().Add(ticketTTL),
+	})
+	if err != nil {
+		g.log.ErrorContext(r.Context(), "sign ticket", "session", s.ID, "error", err)
+		writeErr(w, err)
+		return
+	}
+	upgrade := isWebSocket(r)
+	if upgrade {
+		g.audit(r.Context(), v.User, "connect", s.ID, r.RemoteAddr, fmt.Sprintf("%s (%s)", conn, v.Mode))
+	}
+	// Every proxied request is tracked, not only WebSockets: an app's
+	// event stream is as long-lived as a viewer, and revoking the right it
+	// came in by must end it too.
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	defer g.track(v, cancel)()
+	if upgrade {
+		done := g.viewerStart(s.ID)
+		defer done()
+	} else {
+		g.touch(s.ID, false)
+	}
+	prefix := "/s/" + s.ID + "/" + conn
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL.Scheme = "http" // see proxy: the transport speaks TLS itself
+			pr.Out.URL.Host = "session"
+			if strip {
+				pr.Out.URL.Path = cmp.Or(strings.TrimPrefix(pr.In.URL.Path, prefix), "/")
+				pr.Out.URL.RawPath = ""
+			}
+			pr.Out.Host = pr.In.Host
+			pr.SetXForwarded()
+			stripAirlockCookies(pr.Out.Header)
+			if g.cfg.HeaderName != "" {
+				pr.Out.Header.Del(g.cfg.HeaderName)
+			}
+			// Whatever Authorization came (a user's bearer token) is
+			// replaced by the ticket: the app never sees a gateway
+			// credential.
+			pr.Out.Header.Set("Authorization", "Bearer "+tok)
+		},
+		Transport: g.transport(s.Endpoints[conn], s.TLSSHA256),
+		ModifyResponse: func(resp *http.Response) error {
+			stripSetCookies(resp.Header, "airlock_")
+			stripSetCookies(resp.Header, "__Host-airlock")
+			if csp != "" {
+				resp.Header.Set("Content-Security-Policy", csp)
+			}
+			return nil
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			g.log.WarnContext(r.Context(), "proxy to app", "session", s.ID, "connector", conn, "error", err)
+			writeErr(w, apiErr(502, "connector_unreachable", "the session did not answer"))
+		},
+		FlushInterval: -1,
+	}
+	rp.ServeHTTP(w, r.WithContext(ctx))
+}
