@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -271,7 +272,8 @@ func TestLogoutEndsCookie(t *testing.T) {
 	c := tg.client().loginCookie("alice")
 	u, _ := url.Parse(tg.url)
 	// An app's WebSocket opened with this login ends with it too.
-	ended := appViewer(t, c, c.launch("app"))
+	s := c.launch("app")
+	ended := appViewer(t, c, s)
 	var stolen string
 	for _, ck := range c.http.Jar.Cookies(u) {
 		if ck.Name == loginCookie {
@@ -297,6 +299,14 @@ func TestLogoutEndsCookie(t *testing.T) {
 	thief.http.Jar.SetCookies(u, []*http.Cookie{{Name: loginCookie, Value: stolen}})
 	if code, body := thief.do("GET", "/api/v1/me", nil, nil); code != 401 {
 		t.Errorf("login cookie replayed after logout: %d %s, want 401", code, body)
+	}
+	// The app cookie the login obtained is forgotten with it: the app
+	// host sends the browser back to the gateway instead of to the app.
+	c.reachApps()
+	c.http.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	appHost := "https://" + s.ID + ".apps.localhost:" + u.Port()
+	if resp, body := c.get(appHost + "/hello"); resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("app host with the app cookie of a logged-out login: %d %s, want a redirect to sign in", resp.StatusCode, body)
 	}
 }
 
@@ -565,7 +575,16 @@ func appViewer(t *testing.T, c *client, s sessionOut) <-chan error {
 	if c.token != "" {
 		hdr.Set("Authorization", "Bearer "+c.token)
 	}
-	hc := &http.Client{Jar: c.http.Jar, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	// A browser login is sent through the app host's sign-in (redirects
+	// the client follows); *.localhost is dialled on loopback, as browsers do.
+	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if host, port, err := net.SplitHostPort(addr); err == nil && strings.HasSuffix(host, ".localhost") {
+			addr = net.JoinHostPort("127.0.0.1", port)
+		}
+		return (&net.Dialer{}).DialContext(ctx, network, addr)
+	}
+	hc := &http.Client{Jar: c.http.Jar, Transport: tr}
 	ws, _, err := websocket.Dial(t.Context(), "wss"+strings.TrimPrefix(c.tg.url, "https")+s.Connect["app"]+"ws", &websocket.DialOptions{HTTPClient: hc, HTTPHeader: hdr})
 	if err != nil {
 		t.Fatalf("app websocket: %v", err)
