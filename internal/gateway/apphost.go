@@ -484,9 +484,9 @@ func (g *Gateway) appStart(w http.ResponseWriter, r *http.Request) error {
 	s, err := g.cfg.Store.GetSession(r.Context(), id)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
-			return apiErr(404, "no_session", "no such session")
+			return errNoSession
 		}
-		return err
+		return storeFault("session lookup", err)
 	}
 	v, err := g.authorizeView(r, who, s)
 	if err != nil {
@@ -632,9 +632,9 @@ func (g *Gateway) proxyApp(w http.ResponseWriter, r *http.Request, who identity,
 	s, err := g.cfg.Store.GetSession(r.Context(), id)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
-			return apiErr(404, "no_session", "no such session")
+			return errNoSession
 		}
-		return err
+		return storeFault("session lookup", err)
 	}
 	v, err := g.authorizeView(r, who, s)
 	if err != nil {

@@ -303,8 +303,18 @@ func TestAppOwnOrigin(t *testing.T) {
 		if code, _ := tg.client().loginToken("alice").do("DELETE", "/api/v1/sessions/"+s.ID+"/shares/"+share.ID, nil, nil); code != 204 {
 			t.Fatal("revoke")
 		}
-		if resp, body := bob.get(bbase + "/x"); resp.StatusCode != 403 || !strings.Contains(body, "revoked") {
-			t.Fatalf("after revocation: %d %s", resp.StatusCode, body)
+		// The revocation forgot the app cookie: the app host sends Bob
+		// back to the gateway, which says why.
+		resp, body := bob.get(bbase + "/x")
+		if resp.StatusCode != 303 {
+			t.Fatalf("after revocation: %d %s, want 303 back to the gateway", resp.StatusCode, body)
+		}
+		loc, err := url.Parse(resp.Header.Get("Location"))
+		if err != nil || loc.Path != "/s/"+s.ID+"/app/x" {
+			t.Fatalf("after revocation, sent to %q, want the app's path on the gateway", resp.Header.Get("Location"))
+		}
+		if resp, body := bob.get(tg.url + loc.RequestURI()); resp.StatusCode != 403 || !strings.Contains(body, "revoked") {
+			t.Fatalf("after revocation, at the gateway: %d %s", resp.StatusCode, body)
 		}
 	})
 	t.Run("dropped cookies", func(t *testing.T) {

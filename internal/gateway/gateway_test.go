@@ -243,8 +243,8 @@ func TestShares(t *testing.T) {
 	if code, _ := alice.do("DELETE", "/api/v1/sessions/"+s.ID+"/shares/"+share.ID, nil, nil); code != 204 {
 		t.Fatal("revoke")
 	}
-	if code := app("GET"); code != 403 {
-		t.Fatalf("revoked share on the app host: %d", code)
+	if code := app("GET"); code != 303 {
+		t.Fatalf("revoked share on the app host: %d, want 303 (the app cookie is forgotten) back to the gateway", code)
 	}
 	var e struct{ Error struct{ Code string } }
 	if code, _ := bob.do("GET", "/s/"+s.ID+"/app/x", nil, &e); code != 403 || e.Error.Code != "share_revoked" {

@@ -1,7 +1,9 @@
 package gateway
 
 import (
+	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -115,30 +117,42 @@ auth:
 		t.Errorf("the workload listed the state directory:\n%s", b)
 	}
 
-	// Forge an admin login cookie from whatever the workload read, as it
-	// would; and from the real key, to show the forgery works.
+	// Logins are random secrets kept hashed in the store, so a cookie
+	// cannot be forged from any key; what the master key still signs is
+	// every session's connector tickets. Forge one for this very session
+	// from whatever the workload read, as it would, and present it to the
+	// connector's socket; and from the real key, to show the forgery works.
 	stolen, _ := os.ReadFile(filepath.Join(out, "master"))
+	socks, _ := filepath.Glob(filepath.Join(state, "sessions", s.ID, "*", "*.sock"))
+	if more, _ := filepath.Glob(filepath.Join(state, "sessions", s.ID, "*.sock")); len(more) > 0 {
+		socks = append(socks, more...)
+	}
+	if len(socks) != 1 {
+		t.Fatalf("the session's connector sockets: %q, want one", socks)
+	}
 	forge := func(key []byte) int {
-		tok, err := ticket.Sign(ticket.Key(derive(key, "airlock login cookie", "")),
-			ticket.Claims{Session: "login", Connector: "admin", User: "mallory", Mode: ticket.Control, Expires: time.Now().Add(time.Hour)})
+		tok, err := ticket.Sign(ticket.Key(derive(key, "airlock session ticket key", s.ID)),
+			ticket.Claims{Session: s.ID, Connector: "app", User: "mallory", Mode: ticket.Control, Expires: time.Now().Add(time.Minute)})
 		if err != nil {
 			t.Fatal(err)
 		}
-		req, _ := http.NewRequest("GET", url+"/api/v1/admin/sessions", nil)
-		req.AddCookie(&http.Cookie{Name: loginCookie, Value: tok})
-		req.Header.Set("Sec-Fetch-Site", "same-origin")
-		resp, err := eve.http.Do(req)
+		hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", socks[0])
+		}}}
+		req, _ := http.NewRequest("GET", "http://session/", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := hc.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
 		return resp.StatusCode
 	}
-	if code := forge(stolen); code != 401 {
-		t.Errorf("admin cookie forged from what the session read: status %d, want 401", code)
+	if code := forge(stolen); code != 403 {
+		t.Errorf("connector ticket forged from what the session read: status %d, want 403", code)
 	}
-	if code := forge(master); code != 200 {
-		t.Errorf("admin cookie forged from the real key: status %d, want 200 (the test's forgery is wrong)", code)
+	if code := forge(master); code == 401 || code == 403 {
+		t.Errorf("connector ticket forged from the real key: status %d (the test's forgery is wrong)", code)
 	}
 	eve.do("DELETE", "/api/v1/sessions/"+s.ID, nil, nil)
 }

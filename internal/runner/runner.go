@@ -223,6 +223,9 @@ func (r *run) run(ctx context.Context) (code int, err error) {
 		Grace: time.Duration(spec.Grace), ReadyTimeout: time.Duration(spec.ReadyTimeout),
 		Exe: r.cfg.Exe, Stderr: r.cfg.Stderr, Logger: r.log, Egress: map[int]string{},
 		LogJSON: r.cfg.LogFormat == "json", UnixSockets: spec.UnixSockets, Hide: r.hidden(),
+		// QEMU's SMB server (smbd) for a Windows guest's folder messages its
+		// own processes over UNIX datagram sockets.
+		UnixDatagram: spec.VM != nil && spec.VM.OS == "windows" && spec.VM.Share != nil,
 	}
 	for _, e := range spec.Egress {
 		_, port, _ := splitHostPort(e)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -187,6 +188,11 @@ func TestVMWindowsShare(t *testing.T) {
 			}
 			if b, err := os.ReadFile(filepath.Join(share, "hello.txt.guest")); err != nil || strings.TrimSpace(string(b)) != "from-guest" {
 				t.Errorf("the guest's file on the host: %q, %v", b, err)
+			}
+			// smbd needs UNIX datagram sockets, which the unix guard lets
+			// this session (alone) make; ready must say what that costs.
+			if !slices.ContainsFunc(r.Ready.Warnings, func(w string) bool { return strings.Contains(w, "datagram") }) {
+				t.Errorf("ready of a Windows share session has no datagram warning: %q", r.Ready.Warnings)
 			}
 			r.Signal(syscall.SIGTERM)
 			r.WaitExit(t, 30*time.Second)

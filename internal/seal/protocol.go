@@ -69,6 +69,9 @@ type Plan struct {
 	// UnixSockets are host pathname sockets the workload may connect to
 	// (Config.UnixSockets).
 	UnixSockets []string `json:"unix_sockets,omitempty"`
+	// UnixDatagram lets the workload make UNIX datagram sockets
+	// (Config.UnixDatagram).
+	UnixDatagram bool `json:"unix_datagram,omitempty"`
 }
 
 // Message is one line on the control socket.

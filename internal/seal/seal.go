@@ -77,6 +77,13 @@ type Config struct {
 	// only sockets on the seal's own /tmp, /run, /var/tmp and /dev/shm are
 	// reachable (see unixguard.go).
 	UnixSockets []string
+	// UnixDatagram lets the workload make UNIX datagram sockets, which the
+	// unix guard otherwise refuses: a datagram names its destination in
+	// every send, in memory the workload can rewrite after any check, so
+	// with them a send to a host socket's path is not refused. Only for a
+	// workload that cannot work without (Samba's smbd, which QEMU starts
+	// for a Windows guest's shared folder); `ready` carries a warning.
+	UnixDatagram bool
 	// ScratchDir is a host directory, owned by the owner, mounted on /tmp
 	// inside. The caller creates and removes it.
 	ScratchDir string
@@ -228,7 +235,7 @@ func Start(ctx context.Context, cfg Config) (*Seal, error) {
 		ID: cfg.ID, RootMode: root, UID: cfg.Owner.UID, GID: cfg.Owner.GID,
 		ScratchDir: cfg.ScratchDir, Hide: cfg.Hide, Processes: cfg.Processes, Probes: cfg.Probes,
 		ReadyTimeout: cfg.ReadyTimeout, Grace: cfg.Grace, TTYGID: -1, LogJSON: cfg.LogJSON,
-		UnixSockets: cfg.UnixSockets,
+		UnixSockets: cfg.UnixSockets, UnixDatagram: cfg.UnixDatagram,
 	}
 	ttyGID := -1
 	if g, err := user.LookupGroup("tty"); err == nil {

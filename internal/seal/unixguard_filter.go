@@ -44,14 +44,15 @@ const (
 //     workload may rewrite after any check. Without one, no send can name a
 //     host socket (a stream socket refuses an address, a seqpacket socket
 //     ignores it), so sendto, sendmsg and sendmmsg run untouched, by the
-//     workload itself, at full speed and with its own credentials;
+//     workload itself, at full speed and with its own credentials (unless
+//     allowDatagram: see Config.UnixDatagram);
 //   - socket(AF_VSOCK, …) fails with EAFNOSUPPORT: vsock reaches a virtual
 //     machine's host whatever the network namespace;
 //   - everything else runs.
 //
 // Every decision is on a register, which the workload cannot change once
 // the filter has looked at it.
-func unixGuardFilter() ([]unix.SockFilter, error) {
+func unixGuardFilter(allowDatagram bool) ([]unix.SockFilter, error) {
 	arch, err := nativeAuditArch()
 	if err != nil {
 		return nil, err
@@ -88,12 +89,17 @@ func unixGuardFilter() ([]unix.SockFilter, error) {
 		insn{code: jeq, k: unix.SYS_SOCKETPAIR, jt: "socket", jf: "allow"},
 		insn{label: "socket", code: ld, k: arg0},
 		insn{code: jeq, k: unix.AF_VSOCK, jt: "eafnosupport"},
-		insn{code: jeq, k: unix.AF_UNIX, jf: "allow"},
-		insn{code: ld, k: arg1},
-		insn{code: and, k: 0xf}, // SOCK_TYPE_MASK: without SOCK_CLOEXEC, SOCK_NONBLOCK
-		insn{code: jeq, k: unix.SOCK_DGRAM, jt: "eacces"},
-		insn{code: jeq, k: unix.SOCK_RAW, jt: "eacces", jf: "allow"},
 	)
+	if !allowDatagram {
+		prog = append(prog,
+			insn{code: jeq, k: unix.AF_UNIX, jf: "allow"},
+			insn{code: ld, k: arg1},
+			insn{code: and, k: 0xf}, // SOCK_TYPE_MASK: without SOCK_CLOEXEC, SOCK_NONBLOCK
+			insn{code: jeq, k: unix.SOCK_DGRAM, jt: "eacces"},
+			insn{code: jeq, k: unix.SOCK_RAW, jt: "eacces"},
+		)
+	}
+	// Anything else falls through to "allow", the first return below.
 	labels := map[string]int{}
 	for i, in := range prog {
 		if in.label != "" {
@@ -140,8 +146,8 @@ func unixGuardFilter() ([]unix.SockFilter, error) {
 // TSYNC): everything this thread forks from now on inherits it, and nothing
 // else of init does. The caller must have locked the thread and must never
 // unlock it. It returns the supervisor's notification descriptor.
-func installUnixGuard() (int, error) {
-	filter, err := unixGuardFilter()
+func installUnixGuard(allowDatagram bool) (int, error) {
+	filter, err := unixGuardFilter(allowDatagram)
 	if err != nil {
 		return -1, err
 	}

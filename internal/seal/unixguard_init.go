@@ -20,13 +20,16 @@ func unixGuardHook(p *Plan) ([]string, error) {
 	ids, err := privateMountIDs()
 	if err == nil {
 		var fd int
-		if fd, err = installUnixGuard(); err == nil {
+		if fd, err = installUnixGuard(p.UnixDatagram); err == nil {
 			// Init connects with the owner's ids: its own when it already
 			// is the owner (unprivileged), else on threads that take them
 			// (root mode).
 			policy := unixGuardPolicy{privateMounts: ids, listed: p.UnixSockets,
 				switchCreds: os.Geteuid() != p.UID, uid: p.UID, gid: p.GID, groups: p.Groups}
 			go serveUnixGuard(context.Background(), fd, policy, initLogger(p))
+			if p.UnixDatagram {
+				return []string{"UNIX datagram sockets are allowed in this session (QEMU's SMB server needs them): a datagram sent to a host socket's path is not refused"}, nil
+			}
 			return nil, nil
 		}
 	}

@@ -34,7 +34,7 @@ func newGuardedThread(t testing.TB, policy unixGuardPolicy) *guardedThread {
 	served := make(chan struct{})
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread carries the filter
-		fd, err := installUnixGuard()
+		fd, err := installUnixGuard(false)
 		installed <- err
 		if err != nil {
 			return
