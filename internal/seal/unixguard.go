@@ -33,8 +33,10 @@ import (
 // connects that copy, which is the same socket, itself. A pathname is
 // opened with O_PATH as the workload would see it and allowed only when
 // that inode is on one of the seal's private mounts (/tmp, /run, /var/tmp,
-// /dev/shm) or is a socket the profile lists; the connect then goes to
-// /proc/self/fd/N of the inode that was checked.
+// /dev/shm) and listening in the seal's network namespace (a host socket
+// moved into the scratch directory is on the private /tmp mount too; see
+// unixguard_diag.go), or is a socket the profile lists; the connect then
+// goes to /proc/self/fd/N of the inode that was checked.
 
 // unixGuardPolicy says which pathname sockets the workload may reach.
 type unixGuardPolicy struct {
@@ -324,8 +326,21 @@ func (g *unixGuard) viaCheckedPath(t *target, path, what string, do func(addr []
 	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
 		return unix.ECONNREFUSED
 	}
-	if !g.policy.privateMounts[st.Mnt_id] && !g.listed(&st) {
-		return g.refuse(path, what, "not on the seal's private mounts and not listed in unix_sockets")
+	if !g.listed(&st) {
+		if !g.policy.privateMounts[st.Mnt_id] {
+			return g.refuse(path, what, "not on the seal's private mounts and not listed in unix_sockets")
+		}
+		// On a private mount, but perhaps a host socket moved there through
+		// the scratch directory's host path (unixguard_diag.go).
+		here, err := listeningHere(vfsIDOf(&st))
+		if err != nil {
+			// Not a "no": the check could not be made. Refuse, and say so.
+			g.log.Error("unix guard: is "+path+" listening inside the seal", "error", err)
+			return unix.EAGAIN
+		}
+		if !here {
+			return g.refuse(path, what, "on the seal's /tmp but not listening inside the seal (a host socket moved or linked there)")
+		}
 	}
 	proc := "/proc/self/fd/" + strconv.Itoa(fd)
 	addr := make([]byte, sunPathOffset+len(proc)+1)

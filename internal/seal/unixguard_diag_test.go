@@ -1,0 +1,111 @@
+package seal
+
+import (
+	"encoding/binary"
+	"net"
+	"path/filepath"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+func vfsIDOfPath(t *testing.T, path string) vfsID {
+	t.Helper()
+	var st unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, path, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_INO, &st); err != nil {
+		t.Fatal(err)
+	}
+	return vfsIDOf(&st)
+}
+
+// TestListeningHere: sock_diag finds a socket listening in this network
+// namespace by its inode, and not one that stopped listening.
+func TestListeningHere(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "l.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	id := vfsIDOfPath(t, path)
+	if here, err := listeningHere(id); err != nil || !here {
+		t.Fatalf("listening socket %s: here=%v err=%v; want true", path, here, err)
+	}
+	ln.Close()
+	if here, err := listeningHere(id); err != nil || here {
+		t.Fatalf("closed socket %s: here=%v err=%v; want false", path, here, err)
+	}
+}
+
+// diagMsg is one SOCK_DIAG_BY_FAMILY message with a UNIX_DIAG_VFS
+// attribute, as the kernel sends it.
+func diagMsg(ino, dev uint32) []byte {
+	const attrLen = unix.SizeofRtAttr + 8
+	l := unix.SizeofNlMsghdr + sizeofUnixDiagMsg + attrLen
+	b := make([]byte, l)
+	binary.NativeEndian.PutUint32(b[0:], uint32(l))
+	binary.NativeEndian.PutUint16(b[4:], unix.SOCK_DIAG_BY_FAMILY)
+	a := b[unix.SizeofNlMsghdr+sizeofUnixDiagMsg:]
+	binary.NativeEndian.PutUint16(a[0:], attrLen)
+	binary.NativeEndian.PutUint16(a[2:], unixDiagVFS)
+	binary.NativeEndian.PutUint32(a[4:], ino)
+	binary.NativeEndian.PutUint32(a[8:], dev)
+	return b
+}
+
+func doneMsg() []byte {
+	b := make([]byte, unix.SizeofNlMsghdr+4)
+	binary.NativeEndian.PutUint32(b[0:], uint32(len(b)))
+	binary.NativeEndian.PutUint16(b[4:], unix.NLMSG_DONE)
+	return b
+}
+
+func TestParseUnixDiag(t *testing.T) {
+	b := append(append(diagMsg(7, 8<<20|1), diagMsg(9, 3)...), doneMsg()...)
+	ids, done, err := parseUnixDiag(b)
+	if err != nil || !done || len(ids) != 2 || ids[0] != (vfsID{dev: 8<<20 | 1, ino: 7}) || ids[1] != (vfsID{dev: 3, ino: 9}) {
+		t.Fatalf("got %v %v %v", ids, done, err)
+	}
+	if _, _, err := parseUnixDiag(diagMsg(1, 1)[:10]); err == nil {
+		t.Fatal("a truncated header was accepted")
+	}
+}
+
+// FuzzParseUnixDiag feeds arbitrary bytes to the decoder of the kernel's
+// sock_diag replies the unix guard relies on: it must never panic, and
+// must find every well-formed message placed before arbitrary junk.
+func FuzzParseUnixDiag(f *testing.F) {
+	f.Add(append(diagMsg(7, 8<<20|1), doneMsg()...), uint32(7))
+	f.Add(diagMsg(1, 2)[:20], uint32(1))
+	f.Add([]byte{}, uint32(0))
+	f.Fuzz(func(t *testing.T, b []byte, ino uint32) {
+		parseUnixDiag(b)
+		withOne := append(diagMsg(ino, 42), b...)
+		ids, _, err := parseUnixDiag(withOne)
+		if err == nil && (len(ids) == 0 || ids[0] != (vfsID{dev: 42, ino: ino})) {
+			t.Fatalf("the leading message was lost: %v", ids)
+		}
+	})
+}
+
+// BenchmarkListeningHere is the price the unix guard adds to a connect to
+// a socket on the seal's private mounts.
+func BenchmarkListeningHere(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "l.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	var st unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, path, 0, unix.STATX_INO, &st); err != nil {
+		b.Fatal(err)
+	}
+	id := vfsIDOf(&st)
+	for b.Loop() {
+		if here, err := listeningHere(id); err != nil || !here {
+			b.Fatal(here, err)
+		}
+	}
+}
