@@ -86,7 +86,9 @@
 // goes to init's supervisor (unixguard.go), which makes it itself, on a
 // copy of their socket, from a thread with the owner's ids and no
 // capabilities, and lets a pathname through only to a socket on the seal's
-// private mounts or one listed in Config.UnixSockets. Those connects are
+// private mounts that listens in the seal's network namespace (one a host
+// daemon made and the workload moved into the scratch directory by its host
+// path does not; unixguard_diag.go), or one listed in Config.UnixSockets. Those connects are
 // made from outside the workload's Landlock domain; the only processes
 // outside it in the seal's network namespace, init and the connectors,
 // bind no abstract socket, so the abstract-socket scope still holds.
