@@ -69,3 +69,55 @@ func TestSealRefusesHostSocketLinkedIntoTmp(t *testing.T) {
 		})
 	}
 }
+
+// TestSealListedSocketCannotBeSwapped attacks unix_sockets: a listed
+// socket is looked up by path at each connect, so when the owner can write
+// its directory the workload could rename another of the owner's sockets
+// (its ssh ControlMaster) onto the listed name. The listed socket works
+// before the swap; after it, the connect is refused and the other socket
+// never sees a connection.
+func TestSealListedSocketCannotBeSwapped(t *testing.T) {
+	for _, m := range modes(t) {
+		t.Run(m.name, func(t *testing.T) {
+			host := realtest.OutsideTmp(t, "redteam-")
+			dir := filepath.Join(host, "owned")
+			if err := os.Mkdir(dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			os.Chown(dir, m.owner.UID, m.owner.GID)
+			listed := listenHostUnix(t, filepath.Join(dir, "listed.sock"))
+			agent := listenHostUnix(t, filepath.Join(dir, "agent.sock"))
+			for _, s := range []string{"listed.sock", "agent.sock"} {
+				os.Chown(filepath.Join(dir, s), m.owner.UID, m.owner.GID)
+			}
+			out := filepath.Join(resultsDir(t, m.owner), "inside.json")
+			out2 := filepath.Join(resultsDir(t, m.owner), "after.json")
+			probe := realtest.Probe(t)
+			script := fmt.Sprintf(`%[1]s dial %[2]s unix:%[4]s/listed.sock && mv %[4]s/agent.sock %[4]s/listed.sock && exec %[1]s dial %[3]s unix:%[4]s/listed.sock`,
+				probe, out, out2, dir)
+			spec := map[string]any{
+				"id":           fmt.Sprintf("redteam-swap-%d", time.Now().UnixNano()),
+				"owner":        m.owner.Name,
+				"unix_sockets": []string{filepath.Join(dir, "listed.sock")},
+				"workload":     map[string]any{"argv": []string{"/bin/sh", "-c", script}, "dir": host},
+			}
+			r := realtest.StartRunner(t, spec, realtest.RunOptions{As: m.as})
+			ev := r.WaitExit(t, 90*time.Second)
+			if ev.Code == nil || *ev.Code != 0 {
+				t.Fatalf("probe inside the seal failed: %+v\n%s", ev, r.Stderr.String())
+			}
+			a := "unix:" + filepath.Join(dir, "listed.sock")
+			before, after := readResults(t, out)[a], readResults(t, out2)[a]
+			t.Logf("before the swap: reached=%v %s; after: reached=%v %s", before.Reached, before.Error, after.Reached, after.Error)
+			if !before.Reached || listed.accepted.Load() != 1 {
+				t.Errorf("the listed socket was not reachable before the swap: %+v, accepted %d", before, listed.accepted.Load())
+			}
+			if after.Reached || agent.accepted.Load() != 0 {
+				t.Errorf("after renaming another socket onto the listed name, the workload reached it (accepted %d)", agent.accepted.Load())
+			}
+			if !strings.Contains(after.Error, "permission denied") {
+				t.Errorf("after the swap: %q; want EACCES", after.Error)
+			}
+		})
+	}
+}

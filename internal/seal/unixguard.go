@@ -44,6 +44,10 @@ type unixGuardPolicy struct {
 	privateMounts map[uint64]bool
 	// listed are host sockets the profile allows (unix_sockets).
 	listed []string
+	// ready, when not nil, is closed once the guard has pinned the listed
+	// sockets the owner could replace (unixguard_listed.go); the workload
+	// must not start before.
+	ready chan struct{}
 	// switchCreds: init is not the owner (root mode). Connects on the
 	// workload's behalf run on threads that took the owner's ids, so
 	// permission checks and SO_PEERCRED are the owner's; in every mode
@@ -101,6 +105,7 @@ const (
 type unixGuard struct {
 	fd      int
 	policy  unixGuardPolicy
+	pinned  map[string]unix.Statx_t // listed path → the inode it had at the start
 	log     *slog.Logger
 	creds   *credRunner
 	logged  sync.Map // path → struct{}: refusals already logged
@@ -118,6 +123,10 @@ func serveUnixGuard(ctx context.Context, fd int, policy unixGuardPolicy, log *sl
 	// 6.6+: wake the caller on this CPU when answering, to shorten each
 	// round trip; older kernels lack it and lose only speed.
 	unix.Syscall(unix.SYS_IOCTL, uintptr(fd), ioctlNotifSetFlags, unix.SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP)
+	g.pinListed()
+	if policy.ready != nil {
+		close(policy.ready)
+	}
 	// Poll, not a bare RECV: a RECV blocks on, even once every process
 	// under the filter is gone, while poll reports that as POLLHUP.
 	stop, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
@@ -351,11 +360,12 @@ func (g *unixGuard) viaCheckedPath(t *target, path, what string, do func(addr []
 
 // listed reports whether st is one of the profile's sockets, compared by
 // device and inode at the time of the call (a listed socket may be
-// re-created, and a bind mount of it is the same socket).
+// re-created, and a bind mount of it is the same socket), or, for one the
+// owner could replace, with the inode it had when the session started.
 func (g *unixGuard) listed(st *unix.Statx_t) bool {
 	for _, p := range g.policy.listed {
-		var l unix.Statx_t
-		if unix.Statx(unix.AT_FDCWD, p, 0, unix.STATX_TYPE|unix.STATX_INO, &l) != nil {
+		l, pinned := g.pinned[p]
+		if !pinned && unix.Statx(unix.AT_FDCWD, p, 0, unix.STATX_TYPE|unix.STATX_INO, &l) != nil {
 			continue
 		}
 		if l.Ino == st.Ino && l.Dev_major == st.Dev_major && l.Dev_minor == st.Dev_minor && l.Mode&unix.S_IFMT == unix.S_IFSOCK {

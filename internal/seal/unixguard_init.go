@@ -25,8 +25,12 @@ func unixGuardHook(p *Plan) ([]string, error) {
 			// is the owner (unprivileged), else on threads that take them
 			// (root mode).
 			policy := unixGuardPolicy{privateMounts: ids, listed: p.UnixSockets,
-				switchCreds: os.Geteuid() != p.UID, uid: p.UID, gid: p.GID, groups: p.Groups}
+				switchCreds: os.Geteuid() != p.UID, uid: p.UID, gid: p.GID, groups: p.Groups,
+				ready: make(chan struct{})}
 			go serveUnixGuard(context.Background(), fd, policy, initLogger(p))
+			// The listed sockets the workload could replace are pinned
+			// before it starts.
+			<-policy.ready
 			return nil, nil
 		}
 	}
