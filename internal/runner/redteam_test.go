@@ -121,3 +121,56 @@ func TestSealListedSocketCannotBeSwapped(t *testing.T) {
 		})
 	}
 }
+
+// TestSealHidesHostUevents: the kernel broadcasts device events
+// (NETLINK_KOBJECT_UEVENT) to every network namespace owned by the initial
+// user namespace, which a root-mode seal's is. The workload listens while
+// the host makes events; it must hear none (the socket is refused).
+func TestSealHidesHostUevents(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("making a device event on the host needs root")
+	}
+	for _, m := range modes(t) {
+		t.Run(m.name, func(t *testing.T) {
+			dir := resultsDir(t, m.owner)
+			out, ready := filepath.Join(dir, "inside.json"), filepath.Join(dir, "listening")
+			a := "uevent:" + ready
+			spec := map[string]any{
+				"id":       fmt.Sprintf("redteam-uevent-%d", time.Now().UnixNano()),
+				"owner":    m.owner.Name,
+				"workload": map[string]any{"argv": []string{realtest.Probe(t), "dial", out, a}, "dir": dir},
+			}
+			r := realtest.StartRunner(t, spec, realtest.RunOptions{As: m.as})
+			// Make events until the workload is done: as soon as it listens,
+			// if it ever does.
+			stop := make(chan struct{})
+			go func() {
+				tick := time.NewTicker(100 * time.Millisecond)
+				defer tick.Stop()
+				for {
+					select {
+					case <-stop:
+						return
+					case <-tick.C:
+						if _, err := os.Stat(ready); err == nil {
+							os.WriteFile("/sys/class/mem/null/uevent", []byte("change"), 0)
+						}
+					}
+				}
+			}()
+			ev := r.WaitExit(t, 60*time.Second)
+			close(stop)
+			if ev.Code == nil || *ev.Code != 0 {
+				t.Fatalf("probe inside the seal failed: %+v\n%s", ev, r.Stderr.String())
+			}
+			res := readResults(t, out)[a]
+			t.Logf("%s: reached=%v %s", a, res.Reached, res.Error)
+			if res.Reached {
+				t.Errorf("the workload heard the host's device events")
+			}
+			if !strings.Contains(res.Error, "protocol not supported") {
+				t.Errorf("%q; want EPROTONOSUPPORT", res.Error)
+			}
+		})
+	}
+}
