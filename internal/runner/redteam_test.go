@@ -174,3 +174,61 @@ func TestSealHidesHostUevents(t *testing.T) {
 		})
 	}
 }
+
+// TestSealProcessesCannotTouchTheRunnersLog: the runner's stderr is a file
+// outside the seal (the gateway's runner.log for the session). A process
+// inside that held it could truncate it (ftruncate works on any
+// descriptor open for writing, append-only or not), erasing init's record
+// of what it refused, and fill the file system it is on. The workload tries
+// both; the runner's first line survives and the file stays bounded.
+func TestSealProcessesCannotTouchTheRunnersLog(t *testing.T) {
+	for _, m := range modes(t) {
+		t.Run(m.name, func(t *testing.T) {
+			dir := resultsDir(t, m.owner)
+			logPath := filepath.Join(dir, "runner.log")
+			script := `import os, sys
+try:
+    os.ftruncate(2, 0)
+    os.write(2, b"TRUNCATED the runner's log\n")
+except OSError as e:
+    os.write(2, ("ftruncate refused: %s\n" % e).encode())
+chunk = b"A" * 65535 + b"\n"
+for _ in range(1280):  # 80 MiB
+    os.write(2, chunk)
+`
+			spec := map[string]any{
+				"id":       fmt.Sprintf("redteam-log-%d", time.Now().UnixNano()),
+				"owner":    m.owner.Name,
+				"workload": map[string]any{"argv": []string{"/usr/bin/python3", "-c", script}, "dir": dir},
+			}
+			wrap := []string{"/bin/sh", "-c", `exec "$@" 2>>'` + logPath + `'`, "sh"}
+			r := realtest.StartRunner(t, spec, realtest.RunOptions{As: m.as, Wrap: wrap})
+			ev := r.WaitExit(t, 90*time.Second)
+			if ev.Code == nil || *ev.Code != 0 {
+				t.Fatalf("workload failed: %+v", ev)
+			}
+			st, err := os.Stat(logPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f, err := os.Open(logPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			head := make([]byte, 4096)
+			n, _ := f.Read(head)
+			head = head[:n]
+			t.Logf("log: %d bytes, starts %.200q", st.Size(), head)
+			if !strings.Contains(string(head), "seal started") {
+				t.Errorf("the runner's first lines are gone: the workload truncated its log")
+			}
+			if strings.Contains(string(head), "TRUNCATED") {
+				t.Errorf("ftruncate on the workload's stderr worked")
+			}
+			if st.Size() > 70<<20 {
+				t.Errorf("the runner's log grew to %d bytes from one workload; want it bounded", st.Size())
+			}
+		})
+	}
+}
