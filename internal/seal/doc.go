@@ -30,6 +30,8 @@
 // to the grace period, and exits; the kernel kills whatever remains when
 // PID 1 of a PID namespace exits. Init gets SIGKILL if the parent dies
 // (Pdeathsig), so a killed runner cannot leave a running seal behind.
+// The processes' stdout and stderr are a pipe init drains into its own
+// stderr, bounded (output.go): init's stderr is a file outside the seal.
 //
 // # Privileges: two spawner threads
 //
