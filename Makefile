@@ -53,6 +53,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseFD -fuzztime 30s ./internal/seal/fdpass/
 	$(GO) test -run '^$$' -fuzz FuzzUnixGuardParse -fuzztime 30s ./internal/seal/
 	$(GO) test -run '^$$' -fuzz FuzzParseUnixDiag -fuzztime 30s ./internal/seal/
+	$(GO) test -run '^$$' -fuzz FuzzParseMountinfoDevs -fuzztime 30s ./internal/seal/
 	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime 30s ./internal/ticket/
 	$(GO) test -run '^$$' -fuzz FuzzViewFilter -fuzztime 30s ./internal/connector/
 	$(GO) test -run '^$$' -fuzz FuzzParseSqueue -fuzztime 30s ./internal/backend/slurm/

@@ -42,6 +42,9 @@ import (
 type unixGuardPolicy struct {
 	// privateMounts are the mount ids of the seal's own mounts.
 	privateMounts map[uint64]bool
+	// mountDevs are their file systems' kernel device numbers
+	// (unixguard_diag.go); without one, stat's is used.
+	mountDevs map[uint64]uint32
 	// listed are host sockets the profile allows (unix_sockets).
 	listed []string
 	// ready, when not nil, is closed once the guard has pinned the listed
@@ -341,7 +344,11 @@ func (g *unixGuard) viaCheckedPath(t *target, path, what string, do func(addr []
 		}
 		// On a private mount, but perhaps a host socket moved there through
 		// the scratch directory's host path (unixguard_diag.go).
-		here, err := listeningHere(vfsIDOf(&st))
+		id := vfsIDOf(&st)
+		if dev, ok := g.policy.mountDevs[st.Mnt_id]; ok {
+			id.dev = dev
+		}
+		here, err := listeningHere(id)
 		if err != nil {
 			// Not a "no": the check could not be made. Refuse, and say so.
 			g.log.Error("unix guard: is "+path+" listening inside the seal", "error", err)

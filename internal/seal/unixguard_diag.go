@@ -4,6 +4,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -160,4 +163,51 @@ func vfsOfDiagMsg(body []byte) (vfsID, bool) {
 		attrs = attrs[next:]
 	}
 	return vfsID{}, false
+}
+
+// mountDevs maps the seal's private mounts to the device number their
+// file system has in the kernel (its s_dev, in the kernel's encoding),
+// which is what unix_diag reports. stat's device number is not always
+// that: btrfs reports a subvolume's own.
+func mountDevs(ids map[uint64]bool) (map[uint64]uint32, error) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil, fmt.Errorf("unix guard: %w", err)
+	}
+	all := parseMountinfoDevs(b)
+	out := map[uint64]uint32{}
+	for id := range ids {
+		if dev, ok := all[id]; ok {
+			out[id] = dev
+		}
+	}
+	return out, nil
+}
+
+// parseMountinfoDevs reads, from /proc/PID/mountinfo, each mount's id
+// (field 1) and its file system's "major:minor" (field 3), encoded as the
+// kernel's dev_t. Lines it cannot read are skipped.
+func parseMountinfoDevs(b []byte) map[uint64]uint32 {
+	out := map[uint64]uint32{}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 3 {
+			continue
+		}
+		id, err := strconv.ParseUint(f[0], 10, 64)
+		if err != nil {
+			continue
+		}
+		maj, min, ok := strings.Cut(f[2], ":")
+		if !ok {
+			continue
+		}
+		ma, err1 := strconv.ParseUint(maj, 10, 12)
+		mi, err2 := strconv.ParseUint(min, 10, 20)
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		out[id] = uint32(ma<<20 | mi)
+	}
+	return out
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"net"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -108,4 +109,58 @@ func BenchmarkListeningHere(b *testing.B) {
 			b.Fatal(here, err)
 		}
 	}
+}
+
+// TestListeningHereByMountDev: the device number the guard takes from
+// mountinfo for a mount is the one unix_diag reports for a socket on it.
+func TestListeningHereByMountDev(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "l.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var st unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, path, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_INO|unix.STATX_MNT_ID, &st); err != nil {
+		t.Fatal(err)
+	}
+	devs, err := mountDevs(map[uint64]bool{st.Mnt_id: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev, ok := devs[st.Mnt_id]
+	if !ok {
+		t.Fatalf("mount %d of %s not in mountinfo", st.Mnt_id, dir)
+	}
+	if here, err := listeningHere(vfsID{dev: dev, ino: uint32(st.Ino)}); err != nil || !here {
+		t.Fatalf("by mountinfo's device %#x: here=%v err=%v; want true", dev, here, err)
+	}
+}
+
+func TestParseMountinfoDevs(t *testing.T) {
+	in := "36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue\n" +
+		"37 36 0:52 / /tmp rw - tmpfs tmpfs rw\n" +
+		"garbage\n38 36 x:y / /z rw - tmpfs tmpfs rw\n"
+	got := parseMountinfoDevs([]byte(in))
+	if len(got) != 2 || got[36] != 98<<20 || got[37] != 52 {
+		t.Fatalf("got %v", got)
+	}
+}
+
+// FuzzParseMountinfoDevs: arbitrary mountinfo text never panics, and a
+// well-formed line is always read.
+func FuzzParseMountinfoDevs(f *testing.F) {
+	f.Add([]byte("36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw\n"))
+	f.Add([]byte("1 2 4095:1048575 / / rw - x y z"))
+	f.Add([]byte("1 2 4096:0 / /"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		parseMountinfoDevs(b)
+		got := parseMountinfoDevs(append([]byte("424242 1 7:3 / /x rw - ext4 /dev/x rw\n"), b...))
+		// A later line may name mount 424242 again; otherwise the first
+		// line's answer stands.
+		if dev, ok := got[424242]; !strings.Contains(string(b), "424242") && (!ok || dev != 7<<20|3) {
+			t.Fatalf("the well-formed line was lost: %v %#x", ok, dev)
+		}
+	})
 }
