@@ -355,7 +355,7 @@ func (g *unixGuard) viaCheckedPath(t *target, path, what string, do func(addr []
 			return unix.EAGAIN
 		}
 		if !here {
-			return g.refuse(path, what, "on the seal's /tmp but not listening inside the seal (a host socket moved or linked there)")
+			return g.refuse(path, what, "on the seal's private mounts but not listening inside the seal (a host socket moved or linked there)")
 		}
 	}
 	proc := "/proc/self/fd/" + strconv.Itoa(fd)
