@@ -229,6 +229,11 @@ for _ in range(1280):  # 80 MiB
 			if st.Size() > 70<<20 {
 				t.Errorf("the runner's log grew to %d bytes from one workload; want it bounded", st.Size())
 			}
+			tail := make([]byte, 64<<10)
+			n, _ = f.ReadAt(tail, max(0, st.Size()-int64(len(tail))))
+			if !strings.Contains(string(tail[:n]), "the rest of it is dropped") {
+				t.Errorf("init did not say that it dropped output")
+			}
 		})
 	}
 }

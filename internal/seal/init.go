@@ -76,8 +76,10 @@ type initProc struct {
 
 	// connSp starts the connectors, workSp the workload and helpers.
 	connSp, workSp *spawner
-	// output is the pipe the processes write to (output.go).
-	output *outputRelay
+	// output is the pipe the workload and helpers write to, connOutput
+	// the connectors' (output.go): apart, so that a workload that uses up
+	// its budget does not silence the connectors' logs.
+	output, connOutput *outputRelay
 
 	egress   *net.UnixConn
 	egressID atomic.Uint64
@@ -116,7 +118,10 @@ func (in *initProc) run() int {
 		return in.fail("%v", err)
 	}
 	var err error
-	if in.output, err = startOutputRelay(os.Stderr, maxProcessOutput, in.log); err != nil {
+	if in.output, err = startOutputRelay(os.Stderr, maxProcessOutput, in.log.With("of", "workload")); err != nil {
+		return in.fail("%v", err)
+	}
+	if in.connOutput, err = startOutputRelay(os.Stderr, maxProcessOutput, in.log.With("of", "connectors")); err != nil {
 		return in.fail("%v", err)
 	}
 	// Every process is started from one of two spawner threads whose
@@ -285,6 +290,7 @@ func (in *initProc) terminate(reason string, code int, sigs chan os.Signal) {
 		in.reap()
 		if noChildren() {
 			in.output.finish(time.Second)
+			in.connOutput.finish(time.Second)
 			os.Exit(clampCode(code))
 		}
 		select {
@@ -300,6 +306,7 @@ func (in *initProc) terminate(reason string, code int, sigs chan os.Signal) {
 				time.Sleep(10 * time.Millisecond)
 			}
 			in.output.finish(100 * time.Millisecond)
+			in.connOutput.finish(100 * time.Millisecond)
 			os.Exit(clampCode(code))
 		case <-time.After(100 * time.Millisecond):
 			// SIGCHLD can coalesce; poll as a backstop.
@@ -336,7 +343,11 @@ func (in *initProc) start(p Process) (int, error) {
 		return 0, err
 	}
 	defer devnull.Close()
-	files := []uintptr{devnull.Fd(), in.output.w.Fd(), in.output.w.Fd()}
+	out := in.output
+	if p.Role == Connector {
+		out = in.connOutput
+	}
+	files := []uintptr{devnull.Fd(), out.w.Fd(), out.w.Fd()}
 	if p.Listener >= 0 {
 		files = append(files, uintptr(firstListFD+p.Listener))
 	}

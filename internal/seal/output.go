@@ -14,13 +14,14 @@ import (
 // descriptor of a file can do more than append to it: ftruncate works on
 // any descriptor open for writing (O_APPEND or not), which would erase
 // init's record of what it refused, and nothing bounds how much it
-// writes to a file system the gateway needs. So every process writes to
-// one pipe, and init copies what comes out of it to its stderr, up to
+// writes to a file system the gateway needs. So the processes write to a
+// pipe (one for the workload and helpers, one for the connectors), and
+// init copies what comes out of each to its stderr, up to
 // maxProcessOutput bytes per session; the rest is dropped, with one line
 // saying so.
 
-// maxProcessOutput bounds what the seal's processes may write to the
-// runner's log in one session.
+// maxProcessOutput bounds what the workload and its helpers, and apart
+// from them the connectors, may write to the runner's log in one session.
 const maxProcessOutput = 64 << 20
 
 // outputRelay is the pipe the seal's processes write to.
