@@ -79,7 +79,9 @@ func listeningHere(id vfsID) (bool, error) {
 	if err := unix.Sendto(s, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return false, fmt.Errorf("sock_diag request: %w", err)
 	}
-	buf := make([]byte, 32<<10)
+	// Larger than any datagram the kernel makes for a dump (at most 32 KiB),
+	// so none is ever cut short.
+	buf := make([]byte, 64<<10)
 	found := false
 	for {
 		n, _, err := unix.Recvfrom(s, buf, 0)
