@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"net"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -163,4 +164,31 @@ func FuzzParseMountinfoDevs(f *testing.F) {
 			t.Fatalf("the well-formed line was lost: %v %#x", ok, dev)
 		}
 	})
+}
+
+// TestListeningHereManySockets: a dump that takes several datagrams still
+// finds every socket.
+func TestListeningHereManySockets(t *testing.T) {
+	dir := t.TempDir()
+	var ids []vfsID
+	for i := range 2000 {
+		path := filepath.Join(dir, strconv.Itoa(i))
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { unix.Close(fd) })
+		if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Listen(fd, 1); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, vfsIDOfPath(t, path))
+	}
+	for _, i := range []int{0, 999, 1999} {
+		if here, err := listeningHere(ids[i]); err != nil || !here {
+			t.Fatalf("socket %d of 2000: here=%v err=%v", i, here, err)
+		}
+	}
 }
