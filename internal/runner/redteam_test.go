@@ -237,3 +237,27 @@ for _ in range(1280):  # 80 MiB
 		})
 	}
 }
+
+// TestSealRuntimeDirUsable: $XDG_RUNTIME_DIR inside is the owner's and
+// usable (dconf, PulseAudio and D-Bus put their sockets there), in root
+// mode too, and no one else's.
+func TestSealRuntimeDirUsable(t *testing.T) {
+	for _, m := range modes(t) {
+		t.Run(m.name, func(t *testing.T) {
+			script := `set -e; d=$XDG_RUNTIME_DIR; [ "$d" = /run/user/$(id -u) ]; touch "$d/probe"; stat -c '%a %u' "$d"`
+			spec := map[string]any{
+				"id":       fmt.Sprintf("redteam-xdg-%d", time.Now().UnixNano()),
+				"owner":    m.owner.Name,
+				"workload": map[string]any{"argv": []string{"/bin/sh", "-c", script}},
+			}
+			r := realtest.StartRunner(t, spec, realtest.RunOptions{As: m.as})
+			ev := r.WaitExit(t, 60*time.Second)
+			if ev.Code == nil || *ev.Code != 0 {
+				t.Fatalf("the workload could not use $XDG_RUNTIME_DIR: %+v\n%s", ev, r.Stderr.String())
+			}
+			if want := fmt.Sprintf("700 %d", m.owner.UID); !strings.Contains(r.Stderr.String(), want) {
+				t.Errorf("$XDG_RUNTIME_DIR mode and owner: want %q in\n%s", want, r.Stderr.String())
+			}
+		})
+	}
+}
