@@ -52,6 +52,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseSpec -fuzztime 30s ./internal/runner/
 	$(GO) test -run '^$$' -fuzz FuzzParseFD -fuzztime 30s ./internal/seal/fdpass/
 	$(GO) test -run '^$$' -fuzz FuzzUnixGuardParse -fuzztime 30s ./internal/seal/
+	$(GO) test -run '^$$' -fuzz FuzzParseUnixDiag -fuzztime 30s ./internal/seal/
+	$(GO) test -run '^$$' -fuzz FuzzParseMountinfoDevs -fuzztime 30s ./internal/seal/
 	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime 30s ./internal/ticket/
 	$(GO) test -run '^$$' -fuzz FuzzViewFilter -fuzztime 30s ./internal/connector/
 	$(GO) test -run '^$$' -fuzz FuzzRelayHandshake -fuzztime 30s ./internal/connector/

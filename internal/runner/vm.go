@@ -23,12 +23,19 @@ const qemuLog = "/tmp/qemu.log"
 
 // vmExitReason adds QEMU's last message to the reason a VM session ended
 // with, when QEMU failed; the whole log goes to the runner's log.
+//
+// The seal's /tmp is the session's to change, and a root runner reads
+// this as root: only a regular file, never through a symlink (it could
+// name /etc/shadow) and never a FIFO (nobody would write to it).
 func (r *run) vmExitReason(reason string, code int, scratch string) string {
-	f, err := os.Open(filepath.Join(scratch, "tmp", filepath.Base(qemuLog)))
+	f, err := os.OpenFile(filepath.Join(scratch, "tmp", filepath.Base(qemuLog)), os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return reason
 	}
 	defer f.Close()
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		return reason
+	}
 	b, _ := io.ReadAll(io.LimitReader(f, 64<<10))
 	text := strings.TrimSpace(string(b))
 	if text == "" {

@@ -30,6 +30,8 @@
 // to the grace period, and exits; the kernel kills whatever remains when
 // PID 1 of a PID namespace exits. Init gets SIGKILL if the parent dies
 // (Pdeathsig), so a killed runner cannot leave a running seal behind.
+// The processes' stdout and stderr are a pipe init drains into its own
+// stderr, bounded (output.go): init's stderr is a file outside the seal.
 //
 // # Privileges: two spawner threads
 //
@@ -86,7 +88,9 @@
 // goes to init's supervisor (unixguard.go), which makes it itself, on a
 // copy of their socket, from a thread with the owner's ids and no
 // capabilities, and lets a pathname through only to a socket on the seal's
-// private mounts or one listed in Config.UnixSockets. Those connects are
+// private mounts that listens in the seal's network namespace (one a host
+// daemon made and the workload moved into the scratch directory by its host
+// path does not; unixguard_diag.go), or one listed in Config.UnixSockets. Those connects are
 // made from outside the workload's Landlock domain; the only processes
 // outside it in the seal's network namespace, init and the connectors,
 // bind no abstract socket, so the abstract-socket scope still holds.

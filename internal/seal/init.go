@@ -76,6 +76,10 @@ type initProc struct {
 
 	// connSp starts the connectors, workSp the workload and helpers.
 	connSp, workSp *spawner
+	// output is the pipe the workload and helpers write to, connOutput
+	// the connectors' (output.go): apart, so that a workload that uses up
+	// its budget does not silence the connectors' logs.
+	output, connOutput *outputRelay
 
 	egress   *net.UnixConn
 	egressID atomic.Uint64
@@ -113,6 +117,13 @@ func (in *initProc) run() int {
 	if err := in.startEgress(); err != nil {
 		return in.fail("%v", err)
 	}
+	var err error
+	if in.output, err = startOutputRelay(os.Stderr, maxProcessOutput, in.log.With("of", "workload")); err != nil {
+		return in.fail("%v", err)
+	}
+	if in.connOutput, err = startOutputRelay(os.Stderr, maxProcessOutput, in.log.With("of", "connectors")); err != nil {
+		return in.fail("%v", err)
+	}
 	// Every process is started from one of two spawner threads whose
 	// credentials are made right first (spawner.go): connectors from one
 	// with no capabilities and no_new_privs, the workload and its helpers
@@ -120,7 +131,6 @@ func (in *initProc) run() int {
 	// init and the connectors (workload.go). Init's other threads keep
 	// what they have (in an unprivileged session, capabilities over the
 	// seal's own namespaces only); nothing is ever forked from them.
-	var err error
 	var ws, more []string
 	if in.connSp, ws, err = newSpawner("connector", in.setupConnectorThread); err != nil {
 		return in.fail("%v", err)
@@ -279,6 +289,8 @@ func (in *initProc) terminate(reason string, code int, sigs chan os.Signal) {
 	for {
 		in.reap()
 		if noChildren() {
+			in.output.finish(time.Second)
+			in.connOutput.finish(time.Second)
 			os.Exit(clampCode(code))
 		}
 		select {
@@ -293,6 +305,8 @@ func (in *initProc) terminate(reason string, code int, sigs chan os.Signal) {
 				in.reap()
 				time.Sleep(10 * time.Millisecond)
 			}
+			in.output.finish(100 * time.Millisecond)
+			in.connOutput.finish(100 * time.Millisecond)
 			os.Exit(clampCode(code))
 		case <-time.After(100 * time.Millisecond):
 			// SIGCHLD can coalesce; poll as a backstop.
@@ -329,7 +343,11 @@ func (in *initProc) start(p Process) (int, error) {
 		return 0, err
 	}
 	defer devnull.Close()
-	files := []uintptr{devnull.Fd(), 1, 2}
+	out := in.output
+	if p.Role == Connector {
+		out = in.connOutput
+	}
+	files := []uintptr{devnull.Fd(), out.w.Fd(), out.w.Fd()}
 	if p.Listener >= 0 {
 		files = append(files, uintptr(firstListFD+p.Listener))
 	}

@@ -43,6 +43,9 @@ func (in *initProc) setupMounts() error {
 		return fmt.Errorf("make %s: %w", rt, err)
 	}
 	if p.RootMode {
+		// MkdirAll made /run/user 0700 too: root's, so the owner could
+		// not reach its own directory below it.
+		os.Chmod("/run/user", 0o755)
 		os.Chown("/run/user", 0, 0)
 		if err := os.Chown(rt, p.UID, p.GID); err != nil {
 			return fmt.Errorf("chown %s: %w", rt, err)

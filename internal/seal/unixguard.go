@@ -33,15 +33,24 @@ import (
 // connects that copy, which is the same socket, itself. A pathname is
 // opened with O_PATH as the workload would see it and allowed only when
 // that inode is on one of the seal's private mounts (/tmp, /run, /var/tmp,
-// /dev/shm) or is a socket the profile lists; the connect then goes to
-// /proc/self/fd/N of the inode that was checked.
+// /dev/shm) and listening in the seal's network namespace (a host socket
+// moved into the scratch directory is on the private /tmp mount too; see
+// unixguard_diag.go), or is a socket the profile lists; the connect then
+// goes to /proc/self/fd/N of the inode that was checked.
 
 // unixGuardPolicy says which pathname sockets the workload may reach.
 type unixGuardPolicy struct {
 	// privateMounts are the mount ids of the seal's own mounts.
 	privateMounts map[uint64]bool
+	// mountDevs are their file systems' kernel device numbers
+	// (unixguard_diag.go); without one, stat's is used.
+	mountDevs map[uint64]uint32
 	// listed are host sockets the profile allows (unix_sockets).
 	listed []string
+	// ready, when not nil, is closed once the guard has pinned the listed
+	// sockets the owner could replace (unixguard_listed.go); the workload
+	// must not start before.
+	ready chan struct{}
 	// switchCreds: init is not the owner (root mode). Connects on the
 	// workload's behalf run on threads that took the owner's ids, so
 	// permission checks and SO_PEERCRED are the owner's; in every mode
@@ -99,6 +108,7 @@ const (
 type unixGuard struct {
 	fd      int
 	policy  unixGuardPolicy
+	pinned  map[string]unix.Statx_t // listed path → the inode it had at the start
 	log     *slog.Logger
 	creds   *credRunner
 	logged  sync.Map // path → struct{}: refusals already logged
@@ -116,6 +126,10 @@ func serveUnixGuard(ctx context.Context, fd int, policy unixGuardPolicy, log *sl
 	// 6.6+: wake the caller on this CPU when answering, to shorten each
 	// round trip; older kernels lack it and lose only speed.
 	unix.Syscall(unix.SYS_IOCTL, uintptr(fd), ioctlNotifSetFlags, unix.SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP)
+	g.pinListed()
+	if policy.ready != nil {
+		close(policy.ready)
+	}
 	// Poll, not a bare RECV: a RECV blocks on, even once every process
 	// under the filter is gone, while poll reports that as POLLHUP.
 	stop, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
@@ -324,8 +338,25 @@ func (g *unixGuard) viaCheckedPath(t *target, path, what string, do func(addr []
 	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
 		return unix.ECONNREFUSED
 	}
-	if !g.policy.privateMounts[st.Mnt_id] && !g.listed(&st) {
-		return g.refuse(path, what, "not on the seal's private mounts and not listed in unix_sockets")
+	if !g.listed(&st) {
+		if !g.policy.privateMounts[st.Mnt_id] {
+			return g.refuse(path, what, "not on the seal's private mounts and not listed in unix_sockets")
+		}
+		// On a private mount, but perhaps a host socket moved there through
+		// the scratch directory's host path (unixguard_diag.go).
+		id := vfsIDOf(&st)
+		if dev, ok := g.policy.mountDevs[st.Mnt_id]; ok {
+			id.dev = dev
+		}
+		here, err := listeningHere(id)
+		if err != nil {
+			// Not a "no": the check could not be made. Refuse, and say so.
+			g.log.Error("unix guard: is "+path+" listening inside the seal", "error", err)
+			return unix.EAGAIN
+		}
+		if !here {
+			return g.refuse(path, what, "on the seal's private mounts but not listening inside the seal (a host socket moved or linked there)")
+		}
 	}
 	proc := "/proc/self/fd/" + strconv.Itoa(fd)
 	addr := make([]byte, sunPathOffset+len(proc)+1)
@@ -336,11 +367,12 @@ func (g *unixGuard) viaCheckedPath(t *target, path, what string, do func(addr []
 
 // listed reports whether st is one of the profile's sockets, compared by
 // device and inode at the time of the call (a listed socket may be
-// re-created, and a bind mount of it is the same socket).
+// re-created, and a bind mount of it is the same socket), or, for one the
+// owner could replace, with the inode it had when the session started.
 func (g *unixGuard) listed(st *unix.Statx_t) bool {
 	for _, p := range g.policy.listed {
-		var l unix.Statx_t
-		if unix.Statx(unix.AT_FDCWD, p, 0, unix.STATX_TYPE|unix.STATX_INO, &l) != nil {
+		l, pinned := g.pinned[p]
+		if !pinned && unix.Statx(unix.AT_FDCWD, p, 0, unix.STATX_TYPE|unix.STATX_INO, &l) != nil {
 			continue
 		}
 		if l.Ino == st.Ino && l.Dev_major == st.Dev_major && l.Dev_minor == st.Dev_minor && l.Mode&unix.S_IFMT == unix.S_IFSOCK {

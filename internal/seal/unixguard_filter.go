@@ -48,6 +48,11 @@ const (
 //     allowDatagram: see Config.UnixDatagram);
 //   - socket(AF_VSOCK, …) fails with EAFNOSUPPORT: vsock reaches a virtual
 //     machine's host whatever the network namespace;
+//   - socket(AF_NETLINK, …, NETLINK_KOBJECT_UEVENT) fails with
+//     EPROTONOSUPPORT: the kernel sends its device events to every network
+//     namespace owned by the initial user namespace, which a root-mode
+//     seal's is, so the workload would watch the host's devices come and
+//     go (in an unprivileged seal it would get nothing anyway);
 //   - everything else runs.
 //
 // Every decision is on a register, which the workload cannot change once
@@ -73,7 +78,7 @@ func unixGuardFilter(allowDatagram bool) ([]unix.SockFilter, error) {
 	}
 	// The low halves of args[0] and args[1] (little-endian): the family
 	// and type are ints, and the kernel ignores the upper halves.
-	arg0, arg1 := uint32(offArgs), uint32(offArgs+8)
+	arg0, arg1, arg2 := uint32(offArgs), uint32(offArgs+8), uint32(offArgs+16)
 	prog := []insn{
 		{code: ld, k: offArch},
 		{code: jeq, k: arch, jf: "kill"},
@@ -89,6 +94,7 @@ func unixGuardFilter(allowDatagram bool) ([]unix.SockFilter, error) {
 		insn{code: jeq, k: unix.SYS_SOCKETPAIR, jt: "socket", jf: "allow"},
 		insn{label: "socket", code: ld, k: arg0},
 		insn{code: jeq, k: unix.AF_VSOCK, jt: "eafnosupport"},
+		insn{code: jeq, k: unix.AF_NETLINK, jt: "netlink"},
 	)
 	if !allowDatagram {
 		prog = append(prog,
@@ -99,7 +105,11 @@ func unixGuardFilter(allowDatagram bool) ([]unix.SockFilter, error) {
 			insn{code: jeq, k: unix.SOCK_RAW, jt: "eacces"},
 		)
 	}
-	// Anything else falls through to "allow", the first return below.
+	prog = append(prog,
+		insn{code: jeq, jt: "allow", jf: "allow"}, // every other socket runs
+		insn{label: "netlink", code: ld, k: arg2},
+		insn{code: jeq, k: unix.NETLINK_KOBJECT_UEVENT, jt: "eprotonosupport", jf: "allow"},
+	)
 	labels := map[string]int{}
 	for i, in := range prog {
 		if in.label != "" {
@@ -115,6 +125,7 @@ func unixGuardFilter(allowDatagram bool) ([]unix.SockFilter, error) {
 		{"eperm", unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM)},
 		{"enosys", unix.SECCOMP_RET_ERRNO | uint32(unix.ENOSYS)},
 		{"eafnosupport", unix.SECCOMP_RET_ERRNO | uint32(unix.EAFNOSUPPORT)},
+		{"eprotonosupport", unix.SECCOMP_RET_ERRNO | uint32(unix.EPROTONOSUPPORT)},
 		{"eacces", unix.SECCOMP_RET_ERRNO | uint32(unix.EACCES)},
 		{"kill", unix.SECCOMP_RET_KILL_PROCESS},
 	} {

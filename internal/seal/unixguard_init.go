@@ -18,15 +18,23 @@ func init() { workloadThreadHooks = append(workloadThreadHooks, unixGuardHook) }
 // with a warning: host pathname sockets are then reachable from inside.
 func unixGuardHook(p *Plan) ([]string, error) {
 	ids, err := privateMountIDs()
+	var devs map[uint64]uint32
+	if err == nil {
+		devs, err = mountDevs(ids)
+	}
 	if err == nil {
 		var fd int
 		if fd, err = installUnixGuard(p.UnixDatagram); err == nil {
 			// Init connects with the owner's ids: its own when it already
 			// is the owner (unprivileged), else on threads that take them
 			// (root mode).
-			policy := unixGuardPolicy{privateMounts: ids, listed: p.UnixSockets,
-				switchCreds: os.Geteuid() != p.UID, uid: p.UID, gid: p.GID, groups: p.Groups}
+			policy := unixGuardPolicy{privateMounts: ids, mountDevs: devs, listed: p.UnixSockets,
+				switchCreds: os.Geteuid() != p.UID, uid: p.UID, gid: p.GID, groups: p.Groups,
+				ready: make(chan struct{})}
 			go serveUnixGuard(context.Background(), fd, policy, initLogger(p))
+			// The listed sockets the workload could replace are pinned
+			// before it starts.
+			<-policy.ready
 			if p.UnixDatagram {
 				return []string{"UNIX datagram sockets are allowed in this session (QEMU's SMB server needs them): a datagram sent to a host socket's path is not refused"}, nil
 			}

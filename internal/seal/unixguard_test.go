@@ -29,6 +29,7 @@ type guardedThread struct {
 func newGuardedThread(t testing.TB, policy unixGuardPolicy) *guardedThread {
 	t.Helper()
 	g := &guardedThread{jobs: make(chan func())}
+	policy.ready = make(chan struct{})
 	installed := make(chan error, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan struct{})
@@ -50,6 +51,7 @@ func newGuardedThread(t testing.TB, policy unixGuardPolicy) *guardedThread {
 	if err := <-installed; err != nil {
 		t.Fatal(err)
 	}
+	<-policy.ready // as init does before it starts the workload
 	t.Cleanup(func() {
 		close(g.jobs)
 		cancel()
@@ -132,11 +134,13 @@ func TestUnixGuardConnect(t *testing.T) {
 	private, host, policy := privateAndHost(t)
 	listed := filepath.Join(host, "listed.sock")
 	policy.listed = []string{listed}
+	// Before the guard starts: this test can write its directory, so the
+	// guard pins it to the inode it has then (unixguard_listed.go).
+	listedN := countingListener(t, "unix", listed)
 	g := newGuardedThread(t, policy)
 
 	own := countingListener(t, "unix", filepath.Join(private, "own.sock"))
 	hostN := countingListener(t, "unix", filepath.Join(host, "host.sock"))
-	listedN := countingListener(t, "unix", listed)
 	if err := os.Symlink(filepath.Join(host, "host.sock"), filepath.Join(private, "link.sock")); err != nil {
 		t.Fatal(err)
 	}

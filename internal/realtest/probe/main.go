@@ -213,7 +213,7 @@ func try(a string) error {
 	var c net.Conn
 	var err error
 	switch kind {
-	case "sendto", "via", "selfunix", "wait", "iouring", "race", "vsock":
+	case "sendto", "via", "selfunix", "wait", "iouring", "race", "vsock", "uevent":
 		return tryUnixGuard(kind, rest)
 	case "tcp", "udp", "unix":
 		c, err = net.DialTimeout(kind, rest, 2*time.Second)

@@ -56,6 +56,31 @@ func tryUnixGuard(kind, rest string) error {
 		}
 		defer unix.Close(fd)
 		return unix.Connect(fd, &unix.SockaddrVM{CID: unix.VMADDR_CID_HOST, Port: 22})
+	case "uevent":
+		// uevent:READY listens for the kernel's device events, creates
+		// READY, and waits up to 10 s for one: "reached" if one comes.
+		fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_KOBJECT_UEVENT)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: 1}); err != nil {
+			return err
+		}
+		if err := os.WriteFile(rest, nil, 0o644); err != nil {
+			return err
+		}
+		tv := unix.NsecToTimeval((10 * time.Second).Nanoseconds())
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+			return err
+		}
+		buf := make([]byte, 4096)
+		n, _, err := unix.Recvfrom(fd, buf, 0)
+		if err != nil {
+			return fmt.Errorf("no uevent: %w", err)
+		}
+		fmt.Fprintf(os.Stderr, "uevent: %q\n", buf[:min(n, 80)])
+		return nil
 	case "iouring":
 		var params [120]byte
 		if _, _, e := unix.Syscall(unix.SYS_IO_URING_SETUP, 1, uintptr(unsafe.Pointer(&params)), 0); e != 0 {
