@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"io"
 	"net"
+	"strconv"
 	"time"
 )
 
@@ -43,11 +45,29 @@ const maxQMPBytes = 16 << 20
 
 // DialQMP connects to the QMP socket at path, reads QEMU's greeting and
 // leaves capabilities negotiation mode. ctx bounds the whole exchange.
+//
+// The socket's directory is the session's /tmp, where the workload (QEMU,
+// and whoever took it over) may put anything, and the caller may be root:
+// a symbolic link there must not lead the caller to another session's
+// monitor, nor a FIFO hang it. So the last component is opened without
+// following links, must be a socket, and is connected to by descriptor.
 func DialQMP(ctx context.Context, path string) (*QMP, error) {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "unix", path)
+	fd, err := unix.Open(path, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("qmp: %w", err)
+		return nil, fmt.Errorf("qmp: open %s: %w", path, err)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, fmt.Errorf("qmp: stat %s: %w", path, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return nil, fmt.Errorf("qmp: %s is not a socket", path)
+	}
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", "/proc/self/fd/"+strconv.Itoa(fd))
+	if err != nil {
+		return nil, fmt.Errorf("qmp: %s: %w", path, err)
 	}
 	q := &QMP{c: c}
 	q.dec = json.NewDecoder(io.LimitReader(c, maxQMPBytes))
