@@ -134,6 +134,7 @@ func (g *Gateway) routesAPI(mux *http.ServeMux) {
 	mux.Handle("GET /api/v1/sessions", g.api(g.authed(g.listSessions)))
 	mux.Handle("POST /api/v1/sessions", g.api(g.authed(g.launchSession)))
 	mux.Handle("GET /api/v1/sessions/{id}", g.api(g.authed(g.getSession)))
+	mux.Handle("GET /api/v1/sessions/{id}/events", g.api(g.authed(g.sessionEvents)))
 	mux.Handle("DELETE /api/v1/sessions/{id}", g.api(g.authed(g.stopSession)))
 	mux.Handle("POST /api/v1/sessions/{id}/shares", g.api(g.authed(g.createShare)))
 	mux.Handle("GET /api/v1/sessions/{id}/shares", g.api(g.authed(g.listShares)))
@@ -232,22 +233,11 @@ func (g *Gateway) launchSession(w http.ResponseWriter, r *http.Request, id ident
 // getSession shows one session to its owner, an admin, or a holder of a valid share link.
 // GET /api/v1/sessions/{id}
 func (g *Gateway) getSession(w http.ResponseWriter, r *http.Request, id identity) error {
-	s, err := g.cfg.Store.GetSession(r.Context(), r.PathValue("id"))
-	if err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			return apiErr(404, "no_session", "no such session")
-		}
-		return storeFault("session lookup", err)
-	}
 	// Its owner, an admin, or someone holding a valid share link (whose
 	// page follows the session's state) may look.
-	if s.Owner != id.user && !id.admin {
-		if _, err := g.shareFor(r, s); err != nil {
-			if isStoreFault(err) {
-				return err
-			}
-			return apiErr(404, "no_session", "no such session")
-		}
+	s, _, err := g.visibleSession(r, id)
+	if err != nil {
+		return err
 	}
 	writeJSON(w, 200, g.sessionJSON(s))
 	return nil
