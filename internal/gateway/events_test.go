@@ -162,7 +162,8 @@ func TestSessionEvents(t *testing.T) {
 // exactly as an unknown id), follows his own session while alice's
 // changes (none of hers reaches him), and follows hers by a share link
 // that alice then revokes, or that expires (the stream closes at once,
-// not at its next heartbeat).
+// not at its next heartbeat), or that is revoked where this gateway does
+// not see it (the next change is not sent: every event is re-checked).
 func TestSessionEventsOnlyVisible(t *testing.T) {
 	tg := startGateway(t, "", nil, "alice", "bob")
 	alice := tg.client().loginToken("alice")
@@ -228,12 +229,27 @@ func TestSessionEventsOnlyVisible(t *testing.T) {
 	}
 	expiring.waitClosed(t, "share expired", 5*time.Second)
 
-	// Nothing of alice's session reached bob after the revocation.
+	// A share link revoked where this gateway does not see it (another
+	// gateway on the same database: straight in the store, no revoke
+	// event): the next change is not sent, as a new request would be
+	// refused, and the stream closes.
+	farID := shareLink(t, alice, bobCookie, a2.ID, "view", "1h")
+	far, code, body := openEvents(t, bobCookie, a2.ID)
+	if far == nil {
+		t.Fatalf("events by a third share link: %d %s", code, body)
+	}
+	far.waitState(t, "ready", 10*time.Second)
+	if err := tg.cfg.Store.RevokeShare(context.Background(), a2.ID, farID); err != nil {
+		t.Fatal(err)
+	}
+
+	// Nothing of alice's session reached bob after the revocations.
 	if code, body := alice.do("DELETE", "/api/v1/sessions/"+a2.ID, nil, nil); code != 202 {
 		t.Fatalf("stop: %d %s", code, body)
 	}
 	alice.waitState(a2.ID, "ended")
-	for _, d := range append(shared.data(), expiring.data()...) {
+	far.waitClosed(t, "share revoked by another gateway", 5*time.Second)
+	for _, d := range append(append(shared.data(), expiring.data()...), far.data()...) {
 		if strings.Contains(d, `"state":"stopping"`) || strings.Contains(d, `"state":"ended"`) {
 			t.Errorf("a revoked or expired share's stream carried %s", d)
 		}
