@@ -12,7 +12,7 @@ import (
 	"sync"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // decoder copies a YAML node tree onto a Config that holds the defaults,
@@ -80,7 +80,8 @@ func (d *decoder) decode(data []byte, c *Config) {
 
 var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 
-// parserErrors are how yaml.v3's parser errors begin.
+// parserErrors are how go.yaml.in/yaml/v3's parser errors begin (the maintained
+// successor of gopkg.in/yaml.v3, same messages).
 var parserErrors = []string{
 	"did not find expected <",
 	"did not find expected key",
@@ -102,7 +103,7 @@ func (d *decoder) syntax(err error, data []byte) {
 		line, _ = strconv.Atoi(m[1])
 		msg = m[2]
 	}
-	// yaml.v3 reports a parser error (not a scanner error) on the line
+	// go.yaml.in/yaml/v3 reports a parser error (not a scanner error) on the line
 	// before the one it means: it forgets to count from 1.
 	for _, p := range parserErrors {
 		if strings.HasPrefix(msg, p) {

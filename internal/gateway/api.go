@@ -123,187 +123,232 @@ func (g *Gateway) ownSession(r *http.Request, id identity, adminOK bool) (*sessi
 	return s, nil
 }
 
+// routesAPI is the JSON API's route table: each route names its handler
+// and the wrapper that decides who may call it.
 func (g *Gateway) routesAPI(mux *http.ServeMux) {
 	mux.Handle("POST /api/v1/tokens", g.api(g.createToken))
-	mux.Handle("GET /api/v1/tokens", g.api(g.authed(func(w http.ResponseWriter, r *http.Request, id identity) error {
-		ts, err := g.cfg.Store.ListTokens(r.Context(), id.user)
-		if err != nil {
-			return err
-		}
-		writeJSON(w, 200, map[string]any{"tokens": ts})
-		return nil
-	})))
-	mux.Handle("DELETE /api/v1/tokens/{tid}", g.api(g.authed(func(w http.ResponseWriter, r *http.Request, id identity) error {
-		if err := noBody(w, r); err != nil {
-			return err
-		}
-		if err := g.cfg.Store.RevokeToken(r.Context(), id.user, r.PathValue("tid")); err != nil {
-			if errors.Is(err, store.ErrNotFound) {
-				return err
-			}
-			return storeFault("revoke token", err)
-		}
-		g.audit(r.Context(), id.user, "token_revoke", "", r.RemoteAddr, r.PathValue("tid"))
-		g.revoke(r.Context(), revokeEvent{Reason: "token revoked", User: id.user, Token: r.PathValue("tid")})
-		w.WriteHeader(204)
-		return nil
-	})))
-	mux.Handle("GET /api/v1/me", g.api(g.authed(func(w http.ResponseWriter, r *http.Request, id identity) error {
-		writeJSON(w, 200, map[string]any{"user": id.user, "admin": id.admin})
-		return nil
-	})))
-	mux.Handle("GET /api/v1/profiles", g.api(g.authed(func(w http.ResponseWriter, r *http.Request, id identity) error {
-		var out []map[string]any
-		for _, p := range g.cfg.Profiles {
-			out = append(out, map[string]any{"name": p.Name, "title": p.Title, "kind": p.Kind,
-				"cpus": p.CPUs, "max_cpus": p.MaxCPUs, "memory_mb": p.MemoryMB, "max_memory_mb": p.MaxMemoryMB,
-				"lifetime": p.Lifetime.String(), "max_lifetime": p.MaxLifetime.String()})
-		}
-		writeJSON(w, 200, map[string]any{"profiles": out})
-		return nil
-	})))
-	mux.Handle("GET /api/v1/sessions", g.api(g.authed(func(w http.ResponseWriter, r *http.Request, id identity) error {
-		f := store.SessionFilter{Owner: id.user, Limit: 500}
-		if r.URL.Query().Get("all") == "1" && id.admin {
-			f.Owner = ""
-		}
-		ss, err := g.cfg.Store.ListSessions(r.Context(), f)
-		if err != nil {
-			return err
-		}
-		out := make([]sessionJSON, 0, len(ss))
-		for _, s := range ss {
-			out = append(out, g.sessionJSON(s))
-		}
-		writeJSON(w, 200, map[string]any{"sessions": out})
-		return nil
-	})))
-	mux.Handle("POST /api/v1/sessions", g.api(g.authed(func(w http.ResponseWriter, r *http.Request, id identity) error {
-		var req LaunchRequest
-		if err := readJSON(w, r, &req, true); err != nil {
-			return err
-		}
-		s, err := g.Launch(r.Context(), id.user, req, r.RemoteAddr)
-		if err != nil {
-			return err
-		}
-		writeJSON(w, 201, map[string]any{"id": s.ID, "state": s.State})
-		return nil
-	})))
-	mux.Handle("GET /api/v1/sessions/{id}", g.api(g.authed(func(w http.ResponseWriter, r *http.Request, id identity) error {
-		s, err := g.cfg.Store.GetSession(r.Context(), r.PathValue("id"))
-		if err != nil {
-			if errors.Is(err, store.ErrNotFound) {
-				return apiErr(404, "no_session", "no such session")
-			}
-			return storeFault("session lookup", err)
-		}
-		// Its owner, an admin, or someone holding a valid share link (whose
-		// page follows the session's state) may look.
-		if s.Owner != id.user && !id.admin {
-			if _, err := g.shareFor(r, s); err != nil {
-				if isStoreFault(err) {
-					return err
-				}
-				return apiErr(404, "no_session", "no such session")
-			}
-		}
-		writeJSON(w, 200, g.sessionJSON(s))
-		return nil
-	})))
-	mux.Handle("DELETE /api/v1/sessions/{id}", g.api(g.authed(func(w http.ResponseWriter, r *http.Request, id identity) error {
-		if err := noBody(w, r); err != nil {
-			return err
-		}
-		s, err := g.ownSession(r, id, true)
-		if err != nil {
-			return err
-		}
-		reason := "stopped by " + id.user
-		if err := g.Stop(r.Context(), id.user, s.ID, reason, r.RemoteAddr); err != nil {
-			return err
-		}
-		writeJSON(w, 202, map[string]any{"id": s.ID, "state": session.Stopping})
-		return nil
-	})))
+	mux.Handle("GET /api/v1/tokens", g.api(g.authed(g.listTokens)))
+	mux.Handle("DELETE /api/v1/tokens/{tid}", g.api(g.authed(g.revokeToken)))
+	mux.Handle("GET /api/v1/me", g.api(g.authed(g.whoami)))
+	mux.Handle("GET /api/v1/profiles", g.api(g.authed(g.listProfiles)))
+	mux.Handle("GET /api/v1/sessions", g.api(g.authed(g.listSessions)))
+	mux.Handle("POST /api/v1/sessions", g.api(g.authed(g.launchSession)))
+	mux.Handle("GET /api/v1/sessions/{id}", g.api(g.authed(g.getSession)))
+	mux.Handle("GET /api/v1/sessions/{id}/events", g.api(g.authed(g.sessionEvents)))
+	mux.Handle("DELETE /api/v1/sessions/{id}", g.api(g.authed(g.stopSession)))
 	mux.Handle("POST /api/v1/sessions/{id}/shares", g.api(g.authed(g.createShare)))
-	mux.Handle("GET /api/v1/sessions/{id}/shares", g.api(g.authed(func(w http.ResponseWriter, r *http.Request, id identity) error {
-		s, err := g.ownSession(r, id, false)
-		if err != nil {
-			return err
-		}
-		shs, err := g.cfg.Store.ListShares(r.Context(), s.ID)
-		if err != nil {
-			return err
-		}
-		writeJSON(w, 200, map[string]any{"shares": shs})
-		return nil
-	})))
-	mux.Handle("DELETE /api/v1/sessions/{id}/shares/{share}", g.api(g.authed(func(w http.ResponseWriter, r *http.Request, id identity) error {
-		if err := noBody(w, r); err != nil {
-			return err
-		}
-		s, err := g.ownSession(r, id, false)
-		if err != nil {
-			return err
-		}
-		if err := g.cfg.Store.RevokeShare(r.Context(), s.ID, r.PathValue("share")); err != nil {
-			return err
-		}
-		g.audit(r.Context(), id.user, "share_revoke", s.ID, r.RemoteAddr, r.PathValue("share"))
-		g.revoke(r.Context(), revokeEvent{Reason: "share revoked", Session: s.ID, Share: r.PathValue("share")})
-		w.WriteHeader(204)
-		return nil
-	})))
-	mux.Handle("GET /api/v1/admin/sessions", g.api(g.admin(func(w http.ResponseWriter, r *http.Request, id identity) error {
-		// Newest first, 100 unless ?limit= asks for up to 1,000: a page an
-		// admin reads, not a dump (the store has no paging cursor yet).
-		limit := 100
-		if n, err := strconv.Atoi(r.URL.Query().Get("limit")); err == nil && n > 0 {
-			limit = min(n, 1000)
-		}
-		ss, err := g.cfg.Store.ListSessions(r.Context(), store.SessionFilter{Limit: limit})
-		if err != nil {
-			return err
-		}
-		out := make([]map[string]any, 0, len(ss))
-		for _, s := range ss {
-			out = append(out, map[string]any{"session": g.sessionJSON(s), "node": s.Node, "backend": s.Backend})
-		}
-		load, _ := loadPerCPU()
-		free, _ := memInfoMB("MemAvailable:")
-		total, _ := memInfoMB("MemTotal:")
-		writeJSON(w, 200, map[string]any{"sessions": out, "node": map[string]any{"load_per_cpu": load, "free_memory_mb": free, "total_memory_mb": total}})
-		return nil
-	})))
+	mux.Handle("GET /api/v1/sessions/{id}/shares", g.api(g.authed(g.listShares)))
+	mux.Handle("DELETE /api/v1/sessions/{id}/shares/{share}", g.api(g.authed(g.revokeShare)))
+	mux.Handle("GET /api/v1/admin/sessions", g.api(g.admin(g.adminSessions)))
 	mux.Handle("POST /api/v1/admin/sessions/{id}/vm/{action}", g.api(g.admin(g.vmMonitor)))
-	mux.Handle("POST /api/v1/admin/stop-all", g.api(g.admin(func(w http.ResponseWriter, r *http.Request, id identity) error {
-		if err := noBody(w, r); err != nil {
-			return err
-		}
-		ss, err := g.cfg.Store.ListSessions(r.Context(), store.SessionFilter{States: []session.State{session.Queued, session.Starting, session.Ready}})
-		if err != nil {
-			return err
-		}
-		for _, s := range ss {
-			g.Stop(r.Context(), id.user, s.ID, "stopped by admin "+id.user, r.RemoteAddr)
-		}
-		writeJSON(w, 202, map[string]any{"stopping": len(ss)})
-		return nil
-	})))
+	mux.Handle("POST /api/v1/admin/stop-all", g.api(g.admin(g.adminStopAll)))
 	mux.Handle("POST "+registration.Path("{id}"), g.api(g.register))
-	mux.Handle("GET /metrics", g.api(func(w http.ResponseWriter, r *http.Request) error {
-		// Prometheus on this host scrapes without a login when allowed;
-		// anyone else must be an admin.
-		if g.cfg.MetricsForLoopback {
-			if ip, err := netip.ParseAddr(remoteIP(r)); err == nil && ip.Unmap().IsLoopback() && r.Header.Get("Authorization") == "" {
-				return g.serveMetrics(w, r)
-			}
+	mux.Handle("GET /metrics", g.api(g.metricsHandler))
+}
+
+// listTokens lists the caller's API tokens.
+// GET /api/v1/tokens
+func (g *Gateway) listTokens(w http.ResponseWriter, r *http.Request, id identity) error {
+	ts, err := g.cfg.Store.ListTokens(r.Context(), id.user)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 200, map[string]any{"tokens": ts})
+	return nil
+}
+
+// revokeToken revokes one of the caller's tokens; the revocation reaches
+// open viewers on the next request.
+// DELETE /api/v1/tokens/{tid}
+func (g *Gateway) revokeToken(w http.ResponseWriter, r *http.Request, id identity) error {
+	if err := noBody(w, r); err != nil {
+		return err
+	}
+	if err := g.cfg.Store.RevokeToken(r.Context(), id.user, r.PathValue("tid")); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return err
 		}
-		return g.admin(func(w http.ResponseWriter, r *http.Request, id identity) error {
+		return storeFault("revoke token", err)
+	}
+	g.audit(r.Context(), id.user, "token_revoke", "", r.RemoteAddr, r.PathValue("tid"))
+	g.revoke(r.Context(), revokeEvent{Reason: "token revoked", User: id.user, Token: r.PathValue("tid")})
+	w.WriteHeader(204)
+	return nil
+}
+
+// whoami says who the caller is and whether they are an admin.
+// GET /api/v1/me
+func (g *Gateway) whoami(w http.ResponseWriter, r *http.Request, id identity) error {
+	writeJSON(w, 200, map[string]any{"user": id.user, "admin": id.admin})
+	return nil
+}
+
+// listProfiles lists the profiles a user may launch, with their limits.
+// GET /api/v1/profiles
+func (g *Gateway) listProfiles(w http.ResponseWriter, r *http.Request, id identity) error {
+	var out []map[string]any
+	for _, p := range g.cfg.Profiles {
+		out = append(out, map[string]any{"name": p.Name, "title": p.Title, "kind": p.Kind,
+			"cpus": p.CPUs, "max_cpus": p.MaxCPUs, "memory_mb": p.MemoryMB, "max_memory_mb": p.MaxMemoryMB,
+			"lifetime": p.Lifetime.String(), "max_lifetime": p.MaxLifetime.String()})
+	}
+	writeJSON(w, 200, map[string]any{"profiles": out})
+	return nil
+}
+
+// listSessions lists the caller's sessions (everyone's for an admin asking ?all=1).
+// GET /api/v1/sessions
+func (g *Gateway) listSessions(w http.ResponseWriter, r *http.Request, id identity) error {
+	f := store.SessionFilter{Owner: id.user, Limit: 500}
+	if r.URL.Query().Get("all") == "1" && id.admin {
+		f.Owner = ""
+	}
+	ss, err := g.cfg.Store.ListSessions(r.Context(), f)
+	if err != nil {
+		return err
+	}
+	out := make([]sessionJSON, 0, len(ss))
+	for _, s := range ss {
+		out = append(out, g.sessionJSON(s))
+	}
+	writeJSON(w, 200, map[string]any{"sessions": out})
+	return nil
+}
+
+// launchSession launches a session from a LaunchRequest.
+// POST /api/v1/sessions
+func (g *Gateway) launchSession(w http.ResponseWriter, r *http.Request, id identity) error {
+	var req LaunchRequest
+	if err := readJSON(w, r, &req, true); err != nil {
+		return err
+	}
+	s, err := g.Launch(r.Context(), id.user, req, r.RemoteAddr)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 201, map[string]any{"id": s.ID, "state": s.State})
+	return nil
+}
+
+// getSession shows one session to its owner, an admin, or a holder of a valid share link.
+// GET /api/v1/sessions/{id}
+func (g *Gateway) getSession(w http.ResponseWriter, r *http.Request, id identity) error {
+	// Its owner, an admin, or someone holding a valid share link (whose
+	// page follows the session's state) may look.
+	s, _, err := g.visibleSession(r, id)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 200, g.sessionJSON(s))
+	return nil
+}
+
+// stopSession stops a session of the caller's (any, for an admin).
+// DELETE /api/v1/sessions/{id}
+func (g *Gateway) stopSession(w http.ResponseWriter, r *http.Request, id identity) error {
+	if err := noBody(w, r); err != nil {
+		return err
+	}
+	s, err := g.ownSession(r, id, true)
+	if err != nil {
+		return err
+	}
+	reason := "stopped by " + id.user
+	if err := g.Stop(r.Context(), id.user, s.ID, reason, r.RemoteAddr); err != nil {
+		return err
+	}
+	writeJSON(w, 202, map[string]any{"id": s.ID, "state": session.Stopping})
+	return nil
+}
+
+// listShares lists the share links of a session of the caller's.
+// GET /api/v1/sessions/{id}/shares
+func (g *Gateway) listShares(w http.ResponseWriter, r *http.Request, id identity) error {
+	s, err := g.ownSession(r, id, false)
+	if err != nil {
+		return err
+	}
+	shs, err := g.cfg.Store.ListShares(r.Context(), s.ID)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 200, map[string]any{"shares": shs})
+	return nil
+}
+
+// revokeShare revokes a share link and closes the viewers it opened.
+// DELETE /api/v1/sessions/{id}/shares/{share}
+func (g *Gateway) revokeShare(w http.ResponseWriter, r *http.Request, id identity) error {
+	if err := noBody(w, r); err != nil {
+		return err
+	}
+	s, err := g.ownSession(r, id, false)
+	if err != nil {
+		return err
+	}
+	if err := g.cfg.Store.RevokeShare(r.Context(), s.ID, r.PathValue("share")); err != nil {
+		return err
+	}
+	g.audit(r.Context(), id.user, "share_revoke", s.ID, r.RemoteAddr, r.PathValue("share"))
+	g.revoke(r.Context(), revokeEvent{Reason: "share revoked", Session: s.ID, Share: r.PathValue("share")})
+	w.WriteHeader(204)
+	return nil
+}
+
+// adminSessions is the admin's view: newest sessions, with nodes and this node's load.
+// GET /api/v1/admin/sessions
+func (g *Gateway) adminSessions(w http.ResponseWriter, r *http.Request, id identity) error {
+	// Newest first, 100 unless ?limit= asks for up to 1,000: a page an
+	// admin reads, not a dump (the store has no paging cursor yet).
+	limit := 100
+	if n, err := strconv.Atoi(r.URL.Query().Get("limit")); err == nil && n > 0 {
+		limit = min(n, 1000)
+	}
+	ss, err := g.cfg.Store.ListSessions(r.Context(), store.SessionFilter{Limit: limit})
+	if err != nil {
+		return err
+	}
+	out := make([]map[string]any, 0, len(ss))
+	for _, s := range ss {
+		out = append(out, map[string]any{"session": g.sessionJSON(s), "node": s.Node, "backend": s.Backend})
+	}
+	load, _ := loadPerCPU()
+	free, _ := memInfoMB("MemAvailable:")
+	total, _ := memInfoMB("MemTotal:")
+	writeJSON(w, 200, map[string]any{"sessions": out, "node": map[string]any{"load_per_cpu": load, "free_memory_mb": free, "total_memory_mb": total}})
+	return nil
+}
+
+// adminStopAll stops every queued, starting or ready session.
+// POST /api/v1/admin/stop-all
+func (g *Gateway) adminStopAll(w http.ResponseWriter, r *http.Request, id identity) error {
+	if err := noBody(w, r); err != nil {
+		return err
+	}
+	ss, err := g.cfg.Store.ListSessions(r.Context(), store.SessionFilter{States: []session.State{session.Queued, session.Starting, session.Ready}})
+	if err != nil {
+		return err
+	}
+	for _, s := range ss {
+		g.Stop(r.Context(), id.user, s.ID, "stopped by admin "+id.user, r.RemoteAddr)
+	}
+	writeJSON(w, 202, map[string]any{"stopping": len(ss)})
+	return nil
+}
+
+// metricsHandler serves Prometheus metrics.
+// GET /metrics
+func (g *Gateway) metricsHandler(w http.ResponseWriter, r *http.Request) error {
+	// Prometheus on this host scrapes without a login when allowed;
+	// anyone else must be an admin.
+	if g.cfg.MetricsForLoopback {
+		if ip, err := netip.ParseAddr(remoteIP(r)); err == nil && ip.Unmap().IsLoopback() && r.Header.Get("Authorization") == "" {
 			return g.serveMetrics(w, r)
-		})(w, r)
-	}))
+		}
+	}
+	return g.admin(func(w http.ResponseWriter, r *http.Request, id identity) error {
+		return g.serveMetrics(w, r)
+	})(w, r)
 }
 
 // createShare makes a share link: POST {"mode": "view"|"control", "ttl": "1h"}.

@@ -170,6 +170,9 @@ type Gateway struct {
 	metrics       metrics
 	ctx           context.Context
 	cancel        context.CancelFunc
+
+	// events are the open session event streams (events.go).
+	events eventHub
 }
 
 // New checks cfg, loads or makes the keys and certificate, and re-attaches
@@ -212,6 +215,10 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		watching: map[string]context.CancelFunc{},
 		viewers:  map[string]int{},
 	}
+	// Every session update wakes that session's event streams; revoking
+	// a right closes the streams it let in.
+	g.cfg.Store = notifyStore{Store: cfg.Store, changed: g.events.changed}
+	g.onRevoke(g.events.revoked)
 	if g.cfg.Now == nil {
 		g.now = time.Now
 	}
@@ -249,6 +256,8 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{g.cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}},
 		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
 	}
+	// Event streams never end by themselves; Shutdown waits for them.
+	srv.RegisterOnShutdown(g.events.close)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ServeTLS(ln, "", "") }()
 	select {

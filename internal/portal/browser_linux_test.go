@@ -354,6 +354,13 @@ func newFakeGateway(t *testing.T, p, bare *Portal) *fakeGateway {
 		}
 		writeJSON(w, 200, s)
 	})
+	// The stand-in has no event stream (the gateway's is tested with the
+	// real gateway, internal/gateway/events_test.go): 204 tells
+	// EventSource not to reconnect, so the pages fall back to polling the
+	// route above, and the steps that follow a session test the fallback.
+	m.HandleFunc("GET /api/v1/sessions/{id}/events", func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusNoContent)
+	})
 	m.HandleFunc("GET /api/v1/sessions", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 200, map[string]any{"sessions": []map[string]any{
 			{"id": "s-0a1b2c3d4e5f", "state": "ready", "ends": time.Now().Add(6 * time.Hour).UTC()},

@@ -47,6 +47,90 @@ export async function api(method, path, body) {
 
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+// followSession calls onState(s) with session id as GET
+// /api/v1/sessions/{id} shows it: at once, then on every change, until
+// onState returns true or the returned stop() is called. The gateway
+// pushes the changes as server-sent events; only when that stream fails
+// (an old gateway, a proxy that buffers, a dropped connection) does this
+// fall back to asking every pollMs (a number, or a function giving one).
+// A refused poll, or the gateway unreachable for ten polls in a row, ends
+// the following with onError(e). window.airlockFollow says which way it
+// follows ('events' or 'poll'), for tests and curious people.
+//
+// The stream is closed while the tab is hidden and opened again (its
+// first event is the state then) when it is shown: a browser keeps at most
+// six HTTP/1.1 connections to a host, and a stream holds one for as long
+// as it is open, so a dozen background tabs must not hold them all.
+export function followSession(id, onState, { pollMs = 500, onError = null } = {}) {
+  const path = `/api/v1/sessions/${encodeURIComponent(id)}`;
+  let stopped = false;
+  let polling = false;
+  let es = null;
+  const close = () => {
+    if (es) es.close();
+    es = null;
+  };
+  const onVisibility = () => {
+    if (document.hidden) close();
+    else open(); // defined below; runs only after it is
+  };
+  const stop = () => {
+    stopped = true;
+    close();
+    document.removeEventListener('visibilitychange', onVisibility);
+  };
+  const deliver = (s) => {
+    if (!stopped && onState(s) === true) stop();
+  };
+  const poll = async () => {
+    polling = true;
+    close();
+    window.airlockFollow = 'poll';
+    let failures = 0;
+    while (!stopped) {
+      try {
+        const s = await api('GET', path);
+        failures = 0;
+        deliver(s);
+      } catch (e) {
+        // A blip is retried; a refusal (or a gateway gone for long) is not.
+        if (e.status !== 0 || ++failures > 10) {
+          if (!stopped && onError) onError(e);
+          stop();
+          return;
+        }
+      }
+      if (!stopped) await sleep(typeof pollMs === 'function' ? pollMs() : pollMs);
+    }
+  };
+  const open = () => {
+    if (stopped || polling || es) return;
+    window.airlockFollow = 'events';
+    es = new EventSource(`${path}/events`);
+    es.addEventListener('state', (ev) => {
+      let s;
+      try {
+        s = JSON.parse(ev.data);
+      } catch {
+        return;
+      }
+      deliver(s);
+    });
+    es.onerror = () => {
+      // The stream was refused, dropped, or closed before the caller was
+      // done (the right it was opened by ran out): ask by polling instead.
+      if (!stopped) poll();
+    };
+  };
+  if (typeof EventSource !== 'function') {
+    poll();
+    return stop;
+  }
+  document.addEventListener('visibilitychange', onVisibility);
+  if (!document.hidden) open();
+  return stop;
+}
+
 // short formats a duration in milliseconds as portal.go's short does.
 export function short(ms) {
   const s = Math.max(0, Math.floor(ms / 1000));

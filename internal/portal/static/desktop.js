@@ -12,8 +12,7 @@
 // The view-only flag only spares the server input it would drop: the
 // connector enforces view-only shares.
 import RFB from '/static/vendor/novnc/core/rfb.js';
-import { page, ui, setStatus, showMessage, clearMessage, sessionState, ended, waitUntil } from './session.js';
-import { sleep } from './api.js';
+import { page, ui, setStatus, showMessage, clearMessage, ended, waitUntil } from './session.js';
 
 const $ = (id) => document.getElementById(id);
 const screen = $('screen');
@@ -84,12 +83,8 @@ async function onDisconnect(r, clean) {
   // Say why, if the gateway tells us: an ended session is the common cause.
   // The runner reports the end a moment after the display closes (a VM
   // that powered off, an X server that exited), so a session still ready
-  // is asked again for a few seconds before this counts as a lost link.
-  let s = await sessionState();
-  for (let i = 0; i < 10 && s && s.state === 'ready'; i++) {
-    await sleep(500);
-    s = await sessionState();
-  }
+  // is followed for a few seconds before this counts as a lost link.
+  const s = await waitUntil((st) => st !== 'ready', 500, null, 5000);
   if (s && s.state === 'ended') {
     ended(s.reason);
     return;

@@ -1,6 +1,6 @@
 // The home page: launching a session (and following it from queued to
 // ready without a reload), stopping sessions, and API tokens.
-import { api, say, sleep, localTimes, copyButtons, tickLeft, updateRows, watchRows } from './api.js';
+import { api, say, localTimes, copyButtons, tickLeft, updateRows, watchRows, followSession } from './api.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -84,31 +84,28 @@ async function launch(ev) {
   }
 }
 
-// follow polls a new session every 500 ms until it is ready (then opens
-// it) or ends (then says why).
-async function follow(id, state, status) {
-  let failures = 0;
-  for (;;) {
-    if (state === 'ready') {
-      say(status, stateWords.ready, 'ok');
-      location.assign(`/sessions/${encodeURIComponent(id)}`);
-      return;
-    }
-    if (state === 'ended') {
-      throw new Error(lastReason || 'the session ended before it was ready');
-    }
-    say(status, `${stateWords[state] || state}${lastReason ? ` (${lastReason})` : ''}`);
-    await sleep(500);
-    try {
-      const s = await api('GET', `/api/v1/sessions/${encodeURIComponent(id)}`);
-      state = s.state;
+// follow shows a new session's progress (pushed by the gateway; polled
+// every 500 ms only if the push fails) until it is ready (then opens it)
+// or ends (then says why).
+function follow(id, state, status) {
+  say(status, stateWords[state] || state);
+  return new Promise((resolve, reject) => {
+    followSession(id, (s) => {
       lastReason = s.reason || '';
-      failures = 0;
-    } catch (e) {
-      // A blip is retried; a refusal (or a gateway gone for long) is not.
-      if (e.status !== 0 || ++failures > 10) throw e;
-    }
-  }
+      if (s.state === 'ready') {
+        say(status, stateWords.ready, 'ok');
+        location.assign(`/sessions/${encodeURIComponent(id)}`);
+        resolve();
+        return true;
+      }
+      if (s.state === 'ended') {
+        reject(new Error(lastReason || 'the session ended before it was ready'));
+        return true;
+      }
+      say(status, `${stateWords[s.state] || s.state}${lastReason ? ` (${lastReason})` : ''}`);
+      return false;
+    }, { onError: reject });
+  });
 }
 
 if (form) {

@@ -2,7 +2,7 @@
 // the lifetime countdown and its warning banner, the message banner, the
 // panels, sharing and stopping. desktop.js (loaded only when the noVNC
 // client was built) imports this module for the status and messages.
-import { api, say, sleep, short, clock, localTime, localTimes, copyButtons } from './api.js';
+import { api, say, short, clock, localTime, localTimes, copyButtons, followSession } from './api.js';
 
 const $ = (id) => document.getElementById(id);
 const root = $('session');
@@ -49,16 +49,6 @@ export function clearMessage() {
   $('message').hidden = true;
 }
 
-// sessionState asks the API for the session's state and reason. It
-// returns null when the API does not say (a share viewer may not ask).
-export async function sessionState() {
-  try {
-    return await api('GET', `/api/v1/sessions/${encodeURIComponent(page.id)}`);
-  } catch {
-    return null;
-  }
-}
-
 // ended shows that the session is over and removes what no longer works.
 export function ended(reason) {
   page.state = 'ended';
@@ -73,15 +63,35 @@ export function ended(reason) {
   $('ending').hidden = true;
 }
 
-// waitUntil polls the session's state every everyMs until want(state)
-// holds, and returns the last answer (null if the API stops answering).
-export async function waitUntil(want, everyMs = 1000, onPoll = null) {
-  for (;;) {
-    const s = await sessionState();
-    if (!s || want(s.state)) return s;
-    if (onPoll) onPoll(s);
-    await sleep(everyMs);
-  }
+// waitUntil follows the session's state (pushed by the gateway; polled
+// every everyMs only if the push fails) until want(state) holds, and
+// returns that answer; onChange sees the states before it. It returns
+// null if the API stops answering, and after timeoutMs (0: never) the
+// last answer it had.
+export function waitUntil(want, everyMs = 1000, onChange = null, timeoutMs = 0) {
+  return new Promise((resolve) => {
+    let last = null;
+    let timer = null;
+    const done = (s) => {
+      clearTimeout(timer);
+      resolve(s);
+    };
+    const stop = followSession(page.id, (s) => {
+      last = s;
+      if (want(s.state)) {
+        done(s);
+        return true;
+      }
+      if (onChange) onChange(s);
+      return false;
+    }, { pollMs: everyMs, onError: () => done(null) });
+    if (timeoutMs) {
+      timer = setTimeout(() => {
+        stop();
+        resolve(last);
+      }, timeoutMs);
+    }
+  });
 }
 
 // ---- lifetime countdown --------------------------------------------------
@@ -219,26 +229,23 @@ shares?.addEventListener('click', async (ev) => {
 // ---- sessions without a desktop --------------------------------------------
 
 // An app session (or one not ready yet) has no connection to watch, so
-// the page asks for its state now and then: a session that becomes ready
-// reloads into its view, one that ends says why.
-async function watchState() {
-  for (;;) {
-    await sleep(page.state === 'ready' ? 5000 : 1000);
-    if (document.hidden) continue;
-    const s = await sessionState();
-    if (!s) return; // not ours to ask (a share viewer)
-    if (s.state === page.state) continue;
+// the page follows its state: a session that becomes ready reloads into
+// its view, one that ends says why.
+function watchState() {
+  followSession(page.id, (s) => {
+    if (s.state === page.state) return false;
     if (s.state === 'ended') {
       ended(s.reason);
-      return;
+      return true;
     }
     if (s.state === 'ready' && !page.app) {
       location.reload();
-      return;
+      return true;
     }
     page.state = s.state;
     setStatus(s.state);
-  }
+    return false;
+  }, { pollMs: () => (page.state === 'ready' ? 5000 : 1000) });
 }
 
 if (page.ws && !$('screen')) {
