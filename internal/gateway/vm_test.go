@@ -184,7 +184,9 @@ func TestVMInBrowser(t *testing.T) {
 		t.Fatalf("airlock vm monitor powerdown: %v: %s", err, out)
 	}
 	// QEMU exits with 0 only when the guest powers off (or is told to quit).
-	if ended := alice.waitState(id, "ended"); !strings.Contains(ended.Reason, "exited with code 0") {
+	// Under TCG on a loaded machine the guest can take a while to act on
+	// the button: a deadline, not a sleep.
+	if ended := alice.waitStateFor(id, "ended", 120*time.Second); !strings.Contains(ended.Reason, "exited with code 0") {
 		t.Errorf("after the power button: reason %q", ended.Reason)
 	}
 	br.send("ended")
