@@ -236,13 +236,13 @@ func newLogger(w io.Writer, l config.Log) (*slog.Logger, error) {
 
 func profileFromConfig(p config.Profile) gateway.Profile {
 	g := gateway.Profile{
-		Name: p.Name, Title: p.Title, Kind: p.Kind,
+		Name: p.Name, Title: p.Title, Description: p.Description, Kind: p.Kind,
 		CPUs: p.CPUs.Default, MaxCPUs: p.CPUs.Max,
 		MemoryMB: int(p.Memory.Default / config.MiB), MaxMemoryMB: int(p.Memory.Max / config.MiB),
 		Lifetime: p.Lifetime.Default, MaxLifetime: p.Lifetime.Max, IdleTimeout: p.IdleTimeout.Default,
 	}
 	if d := p.Desktop; d != nil {
-		g.Geometry, g.Depth, g.Programs = d.Geometry, d.Depth, d.Programs
+		g.Geometry, g.Depth, g.Programs, g.Xvnc, g.VNCPassword = d.Geometry, d.Depth, d.Programs, d.Xvnc, d.VNCPassword
 	}
 	if a := p.App; a != nil {
 		g.Command, g.Port, g.Socket, g.StripPrefix = a.Command, a.Port, a.Socket, a.StripPrefix

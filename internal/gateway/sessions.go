@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/airlock-hpc/airlock/internal/backend"
+	"github.com/airlock-hpc/airlock/internal/contract"
 	"github.com/airlock-hpc/airlock/internal/registration"
 	"github.com/airlock-hpc/airlock/internal/session"
 	"github.com/airlock-hpc/airlock/internal/store"
@@ -247,11 +249,11 @@ func (g *Gateway) sessionDir(id string) string { return filepath.Join(g.cfg.Stat
 // comes in the job's environment, the job runs as the owner already, and
 // the scheduler enforces the lifetime (the job's time limit).
 func (g *Gateway) spec(s *session.Session, p Profile, req LaunchRequest) ([]byte, error) {
-	spec := map[string]any{"id": s.ID, "hide": g.hidden()}
+	spec := contract.Spec{ID: s.ID, Hide: g.hidden()}
 	dir := g.sessionDir(s.ID)
 	listen := func(name string) string { return "unix:" + filepath.Join(dir, name+".sock") }
 	if g.remote != nil {
-		spec["ticket_key_env"] = registration.EnvTicketKey
+		spec.TicketKeyEnv = registration.EnvTicketKey
 		listen = func(string) string { return "tcp::0" }
 	} else {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -262,58 +264,67 @@ func (g *Gateway) spec(s *session.Session, p Profile, req LaunchRequest) ([]byte
 		if err := os.WriteFile(keyFile, k[:], 0o600); err != nil {
 			return nil, err
 		}
-		spec["ticket_key_file"] = keyFile
-		spec["owner"] = g.account(s)
-		if s.Lifetime > 0 {
-			spec["lifetime"] = s.Lifetime.String()
-		}
+		spec.TicketKeyFile = keyFile
+		spec.Owner = g.account(s)
+		spec.Lifetime = contract.Duration(s.Lifetime)
 	}
 	switch p.Kind {
 	case "desktop":
-		geo, depth := p.Geometry, p.Depth
-		if geo == "" {
-			geo = "1280x800"
+		console := contract.ConnectorSpec{Name: contract.ConnConsole, Kind: contract.KindVNC, Target: "127.0.0.1:5901",
+			Listen: listen(contract.ConnConsole)}
+		if p.VNCPassword {
+			console.SessionVNCPasswordFile = sessionVNCPasswordFile
 		}
-		if depth == 0 {
-			depth = 24
-		}
-		// Fixed display and port: the seal has its own network and /tmp.
-		argv := []string{"Xvnc", ":1", "-rfbport", "5901", "-localhost", "-SecurityTypes", "None",
-			"-geometry", geo, "-depth", strconv.Itoa(depth), "-AlwaysShared", "-desktop", p.Title}
-		spec["workload"] = map[string]any{"argv": append(argv, xvncNoBlacklist...)}
+		spec.Workload = contract.Command{Argv: xvncArgv(p)}
 		progs := p.Programs
 		if len(progs) == 0 {
 			progs = [][]string{{"xterm"}}
 		}
-		var procs []any
 		for _, argv := range progs {
-			procs = append(procs, map[string]any{"argv": argv, "env": map[string]string{"DISPLAY": ":1"}})
+			spec.Processes = append(spec.Processes, contract.Command{Argv: argv, Env: map[string]string{"DISPLAY": ":1"}})
 		}
-		spec["processes"] = procs
-		spec["connectors"] = []any{map[string]any{"name": "console", "kind": "vnc", "target": "127.0.0.1:5901",
-			"listen": listen("console")}}
+		spec.Connectors = []contract.ConnectorSpec{console}
 	case "app":
 		target := "127.0.0.1:" + strconv.Itoa(p.Port)
 		if p.Socket != "" {
 			target = "unix:" + p.Socket
 		}
-		prefix := "/s/" + s.ID + "/app/"
+		prefix := "/s/" + s.ID + "/" + contract.ConnApp + "/"
 		argv := make([]string, len(p.Command))
 		for i, a := range p.Command {
 			argv[i] = strings.NewReplacer("{port}", strconv.Itoa(p.Port), "{socket}", p.Socket, "{prefix}", prefix).Replace(a)
 		}
-		spec["workload"] = map[string]any{"argv": argv, "env": map[string]string{
+		spec.Workload = contract.Command{Argv: argv, Env: map[string]string{
 			"PORT": strconv.Itoa(p.Port), "AIRLOCK_PREFIX": prefix}}
-		spec["connectors"] = []any{map[string]any{"name": "app", "kind": "http", "target": target,
-			"listen": listen("app")}}
+		spec.Connectors = []contract.ConnectorSpec{{Name: contract.ConnApp, Kind: contract.KindHTTP, Target: target,
+			Listen: listen(contract.ConnApp)}}
 	case "vm":
-		if err := g.vmSpec(spec, s, p, dir, listen("console"), req.KeepDisk); err != nil {
+		if err := g.vmSpec(&spec, s, p, dir, listen(contract.ConnConsole), req.KeepDisk); err != nil {
 			return nil, err
 		}
 	default:
 		return nil, fmt.Errorf("profile %s: kind %q cannot be launched here", p.Name, p.Kind)
 	}
 	return json.Marshal(spec)
+}
+
+// sessionVNCPasswordFile is where, in the seal's private /tmp, the runner
+// writes a desktop's per-session VNC password for Xvnc (vnc_password).
+const sessionVNCPasswordFile = "/tmp/.airlock-vncpasswd"
+
+// xvncArgv is a desktop's X server command line: the profile's Xvnc on a
+// fixed display and port (the seal has its own network and /tmp), asking
+// for the per-session password when the profile has one.
+func xvncArgv(p Profile) []string {
+	geo, depth := cmp.Or(p.Geometry, "1280x800"), cmp.Or(p.Depth, 24)
+	security := []string{"-SecurityTypes", "None"}
+	if p.VNCPassword {
+		security = []string{"-SecurityTypes", "VncAuth", "-PasswordFile", sessionVNCPasswordFile}
+	}
+	argv := []string{cmp.Or(p.Xvnc, "Xvnc"), ":1", "-rfbport", "5901", "-localhost"}
+	argv = append(argv, security...)
+	argv = append(argv, "-geometry", geo, "-depth", strconv.Itoa(depth), "-AlwaysShared", "-desktop", p.Title)
+	return append(argv, xvncNoBlacklist...)
 }
 
 // xvncNoBlacklist turns off Xvnc's blacklist of hosts that connect without
@@ -360,13 +371,13 @@ func (g *Gateway) watch(id, ref string) {
 func (g *Gateway) apply(ctx context.Context, id string, e backend.Event) {
 	_, err := g.cfg.Store.UpdateSession(ctx, id, func(s *session.Session) error {
 		switch e.Kind {
-		case "queued":
+		case contract.EventQueued:
 			// Events from the poller may trail a registration: only a
 			// session still queued takes the queue's reason.
 			if s.State == session.Queued {
 				s.Reason = e.Reason
 			}
-		case "starting":
+		case contract.EventStarting:
 			if s.State == session.Queued {
 				s.Reason = "" // the queue's reason no longer holds
 				if e.Node != "" {
@@ -374,7 +385,7 @@ func (g *Gateway) apply(ctx context.Context, id string, e backend.Event) {
 				}
 				return s.Move(session.Starting, "", g.now())
 			}
-		case "ready":
+		case contract.EventReady:
 			if s.State == session.Stopping || s.State == session.Ended {
 				return nil
 			}
@@ -383,7 +394,7 @@ func (g *Gateway) apply(ctx context.Context, id string, e backend.Event) {
 				s.Reason = ""
 			}
 			return s.Move(session.Ready, "", g.now())
-		case "exit":
+		case contract.EventExit:
 			if s.State == session.Ended {
 				return nil
 			}
@@ -399,8 +410,8 @@ func (g *Gateway) apply(ctx context.Context, id string, e backend.Event) {
 		g.log.WarnContext(ctx, "apply runner event", "session", id, "event", e.Kind, "error", err)
 		return
 	}
-	g.log.InfoContext(ctx, "session "+e.Kind, "session", id, "reason", e.Reason)
-	if e.Kind == "exit" {
+	g.log.InfoContext(ctx, "session "+string(e.Kind), "session", id, "reason", e.Reason)
+	if e.Kind == contract.EventExit {
 		g.revoke(ctx, revokeEvent{Reason: "session ended", Session: id})
 		g.audit(ctx, "", "ended", id, "", e.Reason)
 		os.RemoveAll(g.sessionDir(id))

@@ -33,6 +33,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/airlock-hpc/airlock/internal/contract"
 	"github.com/airlock-hpc/airlock/internal/registration"
 	"github.com/airlock-hpc/airlock/internal/seal"
 	"github.com/airlock-hpc/airlock/internal/seal/fdpass"
@@ -64,32 +65,12 @@ type Config struct {
 	Register *registration.Client
 }
 
-// Event is one line the runner prints on stdout.
-type Event struct {
-	Event     string            `json:"event"` // ready or exit
-	ID        string            `json:"id"`
-	Endpoints map[string]string `json:"endpoints,omitempty"`
-	// TLSSHA256 is the SHA-256 (hex) of the session certificate the TCP
-	// connectors present, for pinning.
-	TLSSHA256 string `json:"tls_sha256,omitempty"`
-	// IDMap says how the user namespace maps ids: none (root), subordinate or single.
-	IDMap    string   `json:"id_map,omitempty"`
-	Warnings []string `json:"warnings,omitempty"`
-	// Accel is how a VM session's guest runs: kvm or tcg (emulation).
-	Accel  string `json:"accel,omitempty"`
-	Reason string `json:"reason,omitempty"`
-	Code   *int   `json:"code,omitempty"`
-}
-
-// ConnectorSecrets is what a connector started by the runner reads from
-// its --secrets-fd: everything it must know but nobody may see in ps.
-type ConnectorSecrets struct {
-	TicketKey   string `json:"ticket_key,omitempty"` // hex
-	CertPEM     string `json:"cert_pem,omitempty"`
-	KeyPEM      string `json:"key_pem,omitempty"`
-	ClientCAPEM string `json:"client_ca_pem,omitempty"`
-	VNCPassword string `json:"vnc_password,omitempty"`
-}
+// Event is one line the runner prints on stdout; ConnectorSecrets is what
+// it writes to a connector's --secrets-fd. Both are the contract's.
+type (
+	Event            = contract.Event
+	ConnectorSecrets = contract.ConnectorSecrets
+)
 
 // Run runs one session to its end and returns the process exit code: the
 // workload's code when it ended the session, 0 when the session was
@@ -100,7 +81,7 @@ func Run(ctx context.Context, cfg Config) int {
 	code, err := r.run(ctx)
 	if err != nil {
 		r.log.ErrorContext(ctx, "session failed", "error", err)
-		r.emit(Event{Event: "exit", ID: r.spec.ID, Reason: err.Error(), Code: &code})
+		r.emit(Event{Kind: contract.EventExit, ID: r.spec.ID, Reason: err.Error(), Code: code})
 		r.registerExit(err.Error(), code)
 	}
 	return code
@@ -110,7 +91,7 @@ func Run(ctx context.Context, cfg Config) int {
 // the session, retrying while the gateway is unreachable; a refusal is sent
 // on failed.
 func (r *run) registerReady(ctx context.Context, endpoints map[string]string, sha string, failed chan<- error) {
-	reg := registration.Registration{Event: "ready", Ports: map[string]int{}, TLSSHA256: sha}
+	reg := registration.Registration{Event: contract.EventReady, Ports: map[string]int{}, TLSSHA256: sha}
 	for name, addr := range endpoints {
 		_, p, err := net.SplitHostPort(addr)
 		if err != nil {
@@ -136,7 +117,7 @@ func (r *run) registerExit(reason string, code int) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	err := r.cfg.Register.Send(ctx, registration.Registration{Event: "exit", Reason: reason, Code: code})
+	err := r.cfg.Register.Send(ctx, registration.Registration{Event: contract.EventExit, Reason: reason, Code: code})
 	if err != nil {
 		r.log.Warn("could not tell the gateway the session ended", "error", err)
 	}
@@ -236,7 +217,7 @@ func (r *run) run(ctx context.Context) (code int, err error) {
 	for i, c := range spec.Connectors {
 		s := secrets[c.Name]
 		b, _ := json.Marshal(s)
-		argv := []string{"connector", c.Kind, "--fd", strconv.Itoa(fdpass.First), "--secrets-fd", strconv.Itoa(fdpass.First + 1),
+		argv := []string{"connector", string(c.Kind), "--fd", strconv.Itoa(fdpass.First), "--secrets-fd", strconv.Itoa(fdpass.First + 1),
 			"--name", c.Name, "--session", spec.ID, "--target", c.Target}
 		if r.cfg.LogFormat != "" {
 			argv = append(argv, "--log-format", r.cfg.LogFormat)
@@ -247,11 +228,7 @@ func (r *run) run(ctx context.Context) (code int, err error) {
 		scfg.Processes = append(scfg.Processes, seal.Process{
 			Name: c.Name, Role: seal.Connector, Self: true, Argv: argv, Env: env, Dir: "/", Listener: i, Secret: b,
 		})
-		wait := c.Kind != "tls"
-		if c.Wait != nil {
-			wait = *c.Wait
-		}
-		if wait {
+		if c.WaitFor() {
 			scfg.Probes = append(scfg.Probes, c.Target)
 		}
 	}
@@ -296,7 +273,7 @@ func (r *run) run(ctx context.Context) (code int, err error) {
 		select {
 		case <-ready:
 			ready = nil
-			r.emit(Event{Event: "ready", ID: spec.ID, Endpoints: endpoints, TLSSHA256: certSHA, IDMap: string(mode), Warnings: s.Warnings(), Accel: accel})
+			r.emit(Event{Kind: contract.EventReady, ID: spec.ID, Endpoints: endpoints, TLSSHA256: certSHA, IDMap: string(mode), Warnings: s.Warnings(), Accel: accel})
 			r.log.Info("ready", "endpoints", endpoints)
 			if r.cfg.Register != nil {
 				go r.registerReady(regCtx, endpoints, certSHA, regFailed)
@@ -312,7 +289,7 @@ func (r *run) run(ctx context.Context) (code int, err error) {
 			}
 			r.removeAll()
 			c := res.Code
-			r.emit(Event{Event: "exit", ID: spec.ID, Reason: res.Reason, Code: &c})
+			r.emit(Event{Kind: contract.EventExit, ID: spec.ID, Reason: res.Reason, Code: c})
 			r.log.Info("session ended", "reason", res.Reason, "code", c)
 			r.registerExit(res.Reason, c)
 			return c, nil
@@ -461,7 +438,7 @@ func (r *run) loadSecrets() (map[string]ConnectorSecrets, string, error) {
 		if strings.HasPrefix(c.Listen, "tcp:") {
 			s.CertPEM, s.KeyPEM = string(certPEM), string(keyPEM)
 		}
-		if c.Kind == "tls" {
+		if k, _ := contract.Lookup(c.Kind); k.ClientCerts {
 			s.ClientCAPEM = string(caPEM)
 		}
 		if c.VNCPasswordFile != "" {

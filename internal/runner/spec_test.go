@@ -107,7 +107,7 @@ func FuzzParseSpec(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if err := s.Validate(); err != nil {
+		if err := ValidateSpec(s); err != nil {
 			t.Fatalf("accepted spec fails validation: %v", err)
 		}
 		b, err := marshalSpec(s)
