@@ -59,37 +59,13 @@ func (g *Gateway) Launch(ctx context.Context, user string, req LaunchRequest, re
 	if !ok {
 		return nil, apiErr(400, "unknown_profile", fmt.Sprintf("no profile named %q", req.Profile))
 	}
+	grant, err := checkLaunch(p, req)
+	if err != nil {
+		return nil, err
+	}
 	s := &session.Session{
-		ID: newID(), Owner: user, Profile: p.Name, State: session.Queued, Persistent: true,
-		CPUs: p.CPUs, MemoryMB: p.MemoryMB, Lifetime: p.Lifetime, Created: g.now(), Backend: g.cfg.Backend.Name(),
-	}
-	if req.Persistent != nil {
-		s.Persistent = *req.Persistent
-	}
-	if req.CPUs != 0 {
-		if req.CPUs < 1 || (p.MaxCPUs > 0 && req.CPUs > p.MaxCPUs) {
-			return nil, apiErr(400, "over_limit", fmt.Sprintf("cpus %d: this profile allows 1 to %d", req.CPUs, p.MaxCPUs))
-		}
-		s.CPUs = req.CPUs
-	}
-	if req.MemoryMB != 0 {
-		if req.MemoryMB < 64 || (p.MaxMemoryMB > 0 && req.MemoryMB > p.MaxMemoryMB) {
-			return nil, apiErr(400, "over_limit", fmt.Sprintf("memory %d MB: this profile allows 64 to %d MB", req.MemoryMB, p.MaxMemoryMB))
-		}
-		s.MemoryMB = req.MemoryMB
-	}
-	if req.Lifetime != "" {
-		d, err := time.ParseDuration(req.Lifetime)
-		if err != nil || d <= 0 {
-			return nil, apiErr(400, "bad_request", fmt.Sprintf("lifetime %q: want a duration like 2h", req.Lifetime))
-		}
-		if p.MaxLifetime > 0 && d > p.MaxLifetime {
-			return nil, apiErr(400, "over_limit", fmt.Sprintf("lifetime %s: this profile allows at most %s", d, p.MaxLifetime))
-		}
-		s.Lifetime = d
-	}
-	if req.KeepDisk && (p.VM == nil || !p.VM.PersistentAllowed) {
-		return nil, apiErr(400, "not_allowed", fmt.Sprintf("profile %s: keep_disk: this profile's image does not keep disks", p.Name))
+		ID: newID(), Owner: user, Profile: p.Name, State: session.Queued, Persistent: grant.Persistent,
+		CPUs: grant.CPUs, MemoryMB: grant.MemoryMB, Lifetime: grant.Lifetime, Created: g.now(), Backend: g.cfg.Backend.Name(),
 	}
 	account, err := g.accountName(user)
 	if err != nil {
@@ -148,6 +124,51 @@ func (g *Gateway) Launch(ctx context.Context, user string, req LaunchRequest, re
 	}
 	g.watch(s.ID, s.BackendRef)
 	return s, nil
+}
+
+// launchGrant is what a launch request is granted within its profile.
+type launchGrant struct {
+	CPUs, MemoryMB int
+	Lifetime       time.Duration
+	Persistent     bool
+}
+
+// checkLaunch checks a launch request against its profile and returns
+// what the session gets: the profile's defaults where the request is
+// silent. It is pure (no store, no clock, no node state), so every rule is
+// unit-tested (TestCheckLaunch); Launch adds the limits that depend on the
+// node and the store. Refusals are 400s naming the field.
+func checkLaunch(p Profile, req LaunchRequest) (launchGrant, error) {
+	gr := launchGrant{CPUs: p.CPUs, MemoryMB: p.MemoryMB, Lifetime: p.Lifetime, Persistent: true}
+	if req.Persistent != nil {
+		gr.Persistent = *req.Persistent
+	}
+	if req.CPUs != 0 {
+		if req.CPUs < 1 || (p.MaxCPUs > 0 && req.CPUs > p.MaxCPUs) {
+			return launchGrant{}, apiErr(400, "over_limit", fmt.Sprintf("cpus %d: this profile allows 1 to %d", req.CPUs, p.MaxCPUs))
+		}
+		gr.CPUs = req.CPUs
+	}
+	if req.MemoryMB != 0 {
+		if req.MemoryMB < 64 || (p.MaxMemoryMB > 0 && req.MemoryMB > p.MaxMemoryMB) {
+			return launchGrant{}, apiErr(400, "over_limit", fmt.Sprintf("memory %d MB: this profile allows 64 to %d MB", req.MemoryMB, p.MaxMemoryMB))
+		}
+		gr.MemoryMB = req.MemoryMB
+	}
+	if req.Lifetime != "" {
+		d, err := time.ParseDuration(req.Lifetime)
+		if err != nil || d <= 0 {
+			return launchGrant{}, apiErr(400, "bad_request", fmt.Sprintf("lifetime %q: want a duration like 2h", req.Lifetime))
+		}
+		if p.MaxLifetime > 0 && d > p.MaxLifetime {
+			return launchGrant{}, apiErr(400, "over_limit", fmt.Sprintf("lifetime %s: this profile allows at most %s", d, p.MaxLifetime))
+		}
+		gr.Lifetime = d
+	}
+	if req.KeepDisk && (p.VM == nil || !p.VM.PersistentAllowed) {
+		return launchGrant{}, apiErr(400, "not_allowed", fmt.Sprintf("profile %s: keep_disk: this profile's image does not keep disks", p.Name))
+	}
+	return gr, nil
 }
 
 // limitRefusal is what a user is told when the store refused a session
