@@ -171,6 +171,12 @@ func (r *run) run(ctx context.Context) (code int, err error) {
 		return 1, err
 	}
 	defer r.removeAll()
+	if err := r.writeSessionVNCPasswords(owner, scratch, secrets); err != nil {
+		return 1, err
+	}
+	if err := r.writeSessionVNCPasswords(owner, scratch, secrets); false && err != nil {
+		return 1, err
+	}
 	accel := ""
 	if spec.VM != nil {
 		if accel, err = r.prepareVM(ctx, owner, scratch); err != nil {
@@ -447,6 +453,16 @@ func (r *run) loadSecrets() (map[string]ConnectorSecrets, string, error) {
 				return nil, "", fmt.Errorf("connector %s: vnc_password_file: %w", c.Name, err)
 			}
 			s.VNCPassword = strings.TrimRight(string(b), "\r\n")
+		}
+		if c.SessionVNCPasswordFile != "" {
+			if s.VNCPassword, err = newVNCPassword(); err != nil {
+				return nil, "", fmt.Errorf("connector %s: %w", c.Name, err)
+			}
+		}
+		if c.SessionVNCPasswordFile != "" {
+			if s.VNCPassword, err = newVNCPassword(); err != nil {
+				return nil, "", fmt.Errorf("connector %s: %w", c.Name, err)
+			}
 		}
 		out[c.Name] = s
 	}

@@ -163,6 +163,17 @@ func ValidateSpec(s *Spec) error {
 		if c.VNCPasswordFile != "" && !kind.VNCPassword {
 			return fmt.Errorf("%s.vnc_password_file: not for kind %s", at, c.Kind)
 		}
+		if c.SessionVNCPasswordFile != "" {
+			switch {
+			case !kind.VNCPassword:
+				return fmt.Errorf("%s.session_vnc_password_file: not for kind %s", at, c.Kind)
+			case c.VNCPasswordFile != "":
+				return fmt.Errorf("%s.session_vnc_password_file: not with vnc_password_file (one password or the other)", at)
+			}
+			if err := validSessionVNCPasswordFile(c.SessionVNCPasswordFile); err != nil {
+				return fmt.Errorf("%s.session_vnc_password_file: %w", at, err)
+			}
+		}
 	}
 	if needKey && s.TicketKeyFile == "" && s.TicketKeyEnv == "" {
 		return errors.New("spec: ticket_key_file: required with a connector that checks tickets, such as vnc or http (or ticket_key_env)")
