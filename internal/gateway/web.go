@@ -121,7 +121,7 @@ func (g *Gateway) homePage(w http.ResponseWriter, r *http.Request) error {
 	}
 	v := portal.HomePage{Base: portal.Base{Title: "Sessions", User: id.user, Admin: id.admin}, Sessions: rows(ss)}
 	for _, p := range g.cfg.Profiles {
-		v.Profiles = append(v.Profiles, portal.Profile{Name: p.Name, Title: p.Title, Kind: p.Kind, CPUs: p.CPUs, MaxCPUs: p.MaxCPUs,
+		v.Profiles = append(v.Profiles, portal.Profile{Name: p.Name, Title: p.Title, Description: p.Description, Kind: p.Kind, CPUs: p.CPUs, MaxCPUs: p.MaxCPUs,
 			MemoryMB: p.MemoryMB, MaxMemoryMB: p.MaxMemoryMB, Lifetime: p.Lifetime, MaxLifetime: p.MaxLifetime,
 			KeepDisk: p.VM != nil && p.VM.PersistentAllowed})
 	}

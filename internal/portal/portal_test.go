@@ -591,3 +591,27 @@ func TestShort(t *testing.T) {
 		}
 	}
 }
+
+// TestProfileDescription: a profile's description is shown under the
+// choice in the launch form (the first profile's at once, every one's for
+// the script), as text.
+func TestProfileDescription(t *testing.T) {
+	p := newTest(t)
+	h := homePage()
+	h.Profiles[0].Description = `An X desktop <b>with</b> a terminal.`
+	body := render(t, p, "home", h).Body.String()
+	for _, want := range []string{
+		`id="profile-description" aria-live="polite">An X desktop &lt;b&gt;with&lt;/b&gt; a terminal.</p>`,
+		`data-description="An X desktop &lt;b&gt;with&lt;/b&gt; a terminal."`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("missing %q", want)
+		}
+	}
+	h.Profiles[0].Description = ""
+	body = render(t, p, "home", h).Body.String()
+	if !strings.Contains(body, `id="profile-description" aria-live="polite" hidden>`) || strings.Contains(body, "data-description") {
+		t.Errorf("a profile without a description still shows one")
+	}
+	checkPolicy(t, "home", body)
+}
