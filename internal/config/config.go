@@ -194,9 +194,9 @@ type Profile struct {
 	// ask, and the longest it may ask for (0: no limit, no maximum).
 	// Default: limits.lifetime_default and limits.lifetime_max.
 	Lifetime Range[time.Duration] `yaml:"lifetime"`
-	// IdleTimeout stops a session nobody has viewed for this long, when the
-	// launch does not ask, and the longest it may ask for (0: never, no
-	// maximum). Default: limits.idle_timeout_default and
+	// IdleTimeout stops a session nobody has viewed for this long (0:
+	// never). A launch cannot choose it yet, so max only bounds default
+	// (0: no maximum). Default: limits.idle_timeout_default and
 	// limits.idle_timeout_max.
 	IdleTimeout Range[time.Duration] `yaml:"idle_timeout"`
 	// Slurm overrides the Slurm backend's job options for this profile;
