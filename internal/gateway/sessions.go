@@ -291,8 +291,8 @@ func (g *Gateway) spec(s *session.Session, p Profile, req LaunchRequest) ([]byte
 	}
 	switch p.Kind {
 	case "desktop":
-		console := contract.ConnectorSpec{Name: contract.ConnConsole, Kind: contract.KindVNC, Target: "127.0.0.1:5901",
-			Listen: listen(contract.ConnConsole)}
+		console := profileConnectors(p.Kind)[0]
+		console.Target, console.Listen = "127.0.0.1:5901", listen(console.Name)
 		if p.VNCPassword {
 			console.SessionVNCPasswordFile = sessionVNCPasswordFile
 		}
@@ -317,8 +317,9 @@ func (g *Gateway) spec(s *session.Session, p Profile, req LaunchRequest) ([]byte
 		}
 		spec.Workload = contract.Command{Argv: argv, Env: map[string]string{
 			"PORT": strconv.Itoa(p.Port), "AIRLOCK_PREFIX": prefix}}
-		spec.Connectors = []contract.ConnectorSpec{{Name: contract.ConnApp, Kind: contract.KindHTTP, Target: target,
-			Listen: listen(contract.ConnApp)}}
+		app := profileConnectors(p.Kind)[0]
+		app.Target, app.Listen = target, listen(app.Name)
+		spec.Connectors = []contract.ConnectorSpec{app}
 	case "vm":
 		if err := g.vmSpec(&spec, s, p, dir, listen(contract.ConnConsole), req.KeepDisk); err != nil {
 			return nil, err
@@ -328,6 +329,44 @@ func (g *Gateway) spec(s *session.Session, p Profile, req LaunchRequest) ([]byte
 	}
 	return json.Marshal(spec)
 }
+
+// profileConnectors are the connectors (name and kind) a session of a
+// profile kind has; the spec builder adds where each listens and what it
+// reaches, and the session page offers each as its kind's registered View
+// says.
+func profileConnectors(kind string) []contract.ConnectorSpec {
+	switch kind {
+	case "desktop", "vm":
+		return []contract.ConnectorSpec{{Name: contract.ConnConsole, Kind: contract.KindVNC}}
+	case "app":
+		return []contract.ConnectorSpec{{Name: contract.ConnApp, Kind: contract.KindHTTP}}
+	}
+	return nil
+}
+
+// connectorView is how the session page offers connector name of a
+// session of profile p: its kind's registered View. A session whose
+// profile has left the configuration since it started is looked up by
+// its connector's name among every profile kind's.
+func connectorView(p Profile, name string) contract.View {
+	kinds := []string{p.Kind}
+	if p.Kind == "" {
+		kinds = profileKinds
+	}
+	for _, kind := range kinds {
+		for _, c := range profileConnectors(kind) {
+			if c.Name == name {
+				if k, ok := contract.Lookup(c.Kind); ok {
+					return k.View
+				}
+			}
+		}
+	}
+	return contract.ViewNone
+}
+
+// profileKinds are the profile kinds a gateway launches.
+var profileKinds = []string{"desktop", "app", "vm"}
 
 // sessionVNCPasswordFile is where, in the seal's private /tmp, the runner
 // writes a desktop's per-session VNC password for Xvnc (vnc_password).

@@ -156,8 +156,9 @@ func (g *Gateway) vmSpec(spec *contract.Spec, s *session.Session, p Profile, dir
 	// The console is QEMU's own VNC display. The guest's RDP port stays on
 	// the seal's loopback: a tls connector needs a client CA the gateway
 	// does not have yet (the native RDP issue adds it).
-	spec.Connectors = []contract.ConnectorSpec{{Name: contract.ConnConsole, Kind: contract.KindVNC, Target: "unix:" + vm.VNCSocket,
-		Listen: listen}}
+	console := profileConnectors(p.Kind)[0]
+	console.Target, console.Listen = "unix:"+vm.VNCSocket, listen
+	spec.Connectors = []contract.ConnectorSpec{console}
 	return nil
 }
 
