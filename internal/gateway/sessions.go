@@ -310,14 +310,14 @@ func (g *Gateway) spec(s *session.Session, p Profile, req LaunchRequest) ([]byte
 		if p.Socket != "" {
 			target = "unix:" + p.Socket
 		}
-		prefix := "/s/" + s.ID + "/" + contract.ConnApp + "/"
+		app := profileConnectors(p.Kind)[0]
+		prefix := "/s/" + s.ID + "/" + app.Name + "/" // where the gateway serves it
 		argv := make([]string, len(p.Command))
 		for i, a := range p.Command {
 			argv[i] = strings.NewReplacer("{port}", strconv.Itoa(p.Port), "{socket}", p.Socket, "{prefix}", prefix).Replace(a)
 		}
 		spec.Workload = contract.Command{Argv: argv, Env: map[string]string{
 			"PORT": strconv.Itoa(p.Port), "AIRLOCK_PREFIX": prefix}}
-		app := profileConnectors(p.Kind)[0]
 		app.Target, app.Listen = target, listen(app.Name)
 		spec.Connectors = []contract.ConnectorSpec{app}
 	case "vm":

@@ -91,14 +91,10 @@ func Run(ctx context.Context, cfg Config) int {
 // the session, retrying while the gateway is unreachable; a refusal is sent
 // on failed.
 func (r *run) registerReady(ctx context.Context, endpoints map[string]string, sha string, failed chan<- error) {
-	reg := registration.Registration{Event: contract.EventReady, Ports: map[string]int{}, TLSSHA256: sha}
-	for name, addr := range endpoints {
-		_, p, err := net.SplitHostPort(addr)
-		if err != nil {
-			failed <- fmt.Errorf("connector %s listens on %s: only TCP can be registered", name, addr)
-			return
-		}
-		reg.Ports[name], _ = strconv.Atoi(p)
+	reg, err := ReadyRegistration(endpoints, sha)
+	if err != nil {
+		failed <- err
+		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, registerTimeout)
 	defer cancel()
@@ -107,6 +103,28 @@ func (r *run) registerReady(ctx context.Context, endpoints map[string]string, sh
 		return
 	}
 	r.log.InfoContext(ctx, "registered with the gateway", "ports", reg.Ports)
+}
+
+// ReadyRegistration is the registration a runner sends when its
+// connectors listen at endpoints (by name) with the certificate whose
+// SHA-256 is sha: their ports only, since the gateway dials the node the
+// scheduler names.
+func ReadyRegistration(endpoints map[string]string, sha string) (registration.Registration, error) {
+	reg := registration.Registration{Event: contract.EventReady, Ports: map[string]int{}, TLSSHA256: sha}
+	for name, addr := range endpoints {
+		_, p, err := net.SplitHostPort(addr)
+		if err != nil {
+			return registration.Registration{}, fmt.Errorf("connector %s listens on %s: only TCP can be registered", name, addr)
+		}
+		reg.Ports[name], _ = strconv.Atoi(p)
+	}
+	return reg, nil
+}
+
+// EncodeEvent is an event as the runner prints it: one JSON line.
+func EncodeEvent(e Event) []byte {
+	b, _ := json.Marshal(e) // plain data: cannot fail
+	return append(b, '\n')
 }
 
 // registerExit tells the gateway why the session ended, briefly: the
@@ -141,8 +159,7 @@ type run struct {
 func (r *run) emit(e Event) {
 	r.emitMu.Lock()
 	defer r.emitMu.Unlock()
-	b, _ := json.Marshal(e)
-	r.cfg.Stdout.Write(append(b, '\n'))
+	r.cfg.Stdout.Write(EncodeEvent(e))
 }
 
 func (r *run) run(ctx context.Context) (code int, err error) {
