@@ -162,6 +162,11 @@ func (r *run) emit(e Event) {
 	r.cfg.Stdout.Write(EncodeEvent(e))
 }
 
+// run is the session's life in three steps: setup (everything made
+// outside the seal), sealConfig (what runs inside it: the workload, its
+// helpers and the connectors) and supervise (until it ends). Each step's
+// clean-up is deferred here, so a failure at any point undoes the ones
+// before it.
 func (r *run) run(ctx context.Context) (code int, err error) {
 	// Our parent dying is a reason to end: a runner nobody supervises must
 	// not keep a session alive. (Set here, on whichever thread; the kernel
@@ -173,57 +178,91 @@ func (r *run) run(ctx context.Context) (code int, err error) {
 	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT)
 	defer signal.Stop(sigs)
 
-	spec := r.spec
-	owner, err := seal.LookupOwner(spec.Owner)
-	if err != nil {
-		return 1, err
-	}
-	secrets, certSHA, err := r.loadSecrets()
-	if err != nil {
-		return 1, err
-	}
-
-	scratch, err := r.makeScratch(owner)
-	if err != nil {
-		return 1, err
-	}
+	st := &setup{}
 	defer r.removeAll()
-	if err := r.writeSessionVNCPasswords(owner, scratch, secrets); err != nil {
-		return 1, err
-	}
-	if err := r.writeSessionVNCPasswords(owner, scratch, secrets); false && err != nil {
-		return 1, err
-	}
-	accel := ""
-	if spec.VM != nil {
-		if accel, err = r.prepareVM(ctx, owner, scratch); err != nil {
-			return 1, err
+	defer st.closeListeners()
+	defer func() {
+		if st.janitor != nil {
+			// Our own clean-up first; only then may the janitor go
+			// without doing its own.
+			r.removeAll()
+			st.janitor.done()
 		}
+	}()
+	if err := r.setup(ctx, st); err != nil {
+		return 1, err
 	}
 
-	listeners, endpoints, err := r.bindListeners(owner)
+	s, err := seal.Start(ctx, r.sealConfig(st))
 	if err != nil {
 		return 1, err
 	}
-	defer func() {
-		for _, f := range listeners {
-			f.Close()
-		}
-	}()
+	// The connectors hold the listeners now; without our copies, a dead
+	// connector means "connection refused", not a silent queue.
+	st.closeListeners()
+	st.janitor.watch(s.Pid())
+	mode, why := s.IDMap()
+	r.log.InfoContext(ctx, "seal started", "pid", s.Pid(), "id_map", mode, "why", why)
+	return r.supervise(ctx, s, st, sigs), nil
+}
 
-	janitor, err := r.startJanitor()
-	if err != nil {
-		return 1, err
+// setup is what the runner makes outside the seal before starting it.
+type setup struct {
+	owner   seal.Owner
+	secrets map[string]ConnectorSecrets
+	certSHA string
+	scratch string
+	accel   string // a VM's: kvm or tcg
+	// listeners are bound in the host's network namespace, one per
+	// connector, in the spec's order; endpoints are their addresses.
+	listeners []*os.File
+	endpoints map[string]string
+	janitor   *janitor
+}
+
+func (st *setup) closeListeners() {
+	for _, f := range st.listeners {
+		f.Close()
 	}
-	defer func() {
-		// Our own clean-up first; only then may the janitor go without
-		// doing its own.
-		r.removeAll()
-		janitor.done()
-	}()
+	st.listeners = nil
+}
 
+// setup resolves the owner, reads the secrets, makes the scratch
+// directory (and a VM's disk), binds the listeners and starts the janitor
+// that cleans up should the runner be killed.
+func (r *run) setup(ctx context.Context, st *setup) error {
+	var err error
+	if st.owner, err = seal.LookupOwner(r.spec.Owner); err != nil {
+		return err
+	}
+	if st.secrets, st.certSHA, err = r.loadSecrets(); err != nil {
+		return err
+	}
+	if st.scratch, err = r.makeScratch(st.owner); err != nil {
+		return err
+	}
+	if err := r.writeSessionVNCPasswords(st.owner, st.scratch, st.secrets); err != nil {
+		return err
+	}
+	if r.spec.VM != nil {
+		if st.accel, err = r.prepareVM(ctx, st.owner, st.scratch); err != nil {
+			return err
+		}
+	}
+	if st.listeners, st.endpoints, err = r.bindListeners(st.owner); err != nil {
+		return err
+	}
+	st.janitor, err = r.startJanitor()
+	return err
+}
+
+// sealConfig is what the seal runs: the workload, the helper processes
+// and one connector per listener, each with its secrets on a pipe, and
+// the targets the session waits for before it is ready.
+func (r *run) sealConfig(st *setup) seal.Config {
+	spec := r.spec
 	scfg := seal.Config{
-		ID: spec.ID, Owner: owner, Listeners: listeners, ScratchDir: filepath.Join(scratch, "tmp"),
+		ID: spec.ID, Owner: st.owner, Listeners: st.listeners, ScratchDir: filepath.Join(st.scratch, "tmp"),
 		Grace: time.Duration(spec.Grace), ReadyTimeout: time.Duration(spec.ReadyTimeout),
 		Exe: r.cfg.Exe, Stderr: r.cfg.Stderr, Logger: r.log, Egress: map[int]string{},
 		LogJSON: r.cfg.LogFormat == "json", UnixSockets: spec.UnixSockets, Hide: r.hidden(),
@@ -232,44 +271,45 @@ func (r *run) run(ctx context.Context) (code int, err error) {
 		_, port, _ := splitHostPort(e)
 		scfg.Egress[port] = e
 	}
-	env := baseEnv(owner)
-	scfg.Processes = append(scfg.Processes, processFor("workload", seal.Workload, spec.Workload, env, owner))
+	env := baseEnv(st.owner)
+	scfg.Processes = append(scfg.Processes, processFor("workload", seal.Workload, spec.Workload, env, st.owner))
 	for i, p := range spec.Processes {
-		scfg.Processes = append(scfg.Processes, processFor(fmt.Sprintf("process-%d", i), seal.Helper, p, env, owner))
+		scfg.Processes = append(scfg.Processes, processFor(fmt.Sprintf("process-%d", i), seal.Helper, p, env, st.owner))
 	}
 	for i, c := range spec.Connectors {
-		s := secrets[c.Name]
-		b, _ := json.Marshal(s)
-		argv := []string{"connector", string(c.Kind), "--fd", strconv.Itoa(fdpass.First), "--secrets-fd", strconv.Itoa(fdpass.First + 1),
-			"--name", c.Name, "--session", spec.ID, "--target", c.Target}
-		if r.cfg.LogFormat != "" {
-			argv = append(argv, "--log-format", r.cfg.LogFormat)
-		}
-		if c.Idle > 0 {
-			argv = append(argv, "--idle", time.Duration(c.Idle).String())
-		}
+		b, _ := json.Marshal(st.secrets[c.Name])
 		scfg.Processes = append(scfg.Processes, seal.Process{
-			Name: c.Name, Role: seal.Connector, Self: true, Argv: argv, Env: env, Dir: "/", Listener: i, Secret: b,
+			Name: c.Name, Role: seal.Connector, Self: true, Argv: r.connectorArgv(c), Env: env, Dir: "/", Listener: i, Secret: b,
 		})
 		if c.WaitFor() {
 			scfg.Probes = append(scfg.Probes, c.Target)
 		}
 	}
+	return scfg
+}
 
-	s, err := seal.Start(ctx, scfg)
-	if err != nil {
-		return 1, err
+// connectorArgv is how the runner starts connector c inside the seal: the
+// airlock binary's connector command, its listener and secrets as
+// inherited descriptors.
+func (r *run) connectorArgv(c ConnectorSpec) []string {
+	argv := []string{"connector", string(c.Kind), "--fd", strconv.Itoa(fdpass.First), "--secrets-fd", strconv.Itoa(fdpass.First + 1),
+		"--name", c.Name, "--session", r.spec.ID, "--target", c.Target}
+	if r.cfg.LogFormat != "" {
+		argv = append(argv, "--log-format", r.cfg.LogFormat)
 	}
-	// The connectors hold the listeners now; without our copies, a dead
-	// connector means "connection refused", not a silent queue.
-	for _, f := range listeners {
-		f.Close()
+	if c.Idle > 0 {
+		argv = append(argv, "--idle", time.Duration(c.Idle).String())
 	}
-	listeners = nil
-	janitor.watch(s.Pid())
-	mode, why := s.IDMap()
-	r.log.InfoContext(ctx, "seal started", "pid", s.Pid(), "id_map", mode, "why", why)
+	return argv
+}
 
+// supervise reports ready, registers with the gateway when asked to, and
+// ends the session on a signal, its lifetime, a failed registration or
+// the seal's own end (whose exit code it returns), killing the seal if it
+// overstays its grace.
+func (r *run) supervise(ctx context.Context, s *seal.Seal, st *setup, sigs <-chan os.Signal) int {
+	spec := r.spec
+	mode, _ := s.IDMap()
 	var lifetime <-chan time.Time
 	if spec.Lifetime > 0 {
 		t := time.NewTimer(time.Duration(spec.Lifetime))
@@ -296,10 +336,10 @@ func (r *run) run(ctx context.Context) (code int, err error) {
 		select {
 		case <-ready:
 			ready = nil
-			r.emit(Event{Kind: contract.EventReady, ID: spec.ID, Endpoints: endpoints, TLSSHA256: certSHA, IDMap: string(mode), Warnings: s.Warnings(), Accel: accel})
-			r.log.Info("ready", "endpoints", endpoints)
+			r.emit(Event{Kind: contract.EventReady, ID: spec.ID, Endpoints: st.endpoints, TLSSHA256: st.certSHA, IDMap: string(mode), Warnings: s.Warnings(), Accel: st.accel})
+			r.log.Info("ready", "endpoints", st.endpoints)
 			if r.cfg.Register != nil {
-				go r.registerReady(regCtx, endpoints, certSHA, regFailed)
+				go r.registerReady(regCtx, st.endpoints, st.certSHA, regFailed)
 			}
 		case err := <-regFailed:
 			r.log.Error("registration failed", "error", err)
@@ -308,14 +348,14 @@ func (r *run) run(ctx context.Context) (code int, err error) {
 			regCancel()
 			res := s.Result()
 			if spec.VM != nil {
-				res.Reason = r.vmExitReason(res.Reason, res.Code, scratch)
+				res.Reason = r.vmExitReason(res.Reason, res.Code, st.scratch)
 			}
 			r.removeAll()
 			c := res.Code
 			r.emit(Event{Kind: contract.EventExit, ID: spec.ID, Reason: res.Reason, Code: c})
 			r.log.Info("session ended", "reason", res.Reason, "code", c)
 			r.registerExit(res.Reason, c)
-			return c, nil
+			return c
 		case sig := <-sigs:
 			if stopping {
 				r.log.Warn("second signal: killing the seal", "signal", sig.String())
