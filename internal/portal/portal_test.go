@@ -89,7 +89,7 @@ func homePage() HomePage {
 				Lifetime: 8 * time.Hour, MaxLifetime: 24 * time.Hour},
 			{Name: "jupyter", Title: "JupyterLab", Kind: "app", CPUs: 1, MaxCPUs: 4, MemoryMB: 2048, MaxMemoryMB: 8192,
 				Lifetime: 4 * time.Hour, MaxLifetime: 12 * time.Hour},
-			{Name: "busy", Title: "Big node (busy)", Kind: "vm", CPUs: 1, MemoryMB: 1024, Lifetime: 90 * time.Minute},
+			{Name: "busy", Title: "Big node (busy)", Description: "A virtual machine on the big node.", Kind: "vm", CPUs: 1, MemoryMB: 1024, Lifetime: 90 * time.Minute},
 		},
 		Tokens: []Token{
 			{ID: "t-AbCdEfGh", Name: "laptop sync script", Created: now.Add(-72 * time.Hour), LastUsed: now.Add(-3 * time.Hour)},
@@ -608,7 +608,9 @@ func TestProfileDescription(t *testing.T) {
 			t.Errorf("missing %q", want)
 		}
 	}
-	h.Profiles[0].Description = ""
+	for i := range h.Profiles {
+		h.Profiles[i].Description = ""
+	}
 	body = render(t, p, "home", h).Body.String()
 	if !strings.Contains(body, `id="profile-description" aria-live="polite" hidden>`) || strings.Contains(body, "data-description") {
 		t.Errorf("a profile without a description still shows one")
