@@ -2,6 +2,10 @@ package contract
 
 import (
 	"encoding/json"
+	"go/parser"
+	"go/token"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -73,5 +77,30 @@ func TestDuration(t *testing.T) {
 	}
 	if b, _ := json.Marshal(Duration(0)); string(b) != `""` {
 		t.Errorf("zero is %s", b)
+	}
+}
+
+// TestLeaf: the contract imports only the standard library, so both
+// sides can import it and it can never pull one side into the other.
+func TestLeaf(t *testing.T) {
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fset := token.NewFileSet()
+	for _, name := range files {
+		if strings.HasSuffix(name, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, name, nil, parser.ImportsOnly)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, imp := range f.Imports {
+			path, _ := strconv.Unquote(imp.Path.Value)
+			if first, _, _ := strings.Cut(path, "/"); strings.Contains(first, ".") {
+				t.Errorf("%s imports %s: the contract is a leaf (standard library only)", name, path)
+			}
+		}
 	}
 }
