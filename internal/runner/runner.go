@@ -497,11 +497,17 @@ func (r *run) loadSecrets() (map[string]ConnectorSecrets, string, error) {
 	}
 	out := map[string]ConnectorSecrets{}
 	for _, c := range spec.Connectors {
-		s := ConnectorSecrets{TicketKey: key}
+		// Each connector gets what its kind needs (contract.KindInfo), and
+		// no more: a tls connector never holds the ticket key.
+		kind, _ := contract.Lookup(c.Kind)
+		var s ConnectorSecrets
+		if kind.Tickets {
+			s.TicketKey = key
+		}
 		if strings.HasPrefix(c.Listen, "tcp:") {
 			s.CertPEM, s.KeyPEM = string(certPEM), string(keyPEM)
 		}
-		if k, _ := contract.Lookup(c.Kind); k.ClientCerts {
+		if kind.ClientCerts {
 			s.ClientCAPEM = string(caPEM)
 		}
 		if c.VNCPasswordFile != "" {
