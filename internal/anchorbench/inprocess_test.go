@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/airlock-hpc/airlock/internal/connector"
+	"github.com/airlock-hpc/airlock/internal/contract"
 	"github.com/airlock-hpc/airlock/internal/ticket"
 )
 
@@ -38,7 +39,7 @@ var inProcessPaths = []*pathSpec{
 // connections are open, one file per path, for `go tool pprof`.
 const heapProfileEnv = "AIRLOCK_BENCH_HEAPPROFILE"
 
-func startInProcess(kind string, useTLS bool) func(e *env) (*instance, error) {
+func startInProcess(kind contract.ConnectorKind, useTLS bool) func(e *env) (*instance, error) {
 	return func(e *env) (*instance, error) {
 		cfg := connector.Config{
 			Kind: kind, Name: "console", Session: "bench", Target: e.sink.addr(),

@@ -12,6 +12,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/airlock-hpc/airlock/internal/contract"
 	"github.com/airlock-hpc/airlock/internal/registration"
 )
 
@@ -35,17 +36,12 @@ type Job struct {
 	Env map[string]string
 }
 
-// Event is what a backend learns about a session's runner.
-type Event struct {
-	// Kind is "queued" (with Reason: the scheduler's), "starting", "ready"
-	// (with Endpoints and TLSSHA256) or "exit" (with Reason and Code).
-	Kind      string
-	Endpoints map[string]string
-	TLSSHA256 string
-	Node      string
-	Reason    string
-	Code      int
-}
+// Event is what a backend learns about a session's runner: the runner's
+// own event type (contract.Event), so a backend passes on what the runner
+// said without a second declaration to drift. Kind is queued (with Reason:
+// the scheduler's), starting, ready (with Endpoints and TLSSHA256) or exit
+// (with Reason and Code).
+type Event = contract.Event
 
 // ErrGone means the backend knows nothing (any more) of a session's runner.
 var ErrGone = errors.New("runner is gone")

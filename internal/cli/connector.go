@@ -15,7 +15,7 @@ import (
 	"syscall"
 
 	"github.com/airlock-hpc/airlock/internal/connector"
-	"github.com/airlock-hpc/airlock/internal/runner"
+	"github.com/airlock-hpc/airlock/internal/contract"
 	"github.com/airlock-hpc/airlock/internal/seal/fdpass"
 	"github.com/airlock-hpc/airlock/internal/ticket"
 	"golang.org/x/sys/unix"
@@ -31,8 +31,8 @@ func cmdConnector(ctx context.Context, env *Env, args []string) int {
 		fmt.Fprintln(env.Stderr, "usage: airlock connector vnc|http|tls --fd N --target ADDR --name NAME --session ID [flags]")
 		return 2
 	}
-	kind := args[0]
-	fs := newFlags(env, "connector "+kind, "--fd N --target ADDR --name NAME --session ID [flags]")
+	kind := contract.ConnectorKind(args[0])
+	fs := newFlags(env, "connector "+string(kind), "--fd N --target ADDR --name NAME --session ID [flags]")
 	fdArg := fs.String("fd", "", "inherited listening socket to serve (3 or more). Without it, a single LISTEN_FDS socket from systemd-style activation is used.")
 	secretsFD := fs.String("secrets-fd", "", "inherited pipe to read the key, certificate and passwords from (JSON, as the runner writes it); replaces the *-file flags")
 	target := fs.String("target", "", "where to forward inside the seal: HOST:PORT or unix:/path. Required.")
@@ -57,7 +57,7 @@ func cmdConnector(ctx context.Context, env *Env, args []string) int {
 		return fail(env, "%v", err)
 	}
 
-	var sec runner.ConnectorSecrets
+	var sec contract.ConnectorSecrets
 	if *secretsFD != "" {
 		fd, err := fdpass.ParseFD(*secretsFD)
 		if err != nil {
@@ -119,9 +119,9 @@ func cmdConnector(ctx context.Context, env *Env, args []string) int {
 		// and screens to anyone on the cluster network.
 		return fail(env, "connector %s: a TCP listener needs a TLS certificate (--cert-file or --secrets-fd)", *name)
 	}
-	if kind == "tls" {
+	if k, _ := contract.Lookup(kind); k.ClientCerts {
 		if cfg.TLS == nil {
-			return fail(env, "connector %s: kind tls needs a certificate", *name)
+			return fail(env, "connector %s: kind %s needs a certificate", *name, kind)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM([]byte(sec.ClientCAPEM)) {
@@ -139,7 +139,7 @@ func cmdConnector(ctx context.Context, env *Env, args []string) int {
 	return 0
 }
 
-func secretsFromFiles(sec *runner.ConnectorSecrets, keyFile, certFile, certKeyFile, caFile, vncPassFile string) error {
+func secretsFromFiles(sec *contract.ConnectorSecrets, keyFile, certFile, certKeyFile, caFile, vncPassFile string) error {
 	if keyFile != "" {
 		k, err := ticket.LoadKey(keyFile)
 		if err != nil {

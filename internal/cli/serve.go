@@ -90,15 +90,8 @@ func cmdServe(_ context.Context, env *Env, args []string) int {
 	if err != nil {
 		return fail(env, "%v", err)
 	}
-	gcfg := gateway.Config{
-		Listen: cfg.Listen, StateDir: cfg.StateDir, TLSCertFile: cfg.TLS.CertFile, TLSKeyFile: cfg.TLS.KeyFile,
-		Apps:  gateway.Apps{Domain: cfg.Apps.Domain, SameOrigin: cfg.Apps.SameOrigin, GatewayURL: strings.TrimSuffix(cfg.PublicURL, "/")},
-		RunAs: cfg.RunAs, LoginTTL: cfg.Auth.SessionTTL, OnUserRemoved: cfg.Auth.OnUserRemoved, RegisterURL: registerURL, ReconcileEvery: reconcileEvery(cfg), MetricsForLoopback: cfg.Metrics.Enabled, Store: db, Backend: be, Auth: chain, Portal: p, Logger: log,
-		Limits: gateway.Limits{
-			MaxSessions: cfg.Limits.MaxSessions, MaxSessionsPerUser: cfg.Limits.MaxSessionsPerUser, MaxLoad: cfg.Limits.MaxLoad,
-			MinFreeMemoryMB: int(cfg.Limits.MinFreeMemory / config.MiB), SingleShotGrace: cfg.Limits.SingleShotGrace,
-		},
-	}
+	gcfg := gatewayConfig(cfg, *cfgPath, registerURL)
+	gcfg.Store, gcfg.Backend, gcfg.Auth, gcfg.Portal, gcfg.Logger = db, be, chain, p, log
 	// The first local password file is where `airlock users` edits: the
 	// gateway asks it on every request whether a user still exists.
 	for _, a := range chain.Authenticators {
@@ -107,22 +100,13 @@ func cmdServe(_ context.Context, env *Env, args []string) int {
 			break
 		}
 	}
-	gcfg.Hide = secretPaths(cfg, *cfgPath)
 	if hdr != nil {
 		gcfg.Header = hdr
-		for _, m := range cfg.Auth.Methods {
-			if m.Kind == "header" {
-				gcfg.HeaderName = m.Header
-			}
-		}
 	}
 	if os.Geteuid() == 0 && gcfg.RunAs == "" && *cfgPath == "" {
 		// The embedded demo's users are not Unix accounts: as root, make
 		// one for each on their first launch.
 		gateway.UseDemoAccounts(&gcfg)
-	}
-	for _, pr := range cfg.Profiles {
-		gcfg.Profiles = append(gcfg.Profiles, withImage(profileFromConfig(pr), pr, cfg.Images))
 	}
 	if cfg.AuditLog != "" {
 		f, err := os.OpenFile(cfg.AuditLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
@@ -146,6 +130,33 @@ func cmdServe(_ context.Context, env *Env, args []string) int {
 		return fail(env, "%v", err)
 	}
 	return 0
+}
+
+// gatewayConfig is the gateway's configuration from the file's, without
+// what runs (store, backend, authenticators, portal, logger, audit log
+// file): every key the gateway reads goes through here, which the key-walk
+// test (TestEveryConfigKeyIsUsed) checks.
+func gatewayConfig(cfg config.Config, cfgPath, registerURL string) gateway.Config {
+	gcfg := gateway.Config{
+		Listen: cfg.Listen, StateDir: cfg.StateDir, TLSCertFile: cfg.TLS.CertFile, TLSKeyFile: cfg.TLS.KeyFile,
+		Apps:  gateway.Apps{Domain: cfg.Apps.Domain, SameOrigin: cfg.Apps.SameOrigin, GatewayURL: strings.TrimSuffix(cfg.PublicURL, "/")},
+		RunAs: cfg.RunAs, LoginTTL: cfg.Auth.SessionTTL, OnUserRemoved: cfg.Auth.OnUserRemoved, RegisterURL: registerURL,
+		ReconcileEvery: reconcileEvery(cfg), MetricsForLoopback: cfg.Metrics.Enabled,
+		Limits: gateway.Limits{
+			MaxSessions: cfg.Limits.MaxSessions, MaxSessionsPerUser: cfg.Limits.MaxSessionsPerUser, MaxLoad: cfg.Limits.MaxLoad,
+			MinFreeMemoryMB: int(cfg.Limits.MinFreeMemory / config.MiB), SingleShotGrace: cfg.Limits.SingleShotGrace,
+		},
+		Hide: secretPaths(cfg, cfgPath),
+	}
+	for _, m := range cfg.Auth.Methods {
+		if m.Kind == "header" {
+			gcfg.HeaderName = m.Header
+		}
+	}
+	for _, pr := range cfg.Profiles {
+		gcfg.Profiles = append(gcfg.Profiles, withImage(profileFromConfig(pr), pr, cfg.Images))
+	}
+	return gcfg
 }
 
 // secretPaths lists what every session's seal hides besides the state
@@ -237,13 +248,13 @@ func newLogger(w io.Writer, l config.Log) (*slog.Logger, error) {
 
 func profileFromConfig(p config.Profile) gateway.Profile {
 	g := gateway.Profile{
-		Name: p.Name, Title: p.Title, Kind: p.Kind,
+		Name: p.Name, Title: p.Title, Description: p.Description, Kind: p.Kind,
 		CPUs: p.CPUs.Default, MaxCPUs: p.CPUs.Max,
 		MemoryMB: int(p.Memory.Default / config.MiB), MaxMemoryMB: int(p.Memory.Max / config.MiB),
 		Lifetime: p.Lifetime.Default, MaxLifetime: p.Lifetime.Max, IdleTimeout: p.IdleTimeout.Default,
 	}
 	if d := p.Desktop; d != nil {
-		g.Geometry, g.Depth, g.Programs = d.Geometry, d.Depth, d.Programs
+		g.Geometry, g.Depth, g.Programs, g.Xvnc, g.VNCPassword = d.Geometry, d.Depth, d.Programs, d.Xvnc, d.VNCPassword
 	}
 	if a := p.App; a != nil {
 		g.Command, g.Port, g.Socket, g.StripPrefix = a.Command, a.Port, a.Socket, a.StripPrefix

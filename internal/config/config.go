@@ -197,9 +197,9 @@ type Profile struct {
 	// ask, and the longest it may ask for (0: no limit, no maximum).
 	// Default: limits.lifetime_default and limits.lifetime_max.
 	Lifetime Range[time.Duration] `yaml:"lifetime"`
-	// IdleTimeout stops a session nobody has viewed for this long, when the
-	// launch does not ask, and the longest it may ask for (0: never, no
-	// maximum). Default: limits.idle_timeout_default and
+	// IdleTimeout stops a session nobody has viewed for this long (0:
+	// never). A launch cannot choose it yet, so max only bounds default
+	// (0: no maximum). Default: limits.idle_timeout_default and
 	// limits.idle_timeout_max.
 	IdleTimeout Range[time.Duration] `yaml:"idle_timeout"`
 	// Slurm overrides the Slurm backend's job options for this profile;
@@ -231,13 +231,17 @@ type DesktopProfile struct {
 	// strings, the program first), with DISPLAY set. The session ends
 	// when Xvnc exits, not when a program does. Default [[xterm]].
 	Programs [][]string `yaml:"programs"`
-	// VNCPassword will make Xvnc require a fresh random password per
-	// session, known only to the connector: a second lock besides the seal.
-	// The gateway does not implement it yet (the connector can answer the
-	// challenge, see `airlock connector --vnc-password-file`, but the
-	// password file must reach Xvnc inside the seal). Default false.
+	// VNCPassword makes Xvnc require a fresh random password per session,
+	// known only to the connector: a second lock besides the seal. The
+	// runner makes it, hands it to the connector (which answers Xvnc's
+	// challenge, so users never see it) and writes it for Xvnc in the
+	// seal's private /tmp; it reaches no command line, the gateway or the
+	// store. Default false.
 	VNCPassword bool `yaml:"vnc_password"`
-	// Xvnc is the X server to run. Default "Xvnc" (looked up in PATH).
+	// Xvnc is the X server to run (a TigerVNC Xvnc): a name looked up in
+	// PATH on the node, or an absolute path. The gateway adds the display,
+	// port, security, geometry and -BlacklistTimeout 0 arguments. Default
+	// "Xvnc".
 	Xvnc string `yaml:"xvnc"`
 }
 

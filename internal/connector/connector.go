@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -17,15 +16,23 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/airlock-hpc/airlock/internal/contract"
 	"github.com/airlock-hpc/airlock/internal/ticket"
 )
 
-// The kinds of connector; see the package documentation.
+// The kinds of connector; see the package documentation. They are the
+// contract's registry (contract.Lookup says what each needs); serveKind
+// is how this side serves each.
 const (
-	KindVNC  = "vnc"
-	KindHTTP = "http"
-	KindTLS  = "tls"
+	KindVNC  = contract.KindVNC
+	KindHTTP = contract.KindHTTP
+	KindTLS  = contract.KindTLS
 )
+
+// serveKind serves one kind on the tracked listener until ctx ends. Each
+// kind's file adds its entry (vnc.go, http.go, tls.go); every kind in the
+// contract's registry must have one (TestEveryKindHasAServer).
+var serveKind = map[contract.ConnectorKind]func(ctx context.Context, s *server, ln net.Listener) error{}
 
 const (
 	// DefaultCookieTTL is how long the http kind's cookie stays valid when
@@ -53,7 +60,7 @@ const (
 // Session and Target are required, and Key for the vnc and http kinds.
 type Config struct {
 	// Kind is KindVNC, KindHTTP or KindTLS.
-	Kind string
+	Kind contract.ConnectorKind
 	// Name is the connector's name. Tickets must name it.
 	Name string
 	// Session is the session ID. Tickets must name it.
@@ -96,10 +103,9 @@ type Config struct {
 
 // validate checks cfg and fills its defaults. Errors name the field.
 func (cfg *Config) validate() error {
-	switch cfg.Kind {
-	case KindVNC, KindHTTP, KindTLS:
-	default:
-		return fmt.Errorf("field Kind %q: want %q, %q or %q", cfg.Kind, KindVNC, KindHTTP, KindTLS)
+	kind, ok := contract.Lookup(cfg.Kind)
+	if _, served := serveKind[cfg.Kind]; !ok || !served {
+		return fmt.Errorf("field Kind %q: want %s", cfg.Kind, contract.KindList())
 	}
 	// A ticket field holds at most MaxFieldLen bytes, so a longer name or
 	// session could never be matched.
@@ -116,7 +122,7 @@ func (cfg *Config) validate() error {
 	if _, err := parseTarget(cfg.Target); err != nil {
 		return fmt.Errorf("field Target %q: %w", cfg.Target, err)
 	}
-	if cfg.Kind != KindTLS && cfg.Key == (ticket.Key{}) {
+	if kind.Tickets && cfg.Key == (ticket.Key{}) {
 		// A zero key would make every ticket check fail; say so now rather
 		// than refusing every user later.
 		return errors.New("field Key: not set (zero key)")
@@ -124,22 +130,22 @@ func (cfg *Config) validate() error {
 	if cfg.TLS != nil && len(cfg.TLS.Certificates) == 0 && cfg.TLS.GetCertificate == nil && cfg.TLS.GetConfigForClient == nil {
 		return errors.New("field TLS: no server certificate (set Certificates or GetCertificate)")
 	}
-	if cfg.Kind == KindTLS {
+	if kind.ClientCerts {
 		switch {
 		case cfg.TLS == nil:
-			return errors.New("field TLS: required for kind tls")
+			return fmt.Errorf("field TLS: required for kind %s", cfg.Kind)
 		case cfg.TLS.ClientAuth != tls.RequireAndVerifyClientCert:
-			return fmt.Errorf("field TLS.ClientAuth %v: kind tls requires RequireAndVerifyClientCert", cfg.TLS.ClientAuth)
+			return fmt.Errorf("field TLS.ClientAuth %v: kind %s requires RequireAndVerifyClientCert", cfg.TLS.ClientAuth, cfg.Kind)
 		case cfg.TLS.ClientCAs == nil:
-			return errors.New("field TLS.ClientCAs: required for kind tls (the session CA)")
+			return fmt.Errorf("field TLS.ClientCAs: required for kind %s (the session CA)", cfg.Kind)
 		case cfg.TLS.GetConfigForClient != nil:
 			// It could hand out a config without client authentication, and
 			// Serve could not tell.
-			return errors.New("field TLS.GetConfigForClient: not allowed for kind tls")
+			return fmt.Errorf("field TLS.GetConfigForClient: not allowed for kind %s", cfg.Kind)
 		}
 	}
-	if cfg.VNCPassword != "" && cfg.Kind != KindVNC {
-		return fmt.Errorf("field VNCPassword: only for kind %q", KindVNC)
+	if cfg.VNCPassword != "" && !kind.VNCPassword {
+		return fmt.Errorf("field VNCPassword: not for kind %q", cfg.Kind)
 	}
 	if cfg.IdleTimeout < 0 {
 		return fmt.Errorf("field IdleTimeout %v: negative", cfg.IdleTimeout)
@@ -164,7 +170,7 @@ func (cfg *Config) validate() error {
 // VNCPassword), so a Config can be logged whole.
 func (cfg Config) LogValue() slog.Value {
 	return slog.GroupValue(
-		slog.String("kind", cfg.Kind),
+		slog.String("kind", string(cfg.Kind)),
 		slog.String("name", cfg.Name),
 		slog.String("session", cfg.Session),
 		slog.String("target", cfg.Target),
@@ -235,22 +241,7 @@ func Serve(ctx context.Context, ln net.Listener, cfg Config) error {
 	s.log.InfoContext(ctx, "serving", "listen_addr", ln.Addr().String(), "target", cfg.Target, "tls", cfg.TLS != nil)
 
 	tl := &trackingListener{Listener: ln, s: s}
-	var err error
-	switch cfg.Kind {
-	case KindTLS:
-		err = s.serveTLS(ctx, tl)
-	case KindVNC:
-		err = s.serveHTTP(ctx, tl, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			s.serveVNC(ctx, w, r)
-		}))
-	case KindHTTP:
-		var h *httpConnector
-		h, err = s.newHTTPConnector()
-		if err == nil {
-			err = s.serveHTTP(ctx, tl, h)
-			h.transport.CloseIdleConnections()
-		}
-	}
+	err := serveKind[cfg.Kind](ctx, s, tl) // validate checked it is there
 	ln.Close()
 	cancel()
 	err = errors.Join(err, s.closeAndWait())

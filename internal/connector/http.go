@@ -17,6 +17,17 @@ import (
 	"github.com/airlock-hpc/airlock/internal/ticket"
 )
 
+func init() {
+	serveKind[KindHTTP] = func(ctx context.Context, s *server, ln net.Listener) error {
+		h, err := s.newHTTPConnector()
+		if err != nil {
+			return err
+		}
+		defer h.transport.CloseIdleConnections()
+		return s.serveHTTP(ctx, ln, h)
+	}
+}
+
 // cookiePrefix starts the name of every cookie airlock sets. The http kind
 // strips all such cookies from requests before the app sees them, and all
 // such Set-Cookie headers from the app's responses: the gateway may forward

@@ -24,6 +24,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/airlock-hpc/airlock/internal/contract"
 	"github.com/airlock-hpc/airlock/internal/ticket"
 )
 
@@ -57,9 +58,9 @@ const idleVNCBound = 40 << 10
 // idleKind is one connector set-up that the measurement knows.
 type idleKind struct {
 	name string
-	kind string // KindVNC or KindTLS
-	tls  bool   // TLS on the listener (always for KindTLS)
-	view bool   // vnc with view tickets: the RFB handshake and the filter
+	kind contract.ConnectorKind // KindVNC or KindTLS
+	tls  bool                   // TLS on the listener (always for KindTLS)
+	view bool                   // vnc with view tickets: the RFB handshake and the filter
 }
 
 var idleKinds = []idleKind{
@@ -73,7 +74,7 @@ var idleKinds = []idleKind{
 // and how often. It travels as JSON on the child's stdin, which the parent
 // then keeps open until it has taken its measurement.
 type idlePlan struct {
-	Kind    string
+	Kind    contract.ConnectorKind
 	Network string // of the connector's listener, "unix" or "tcp"
 	Addr    string
 	Target  string   // UNIX socket the child serves as the workload

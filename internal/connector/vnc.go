@@ -18,6 +18,14 @@ import (
 	"github.com/airlock-hpc/airlock/internal/ticket"
 )
 
+func init() {
+	serveKind[KindVNC] = func(ctx context.Context, s *server, ln net.Listener) error {
+		return s.serveHTTP(ctx, ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			s.serveVNC(ctx, w, r)
+		}))
+	}
+}
+
 // httpIdleTimeout closes keep-alive connections that carry no request for
 // this long, so a gateway's pooled connections do not pin descriptors in
 // the connector for the whole session.

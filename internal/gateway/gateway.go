@@ -33,12 +33,18 @@ import (
 type Profile struct {
 	Name  string
 	Title string
+	// Description is a sentence the launch form shows for the profile.
+	Description string
 	// Kind is "desktop" (Xvnc plus Programs), "app" (Command serving HTTP
 	// on Port or Socket inside the seal) or "vm" (QEMU booting VM).
 	Kind     string
 	Geometry string     // desktop: default "1280x800"
 	Depth    int        // desktop: default 24
 	Programs [][]string // desktop: started in the X session; default [["xterm"]]
+	Xvnc     string     // desktop: the X server to run; default "Xvnc"
+	// VNCPassword (desktop): Xvnc asks for a fresh random password per
+	// session, which only the connector knows (see sessions.go).
+	VNCPassword bool
 	// Command (app) may use {port}, {socket} and {prefix} (the URL path the
 	// gateway serves the session under, ending in "/").
 	Command     []string

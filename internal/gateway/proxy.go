@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/airlock-hpc/airlock/internal/contract"
 	"github.com/airlock-hpc/airlock/internal/session"
 	"github.com/airlock-hpc/airlock/internal/store"
 	"github.com/airlock-hpc/airlock/internal/ticket"
@@ -72,7 +73,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request) error {
 	}
 	upgrade := strings.EqualFold(r.Header.Get("Upgrade"), "websocket")
 	p, _ := g.profile(s.Profile)
-	strip := conn == "app" && p.StripPrefix
+	strip := p.StripPrefix && connectorView(p, conn) == contract.ViewApp
 	if upgrade {
 		g.audit(r.Context(), v.user, "connect", s.ID, r.RemoteAddr, fmt.Sprintf("%s (%s)", conn, v.mode))
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/airlock-hpc/airlock/internal/backend"
+	"github.com/airlock-hpc/airlock/internal/contract"
 	"github.com/airlock-hpc/airlock/internal/registration"
 	"github.com/airlock-hpc/airlock/internal/session"
 	"github.com/airlock-hpc/airlock/internal/store"
@@ -87,9 +88,9 @@ func (g *Gateway) register(w http.ResponseWriter, r *http.Request) error {
 		return refuse(409, "wrong_backend", "session runs on backend "+s.Backend)
 	}
 	switch {
-	case reg.Event == "ready" && s.State != session.Queued && s.State != session.Starting:
+	case reg.Event == contract.EventReady && s.State != session.Queued && s.State != session.Starting:
 		return refuse(409, "already_registered", "session is "+string(s.State)+": a registration is accepted once, while it starts")
-	case reg.Event == "exit" && s.State == session.Ended:
+	case reg.Event == contract.EventExit && s.State == session.Ended:
 		return refuse(409, "ended", "session has ended")
 	}
 	host, _, _ := net.SplitHostPort(r.RemoteAddr)
@@ -104,7 +105,7 @@ func (g *Gateway) register(w http.ResponseWriter, r *http.Request) error {
 	if e.Kind != "" {
 		g.apply(r.Context(), id, e)
 	}
-	g.audit(r.Context(), "", "register_"+reg.Event, id, r.RemoteAddr, "node "+e.Node)
+	g.audit(r.Context(), "", "register_"+string(reg.Event), id, r.RemoteAddr, "node "+e.Node)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/airlock-hpc/airlock/internal/backend"
+	"github.com/airlock-hpc/airlock/internal/contract"
 	"github.com/airlock-hpc/airlock/internal/registration"
 	"github.com/airlock-hpc/airlock/internal/session"
 	"github.com/airlock-hpc/airlock/internal/store"
@@ -57,37 +59,13 @@ func (g *Gateway) Launch(ctx context.Context, user string, req LaunchRequest, re
 	if !ok {
 		return nil, apiErr(400, "unknown_profile", fmt.Sprintf("no profile named %q", req.Profile))
 	}
+	grant, err := checkLaunch(p, req)
+	if err != nil {
+		return nil, err
+	}
 	s := &session.Session{
-		ID: newID(), Owner: user, Profile: p.Name, State: session.Queued, Persistent: true,
-		CPUs: p.CPUs, MemoryMB: p.MemoryMB, Lifetime: p.Lifetime, Created: g.now(), Backend: g.cfg.Backend.Name(),
-	}
-	if req.Persistent != nil {
-		s.Persistent = *req.Persistent
-	}
-	if req.CPUs != 0 {
-		if req.CPUs < 1 || (p.MaxCPUs > 0 && req.CPUs > p.MaxCPUs) {
-			return nil, apiErr(400, "over_limit", fmt.Sprintf("cpus %d: this profile allows 1 to %d", req.CPUs, p.MaxCPUs))
-		}
-		s.CPUs = req.CPUs
-	}
-	if req.MemoryMB != 0 {
-		if req.MemoryMB < 64 || (p.MaxMemoryMB > 0 && req.MemoryMB > p.MaxMemoryMB) {
-			return nil, apiErr(400, "over_limit", fmt.Sprintf("memory %d MB: this profile allows 64 to %d MB", req.MemoryMB, p.MaxMemoryMB))
-		}
-		s.MemoryMB = req.MemoryMB
-	}
-	if req.Lifetime != "" {
-		d, err := time.ParseDuration(req.Lifetime)
-		if err != nil || d <= 0 {
-			return nil, apiErr(400, "bad_request", fmt.Sprintf("lifetime %q: want a duration like 2h", req.Lifetime))
-		}
-		if p.MaxLifetime > 0 && d > p.MaxLifetime {
-			return nil, apiErr(400, "over_limit", fmt.Sprintf("lifetime %s: this profile allows at most %s", d, p.MaxLifetime))
-		}
-		s.Lifetime = d
-	}
-	if req.KeepDisk && (p.VM == nil || !p.VM.PersistentAllowed) {
-		return nil, apiErr(400, "not_allowed", fmt.Sprintf("profile %s: keep_disk: this profile's image does not keep disks", p.Name))
+		ID: newID(), Owner: user, Profile: p.Name, State: session.Queued, Persistent: grant.Persistent,
+		CPUs: grant.CPUs, MemoryMB: grant.MemoryMB, Lifetime: grant.Lifetime, Created: g.now(), Backend: g.cfg.Backend.Name(),
 	}
 	account, err := g.accountName(user)
 	if err != nil {
@@ -146,6 +124,51 @@ func (g *Gateway) Launch(ctx context.Context, user string, req LaunchRequest, re
 	}
 	g.watch(s.ID, s.BackendRef)
 	return s, nil
+}
+
+// launchGrant is what a launch request is granted within its profile.
+type launchGrant struct {
+	CPUs, MemoryMB int
+	Lifetime       time.Duration
+	Persistent     bool
+}
+
+// checkLaunch checks a launch request against its profile and returns
+// what the session gets: the profile's defaults where the request is
+// silent. It is pure (no store, no clock, no node state), so every rule is
+// unit-tested (TestCheckLaunch); Launch adds the limits that depend on the
+// node and the store. Refusals are 400s naming the field.
+func checkLaunch(p Profile, req LaunchRequest) (launchGrant, error) {
+	gr := launchGrant{CPUs: p.CPUs, MemoryMB: p.MemoryMB, Lifetime: p.Lifetime, Persistent: true}
+	if req.Persistent != nil {
+		gr.Persistent = *req.Persistent
+	}
+	if req.CPUs != 0 {
+		if req.CPUs < 1 || (p.MaxCPUs > 0 && req.CPUs > p.MaxCPUs) {
+			return launchGrant{}, apiErr(400, "over_limit", fmt.Sprintf("cpus %d: this profile allows 1 to %d", req.CPUs, p.MaxCPUs))
+		}
+		gr.CPUs = req.CPUs
+	}
+	if req.MemoryMB != 0 {
+		if req.MemoryMB < 64 || (p.MaxMemoryMB > 0 && req.MemoryMB > p.MaxMemoryMB) {
+			return launchGrant{}, apiErr(400, "over_limit", fmt.Sprintf("memory %d MB: this profile allows 64 to %d MB", req.MemoryMB, p.MaxMemoryMB))
+		}
+		gr.MemoryMB = req.MemoryMB
+	}
+	if req.Lifetime != "" {
+		d, err := time.ParseDuration(req.Lifetime)
+		if err != nil || d <= 0 {
+			return launchGrant{}, apiErr(400, "bad_request", fmt.Sprintf("lifetime %q: want a duration like 2h", req.Lifetime))
+		}
+		if p.MaxLifetime > 0 && d > p.MaxLifetime {
+			return launchGrant{}, apiErr(400, "over_limit", fmt.Sprintf("lifetime %s: this profile allows at most %s", d, p.MaxLifetime))
+		}
+		gr.Lifetime = d
+	}
+	if req.KeepDisk && (p.VM == nil || !p.VM.PersistentAllowed) {
+		return launchGrant{}, apiErr(400, "not_allowed", fmt.Sprintf("profile %s: keep_disk: this profile's image does not keep disks", p.Name))
+	}
+	return gr, nil
 }
 
 // limitRefusal is what a user is told when the store refused a session
@@ -247,11 +270,11 @@ func (g *Gateway) sessionDir(id string) string { return filepath.Join(g.cfg.Stat
 // comes in the job's environment, the job runs as the owner already, and
 // the scheduler enforces the lifetime (the job's time limit).
 func (g *Gateway) spec(s *session.Session, p Profile, req LaunchRequest) ([]byte, error) {
-	spec := map[string]any{"id": s.ID, "hide": g.hidden()}
+	spec := contract.Spec{ID: s.ID, Hide: g.hidden()}
 	dir := g.sessionDir(s.ID)
 	listen := func(name string) string { return "unix:" + filepath.Join(dir, name+".sock") }
 	if g.remote != nil {
-		spec["ticket_key_env"] = registration.EnvTicketKey
+		spec.TicketKeyEnv = registration.EnvTicketKey
 		listen = func(string) string { return "tcp::0" }
 	} else {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -262,62 +285,110 @@ func (g *Gateway) spec(s *session.Session, p Profile, req LaunchRequest) ([]byte
 		if err := os.WriteFile(keyFile, k[:], 0o600); err != nil {
 			return nil, err
 		}
-		spec["ticket_key_file"] = keyFile
-		spec["owner"] = g.account(s)
-		if s.Lifetime > 0 {
-			spec["lifetime"] = s.Lifetime.String()
-		}
+		spec.TicketKeyFile = keyFile
+		spec.Owner = g.account(s)
+		spec.Lifetime = contract.Duration(s.Lifetime)
 	}
 	switch p.Kind {
 	case "desktop":
-		geo, depth := p.Geometry, p.Depth
-		if geo == "" {
-			geo = "1280x800"
+		console := profileConnectors(p.Kind)[0]
+		console.Target, console.Listen = "127.0.0.1:5901", listen(console.Name)
+		if p.VNCPassword {
+			console.SessionVNCPasswordFile = sessionVNCPasswordFile
 		}
-		if depth == 0 {
-			depth = 24
-		}
-		// Fixed display and port: the seal has its own network and /tmp.
-		argv := []string{"Xvnc", ":1", "-rfbport", "5901", "-localhost", "-SecurityTypes", "None",
-			"-geometry", geo, "-depth", strconv.Itoa(depth), "-AlwaysShared", "-desktop", p.Title}
-		spec["workload"] = map[string]any{"argv": append(argv, xvncNoBlacklist...)}
+		spec.Workload = contract.Command{Argv: xvncArgv(p)}
 		progs := p.Programs
 		if len(progs) == 0 {
 			progs = [][]string{{"xterm"}}
 		}
-		var procs []any
 		for _, argv := range progs {
-			procs = append(procs, map[string]any{"argv": argv, "env": map[string]string{"DISPLAY": ":1"}})
+			spec.Processes = append(spec.Processes, contract.Command{Argv: argv, Env: map[string]string{"DISPLAY": ":1"}})
 		}
-		spec["processes"] = procs
-		spec["connectors"] = []any{map[string]any{"name": "console", "kind": "vnc", "target": "127.0.0.1:5901",
-			"listen": listen("console")}}
+		spec.Connectors = []contract.ConnectorSpec{console}
 	case "app":
 		target := "127.0.0.1:" + strconv.Itoa(p.Port)
 		if p.Socket != "" {
 			target = "unix:" + p.Socket
 		}
 		// The URL path the app is served under: "/" on its own host.
+		app := profileConnectors(p.Kind)[0]
 		prefix := "/"
 		if !g.appsOwnOrigin() {
-			prefix = "/s/" + s.ID + "/app/"
+			prefix = "/s/" + s.ID + "/" + app.Name + "/" // where the gateway serves it
 		}
 		argv := make([]string, len(p.Command))
 		for i, a := range p.Command {
 			argv[i] = strings.NewReplacer("{port}", strconv.Itoa(p.Port), "{socket}", p.Socket, "{prefix}", prefix).Replace(a)
 		}
-		spec["workload"] = map[string]any{"argv": argv, "env": map[string]string{
+		spec.Workload = contract.Command{Argv: argv, Env: map[string]string{
 			"PORT": strconv.Itoa(p.Port), "AIRLOCK_PREFIX": prefix}}
-		spec["connectors"] = []any{map[string]any{"name": "app", "kind": "http", "target": target,
-			"listen": listen("app")}}
+		app.Target, app.Listen = target, listen(app.Name)
+		spec.Connectors = []contract.ConnectorSpec{app}
 	case "vm":
-		if err := g.vmSpec(spec, s, p, dir, listen("console"), req.KeepDisk); err != nil {
+		if err := g.vmSpec(&spec, s, p, dir, listen(contract.ConnConsole), req.KeepDisk); err != nil {
 			return nil, err
 		}
 	default:
 		return nil, fmt.Errorf("profile %s: kind %q cannot be launched here", p.Name, p.Kind)
 	}
 	return json.Marshal(spec)
+}
+
+// profileConnectors are the connectors (name and kind) a session of a
+// profile kind has; the spec builder adds where each listens and what it
+// reaches, and the session page offers each as its kind's registered View
+// says.
+func profileConnectors(kind string) []contract.ConnectorSpec {
+	switch kind {
+	case "desktop", "vm":
+		return []contract.ConnectorSpec{{Name: contract.ConnConsole, Kind: contract.KindVNC}}
+	case "app":
+		return []contract.ConnectorSpec{{Name: contract.ConnApp, Kind: contract.KindHTTP}}
+	}
+	return nil
+}
+
+// connectorView is how the session page offers connector name of a
+// session of profile p: its kind's registered View. A session whose
+// profile has left the configuration since it started is looked up by
+// its connector's name among every profile kind's.
+func connectorView(p Profile, name string) contract.View {
+	kinds := []string{p.Kind}
+	if p.Kind == "" {
+		kinds = profileKinds
+	}
+	for _, kind := range kinds {
+		for _, c := range profileConnectors(kind) {
+			if c.Name == name {
+				if k, ok := contract.Lookup(c.Kind); ok {
+					return k.View
+				}
+			}
+		}
+	}
+	return contract.ViewNone
+}
+
+// profileKinds are the profile kinds a gateway launches.
+var profileKinds = []string{"desktop", "app", "vm"}
+
+// sessionVNCPasswordFile is where, in the seal's private /tmp, the runner
+// writes a desktop's per-session VNC password for Xvnc (vnc_password).
+const sessionVNCPasswordFile = "/tmp/.airlock-vncpasswd"
+
+// xvncArgv is a desktop's X server command line: the profile's Xvnc on a
+// fixed display and port (the seal has its own network and /tmp), asking
+// for the per-session password when the profile has one.
+func xvncArgv(p Profile) []string {
+	geo, depth := cmp.Or(p.Geometry, "1280x800"), cmp.Or(p.Depth, 24)
+	security := []string{"-SecurityTypes", "None"}
+	if p.VNCPassword {
+		security = []string{"-SecurityTypes", "VncAuth", "-PasswordFile", sessionVNCPasswordFile}
+	}
+	argv := []string{cmp.Or(p.Xvnc, "Xvnc"), ":1", "-rfbport", "5901", "-localhost"}
+	argv = append(argv, security...)
+	argv = append(argv, "-geometry", geo, "-depth", strconv.Itoa(depth), "-AlwaysShared", "-desktop", p.Title)
+	return append(argv, xvncNoBlacklist...)
 }
 
 // xvncNoBlacklist turns off Xvnc's blacklist of hosts that connect without
@@ -364,13 +435,13 @@ func (g *Gateway) watch(id, ref string) {
 func (g *Gateway) apply(ctx context.Context, id string, e backend.Event) {
 	_, err := g.cfg.Store.UpdateSession(ctx, id, func(s *session.Session) error {
 		switch e.Kind {
-		case "queued":
+		case contract.EventQueued:
 			// Events from the poller may trail a registration: only a
 			// session still queued takes the queue's reason.
 			if s.State == session.Queued {
 				s.Reason = e.Reason
 			}
-		case "starting":
+		case contract.EventStarting:
 			if s.State == session.Queued {
 				s.Reason = "" // the queue's reason no longer holds
 				if e.Node != "" {
@@ -378,7 +449,7 @@ func (g *Gateway) apply(ctx context.Context, id string, e backend.Event) {
 				}
 				return s.Move(session.Starting, "", g.now())
 			}
-		case "ready":
+		case contract.EventReady:
 			if s.State == session.Stopping || s.State == session.Ended {
 				return nil
 			}
@@ -387,7 +458,7 @@ func (g *Gateway) apply(ctx context.Context, id string, e backend.Event) {
 				s.Reason = ""
 			}
 			return s.Move(session.Ready, "", g.now())
-		case "exit":
+		case contract.EventExit:
 			if s.State == session.Ended {
 				return nil
 			}
@@ -403,8 +474,8 @@ func (g *Gateway) apply(ctx context.Context, id string, e backend.Event) {
 		g.log.WarnContext(ctx, "apply runner event", "session", id, "event", e.Kind, "error", err)
 		return
 	}
-	g.log.InfoContext(ctx, "session "+e.Kind, "session", id, "reason", e.Reason)
-	if e.Kind == "exit" {
+	g.log.InfoContext(ctx, "session "+string(e.Kind), "session", id, "reason", e.Reason)
+	if e.Kind == contract.EventExit {
 		g.revoke(ctx, revokeEvent{Reason: "session ended", Session: id})
 		g.audit(ctx, "", "ended", id, "", e.Reason)
 		os.RemoveAll(g.sessionDir(id))

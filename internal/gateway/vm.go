@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/airlock-hpc/airlock/internal/contract"
 	"github.com/airlock-hpc/airlock/internal/session"
 	"github.com/airlock-hpc/airlock/internal/store"
 	"github.com/airlock-hpc/airlock/internal/vm"
@@ -117,16 +118,16 @@ func (g *Gateway) homeOf(s *session.Session) (string, error) {
 // directory is in the session's directory, so the monitor socket is where
 // the gateway can reach it; on a remote node the runner picks its own.
 // listen is the console connector's listen address.
-func (g *Gateway) vmSpec(spec map[string]any, s *session.Session, p Profile, dir, listen string, keepDisk bool) error {
+func (g *Gateway) vmSpec(spec *contract.Spec, s *session.Session, p Profile, dir, listen string, keepDisk bool) error {
 	img := p.VM
 	if img == nil {
 		return fmt.Errorf("profile %s: no image", p.Name)
 	}
-	v := map[string]any{
-		"name": img.Name, "image": img.Path, "format": img.Format, "os": img.OS, "firmware": img.Firmware,
-		"kernel": img.Kernel, "initrd": img.Initrd, "append": img.Append,
-		"cpus": s.CPUs, "memory_mb": s.MemoryMB, "rdp": img.RDP, "gpus": img.GPUs,
-		"accel": cmp.Or(g.vmAccel(s), "auto"),
+	v := &contract.VMSpec{
+		Name: img.Name, Image: img.Path, Format: img.Format, OS: img.OS, Firmware: img.Firmware,
+		Kernel: img.Kernel, Initrd: img.Initrd, Append: img.Append,
+		CPUs: s.CPUs, MemoryMB: s.MemoryMB, RDP: img.RDP, GPUs: img.GPUs,
+		Accel: cmp.Or(g.vmAccel(s), "auto"),
 	}
 	home := ""
 	if img.SharePath != "" || keepDisk {
@@ -140,25 +141,24 @@ func (g *Gateway) vmSpec(spec map[string]any, s *session.Session, p Profile, dir
 		if sp == "~" || strings.HasPrefix(sp, "~/") {
 			sp = filepath.Join(home, strings.TrimPrefix(sp, "~"))
 		}
-		v["share"] = map[string]any{"path": sp, "tag": "home", "read_only": img.ShareReadOnly}
+		v.Share = &contract.VMShare{Path: sp, Tag: "home", ReadOnly: img.ShareReadOnly}
 	}
-	var vols []any
 	for _, vo := range img.Volumes {
-		vols = append(vols, map[string]any{"path": vo.Path, "tag": vo.Tag, "read_only": vo.ReadOnly})
+		v.Volumes = append(v.Volumes, contract.VMShare{Path: vo.Path, Tag: vo.Tag, ReadOnly: vo.ReadOnly})
 	}
-	v["volumes"] = vols
 	if keepDisk {
-		v["persistent_dir"] = filepath.Join(home, persistentSubdir)
+		v.PersistentDir = filepath.Join(home, persistentSubdir)
 	}
-	spec["vm"] = v
+	spec.VM = v
 	if g.remote == nil {
-		spec["scratch_dir"] = filepath.Join(dir, "scratch")
+		spec.ScratchDir = filepath.Join(dir, "scratch")
 	}
 	// The console is QEMU's own VNC display. The guest's RDP port stays on
 	// the seal's loopback: a tls connector needs a client CA the gateway
 	// does not have yet (the native RDP issue adds it).
-	spec["connectors"] = []any{map[string]any{"name": "console", "kind": "vnc", "target": "unix:" + vm.VNCSocket,
-		"listen": listen}}
+	console := profileConnectors(p.Kind)[0]
+	console.Target, console.Listen = "unix:"+vm.VNCSocket, listen
+	spec.Connectors = []contract.ConnectorSpec{console}
 	return nil
 }
 

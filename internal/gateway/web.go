@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/airlock-hpc/airlock/internal/contract"
 	"github.com/airlock-hpc/airlock/internal/portal"
 	"github.com/airlock-hpc/airlock/internal/session"
 	"github.com/airlock-hpc/airlock/internal/store"
@@ -121,9 +122,7 @@ func (g *Gateway) homePage(w http.ResponseWriter, r *http.Request) error {
 	}
 	v := portal.HomePage{Base: portal.Base{Title: "Sessions", User: id.user, Admin: id.admin}, Sessions: rows(ss)}
 	for _, p := range g.cfg.Profiles {
-		v.Profiles = append(v.Profiles, portal.Profile{Name: p.Name, Title: p.Title, Kind: p.Kind, CPUs: p.CPUs, MaxCPUs: p.MaxCPUs,
-			MemoryMB: p.MemoryMB, MaxMemoryMB: p.MaxMemoryMB, Lifetime: p.Lifetime, MaxLifetime: p.MaxLifetime,
-			KeepDisk: p.VM != nil && p.VM.PersistentAllowed})
+		v.Profiles = append(v.Profiles, portalProfile(p))
 	}
 	ts, _ := g.cfg.Store.ListTokens(r.Context(), id.user)
 	for _, t := range ts {
@@ -185,12 +184,13 @@ func (g *Gateway) sessionPage(w http.ResponseWriter, r *http.Request) error {
 	pv := portal.SessionPage{Base: portal.Base{Title: s.Profile + " " + s.ID, User: id.user, Admin: id.admin}, Session: row(s),
 		ViewOnly: v.mode == session.View, IsOwner: s.Owner == id.user}
 	pv.Session.Accel = g.sessionJSON(s).Accel
+	prof, _ := g.profile(s.Profile)
 	for _, name := range sortedNames(s.Endpoints) {
-		switch name {
-		case "console":
-			pv.WebSocketPath = "/s/" + s.ID + "/console/"
-		case "app":
-			pv.AppPath = "/s/" + s.ID + "/app/"
+		switch connectorView(prof, name) {
+		case contract.ViewVNC:
+			pv.WebSocketPath = "/s/" + s.ID + "/" + name + "/"
+		case contract.ViewApp:
+			pv.AppPath = "/s/" + s.ID + "/" + name + "/"
 		}
 	}
 	if pv.IsOwner {
@@ -200,6 +200,13 @@ func (g *Gateway) sessionPage(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	return g.cfg.Portal.Session(w, pv)
+}
+
+// portalProfile is a profile as the launch form shows it.
+func portalProfile(p Profile) portal.Profile {
+	return portal.Profile{Name: p.Name, Title: p.Title, Description: p.Description, Kind: p.Kind, CPUs: p.CPUs, MaxCPUs: p.MaxCPUs,
+		MemoryMB: p.MemoryMB, MaxMemoryMB: p.MaxMemoryMB, Lifetime: p.Lifetime, MaxLifetime: p.MaxLifetime,
+		KeepDisk: p.VM != nil && p.VM.PersistentAllowed}
 }
 
 // sharePage opens a share link: the visitor must be logged in; the link's

@@ -133,6 +133,9 @@ func TestBrowser(t *testing.T) {
 	// Home: a refused launch shows the API's message, an accepted one is
 	// followed through queued and starting to the session's page.
 	want("home", "refused", "Not started: the node is busy (load 3.10 per CPU, limit 2.00); try later")
+	// The chosen profile's description, none for one without.
+	want("home", "descriptionFirst", "(hidden)")
+	want("home", "descriptionBusy", "A virtual machine on the big node.")
 	want("home", "sawQueued", true)
 	want("home", "sawStarting", true)
 	want("launched", "path", "/sessions/s-new")

@@ -89,7 +89,7 @@ func homePage() HomePage {
 				Lifetime: 8 * time.Hour, MaxLifetime: 24 * time.Hour},
 			{Name: "jupyter", Title: "JupyterLab", Kind: "app", CPUs: 1, MaxCPUs: 4, MemoryMB: 2048, MaxMemoryMB: 8192,
 				Lifetime: 4 * time.Hour, MaxLifetime: 12 * time.Hour},
-			{Name: "busy", Title: "Big node (busy)", Kind: "vm", CPUs: 1, MemoryMB: 1024, Lifetime: 90 * time.Minute},
+			{Name: "busy", Title: "Big node (busy)", Description: "A virtual machine on the big node.", Kind: "vm", CPUs: 1, MemoryMB: 1024, Lifetime: 90 * time.Minute},
 		},
 		Tokens: []Token{
 			{ID: "t-AbCdEfGh", Name: "laptop sync script", Created: now.Add(-72 * time.Hour), LastUsed: now.Add(-3 * time.Hour)},
@@ -590,4 +590,30 @@ func TestShort(t *testing.T) {
 			t.Errorf("short(%v) = %q, want %q", d, got, want)
 		}
 	}
+}
+
+// TestProfileDescription: a profile's description is shown under the
+// choice in the launch form (the first profile's at once, every one's for
+// the script), as text.
+func TestProfileDescription(t *testing.T) {
+	p := newTest(t)
+	h := homePage()
+	h.Profiles[0].Description = `An X desktop <b>with</b> a terminal.`
+	body := render(t, p, "home", h).Body.String()
+	for _, want := range []string{
+		`id="profile-description" aria-live="polite">An X desktop &lt;b&gt;with&lt;/b&gt; a terminal.</p>`,
+		`data-description="An X desktop &lt;b&gt;with&lt;/b&gt; a terminal."`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("missing %q", want)
+		}
+	}
+	for i := range h.Profiles {
+		h.Profiles[i].Description = ""
+	}
+	body = render(t, p, "home", h).Body.String()
+	if !strings.Contains(body, `id="profile-description" aria-live="polite" hidden>`) || strings.Contains(body, "data-description") {
+		t.Errorf("a profile without a description still shows one")
+	}
+	checkPolicy(t, "home", body)
 }

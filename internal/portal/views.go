@@ -26,7 +26,9 @@ type LoginPage struct {
 
 // Profile is a launch choice with its limits, for the form.
 type Profile struct {
-	Name, Title, Kind     string
+	Name, Title, Kind string
+	// Description is the profile's sentence, shown under the choice.
+	Description           string
 	CPUs, MaxCPUs         int
 	MemoryMB, MaxMemoryMB int
 	Lifetime, MaxLifetime time.Duration

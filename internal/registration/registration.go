@@ -21,6 +21,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/airlock-hpc/airlock/internal/contract"
 )
 
 // The environment of a runner started by a remote backend. Only the
@@ -43,8 +45,8 @@ func Path(id string) string { return "/api/v1/register/" + id }
 
 // Registration is the body of a registration POST.
 type Registration struct {
-	// Event is "ready" or "exit".
-	Event string `json:"event"`
+	// Event is contract.EventReady or contract.EventExit.
+	Event contract.EventKind `json:"event"`
 	// Ports are the connectors' TCP ports on the node, by connector name.
 	// The runner cannot name a host: the gateway dials the node the
 	// scheduler says the job runs on.

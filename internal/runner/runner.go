@@ -33,6 +33,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/airlock-hpc/airlock/internal/contract"
 	"github.com/airlock-hpc/airlock/internal/registration"
 	"github.com/airlock-hpc/airlock/internal/seal"
 	"github.com/airlock-hpc/airlock/internal/seal/fdpass"
@@ -64,32 +65,12 @@ type Config struct {
 	Register *registration.Client
 }
 
-// Event is one line the runner prints on stdout.
-type Event struct {
-	Event     string            `json:"event"` // ready or exit
-	ID        string            `json:"id"`
-	Endpoints map[string]string `json:"endpoints,omitempty"`
-	// TLSSHA256 is the SHA-256 (hex) of the session certificate the TCP
-	// connectors present, for pinning.
-	TLSSHA256 string `json:"tls_sha256,omitempty"`
-	// IDMap says how the user namespace maps ids: none (root), subordinate or single.
-	IDMap    string   `json:"id_map,omitempty"`
-	Warnings []string `json:"warnings,omitempty"`
-	// Accel is how a VM session's guest runs: kvm or tcg (emulation).
-	Accel  string `json:"accel,omitempty"`
-	Reason string `json:"reason,omitempty"`
-	Code   *int   `json:"code,omitempty"`
-}
-
-// ConnectorSecrets is what a connector started by the runner reads from
-// its --secrets-fd: everything it must know but nobody may see in ps.
-type ConnectorSecrets struct {
-	TicketKey   string `json:"ticket_key,omitempty"` // hex
-	CertPEM     string `json:"cert_pem,omitempty"`
-	KeyPEM      string `json:"key_pem,omitempty"`
-	ClientCAPEM string `json:"client_ca_pem,omitempty"`
-	VNCPassword string `json:"vnc_password,omitempty"`
-}
+// Event is one line the runner prints on stdout; ConnectorSecrets is what
+// it writes to a connector's --secrets-fd. Both are the contract's.
+type (
+	Event            = contract.Event
+	ConnectorSecrets = contract.ConnectorSecrets
+)
 
 // Run runs one session to its end and returns the process exit code: the
 // workload's code when it ended the session, 0 when the session was
@@ -100,7 +81,7 @@ func Run(ctx context.Context, cfg Config) int {
 	code, err := r.run(ctx)
 	if err != nil {
 		r.log.ErrorContext(ctx, "session failed", "error", err)
-		r.emit(Event{Event: "exit", ID: r.spec.ID, Reason: err.Error(), Code: &code})
+		r.emit(Event{Kind: contract.EventExit, ID: r.spec.ID, Reason: err.Error(), Code: code})
 		r.registerExit(err.Error(), code)
 	}
 	return code
@@ -110,14 +91,10 @@ func Run(ctx context.Context, cfg Config) int {
 // the session, retrying while the gateway is unreachable; a refusal is sent
 // on failed.
 func (r *run) registerReady(ctx context.Context, endpoints map[string]string, sha string, failed chan<- error) {
-	reg := registration.Registration{Event: "ready", Ports: map[string]int{}, TLSSHA256: sha}
-	for name, addr := range endpoints {
-		_, p, err := net.SplitHostPort(addr)
-		if err != nil {
-			failed <- fmt.Errorf("connector %s listens on %s: only TCP can be registered", name, addr)
-			return
-		}
-		reg.Ports[name], _ = strconv.Atoi(p)
+	reg, err := ReadyRegistration(endpoints, sha)
+	if err != nil {
+		failed <- err
+		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, registerTimeout)
 	defer cancel()
@@ -128,6 +105,28 @@ func (r *run) registerReady(ctx context.Context, endpoints map[string]string, sh
 	r.log.InfoContext(ctx, "registered with the gateway", "ports", reg.Ports)
 }
 
+// ReadyRegistration is the registration a runner sends when its
+// connectors listen at endpoints (by name) with the certificate whose
+// SHA-256 is sha: their ports only, since the gateway dials the node the
+// scheduler names.
+func ReadyRegistration(endpoints map[string]string, sha string) (registration.Registration, error) {
+	reg := registration.Registration{Event: contract.EventReady, Ports: map[string]int{}, TLSSHA256: sha}
+	for name, addr := range endpoints {
+		_, p, err := net.SplitHostPort(addr)
+		if err != nil {
+			return registration.Registration{}, fmt.Errorf("connector %s listens on %s: only TCP can be registered", name, addr)
+		}
+		reg.Ports[name], _ = strconv.Atoi(p)
+	}
+	return reg, nil
+}
+
+// EncodeEvent is an event as the runner prints it: one JSON line.
+func EncodeEvent(e Event) []byte {
+	b, _ := json.Marshal(e) // plain data: cannot fail
+	return append(b, '\n')
+}
+
 // registerExit tells the gateway why the session ended, briefly: the
 // scheduler reports the job's end anyway.
 func (r *run) registerExit(reason string, code int) {
@@ -136,7 +135,7 @@ func (r *run) registerExit(reason string, code int) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	err := r.cfg.Register.Send(ctx, registration.Registration{Event: "exit", Reason: reason, Code: code})
+	err := r.cfg.Register.Send(ctx, registration.Registration{Event: contract.EventExit, Reason: reason, Code: code})
 	if err != nil {
 		r.log.Warn("could not tell the gateway the session ended", "error", err)
 	}
@@ -160,10 +159,14 @@ type run struct {
 func (r *run) emit(e Event) {
 	r.emitMu.Lock()
 	defer r.emitMu.Unlock()
-	b, _ := json.Marshal(e)
-	r.cfg.Stdout.Write(append(b, '\n'))
+	r.cfg.Stdout.Write(EncodeEvent(e))
 }
 
+// run is the session's life in three steps: setup (everything made
+// outside the seal), sealConfig (what runs inside it: the workload, its
+// helpers and the connectors) and supervise (until it ends). Each step's
+// clean-up is deferred here, so a failure at any point undoes the ones
+// before it.
 func (r *run) run(ctx context.Context) (code int, err error) {
 	// Our parent dying is a reason to end: a runner nobody supervises must
 	// not keep a session alive. (Set here, on whichever thread; the kernel
@@ -175,51 +178,91 @@ func (r *run) run(ctx context.Context) (code int, err error) {
 	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT)
 	defer signal.Stop(sigs)
 
-	spec := r.spec
-	owner, err := seal.LookupOwner(spec.Owner)
-	if err != nil {
-		return 1, err
-	}
-	secrets, certSHA, err := r.loadSecrets()
-	if err != nil {
-		return 1, err
-	}
-
-	scratch, err := r.makeScratch(owner)
-	if err != nil {
-		return 1, err
-	}
+	st := &setup{}
 	defer r.removeAll()
-	accel := ""
-	if spec.VM != nil {
-		if accel, err = r.prepareVM(ctx, owner, scratch); err != nil {
-			return 1, err
+	defer st.closeListeners()
+	defer func() {
+		if st.janitor != nil {
+			// Our own clean-up first; only then may the janitor go
+			// without doing its own.
+			r.removeAll()
+			st.janitor.done()
 		}
+	}()
+	if err := r.setup(ctx, st); err != nil {
+		return 1, err
 	}
 
-	listeners, endpoints, err := r.bindListeners(owner)
+	s, err := seal.Start(ctx, r.sealConfig(st))
 	if err != nil {
 		return 1, err
 	}
-	defer func() {
-		for _, f := range listeners {
-			f.Close()
-		}
-	}()
+	// The connectors hold the listeners now; without our copies, a dead
+	// connector means "connection refused", not a silent queue.
+	st.closeListeners()
+	st.janitor.watch(s.Pid())
+	mode, why := s.IDMap()
+	r.log.InfoContext(ctx, "seal started", "pid", s.Pid(), "id_map", mode, "why", why)
+	return r.supervise(ctx, s, st, sigs), nil
+}
 
-	janitor, err := r.startJanitor()
-	if err != nil {
-		return 1, err
+// setup is what the runner makes outside the seal before starting it.
+type setup struct {
+	owner   seal.Owner
+	secrets map[string]ConnectorSecrets
+	certSHA string
+	scratch string
+	accel   string // a VM's: kvm or tcg
+	// listeners are bound in the host's network namespace, one per
+	// connector, in the spec's order; endpoints are their addresses.
+	listeners []*os.File
+	endpoints map[string]string
+	janitor   *janitor
+}
+
+func (st *setup) closeListeners() {
+	for _, f := range st.listeners {
+		f.Close()
 	}
-	defer func() {
-		// Our own clean-up first; only then may the janitor go without
-		// doing its own.
-		r.removeAll()
-		janitor.done()
-	}()
+	st.listeners = nil
+}
 
+// setup resolves the owner, reads the secrets, makes the scratch
+// directory (and a VM's disk), binds the listeners and starts the janitor
+// that cleans up should the runner be killed.
+func (r *run) setup(ctx context.Context, st *setup) error {
+	var err error
+	if st.owner, err = seal.LookupOwner(r.spec.Owner); err != nil {
+		return err
+	}
+	if st.secrets, st.certSHA, err = r.loadSecrets(); err != nil {
+		return err
+	}
+	if st.scratch, err = r.makeScratch(st.owner); err != nil {
+		return err
+	}
+	if err := r.writeSessionVNCPasswords(st.owner, st.scratch, st.secrets); err != nil {
+		return err
+	}
+	if r.spec.VM != nil {
+		if st.accel, err = r.prepareVM(ctx, st.owner, st.scratch); err != nil {
+			return err
+		}
+	}
+	if st.listeners, st.endpoints, err = r.bindListeners(st.owner); err != nil {
+		return err
+	}
+	st.janitor, err = r.startJanitor()
+	return err
+}
+
+// sealConfig is what the seal runs: the workload, the helper processes
+// and one connector per listener, each with its secrets on a pipe, and
+// the targets the session waits for before it is ready.
+func (r *run) sealConfig(st *setup) seal.Config {
+	spec := r.spec
 	scfg := seal.Config{
-		ID: spec.ID, Owner: owner, Listeners: listeners, ScratchDir: filepath.Join(scratch, "tmp"),
+		ID: spec.ID, Owner: st.owner, Listeners: st.listeners, ScratchDir: filepath.Join(st.scratch, "tmp"),
 		Grace: time.Duration(spec.Grace), ReadyTimeout: time.Duration(spec.ReadyTimeout),
 		Exe: r.cfg.Exe, Stderr: r.cfg.Stderr, Logger: r.log, Egress: map[int]string{},
 		LogJSON: r.cfg.LogFormat == "json", UnixSockets: spec.UnixSockets, Hide: r.hidden(),
@@ -231,48 +274,45 @@ func (r *run) run(ctx context.Context) (code int, err error) {
 		_, port, _ := splitHostPort(e)
 		scfg.Egress[port] = e
 	}
-	env := baseEnv(owner)
-	scfg.Processes = append(scfg.Processes, processFor("workload", seal.Workload, spec.Workload, env, owner))
+	env := baseEnv(st.owner)
+	scfg.Processes = append(scfg.Processes, processFor("workload", seal.Workload, spec.Workload, env, st.owner))
 	for i, p := range spec.Processes {
-		scfg.Processes = append(scfg.Processes, processFor(fmt.Sprintf("process-%d", i), seal.Helper, p, env, owner))
+		scfg.Processes = append(scfg.Processes, processFor(fmt.Sprintf("process-%d", i), seal.Helper, p, env, st.owner))
 	}
 	for i, c := range spec.Connectors {
-		s := secrets[c.Name]
-		b, _ := json.Marshal(s)
-		argv := []string{"connector", c.Kind, "--fd", strconv.Itoa(fdpass.First), "--secrets-fd", strconv.Itoa(fdpass.First + 1),
-			"--name", c.Name, "--session", spec.ID, "--target", c.Target}
-		if r.cfg.LogFormat != "" {
-			argv = append(argv, "--log-format", r.cfg.LogFormat)
-		}
-		if c.Idle > 0 {
-			argv = append(argv, "--idle", time.Duration(c.Idle).String())
-		}
+		b, _ := json.Marshal(st.secrets[c.Name])
 		scfg.Processes = append(scfg.Processes, seal.Process{
-			Name: c.Name, Role: seal.Connector, Self: true, Argv: argv, Env: env, Dir: "/", Listener: i, Secret: b,
+			Name: c.Name, Role: seal.Connector, Self: true, Argv: r.connectorArgv(c), Env: env, Dir: "/", Listener: i, Secret: b,
 		})
-		wait := c.Kind != "tls"
-		if c.Wait != nil {
-			wait = *c.Wait
-		}
-		if wait {
+		if c.WaitFor() {
 			scfg.Probes = append(scfg.Probes, c.Target)
 		}
 	}
+	return scfg
+}
 
-	s, err := seal.Start(ctx, scfg)
-	if err != nil {
-		return 1, err
+// connectorArgv is how the runner starts connector c inside the seal: the
+// airlock binary's connector command, its listener and secrets as
+// inherited descriptors.
+func (r *run) connectorArgv(c ConnectorSpec) []string {
+	argv := []string{"connector", string(c.Kind), "--fd", strconv.Itoa(fdpass.First), "--secrets-fd", strconv.Itoa(fdpass.First + 1),
+		"--name", c.Name, "--session", r.spec.ID, "--target", c.Target}
+	if r.cfg.LogFormat != "" {
+		argv = append(argv, "--log-format", r.cfg.LogFormat)
 	}
-	// The connectors hold the listeners now; without our copies, a dead
-	// connector means "connection refused", not a silent queue.
-	for _, f := range listeners {
-		f.Close()
+	if c.Idle > 0 {
+		argv = append(argv, "--idle", time.Duration(c.Idle).String())
 	}
-	listeners = nil
-	janitor.watch(s.Pid())
-	mode, why := s.IDMap()
-	r.log.InfoContext(ctx, "seal started", "pid", s.Pid(), "id_map", mode, "why", why)
+	return argv
+}
 
+// supervise reports ready, registers with the gateway when asked to, and
+// ends the session on a signal, its lifetime, a failed registration or
+// the seal's own end (whose exit code it returns), killing the seal if it
+// overstays its grace.
+func (r *run) supervise(ctx context.Context, s *seal.Seal, st *setup, sigs <-chan os.Signal) int {
+	spec := r.spec
+	mode, _ := s.IDMap()
 	var lifetime <-chan time.Time
 	if spec.Lifetime > 0 {
 		t := time.NewTimer(time.Duration(spec.Lifetime))
@@ -299,10 +339,10 @@ func (r *run) run(ctx context.Context) (code int, err error) {
 		select {
 		case <-ready:
 			ready = nil
-			r.emit(Event{Event: "ready", ID: spec.ID, Endpoints: endpoints, TLSSHA256: certSHA, IDMap: string(mode), Warnings: s.Warnings(), Accel: accel})
-			r.log.Info("ready", "endpoints", endpoints)
+			r.emit(Event{Kind: contract.EventReady, ID: spec.ID, Endpoints: st.endpoints, TLSSHA256: st.certSHA, IDMap: string(mode), Warnings: s.Warnings(), Accel: st.accel})
+			r.log.Info("ready", "endpoints", st.endpoints)
 			if r.cfg.Register != nil {
-				go r.registerReady(regCtx, endpoints, certSHA, regFailed)
+				go r.registerReady(regCtx, st.endpoints, st.certSHA, regFailed)
 			}
 		case err := <-regFailed:
 			r.log.Error("registration failed", "error", err)
@@ -311,14 +351,14 @@ func (r *run) run(ctx context.Context) (code int, err error) {
 			regCancel()
 			res := s.Result()
 			if spec.VM != nil {
-				res.Reason = r.vmExitReason(res.Reason, res.Code, scratch)
+				res.Reason = r.vmExitReason(res.Reason, res.Code, st.scratch)
 			}
 			r.removeAll()
 			c := res.Code
-			r.emit(Event{Event: "exit", ID: spec.ID, Reason: res.Reason, Code: &c})
+			r.emit(Event{Kind: contract.EventExit, ID: spec.ID, Reason: res.Reason, Code: c})
 			r.log.Info("session ended", "reason", res.Reason, "code", c)
 			r.registerExit(res.Reason, c)
-			return c, nil
+			return c
 		case sig := <-sigs:
 			if stopping {
 				r.log.Warn("second signal: killing the seal", "signal", sig.String())
@@ -460,11 +500,17 @@ func (r *run) loadSecrets() (map[string]ConnectorSecrets, string, error) {
 	}
 	out := map[string]ConnectorSecrets{}
 	for _, c := range spec.Connectors {
-		s := ConnectorSecrets{TicketKey: key}
+		// Each connector gets what its kind needs (contract.KindInfo), and
+		// no more: a tls connector never holds the ticket key.
+		kind, _ := contract.Lookup(c.Kind)
+		var s ConnectorSecrets
+		if kind.Tickets {
+			s.TicketKey = key
+		}
 		if strings.HasPrefix(c.Listen, "tcp:") {
 			s.CertPEM, s.KeyPEM = string(certPEM), string(keyPEM)
 		}
-		if c.Kind == "tls" {
+		if kind.ClientCerts {
 			s.ClientCAPEM = string(caPEM)
 		}
 		if c.VNCPasswordFile != "" {
@@ -473,6 +519,16 @@ func (r *run) loadSecrets() (map[string]ConnectorSecrets, string, error) {
 				return nil, "", fmt.Errorf("connector %s: vnc_password_file: %w", c.Name, err)
 			}
 			s.VNCPassword = strings.TrimRight(string(b), "\r\n")
+		}
+		if c.SessionVNCPasswordFile != "" {
+			if s.VNCPassword, err = newVNCPassword(); err != nil {
+				return nil, "", fmt.Errorf("connector %s: %w", c.Name, err)
+			}
+		}
+		if c.SessionVNCPasswordFile != "" {
+			if s.VNCPassword, err = newVNCPassword(); err != nil {
+				return nil, "", fmt.Errorf("connector %s: %w", c.Name, err)
+			}
 		}
 		out[c.Name] = s
 	}

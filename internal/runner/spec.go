@@ -14,198 +14,22 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
+	"github.com/airlock-hpc/airlock/internal/contract"
 	"github.com/airlock-hpc/airlock/internal/vm"
 )
 
-// Spec is what `airlock run` is asked to start. Its JSON form is the
-// contract between a backend and the runner; see the README.
-type Spec struct {
-	// ID names the session: 1-64 of [A-Za-z0-9._-], starting with a letter or digit.
-	ID string `json:"id"`
-	// Owner is the account the session runs as. Empty: the user running
-	// airlock. Only root may name another account.
-	Owner string `json:"owner"`
-	// Workload is the session's main process; when it exits the session ends.
-	Workload Command `json:"workload"`
-	// Processes are started beside the workload (an xterm in a desktop);
-	// their exit is only logged.
-	Processes []Command `json:"processes"`
-	// Connectors are the only ways in.
-	Connectors []ConnectorSpec `json:"connectors"`
-	// Egress lists host:port targets reachable from inside the seal as
-	// 127.0.0.1:PORT; nothing else gets out.
-	Egress []string `json:"egress"`
-	// UnixSockets are host pathname UNIX sockets (absolute paths, e.g. a
-	// licence daemon's; stream or seqpacket) the workload may connect to.
-	// Every other host pathname socket (an ssh ControlMaster or gpg-agent
-	// in the owner's home, any daemon's socket the seal can see) is refused
-	// with EACCES; sockets in the seal's own /tmp, /run, /var/tmp and
-	// /dev/shm are always reachable.
-	UnixSockets []string `json:"unix_sockets"`
-	// Lifetime ends the session after this long (Go duration, e.g. "8h").
-	// Empty: no limit.
-	Lifetime Duration `json:"lifetime"`
-	// ReadyTimeout bounds the wait for connector targets to accept
-	// connections before the session counts as ready. Default 60s.
-	ReadyTimeout Duration `json:"ready_timeout"`
-	// Grace is the time between SIGTERM and SIGKILL at the end. Default 10s.
-	Grace Duration `json:"grace"`
-	// TicketKeyFile holds the 32-byte key that verifies tickets (raw or hex).
-	// Required when there is a vnc or http connector.
-	TicketKeyFile string `json:"ticket_key_file"`
-	// TicketKeyEnv names an environment variable of the runner holding the
-	// key in hex instead, for runners started by a batch job (the key never
-	// touches the node's disk). The runner unsets it. One of the two is
-	// required when there is a vnc or http connector.
-	TicketKeyEnv string `json:"ticket_key_env"`
-	// TLS is the session's certificate. Without it, a self-signed one is
-	// made for the session and its SHA-256 is reported in the ready event.
-	TLS *TLSFiles `json:"tls"`
-	// ScratchDir is where the session's private /tmp lives on the host.
-	// Default: /run/airlock/ID for a root runner; otherwise
-	// $XDG_RUNTIME_DIR/airlock/ID when that directory is ours and private,
-	// else a new directory with a random name in $TMPDIR. Never a fixed
-	// name in a directory other users can write.
-	ScratchDir string `json:"scratch_dir"`
-	// Hide lists host paths (files or directories) the workload must not
-	// see: inside the seal each directory is empty and each file is empty,
-	// both read-only, and the workload cannot undo it. The gateway lists
-	// its state directory and every file holding one of its secrets; the
-	// runner adds the files it reads secrets from (ticket_key_file,
-	// tls.key_file, vnc_password_file). Clean absolute paths, not /, at most 64;
-	// a path that does not exist is skipped.
-	Hide []string `json:"hide"`
-	// VM makes the session a QEMU virtual machine that the runner
-	// prepares itself: it checks the image, makes the session's overlay in
-	// the scratch directory and starts QEMU as the workload, whose argv
-	// must then be empty. See VMSpec.
-	VM *VMSpec `json:"vm"`
-}
-
-// VMSpec is a virtual machine session. Inside the seal QEMU's VNC display
-// is the UNIX socket vm.VNCSocket (the target for a vnc connector), its
-// QMP monitor vm.QMPSocket and its serial log vm.SerialLog, all in the
-// session's private /tmp; the guest's RDP port, when RDP is set, is
-// 127.0.0.1:3389 in the seal.
-type VMSpec struct {
-	// Name is the image's name; a persistent overlay is called NAME.qcow2.
-	// 1-64 of [A-Za-z0-9._-], starting with a letter or digit.
-	Name string `json:"name"`
-	// Image is the absolute path of the master image, only ever read.
-	Image string `json:"image"`
-	// Format is what Image must be: qcow2, raw, vmdk, vdi or iso.
-	Format string `json:"format"`
-	// OS is windows, linux or other.
-	OS string `json:"os"`
-	// Firmware is bios (default) or uefi (OVMF, which must be installed).
-	Firmware string `json:"firmware"`
-	// Kernel, Initrd and Append boot a Linux kernel directly.
-	Kernel string `json:"kernel"`
-	Initrd string `json:"initrd"`
-	Append string `json:"append"`
-	// CPUs and MemoryMB size the guest. Defaults 1 and 1024.
-	CPUs     int `json:"cpus"`
-	MemoryMB int `json:"memory_mb"`
-	// Accel is auto (default: kvm when /dev/kvm is usable by the owner,
-	// else tcg), kvm (refuse to start without it) or tcg.
-	Accel string `json:"accel"`
-	// QEMU is the emulator. Default "qemu-system-x86_64" (looked up in PATH).
-	QEMU string `json:"qemu"`
-	// QEMUImg is qemu-img. Default "qemu-img" (looked up in PATH).
-	QEMUImg string `json:"qemu_img"`
-	// RDP forwards the guest's port 3389 to 127.0.0.1:3389 in the seal.
-	RDP bool `json:"rdp"`
-	// Share is the owner's folder in the guest (SMB for windows, else 9p
-	// with its tag). Default: none.
-	Share *VMShare `json:"share"`
-	// Volumes are more host folders (9p; not for windows).
-	Volumes []VMShare `json:"volumes"`
-	// PersistentDir keeps the overlay as PersistentDir/NAME.qcow2 between
-	// sessions instead of in the scratch directory. Default "": throwaway.
-	PersistentDir string `json:"persistent_dir"`
-	// GPUs are PCI addresses of devices bound to vfio-pci to pass through.
-	GPUs []string `json:"gpus"`
-}
-
-// VMShare is a host folder shown to the guest.
-type VMShare struct {
-	Path     string `json:"path"`
-	Tag      string `json:"tag"`
-	ReadOnly bool   `json:"read_only"`
-}
-
-// Command is a process to start inside the seal.
-type Command struct {
-	Argv []string          `json:"argv"`
-	Env  map[string]string `json:"env"`
-	Dir  string            `json:"dir"`
-}
-
-// ConnectorSpec is one way into the session.
-type ConnectorSpec struct {
-	// Name is what tickets and endpoints call it: 1-32 of [a-z0-9-].
-	Name string `json:"name"`
-	// Kind is vnc, http or tls.
-	Kind string `json:"kind"`
-	// Target is where the connector forwards inside the seal: HOST:PORT on
-	// loopback, or unix:/path.
-	Target string `json:"target"`
-	// Listen is tcp:HOST:PORT (bound in the host's network namespace; port 0
-	// picks one) or unix:/absolute/path.
-	Listen string `json:"listen"`
-	// VNCPasswordFile (vnc only): the connector answers the VNC password
-	// challenge itself with this password, so users never see it.
-	VNCPasswordFile string `json:"vnc_password_file"`
-	// Wait: whether the session is ready only once Target accepts. Default
-	// true for vnc and http, false for tls (an RDP port inside a VM comes up
-	// long after the VM starts).
-	Wait *bool `json:"wait"`
-	// Idle closes a connection after this long without traffic. Empty: never.
-	Idle Duration `json:"idle"`
-}
-
-// TLSFiles names PEM files.
-type TLSFiles struct {
-	CertFile string `json:"cert_file"`
-	KeyFile  string `json:"key_file"`
-	// ClientCAFile is required for tls connectors: clients must present a
-	// certificate signed by it.
-	ClientCAFile string `json:"client_ca_file"`
-}
-
-// Duration is a time.Duration written as a Go duration string.
-type Duration time.Duration
-
-// UnmarshalJSON accepts "90s", "8h", "" (zero).
-func (d *Duration) UnmarshalJSON(b []byte) error {
-	var str string
-	if err := json.Unmarshal(b, &str); err != nil {
-		return &json.UnmarshalTypeError{Value: string(b), Type: reflect.TypeFor[Duration]()}
-	}
-	if str == "" {
-		*d = 0
-		return nil
-	}
-	v, err := time.ParseDuration(str)
-	if err != nil || v < 0 {
-		return &json.UnmarshalTypeError{Value: strconv.Quote(str), Type: reflect.TypeFor[Duration]()}
-	}
-	*d = Duration(v)
-	return nil
-}
-
-// String is the Go duration form, "8h0m0s".
-func (d Duration) String() string { return time.Duration(d).String() }
-
-// MarshalJSON writes the duration as a string.
-func (d Duration) MarshalJSON() ([]byte, error) {
-	if d == 0 {
-		return []byte(`""`), nil
-	}
-	return json.Marshal(time.Duration(d).String())
-}
+// The spec's types are the contract package's: the gateway builds them
+// and this package parses and validates them.
+type (
+	Spec          = contract.Spec
+	VMSpec        = contract.VMSpec
+	VMShare       = contract.VMShare
+	Command       = contract.Command
+	ConnectorSpec = contract.ConnectorSpec
+	TLSFiles      = contract.TLSFiles
+	Duration      = contract.Duration
+)
 
 // maxSpec bounds a spec; real ones are a few KiB.
 const maxSpec = 1 << 20
@@ -240,7 +64,7 @@ func ParseSpec(r io.Reader) (*Spec, error) {
 		line, col := lineCol(data, int(dec.InputOffset()))
 		return nil, fmt.Errorf("spec: line %d, column %d: unexpected data after the spec object", line, col)
 	}
-	if err := s.Validate(); err != nil {
+	if err := ValidateSpec(&s); err != nil {
 		return nil, err
 	}
 	return &s, nil
@@ -291,8 +115,8 @@ func lineCol(data []byte, off int) (int, int) {
 	return line, col
 }
 
-// Validate checks the spec's values; errors name the field.
-func (s *Spec) Validate() error {
+// ValidateSpec checks the spec's values; errors name the field.
+func ValidateSpec(s *Spec) error {
 	if !idRE.MatchString(s.ID) {
 		return fmt.Errorf("spec: id %q: want 1-64 of A-Z a-z 0-9 . _ - starting with a letter or digit", s.ID)
 	}
@@ -300,14 +124,14 @@ func (s *Spec) Validate() error {
 		if len(s.Workload.Argv) > 0 {
 			return errors.New("spec: workload: must be empty with vm (the runner starts QEMU)")
 		}
-		if err := s.VM.validate(); err != nil {
+		if err := validateVM(s.VM); err != nil {
 			return err
 		}
-	} else if err := s.Workload.validate("workload"); err != nil {
+	} else if err := validateCommand(s.Workload, "workload"); err != nil {
 		return err
 	}
 	for i, p := range s.Processes {
-		if err := p.validate(fmt.Sprintf("processes[%d]", i)); err != nil {
+		if err := validateCommand(p, fmt.Sprintf("processes[%d]", i)); err != nil {
 			return err
 		}
 	}
@@ -322,15 +146,13 @@ func (s *Spec) Validate() error {
 			return fmt.Errorf("%s.name %q: used twice", at, c.Name)
 		}
 		names[c.Name] = true
-		switch c.Kind {
-		case "vnc", "http":
-			needKey = true
-		case "tls":
-			if s.TLS == nil || s.TLS.ClientCAFile == "" || s.TLS.CertFile == "" || s.TLS.KeyFile == "" {
-				return fmt.Errorf("%s (%s): kind tls needs tls.cert_file, tls.key_file and tls.client_ca_file", at, c.Name)
-			}
-		default:
-			return fmt.Errorf("%s.kind %q: want vnc, http or tls", at, c.Kind)
+		kind, ok := contract.Lookup(c.Kind)
+		if !ok {
+			return fmt.Errorf("%s.kind %q: want %s", at, c.Kind, contract.KindList())
+		}
+		needKey = needKey || kind.Tickets
+		if kind.ClientCerts && (s.TLS == nil || s.TLS.ClientCAFile == "" || s.TLS.CertFile == "" || s.TLS.KeyFile == "") {
+			return fmt.Errorf("%s (%s): kind %s needs tls.cert_file, tls.key_file and tls.client_ca_file", at, c.Name, c.Kind)
 		}
 		if err := validTarget(c.Target); err != nil {
 			return fmt.Errorf("%s.target: %w", at, err)
@@ -338,12 +160,23 @@ func (s *Spec) Validate() error {
 		if err := validListen(c.Listen); err != nil {
 			return fmt.Errorf("%s.listen: %w", at, err)
 		}
-		if c.VNCPasswordFile != "" && c.Kind != "vnc" {
-			return fmt.Errorf("%s.vnc_password_file: only for kind vnc", at)
+		if c.VNCPasswordFile != "" && !kind.VNCPassword {
+			return fmt.Errorf("%s.vnc_password_file: not for kind %s", at, c.Kind)
+		}
+		if c.SessionVNCPasswordFile != "" {
+			switch {
+			case !kind.VNCPassword:
+				return fmt.Errorf("%s.session_vnc_password_file: not for kind %s", at, c.Kind)
+			case c.VNCPasswordFile != "":
+				return fmt.Errorf("%s.session_vnc_password_file: not with vnc_password_file (one password or the other)", at)
+			}
+			if err := validSessionVNCPasswordFile(c.SessionVNCPasswordFile); err != nil {
+				return fmt.Errorf("%s.session_vnc_password_file: %w", at, err)
+			}
 		}
 	}
 	if needKey && s.TicketKeyFile == "" && s.TicketKeyEnv == "" {
-		return errors.New("spec: ticket_key_file: required with a vnc or http connector (or ticket_key_env)")
+		return errors.New("spec: ticket_key_file: required with a connector that checks tickets, such as vnc or http (or ticket_key_env)")
 	}
 	if s.TicketKeyFile != "" && s.TicketKeyEnv != "" {
 		return errors.New("spec: ticket_key_file and ticket_key_env: give one")
@@ -405,7 +238,7 @@ func checkSealPath(key, p string) error {
 	return nil
 }
 
-func (v *VMSpec) validate() error {
+func validateVM(v *VMSpec) error {
 	if !idRE.MatchString(v.Name) {
 		return fmt.Errorf("spec: vm.name %q: want 1-64 of A-Z a-z 0-9 . _ - starting with a letter or digit", v.Name)
 	}
@@ -453,14 +286,14 @@ func (v *VMSpec) validate() error {
 	}
 	// The command line builder checks the rest (OS, tags, PCI addresses,
 	// what windows guests can have) with placeholder paths.
-	if _, err := vm.Args(v.machine("kvm", "/tmp/disk.qcow2", vm.Firmware{})); err != nil {
+	if _, err := vm.Args(machine(v, "kvm", "/tmp/disk.qcow2", vm.Firmware{})); err != nil {
 		return fmt.Errorf("spec: %w", err)
 	}
 	return nil
 }
 
 // machine is the VM as QEMU is to run it, with the overlay at disk.
-func (v *VMSpec) machine(accel, disk string, fw vm.Firmware) vm.Machine {
+func machine(v *VMSpec, accel, disk string, fw vm.Firmware) vm.Machine {
 	m := vm.Machine{
 		Name: "airlock-" + v.Name, Accel: accel, CPUs: cmp.Or(v.CPUs, 1), MemoryMB: cmp.Or(v.MemoryMB, 1024), OS: v.OS,
 		Kernel: v.Kernel, Initrd: v.Initrd, Append: v.Append, Firmware: fw,
@@ -480,7 +313,7 @@ func (v *VMSpec) machine(accel, disk string, fw vm.Firmware) vm.Machine {
 	return m
 }
 
-func (c Command) validate(at string) error {
+func validateCommand(c Command, at string) error {
 	if len(c.Argv) == 0 || c.Argv[0] == "" {
 		return fmt.Errorf("spec: %s.argv: empty", at)
 	}

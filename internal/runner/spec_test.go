@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -60,6 +61,10 @@ func TestParseSpecErrors(t *testing.T) {
 		{"bad egress", edit(`"egress": ["127.0.0.1:27000"]`, `"egress": ["127.0.0.1:0"]`), "egress[0]"},
 		{"dup egress port", edit(`"egress": ["127.0.0.1:27000"]`, `"egress": ["127.0.0.1:27000", "10.0.0.1:27000"]`), "port 27000 used twice"},
 		{"no key", edit(`"ticket_key_file": "/path/to/32-byte-key",`, ``), "ticket_key_file: required"},
+		{"session password on http", edit(`"kind": "http",`, `"kind": "http", "session_vnc_password_file": "/tmp/pw",`), "session_vnc_password_file: not for kind http"},
+		{"session password outside /tmp", edit(`"kind": "vnc", `, `"kind": "vnc", "session_vnc_password_file": "/home/alice/pw",`), "want a file directly in /tmp"},
+		{"session password in a /tmp subdirectory", edit(`"kind": "vnc", `, `"kind": "vnc", "session_vnc_password_file": "/tmp/x/pw",`), "want a file directly in /tmp"},
+		{"session password and a password file", edit(`"kind": "vnc", `, `"kind": "vnc", "session_vnc_password_file": "/tmp/pw", "vnc_password_file": "/etc/pw",`), "not with vnc_password_file"},
 		{"both keys", edit(`"ticket_key_file": "/path/to/32-byte-key",`, `"ticket_key_file": "/k", "ticket_key_env": "K",`), "give one"},
 		{"bad key env", edit(`"ticket_key_file": "/path/to/32-byte-key",`, `"ticket_key_env": "A-B",`), `ticket_key_env "A-B"`},
 		{"tls without ca", edit(`, "client_ca_file": "/path/clients-ca.crt"`, ``), "kind tls needs"},
@@ -107,7 +112,7 @@ func FuzzParseSpec(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if err := s.Validate(); err != nil {
+		if err := ValidateSpec(s); err != nil {
 			t.Fatalf("accepted spec fails validation: %v", err)
 		}
 		b, err := marshalSpec(s)
@@ -171,5 +176,13 @@ func TestParseSpecVM(t *testing.T) {
 		if _, err := ParseSpec(strings.NewReader(c.spec)); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: got %v, want %q", c.name, err, c.want)
 		}
+	}
+}
+
+// TestVNCPasswdFile: the file is what TigerVNC's `vncpasswd -f` writes.
+func TestVNCPasswdFile(t *testing.T) {
+	// echo password | vncpasswd -f | xxd -p
+	if got := fmt.Sprintf("%x", vncPasswdFile("password")); got != "dbd83cfd727a1458" {
+		t.Fatalf("got %s, want dbd83cfd727a1458", got)
 	}
 }

@@ -150,7 +150,7 @@ func (r *run) prepareVM(ctx context.Context, owner seal.Owner, scratch string) (
 			disk = vm.Overlay
 		}
 	}
-	m := v.machine(accel, disk, fw)
+	m := machine(v, accel, disk, fw)
 	// The session's id in QEMU's argv: admins see which session a qemu
 	// process belongs to.
 	m.Name = "airlock-" + r.spec.ID

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/airlock-hpc/airlock/internal/backend"
+	"github.com/airlock-hpc/airlock/internal/contract"
 )
 
 // Config configures the local backend.
@@ -164,15 +165,6 @@ func (b *Backend) Stop(ctx context.Context, id, ref string) error {
 	return nil
 }
 
-// runnerEvent is a line the runner prints.
-type runnerEvent struct {
-	Event     string            `json:"event"`
-	Endpoints map[string]string `json:"endpoints"`
-	TLSSHA256 string            `json:"tls_sha256"`
-	Reason    string            `json:"reason"`
-	Code      *int              `json:"code"`
-}
-
 // Watch tails the session's event file and checks that the runner lives.
 func (b *Backend) Watch(ctx context.Context, id, ref string) (<-chan backend.Event, error) {
 	f, err := os.Open(filepath.Join(b.SessionDir(id), "events.jsonl"))
@@ -207,20 +199,16 @@ func (b *Backend) Watch(ctx context.Context, id, ref string) (<-chan backend.Eve
 					break
 				}
 				line, partial = partial+line, ""
-				var re runnerEvent
-				if json.Unmarshal([]byte(line), &re) != nil {
+				e, ok := DecodeEvent([]byte(line), host)
+				if !ok {
 					continue
 				}
-				e := backend.Event{Kind: re.Event, Endpoints: re.Endpoints, TLSSHA256: re.TLSSHA256, Reason: re.Reason, Node: host}
-				if re.Code != nil {
-					e.Code = *re.Code
-				}
-				if !send(e) || e.Kind == "exit" {
+				if !send(e) || e.Kind == contract.EventExit {
 					return
 				}
 			}
 			if !live {
-				send(backend.Event{Kind: "exit", Reason: "runner ended without reporting why (killed?)", Code: -1})
+				send(backend.Event{Kind: contract.EventExit, Reason: "runner ended without reporting why (killed?)", Code: -1})
 				return
 			}
 			select {
@@ -231,4 +219,16 @@ func (b *Backend) Watch(ctx context.Context, id, ref string) (<-chan backend.Eve
 		}
 	}()
 	return ch, nil
+}
+
+// DecodeEvent reads one of the runner's event lines as the gateway is to
+// see it: the runner's own event, on this node (host). A line that is not
+// an event (ok false) is skipped: the runner writes nothing else there, so
+// it can only be a torn write.
+func DecodeEvent(line []byte, host string) (e backend.Event, ok bool) {
+	if json.Unmarshal(line, &e) != nil || e.Kind == "" {
+		return backend.Event{}, false
+	}
+	e.Node = host
+	return e, true
 }

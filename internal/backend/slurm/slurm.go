@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/airlock-hpc/airlock/internal/backend"
+	"github.com/airlock-hpc/airlock/internal/contract"
 	"github.com/airlock-hpc/airlock/internal/registration"
 )
 
@@ -384,8 +385,8 @@ func (b *Backend) pollOnce(ctx context.Context) bool {
 			// A watcher that does not keep up gets the change next poll.
 			continue
 		}
-		w.last = e.Kind + "\x00" + e.Reason
-		if e.Kind == "exit" {
+		w.last = string(e.Kind) + "\x00" + e.Reason
+		if e.Kind == contract.EventExit {
 			close(w.ch)
 			delete(b.watchers, jid)
 			delete(b.runnerExit, w.id)
@@ -437,10 +438,10 @@ func (b *Backend) events(ctx context.Context, jobs []job) map[string]backend.Eve
 			r := b.runnerExit[x.w.id]
 			b.mu.Unlock()
 			if j, ok := b.sacct(ctx, x.jid); ok {
-				e = backend.Event{Kind: "exit", Reason: endReason(j, r), Node: j.Node}
+				e = backend.Event{Kind: contract.EventExit, Reason: endReason(j, r), Node: j.Node}
 				break
 			}
-			e = backend.Event{Kind: "exit", Reason: cmp.Or(r, "Slurm no longer knows job "+x.jid), Code: -1}
+			e = backend.Event{Kind: contract.EventExit, Reason: cmp.Or(r, "Slurm no longer knows job "+x.jid), Code: -1}
 		case j.State == "PENDING":
 			reason := "waiting in the queue"
 			if j.Reason != "" && j.Reason != "None" {
@@ -449,16 +450,16 @@ func (b *Backend) events(ctx context.Context, jobs []job) map[string]backend.Eve
 			if p := pos[j.ID]; p > 0 {
 				reason += fmt.Sprintf(" (position %d of %d in %s)", p, total[j.Partition], j.Partition)
 			}
-			e = backend.Event{Kind: "queued", Reason: reason}
+			e = backend.Event{Kind: contract.EventQueued, Reason: reason}
 		case !finished(j.State):
-			e = backend.Event{Kind: "starting", Node: j.Node}
+			e = backend.Event{Kind: contract.EventStarting, Node: j.Node}
 		default:
 			b.mu.Lock()
 			r := b.runnerExit[x.w.id]
 			b.mu.Unlock()
-			e = backend.Event{Kind: "exit", Reason: endReason(j, r), Node: j.Node}
+			e = backend.Event{Kind: contract.EventExit, Reason: endReason(j, r), Node: j.Node}
 		}
-		if x.w.last != e.Kind+"\x00"+e.Reason {
+		if x.w.last != string(e.Kind)+"\x00"+e.Reason {
 			out[x.jid] = e
 		}
 	}
@@ -564,13 +565,13 @@ func (b *Backend) Register(ctx context.Context, id, ref string, from net.IP, reg
 		return backend.Event{}, fmt.Errorf("%w: it came from %s, but job %s runs on %s", ErrRefused, from, jid, j.Node)
 	}
 	switch reg.Event {
-	case "exit":
+	case contract.EventExit:
 		b.mu.Lock()
 		b.runnerExit[id] = reg.Reason
 		b.mu.Unlock()
 		b.poke()
 		return backend.Event{}, nil
-	case "ready":
+	case contract.EventReady:
 		if j.State != "RUNNING" {
 			return backend.Event{}, fmt.Errorf("%w: job %s is %s", ErrRefused, jid, j.State)
 		}
@@ -587,7 +588,7 @@ func (b *Backend) Register(ctx context.Context, id, ref string, from net.IP, reg
 			}
 			eps[name] = net.JoinHostPort(addr, strconv.Itoa(p))
 		}
-		return backend.Event{Kind: "ready", Endpoints: eps, TLSSHA256: strings.ToLower(reg.TLSSHA256), Node: j.Node}, nil
+		return backend.Event{Kind: contract.EventReady, Endpoints: eps, TLSSHA256: strings.ToLower(reg.TLSSHA256), Node: j.Node}, nil
 	}
 	return backend.Event{}, fmt.Errorf("%w: event %q: want ready or exit", ErrRefused, reg.Event)
 }

@@ -39,6 +39,9 @@ function applyProfile() {
   memory.value = d.memory;
   lifetime.value = d.lifetime;
   $('keep-disk-row').hidden = d.keepDisk !== 'true';
+  const desc = $('profile-description');
+  desc.textContent = d.description || '';
+  desc.hidden = !d.description;
   const parts = [];
   if (Number(d.maxCpus) > 0) parts.push(`up to ${d.maxCpus} CPUs`);
   if (Number(d.maxMemory) > 0) parts.push(`${d.maxMemory} MB of memory`);

@@ -103,7 +103,13 @@ try {
     const p = await open('home', '/', { allowed: [[503, '/api/v1/sessions']] });
     const pg = p.page;
     await shot(pg, 'portal-home.png', true);
+    const desc = () => pg.evaluate(() => {
+      const el = document.getElementById('profile-description');
+      return el.hidden ? '(hidden)' : el.textContent;
+    });
+    p.rec.facts.descriptionFirst = await desc();
     await pg.selectOption('#profile', 'busy');
+    p.rec.facts.descriptionBusy = await desc();
     p.rec.facts.busyMaxCPUs = await pg.getAttribute('#cpus', 'max');
     await pg.click('#launch-btn');
     await pg.waitForFunction(() => /Not started/.test(document.getElementById('launch-status').textContent), null, { timeout: 10000 });

@@ -1,0 +1,206 @@
+package contract
+
+import (
+	"encoding/json"
+	"reflect"
+	"strconv"
+	"time"
+)
+
+// Spec is what `airlock run` is asked to start. The gateway builds it, a
+// backend carries its JSON form to the node, and the runner parses and
+// validates it (runner.ParseSpec); see the README.
+type Spec struct {
+	// ID names the session: 1-64 of [A-Za-z0-9._-], starting with a letter or digit.
+	ID string `json:"id"`
+	// Owner is the account the session runs as. Empty: the user running
+	// airlock. Only root may name another account.
+	Owner string `json:"owner"`
+	// Workload is the session's main process; when it exits the session ends.
+	Workload Command `json:"workload"`
+	// Processes are started beside the workload (an xterm in a desktop);
+	// their exit is only logged.
+	Processes []Command `json:"processes"`
+	// Connectors are the only ways in.
+	Connectors []ConnectorSpec `json:"connectors"`
+	// Egress lists host:port targets reachable from inside the seal as
+	// 127.0.0.1:PORT; nothing else gets out.
+	Egress []string `json:"egress"`
+	// UnixSockets are host pathname UNIX sockets (absolute paths, e.g. a
+	// licence daemon's; stream or seqpacket) the workload may connect to.
+	// Every other host pathname socket (an ssh ControlMaster or gpg-agent
+	// in the owner's home, any daemon's socket the seal can see) is refused
+	// with EACCES; sockets in the seal's own /tmp, /run, /var/tmp and
+	// /dev/shm are always reachable.
+	UnixSockets []string `json:"unix_sockets"`
+	// Lifetime ends the session after this long (Go duration, e.g. "8h").
+	// Empty: no limit.
+	Lifetime Duration `json:"lifetime"`
+	// ReadyTimeout bounds the wait for connector targets to accept
+	// connections before the session counts as ready. Default 60s.
+	ReadyTimeout Duration `json:"ready_timeout"`
+	// Grace is the time between SIGTERM and SIGKILL at the end. Default 10s.
+	Grace Duration `json:"grace"`
+	// TicketKeyFile holds the 32-byte key that verifies tickets (raw or hex).
+	// Required when there is a vnc or http connector.
+	TicketKeyFile string `json:"ticket_key_file"`
+	// TicketKeyEnv names an environment variable of the runner holding the
+	// key in hex instead, for runners started by a batch job (the key never
+	// touches the node's disk). The runner unsets it. One of the two is
+	// required when there is a vnc or http connector.
+	TicketKeyEnv string `json:"ticket_key_env"`
+	// TLS is the session's certificate. Without it, a self-signed one is
+	// made for the session and its SHA-256 is reported in the ready event.
+	TLS *TLSFiles `json:"tls"`
+	// ScratchDir is where the session's private /tmp lives on the host.
+	// Default: /run/airlock/ID for a root runner; otherwise
+	// $XDG_RUNTIME_DIR/airlock/ID when that directory is ours and private,
+	// else a new directory with a random name in $TMPDIR. Never a fixed
+	// name in a directory other users can write.
+	ScratchDir string `json:"scratch_dir"`
+	// Hide lists host paths (files or directories) the workload must not
+	// see: inside the seal each directory is empty and each file is empty,
+	// both read-only, and the workload cannot undo it. The gateway lists
+	// its state directory and every file holding one of its secrets; the
+	// runner adds the files it reads secrets from (ticket_key_file,
+	// tls.key_file, vnc_password_file). Clean absolute paths, not /, at most 64;
+	// a path that does not exist is skipped.
+	Hide []string `json:"hide"`
+	// VM makes the session a QEMU virtual machine that the runner
+	// prepares itself: it checks the image, makes the session's overlay in
+	// the scratch directory and starts QEMU as the workload, whose argv
+	// must then be empty. See VMSpec.
+	VM *VMSpec `json:"vm"`
+}
+
+// VMSpec is a virtual machine session. Inside the seal QEMU's VNC display
+// is the UNIX socket vm.VNCSocket (the target for a vnc connector), its
+// QMP monitor vm.QMPSocket and its serial log vm.SerialLog, all in the
+// session's private /tmp; the guest's RDP port, when RDP is set, is
+// 127.0.0.1:3389 in the seal.
+type VMSpec struct {
+	// Name is the image's name; a persistent overlay is called NAME.qcow2.
+	// 1-64 of [A-Za-z0-9._-], starting with a letter or digit.
+	Name string `json:"name"`
+	// Image is the absolute path of the master image, only ever read.
+	Image string `json:"image"`
+	// Format is what Image must be: qcow2, raw, vmdk, vdi or iso.
+	Format string `json:"format"`
+	// OS is windows, linux or other.
+	OS string `json:"os"`
+	// Firmware is bios (default) or uefi (OVMF, which must be installed).
+	Firmware string `json:"firmware"`
+	// Kernel, Initrd and Append boot a Linux kernel directly.
+	Kernel string `json:"kernel"`
+	Initrd string `json:"initrd"`
+	Append string `json:"append"`
+	// CPUs and MemoryMB size the guest. Defaults 1 and 1024.
+	CPUs     int `json:"cpus"`
+	MemoryMB int `json:"memory_mb"`
+	// Accel is auto (default: kvm when /dev/kvm is usable by the owner,
+	// else tcg), kvm (refuse to start without it) or tcg.
+	Accel string `json:"accel"`
+	// QEMU is the emulator. Default "qemu-system-x86_64" (looked up in PATH).
+	QEMU string `json:"qemu"`
+	// QEMUImg is qemu-img. Default "qemu-img" (looked up in PATH).
+	QEMUImg string `json:"qemu_img"`
+	// RDP forwards the guest's port 3389 to 127.0.0.1:3389 in the seal.
+	RDP bool `json:"rdp"`
+	// Share is the owner's folder in the guest (SMB for windows, else 9p
+	// with its tag). Default: none.
+	Share *VMShare `json:"share"`
+	// Volumes are more host folders (9p; not for windows).
+	Volumes []VMShare `json:"volumes"`
+	// PersistentDir keeps the overlay as PersistentDir/NAME.qcow2 between
+	// sessions instead of in the scratch directory. Default "": throwaway.
+	PersistentDir string `json:"persistent_dir"`
+	// GPUs are PCI addresses of devices bound to vfio-pci to pass through.
+	GPUs []string `json:"gpus"`
+}
+
+// VMShare is a host folder shown to the guest.
+type VMShare struct {
+	Path     string `json:"path"`
+	Tag      string `json:"tag"`
+	ReadOnly bool   `json:"read_only"`
+}
+
+// Command is a process to start inside the seal.
+type Command struct {
+	Argv []string          `json:"argv"`
+	Env  map[string]string `json:"env"`
+	Dir  string            `json:"dir"`
+}
+
+// ConnectorSpec is one way into the session.
+type ConnectorSpec struct {
+	// Name is what tickets and endpoints call it: 1-32 of [a-z0-9-].
+	Name string `json:"name"`
+	// Kind is one of the registered kinds (see Kinds): vnc, http or tls.
+	Kind ConnectorKind `json:"kind"`
+	// Target is where the connector forwards inside the seal: HOST:PORT on
+	// loopback, or unix:/path.
+	Target string `json:"target"`
+	// Listen is tcp:HOST:PORT (bound in the host's network namespace; port 0
+	// picks one) or unix:/absolute/path.
+	Listen string `json:"listen"`
+	// VNCPasswordFile (vnc only): the connector answers the VNC password
+	// challenge itself with this password, so users never see it.
+	VNCPasswordFile string `json:"vnc_password_file"`
+	// SessionVNCPasswordFile (kinds with KindInfo.VNCPassword): the runner
+	// makes a fresh random VNC password for this session, gives it to the
+	// connector (which answers the VNC server's challenge with it, so
+	// users never see it) and writes it, in the format of TigerVNC's
+	// vncpasswd, to this path in the seal's private /tmp, readable only by
+	// the owner, for the VNC server (Xvnc -PasswordFile). It never reaches
+	// the gateway, a command line or a disk outside the session's scratch.
+	// A clean path under /tmp; not with VNCPasswordFile.
+	SessionVNCPasswordFile string `json:"session_vnc_password_file"`
+	// Wait: whether the session is ready only once Target accepts. Default:
+	// the kind's KindInfo.Wait (true for vnc and http, false for tls: an
+	// RDP port inside a VM comes up long after the VM starts).
+	Wait *bool `json:"wait"`
+	// Idle closes a connection after this long without traffic. Empty: never.
+	Idle Duration `json:"idle"`
+}
+
+// TLSFiles names PEM files.
+type TLSFiles struct {
+	CertFile string `json:"cert_file"`
+	KeyFile  string `json:"key_file"`
+	// ClientCAFile is required for tls connectors: clients must present a
+	// certificate signed by it.
+	ClientCAFile string `json:"client_ca_file"`
+}
+
+// Duration is a time.Duration written as a Go duration string.
+type Duration time.Duration
+
+// UnmarshalJSON accepts "90s", "8h", "" (zero).
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var str string
+	if err := json.Unmarshal(b, &str); err != nil {
+		return &json.UnmarshalTypeError{Value: string(b), Type: reflect.TypeFor[Duration]()}
+	}
+	if str == "" {
+		*d = 0
+		return nil
+	}
+	v, err := time.ParseDuration(str)
+	if err != nil || v < 0 {
+		return &json.UnmarshalTypeError{Value: strconv.Quote(str), Type: reflect.TypeFor[Duration]()}
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// String is the Go duration form, "8h0m0s".
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// MarshalJSON writes the duration as a string.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	if d == 0 {
+		return []byte(`""`), nil
+	}
+	return json.Marshal(time.Duration(d).String())
+}
