@@ -95,8 +95,13 @@ func contractCase(t *testing.T, g *Gateway, p Profile, squeue string) {
 		if v == contract.ViewNone {
 			t.Errorf("connector %s (%s): the session page cannot offer it", c.Name, c.Kind)
 		}
-		// An app is told the path the gateway serves its connector under.
-		if want := "/s/" + s.ID + "/" + c.Name + "/"; v == contract.ViewApp && spec.Workload.Env["AIRLOCK_PREFIX"] != want {
+		// An app is told the path the gateway serves its connector under:
+		// "/" on the app's own host, its /s/ path on the gateway's origin.
+		want := "/"
+		if !g.appsOwnOrigin() {
+			want = "/s/" + s.ID + "/" + c.Name + "/"
+		}
+		if v == contract.ViewApp && spec.Workload.Env["AIRLOCK_PREFIX"] != want {
 			t.Errorf("connector %s: the app is told its prefix is %q, but the gateway serves it under %q", c.Name, spec.Workload.Env["AIRLOCK_PREFIX"], want)
 		}
 		if path, ok := strings.CutPrefix(c.Listen, "unix:"); ok {
