@@ -15,8 +15,15 @@ type Identity struct {
 	User  string
 	Admin bool
 	// Method names the authenticator that vouched for the user
-	// ("local", "ldap", "header").
+	// ("local", "ldap", "header", "oidc").
 	Method string
+	// Groups are the groups the authenticator says the user is in (LDAP
+	// and OIDC), sorted; they decide which profiles the user may launch.
+	// Nil: the authenticator knows of none.
+	Groups []string
+	// Email and Display are the user's address and full name, when the
+	// authenticator knows them.
+	Email, Display string
 }
 
 // Errors, matchable with errors.Is. Their text is safe to show a user.

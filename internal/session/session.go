@@ -128,6 +128,9 @@ type User struct {
 	// login ("local", "ldap", "header"); the gateway asks that one whether
 	// the user still exists. Empty for users recorded before it was kept.
 	Method string `json:"method,omitempty"`
+	// Groups are the groups the authenticator named at the user's last
+	// login (LDAP, OIDC), sorted; nil for the others.
+	Groups []string `json:"groups,omitempty"`
 }
 
 // Login is a browser's login: the cookie holds a random secret, the store
@@ -140,6 +143,10 @@ type Login struct {
 	Expires time.Time `json:"expires"`
 	// Hash is the SHA-256 of the cookie's secret.
 	Hash []byte `json:"-"`
+	// Provider and IDToken: for a login through an OpenID provider, its
+	// name and the ID token, sent back as id_token_hint at logout.
+	Provider string `json:"provider,omitempty"`
+	IDToken  string `json:"-"`
 }
 
 // Share is a link that lets someone else view or control a session.

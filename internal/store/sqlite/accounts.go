@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,10 +25,10 @@ func (db *DB) CreateUser(ctx context.Context, u session.User) error {
 		u.Created = db.now()
 	}
 	var e encoder
-	args := []any{u.Name, b2i(u.Admin), e.time("created", u.Created), u.Method}
+	args := []any{u.Name, b2i(u.Admin), e.time("created", u.Created), u.Method, strings.Join(u.Groups, "\n")}
 	err := e.err
 	if err == nil {
-		_, err = db.write.ExecContext(ctx, "INSERT INTO users (name, admin, created, method) VALUES (?, ?, ?, ?)", args...)
+		_, err = db.write.ExecContext(ctx, "INSERT INTO users (name, admin, created, method, user_groups) VALUES (?, ?, ?, ?, ?)", args...)
 	}
 	switch {
 	case err == nil:
@@ -38,8 +39,8 @@ func (db *DB) CreateUser(ctx context.Context, u session.User) error {
 	return fmt.Errorf("create user %s: %w", u.Name, err)
 }
 
-// PutUser adds u or, if the name is taken, sets its admin flag and method
-// (keeping the stored Created). A zero u.Created is the DB's clock.
+// PutUser adds u or, if the name is taken, sets its admin flag, method
+// and groups (keeping the stored Created). A zero u.Created is the DB's clock.
 func (db *DB) PutUser(ctx context.Context, u session.User) error {
 	if u.Name == "" {
 		return errors.New("put user: no name")
@@ -48,11 +49,11 @@ func (db *DB) PutUser(ctx context.Context, u session.User) error {
 		u.Created = db.now()
 	}
 	var e encoder
-	args := []any{u.Name, b2i(u.Admin), e.time("created", u.Created), u.Method}
+	args := []any{u.Name, b2i(u.Admin), e.time("created", u.Created), u.Method, strings.Join(u.Groups, "\n")}
 	err := e.err
 	if err == nil {
-		_, err = db.write.ExecContext(ctx, `INSERT INTO users (name, admin, created, method) VALUES (?, ?, ?, ?)
-			ON CONFLICT (name) DO UPDATE SET admin = excluded.admin, method = excluded.method`, args...)
+		_, err = db.write.ExecContext(ctx, `INSERT INTO users (name, admin, created, method, user_groups) VALUES (?, ?, ?, ?, ?)
+			ON CONFLICT (name) DO UPDATE SET admin = excluded.admin, method = excluded.method, user_groups = excluded.user_groups`, args...)
 	}
 	if err != nil {
 		return fmt.Errorf("put user %s: %w", u.Name, err)
@@ -60,16 +61,20 @@ func (db *DB) PutUser(ctx context.Context, u session.User) error {
 	return nil
 }
 
-const selectUser = "SELECT name, admin, created, method FROM users"
+const selectUser = "SELECT name, admin, created, method, user_groups FROM users"
 
 func scanUser(r rowScanner) (session.User, error) {
 	var (
 		u       session.User
 		admin   int64
 		created int64
+		groups  string
 	)
-	if err := r.Scan(&u.Name, &admin, &created, &u.Method); err != nil {
+	if err := r.Scan(&u.Name, &admin, &created, &u.Method, &groups); err != nil {
 		return session.User{}, err
+	}
+	if groups != "" {
+		u.Groups = strings.Split(groups, "\n")
 	}
 	u.Admin = admin != 0
 	u.Created = fromNanos(created)

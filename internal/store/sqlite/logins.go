@@ -10,7 +10,7 @@ import (
 	"github.com/airlock-hpc/airlock/internal/store"
 )
 
-const loginCols = "id, username, created, expires, hash"
+const loginCols = "id, username, created, expires, hash, provider, id_token"
 
 // CreateLogin stores l, whose Hash is the lookup key, and in the same
 // transaction drops logins that expired before l.Created, so the table
@@ -25,7 +25,7 @@ func (db *DB) CreateLogin(ctx context.Context, l session.Login) error {
 		l.Created = db.now()
 	}
 	var e encoder
-	args := []any{l.ID, l.User, e.time("created", l.Created), e.time("expires", l.Expires), l.Hash}
+	args := []any{l.ID, l.User, e.time("created", l.Created), e.time("expires", l.Expires), l.Hash, l.Provider, l.IDToken}
 	if e.err != nil {
 		return fmt.Errorf("create login %s: %w", l.ID, e.err)
 	}
@@ -33,7 +33,7 @@ func (db *DB) CreateLogin(ctx context.Context, l session.Login) error {
 		if _, err := tx.ExecContext(ctx, "DELETE FROM logins WHERE expires < ?", args[2]); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, "INSERT INTO logins ("+loginCols+") VALUES ("+placeholders(5)+")", args...)
+		_, err := tx.ExecContext(ctx, "INSERT INTO logins ("+loginCols+") VALUES ("+placeholders(7)+")", args...)
 		return err
 	})
 	switch {
@@ -58,7 +58,7 @@ func (db *DB) LoginByHash(ctx context.Context, hash []byte) (session.Login, erro
 		l                session.Login
 		created, expires int64
 	)
-	err := db.read.QueryRowContext(ctx, "SELECT "+loginCols+" FROM logins WHERE hash = ?", hash).Scan(&l.ID, &l.User, &created, &expires, &l.Hash)
+	err := db.read.QueryRowContext(ctx, "SELECT "+loginCols+" FROM logins WHERE hash = ?", hash).Scan(&l.ID, &l.User, &created, &expires, &l.Hash, &l.Provider, &l.IDToken)
 	if errors.Is(err, sql.ErrNoRows) {
 		err = store.ErrNotFound
 	}

@@ -1051,16 +1051,20 @@ func Seed(tb testing.TB, st store.Store, n, owners int) []string {
 
 func testUserPut(t *testing.T, st store.Store) {
 	ctx := t.Context()
-	if err := st.PutUser(ctx, session.User{Name: "alice", Admin: true, Method: "local", Created: at(0)}); err != nil {
+	if err := st.PutUser(ctx, session.User{Name: "alice", Admin: true, Method: "local", Created: at(0), Groups: []string{"hpc", "staff"}}); err != nil {
 		t.Fatalf("PutUser (new): %v", err)
 	}
-	// A later login says she is no longer an admin, through LDAP now.
-	if err := st.PutUser(ctx, session.User{Name: "alice", Admin: false, Method: "ldap", Created: at(time.Hour)}); err != nil {
+	if u, err := st.GetUser(ctx, "alice"); err != nil || !slices.Equal(u.Groups, []string{"hpc", "staff"}) {
+		t.Fatalf("GetUser = %+v, %v; want groups hpc, staff", u, err)
+	}
+	// A later login says she is no longer an admin, through LDAP now, and
+	// in one group less.
+	if err := st.PutUser(ctx, session.User{Name: "alice", Admin: false, Method: "ldap", Created: at(time.Hour), Groups: []string{"hpc"}}); err != nil {
 		t.Fatalf("PutUser (again): %v", err)
 	}
 	u, err := st.GetUser(ctx, "alice")
-	if err != nil || u.Admin || u.Method != "ldap" || !u.Created.Equal(at(0)) {
-		t.Fatalf("GetUser = %+v, %v; want not admin, method ldap, created %v (kept)", u, err, at(0))
+	if err != nil || u.Admin || u.Method != "ldap" || !u.Created.Equal(at(0)) || !slices.Equal(u.Groups, []string{"hpc"}) {
+		t.Fatalf("GetUser = %+v, %v; want not admin, method ldap, created %v (kept), groups [hpc]", u, err, at(0))
 	}
 }
 
@@ -1068,7 +1072,7 @@ func testLogin(t *testing.T, st store.Store) {
 	ctx := t.Context()
 	mustUsers(t, st, "alice")
 	old := session.Login{ID: "l-old", User: "alice", Created: at(0), Expires: at(time.Minute), Hash: hash("old")}
-	l := session.Login{ID: "l-1", User: "alice", Created: at(time.Hour), Expires: at(2 * time.Hour), Hash: hash("login-1")}
+	l := session.Login{ID: "l-1", User: "alice", Created: at(time.Hour), Expires: at(2 * time.Hour), Hash: hash("login-1"), Provider: "idp", IDToken: "eyJ.x.y"}
 	if err := st.CreateLogin(ctx, old); err != nil {
 		t.Fatalf("CreateLogin(old): %v", err)
 	}
@@ -1076,7 +1080,7 @@ func testLogin(t *testing.T, st store.Store) {
 		t.Fatalf("CreateLogin: %v", err)
 	}
 	got, err := st.LoginByHash(ctx, hash("login-1"))
-	if err != nil || got.ID != l.ID || got.User != "alice" || !got.Created.Equal(l.Created) || !got.Expires.Equal(l.Expires) {
+	if err != nil || got.ID != l.ID || got.User != "alice" || !got.Created.Equal(l.Created) || !got.Expires.Equal(l.Expires) || got.Provider != "idp" || got.IDToken != "eyJ.x.y" {
 		t.Fatalf("LoginByHash = %+v, %v; want %+v", got, err, l)
 	}
 	// Creating l dropped the login that had expired by then.
