@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -87,7 +88,7 @@ func TestChainLocalThenLDAP(t *testing.T) {
 		{"carol", carolPassword, auth.Identity{User: "carol", Admin: true, Method: "local"}},
 	} {
 		id, err := s.login(tc.user, tc.password, "192.0.2.1:5555")
-		if err != nil || id != tc.want {
+		if err != nil || !reflect.DeepEqual(id, tc.want) {
 			t.Errorf("Login(%s) = %+v, %v; want %+v", tc.user, id, err, tc.want)
 		}
 	}
@@ -101,7 +102,7 @@ func TestChainLocalThenLDAP(t *testing.T) {
 		{"*", authtest.BobPassword},
 	} {
 		id, err := s.login(tc.user, tc.password, "192.0.2.2:5555")
-		if !errors.Is(err, auth.ErrInvalid) || id != (auth.Identity{}) {
+		if !errors.Is(err, auth.ErrInvalid) || !reflect.DeepEqual(id, auth.Identity{}) {
 			t.Errorf("Login(%q) = %+v, %v; want ErrInvalid", tc.user, id, err)
 		}
 	}

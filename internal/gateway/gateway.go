@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/airlock-hpc/airlock/internal/auth"
+	"github.com/airlock-hpc/airlock/internal/auth/oidc"
 	"github.com/airlock-hpc/airlock/internal/backend"
 	"github.com/airlock-hpc/airlock/internal/store"
 )
@@ -113,6 +114,9 @@ type Config struct {
 	Backend backend.Backend
 	Auth    Authenticator
 	Header  HeaderAuthenticator // optional
+	// OIDC are the OpenID providers users may log in with: one button
+	// each on the login page (oidc.go).
+	OIDC []*oidc.Provider
 	// HeaderName is the header Header reads; the proxy removes it before a
 	// request reaches a session.
 	HeaderName string
@@ -171,6 +175,7 @@ type Gateway struct {
 	auditMu       sync.Mutex
 	transports    transports
 	appAuth       appAuth
+	oidc          oidcState
 	closed        bool
 	wg            sync.WaitGroup
 	metrics       metrics

@@ -98,7 +98,7 @@ func (g *Gateway) identify(r *http.Request) (identity, error) {
 // ensureUser records a user at a login: their admin flag and the method
 // that vouched for them, as it says now.
 func (g *Gateway) ensureUser(ctx context.Context, id auth.Identity) error {
-	return g.cfg.Store.PutUser(ctx, session.User{Name: id.User, Admin: id.Admin, Method: id.Method, Created: g.now()})
+	return g.cfg.Store.PutUser(ctx, session.User{Name: id.User, Admin: id.Admin, Method: id.Method, Groups: id.Groups, Created: g.now()})
 }
 
 func remoteIP(r *http.Request) string {
@@ -123,22 +123,29 @@ func (g *Gateway) login(w http.ResponseWriter, r *http.Request, user, password s
 		}
 		return id, apiErr(401, "bad_login", auth.ErrInvalid.Error())
 	}
+	return id, g.startLogin(w, r, id, session.Login{})
+}
+
+// startLogin records id (their admin flag and groups as the authenticator
+// says now) and a login for them, and sets the login cookie. l carries
+// what the method keeps with the login (an OIDC provider and ID token).
+func (g *Gateway) startLogin(w http.ResponseWriter, r *http.Request, id auth.Identity, l session.Login) error {
 	if err := g.ensureUser(r.Context(), id); err != nil {
-		return id, storeFault("record user", err)
+		return storeFault("record user", err)
 	}
 	// The cookie is a random secret; the store keeps its hash, so logout
 	// (deleting the row) ends the login everywhere.
 	secret, sum := newSecret()
 	now := g.now()
-	l := session.Login{ID: "l-" + newShortID(), User: id.User, Created: now, Expires: now.Add(g.cfg.LoginTTL), Hash: sum}
+	l.ID, l.User, l.Created, l.Expires, l.Hash = "l-"+newShortID(), id.User, now, now.Add(g.cfg.LoginTTL), sum
 	if err := g.cfg.Store.CreateLogin(r.Context(), l); err != nil {
-		return id, storeFault("record login", err)
+		return storeFault("record login", err)
 	}
 	g.metrics.logins.Add(1)
 	g.audit(r.Context(), id.User, "login", "", r.RemoteAddr, id.Method)
 	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: secret, Path: "/", HttpOnly: true, Secure: true,
 		SameSite: http.SameSiteLaxMode, MaxAge: int(g.cfg.LoginTTL / time.Second)})
-	return id, nil
+	return nil
 }
 
 // maxTokenName is the longest token name: a label a person reads in a list.
@@ -229,23 +236,24 @@ func newShortID() string {
 }
 
 // logout ends the login r carries, in the store (so a copy of the cookie
-// is worthless) and its open viewers.
-func (g *Gateway) logout(r *http.Request) error {
+// is worthless) and its open viewers. It returns the login it ended (zero
+// if none).
+func (g *Gateway) logout(r *http.Request) (session.Login, error) {
 	c, err := r.Cookie(loginCookie)
 	if err != nil {
-		return nil
+		return session.Login{}, nil
 	}
 	l, err := g.cfg.Store.LoginByHash(r.Context(), sha256Sum(c.Value))
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return nil
+		return session.Login{}, nil
 	case err != nil:
-		return storeFault("login lookup", err)
+		return session.Login{}, storeFault("login lookup", err)
 	}
 	if err := g.cfg.Store.DeleteLogin(r.Context(), l.ID); err != nil {
-		return storeFault("delete login", err)
+		return session.Login{}, storeFault("delete login", err)
 	}
 	g.audit(r.Context(), l.User, "logout", "", r.RemoteAddr, l.ID)
 	g.revoke(r.Context(), revokeEvent{Reason: "logged out", Login: l.ID})
-	return nil
+	return l, nil
 }

@@ -29,6 +29,8 @@ func (g *Gateway) Handler() http.Handler {
 	mux.Handle("/s/{id}/{connector}/", g.appRoute())
 	mux.Handle("POST /login", g.page(g.loginPost))
 	mux.Handle("POST /logout", g.page(g.logoutPost))
+	mux.Handle("GET /auth/oidc/{name}/login", g.page(g.oidcLogin))
+	mux.Handle("GET /auth/oidc/{name}/callback", g.page(g.oidcCallback))
 	mux.Handle("GET /share/{secret}", g.page(g.sharePage))
 	if p := g.cfg.Portal; p != nil {
 		mux.Handle("GET /static/", http.StripPrefix("/static/", p.Static()))
@@ -134,7 +136,8 @@ func (g *Gateway) homePage(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (g *Gateway) loginPage(w http.ResponseWriter, r *http.Request) error {
-	return g.cfg.Portal.Login(w, 200, portal.LoginPage{Base: portal.Base{Title: "Log in"}, Next: localPath(r.URL.Query().Get("next"))})
+	next := localPath(r.URL.Query().Get("next"))
+	return g.cfg.Portal.Login(w, 200, portal.LoginPage{Base: portal.Base{Title: "Log in"}, Next: next, Providers: g.loginProviders(next)})
 }
 
 func (g *Gateway) loginPost(w http.ResponseWriter, r *http.Request) error {
@@ -148,7 +151,7 @@ func (g *Gateway) loginPost(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 		ae := asAPIError(err)
-		return g.cfg.Portal.Login(w, ae.Status, portal.LoginPage{Base: portal.Base{Title: "Log in"}, Error: ae.Message, Next: next})
+		return g.cfg.Portal.Login(w, ae.Status, portal.LoginPage{Base: portal.Base{Title: "Log in"}, Error: ae.Message, Next: next, Providers: g.loginProviders(next)})
 	}
 	http.Redirect(w, r, next, http.StatusSeeOther)
 	return nil
@@ -157,10 +160,17 @@ func (g *Gateway) loginPost(w http.ResponseWriter, r *http.Request) error {
 func (g *Gateway) logoutPost(w http.ResponseWriter, r *http.Request) error {
 	// The store must forget the login before the browser is told it is
 	// logged out: a stolen copy of the cookie must not outlive the logout.
-	if err := g.logout(r); err != nil {
+	l, err := g.logout(r)
+	if err != nil {
 		return err
 	}
 	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: true})
+	// A login through an OpenID provider ends there too (RP-initiated
+	// logout), or the next "log in" would silently log the same user in.
+	if u := g.oidcLogoutURL(r.Context(), r, l); u != "" {
+		http.Redirect(w, r, u, http.StatusSeeOther)
+		return nil
+	}
 	http.Redirect(w, r, "/login", http.StatusSeeOther)
 	return nil
 }

@@ -22,6 +22,14 @@ type LoginPage struct {
 	Base
 	Error string // why the last attempt failed, safe to show
 	Next  string // where to go after logging in (a local path)
+	// Providers are the single-sign-on buttons, one per OpenID provider.
+	Providers []LoginProvider
+}
+
+// LoginProvider is a button that logs in through an OpenID provider.
+type LoginProvider struct {
+	Title string
+	URL   string // a local path starting the login
 }
 
 // Profile is a launch choice with its limits, for the form.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -55,7 +56,7 @@ func wantIdentity(t *testing.T, a *Authenticator, user, password string, admin b
 	if err != nil {
 		t.Fatalf("Authenticate(%s): %v", user, err)
 	}
-	if want := (auth.Identity{User: user, Admin: admin, Method: "ldap"}); id != want {
+	if want := (auth.Identity{User: user, Admin: admin, Method: "ldap"}); !reflect.DeepEqual(id, want) {
 		t.Fatalf("Authenticate(%s) = %+v, want %+v", user, id, want)
 	}
 }
@@ -63,7 +64,7 @@ func wantIdentity(t *testing.T, a *Authenticator, user, password string, admin b
 func wantErr(t *testing.T, a *Authenticator, user, password string, want error) {
 	t.Helper()
 	id, err := a.Authenticate(context.Background(), user, password)
-	if !errors.Is(err, want) || id != (auth.Identity{}) {
+	if !errors.Is(err, want) || !reflect.DeepEqual(id, auth.Identity{}) {
 		t.Fatalf("Authenticate(%q) = %+v, %v; want %v", user, id, err, want)
 	}
 }

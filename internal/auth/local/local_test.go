@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"sync"
@@ -48,7 +49,7 @@ func wantIdentity(t *testing.T, f *File, user, password string, admin bool) {
 	if err != nil {
 		t.Fatalf("Authenticate(%s): %v", user, err)
 	}
-	if want := (auth.Identity{User: user, Admin: admin, Method: "local"}); id != want {
+	if want := (auth.Identity{User: user, Admin: admin, Method: "local"}); !reflect.DeepEqual(id, want) {
 		t.Fatalf("Authenticate(%s) = %+v, want %+v", user, id, want)
 	}
 }
@@ -56,7 +57,7 @@ func wantIdentity(t *testing.T, f *File, user, password string, admin bool) {
 func wantInvalid(t *testing.T, f *File, user, password string) {
 	t.Helper()
 	id, err := f.Authenticate(context.Background(), user, password)
-	if !errors.Is(err, auth.ErrInvalid) || id != (auth.Identity{}) {
+	if !errors.Is(err, auth.ErrInvalid) || !reflect.DeepEqual(id, auth.Identity{}) {
 		t.Fatalf("Authenticate(%q) = %+v, %v; want ErrInvalid", user, id, err)
 	}
 }

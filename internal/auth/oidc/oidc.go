@@ -42,9 +42,6 @@ type Config struct {
 	Issuer string
 	// ClientID and ClientSecret are airlock's registration at the provider.
 	ClientID, ClientSecret string
-	// RedirectURL is the callback registered at the provider
-	// (https://gateway/auth/oidc/NAME/callback).
-	RedirectURL string
 	// Scopes besides "openid". Default profile, email.
 	Scopes []string
 	// UserClaim names the claim holding the user name. Default
@@ -105,9 +102,6 @@ func New(cfg Config) (*Provider, error) {
 	if cfg.ClientID == "" {
 		return nil, fmt.Errorf("oidc %s: client id is required", cfg.Name)
 	}
-	if cfg.RedirectURL == "" {
-		return nil, fmt.Errorf("oidc %s: redirect URL is required", cfg.Name)
-	}
 	cfg.Title = cmp.Or(cfg.Title, cfg.Name)
 	cfg.UserClaim = cmp.Or(cfg.UserClaim, "preferred_username")
 	cfg.GroupsClaim = cmp.Or(cfg.GroupsClaim, "groups")
@@ -155,7 +149,7 @@ func (p *Provider) discover(ctx context.Context) error {
 	p.provider = prov
 	p.verifier = prov.Verifier(&gooidc.Config{ClientID: p.cfg.ClientID, Now: p.cfg.Now})
 	p.oauth = oauth2.Config{ClientID: p.cfg.ClientID, ClientSecret: p.cfg.ClientSecret, Endpoint: prov.Endpoint(),
-		RedirectURL: p.cfg.RedirectURL, Scopes: append([]string{gooidc.ScopeOpenID}, p.cfg.Scopes...)}
+		Scopes: append([]string{gooidc.ScopeOpenID}, p.cfg.Scopes...)}
 	p.endSession = extra.EndSession
 	return nil
 }
@@ -166,17 +160,28 @@ type Pending struct {
 	State    string
 	Nonce    string
 	Verifier string // the PKCE code verifier
+	// RedirectURL is the callback the provider was told (and must be told
+	// again at the code exchange).
+	RedirectURL string
 }
 
 // Begin starts a login: it returns the provider's URL to send the browser
 // to and the Pending to keep until it comes back with ?state=State.
-func (p *Provider) Begin(ctx context.Context) (string, Pending, error) {
+// redirectURL is the callback registered at the provider
+// (https://gateway/auth/oidc/NAME/callback).
+func (p *Provider) Begin(ctx context.Context, redirectURL string) (string, Pending, error) {
 	if err := p.discover(ctx); err != nil {
 		return "", Pending{}, err
 	}
-	pend := Pending{State: random(), Nonce: random(), Verifier: oauth2.GenerateVerifier()}
-	u := p.oauth.AuthCodeURL(pend.State, oauth2.S256ChallengeOption(pend.Verifier), gooidc.Nonce(pend.Nonce))
+	pend := Pending{State: random(), Nonce: random(), Verifier: oauth2.GenerateVerifier(), RedirectURL: redirectURL}
+	u := p.oauthFor(pend).AuthCodeURL(pend.State, oauth2.S256ChallengeOption(pend.Verifier), gooidc.Nonce(pend.Nonce))
 	return u, pend, nil
+}
+
+func (p *Provider) oauthFor(pend Pending) *oauth2.Config {
+	c := p.oauth
+	c.RedirectURL = pend.RedirectURL
+	return &c
 }
 
 func random() string {
@@ -195,7 +200,7 @@ func (p *Provider) Finish(ctx context.Context, pend Pending, code string) (auth.
 	if code == "" {
 		return auth.Identity{}, IDToken{}, fmt.Errorf("oidc %s: no code in the callback: %w", p.cfg.Name, ErrRefused)
 	}
-	tok, err := p.oauth.Exchange(p.ctx(ctx), code, oauth2.VerifierOption(pend.Verifier))
+	tok, err := p.oauthFor(pend).Exchange(p.ctx(ctx), code, oauth2.VerifierOption(pend.Verifier))
 	if err != nil {
 		var re *oauth2.RetrieveError
 		if errors.As(err, &re) && re.Response != nil && re.Response.StatusCode >= 400 && re.Response.StatusCode < 500 {
