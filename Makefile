@@ -65,6 +65,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzLocalPath -fuzztime 30s ./internal/gateway/
 	$(GO) test -run '^$$' -fuzz FuzzAppNext -fuzztime 30s ./internal/gateway/
 	$(GO) test -run '^$$' -fuzz FuzzAppHostLabel -fuzztime 30s ./internal/gateway/
+	$(GO) test -run '^$$' -fuzz FuzzClaims -fuzztime 30s ./internal/auth/oidc/
 
 clean:
 	rm -rf bin internal/portal/static/vendor

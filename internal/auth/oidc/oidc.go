@@ -71,7 +71,7 @@ const Method = "oidc"
 var (
 	// ErrRefused: the provider or its answer said no, or the answer does
 	// not check out (a forged or foreign token): the login fails.
-	ErrRefused = auth.ErrInvalid
+	ErrRefused = fmt.Errorf("login refused (%w)", auth.ErrInvalid)
 	// ErrUnavailable: the provider could not be reached: try again later.
 	ErrUnavailable = auth.ErrUnavailable
 )
