@@ -157,6 +157,13 @@ func baseConfig(t *testing.T, backend string) config.Config {
 			Search: &config.LDAPSearch{BindDN: "cn=svc", BindPasswordFile: bindPW, BaseDN: "dc=example", Filter: "(uid={user})"}},
 		{Kind: "header", Header: "X-Remote-User", TrustedProxies: []string{"127.0.0.1"}, AdminUsers: []string{"root"}},
 	}
+	if backend == "slurm" {
+		// The walk mutates the first four methods only: this base has an
+		// OpenID provider where the other has its second directory.
+		cfg.Auth.Methods[2] = config.AuthMethod{Kind: "oidc", Name: "idp", Title: "IdP", Issuer: "https://idp.example", ClientID: "airlock",
+			ClientSecretFile: bindPW, Scopes: []string{"profile"}, UserClaim: "preferred_username", UserDomain: "example.org",
+			GroupsClaim: "groups", AdminGroups: []string{"admins"}, AdminUsers: []string{"root"}}
+	}
 	return cfg
 }
 
@@ -168,6 +175,7 @@ type reached struct {
 	RegisterURL    string
 	Auth, Header   any
 	AuthErr        string
+	OIDC           []string
 	Logger         any
 	LoggerErr      string
 	GatewayProfile []any
@@ -225,6 +233,13 @@ func reach(t *testing.T, cfg config.Config, withAuth bool) reached {
 		r.Auth, r.Header = authView(chain), configView(hdr)
 		if err != nil {
 			r.AuthErr = err.Error()
+		}
+		ps, err := oidcFromConfig(cfg, log)
+		for _, p := range ps {
+			r.OIDC = append(r.OIDC, configView(p))
+		}
+		if err != nil {
+			r.AuthErr += err.Error()
 		}
 	}
 	lg, err := newLogger(io.Discard, cfg.Log)

@@ -22,6 +22,7 @@ import (
 	"github.com/airlock-hpc/airlock/internal/auth/header"
 	"github.com/airlock-hpc/airlock/internal/auth/ldap"
 	"github.com/airlock-hpc/airlock/internal/auth/local"
+	"github.com/airlock-hpc/airlock/internal/auth/oidc"
 	"github.com/airlock-hpc/airlock/internal/auth/ratelimit"
 	"github.com/airlock-hpc/airlock/internal/backend"
 	backendlocal "github.com/airlock-hpc/airlock/internal/backend/local"
@@ -82,6 +83,10 @@ func cmdServe(_ context.Context, env *Env, args []string) int {
 	if err != nil {
 		return fail(env, "%v", err)
 	}
+	providers, err := oidcFromConfig(cfg, log)
+	if err != nil {
+		return fail(env, "%v", err)
+	}
 	be, registerURL, err := backendFromConfig(cfg, log)
 	if err != nil {
 		return fail(env, "%v", err)
@@ -103,6 +108,7 @@ func cmdServe(_ context.Context, env *Env, args []string) int {
 	if hdr != nil {
 		gcfg.Header = hdr
 	}
+	gcfg.OIDC = providers
 	if os.Geteuid() == 0 && gcfg.RunAs == "" && *cfgPath == "" {
 		// The embedded demo's users are not Unix accounts: as root, make
 		// one for each on their first launch.
@@ -252,6 +258,7 @@ func profileFromConfig(p config.Profile) gateway.Profile {
 		CPUs: p.CPUs.Default, MaxCPUs: p.CPUs.Max,
 		MemoryMB: int(p.Memory.Default / config.MiB), MaxMemoryMB: int(p.Memory.Max / config.MiB),
 		Lifetime: p.Lifetime.Default, MaxLifetime: p.Lifetime.Max, IdleTimeout: p.IdleTimeout.Default,
+		Groups: p.Groups,
 	}
 	if d := p.Desktop; d != nil {
 		g.Geometry, g.Depth, g.Programs, g.Xvnc, g.VNCPassword = d.Geometry, d.Depth, d.Programs, d.Xvnc, d.VNCPassword
@@ -327,6 +334,34 @@ func authFromConfig(env *Env, cfg config.Config, log *slog.Logger) (*auth.Chain,
 		}
 	}
 	return chain, hdr, nil
+}
+
+// oidcFromConfig makes the OpenID providers, in the configured order (the
+// login page's buttons). None is contacted yet: a provider that is down
+// does not stop the gateway, only logins through it.
+func oidcFromConfig(cfg config.Config, log *slog.Logger) ([]*oidc.Provider, error) {
+	var out []*oidc.Provider
+	for i, m := range cfg.Auth.Methods {
+		if m.Kind != "oidc" {
+			continue
+		}
+		oc := oidc.Config{Name: m.Name, Title: m.Title, Issuer: m.Issuer, ClientID: m.ClientID, Scopes: m.Scopes,
+			UserClaim: m.UserClaim, UserDomain: m.UserDomain, GroupsClaim: m.GroupsClaim,
+			AdminGroups: m.AdminGroups, AdminUsers: m.AdminUsers, Logger: log}
+		if m.ClientSecretFile != "" {
+			b, err := os.ReadFile(m.ClientSecretFile)
+			if err != nil {
+				return nil, fmt.Errorf("auth.methods[%d].client_secret_file: %w", i, err)
+			}
+			oc.ClientSecret = strings.TrimRight(string(b), "\r\n")
+		}
+		p, err := oidc.New(oc)
+		if err != nil {
+			return nil, fmt.Errorf("auth.methods[%d]: %w", i, err)
+		}
+		out = append(out, p)
+	}
+	return out, nil
 }
 
 func randomPassword() string {

@@ -205,6 +205,10 @@ type Profile struct {
 	// Slurm overrides the Slurm backend's job options for this profile;
 	// only allowed with backend kind slurm. Default: none.
 	Slurm *SlurmProfile `yaml:"slurm"`
+	// Groups are the groups (from an OpenID provider's groups claim, as
+	// of the user's last login) whose members may see and launch the
+	// profile; nobody else may, admins included. Default []: everyone.
+	Groups []string `yaml:"groups"`
 }
 
 // Range is a value a launch may choose, up to a maximum.
@@ -457,8 +461,9 @@ type Auth struct {
 // AuthMethod is one way to log in. Which keys it may have depends on its
 // kind.
 type AuthMethod struct {
-	// Kind is "local" (a password file), "ldap" (a bind to a directory)
-	// or "header" (a user name set by a trusted reverse proxy). Required.
+	// Kind is "local" (a password file), "ldap" (a bind to a directory),
+	// "header" (a user name set by a trusted reverse proxy) or "oidc" (an
+	// OpenID Connect provider: a button on the login page). Required.
 	Kind string `yaml:"kind"`
 
 	// File (local) is the password file, one NAME:ROLE:HASH line per user
@@ -497,6 +502,39 @@ type AuthMethod struct {
 	// prefix that matches every address (0.0.0.0/0, ::/0, ::ffff:0:0/96)
 	// is refused: anyone could then log in as anyone.
 	TrustedProxies []string `yaml:"trusted_proxies" kind:"header"`
+
+	// Name (oidc) identifies the provider in URLs
+	// (/auth/oidc/NAME/callback, the redirect URI to register there) and
+	// logs: lowercase letters, digits and '-'. Required.
+	Name string `yaml:"name" kind:"oidc"`
+	// Title (oidc) is the login button's label ("Log in with TITLE").
+	// Default: the name.
+	Title string `yaml:"title" kind:"oidc"`
+	// Issuer (oidc) is the provider's issuer URL; its discovery document
+	// is read from ISSUER/.well-known/openid-configuration. https://
+	// (http:// only to a loopback address). Required.
+	Issuer string `yaml:"issuer" kind:"oidc"`
+	// ClientID (oidc) is airlock's client id at the provider. Required.
+	ClientID string `yaml:"client_id" kind:"oidc"`
+	// ClientSecretFile (oidc) holds the client secret (trailing newline
+	// ignored). Default "": a public client (PKCE only).
+	ClientSecretFile string `yaml:"client_secret_file" kind:"oidc"`
+	// Scopes (oidc) asked for besides openid. Default [profile, email].
+	Scopes []string `yaml:"scopes" kind:"oidc"`
+	// UserClaim (oidc) is the claim holding the user name (from the ID
+	// token, else from userinfo). Default "preferred_username".
+	UserClaim string `yaml:"user_claim" kind:"oidc"`
+	// UserDomain (oidc), if set, is a domain the user claim must end with
+	// ("alice@example.org"); it is cut off to make the user name, and a
+	// login from any other domain is refused. Default "": the claim is the
+	// user name as it is.
+	UserDomain string `yaml:"user_domain" kind:"oidc"`
+	// GroupsClaim (oidc) is the claim holding the user's groups (a list
+	// of strings). Default "groups".
+	GroupsClaim string `yaml:"groups_claim" kind:"oidc"`
+	// AdminGroups (oidc) are groups whose members are airlock admins,
+	// decided again at each login. Default [].
+	AdminGroups []string `yaml:"admin_groups" kind:"oidc"`
 
 	// AdminUsers are users who are airlock admins when this method lets
 	// them in. Default [].
@@ -631,6 +669,7 @@ func defaultProfile(kind string) Profile {
 	p := Profile{
 		Kind:   kind,
 		CPUs:   Range[int]{Default: 1, Max: 4},
+		Groups: []string{},
 		Memory: Range[Size]{Default: 2 * GiB, Max: 16 * GiB},
 	}
 	switch kind {
@@ -654,7 +693,7 @@ func defaultProfile(kind string) Profile {
 // value (it is nil).
 func (s *LDAPSearch) setDefaults() { s.Filter = "(uid={user})" }
 
-var methodKinds = []string{"local", "ldap", "header"}
+var methodKinds = []string{"local", "ldap", "header", "oidc"}
 
 func (m *AuthMethod) kinds() []string   { return methodKinds }
 func (m *AuthMethod) reset(kind string) { *m = defaultMethod(kind) }
@@ -669,6 +708,11 @@ func defaultMethod(kind string) AuthMethod {
 	case "header":
 		m.Header = "X-Forwarded-User"
 		m.TrustedProxies = []string{}
+	case "oidc":
+		m.Scopes = []string{"profile", "email"}
+		m.UserClaim = "preferred_username"
+		m.GroupsClaim = "groups"
+		m.AdminGroups = []string{}
 	}
 	return m
 }
@@ -832,6 +876,7 @@ func (c *Config) ResolvePaths(getenv func(string) string) error {
 		m := &c.Auth.Methods[i]
 		under(&m.File)
 		under(&m.CAFile)
+		under(&m.ClientSecretFile)
 		if m.Search != nil {
 			under(&m.Search.BindPasswordFile)
 		}

@@ -254,6 +254,10 @@ func (v *validator) profiles(c *Config) {
 		p := &c.Profiles[i]
 		at := fmt.Sprintf("profiles[%d]", i)
 		v.uniqueName(at, "profile", p.Name, first)
+		v.nonEmpty(at+".groups", p.Groups)
+		if len(p.Groups) > 0 && !slices.ContainsFunc(c.Auth.Methods, func(m AuthMethod) bool { return m.Kind == "oidc" }) {
+			v.errorf(at+".groups", "no auth method says which groups users are in (only kind oidc does): nobody could launch this profile")
+		}
 		switch p.Kind {
 		case "desktop":
 			v.desktop(at+".desktop", p)
@@ -384,6 +388,7 @@ func (v *validator) auth(a *Auth) {
 	if len(a.Methods) == 0 {
 		v.errorf("auth.methods", "empty; nobody could log in")
 	}
+	names := map[string]bool{}
 	for i := range a.Methods {
 		m := &a.Methods[i]
 		at := fmt.Sprintf("auth.methods[%d]", i)
@@ -396,6 +401,8 @@ func (v *validator) auth(a *Auth) {
 			v.ldap(at, m)
 		case "header":
 			v.header(at, m)
+		case "oidc":
+			v.oidc(at, m, names)
 		case "":
 			v.errorf(at+".kind", "required: want %s", orList(methodKinds))
 			continue
@@ -458,6 +465,41 @@ func (v *validator) ldap(at string, m *AuthMethod) {
 	if m.Timeout <= 0 {
 		v.errorf(at+".timeout", "%s; want more than 0", show(m.Timeout))
 	}
+}
+
+// oidcName is an OpenID provider's name: it becomes a URL path segment.
+var oidcName = regexp.MustCompile("^[a-z0-9][a-z0-9-]{0,31}$")
+
+func (v *validator) oidc(at string, m *AuthMethod, names map[string]bool) {
+	switch {
+	case !oidcName.MatchString(m.Name):
+		v.errorf(at+".name", "%q; want 1 to 32 of a-z, 0-9 and '-' (it is part of the redirect URI)", m.Name)
+	case names[m.Name]:
+		v.errorf(at+".name", "%q names two providers", m.Name)
+	}
+	names[m.Name] = true
+	switch u, err := url.Parse(m.Issuer); {
+	case m.Issuer == "":
+		v.errorf(at+".issuer", "required: the provider's issuer URL, such as https://idp.example.org/realms/hpc")
+	case err != nil || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" || (u.Scheme != "https" && u.Scheme != "http"):
+		v.errorf(at+".issuer", "%q; want https://host[/path]", m.Issuer)
+	case u.Scheme == "http" && !loopback(u.Hostname()):
+		v.errorf(at+".issuer", "http:// would let anyone on the path forge logins; use https:// (http:// only to a loopback address)")
+	}
+	if m.ClientID == "" {
+		v.errorf(at+".client_id", "required: airlock's client id at the provider")
+	}
+	if m.UserClaim == "" {
+		v.errorf(at+".user_claim", "empty; want the claim holding the user name, such as preferred_username")
+	}
+	if m.GroupsClaim == "" {
+		v.errorf(at+".groups_claim", "empty; want the claim holding the groups, such as groups")
+	}
+	if strings.ContainsAny(m.UserDomain, "@ /") && !strings.HasPrefix(m.UserDomain, "@") || strings.Count(m.UserDomain, "@") > 1 {
+		v.errorf(at+".user_domain", "%q; want a domain such as example.org", m.UserDomain)
+	}
+	v.nonEmpty(at+".admin_groups", m.AdminGroups)
+	v.nonEmpty(at+".scopes", m.Scopes)
 }
 
 func loopback(host string) bool {

@@ -179,7 +179,11 @@ func (g *Gateway) revokeToken(w http.ResponseWriter, r *http.Request, id identit
 // whoami says who the caller is and whether they are an admin.
 // GET /api/v1/me
 func (g *Gateway) whoami(w http.ResponseWriter, r *http.Request, id identity) error {
-	writeJSON(w, 200, map[string]any{"user": id.user, "admin": id.admin})
+	groups := id.groups
+	if groups == nil {
+		groups = []string{}
+	}
+	writeJSON(w, 200, map[string]any{"user": id.user, "admin": id.admin, "groups": groups})
 	return nil
 }
 
@@ -188,6 +192,9 @@ func (g *Gateway) whoami(w http.ResponseWriter, r *http.Request, id identity) er
 func (g *Gateway) listProfiles(w http.ResponseWriter, r *http.Request, id identity) error {
 	var out []map[string]any
 	for _, p := range g.cfg.Profiles {
+		if !p.allows(id.groups) {
+			continue
+		}
 		out = append(out, map[string]any{"name": p.Name, "title": p.Title, "kind": p.Kind,
 			"cpus": p.CPUs, "max_cpus": p.MaxCPUs, "memory_mb": p.MemoryMB, "max_memory_mb": p.MaxMemoryMB,
 			"lifetime": p.Lifetime.String(), "max_lifetime": p.MaxLifetime.String()})
@@ -220,6 +227,10 @@ func (g *Gateway) listSessions(w http.ResponseWriter, r *http.Request, id identi
 func (g *Gateway) launchSession(w http.ResponseWriter, r *http.Request, id identity) error {
 	var req LaunchRequest
 	if err := readJSON(w, r, &req, true); err != nil {
+		return err
+	}
+	if err := g.launchable(id, req.Profile); err != nil {
+		g.audit(r.Context(), id.user, "launch_refused", "", r.RemoteAddr, req.Profile+": "+err.Error())
 		return err
 	}
 	s, err := g.Launch(r.Context(), id.user, req, r.RemoteAddr)

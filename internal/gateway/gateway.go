@@ -52,6 +52,10 @@ type Profile struct {
 	Port        int    // app: TCP port on 127.0.0.1 inside the seal
 	Socket      string // app: or a UNIX socket path inside the seal
 	StripPrefix bool   // app: remove /s/ID/app from the path before passing a request on
+	// Groups, if not empty, are the groups (from LDAP or an OpenID
+	// provider, as of the user's last login) whose members may launch
+	// the profile; nobody else sees or launches it, admins included.
+	Groups []string
 	// Defaults and maximums a launch request must stay within.
 	CPUs, MaxCPUs         int
 	MemoryMB, MaxMemoryMB int

@@ -29,6 +29,8 @@ const loginCookie = "__Host-airlock_login"
 type identity struct {
 	user   string
 	admin  bool
+	// groups are the user's groups as of their last login (LDAP, OIDC).
+	groups []string
 	cookie bool   // by the login cookie: unsafe methods need the CSRF check
 	login  string // the login's id when by the cookie (logout, revoke)
 	token  string // the token's id when by a bearer token (revoke)

@@ -200,7 +200,7 @@ func (g *Gateway) current(ctx context.Context, name string) (identity, error) {
 		}
 		admin = a
 	}
-	return identity{user: name, admin: admin}, nil
+	return identity{user: name, admin: admin, groups: u.Groups}, nil
 }
 
 // watchUsers notices users removed from the local password file (by

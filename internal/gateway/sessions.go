@@ -46,6 +46,34 @@ func (g *Gateway) profile(name string) (Profile, bool) {
 	return Profile{}, false
 }
 
+// allows reports whether a member of groups may launch p: anyone, if p
+// names no groups.
+func (p Profile) allows(groups []string) bool {
+	if len(p.Groups) == 0 {
+		return true
+	}
+	for _, g := range groups {
+		if slices.Contains(p.Groups, g) {
+			return true
+		}
+	}
+	return false
+}
+
+// launchable returns the profile called name if id may launch it. One
+// outside its groups is told the profile is not theirs (403), not that it
+// does not exist: the name is in the configuration anyway.
+func (g *Gateway) launchable(id identity, name string) error {
+	p, ok := g.profile(name)
+	if !ok {
+		return apiErr(400, "unknown_profile", fmt.Sprintf("no profile named %q", name))
+	}
+	if !p.allows(id.groups) {
+		return apiErr(403, "profile_forbidden", fmt.Sprintf("profile %q is for members of %s only", name, strings.Join(p.Groups, ", ")))
+	}
+	return nil
+}
+
 func newID() string {
 	b := make([]byte, 6)
 	rand.Read(b)

@@ -124,7 +124,9 @@ func (g *Gateway) homePage(w http.ResponseWriter, r *http.Request) error {
 	}
 	v := portal.HomePage{Base: portal.Base{Title: "Sessions", User: id.user, Admin: id.admin}, Sessions: rows(ss)}
 	for _, p := range g.cfg.Profiles {
-		v.Profiles = append(v.Profiles, portalProfile(p))
+		if p.allows(id.groups) {
+			v.Profiles = append(v.Profiles, portalProfile(p))
+		}
 	}
 	ts, _ := g.cfg.Store.ListTokens(r.Context(), id.user)
 	for _, t := range ts {
