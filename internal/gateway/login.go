@@ -27,8 +27,8 @@ const loginCookie = "__Host-airlock_login"
 
 // identity is who a request is from and how they proved it.
 type identity struct {
-	user   string
-	admin  bool
+	user  string
+	admin bool
 	// groups are the user's groups as of their last login (LDAP, OIDC).
 	groups []string
 	cookie bool   // by the login cookie: unsafe methods need the CSRF check
