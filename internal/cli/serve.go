@@ -145,8 +145,8 @@ func cmdServe(_ context.Context, env *Env, args []string) int {
 func gatewayConfig(cfg config.Config, cfgPath, registerURL string) gateway.Config {
 	gcfg := gateway.Config{
 		Listen: cfg.Listen, StateDir: cfg.StateDir, TLSCertFile: cfg.TLS.CertFile, TLSKeyFile: cfg.TLS.KeyFile,
-		Apps:  gateway.Apps{Domain: cfg.Apps.Domain, SameOrigin: cfg.Apps.SameOrigin, GatewayURL: strings.TrimSuffix(cfg.PublicURL, "/")},
-		RunAs: cfg.RunAs, LoginTTL: cfg.Auth.SessionTTL, OnUserRemoved: cfg.Auth.OnUserRemoved, RegisterURL: registerURL,
+		Apps:      gateway.Apps{Domain: cfg.Apps.Domain, SameOrigin: cfg.Apps.SameOrigin, GatewayURL: strings.TrimSuffix(cfg.PublicURL, "/")},
+		PublicURL: cfg.PublicURL, RunAs: cfg.RunAs, LoginTTL: cfg.Auth.SessionTTL, OnUserRemoved: cfg.Auth.OnUserRemoved, RegisterURL: registerURL,
 		ReconcileEvery: reconcileEvery(cfg), MetricsForLoopback: cfg.Metrics.Enabled,
 		Limits: gateway.Limits{
 			MaxSessions: cfg.Limits.MaxSessions, MaxSessionsPerUser: cfg.Limits.MaxSessionsPerUser, MaxLoad: cfg.Limits.MaxLoad,

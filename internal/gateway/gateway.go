@@ -111,6 +111,10 @@ type Config struct {
 	// config file): every session's seal masks them and StateDir, so that a
 	// session running as the gateway's own account cannot read them.
 	Hide []string
+	// PublicURL is the gateway's address as users reach it
+	// (https://host[:port][/prefix]), for the redirect URIs sent to
+	// OpenID providers. Empty: each request's own host.
+	PublicURL string
 	// LoginTTL is how long a login lasts. Default 12h.
 	LoginTTL time.Duration
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/subtle"
 	"errors"
+	"fmt"
+	"html"
 	"net/http"
 	"net/url"
 	"strings"
@@ -94,8 +96,8 @@ func (g *Gateway) oidcProvider(name string) *oidc.Provider {
 // public URL, else this request's host. (A forged Host only changes the
 // redirect_uri sent to the provider, which refuses an unregistered one.)
 func (g *Gateway) baseURL(r *http.Request) string {
-	if g.cfg.Apps.GatewayURL != "" {
-		return g.cfg.Apps.GatewayURL
+	if g.cfg.PublicURL != "" {
+		return strings.TrimSuffix(g.cfg.PublicURL, "/")
 	}
 	return "https://" + r.Host
 }
@@ -203,11 +205,29 @@ func trimLog(s string) string {
 // a portal, answers with err).
 func (g *Gateway) loginFailed(w http.ResponseWriter, r *http.Request, err error) error {
 	if g.cfg.Portal == nil {
-		return err
+		// Answered here: returned, a 401 to a GET would become a
+		// redirect to the login page, hiding that this login failed.
+		writeErr(w, err)
+		return nil
 	}
 	ae := asAPIError(err)
 	return g.cfg.Portal.Login(w, ae.Status, portal.LoginPage{Base: portal.Base{Title: "Log in"}, Error: ae.Message, Next: "/",
 		Providers: g.loginProviders("/")})
+}
+
+// providerLogout sends the browser on to u, the provider's end-session
+// endpoint, after the logout form. Not a redirect: the portal's CSP
+// (form-action 'self') rightly stops a form's redirect to another origin,
+// and widening it for every provider would widen it for every form. A
+// meta refresh (and a link) is a plain navigation, which it allows. The
+// gateway login is already gone when this is sent.
+func providerLogout(w http.ResponseWriter, u string) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Referrer-Policy", "no-referrer")
+	e := html.EscapeString(u)
+	fmt.Fprintf(w, `<!doctype html><meta charset="utf-8"><meta http-equiv="refresh" content="0;url=%s"><title>Logged out</title>`+
+		`<p>You are logged out of airlock. <a id="provider-logout" href="%s">Log out at your identity provider too</a>.</p>`, e, e)
 }
 
 // oidcLogoutURL is where to send a browser after logging out of l, to log

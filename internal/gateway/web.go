@@ -170,7 +170,7 @@ func (g *Gateway) logoutPost(w http.ResponseWriter, r *http.Request) error {
 	// A login through an OpenID provider ends there too (RP-initiated
 	// logout), or the next "log in" would silently log the same user in.
 	if u := g.oidcLogoutURL(r.Context(), r, l); u != "" {
-		http.Redirect(w, r, u, http.StatusSeeOther)
+		providerLogout(w, u)
 		return nil
 	}
 	http.Redirect(w, r, "/login", http.StatusSeeOther)
