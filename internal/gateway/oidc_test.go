@@ -3,6 +3,7 @@ package gateway
 import (
 	"crypto/rand"
 	"crypto/rsa"
+	"fmt"
 	"html"
 	"io"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 	"github.com/airlock-hpc/airlock/internal/auth/oidc"
 	"github.com/airlock-hpc/airlock/internal/portal"
 	"github.com/airlock-hpc/airlock/internal/realtest/oidcop"
+	"github.com/airlock-hpc/airlock/internal/store"
 )
 
 const opPassword = "op-Passw0rd"
@@ -110,6 +112,17 @@ func TestOIDCLogin(t *testing.T) {
 			resp, body := c.get(cb.String())
 			if resp.StatusCode != 401 || hasLoginCookie(resp) || !strings.Contains(body, "login failed") {
 				t.Fatalf("replayed callback: %d, login cookie %v", resp.StatusCode, hasLoginCookie(resp))
+			}
+		}
+		// Refused by the gateway's own rule (the state is spent), not
+		// only by the provider's (its code is spent too).
+		evs, err := tg.cfg.Store.ListAudit(t.Context(), store.AuditFilter{Limit: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range evs {
+			if e.Action != "login_failed" || !strings.Contains(e.Detail, "already used state") {
+				t.Fatalf("audit after a replay: %+v; want login_failed for a used state", e)
 			}
 		}
 	})
@@ -298,3 +311,26 @@ func toStrings(v any) []string {
 }
 
 func newForger() (*rsa.PrivateKey, error) { return rsa.GenerateKey(rand.Reader, 2048) }
+
+// TestOIDCPendingBounded: logins under way are bounded, so requests
+// without a login cannot fill memory; expired ones go first.
+func TestOIDCPendingBounded(t *testing.T) {
+	var s oidcState
+	now := time.Now()
+	s.put("old", oidcPending{expires: now.Add(-time.Second)}, now)
+	for i := range oidcMaxPending + 10 {
+		s.put(fmt.Sprint(i), oidcPending{expires: now.Add(time.Duration(i) * time.Millisecond)}, now)
+	}
+	if len(s.pending) > oidcMaxPending {
+		t.Fatalf("%d logins under way kept; at most %d", len(s.pending), oidcMaxPending)
+	}
+	if _, ok := s.take("old"); ok {
+		t.Fatal("an expired login was kept over live ones")
+	}
+	if _, ok := s.take(fmt.Sprint(oidcMaxPending + 9)); !ok {
+		t.Fatal("the newest login was dropped")
+	}
+	if _, ok := s.take(fmt.Sprint(oidcMaxPending + 9)); ok {
+		t.Fatal("a state was taken twice")
+	}
+}
