@@ -163,6 +163,9 @@ func baseConfig(t *testing.T, backend string) config.Config {
 		cfg.Auth.Methods[2] = config.AuthMethod{Kind: "oidc", Name: "idp", Title: "IdP", Issuer: "https://idp.example", ClientID: "airlock",
 			ClientSecretFile: bindPW, Scopes: []string{"profile"}, UserClaim: "preferred_username", UserDomain: "example.org",
 			GroupsClaim: "groups", AdminGroups: []string{"admins"}, AdminUsers: []string{"root"}}
+		// And a mail server where the other has the header method.
+		cfg.Auth.Methods[3] = config.AuthMethod{Kind: "imap", URL: "imaps://mail.example", CAFile: ca, MinTLS: "1.2",
+			Login: "{user}@example.org", Timeout: 5 * time.Second, AdminUsers: []string{"root"}}
 	}
 	return cfg
 }

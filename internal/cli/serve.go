@@ -22,6 +22,7 @@ import (
 	"github.com/airlock-hpc/airlock/internal/auth/header"
 	"github.com/airlock-hpc/airlock/internal/auth/ldap"
 	"github.com/airlock-hpc/airlock/internal/auth/local"
+	"github.com/airlock-hpc/airlock/internal/auth/mail"
 	"github.com/airlock-hpc/airlock/internal/auth/oidc"
 	"github.com/airlock-hpc/airlock/internal/auth/ratelimit"
 	"github.com/airlock-hpc/airlock/internal/backend"
@@ -313,6 +314,17 @@ func authFromConfig(env *Env, cfg config.Config, log *slog.Logger) (*auth.Chain,
 				return nil, nil, fmt.Errorf("auth.methods[%d]: %w", i, err)
 			}
 			chain.Authenticators = append(chain.Authenticators, a)
+		case "imap", "smtp":
+			minTLS, ok := config.TLSVersions[m.MinTLS]
+			if !ok {
+				return nil, nil, fmt.Errorf("auth.methods[%d].min_tls: %q is no TLS version", i, m.MinTLS)
+			}
+			s, err := mail.New(mail.Config{URL: m.URL, RootCAs: m.CAFile, MinTLS: minTLS, Login: m.Login,
+				AdminUsers: m.AdminUsers, Timeout: m.Timeout, Logger: log})
+			if err != nil {
+				return nil, nil, fmt.Errorf("auth.methods[%d]: %w", i, err)
+			}
+			chain.Authenticators = append(chain.Authenticators, s)
 		case "header":
 			hc := header.Config{Header: m.Header, AdminUsers: m.AdminUsers}
 			for _, p := range m.TrustedProxies {

@@ -462,8 +462,9 @@ type Auth struct {
 // kind.
 type AuthMethod struct {
 	// Kind is "local" (a password file), "ldap" (a bind to a directory),
-	// "header" (a user name set by a trusted reverse proxy) or "oidc" (an
-	// OpenID Connect provider: a button on the login page). Required.
+	// "header" (a user name set by a trusted reverse proxy), "oidc" (an
+	// OpenID Connect provider: a button on the login page), "imap" or
+	// "smtp" (a login to the site's mail server). Required.
 	Kind string `yaml:"kind"`
 
 	// File (local) is the password file, one NAME:ROLE:HASH line per user
@@ -473,14 +474,16 @@ type AuthMethod struct {
 
 	// URL (ldap) is the directory server, ldaps://host[:port] or
 	// ldap://host[:port]. Plain ldap:// needs start_tls, except to a
-	// loopback address. Required.
-	URL string `yaml:"url" kind:"ldap"`
+	// loopback address. (imap) is imaps://host[:993] (implicit TLS) or
+	// imap://host[:143] (STARTTLS, always); (smtp) smtps://host[:465] or
+	// smtp://host[:587] (STARTTLS, always). Required.
+	URL string `yaml:"url" kind:"ldap,imap,smtp"`
 	// StartTLS (ldap) upgrades an ldap:// connection with StartTLS.
 	// Default false.
 	StartTLS bool `yaml:"start_tls" kind:"ldap"`
-	// CAFile (ldap) holds the CA certificates (PEM) the server's
+	// CAFile (ldap, imap, smtp) holds the CA certificates (PEM) the server's
 	// certificate must chain to. Default "": the system's roots.
-	CAFile string `yaml:"ca_file" kind:"ldap"`
+	CAFile string `yaml:"ca_file" kind:"ldap,imap,smtp"`
 	// BindDNTemplate (ldap) makes the user's DN from the name typed, which
 	// replaces {user} (escaped): "uid={user},ou=people,dc=example,dc=org".
 	// Set this or search. Default "".
@@ -491,8 +494,18 @@ type AuthMethod struct {
 	// AdminGroup (ldap) is the DN of a group whose members (member or
 	// uniqueMember) are airlock admins. Default "": none.
 	AdminGroup string `yaml:"admin_group" kind:"ldap"`
-	// Timeout (ldap) bounds connecting and each operation. Default 10s.
-	Timeout time.Duration `yaml:"timeout" kind:"ldap"`
+	// Timeout (ldap, imap, smtp) bounds connecting and each operation
+	// (imap, smtp: the whole login). Default 10s.
+	Timeout time.Duration `yaml:"timeout" kind:"ldap,imap,smtp"`
+	// MinTLS (imap, smtp) is the oldest TLS version spoken: "1.2" or
+	// "1.3" ("1.0", "1.1" only for a server that cannot do better). A
+	// server offering less is refused with a log line, never spoken to in
+	// an older version. Default "1.2".
+	MinTLS string `yaml:"min_tls" kind:"imap,smtp"`
+	// Login (imap, smtp) makes the mail server's login from the user name
+	// typed, which replaces {user}: "{user}@example.org". Default
+	// "{user}".
+	Login string `yaml:"login" kind:"imap,smtp"`
 
 	// Header (header) is the request header holding the user name.
 	// Default "X-Forwarded-User".
@@ -693,7 +706,7 @@ func defaultProfile(kind string) Profile {
 // value (it is nil).
 func (s *LDAPSearch) setDefaults() { s.Filter = "(uid={user})" }
 
-var methodKinds = []string{"local", "ldap", "header", "oidc"}
+var methodKinds = []string{"local", "ldap", "header", "oidc", "imap", "smtp"}
 
 func (m *AuthMethod) kinds() []string   { return methodKinds }
 func (m *AuthMethod) reset(kind string) { *m = defaultMethod(kind) }
@@ -708,6 +721,10 @@ func defaultMethod(kind string) AuthMethod {
 	case "header":
 		m.Header = "X-Forwarded-User"
 		m.TrustedProxies = []string{}
+	case "imap", "smtp":
+		m.Timeout = 10 * time.Second
+		m.MinTLS = "1.2"
+		m.Login = "{user}"
 	case "oidc":
 		m.Scopes = []string{"profile", "email"}
 		m.UserClaim = "preferred_username"

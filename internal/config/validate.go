@@ -1,6 +1,7 @@
 package config
 
 import (
+	"crypto/tls"
 	"fmt"
 	"math"
 	"net"
@@ -403,6 +404,8 @@ func (v *validator) auth(a *Auth) {
 			v.header(at, m)
 		case "oidc":
 			v.oidc(at, m, names)
+		case "imap", "smtp":
+			v.mail(at, m)
 		case "":
 			v.errorf(at+".kind", "required: want %s", orList(methodKinds))
 			continue
@@ -461,6 +464,29 @@ func (v *validator) ldap(at string, m *AuthMethod) {
 		case s.BindDN == "" && s.BindPasswordFile != "":
 			v.errorf(at+".search.bind_dn", "required with bind_password_file")
 		}
+	}
+	if m.Timeout <= 0 {
+		v.errorf(at+".timeout", "%s; want more than 0", show(m.Timeout))
+	}
+}
+
+// TLSVersions are min_tls's values.
+var TLSVersions = map[string]uint16{"1.0": tls.VersionTLS10, "1.1": tls.VersionTLS11, "1.2": tls.VersionTLS12, "1.3": tls.VersionTLS13}
+
+func (v *validator) mail(at string, m *AuthMethod) {
+	secure, plain := m.Kind+"s", m.Kind
+	switch u, err := url.Parse(m.URL); {
+	case m.URL == "":
+		v.errorf(at+".url", "required: the mail server, such as %s://mail.example.org", secure)
+	case err != nil || (u.Scheme != secure && u.Scheme != plain) || u.Host == "" || u.User != nil ||
+		u.Path != "" && u.Path != "/" || u.RawQuery != "" || u.Fragment != "":
+		v.errorf(at+".url", "%q; want %s://host[:port] (implicit TLS) or %s://host[:port] (STARTTLS)", m.URL, secure, plain)
+	}
+	if _, ok := TLSVersions[m.MinTLS]; !ok {
+		v.errorf(at+".min_tls", "%q; want 1.2 or 1.3 (1.0 or 1.1 only for a server that cannot do better)", m.MinTLS)
+	}
+	if !strings.Contains(m.Login, "{user}") {
+		v.errorf(at+".login", "%q has no {user}", m.Login)
 	}
 	if m.Timeout <= 0 {
 		v.errorf(at+".timeout", "%s; want more than 0", show(m.Timeout))
