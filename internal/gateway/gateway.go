@@ -26,6 +26,7 @@ import (
 
 	"github.com/airlock-hpc/airlock/internal/auth"
 	"github.com/airlock-hpc/airlock/internal/auth/oidc"
+	"github.com/airlock-hpc/airlock/internal/auth/ratelimit"
 	"github.com/airlock-hpc/airlock/internal/backend"
 	"github.com/airlock-hpc/airlock/internal/store"
 )
@@ -125,6 +126,12 @@ type Config struct {
 	// OIDC are the OpenID providers users may log in with: one button
 	// each on the login page (oidc.go).
 	OIDC []*oidc.Provider
+	// Mailer sends the gateway's e-mails (login links, ready sessions);
+	// nil: none are sent.
+	Mailer Sender
+	// EmailLogin, with Mailer, lets users log in by a link e-mailed to
+	// them (emaillink.go).
+	EmailLogin *EmailLogin
 	// HeaderName is the header Header reads; the proxy removes it before a
 	// request reaches a session.
 	HeaderName string
@@ -184,6 +191,8 @@ type Gateway struct {
 	transports    transports
 	appAuth       appAuth
 	oidc          oidcState
+	emailLinks    emailLinks
+	mailq         chan mailJob
 	closed        bool
 	wg            sync.WaitGroup
 	metrics       metrics
@@ -261,6 +270,15 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	}
 	g.wg.Add(1)
 	go g.recheckViewers()
+	if el := cfg.EmailLogin; el != nil {
+		lim, err := ratelimit.New(ratelimit.Config{UserLimit: cmp.Or(el.PerAddress, 3), AddrLimit: cmp.Or(el.PerClient, 10), Window: cmp.Or(el.Window, 15*time.Minute)})
+		if err != nil {
+			g.Close()
+			return nil, fmt.Errorf("gateway: e-mail login: %w", err)
+		}
+		g.emailLinks.lim = lim
+	}
+	g.startMailer()
 	return g, nil
 }
 

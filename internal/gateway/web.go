@@ -29,6 +29,8 @@ func (g *Gateway) Handler() http.Handler {
 	mux.Handle("/s/{id}/{connector}/", g.appRoute())
 	mux.Handle("POST /login", g.page(g.loginPost))
 	mux.Handle("POST /logout", g.page(g.logoutPost))
+	mux.Handle("POST /login/email", g.page(g.emailLoginPost))
+	mux.Handle("GET /login/email/{secret}", g.page(g.emailLoginLink))
 	mux.Handle("GET /auth/oidc/{name}/login", g.page(g.oidcLogin))
 	mux.Handle("GET /auth/oidc/{name}/callback", g.page(g.oidcCallback))
 	mux.Handle("GET /share/{secret}", g.page(g.sharePage))
@@ -139,7 +141,8 @@ func (g *Gateway) homePage(w http.ResponseWriter, r *http.Request) error {
 
 func (g *Gateway) loginPage(w http.ResponseWriter, r *http.Request) error {
 	next := localPath(r.URL.Query().Get("next"))
-	return g.cfg.Portal.Login(w, 200, portal.LoginPage{Base: portal.Base{Title: "Log in"}, Next: next, Providers: g.loginProviders(next)})
+	return g.cfg.Portal.Login(w, 200, portal.LoginPage{Base: portal.Base{Title: "Log in"}, Next: next, Providers: g.loginProviders(next),
+		EmailLogin: g.cfg.EmailLogin != nil && g.cfg.Mailer != nil})
 }
 
 func (g *Gateway) loginPost(w http.ResponseWriter, r *http.Request) error {

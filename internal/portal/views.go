@@ -24,6 +24,10 @@ type LoginPage struct {
 	Next  string // where to go after logging in (a local path)
 	// Providers are the single-sign-on buttons, one per OpenID provider.
 	Providers []LoginProvider
+	// EmailLogin shows the form asking for a login link by e-mail.
+	EmailLogin bool
+	// Notice is a message that is not an error (a link was sent).
+	Notice string
 }
 
 // LoginProvider is a button that logs in through an OpenID provider.

@@ -1,0 +1,136 @@
+package gateway
+
+import (
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/airlock-hpc/airlock/internal/mailer"
+	"github.com/airlock-hpc/airlock/internal/realtest/smtpsink"
+)
+
+// emailGateway is a gateway that sends login links for example.org
+// through a real SMTP sink on loopback, with a clock the test moves.
+func emailGateway(t *testing.T) (*testGateway, *smtpsink.Sink, *atomic.Int64) {
+	t.Helper()
+	sink := smtpsink.Start(t)
+	m, err := mailer.New(mailer.Config{URL: sink.URL, RootCAs: sink.CAFile, From: "airlock <airlock@gw.test>"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var skew atomic.Int64
+	tg := startGateway(t, "", func(c *Config) {
+		c.Mailer = m
+		c.EmailLogin = &EmailLogin{Domains: []string{"example.org"}, TTL: 5 * time.Minute, AdminUsers: []string{"dave"}}
+		c.Now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	})
+	return tg, sink, &skew
+}
+
+// askLink asks for a login link for addr from c.
+func askLink(t *testing.T, c *client, addr string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", c.tg.url+"/login/email", strings.NewReader(url.Values{"email": {addr}, "next": {"/sessions"}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", c.tg.url)
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	resp, body := c.send(req)
+	return resp.StatusCode, body
+}
+
+var linkRE = regexp.MustCompile(`https://[^\s]+/login/email/[A-Za-z0-9_-]{43}`)
+
+// linkFor waits for the next message at the sink, checks it is for to,
+// and returns the link in it.
+func linkFor(t *testing.T, sink *smtpsink.Sink, to string) string {
+	t.Helper()
+	m := sink.Next(t, 10*time.Second)
+	if len(m.To) != 1 || m.To[0] != to {
+		t.Fatalf("message to %v, want %s:\n%s", m.To, to, m.Data)
+	}
+	l := linkRE.FindString(m.Data)
+	if l == "" {
+		t.Fatalf("no login link in:\n%s", m.Data)
+	}
+	return l
+}
+
+// TestEmailLink: a link arrives at the SMTP sink, logs in once, only the
+// browser that asked, and not after it expires; an address outside the
+// allowed domains gets the same answer and no mail; asking is rate
+// limited per address.
+func TestEmailLink(t *testing.T) {
+	tg, sink, skew := emailGateway(t)
+	a := tg.client()
+	st, known := askLink(t, a, "Carol@Example.org")
+	if st != 202 {
+		t.Fatalf("ask: %d %s", st, known)
+	}
+	link := linkFor(t, sink, "carol@example.org")
+
+	// Another browser (a forwarded mail, a mail scanner): refused, and the
+	// link stays for the browser that asked.
+	b := tg.client()
+	if resp, _ := b.get(link); resp.StatusCode != 401 || hasLoginCookie(resp) {
+		t.Fatalf("link in another browser: %d, login cookie %v", resp.StatusCode, hasLoginCookie(resp))
+	}
+	resp, _ := a.get(link)
+	if resp.StatusCode != 303 || resp.Header.Get("Location") != "/sessions" || !hasLoginCookie(resp) {
+		t.Fatalf("link in the browser that asked: %d to %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	var me meOut
+	if st, body := a.do("GET", "/api/v1/me", nil, &me); st != 200 || me.User != "carol" || me.Admin {
+		t.Fatalf("me: %d %s", st, body)
+	}
+	// Used: never again, not even in the browser that asked.
+	if resp, _ := a.get(link); resp.StatusCode != 401 || hasLoginCookie(resp) {
+		t.Fatalf("link used twice: %d", resp.StatusCode)
+	}
+
+	t.Run("expired", func(t *testing.T) {
+		c := tg.client()
+		askLink(t, c, "dave@example.org")
+		link := linkFor(t, sink, "dave@example.org")
+		skew.Store(int64(5*time.Minute + time.Second))
+		defer skew.Store(0)
+		if resp, _ := c.get(link); resp.StatusCode != 401 || hasLoginCookie(resp) {
+			t.Fatalf("expired link: %d", resp.StatusCode)
+		}
+	})
+
+	t.Run("address not allowed", func(t *testing.T) {
+		c := tg.client()
+		st, body := askLink(t, c, "mallory@evil.org")
+		if st != 202 || body != known {
+			t.Fatalf("unknown domain: %d %q; want the answer a known address gets, %q", st, body, known)
+		}
+		// The next message at the sink is for the next allowed address:
+		// none went to mallory (mails leave in order).
+		askLink(t, c, "erin@example.org")
+		linkFor(t, sink, "erin@example.org")
+	})
+
+	t.Run("rate limited", func(t *testing.T) {
+		c := tg.client()
+		for i := range 3 {
+			if st, _ := askLink(t, c, "frank@example.org"); st != 202 {
+				t.Fatalf("ask %d: %d", i, st)
+			}
+			linkFor(t, sink, "frank@example.org")
+		}
+		if st, _ := askLink(t, c, "frank@example.org"); st != 429 {
+			t.Fatalf("fourth ask for one address: %d; want 429", st)
+		}
+		// Unknown addresses cost the same: the limit tells nothing.
+		for range 3 {
+			askLink(t, c, "x@evil.org")
+		}
+		if st, _ := askLink(t, c, "x@evil.org"); st != 429 {
+			t.Fatalf("fourth ask for an unknown address: %d; want 429", st)
+		}
+	})
+}
