@@ -163,10 +163,16 @@ func baseConfig(t *testing.T, backend string) config.Config {
 		cfg.Auth.Methods[2] = config.AuthMethod{Kind: "oidc", Name: "idp", Title: "IdP", Issuer: "https://idp.example", ClientID: "airlock",
 			ClientSecretFile: bindPW, Scopes: []string{"profile"}, UserClaim: "preferred_username", UserDomain: "example.org",
 			GroupsClaim: "groups", AdminGroups: []string{"admins"}, AdminUsers: []string{"root"}}
+		// And login links by e-mail where the other has its password file
+		// (which the local base reaches).
+		cfg.Auth.Methods[0] = config.AuthMethod{Kind: "email", Domains: []string{"example.org"}, LinkTTL: time.Minute,
+			PerAddress: 2, PerClient: 5, Window: time.Hour, AdminUsers: []string{"root"}}
 		// And a mail server where the other has the header method.
 		cfg.Auth.Methods[3] = config.AuthMethod{Kind: "imap", URL: "imaps://mail.example", CAFile: ca, MinTLS: "1.2",
 			Login: "{user}@example.org", Timeout: 5 * time.Second, AdminUsers: []string{"root"}}
 	}
+	cfg.Mail = &config.MailRelay{Relay: "smtp://relay.example:587", CAFile: ca, MinTLS: "1.2", From: "airlock <airlock@example.org>",
+		User: "airlock", PasswordFile: bindPW, Timeout: 20 * time.Second}
 	return cfg
 }
 
@@ -179,6 +185,8 @@ type reached struct {
 	Auth, Header   any
 	AuthErr        string
 	OIDC           []string
+	Mailer         string
+	EmailLogin     any
 	Logger         any
 	LoggerErr      string
 	GatewayProfile []any
@@ -244,6 +252,13 @@ func reach(t *testing.T, cfg config.Config, withAuth bool) reached {
 		if err != nil {
 			r.AuthErr += err.Error()
 		}
+	}
+	// The relay is built with or without auth keys: mail.* is not under
+	// auth, and auth's email method needs it.
+	m, el, err := mailFromConfig(cfg)
+	r.Mailer, r.EmailLogin = configView(m), configView(el)
+	if err != nil {
+		r.AuthErr += err.Error()
 	}
 	lg, err := newLogger(io.Discard, cfg.Log)
 	r.Logger = lg

@@ -30,6 +30,7 @@ import (
 	"github.com/airlock-hpc/airlock/internal/backend/slurm"
 	"github.com/airlock-hpc/airlock/internal/config"
 	"github.com/airlock-hpc/airlock/internal/gateway"
+	"github.com/airlock-hpc/airlock/internal/mailer"
 	"github.com/airlock-hpc/airlock/internal/portal"
 	"github.com/airlock-hpc/airlock/internal/store/sqlite"
 )
@@ -88,6 +89,10 @@ func cmdServe(_ context.Context, env *Env, args []string) int {
 	if err != nil {
 		return fail(env, "%v", err)
 	}
+	mailer, emailLogin, err := mailFromConfig(cfg)
+	if err != nil {
+		return fail(env, "%v", err)
+	}
 	be, registerURL, err := backendFromConfig(cfg, log)
 	if err != nil {
 		return fail(env, "%v", err)
@@ -110,6 +115,9 @@ func cmdServe(_ context.Context, env *Env, args []string) int {
 		gcfg.Header = hdr
 	}
 	gcfg.OIDC = providers
+	if mailer != nil {
+		gcfg.Mailer, gcfg.EmailLogin = mailer, emailLogin
+	}
 	if os.Geteuid() == 0 && gcfg.RunAs == "" && *cfgPath == "" {
 		// The embedded demo's users are not Unix accounts: as root, make
 		// one for each on their first launch.
@@ -374,6 +382,40 @@ func oidcFromConfig(cfg config.Config, log *slog.Logger) ([]*oidc.Provider, erro
 		out = append(out, p)
 	}
 	return out, nil
+}
+
+// mailFromConfig makes the mail relay's client and the e-mailed login
+// links' settings (nil without a mail block or an email method).
+func mailFromConfig(cfg config.Config) (*mailer.Mailer, *gateway.EmailLogin, error) {
+	mc := cfg.Mail
+	if mc == nil {
+		return nil, nil, nil
+	}
+	minTLS, ok := config.TLSVersions[mc.MinTLS]
+	if !ok {
+		return nil, nil, fmt.Errorf("mail.min_tls: %q is no TLS version", mc.MinTLS)
+	}
+	c := mailer.Config{URL: mc.Relay, RootCAs: mc.CAFile, MinTLS: minTLS, From: mc.From, User: mc.User, Timeout: mc.Timeout}
+	if mc.PasswordFile != "" {
+		b, err := os.ReadFile(mc.PasswordFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("mail.password_file: %w", err)
+		}
+		c.Password = strings.TrimRight(string(b), "\r\n")
+	}
+	m, err := mailer.New(c)
+	if err != nil {
+		return nil, nil, fmt.Errorf("mail: %w", err)
+	}
+	var el *gateway.EmailLogin
+	for _, am := range cfg.Auth.Methods {
+		if am.Kind == "email" {
+			el = &gateway.EmailLogin{Domains: am.Domains, TTL: am.LinkTTL, AdminUsers: am.AdminUsers,
+				PerAddress: am.PerAddress, PerClient: am.PerClient, Window: am.Window}
+			break
+		}
+	}
+	return m, el, nil
 }
 
 func randomPassword() string {

@@ -91,7 +91,34 @@ type Config struct {
 	Log Log `yaml:"log"`
 	// Metrics is the Prometheus endpoint. Default: off.
 	Metrics Metrics `yaml:"metrics"`
+	// Mail is the SMTP relay the gateway sends its e-mails through (login
+	// links, "your session is ready"). Default: none, no e-mails.
+	Mail *MailRelay `yaml:"mail"`
 }
+
+// MailRelay is the site's SMTP relay.
+type MailRelay struct {
+	// Relay is smtp://host[:587] (STARTTLS, always) or smtps://host[:465].
+	// Required.
+	Relay string `yaml:"relay"`
+	// CAFile holds the CA certificates (PEM) the relay's certificate must
+	// chain to. Default "": the system's.
+	CAFile string `yaml:"ca_file"`
+	// MinTLS is the oldest TLS version spoken to the relay. Default "1.2".
+	MinTLS string `yaml:"min_tls"`
+	// From is the sender, "airlock <airlock@example.org>". Required.
+	From string `yaml:"from"`
+	// User logs in to the relay (AUTH PLAIN) with the password in
+	// PasswordFile. Default "": no login.
+	User string `yaml:"user"`
+	// PasswordFile holds the relay password (trailing newline ignored).
+	// Required with user.
+	PasswordFile string `yaml:"password_file"`
+	// Timeout bounds sending one message. Default 30s.
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+func (m *MailRelay) setDefaults() { m.MinTLS, m.Timeout = "1.2", 30*time.Second }
 
 // TLS names the gateway's certificate files (PEM). Set both or neither.
 type TLS struct {
@@ -464,7 +491,8 @@ type AuthMethod struct {
 	// Kind is "local" (a password file), "ldap" (a bind to a directory),
 	// "header" (a user name set by a trusted reverse proxy), "oidc" (an
 	// OpenID Connect provider: a button on the login page), "imap" or
-	// "smtp" (a login to the site's mail server). Required.
+	// "smtp" (a login to the site's mail server) or "email" (a login link
+	// e-mailed through the mail relay). Required.
 	Kind string `yaml:"kind"`
 
 	// File (local) is the password file, one NAME:ROLE:HASH line per user
@@ -545,6 +573,20 @@ type AuthMethod struct {
 	// GroupsClaim (oidc) is the claim holding the user's groups (a list
 	// of strings). Default "groups".
 	GroupsClaim string `yaml:"groups_claim" kind:"oidc"`
+	// Domains (email) are the domains whose addresses may ask for a login
+	// link; the user name is the address's local part. Required.
+	Domains []string `yaml:"domains" kind:"email"`
+	// LinkTTL (email) is how long a link works. Default 10m.
+	LinkTTL time.Duration `yaml:"link_ttl" kind:"email"`
+	// PerAddress (email) is how many links one address may ask for in
+	// window. Default 3.
+	PerAddress int `yaml:"per_address" kind:"email"`
+	// PerClient (email) is how many links one client address may ask for
+	// in window. Default 10.
+	PerClient int `yaml:"per_client" kind:"email"`
+	// Window (email) is the rate limits' window. Default 15m.
+	Window time.Duration `yaml:"window" kind:"email"`
+
 	// AdminGroups (oidc) are groups whose members are airlock admins,
 	// decided again at each login. Default [].
 	AdminGroups []string `yaml:"admin_groups" kind:"oidc"`
@@ -706,7 +748,7 @@ func defaultProfile(kind string) Profile {
 // value (it is nil).
 func (s *LDAPSearch) setDefaults() { s.Filter = "(uid={user})" }
 
-var methodKinds = []string{"local", "ldap", "header", "oidc", "imap", "smtp"}
+var methodKinds = []string{"local", "ldap", "header", "oidc", "imap", "smtp", "email"}
 
 func (m *AuthMethod) kinds() []string   { return methodKinds }
 func (m *AuthMethod) reset(kind string) { *m = defaultMethod(kind) }
@@ -721,6 +763,9 @@ func defaultMethod(kind string) AuthMethod {
 	case "header":
 		m.Header = "X-Forwarded-User"
 		m.TrustedProxies = []string{}
+	case "email":
+		m.Domains = []string{}
+		m.LinkTTL, m.PerAddress, m.PerClient, m.Window = 10*time.Minute, 3, 10, 15*time.Minute
 	case "imap", "smtp":
 		m.Timeout = 10 * time.Second
 		m.MinTLS = "1.2"
@@ -894,6 +939,13 @@ func (c *Config) ResolvePaths(getenv func(string) string) error {
 		under(&m.File)
 		under(&m.CAFile)
 		under(&m.ClientSecretFile)
+	}
+	if c.Mail != nil {
+		under(&c.Mail.CAFile)
+		under(&c.Mail.PasswordFile)
+	}
+	for i := range c.Auth.Methods {
+		m := &c.Auth.Methods[i]
 		if m.Search != nil {
 			under(&m.Search.BindPasswordFile)
 		}

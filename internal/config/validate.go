@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"net/mail"
 	"net/netip"
 	"net/url"
 	"path/filepath"
@@ -79,7 +80,10 @@ func (v *validator) config(c *Config) {
 	v.limits(&c.Limits)
 	v.images(c.Images)
 	v.profiles(c)
-	v.auth(&c.Auth)
+	v.auth(&c.Auth, c.Mail != nil)
+	if c.Mail != nil {
+		v.relay(c.Mail)
+	}
 	if !slices.Contains([]string{"text", "json"}, c.Log.Format) {
 		v.errorf("log.format", "%q; want text or json", c.Log.Format)
 	}
@@ -385,7 +389,7 @@ func (v *validator) app(at string, p *Profile) {
 	}
 }
 
-func (v *validator) auth(a *Auth) {
+func (v *validator) auth(a *Auth, hasMail bool) {
 	if len(a.Methods) == 0 {
 		v.errorf("auth.methods", "empty; nobody could log in")
 	}
@@ -406,6 +410,22 @@ func (v *validator) auth(a *Auth) {
 			v.oidc(at, m, names)
 		case "imap", "smtp":
 			v.mail(at, m)
+		case "email":
+			if len(m.Domains) == 0 {
+				v.errorf(at+".domains", "empty; want the domains whose addresses may log in, such as [example.org]")
+			}
+			v.nonEmpty(at+".domains", m.Domains)
+			if m.LinkTTL <= 0 {
+				v.errorf(at+".link_ttl", "%s; want more than 0", show(m.LinkTTL))
+			}
+			v.atLeast(at+".per_address", m.PerAddress, 1)
+			v.atLeast(at+".per_client", m.PerClient, 1)
+			if m.Window <= 0 {
+				v.errorf(at+".window", "%s; want more than 0", show(m.Window))
+			}
+			if !hasMail {
+				v.errorf(at, "kind email needs the mail block: the relay the links are sent through")
+			}
 		case "":
 			v.errorf(at+".kind", "required: want %s", orList(methodKinds))
 			continue
@@ -467,6 +487,27 @@ func (v *validator) ldap(at string, m *AuthMethod) {
 	}
 	if m.Timeout <= 0 {
 		v.errorf(at+".timeout", "%s; want more than 0", show(m.Timeout))
+	}
+}
+
+func (v *validator) relay(m *MailRelay) {
+	switch u, err := url.Parse(m.Relay); {
+	case m.Relay == "":
+		v.errorf("mail.relay", "required: the SMTP relay, such as smtp://mail.example.org")
+	case err != nil || (u.Scheme != "smtp" && u.Scheme != "smtps") || u.Host == "" || u.User != nil || u.Path != "" && u.Path != "/" || u.RawQuery != "":
+		v.errorf("mail.relay", "%q; want smtp://host[:port] (STARTTLS) or smtps://host[:port]", m.Relay)
+	}
+	if _, ok := TLSVersions[m.MinTLS]; !ok {
+		v.errorf("mail.min_tls", "%q; want 1.2 or 1.3 (1.0 or 1.1 only for a relay that cannot do better)", m.MinTLS)
+	}
+	if a, err := mail.ParseAddress(m.From); m.From == "" || err != nil || !strings.Contains(a.Address, "@") {
+		v.errorf("mail.from", "%q; want an address such as \"airlock <airlock@example.org>\"", m.From)
+	}
+	if (m.User == "") != (m.PasswordFile == "") {
+		v.errorf("mail.password_file", "set user and password_file together")
+	}
+	if m.Timeout <= 0 {
+		v.errorf("mail.timeout", "%s; want more than 0", show(m.Timeout))
 	}
 }
 
