@@ -267,7 +267,7 @@ func profileFromConfig(p config.Profile) gateway.Profile {
 		CPUs: p.CPUs.Default, MaxCPUs: p.CPUs.Max,
 		MemoryMB: int(p.Memory.Default / config.MiB), MaxMemoryMB: int(p.Memory.Max / config.MiB),
 		Lifetime: p.Lifetime.Default, MaxLifetime: p.Lifetime.Max, IdleTimeout: p.IdleTimeout.Default,
-		Groups: p.Groups,
+		Groups: p.Groups, Terms: p.Terms,
 	}
 	if d := p.Desktop; d != nil {
 		g.Geometry, g.Depth, g.Programs, g.Xvnc, g.VNCPassword = d.Geometry, d.Depth, d.Programs, d.Xvnc, d.VNCPassword

@@ -232,6 +232,10 @@ type Profile struct {
 	// Slurm overrides the Slurm backend's job options for this profile;
 	// only allowed with backend kind slurm. Default: none.
 	Slurm *SlurmProfile `yaml:"slurm"`
+	// Terms is a text users must accept before their first launch of the
+	// profile, and again whenever it changes (each acceptance is audited
+	// with the text's SHA-256). Default "": none.
+	Terms string `yaml:"terms"`
 	// Groups are the groups (from an OpenID provider's groups claim, as
 	// of the user's last login) whose members may see and launch the
 	// profile; nobody else may, admins included. Default []: everyone.

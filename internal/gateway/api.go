@@ -133,6 +133,8 @@ func (g *Gateway) routesAPI(mux *http.ServeMux) {
 	mux.Handle("GET /api/v1/profiles", g.api(g.authed(g.listProfiles)))
 	mux.Handle("GET /api/v1/sessions", g.api(g.authed(g.listSessions)))
 	mux.Handle("POST /api/v1/sessions", g.api(g.authed(g.launchSession)))
+	mux.Handle("GET /api/v1/profiles/{name}/terms", g.api(g.authed(g.getTerms)))
+	mux.Handle("POST /api/v1/profiles/{name}/terms", g.api(g.authed(g.acceptTermsAPI)))
 	mux.Handle("GET /api/v1/sessions/{id}", g.api(g.authed(g.getSession)))
 	mux.Handle("GET /api/v1/sessions/{id}/events", g.api(g.authed(g.sessionEvents)))
 	mux.Handle("DELETE /api/v1/sessions/{id}", g.api(g.authed(g.stopSession)))
@@ -195,9 +197,13 @@ func (g *Gateway) listProfiles(w http.ResponseWriter, r *http.Request, id identi
 		if !p.allows(id.groups) {
 			continue
 		}
-		out = append(out, map[string]any{"name": p.Name, "title": p.Title, "kind": p.Kind,
+		m := map[string]any{"name": p.Name, "title": p.Title, "kind": p.Kind,
 			"cpus": p.CPUs, "max_cpus": p.MaxCPUs, "memory_mb": p.MemoryMB, "max_memory_mb": p.MaxMemoryMB,
-			"lifetime": p.Lifetime.String(), "max_lifetime": p.MaxLifetime.String()})
+			"lifetime": p.Lifetime.String(), "max_lifetime": p.MaxLifetime.String()}
+		if p.Terms != "" {
+			m["terms"] = "/api/v1/profiles/" + p.Name + "/terms"
+		}
+		out = append(out, m)
 	}
 	writeJSON(w, 200, map[string]any{"profiles": out})
 	return nil
@@ -231,6 +237,9 @@ func (g *Gateway) launchSession(w http.ResponseWriter, r *http.Request, id ident
 	}
 	if err := g.launchable(id, req.Profile); err != nil {
 		g.audit(r.Context(), id.user, "launch_refused", "", r.RemoteAddr, req.Profile+": "+err.Error())
+		return err
+	}
+	if err := g.termsAccepted(r.Context(), id, req.Profile); err != nil {
 		return err
 	}
 	s, err := g.Launch(r.Context(), id.user, req, r.RemoteAddr)

@@ -53,6 +53,9 @@ type Profile struct {
 	Port        int    // app: TCP port on 127.0.0.1 inside the seal
 	Socket      string // app: or a UNIX socket path inside the seal
 	StripPrefix bool   // app: remove /s/ID/app from the path before passing a request on
+	// Terms, if not empty, is the text a user must accept before their
+	// first launch of the profile, and again when it changes (terms.go).
+	Terms string
 	// Groups, if not empty, are the groups (from LDAP or an OpenID
 	// provider, as of the user's last login) whose members may launch
 	// the profile; nobody else sees or launches it, admins included.

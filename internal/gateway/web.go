@@ -20,6 +20,7 @@ type PortalRenderer interface {
 	Session(w http.ResponseWriter, v portal.SessionPage) error
 	Admin(w http.ResponseWriter, v portal.AdminPage) error
 	Error(w http.ResponseWriter, v portal.ErrorPage) error
+	Terms(w http.ResponseWriter, v portal.TermsPage) error
 }
 
 // Handler is the gateway's whole HTTP surface.
@@ -30,6 +31,7 @@ func (g *Gateway) Handler() http.Handler {
 	mux.Handle("POST /login", g.page(g.loginPost))
 	mux.Handle("POST /logout", g.page(g.logoutPost))
 	mux.Handle("POST /login/email", g.page(g.emailLoginPost))
+	mux.Handle("POST /terms/{name}", g.page(g.termsPost))
 	mux.Handle("GET /login/email/{secret}", g.page(g.emailLoginLink))
 	mux.Handle("GET /auth/oidc/{name}/login", g.page(g.oidcLogin))
 	mux.Handle("GET /auth/oidc/{name}/callback", g.page(g.oidcCallback))
@@ -40,6 +42,7 @@ func (g *Gateway) Handler() http.Handler {
 		mux.Handle("GET /login", g.page(g.loginPage))
 		mux.Handle("GET /sessions/{id}", g.page(g.sessionPage))
 		mux.Handle("GET /admin", g.page(g.adminPage))
+		mux.Handle("GET /terms/{name}", g.page(g.termsPage))
 	}
 	return g.withHosts(securityHeaders(mux))
 }

@@ -34,7 +34,7 @@ var templateFiles embed.FS
 const rfbModule = "vendor/novnc/core/rfb.js"
 
 // pageNames are the templates; each is parsed together with layout.html.
-var pageNames = []string{"login", "home", "session", "admin", "error"}
+var pageNames = []string{"login", "home", "session", "admin", "error", "terms"}
 
 // Portal renders the pages and serves the static assets. It is safe for
 // concurrent use; its zero value is not usable, call New.
@@ -183,6 +183,11 @@ func (p *Portal) Admin(w http.ResponseWriter, v AdminPage) error {
 // has already called WriteHeader with v.Status.
 func (p *Portal) Error(w http.ResponseWriter, v ErrorPage) error {
 	return p.render(w, 0, "error", v)
+}
+
+// Terms renders a profile's terms of use with the form accepting them.
+func (p *Portal) Terms(w http.ResponseWriter, v TermsPage) error {
+	return p.render(w, http.StatusOK, "terms", v)
 }
 
 // render executes a page into a buffer first, so a template error never

@@ -108,3 +108,12 @@ type ErrorPage struct {
 	Status  int
 	Message string
 }
+
+// TermsPage is a profile's terms of use, to accept before launching it.
+type TermsPage struct {
+	Base
+	Profile, ProfileTitle string
+	Text                  string
+	Hash                  string // of Text; the form sends it back
+	Changed               bool   // an older text was accepted
+}

@@ -134,6 +134,12 @@ type Store interface {
 	ListShares(ctx context.Context, sessionID string) ([]session.Share, error)
 	RevokeShare(ctx context.Context, sessionID, id string) error
 
+	// AcceptTerms records the hash of the terms of use of a profile a
+	// user accepted, replacing an earlier one.
+	AcceptTerms(ctx context.Context, user, profile, hash string, at time.Time) error
+	// TermsAccepted returns the hash of the terms of a profile a user
+	// accepted last, or ErrNotFound.
+	TermsAccepted(ctx context.Context, user, profile string) (string, error)
 	// AppendAudit adds an event to the append-only audit log.
 	AppendAudit(ctx context.Context, e session.AuditEvent) error
 	ListAudit(ctx context.Context, f AuditFilter) ([]session.AuditEvent, error)

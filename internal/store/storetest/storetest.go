@@ -53,6 +53,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Token/Invalid", testTokenInvalid},
 		{"User/Put", testUserPut},
 		{"Login", testLogin},
+		{"Terms", testTerms},
 		{"Login/RevokeUser", testRevokeUser},
 		{"Share", testShare},
 		{"Share/Revoke", testShareRevoke},
@@ -1148,5 +1149,25 @@ func stamped(t *testing.T, st store.Store, user, id string, at time.Time) []sess
 			return list
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func testTerms(t *testing.T, st store.Store) {
+	ctx := t.Context()
+	_, err := st.TermsAccepted(ctx, "alice", "gpu")
+	wantErr(t, "TermsAccepted before any", err, store.ErrNotFound)
+	if err := st.AcceptTerms(ctx, "alice", "gpu", "h1", at(0)); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.AcceptTerms(ctx, "alice", "gpu", "h2", at(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if h, err := st.TermsAccepted(ctx, "alice", "gpu"); err != nil || h != "h2" {
+		t.Fatalf("TermsAccepted = %q, %v; want the last, h2", h, err)
+	}
+	_, err = st.TermsAccepted(ctx, "bob", "gpu")
+	wantErr(t, "TermsAccepted of another user", err, store.ErrNotFound)
+	if err := st.AcceptTerms(ctx, "", "gpu", "h", at(0)); err == nil {
+		t.Fatal("AcceptTerms with no user accepted")
 	}
 }
