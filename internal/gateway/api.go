@@ -242,9 +242,20 @@ func (g *Gateway) launchSession(w http.ResponseWriter, r *http.Request, id ident
 	if err := g.termsAccepted(r.Context(), id, req.Profile); err != nil {
 		return err
 	}
+	var mailTo string
+	if req.NotifyEmail {
+		to, err := g.wantReadyMail(r.Context(), id.user)
+		if err != nil {
+			return err
+		}
+		mailTo = to
+	}
 	s, err := g.Launch(r.Context(), id.user, req, r.RemoteAddr)
 	if err != nil {
 		return err
+	}
+	if mailTo != "" {
+		g.oweReadyMail(r.Context(), s, mailTo, g.baseURL(r))
 	}
 	writeJSON(w, 201, map[string]any{"id": s.ID, "state": s.State})
 	return nil

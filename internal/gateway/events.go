@@ -136,12 +136,17 @@ func (h *eventHub) close() {
 type notifyStore struct {
 	store.Store
 	changed func(id string)
+	// state, if set, is told each session after an update (ready mails).
+	state func(*session.Session)
 }
 
 func (s notifyStore) UpdateSession(ctx context.Context, id string, update func(*session.Session) error) (*session.Session, error) {
 	out, err := s.Store.UpdateSession(ctx, id, update)
 	if err == nil {
 		s.changed(id)
+		if s.state != nil && out != nil {
+			s.state(out)
+		}
 	}
 	return out, err
 }

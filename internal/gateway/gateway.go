@@ -196,6 +196,7 @@ type Gateway struct {
 	oidc          oidcState
 	emailLinks    emailLinks
 	mailq         chan mailJob
+	readyMails    readyMails
 	closed        bool
 	wg            sync.WaitGroup
 	metrics       metrics
@@ -248,7 +249,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	}
 	// Every session update wakes that session's event streams; revoking
 	// a right closes the streams it let in.
-	g.cfg.Store = notifyStore{Store: cfg.Store, changed: g.events.changed}
+	g.cfg.Store = notifyStore{Store: cfg.Store, changed: g.events.changed, state: g.sessionChanged}
 	g.onRevoke(g.events.revoked)
 	if g.cfg.Now == nil {
 		g.now = time.Now

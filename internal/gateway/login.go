@@ -100,7 +100,7 @@ func (g *Gateway) identify(r *http.Request) (identity, error) {
 // ensureUser records a user at a login: their admin flag and the method
 // that vouched for them, as it says now.
 func (g *Gateway) ensureUser(ctx context.Context, id auth.Identity) error {
-	return g.cfg.Store.PutUser(ctx, session.User{Name: id.User, Admin: id.Admin, Method: id.Method, Groups: id.Groups, Created: g.now()})
+	return g.cfg.Store.PutUser(ctx, session.User{Name: id.User, Admin: id.Admin, Method: id.Method, Groups: id.Groups, Email: id.Email, Created: g.now()})
 }
 
 func remoteIP(r *http.Request) string {

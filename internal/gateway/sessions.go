@@ -35,6 +35,9 @@ type LaunchRequest struct {
 	// KeepDisk (vm profiles whose image allows it) keeps the VM's disk
 	// overlay in the owner's home between sessions.
 	KeepDisk bool `json:"keep_disk,omitempty"`
+	// NotifyEmail asks for an e-mail with the session's link when it is
+	// ready (for a launch that waits in a queue).
+	NotifyEmail bool `json:"notify_email,omitempty"`
 }
 
 func (g *Gateway) profile(name string) (Profile, bool) {

@@ -131,6 +131,9 @@ type User struct {
 	// Groups are the groups the authenticator named at the user's last
 	// login (LDAP, OIDC), sorted; nil for the others.
 	Groups []string `json:"groups,omitempty"`
+	// Email is the address the last login's method knew (OIDC, a login
+	// link); "" for the others.
+	Email string `json:"email,omitempty"`
 }
 
 // Login is a browser's login: the cookie holds a random secret, the store

@@ -25,10 +25,10 @@ func (db *DB) CreateUser(ctx context.Context, u session.User) error {
 		u.Created = db.now()
 	}
 	var e encoder
-	args := []any{u.Name, b2i(u.Admin), e.time("created", u.Created), u.Method, strings.Join(u.Groups, "\n")}
+	args := []any{u.Name, b2i(u.Admin), e.time("created", u.Created), u.Method, strings.Join(u.Groups, "\n"), u.Email}
 	err := e.err
 	if err == nil {
-		_, err = db.write.ExecContext(ctx, "INSERT INTO users (name, admin, created, method, user_groups) VALUES (?, ?, ?, ?, ?)", args...)
+		_, err = db.write.ExecContext(ctx, "INSERT INTO users (name, admin, created, method, user_groups, email) VALUES (?, ?, ?, ?, ?, ?)", args...)
 	}
 	switch {
 	case err == nil:
@@ -49,11 +49,12 @@ func (db *DB) PutUser(ctx context.Context, u session.User) error {
 		u.Created = db.now()
 	}
 	var e encoder
-	args := []any{u.Name, b2i(u.Admin), e.time("created", u.Created), u.Method, strings.Join(u.Groups, "\n")}
+	args := []any{u.Name, b2i(u.Admin), e.time("created", u.Created), u.Method, strings.Join(u.Groups, "\n"), u.Email}
 	err := e.err
 	if err == nil {
-		_, err = db.write.ExecContext(ctx, `INSERT INTO users (name, admin, created, method, user_groups) VALUES (?, ?, ?, ?, ?)
-			ON CONFLICT (name) DO UPDATE SET admin = excluded.admin, method = excluded.method, user_groups = excluded.user_groups`, args...)
+		_, err = db.write.ExecContext(ctx, `INSERT INTO users (name, admin, created, method, user_groups, email) VALUES (?, ?, ?, ?, ?, ?)
+			ON CONFLICT (name) DO UPDATE SET admin = excluded.admin, method = excluded.method, user_groups = excluded.user_groups,
+				email = excluded.email`, args...)
 	}
 	if err != nil {
 		return fmt.Errorf("put user %s: %w", u.Name, err)
@@ -61,7 +62,7 @@ func (db *DB) PutUser(ctx context.Context, u session.User) error {
 	return nil
 }
 
-const selectUser = "SELECT name, admin, created, method, user_groups FROM users"
+const selectUser = "SELECT name, admin, created, method, user_groups, email FROM users"
 
 func scanUser(r rowScanner) (session.User, error) {
 	var (
@@ -70,7 +71,7 @@ func scanUser(r rowScanner) (session.User, error) {
 		created int64
 		groups  string
 	)
-	if err := r.Scan(&u.Name, &admin, &created, &u.Method, &groups); err != nil {
+	if err := r.Scan(&u.Name, &admin, &created, &u.Method, &groups, &u.Email); err != nil {
 		return session.User{}, err
 	}
 	if groups != "" {

@@ -1052,10 +1052,10 @@ func Seed(tb testing.TB, st store.Store, n, owners int) []string {
 
 func testUserPut(t *testing.T, st store.Store) {
 	ctx := t.Context()
-	if err := st.PutUser(ctx, session.User{Name: "alice", Admin: true, Method: "local", Created: at(0), Groups: []string{"hpc", "staff"}}); err != nil {
+	if err := st.PutUser(ctx, session.User{Name: "alice", Admin: true, Method: "local", Created: at(0), Groups: []string{"hpc", "staff"}, Email: "alice@example.org"}); err != nil {
 		t.Fatalf("PutUser (new): %v", err)
 	}
-	if u, err := st.GetUser(ctx, "alice"); err != nil || !slices.Equal(u.Groups, []string{"hpc", "staff"}) {
+	if u, err := st.GetUser(ctx, "alice"); err != nil || !slices.Equal(u.Groups, []string{"hpc", "staff"}) || u.Email != "alice@example.org" {
 		t.Fatalf("GetUser = %+v, %v; want groups hpc, staff", u, err)
 	}
 	// A later login says she is no longer an admin, through LDAP now, and
