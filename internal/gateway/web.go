@@ -133,6 +133,11 @@ func (g *Gateway) homePage(w http.ResponseWriter, r *http.Request) error {
 			v.Profiles = append(v.Profiles, portalProfile(p))
 		}
 	}
+	if g.cfg.Mailer != nil {
+		if u, err := g.cfg.Store.GetUser(r.Context(), id.user); err == nil {
+			v.NotifyEmail = u.Email
+		}
+	}
 	ts, _ := g.cfg.Store.ListTokens(r.Context(), id.user)
 	for _, t := range ts {
 		if !t.Revoked {

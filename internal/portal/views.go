@@ -65,6 +65,9 @@ type HomePage struct {
 	Sessions []SessionRow
 	Profiles []Profile
 	Tokens   []Token
+	// NotifyEmail is the address a "ready" e-mail would go to; "" hides
+	// the choice (no relay, or no address known).
+	NotifyEmail string
 }
 
 // Token is a bearer token for scripts, listed so it can be revoked.

@@ -74,6 +74,7 @@ async function launch(ev) {
     persistent: $('persistent').checked,
   };
   if (!$('keep-disk-row').hidden && $('keep-disk').checked) body.keep_disk = true;
+  if ($('notify-email') && $('notify-email').checked) body.notify_email = true;
   const btn = $('launch-btn');
   btn.disabled = true;
   say(status, 'Asking the gateway…');
