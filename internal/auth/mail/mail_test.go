@@ -11,7 +11,7 @@ import (
 	"github.com/airlock-hpc/airlock/internal/auth/mail"
 )
 
-func server(t *testing.T, url, ca string, minTLS uint16) *mail.Server {
+func server(t testing.TB, url, ca string, minTLS uint16) *mail.Server {
 	t.Helper()
 	s, err := mail.New(mail.Config{URL: url, RootCAs: ca, MinTLS: minTLS, Login: "{user}@example.org", AdminUsers: []string{"bob"}})
 	if err != nil {

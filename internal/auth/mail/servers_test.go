@@ -22,7 +22,7 @@ import (
 // certFiles writes a self-signed certificate for 127.0.0.1 and its key
 // into dir (cert.pem, key.pem) and returns the certificate's path, which is
 // also the CA file a client needs.
-func certFiles(t *testing.T, dir string) (string, tls.Certificate) {
+func certFiles(t testing.TB, dir string) (string, tls.Certificate) {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
@@ -57,7 +57,7 @@ func openDir(dir string) {
 	os.Chmod(dir, 0o755)
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -68,7 +68,7 @@ func freePort(t *testing.T) int {
 }
 
 // waitGreeting waits until addr answers with a line starting with want.
-func waitGreeting(t *testing.T, addr, want string, logFile string) {
+func waitGreeting(t testing.TB, addr, want string, logFile string) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
@@ -90,7 +90,7 @@ func waitGreeting(t *testing.T, addr, want string, logFile string) {
 
 // needRoot skips unless the test runs as root with the server binary:
 // Dovecot and Exim drop to their own accounts, which only root can do.
-func needRoot(t *testing.T, bin string) {
+func needRoot(t testing.TB, bin string) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: the mail server drops to its own account")
@@ -106,7 +106,7 @@ var users = map[string]string{"alice@example.org": "alice-mail-pw", "bob@example
 // startDovecot runs Debian's Dovecot by hand (no systemd) on two
 // loopback ports: STARTTLS and implicit TLS. It returns their addresses
 // and the CA file.
-func startDovecot(t *testing.T) (starttls, implicit, ca string) {
+func startDovecot(t testing.TB) (starttls, implicit, ca string) {
 	t.Helper()
 	needRoot(t, "dovecot")
 	dir := t.TempDir()
@@ -179,7 +179,7 @@ service imap-login {
 
 // startExim runs Debian's Exim by hand on a loopback port with STARTTLS;
 // AUTH PLAIN and LOGIN are offered only after TLS.
-func startExim(t *testing.T) (addr, ca string) {
+func startExim(t testing.TB) (addr, ca string) {
 	t.Helper()
 	needRoot(t, "exim4")
 	dir := t.TempDir()
@@ -201,6 +201,9 @@ func startExim(t *testing.T) (addr, ca string) {
 primary_hostname = mail.test
 daemon_smtp_ports = %[2]d
 local_interfaces = 127.0.0.1
+smtp_accept_max = 100
+smtp_accept_max_per_host = 100
+smtp_accept_queue_per_connection = 0
 spool_directory = %[1]s/spool
 log_file_path = %[1]s/log/%%slog
 tls_advertise_hosts = *
@@ -244,7 +247,7 @@ LOGIN:
 // startOldTLS listens with TLS 1.0 only (Go's crypto/tls: neither Dovecot
 // nor Exim can be held to TLS 1.0 alone with Debian's OpenSSL settings):
 // a server a client with a sane minimum must refuse.
-func startOldTLS(t *testing.T) (addr, ca string) {
+func startOldTLS(t testing.TB) (addr, ca string) {
 	t.Helper()
 	ca, pair := certFiles(t, t.TempDir())
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{pair},
