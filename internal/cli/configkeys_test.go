@@ -152,7 +152,8 @@ func baseConfig(t *testing.T, backend string) config.Config {
 	cfg.Auth.Methods = []config.AuthMethod{
 		{Kind: "local", File: passwd, AdminUsers: []string{"root"}},
 		{Kind: "ldap", URL: "ldaps://ldap.example", CAFile: ca, BindDNTemplate: "uid={user},dc=example", AdminGroup: "cn=admins",
-			Timeout: 5 * time.Second, AdminUsers: []string{"root"}},
+			GroupsBaseDN: "ou=groups,dc=example",
+			Timeout:      5 * time.Second, AdminUsers: []string{"root"}},
 		{Kind: "ldap", URL: "ldaps://ldap2.example", CAFile: ca, AdminGroup: "cn=admins", Timeout: 5 * time.Second,
 			Search: &config.LDAPSearch{BindDN: "cn=svc", BindPasswordFile: bindPW, BaseDN: "dc=example", Filter: "(uid={user})"}},
 		{Kind: "header", Header: "X-Remote-User", TrustedProxies: []string{"127.0.0.1"}, AdminUsers: []string{"root"}},

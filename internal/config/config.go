@@ -526,6 +526,10 @@ type AuthMethod struct {
 	// AdminGroup (ldap) is the DN of a group whose members (member or
 	// uniqueMember) are airlock admins. Default "": none.
 	AdminGroup string `yaml:"admin_group" kind:"ldap"`
+	// GroupsBaseDN (ldap), if set, is where the user's groups are looked
+	// up at each login: the cn of every group under it naming the user as
+	// member or uniqueMember. They decide profiles[].groups. Default "".
+	GroupsBaseDN string `yaml:"groups_base_dn" kind:"ldap"`
 	// Timeout (ldap, imap, smtp) bounds connecting and each operation
 	// (imap, smtp: the whole login). Default 10s.
 	Timeout time.Duration `yaml:"timeout" kind:"ldap,imap,smtp"`

@@ -260,8 +260,10 @@ func (v *validator) profiles(c *Config) {
 		at := fmt.Sprintf("profiles[%d]", i)
 		v.uniqueName(at, "profile", p.Name, first)
 		v.nonEmpty(at+".groups", p.Groups)
-		if len(p.Groups) > 0 && !slices.ContainsFunc(c.Auth.Methods, func(m AuthMethod) bool { return m.Kind == "oidc" }) {
-			v.errorf(at+".groups", "no auth method says which groups users are in (only kind oidc does): nobody could launch this profile")
+		if len(p.Groups) > 0 && !slices.ContainsFunc(c.Auth.Methods, func(m AuthMethod) bool {
+			return m.Kind == "oidc" || m.Kind == "ldap" && m.GroupsBaseDN != ""
+		}) {
+			v.errorf(at+".groups", "no auth method says which groups users are in (kind oidc, or ldap with groups_base_dn): nobody could launch this profile")
 		}
 		switch p.Kind {
 		case "desktop":

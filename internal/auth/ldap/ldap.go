@@ -49,6 +49,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -116,6 +117,10 @@ type Config struct {
 	// AdminGroup is the DN of a group whose members are admins. Empty:
 	// nobody is an admin through LDAP.
 	AdminGroup string
+	// GroupsBaseDN, if set, is where the user's groups are found (whole
+	// subtree): every groupOfNames or groupOfUniqueNames naming the user's
+	// DN as member or uniqueMember; their cn are Identity.Groups.
+	GroupsBaseDN string
 
 	// DialTimeout bounds connecting (TCP and, for ldaps, TLS). Default 5s.
 	DialTimeout time.Duration
@@ -219,6 +224,11 @@ func newAuthenticator(cfg Config) (*Authenticator, error) {
 			return nil, errors.New("SearchBindDN and SearchBindPassword: set both or neither")
 		}
 	}
+	if cfg.GroupsBaseDN != "" {
+		if _, err := goldap.ParseDN(cfg.GroupsBaseDN); err != nil {
+			return nil, fmt.Errorf("GroupsBaseDN %q: %w", cfg.GroupsBaseDN, err)
+		}
+	}
 	if cfg.AdminGroup != "" {
 		if _, err := goldap.ParseDN(cfg.AdminGroup); err != nil {
 			return nil, fmt.Errorf("AdminGroup %q: %w", cfg.AdminGroup, err)
@@ -283,7 +293,36 @@ func (a *Authenticator) authenticate(ctx context.Context, user, password string)
 	if err != nil {
 		return auth.Identity{}, err
 	}
-	return auth.Identity{User: user, Admin: admin, Method: Method}, nil
+	groups, err := a.groups(ctx, conn, user, dn)
+	if err != nil {
+		return auth.Identity{}, err
+	}
+	return auth.Identity{User: user, Admin: admin, Method: Method, Groups: groups}, nil
+}
+
+// groups returns the cn of the groups under GroupsBaseDN that name dn as
+// a member, sorted; nil without GroupsBaseDN. A search that fails is
+// "unavailable", never "no groups": a flapping server must not take
+// profiles away.
+func (a *Authenticator) groups(ctx context.Context, conn *goldap.Conn, user, dn string) ([]string, error) {
+	if a.cfg.GroupsBaseDN == "" {
+		return nil, nil
+	}
+	e := goldap.EscapeFilter(dn)
+	req := goldap.NewSearchRequest(a.cfg.GroupsBaseDN, goldap.ScopeWholeSubtree, goldap.NeverDerefAliases,
+		1000, a.timeLimit(), false, "(|(member="+e+")(uniqueMember="+e+"))", []string{"cn"}, nil)
+	res, err := conn.Search(req)
+	if err != nil {
+		return nil, fmt.Errorf("groups of %s under %s: %w: %w", user, a.cfg.GroupsBaseDN, auth.ErrUnavailable, err)
+	}
+	var out []string
+	for _, en := range res.Entries {
+		if cn := en.GetAttributeValue("cn"); cn != "" {
+			out = append(out, cn)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
 }
 
 // dial connects, negotiates TLS, and bounds the connection by ctx's

@@ -335,3 +335,26 @@ func BenchmarkSlapdBind(b *testing.B) {
 		})
 	}
 }
+
+// TestSlapdGroups: with GroupsBaseDN, a login brings the user's groups
+// (groupOfNames and groupOfUniqueNames), which decide their profiles.
+func TestSlapdGroups(t *testing.T) {
+	s := authtest.StartSlapd(t)
+	cfg := templateConfig(s)
+	cfg.GroupsBaseDN = "ou=groups," + authtest.BaseDN
+	a := mustNew(t, cfg)
+	for user, want := range map[string][]string{"alice": {"admins"}, "bob": {"uadmins"}} {
+		pw := map[string]string{"alice": authtest.AlicePassword, "bob": authtest.BobPassword}[user]
+		id, err := a.Authenticate(context.Background(), user, pw)
+		if err != nil || !reflect.DeepEqual(id.Groups, want) {
+			t.Fatalf("%s: %+v, %v; want groups %v", user, id, err, want)
+		}
+	}
+	// A base that does not exist is the server's "no such object": not
+	// "no groups".
+	cfg.GroupsBaseDN = "ou=nowhere," + authtest.BaseDN
+	a = mustNew(t, cfg)
+	if _, err := a.Authenticate(context.Background(), "alice", authtest.AlicePassword); !errors.Is(err, auth.ErrUnavailable) {
+		t.Fatalf("groups under a missing base: %v, want ErrUnavailable", err)
+	}
+}
