@@ -169,7 +169,7 @@ func (g *Gateway) routesAPI(mux *http.ServeMux) {
 		}
 		ss, err := g.cfg.Store.ListSessions(r.Context(), f)
 		if err != nil {
-			return err
+			return storeFault("list sessions", err)
 		}
 		out := make([]sessionJSON, 0, len(ss))
 		for _, s := range ss {
@@ -264,7 +264,7 @@ func (g *Gateway) routesAPI(mux *http.ServeMux) {
 		}
 		ss, err := g.cfg.Store.ListSessions(r.Context(), store.SessionFilter{Limit: limit})
 		if err != nil {
-			return err
+			return storeFault("list sessions", err)
 		}
 		out := make([]map[string]any, 0, len(ss))
 		for _, s := range ss {
@@ -281,14 +281,11 @@ func (g *Gateway) routesAPI(mux *http.ServeMux) {
 		if err := noBody(w, r); err != nil {
 			return err
 		}
-		ss, err := g.cfg.Store.ListSessions(r.Context(), store.SessionFilter{States: []session.State{session.Queued, session.Starting, session.Ready}})
+		rep, err := g.stopAll(r.Context(), id.user, r.RemoteAddr)
 		if err != nil {
 			return err
 		}
-		for _, s := range ss {
-			g.Stop(r.Context(), id.user, s.ID, "stopped by admin "+id.user, r.RemoteAddr)
-		}
-		writeJSON(w, 202, map[string]any{"stopping": len(ss)})
+		writeJSON(w, 202, rep)
 		return nil
 	})))
 	mux.Handle("POST "+registration.Path("{id}"), g.api(g.register))

@@ -24,7 +24,7 @@ func (g *Gateway) serveMetrics(w http.ResponseWriter, r *http.Request) error {
 	byState := map[session.State]int{}
 	all, err := g.cfg.Store.ListSessions(r.Context(), store.SessionFilter{States: []session.State{session.Queued, session.Starting, session.Ready, session.Stopping}})
 	if err != nil {
-		return err
+		return storeFault("list sessions", err)
 	}
 	for _, s := range all {
 		byState[s.State]++
