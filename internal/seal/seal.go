@@ -105,11 +105,11 @@ type Result struct {
 
 // Seal is a running sealed unit. Its methods are safe for concurrent use.
 type Seal struct {
-	log     *slog.Logger
-	cfg     Config
-	ctl     *net.UnixConn
-	egress  *net.UnixConn
-	pid     int
+	log    *slog.Logger
+	cfg    Config
+	ctl    *net.UnixConn
+	egress *net.UnixConn
+	pid    int
 	// pidfd is init's pidfd until finish closes it, and reaped says init
 	// was waited for: both under mu, so that a late Kill neither signals a
 	// closed (perhaps reused) descriptor nor kill(2)s a recycled pid.
