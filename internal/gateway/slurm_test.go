@@ -51,6 +51,8 @@ func slurmGatewayWith(t testing.TB, cl *realtest.Slurm, stateDir string, port in
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Runs after the gateway's stop (registered later): the poller ends.
+	t.Cleanup(func() { be.Close() })
 	cfg.Backend = be
 	later := desktopProfile()
 	later.Name = "later"
