@@ -359,3 +359,17 @@ func TestWatchDuringClose(t *testing.T) {
 		}
 	}
 }
+
+// brokenWriter is an audit log file on a full disk.
+type brokenWriter struct{}
+
+func (brokenWriter) Write([]byte) (int, error) { return 0, errors.New("no space left on device") }
+
+// TestAuditLogWriteFailureLogged: an audit event the audit log file could
+// not take is reported in the gateway's log. On main the write's error was
+// dropped.
+func TestAuditLogWriteFailureLogged(t *testing.T) {
+	tg, _, _, lb := faultyGateway(t, func(c *Config) { c.AuditLog = brokenWriter{} }, "alice")
+	tg.client().loginToken("alice")
+	lb.waitLog(t, "write the audit log", "no space left on device")
+}

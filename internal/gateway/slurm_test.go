@@ -22,11 +22,20 @@ import (
 	"github.com/airlock-hpc/airlock/internal/realtest"
 	"github.com/airlock-hpc/airlock/internal/registration"
 	"github.com/coder/websocket"
+	"go.uber.org/goleak"
 )
 
+// TestMain fails the package when its tests leave a goroutine behind: a
+// watcher, a janitor or a proxied connection that outlives its gateway.
 func TestMain(m *testing.M) {
 	code := m.Run()
 	realtest.StopSlurm()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goroutines left behind after the tests:\n%v\n", err)
+			code = 1
+		}
+	}
 	os.Exit(code)
 }
 
