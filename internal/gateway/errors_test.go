@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -16,6 +18,7 @@ import (
 	"github.com/airlock-hpc/airlock/internal/backend"
 	"github.com/airlock-hpc/airlock/internal/portal"
 	"github.com/airlock-hpc/airlock/internal/realtest"
+	"github.com/airlock-hpc/airlock/internal/registration"
 	"github.com/airlock-hpc/airlock/internal/session"
 	"github.com/airlock-hpc/airlock/internal/store"
 )
@@ -372,4 +375,55 @@ func TestAuditLogWriteFailureLogged(t *testing.T) {
 	tg, _, _, lb := faultyGateway(t, func(c *Config) { c.AuditLog = brokenWriter{} }, "alice")
 	tg.client().loginToken("alice")
 	lb.waitLog(t, "write the audit log", "no space left on device")
+}
+
+// flakyRemote is a remote backend whose Register fails with err.
+type flakyRemote struct {
+	fakeRemote
+	err atomic.Value // error
+}
+
+func (f *flakyRemote) Register(context.Context, string, string, net.IP, registration.Registration) (backend.Event, error) {
+	return backend.Event{}, f.err.Load().(error)
+}
+
+// TestRegistrationFaultIsTryAgain: a registration the backend could not
+// check (squeue timed out) is a 503 the runner retries, its cause only
+// logged; only the backend's refusal is a final 403. On main every
+// Register error was a 403 "refused", so a controller's hiccup ended the
+// session.
+func TestRegistrationFaultIsTryAgain(t *testing.T) {
+	fake := &flakyRemote{}
+	var lb *logBuffer
+	tg := startGateway(t, "", func(c *Config) {
+		c.Backend = fake
+		c.RegisterURL = "https://127.0.0.1/"
+		lb = captureLog(t, c)
+	})
+	sid := "s-0123456789ab"
+	if err := tg.cfg.Store.CreateSession(context.Background(), &session.Session{ID: sid, Owner: "alice", Profile: "app",
+		State: session.Queued, Backend: fake.Name(), BackendRef: "job-1"}); err != nil {
+		t.Fatal(err)
+	}
+	register := func() (int, string) {
+		req, _ := http.NewRequest("POST", tg.url+registration.Path(sid), strings.NewReader(`{"event": "ready", "ports": {"console": 5901}}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+tg.g.registerToken(sid))
+		resp, err := tg.client().http.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	fake.err.Store(fmt.Errorf("register %s: %w", sid, errors.New("squeue: slurm_load_jobs error: Socket timed out on send/recv")))
+	if code, body := register(); code != 503 || strings.Contains(body, "slurm_load_jobs") {
+		t.Errorf("registration while the scheduler does not answer: %d %s, want 503 without the scheduler's words", code, body)
+	}
+	lb.waitLog(t, "slurm_load_jobs")
+	fake.err.Store(fmt.Errorf("%w: it came from 10.0.0.9, but job 1 runs on n1", backend.ErrRefused))
+	if code, body := register(); code != 403 || !strings.Contains(body, "runs on n1") {
+		t.Errorf("registration from the wrong node: %d %s, want 403 saying why", code, body)
+	}
 }

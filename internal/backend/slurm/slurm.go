@@ -11,7 +11,6 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -593,7 +592,7 @@ func runners(jobs []job, prefix string) map[string]string {
 
 // ErrRefused is a registration the backend will not accept; the message
 // says why.
-var ErrRefused = errors.New("registration refused")
+var ErrRefused = backend.ErrRefused
 
 // Register accepts a runner's registration only from the node Slurm says
 // the job runs on, and makes the endpoints from that node's address and the
