@@ -391,8 +391,9 @@ func (s *Seal) Kill() {
 		}
 		s.log.Warn("kill seal init by its pidfd; trying its pid", "pid", s.pid, "error", err)
 	}
-	// Without a pidfd (an old kernel) the pid: init is not reaped yet, so
-	// it is still init's.
+	// Without a pidfd (a kernel before 5.3) the pid. Only between Wait's
+	// reap and finish can it name another process; pidfds close that
+	// window, which is why they come first.
 	if err := unix.Kill(s.pid, unix.SIGKILL); err != nil && !errors.Is(err, unix.ESRCH) {
 		s.log.Error("kill seal init", "pid", s.pid, "error", err)
 	}
