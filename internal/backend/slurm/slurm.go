@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -182,9 +183,12 @@ func (b *Backend) command(ctx context.Context, account, name string, stdin []byt
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		msg := strings.TrimSpace(stderr.String())
-		if ctx.Err() != nil {
-			msg = fmt.Sprintf("no answer within %s (%v)", b.cfg.CommandTimeout, ctx.Err())
-		} else if msg == "" {
+		switch {
+		case errors.Is(ctx.Err(), context.DeadlineExceeded):
+			msg = fmt.Sprintf("no answer before its deadline (at most %s); killed", b.cfg.CommandTimeout)
+		case ctx.Err() != nil:
+			msg = "cancelled: " + ctx.Err().Error()
+		case msg == "":
 			msg = err.Error()
 		}
 		return stdout.String(), &CommandError{Command: name, Message: msg}

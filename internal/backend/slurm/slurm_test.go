@@ -335,7 +335,7 @@ func TestHungControllerBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = realtest.WaitFor(10*time.Second, func() error {
-		if !strings.Contains(log.String(), "squeue failed") || !strings.Contains(log.String(), "no answer within 300ms") {
+		if !strings.Contains(log.String(), "squeue failed") || !strings.Contains(log.String(), "no answer before its deadline (at most 300ms)") {
 			return errors.New("no squeue failure logged")
 		}
 		return nil
