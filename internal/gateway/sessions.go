@@ -369,7 +369,8 @@ func (g *Gateway) watch(id, ref string) {
 		}()
 		ch, err := g.cfg.Backend.Watch(ctx, id, ref)
 		if err != nil {
-			if eerr := g.end(ctx, id, "runner lost: "+err.Error()); eerr != nil {
+			// A gateway closing cancels ctx: the next start re-attaches.
+			if eerr := g.end(ctx, id, "runner lost: "+err.Error()); eerr != nil && ctx.Err() == nil {
 				g.log.ErrorContext(ctx, "end a session whose runner is lost", "session", id, "watch_error", err, "error", eerr)
 			}
 			return
