@@ -128,7 +128,7 @@ func (g *Gateway) routesAPI(mux *http.ServeMux) {
 	mux.Handle("GET /api/v1/tokens", g.api(g.authed(func(w http.ResponseWriter, r *http.Request, id identity) error {
 		ts, err := g.cfg.Store.ListTokens(r.Context(), id.user)
 		if err != nil {
-			return err
+			return storeFault("list tokens", err)
 		}
 		writeJSON(w, 200, map[string]any{"tokens": ts})
 		return nil
@@ -234,7 +234,7 @@ func (g *Gateway) routesAPI(mux *http.ServeMux) {
 		}
 		shs, err := g.cfg.Store.ListShares(r.Context(), s.ID)
 		if err != nil {
-			return err
+			return storeFault("list shares", err)
 		}
 		writeJSON(w, 200, map[string]any{"shares": shs})
 		return nil

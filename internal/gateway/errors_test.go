@@ -296,6 +296,8 @@ func TestListFaultIsTryAgain(t *testing.T) {
 		{"ListShares", "/sessions/" + s.ID},
 		{"ListSessions", "/"},
 		{"ListSessions", "/api/v1/sessions"},
+		{"ListTokens", "/api/v1/tokens"},
+		{"ListShares", "/api/v1/sessions/" + s.ID + "/shares"},
 	} {
 		fs.fail.Store(tc.method)
 		req, _ := http.NewRequest("GET", tg.url+tc.path, nil)
