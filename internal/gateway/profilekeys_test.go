@@ -15,6 +15,8 @@ import (
 var profileUsedElsewhere = map[string]string{
 	"IdleTimeout": "the janitor (TestSingleShotAndIdle)",
 	"StripPrefix": "the proxy (TestSingleShotAndIdle, TestRevoke* with the test app's /ws)",
+	"Groups":      "who may list and launch it (TestOIDCLogin/groups_decide_profiles, TestOIDCBrowser)",
+	"Terms":       "the launch's terms check (TestTerms)",
 }
 
 // TestEveryProfileFieldIsUsed is the second half of the configuration's
