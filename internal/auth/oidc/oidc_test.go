@@ -162,7 +162,7 @@ func TestRefusedTokens(t *testing.T) {
 
 // TestUnavailable: a provider that is down is "try again", not "no".
 func TestUnavailable(t *testing.T) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "down", 503) }))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "down", http.StatusServiceUnavailable) }))
 	defer srv.Close()
 	p, err := oidc.New(oidc.Config{Name: "idp", Issuer: srv.URL, ClientID: "airlock"})
 	if err != nil {

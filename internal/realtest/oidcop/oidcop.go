@@ -183,7 +183,7 @@ func Sign(tb testing.TB, key *rsa.PrivateKey, kid string, claims map[string]any)
 // Claims decodes a JWT's payload without checking it.
 func Claims(tb testing.TB, raw string) map[string]any {
 	tb.Helper()
-	tok, err := jose.ParseSigned(raw, []jose.SignatureAlgorithm{jose.RS256})
+	tok, err := jose.ParseSignedCompact(raw, []jose.SignatureAlgorithm{jose.RS256})
 	if err != nil {
 		tb.Fatal(err)
 	}
