@@ -69,6 +69,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzAppNext -fuzztime 30s ./internal/gateway/
 	$(GO) test -run '^$$' -fuzz FuzzAppHostLabel -fuzztime 30s ./internal/gateway/
 	$(GO) test -run '^$$' -fuzz FuzzClaims -fuzztime 30s ./internal/auth/oidc/
+	$(GO) test -run '^$$' -fuzz FuzzMapLogin -fuzztime 30s ./internal/auth/mail/
 
 clean:
 	rm -rf bin internal/portal/static/vendor

@@ -46,3 +46,11 @@ type PasswordAuthenticator interface {
 	// as for a wrong password.
 	Authenticate(ctx context.Context, user, password string) (Identity, error)
 }
+
+// LoginMapper is an authenticator whose users may type their login as a
+// server knows it (an e-mail address) instead of their user name.
+type LoginMapper interface {
+	// MapLogin returns the user name login stands for, if it has this
+	// authenticator's form (such as NAME@example.org).
+	MapLogin(login string) (user string, ok bool)
+}

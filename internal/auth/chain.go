@@ -98,6 +98,7 @@ const invalidNameLog = "(invalid)"
 // The password is never logged, and the user name only if it is valid.
 func (c *Chain) Login(ctx context.Context, user, password, remoteAddr string) (Identity, error) {
 	log := cmp.Or(c.Logger, slog.Default()).With("component", "auth")
+	user = c.mapLogin(user)
 	nameErr := ValidateUserName(user)
 	logUser := user
 	if nameErr != nil {
@@ -171,4 +172,21 @@ func (c *Chain) fail(user, remoteAddr string) {
 	if c.Limiter != nil {
 		c.Limiter.Fail(user, remoteAddr, time.Now())
 	}
+}
+
+// mapLogin turns a login typed in a server's form (an e-mail address) into
+// the user name the first authenticator that knows the form maps it to;
+// anything else is returned as it is. A mapped name is still validated.
+func (c *Chain) mapLogin(login string) string {
+	if ValidateUserName(login) == nil {
+		return login
+	}
+	for _, a := range c.Authenticators {
+		if m, ok := a.(LoginMapper); ok {
+			if u, ok := m.MapLogin(login); ok {
+				return u
+			}
+		}
+	}
+	return login
 }

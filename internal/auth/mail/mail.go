@@ -108,6 +108,22 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
+// MapLogin maps a login typed as the server knows it (the login template
+// with a user name in place of {user}, such as alice@example.org; case
+// ignored) to that user name. Only a valid user name is returned.
+func (s *Server) MapLogin(login string) (string, bool) {
+	pre, post, _ := strings.Cut(strings.ToLower(s.cfg.Login), "{user}")
+	l := strings.ToLower(login)
+	if s.cfg.Login == "{user}" || len(l) <= len(pre)+len(post) || !strings.HasPrefix(l, pre) || !strings.HasSuffix(l, post) {
+		return "", false
+	}
+	u := l[len(pre) : len(l)-len(post)]
+	if auth.ValidateUserName(u) != nil {
+		return "", false
+	}
+	return u, true
+}
+
 // Name is "imap" or "smtp".
 func (s *Server) Name() string { return s.method }
 

@@ -88,3 +88,30 @@ func TestNewRefuses(t *testing.T) {
 		}
 	}
 }
+
+func TestMapLogin(t *testing.T) {
+	s := server(t, "imaps://mail.example", "", 0)
+	for login, want := range map[string]string{
+		"alice@example.org": "alice", "Alice@Example.ORG": "alice",
+		"alice@evil.org": "", "@example.org": "", "a/b@example.org": "", "x@y@example.org": "", "alice": "",
+	} {
+		got, ok := s.MapLogin(login)
+		if got != want || ok != (want != "") {
+			t.Errorf("MapLogin(%q) = %q, %v; want %q", login, got, ok, want)
+		}
+	}
+}
+
+// TestChainMapsEmailLogin: a user types the address the mail server
+// knows; the chain logs in the user name it stands for, against Dovecot.
+func TestChainMapsEmailLogin(t *testing.T) {
+	_, implicit, ca := startDovecot(t)
+	c := &auth.Chain{Authenticators: []auth.PasswordAuthenticator{server(t, "imaps://"+implicit, ca, 0)}}
+	id, err := c.Login(context.Background(), "Alice@example.org", "alice-mail-pw", "127.0.0.1")
+	if err != nil || id.User != "alice" {
+		t.Fatalf("login as alice@example.org: %+v, %v; want user alice", id, err)
+	}
+	if _, err := c.Login(context.Background(), "alice@evil.org", "alice-mail-pw", "127.0.0.1"); !errors.Is(err, auth.ErrInvalid) {
+		t.Fatalf("login as an address of another domain: %v; want ErrInvalid", err)
+	}
+}
