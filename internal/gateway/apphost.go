@@ -321,7 +321,9 @@ func (g *Gateway) appHostLabel(host string) (id string, under bool) {
 		return "", false
 	}
 	if !validSessionID(id) {
-		return "", true
+		// A forward's NAME-USER (forward.go), or nothing.
+		fid, _ := g.forwardByLabel(id)
+		return fid, true
 	}
 	return id, true
 }
@@ -343,7 +345,7 @@ func validSessionID(id string) bool {
 // appURL is the app host of session id as the visitor of r reaches the
 // gateway: same scheme and port, host ID.Domain.
 func (g *Gateway) appURL(r *http.Request, id string) string {
-	host := id + "." + g.cfg.Apps.Domain
+	host := g.hostLabel(id) + "." + g.cfg.Apps.Domain
 	if _, port, err := net.SplitHostPort(r.Host); err == nil && port != "443" {
 		host = net.JoinHostPort(host, port)
 	}
@@ -774,8 +776,13 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, s *session.Ses
 			}
 			// Whatever Authorization came (a user's bearer token) is
 			// replaced by the ticket: the app never sees a gateway
-			// credential.
-			pr.Out.Header.Set("Authorization", "Bearer "+tok)
+			// credential. A forwarded app has no connector to check a
+			// ticket, and would take it for a credential of its own.
+			if isForward(s) {
+				pr.Out.Header.Del("Authorization")
+			} else {
+				pr.Out.Header.Set("Authorization", "Bearer "+tok)
+			}
 		},
 		Transport: g.transport(s.Endpoints[conn], s.TLSSHA256),
 		ModifyResponse: func(resp *http.Response) error {

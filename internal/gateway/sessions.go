@@ -506,6 +506,13 @@ func (g *Gateway) Stop(ctx context.Context, actor, id, reason, remote string) er
 	g.audit(ctx, actor, "stop", id, remote, reason)
 	// Its viewers end now, not when the runner has torn the session down.
 	g.revoke(ctx, revokeEvent{Reason: "session stopped", Session: id})
+	if isForward(s) {
+		// Closing the tunnel tells the node: its next dial is refused
+		// (410) and it ends the app.
+		g.end(ctx, id, reason)
+		g.dropForward(id)
+		return nil
+	}
 	if s.State == session.Ended {
 		return nil
 	}
@@ -527,6 +534,11 @@ func (g *Gateway) reattach(ctx context.Context) error {
 		return fmt.Errorf("gateway: list sessions to re-attach: %w", err)
 	}
 	for _, s := range live {
+		if isForward(s) {
+			// No runner: the node dials back in, or the grace ends it.
+			g.adoptForward(s)
+			continue
+		}
 		if s.BackendRef == "" {
 			g.end(ctx, s.ID, "gateway restarted before the runner started")
 			continue
