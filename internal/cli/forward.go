@@ -80,7 +80,9 @@ func cmdForward(ctx context.Context, env *Env, args []string) int {
 
 	target := *to
 	var app *exec.Cmd
-	appDone := make(chan error, 1)
+	// exited closes when the app has ended, appErr then says how.
+	exited := make(chan struct{})
+	var appErr error
 	if target != "" {
 		if target, err = forward.ParseTarget(target); err != nil {
 			return fail(env, "%v", err)
@@ -92,9 +94,9 @@ func cmdForward(ctx context.Context, env *Env, args []string) int {
 			return fail(env, "%v", err)
 		}
 		defer cleanup()
-		go func() { appDone <- app.Wait() }()
-		if err := waitListening(ctx, target, appDone, *wait); err != nil {
-			endApp(app, appDone)
+		go func() { appErr = app.Wait(); close(exited) }()
+		if err := waitListening(ctx, target, exited, *wait); err != nil {
+			endApp(app, exited)
 			return fail(env, "%v", err)
 		}
 	}
@@ -104,7 +106,7 @@ func cmdForward(ctx context.Context, env *Env, args []string) int {
 	f, err := c.Create(ctx, *name, host)
 	if err != nil {
 		if app != nil {
-			endApp(app, appDone)
+			endApp(app, exited)
 		}
 		return fail(env, "%v", err)
 	}
@@ -113,13 +115,10 @@ func cmdForward(ctx context.Context, env *Env, args []string) int {
 
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var appErr error
-	exited := make(chan struct{})
 	if app != nil {
 		go func() {
 			select {
-			case appErr = <-appDone:
-				close(exited)
+			case <-exited:
 				cancel()
 			case <-sctx.Done():
 			}
@@ -151,7 +150,7 @@ func cmdForward(ctx context.Context, env *Env, args []string) int {
 				code = ee.ExitCode()
 			}
 		default:
-			endApp(app, appDone)
+			endApp(app, exited)
 		}
 	}
 	return code
@@ -226,7 +225,7 @@ func startApp(argv []string, port int, env *Env) (*exec.Cmd, string, func(), err
 }
 
 // waitListening waits until the app accepts connections on target.
-func waitListening(ctx context.Context, target string, done <-chan error, d time.Duration) error {
+func waitListening(ctx context.Context, target string, exited <-chan struct{}, d time.Duration) error {
 	network, addr := "tcp", target
 	if p, ok := strings.CutPrefix(target, "unix:"); ok {
 		network, addr = "unix", p
@@ -242,8 +241,8 @@ func waitListening(ctx context.Context, target string, done <-chan error, d time
 			return fmt.Errorf("the app did not listen on %s within %s: %w", target, d, err)
 		}
 		select {
-		case err := <-done:
-			return fmt.Errorf("the app ended before it listened on %s: %v", target, err)
+		case <-exited:
+			return fmt.Errorf("the app ended before it listened on %s", target)
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(100 * time.Millisecond):
@@ -252,13 +251,13 @@ func waitListening(ctx context.Context, target string, done <-chan error, d time
 }
 
 // endApp ends the app's process group: SIGTERM, then SIGKILL after 5 s.
-func endApp(cmd *exec.Cmd, done <-chan error) {
+func endApp(cmd *exec.Cmd, exited <-chan struct{}) {
 	syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
 	select {
-	case <-done:
+	case <-exited:
 	case <-time.After(5 * time.Second):
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-done
+		<-exited
 	}
 }
 

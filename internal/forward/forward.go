@@ -69,8 +69,8 @@ func (c *Client) log() *slog.Logger {
 
 // apiError is the gateway's error answer.
 type apiError struct {
-	Status  int
-	Code    string `json:"error"`
+	Status  int    `json:"-"`
+	Code    string `json:"code"`
 	Message string `json:"message"`
 }
 
@@ -83,8 +83,12 @@ func (e *apiError) Error() string {
 
 func readAPIError(resp *http.Response) error {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	e := &apiError{Status: resp.StatusCode}
-	json.Unmarshal(b, e)
+	var body struct {
+		Error apiError `json:"error"`
+	}
+	json.Unmarshal(b, &body)
+	e := &body.Error
+	e.Status = resp.StatusCode
 	return e
 }
 
@@ -252,23 +256,19 @@ func pipe(ctx context.Context, st net.Conn, target string) {
 		return // the gateway sees the stream close: 502
 	}
 	defer app.Close()
+	// When either side is done, both are: the gateway's HTTP client and
+	// its WebSocket proxy never half-close, they close, and a stream the
+	// gateway gave up on (a visitor who left an event stream) must not
+	// hold the app's connection open.
 	done := make(chan struct{}, 2)
 	cp := func(dst, src net.Conn) {
 		io.Copy(dst, src)
-		// Half-close, so a request body's end reaches the app while its
-		// answer still flows back.
-		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
-			cw.CloseWrite()
-		} else {
-			dst.Close()
-		}
 		done <- struct{}{}
 	}
 	go cp(app, st)
 	go cp(st, app)
 	select {
 	case <-done:
-		<-done
 	case <-ctx.Done():
 	}
 }

@@ -743,6 +743,15 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, s *session.Ses
 		writeErr(w, err)
 		return
 	}
+	if isForward(s) && v.Mode == session.View {
+		// A forwarded app has no connector to hold a viewer to view-only
+		// (connector/http.go does it for app sessions): the gateway does,
+		// by the same rule.
+		if r.Method != http.MethodGet && r.Method != http.MethodHead && r.Method != http.MethodOptions || r.Header.Get("Upgrade") != "" {
+			writeErr(w, apiErr(403, "view_only", "view-only access: "+r.Method+" and protocol upgrades are not allowed"))
+			return
+		}
+	}
 	upgrade := isWebSocket(r)
 	if upgrade {
 		g.audit(r.Context(), v.User, "connect", s.ID, r.RemoteAddr, fmt.Sprintf("%s (%s)", conn, v.Mode))

@@ -426,6 +426,10 @@ func (c *tunnelConn) Write(p []byte) (int, error) {
 
 func (c *tunnelConn) Close() error {
 	c.once.Do(func() { <-c.t.slots })
+	// A yamux stream's Close is a half-close: a Read blocked on it (the
+	// proxy's copy of a response the visitor left) would wait for the
+	// app. The deadline ends it now.
+	c.Conn.SetDeadline(time.Now())
 	return c.Conn.Close()
 }
 
