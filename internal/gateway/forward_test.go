@@ -570,3 +570,77 @@ func TestForwardNames(t *testing.T) {
 		t.Fatalf("a third forward: %v, want too_many_forwards", err)
 	}
 }
+
+// TestForwardSocketPrivate: the app's socket is in a fresh 0700 directory
+// of the forward's user: another local user of the node cannot connect to
+// it, while the forward still serves the owner.
+func TestForwardSocketPrivate(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to act as two local users")
+	}
+	if _, err := exec.LookPath("python3"); err != nil {
+		t.Skip("python3 not installed")
+	}
+	owner := realtest.TestUser(t)
+	tg := startGateway(t, "", nil, "alice")
+	shared := realtest.SharedDir(t, owner)
+	ca, _ := os.ReadFile(filepath.Join(tg.stateDir, "tls.crt"))
+	realtest.WriteFile(t, owner, filepath.Join(shared, "ca.crt"), ca, 0o644)
+	realtest.WriteFile(t, owner, filepath.Join(shared, "server.py"), []byte(pyServer), 0o644)
+	os.Mkdir(filepath.Join(shared, "www"), 0o755)
+	realtest.WriteFile(t, owner, filepath.Join(shared, "www", "index.html"), []byte("private app\n"), 0o644)
+	cmd := exec.Command(realtest.Binary(t), "forward", "--gateway", tg.url, "--ca", filepath.Join(shared, "ca.crt"), "--name", "priv", "--",
+		"python3", filepath.Join(shared, "server.py"), "{socket}", filepath.Join(shared, "www"), filepath.Join(shared, "pid"))
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + owner.Home, "XDG_CONFIG_HOME=" + shared, "AIRLOCK_TOKEN=" + tg.client().loginToken("alice").token}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(owner.UID), Gid: uint32(owner.GID)}}
+	log := &lockedLog{}
+	cmd.Stderr = log
+	out, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("airlock forward's log:\n%s", log.String())
+		}
+	})
+	line, _ := bufio.NewReader(out).ReadString('\n')
+	u := strings.TrimSpace(line)
+	if !strings.HasPrefix(u, "https://priv-alice.") {
+		t.Fatalf("URL %q; log:\n%s", u, log.String())
+	}
+	var sock string
+	for _, f := range strings.Fields(log.String()) {
+		if p, ok := strings.CutPrefix(f, "to=unix:"); ok {
+			sock = p
+		}
+	}
+	if sock == "" {
+		t.Fatalf("no socket in the log:\n%s", log.String())
+	}
+	alice := tg.client().loginCookie("alice").reachApps()
+	if resp, body := alice.visit(u); resp.StatusCode != 200 || body != "private app\n" {
+		t.Fatalf("the owner's app: %d %q", resp.StatusCode, body)
+	}
+	// Another local user (nobody) tries the socket itself.
+	// The system's python: the test runner's may be under /root.
+	py := "/usr/bin/python3"
+	if _, err := os.Stat(py); err != nil {
+		t.Skip("no /usr/bin/python3")
+	}
+	probe := exec.Command(py, "-c", "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); print('connected')", sock)
+	probe.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	b, err := probe.CombinedOutput()
+	if err == nil || strings.Contains(string(b), "connected") || !strings.Contains(string(b), "PermissionError") {
+		t.Fatalf("another local user connecting to %s: %v %s", sock, err, b)
+	}
+	// The same probe as the owner connects: the refusal above is the
+	// directory's mode, not a wrong path.
+	probe = exec.Command(py, "-c", "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); print('connected')", sock)
+	probe.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(owner.UID), Gid: uint32(owner.GID)}}
+	if b, err := probe.CombinedOutput(); err != nil || !strings.Contains(string(b), "connected") {
+		t.Fatalf("the owner connecting to %s: %v %s", sock, err, b)
+	}
+}
