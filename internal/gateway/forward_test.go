@@ -65,7 +65,11 @@ sock, root, pidfile = sys.argv[1:4]
 os.chdir(root)
 with open(pidfile, "w") as f:
     f.write(str(os.getpid()))
-S(sock, H).serve_forever()
+srv = S(sock, H)
+# As careless as an app can be: anyone may connect to the socket itself;
+# only its directory keeps other users out.
+os.chmod(sock, 0o777)
+srv.serve_forever()
 `
 
 // forwardProc is a running `airlock forward`.
@@ -612,13 +616,16 @@ func TestForwardSocketPrivate(t *testing.T) {
 		t.Fatalf("URL %q; log:\n%s", u, log.String())
 	}
 	var sock string
-	for _, f := range strings.Fields(log.String()) {
-		if p, ok := strings.CutPrefix(f, "to=unix:"); ok {
-			sock = p
+	if err := realtest.WaitFor(10*time.Second, func() error {
+		for _, f := range strings.Fields(log.String()) {
+			if p, ok := strings.CutPrefix(f, "to=unix:"); ok {
+				sock = p
+				return nil
+			}
 		}
-	}
-	if sock == "" {
-		t.Fatalf("no socket in the log:\n%s", log.String())
+		return errors.New("no socket in the log")
+	}); err != nil {
+		t.Fatal(err)
 	}
 	alice := tg.client().loginCookie("alice").reachApps()
 	if resp, body := alice.visit(u); resp.StatusCode != 200 || body != "private app\n" {
