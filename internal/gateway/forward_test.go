@@ -651,3 +651,72 @@ func TestForwardSocketPrivate(t *testing.T) {
 		t.Fatalf("the owner connecting to %s: %v %s", sock, err, b)
 	}
 }
+
+// TestForwardSlurmJob: `airlock forward` inside a real Slurm job that
+// airlock did not start (a plain sbatch script, with AIRLOCK_TOKEN in its
+// environment) publishes the job's app; stopping the forward ends the job.
+func TestForwardSlurmJob(t *testing.T) {
+	cl := realtest.SlurmCluster(t)
+	owner := realtest.TestUser(t)
+	tg := startGateway(t, "", nil, "alice")
+	shared := realtest.SharedDir(t, owner)
+	ca, _ := os.ReadFile(filepath.Join(tg.stateDir, "tls.crt"))
+	realtest.WriteFile(t, owner, filepath.Join(shared, "ca.crt"), ca, 0o644)
+	realtest.WriteFile(t, owner, filepath.Join(shared, "server.py"), []byte(pyServer), 0o644)
+	os.Mkdir(filepath.Join(shared, "www"), 0o755)
+	realtest.WriteFile(t, owner, filepath.Join(shared, "www", "index.html"), []byte("from a slurm job\n"), 0o644)
+	script := fmt.Sprintf("#!/bin/sh\nexec %s forward --gateway %s --ca %s --name job -- /usr/bin/python3 %s {socket} %s %s\n",
+		realtest.Binary(t), tg.url, filepath.Join(shared, "ca.crt"), filepath.Join(shared, "server.py"), filepath.Join(shared, "www"), filepath.Join(shared, "pid"))
+	realtest.WriteFile(t, owner, filepath.Join(shared, "job.sh"), []byte(script), 0o755)
+	out := filepath.Join(shared, "job.out")
+	sb := exec.Command("runuser", "-u", owner.Name, "--", "sbatch", "--parsable", "--output="+out, "--chdir="+shared,
+		"--export=PATH,AIRLOCK_TOKEN,XDG_CONFIG_HOME", filepath.Join(shared, "job.sh"))
+	sb.Env = append(os.Environ(), cl.Env()...)
+	sb.Env = append(sb.Env, "AIRLOCK_TOKEN="+tg.client().loginToken("alice").token, "XDG_CONFIG_HOME="+shared, "PATH=/usr/local/bin:/usr/bin:/bin")
+	b, err := sb.CombinedOutput()
+	if err != nil {
+		t.Fatalf("sbatch: %v %s", err, b)
+	}
+	job := strings.TrimSpace(string(b))
+	t.Cleanup(func() { cl.Command("scancel", job) })
+	var u string
+	if err := realtest.WaitFor(60*time.Second, func() error {
+		b, _ := os.ReadFile(out)
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "https://job-alice.") {
+				u = l
+				return nil
+			}
+		}
+		return fmt.Errorf("no URL in the job's output yet: %q", b)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	alice := tg.client().loginCookie("alice").reachApps()
+	if err := realtest.WaitFor(30*time.Second, func() error {
+		if resp, body := alice.visit(u); resp.StatusCode != 200 || body != "from a slurm job\n" {
+			return fmt.Errorf("%d %q", resp.StatusCode, body)
+		}
+		return nil
+	}); err != nil {
+		b, _ := os.ReadFile(out)
+		t.Fatalf("the job's app: %v; job output:\n%s", err, b)
+	}
+	var list struct{ Sessions []sessionOut }
+	tg.client().loginToken("alice").do("GET", "/api/v1/sessions", nil, &list)
+	if len(list.Sessions) != 1 || list.Sessions[0].Profile != "forward:job" {
+		t.Fatalf("sessions %+v", list.Sessions)
+	}
+	if code, body := tg.client().loginToken("alice").do("DELETE", "/api/v1/sessions/"+list.Sessions[0].ID, nil, nil); code != 202 {
+		t.Fatalf("stop: %d %s", code, body)
+	}
+	if err := realtest.WaitFor(60*time.Second, func() error {
+		out, err := cl.Command("squeue", "--noheader", "--jobs="+job, "--format=%T")
+		if err == nil && strings.TrimSpace(out) != "" {
+			return fmt.Errorf("job %s is %s", job, strings.TrimSpace(out))
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("the job after the forward stopped: %v", err)
+	}
+}
