@@ -735,13 +735,18 @@ func stripAirlockCookies(h http.Header) {
 // single-use ticket (WebSocket upgrades included). strip removes the
 // /s/ID/NAME prefix from the path; csp, if set, goes on every answer.
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, s *session.Session, conn string, v viewerTag, strip bool, csp string) {
-	tok, err := ticket.Sign(g.sessionKey(s.ID), ticket.Claims{
-		Session: s.ID, Connector: conn, User: v.User, Mode: ticket.Mode(v.Mode), Expires: g.now().Add(ticketTTL),
-	})
-	if err != nil {
-		g.log.ErrorContext(r.Context(), "sign ticket", "session", s.ID, "error", err)
-		writeErr(w, err)
-		return
+	var tok string
+	if !isForward(s) {
+		// A forward has no connector to check a ticket.
+		var err error
+		tok, err = ticket.Sign(g.sessionKey(s.ID), ticket.Claims{
+			Session: s.ID, Connector: conn, User: v.User, Mode: ticket.Mode(v.Mode), Expires: g.now().Add(ticketTTL),
+		})
+		if err != nil {
+			g.log.ErrorContext(r.Context(), "sign ticket", "session", s.ID, "error", err)
+			writeErr(w, err)
+			return
+		}
 	}
 	if isForward(s) && v.Mode == session.View {
 		// A forwarded app has no connector to hold a viewer to view-only

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -215,6 +216,12 @@ func (g *Gateway) newTransport(endpoint, sha string) *http.Transport {
 			return d.DialContext(ctx, "tcp", endpoint)
 		}
 	}
+	idle := 64
+	if strings.HasPrefix(endpoint, forwardEndpointPrefix) {
+		// A tunnel's streams cost a few KiB each: keep as many idle as
+		// the tunnel may open, so a burst does not open and close them.
+		idle = cmp.Or(g.cfg.Forward.MaxStreams, 256)
+	}
 	return &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			c, err := dial(ctx)
@@ -227,7 +234,7 @@ func (g *Gateway) newTransport(endpoint, sha string) *http.Transport {
 		// Keep-alive: each request carries its own ticket (see transports).
 		// Enough idle connections for a burst of a browser's parallel
 		// requests, or a busy API client, to find one.
-		MaxIdleConnsPerHost: 64,
+		MaxIdleConnsPerHost: idle,
 		IdleConnTimeout:     connectorIdleTimeout,
 		ForceAttemptHTTP2:   false,
 	}
