@@ -25,6 +25,7 @@ import (
 
 	"github.com/airlock-hpc/airlock/internal/clientauth"
 	"github.com/airlock-hpc/airlock/internal/forward"
+	"github.com/airlock-hpc/airlock/internal/portal"
 	"github.com/airlock-hpc/airlock/internal/realtest"
 )
 
@@ -250,15 +251,9 @@ func restartSameAddr(t *testing.T, tg *testGateway) *testGateway {
 	return tg2
 }
 
-// wsEcho serves a WebSocket echo app on a UNIX socket.
-func wsEcho(t *testing.T) string {
-	t.Helper()
-	sock := filepath.Join(t.TempDir(), "echo.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+// wsEchoHandler answers WebSocket messages with "echo: " and the message.
+func wsEchoHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
 		if err != nil {
 			return
@@ -273,7 +268,18 @@ func wsEcho(t *testing.T) string {
 				return
 			}
 		}
-	})}
+	})
+}
+
+// wsEcho serves a WebSocket echo app on a UNIX socket.
+func wsEcho(t *testing.T) string {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "echo.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: wsEchoHandler()}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return sock
@@ -718,5 +724,52 @@ func TestForwardSlurmJob(t *testing.T) {
 		return nil
 	}); err != nil {
 		t.Fatalf("the job after the forward stopped: %v", err)
+	}
+}
+
+// TestForwardBrowser: in headless Chromium, the owner opens the forward's
+// URL (signed in through the gateway), the app's page talks to the app's
+// WebSocket, and the portal's Stop button ends the forward: airlock
+// forward exits and the URL is gone.
+func TestForwardBrowser(t *testing.T) {
+	needBrowser(t)
+	p, err := portal.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg := startGateway(t, "", func(c *Config) { c.Portal = p }, "alice")
+	sock := filepath.Join(t.TempDir(), "echo.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	echo := wsEchoHandler()
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/ws" {
+			echo.ServeHTTP(w, r)
+			return
+		}
+		io.WriteString(w, "<!doctype html><title>echo</title><p>echo app</p>")
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	fp := startForward(t, tg, tg.url, tg.client().loginToken("alice").token, "--name", "chrome", "--to", "unix:"+sock)
+	var list struct{ Sessions []sessionOut }
+	tg.client().loginToken("alice").do("GET", "/api/v1/sessions", nil, &list)
+	if len(list.Sessions) != 1 {
+		t.Fatalf("sessions %+v", list.Sessions)
+	}
+	id := list.Sessions[0].ID
+	b := startBrowser(t, "forward-browser.mjs", map[string]string{"base": tg.url, "password": testPassword, "user": "alice", "url": fp.url, "id": id})
+	m := b.wait("app", 90*time.Second)
+	if m["echoed"] != "echo: from chromium" || m["url"] != fp.url {
+		t.Fatalf("the app's WebSocket in Chromium: %v", m)
+	}
+	b.wait("stopped", 30*time.Second)
+	if err := fp.waitExit(t, 30*time.Second); err != nil {
+		t.Errorf("airlock forward after the portal's Stop: %v", err)
+	}
+	if resp, body := tg.client().loginCookie("alice").reachApps().visit(fp.url); resp.StatusCode != 404 {
+		t.Errorf("the URL after the portal's Stop: %d %s", resp.StatusCode, body)
 	}
 }
