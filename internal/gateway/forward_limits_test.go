@@ -141,3 +141,40 @@ func TestForwardStreamCap(t *testing.T) {
 		t.Fatalf("after one closed: %v", err)
 	}
 }
+
+// TestForwardTokenRevoked: the tunnel is let in by the owner's token:
+// revoking the token closes the tunnel at once, and the node's next dial
+// is refused for good.
+func TestForwardTokenRevoked(t *testing.T) {
+	tg := startGateway(t, "", nil, "alice")
+	var tok struct{ Token, ID string }
+	if code, body := tg.client().loginToken("alice").do("POST", "/api/v1/tokens", map[string]string{"name": "node"}, &tok); code != 201 {
+		t.Fatalf("token: %d %s", code, body)
+	}
+	tls, err := clientauth.Credentials{CAFile: filepath.Join(tg.stateDir, "tls.crt")}.TLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &forward.Client{Gateway: tg.url, Token: tok.Token, TLS: tls}
+	f, err := c.Create(context.Background(), "rev", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := make(chan struct{}, 4)
+	served := make(chan error, 1)
+	go func() {
+		served <- c.Serve(context.Background(), f, "unix:/nonexistent", forward.Backoff{Min: 50 * time.Millisecond}, func() { up <- struct{}{} })
+	}()
+	<-up
+	if code, body := tg.client().loginToken("alice").do("DELETE", "/api/v1/tokens/"+tok.ID, nil, nil); code != 204 {
+		t.Fatalf("revoke: %d %s", code, body)
+	}
+	select {
+	case err := <-served:
+		if err == nil || !strings.Contains(err.Error(), "refused") {
+			t.Fatalf("Serve after the token was revoked: %v, want refused", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the tunnel outlived its token")
+	}
+}
