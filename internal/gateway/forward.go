@@ -166,7 +166,9 @@ func (g *Gateway) hostLabel(id string) string {
 func (g *Gateway) adoptForward(s *session.Session) {
 	label, err := forwardLabel(forwardName(s), s.Owner)
 	if err != nil {
-		g.end(g.ctx, s.ID, "bad forward name: "+err.Error())
+		if err := g.end(g.ctx, s.ID, "bad forward name: "+err.Error()); err != nil {
+			g.log.ErrorContext(g.ctx, "end a forward with a bad name", "session", s.ID, "error", err)
+		}
 		return
 	}
 	f := &g.fwd

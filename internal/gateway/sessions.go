@@ -539,9 +539,13 @@ func (g *Gateway) Stop(ctx context.Context, actor, id, reason, remote string) er
 	g.revoke(ctx, revokeEvent{Reason: "session stopped", Session: id})
 	if isForward(s) {
 		// Closing the tunnel tells the node: its next dial is refused
-		// (410) and it ends the app.
-		g.end(ctx, id, reason)
+		// (410) and it ends the app. The tunnel closes even when the
+		// store cannot record the end: the session is Stopping already,
+		// which refuses a new tunnel too.
 		g.dropForward(id)
+		if err := g.end(ctx, id, reason); err != nil {
+			return storeFault("end a forward", err)
+		}
 		return nil
 	}
 	if s.State == session.Ended {
