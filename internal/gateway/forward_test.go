@@ -773,3 +773,51 @@ func TestForwardBrowser(t *testing.T) {
 		t.Errorf("the URL after the portal's Stop: %d %s", resp.StatusCode, body)
 	}
 }
+
+// TestForwardLogin: `airlock login` keeps a token (password on stdin) that
+// a later `airlock forward` uses with no AIRLOCK_TOKEN.
+func TestForwardLogin(t *testing.T) {
+	tg := startGateway(t, "", nil, "alice")
+	home := t.TempDir()
+	ca := filepath.Join(tg.stateDir, "tls.crt")
+	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + home, "XDG_CONFIG_HOME=" + home}
+	login := exec.Command(realtest.Binary(t), "login", "--gateway", tg.url, "--ca", ca, "--user", "alice")
+	login.Env = env
+	login.Stdin = strings.NewReader(testPassword + "\n")
+	if out, err := login.CombinedOutput(); err != nil {
+		t.Fatalf("airlock login: %v %s", err, out)
+	}
+	st, err := os.Stat(filepath.Join(home, "airlock", "login.json"))
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("the kept login: %v %v", st, err)
+	}
+	bad := exec.Command(realtest.Binary(t), "login", "--gateway", tg.url, "--ca", ca, "--user", "alice")
+	bad.Env = append(env, "XDG_CONFIG_HOME="+t.TempDir())
+	bad.Stdin = strings.NewReader("wrong password\n")
+	if out, err := bad.CombinedOutput(); err == nil {
+		t.Fatalf("airlock login with a wrong password: %s", out)
+	}
+	sock := goApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "logged-in forward\n") }))
+	cmd := exec.Command(realtest.Binary(t), "forward", "--name", "kept", "--to", sock)
+	cmd.Env = env
+	out, _ := cmd.StdoutPipe()
+	log := &lockedLog{}
+	cmd.Stderr = log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
+	line, _ := bufio.NewReader(out).ReadString('\n')
+	if !strings.HasPrefix(line, "https://kept-alice.") {
+		t.Fatalf("airlock forward with the kept login: %q; log:\n%s", line, log.String())
+	}
+	alice := tg.client().loginCookie("alice").reachApps()
+	if err := realtest.WaitFor(30*time.Second, func() error {
+		if resp, body := alice.visit(strings.TrimSpace(line)); resp.StatusCode != 200 || body != "logged-in forward\n" {
+			return fmt.Errorf("%d %q", resp.StatusCode, body)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
