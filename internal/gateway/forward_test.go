@@ -821,3 +821,28 @@ func TestForwardLogin(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestForwardPort: --port 0 gives the command a free loopback port in
+// {port} and AIRLOCK_PORT; python3 -m http.server serves on it.
+func TestForwardPort(t *testing.T) {
+	if _, err := exec.LookPath("python3"); err != nil {
+		t.Skip("python3 not installed")
+	}
+	tg := startGateway(t, "", nil, "alice")
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "index.html"), []byte("on a port\n"), 0o644)
+	fp := startForward(t, tg, tg.url, tg.client().loginToken("alice").token, "--port", "0", "--",
+		"sh", "-c", `test "$AIRLOCK_PORT" = "$1" && exec python3 -m http.server "$1" --bind 127.0.0.1 --directory "$2"`, "sh", "{port}", dir)
+	if !strings.HasPrefix(fp.url, "https://sh-alice.") {
+		t.Fatalf("URL %q (the default name is the command's)", fp.url)
+	}
+	alice := tg.client().loginCookie("alice").reachApps()
+	if err := realtest.WaitFor(30*time.Second, func() error {
+		if resp, body := alice.visit(fp.url); resp.StatusCode != 200 || body != "on a port\n" {
+			return fmt.Errorf("%d %q", resp.StatusCode, body)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
