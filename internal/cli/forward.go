@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -20,18 +21,20 @@ import (
 
 	"github.com/airlock-hpc/airlock/internal/clientauth"
 	"github.com/airlock-hpc/airlock/internal/forward"
+	"github.com/airlock-hpc/airlock/internal/seal"
 )
 
 // cmdForward is `airlock forward`: publish a web app of this node on the
 // gateway through a tunnel it dials out (internal/forward).
 func cmdForward(ctx context.Context, env *Env, args []string) int {
-	fs := newFlags(env, "forward", "[--gateway URL] [--name NAME] [--socket | --port N | --to unix:PATH|127.0.0.1:PORT] [-- CMD ARGS...]")
+	fs := newFlags(env, "forward", "[--gateway URL] [--name NAME] [--socket [--seal] | --port N | --to unix:PATH|127.0.0.1:PORT] [-- CMD ARGS...]")
 	gw := fs.String("gateway", "", "the gateway's https:// URL (default: from `airlock login`, or AIRLOCK_GATEWAY)")
 	ca := fs.String("ca", "", "PEM file of the CA that signed the gateway's certificate (default: from `airlock login`, or AIRLOCK_CA; else the system's)")
 	name := fs.String("name", "", "the forward's name, [a-z0-9]{1,32}: the URL is https://NAME-USER.APPS-DOMAIN/ (default: from CMD, or \"app\")")
 	sock := fs.Bool("socket", false, "give CMD a UNIX socket path in a fresh 0700 directory ({socket}, AIRLOCK_SOCKET); the default with CMD")
 	port := fs.Int("port", -1, "give CMD a loopback TCP port ({port}, AIRLOCK_PORT); 0 picks a free one")
 	to := fs.String("to", "", "forward an app that already runs: unix:PATH or 127.0.0.1:PORT (no CMD)")
+	sealed := fs.Bool("seal", false, "run CMD in a seal of its own (own network with loopback only, private /tmp where its socket is): only the forwarder reaches it and it reaches nothing; needs --socket")
 	wait := fs.Duration("ready-timeout", 2*time.Minute, "how long CMD may take to accept connections")
 	newLog := logFlags(fs)
 	if c := parse(fs, args); c >= 0 {
@@ -52,6 +55,8 @@ func cmdForward(ctx context.Context, env *Env, args []string) int {
 		return fail(env, "--socket and --port: choose one")
 	case *to != "" && (*sock || *port >= 0):
 		return fail(env, "--socket and --port are for a command to listen on; --to names the address itself")
+	case *sealed && (*port >= 0 || *to != ""):
+		return fail(env, "--seal runs CMD with a socket in its private /tmp: not with --port (a port in the seal's own network is out of the forwarder's reach) nor --to")
 	case *port > 65535:
 		return fail(env, "--port %d: want 0 to 65535", *port)
 	}
@@ -79,24 +84,24 @@ func cmdForward(ctx context.Context, env *Env, args []string) int {
 	defer stop()
 
 	target := *to
-	var app *exec.Cmd
-	// exited closes when the app has ended, appErr then says how.
-	exited := make(chan struct{})
-	var appErr error
+	var app runningApp
 	if target != "" {
 		if target, err = forward.ParseTarget(target); err != nil {
 			return fail(env, "%v", err)
 		}
 	} else {
 		var cleanup func()
-		app, target, cleanup, err = startApp(cmdArgs, *port, env)
+		if *sealed {
+			app, target, cleanup, err = startSealedApp(ctx, cmdArgs, env, log)
+		} else {
+			app, target, cleanup, err = startApp(cmdArgs, *port, env)
+		}
 		if err != nil {
 			return fail(env, "%v", err)
 		}
 		defer cleanup()
-		go func() { appErr = app.Wait(); close(exited) }()
-		if err := waitListening(ctx, target, exited, *wait); err != nil {
-			endApp(app, exited)
+		if err := waitListening(ctx, target, app.exited(), *wait); err != nil {
+			app.end()
 			return fail(env, "%v", err)
 		}
 	}
@@ -106,7 +111,7 @@ func cmdForward(ctx context.Context, env *Env, args []string) int {
 	f, err := c.Create(ctx, *name, host)
 	if err != nil {
 		if app != nil {
-			endApp(app, exited)
+			app.end()
 		}
 		return fail(env, "%v", err)
 	}
@@ -118,7 +123,7 @@ func cmdForward(ctx context.Context, env *Env, args []string) int {
 	if app != nil {
 		go func() {
 			select {
-			case <-exited:
+			case <-app.exited():
 				cancel()
 			case <-sctx.Done():
 			}
@@ -144,13 +149,13 @@ func cmdForward(ctx context.Context, env *Env, args []string) int {
 	}
 	if app != nil {
 		select {
-		case <-exited:
-			log.Info("the app ended", "status", appErr)
-			if ee, ok := errors.AsType[*exec.ExitError](appErr); ok && ee.ExitCode() > 0 {
-				code = ee.ExitCode()
+		case <-app.exited():
+			log.Info("the app ended", "status", app.status())
+			if c := app.code(); c > 0 {
+				code = c
 			}
 		default:
-			endApp(app, exited)
+			app.end()
 		}
 	}
 	return code
@@ -181,7 +186,7 @@ func defaultForwardName(argv []string) string {
 // startApp starts argv with a socket in a fresh 0700 directory, or a
 // loopback port, substituted for {socket}/{port} and in its environment.
 // Its own process group, so ending it ends what it started.
-func startApp(argv []string, port int, env *Env) (*exec.Cmd, string, func(), error) {
+func startApp(argv []string, port int, env *Env) (runningApp, string, func(), error) {
 	var target, sockPath string
 	cleanup := func() {}
 	extra := []string{}
@@ -221,7 +226,96 @@ func startApp(argv []string, port int, env *Env) (*exec.Cmd, string, func(), err
 		cleanup()
 		return nil, "", nil, fmt.Errorf("start %s: %w", args[0], err)
 	}
-	return cmd, target, cleanup, nil
+	a := &plainApp{cmd: cmd, done: make(chan struct{})}
+	go func() { a.err = cmd.Wait(); close(a.done) }()
+	return a, target, cleanup, nil
+}
+
+// runningApp is the app `airlock forward` started.
+type runningApp interface {
+	exited() <-chan struct{} // closed when it has ended
+	status() string          // how it ended, once exited
+	code() int               // its exit code, once exited (0 if none)
+	end()                    // ends it and waits
+}
+
+// plainApp is the command in its own process group.
+type plainApp struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error
+}
+
+func (a *plainApp) exited() <-chan struct{} { return a.done }
+func (a *plainApp) status() string          { return fmt.Sprint(a.err) }
+func (a *plainApp) code() int {
+	if ee, ok := errors.AsType[*exec.ExitError](a.err); ok {
+		return max(ee.ExitCode(), 0)
+	}
+	return 0
+}
+func (a *plainApp) end() { endApp(a.cmd, a.done) }
+
+// sealedApp is the command as the workload of a seal of its own.
+type sealedApp struct{ s *seal.Seal }
+
+func (a *sealedApp) exited() <-chan struct{} { return a.s.Done() }
+func (a *sealedApp) status() string          { return a.s.Result().Reason }
+func (a *sealedApp) code() int               { return max(a.s.Result().Code, 0) }
+func (a *sealedApp) end() {
+	a.s.Stop("the forward ended")
+	select {
+	case <-a.s.Done():
+	case <-time.After(15 * time.Second):
+		a.s.Kill()
+		<-a.s.Done()
+	}
+}
+
+// sealSocket is the app's socket inside its seal: the seal's /tmp is the
+// forward's 0700 directory on the host, where the forwarder reaches it.
+const sealSocket = "/tmp/app.sock"
+
+// startSealedApp starts argv in a seal (own network with only loopback,
+// own /tmp, no privileges): the app reaches nothing outside, and only the
+// forwarder, through the socket in the seal's /tmp, reaches the app.
+func startSealedApp(ctx context.Context, argv []string, env *Env, log *slog.Logger) (runningApp, string, func(), error) {
+	owner, err := seal.LookupOwner("")
+	if err != nil {
+		return nil, "", nil, err
+	}
+	dir, err := os.MkdirTemp(os.Getenv("XDG_RUNTIME_DIR"), "airlock-forward-")
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("seal directory: %w", err)
+	}
+	cleanup := func() { os.RemoveAll(dir) }
+	args := make([]string, len(argv))
+	for i, a := range argv {
+		args[i] = strings.ReplaceAll(a, "{socket}", sealSocket)
+	}
+	wd, _ := os.Getwd()
+	keep := []string{"AIRLOCK_SOCKET=" + sealSocket}
+	for _, k := range []string{"PATH", "HOME", "LANG", "LC_ALL", "TERM", "USER", "LOGNAME"} {
+		if v, ok := os.LookupEnv(k); ok {
+			keep = append(keep, k+"="+v)
+		}
+	}
+	// The app runs as the user: it must not read the token the forwarder
+	// holds (`airlock login` keeps it in the user's config directory).
+	var hide []string
+	if p, err := clientauth.Path(); err == nil {
+		hide = append(hide, filepath.Dir(p))
+	}
+	s, err := seal.Start(ctx, seal.Config{
+		ID: "forward-" + filepath.Base(dir), Owner: owner, ScratchDir: dir, Stderr: env.Stderr, Logger: log, Hide: hide,
+		Processes: []seal.Process{{Name: "app", Role: seal.Workload, Argv: args, Env: keep, Dir: wd, Listener: -1}},
+		Probes:    []string{"unix:" + sealSocket},
+	})
+	if err != nil {
+		cleanup()
+		return nil, "", nil, fmt.Errorf("seal the app: %w", err)
+	}
+	return &sealedApp{s: s}, "unix:" + filepath.Join(dir, "app.sock"), cleanup, nil
 }
 
 // waitListening waits until the app accepts connections on target.

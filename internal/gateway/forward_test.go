@@ -846,3 +846,100 @@ func TestForwardPort(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestForwardSeal: with --seal the app runs in a seal of its own: the
+// forward serves it, while the app reaches nothing (not even the gateway
+// on the node's loopback) and cannot read the token `airlock login` kept.
+func TestForwardSeal(t *testing.T) {
+	if _, err := os.Stat("/usr/bin/python3"); err != nil {
+		t.Skip("no /usr/bin/python3")
+	}
+	owner := realtest.Current(t)
+	if os.Geteuid() == 0 {
+		owner = realtest.TestUser(t) // a seal never runs as root
+	}
+	tg := startGateway(t, "", nil, "alice")
+	dir := ownerDir(t, owner, "airlock-fwd-seal-")
+	conf := filepath.Join(dir, "conf")
+	ca, _ := os.ReadFile(filepath.Join(tg.stateDir, "tls.crt"))
+	realtest.WriteFile(t, owner, filepath.Join(dir, "ca.crt"), ca, 0o644)
+	realtest.WriteFile(t, owner, filepath.Join(dir, "server.py"), []byte(pyServer), 0o644)
+	os.Mkdir(filepath.Join(dir, "www"), 0o755)
+	os.Chown(filepath.Join(dir, "www"), owner.UID, owner.GID)
+	realtest.WriteFile(t, owner, filepath.Join(dir, "www", "index.html"), []byte("sealed app\n"), 0o644)
+	asOwner := func(args ...string) *exec.Cmd {
+		cmd := exec.Command(realtest.Binary(t), args...)
+		cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + owner.Home, "XDG_CONFIG_HOME=" + conf}
+		if os.Geteuid() == 0 {
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(owner.UID), Gid: uint32(owner.GID)}}
+		}
+		return cmd
+	}
+	login := asOwner("login", "--gateway", tg.url, "--ca", filepath.Join(dir, "ca.crt"), "--user", "alice")
+	login.Stdin = strings.NewReader(testPassword + "\n")
+	if out, err := login.CombinedOutput(); err != nil {
+		t.Fatalf("airlock login: %v %s", err, out)
+	}
+	port := strings.Split(tg.url, ":")[2]
+	probe := fmt.Sprintf(`import socket
+out = open("/tmp/probe.txt", "w")
+try:
+    socket.create_connection(("127.0.0.1", %s), 3); out.write("gateway reached\n")
+except OSError as e:
+    out.write("gateway refused: %%s\n" %% e)
+try:
+    open(%q).read(); out.write("token read\n")
+except OSError as e:
+    out.write("token refused: %%s\n" %% e)
+out.close()
+`, port, filepath.Join(conf, "airlock", "login.json"))
+	realtest.WriteFile(t, owner, filepath.Join(dir, "probe.py"), []byte(probe), 0o644)
+	cmd := asOwner("forward", "--seal", "--name", "sealed", "--", "sh", "-c",
+		`/usr/bin/python3 "$1/probe.py"; exec /usr/bin/python3 "$1/server.py" {socket} "$1/www" /tmp/pid`, "sh", dir)
+	log := &lockedLog{}
+	cmd.Stderr = log
+	out, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(30 * time.Second):
+			cmd.Process.Kill()
+		}
+		if t.Failed() {
+			t.Logf("airlock forward's log:\n%s", log.String())
+		}
+	})
+	line, _ := bufio.NewReader(out).ReadString('\n')
+	u := strings.TrimSpace(line)
+	if !strings.HasPrefix(u, "https://sealed-alice.") {
+		t.Fatalf("URL %q", u)
+	}
+	alice := tg.client().loginCookie("alice").reachApps()
+	if err := realtest.WaitFor(30*time.Second, func() error {
+		if resp, body := alice.visit(u); resp.StatusCode != 200 || body != "sealed app\n" {
+			return fmt.Errorf("%d %q", resp.StatusCode, body)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var scratch string
+	for _, f := range strings.Fields(log.String()) {
+		if p, ok := strings.CutPrefix(f, "to=unix:"); ok {
+			scratch = filepath.Dir(p)
+		}
+	}
+	got, err := os.ReadFile(filepath.Join(scratch, "probe.txt"))
+	if err != nil {
+		t.Fatalf("the sealed app's probe: %v", err)
+	}
+	if !strings.Contains(string(got), "gateway refused") || !strings.Contains(string(got), "token refused") {
+		t.Fatalf("the sealed app reached out: %s", got)
+	}
+}
