@@ -178,3 +178,36 @@ func TestForwardTokenRevoked(t *testing.T) {
 		t.Fatal("the tunnel outlived its token")
 	}
 }
+
+// TestForwardGrace: a forward whose tunnel stays down past forward.grace
+// ends, and its name is free again; forwards off refuses them.
+func TestForwardGrace(t *testing.T) {
+	tg := startGateway(t, "", func(c *Config) { c.Forward.Grace = time.Second }, "alice")
+	tls, err := clientauth.Credentials{CAFile: filepath.Join(tg.stateDir, "tls.crt")}.TLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice := tg.client().loginToken("alice")
+	c := &forward.Client{Gateway: tg.url, Token: alice.token, TLS: tls}
+	f, err := c.Create(context.Background(), "lost", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := alice.waitStateFor(f.ID, "ended", 15*time.Second)
+	if !strings.Contains(s.Reason, "tunnel was down") {
+		t.Errorf("reason %q", s.Reason)
+	}
+	if resp, _ := tg.client().reachApps().get(f.URL); resp.StatusCode != 404 {
+		t.Errorf("the URL of an ended forward: %d, want 404", resp.StatusCode)
+	}
+
+	off := startGateway(t, "", func(c *Config) { c.Forward.MaxPerUser = -1 }, "alice")
+	offTLS, err := clientauth.Credentials{CAFile: filepath.Join(off.stateDir, "tls.crt")}.TLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c = &forward.Client{Gateway: off.url, Token: off.client().loginToken("alice").token, TLS: offTLS}
+	if _, err := c.Create(context.Background(), "web", ""); err == nil || !strings.Contains(err.Error(), "forwards_disabled") {
+		t.Fatalf("a forward with forwards off: %v", err)
+	}
+}
