@@ -71,7 +71,11 @@ func TestForwardBandwidth(t *testing.T) {
 	const rate = 512 << 10
 	tg := startGateway(t, "", func(c *Config) { c.Forward.BytesPerSecond = rate }, "alice")
 	big := strings.Repeat("y", 2<<20)
-	target := goApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, big) }))
+	target := goApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/big" {
+			io.WriteString(w, big)
+		}
+	}))
 	f := serveForward(t, tg, tg.client().loginToken("alice").token, "big", target)
 	alice := tg.client().loginCookie("alice").reachApps()
 	if resp, _ := alice.visit(f.URL + "small"); resp.StatusCode != 200 {
