@@ -28,8 +28,8 @@ import (
 // gateway through a tunnel it dials out (internal/forward).
 func cmdForward(ctx context.Context, env *Env, args []string) int {
 	fs := newFlags(env, "forward", "[--gateway URL] [--name NAME] [--socket [--seal] | --port N | --to unix:PATH|127.0.0.1:PORT] [-- CMD ARGS...]")
-	gw := fs.String("gateway", "", "the gateway's https:// URL (default: from `airlock login`, or AIRLOCK_GATEWAY)")
-	ca := fs.String("ca", "", "PEM file of the CA that signed the gateway's certificate (default: from `airlock login`, or AIRLOCK_CA; else the system's)")
+	gw := fs.String("gateway", "", "the gateway's https:// URL (default: the one airlock login kept, or AIRLOCK_GATEWAY)")
+	ca := fs.String("ca", "", "PEM file of the CA that signed the gateway's certificate (default: the one airlock login kept, or AIRLOCK_CA; else the system roots)")
 	name := fs.String("name", "", "the forward's name, [a-z0-9]{1,32}: the URL is https://NAME-USER.APPS-DOMAIN/ (default: from CMD, or \"app\")")
 	sock := fs.Bool("socket", false, "give CMD a UNIX socket path in a fresh 0700 directory ({socket}, AIRLOCK_SOCKET); the default with CMD")
 	port := fs.Int("port", -1, "give CMD a loopback TCP port ({port}, AIRLOCK_PORT); 0 picks a free one")
