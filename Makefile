@@ -64,6 +64,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecodeEvent -fuzztime 30s ./internal/backend/local/
 	$(GO) test -run '^$$' -fuzz FuzzParseInfo -fuzztime 30s ./internal/vm/
 	$(GO) test -run '^$$' -fuzz FuzzQMPReply -fuzztime 30s ./internal/vm/
+	$(GO) test -run '^$$' -fuzz FuzzForwardLabel -fuzztime 30s ./internal/gateway/
+	$(GO) test -run '^$$' -fuzz FuzzParseTarget -fuzztime 30s ./internal/forward/
 	$(GO) test -run '^$$' -fuzz FuzzDecodeJSON -fuzztime 30s ./internal/gateway/
 	$(GO) test -run '^$$' -fuzz FuzzLocalPath -fuzztime 30s ./internal/gateway/
 	$(GO) test -run '^$$' -fuzz FuzzAppNext -fuzztime 30s ./internal/gateway/

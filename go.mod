@@ -11,6 +11,7 @@ require (
 	github.com/go-jose/go-jose/v4 v4.1.9
 	github.com/go-ldap/ldap/v3 v3.4.15
 	github.com/hashicorp/go-hclog v1.6.3
+	github.com/hashicorp/yamux v0.1.2
 	github.com/jimlambrt/gldap v0.1.14
 	github.com/zitadel/oidc/v3 v3.53.0
 	go.uber.org/goleak v1.3.0

@@ -16,6 +16,7 @@ pkgs=(
   busybox-static kmod # the tiny guest the vm tests build (initramfs, depmod)
   samba             # smbd: QEMU's built-in SMB share for Windows guests
   slurmctld slurmd slurm-client munge # the real one-node cluster the slurm backend's tests submit to
+  openssh-server openssh-client # the forward benchmark's ssh -L path (the design airlock forward is measured against)
 )
 missing=()
 for p in "${pkgs[@]}"; do

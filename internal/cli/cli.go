@@ -46,6 +46,8 @@ func commands() []command {
 		{name: "config", summary: "check airlock.yaml, or print the commented defaults", run: cmdConfig},
 		{name: "images", summary: "list the VM images of airlock.yaml and check each file", run: cmdImages},
 		{name: "vm", summary: "admin: a VM session's power button, reset or screen dump", run: cmdVM},
+		{name: "forward", summary: "publish a web app of this node on the gateway through an outbound tunnel", run: cmdForward},
+		{name: "login", summary: "get an API token for a gateway and keep it for forward (or use AIRLOCK_TOKEN)", run: cmdLogin},
 		{name: "version", summary: "print the version", run: cmdVersion},
 		{name: sealInitRole, hidden: true, run: cmdSealInit},
 		{name: janitorRole, hidden: true, run: cmdJanitor},

@@ -170,7 +170,12 @@ func gatewayConfig(cfg config.Config, cfgPath, registerURL string) gateway.Confi
 			MaxSessions: cfg.Limits.MaxSessions, MaxSessionsPerUser: cfg.Limits.MaxSessionsPerUser, MaxLoad: cfg.Limits.MaxLoad,
 			MinFreeMemoryMB: int(cfg.Limits.MinFreeMemory / config.MiB), SingleShotGrace: cfg.Limits.SingleShotGrace,
 		},
+		Forward: gateway.Forward{MaxPerUser: cfg.Forward.MaxPerUser, BytesPerSecond: int64(cfg.Forward.BytesPerSecond),
+			MaxStreams: cfg.Forward.MaxStreams, Grace: cfg.Forward.Grace},
 		Hide: secretPaths(cfg, cfgPath),
+	}
+	if gcfg.Forward.MaxPerUser == 0 {
+		gcfg.Forward.MaxPerUser = -1 // the file's 0 is "off"; the gateway's 0 is "default"
 	}
 	for _, m := range cfg.Auth.Methods {
 		if m.Kind == "header" {

@@ -76,6 +76,9 @@ type Config struct {
 	// Apps says where web apps (profiles of kind app) are served. Default:
 	// each session on a host of its own under apps.localhost.
 	Apps Apps `yaml:"apps"`
+	// Forward is `airlock forward`: users publish a web app of a node
+	// through a tunnel the node dials out. Defaults: see Forward.
+	Forward Forward `yaml:"forward"`
 	// Images are the virtual machine images vm profiles boot, each named
 	// once. Default [].
 	Images []Image `yaml:"images"`
@@ -435,6 +438,26 @@ type Apps struct {
 	SameOrigin bool `yaml:"same_origin"`
 }
 
+// Forward is `airlock forward`: a user on a node (a batch job, a
+// workstation) publishes a web app there at https://NAME-USER.DOMAIN/
+// (apps.domain), through a tunnel the node dials out to the gateway, with
+// the sign-in and share rules of app sessions.
+type Forward struct {
+	// MaxPerUser is how many forwards one user may have live. 0: forwards
+	// are off. Default 5.
+	MaxPerUser int `yaml:"max_per_user"`
+	// BytesPerSecond caps what one forward carries, both ways together.
+	// 0: no cap. Default 0.
+	BytesPerSecond Size `yaml:"bytes_per_second"`
+	// MaxStreams is how many connections may be open at once through one
+	// forward's tunnel. Default 256.
+	MaxStreams int `yaml:"max_streams"`
+	// Grace is how long a forward whose tunnel is down (a gateway restart,
+	// a network blink) waits for the node to dial back before it ends.
+	// Default 2m.
+	Grace time.Duration `yaml:"grace"`
+}
+
 // Limits protect the machine and share it fairly. The lifetime and idle
 // timeout keys are what profiles inherit; a profile may not exceed them.
 type Limits struct {
@@ -664,6 +687,7 @@ func Default() Config {
 		Listen:   "127.0.0.1:8443",
 		Backend:  defaultBackend("local"),
 		Limits:   defaultLimits(),
+		Forward:  Forward{MaxPerUser: 5, MaxStreams: 256, Grace: 2 * time.Minute},
 		AuditLog: "audit.log",
 		Auth: Auth{
 			Methods:       []AuthMethod{defaultMethod("local")},

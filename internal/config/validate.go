@@ -78,6 +78,15 @@ func (v *validator) config(c *Config) {
 	v.apps(c)
 	v.backend(&c.Backend)
 	v.limits(&c.Limits)
+	v.atLeast("forward.max_per_user", c.Forward.MaxPerUser, 0)
+	v.atLeast("forward.bytes_per_second", c.Forward.BytesPerSecond, 0)
+	if c.Forward.BytesPerSecond > 0 && c.Forward.BytesPerSecond < 64*KiB {
+		v.errorf("forward.bytes_per_second", "%s; want 0 (no cap) or at least 64K, or a page would take seconds", show(c.Forward.BytesPerSecond))
+	}
+	v.atLeast("forward.max_streams", c.Forward.MaxStreams, 1)
+	if c.Forward.Grace < time.Second {
+		v.errorf("forward.grace", "%s; want at least 1s, or every network blink ends forwards", show(c.Forward.Grace))
+	}
 	v.images(c.Images)
 	v.profiles(c)
 	v.auth(&c.Auth, c.Mail != nil)

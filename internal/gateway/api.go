@@ -141,6 +141,8 @@ func (g *Gateway) routesAPI(mux *http.ServeMux) {
 	mux.Handle("POST /api/v1/sessions/{id}/shares", g.api(g.authed(g.createShare)))
 	mux.Handle("GET /api/v1/sessions/{id}/shares", g.api(g.authed(g.listShares)))
 	mux.Handle("DELETE /api/v1/sessions/{id}/shares/{share}", g.api(g.authed(g.revokeShare)))
+	mux.Handle("POST /api/v1/forwards", g.api(g.authed(g.createForward)))
+	mux.Handle("GET /api/v1/forwards/{id}/tunnel", g.api(g.authed(g.forwardTunnel)))
 	mux.Handle("GET /api/v1/admin/sessions", g.api(g.admin(g.adminSessions)))
 	mux.Handle("POST /api/v1/admin/sessions/{id}/vm/{action}", g.api(g.admin(g.vmMonitor)))
 	mux.Handle("POST /api/v1/admin/stop-all", g.api(g.admin(g.adminStopAll)))

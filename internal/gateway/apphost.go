@@ -321,7 +321,9 @@ func (g *Gateway) appHostLabel(host string) (id string, under bool) {
 		return "", false
 	}
 	if !validSessionID(id) {
-		return "", true
+		// A forward's NAME-USER (forward.go), or nothing.
+		fid, _ := g.forwardByLabel(id)
+		return fid, true
 	}
 	return id, true
 }
@@ -343,7 +345,7 @@ func validSessionID(id string) bool {
 // appURL is the app host of session id as the visitor of r reaches the
 // gateway: same scheme and port, host ID.Domain.
 func (g *Gateway) appURL(r *http.Request, id string) string {
-	host := id + "." + g.cfg.Apps.Domain
+	host := g.hostLabel(id) + "." + g.cfg.Apps.Domain
 	if _, port, err := net.SplitHostPort(r.Host); err == nil && port != "443" {
 		host = net.JoinHostPort(host, port)
 	}
@@ -733,13 +735,27 @@ func stripAirlockCookies(h http.Header) {
 // single-use ticket (WebSocket upgrades included). strip removes the
 // /s/ID/NAME prefix from the path; csp, if set, goes on every answer.
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, s *session.Session, conn string, v viewerTag, strip bool, csp string) {
-	tok, err := ticket.Sign(g.sessionKey(s.ID), ticket.Claims{
-		Session: s.ID, Connector: conn, User: v.User, Mode: ticket.Mode(v.Mode), Expires: g.now().Add(ticketTTL),
-	})
-	if err != nil {
-		g.log.ErrorContext(r.Context(), "sign ticket", "session", s.ID, "error", err)
-		writeErr(w, err)
-		return
+	var tok string
+	if !isForward(s) {
+		// A forward has no connector to check a ticket.
+		var err error
+		tok, err = ticket.Sign(g.sessionKey(s.ID), ticket.Claims{
+			Session: s.ID, Connector: conn, User: v.User, Mode: ticket.Mode(v.Mode), Expires: g.now().Add(ticketTTL),
+		})
+		if err != nil {
+			g.log.ErrorContext(r.Context(), "sign ticket", "session", s.ID, "error", err)
+			writeErr(w, err)
+			return
+		}
+	}
+	if isForward(s) && v.Mode == session.View {
+		// A forwarded app has no connector to hold a viewer to view-only
+		// (connector/http.go does it for app sessions): the gateway does,
+		// by the same rule.
+		if r.Method != http.MethodGet && r.Method != http.MethodHead && r.Method != http.MethodOptions || r.Header.Get("Upgrade") != "" {
+			writeErr(w, apiErr(403, "view_only", "view-only access: "+r.Method+" and protocol upgrades are not allowed"))
+			return
+		}
 	}
 	upgrade := isWebSocket(r)
 	if upgrade {
@@ -774,8 +790,13 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, s *session.Ses
 			}
 			// Whatever Authorization came (a user's bearer token) is
 			// replaced by the ticket: the app never sees a gateway
-			// credential.
-			pr.Out.Header.Set("Authorization", "Bearer "+tok)
+			// credential. A forwarded app has no connector to check a
+			// ticket, and would take it for a credential of its own.
+			if isForward(s) {
+				pr.Out.Header.Del("Authorization")
+			} else {
+				pr.Out.Header.Set("Authorization", "Bearer "+tok)
+			}
 		},
 		Transport: g.transport(s.Endpoints[conn], s.TLSSHA256),
 		ModifyResponse: func(resp *http.Response) error {

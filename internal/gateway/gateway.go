@@ -165,6 +165,8 @@ type Config struct {
 	// Apps says where web apps are served: on hosts of their own by
 	// default (see Apps).
 	Apps Apps
+	// Forward configures `airlock forward` (forward.go).
+	Forward Forward
 	// AuditLog receives one JSON line per audit event besides the store.
 	AuditLog io.Writer
 	Logger   *slog.Logger
@@ -200,6 +202,7 @@ type Gateway struct {
 	emailLinks    emailLinks
 	mailq         chan mailJob
 	readyMails    readyMails
+	fwd           forwards
 	closed        bool
 	wg            sync.WaitGroup
 	metrics       metrics
@@ -223,6 +226,9 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	cfg.OnUserRemoved = cmp.Or(cfg.OnUserRemoved, "stop")
 	cfg.UserPoll = cmp.Or(cfg.UserPoll, time.Second)
 	cfg.RecheckEvery = cmp.Or(cfg.RecheckEvery, 2*time.Second)
+	cfg.Forward.MaxPerUser = cmp.Or(cfg.Forward.MaxPerUser, 5)
+	cfg.Forward.MaxStreams = cmp.Or(cfg.Forward.MaxStreams, 256)
+	cfg.Forward.Grace = cmp.Or(cfg.Forward.Grace, 2*time.Minute)
 	if cfg.OnUserRemoved != "stop" && cfg.OnUserRemoved != "keep" {
 		return nil, fmt.Errorf("gateway: OnUserRemoved %q: want stop or keep", cfg.OnUserRemoved)
 	}
@@ -287,6 +293,8 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		g.emailLinks.lim = lim
 	}
 	g.startMailer()
+	g.wg.Add(1)
+	go g.forwardJanitor()
 	return g, nil
 }
 

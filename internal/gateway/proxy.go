@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -203,7 +204,9 @@ func (g *Gateway) dropTransports() {
 // TLS to a node pinned to the session certificate's SHA-256.
 func (g *Gateway) newTransport(endpoint, sha string) *http.Transport {
 	var dial func(ctx context.Context) (net.Conn, error)
-	if p, ok := strings.CutPrefix(endpoint, "unix:"); ok {
+	if id, ok := strings.CutPrefix(endpoint, forwardEndpointPrefix); ok {
+		dial = func(ctx context.Context) (net.Conn, error) { return g.dialTunnel(ctx, id) }
+	} else if p, ok := strings.CutPrefix(endpoint, "unix:"); ok {
 		dial = func(ctx context.Context) (net.Conn, error) {
 			return (&net.Dialer{Timeout: 10 * time.Second}).DialContext(ctx, "unix", p)
 		}
@@ -212,6 +215,12 @@ func (g *Gateway) newTransport(endpoint, sha string) *http.Transport {
 			d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 10 * time.Second}, Config: pinned(sha)}
 			return d.DialContext(ctx, "tcp", endpoint)
 		}
+	}
+	idle := 64
+	if strings.HasPrefix(endpoint, forwardEndpointPrefix) {
+		// A tunnel's streams cost a few KiB each: keep as many idle as
+		// the tunnel may open, so a burst does not open and close them.
+		idle = cmp.Or(g.cfg.Forward.MaxStreams, 256)
 	}
 	return &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -225,7 +234,7 @@ func (g *Gateway) newTransport(endpoint, sha string) *http.Transport {
 		// Keep-alive: each request carries its own ticket (see transports).
 		// Enough idle connections for a burst of a browser's parallel
 		// requests, or a busy API client, to find one.
-		MaxIdleConnsPerHost: 64,
+		MaxIdleConnsPerHost: idle,
 		IdleConnTimeout:     connectorIdleTimeout,
 		ForceAttemptHTTP2:   false,
 	}

@@ -568,6 +568,17 @@ func (g *Gateway) Stop(ctx context.Context, actor, id, reason, remote string) er
 	g.audit(ctx, actor, "stop", id, remote, reason)
 	// Its viewers end now, not when the runner has torn the session down.
 	g.revoke(ctx, revokeEvent{Reason: "session stopped", Session: id})
+	if isForward(s) {
+		// Closing the tunnel tells the node: its next dial is refused
+		// (410) and it ends the app. The tunnel closes even when the
+		// store cannot record the end: the session is Stopping already,
+		// which refuses a new tunnel too.
+		g.dropForward(id)
+		if err := g.end(ctx, id, reason); err != nil {
+			return storeFault("end a forward", err)
+		}
+		return nil
+	}
 	if s.State == session.Ended {
 		return nil
 	}
@@ -623,6 +634,11 @@ func (g *Gateway) reattach(ctx context.Context) error {
 		return fmt.Errorf("gateway: list sessions to re-attach: %w", err)
 	}
 	for _, s := range live {
+		if isForward(s) {
+			// No runner: the node dials back in, or the grace ends it.
+			g.adoptForward(s)
+			continue
+		}
 		if s.BackendRef == "" {
 			if err := g.end(ctx, s.ID, "gateway restarted before the runner started"); err != nil {
 				// Left as it is: the next start tries again.

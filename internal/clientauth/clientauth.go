@@ -1,0 +1,168 @@
+// Package clientauth keeps a user's gateway login on their own machine, for
+// the commands that talk to a gateway as them (`airlock login` writes it,
+// `airlock forward` reads it): the gateway's URL, an API token, and
+// optionally the CA file that verifies the gateway. It lives in one JSON
+// file, 0600 in a 0700 directory under the user's config directory
+// ($XDG_CONFIG_HOME/airlock/login.json, else ~/.config/airlock/login.json).
+//
+// AIRLOCK_GATEWAY, AIRLOCK_TOKEN and AIRLOCK_CA override the file field by
+// field, so a batch job can carry a token without any file.
+package clientauth
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Credentials are what a command needs to reach a gateway as its user.
+type Credentials struct {
+	Gateway string `json:"gateway"`
+	Token   string `json:"token"`
+	// CAFile verifies the gateway's certificate; empty: the system's roots.
+	CAFile string `json:"ca_file,omitempty"`
+}
+
+// Path is the file the credentials are kept in.
+func Path() (string, error) {
+	dir, err := os.UserConfigDir()
+	if err != nil {
+		return "", fmt.Errorf("clientauth: no config directory: %w", err)
+	}
+	return filepath.Join(dir, "airlock", "login.json"), nil
+}
+
+// Save writes c to Path, readable by its owner only. The file is written
+// aside and renamed, so a reader never sees half of it.
+func Save(c Credentials) error {
+	p, err := Path()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		return fmt.Errorf("clientauth: %w", err)
+	}
+	b, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return fmt.Errorf("clientauth: %w", err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(p), ".login-*")
+	if err != nil {
+		return fmt.Errorf("clientauth: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return fmt.Errorf("clientauth: %w", err)
+	}
+	if _, err := tmp.Write(append(b, '\n')); err != nil {
+		tmp.Close()
+		return fmt.Errorf("clientauth: write %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("clientauth: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), p); err != nil {
+		return fmt.Errorf("clientauth: %w", err)
+	}
+	return nil
+}
+
+// ErrNoLogin says there is neither a saved login nor AIRLOCK_TOKEN.
+var ErrNoLogin = errors.New("no gateway login: run `airlock login --gateway URL`, or set AIRLOCK_TOKEN and AIRLOCK_GATEWAY")
+
+// Load returns the saved credentials with the environment's overrides. A
+// file readable by others is refused: the token in it is a password.
+func Load() (Credentials, error) {
+	var c Credentials
+	p, err := Path()
+	if err == nil {
+		f, err := os.Open(p)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+		case err != nil:
+			return c, fmt.Errorf("clientauth: %w", err)
+		default:
+			defer f.Close()
+			st, err := f.Stat()
+			if err != nil {
+				return c, fmt.Errorf("clientauth: %w", err)
+			}
+			if st.Mode().Perm()&0o077 != 0 {
+				return c, fmt.Errorf("clientauth: %s is readable by others (mode %v); chmod 600 it", p, st.Mode().Perm())
+			}
+			if err := json.NewDecoder(f).Decode(&c); err != nil {
+				return c, fmt.Errorf("clientauth: %s: %w", p, err)
+			}
+		}
+	}
+	if v := os.Getenv("AIRLOCK_GATEWAY"); v != "" {
+		c.Gateway = v
+	}
+	if v := os.Getenv("AIRLOCK_TOKEN"); v != "" {
+		c.Token = v
+	}
+	if v := os.Getenv("AIRLOCK_CA"); v != "" {
+		c.CAFile = v
+	}
+	c.Gateway = strings.TrimSuffix(c.Gateway, "/")
+	if c.Token == "" || c.Gateway == "" {
+		return c, ErrNoLogin
+	}
+	return c, nil
+}
+
+// TLS is the configuration that verifies the gateway: CAFile's
+// certificates, or the system's roots.
+func (c Credentials) TLS() (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if c.CAFile == "" {
+		return cfg, nil
+	}
+	pem, err := os.ReadFile(c.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("clientauth: CA file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("clientauth: CA file %s holds no PEM certificate", c.CAFile)
+	}
+	cfg.RootCAs = pool
+	return cfg, nil
+}
+
+// NewToken asks gateway for a new API token for user with their password
+// (POST /api/v1/tokens, HTTP Basic), named name in the user's token list.
+func NewToken(ctx context.Context, hc *http.Client, gateway, user, password, name string) (string, error) {
+	body, _ := json.Marshal(map[string]string{"name": name})
+	req, err := http.NewRequestWithContext(ctx, "POST", strings.TrimSuffix(gateway, "/")+"/api/v1/tokens", bytes.NewReader(body))
+	if err != nil {
+		return "", fmt.Errorf("clientauth: %w", err)
+	}
+	req.SetBasicAuth(user, password)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := hc.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("clientauth: log in: %w", err)
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Token   string `json:"token"`
+		Message string `json:"message"`
+	}
+	json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&out)
+	if resp.StatusCode != http.StatusCreated || out.Token == "" {
+		return "", fmt.Errorf("clientauth: log in as %s: %s (HTTP %d)", user, out.Message, resp.StatusCode)
+	}
+	return out.Token, nil
+}
