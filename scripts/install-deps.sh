@@ -15,6 +15,8 @@ pkgs=(
   busybox-static kmod # the tiny guest the vm tests build (initramfs, depmod)
   samba             # smbd: QEMU's built-in SMB share for Windows guests
   slurmctld slurmd slurm-client munge # the real one-node cluster the slurm backend's tests submit to
+  xrdp              # RDP into a desktop session (run unprivileged inside the seal)
+  freerdp2-x11 xvfb xdotool imagemagick # the native RDP client tests: xfreerdp under Xvfb, a screenshot of its window
 )
 missing=()
 for p in "${pkgs[@]}"; do

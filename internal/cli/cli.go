@@ -46,6 +46,8 @@ func commands() []command {
 		{name: "config", summary: "check airlock.yaml, or print the commented defaults", run: cmdConfig},
 		{name: "images", summary: "list the VM images of airlock.yaml and check each file", run: cmdImages},
 		{name: "vm", summary: "admin: a VM session's power button, reset or screen dump", run: cmdVM},
+		{name: "rdp", summary: "open a session in your RDP client (an .airlock file, or a session id after login)", run: cmdRDP},
+		{name: "login", summary: "log in to a gateway and keep a token for airlock rdp SESSION", run: cmdLogin},
 		{name: "version", summary: "print the version", run: cmdVersion},
 		{name: sealInitRole, hidden: true, run: cmdSealInit},
 		{name: janitorRole, hidden: true, run: cmdJanitor},

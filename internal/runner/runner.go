@@ -507,7 +507,8 @@ func (r *run) loadSecrets() (map[string]ConnectorSecrets, string, error) {
 		if kind.Tickets {
 			s.TicketKey = key
 		}
-		if strings.HasPrefix(c.Listen, "tcp:") {
+		// A tls connector speaks TLS on any listener, a UNIX socket too.
+		if strings.HasPrefix(c.Listen, "tcp:") || kind.ClientCerts {
 			s.CertPEM, s.KeyPEM = string(certPEM), string(keyPEM)
 		}
 		if kind.ClientCerts {
