@@ -73,7 +73,13 @@ func (g *Gateway) initRDP() error {
 // certificate files it needs in the session directory: a server
 // certificate from the hop CA for the session's id, and the hop CA as the
 // only client CA. Local backend only: the files are on this machine.
-func (g *Gateway) rdpConnector(spec *contract.Spec, dir, listen string) error {
+//
+// wait says whether the session is ready only once the RDP server accepts.
+// It is false for both: xrdp is a helper process, which the seal starts
+// only once the session is ready, and a VM's guest takes minutes, if it
+// serves RDP at all. The tls connector waits a little for a target that
+// refuses instead.
+func (g *Gateway) rdpConnector(spec *contract.Spec, dir, listen string, wait bool) error {
 	if g.remote != nil {
 		return errors.New("rdp: native RDP clients need the local backend for now")
 	}
@@ -95,7 +101,6 @@ func (g *Gateway) rdpConnector(spec *contract.Spec, dir, listen string) error {
 		}
 	}
 	spec.TLS = files
-	wait := false
 	spec.Connectors = append(spec.Connectors, contract.ConnectorSpec{
 		Name: ConnRDP, Kind: contract.KindTLS, Target: rdpTarget, Listen: listen, Wait: &wait,
 	})
@@ -109,6 +114,7 @@ func (g *Gateway) rdpConnector(spec *contract.Spec, dir, listen string) error {
 // made afresh in the seal's private /tmp. xrdp listens on the seal's
 // loopback only; the tls connector is the only way to it.
 const xrdpScript = `set -eu
+PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin" # where Debian puts xrdp
 d=/tmp/.airlock-xrdp
 mkdir -p -m 0700 "$d"
 cd "$d"

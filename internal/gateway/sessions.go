@@ -307,7 +307,7 @@ func (g *Gateway) spec(s *session.Session, p Profile, req LaunchRequest) ([]byte
 		spec.Connectors = []contract.ConnectorSpec{console}
 		if p.RDP && g.rdp != nil && g.remote == nil {
 			spec.Processes = append(spec.Processes, xrdpProcess())
-			if err := g.rdpConnector(&spec, dir, listen(ConnRDP)); err != nil {
+			if err := g.rdpConnector(&spec, dir, listen(ConnRDP), false); err != nil {
 				return nil, err
 			}
 		}

@@ -160,7 +160,7 @@ func (g *Gateway) vmSpec(spec *contract.Spec, s *session.Session, p Profile, dir
 	console.Target, console.Listen = "unix:"+vm.VNCSocket, listen
 	spec.Connectors = []contract.ConnectorSpec{console}
 	if img.RDP && g.rdp != nil && g.remote == nil {
-		return g.rdpConnector(spec, dir, strings.Replace(listen, contract.ConnConsole+".sock", ConnRDP+".sock", 1))
+		return g.rdpConnector(spec, dir, strings.Replace(listen, contract.ConnConsole+".sock", ConnRDP+".sock", 1), false)
 	}
 	return nil
 }

@@ -97,7 +97,7 @@ func CmdRDP(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	defer os.RemoveAll(dir)
 	rdpPath := filepath.Join(dir, f.Session+".rdp")
-	l, err := FindLauncher(runtime.GOOS, addr, "", rdpPath, exec.LookPath)
+	l, err := FindLauncher(runtime.GOOS, addr, f.User, rdpPath, exec.LookPath)
 	if err != nil {
 		return say(fmt.Errorf("no RDP client found (install FreeRDP or Remmina), or use --no-launch and point yours at %s", addr))
 	}

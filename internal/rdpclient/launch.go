@@ -60,7 +60,11 @@ func FindLauncher(goos, addr, user, rdpPath string, lookPath func(string) (strin
 		if p, err := lookPath(c); err == nil {
 			argv := []string{p, "/v:" + addr, "/cert:ignore", "/log-level:WARN"}
 			if user != "" {
-				argv = append(argv, "/u:"+user)
+				// With a user name and a (any) password FreeRDP asks for an
+				// automatic logon, which xrdp's autorun needs to skip its
+				// login dialog; xrdp checks no password (the seal's Xvnc
+				// is its only target) and a Windows guest asks for its own.
+				argv = append(argv, "/u:"+user, "/p:")
 			}
 			return Launcher{Argv: argv}, nil
 		}

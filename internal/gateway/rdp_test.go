@@ -1,0 +1,552 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"image"
+	"image/png"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/airlock-hpc/airlock/internal/rdpclient"
+	"github.com/airlock-hpc/airlock/internal/rdpfile"
+	"github.com/airlock-hpc/airlock/internal/realtest"
+	"github.com/airlock-hpc/airlock/internal/session"
+	"github.com/airlock-hpc/airlock/internal/store"
+)
+
+// rdpGateway starts a gateway with its RDP port on 127.0.0.1 and a desktop
+// profile "rdpdesk" whose xterm writes the first line typed into it to
+// typedFile.
+func rdpGateway(t *testing.T, typedFile string) (*testGateway, net.Listener) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg := startGateway(t, "", func(c *Config) {
+		c.RDPListen, c.RDPAddress = ln.Addr().String(), ln.Addr().String()
+		p := desktopProfile()
+		p.Name, p.RDP, p.Geometry = "rdpdesk", true, "800x600"
+		p.Programs = [][]string{{"xterm", "-geometry", "60x15+0+0", "-e", "sh", "-c",
+			`echo RDP-XTERM-READY; read l; echo "$l" > ` + typedFile + `; exec sleep 3600`}}
+		c.Profiles = append(c.Profiles, p)
+	}, "alice", "bob")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- tg.g.ServeRDP(ctx, ln) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return tg, ln
+}
+
+func needRDPTools(t *testing.T) {
+	t.Helper()
+	for _, p := range []string{"xrdp", "xfreerdp", "Xvfb", "xdotool", "import", "Xvnc", "xterm", "openssl"} {
+		if _, err := exec.LookPath(p); err != nil {
+			t.Skipf("%s not installed (scripts/install-deps.sh installs it)", p)
+		}
+	}
+}
+
+// rdpFile asks the API for a session's .airlock file.
+func rdpFile(t *testing.T, c *client, id string) (*rdpfile.File, string) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", c.tg.url+"/api/v1/sessions/"+id+"/rdp", nil)
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 201 {
+		t.Fatalf("rdp file: %d %s", resp.StatusCode, b)
+	}
+	f, err := rdpfile.Parse(b)
+	if err != nil {
+		t.Fatalf("rdp file: %v\n%s", err, b)
+	}
+	return f, resp.Header.Get("X-Airlock-Token-Id")
+}
+
+// startXvfb starts an X server for the client and returns its DISPLAY.
+func startXvfb(t *testing.T) string {
+	t.Helper()
+	r, w, _ := os.Pipe()
+	cmd := exec.Command("Xvfb", "-displayfd", "3", "-screen", "0", "1280x900x24", "-nolisten", "tcp")
+	cmd.ExtraFiles = []*os.File{w}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	line, err := bufio.NewReader(r).ReadString('\n')
+	r.Close()
+	if err != nil {
+		t.Fatalf("Xvfb: %v", err)
+	}
+	return ":" + strings.TrimSpace(line)
+}
+
+// TestRDPDesktopXfreerdp is the whole path with real parts: Debian's
+// xfreerdp under Xvfb, started by `airlock rdp FILE`, through the
+// gateway's RDP port and the session's tls connector to xrdp in the seal,
+// bridged to the session's own Xvnc. The client window shows the remote
+// desktop (pixels), and a line typed into it reaches the xterm.
+func TestRDPDesktopXfreerdp(t *testing.T) {
+	needRDPTools(t)
+	owner := realtest.Current(t)
+	if os.Geteuid() == 0 {
+		owner = realtest.TestUser(t)
+	}
+	dir := ownerDir(t, owner, "airlock-rdp-")
+	typed := filepath.Join(dir, "typed")
+	tg, _ := rdpGateway(t, typed)
+	alice := tg.client().loginToken("alice")
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("session logs:\n%s", connectorLog(t, tg, ""))
+		}
+	})
+	s := alice.launch("rdpdesk")
+	f, _ := rdpFile(t, alice, s.ID)
+	fileDir := t.TempDir()
+	path := filepath.Join(fileDir, s.ID+".airlock")
+	b, _ := f.Marshal()
+	os.WriteFile(path, b, 0o600)
+
+	display := startXvfb(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, realtest.Binary(t), "rdp", path)
+	cmd.Env = append(os.Environ(), "DISPLAY="+display, "WAYLAND_DISPLAY=")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+		t.Logf("airlock rdp:\n%s", out.String())
+	}()
+	xdo := func(args ...string) (string, error) {
+		c := exec.Command("xdotool", args...)
+		c.Env = append(os.Environ(), "DISPLAY="+display)
+		o, err := c.Output()
+		return strings.TrimSpace(string(o)), err
+	}
+	var win string
+	if err := realtest.WaitFor(60*time.Second, func() error {
+		w, err := xdo("search", "--name", "FreeRDP")
+		if err != nil || w == "" {
+			return fmt.Errorf("no FreeRDP window yet (%v)", err)
+		}
+		win = strings.Fields(w)[0]
+		return nil
+	}); err != nil {
+		t.Fatalf("%v\n%s\nsession log:\n%s", err, out.String(), connectorLog(t, tg, s.ID))
+	}
+	shot := filepath.Join(cmpOr(os.Getenv("AIRLOCK_TEST_ARTIFACTS"), fileDir), "rdp-xfreerdp.png")
+	// The remote desktop is drawn: the xterm (white) on Xvnc's black root.
+	if err := realtest.WaitFor(60*time.Second, func() error {
+		c := exec.Command("import", "-window", win, shot)
+		c.Env = append(os.Environ(), "DISPLAY="+display)
+		if o, err := c.CombinedOutput(); err != nil {
+			return fmt.Errorf("import: %v %s", err, o)
+		}
+		white, dark, total, err := countPixels(shot)
+		if err != nil {
+			return err
+		}
+		// xrdp's login dialog (teal) or a blank window fails this.
+		if white < 5000 || dark < total/2 {
+			return fmt.Errorf("screenshot not drawn yet: %d white, %d dark pixels", white, dark)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	t.Logf("screenshot of the client window: %s", shot)
+
+	// Type a line into the xterm: the pointer over it gives it the focus
+	// (no window manager: focus follows the pointer).
+	if _, err := xdo("mousemove", "--window", win, "100", "60"); err != nil {
+		t.Fatal(err)
+	}
+	line := "typed-through-rdp-42"
+	if err := realtest.WaitFor(30*time.Second, func() error {
+		if b, err := os.ReadFile(typed); err == nil {
+			if strings.TrimSpace(string(b)) != line {
+				return fmt.Errorf("typed file has %q", b)
+			}
+			return nil
+		}
+		xdo("windowfocus", "--sync", win)
+		xdo("mousemove", "--window", win, "100", "60")
+		xdo("click", "1")
+		xdo("type", "--delay", "40", line)
+		xdo("key", "Return")
+		return errors.New("the line has not reached the xterm yet")
+	}); err != nil {
+		c := exec.Command("import", "-window", win, shot+".after.png")
+		c.Env = append(os.Environ(), "DISPLAY="+display)
+		c.Run()
+		t.Fatal(err)
+	}
+	audits, err := tg.cfg.Store.ListAudit(context.Background(), store.AuditFilter{Session: s.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, a := range audits {
+		found = found || (a.Action == "connect" && a.Detail == "rdp (control)" && a.Actor == "alice")
+	}
+	if !found {
+		t.Errorf("no audit of the RDP connection: %+v", audits)
+	}
+}
+
+// countPixels counts near-white and near-black pixels of a PNG.
+func countPixels(path string) (white, dark, total int, err error) {
+	fh, err := os.Open(path)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	defer fh.Close()
+	img, err := png.Decode(fh)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	bnd := img.Bounds()
+	for y := bnd.Min.Y; y < bnd.Max.Y; y++ {
+		for x := bnd.Min.X; x < bnd.Max.X; x++ {
+			r, g, b, _ := img.At(x, y).RGBA()
+			switch {
+			case r > 0xE000 && g > 0xE000 && b > 0xE000:
+				white++
+			case r < 0x2000 && g < 0x2000 && b < 0x2000:
+				dark++
+			}
+		}
+	}
+	return white, dark, bnd.Dx() * bnd.Dy(), nil
+}
+
+var _ image.Image // png registers through image
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// TestRDPRefusals attacks the RDP port of a gateway with a running
+// desktop session that serves RDP: each attempt is refused with a reason
+// in the audit log, and none reaches the session's connector (its runner
+// logs no connection).
+func TestRDPRefusals(t *testing.T) {
+	needRDPTools(t)
+	tg, ln := rdpGateway(t, "/dev/null")
+	addr := ln.Addr().String()
+	alice := tg.client().loginToken("alice")
+	s := alice.launch("rdpdesk")
+	good, tokenID := rdpFile(t, alice, s.ID)
+	ctx := context.Background()
+
+	// The good file is admitted (and so the refusals below are refusals).
+	tun, err := rdpclient.New(good, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	open, err := tun.Dial(ctx)
+	if err != nil {
+		t.Fatalf("good file refused: %v", err)
+	}
+	connects := func() int {
+		t.Helper()
+		n := 0
+		for _, line := range strings.Split(connectorLog(t, tg, s.ID), "\n") {
+			if strings.Contains(line, "connector=rdp") && strings.Contains(line, "msg=connected") ||
+				strings.Contains(line, `"connector":"rdp"`) && strings.Contains(line, `"msg":"connected"`) {
+				n++
+			}
+		}
+		return n
+	}
+	if err := realtest.WaitFor(10*time.Second, func() error {
+		if connects() != 1 {
+			return fmt.Errorf("the connector logged %d connections, want 1:\n%s", connects(), connectorLog(t, tg, s.ID))
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	mkFile := func(cert leaf) *rdpfile.File {
+		f := *good
+		f.CertPEM, f.KeyPEM = string(cert.certPEM), string(cert.keyPEM)
+		return &f
+	}
+	now := time.Now()
+	// A certificate from the gateway's own CA that the store never issued
+	// (bob's, naming alice's session: what a forged record would be).
+	unknown, err := tg.g.rdp.client.issue("bob", s.ID, "", true, now.Add(-time.Minute), now.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Bob's certificate recorded in the store, naming alice's session.
+	bobs, _ := tg.g.rdp.client.issue("bob", s.ID, "", true, now.Add(-time.Minute), now.Add(time.Hour))
+	if err := tg.cfg.Store.CreateToken(ctx, session.Token{ID: "rdp-bob", User: "bob", Name: "x", Created: now, Hash: rdpCertHash(bobs.der)}); err != nil {
+		t.Fatal(err)
+	}
+	// A certificate for another session of alice's.
+	other, _ := tg.g.rdp.client.issue("alice", "s-other", "", true, now.Add(-time.Minute), now.Add(time.Hour))
+	tg.cfg.Store.CreateToken(ctx, session.Token{ID: "rdp-other", User: "alice", Name: "x", Created: now, Hash: rdpCertHash(other.der)})
+	// An expired one, recorded.
+	expired, _ := tg.g.rdp.client.issue("alice", s.ID, "", true, now.Add(-2*time.Hour), now.Add(-time.Hour))
+	tg.cfg.Store.CreateToken(ctx, session.Token{ID: "rdp-expired", User: "alice", Name: "x", Created: now, Hash: rdpCertHash(expired.der)})
+	// One from another CA, naming alice and her session.
+	dir := t.TempDir()
+	strange, err := loadOrMakeCA(dir, "strange", "not airlock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign, _ := strange.issue("alice", s.ID, "", true, now.Add(-time.Minute), now.Add(time.Hour))
+	// The hop certificate's CA: a connector's, not a user's.
+	hopUser, _ := tg.g.rdp.hop.issue("alice", s.ID, "", true, now.Add(-time.Minute), now.Add(time.Hour))
+
+	dialWith := func(f *rdpfile.File) error {
+		tun, err := rdpclient.New(f, nil)
+		if err != nil {
+			return err
+		}
+		tun.Now = func() time.Time { return now } // the client's own expiry check is not what is tested
+		c, err := tun.Dial(ctx)
+		if err == nil {
+			c.Close()
+			return errors.New("admitted")
+		}
+		return err
+	}
+	cases := []struct {
+		name   string
+		try    func() error
+		reason string
+	}{
+		{"no client certificate", func() error {
+			c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true})
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			_, err = c.Read(make([]byte, 1))
+			return err
+		}, "TLS handshake failed"},
+		{"plain TCP", func() error {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			c.Write([]byte("\x03\x00\x00\x13\x0e\xe0\x00\x00\x00\x00\x00\x01\x00\x08\x00\x03\x00\x00\x00"))
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			_, err = io.ReadAll(c)
+			return err
+		}, "TLS handshake failed"},
+		{"unknown certificate of the gateway's CA", func() error { return dialWith(mkFile(unknown)) }, "certificate revoked (or unknown)"},
+		{"another user's certificate", func() error { return dialWith(mkFile(bobs)) }, "not the session's owner"},
+		{"another session's certificate", func() error { return dialWith(mkFile(other)) }, "no such session"},
+		{"expired certificate", func() error { return dialWith(mkFile(expired)) }, "TLS handshake failed"},
+		{"certificate from another CA", func() error { return dialWith(mkFile(foreign)) }, "TLS handshake failed"},
+		{"certificate from the hop CA", func() error { return dialWith(mkFile(hopUser)) }, "TLS handshake failed"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			before := refusals(t, tg)
+			if err := c.try(); err == nil {
+				t.Fatal("admitted")
+			} else {
+				t.Logf("client side: %v", err)
+			}
+			if err := realtest.WaitFor(10*time.Second, func() error {
+				got := refusals(t, tg)
+				if len(got) <= len(before) {
+					return errors.New("no refusal audited")
+				}
+				if !strings.HasPrefix(got[0].Detail, c.reason) {
+					return fmt.Errorf("refusal %q, want %q", got[0].Detail, c.reason)
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	if n := connects(); n != 1 {
+		t.Errorf("the connector saw %d connections, want only the good one", n)
+	}
+
+	// Revoking the file (the API's token revocation) closes the open
+	// tunnel at once and refuses the next one with a sentence.
+	if code, body := alice.do("DELETE", "/api/v1/tokens/"+tokenID, nil, nil); code != 204 {
+		t.Fatalf("revoke: %d %s", code, body)
+	}
+	open.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.Copy(io.Discard, open); err != nil && !errors.Is(err, io.EOF) {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			t.Fatal("the open tunnel was not closed by the revocation")
+		}
+	}
+	open.Close()
+	err = dialWith(good)
+	if err == nil || !strings.Contains(err.Error(), "revoked") {
+		t.Fatalf("revoked file: %v", err)
+	}
+
+	// A stopped session: a fresh file's connection is refused plainly.
+	fresh, _ := rdpFile(t, alice, s.ID)
+	if code, body := alice.do("DELETE", "/api/v1/sessions/"+s.ID, nil, nil); code >= 300 {
+		t.Fatalf("stop: %d %s", code, body)
+	}
+	alice.waitState(s.ID, "ended")
+	err = dialWith(fresh)
+	if err == nil || !strings.Contains(err.Error(), "no longer running") {
+		t.Fatalf("stopped session: %v", err)
+	}
+	if n := connects(); n != 1 {
+		t.Errorf("the connector saw %d connections, want only the good one", n)
+	}
+}
+
+// refusals are the gateway's rdp_refused audit events, newest first.
+func refusals(t *testing.T, tg *testGateway) []session.AuditEvent {
+	t.Helper()
+	all, err := tg.cfg.Store.ListAudit(context.Background(), store.AuditFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []session.AuditEvent
+	for _, a := range all {
+		if a.Action == "rdp_refused" {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// connectorLog is the session's runner log (its connectors log there).
+func connectorLog(t *testing.T, tg *testGateway, id string) string {
+	t.Helper()
+	var all []byte
+	filepath.Walk(filepath.Join(tg.stateDir, "sessions", id), func(p string, fi os.FileInfo, err error) error {
+		if err == nil && !fi.IsDir() && strings.HasSuffix(p, ".log") {
+			b, _ := os.ReadFile(p)
+			all = append(all, b...)
+		}
+		return nil
+	})
+	return string(all)
+}
+
+// TestRDPClientPin: `airlock rdp` against a gateway whose certificate is
+// not the pinned one refuses before sending anything: the impostor never
+// sees a client certificate, and the user gets one plain sentence.
+func TestRDPClientPin(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := loadOrMakeCA(dir, "ca", "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	client, _ := ca.issue("alice", "s-1", "", true, now.Add(-time.Minute), now.Add(time.Hour))
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: randSerial(), Subject: pkix.Name{CommonName: "impostor"}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
+		DNSNames: []string{"127.0.0.1"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	sawCert := make(chan int, 10)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{
+		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}},
+		ClientAuth:   tls.RequestClientCert,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	got := make(chan []byte, 10)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				tc := c.(*tls.Conn)
+				tc.Handshake()
+				sawCert <- len(tc.ConnectionState().PeerCertificates)
+				b, _ := io.ReadAll(c)
+				got <- b
+			}()
+		}
+	}()
+	f := &rdpfile.File{Version: 1, Gateway: ln.Addr().String(), PinSHA256: strings.Repeat("ab", 32), Session: "s-1", User: "alice",
+		Expires: now.Add(time.Hour), CertPEM: string(client.certPEM), KeyPEM: string(client.keyPEM)}
+	b, _ := f.Marshal()
+	path := filepath.Join(dir, "s-1.airlock")
+	os.WriteFile(path, b, 0o600)
+	var out bytes.Buffer
+	code := rdpclient.CmdRDP(context.Background(), []string{"--no-launch", path}, &out, &out)
+	if code != 1 || !strings.Contains(out.String(), "is not the one this file was made for") || strings.Count(strings.TrimSpace(out.String()), "\n") > 0 {
+		t.Fatalf("exit %d, output %q", code, out.String())
+	}
+	select {
+	case n := <-sawCert:
+		if n != 0 {
+			t.Fatalf("the impostor received %d client certificates", n)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the impostor saw no handshake")
+	}
+	if b := <-got; len(b) != 0 {
+		t.Fatalf("the impostor received %d bytes of data", len(b))
+	}
+}
+
+// TestRDPFileAPIRefusals: only the owner gets a file, only for a session
+// that serves RDP, only when the gateway has an RDP port.
+func TestRDPFileAPIRefusals(t *testing.T) {
+	tg, _ := rdpGateway(t, "/dev/null")
+	alice := tg.client().loginToken("alice")
+	bob := tg.client().loginToken("bob")
+	s := alice.launch("app")
+	if code, body := alice.do("POST", "/api/v1/sessions/"+s.ID+"/rdp", nil, nil); code != 409 || !strings.Contains(body, "serves no RDP") {
+		t.Errorf("app session: %d %s", code, body)
+	}
+	if code, _ := bob.do("POST", "/api/v1/sessions/"+s.ID+"/rdp", nil, nil); code != 404 {
+		t.Errorf("bob got a file for alice's session: %d", code)
+	}
+	var toks []map[string]any
+	alice.do("GET", "/api/v1/tokens", nil, &toks)
+	_ = json.Marshal
+}
