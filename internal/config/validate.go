@@ -57,6 +57,19 @@ func (v *validator) config(c *Config) {
 	if err := checkListen(c.Listen); err != nil {
 		v.errorf("listen", "%q: %v", c.Listen, err)
 	}
+	if c.RDP.Listen != "" {
+		if err := checkListen(c.RDP.Listen); err != nil {
+			v.errorf("rdp.listen", "%q: %v", c.RDP.Listen, err)
+		}
+	}
+	if c.RDP.Address != "" {
+		if _, port, err := net.SplitHostPort(c.RDP.Address); err != nil || port == "" || port == "0" {
+			v.errorf("rdp.address", "%q: want host:port, as clients dial it", c.RDP.Address)
+		}
+	}
+	if c.RDP.MaxCertLifetime < time.Minute {
+		v.errorf("rdp.max_cert_lifetime", "%s: want at least 1m", c.RDP.MaxCertLifetime)
+	}
 	if c.StateDir != "" && !filepath.IsAbs(c.StateDir) {
 		v.errorf("state_dir", "%q is not an absolute path", c.StateDir)
 	}
@@ -328,6 +341,9 @@ func (v *validator) desktop(at string, p *Profile) {
 	}
 	if !ok {
 		v.errorf(at+".geometry", "%q; want WIDTHxHEIGHT, each 64 to 8192, such as 1280x800", d.Geometry)
+	}
+	if d.RDP && d.VNCPassword {
+		v.errorf(at+".rdp", "not with vnc_password yet: xrdp would need the per-session password")
 	}
 	if !slices.Contains([]int{8, 16, 24, 32}, d.Depth) {
 		v.errorf(at+".depth", "%d; want 8, 16, 24 or 32", d.Depth)
