@@ -554,3 +554,48 @@ func TestRDPFileAPIRefusals(t *testing.T) {
 	alice.do("GET", "/api/v1/tokens", nil, &toks)
 	_ = json.Marshal
 }
+
+// TestRDPVM: the VM path. The tiny test guest cannot run an RDP server;
+// it serves a line ("RDP-PONG") on its port 3389, which QEMU forwards to
+// the seal's loopback. Through an .airlock file, `airlock rdp`'s tunnel,
+// the gateway's RDP port and the session's tls connector, that line
+// arrives: the same path a Windows guest's RDP takes (the desktop test
+// covers a real RDP client on it).
+func TestRDPVM(t *testing.T) {
+	g := realtest.BuildGuest(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe := fmt.Sprintf("airlock-rdp-vm-%d.txt", time.Now().UnixNano())
+	tg := startGateway(t, "", func(c *Config) {
+		c.RDPListen, c.RDPAddress = ln.Addr().String(), ln.Addr().String()
+		c.Profiles = append(c.Profiles, vmProfile(g, probe))
+	}, "alice")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- tg.g.ServeRDP(ctx, ln) }()
+	t.Cleanup(func() { cancel(); <-done })
+	alice := tg.client().loginToken("alice")
+	s := alice.waitStateFor(alice.start(map[string]any{"profile": "vm"}).ID, "ready", 120*time.Second)
+	f, _ := rdpFile(t, alice, s.ID)
+	tun, err := rdpclient.New(f, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := realtest.WaitFor(180*time.Second, func() error {
+		c, err := tun.Dial(ctx)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		b, _ := io.ReadAll(c)
+		if !strings.Contains(string(b), "RDP-PONG") {
+			return fmt.Errorf("the guest's port answered %q", b)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
