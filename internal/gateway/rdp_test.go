@@ -25,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/airlock-hpc/airlock/internal/portal"
 	"github.com/airlock-hpc/airlock/internal/rdpclient"
 	"github.com/airlock-hpc/airlock/internal/rdpfile"
 	"github.com/airlock-hpc/airlock/internal/realtest"
@@ -36,6 +37,19 @@ import (
 // profile "rdpdesk" whose xterm writes the first line typed into it to
 // typedFile.
 func rdpGateway(t *testing.T, typedFile string) (*testGateway, net.Listener) {
+	return rdpGatewayWith(t, typedFile, nil)
+}
+
+// rdpGatewayPortal is rdpGateway with the portal's pages.
+func rdpGatewayPortal(t *testing.T, typedFile string) (*testGateway, net.Listener) {
+	p, err := portal.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rdpGatewayWith(t, typedFile, p)
+}
+
+func rdpGatewayWith(t *testing.T, typedFile string, pr PortalRenderer) (*testGateway, net.Listener) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -43,6 +57,9 @@ func rdpGateway(t *testing.T, typedFile string) (*testGateway, net.Listener) {
 	}
 	tg := startGateway(t, "", func(c *Config) {
 		c.RDPListen, c.RDPAddress = ln.Addr().String(), ln.Addr().String()
+		if pr != nil {
+			c.Portal = pr
+		}
 		p := desktopProfile()
 		p.Name, p.RDP, p.Geometry = "rdpdesk", true, "800x600"
 		p.Programs = [][]string{{"xterm", "-geometry", "60x15+0+0", "-e", "sh", "-c",
@@ -265,11 +282,24 @@ func cmpOr(a, b string) string {
 // logs no connection).
 func TestRDPRefusals(t *testing.T) {
 	needRDPTools(t)
-	tg, ln := rdpGateway(t, "/dev/null")
+	tg, ln := rdpGatewayPortal(t, "/dev/null")
 	addr := ln.Addr().String()
 	alice := tg.client().loginToken("alice")
 	s := alice.launch("rdpdesk")
 	good, tokenID := rdpFile(t, alice, s.ID)
+
+	// The owner's session page offers the file; bob, even with a
+	// control share, is not offered one (a file is the owner's).
+	page := tg.client().loginCookie("alice")
+	if code, body := page.do("GET", "/sessions/"+s.ID, nil, nil); code != 200 || !strings.Contains(body, `id="rdp-download"`) {
+		t.Errorf("owner's session page: %d, offers no .airlock file", code)
+	}
+	var sh struct{ URL string }
+	alice.do("POST", "/api/v1/sessions/"+s.ID+"/shares", map[string]any{"mode": "control"}, &sh)
+	bobPage := tg.client().loginCookie("bob")
+	if code, body := bobPage.do("GET", strings.TrimPrefix(sh.URL, tg.url), nil, nil); code >= 400 || strings.Contains(body, `id="rdp-download"`) {
+		t.Errorf("a share's viewer: %d, offered an .airlock file: %v", code, strings.Contains(body, `id="rdp-download"`))
+	}
 	ctx := context.Background()
 
 	// The good file is admitted (and so the refusals below are refusals).
