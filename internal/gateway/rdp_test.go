@@ -22,6 +22,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -461,6 +462,38 @@ func TestRDPRefusals(t *testing.T) {
 		t.Errorf("after the revocation the connector saw %d connections, want only the first", n)
 	}
 
+	// airlock login (password on stdin, the gateway's certificate pinned),
+	// then airlock rdp SESSION fetches a fresh file with the stored token.
+	cfgDir := t.TempDir()
+	t.Setenv("AIRLOCK_CONFIG_DIR", cfgDir)
+	var lout bytes.Buffer
+	if code := rdpclient.CmdLogin(ctx, []string{"--user", "alice", "--pin", good.PinSHA256, tg.url}, strings.NewReader(testPassword+"\n"), &lout, &lout); code != 0 {
+		t.Fatalf("airlock login: exit %d: %s", code, lout.String())
+	}
+	if fi, err := os.Stat(filepath.Join(cfgDir, "login.json")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("login.json: %v %v", fi, err)
+	}
+	lout.Reset()
+	if code := rdpclient.CmdLogin(ctx, []string{"--user", "alice", "--pin", strings.Repeat("00", 32), tg.url}, strings.NewReader(testPassword+"\n"), &lout, &lout); code != 1 || !strings.Contains(lout.String(), "not sending your password") {
+		t.Errorf("login with a wrong pin: exit %d: %s", code, lout.String())
+	}
+	var rout syncBuf
+	rctx, rcancel := context.WithCancel(ctx)
+	rdone := make(chan int, 1)
+	go func() { rdone <- rdpclient.CmdRDP(rctx, []string{"--no-launch", s.ID}, &rout, &rout) }()
+	if err := realtest.WaitFor(20*time.Second, func() error {
+		if !strings.Contains(rout.String(), "point your RDP client at") {
+			return fmt.Errorf("airlock rdp SESSION: %q", rout.String())
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
+	}
+	rcancel()
+	if code := <-rdone; code != 0 {
+		t.Errorf("airlock rdp SESSION: exit %d: %s", code, rout.String())
+	}
+
 	// A stopped session: a fresh file's connection is refused plainly.
 	fresh, _ := rdpFile(t, alice, s.ID)
 	if code, body := alice.do("DELETE", "/api/v1/sessions/"+s.ID, nil, nil); code >= 300 {
@@ -628,4 +661,22 @@ func TestRDPVM(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// syncBuf is a bytes.Buffer safe to write and read from two goroutines.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
