@@ -212,7 +212,7 @@ func dialEcho(b *testing.B, addr string) net.Conn {
 		}
 		c.SetDeadline(time.Now().Add(5 * time.Second))
 		buf := []byte("hello")
-		if _, err := c.Write(buf); err == nil {
+		if _, err = c.Write(buf); err == nil {
 			_, err = io.ReadFull(c, buf)
 		}
 		if err != nil {
