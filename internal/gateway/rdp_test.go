@@ -437,6 +437,24 @@ func TestRDPRefusals(t *testing.T) {
 			}
 		})
 	}
+	// The user's own good certificate presented straight to the session's
+	// connector (as someone on the node could): the connector trusts only
+	// the hop CA and refuses it in the handshake.
+	st, err := tg.cfg.Store.GetSession(ctx, s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := good.Certificate()
+	direct, err := tls.Dial("unix", strings.TrimPrefix(st.Endpoints[ConnRDP], "unix:"), &tls.Config{
+		InsecureSkipVerify: true, Certificates: []tls.Certificate{cert}})
+	if err == nil {
+		direct.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, err = direct.Read(make([]byte, 1))
+		direct.Close()
+	}
+	if err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("a user's certificate straight to the connector: %v, want a refused certificate", err)
+	}
 	if n := connects(); n != 1 {
 		t.Errorf("the connector saw %d connections, want only the good one", n)
 	}
