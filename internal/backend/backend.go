@@ -46,6 +46,11 @@ type Event = contract.Event
 // ErrGone means the backend knows nothing (any more) of a session's runner.
 var ErrGone = errors.New("runner is gone")
 
+// ErrRefused wraps a registration a Remote backend will not accept (wrong
+// node, wrong job, bad ports): a final answer. Any other Register error is
+// a fault (the scheduler did not answer) that the runner should retry.
+var ErrRefused = errors.New("registration refused")
+
 // Backend starts, watches and stops runners.
 type Backend interface {
 	// Name is "local", "slurm", ...

@@ -86,6 +86,15 @@ func cmdServe(_ context.Context, env *Env, args []string) int {
 	if err != nil {
 		return fail(env, "%v", err)
 	}
+	if c, ok := be.(io.Closer); ok {
+		// After the gateway's Close (deferred later, so run first), which
+		// ends the watches; this stops the backend's own poller.
+		defer func() {
+			if err := c.Close(); err != nil {
+				log.Error("close the backend", "error", err)
+			}
+		}()
+	}
 	p, err := portal.New()
 	if err != nil {
 		return fail(env, "%v", err)

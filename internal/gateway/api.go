@@ -152,7 +152,7 @@ func (g *Gateway) routesAPI(mux *http.ServeMux) {
 func (g *Gateway) listTokens(w http.ResponseWriter, r *http.Request, id identity) error {
 	ts, err := g.cfg.Store.ListTokens(r.Context(), id.user)
 	if err != nil {
-		return err
+		return storeFault("list tokens", err)
 	}
 	writeJSON(w, 200, map[string]any{"tokens": ts})
 	return nil
@@ -206,7 +206,7 @@ func (g *Gateway) listSessions(w http.ResponseWriter, r *http.Request, id identi
 	}
 	ss, err := g.cfg.Store.ListSessions(r.Context(), f)
 	if err != nil {
-		return err
+		return storeFault("list sessions", err)
 	}
 	out := make([]sessionJSON, 0, len(ss))
 	for _, s := range ss {
@@ -271,7 +271,7 @@ func (g *Gateway) listShares(w http.ResponseWriter, r *http.Request, id identity
 	}
 	shs, err := g.cfg.Store.ListShares(r.Context(), s.ID)
 	if err != nil {
-		return err
+		return storeFault("list shares", err)
 	}
 	writeJSON(w, 200, map[string]any{"shares": shs})
 	return nil
@@ -307,7 +307,7 @@ func (g *Gateway) adminSessions(w http.ResponseWriter, r *http.Request, id ident
 	}
 	ss, err := g.cfg.Store.ListSessions(r.Context(), store.SessionFilter{Limit: limit})
 	if err != nil {
-		return err
+		return storeFault("list sessions", err)
 	}
 	out := make([]map[string]any, 0, len(ss))
 	for _, s := range ss {
@@ -326,14 +326,11 @@ func (g *Gateway) adminStopAll(w http.ResponseWriter, r *http.Request, id identi
 	if err := noBody(w, r); err != nil {
 		return err
 	}
-	ss, err := g.cfg.Store.ListSessions(r.Context(), store.SessionFilter{States: []session.State{session.Queued, session.Starting, session.Ready}})
+	rep, err := g.stopAll(r.Context(), id.user, r.RemoteAddr)
 	if err != nil {
 		return err
 	}
-	for _, s := range ss {
-		g.Stop(r.Context(), id.user, s.ID, "stopped by admin "+id.user, r.RemoteAddr)
-	}
-	writeJSON(w, 202, map[string]any{"stopping": len(ss)})
+	writeJSON(w, 202, rep)
 	return nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -168,14 +169,30 @@ func TestAccessControl(t *testing.T) {
 }
 
 // TestLoadLimit: a launch when the node is past its load threshold is
-// refused with the reason. The threshold is set below any real load.
+// refused with the reason, and one below it is not. The load is the test's
+// own reading, not the machine's: an idle machine reads 0.00, which no
+// threshold is below.
 func TestLoadLimit(t *testing.T) {
-	tg := startGateway(t, "", func(c *Config) { c.Limits.MaxLoad = 1e-9 }, "alice")
+	tg := startGateway(t, "", func(c *Config) { c.Limits.MaxLoad = 0.5 }, "alice")
+	var load atomic.Value
+	tg.g.readLoad = func() (float64, error) { return load.Load().(float64), nil }
+	alice := tg.client().loginToken("alice")
+	for _, l := range []float64{0, 0.4} {
+		load.Store(l)
+		var e struct {
+			Error struct{ Code, Message string }
+		}
+		code, body := alice.do("POST", "/api/v1/sessions", map[string]any{"profile": "app"}, &e)
+		if code != 201 {
+			t.Fatalf("launch at load %.2f per CPU, limit 0.5: %d %s", l, code, body)
+		}
+	}
+	load.Store(0.75)
 	var e struct {
 		Error struct{ Code, Message string }
 	}
-	code, _ := tg.client().loginToken("alice").do("POST", "/api/v1/sessions", map[string]any{"profile": "app"}, &e)
-	if code != 503 || e.Error.Code != "node_busy" || !strings.Contains(e.Error.Message, "load") {
+	code, _ := alice.do("POST", "/api/v1/sessions", map[string]any{"profile": "app"}, &e)
+	if code != 503 || e.Error.Code != "node_busy" || !strings.Contains(e.Error.Message, "load 0.75") {
 		t.Fatalf("launch over the load limit: %d %+v", code, e)
 	}
 }

@@ -82,6 +82,9 @@ func testConfig(tb testing.TB, stateDir string, poll time.Duration, level slog.L
 	if err != nil {
 		tb.Fatal(err)
 	}
+	// Whoever uses the config may close the store first (a restart test
+	// does); a second Close only says it is closed.
+	tb.Cleanup(func() { db.Close() })
 	pw, err := local.Open(filepath.Join(stateDir, "users"))
 	if err != nil {
 		tb.Fatal(err)

@@ -24,7 +24,7 @@ func (g *Gateway) serveMetrics(w http.ResponseWriter, r *http.Request) error {
 	byState := map[session.State]int{}
 	all, err := g.cfg.Store.ListSessions(r.Context(), store.SessionFilter{States: []session.State{session.Queued, session.Starting, session.Ready, session.Stopping}})
 	if err != nil {
-		return err
+		return storeFault("list sessions", err)
 	}
 	for _, s := range all {
 		byState[s.State]++
@@ -51,12 +51,18 @@ func (g *Gateway) serveMetrics(w http.ResponseWriter, r *http.Request) error {
 func (g *Gateway) audit(ctx context.Context, actor, action, sessionID, remote, detail string) {
 	e := session.AuditEvent{Time: g.now(), Actor: actor, Action: action, Session: sessionID, RemoteAddr: remote, Detail: detail}
 	if err := g.cfg.Store.AppendAudit(context.WithoutCancel(ctx), e); err != nil {
-		g.log.ErrorContext(ctx, "audit", "error", err)
+		g.log.ErrorContext(ctx, "audit", "action", action, "session", sessionID, "error", err)
 	}
 	if g.cfg.AuditLog != nil {
-		b, _ := jsonLine(e)
-		g.auditMu.Lock()
-		g.cfg.AuditLog.Write(b)
-		g.auditMu.Unlock()
+		b, err := jsonLine(e)
+		if err == nil {
+			g.auditMu.Lock()
+			_, err = g.cfg.AuditLog.Write(b)
+			g.auditMu.Unlock()
+		}
+		if err != nil {
+			// A full disk must not lose audit events without a word.
+			g.log.ErrorContext(ctx, "write the audit log", "action", action, "session", sessionID, "error", err)
+		}
 	}
 }

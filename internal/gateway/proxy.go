@@ -319,25 +319,55 @@ func (g *Gateway) viewerStart(id string) func() {
 	}
 }
 
+// touchEvery is how often, at most, an unforced touch writes a session's
+// LastSeen.
+const touchEvery = 10 * time.Second
+
 // touch records that a viewer was there now (idle and single-shot timing).
-// Unless forced it writes at most every 10 s per session: it runs on every
-// proxied request.
+// Unless forced it writes at most every touchEvery per session: it runs on
+// every proxied request.
 func (g *Gateway) touch(id string, force bool) {
 	now := g.now()
 	g.mu.Lock()
 	if g.lastTouch == nil {
 		g.lastTouch = map[string]time.Time{}
 	}
-	if !force && now.Sub(g.lastTouch[id]) < 10*time.Second {
+	if !force && now.Sub(g.lastTouch[id]) < touchEvery {
 		g.mu.Unlock()
 		return
 	}
 	g.lastTouch[id] = now
 	g.mu.Unlock()
-	g.cfg.Store.UpdateSession(context.WithoutCancel(g.ctx), id, func(s *session.Session) error {
+	_, err := g.cfg.Store.UpdateSession(context.WithoutCancel(g.ctx), id, func(s *session.Session) error {
 		s.LastSeen = now
 		return nil
 	})
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		// The viewer is served anyway; a LastSeen left behind only makes
+		// the janitor think the session idle for longer than it is.
+		g.log.WarnContext(g.ctx, "record viewer activity", "session", id, "error", err)
+	}
+}
+
+// forgetTouch drops an ended session's entry from lastTouch.
+func (g *Gateway) forgetTouch(id string) {
+	g.mu.Lock()
+	delete(g.lastTouch, id)
+	g.mu.Unlock()
+}
+
+// pruneTouches drops the lastTouch entries older than touchEvery: they no
+// longer hold a write back, so the map stays as large as the sessions
+// viewed lately, also for sessions whose end this gateway did not see.
+func (g *Gateway) pruneTouches() {
+	now := g.now()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for id, t := range g.lastTouch {
+		if now.Sub(t) >= touchEvery {
+			delete(g.lastTouch, id)
+		}
+	}
 }
 
 func (g *Gateway) closeViewers() {

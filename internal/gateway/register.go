@@ -82,7 +82,7 @@ func (g *Gateway) register(w http.ResponseWriter, r *http.Request) error {
 		return refuse(404, "not_found", "no such session")
 	}
 	if err != nil {
-		return err
+		return storeFault("session lookup for a registration", err)
 	}
 	if s.Backend != remote.Name() {
 		return refuse(409, "wrong_backend", "session runs on backend "+s.Backend)
@@ -99,8 +99,15 @@ func (g *Gateway) register(w http.ResponseWriter, r *http.Request) error {
 		return refuse(400, "bad_request", "no client address")
 	}
 	e, err := remote.Register(r.Context(), id, s.BackendRef, from, reg)
-	if err != nil {
+	if errors.Is(err, backend.ErrRefused) {
 		return refuse(403, "refused", err.Error())
+	}
+	if err != nil {
+		// The scheduler or DNS did not answer: not a "no". A 503 makes the
+		// runner try again (registration.Send), where a 403 would end the
+		// session; the cause is logged, not sent.
+		return &apiError{Status: 503, Code: "backend_unavailable",
+			Message: "the gateway could not check this registration with its backend; try again", cause: fmt.Errorf("register %s: %w", id, err)}
 	}
 	if e.Kind != "" {
 		g.apply(r.Context(), id, e)

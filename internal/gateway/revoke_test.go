@@ -467,6 +467,8 @@ func TestStoreFaultIsTryAgain(t *testing.T) {
 	}
 	if resp, err := bob.http.Get(sh.URL); err != nil || resp.StatusCode != 303 {
 		t.Fatalf("open share: %v %v", resp, err)
+	} else {
+		resp.Body.Close() // an unread body holds its connection (and two goroutines) open
 	}
 
 	for _, tc := range []struct {
@@ -627,6 +629,8 @@ func TestRevokedElsewhereClosesViewers(t *testing.T) {
 	}
 	if resp, err := bob.http.Get(sh.URL); err != nil || resp.StatusCode != 303 {
 		t.Fatalf("open share: %v %v", resp, err)
+	} else {
+		resp.Body.Close() // an unread body holds its connection (and two goroutines) open
 	}
 	ended := appViewer(t, bob, s)
 	if err := other.RevokeShare(t.Context(), s.ID, sh.ID); err != nil {

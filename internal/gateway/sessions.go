@@ -118,9 +118,14 @@ func (g *Gateway) Launch(ctx context.Context, user string, req LaunchRequest, re
 	}
 	if err != nil {
 		g.metrics.failures.Add(1)
+		// The backend's own words (sbatch's stderr, host paths) are for the
+		// log: the user is told only that it failed (see apiError).
 		g.log.ErrorContext(ctx, "launch failed", "session", s.ID, "error", err)
-		g.end(ctx, s.ID, "could not start: "+err.Error())
-		return nil, apiErr(500, "launch_failed", "the session could not be started: "+err.Error())
+		if eerr := g.end(ctx, s.ID, "could not start; the cause is in the gateway's log"); eerr != nil {
+			g.log.ErrorContext(ctx, "mark a failed launch ended", "session", s.ID, "error", eerr)
+		}
+		return nil, &apiError{Status: 500, Code: "launch_failed",
+			Message: "the session could not be started; the cause has been logged", cause: err}
 	}
 	g.watch(s.ID, s.BackendRef)
 	return s, nil
@@ -190,12 +195,22 @@ func (g *Gateway) checkLimits(ctx context.Context, user string) error {
 		return nil
 	}
 	if l.MaxLoad > 0 {
-		if load, err := loadPerCPU(); err == nil && load > l.MaxLoad {
+		load, err := g.readLoad()
+		switch {
+		case err != nil:
+			// Unknown load does not refuse a launch; the log says the
+			// limit is not being applied.
+			g.log.WarnContext(ctx, "read the load average; max_load not checked", "error", err)
+		case load > l.MaxLoad:
 			return apiErr(503, "node_busy", fmt.Sprintf("the node is busy (load %.2f per CPU, limit %.2f); try later", load, l.MaxLoad))
 		}
 	}
 	if l.MinFreeMemoryMB > 0 {
-		if free, err := freeMemoryMB(); err == nil && free < l.MinFreeMemoryMB {
+		free, err := freeMemoryMB()
+		switch {
+		case err != nil:
+			g.log.WarnContext(ctx, "read free memory; min_free_memory_mb not checked", "error", err)
+		case free < l.MinFreeMemoryMB:
 			return apiErr(503, "node_busy", fmt.Sprintf("the node is short of memory (%d MB free, need %d MB); try later", free, l.MinFreeMemoryMB))
 		}
 	}
@@ -212,7 +227,10 @@ func loadPerCPU() (float64, error) {
 		return 0, errors.New("empty /proc/loadavg")
 	}
 	v, err := strconv.ParseFloat(f[0], 64)
-	return v / float64(runtime.NumCPU()), err
+	if err != nil {
+		return 0, fmt.Errorf("/proc/loadavg: %w", err)
+	}
+	return v / float64(runtime.NumCPU()), nil
 }
 
 func freeMemoryMB() (int, error) { return memInfoMB("MemAvailable:") }
@@ -417,8 +435,11 @@ func (g *Gateway) watch(id, ref string) {
 	}
 	ctx, cancel := context.WithCancel(g.ctx)
 	g.watching[id] = cancel
-	g.mu.Unlock()
+	// Added under the lock that checked closed: Close sets closed under it
+	// before it waits, so its Wait cannot start between the check and the
+	// Add and return while this watcher still runs.
 	g.wg.Add(1)
+	g.mu.Unlock()
 	go func() {
 		defer g.wg.Done()
 		defer func() {
@@ -429,7 +450,10 @@ func (g *Gateway) watch(id, ref string) {
 		}()
 		ch, err := g.cfg.Backend.Watch(ctx, id, ref)
 		if err != nil {
-			g.end(ctx, id, "runner lost: "+err.Error())
+			// A gateway closing cancels ctx: the next start re-attaches.
+			if eerr := g.end(ctx, id, "runner lost: "+err.Error()); eerr != nil && ctx.Err() == nil {
+				g.log.ErrorContext(ctx, "end a session whose runner is lost", "session", id, "watch_error", err, "error", eerr)
+			}
 			return
 		}
 		for e := range ch {
@@ -484,18 +508,25 @@ func (g *Gateway) apply(ctx context.Context, id string, e backend.Event) {
 	if e.Kind == contract.EventExit {
 		g.revoke(ctx, revokeEvent{Reason: "session ended", Session: id})
 		g.audit(ctx, "", "ended", id, "", e.Reason)
-		os.RemoveAll(g.sessionDir(id))
+		g.forgetTouch(id)
+		if err := os.RemoveAll(g.sessionDir(id)); err != nil {
+			g.log.WarnContext(ctx, "remove an ended session's directory", "session", id, "error", err)
+		}
 	}
 }
 
 // end marks a session ended with reason (when there is no runner to say so).
-func (g *Gateway) end(ctx context.Context, id, reason string) {
-	g.cfg.Store.UpdateSession(ctx, id, func(s *session.Session) error {
+func (g *Gateway) end(ctx context.Context, id, reason string) error {
+	_, err := g.cfg.Store.UpdateSession(ctx, id, func(s *session.Session) error {
 		if s.State == session.Ended {
 			return nil
 		}
 		return s.Move(session.Ended, reason, g.now())
 	})
+	if err != nil {
+		return fmt.Errorf("end session %s: %w", id, err)
+	}
+	return nil
 }
 
 // Stop asks a session's runner to end it.
@@ -517,12 +548,46 @@ func (g *Gateway) Stop(ctx context.Context, actor, id, reason, remote string) er
 	}
 	if err := g.cfg.Backend.Stop(ctx, id, s.BackendRef); err != nil {
 		if errors.Is(err, backend.ErrGone) {
-			g.end(ctx, id, reason)
+			if err := g.end(ctx, id, reason); err != nil {
+				return storeFault("end a session whose runner is gone", err)
+			}
 			return nil
 		}
-		return err
+		return fmt.Errorf("stop session %s: %w", id, err)
 	}
 	return nil
+}
+
+// stopAllReport is what POST /api/v1/admin/stop-all answers: how many
+// sessions are stopping, and each one that could not be stopped with what
+// its admin may be told (a 5xx cause is only logged).
+type stopAllReport struct {
+	Stopping int             `json:"stopping"`
+	Failed   []stopAllFailed `json:"failed"`
+}
+
+type stopAllFailed struct {
+	Session string    `json:"session"`
+	Error   *apiError `json:"error"`
+}
+
+// stopAll stops every queued, starting and ready session for admin actor,
+// carrying on past sessions that fail to stop.
+func (g *Gateway) stopAll(ctx context.Context, actor, remote string) (stopAllReport, error) {
+	ss, err := g.cfg.Store.ListSessions(ctx, store.SessionFilter{States: []session.State{session.Queued, session.Starting, session.Ready}})
+	if err != nil {
+		return stopAllReport{}, storeFault("list sessions to stop", err)
+	}
+	rep := stopAllReport{Failed: []stopAllFailed{}}
+	for _, s := range ss {
+		if err := g.Stop(ctx, actor, s.ID, "stopped by admin "+actor, remote); err != nil {
+			g.log.ErrorContext(ctx, "stop-all: stop session", "session", s.ID, "error", err)
+			rep.Failed = append(rep.Failed, stopAllFailed{Session: s.ID, Error: asAPIError(err)})
+			continue
+		}
+		rep.Stopping++
+	}
+	return rep, nil
 }
 
 // reattach follows every session the store has as alive; the backend says
@@ -534,7 +599,10 @@ func (g *Gateway) reattach(ctx context.Context) error {
 	}
 	for _, s := range live {
 		if s.BackendRef == "" {
-			g.end(ctx, s.ID, "gateway restarted before the runner started")
+			if err := g.end(ctx, s.ID, "gateway restarted before the runner started"); err != nil {
+				// Left as it is: the next start tries again.
+				g.log.WarnContext(ctx, "end a session that never started", "session", s.ID, "error", err)
+			}
 			continue
 		}
 		g.log.InfoContext(ctx, "re-attaching", "session", s.ID, "ref", s.BackendRef)
@@ -549,15 +617,30 @@ func (g *Gateway) janitor() {
 	defer g.wg.Done()
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	listFailing := false
 	for {
 		select {
 		case <-g.ctx.Done():
 			return
 		case <-t.C:
 		}
+		g.pruneTouches()
 		live, err := g.cfg.Store.ListSessions(g.ctx, store.SessionFilter{States: []session.State{session.Ready}})
 		if err != nil {
+			if g.ctx.Err() != nil {
+				return
+			}
+			// Said once when it starts failing, not every second: while
+			// the store cannot list, no idle session is ended.
+			if !listFailing {
+				g.log.ErrorContext(g.ctx, "janitor: list ready sessions; idle and single-shot sessions are not ended until the store answers", "error", err)
+			}
+			listFailing = true
 			continue
+		}
+		if listFailing {
+			g.log.InfoContext(g.ctx, "janitor: the store lists sessions again")
+			listFailing = false
 		}
 		now := g.now()
 		for _, s := range live {
@@ -571,12 +654,17 @@ func (g *Gateway) janitor() {
 			if last.IsZero() {
 				last = s.Started
 			}
+			reason := ""
 			if !s.Persistent && !s.LastSeen.IsZero() && now.Sub(s.LastSeen) > g.cfg.Limits.SingleShotGrace {
-				g.Stop(g.ctx, "", s.ID, "single-shot session: the last viewer left", "")
+				reason = "single-shot session: the last viewer left"
+			} else if p, ok := g.profile(s.Profile); ok && p.IdleTimeout > 0 && now.Sub(last) > p.IdleTimeout {
+				reason = fmt.Sprintf("idle for %s with no viewer", p.IdleTimeout)
+			}
+			if reason == "" {
 				continue
 			}
-			if p, ok := g.profile(s.Profile); ok && p.IdleTimeout > 0 && now.Sub(last) > p.IdleTimeout {
-				g.Stop(g.ctx, "", s.ID, fmt.Sprintf("idle for %s with no viewer", p.IdleTimeout), "")
+			if err := g.Stop(g.ctx, "", s.ID, reason, ""); err != nil && g.ctx.Err() == nil {
+				g.log.ErrorContext(g.ctx, "janitor: stop session", "session", s.ID, "reason", reason, "error", err)
 			}
 		}
 	}

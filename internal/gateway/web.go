@@ -118,13 +118,17 @@ func (g *Gateway) homePage(w http.ResponseWriter, r *http.Request) error {
 	}
 	ss, err := g.cfg.Store.ListSessions(r.Context(), store.SessionFilter{Owner: id.user, Limit: 200})
 	if err != nil {
-		return err
+		return storeFault("list sessions", err)
 	}
 	v := portal.HomePage{Base: portal.Base{Title: "Sessions", User: id.user, Admin: id.admin}, Sessions: rows(ss)}
 	for _, p := range g.cfg.Profiles {
 		v.Profiles = append(v.Profiles, portalProfile(p))
 	}
-	ts, _ := g.cfg.Store.ListTokens(r.Context(), id.user)
+	ts, err := g.cfg.Store.ListTokens(r.Context(), id.user)
+	if err != nil {
+		// Not an empty list: the user would think their tokens gone.
+		return storeFault("list tokens", err)
+	}
 	for _, t := range ts {
 		if !t.Revoked {
 			v.Tokens = append(v.Tokens, portal.Token{ID: t.ID, Name: t.Name, Created: t.Created, LastUsed: t.LastUsed})
@@ -196,7 +200,11 @@ func (g *Gateway) sessionPage(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	if pv.IsOwner {
-		shs, _ := g.cfg.Store.ListShares(r.Context(), s.ID)
+		shs, err := g.cfg.Store.ListShares(r.Context(), s.ID)
+		if err != nil {
+			// Not an empty list: the owner would think every share revoked.
+			return storeFault("list shares", err)
+		}
 		for _, sh := range shs {
 			pv.Shares = append(pv.Shares, portal.Share{ID: sh.ID, Mode: string(sh.Mode), Created: sh.Created, Expires: sh.Expires, Revoked: sh.Revoked})
 		}
@@ -248,7 +256,7 @@ func (g *Gateway) adminPage(w http.ResponseWriter, r *http.Request) error {
 	}
 	ss, err := g.cfg.Store.ListSessions(r.Context(), store.SessionFilter{Limit: 200})
 	if err != nil {
-		return err
+		return storeFault("list sessions", err)
 	}
 	load, _ := loadPerCPU()
 	free, _ := memInfoMB("MemAvailable:")

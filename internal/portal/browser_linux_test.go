@@ -145,6 +145,7 @@ func TestBrowser(t *testing.T) {
 	want("home-phone", "overflow", false)
 	want("app-phone", "overflow", false)
 	want("admin", "stopAll", "Stopping 2 sessions.")
+	want("admin", "stopAllFailed", "Stopping 1 session; could not stop s-333333333333 (internal error; it has been logged).")
 	want("error", "status", 404)
 	want("login", "status", 401)
 	want("no-novnc", "state", "disconnected:no-client")
@@ -168,9 +169,9 @@ func TestBrowser(t *testing.T) {
 	if req.Profile != "desktop" || req.CPUs != 4 || req.MemoryMB != 4096 || req.Lifetime != "90m" || req.Persistent == nil || *req.Persistent {
 		t.Errorf("launch body %s", launches[1])
 	}
-	for _, c := range []string{"DELETE /api/v1/tokens/t-ZyXwVuTs", "POST /api/v1/admin/stop-all", "DELETE /api/v1/sessions/s-0a1b2c3d4e5f/shares/sh-valid"} {
-		if len(gw.calls(c)) != 1 {
-			t.Errorf("%s: called %d times", c, len(gw.calls(c)))
+	for c, n := range map[string]int{"DELETE /api/v1/tokens/t-ZyXwVuTs": 1, "POST /api/v1/admin/stop-all": 2, "DELETE /api/v1/sessions/s-0a1b2c3d4e5f/shares/sh-valid": 1} {
+		if len(gw.calls(c)) != n {
+			t.Errorf("%s: called %d times, want %d", c, len(gw.calls(c)), n)
 		}
 	}
 	if got := gw.calls("POST /api/v1/sessions/s-0a1b2c3d4e5f/shares"); len(got) != 1 || !strings.Contains(got[0], `"mode":"control"`) || !strings.Contains(got[0], `"ttl":"8h"`) {
@@ -405,8 +406,16 @@ func newFakeGateway(t *testing.T, p, bare *Portal) *fakeGateway {
 			{"session": map[string]any{"id": "s-444444444444", "state": "stopping"}, "node": "node3"},
 		}, "node": map[string]any{"load_per_cpu": 0.5, "free_memory_mb": 12000}})
 	})
+	var stopAlls atomic.Int32
 	m.HandleFunc("POST /api/v1/admin/stop-all", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, 202, map[string]any{"stopping": 2})
+		if stopAlls.Add(1) == 1 {
+			writeJSON(w, 202, map[string]any{"stopping": 2, "failed": []any{}})
+			return
+		}
+		// The second time one session cannot be stopped.
+		writeJSON(w, 202, map[string]any{"stopping": 1, "failed": []any{
+			map[string]any{"session": "s-333333333333", "error": map[string]any{"code": "internal", "message": "internal error; it has been logged"}},
+		}})
 	})
 	return g
 }

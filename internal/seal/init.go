@@ -85,18 +85,36 @@ type initProc struct {
 	egressID atomic.Uint64
 	waitersM sync.Mutex
 	waiters  map[uint64]chan egressResult
+	// egressDone is closed when the runner's egress replies end (it is
+	// gone): nobody waits for an answer that cannot come.
+	egressDone chan struct{}
+	// egressWait bounds the wait for one egress answer.
+	egressWait time.Duration
 }
 
-func (in *initProc) send(m Message) {
+// egressWait is how long init waits for the runner to answer an egress
+// request: well past the runner's 10 s dial timeout.
+const egressWait = 30 * time.Second
+
+// send tells the runner m. A failure is logged here and returned: the
+// runner is gone or its socket broken, and a caller that must not carry on
+// without it can stop.
+func (in *initProc) send(m Message) error {
 	in.ctlMu.Lock()
 	defer in.ctlMu.Unlock()
-	writeMsg(in.ctl, m)
+	if err := writeMsg(in.ctl, m); err != nil {
+		in.log.Error("tell the runner", "message", m.Type, "reason", m.Reason, "error", err)
+		return fmt.Errorf("send %s to the runner: %w", m.Type, err)
+	}
+	return nil
 }
 
 func (in *initProc) fail(format string, args ...any) int {
 	reason := fmt.Sprintf(format, args...)
 	in.log.Error("seal setup failed", "reason", reason)
-	in.send(Message{Type: "error", Reason: reason, Code: 1})
+	// A failure to say so is logged by send; init's exit code still
+	// tells the runner it failed.
+	_ = in.send(Message{Type: "error", Reason: reason, Code: 1})
 	return 1
 }
 
@@ -212,7 +230,10 @@ func (in *initProc) run() int {
 					in.warn("start %s: %v", proc.Name, err)
 				}
 			}
-			in.send(Message{Type: "ready", Warnings: in.warnings})
+			if err := in.send(Message{Type: "ready", Warnings: in.warnings}); err != nil {
+				// A session nobody can learn is ready is no use to anyone.
+				in.terminate("the runner could not be told the session is ready", 1, sigs)
+			}
 			in.log.Info("ready")
 		case m := <-stopCh:
 			in.terminate(cmp.Or(m.Reason, "stopped"), 0, sigs)
@@ -281,7 +302,9 @@ func (in *initProc) reap() []exited {
 // and exits. It never returns.
 func (in *initProc) terminate(reason string, code int, sigs chan os.Signal) {
 	in.log.Info("ending session", "reason", reason)
-	in.send(Message{Type: "exit", Reason: reason, Code: code})
+	// Logged by send if it fails; the session ends all the same, and the
+	// exit code carries code.
+	_ = in.send(Message{Type: "exit", Reason: reason, Code: code})
 	// kill(-1) from PID 1 reaches every process in our PID namespace but us.
 	unix.Kill(-1, unix.SIGTERM)
 	deadline := time.NewTimer(in.plan.Grace)
@@ -509,6 +532,8 @@ func (in *initProc) startEgress() error {
 	}
 	in.egress = c.(*net.UnixConn)
 	in.waiters = map[uint64]chan egressResult{}
+	in.egressDone = make(chan struct{})
+	in.egressWait = egressWait
 	go in.readEgressReplies()
 	for _, port := range in.plan.EgressPorts {
 		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
@@ -521,6 +546,7 @@ func (in *initProc) startEgress() error {
 }
 
 func (in *initProc) readEgressReplies() {
+	defer close(in.egressDone)
 	buf := make([]byte, 1024)
 	for {
 		n, conn, err := fdpass.RecvMsg(in.egress, buf)
@@ -560,24 +586,63 @@ func (in *initProc) serveEgressPort(ln net.Listener, port int) {
 		if err != nil {
 			return
 		}
-		go func() {
-			id := in.egressID.Add(1)
-			ch := make(chan egressResult, 1)
-			in.waitersM.Lock()
-			in.waiters[id] = ch
-			in.waitersM.Unlock()
-			b, _ := json.Marshal(EgressRequest{ID: id, Port: port})
-			if _, _, err := in.egress.WriteMsgUnix(b, nil, nil); err != nil {
-				c.Close()
-				return
-			}
-			res := <-ch
-			if res.err != nil {
-				in.log.Warn("egress refused", "port", port, "error", res.err)
-				c.Close()
-				return
-			}
-			relay.Pipe(context.Background(), c, res.conn, 0)
-		}()
+		go in.egressConn(c, port)
 	}
+}
+
+// egressConn asks the runner for a connection to port's target and
+// relays c to it. It waits at most egressWait, and not at all once the
+// runner is gone; either way its waiter entry goes.
+func (in *initProc) egressConn(c net.Conn, port int) {
+	id := in.egressID.Add(1)
+	ch := make(chan egressResult, 1)
+	in.waitersM.Lock()
+	in.waiters[id] = ch
+	in.waitersM.Unlock()
+	// forget removes the entry, and reports false when the reply reader
+	// took it first: its answer is then on its way into ch.
+	forget := func() bool {
+		in.waitersM.Lock()
+		defer in.waitersM.Unlock()
+		_, ok := in.waiters[id]
+		delete(in.waiters, id)
+		return ok
+	}
+	giveUp := func(why string, err error) {
+		in.log.Warn("egress: "+why, "port", port, "error", err)
+		if !forget() {
+			if res := <-ch; res.conn != nil {
+				res.conn.Close()
+			}
+		}
+		c.Close()
+	}
+	b, _ := json.Marshal(EgressRequest{ID: id, Port: port})
+	if _, _, err := in.egress.WriteMsgUnix(b, nil, nil); err != nil {
+		giveUp("ask the runner", err)
+		return
+	}
+	t := time.NewTimer(in.egressWait)
+	defer t.Stop()
+	var res egressResult
+	select {
+	case res = <-ch:
+	case <-t.C:
+		giveUp("no answer from the runner", fmt.Errorf("none within %s", in.egressWait))
+		return
+	case <-in.egressDone:
+		// The reader has ended: an answer it took is in ch already.
+		select {
+		case res = <-ch:
+		default:
+			giveUp("no answer from the runner", errors.New("the runner's egress socket closed"))
+			return
+		}
+	}
+	if res.err != nil {
+		in.log.Warn("egress refused", "port", port, "error", res.err)
+		c.Close()
+		return
+	}
+	relay.Pipe(context.Background(), c, res.conn, 0)
 }

@@ -112,12 +112,16 @@ type Result struct {
 
 // Seal is a running sealed unit. Its methods are safe for concurrent use.
 type Seal struct {
-	log     *slog.Logger
-	cfg     Config
-	ctl     *net.UnixConn
-	egress  *net.UnixConn
-	pid     int
+	log    *slog.Logger
+	cfg    Config
+	ctl    *net.UnixConn
+	egress *net.UnixConn
+	pid    int
+	// pidfd is init's pidfd until finish closes it, and reaped says init
+	// was waited for: both under mu, so that a late Kill neither signals a
+	// closed (perhaps reused) descriptor nor kill(2)s a recycled pid.
 	pidfd   int
+	reaped  bool
 	mapMode IDMapMode
 	mapWhy  string
 
@@ -220,6 +224,10 @@ func Start(ctx context.Context, cfg Config) (*Seal, error) {
 			started <- fmt.Errorf("start seal init %s: %w", cfg.Exe, err)
 			return
 		}
+		s.mu.Lock()
+		s.pidfd = pidfd
+		s.mu.Unlock()
+		s.pid = cmd.Process.Pid // read after started, which orders it
 		started <- nil
 		werr := cmd.Wait()
 		s.finish(werr)
@@ -229,7 +237,6 @@ func Start(ctx context.Context, cfg Config) (*Seal, error) {
 		s.egress.Close()
 		return nil, err
 	}
-	s.pid, s.pidfd = cmd.Process.Pid, pidfd
 
 	plan := Plan{
 		ID: cfg.ID, RootMode: root, UID: cfg.Owner.UID, GID: cfg.Owner.GID,
@@ -373,14 +380,30 @@ func (s *Seal) Stop(reason string) {
 
 // Kill ends init at once with SIGKILL; the kernel then kills every process
 // in its PID namespace.
+//
+// It holds mu while it signals, so finish cannot close the pidfd (whose
+// number a new descriptor could then take) in between; once init is
+// reaped it does nothing.
 func (s *Seal) Kill() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.reaped {
+		return
+	}
 	if s.pidfd >= 0 {
 		// The pidfd cannot name a recycled pid, unlike kill(2).
-		if err := unix.PidfdSendSignal(s.pidfd, unix.SIGKILL, nil, 0); err == nil || errors.Is(err, unix.ESRCH) {
+		err := unix.PidfdSendSignal(s.pidfd, unix.SIGKILL, nil, 0)
+		if err == nil || errors.Is(err, unix.ESRCH) {
 			return
 		}
+		s.log.Warn("kill seal init by its pidfd; trying its pid", "pid", s.pid, "error", err)
 	}
-	unix.Kill(s.pid, unix.SIGKILL)
+	// Without a pidfd (a kernel before 5.3) the pid. Only between Wait's
+	// reap and finish can it name another process; pidfds close that
+	// window, which is why they come first.
+	if err := unix.Kill(s.pid, unix.SIGKILL); err != nil && !errors.Is(err, unix.ESRCH) {
+		s.log.Error("kill seal init", "pid", s.pid, "error", err)
+	}
 }
 
 func (s *Seal) setReason(reason string, code int) {
@@ -428,10 +451,13 @@ func (s *Seal) finish(werr error) {
 	}
 	s.ctl.Close()
 	s.egress.Close()
+	s.mu.Lock()
+	s.reaped = true
 	if s.pidfd >= 0 {
 		unix.Close(s.pidfd)
 		s.pidfd = -1
 	}
+	s.mu.Unlock()
 	close(s.done)
 }
 
@@ -479,7 +505,10 @@ func (s *Seal) serveEgress() {
 				return
 			}
 			s.log.Warn("egress refused", "port", req.Port, "reason", reply.Error)
-			s.egress.WriteMsgUnix(b, nil, nil)
+			if _, _, err := s.egress.WriteMsgUnix(b, nil, nil); err != nil {
+				// Init gives up waiting on its own (egressWait).
+				s.log.Warn("egress: tell init of a refusal", "port", req.Port, "error", err)
+			}
 		}()
 	}
 }

@@ -10,7 +10,14 @@ import (
 
 	"github.com/airlock-hpc/airlock/internal/backend"
 	"github.com/airlock-hpc/airlock/internal/realtest"
+	"go.uber.org/goleak"
 )
+
+// TestMain fails the package when a test leaves a goroutine behind (a
+// watch that does not end with its context, a runner nobody reaps).
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
 
 func newBackend(t *testing.T, dir string) *Backend {
 	b, err := New(Config{Dir: dir, Exe: realtest.Binary(t), Poll: 50 * time.Millisecond})

@@ -55,8 +55,12 @@ type Config struct {
 	// (SLURM_CONF=...).
 	Env []string
 	// Bin is the directory of Slurm's commands. Default: looked up in PATH.
-	Bin    string
-	Logger *slog.Logger
+	Bin string
+	// CommandTimeout bounds each run of a Slurm command: a controller that
+	// does not answer must not hang the poller (every session's state) or
+	// a launch. Default 30s.
+	CommandTimeout time.Duration
+	Logger         *slog.Logger
 }
 
 // JobOptions are a profile's own job options.
@@ -80,6 +84,11 @@ type Backend struct {
 	// wake starts a poll now (a new watcher wants its first state).
 	wake    chan struct{}
 	polling bool
+	closed  bool
+	// ctx ends with Close; wg counts the poller and the watchers' helpers.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 }
 
 type watcher struct {
@@ -98,13 +107,38 @@ func New(cfg Config) (*Backend, error) {
 	cfg.Output = cmp.Or(cfg.Output, "/dev/null")
 	cfg.Poll = cmp.Or(cfg.Poll, 5*time.Second)
 	cfg.JobPrefix = cmp.Or(cfg.JobPrefix, "airlock")
+	cfg.CommandTimeout = cmp.Or(cfg.CommandTimeout, 30*time.Second)
 	if !strings.Contains(cfg.NodeAddress, "{node}") {
 		return nil, fmt.Errorf("slurm backend: node_address %q must contain {node}", cfg.NodeAddress)
 	}
-	return &Backend{
+	b := &Backend{
 		cfg: cfg, log: cmp.Or(cfg.Logger, slog.Default()).With("component", "backend", "backend", "slurm"),
 		watchers: map[string]*watcher{}, runnerExit: map[string]string{}, wake: make(chan struct{}, 1),
-	}, nil
+	}
+	b.ctx, b.cancel = context.WithCancel(context.Background())
+	return b, nil
+}
+
+// Close stops the poller, ends every Watch (their channels close) and
+// waits for the backend's goroutines, a Slurm command under way included
+// (it is killed). Jobs keep running. It is safe to call twice.
+func (b *Backend) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	b.mu.Unlock()
+	b.cancel()
+	b.wg.Wait()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for jid, w := range b.watchers {
+		close(w.ch)
+		delete(b.watchers, jid)
+	}
+	return nil
 }
 
 // Name is "slurm".
@@ -133,7 +167,12 @@ func (b *Backend) command(ctx context.Context, account, name string, stdin []byt
 			argv = append([]string{"runuser", "-u", account, "--"}, argv...)
 		}
 	}
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.CommandTimeout)
+	defer cancel()
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	// A child the command left holding its output open must not keep
+	// Run waiting after the command itself was killed.
+	cmd.WaitDelay = 2 * time.Second
 	cmd.Env = env
 	if cmd.Env == nil {
 		cmd.Env = append(os.Environ(), b.cfg.Env...)
@@ -145,7 +184,12 @@ func (b *Backend) command(ctx context.Context, account, name string, stdin []byt
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		msg := strings.TrimSpace(stderr.String())
-		if msg == "" {
+		switch {
+		case errors.Is(ctx.Err(), context.DeadlineExceeded):
+			msg = fmt.Sprintf("no answer before its deadline (at most %s); killed", b.cfg.CommandTimeout)
+		case ctx.Err() != nil:
+			msg = "cancelled: " + ctx.Err().Error()
+		case msg == "":
 			msg = err.Error()
 		}
 		return stdout.String(), &CommandError{Command: name, Message: msg}
@@ -305,6 +349,10 @@ func (b *Backend) Watch(ctx context.Context, id, ref string) (<-chan backend.Eve
 	}
 	w := &watcher{id: id, ch: make(chan backend.Event, 4), ctx: ctx}
 	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil, fmt.Errorf("watch %s: the slurm backend is closed", id)
+	}
 	if old, ok := b.watchers[jid]; ok && old.ctx.Err() == nil {
 		b.mu.Unlock()
 		return nil, fmt.Errorf("watch %s: job %s is already watched", id, jid)
@@ -312,14 +360,26 @@ func (b *Backend) Watch(ctx context.Context, id, ref string) (<-chan backend.Eve
 	b.watchers[jid] = w
 	start := !b.polling
 	b.polling = true
+	// Added under the lock that checked closed: Close's Wait cannot miss
+	// them.
+	if start {
+		b.wg.Add(1)
+	}
+	b.wg.Add(1)
 	b.mu.Unlock()
 	if start {
 		go b.pollLoop()
 	}
 	go func() {
+		defer b.wg.Done()
 		// Close promptly when the watcher goes (a gateway shutting down
-		// waits for its watchers), not at the next poll.
-		<-ctx.Done()
+		// waits for its watchers), not at the next poll. Close closes
+		// the channels itself.
+		select {
+		case <-ctx.Done():
+		case <-b.ctx.Done():
+			return
+		}
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		if b.watchers[jid] == w {
@@ -338,16 +398,19 @@ func (b *Backend) poke() {
 	}
 }
 
-// pollLoop polls while anyone watches.
+// pollLoop polls while anyone watches, until Close.
 func (b *Backend) pollLoop() {
+	defer b.wg.Done()
 	t := time.NewTicker(b.cfg.Poll)
 	defer t.Stop()
 	for {
 		select {
 		case <-t.C:
 		case <-b.wake:
+		case <-b.ctx.Done():
+			return
 		}
-		if !b.pollOnce(context.Background()) {
+		if !b.pollOnce(b.ctx) {
 			return
 		}
 	}
@@ -366,6 +429,9 @@ func (b *Backend) pollOnce(ctx context.Context) bool {
 
 	jobs, err := b.squeue(ctx)
 	if err != nil {
+		if ctx.Err() != nil {
+			return false // closed
+		}
 		// Slurm's controller may be restarting: say so, end nothing.
 		b.log.WarnContext(ctx, "squeue failed; sessions keep their state", "error", err)
 		return true
@@ -531,7 +597,7 @@ func runners(jobs []job, prefix string) map[string]string {
 
 // ErrRefused is a registration the backend will not accept; the message
 // says why.
-var ErrRefused = errors.New("registration refused")
+var ErrRefused = backend.ErrRefused
 
 // Register accepts a runner's registration only from the node Slurm says
 // the job runs on, and makes the endpoints from that node's address and the

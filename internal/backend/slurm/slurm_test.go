@@ -4,22 +4,36 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/user"
+	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 
 	"github.com/airlock-hpc/airlock/internal/backend"
 	"github.com/airlock-hpc/airlock/internal/realtest"
 	"github.com/airlock-hpc/airlock/internal/registration"
 )
 
+// TestMain fails the package when a test leaves a goroutine behind (a
+// poller or a watcher nobody stops).
 func TestMain(m *testing.M) {
 	code := m.Run()
 	realtest.StopSlurm()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goroutines left behind after the tests:\n%v\n", err)
+			code = 1
+		}
+	}
 	os.Exit(code)
 }
 
@@ -198,6 +212,7 @@ func TestRealCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { b.Close() })
 	ctx := t.Context()
 	ref, err := b.Start(ctx, backend.Job{ID: "s-unit1", Owner: owner.Name, Profile: "later", CPUs: 1, MemoryMB: 256, Lifetime: 10 * time.Minute,
 		Spec: []byte(`{"id":"s-unit1"}`)})
@@ -295,4 +310,67 @@ func BenchmarkEvents1000(b *testing.B) {
 			b.Fatalf("%d events", len(ev))
 		}
 	}
+}
+
+// TestHungControllerBounded: a squeue that never answers (a controller
+// that hangs) is killed after CommandTimeout and reported, so the poller
+// goes on; Close ends the poller and the watches even while a command
+// hangs. On main squeue ran with no deadline, blocking the poller (every
+// session's state) forever, and the backend had no Close.
+func TestHungControllerBounded(t *testing.T) {
+	bin := t.TempDir()
+	for _, name := range []string{"squeue", "sacct"} {
+		if err := os.WriteFile(filepath.Join(bin, name), []byte("#!/bin/sh\nexec sleep 1000\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var log syncBuffer
+	b, err := New(Config{Bin: bin, Poll: 50 * time.Millisecond, CommandTimeout: 300 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(io.MultiWriter(&log, t.Output()), nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := b.Watch(t.Context(), "s-hung1", "job:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = realtest.WaitFor(10*time.Second, func() error {
+		if !strings.Contains(log.String(), "squeue failed") || !strings.Contains(log.String(), "no answer before its deadline (at most 300ms)") {
+			return errors.New("no squeue failure logged")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("a hung squeue: %v; the log:\n%s", err, log.String())
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- b.Close() }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not return while squeue hung")
+	}
+	if _, ok := <-ch; ok {
+		t.Fatal("a watch channel is open after Close")
+	}
+	if _, err := b.Watch(t.Context(), "s-hung2", "job:2"); err == nil {
+		t.Fatal("Watch after Close: no error")
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

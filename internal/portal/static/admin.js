@@ -45,7 +45,13 @@ $('stop-all').addEventListener('click', async (ev) => {
   btn.disabled = true;
   try {
     const r = await api('POST', '/api/v1/admin/stop-all');
-    say(msg, `Stopping ${r.stopping} session${r.stopping === 1 ? '' : 's'}.`, 'ok');
+    const failed = r.failed || [];
+    if (failed.length > 0) {
+      const which = failed.map((f) => `${f.session} (${f.error.message})`).join(', ');
+      say(msg, `Stopping ${r.stopping} session${r.stopping === 1 ? '' : 's'}; could not stop ${which}.`, 'error');
+    } else {
+      say(msg, `Stopping ${r.stopping} session${r.stopping === 1 ? '' : 's'}.`, 'ok');
+    }
     updateRows(table, await list());
   } catch (e) {
     say(msg, `Could not stop them: ${e.message}`, 'error');

@@ -271,6 +271,11 @@ try {
     await pg.click('#stop-all');
     await pg.waitForFunction(() => !document.getElementById('sessions-msg').hidden, null, { timeout: 10000 });
     p.rec.facts.stopAll = await text(pg, '#sessions-msg');
+    // Again, when one session cannot be stopped: the page names it.
+    await pg.waitForFunction(() => !document.getElementById('stop-all').disabled, null, { timeout: 10000 });
+    await pg.click('#stop-all');
+    await pg.waitForFunction(() => document.getElementById('sessions-msg').textContent.includes('could not stop'), null, { timeout: 10000 });
+    p.rec.facts.stopAllFailed = await text(pg, '#sessions-msg');
     await pg.waitForFunction(() => document.querySelector('tr[data-id="s-444444444444"]').dataset.state === 'stopping', null, { timeout: 10000 });
     await shot(pg, 'portal-admin-stopping.png', true);
     await close(p);
