@@ -79,7 +79,12 @@ func profileReach(t *testing.T, s *session.Session, p Profile) []any {
 	var out []any
 	for _, remote := range []bool{false, true} {
 		dir := "/nonexistent-state"
-		g := &Gateway{cfg: Config{StateDir: t.TempDir(), Backend: localStub{}}, master: make([]byte, 32)}
+		g := &Gateway{cfg: Config{StateDir: t.TempDir(), Backend: localStub{}, RDPListen: "127.0.0.1:8444"}, master: make([]byte, 32)}
+		// With an RDP port, so that desktop.rdp and an image's rdp reach
+		// the spec (a tls connector).
+		if err := g.initRDP(); err != nil {
+			t.Fatal(err)
+		}
 		if remote {
 			g.cfg.Backend = remoteStub{}
 			g.remote = remoteStub{}
