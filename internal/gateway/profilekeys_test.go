@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"encoding/json"
 	"os/user"
 	"reflect"
 	"strings"
@@ -90,8 +91,11 @@ func profileReach(t *testing.T, s *session.Session, p Profile) []any {
 			g.remote = remoteStub{}
 		}
 		b, err := g.spec(s, p, LaunchRequest{KeepDisk: p.VM != nil && p.VM.PersistentAllowed})
-		// The state directory differs each time; it is not the profile's.
-		out = append(out, strings.ReplaceAll(string(b), g.cfg.StateDir, dir), errText(err))
+		// The state directory and the hop CA differ each time; they are
+		// not the profile's.
+		hop, _ := json.Marshal(string(g.rdp.hop.pem))
+		got := strings.ReplaceAll(string(b), strings.Trim(string(hop), `"`), "HOP-CA")
+		out = append(out, strings.ReplaceAll(got, g.cfg.StateDir, dir), errText(err))
 	}
 	out = append(out, portalProfile(p))
 	for _, req := range []LaunchRequest{{}, {CPUs: 3}, {MemoryMB: 3000}, {Lifetime: "7h"}, {KeepDisk: true}} {

@@ -74,14 +74,21 @@ func (g *Gateway) initRDP() error {
 // certificate from the hop CA for the session's id, and the hop CA as the
 // only client CA. Local backend only: the files are on this machine.
 //
-// wait says whether the session is ready only once the RDP server accepts.
-// It is false for both: xrdp is a helper process, which the seal starts
-// only once the session is ready, and a VM's guest takes minutes, if it
-// serves RDP at all. The tls connector waits a little for a target that
-// refuses instead.
-func (g *Gateway) rdpConnector(spec *contract.Spec, dir, listen string, wait bool) error {
+// The session does not wait for the RDP server to be ready: xrdp is a
+// helper process, which the seal starts only once the session is ready,
+// and a VM's guest takes minutes, if it serves RDP at all. The tls
+// connector waits a little for a target that refuses instead.
+func (g *Gateway) rdpConnector(spec *contract.Spec, dir, listen string) error {
+	wait := false
 	if g.remote != nil {
-		return errors.New("rdp: native RDP clients need the local backend for now")
+		// A runner on a compute node: the connector listens on TCP with a
+		// certificate the runner makes and the gateway pins (as for every
+		// connector there), and gets the hop CA inline (it is public).
+		spec.TLS = &contract.TLSFiles{ClientCAPEM: string(g.rdp.hop.pem)}
+		spec.Connectors = append(spec.Connectors, contract.ConnectorSpec{
+			Name: ConnRDP, Kind: contract.KindTLS, Target: rdpTarget, Listen: listen, Wait: &wait,
+		})
+		return nil
 	}
 	now := time.Now()
 	l, err := g.rdp.hop.issue("airlock session "+spec.ID, spec.ID, spec.ID, false, now.Add(-time.Hour), now.Add(cmp.Or(time.Duration(spec.Lifetime), 30*24*time.Hour)+time.Hour))
@@ -352,7 +359,7 @@ func (g *Gateway) rdpCheck(ctx context.Context, der []byte, user, sid string) (t
 	if !ok {
 		return nil, tag, "session serves no RDP", nil
 	}
-	target, err = g.dialRDP(ctx, s.ID, endpoint)
+	target, err = g.dialRDP(ctx, s, endpoint)
 	if err != nil {
 		return nil, tag, "session's connector unreachable", err
 	}
@@ -363,17 +370,25 @@ func (g *Gateway) rdpCheck(ctx context.Context, der []byte, user, sid string) (t
 // dialRDP opens the hop to a session's tls connector: mutual TLS with the
 // gateway's hop certificate, the connector's certificate checked against
 // the hop CA for the session's name.
-func (g *Gateway) dialRDP(ctx context.Context, sid, endpoint string) (net.Conn, error) {
+//
+// On a node's TCP endpoint (a remote backend) the connector's certificate
+// is the runner's own, pinned by the SHA-256 its ready event reported.
+func (g *Gateway) dialRDP(ctx context.Context, s *session.Session, endpoint string) (net.Conn, error) {
+	conf := &tls.Config{
+		Certificates: []tls.Certificate{g.rdp.hopCert},
+		RootCAs:      g.rdp.hop.pool,
+		ServerName:   s.ID,
+		MinVersion:   tls.VersionTLS13,
+	}
 	network, addr := "tcp", endpoint
 	if p, ok := strings.CutPrefix(endpoint, "unix:"); ok {
 		network, addr = "unix", p
+	} else {
+		pin := pinned(s.TLSSHA256)
+		conf.RootCAs, conf.ServerName = nil, ""
+		conf.InsecureSkipVerify, conf.VerifyPeerCertificate = pin.InsecureSkipVerify, pin.VerifyPeerCertificate
 	}
-	d := tls.Dialer{Config: &tls.Config{
-		Certificates: []tls.Certificate{g.rdp.hopCert},
-		RootCAs:      g.rdp.hop.pool,
-		ServerName:   sid,
-		MinVersion:   tls.VersionTLS13,
-	}}
+	d := tls.Dialer{Config: conf}
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	return d.DialContext(dctx, network, addr)

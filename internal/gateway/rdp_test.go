@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -697,4 +698,62 @@ func (s *syncBuf) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestRDPSpecs: what an RDP desktop's spec carries with the local backend
+// (connector certificate files from the hop CA in the session directory)
+// and with a remote one (the hop CA inline, a TCP listener whose
+// certificate the runner makes and the gateway pins); without an RDP port
+// nothing changes.
+func TestRDPSpecs(t *testing.T) {
+	s := &session.Session{ID: "s-0123456789ab", Owner: "alice", CPUs: 1, MemoryMB: 1024, Lifetime: time.Hour}
+	p := desktopProfile()
+	p.RDP = true
+	for _, remote := range []bool{false, true} {
+		g := &Gateway{cfg: Config{StateDir: t.TempDir(), Backend: localStub{}, RDPListen: "127.0.0.1:8444"}, master: make([]byte, 32)}
+		if remote {
+			g.cfg.Backend, g.remote = remoteStub{}, remoteStub{}
+		}
+		if err := g.initRDP(); err != nil {
+			t.Fatal(err)
+		}
+		b, err := g.spec(s, p, LaunchRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var spec struct {
+			Processes  []struct{ Argv []string }
+			Connectors []struct{ Name, Kind, Target, Listen string }
+			TLS        struct {
+				CertFile     string `json:"cert_file"`
+				KeyFile      string `json:"key_file"`
+				ClientCAFile string `json:"client_ca_file"`
+				ClientCAPEM  string `json:"client_ca_pem"`
+			} `json:"tls"`
+		}
+		if err := json.Unmarshal(b, &spec); err != nil {
+			t.Fatal(err)
+		}
+		i := slices.IndexFunc(spec.Connectors, func(c struct{ Name, Kind, Target, Listen string }) bool { return c.Name == ConnRDP })
+		if i < 0 || spec.Connectors[i].Kind != "tls" || spec.Connectors[i].Target != "127.0.0.1:3389" {
+			t.Fatalf("remote=%v: no tls connector to 127.0.0.1:3389: %s", remote, b)
+		}
+		if !strings.Contains(string(b), "xrdp --nodaemon") {
+			t.Errorf("remote=%v: no xrdp process: %s", remote, b)
+		}
+		if remote {
+			if spec.TLS.ClientCAPEM != string(g.rdp.hop.pem) || spec.TLS.CertFile != "" || spec.Connectors[i].Listen != "tcp::0" {
+				t.Errorf("remote: tls %+v, listen %s", spec.TLS, spec.Connectors[i].Listen)
+			}
+		} else {
+			ca, err := os.ReadFile(spec.TLS.ClientCAFile)
+			if err != nil || !bytes.Equal(ca, g.rdp.hop.pem) || spec.TLS.CertFile == "" {
+				t.Errorf("local: tls %+v (%v)", spec.TLS, err)
+			}
+		}
+		// The client CA (users' certificates) is never a connector's.
+		if strings.Contains(string(b), strings.TrimSpace(string(g.rdp.client.pem))[30:80]) {
+			t.Errorf("remote=%v: the client CA reached the spec", remote)
+		}
+	}
 }

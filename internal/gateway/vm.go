@@ -159,8 +159,8 @@ func (g *Gateway) vmSpec(spec *contract.Spec, s *session.Session, p Profile, dir
 	console := profileConnectors(p.Kind)[0]
 	console.Target, console.Listen = "unix:"+vm.VNCSocket, listen
 	spec.Connectors = []contract.ConnectorSpec{console}
-	if img.RDP && g.rdp != nil && g.remote == nil {
-		return g.rdpConnector(spec, dir, strings.Replace(listen, contract.ConnConsole+".sock", ConnRDP+".sock", 1), false)
+	if img.RDP && g.rdp != nil {
+		return g.rdpConnector(spec, dir, strings.Replace(listen, contract.ConnConsole+".sock", ConnRDP+".sock", 1))
 	}
 	return nil
 }
