@@ -757,3 +757,61 @@ func TestRDPSpecs(t *testing.T) {
 		}
 	}
 }
+
+// TestRDPSlurm: an RDP desktop as a job on the real one-node Slurm
+// cluster. The connector listens on the node's TCP port with the runner's
+// own certificate (pinned by the gateway) and the hop CA from the spec;
+// through the tunnel, xrdp in the job's seal answers an RDP connection
+// request (an X.224 connection confirm).
+func TestRDPSlurm(t *testing.T) {
+	needRDPTools(t)
+	t.Parallel()
+	cl := realtest.SlurmCluster(t)
+	realtest.TestUser(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg, _ := slurmGatewayWith(t, cl, t.TempDir(), 0, func(c *Config) {
+		c.RDPListen, c.RDPAddress = ln.Addr().String(), ln.Addr().String()
+		p := desktopProfile()
+		p.Name, p.RDP = "rdpdesk", true
+		c.Profiles = append(c.Profiles, p)
+	}, "alice")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- tg.g.ServeRDP(ctx, ln) }()
+	t.Cleanup(func() { cancel(); <-done })
+	alice := tg.client().loginToken("alice")
+	s := alice.waitStateFor(alice.start(map[string]any{"profile": "rdpdesk"}).ID, "ready", 90*time.Second)
+	f, _ := rdpFile(t, alice, s.ID)
+	tun, err := rdpclient.New(f, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// X.224 Connection Request with an RDP negotiation request (TLS).
+	cr := []byte("\x03\x00\x00\x13\x0e\xe0\x00\x00\x00\x00\x00\x01\x00\x08\x00\x01\x00\x00\x00")
+	if err := realtest.WaitFor(60*time.Second, func() error {
+		c, err := tun.Dial(ctx)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Write(cr); err != nil {
+			return err
+		}
+		hdr := make([]byte, 6)
+		if _, err := io.ReadFull(c, hdr); err != nil {
+			return fmt.Errorf("no answer from xrdp: %w", err)
+		}
+		if hdr[0] != 3 || hdr[5] != 0xd0 {
+			return fmt.Errorf("not an X.224 connection confirm: % x", hdr)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	alice.do("DELETE", "/api/v1/sessions/"+s.ID, nil, nil)
+	alice.waitStateFor(s.ID, "ended", 60*time.Second)
+}
