@@ -156,7 +156,7 @@ func ValidateSpec(s *Spec) error {
 			// On a TCP listener a missing certificate is made for the
 			// session (and pinned by the gateway); a UNIX-socket one needs
 			// the spec's.
-			return fmt.Errorf("%s (%s): kind %s needs tls.client_ca_file or tls.client_ca_pem (one), and tls.cert_file and tls.key_file unless it listens on tcp:", at, c.Name, c.Kind)
+			return fmt.Errorf("%s (%s): kind %s needs tls.client_ca_file or tls.client_ca_pem (one), and tls.cert_file and tls.key_file unless it listens on TCP", at, c.Name, c.Kind)
 		}
 		if err := validTarget(c.Target); err != nil {
 			return fmt.Errorf("%s.target: %w", at, err)
