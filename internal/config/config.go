@@ -263,8 +263,8 @@ type DesktopProfile struct {
 	// RDP serves the desktop to native RDP clients too (through rdp.listen
 	// and `airlock rdp`): xrdp runs in the seal as the owner, with no
 	// sesman and no PAM, on the seal's loopback, its VNC module bridging
-	// to the session's own Xvnc. Needs xrdp and openssl on the node; not
-	// with vnc_password. Default false.
+	// to the session's own Xvnc (answering its vnc_password, if set).
+	// Needs xrdp and openssl on the node. Default false.
 	RDP bool `yaml:"rdp"`
 	// Xvnc is the X server to run (a TigerVNC Xvnc): a name looked up in
 	// PATH on the node, or an absolute path. The gateway adds the display,

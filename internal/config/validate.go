@@ -342,9 +342,6 @@ func (v *validator) desktop(at string, p *Profile) {
 	if !ok {
 		v.errorf(at+".geometry", "%q; want WIDTHxHEIGHT, each 64 to 8192, such as 1280x800", d.Geometry)
 	}
-	if d.RDP && d.VNCPassword {
-		v.errorf(at+".rdp", "not with vnc_password yet: xrdp would need the per-session password")
-	}
 	if !slices.Contains([]int{8, 16, 24, 32}, d.Depth) {
 		v.errorf(at+".depth", "%d; want 8, 16, 24 or 32", d.Depth)
 	}

@@ -46,7 +46,7 @@ type Profile struct {
 	// session, which only the connector knows (see sessions.go).
 	VNCPassword bool
 	// RDP (desktop): xrdp serves the desktop to native RDP clients too,
-	// through the gateway's RDP port (rdp.go). Not with VNCPassword.
+	// through the gateway's RDP port (rdp.go).
 	RDP bool
 	// Command (app) may use {port}, {socket} and {prefix} (the URL path the
 	// gateway serves the session under, ending in "/").

@@ -126,6 +126,13 @@ d=/tmp/.airlock-xrdp
 mkdir -p -m 0700 "$d"
 cd "$d"
 openssl req -x509 -newkey rsa:2048 -nodes -keyout key.pem -out cert.pem -days 30 -subj "/CN=airlock desktop" 2>/dev/null
+pw=
+if [ -s /tmp/.airlock-vncpasswd ]; then
+  # desktop.vnc_password: Xvnc asks for the session's password, which the
+  # runner wrote for it in vncpasswd's format (DES with VNC's fixed key);
+  # xrdp's VNC module needs it in clear. Only the owner can read either.
+  pw=$(openssl enc -d -des-ecb -K e84ad660c4721ae0 -nopad -nosalt -provider legacy -provider default -in /tmp/.airlock-vncpasswd | tr -d '\000')
+fi
 cat > xrdp.ini <<EOF
 [Globals]
 ini_version=1
@@ -160,7 +167,7 @@ tcutils=false
 name=Xvnc
 lib=libvnc.so
 username=na
-password=
+password=$pw
 ip=127.0.0.1
 port=5901
 EOF

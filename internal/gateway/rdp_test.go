@@ -39,7 +39,7 @@ import (
 // profile "rdpdesk" whose xterm writes the first line typed into it to
 // typedFile.
 func rdpGateway(t *testing.T, typedFile string) (*testGateway, net.Listener) {
-	return rdpGatewayWith(t, typedFile, nil)
+	return rdpGatewayWith(t, typedFile, nil, nil)
 }
 
 // rdpGatewayPortal is rdpGateway with the portal's pages.
@@ -48,10 +48,10 @@ func rdpGatewayPortal(t *testing.T, typedFile string) (*testGateway, net.Listene
 	if err != nil {
 		t.Fatal(err)
 	}
-	return rdpGatewayWith(t, typedFile, p)
+	return rdpGatewayWith(t, typedFile, p, nil)
 }
 
-func rdpGatewayWith(t *testing.T, typedFile string, pr PortalRenderer) (*testGateway, net.Listener) {
+func rdpGatewayWith(t *testing.T, typedFile string, pr PortalRenderer, mod func(*Profile)) (*testGateway, net.Listener) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -66,6 +66,9 @@ func rdpGatewayWith(t *testing.T, typedFile string, pr PortalRenderer) (*testGat
 		p.Name, p.RDP, p.Geometry = "rdpdesk", true, "800x600"
 		p.Programs = [][]string{{"xterm", "-geometry", "60x15+0+0", "-e", "sh", "-c",
 			`echo RDP-XTERM-READY; read l; echo "$l" > ` + typedFile + `; exec sleep 3600`}}
+		if mod != nil {
+			mod(&p)
+		}
 		c.Profiles = append(c.Profiles, p)
 	}, "alice", "bob")
 	ctx, cancel := context.WithCancel(context.Background())
@@ -129,7 +132,13 @@ func startXvfb(t *testing.T) string {
 // gateway's RDP port and the session's tls connector to xrdp in the seal,
 // bridged to the session's own Xvnc. The client window shows the remote
 // desktop (pixels), and a line typed into it reaches the xterm.
-func TestRDPDesktopXfreerdp(t *testing.T) {
+func TestRDPDesktopXfreerdp(t *testing.T) { rdpDesktopE2E(t, false) }
+
+// TestRDPDesktopVNCPassword is the same with desktop.vnc_password: xrdp
+// answers Xvnc's per-session password itself.
+func TestRDPDesktopVNCPassword(t *testing.T) { rdpDesktopE2E(t, true) }
+
+func rdpDesktopE2E(t *testing.T, vncPassword bool) {
 	needRDPTools(t)
 	owner := realtest.Current(t)
 	if os.Geteuid() == 0 {
@@ -137,7 +146,7 @@ func TestRDPDesktopXfreerdp(t *testing.T) {
 	}
 	dir := ownerDir(t, owner, "airlock-rdp-")
 	typed := filepath.Join(dir, "typed")
-	tg, _ := rdpGateway(t, typed)
+	tg, _ := rdpGatewayWith(t, typed, nil, func(p *Profile) { p.VNCPassword = vncPassword })
 	alice := tg.client().loginToken("alice")
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -183,7 +192,7 @@ func TestRDPDesktopXfreerdp(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("%v\n%s\nsession log:\n%s", err, out.String(), connectorLog(t, tg, s.ID))
 	}
-	shot := filepath.Join(cmpOr(os.Getenv("AIRLOCK_TEST_ARTIFACTS"), fileDir), "rdp-xfreerdp.png")
+	shot := filepath.Join(cmpOr(os.Getenv("AIRLOCK_TEST_ARTIFACTS"), fileDir), fmt.Sprintf("rdp-xfreerdp-vncpw-%v.png", vncPassword))
 	// The remote desktop is drawn: the xterm (white) on Xvnc's black root.
 	if err := realtest.WaitFor(60*time.Second, func() error {
 		c := exec.Command("import", "-window", win, shot)
@@ -738,7 +747,7 @@ func TestRDPSpecs(t *testing.T) {
 		if i < 0 || spec.Connectors[i].Kind != "tls" || spec.Connectors[i].Target != "127.0.0.1:3389" {
 			t.Fatalf("remote=%v: no tls connector to 127.0.0.1:3389: %s", remote, b)
 		}
-		if !strings.Contains(string(b), "xrdp --nodaemon") {
+		if !strings.Contains(string(b), "xrdp --nodaemon") || !strings.Contains(string(b), sessionVNCPasswordFile) {
 			t.Errorf("remote=%v: no xrdp process: %s", remote, b)
 		}
 		if remote {
