@@ -9,7 +9,7 @@ BIN := bin/airlock
 export CGO_ENABLED := 0
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all deps web build run run-session test bench lint fuzz clean
+.PHONY: all deps web build release run run-session test bench lint fuzz clean
 
 all: build
 
@@ -23,6 +23,17 @@ web:
 
 build: web
 	$(GO) build -trimpath -o $(BIN) ./cmd/airlock
+
+# The user's side alone (`airlock rdp`, `airlock login`) for every
+# platform users bring: bin/release/airlock-OS-ARCH[.exe].
+RELEASE_TARGETS := linux/amd64 linux/arm64 darwin/arm64 darwin/amd64 windows/amd64
+release:
+	@mkdir -p bin/release
+	@for t in $(RELEASE_TARGETS); do \
+	  os=$${t%/*}; arch=$${t#*/}; ext=; [ $$os = windows ] && ext=.exe; \
+	  echo "building bin/release/airlock-$$os-$$arch$$ext"; \
+	  GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -o bin/release/airlock-$$os-$$arch$$ext ./cmd/airlock-client || exit 1; \
+	done
 
 # The gateway with its embedded defaults: open the URL it prints and log in
 # as "demo" with the password it prints on first start.
@@ -72,6 +83,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzAppHostLabel -fuzztime 30s ./internal/gateway/
 	$(GO) test -run '^$$' -fuzz FuzzClaims -fuzztime 30s ./internal/auth/oidc/
 	$(GO) test -run '^$$' -fuzz FuzzMapLogin -fuzztime 30s ./internal/auth/mail/
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./internal/rdpfile/
 
 clean:
 	rm -rf bin internal/portal/static/vendor

@@ -28,3 +28,16 @@ if [ "${1:-}" = --baseline ]; then
   export AIRLOCK_BENCH_BASELINE=$tmp/airlock
 fi
 AIRLOCK_BENCH_REPORT=1 go test -count=1 -run '^TestAnchorReport$' -timeout 30m -v ./internal/anchorbench/
+# Native RDP (issue 11): the whole path, airlock rdp's tunnel → the
+# gateway's RDP port → the tls connector → an echo target, against a
+# stunnel client and a stunnel server with client certificates, in one run.
+# Target: at least stunnel-to-stunnel's throughput, a p50 no worse than 1.2×.
+mkdir -p .artifacts
+{
+  echo
+  echo "## Native RDP path: airlock rdp → gateway → tls connector, against stunnel → stunnel"
+  echo
+  echo '```'
+  AIRLOCK_TEST_USER=$(scripts/test-user.sh) go test -count=1 -run '^$' -bench 'BenchmarkRDPPath' -benchtime 3s ./internal/gateway/ 2>&1 | grep -E '^(Benchmark|goos|cpu)'
+  echo '```'
+} | tee -a .artifacts/bench-anchors.md

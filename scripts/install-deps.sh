@@ -17,6 +17,8 @@ pkgs=(
   samba             # smbd: QEMU's built-in SMB share for Windows guests
   slurmctld slurmd slurm-client munge # the real one-node cluster the slurm backend's tests submit to
   openssh-server openssh-client # the forward benchmark's ssh -L path (the design airlock forward is measured against)
+  xrdp              # RDP into a desktop session (run unprivileged inside the seal)
+  freerdp2-x11 xvfb xdotool imagemagick # the native RDP client tests: xfreerdp under Xvfb, a screenshot of its window
 )
 missing=()
 for p in "${pkgs[@]}"; do

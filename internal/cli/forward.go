@@ -1,13 +1,11 @@
 package cli
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -16,8 +14,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/airlock-hpc/airlock/internal/clientauth"
 	"github.com/airlock-hpc/airlock/internal/forward"
@@ -353,64 +349,4 @@ func endApp(cmd *exec.Cmd, exited <-chan struct{}) {
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		<-exited
 	}
-}
-
-// cmdLogin is `airlock login`: get an API token with the user's password
-// and keep it for the commands that talk to the gateway (clientauth).
-func cmdLogin(ctx context.Context, env *Env, args []string) int {
-	fs := newFlags(env, "login", "--gateway URL [--user NAME] [--ca FILE]   (the password is read from the terminal or stdin)")
-	gw := fs.String("gateway", "", "the gateway's https:// URL. Required.")
-	user := fs.String("user", os.Getenv("USER"), "the user to log in as")
-	ca := fs.String("ca", "", "PEM file of the CA that signed the gateway's certificate (default: the system's)")
-	if c := parse(fs, args); c >= 0 {
-		return c
-	}
-	if !strings.HasPrefix(*gw, "https://") || *user == "" || fs.NArg() > 0 {
-		fs.Usage()
-		return 2
-	}
-	creds := clientauth.Credentials{Gateway: strings.TrimSuffix(*gw, "/"), CAFile: *ca}
-	tlsConf, err := creds.TLS()
-	if err != nil {
-		return fail(env, "%v", err)
-	}
-	pw, err := readPassword(env, *user)
-	if err != nil {
-		return fail(env, "%v", err)
-	}
-	host, _ := os.Hostname()
-	tok, err := clientauth.NewToken(ctx, &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsConf}},
-		creds.Gateway, *user, pw, "airlock login on "+host)
-	if err != nil {
-		return fail(env, "%v", err)
-	}
-	creds.Token = tok
-	if err := clientauth.Save(creds); err != nil {
-		return fail(env, "%v", err)
-	}
-	p, _ := clientauth.Path()
-	fmt.Fprintf(env.Stderr, "logged in to %s as %s; token kept in %s\n", creds.Gateway, *user, p)
-	return 0
-}
-
-// readPassword reads one line from stdin, without echo on a terminal.
-func readPassword(env *Env, user string) (string, error) {
-	f, isFile := env.Stdin.(*os.File)
-	if isFile {
-		if t, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS); err == nil {
-			fmt.Fprintf(env.Stderr, "password for %s: ", user)
-			quiet := *t
-			quiet.Lflag &^= unix.ECHO
-			unix.IoctlSetTermios(int(f.Fd()), unix.TCSETS, &quiet)
-			defer func() {
-				unix.IoctlSetTermios(int(f.Fd()), unix.TCSETS, t)
-				fmt.Fprintln(env.Stderr)
-			}()
-		}
-	}
-	line, err := bufio.NewReader(env.Stdin).ReadString('\n')
-	if err != nil && line == "" {
-		return "", fmt.Errorf("read the password: %w", err)
-	}
-	return strings.TrimRight(line, "\r\n"), nil
 }

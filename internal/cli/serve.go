@@ -150,6 +150,18 @@ func cmdServe(_ context.Context, env *Env, args []string) int {
 		return fail(env, "listen %s: %v", cfg.Listen, err)
 	}
 	fmt.Fprintf(env.Stdout, "airlock gateway: https://%s/ (state in %s)\n", ln.Addr(), cfg.StateDir)
+	if cfg.RDP.Listen != "" {
+		rln, err := net.Listen("tcp", cfg.RDP.Listen)
+		if err != nil {
+			return fail(env, "rdp.listen %s: %v", cfg.RDP.Listen, err)
+		}
+		fmt.Fprintf(env.Stdout, "airlock gateway: RDP clients on %s\n", rln.Addr())
+		go func() {
+			if err := g.ServeRDP(ctx, rln); err != nil {
+				fmt.Fprintf(env.Stderr, "airlock: rdp: %v\n", err)
+			}
+		}()
+	}
 	if err := g.Serve(ctx, ln); err != nil && !errors.Is(err, net.ErrClosed) {
 		return fail(env, "%v", err)
 	}
@@ -166,6 +178,7 @@ func gatewayConfig(cfg config.Config, cfgPath, registerURL string) gateway.Confi
 		Apps:      gateway.Apps{Domain: cfg.Apps.Domain, SameOrigin: cfg.Apps.SameOrigin, GatewayURL: strings.TrimSuffix(cfg.PublicURL, "/")},
 		PublicURL: cfg.PublicURL, RunAs: cfg.RunAs, LoginTTL: cfg.Auth.SessionTTL, OnUserRemoved: cfg.Auth.OnUserRemoved, RegisterURL: registerURL,
 		ReconcileEvery: reconcileEvery(cfg), MetricsForLoopback: cfg.Metrics.Enabled,
+		RDPListen: cfg.RDP.Listen, RDPAddress: cfg.RDP.Address, RDPMaxCert: cfg.RDP.MaxCertLifetime,
 		Limits: gateway.Limits{
 			MaxSessions: cfg.Limits.MaxSessions, MaxSessionsPerUser: cfg.Limits.MaxSessionsPerUser, MaxLoad: cfg.Limits.MaxLoad,
 			MinFreeMemoryMB: int(cfg.Limits.MinFreeMemory / config.MiB), SingleShotGrace: cfg.Limits.SingleShotGrace,
@@ -284,7 +297,7 @@ func profileFromConfig(p config.Profile) gateway.Profile {
 		Groups: p.Groups, Terms: p.Terms,
 	}
 	if d := p.Desktop; d != nil {
-		g.Geometry, g.Depth, g.Programs, g.Xvnc, g.VNCPassword = d.Geometry, d.Depth, d.Programs, d.Xvnc, d.VNCPassword
+		g.Geometry, g.Depth, g.Programs, g.Xvnc, g.VNCPassword, g.RDP = d.Geometry, d.Depth, d.Programs, d.Xvnc, d.VNCPassword, d.RDP
 	}
 	if a := p.App; a != nil {
 		g.Command, g.Port, g.Socket, g.StripPrefix = a.Command, a.Port, a.Socket, a.StripPrefix

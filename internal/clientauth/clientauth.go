@@ -12,8 +12,10 @@ package clientauth
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,6 +24,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 )
 
@@ -31,10 +34,22 @@ type Credentials struct {
 	Token   string `json:"token"`
 	// CAFile verifies the gateway's certificate; empty: the system's roots.
 	CAFile string `json:"ca_file,omitempty"`
+	// Pin, when set, is the SHA-256 (hex) of the gateway's own
+	// certificate, which then replaces the chain check (a self-signed
+	// gateway; `airlock login --pin`).
+	Pin string `json:"pin_sha256,omitempty"`
 }
+
+// ErrPin says the gateway's certificate is not the pinned one.
+var ErrPin = errors.New("the gateway's certificate does not match the pinned SHA-256")
 
 // Path is the file the credentials are kept in.
 func Path() (string, error) {
+	// AIRLOCK_CONFIG_DIR overrides the user's config directory (tests,
+	// several accounts).
+	if dir := os.Getenv("AIRLOCK_CONFIG_DIR"); dir != "" {
+		return filepath.Join(dir, "login.json"), nil
+	}
 	dir, err := os.UserConfigDir()
 	if err != nil {
 		return "", fmt.Errorf("clientauth: no config directory: %w", err)
@@ -98,7 +113,8 @@ func Load() (Credentials, error) {
 			if err != nil {
 				return c, fmt.Errorf("clientauth: %w", err)
 			}
-			if st.Mode().Perm()&0o077 != 0 {
+			// (Windows has no such mode bits: its file ACLs decide.)
+			if runtime.GOOS != "windows" && st.Mode().Perm()&0o077 != 0 {
 				return c, fmt.Errorf("clientauth: %s is readable by others (mode %v); chmod 600 it", p, st.Mode().Perm())
 			}
 			if err := json.NewDecoder(f).Decode(&c); err != nil {
@@ -126,6 +142,23 @@ func Load() (Credentials, error) {
 // certificates, or the system's roots.
 func (c Credentials) TLS() (*tls.Config, error) {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if c.Pin != "" {
+		want, err := hex.DecodeString(c.Pin)
+		if err != nil || len(want) != sha256.Size {
+			return nil, fmt.Errorf("clientauth: pin %q: want the 64 hex digits of a SHA-256", c.Pin)
+		}
+		cfg.InsecureSkipVerify = true // the pin replaces the chain check
+		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return ErrPin
+			}
+			if sum := sha256.Sum256(cs.PeerCertificates[0].Raw); !bytes.Equal(sum[:], want) {
+				return ErrPin
+			}
+			return nil
+		}
+		return cfg, nil
+	}
 	if c.CAFile == "" {
 		return cfg, nil
 	}

@@ -97,6 +97,28 @@ type Config struct {
 	// Mail is the SMTP relay the gateway sends its e-mails through (login
 	// links, "your session is ready"). Default: none, no e-mails.
 	Mail *MailRelay `yaml:"mail"`
+	// RDP is the TLS port for native RDP clients (`airlock rdp`).
+	// Default: off.
+	RDP RDP `yaml:"rdp"`
+}
+
+// RDP is the gateway's TLS port for native RDP clients: it accepts only
+// client certificates from the gateway's own CA (one per session and
+// user, in the .airlock files the session page and the API hand out),
+// checks each against revocation and the session on every connection,
+// and passes it on to the session's tls connector.
+type RDP struct {
+	// Listen is the port's host:port (":8444" is the suggested one).
+	// Default "": off, and desktop profiles' rdp and images' rdp serve
+	// nothing.
+	Listen string `yaml:"listen"`
+	// Address is the host:port clients are told to dial in .airlock
+	// files. Default "": the host the user reached the gateway at, with
+	// listen's port.
+	Address string `yaml:"address"`
+	// MaxCertLifetime bounds a client certificate's life, which never
+	// outlasts its session either. Default 12h.
+	MaxCertLifetime time.Duration `yaml:"max_cert_lifetime"`
 }
 
 // MailRelay is the site's SMTP relay.
@@ -276,6 +298,12 @@ type DesktopProfile struct {
 	// seal's private /tmp; it reaches no command line, the gateway or the
 	// store. Default false.
 	VNCPassword bool `yaml:"vnc_password"`
+	// RDP serves the desktop to native RDP clients too (through rdp.listen
+	// and `airlock rdp`): xrdp runs in the seal as the owner, with no
+	// sesman and no PAM, on the seal's loopback, its VNC module bridging
+	// to the session's own Xvnc (answering its vnc_password, if set).
+	// Needs xrdp and openssl on the node. Default false.
+	RDP bool `yaml:"rdp"`
 	// Xvnc is the X server to run (a TigerVNC Xvnc): a name looked up in
 	// PATH on the node, or an absolute path. The gateway adds the display,
 	// port, security, geometry and -BlacklistTimeout 0 arguments. Default
@@ -696,6 +724,7 @@ func Default() Config {
 			OnUserRemoved: "stop",
 		},
 		Log: Log{Format: "text", Level: "info"},
+		RDP: RDP{MaxCertLifetime: 12 * time.Hour},
 	}
 	p := defaultProfile("desktop")
 	p.Name = "desktop"
@@ -766,6 +795,7 @@ func defaultProfile(kind string) Profile {
 			Depth:       24,
 			Programs:    [][]string{{"xterm"}},
 			VNCPassword: false,
+			RDP:         false,
 			Xvnc:        "Xvnc",
 		}
 	case "app":

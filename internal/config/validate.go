@@ -59,6 +59,19 @@ func (v *validator) config(c *Config) {
 	if err := checkListen(c.Listen); err != nil {
 		v.errorf("listen", "%q: %v", c.Listen, err)
 	}
+	if c.RDP.Listen != "" {
+		if err := checkListen(c.RDP.Listen); err != nil {
+			v.errorf("rdp.listen", "%q: %v", c.RDP.Listen, err)
+		}
+	}
+	if c.RDP.Address != "" {
+		if _, port, err := net.SplitHostPort(c.RDP.Address); err != nil || port == "" || port == "0" {
+			v.errorf("rdp.address", "%q: want host:port, as clients dial it", c.RDP.Address)
+		}
+	}
+	if c.RDP.MaxCertLifetime < time.Minute {
+		v.errorf("rdp.max_cert_lifetime", "%s: want at least 1m", c.RDP.MaxCertLifetime)
+	}
 	if c.StateDir != "" && !filepath.IsAbs(c.StateDir) {
 		v.errorf("state_dir", "%q is not an absolute path", c.StateDir)
 	}

@@ -3,7 +3,9 @@ package connector
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"net"
+	"syscall"
 	"time"
 
 	"github.com/airlock-hpc/airlock/internal/relay"
@@ -58,7 +60,7 @@ func (s *server) relayTLS(ctx context.Context, raw net.Conn) {
 	user := cs.PeerCertificates[0].Subject.CommonName
 	who := []any{"remote_addr", remote, "user", user, "mode", "control", "cert_serial", cs.PeerCertificates[0].SerialNumber.String()}
 
-	target, release, err := s.dial(ctx)
+	target, release, err := s.dialPatient(ctx)
 	if err != nil {
 		s.logRefusal(ctx, remote, refusal{reason: "target not reachable", err: err}, "user", user)
 		return
@@ -85,6 +87,31 @@ func (s *server) relayTLS(ctx context.Context, raw net.Conn) {
 	if !relaying {
 		release()
 		s.log.InfoContext(ctx, "disconnected", append(who, "duration", time.Since(start), "reason", "connector shutting down")...)
+	}
+}
+
+// targetPatience is how long a tls connector keeps dialing a target that
+// refuses connections.
+const targetPatience = 15 * time.Second
+
+// dialPatient dials the target, retrying while it refuses, for up to
+// targetPatience: an RDP server often comes up after the session is ready
+// (xrdp is a helper, started only then; a VM's guest later still), and an
+// RDP client that meets a closed connection gives up instead of retrying.
+func (s *server) dialPatient(ctx context.Context) (net.Conn, func(), error) {
+	deadline := time.Now().Add(targetPatience)
+	wait := 50 * time.Millisecond
+	for {
+		c, release, err := s.dial(ctx)
+		if err == nil || !errors.Is(err, syscall.ECONNREFUSED) || time.Now().Add(wait).After(deadline) {
+			return c, release, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, nil, err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
 	}
 }
 

@@ -168,9 +168,12 @@ type ConnectorSpec struct {
 type TLSFiles struct {
 	CertFile string `json:"cert_file"`
 	KeyFile  string `json:"key_file"`
-	// ClientCAFile is required for tls connectors: clients must present a
-	// certificate signed by it.
+	// ClientCAFile is required for tls connectors (or ClientCAPEM):
+	// clients must present a certificate signed by it.
 	ClientCAFile string `json:"client_ca_file"`
+	// ClientCAPEM is the client CA's certificate itself (public), for a
+	// runner on another machine (a batch job), instead of ClientCAFile.
+	ClientCAPEM string `json:"client_ca_pem"`
 }
 
 // Duration is a time.Duration written as a Go duration string.

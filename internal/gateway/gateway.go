@@ -47,6 +47,9 @@ type Profile struct {
 	// VNCPassword (desktop): Xvnc asks for a fresh random password per
 	// session, which only the connector knows (see sessions.go).
 	VNCPassword bool
+	// RDP (desktop): xrdp serves the desktop to native RDP clients too,
+	// through the gateway's RDP port (rdp.go).
+	RDP bool
 	// Command (app) may use {port}, {socket} and {prefix} (the URL path the
 	// gateway serves the session under, ending in "/").
 	Command     []string
@@ -167,6 +170,14 @@ type Config struct {
 	Apps Apps
 	// Forward configures `airlock forward` (forward.go).
 	Forward Forward
+	// RDPListen is the TLS port for native RDP clients (host:port);
+	// empty: off. RDPAddress is the host:port clients are told to dial
+	// (default: the host they reached the gateway at, RDPListen's port).
+	// RDPMaxCert bounds a client certificate's life (default 12h; never
+	// past the session's end).
+	RDPListen  string
+	RDPAddress string
+	RDPMaxCert time.Duration
 	// AuditLog receives one JSON line per audit event besides the store.
 	AuditLog io.Writer
 	Logger   *slog.Logger
@@ -208,6 +219,9 @@ type Gateway struct {
 	metrics       metrics
 	ctx           context.Context
 	cancel        context.CancelFunc
+
+	// rdp is native RDP's CAs (rdp.go); nil when RDPListen is empty.
+	rdp *rdpState
 
 	// events are the open session event streams (events.go).
 	events eventHub
@@ -256,6 +270,11 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		readLoad: loadPerCPU,
 		watching: map[string]context.CancelFunc{},
 		viewers:  map[string]int{},
+	}
+	if cfg.RDPListen != "" {
+		if err := g.initRDP(); err != nil {
+			return nil, fmt.Errorf("gateway: %w", err)
+		}
 	}
 	// Every session update wakes that session's event streams; revoking
 	// a right closes the streams it let in.

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"encoding/json"
 	"os/user"
 	"reflect"
 	"strings"
@@ -81,14 +82,22 @@ func profileReach(t *testing.T, s *session.Session, p Profile) []any {
 	var out []any
 	for _, remote := range []bool{false, true} {
 		dir := "/nonexistent-state"
-		g := &Gateway{cfg: Config{StateDir: t.TempDir(), Backend: localStub{}}, master: make([]byte, 32)}
+		g := &Gateway{cfg: Config{StateDir: t.TempDir(), Backend: localStub{}, RDPListen: "127.0.0.1:8444"}, master: make([]byte, 32)}
+		// With an RDP port, so that desktop.rdp and an image's rdp reach
+		// the spec (a tls connector).
+		if err := g.initRDP(); err != nil {
+			t.Fatal(err)
+		}
 		if remote {
 			g.cfg.Backend = remoteStub{}
 			g.remote = remoteStub{}
 		}
 		b, err := g.spec(s, p, LaunchRequest{KeepDisk: p.VM != nil && p.VM.PersistentAllowed})
-		// The state directory differs each time; it is not the profile's.
-		out = append(out, strings.ReplaceAll(string(b), g.cfg.StateDir, dir), errText(err))
+		// The state directory and the hop CA differ each time; they are
+		// not the profile's.
+		hop, _ := json.Marshal(string(g.rdp.hop.pem))
+		got := strings.ReplaceAll(string(b), strings.Trim(string(hop), `"`), "HOP-CA")
+		out = append(out, strings.ReplaceAll(got, g.cfg.StateDir, dir), errText(err))
 	}
 	out = append(out, portalProfile(p))
 	for _, req := range []LaunchRequest{{}, {CPUs: 3}, {MemoryMB: 3000}, {Lifetime: "7h"}, {KeepDisk: true}} {

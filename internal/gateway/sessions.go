@@ -354,6 +354,12 @@ func (g *Gateway) spec(s *session.Session, p Profile, req LaunchRequest) ([]byte
 			spec.Processes = append(spec.Processes, contract.Command{Argv: argv, Env: map[string]string{"DISPLAY": ":1"}})
 		}
 		spec.Connectors = []contract.ConnectorSpec{console}
+		if p.RDP && g.rdp != nil {
+			spec.Processes = append(spec.Processes, xrdpProcess())
+			if err := g.rdpConnector(&spec, dir, listen(ConnRDP)); err != nil {
+				return nil, err
+			}
+		}
 	case "app":
 		target := "127.0.0.1:" + strconv.Itoa(p.Port)
 		if p.Socket != "" {

@@ -154,11 +154,14 @@ func (g *Gateway) vmSpec(spec *contract.Spec, s *session.Session, p Profile, dir
 		spec.ScratchDir = filepath.Join(dir, "scratch")
 	}
 	// The console is QEMU's own VNC display. The guest's RDP port stays on
-	// the seal's loopback: a tls connector needs a client CA the gateway
-	// does not have yet (the native RDP issue adds it).
+	// the seal's loopback; a tls connector reaches it for native RDP
+	// clients through the gateway's RDP port (rdp.go), when it has one.
 	console := profileConnectors(p.Kind)[0]
 	console.Target, console.Listen = "unix:"+vm.VNCSocket, listen
 	spec.Connectors = []contract.ConnectorSpec{console}
+	if img.RDP && g.rdp != nil {
+		return g.rdpConnector(spec, dir, strings.Replace(listen, contract.ConnConsole+".sock", ConnRDP+".sock", 1))
+	}
 	return nil
 }
 

@@ -210,6 +210,8 @@ func (g *Gateway) sessionPage(w http.ResponseWriter, r *http.Request) error {
 	}
 	pv := portal.SessionPage{Base: portal.Base{Title: s.Profile + " " + s.ID, User: id.user, Admin: id.admin}, Session: row(s),
 		ViewOnly: v.mode == session.View, IsOwner: s.Owner == id.user}
+	_, hasRDP := s.Endpoints[ConnRDP]
+	pv.RDP = pv.IsOwner && hasRDP && g.rdp != nil
 	pv.Session.Accel = g.sessionJSON(s).Accel
 	prof, _ := g.profile(s.Profile)
 	for _, name := range sortedNames(s.Endpoints) {

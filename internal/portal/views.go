@@ -94,6 +94,8 @@ type SessionPage struct {
 	ViewOnly      bool   // the viewer came through a view-only share
 	IsOwner       bool
 	Shares        []Share
+	// RDP: the owner may download an .airlock file for native RDP clients.
+	RDP bool
 }
 
 // AdminPage shows every session and the node.

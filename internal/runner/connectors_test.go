@@ -209,3 +209,55 @@ func TestRDPPathThroughTLSConnector(t *testing.T) {
 		t.Logf("other CA: %v", err)
 	}
 }
+
+// TestTLSConnectorInlineCA is a tls connector as a remote backend's runner
+// gets it (issue 11): the client CA inline in the spec (client_ca_pem), no
+// certificate files, a TCP listener: the runner makes the certificate, the
+// client pins it by the ready event's SHA-256, and only the CA's clients
+// pass.
+func TestTLSConnectorInlineCA(t *testing.T) {
+	m := modes(t)[len(modes(t))-1]
+	clientCA, otherCA := newCA(t, "clients CA"), newCA(t, "someone else's CA")
+	r := realtest.StartRunner(t, map[string]any{
+		"id": "rdp-inline", "owner": m.owner.Name,
+		"workload": map[string]any{"argv": []string{realtest.Probe(t), "serve", "tcp:127.0.0.1:3389"}},
+		"connectors": []any{map[string]any{
+			"name": "rdp", "kind": "tls", "target": "127.0.0.1:3389", "listen": "tcp:127.0.0.1:0", "wait": true,
+		}},
+		"tls": map[string]string{"client_ca_pem": string(clientCA.pem)},
+	}, realtest.RunOptions{As: m.as})
+	ep, sha := r.Ready.Endpoints["rdp"], r.Ready.TLSSHA256
+	try := func(cert *tls.Certificate) error {
+		cfg := realtest.PinnedTLS(sha)
+		if cert != nil {
+			cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil }
+		}
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", ep, cfg)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write([]byte("rdp-hello")); err != nil {
+			return err
+		}
+		buf := make([]byte, 9)
+		if _, err := io.ReadFull(c, buf); err != nil {
+			return err
+		}
+		return nil
+	}
+	good, gk := clientCA.issue(t, "airlock gateway", false)
+	goodCert, _ := tls.X509KeyPair(good, gk)
+	if err := try(&goodCert); err != nil {
+		t.Fatalf("client of the inline CA: %v", err)
+	}
+	bad, bk := otherCA.issue(t, "mallory", false)
+	badCert, _ := tls.X509KeyPair(bad, bk)
+	if err := try(&badCert); err == nil {
+		t.Fatal("client with a certificate from another CA got through")
+	}
+	if err := try(nil); err == nil {
+		t.Fatal("client without a certificate got through")
+	}
+}

@@ -482,6 +482,12 @@ func (r *run) loadSecrets() (map[string]ConnectorSecrets, string, error) {
 			return nil, "", fmt.Errorf("tls.client_ca_file %s: no PEM certificate in it", spec.TLS.ClientCAFile)
 		}
 	}
+	if spec.TLS != nil && spec.TLS.ClientCAPEM != "" {
+		caPEM = []byte(spec.TLS.ClientCAPEM)
+		if !x509.NewCertPool().AppendCertsFromPEM(caPEM) {
+			return nil, "", errors.New("tls.client_ca_pem: no PEM certificate in it")
+		}
+	}
 	needTLS := false
 	var ips []net.IP
 	for _, c := range spec.Connectors {
@@ -507,7 +513,8 @@ func (r *run) loadSecrets() (map[string]ConnectorSecrets, string, error) {
 		if kind.Tickets {
 			s.TicketKey = key
 		}
-		if strings.HasPrefix(c.Listen, "tcp:") {
+		// A tls connector speaks TLS on any listener, a UNIX socket too.
+		if strings.HasPrefix(c.Listen, "tcp:") || kind.ClientCerts {
 			s.CertPEM, s.KeyPEM = string(certPEM), string(keyPEM)
 		}
 		if kind.ClientCerts {

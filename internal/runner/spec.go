@@ -151,8 +151,12 @@ func ValidateSpec(s *Spec) error {
 			return fmt.Errorf("%s.kind %q: want %s", at, c.Kind, contract.KindList())
 		}
 		needKey = needKey || kind.Tickets
-		if kind.ClientCerts && (s.TLS == nil || s.TLS.ClientCAFile == "" || s.TLS.CertFile == "" || s.TLS.KeyFile == "") {
-			return fmt.Errorf("%s (%s): kind %s needs tls.cert_file, tls.key_file and tls.client_ca_file", at, c.Name, c.Kind)
+		if kind.ClientCerts && (s.TLS == nil || (s.TLS.ClientCAFile == "") == (s.TLS.ClientCAPEM == "") ||
+			(s.TLS.CertFile == "" && !strings.HasPrefix(c.Listen, "tcp:"))) {
+			// On a TCP listener a missing certificate is made for the
+			// session (and pinned by the gateway); a UNIX-socket one needs
+			// the spec's.
+			return fmt.Errorf("%s (%s): kind %s needs tls.client_ca_file or tls.client_ca_pem (one), and tls.cert_file and tls.key_file unless it listens on TCP", at, c.Name, c.Kind)
 		}
 		if err := validTarget(c.Target); err != nil {
 			return fmt.Errorf("%s.target: %w", at, err)

@@ -144,6 +144,33 @@ document.addEventListener('keydown', (ev) => {
 
 $('message-reconnect').addEventListener('click', () => ui.reconnect && ui.reconnect());
 
+// ---- native RDP clients: the .airlock file ------------------------------
+
+if ($('rdp-login')) $('rdp-login').textContent = `airlock login ${location.origin}`;
+$('rdp-download')?.addEventListener('click', async (ev) => {
+  const btn = ev.currentTarget;
+  btn.disabled = true;
+  say($('rdp-msg'), '');
+  try {
+    // The file is JSON: a fresh certificate and key, made for this one
+    // download and kept nowhere on the gateway.
+    const f = await api('POST', `/api/v1/sessions/${encodeURIComponent(page.id)}/rdp`);
+    const url = URL.createObjectURL(new Blob([JSON.stringify(f, null, 2)], { type: 'application/octet-stream' }));
+    const a = document.createElement('a');
+    a.href = url;
+    a.download = `${page.id}.airlock`;
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+    say($('rdp-msg'), `Downloaded; valid until ${localTime(f.expires)}.`);
+  } catch (e) {
+    say($('rdp-msg'), `No file made: ${e.message}`, 'error');
+  } finally {
+    btn.disabled = false;
+  }
+});
+
 // ---- stop ----------------------------------------------------------------
 
 $('stop')?.addEventListener('click', async (ev) => {

@@ -1,0 +1,178 @@
+// Package rdpclient is the user's side of native RDP (`airlock rdp`): a
+// listener on a random loopback port whose every connection is tunnelled
+// over mutual TLS to the gateway's RDP port, and the launch of the local
+// RDP client pointed at it. It runs on Linux, macOS and Windows, and
+// imports no gateway or seal code: only the .airlock file format.
+package rdpclient
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/airlock-hpc/airlock/internal/rdpfile"
+)
+
+// Tunnel carries local connections to one session through the gateway.
+type Tunnel struct {
+	File *rdpfile.File
+	Log  *slog.Logger
+	// Now is the clock (tests); default time.Now.
+	Now  func() time.Time
+	conf *tls.Config
+}
+
+// New checks the file and prepares the TLS side.
+func New(f *rdpfile.File, log *slog.Logger) (*Tunnel, error) {
+	conf, err := f.TLSConfig()
+	if err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Tunnel{File: f, Log: log, Now: time.Now, conf: conf}, nil
+}
+
+// UserError is a failure told to the user as one plain sentence.
+type UserError struct {
+	Sentence string
+	Err      error
+}
+
+func (e *UserError) Error() string { return e.Sentence }
+func (e *UserError) Unwrap() error { return e.Err }
+
+func sentence(err error, s string, a ...any) error {
+	return &UserError{Sentence: fmt.Sprintf(s, a...), Err: err}
+}
+
+// Dial opens one tunnel connection: TCP to the gateway, TLS with the pin
+// checked before the certificate is sent, then the gateway's status line.
+// Its errors are UserErrors.
+func (t *Tunnel) Dial(ctx context.Context) (net.Conn, error) {
+	if !t.File.Expires.IsZero() && !t.Now().Before(t.File.Expires) {
+		return nil, sentence(nil, "This .airlock file expired at %s; download a new one from the session page.", t.File.Expires.Local().Format(time.DateTime))
+	}
+	dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	var d net.Dialer
+	raw, err := d.DialContext(dctx, "tcp", t.File.Gateway)
+	if err != nil {
+		return nil, sentence(err, "Cannot reach the gateway at %s: check your network (%v).", t.File.Gateway, unwrapNet(err))
+	}
+	conn := tls.Client(raw, t.conf)
+	if err := conn.HandshakeContext(dctx); err != nil {
+		raw.Close()
+		if errors.Is(err, rdpfile.ErrPin) {
+			return nil, sentence(err, "The gateway at %s is not the one this file was made for (its certificate does not match); nothing was sent. Download a new file, or ask your admins.", t.File.Gateway)
+		}
+		return nil, sentence(err, "The secure connection to the gateway at %s failed (%v).", t.File.Gateway, err)
+	}
+	// In TLS 1.3 the gateway judges the client certificate after the
+	// client's handshake is over: its verdict is the status line.
+	conn.SetReadDeadline(time.Now().Add(15 * time.Second))
+	br := bufio.NewReaderSize(conn, 256)
+	line, err := br.ReadString('\n')
+	conn.SetReadDeadline(time.Time{})
+	switch {
+	case line == rdpfile.StatusOK:
+	case strings.HasPrefix(line, rdpfile.StatusRefused):
+		conn.Close()
+		return nil, sentence(nil, "%s", strings.TrimSpace(strings.TrimPrefix(line, rdpfile.StatusRefused)))
+	case err != nil:
+		conn.Close()
+		return nil, sentence(err, "The gateway refused this file's certificate: it has expired, was revoked, or is not for this gateway. Download a new one from the session page.")
+	default:
+		conn.Close()
+		return nil, sentence(nil, "The gateway at %s answered something unexpected; is it an airlock gateway's RDP port?", t.File.Gateway)
+	}
+	return &bufConn{Conn: conn, r: br}, nil
+}
+
+func unwrapNet(err error) error {
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Err != nil {
+		return oe.Err
+	}
+	return err
+}
+
+// bufConn reads what the status line's reader already buffered first.
+type bufConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *bufConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// CloseWrite passes a half-close on to TLS.
+func (c *bufConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+// Serve accepts on ln until ctx ends, tunnelling each connection. A
+// connection that cannot be tunnelled is closed, and its error sent on
+// errs (without blocking) for the caller to tell the user.
+func (t *Tunnel) Serve(ctx context.Context, ln net.Listener, errs chan<- error) error {
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer c.Close()
+			up, err := t.Dial(ctx)
+			if err != nil {
+				t.Log.Warn("tunnel refused", "error", err)
+				select {
+				case errs <- err:
+				default:
+				}
+				return
+			}
+			defer up.Close()
+			pipe(ctx, c, up)
+		}()
+	}
+}
+
+// pipe copies both ways until either side ends or ctx does.
+func pipe(ctx context.Context, a, b net.Conn) {
+	stop := context.AfterFunc(ctx, func() { a.Close(); b.Close() })
+	defer stop()
+	done := make(chan struct{}, 2)
+	cp := func(dst, src net.Conn) {
+		io.Copy(dst, src)
+		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite()
+		} else {
+			dst.Close()
+		}
+		done <- struct{}{}
+	}
+	go cp(a, b)
+	go cp(b, a)
+	<-done
+	<-done
+}
