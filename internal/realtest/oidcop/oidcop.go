@@ -90,14 +90,23 @@ type logoutClient struct {
 
 func (c logoutClient) PostLogoutRedirectURIs() []string { return c.post }
 
+// The example storage reads its clients map without a lock of ours, and
+// AddClient writes it while the provider serves (each test's gateway adds
+// its own client): every read of that map goes under s.mu too.
 func (s *groupStorage) GetClientByClientID(ctx context.Context, id string) (op.Client, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	c, err := s.Storage.GetClientByClientID(ctx, id)
 	if err != nil {
 		return nil, err
 	}
+	return logoutClient{Client: c, post: s.postLogout[id]}, nil
+}
+
+func (s *groupStorage) AuthorizeClientIDSecret(ctx context.Context, id, secret string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return logoutClient{Client: c, post: s.postLogout[id]}, nil
+	return s.Storage.AuthorizeClientIDSecret(ctx, id, secret)
 }
 
 // Start runs a provider on 127.0.0.1 with users until the test ends.
