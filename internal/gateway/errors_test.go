@@ -255,11 +255,18 @@ func TestTouchFaultAndForget(t *testing.T) {
 		t.Fatalf("stop: %d %s", code, body)
 	}
 	alice.waitState(s.ID, "ended")
-	tg.g.mu.Lock()
-	_, left := tg.g.lastTouch[s.ID]
-	tg.g.mu.Unlock()
-	if left {
-		t.Errorf("session %s ended but is still in lastTouch", s.ID)
+	// The store says ended a moment before the exit's handler forgets the
+	// session: wait for that, with a deadline.
+	if err := realtest.WaitFor(5*time.Second, func() error {
+		tg.g.mu.Lock()
+		_, left := tg.g.lastTouch[s.ID]
+		tg.g.mu.Unlock()
+		if left {
+			return fmt.Errorf("session %s ended but is still in lastTouch", s.ID)
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
 	}
 }
 
