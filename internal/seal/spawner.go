@@ -1,7 +1,6 @@
 package seal
 
 import (
-	"errors"
 	"fmt"
 	"runtime"
 	"syscall"
@@ -50,16 +49,7 @@ func newSpawner(name string, setup func() ([]string, error)) (*spawner, []string
 		err      error
 	}
 	ready := make(chan setupResult, 1)
-	serve := func(locked chan<- struct{}) {
-		// Never unlocked, on purpose: see the type's comment.
-		runtime.LockOSThread()
-		if locked != nil {
-			close(locked)
-		}
-		if unix.Gettid() == unix.Getpid() {
-			ready <- setupResult{err: errors.New("on the main thread")}
-			return
-		}
+	goOffMainThread(func() {
 		w, err := setup()
 		ready <- setupResult{w, err}
 		if err != nil {
@@ -71,27 +61,37 @@ func newSpawner(name string, setup func() ([]string, error)) (*spawner, []string
 			pid, err := syscall.ForkExec(r.path, r.argv, r.attr)
 			r.reply <- spawnResult{pid, err}
 		}
-	}
-	go func() {
-		runtime.LockOSThread()
-		if unix.Gettid() != unix.Getpid() {
-			serve(nil)
-			return
-		}
-		// This is the main thread, whose credentials (and Landlock
-		// domain) are the ones kill(2), ptrace and /proc judge init by:
-		// it must never be confined. While this goroutine holds it, serve
-		// cannot run on it; let go once serve has a thread of its own.
-		locked := make(chan struct{})
-		go serve(locked)
-		<-locked
-		runtime.UnlockOSThread()
-	}()
+	})
 	res := <-ready
 	if res.err != nil {
 		return nil, res.warnings, fmt.Errorf("%s spawner: %w", name, res.err)
 	}
 	return s, res.warnings, nil
+}
+
+// goOffMainThread runs f on a new goroutine locked for good to an OS
+// thread other than the main one, so f may change that thread's
+// credentials. The main thread's credentials (and Landlock domain) are the
+// ones kill(2), ptrace and /proc judge the process by: it must never be
+// confined, nor take another uid. If f returns, its thread ends with it.
+func goOffMainThread(f func()) {
+	go func() {
+		runtime.LockOSThread() // never unlocked unless on the main thread
+		if unix.Gettid() != unix.Getpid() {
+			f()
+			return
+		}
+		// While this goroutine holds the main thread, the next one cannot
+		// run on it; let go once that one has a thread of its own.
+		locked := make(chan struct{})
+		go func() {
+			runtime.LockOSThread() // never unlocked
+			close(locked)
+			f()
+		}()
+		<-locked
+		runtime.UnlockOSThread()
+	}()
 }
 
 // forkExec starts argv from the spawner's thread.

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -420,12 +419,13 @@ func (c *credRunner) do(f func(error)) {
 	select {
 	case c.jobs <- f: // an idle thread took it
 	default:
-		go c.worker(f)
+		goOffMainThread(func() { c.worker(f) })
 	}
 }
 
+// worker runs on a thread of its own (goOffMainThread): its ids are not
+// init's.
 func (c *credRunner) worker(f func(error)) {
-	runtime.LockOSThread() // never unlocked: this thread's ids are not init's
 	err := c.become()
 	if err != nil {
 		c.log.Error("unix guard: take the owner's ids on a thread", "error", err)
