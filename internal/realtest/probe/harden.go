@@ -165,6 +165,7 @@ type attackResult struct {
 }
 
 func attack(out string, addrs []string) {
+	crowdUnixGuard(64)
 	var res []attackResult
 	targets := map[int]string{1: "init"}
 	for _, pid := range connectorPids(20 * time.Second) {
@@ -206,6 +207,54 @@ func attack(out string, addrs []string) {
 	}
 	writeJSON(out, res)
 	serve(addrs)
+}
+
+// crowdUnixGuard makes init's unix guard start n threads at once (each
+// takes the owner's ids and drops its capabilities): n connects that block
+// on a listener whose backlog is full, each waiting on a guard thread of
+// its own. None of those threads may be the one init is judged by.
+func crowdUnixGuard(n int) {
+	dir, err := os.MkdirTemp("", "crowd-")
+	must(err)
+	defer os.RemoveAll(dir)
+	path := dir + "/s"
+	ln, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	must(err)
+	must(unix.Bind(ln, &unix.SockaddrUnix{Name: path}))
+	must(unix.Listen(ln, 0))
+	done := make(chan error, n+1)
+	for range n + 1 { // one fills the backlog, n wait
+		go func() {
+			s, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+			if err == nil {
+				err = unix.Connect(s, &unix.SockaddrUnix{Name: path})
+				unix.Close(s)
+			}
+			done <- err
+		}()
+	}
+	// Once they all wait in connect, the guard has had to start a thread
+	// for each; they end (ECONNREFUSED) when the listener goes.
+	for deadline := time.Now().Add(10 * time.Second); threadsInConnect() < n && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	unix.Close(ln)
+	for range n + 1 {
+		<-done
+	}
+}
+
+// threadsInConnect counts this process's threads blocked in connect(2).
+func threadsInConnect() int {
+	ents, _ := os.ReadDir("/proc/self/task")
+	n := 0
+	for _, e := range ents {
+		b, _ := os.ReadFile("/proc/self/task/" + e.Name() + "/syscall")
+		if f := strings.Fields(string(b)); len(f) > 0 && f[0] == strconv.Itoa(unix.SYS_CONNECT) {
+			n++
+		}
+	}
+	return n
 }
 
 func openClose(path string) error {
