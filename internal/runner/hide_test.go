@@ -3,6 +3,7 @@ package runner_test
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -81,7 +82,17 @@ exec sleep 1000`, state, keyFile, pw, out, filepath.Dir(state), filepath.Base(st
 			}
 			t.Logf("the workload's attack from its own namespaces:\n%s", un)
 			if !strings.Contains(string(un), "unshared") {
-				t.Logf("unshare -Urm did not run inside (no attack to defend): %s", un)
+				// The control: where the owner can make the namespaces
+				// outside, the attack must have been made inside.
+				cmd := exec.Command("unshare", "-Urm", "true")
+				if os.Geteuid() == 0 {
+					cmd.SysProcAttr = credential(&m.owner)
+				}
+				if err := cmd.Run(); err == nil {
+					t.Errorf("unshare -Urm works for %s outside the seal but did not run inside: the attack was not made", m.owner.Name)
+				} else {
+					t.Logf("unshare -Urm fails outside the seal too (%v): no attack to defend", err)
+				}
 			}
 			if got, _ := os.ReadFile(filepath.Join(state, "master.key")); string(got) != string(master) {
 				t.Errorf("master.key changed on the host: %q", got)
