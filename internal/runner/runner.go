@@ -532,11 +532,6 @@ func (r *run) loadSecrets() (map[string]ConnectorSecrets, string, error) {
 				return nil, "", fmt.Errorf("connector %s: %w", c.Name, err)
 			}
 		}
-		if c.SessionVNCPasswordFile != "" {
-			if s.VNCPassword, err = newVNCPassword(); err != nil {
-				return nil, "", fmt.Errorf("connector %s: %w", c.Name, err)
-			}
-		}
 		out[c.Name] = s
 	}
 	sha := ""
