@@ -357,6 +357,10 @@ func TestUnixGuardRace(t *testing.T) {
 	if hostN.Load() != 0 {
 		t.Fatalf("the host socket accepted %d connections", hostN.Load())
 	}
+	// The control: the guard saw both addresses, so the race was run.
+	if ok == 0 || refused == 0 {
+		t.Fatalf("%d connected, %d refused: the address never changed under the connects", ok, refused)
+	}
 }
 
 // FuzzUnixGuardParse feeds arbitrary bytes to the decoder the guard
