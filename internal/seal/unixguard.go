@@ -32,7 +32,7 @@ import (
 // connects that copy, which is the same socket, itself. A pathname is
 // opened with O_PATH as the workload would see it and allowed only when
 // that inode is on one of the seal's private mounts (/tmp, /run, /var/tmp,
-// /dev/shm) and listening in the seal's network namespace (a host socket
+// /dev/shm) and bound in the seal's network namespace (a host socket
 // moved into the scratch directory is on the private /tmp mount too; see
 // unixguard_diag.go), or is a socket the profile lists; the connect then
 // goes to /proc/self/fd/N of the inode that was checked.
@@ -347,14 +347,14 @@ func (g *unixGuard) viaCheckedPath(t *target, path, what string, do func(addr []
 		if dev, ok := g.policy.mountDevs[st.Mnt_id]; ok {
 			id.dev = dev
 		}
-		here, err := listeningHere(id)
+		here, err := boundHere(id)
 		if err != nil {
 			// Not a "no": the check could not be made. Refuse, and say so.
-			g.log.Error("unix guard: is "+path+" listening inside the seal", "error", err)
+			g.log.Error("unix guard: is "+path+" bound inside the seal", "error", err)
 			return unix.EAGAIN
 		}
 		if !here {
-			return g.refuse(path, what, "on the seal's private mounts but not listening inside the seal (a host socket moved or linked there)")
+			return g.refuse(path, what, "on the seal's private mounts but not bound inside the seal (a host socket moved or linked there)")
 		}
 	}
 	proc := "/proc/self/fd/" + strconv.Itoa(fd)

@@ -18,8 +18,9 @@ import (
 // through its host path (reachable whenever the scratch directory lies on
 // a file system the workload also sees, such as a scratch_dir or $TMPDIR in
 // the owner's home) shows up on the private /tmp mount. So a socket on a
-// private mount passes only if it is also listening in the seal's own
-// network namespace: a socket belongs for good to the network namespace of
+// private mount passes only if it is also bound in the seal's own network
+// namespace (listening, or an unconnected datagram socket, the only states
+// a connect can reach): a socket belongs for good to the network namespace of
 // the process that made it, so one in ours was made inside the seal, and a
 // host daemon's never is. The kernel's sock_diag answers that, for the
 // caller's network namespace only, without any privilege.
@@ -29,6 +30,7 @@ const (
 	udiagShowVFS = 0x2 // UDIAG_SHOW_VFS
 	unixDiagVFS  = 1   // UNIX_DIAG_VFS attribute
 	tcpListen    = 10  // TCP_LISTEN, the state of a listening UNIX socket
+	tcpClose     = 7   // TCP_CLOSE, an unconnected one (a datagram socket's)
 )
 
 type unixDiagReq struct {
@@ -58,17 +60,18 @@ func vfsIDOf(st *unix.Statx_t) vfsID {
 	return vfsID{dev: st.Dev_major<<20 | st.Dev_minor, ino: uint32(st.Ino)}
 }
 
-// listeningHere reports whether a UNIX socket bound at the inode id is
-// listening in the caller's network namespace. It makes one sock_diag
-// dump of this namespace's listening sockets; the calling thread must be
-// in the seal's network namespace (every thread of init is).
-func listeningHere(id vfsID) (bool, error) {
+// boundHere reports whether a UNIX socket bound at the inode id, listening
+// or unconnected, is in the caller's network namespace. It makes one
+// sock_diag dump of this namespace's sockets in those states; the calling
+// thread must be in the seal's network namespace (every thread of init
+// is).
+func boundHere(id vfsID) (bool, error) {
 	s, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
 	if err != nil {
 		return false, fmt.Errorf("sock_diag socket: %w", err)
 	}
 	defer unix.Close(s)
-	req := unixDiagReq{family: unix.AF_UNIX, states: 1 << tcpListen, show: udiagShowVFS}
+	req := unixDiagReq{family: unix.AF_UNIX, states: 1<<tcpListen | 1<<tcpClose, show: udiagShowVFS}
 	const reqLen = unix.SizeofNlMsghdr + int(unsafe.Sizeof(req))
 	msg := make([]byte, reqLen)
 	binary.NativeEndian.PutUint32(msg[0:], uint32(reqLen))

@@ -3,7 +3,9 @@ package seal
 import (
 	"encoding/binary"
 	"net"
+	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -20,9 +22,10 @@ func vfsIDOfPath(t *testing.T, path string) vfsID {
 	return vfsIDOf(&st)
 }
 
-// TestListeningHere: sock_diag finds a socket listening in this network
-// namespace by its inode, and not one that stopped listening.
-func TestListeningHere(t *testing.T) {
+// TestBoundHere: sock_diag finds a socket listening in this network
+// namespace by its inode, and a bound datagram socket, and not one that
+// was closed.
+func TestBoundHere(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "l.sock")
 	ln, err := net.Listen("unix", path)
@@ -31,12 +34,61 @@ func TestListeningHere(t *testing.T) {
 	}
 	ln.(*net.UnixListener).SetUnlinkOnClose(false)
 	id := vfsIDOfPath(t, path)
-	if here, err := listeningHere(id); err != nil || !here {
+	if here, err := boundHere(id); err != nil || !here {
 		t.Fatalf("listening socket %s: here=%v err=%v; want true", path, here, err)
 	}
 	ln.Close()
-	if here, err := listeningHere(id); err != nil || here {
+	if here, err := boundHere(id); err != nil || here {
 		t.Fatalf("closed socket %s: here=%v err=%v; want false", path, here, err)
+	}
+	dgPath := filepath.Join(dir, "dg.sock")
+	dg, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: dgPath, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dg.Close()
+	if here, err := boundHere(vfsIDOfPath(t, dgPath)); err != nil || !here {
+		t.Fatalf("bound datagram socket %s: here=%v err=%v; want true", dgPath, here, err)
+	}
+}
+
+// TestBoundHereNotOtherNetns: a socket made in another network namespace
+// (a host daemon's, seen from the seal), listening or datagram, is not
+// found, though its file is right there.
+func TestBoundHereNotOtherNetns(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to make a network namespace")
+	}
+	dir := t.TempDir()
+	made := make(chan error, 1)
+	release := make(chan struct{})
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread leaves our netns
+		err := unix.Unshare(unix.CLONE_NEWNET)
+		for _, typ := range []int{unix.SOCK_STREAM, unix.SOCK_DGRAM} {
+			if err != nil {
+				break
+			}
+			var fd int
+			if fd, err = unix.Socket(unix.AF_UNIX, typ|unix.SOCK_CLOEXEC, 0); err == nil {
+				defer unix.Close(fd)
+				if err = unix.Bind(fd, &unix.SockaddrUnix{Name: filepath.Join(dir, strconv.Itoa(typ))}); err == nil && typ == unix.SOCK_STREAM {
+					err = unix.Listen(fd, 1)
+				}
+			}
+		}
+		made <- err
+		<-release
+	}()
+	defer close(release)
+	if err := <-made; err != nil {
+		t.Fatal(err)
+	}
+	for _, typ := range []int{unix.SOCK_STREAM, unix.SOCK_DGRAM} {
+		path := filepath.Join(dir, strconv.Itoa(typ))
+		if here, err := boundHere(vfsIDOfPath(t, path)); err != nil || here {
+			t.Errorf("socket %s made in another network namespace: here=%v err=%v; want false", path, here, err)
+		}
 	}
 }
 
@@ -91,9 +143,9 @@ func FuzzParseUnixDiag(f *testing.F) {
 	})
 }
 
-// BenchmarkListeningHere is the price the unix guard adds to a connect to
+// BenchmarkBoundHere is the price the unix guard adds to a connect to
 // a socket on the seal's private mounts.
-func BenchmarkListeningHere(b *testing.B) {
+func BenchmarkBoundHere(b *testing.B) {
 	path := filepath.Join(b.TempDir(), "l.sock")
 	ln, err := net.Listen("unix", path)
 	if err != nil {
@@ -106,15 +158,15 @@ func BenchmarkListeningHere(b *testing.B) {
 	}
 	id := vfsIDOf(&st)
 	for b.Loop() {
-		if here, err := listeningHere(id); err != nil || !here {
+		if here, err := boundHere(id); err != nil || !here {
 			b.Fatal(here, err)
 		}
 	}
 }
 
-// TestListeningHereByMountDev: the device number the guard takes from
+// TestBoundHereByMountDev: the device number the guard takes from
 // mountinfo for a mount is the one unix_diag reports for a socket on it.
-func TestListeningHereByMountDev(t *testing.T) {
+func TestBoundHereByMountDev(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "l.sock")
 	ln, err := net.Listen("unix", path)
@@ -134,7 +186,7 @@ func TestListeningHereByMountDev(t *testing.T) {
 	if !ok {
 		t.Fatalf("mount %d of %s not in mountinfo", st.Mnt_id, dir)
 	}
-	if here, err := listeningHere(vfsID{dev: dev, ino: uint32(st.Ino)}); err != nil || !here {
+	if here, err := boundHere(vfsID{dev: dev, ino: uint32(st.Ino)}); err != nil || !here {
 		t.Fatalf("by mountinfo's device %#x: here=%v err=%v; want true", dev, here, err)
 	}
 }
@@ -166,9 +218,9 @@ func FuzzParseMountinfoDevs(f *testing.F) {
 	})
 }
 
-// TestListeningHereManySockets: a dump that takes several datagrams still
+// TestBoundHereManySockets: a dump that takes several datagrams still
 // finds every socket.
-func TestListeningHereManySockets(t *testing.T) {
+func TestBoundHereManySockets(t *testing.T) {
 	dir := t.TempDir()
 	var ids []vfsID
 	for i := range 1000 {
@@ -187,7 +239,7 @@ func TestListeningHereManySockets(t *testing.T) {
 		ids = append(ids, vfsIDOfPath(t, path))
 	}
 	for _, i := range []int{0, 500, 999} {
-		if here, err := listeningHere(ids[i]); err != nil || !here {
+		if here, err := boundHere(ids[i]); err != nil || !here {
 			t.Fatalf("socket %d of 1000: here=%v err=%v", i, here, err)
 		}
 	}

@@ -28,6 +28,13 @@ type guardedThread struct {
 // thread ends (it is never unlocked) when the test does.
 func newGuardedThread(t testing.TB, policy unixGuardPolicy) *guardedThread {
 	t.Helper()
+	return newGuardedThreadDatagram(t, policy, false)
+}
+
+// newGuardedThreadDatagram is newGuardedThread with the filter a session
+// with Config.UnixDatagram runs under when allowDatagram is set.
+func newGuardedThreadDatagram(t testing.TB, policy unixGuardPolicy, allowDatagram bool) *guardedThread {
+	t.Helper()
 	g := &guardedThread{jobs: make(chan func())}
 	policy.ready = make(chan struct{})
 	installed := make(chan error, 1)
@@ -35,7 +42,7 @@ func newGuardedThread(t testing.TB, policy unixGuardPolicy) *guardedThread {
 	served := make(chan struct{})
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread carries the filter
-		fd, err := installUnixGuard(false)
+		fd, err := installUnixGuard(allowDatagram)
 		installed <- err
 		if err != nil {
 			return
@@ -285,6 +292,50 @@ func TestUnixGuardOtherCalls(t *testing.T) {
 	})
 	hostDG.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
 	buf := make([]byte, 8)
+	if n, _, err := hostDG.ReadFrom(buf); err == nil {
+		t.Errorf("the host datagram socket received %q", buf[:n])
+	}
+}
+
+// TestUnixGuardDatagramSession: where datagram sockets are allowed (a
+// Windows VM's share, whose smbd connects one to another's when a send
+// would block), one can be made, but connecting it still goes through the
+// guard: to a host datagram socket, refused; to one made inside, on a
+// private mount, allowed.
+func TestUnixGuardDatagramSession(t *testing.T) {
+	private, host, policy := privateAndHost(t)
+	g := newGuardedThreadDatagram(t, policy, true)
+	var got []*net.UnixConn
+	for _, p := range []string{filepath.Join(host, "dg.sock"), filepath.Join(private, "dg.sock")} {
+		c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: p, Net: "unixgram"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		got = append(got, c)
+	}
+	hostDG, ownDG := got[0], got[1]
+	g.do(func() {
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatalf("socket(AF_UNIX, SOCK_DGRAM) in a datagram session: %v", err)
+		}
+		defer unix.Close(fd)
+		if err := unix.Connect(fd, sockaddrUn(filepath.Join(host, "dg.sock"))); !errors.Is(err, unix.EACCES) {
+			t.Errorf("connect a datagram socket to a host socket: %v, want EACCES", err)
+		}
+		if err := unix.Connect(fd, sockaddrUn(filepath.Join(private, "dg.sock"))); err != nil {
+			t.Errorf("connect a datagram socket to one on a private mount: %v", err)
+		} else if _, err := unix.Write(fd, []byte("own")); err != nil {
+			t.Errorf("send on it: %v", err)
+		}
+	})
+	buf := make([]byte, 8)
+	ownDG.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if n, _, err := ownDG.ReadFrom(buf); err != nil || string(buf[:n]) != "own" {
+		t.Errorf("the private datagram socket got %q, %v; want \"own\"", buf[:n], err)
+	}
+	hostDG.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
 	if n, _, err := hostDG.ReadFrom(buf); err == nil {
 		t.Errorf("the host datagram socket received %q", buf[:n])
 	}
