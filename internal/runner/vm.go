@@ -25,15 +25,17 @@ const qemuLog = "/tmp/qemu.log"
 // with, when QEMU failed; the whole log goes to the runner's log.
 //
 // The seal's /tmp is the session's to change, and a root runner reads
-// this as root: only a regular file, never through a symlink (it could
-// name /etc/shadow) and never a FIFO (nobody would write to it).
+// this as root: only a regular file with no other name, never through a
+// symlink or a hard link (either could name /etc/shadow; the kernel's
+// protected_hardlinks, which stops the latter, is a sysctl) and never a
+// FIFO (nobody would write to it).
 func (r *run) vmExitReason(reason string, code int, scratch string) string {
 	f, err := os.OpenFile(filepath.Join(scratch, "tmp", filepath.Base(qemuLog)), os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return reason
 	}
 	defer f.Close()
-	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() || st.Sys().(*syscall.Stat_t).Nlink != 1 {
 		return reason
 	}
 	b, _ := io.ReadAll(io.LimitReader(f, 64<<10))

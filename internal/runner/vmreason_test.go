@@ -14,8 +14,9 @@ import (
 // TestVMExitReasonReadsOnlyQEMUsLog attacks the runner's look at QEMU's
 // log after a VM session: the file is in the seal's /tmp, which the
 // session's processes control, and a root runner reads it as root. A
-// symlink there must not make it read (and report in the exit reason, and
-// log) a file the owner cannot, and a FIFO must not hang it.
+// symlink or a hard link there must not make it read (and report in the
+// exit reason, and log) a file the owner cannot, and a FIFO must not hang
+// it.
 func TestVMExitReasonReadsOnlyQEMUsLog(t *testing.T) {
 	r := &run{log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	dir := t.TempDir()
@@ -43,6 +44,16 @@ func TestVMExitReasonReadsOnlyQEMUsLog(t *testing.T) {
 	}
 	if got := r.vmExitReason("workload exited with code 1", 1, scratch); strings.Contains(got, "secret-hash") {
 		t.Errorf("followed a symlink out of the scratch directory: reason %q", got)
+	}
+
+	// A hard link, where protected_hardlinks is off (or the file is the
+	// owner's to link, but not to read back once the runner is done).
+	os.Remove(log)
+	if err := os.Link(secret, log); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.vmExitReason("workload exited with code 1", 1, scratch); strings.Contains(got, "secret-hash") {
+		t.Errorf("read a hard link to another file: reason %q", got)
 	}
 
 	os.Remove(log)
