@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -73,6 +74,21 @@ func victim(t *testing.T) (cmd *exec.Cmd, exited chan struct{}) {
 	return cmd, exited
 }
 
+// signalledFirst sends the victim SIGTERM and returns the signal it died
+// of: SIGKILL if one reached it before (a process dying of a fatal signal
+// ignores any that come after), else SIGTERM. No waiting to see whether
+// something happens.
+func signalledFirst(t *testing.T, cmd *exec.Cmd, exited chan struct{}) syscall.Signal {
+	t.Helper()
+	cmd.Process.Signal(syscall.SIGTERM)
+	<-exited
+	ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus)
+	if !ok || !ws.Signaled() {
+		t.Fatalf("the victim did not die of a signal: %v", cmd.ProcessState)
+	}
+	return ws.Signal()
+}
+
 // finishedSeal is a Seal whose init (pid) has been started, for the
 // tests to finish and kill.
 func finishedSeal(t *testing.T, pid, pidfd int) *Seal {
@@ -90,11 +106,8 @@ func TestKillAfterFinishSignalsNothing(t *testing.T) {
 	s := finishedSeal(t, v.Process.Pid, -1)
 	s.finish(nil)
 	s.Kill()
-	select {
-	case <-exited:
-		t.Fatalf("a Kill after finish killed the process that has the pid now: %v", v.ProcessState)
-	case <-time.After(200 * time.Millisecond):
-		// Still running: the negative case has to wait a little.
+	if sig := signalledFirst(t, v, exited); sig != syscall.SIGTERM {
+		t.Fatalf("a Kill after finish killed the process that has the pid now (%v)", sig)
 	}
 }
 
@@ -124,10 +137,8 @@ func TestKillRacesFinish(t *testing.T) {
 		})
 		wg.Go(s.Kill)
 		wg.Wait()
-		select {
-		case <-otherExited:
-			t.Fatalf("a Kill racing finish killed another process: %v", other.ProcessState)
-		case <-time.After(20 * time.Millisecond):
+		if sig := signalledFirst(t, other, otherExited); sig != syscall.SIGTERM {
+			t.Fatalf("a Kill racing finish killed another process (%v)", sig)
 		}
 	}
 }
