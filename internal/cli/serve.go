@@ -202,7 +202,8 @@ func gatewayConfig(cfg config.Config, cfgPath, registerURL string) gateway.Confi
 }
 
 // secretPaths lists what every session's seal hides besides the state
-// directory: files holding the gateway's secrets, the local backend's
+// directory: files holding the gateway's secrets (password files, the
+// OpenID client secret, the mail relay's password), the local backend's
 // session directories (specs, ticket keys, sockets), the audit log and
 // the config file itself (it names the rest, and sites keep notes in it).
 func secretPaths(cfg config.Config, cfgPath string) []string {
@@ -214,10 +215,13 @@ func secretPaths(cfg config.Config, cfgPath string) []string {
 		paths = append(paths, cfgPath)
 	}
 	for _, m := range cfg.Auth.Methods {
-		paths = append(paths, m.File)
+		paths = append(paths, m.File, m.ClientSecretFile)
 		if m.Search != nil {
 			paths = append(paths, m.Search.BindPasswordFile)
 		}
+	}
+	if cfg.Mail != nil {
+		paths = append(paths, cfg.Mail.PasswordFile)
 	}
 	var out []string
 	for _, p := range paths {
