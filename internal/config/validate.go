@@ -518,7 +518,7 @@ func (v *validator) relay(m *MailRelay) {
 	switch u, err := url.Parse(m.Relay); {
 	case m.Relay == "":
 		v.errorf("mail.relay", "required: the SMTP relay, such as smtp://mail.example.org")
-	case err != nil || (u.Scheme != "smtp" && u.Scheme != "smtps") || u.Host == "" || u.User != nil || u.Path != "" && u.Path != "/" || u.RawQuery != "":
+	case !serverURL(u, err, "smtp", "smtps"):
 		v.errorf("mail.relay", "%q; want smtp://host[:port] (STARTTLS) or smtps://host[:port]", m.Relay)
 	}
 	if _, ok := TLSVersions[m.MinTLS]; !ok {
@@ -535,6 +535,13 @@ func (v *validator) relay(m *MailRelay) {
 	}
 }
 
+// serverURL reports whether u (parsed with err) is a server's address:
+// one of schemes and a host (and port), nothing else.
+func serverURL(u *url.URL, err error, schemes ...string) bool {
+	return err == nil && slices.Contains(schemes, u.Scheme) && u.Host != "" && u.User == nil &&
+		(u.Path == "" || u.Path == "/") && u.RawQuery == "" && u.Fragment == ""
+}
+
 // TLSVersions are min_tls's values.
 var TLSVersions = map[string]uint16{"1.0": tls.VersionTLS10, "1.1": tls.VersionTLS11, "1.2": tls.VersionTLS12, "1.3": tls.VersionTLS13}
 
@@ -543,8 +550,7 @@ func (v *validator) mail(at string, m *AuthMethod) {
 	switch u, err := url.Parse(m.URL); {
 	case m.URL == "":
 		v.errorf(at+".url", "required: the mail server, such as %s://mail.example.org", secure)
-	case err != nil || (u.Scheme != secure && u.Scheme != plain) || u.Host == "" || u.User != nil ||
-		u.Path != "" && u.Path != "/" || u.RawQuery != "" || u.Fragment != "":
+	case !serverURL(u, err, secure, plain):
 		v.errorf(at+".url", "%q; want %s://host[:port] (implicit TLS) or %s://host[:port] (STARTTLS)", m.URL, secure, plain)
 	}
 	if _, ok := TLSVersions[m.MinTLS]; !ok {
