@@ -16,7 +16,6 @@ import (
 	"github.com/airlock-hpc/airlock/internal/auth"
 	"github.com/airlock-hpc/airlock/internal/auth/oidc"
 	"github.com/airlock-hpc/airlock/internal/auth/ratelimit"
-	"github.com/airlock-hpc/airlock/internal/portal"
 	"github.com/airlock-hpc/airlock/internal/session"
 )
 
@@ -223,7 +222,7 @@ func (g *Gateway) emailAnswer(w http.ResponseWriter, next string, err error) err
 		writeJSON(w, 202, map[string]string{"message": emailNotice})
 		return nil
 	}
-	v := portal.LoginPage{Base: portal.Base{Title: "Log in"}, Next: next, Providers: g.loginProviders(next), EmailLogin: true}
+	v := g.loginView(next)
 	status := 200
 	if err != nil {
 		ae := asAPIError(err)

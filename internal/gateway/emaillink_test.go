@@ -10,12 +10,14 @@ import (
 	"time"
 
 	"github.com/airlock-hpc/airlock/internal/mailer"
+	"github.com/airlock-hpc/airlock/internal/portal"
 	"github.com/airlock-hpc/airlock/internal/realtest/smtpsink"
 )
 
 // emailGateway is a gateway that sends login links for example.org
-// through a real SMTP sink on loopback, with a clock the test moves.
-func emailGateway(t *testing.T) (*testGateway, *smtpsink.Sink, *atomic.Int64) {
+// through a real SMTP sink on loopback, with a clock the test moves. more,
+// if any, change its configuration further.
+func emailGateway(t *testing.T, more ...func(*Config)) (*testGateway, *smtpsink.Sink, *atomic.Int64) {
 	t.Helper()
 	sink := smtpsink.Start(t)
 	m, err := mailer.New(mailer.Config{URL: sink.URL, RootCAs: sink.CAFile, From: "airlock <airlock@gw.test>"})
@@ -27,6 +29,9 @@ func emailGateway(t *testing.T) (*testGateway, *smtpsink.Sink, *atomic.Int64) {
 		c.Mailer = m
 		c.EmailLogin = &EmailLogin{Domains: []string{"example.org"}, TTL: 5 * time.Minute, AdminUsers: []string{"dave"}}
 		c.Now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+		for _, f := range more {
+			f(c)
+		}
 	})
 	return tg, sink, &skew
 }
@@ -133,4 +138,31 @@ func TestEmailLink(t *testing.T) {
 			t.Fatalf("fourth ask for an unknown address: %d; want 429", st)
 		}
 	})
+}
+
+// TestEmailLinkFormAfterFailure: every login page a failure shows (a bad
+// link, which tells the user to ask for a new one; a wrong password) still
+// offers the form to ask for a link, as the plain login page does.
+func TestEmailLinkFormAfterFailure(t *testing.T) {
+	pt, err := portal.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg, _, _ := emailGateway(t, func(c *Config) { c.Portal = pt })
+	const form = `id="email-login"`
+	c := tg.client()
+	if resp, page := c.get(tg.url + "/login"); resp.StatusCode != 200 || !strings.Contains(page, form) {
+		t.Fatalf("login page: %d, e-mail form %v", resp.StatusCode, strings.Contains(page, form))
+	}
+	if resp, page := c.get(tg.url + "/login/email/" + strings.Repeat("A", 43)); resp.StatusCode != 401 ||
+		!strings.Contains(page, "ask for a new one") || !strings.Contains(page, form) {
+		t.Fatalf("page after a bad link: %d, e-mail form %v:\n%s", resp.StatusCode, strings.Contains(page, form), page)
+	}
+	req, _ := http.NewRequest("POST", tg.url+"/login", strings.NewReader(url.Values{"user": {"alice"}, "password": {"wrong"}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", tg.url)
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	if resp, page := c.send(req); resp.StatusCode != 401 || !strings.Contains(page, form) {
+		t.Fatalf("page after a wrong password: %d, e-mail form %v", resp.StatusCode, strings.Contains(page, form))
+	}
 }
