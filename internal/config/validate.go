@@ -417,7 +417,7 @@ func (v *validator) auth(a *Auth, hasMail bool) {
 	if len(a.Methods) == 0 {
 		v.errorf("auth.methods", "empty; nobody could log in")
 	}
-	names := map[string]bool{}
+	names, emails := map[string]bool{}, 0
 	for i := range a.Methods {
 		m := &a.Methods[i]
 		at := fmt.Sprintf("auth.methods[%d]", i)
@@ -435,6 +435,9 @@ func (v *validator) auth(a *Auth, hasMail bool) {
 		case "imap", "smtp":
 			v.mail(at, m)
 		case "email":
+			if emails++; emails > 1 {
+				v.errorf(at+".kind", "a second email method; the gateway uses one: list every domain in the first one's domains")
+			}
 			if len(m.Domains) == 0 {
 				v.errorf(at+".domains", "empty; want the domains whose addresses may log in, such as [example.org]")
 			}
