@@ -102,7 +102,7 @@ func (v *validator) config(c *Config) {
 	}
 	v.images(c.Images)
 	v.profiles(c)
-	v.auth(&c.Auth, c.Mail != nil)
+	v.auth(&c.Auth, c.Mail != nil, c.PublicURL != "")
 	if c.Mail != nil {
 		v.relay(c.Mail)
 	}
@@ -413,7 +413,7 @@ func (v *validator) app(at string, p *Profile) {
 	}
 }
 
-func (v *validator) auth(a *Auth, hasMail bool) {
+func (v *validator) auth(a *Auth, hasMail, hasPublicURL bool) {
 	if len(a.Methods) == 0 {
 		v.errorf("auth.methods", "empty; nobody could log in")
 	}
@@ -452,6 +452,9 @@ func (v *validator) auth(a *Auth, hasMail bool) {
 			}
 			if !hasMail {
 				v.errorf(at, "kind email needs the mail block: the relay the links are sent through")
+			}
+			if !hasPublicURL {
+				v.errorf(at, "kind email needs public_url: the links name it (never a request's Host, which the asker chooses)")
 			}
 		case "":
 			v.errorf(at+".kind", "required: want %s", orList(methodKinds))
