@@ -72,8 +72,8 @@ func linkFor(t *testing.T, tg *testGateway, sink *smtpsink.Sink, to string) stri
 
 // TestEmailLink: a link arrives at the SMTP sink, logs in once, only the
 // browser that asked, and not after it expires; an address outside the
-// allowed domains gets the same answer and no mail; asking is rate
-// limited per address.
+// allowed domains gets the same answer and no mail; a hostile page cannot
+// make a browser ask.
 func TestEmailLink(t *testing.T) {
 	tg, sink, skew := emailGateway(t)
 	a := tg.client()
@@ -125,25 +125,63 @@ func TestEmailLink(t *testing.T) {
 		linkFor(t, tg, sink, "erin@example.org")
 	})
 
-	t.Run("rate limited", func(t *testing.T) {
+	t.Run("cross-site ask", func(t *testing.T) {
+		// A hostile page makes the victim's browser ask for a link to the
+		// attacker's address: the victim's browser would hold the binding,
+		// and the attacker's link, sent on to the victim, would log them
+		// in as the attacker (login CSRF). Refused, and nothing is mailed.
 		c := tg.client()
-		for i := range 3 {
-			if st, _ := askLink(t, c, "frank@example.org"); st != 202 {
-				t.Fatalf("ask %d: %d", i, st)
-			}
-			linkFor(t, tg, sink, "frank@example.org")
+		req, _ := http.NewRequest("POST", tg.url+"/login/email", strings.NewReader(url.Values{"email": {"mallory@example.org"}}.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Origin", "https://evil.example")
+		req.Header.Set("Sec-Fetch-Site", "cross-site")
+		if resp, _ := c.send(req); resp.StatusCode != 403 {
+			t.Fatalf("cross-site ask: %d; want 403", resp.StatusCode)
 		}
-		if st, _ := askLink(t, c, "frank@example.org"); st != 429 {
-			t.Fatalf("fourth ask for one address: %d; want 429", st)
-		}
-		// Unknown addresses cost the same: the limit tells nothing.
-		for range 3 {
-			askLink(t, c, "x@evil.org")
-		}
-		if st, _ := askLink(t, c, "x@evil.org"); st != 429 {
-			t.Fatalf("fourth ask for an unknown address: %d; want 429", st)
-		}
+		// The next message is for the next same-site ask: none went to
+		// mallory (mails leave in order).
+		askLink(t, c, "grace@example.org")
+		linkFor(t, tg, sink, "grace@example.org")
 	})
+
+}
+
+// TestEmailLinkRateLimits: asking is limited per address (3 in the
+// window) and per client (10), on a gateway of its own so that each
+// refusal is the limit it claims: an unknown address costs what a known
+// one does (the limit tells nothing), and a client that spreads its asks
+// over fresh addresses meets its own limit.
+func TestEmailLinkRateLimits(t *testing.T) {
+	tg, sink, _ := emailGateway(t)
+	c := tg.client()
+	for i := range 3 {
+		if st, _ := askLink(t, c, "frank@example.org"); st != 202 {
+			t.Fatalf("ask %d: %d", i, st)
+		}
+		linkFor(t, tg, sink, "frank@example.org")
+	}
+	if st, _ := askLink(t, c, "frank@example.org"); st != 429 {
+		t.Fatalf("fourth ask for one address: %d; want 429", st)
+	}
+	for i := range 3 {
+		if st, _ := askLink(t, c, "x@evil.org"); st != 202 {
+			t.Fatalf("ask %d for an unknown address: %d", i, st)
+		}
+	}
+	if st, _ := askLink(t, c, "x@evil.org"); st != 429 {
+		t.Fatalf("fourth ask for an unknown address: %d; want 429", st)
+	}
+	// 6 asks counted so far (refused ones are not): four fresh addresses
+	// more reach the client's 10, and a fifth is refused though its
+	// address is new.
+	for _, a := range []string{"y1@evil.org", "y2@evil.org", "y3@example.org", "y4@evil.org"} {
+		if st, _ := askLink(t, c, a); st != 202 {
+			t.Fatalf("ask for %s: %d", a, st)
+		}
+	}
+	if st, _ := askLink(t, c, "y5@evil.org"); st != 429 {
+		t.Fatalf("eleventh ask from one client, for a fresh address: %d; want 429", st)
+	}
 }
 
 // TestEmailLinkFormAfterFailure: every login page a failure shows (a bad
