@@ -71,6 +71,55 @@ func TestEveryConfigKeyIsUsed(t *testing.T) {
 	}
 }
 
+// secretFileKey matches the keys naming a file of the gateway's secrets:
+// the local password file and every *key_file, *password_file and
+// *secret_file.
+var secretFileKey = regexp.MustCompile(`(^|\.)(file|[a-z_]*(key|password|secret)_file)$`)
+
+// TestEverySecretFileIsHidden: the workload of a session (running, without
+// root, as the gateway's own account) must not read the files holding the
+// gateway's secrets, so every key naming one, wherever it points, is in
+// what every session's seal hides (gateway.Config.Hide). A secret file key
+// added to the configuration without joining secretPaths fails here.
+func TestEverySecretFileIsHidden(t *testing.T) {
+	var keys []string
+	for _, k := range configKeys(reflect.TypeFor[config.Config](), "") {
+		if secretFileKey.MatchString(k) {
+			keys = append(keys, k)
+		}
+	}
+	for _, want := range []string{"tls.key_file", "auth.methods[].file", "auth.methods[].client_secret_file",
+		"auth.methods[].search.bind_password_file", "mail.password_file"} {
+		if !slices.Contains(keys, want) {
+			t.Fatalf("secret file keys %v lack %s: the pattern is broken", keys, want)
+		}
+	}
+	bases := []config.Config{baseConfig(t, "local"), baseConfig(t, "slurm")}
+	for _, key := range keys {
+		tried, indexes := false, 1
+		if strings.Contains(key, "[]") {
+			indexes = 4
+		}
+		for _, base := range bases {
+			for idx := range indexes {
+				cfg := deepCopy(base)
+				if !mutate(reflect.ValueOf(&cfg).Elem(), strings.Split(key, "."), idx) {
+					continue
+				}
+				tried = true
+				hide := gatewayConfig(cfg, "/etc/airlock.yaml", "").Hide
+				if !slices.ContainsFunc(hide, func(p string) bool { return strings.HasSuffix(p, "-changed") }) {
+					t.Errorf("%s (list index %d, backend %s): the file it names is not hidden from sessions; hidden: %v",
+						key, idx, base.Backend.Kind, hide)
+				}
+			}
+		}
+		if !tried {
+			t.Errorf("%s: in no base config, so not checked", key)
+		}
+	}
+}
+
 // configKeys lists the leaf keys under type t, as "profiles[].desktop.xvnc".
 func configKeys(t reflect.Type, prefix string) []string {
 	for t.Kind() == reflect.Pointer {

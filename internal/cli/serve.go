@@ -202,7 +202,8 @@ func gatewayConfig(cfg config.Config, cfgPath, registerURL string) gateway.Confi
 }
 
 // secretPaths lists what every session's seal hides besides the state
-// directory: files holding the gateway's secrets, the local backend's
+// directory: files holding the gateway's secrets (password files, the
+// OpenID client secret, the mail relay's password), the local backend's
 // session directories (specs, ticket keys, sockets), the audit log and
 // the config file itself (it names the rest, and sites keep notes in it).
 func secretPaths(cfg config.Config, cfgPath string) []string {
@@ -214,10 +215,13 @@ func secretPaths(cfg config.Config, cfgPath string) []string {
 		paths = append(paths, cfgPath)
 	}
 	for _, m := range cfg.Auth.Methods {
-		paths = append(paths, m.File)
+		paths = append(paths, m.File, m.ClientSecretFile)
 		if m.Search != nil {
 			paths = append(paths, m.Search.BindPasswordFile)
 		}
+	}
+	if cfg.Mail != nil {
+		paths = append(paths, cfg.Mail.PasswordFile)
 	}
 	var out []string
 	for _, p := range paths {
@@ -338,11 +342,11 @@ func authFromConfig(env *Env, cfg config.Config, log *slog.Logger) (*auth.Chain,
 			if s := m.Search; s != nil {
 				lc.BaseDN, lc.Filter, lc.SearchBindDN = s.BaseDN, s.Filter, s.BindDN
 				if s.BindPasswordFile != "" {
-					b, err := os.ReadFile(s.BindPasswordFile)
+					pw, err := readSecret(fmt.Sprintf("auth.methods[%d].search.bind_password_file", i), s.BindPasswordFile)
 					if err != nil {
-						return nil, nil, fmt.Errorf("auth.methods[%d].search.bind_password_file: %w", i, err)
+						return nil, nil, err
 					}
-					lc.SearchBindPassword = ldap.Password(strings.TrimRight(string(b), "\r\n"))
+					lc.SearchBindPassword = ldap.Password(pw)
 				}
 			}
 			a, err := ldap.New(lc)
@@ -397,11 +401,10 @@ func oidcFromConfig(cfg config.Config, log *slog.Logger) ([]*oidc.Provider, erro
 			UserClaim: m.UserClaim, UserDomain: m.UserDomain, GroupsClaim: m.GroupsClaim,
 			AdminGroups: m.AdminGroups, AdminUsers: m.AdminUsers, Logger: log}
 		if m.ClientSecretFile != "" {
-			b, err := os.ReadFile(m.ClientSecretFile)
-			if err != nil {
-				return nil, fmt.Errorf("auth.methods[%d].client_secret_file: %w", i, err)
+			var err error
+			if oc.ClientSecret, err = readSecret(fmt.Sprintf("auth.methods[%d].client_secret_file", i), m.ClientSecretFile); err != nil {
+				return nil, err
 			}
-			oc.ClientSecret = strings.TrimRight(string(b), "\r\n")
 		}
 		p, err := oidc.New(oc)
 		if err != nil {
@@ -425,11 +428,10 @@ func mailFromConfig(cfg config.Config) (*mailer.Mailer, *gateway.EmailLogin, err
 	}
 	c := mailer.Config{URL: mc.Relay, RootCAs: mc.CAFile, MinTLS: minTLS, From: mc.From, User: mc.User, Timeout: mc.Timeout}
 	if mc.PasswordFile != "" {
-		b, err := os.ReadFile(mc.PasswordFile)
-		if err != nil {
-			return nil, nil, fmt.Errorf("mail.password_file: %w", err)
+		var err error
+		if c.Password, err = readSecret("mail.password_file", mc.PasswordFile); err != nil {
+			return nil, nil, err
 		}
-		c.Password = strings.TrimRight(string(b), "\r\n")
 	}
 	m, err := mailer.New(c)
 	if err != nil {
@@ -444,6 +446,16 @@ func mailFromConfig(cfg config.Config) (*mailer.Mailer, *gateway.EmailLogin, err
 		}
 	}
 	return m, el, nil
+}
+
+// readSecret reads the secret in the file at path, which config key
+// names, without its trailing newline.
+func readSecret(key, path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", key, err)
+	}
+	return strings.TrimRight(string(b), "\r\n"), nil
 }
 
 func randomPassword() string {

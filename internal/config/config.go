@@ -1001,16 +1001,13 @@ func (c *Config) ResolvePaths(getenv func(string) string) error {
 		under(&m.File)
 		under(&m.CAFile)
 		under(&m.ClientSecretFile)
+		if m.Search != nil {
+			under(&m.Search.BindPasswordFile)
+		}
 	}
 	if c.Mail != nil {
 		under(&c.Mail.CAFile)
 		under(&c.Mail.PasswordFile)
-	}
-	for i := range c.Auth.Methods {
-		m := &c.Auth.Methods[i]
-		if m.Search != nil {
-			under(&m.Search.BindPasswordFile)
-		}
 	}
 	return nil
 }

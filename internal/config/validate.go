@@ -102,7 +102,7 @@ func (v *validator) config(c *Config) {
 	}
 	v.images(c.Images)
 	v.profiles(c)
-	v.auth(&c.Auth, c.Mail != nil)
+	v.auth(&c.Auth, c.Mail != nil, c.PublicURL != "")
 	if c.Mail != nil {
 		v.relay(c.Mail)
 	}
@@ -413,11 +413,11 @@ func (v *validator) app(at string, p *Profile) {
 	}
 }
 
-func (v *validator) auth(a *Auth, hasMail bool) {
+func (v *validator) auth(a *Auth, hasMail, hasPublicURL bool) {
 	if len(a.Methods) == 0 {
 		v.errorf("auth.methods", "empty; nobody could log in")
 	}
-	names := map[string]bool{}
+	names, emails := map[string]bool{}, 0
 	for i := range a.Methods {
 		m := &a.Methods[i]
 		at := fmt.Sprintf("auth.methods[%d]", i)
@@ -435,6 +435,9 @@ func (v *validator) auth(a *Auth, hasMail bool) {
 		case "imap", "smtp":
 			v.mail(at, m)
 		case "email":
+			if emails++; emails > 1 {
+				v.errorf(at+".kind", "a second email method; the gateway uses one: list every domain in the first one's domains")
+			}
 			if len(m.Domains) == 0 {
 				v.errorf(at+".domains", "empty; want the domains whose addresses may log in, such as [example.org]")
 			}
@@ -449,6 +452,9 @@ func (v *validator) auth(a *Auth, hasMail bool) {
 			}
 			if !hasMail {
 				v.errorf(at, "kind email needs the mail block: the relay the links are sent through")
+			}
+			if !hasPublicURL {
+				v.errorf(at, "kind email needs public_url: the links name it (never a request's Host, which the asker chooses)")
 			}
 		case "":
 			v.errorf(at+".kind", "required: want %s", orList(methodKinds))
@@ -518,7 +524,7 @@ func (v *validator) relay(m *MailRelay) {
 	switch u, err := url.Parse(m.Relay); {
 	case m.Relay == "":
 		v.errorf("mail.relay", "required: the SMTP relay, such as smtp://mail.example.org")
-	case err != nil || (u.Scheme != "smtp" && u.Scheme != "smtps") || u.Host == "" || u.User != nil || u.Path != "" && u.Path != "/" || u.RawQuery != "":
+	case !serverURL(u, err, "smtp", "smtps"):
 		v.errorf("mail.relay", "%q; want smtp://host[:port] (STARTTLS) or smtps://host[:port]", m.Relay)
 	}
 	if _, ok := TLSVersions[m.MinTLS]; !ok {
@@ -535,6 +541,13 @@ func (v *validator) relay(m *MailRelay) {
 	}
 }
 
+// serverURL reports whether u (parsed with err) is a server's address:
+// one of schemes and a host (and port), nothing else.
+func serverURL(u *url.URL, err error, schemes ...string) bool {
+	return err == nil && slices.Contains(schemes, u.Scheme) && u.Host != "" && u.User == nil &&
+		(u.Path == "" || u.Path == "/") && u.RawQuery == "" && u.Fragment == ""
+}
+
 // TLSVersions are min_tls's values.
 var TLSVersions = map[string]uint16{"1.0": tls.VersionTLS10, "1.1": tls.VersionTLS11, "1.2": tls.VersionTLS12, "1.3": tls.VersionTLS13}
 
@@ -543,8 +556,7 @@ func (v *validator) mail(at string, m *AuthMethod) {
 	switch u, err := url.Parse(m.URL); {
 	case m.URL == "":
 		v.errorf(at+".url", "required: the mail server, such as %s://mail.example.org", secure)
-	case err != nil || (u.Scheme != secure && u.Scheme != plain) || u.Host == "" || u.User != nil ||
-		u.Path != "" && u.Path != "/" || u.RawQuery != "" || u.Fragment != "":
+	case !serverURL(u, err, secure, plain):
 		v.errorf(at+".url", "%q; want %s://host[:port] (implicit TLS) or %s://host[:port] (STARTTLS)", m.URL, secure, plain)
 	}
 	if _, ok := TLSVersions[m.MinTLS]; !ok {

@@ -120,7 +120,8 @@ type Config struct {
 	Hide []string
 	// PublicURL is the gateway's address as users reach it
 	// (https://host[:port][/prefix]), for the redirect URIs sent to
-	// OpenID providers. Empty: each request's own host.
+	// OpenID providers (empty: each request's own host) and the e-mailed
+	// login links (required with EmailLogin).
 	PublicURL string
 	// LoginTTL is how long a login lasts. Default 12h.
 	LoginTTL time.Duration
@@ -245,6 +246,9 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	cfg.Forward.Grace = cmp.Or(cfg.Forward.Grace, 2*time.Minute)
 	if cfg.OnUserRemoved != "stop" && cfg.OnUserRemoved != "keep" {
 		return nil, fmt.Errorf("gateway: OnUserRemoved %q: want stop or keep", cfg.OnUserRemoved)
+	}
+	if cfg.EmailLogin != nil && cfg.PublicURL == "" {
+		return nil, errors.New("gateway: e-mail login needs PublicURL: a link built from a request's Host header would point wherever the asker says")
 	}
 	cfg.Apps.Domain = strings.TrimSuffix(strings.ToLower(cmp.Or(cfg.Apps.Domain, "apps.localhost")), ".")
 	cfg.Apps.GatewayURL = cmp.Or(cfg.Apps.GatewayURL, listenURL(cfg.Listen))

@@ -1,7 +1,9 @@
 package gateway
 
 import (
+	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -38,7 +40,21 @@ func BenchmarkLoginMethods(b *testing.B) {
 	cfg.Profiles = []Profile{desktopProfile()}
 	cfg.OIDC, cfg.Mailer = []*oidc.Provider{p}, m
 	cfg.EmailLogin = &EmailLogin{Domains: []string{"example.org"}, PerAddress: 1 << 20, PerClient: 1 << 20}
-	g, base, cancel, done := serveGateway(b, cfg)
+	// Listening first: e-mailed links name the gateway's public address,
+	// which must be known before it starts.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	base := "https://" + ln.Addr().String()
+	cfg.PublicURL = base
+	g, err := New(context.Background(), cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Serve(ctx, ln) }()
 	b.Cleanup(func() { cancel(); <-done; g.Close() })
 	op.AddClient("airlock", "client-s3cret", []string{base + "/auth/oidc/idp/callback"}, nil)
 	tg := &testGateway{t: nil, g: g, url: base}

@@ -102,14 +102,16 @@ func (g *Gateway) baseURL(r *http.Request) string {
 	return "https://" + r.Host
 }
 
-// loginProviders are the login page's buttons, one per OpenID provider.
-func (g *Gateway) loginProviders(next string) []portal.LoginProvider {
-	var out []portal.LoginProvider
+// loginView is the login page with every way in this gateway offers (the
+// password form, the e-mail link form, one button per OpenID provider),
+// each leading to next; callers add an error or a notice.
+func (g *Gateway) loginView(next string) portal.LoginPage {
+	v := portal.LoginPage{Base: portal.Base{Title: "Log in"}, Next: next, EmailLogin: g.cfg.EmailLogin != nil && g.cfg.Mailer != nil}
 	for _, p := range g.cfg.OIDC {
-		out = append(out, portal.LoginProvider{Title: p.Title(),
+		v.Providers = append(v.Providers, portal.LoginProvider{Title: p.Title(),
 			URL: "/auth/oidc/" + p.Name() + "/login?next=" + url.QueryEscape(next)})
 	}
-	return out
+	return v
 }
 
 // oidcLogin sends the browser to the provider. GET /auth/oidc/{name}/login.
@@ -211,8 +213,9 @@ func (g *Gateway) loginFailed(w http.ResponseWriter, r *http.Request, err error)
 		return nil
 	}
 	ae := asAPIError(err)
-	return g.cfg.Portal.Login(w, ae.Status, portal.LoginPage{Base: portal.Base{Title: "Log in"}, Error: ae.Message, Next: "/",
-		Providers: g.loginProviders("/")})
+	v := g.loginView("/")
+	v.Error = ae.Message
+	return g.cfg.Portal.Login(w, ae.Status, v)
 }
 
 // providerLogout sends the browser on to u, the provider's end-session

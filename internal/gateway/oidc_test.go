@@ -27,8 +27,9 @@ const opPassword = "op-Passw0rd"
 // hpc and airlock-admins; bob: in other) and a gateway that logs in
 // through it, whose desktop profile is for group hpc only. rewrite, if
 // not nil, may swap the ID token on its way from the provider (see
-// oidcop.RewriteIDToken).
-func oidcGateway(t *testing.T, rewrite *atomic.Pointer[func(string) string]) (*testGateway, *oidcop.OP) {
+// oidcop.RewriteIDToken). more, if any, change the gateway's
+// configuration further.
+func oidcGateway(t *testing.T, rewrite *atomic.Pointer[func(string) string], more ...func(*Config)) (*testGateway, *oidcop.OP) {
 	t.Helper()
 	op := oidcop.Start(t,
 		oidcop.User{ID: "sub-alice", Name: "alice", Password: opPassword, Email: "alice@example.org", Groups: []string{"hpc", "airlock-admins"}},
@@ -54,6 +55,9 @@ func oidcGateway(t *testing.T, rewrite *atomic.Pointer[func(string) string]) (*t
 		c.Portal = pt
 		c.OIDC = []*oidc.Provider{p}
 		c.Profiles[1].Groups = []string{"hpc"}
+		for _, f := range more {
+			f(c)
+		}
 	})
 	op.AddClient("airlock", "client-s3cret", []string{tg.url + "/auth/oidc/idp/callback"}, []string{tg.url + "/login"})
 	return tg, op

@@ -153,8 +153,7 @@ func (g *Gateway) homePage(w http.ResponseWriter, r *http.Request) error {
 
 func (g *Gateway) loginPage(w http.ResponseWriter, r *http.Request) error {
 	next := localPath(r.URL.Query().Get("next"))
-	return g.cfg.Portal.Login(w, 200, portal.LoginPage{Base: portal.Base{Title: "Log in"}, Next: next, Providers: g.loginProviders(next),
-		EmailLogin: g.cfg.EmailLogin != nil && g.cfg.Mailer != nil})
+	return g.cfg.Portal.Login(w, 200, g.loginView(next))
 }
 
 func (g *Gateway) loginPost(w http.ResponseWriter, r *http.Request) error {
@@ -168,7 +167,9 @@ func (g *Gateway) loginPost(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 		ae := asAPIError(err)
-		return g.cfg.Portal.Login(w, ae.Status, portal.LoginPage{Base: portal.Base{Title: "Log in"}, Error: ae.Message, Next: next, Providers: g.loginProviders(next)})
+		v := g.loginView(next)
+		v.Error = ae.Message
+		return g.cfg.Portal.Login(w, ae.Status, v)
 	}
 	http.Redirect(w, r, next, http.StatusSeeOther)
 	return nil

@@ -102,13 +102,3 @@ func (s *Sink) Next(tb testing.TB, d time.Duration) Message {
 		return Message{}
 	}
 }
-
-// None checks that no message arrives within d.
-func (s *Sink) None(tb testing.TB, d time.Duration) {
-	tb.Helper()
-	select {
-	case m := <-s.Got:
-		tb.Fatalf("unexpected message at the SMTP sink: %+v", m)
-	case <-time.After(d):
-	}
-}
