@@ -483,22 +483,9 @@ func (g *Gateway) appStart(w http.ResponseWriter, r *http.Request) error {
 		}
 		return g.proxyApp(w, r, who, csp)
 	}
-	s, err := g.cfg.Store.GetSession(r.Context(), id)
-	if err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			return errNoSession
-		}
-		return storeFault("session lookup", err)
-	}
-	v, err := g.authorizeView(r, who, s)
+	s, v, err := g.viewable(r, who, id, conn)
 	if err != nil {
 		return err
-	}
-	if s.State != session.Ready {
-		return apiErr(409, "not_ready", fmt.Sprintf("session %s is %s", s.ID, s.State))
-	}
-	if _, ok := s.Endpoints[conn]; !ok {
-		return apiErr(404, "no_connector", fmt.Sprintf("session %s has no connector %q", s.ID, conn))
 	}
 	if !validSessionID(s.ID) {
 		return fmt.Errorf("session id %q is not a DNS label", s.ID)
@@ -630,31 +617,17 @@ func (g *Gateway) shareStillValid(ctx context.Context, gr appGrant, id string) e
 // proxyApp serves an app on the gateway's origin (/s/ID/NAME/...), with csp
 // on every answer.
 func (g *Gateway) proxyApp(w http.ResponseWriter, r *http.Request, who identity, csp string) error {
-	id, conn := r.PathValue("id"), r.PathValue("connector")
-	s, err := g.cfg.Store.GetSession(r.Context(), id)
-	if err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			return errNoSession
-		}
-		return storeFault("session lookup", err)
-	}
-	v, err := g.authorizeView(r, who, s)
+	conn := r.PathValue("connector")
+	s, v, err := g.viewable(r, who, r.PathValue("id"), conn)
 	if err != nil {
 		return err
-	}
-	if s.State != session.Ready {
-		return apiErr(409, "not_ready", fmt.Sprintf("session %s is %s", s.ID, s.State))
-	}
-	if _, ok := s.Endpoints[conn]; !ok {
-		return apiErr(404, "no_connector", fmt.Sprintf("session %s has no connector %q", s.ID, conn))
 	}
 	strip := true // on its own origin the app lives at "/"
 	if !g.appsOwnOrigin() {
 		p, _ := g.profile(s.Profile)
 		strip = p.StripPrefix
 	}
-	g.forward(w, r, s, conn, viewerTag{Session: s.ID, Owner: s.Owner, User: v.user, Share: v.share.ID, Login: who.login, Token: who.token,
-		Mode: v.mode, Expires: earliest(v.share.Expires, who.until), proof: who.proof, shareHash: v.share.Hash}, strip, csp)
+	g.forward(w, r, s, conn, v.tag(s, who), strip, csp)
 	return nil
 }
 
@@ -764,6 +737,8 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, s *session.Ses
 	// Every proxied request is tracked, not only WebSockets: an app's
 	// event stream is as long-lived as a viewer, and revoking the right it
 	// came in by must end it too.
+	// Serve's shutdown cancels the context too, which closes hijacked
+	// connections; a plain request only counts as activity.
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	defer g.track(v, cancel)()
@@ -776,15 +751,22 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, s *session.Ses
 	prefix := "/s/" + s.ID + "/" + conn
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.Out.URL.Scheme = "http" // see proxy: the transport speaks TLS itself
+			// Always "http": for a node's TCP endpoint the transport's
+			// DialContext already speaks TLS (pinned); "https" would make
+			// http.Transport wrap that in TLS a second time.
+			pr.Out.URL.Scheme = "http"
 			pr.Out.URL.Host = "session"
 			if strip {
 				pr.Out.URL.Path = cmp.Or(strings.TrimPrefix(pr.In.URL.Path, prefix), "/")
 				pr.Out.URL.RawPath = ""
 			}
-			pr.Out.Host = pr.In.Host
+			pr.Out.Host = pr.In.Host // apps such as Jupyter compare Origin with Host
 			pr.SetXForwarded()
+			// The gateway's own cookies (the login, share links, the app
+			// host's) are for the gateway; the connector gets a ticket.
 			stripAirlockCookies(pr.Out.Header)
+			// The trusted proxy's identity header vouched for the user to
+			// us; an app must not take it as a login of its own.
 			if g.cfg.HeaderName != "" {
 				pr.Out.Header.Del(g.cfg.HeaderName)
 			}
@@ -811,7 +793,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, s *session.Ses
 			g.log.WarnContext(r.Context(), "proxy to app", "session", s.ID, "connector", conn, "error", err)
 			writeErr(w, apiErr(502, "connector_unreachable", "the session did not answer"))
 		},
-		FlushInterval: -1,
+		FlushInterval: -1, // stream: a framebuffer or an event stream must not wait in a buffer
 	}
 	rp.ServeHTTP(w, r.WithContext(ctx))
 }
