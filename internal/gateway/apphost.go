@@ -17,7 +17,7 @@ package gateway
 // https://ID.DOMAIN/_airlock/auth?code=C&next=/path. The app host redeems
 // the code and sets __Host-airlock-app, an opaque random value that maps,
 // in the gateway's memory, to the same (session, connector, user, mode)
-// until it expires or is dropped (dropAppCookies: revocation, logout, user
+// until it expires or is dropped (dropAppGrants: revocation, logout, user
 // removal). A request on the app host without a valid cookie is sent back
 // to the gateway's /s/ID/NAME/ (GET) or refused with 401.
 //
@@ -100,24 +100,17 @@ const (
 	scriptCSP = "sandbox"
 )
 
-// appGrant is what an app code or cookie stands for.
+// appGrant is what an app code or cookie stands for: the connector, and
+// the viewer's tag (viewer.tag) that the app host's proxied connections
+// are registered under. The tag names the share link the grant came
+// through (none for the owner; each request checks it is still valid) and
+// the login or token that asked for it: revoking any of them drops the
+// grant (dropAppGrants) and closes what it let in. Its Expires is the
+// share link's or the login's expiry and, once redeemed, the cookie's.
 type appGrant struct {
-	session, connector, user string
-	mode                     session.Mode
-	// share is the ID and hash of the share link the grant came through
-	// ("" and nil for the owner); each request checks it is still valid.
-	share     string
-	shareHash []byte
-	// login and token are the ids of the gateway credential that asked
-	// for the grant, and proof the login's stored hash: logging out or
-	// revoking the token drops the grant and closes what it let in.
-	login, token string
-	proof        []byte
-	// until is when that login expires (zero: a token or a trusted
-	// header, which do not).
-	until   time.Time
-	expires time.Time
-	created time.Time
+	viewerTag
+	connector string
+	created   time.Time
 }
 
 // appCode is a handshake code: the secret is compared in constant time.
@@ -192,7 +185,7 @@ func (a *appAuth) redeem(code, id string, now time.Time) (appGrant, error) {
 	switch {
 	case !now.Before(c.grant.created.Add(appCodeTTL)):
 		return appGrant{}, errCodeExpired
-	case c.grant.session != id:
+	case c.grant.Session != id:
 		return appGrant{}, errCodeHost
 	}
 	return c.grant, nil
@@ -211,7 +204,7 @@ func (a *appAuth) keep(gr appGrant, now time.Time) (string, error) {
 	if now.Sub(a.swept) > time.Minute || len(a.cookies) >= maxAppCookies {
 		a.swept = now
 		for k, g := range a.cookies {
-			if !now.Before(g.expires) {
+			if !now.Before(g.Expires) {
 				a.dropLocked(k)
 			}
 		}
@@ -219,10 +212,10 @@ func (a *appAuth) keep(gr appGrant, now time.Time) (string, error) {
 			return "", apiErr(503, "busy", "too many app logins; try again later")
 		}
 	}
-	mine := a.perUser[gr.user]
+	mine := a.perUser[gr.User]
 	if mine == nil {
 		mine = map[[32]byte]struct{}{}
-		a.perUser[gr.user] = mine
+		a.perUser[gr.User] = mine
 	}
 	if len(mine) >= maxAppCookiesPerUser {
 		var oldest [32]byte
@@ -245,10 +238,10 @@ func (a *appAuth) dropLocked(k [32]byte) {
 		return
 	}
 	delete(a.cookies, k)
-	if m := a.perUser[g.user]; m != nil {
+	if m := a.perUser[g.User]; m != nil {
 		delete(m, k)
 		if len(m) == 0 {
-			delete(a.perUser, g.user)
+			delete(a.perUser, g.User)
 		}
 	}
 }
@@ -259,42 +252,14 @@ func (a *appAuth) lookup(value, id string, now time.Time) (appGrant, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	g := a.cookies[sum]
-	if g == nil || g.session != id {
+	if g == nil || g.Session != id {
 		return appGrant{}, false
 	}
-	if !now.Before(g.expires) {
+	if !now.Before(g.Expires) {
 		a.dropLocked(sum)
 		return appGrant{}, false
 	}
 	return *g, true
-}
-
-// appCookieFilter selects app cookies to drop; an empty field matches all.
-type appCookieFilter struct {
-	User    string // the user the cookie was issued to
-	Session string // the session whose host it opens
-	Share   string // the share link it came through
-}
-
-// dropAppCookies forgets every app cookie matching f (at least one field
-// must be set) and returns how many. It is the hook that revocation,
-// logout and user removal call: the next request with such a cookie goes
-// through the handshake again, where the gateway decides afresh.
-func (g *Gateway) dropAppCookies(f appCookieFilter) int {
-	if f == (appCookieFilter{}) {
-		return 0
-	}
-	a := &g.appAuth
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	n := 0
-	for k, gr := range a.cookies {
-		if (f.User == "" || gr.user == f.User) && (f.Session == "" || gr.session == f.Session) && (f.Share == "" || gr.share == f.Share) {
-			a.dropLocked(k)
-			n++
-		}
-	}
-	return n
 }
 
 // isAppConnector reports whether a session's connector name is its web app
@@ -416,14 +381,8 @@ func (g *Gateway) appRedeem(w http.ResponseWriter, r *http.Request, id string) {
 		appText(w, status, err.Error())
 		return
 	}
-	gr.expires = now.Add(g.cfg.LoginTTL)
-	if gr.shareHash != nil {
-		if sh, err := g.cfg.Store.ShareByHash(r.Context(), gr.shareHash); err == nil && sh.Expires.Before(gr.expires) {
-			gr.expires = sh.Expires
-		}
-	}
-	// Nor may it outlive the login that asked for it.
-	gr.expires = earliest(gr.expires, gr.until)
+	// Nor may the cookie outlive the share link or the login it came by.
+	gr.Expires = earliest(now.Add(g.cfg.LoginTTL), gr.Expires)
 	gr.created = now
 	value, err := g.appAuth.keep(gr, now)
 	if err != nil {
@@ -432,8 +391,8 @@ func (g *Gateway) appRedeem(w http.ResponseWriter, r *http.Request, id string) {
 		return
 	}
 	http.SetCookie(w, &http.Cookie{Name: appCookie, Value: value, Path: "/", Secure: true, HttpOnly: true,
-		SameSite: http.SameSiteLaxMode, MaxAge: int(gr.expires.Sub(now) / time.Second)})
-	g.audit(r.Context(), gr.user, "app_signin", gr.session, r.RemoteAddr, fmt.Sprintf("%s (%s)", gr.connector, gr.mode))
+		SameSite: http.SameSiteLaxMode, MaxAge: int(gr.Expires.Sub(now) / time.Second)})
+	g.audit(r.Context(), gr.User, "app_signin", gr.Session, r.RemoteAddr, fmt.Sprintf("%s (%s)", gr.connector, gr.Mode))
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, appNext(r.URL.Query().Get("next")), http.StatusSeeOther)
 }
@@ -498,13 +457,7 @@ func (g *Gateway) appStart(w http.ResponseWriter, r *http.Request) error {
 	if r.URL.RawQuery != "" {
 		next += "?" + r.URL.RawQuery
 	}
-	gr := appGrant{session: s.ID, connector: conn, user: v.user, mode: v.mode, created: g.now(),
-		login: who.login, token: who.token, proof: who.proof, until: who.until}
-	if v.user != s.Owner {
-		// Admitted by a share link: the app cookie follows it, checked
-		// on every request.
-		gr.share, gr.shareHash = v.share.ID, v.share.Hash
-	}
+	gr := appGrant{viewerTag: v.tag(s, who), connector: conn, created: g.now()}
 	code, err := g.appAuth.mint(gr, g.now())
 	if err != nil {
 		return err
@@ -557,9 +510,18 @@ func (g *Gateway) appProxy(w http.ResponseWriter, r *http.Request, id string) {
 		return
 	}
 	if gr.shareHash != nil {
-		if err := g.shareStillValid(r.Context(), gr, s.ID); err != nil {
-			g.dropAppCookies(appCookieFilter{Share: gr.share})
+		if _, err := g.checkShare(r.Context(), gr.shareHash, s.ID); err != nil {
 			ae := asAPIError(err)
+			switch {
+			case isStoreFault(err):
+				// Not a "no": the cookies stay.
+				g.log.ErrorContext(r.Context(), "app host: share lookup", "session", id, "error", err)
+			case err == errNoSession:
+				ae = asAPIError(apiErr(403, "bad_share", "the share link is not valid"))
+				fallthrough
+			default:
+				g.dropAppGrants(revokeEvent{Share: gr.Share})
+			}
 			appText(w, ae.Status, ae.Message)
 			return
 		}
@@ -572,15 +534,7 @@ func (g *Gateway) appProxy(w http.ResponseWriter, r *http.Request, id string) {
 		appText(w, http.StatusNotFound, fmt.Sprintf("session %s has no connector %q", s.ID, gr.connector))
 		return
 	}
-	g.forward(w, r, s, gr.connector, gr.tag(s.Owner), false, "")
-}
-
-// tag is what the app host's proxied connections are registered under, so
-// revoking the share, the login or the token that made the grant closes
-// them (revoke.go).
-func (gr appGrant) tag(owner string) viewerTag {
-	return viewerTag{Session: gr.session, Owner: owner, User: gr.user, Share: gr.share, Login: gr.login, Token: gr.token,
-		Mode: gr.mode, Expires: earliest(gr.expires, gr.until), proof: gr.proof, shareHash: gr.shareHash}
+	g.forward(w, r, s, gr.connector, gr.viewerTag, false, "")
 }
 
 // dropAppGrants is the revocation hook: every app cookie whose grant came
@@ -591,27 +545,10 @@ func (g *Gateway) dropAppGrants(ev revokeEvent) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for k, gr := range a.cookies {
-		if ev.matches(gr.tag("")) {
+		if ev.matches(gr.viewerTag) {
 			a.dropLocked(k)
 		}
 	}
-}
-
-// shareStillValid checks the share an app cookie came through.
-func (g *Gateway) shareStillValid(ctx context.Context, gr appGrant, id string) error {
-	sh, err := g.cfg.Store.ShareByHash(ctx, gr.shareHash)
-	switch {
-	case errors.Is(err, store.ErrNotFound) || err == nil && sh.Session != id:
-		return apiErr(403, "bad_share", "the share link is not valid")
-	case err != nil:
-		g.log.ErrorContext(ctx, "app host: share lookup", "session", id, "error", err)
-		return apiErr(503, "store_unavailable", "the gateway could not check the share link; try again")
-	case sh.Revoked:
-		return apiErr(403, "share_revoked", "the owner revoked this share link")
-	case !g.now().Before(sh.Expires):
-		return apiErr(403, "share_expired", "this share link has expired")
-	}
-	return nil
 }
 
 // proxyApp serves an app on the gateway's origin (/s/ID/NAME/...), with csp

@@ -230,8 +230,8 @@ func TestAppOwnOrigin(t *testing.T) {
 	t.Run("another user's app cookie", func(t *testing.T) {
 		// Mallory holds a good cookie for her own app host; on Alice's it
 		// opens nothing.
-		value, err := tg.g.appAuth.keep(appGrant{session: "s-aaaaaaaaaaaa", connector: "app", user: "mallory", mode: session.Control,
-			created: time.Now(), expires: time.Now().Add(time.Hour)}, time.Now())
+		value, err := tg.g.appAuth.keep(appGrant{viewerTag: viewerTag{Session: "s-aaaaaaaaaaaa", User: "mallory", Mode: session.Control,
+			Expires: time.Now().Add(time.Hour)}, connector: "app", created: time.Now()}, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -318,9 +318,10 @@ func TestAppOwnOrigin(t *testing.T) {
 		}
 	})
 	t.Run("dropped cookies", func(t *testing.T) {
-		if n := tg.g.dropAppCookies(appCookieFilter{User: "alice"}); n == 0 {
-			t.Fatal("no cookie of alice's dropped")
+		if resp, _ := alice.get(base + "/hello"); resp.StatusCode != 200 {
+			t.Fatalf("before the revocation: %d, want 200", resp.StatusCode)
 		}
+		tg.g.revoke(context.Background(), revokeEvent{Reason: "test", User: "alice"})
 		if resp, _ := alice.get(base + "/hello"); resp.StatusCode != 303 {
 			t.Fatalf("a dropped cookie: %d, want 303 back to the gateway", resp.StatusCode)
 		}
@@ -331,7 +332,7 @@ func TestAppOwnOrigin(t *testing.T) {
 func TestAppCodeExpiry(t *testing.T) {
 	var a appAuth
 	now := time.Now()
-	code, err := a.mint(appGrant{session: "s-0123456789ab", user: "alice", created: now}, now)
+	code, err := a.mint(appGrant{viewerTag: viewerTag{Session: "s-0123456789ab", User: "alice"}, created: now}, now)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -349,18 +349,14 @@ func (rc *recheck) refused(t viewerTag) string {
 	}
 	if len(t.shareHash) > 0 {
 		if why := rc.once("share "+t.Share, func() string {
-			sh, err := g.cfg.Store.ShareByHash(ctx, t.shareHash)
+			_, err := g.checkShare(ctx, t.shareHash, t.Session)
 			switch {
-			case errors.Is(err, store.ErrNotFound):
-				return "share link gone"
-			case err != nil:
+			case err == nil || isStoreFault(err):
 				return ""
-			case sh.Revoked:
-				return "share link revoked"
-			case !g.now().Before(sh.Expires):
-				return "share link expired"
+			case err == errNoSession:
+				return "share link gone"
 			}
-			return ""
+			return asAPIError(err).Message
 		}); why != "" {
 			return why
 		}
