@@ -65,9 +65,6 @@ type Apps struct {
 	// Content-Security-Policy (no allow-same-origin), so the page runs with
 	// an opaque origin and cannot use the viewer's gateway cookie.
 	SameOrigin bool
-	// GatewayURL is the gateway's https:// address, where an app host sends
-	// a visitor without a cookie. Default "https://" + Listen.
-	GatewayURL string
 }
 
 const (
@@ -481,7 +478,7 @@ func (g *Gateway) appProxy(w http.ResponseWriter, r *http.Request, id string) {
 		if (r.Method == http.MethodGet || r.Method == http.MethodHead) && !isWebSocket(r) {
 			// The gateway decides who this is; it sends the browser back
 			// here with a code, or to the login page first.
-			back := strings.TrimSuffix(g.cfg.Apps.GatewayURL, "/") + "/s/" + id + "/app" + r.URL.EscapedPath()
+			back := g.gatewayURL(r) + "/s/" + id + "/app" + r.URL.EscapedPath()
 			if r.URL.RawQuery != "" {
 				back += "?" + r.URL.RawQuery
 			}
@@ -489,7 +486,7 @@ func (g *Gateway) appProxy(w http.ResponseWriter, r *http.Request, id string) {
 			http.Redirect(w, r, back, http.StatusSeeOther)
 			return
 		}
-		appText(w, http.StatusUnauthorized, "not signed in to this app: open it from the airlock portal ("+g.cfg.Apps.GatewayURL+")")
+		appText(w, http.StatusUnauthorized, "not signed in to this app: open it from the airlock portal ("+g.gatewayURL(r)+")")
 		return
 	}
 	if err := crossOrigin.Check(r); err != nil || isWebSocket(r) && !originIs(r, r.Host) {
@@ -608,13 +605,16 @@ func (g *Gateway) appRoute() http.Handler {
 }
 
 // sameOrigin reports whether r comes from a page of the gateway's own
-// origin (its Host, or the configured gateway URL's), or from no page at
+// origin (its Host, or the configured public URL's), or from no page at
 // all (no Origin: not a browser).
 func (g *Gateway) sameOrigin(r *http.Request) bool {
 	if originIs(r, r.Host) {
 		return true
 	}
-	gw, err := url.Parse(g.cfg.Apps.GatewayURL)
+	if g.cfg.PublicURL == "" {
+		return false
+	}
+	gw, err := url.Parse(g.cfg.PublicURL)
 	return err == nil && originIs(r, gw.Host)
 }
 

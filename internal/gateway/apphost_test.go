@@ -157,7 +157,7 @@ func TestAppOwnOrigin(t *testing.T) {
 			req.AddCookie(c)
 		}
 		resp, _ := anon.send(req)
-		if resp.StatusCode != 303 || !strings.HasPrefix(resp.Header.Get("Location"), tg.g.cfg.Apps.GatewayURL+"/s/"+s.ID+"/app/api/v1/me") {
+		if resp.StatusCode != 303 || !strings.HasPrefix(resp.Header.Get("Location"), tg.url+"/s/"+s.ID+"/app/api/v1/me") {
 			t.Errorf("the gateway's login cookie on the app host: %d %q, want 303 to the gateway", resp.StatusCode, resp.Header.Get("Location"))
 		}
 		req, _ = http.NewRequest("POST", base+"/api/v1/tokens", strings.NewReader("{}"))
@@ -173,7 +173,7 @@ func TestAppOwnOrigin(t *testing.T) {
 		// which knows no such session.
 		other := strings.Replace(base, s.ID, "s-000000000000", 1)
 		resp, _ = alice.get(other + "/x")
-		if loc := resp.Header.Get("Location"); resp.StatusCode != 303 || loc != tg.g.cfg.Apps.GatewayURL+"/s/s-000000000000/app/x" {
+		if loc := resp.Header.Get("Location"); resp.StatusCode != 303 || loc != tg.url+"/s/s-000000000000/app/x" {
 			t.Fatalf("unknown session's host: %d %q", resp.StatusCode, loc)
 		}
 		if resp, body := alice.get(tg.url + "/s/s-000000000000/app/x"); resp.StatusCode != 404 {
@@ -379,6 +379,23 @@ func FuzzAppNext(f *testing.F) {
 }
 
 // TestAppHostLabel: only session IDs under the apps domain are app hosts.
+// TestGatewayURL: an app host sends visitors to the public URL, else to the
+// listen host on the port the visitor came in by (the same listener).
+func TestGatewayURL(t *testing.T) {
+	for _, c := range []struct{ listen, public, host, want string }{
+		{"127.0.0.1:8443", "", "s-0123456789ab.apps.localhost:40123", "https://127.0.0.1:40123"},
+		{"127.0.0.1:0", "", "s-0123456789ab.apps.localhost:443", "https://127.0.0.1"},
+		{"[::1]:8443", "", "s-0123456789ab.apps.localhost", "https://[::1]"},
+		{"[::1]:8443", "", "s-0123456789ab.apps.localhost:8443", "https://[::1]:8443"},
+		{"127.0.0.1:8443", "https://gw.example/airlock/", "s-0123456789ab.apps.example:8443", "https://gw.example/airlock"},
+	} {
+		g := &Gateway{cfg: Config{PublicURL: c.public}, listenHost: listenHost(c.listen)}
+		if got := g.gatewayURL(&http.Request{Host: c.host}); got != c.want {
+			t.Errorf("listen %s, public_url %q, Host %s: %s, want %s", c.listen, c.public, c.host, got, c.want)
+		}
+	}
+}
+
 func TestAppHostLabel(t *testing.T) {
 	g := &Gateway{cfg: Config{Apps: Apps{Domain: "apps.localhost"}}}
 	for host, want := range map[string]struct {
