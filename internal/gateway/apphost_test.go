@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/airlock-hpc/airlock/internal/session"
+	"github.com/airlock-hpc/airlock/internal/store/sqlite"
 	"github.com/coder/websocket"
 )
 
@@ -326,6 +328,58 @@ func TestAppOwnOrigin(t *testing.T) {
 			t.Fatalf("a dropped cookie: %d, want 303 back to the gateway", resp.StatusCode)
 		}
 	})
+}
+
+// TestAppHostShareChecked: an app cookie that came through a share link
+// checks the link on every request, for revocations this gateway did not
+// see (another gateway on the database); a store fault is "try again",
+// not a revocation, and keeps the cookie.
+func TestAppHostShareChecked(t *testing.T) {
+	var fs *faultyStore
+	tg := startGateway(t, "", func(c *Config) {
+		fs = &faultyStore{Store: c.Store}
+		c.Store = fs
+	}, "alice", "bob")
+	other, err := sqlite.Open(t.Context(), sqlite.Config{Path: filepath.Join(tg.stateDir, "airlock.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	alice := tg.client().loginToken("alice")
+	s := alice.launch("app")
+	var share struct{ ID, URL string }
+	if code, body := alice.do("POST", "/api/v1/sessions/"+s.ID+"/shares", map[string]string{"mode": "view"}, &share); code != 201 {
+		t.Fatalf("share: %d %s", code, body)
+	}
+	bob := tg.client().loginCookie("bob").reachApps()
+	if resp, _ := bob.get(share.URL); resp.StatusCode != 303 {
+		t.Fatalf("open share: %d", resp.StatusCode)
+	}
+	base, _ := bob.signIn(s.ID, "/x")
+	if resp, body := bob.get(base + "/x"); resp.StatusCode != 200 {
+		t.Fatalf("through the share: %d %s", resp.StatusCode, body)
+	}
+
+	fs.fail.Store("ShareByHash")
+	resp, body := bob.get(base + "/x")
+	fs.fail.Store("")
+	if resp.StatusCode != 503 {
+		t.Errorf("share lookup failing: %d %s, want 503", resp.StatusCode, body)
+	}
+	if resp, body := bob.get(base + "/x"); resp.StatusCode != 200 {
+		t.Fatalf("store back after a fault: %d %s, want 200 (the cookie kept)", resp.StatusCode, body)
+	}
+
+	if err := other.RevokeShare(t.Context(), s.ID, share.ID); err != nil {
+		t.Fatal(err)
+	}
+	if resp, body := bob.get(base + "/x"); resp.StatusCode != 403 || !strings.Contains(body, "revoked") {
+		t.Fatalf("share revoked elsewhere: %d %s, want 403 revoked", resp.StatusCode, body)
+	}
+	// The cookie is forgotten: back to the gateway, which refuses.
+	if resp, body := bob.get(base + "/x"); resp.StatusCode != 303 {
+		t.Fatalf("after the refusal: %d %s, want 303 back to the gateway", resp.StatusCode, body)
+	}
 }
 
 // TestAppCodeExpiry: a code is good for 30 seconds, once.
