@@ -18,7 +18,7 @@ package gateway
 // the code and sets __Host-airlock-app, an opaque random value that maps,
 // in the gateway's memory, to the same (session, connector, user, mode)
 // until it expires or is dropped (dropAppGrants: revocation, logout, user
-// removal). A request on the app host without a valid cookie is sent back
+// removal; recheckViewers: the same made through another gateway). A request on the app host without a valid cookie is sent back
 // to the gateway's /s/ID/NAME/ (GET) or refused with 401.
 //
 // The codes and cookies live in memory only: a gateway restart forgets
@@ -240,6 +240,29 @@ func (a *appAuth) dropLocked(k [32]byte) {
 		if len(m) == 0 {
 			delete(a.perUser, g.User)
 		}
+	}
+}
+
+// tags returns the tag of every app cookie, by cookie (recheckViewers).
+func (a *appAuth) tags() map[[32]byte]viewerTag {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	m := make(map[[32]byte]viewerTag, len(a.cookies))
+	for k, g := range a.cookies {
+		m[k] = g.viewerTag
+	}
+	return m
+}
+
+// drop forgets the cookies ks.
+func (a *appAuth) drop(ks [][32]byte) {
+	if len(ks) == 0 {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, k := range ks {
+		a.dropLocked(k)
 	}
 }
 
