@@ -2,9 +2,7 @@ package gateway
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"mime"
@@ -408,14 +406,9 @@ func (g *Gateway) createShare(w http.ResponseWriter, r *http.Request, id identit
 		}
 		ttl = d
 	}
-	raw := make([]byte, 32)
-	rand.Read(raw)
-	secret := base64.RawURLEncoding.EncodeToString(raw)
-	sum := sha256.Sum256([]byte(secret))
-	idb := make([]byte, 6)
-	rand.Read(idb)
-	sh := session.Share{ID: "sh-" + base64.RawURLEncoding.EncodeToString(idb), Session: s.ID, Mode: mode, CreatedBy: id.user,
-		Created: g.now(), Expires: g.now().Add(ttl), Hash: sum[:]}
+	secret, sum := newSecret()
+	sh := session.Share{ID: "sh-" + newShortID(), Session: s.ID, Mode: mode, CreatedBy: id.user,
+		Created: g.now(), Expires: g.now().Add(ttl), Hash: sum}
 	if err := g.cfg.Store.CreateShare(r.Context(), sh); err != nil {
 		return err
 	}

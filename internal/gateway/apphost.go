@@ -32,10 +32,8 @@ package gateway
 import (
 	"cmp"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -123,12 +121,6 @@ type appAuth struct {
 	cookies map[[32]byte]*appGrant           // by SHA-256 of the cookie value
 	perUser map[string]map[[32]byte]struct{} // user → their cookies
 	swept   time.Time
-}
-
-func randomToken(n int) string {
-	b := make([]byte, n)
-	rand.Read(b)
-	return base64.RawURLEncoding.EncodeToString(b)
 }
 
 // mint returns a new code for gr, good once until gr.created+appCodeTTL.
