@@ -18,8 +18,9 @@ package gateway
 // the code and sets __Host-airlock-app, an opaque random value that maps,
 // in the gateway's memory, to the same (session, connector, user, mode)
 // until it expires or is dropped (dropAppGrants: revocation, logout, user
-// removal; recheckViewers: the same made through another gateway). A request on the app host without a valid cookie is sent back
-// to the gateway's /s/ID/NAME/ (GET) or refused with 401.
+// removal; recheckViewers: the same made through another gateway). A
+// request on the app host without a valid cookie is sent back to the
+// gateway's /s/ID/NAME/ (GET) or refused with 401.
 //
 // The codes and cookies live in memory only: a gateway restart forgets
 // them, and the next GET on an app host goes through the handshake again
