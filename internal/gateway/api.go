@@ -1,9 +1,8 @@
 package gateway
 
 import (
-	"crypto/rand"
+	"context"
 	"crypto/sha256"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"mime"
@@ -407,14 +406,9 @@ func (g *Gateway) createShare(w http.ResponseWriter, r *http.Request, id identit
 		}
 		ttl = d
 	}
-	raw := make([]byte, 32)
-	rand.Read(raw)
-	secret := base64.RawURLEncoding.EncodeToString(raw)
-	sum := sha256.Sum256([]byte(secret))
-	idb := make([]byte, 6)
-	rand.Read(idb)
-	sh := session.Share{ID: "sh-" + base64.RawURLEncoding.EncodeToString(idb), Session: s.ID, Mode: mode, CreatedBy: id.user,
-		Created: g.now(), Expires: g.now().Add(ttl), Hash: sum[:]}
+	secret, sum := newSecret()
+	sh := session.Share{ID: "sh-" + newShortID(), Session: s.ID, Mode: mode, CreatedBy: id.user,
+		Created: g.now(), Expires: g.now().Add(ttl), Hash: sum}
 	if err := g.cfg.Store.CreateShare(r.Context(), sh); err != nil {
 		return err
 	}
@@ -439,11 +433,18 @@ func (g *Gateway) shareFor(r *http.Request, s *session.Session) (session.Share, 
 		return session.Share{}, errNoSession
 	}
 	sum := sha256.Sum256([]byte(c.Value))
-	sh, err := g.cfg.Store.ShareByHash(r.Context(), sum[:])
+	return g.checkShare(r.Context(), sum[:], s.ID)
+}
+
+// checkShare returns the share link with hash if it opens session id now:
+// errNoSession if it opens no share of id, a 403 saying so if it was
+// revoked or expired, a store fault if the store could not tell.
+func (g *Gateway) checkShare(ctx context.Context, hash []byte, id string) (session.Share, error) {
+	sh, err := g.cfg.Store.ShareByHash(ctx, hash)
 	switch {
 	case err != nil && !errors.Is(err, store.ErrNotFound):
 		return session.Share{}, storeFault("share lookup", err)
-	case err != nil || sh.Session != s.ID:
+	case err != nil || sh.Session != id:
 		return session.Share{}, errNoSession
 	case sh.Revoked:
 		return session.Share{}, apiErr(403, "share_revoked", "the owner revoked this share link")

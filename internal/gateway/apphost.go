@@ -17,9 +17,10 @@ package gateway
 // https://ID.DOMAIN/_airlock/auth?code=C&next=/path. The app host redeems
 // the code and sets __Host-airlock-app, an opaque random value that maps,
 // in the gateway's memory, to the same (session, connector, user, mode)
-// until it expires or is dropped (dropAppCookies: revocation, logout, user
-// removal). A request on the app host without a valid cookie is sent back
-// to the gateway's /s/ID/NAME/ (GET) or refused with 401.
+// until it expires or is dropped (dropAppGrants: revocation, logout, user
+// removal; recheckViewers: the same made through another gateway). A
+// request on the app host without a valid cookie is sent back to the
+// gateway's /s/ID/NAME/ (GET) or refused with 401.
 //
 // The codes and cookies live in memory only: a gateway restart forgets
 // them, and the next GET on an app host goes through the handshake again
@@ -32,10 +33,8 @@ package gateway
 import (
 	"cmp"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -65,9 +64,6 @@ type Apps struct {
 	// Content-Security-Policy (no allow-same-origin), so the page runs with
 	// an opaque origin and cannot use the viewer's gateway cookie.
 	SameOrigin bool
-	// GatewayURL is the gateway's https:// address, where an app host sends
-	// a visitor without a cookie. Default "https://" + Listen.
-	GatewayURL string
 }
 
 const (
@@ -100,24 +96,17 @@ const (
 	scriptCSP = "sandbox"
 )
 
-// appGrant is what an app code or cookie stands for.
+// appGrant is what an app code or cookie stands for: the connector, and
+// the viewer's tag (viewer.tag) that the app host's proxied connections
+// are registered under. The tag names the share link the grant came
+// through (none for the owner; each request checks it is still valid) and
+// the login or token that asked for it: revoking any of them drops the
+// grant (dropAppGrants) and closes what it let in. Its Expires is the
+// share link's or the login's expiry and, once redeemed, the cookie's.
 type appGrant struct {
-	session, connector, user string
-	mode                     session.Mode
-	// share is the ID and hash of the share link the grant came through
-	// ("" and nil for the owner); each request checks it is still valid.
-	share     string
-	shareHash []byte
-	// login and token are the ids of the gateway credential that asked
-	// for the grant, and proof the login's stored hash: logging out or
-	// revoking the token drops the grant and closes what it let in.
-	login, token string
-	proof        []byte
-	// until is when that login expires (zero: a token or a trusted
-	// header, which do not).
-	until   time.Time
-	expires time.Time
-	created time.Time
+	viewerTag
+	connector string
+	created   time.Time
 }
 
 // appCode is a handshake code: the secret is compared in constant time.
@@ -133,12 +122,6 @@ type appAuth struct {
 	cookies map[[32]byte]*appGrant           // by SHA-256 of the cookie value
 	perUser map[string]map[[32]byte]struct{} // user → their cookies
 	swept   time.Time
-}
-
-func randomToken(n int) string {
-	b := make([]byte, n)
-	rand.Read(b)
-	return base64.RawURLEncoding.EncodeToString(b)
 }
 
 // mint returns a new code for gr, good once until gr.created+appCodeTTL.
@@ -192,7 +175,7 @@ func (a *appAuth) redeem(code, id string, now time.Time) (appGrant, error) {
 	switch {
 	case !now.Before(c.grant.created.Add(appCodeTTL)):
 		return appGrant{}, errCodeExpired
-	case c.grant.session != id:
+	case c.grant.Session != id:
 		return appGrant{}, errCodeHost
 	}
 	return c.grant, nil
@@ -211,7 +194,7 @@ func (a *appAuth) keep(gr appGrant, now time.Time) (string, error) {
 	if now.Sub(a.swept) > time.Minute || len(a.cookies) >= maxAppCookies {
 		a.swept = now
 		for k, g := range a.cookies {
-			if !now.Before(g.expires) {
+			if !now.Before(g.Expires) {
 				a.dropLocked(k)
 			}
 		}
@@ -219,10 +202,10 @@ func (a *appAuth) keep(gr appGrant, now time.Time) (string, error) {
 			return "", apiErr(503, "busy", "too many app logins; try again later")
 		}
 	}
-	mine := a.perUser[gr.user]
+	mine := a.perUser[gr.User]
 	if mine == nil {
 		mine = map[[32]byte]struct{}{}
-		a.perUser[gr.user] = mine
+		a.perUser[gr.User] = mine
 	}
 	if len(mine) >= maxAppCookiesPerUser {
 		var oldest [32]byte
@@ -245,11 +228,34 @@ func (a *appAuth) dropLocked(k [32]byte) {
 		return
 	}
 	delete(a.cookies, k)
-	if m := a.perUser[g.user]; m != nil {
+	if m := a.perUser[g.User]; m != nil {
 		delete(m, k)
 		if len(m) == 0 {
-			delete(a.perUser, g.user)
+			delete(a.perUser, g.User)
 		}
+	}
+}
+
+// tags returns the tag of every app cookie, by cookie (recheckViewers).
+func (a *appAuth) tags() map[[32]byte]viewerTag {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	m := make(map[[32]byte]viewerTag, len(a.cookies))
+	for k, g := range a.cookies {
+		m[k] = g.viewerTag
+	}
+	return m
+}
+
+// drop forgets the cookies ks.
+func (a *appAuth) drop(ks [][32]byte) {
+	if len(ks) == 0 {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, k := range ks {
+		a.dropLocked(k)
 	}
 }
 
@@ -259,42 +265,14 @@ func (a *appAuth) lookup(value, id string, now time.Time) (appGrant, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	g := a.cookies[sum]
-	if g == nil || g.session != id {
+	if g == nil || g.Session != id {
 		return appGrant{}, false
 	}
-	if !now.Before(g.expires) {
+	if !now.Before(g.Expires) {
 		a.dropLocked(sum)
 		return appGrant{}, false
 	}
 	return *g, true
-}
-
-// appCookieFilter selects app cookies to drop; an empty field matches all.
-type appCookieFilter struct {
-	User    string // the user the cookie was issued to
-	Session string // the session whose host it opens
-	Share   string // the share link it came through
-}
-
-// dropAppCookies forgets every app cookie matching f (at least one field
-// must be set) and returns how many. It is the hook that revocation,
-// logout and user removal call: the next request with such a cookie goes
-// through the handshake again, where the gateway decides afresh.
-func (g *Gateway) dropAppCookies(f appCookieFilter) int {
-	if f == (appCookieFilter{}) {
-		return 0
-	}
-	a := &g.appAuth
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	n := 0
-	for k, gr := range a.cookies {
-		if (f.User == "" || gr.user == f.User) && (f.Session == "" || gr.session == f.Session) && (f.Share == "" || gr.share == f.Share) {
-			a.dropLocked(k)
-			n++
-		}
-	}
-	return n
 }
 
 // isAppConnector reports whether a session's connector name is its web app
@@ -416,14 +394,8 @@ func (g *Gateway) appRedeem(w http.ResponseWriter, r *http.Request, id string) {
 		appText(w, status, err.Error())
 		return
 	}
-	gr.expires = now.Add(g.cfg.LoginTTL)
-	if gr.shareHash != nil {
-		if sh, err := g.cfg.Store.ShareByHash(r.Context(), gr.shareHash); err == nil && sh.Expires.Before(gr.expires) {
-			gr.expires = sh.Expires
-		}
-	}
-	// Nor may it outlive the login that asked for it.
-	gr.expires = earliest(gr.expires, gr.until)
+	// Nor may the cookie outlive the share link or the login it came by.
+	gr.Expires = earliest(now.Add(g.cfg.LoginTTL), gr.Expires)
 	gr.created = now
 	value, err := g.appAuth.keep(gr, now)
 	if err != nil {
@@ -432,8 +404,8 @@ func (g *Gateway) appRedeem(w http.ResponseWriter, r *http.Request, id string) {
 		return
 	}
 	http.SetCookie(w, &http.Cookie{Name: appCookie, Value: value, Path: "/", Secure: true, HttpOnly: true,
-		SameSite: http.SameSiteLaxMode, MaxAge: int(gr.expires.Sub(now) / time.Second)})
-	g.audit(r.Context(), gr.user, "app_signin", gr.session, r.RemoteAddr, fmt.Sprintf("%s (%s)", gr.connector, gr.mode))
+		SameSite: http.SameSiteLaxMode, MaxAge: int(gr.Expires.Sub(now) / time.Second)})
+	g.audit(r.Context(), gr.User, "app_signin", gr.Session, r.RemoteAddr, fmt.Sprintf("%s (%s)", gr.connector, gr.Mode))
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, appNext(r.URL.Query().Get("next")), http.StatusSeeOther)
 }
@@ -483,22 +455,9 @@ func (g *Gateway) appStart(w http.ResponseWriter, r *http.Request) error {
 		}
 		return g.proxyApp(w, r, who, csp)
 	}
-	s, err := g.cfg.Store.GetSession(r.Context(), id)
-	if err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			return errNoSession
-		}
-		return storeFault("session lookup", err)
-	}
-	v, err := g.authorizeView(r, who, s)
+	s, v, err := g.viewable(r, who, id, conn)
 	if err != nil {
 		return err
-	}
-	if s.State != session.Ready {
-		return apiErr(409, "not_ready", fmt.Sprintf("session %s is %s", s.ID, s.State))
-	}
-	if _, ok := s.Endpoints[conn]; !ok {
-		return apiErr(404, "no_connector", fmt.Sprintf("session %s has no connector %q", s.ID, conn))
 	}
 	if !validSessionID(s.ID) {
 		return fmt.Errorf("session id %q is not a DNS label", s.ID)
@@ -511,13 +470,7 @@ func (g *Gateway) appStart(w http.ResponseWriter, r *http.Request) error {
 	if r.URL.RawQuery != "" {
 		next += "?" + r.URL.RawQuery
 	}
-	gr := appGrant{session: s.ID, connector: conn, user: v.user, mode: v.mode, created: g.now(),
-		login: who.login, token: who.token, proof: who.proof, until: who.until}
-	if v.user != s.Owner {
-		// Admitted by a share link: the app cookie follows it, checked
-		// on every request.
-		gr.share, gr.shareHash = v.share.ID, v.share.Hash
-	}
+	gr := appGrant{viewerTag: v.tag(s, who), connector: conn, created: g.now()}
 	code, err := g.appAuth.mint(gr, g.now())
 	if err != nil {
 		return err
@@ -541,7 +494,7 @@ func (g *Gateway) appProxy(w http.ResponseWriter, r *http.Request, id string) {
 		if (r.Method == http.MethodGet || r.Method == http.MethodHead) && !isWebSocket(r) {
 			// The gateway decides who this is; it sends the browser back
 			// here with a code, or to the login page first.
-			back := strings.TrimSuffix(g.cfg.Apps.GatewayURL, "/") + "/s/" + id + "/app" + r.URL.EscapedPath()
+			back := g.gatewayURL(r) + "/s/" + id + "/app" + r.URL.EscapedPath()
 			if r.URL.RawQuery != "" {
 				back += "?" + r.URL.RawQuery
 			}
@@ -549,7 +502,7 @@ func (g *Gateway) appProxy(w http.ResponseWriter, r *http.Request, id string) {
 			http.Redirect(w, r, back, http.StatusSeeOther)
 			return
 		}
-		appText(w, http.StatusUnauthorized, "not signed in to this app: open it from the airlock portal ("+g.cfg.Apps.GatewayURL+")")
+		appText(w, http.StatusUnauthorized, "not signed in to this app: open it from the airlock portal ("+g.gatewayURL(r)+")")
 		return
 	}
 	if err := crossOrigin.Check(r); err != nil || isWebSocket(r) && !originIs(r, r.Host) {
@@ -570,9 +523,18 @@ func (g *Gateway) appProxy(w http.ResponseWriter, r *http.Request, id string) {
 		return
 	}
 	if gr.shareHash != nil {
-		if err := g.shareStillValid(r.Context(), gr, s.ID); err != nil {
-			g.dropAppCookies(appCookieFilter{Share: gr.share})
+		if _, err := g.checkShare(r.Context(), gr.shareHash, s.ID); err != nil {
 			ae := asAPIError(err)
+			switch {
+			case isStoreFault(err):
+				// Not a "no": the cookies stay.
+				g.log.ErrorContext(r.Context(), "app host: share lookup", "session", id, "error", err)
+			case err == errNoSession:
+				ae = asAPIError(apiErr(403, "bad_share", "the share link is not valid"))
+				fallthrough
+			default:
+				g.dropAppGrants(revokeEvent{Share: gr.Share})
+			}
 			appText(w, ae.Status, ae.Message)
 			return
 		}
@@ -585,15 +547,7 @@ func (g *Gateway) appProxy(w http.ResponseWriter, r *http.Request, id string) {
 		appText(w, http.StatusNotFound, fmt.Sprintf("session %s has no connector %q", s.ID, gr.connector))
 		return
 	}
-	g.forward(w, r, s, gr.connector, gr.tag(s.Owner), false, "")
-}
-
-// tag is what the app host's proxied connections are registered under, so
-// revoking the share, the login or the token that made the grant closes
-// them (revoke.go).
-func (gr appGrant) tag(owner string) viewerTag {
-	return viewerTag{Session: gr.session, Owner: owner, User: gr.user, Share: gr.share, Login: gr.login, Token: gr.token,
-		Mode: gr.mode, Expires: earliest(gr.expires, gr.until), proof: gr.proof, shareHash: gr.shareHash}
+	g.forward(w, r, s, gr.connector, gr.viewerTag, false, "")
 }
 
 // dropAppGrants is the revocation hook: every app cookie whose grant came
@@ -604,57 +558,26 @@ func (g *Gateway) dropAppGrants(ev revokeEvent) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for k, gr := range a.cookies {
-		if ev.matches(gr.tag("")) {
+		if ev.matches(gr.viewerTag) {
 			a.dropLocked(k)
 		}
 	}
 }
 
-// shareStillValid checks the share an app cookie came through.
-func (g *Gateway) shareStillValid(ctx context.Context, gr appGrant, id string) error {
-	sh, err := g.cfg.Store.ShareByHash(ctx, gr.shareHash)
-	switch {
-	case errors.Is(err, store.ErrNotFound) || err == nil && sh.Session != id:
-		return apiErr(403, "bad_share", "the share link is not valid")
-	case err != nil:
-		g.log.ErrorContext(ctx, "app host: share lookup", "session", id, "error", err)
-		return apiErr(503, "store_unavailable", "the gateway could not check the share link; try again")
-	case sh.Revoked:
-		return apiErr(403, "share_revoked", "the owner revoked this share link")
-	case !g.now().Before(sh.Expires):
-		return apiErr(403, "share_expired", "this share link has expired")
-	}
-	return nil
-}
-
 // proxyApp serves an app on the gateway's origin (/s/ID/NAME/...), with csp
 // on every answer.
 func (g *Gateway) proxyApp(w http.ResponseWriter, r *http.Request, who identity, csp string) error {
-	id, conn := r.PathValue("id"), r.PathValue("connector")
-	s, err := g.cfg.Store.GetSession(r.Context(), id)
-	if err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			return errNoSession
-		}
-		return storeFault("session lookup", err)
-	}
-	v, err := g.authorizeView(r, who, s)
+	conn := r.PathValue("connector")
+	s, v, err := g.viewable(r, who, r.PathValue("id"), conn)
 	if err != nil {
 		return err
-	}
-	if s.State != session.Ready {
-		return apiErr(409, "not_ready", fmt.Sprintf("session %s is %s", s.ID, s.State))
-	}
-	if _, ok := s.Endpoints[conn]; !ok {
-		return apiErr(404, "no_connector", fmt.Sprintf("session %s has no connector %q", s.ID, conn))
 	}
 	strip := true // on its own origin the app lives at "/"
 	if !g.appsOwnOrigin() {
 		p, _ := g.profile(s.Profile)
 		strip = p.StripPrefix
 	}
-	g.forward(w, r, s, conn, viewerTag{Session: s.ID, Owner: s.Owner, User: v.user, Share: v.share.ID, Login: who.login, Token: who.token,
-		Mode: v.mode, Expires: earliest(v.share.Expires, who.until), proof: who.proof, shareHash: v.share.Hash}, strip, csp)
+	g.forward(w, r, s, conn, v.tag(s, who), strip, csp)
 	return nil
 }
 
@@ -698,13 +621,16 @@ func (g *Gateway) appRoute() http.Handler {
 }
 
 // sameOrigin reports whether r comes from a page of the gateway's own
-// origin (its Host, or the configured gateway URL's), or from no page at
+// origin (its Host, or the configured public URL's), or from no page at
 // all (no Origin: not a browser).
 func (g *Gateway) sameOrigin(r *http.Request) bool {
 	if originIs(r, r.Host) {
 		return true
 	}
-	gw, err := url.Parse(g.cfg.Apps.GatewayURL)
+	if g.cfg.PublicURL == "" {
+		return false
+	}
+	gw, err := url.Parse(g.cfg.PublicURL)
 	return err == nil && originIs(r, gw.Host)
 }
 
@@ -764,6 +690,8 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, s *session.Ses
 	// Every proxied request is tracked, not only WebSockets: an app's
 	// event stream is as long-lived as a viewer, and revoking the right it
 	// came in by must end it too.
+	// Serve's shutdown cancels the context too, which closes hijacked
+	// connections; a plain request only counts as activity.
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	defer g.track(v, cancel)()
@@ -776,15 +704,22 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, s *session.Ses
 	prefix := "/s/" + s.ID + "/" + conn
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.Out.URL.Scheme = "http" // see proxy: the transport speaks TLS itself
+			// Always "http": for a node's TCP endpoint the transport's
+			// DialContext already speaks TLS (pinned); "https" would make
+			// http.Transport wrap that in TLS a second time.
+			pr.Out.URL.Scheme = "http"
 			pr.Out.URL.Host = "session"
 			if strip {
 				pr.Out.URL.Path = cmp.Or(strings.TrimPrefix(pr.In.URL.Path, prefix), "/")
 				pr.Out.URL.RawPath = ""
 			}
-			pr.Out.Host = pr.In.Host
+			pr.Out.Host = pr.In.Host // apps such as Jupyter compare Origin with Host
 			pr.SetXForwarded()
+			// The gateway's own cookies (the login, share links, the app
+			// host's) are for the gateway; the connector gets a ticket.
 			stripAirlockCookies(pr.Out.Header)
+			// The trusted proxy's identity header vouched for the user to
+			// us; an app must not take it as a login of its own.
 			if g.cfg.HeaderName != "" {
 				pr.Out.Header.Del(g.cfg.HeaderName)
 			}
@@ -811,7 +746,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, s *session.Ses
 			g.log.WarnContext(r.Context(), "proxy to app", "session", s.ID, "connector", conn, "error", err)
 			writeErr(w, apiErr(502, "connector_unreachable", "the session did not answer"))
 		},
-		FlushInterval: -1,
+		FlushInterval: -1, // stream: a framebuffer or an event stream must not wait in a buffer
 	}
 	rp.ServeHTTP(w, r.WithContext(ctx))
 }

@@ -98,7 +98,16 @@ func testHostileAppPage(t *testing.T, sameOrigin bool) {
 	attack, _ := m["attack"].(map[string]any)
 	got, _ := json.Marshal(attack)
 	t.Logf("the page got: %s", got)
-	if origin, _ := attack["origin"].(string); origin == tg.url || !sameOrigin && !strings.Contains(origin, s.ID+".apps.localhost") {
+	// The control: the page's script ran to its end (every attempt made),
+	// or the checks below would pass on nothing.
+	if nocors, _ := attack["nocors"].(string); nocors == "" || attack["me"] == nil || attack["token"] == nil {
+		t.Fatalf("the app's page did not run its attack: %s", got)
+	}
+	origin, _ := attack["origin"].(string)
+	switch {
+	case sameOrigin && origin != "null":
+		t.Errorf("the sandboxed app's page ran on origin %q, want the opaque origin \"null\"", origin)
+	case !sameOrigin && !strings.HasPrefix(origin, "https://"+s.ID+".apps.localhost:"):
 		t.Errorf("the app's page ran on origin %q, want its own host", origin)
 	}
 	if me, _ := attack["me"].(string); strings.Contains(me, `"bob"`) {
@@ -112,8 +121,8 @@ func testHostileAppPage(t *testing.T, sameOrigin bool) {
 	}
 	f := b.wait("form", 60*time.Second)
 	t.Logf("after the form: %v", f)
-	if body, _ := f["body"].(string); strings.Contains(body, "alk_") {
-		t.Errorf("the form minted a token: %s", body)
+	if body, _ := f["body"].(string); body == "" || strings.Contains(body, "alk_") {
+		t.Errorf("the form minted a token, or got no answer: %q", body)
 	}
 	if n := bobTokens(); n != before {
 		t.Errorf("bob has %d tokens after the app's page ran, had %d", n, before)

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/airlock-hpc/airlock/internal/session"
+	"github.com/airlock-hpc/airlock/internal/store/sqlite"
 	"github.com/coder/websocket"
 )
 
@@ -157,7 +159,7 @@ func TestAppOwnOrigin(t *testing.T) {
 			req.AddCookie(c)
 		}
 		resp, _ := anon.send(req)
-		if resp.StatusCode != 303 || !strings.HasPrefix(resp.Header.Get("Location"), tg.g.cfg.Apps.GatewayURL+"/s/"+s.ID+"/app/api/v1/me") {
+		if resp.StatusCode != 303 || !strings.HasPrefix(resp.Header.Get("Location"), tg.url+"/s/"+s.ID+"/app/api/v1/me") {
 			t.Errorf("the gateway's login cookie on the app host: %d %q, want 303 to the gateway", resp.StatusCode, resp.Header.Get("Location"))
 		}
 		req, _ = http.NewRequest("POST", base+"/api/v1/tokens", strings.NewReader("{}"))
@@ -173,7 +175,7 @@ func TestAppOwnOrigin(t *testing.T) {
 		// which knows no such session.
 		other := strings.Replace(base, s.ID, "s-000000000000", 1)
 		resp, _ = alice.get(other + "/x")
-		if loc := resp.Header.Get("Location"); resp.StatusCode != 303 || loc != tg.g.cfg.Apps.GatewayURL+"/s/s-000000000000/app/x" {
+		if loc := resp.Header.Get("Location"); resp.StatusCode != 303 || loc != tg.url+"/s/s-000000000000/app/x" {
 			t.Fatalf("unknown session's host: %d %q", resp.StatusCode, loc)
 		}
 		if resp, body := alice.get(tg.url + "/s/s-000000000000/app/x"); resp.StatusCode != 404 {
@@ -230,8 +232,8 @@ func TestAppOwnOrigin(t *testing.T) {
 	t.Run("another user's app cookie", func(t *testing.T) {
 		// Mallory holds a good cookie for her own app host; on Alice's it
 		// opens nothing.
-		value, err := tg.g.appAuth.keep(appGrant{session: "s-aaaaaaaaaaaa", connector: "app", user: "mallory", mode: session.Control,
-			created: time.Now(), expires: time.Now().Add(time.Hour)}, time.Now())
+		value, err := tg.g.appAuth.keep(appGrant{viewerTag: viewerTag{Session: "s-aaaaaaaaaaaa", User: "mallory", Mode: session.Control,
+			Expires: time.Now().Add(time.Hour)}, connector: "app", created: time.Now()}, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -318,20 +320,73 @@ func TestAppOwnOrigin(t *testing.T) {
 		}
 	})
 	t.Run("dropped cookies", func(t *testing.T) {
-		if n := tg.g.dropAppCookies(appCookieFilter{User: "alice"}); n == 0 {
-			t.Fatal("no cookie of alice's dropped")
+		if resp, _ := alice.get(base + "/hello"); resp.StatusCode != 200 {
+			t.Fatalf("before the revocation: %d, want 200", resp.StatusCode)
 		}
+		tg.g.revoke(context.Background(), revokeEvent{Reason: "test", User: "alice"})
 		if resp, _ := alice.get(base + "/hello"); resp.StatusCode != 303 {
 			t.Fatalf("a dropped cookie: %d, want 303 back to the gateway", resp.StatusCode)
 		}
 	})
 }
 
+// TestAppHostShareChecked: an app cookie that came through a share link
+// checks the link on every request, for revocations this gateway did not
+// see (another gateway on the database); a store fault is "try again",
+// not a revocation, and keeps the cookie.
+func TestAppHostShareChecked(t *testing.T) {
+	var fs *faultyStore
+	tg := startGateway(t, "", func(c *Config) {
+		fs = &faultyStore{Store: c.Store}
+		c.Store = fs
+	}, "alice", "bob")
+	other, err := sqlite.Open(t.Context(), sqlite.Config{Path: filepath.Join(tg.stateDir, "airlock.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	alice := tg.client().loginToken("alice")
+	s := alice.launch("app")
+	var share struct{ ID, URL string }
+	if code, body := alice.do("POST", "/api/v1/sessions/"+s.ID+"/shares", map[string]string{"mode": "view"}, &share); code != 201 {
+		t.Fatalf("share: %d %s", code, body)
+	}
+	bob := tg.client().loginCookie("bob").reachApps()
+	if resp, _ := bob.get(share.URL); resp.StatusCode != 303 {
+		t.Fatalf("open share: %d", resp.StatusCode)
+	}
+	base, _ := bob.signIn(s.ID, "/x")
+	if resp, body := bob.get(base + "/x"); resp.StatusCode != 200 {
+		t.Fatalf("through the share: %d %s", resp.StatusCode, body)
+	}
+
+	fs.fail.Store("ShareByHash")
+	resp, body := bob.get(base + "/x")
+	fs.fail.Store("")
+	if resp.StatusCode != 503 {
+		t.Errorf("share lookup failing: %d %s, want 503", resp.StatusCode, body)
+	}
+	if resp, body := bob.get(base + "/x"); resp.StatusCode != 200 {
+		t.Fatalf("store back after a fault: %d %s, want 200 (the cookie kept)", resp.StatusCode, body)
+	}
+
+	if err := other.RevokeShare(t.Context(), s.ID, share.ID); err != nil {
+		t.Fatal(err)
+	}
+	if resp, body := bob.get(base + "/x"); resp.StatusCode != 403 || !strings.Contains(body, "revoked") {
+		t.Fatalf("share revoked elsewhere: %d %s, want 403 revoked", resp.StatusCode, body)
+	}
+	// The cookie is forgotten: back to the gateway, which refuses.
+	if resp, body := bob.get(base + "/x"); resp.StatusCode != 303 {
+		t.Fatalf("after the refusal: %d %s, want 303 back to the gateway", resp.StatusCode, body)
+	}
+}
+
 // TestAppCodeExpiry: a code is good for 30 seconds, once.
 func TestAppCodeExpiry(t *testing.T) {
 	var a appAuth
 	now := time.Now()
-	code, err := a.mint(appGrant{session: "s-0123456789ab", user: "alice", created: now}, now)
+	code, err := a.mint(appGrant{viewerTag: viewerTag{Session: "s-0123456789ab", User: "alice"}, created: now}, now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -378,6 +433,23 @@ func FuzzAppNext(f *testing.F) {
 }
 
 // TestAppHostLabel: only session IDs under the apps domain are app hosts.
+// TestGatewayURL: an app host sends visitors to the public URL, else to the
+// listen host on the port the visitor came in by (the same listener).
+func TestGatewayURL(t *testing.T) {
+	for _, c := range []struct{ listen, public, host, want string }{
+		{"127.0.0.1:8443", "", "s-0123456789ab.apps.localhost:40123", "https://127.0.0.1:40123"},
+		{"127.0.0.1:0", "", "s-0123456789ab.apps.localhost:443", "https://127.0.0.1"},
+		{"[::1]:8443", "", "s-0123456789ab.apps.localhost", "https://[::1]"},
+		{"[::1]:8443", "", "s-0123456789ab.apps.localhost:8443", "https://[::1]:8443"},
+		{"127.0.0.1:8443", "https://gw.example/airlock/", "s-0123456789ab.apps.example:8443", "https://gw.example/airlock"},
+	} {
+		g := &Gateway{cfg: Config{PublicURL: c.public}, listenHost: listenHost(c.listen)}
+		if got := g.gatewayURL(&http.Request{Host: c.host}); got != c.want {
+			t.Errorf("listen %s, public_url %q, Host %s: %s, want %s", c.listen, c.public, c.host, got, c.want)
+		}
+	}
+}
+
 func TestAppHostLabel(t *testing.T) {
 	g := &Gateway{cfg: Config{Apps: Apps{Domain: "apps.localhost"}}}
 	for host, want := range map[string]struct {

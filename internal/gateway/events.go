@@ -160,7 +160,7 @@ func (g *Gateway) visibleSession(r *http.Request, id identity) (*session.Session
 	s, err := g.cfg.Store.GetSession(r.Context(), r.PathValue("id"))
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
-			return nil, session.Share{}, apiErr(404, "no_session", "no such session")
+			return nil, session.Share{}, errNoSession
 		}
 		return nil, session.Share{}, storeFault("session lookup", err)
 	}
@@ -172,7 +172,7 @@ func (g *Gateway) visibleSession(r *http.Request, id identity) (*session.Session
 		if isStoreFault(err) {
 			return nil, session.Share{}, err
 		}
-		return nil, session.Share{}, apiErr(404, "no_session", "no such session")
+		return nil, session.Share{}, errNoSession
 	}
 	return s, sh, nil
 }
@@ -191,8 +191,7 @@ func (g *Gateway) sessionEvents(w http.ResponseWriter, r *http.Request, id ident
 	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	tag := viewerTag{Session: s.ID, Owner: s.Owner, User: id.user, Share: sh.ID, Login: id.login, Token: id.token,
-		Mode: sh.Mode, Expires: earliest(sh.Expires, id.until)}
+	tag := viewer{user: id.user, mode: sh.Mode, share: sh}.tag(s, id)
 	sub := g.events.subscribe(tag, cancel)
 	if sub == nil {
 		return apiErr(503, "shutting_down", "the gateway is shutting down; try again")

@@ -188,6 +188,9 @@ type Config struct {
 // Gateway is a running gateway.
 type Gateway struct {
 	cfg Config
+	// listenHost is the host of cfg.Listen, or this host's name for a
+	// wildcard address (gatewayURL).
+	listenHost string
 	// remote is cfg.Backend when its runners run elsewhere and register
 	// (Slurm); nil for the local backend.
 	remote backend.Remote
@@ -251,7 +254,6 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		return nil, errors.New("gateway: e-mail login needs PublicURL: a link built from a request's Host header would point wherever the asker says")
 	}
 	cfg.Apps.Domain = strings.TrimSuffix(strings.ToLower(cmp.Or(cfg.Apps.Domain, "apps.localhost")), ".")
-	cfg.Apps.GatewayURL = cmp.Or(cfg.Apps.GatewayURL, listenURL(cfg.Listen))
 	remote, _ := cfg.Backend.(backend.Remote)
 	if remote != nil && !strings.HasPrefix(cfg.RegisterURL, "https://") {
 		return nil, fmt.Errorf("gateway: backend %s needs the https:// URL runners register at (got %q)", cfg.Backend.Name(), cfg.RegisterURL)
@@ -268,7 +270,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	g := &Gateway{
-		cfg: cfg, remote: remote, master: master, cert: cert,
+		cfg: cfg, remote: remote, master: master, cert: cert, listenHost: listenHost(cfg.Listen),
 		log:      cmp.Or(cfg.Logger, slog.Default()).With("component", "gateway"),
 		now:      cfg.Now,
 		readLoad: loadPerCPU,
@@ -365,15 +367,33 @@ func (g *Gateway) Close() error {
 	return nil
 }
 
-// listenURL is the gateway's https:// address when nothing says better:
-// the listen address, or this host's name for a wildcard address.
-func listenURL(listen string) string {
-	host, port, err := net.SplitHostPort(listen)
+// listenHost is the host of the listen address, or this host's name for a
+// wildcard address.
+func listenHost(listen string) string {
+	host, _, err := net.SplitHostPort(listen)
 	if err != nil {
-		return "https://" + listen
+		host = listen
 	}
 	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
 		host, _ = os.Hostname()
 	}
-	return "https://" + net.JoinHostPort(host, port)
+	return host
+}
+
+// gatewayURL is the gateway's https:// address as the visitor of r (a
+// request on an app host) reaches it: PublicURL when set; else the host
+// the gateway listens on with r's port, which is the listener's port as
+// the visitor sees it (app hosts are served on the same listener), so a
+// listener on port 0 or behind a port mapping is still found.
+func (g *Gateway) gatewayURL(r *http.Request) string {
+	if g.cfg.PublicURL != "" {
+		return strings.TrimSuffix(g.cfg.PublicURL, "/")
+	}
+	if _, port, err := net.SplitHostPort(r.Host); err == nil && port != "443" {
+		return "https://" + net.JoinHostPort(g.listenHost, port)
+	}
+	if strings.Contains(g.listenHost, ":") {
+		return "https://[" + g.listenHost + "]"
+	}
+	return "https://" + g.listenHost
 }

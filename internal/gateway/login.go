@@ -203,13 +203,8 @@ func (g *Gateway) createToken(w http.ResponseWriter, r *http.Request) error {
 	if err := checkTokenName(body.Name); err != nil {
 		return err
 	}
-	raw := make([]byte, 32)
-	rand.Read(raw)
-	secret := "alk_" + base64.RawURLEncoding.EncodeToString(raw)
-	sum := sha256.Sum256([]byte(secret))
-	idb := make([]byte, 6)
-	rand.Read(idb)
-	t := session.Token{ID: "t-" + base64.RawURLEncoding.EncodeToString(idb), User: user, Name: body.Name, Created: g.now(), Hash: sum[:]}
+	secret := "alk_" + randomToken(32)
+	t := session.Token{ID: "t-" + newShortID(), User: user, Name: body.Name, Created: g.now(), Hash: sha256Sum(secret)}
 	if t.Name == "" {
 		t.Name = "token " + t.Created.UTC().Format(time.DateTime)
 	}
@@ -221,21 +216,21 @@ func (g *Gateway) createToken(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// newSecret returns a random secret for a cookie and its SHA-256.
-func newSecret() (string, []byte) {
-	raw := make([]byte, 32)
-	rand.Read(raw)
-	secret := base64.RawURLEncoding.EncodeToString(raw)
-	sum := sha256.Sum256([]byte(secret))
-	return secret, sum[:]
-}
-
-// newShortID returns 8 random URL-safe characters for a row id.
-func newShortID() string {
-	b := make([]byte, 6)
+// randomToken returns n random bytes, URL-safe base64.
+func randomToken(n int) string {
+	b := make([]byte, n)
 	rand.Read(b)
 	return base64.RawURLEncoding.EncodeToString(b)
 }
+
+// newSecret returns a random secret for a cookie and its SHA-256.
+func newSecret() (string, []byte) {
+	secret := randomToken(32)
+	return secret, sha256Sum(secret)
+}
+
+// newShortID returns 8 random URL-safe characters for a row id.
+func newShortID() string { return randomToken(6) }
 
 // logout ends the login r carries, in the store (so a copy of the cookie
 // is worthless) and its open viewers. It returns the login it ended (zero

@@ -11,16 +11,13 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/airlock-hpc/airlock/internal/contract"
 	"github.com/airlock-hpc/airlock/internal/session"
 	"github.com/airlock-hpc/airlock/internal/store"
-	"github.com/airlock-hpc/airlock/internal/ticket"
 )
 
 // ticketTTL is how long a proxied request's ticket is good for: it is spent
@@ -38,98 +35,52 @@ type viewer struct {
 	share session.Share
 }
 
-// proxy serves /s/{id}/{connector}/...: it checks who is asking, signs a
-// fresh single-use ticket for this one request, and forwards it (WebSocket
-// upgrades included) to the connector's endpoint on the node. Users never
-// see node addresses or tickets.
-func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request) error {
-	id, conn := r.PathValue("id"), r.PathValue("connector")
-	id2, err := g.identify(r)
-	if err != nil {
-		return err
-	}
+// viewable is session id for who, asked by r, if they may use its
+// connector conn now: its owner, or someone with a valid share link of it
+// (authorizeView); the session ready and with that connector.
+func (g *Gateway) viewable(r *http.Request, who identity, id, conn string) (*session.Session, viewer, error) {
 	s, err := g.cfg.Store.GetSession(r.Context(), id)
 	if errors.Is(err, store.ErrNotFound) {
-		return apiErr(404, "no_session", "no such session")
+		return nil, viewer{}, errNoSession
 	}
 	if err != nil {
-		return storeFault("session lookup", err)
+		return nil, viewer{}, storeFault("session lookup", err)
 	}
-	v, err := g.authorizeView(r, id2, s)
+	v, err := g.authorizeView(r, who, s)
 	if err != nil {
-		return err
+		return nil, viewer{}, err
 	}
 	if s.State != session.Ready {
-		return apiErr(409, "not_ready", fmt.Sprintf("session %s is %s", s.ID, s.State))
+		return nil, viewer{}, apiErr(409, "not_ready", fmt.Sprintf("session %s is %s", s.ID, s.State))
 	}
-	endpoint, ok := s.Endpoints[conn]
-	if !ok {
-		return apiErr(404, "no_connector", fmt.Sprintf("session %s has no connector %q", s.ID, conn))
+	if _, ok := s.Endpoints[conn]; !ok {
+		return nil, viewer{}, apiErr(404, "no_connector", fmt.Sprintf("session %s has no connector %q", s.ID, conn))
 	}
-	tok, err := ticket.Sign(g.sessionKey(s.ID), ticket.Claims{
-		Session: s.ID, Connector: conn, User: v.user, Mode: ticket.Mode(v.mode), Expires: g.now().Add(ticketTTL),
-	})
+	return s, v, nil
+}
+
+// tag is what a connection of v to s, let in by who's credential, is
+// registered under (revoke.go).
+func (v viewer) tag(s *session.Session, who identity) viewerTag {
+	return viewerTag{Session: s.ID, Owner: s.Owner, User: v.user, Share: v.share.ID, Login: who.login, Token: who.token,
+		Mode: v.mode, Expires: earliest(v.share.Expires, who.until), proof: who.proof, shareHash: v.share.Hash}
+}
+
+// proxy serves /s/{id}/{connector}/... for every connector but the web app
+// (appRoute has that): it checks who is asking and forwards the request,
+// WebSocket upgrades included, with a fresh single-use ticket. Users never
+// see node addresses or tickets.
+func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request) error {
+	who, err := g.identify(r)
 	if err != nil {
 		return err
 	}
-	upgrade := strings.EqualFold(r.Header.Get("Upgrade"), "websocket")
-	p, _ := g.profile(s.Profile)
-	strip := p.StripPrefix && connectorView(p, conn) == contract.ViewApp
-	if upgrade {
-		g.audit(r.Context(), v.user, "connect", s.ID, r.RemoteAddr, fmt.Sprintf("%s (%s)", conn, v.mode))
+	conn := r.PathValue("connector")
+	s, v, err := g.viewable(r, who, r.PathValue("id"), conn)
+	if err != nil {
+		return err
 	}
-
-	// A WebSocket viewer holds the session open until its connection
-	// ends; Serve's shutdown cancels the context, which closes hijacked
-	// connections too, and so does revoking the right it came in by
-	// (every proxied request is tracked: an app's event stream is as
-	// long-lived as a viewer). A plain request only counts as activity.
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
-	defer g.track(viewerTag{Session: s.ID, Owner: s.Owner, User: v.user, Share: v.share.ID, Login: id2.login, Token: id2.token,
-		Mode: v.mode, Expires: earliest(v.share.Expires, id2.until), proof: id2.proof, shareHash: v.share.Hash}, cancel)()
-	if upgrade {
-		done := g.viewerStart(s.ID)
-		defer done()
-	} else {
-		g.touch(s.ID, false)
-	}
-
-	rp := &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			// Always "http": for a node's TCP endpoint the transport's
-			// DialContext already speaks TLS (pinned); "https" would make
-			// http.Transport wrap that in TLS a second time.
-			pr.Out.URL.Scheme = "http"
-			pr.Out.URL.Host = "session"
-			if strip {
-				pr.Out.URL.Path = "/" + strings.TrimPrefix(pr.In.URL.Path, "/s/"+s.ID+"/"+conn+"/")
-				pr.Out.URL.RawPath = ""
-			}
-			pr.Out.Host = pr.In.Host // apps such as Jupyter compare Origin with Host
-			pr.SetXForwarded()
-			// The gateway's own cookies (the login, share links) are for
-			// the gateway; the connector gets a ticket instead.
-			stripAirlockCookies(pr.Out.Header)
-			// The trusted proxy's identity header vouched for the user to
-			// us; an app must not take it as a login of its own.
-			if g.cfg.HeaderName != "" {
-				pr.Out.Header.Del(g.cfg.HeaderName)
-			}
-			pr.Out.Header.Set("Authorization", "Bearer "+tok)
-		},
-		Transport: g.transport(endpoint, s.TLSSHA256),
-		ModifyResponse: func(resp *http.Response) error {
-			stripSetCookies(resp.Header, "airlock_")
-			return nil
-		},
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			g.log.WarnContext(r.Context(), "proxy to connector", "session", s.ID, "connector", conn, "error", err)
-			writeErr(w, apiErr(502, "connector_unreachable", "the session did not answer"))
-		},
-		FlushInterval: -1, // stream: a framebuffer or an event stream must not wait in a buffer
-	}
-	rp.ServeHTTP(w, r.WithContext(ctx))
+	g.forward(w, r, s, conn, v.tag(s, who), false, "")
 	return nil
 }
 

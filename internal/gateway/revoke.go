@@ -20,8 +20,9 @@ package gateway
 // the same events. An expiry needs no event: each connection let in by a
 // share link or a login has a timer that cancels it when the first of them
 // expires. Under the events, recheckViewers looks every open connection's
-// rights up again every few seconds, for revocations this gateway did not
-// see (another gateway on the same database).
+// and every app cookie's rights up again every few seconds, for
+// revocations this gateway did not see (another gateway on the same
+// database).
 
 import (
 	"context"
@@ -278,11 +279,11 @@ func (g *Gateway) userRemoved(ctx context.Context, name string) error {
 }
 
 // recheckViewers is the backstop under the events: every cfg.RecheckEvery
-// it asks the store again about each right an open connection came in by
-// (its session still ready, its share link, token or login still valid,
-// its user still a user), so a revocation this gateway did not see (made
-// by another gateway on the same database, or by hand in the store)
-// closes the connection here too. Each distinct right is looked up once a
+// it asks the store again about each right an open connection or an app
+// cookie came in by (its session still ready, its share link, token or
+// login still valid, its user still a user), so a revocation this gateway
+// did not see (made by another gateway on the same database, or by hand in
+// the store) closes the connection and forgets the cookie here too. Each distinct right is looked up once a
 // round. A store fault closes nothing: it is not a "no".
 func (g *Gateway) recheckViewers() {
 	defer g.wg.Done()
@@ -300,7 +301,8 @@ func (g *Gateway) recheckViewers() {
 			open = append(open, v)
 		}
 		g.mu.Unlock()
-		if len(open) == 0 {
+		grants := g.appAuth.tags()
+		if len(open) == 0 && len(grants) == 0 {
 			continue
 		}
 		rc := recheck{g: g, ctx: g.ctx, seen: map[string]string{}}
@@ -310,6 +312,15 @@ func (g *Gateway) recheckViewers() {
 				v.cancel()
 			}
 		}
+		// App cookies are tied to the same rights: a refused one is
+		// forgotten, and its next request goes through the handshake.
+		var refused [][32]byte
+		for k, t := range grants {
+			if rc.refused(t) != "" {
+				refused = append(refused, k)
+			}
+		}
+		g.appAuth.drop(refused)
 	}
 }
 
@@ -349,18 +360,14 @@ func (rc *recheck) refused(t viewerTag) string {
 	}
 	if len(t.shareHash) > 0 {
 		if why := rc.once("share "+t.Share, func() string {
-			sh, err := g.cfg.Store.ShareByHash(ctx, t.shareHash)
+			_, err := g.checkShare(ctx, t.shareHash, t.Session)
 			switch {
-			case errors.Is(err, store.ErrNotFound):
-				return "share link gone"
-			case err != nil:
+			case err == nil || isStoreFault(err):
 				return ""
-			case sh.Revoked:
-				return "share link revoked"
-			case !g.now().Before(sh.Expires):
-				return "share link expired"
+			case err == errNoSession:
+				return "share link gone"
 			}
-			return ""
+			return asAPIError(err).Message
 		}); why != "" {
 			return why
 		}

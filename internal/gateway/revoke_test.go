@@ -653,6 +653,12 @@ func TestRevokedElsewhereClosesViewers(t *testing.T) {
 	bobsOwn := bob.launch("app")
 	ended = appViewer(t, bob, bobsOwn)
 	u, _ := url.Parse(tg.url)
+	// The app cookie the login asked for (the viewer's sign-in left it in
+	// the jar) opens the app host; once the login is gone, it must not.
+	appHost := "https://" + bobsOwn.ID + ".apps.localhost:" + u.Port() + "/x"
+	if resp, body := bob.reachApps().get(appHost); resp.StatusCode != 200 {
+		t.Fatalf("the app cookie before the logout: %d %s", resp.StatusCode, body)
+	}
 	var cookie string
 	for _, ck := range bob.http.Jar.Cookies(u) {
 		if ck.Name == loginCookie {
@@ -667,4 +673,12 @@ func TestRevokedElsewhereClosesViewers(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitClosed(t, "logged out elsewhere", ended, every+time.Second)
+	if err := realtest.WaitFor(every+time.Second, func() error {
+		if resp, _ := bob.get(appHost); resp.StatusCode != http.StatusSeeOther {
+			return fmt.Errorf("%d, want 303 back to the gateway", resp.StatusCode)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("the app cookie after a logout elsewhere: %v", err)
+	}
 }

@@ -123,40 +123,34 @@ func (db *DB) CreateSessionWithin(ctx context.Context, s *session.Session, lim s
 	if err != nil {
 		return fmt.Errorf("create session %s: %w", s.ID, err)
 	}
-	tx, err := db.write.BeginTx(ctx, nil)
+	err = db.inTx(ctx, func(tx *sql.Tx) error {
+		for _, c := range []struct {
+			max      int
+			perOwner bool
+			q        string
+			args     []any
+		}{
+			{lim.MaxActive, false, countActive, nil},
+			{lim.MaxActivePerOwner, true, countActiveOwner, []any{s.Owner}},
+		} {
+			if c.max <= 0 {
+				continue
+			}
+			var n int
+			if err := tx.QueryRowContext(ctx, c.q, c.args...).Scan(&n); err != nil {
+				return fmt.Errorf("count active sessions: %w", err)
+			}
+			if n >= c.max {
+				return &store.LimitError{PerOwner: c.perOwner, Max: c.max, Active: n}
+			}
+		}
+		_, err := tx.StmtContext(ctx, db.stmt.insertSession).ExecContext(ctx, args...)
+		return err
+	})
+	if isExists(err) {
+		err = store.ErrExists
+	}
 	if err != nil {
-		return fmt.Errorf("create session %s: %w", s.ID, err)
-	}
-	defer tx.Rollback()
-	for _, c := range []struct {
-		max      int
-		perOwner bool
-		q        string
-		args     []any
-	}{
-		{lim.MaxActive, false, countActive, nil},
-		{lim.MaxActivePerOwner, true, countActiveOwner, []any{s.Owner}},
-	} {
-		if c.max <= 0 {
-			continue
-		}
-		var n int
-		if err := tx.QueryRowContext(ctx, c.q, c.args...).Scan(&n); err != nil {
-			return fmt.Errorf("create session %s: count active sessions: %w", s.ID, err)
-		}
-		if n >= c.max {
-			return fmt.Errorf("create session %s: %w", s.ID, &store.LimitError{PerOwner: c.perOwner, Max: c.max, Active: n})
-		}
-	}
-	_, err = tx.StmtContext(ctx, db.stmt.insertSession).ExecContext(ctx, args...)
-	switch {
-	case err == nil:
-	case isExists(err):
-		return fmt.Errorf("create session %s: %w", s.ID, store.ErrExists)
-	default:
-		return fmt.Errorf("create session %s: %w", s.ID, err)
-	}
-	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("create session %s: %w", s.ID, err)
 	}
 	return nil
