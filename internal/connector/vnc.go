@@ -355,6 +355,7 @@ func (s *server) forgive(ctx context.Context) {
 		return
 	}
 	c.Write([]byte{1})
+	s.log.DebugContext(ctx, "cleared the VNC server's count of failed connections")
 }
 
 // isClosedErr reports whether err only says a connection ended, which is

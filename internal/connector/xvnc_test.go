@@ -238,14 +238,20 @@ func TestXvncVNCPassword(t *testing.T) {
 
 // TestXvncGarbageClients: Xvnc with its blacklist on, as a site's own
 // command may leave it. One client spoils ten handshakes through the
-// connector (garbage for a version, a security type not offered, silence);
-// every connection comes from the connector's address, so unless the
-// connector keeps the garbage from Xvnc and clears Xvnc's count, the next
-// client, in either mode, is refused ("Too many security failures").
+// connector, one after another (garbage for a version, a security type not
+// offered, a hang-up); every connection comes from the connector's
+// address, so unless the connector keeps the garbage from Xvnc and clears
+// Xvnc's count, the next client, in either mode, is refused ("Too many
+// security failures"). Each next client waits for the connector's login
+// to end: one that came sooner would race it, and on a loaded machine
+// five connections could be open unauthenticated at once.
 func TestXvncGarbageClients(t *testing.T) {
 	addr := startXvnc(t, "-SecurityTypes", "None")
 	k := newKey(t)
-	_, logger := newLogSink(t)
+	logs, logger := newLogSink(t)
+	forgiven := func() int {
+		return strings.Count(logs.String(), "count of failed connections")
+	}
 	conn, _ := startConnector(t, Config{Kind: KindVNC, Target: addr, Key: k, Logger: logger})
 	for i := range 10 {
 		c := wsDial{subprotocols: []string{"binary"}}.mustDial(t, conn, mint(t, k, ticket.Control))
@@ -261,6 +267,14 @@ func TestXvncGarbageClients(t *testing.T) {
 			mustWrite(t, c, []byte{0xff})
 		}
 		c.Close()
+		if err := waitFor(5*time.Second, func() error {
+			if forgiven() <= i {
+				return errors.New("the connector has not logged in after the refused client")
+			}
+			return nil
+		}); err != nil {
+			t.Fatalf("garbage client %d: %v", i, err)
+		}
 	}
 	for _, mode := range []ticket.Mode{ticket.Control, ticket.View} {
 		c := wsDial{subprotocols: []string{"binary"}}.mustDial(t, conn, mint(t, k, mode))
