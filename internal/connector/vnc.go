@@ -162,8 +162,9 @@ func checkWebSocketRequest(r *http.Request) (refusal, bool) {
 // type they share; but the client's ProtocolVersion and security type
 // choice are checked before the server sees them (relayHandshake), and a
 // client refused there is followed by a login of the connector's own
-// (forgive), so one client cannot get the connector's address blacklisted. In view mode, or with Config.VNCPassword, the connector
-// logs in to the server itself (before upgrading, so a failure is an HTTP
+// (forgive), so that one client's failures, one after another, do not get
+// the connector's address blacklisted. In view mode, or with
+// Config.VNCPassword, the connector logs in to the server itself (before upgrading, so a failure is an HTTP
 // 502 rather than a dead WebSocket), offers the client security type None,
 // and then relays. View mode also forces ClientInit's shared flag on, so a
 // viewer cannot make the server disconnect the other clients, and runs the
@@ -333,14 +334,17 @@ func (s *server) serveVNC(ctx context.Context, w http.ResponseWriter, r *http.Re
 }
 
 // forgive logs in to the RFB server once, with security type None, and
-// leaves: a connection that ends before it authenticates counts against
-// its address in servers that keep a blacklist (TigerVNC blocks an address
-// after five, for 10 s and then doubling), and every viewer comes from the
-// connector's one address, so one client's spoilt handshakes would lock
-// every other viewer out. A login clears the count. The gateway's Xvnc
-// runs with the blacklist off already; this covers a site's own server
-// command. A server that does not offer None cannot be forgiven this way;
-// the failure is only logged.
+// leaves: servers that keep a blacklist count every connection against
+// its address until one logs in (TigerVNC blocks an address at five, for
+// 10 s and then doubling, and then refuses every connection, this login
+// too), and every viewer comes from the connector's one address, so one
+// client's spoilt handshakes would lock every other viewer out. A login
+// clears the count. It is best effort: it keeps up with failures that
+// come one after another, not with five connections that are open
+// unauthenticated at once (TestXvncConcurrentGarbageClients). What holds
+// is the blacklist off, as the gateway runs Xvnc; this covers a site's own
+// server command. A server that does not offer None cannot be forgiven
+// this way; the failure is only logged.
 func (s *server) forgive(ctx context.Context) {
 	c, release, err := s.dial(ctx)
 	if err != nil {
