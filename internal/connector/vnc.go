@@ -18,14 +18,6 @@ import (
 	"github.com/airlock-hpc/airlock/internal/ticket"
 )
 
-func init() {
-	serveKind[KindVNC] = func(ctx context.Context, s *server, ln net.Listener) error {
-		return s.serveHTTP(ctx, ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			s.serveVNC(ctx, w, r)
-		}))
-	}
-}
-
 // httpIdleTimeout closes keep-alive connections that carry no request for
 // this long, so a gateway's pooled connections do not pin descriptors in
 // the connector for the whole session.
@@ -39,6 +31,14 @@ const subprotocolBinary = "binary"
 // connKey is the context key under which serveHTTP stores the accepted
 // connection of a request.
 type connKey struct{}
+
+// serveVNCKind is the vnc kind: WebSocket upgrades on ln, each relayed by
+// serveVNC, until ctx ends.
+func (s *server) serveVNCKind(ctx context.Context, ln net.Listener) error {
+	return s.serveHTTP(ctx, ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.serveVNC(ctx, w, r)
+	}))
+}
 
 // serveHTTP serves h on ln (TLS-wrapped when cfg.TLS is set) until ctx is
 // cancelled. Handshakes happen in the http.Server's per-connection
