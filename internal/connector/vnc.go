@@ -301,7 +301,7 @@ func (s *server) serveVNC(ctx context.Context, w http.ResponseWriter, r *http.Re
 			if err := relayHandshake(client, server); err != nil {
 				client.Close()
 				log.WarnContext(ctx, "disconnected", append(who, "duration", time.Since(start), "reason", "RFB handshake refused", "error", err)...)
-				if errors.Is(err, errClientHandshake) {
+				if errors.Is(err, errClientHandshake) && ctx.Err() == nil { // not when Serve is closing every connection
 					s.forgive(ctx)
 				}
 				return
