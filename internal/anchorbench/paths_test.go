@@ -50,9 +50,6 @@ type pathSpec struct {
 	// proxy says whose code sits between client and sink.
 	proxy string
 	start func(e *env) (*instance, error)
-	// baseline runs the connector from $AIRLOCK_BENCH_BASELINE instead of
-	// this module's build.
-	baseline bool
 }
 
 // paths lists every path, each anchor before the connector measured
@@ -74,7 +71,8 @@ var paths = []*pathSpec{
 const baselineEnvVar = "AIRLOCK_BENCH_BASELINE"
 
 func init() {
-	if os.Getenv(baselineEnvVar) == "" {
+	bin := os.Getenv(baselineEnvVar)
+	if bin == "" {
 		return
 	}
 	// Each baseline path is measured against this build's same path: its
@@ -85,7 +83,8 @@ func init() {
 		}
 		paths = append(paths, &pathSpec{
 			name: p.name + "-baseline", anchor: p.name, floor: p.floor,
-			proxy: p.proxy + ", from $" + baselineEnvVar, start: p.start, baseline: true,
+			proxy: p.proxy + ", from $" + baselineEnvVar,
+			start: func(e *env) (*instance, error) { return p.start(e.withBin(bin)) },
 		})
 	}
 }
@@ -149,9 +148,6 @@ func startPath(tb testing.TB, p *pathSpec) *instance {
 // launch starts p and waits until a 64-byte echo comes back through it.
 // The caller must close the instance.
 func launch(e *env, p *pathSpec) (*instance, error) {
-	if p.baseline {
-		e = e.withBin(os.Getenv(baselineEnvVar))
-	}
 	in, err := p.start(e)
 	if err != nil {
 		return nil, fmt.Errorf("start path %s: %w", p.name, err)

@@ -29,10 +29,14 @@ const (
 	KindTLS  = contract.KindTLS
 )
 
-// serveKind serves one kind on the tracked listener until ctx ends. Each
-// kind's file adds its entry (vnc.go, http.go, tls.go); every kind in the
+// serveKind serves one kind on the tracked listener until ctx ends, each
+// with its file's server (vnc.go, http.go, tls.go); every kind in the
 // contract's registry must have one (TestEveryKindHasAServer).
-var serveKind = map[contract.ConnectorKind]func(ctx context.Context, s *server, ln net.Listener) error{}
+var serveKind = map[contract.ConnectorKind]func(s *server, ctx context.Context, ln net.Listener) error{
+	KindVNC:  (*server).serveVNCKind,
+	KindHTTP: (*server).serveHTTPKind,
+	KindTLS:  (*server).serveTLS,
+}
 
 const (
 	// DefaultCookieTTL is how long the http kind's cookie stays valid when
@@ -241,7 +245,7 @@ func Serve(ctx context.Context, ln net.Listener, cfg Config) error {
 	s.log.InfoContext(ctx, "serving", "listen_addr", ln.Addr().String(), "target", cfg.Target, "tls", cfg.TLS != nil)
 
 	tl := &trackingListener{Listener: ln, s: s}
-	err := serveKind[cfg.Kind](ctx, s, tl) // validate checked it is there
+	err := serveKind[cfg.Kind](s, ctx, tl) // validate checked it is there
 	ln.Close()
 	cancel()
 	err = errors.Join(err, s.closeAndWait())

@@ -9,9 +9,10 @@
 //     Config.VNCPassword set it answers the server's VncAuth challenge
 //     itself, so users never see the VNC password. In control mode it checks
 //     the start of the client's handshake before relaying it, and after a
-//     client it refused logs in once itself, so that servers that blacklist
-//     an address after failed connections (TigerVNC) never block the one
-//     address every viewer comes from (rfbauth.go, vnc.go).
+//     client it refused logs in once itself, so that one client's failures,
+//     one after another, do not get servers that blacklist an address
+//     (TigerVNC) to block the one address every viewer comes from; best
+//     effort, see forgive (rfbauth.go, vnc.go).
 //   - "http": a reverse proxy for web apps (Jupyter, code-server), WebSockets
 //     included. A ticket is exchanged once for an HttpOnly cookie; the app
 //     never sees either.

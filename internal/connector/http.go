@@ -17,17 +17,6 @@ import (
 	"github.com/airlock-hpc/airlock/internal/ticket"
 )
 
-func init() {
-	serveKind[KindHTTP] = func(ctx context.Context, s *server, ln net.Listener) error {
-		h, err := s.newHTTPConnector()
-		if err != nil {
-			return err
-		}
-		defer h.transport.CloseIdleConnections()
-		return s.serveHTTP(ctx, ln, h)
-	}
-}
-
 // cookiePrefix starts the name of every cookie airlock sets. The http kind
 // strips all such cookies from requests before the app sees them, and all
 // such Set-Cookie headers from the app's responses: the gateway may forward
@@ -75,6 +64,16 @@ type (
 	bearerKey    struct{} // true when Authorization held our ticket
 	claimsKey    struct{} // ticket.Claims of the admitted request
 )
+
+// serveHTTPKind is the http kind: the reverse proxy on ln until ctx ends.
+func (s *server) serveHTTPKind(ctx context.Context, ln net.Listener) error {
+	h, err := s.newHTTPConnector()
+	if err != nil {
+		return err
+	}
+	defer h.transport.CloseIdleConnections()
+	return s.serveHTTP(ctx, ln, h)
+}
 
 func (s *server) newHTTPConnector() (*httpConnector, error) {
 	ck, err := hkdf.Key(sha256.New, s.cfg.Key[:], nil, cookieKeyInfo, len(ticket.Key{}))

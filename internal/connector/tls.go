@@ -11,10 +11,6 @@ import (
 	"github.com/airlock-hpc/airlock/internal/relay"
 )
 
-func init() {
-	serveKind[KindTLS] = func(ctx context.Context, s *server, ln net.Listener) error { return s.serveTLS(ctx, ln) }
-}
-
 // serveTLS is the tls kind: mutual TLS in, plain TCP to the target out,
 // for native RDP clients (through `airlock rdp` and the gateway's TLS
 // front). There is no ticket: the client certificate, issued per session

@@ -18,14 +18,6 @@ import (
 	"github.com/airlock-hpc/airlock/internal/ticket"
 )
 
-func init() {
-	serveKind[KindVNC] = func(ctx context.Context, s *server, ln net.Listener) error {
-		return s.serveHTTP(ctx, ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			s.serveVNC(ctx, w, r)
-		}))
-	}
-}
-
 // httpIdleTimeout closes keep-alive connections that carry no request for
 // this long, so a gateway's pooled connections do not pin descriptors in
 // the connector for the whole session.
@@ -39,6 +31,14 @@ const subprotocolBinary = "binary"
 // connKey is the context key under which serveHTTP stores the accepted
 // connection of a request.
 type connKey struct{}
+
+// serveVNCKind is the vnc kind: WebSocket upgrades on ln, each relayed by
+// serveVNC, until ctx ends.
+func (s *server) serveVNCKind(ctx context.Context, ln net.Listener) error {
+	return s.serveHTTP(ctx, ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.serveVNC(ctx, w, r)
+	}))
+}
 
 // serveHTTP serves h on ln (TLS-wrapped when cfg.TLS is set) until ctx is
 // cancelled. Handshakes happen in the http.Server's per-connection
@@ -162,8 +162,9 @@ func checkWebSocketRequest(r *http.Request) (refusal, bool) {
 // type they share; but the client's ProtocolVersion and security type
 // choice are checked before the server sees them (relayHandshake), and a
 // client refused there is followed by a login of the connector's own
-// (forgive), so one client cannot get the connector's address blacklisted. In view mode, or with Config.VNCPassword, the connector
-// logs in to the server itself (before upgrading, so a failure is an HTTP
+// (forgive), so that one client's failures, one after another, do not get
+// the connector's address blacklisted. In view mode, or with
+// Config.VNCPassword, the connector logs in to the server itself (before upgrading, so a failure is an HTTP
 // 502 rather than a dead WebSocket), offers the client security type None,
 // and then relays. View mode also forces ClientInit's shared flag on, so a
 // viewer cannot make the server disconnect the other clients, and runs the
@@ -300,7 +301,7 @@ func (s *server) serveVNC(ctx context.Context, w http.ResponseWriter, r *http.Re
 			if err := relayHandshake(client, server); err != nil {
 				client.Close()
 				log.WarnContext(ctx, "disconnected", append(who, "duration", time.Since(start), "reason", "RFB handshake refused", "error", err)...)
-				if errors.Is(err, errClientHandshake) {
+				if errors.Is(err, errClientHandshake) && ctx.Err() == nil { // not when Serve is closing every connection
 					s.forgive(ctx)
 				}
 				return
@@ -333,14 +334,17 @@ func (s *server) serveVNC(ctx context.Context, w http.ResponseWriter, r *http.Re
 }
 
 // forgive logs in to the RFB server once, with security type None, and
-// leaves: a connection that ends before it authenticates counts against
-// its address in servers that keep a blacklist (TigerVNC blocks an address
-// after five, for 10 s and then doubling), and every viewer comes from the
-// connector's one address, so one client's spoilt handshakes would lock
-// every other viewer out. A login clears the count. The gateway's Xvnc
-// runs with the blacklist off already; this covers a site's own server
-// command. A server that does not offer None cannot be forgiven this way;
-// the failure is only logged.
+// leaves: servers that keep a blacklist count every connection against
+// its address until one logs in (TigerVNC blocks an address at five, for
+// 10 s and then doubling, and then refuses every connection, this login
+// too), and every viewer comes from the connector's one address, so one
+// client's spoilt handshakes would lock every other viewer out. A login
+// clears the count. It is best effort: it keeps up with failures that
+// come one after another, not with five connections that are open
+// unauthenticated at once (TestXvncConcurrentGarbageClients). What holds
+// is the blacklist off, as the gateway runs Xvnc; this covers a site's own
+// server command. A server that does not offer None cannot be forgiven
+// this way; the failure is only logged.
 func (s *server) forgive(ctx context.Context) {
 	c, release, err := s.dial(ctx)
 	if err != nil {
@@ -355,6 +359,7 @@ func (s *server) forgive(ctx context.Context) {
 		return
 	}
 	c.Write([]byte{1})
+	s.log.DebugContext(ctx, "cleared the VNC server's count of failed connections")
 }
 
 // isClosedErr reports whether err only says a connection ended, which is

@@ -45,6 +45,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/airlock-hpc/airlock/internal/contract"
 	"github.com/airlock-hpc/airlock/internal/session"
 	"github.com/airlock-hpc/airlock/internal/store"
 	"github.com/airlock-hpc/airlock/internal/ticket"
@@ -276,8 +277,8 @@ func (a *appAuth) lookup(value, id string, now time.Time) (appGrant, bool) {
 }
 
 // isAppConnector reports whether a session's connector name is its web app
-// (the http kind): spec names it "app".
-func isAppConnector(name string) bool { return name == "app" }
+// (the http kind): spec names it contract.ConnApp.
+func isAppConnector(name string) bool { return name == contract.ConnApp }
 
 // appsOwnOrigin reports whether apps are served on hosts of their own.
 func (g *Gateway) appsOwnOrigin() bool { return !g.cfg.Apps.SameOrigin }

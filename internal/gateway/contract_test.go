@@ -17,6 +17,7 @@ import (
 	backendlocal "github.com/airlock-hpc/airlock/internal/backend/local"
 	"github.com/airlock-hpc/airlock/internal/backend/slurm"
 	"github.com/airlock-hpc/airlock/internal/contract"
+	"github.com/airlock-hpc/airlock/internal/realtest"
 	"github.com/airlock-hpc/airlock/internal/registration"
 	"github.com/airlock-hpc/airlock/internal/runner"
 	"github.com/airlock-hpc/airlock/internal/session"
@@ -49,10 +50,11 @@ func TestContract(t *testing.T) {
 			squeue := ""
 			if be == "slurm" {
 				squeue = fakeSqueue(t)
-				sb, err := slurm.New(slurm.Config{Bin: squeue, NodeAddress: "{node}", JobPrefix: "airlock"})
+				sb, err := slurm.New(slurm.Config{Bin: squeue, NodeAddress: "{node}", JobPrefix: "airlock", Poll: 50 * time.Millisecond})
 				if err != nil {
 					t.Fatal(err)
 				}
+				t.Cleanup(func() { sb.Close() })
 				cfg.Backend, cfg.RegisterURL = sb, "https://gateway.example:8443"
 			}
 			g, err := New(t.Context(), cfg)
@@ -162,14 +164,28 @@ func contractCase(t *testing.T, g *Gateway, p Profile, squeue string) {
 			t.Fatal("the local backend cannot read the runner's exit line")
 		}
 		g.apply(ctx, s.ID, e)
-		if got, _ := g.cfg.Store.GetSession(ctx, s.ID); got.State != session.Ended || got.Reason != exit.Reason {
-			t.Fatalf("after the runner's exit: %s (%q)", got.State, got.Reason)
-		}
 	case backend.Remote:
 		reg := throughJSON(t, registration.Registration{Event: contract.EventExit, Reason: exit.Reason})
 		if _, err := be.Register(ctx, s.ID, s.BackendRef, net.ParseIP("127.0.0.1"), reg); err != nil {
 			t.Fatalf("the backend refuses the runner's exit: %v", err)
 		}
+		// The job then ends, and the gateway's watch of it (what a launch
+		// starts) brings the backend's exit, with the runner's reason.
+		state := filepath.Join(squeue, "state")
+		if err := os.WriteFile(state, []byte("COMPLETED"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.Remove(state) })
+		g.watch(s.ID, s.BackendRef)
+	}
+	err = realtest.WaitFor(10*time.Second, func() error {
+		if got, _ := g.cfg.Store.GetSession(ctx, s.ID); got.State != session.Ended || !strings.Contains(got.Reason, exit.Reason) {
+			return fmt.Errorf("after the runner's exit: %s (%q), want ended with %q", got.State, got.Reason, exit.Reason)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -191,13 +207,15 @@ func throughJSON(t *testing.T, reg registration.Registration) registration.Regis
 }
 
 // fakeSqueue is a directory whose squeue says job 42 runs on localhost
-// under the name of whatever session the gateway asks about.
+// under the name of whatever session the gateway asks about, in the state
+// the file "state" names (RUNNING when there is none).
 func fakeSqueue(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
 	script := `#!/bin/sh
-# --jobs=42 only; the name is the job prefix and the session the test set.
-echo "42|RUNNING|None|localhost|debug|1|$(cat "$(dirname "$0")/name")|1:00:00"
+# Job 42 only; the name is the job prefix and the session the test set.
+d=$(dirname "$0")
+echo "42|$(cat "$d/state" 2>/dev/null || echo RUNNING)|None|localhost|debug|1|$(cat "$d/name")|1:00:00"
 `
 	if err := os.WriteFile(filepath.Join(dir, "squeue"), []byte(script), 0o755); err != nil {
 		t.Fatal(err)

@@ -45,6 +45,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/hashicorp/yamux"
 
+	"github.com/airlock-hpc/airlock/internal/contract"
 	"github.com/airlock-hpc/airlock/internal/forward"
 	"github.com/airlock-hpc/airlock/internal/session"
 	"github.com/airlock-hpc/airlock/internal/store"
@@ -352,7 +353,7 @@ func (g *Gateway) forwardTunnel(w http.ResponseWriter, r *http.Request, who iden
 		if s.State != session.Starting {
 			return nil
 		}
-		s.Endpoints = map[string]string{"app": forwardEndpointPrefix + s.ID}
+		s.Endpoints = map[string]string{contract.ConnApp: forwardEndpointPrefix + s.ID}
 		return s.Move(session.Ready, "", g.now())
 	}); err != nil {
 		g.log.ErrorContext(ctx, "forward ready", "session", s.ID, "error", err)

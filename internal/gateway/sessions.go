@@ -380,7 +380,7 @@ func (g *Gateway) spec(s *session.Session, p Profile, req LaunchRequest) ([]byte
 		app.Target, app.Listen = target, listen(app.Name)
 		spec.Connectors = []contract.ConnectorSpec{app}
 	case "vm":
-		if err := g.vmSpec(&spec, s, p, dir, listen(contract.ConnConsole), req.KeepDisk); err != nil {
+		if err := g.vmSpec(&spec, s, p, dir, listen, req.KeepDisk); err != nil {
 			return nil, err
 		}
 	default:

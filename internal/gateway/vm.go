@@ -117,8 +117,8 @@ func (g *Gateway) homeOf(s *session.Session) (string, error) {
 // image and starts QEMU itself. With the local backend its scratch
 // directory is in the session's directory, so the monitor socket is where
 // the gateway can reach it; on a remote node the runner picks its own.
-// listen is the console connector's listen address.
-func (g *Gateway) vmSpec(spec *contract.Spec, s *session.Session, p Profile, dir, listen string, keepDisk bool) error {
+// listen gives a connector's listen address by its name.
+func (g *Gateway) vmSpec(spec *contract.Spec, s *session.Session, p Profile, dir string, listen func(name string) string, keepDisk bool) error {
 	img := p.VM
 	if img == nil {
 		return fmt.Errorf("profile %s: no image", p.Name)
@@ -157,10 +157,10 @@ func (g *Gateway) vmSpec(spec *contract.Spec, s *session.Session, p Profile, dir
 	// the seal's loopback; a tls connector reaches it for native RDP
 	// clients through the gateway's RDP port (rdp.go), when it has one.
 	console := profileConnectors(p.Kind)[0]
-	console.Target, console.Listen = "unix:"+vm.VNCSocket, listen
+	console.Target, console.Listen = "unix:"+vm.VNCSocket, listen(console.Name)
 	spec.Connectors = []contract.ConnectorSpec{console}
 	if img.RDP && g.rdp != nil {
-		return g.rdpConnector(spec, dir, strings.Replace(listen, contract.ConnConsole+".sock", ConnRDP+".sock", 1))
+		return g.rdpConnector(spec, dir, listen(ConnRDP))
 	}
 	return nil
 }

@@ -595,13 +595,10 @@ func runners(jobs []job, prefix string) map[string]string {
 	return out
 }
 
-// ErrRefused is a registration the backend will not accept; the message
-// says why.
-var ErrRefused = backend.ErrRefused
-
 // Register accepts a runner's registration only from the node Slurm says
 // the job runs on, and makes the endpoints from that node's address and the
 // ports the runner reports: a runner cannot point the gateway anywhere else.
+// A registration it will not accept is a backend.ErrRefused, saying why.
 func (b *Backend) Register(ctx context.Context, id, ref string, from net.IP, reg registration.Registration) (backend.Event, error) {
 	jid, err := jobID(ref)
 	if err != nil {
@@ -617,10 +614,10 @@ func (b *Backend) Register(ctx context.Context, id, ref string, from net.IP, reg
 	}
 	j := jobs[0]
 	if j.Name != b.JobName(id) {
-		return backend.Event{}, fmt.Errorf("%w: job %s is not session %s's", ErrRefused, jid, id)
+		return backend.Event{}, fmt.Errorf("%w: job %s is not session %s's", backend.ErrRefused, jid, id)
 	}
 	if j.Node == "" {
-		return backend.Event{}, fmt.Errorf("%w: job %s is %s, not running on a node", ErrRefused, jid, j.State)
+		return backend.Event{}, fmt.Errorf("%w: job %s is %s, not running on a node", backend.ErrRefused, jid, j.State)
 	}
 	addr := strings.ReplaceAll(b.cfg.NodeAddress, "{node}", j.Node)
 	ok, err := fromNode(ctx, from, addr, j.Node)
@@ -628,7 +625,7 @@ func (b *Backend) Register(ctx context.Context, id, ref string, from net.IP, reg
 		return backend.Event{}, fmt.Errorf("register %s: %w", id, err)
 	}
 	if !ok {
-		return backend.Event{}, fmt.Errorf("%w: it came from %s, but job %s runs on %s", ErrRefused, from, jid, j.Node)
+		return backend.Event{}, fmt.Errorf("%w: it came from %s, but job %s runs on %s", backend.ErrRefused, from, jid, j.Node)
 	}
 	switch reg.Event {
 	case contract.EventExit:
@@ -639,24 +636,24 @@ func (b *Backend) Register(ctx context.Context, id, ref string, from net.IP, reg
 		return backend.Event{}, nil
 	case contract.EventReady:
 		if j.State != "RUNNING" {
-			return backend.Event{}, fmt.Errorf("%w: job %s is %s", ErrRefused, jid, j.State)
+			return backend.Event{}, fmt.Errorf("%w: job %s is %s", backend.ErrRefused, jid, j.State)
 		}
 		if len(reg.Ports) == 0 || len(reg.Ports) > 16 {
-			return backend.Event{}, fmt.Errorf("%w: %d ports", ErrRefused, len(reg.Ports))
+			return backend.Event{}, fmt.Errorf("%w: %d ports", backend.ErrRefused, len(reg.Ports))
 		}
 		if len(reg.TLSSHA256) != 64 {
-			return backend.Event{}, fmt.Errorf("%w: tls_sha256 must be 64 hex digits", ErrRefused)
+			return backend.Event{}, fmt.Errorf("%w: tls_sha256 must be 64 hex digits", backend.ErrRefused)
 		}
 		eps := map[string]string{}
 		for name, p := range reg.Ports {
 			if p < 1 || p > 65535 {
-				return backend.Event{}, fmt.Errorf("%w: connector %q port %d", ErrRefused, name, p)
+				return backend.Event{}, fmt.Errorf("%w: connector %q port %d", backend.ErrRefused, name, p)
 			}
 			eps[name] = net.JoinHostPort(addr, strconv.Itoa(p))
 		}
 		return backend.Event{Kind: contract.EventReady, Endpoints: eps, TLSSHA256: strings.ToLower(reg.TLSSHA256), Node: j.Node}, nil
 	}
-	return backend.Event{}, fmt.Errorf("%w: event %q: want ready or exit", ErrRefused, reg.Event)
+	return backend.Event{}, fmt.Errorf("%w: event %q: want ready or exit", backend.ErrRefused, reg.Event)
 }
 
 // fromNode reports whether ip is one of the node's addresses (by the

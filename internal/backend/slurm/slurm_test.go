@@ -239,11 +239,11 @@ func TestRealCluster(t *testing.T) {
 		t.Fatalf("runners %v %v", rs, err)
 	}
 	_, err = b.Register(ctx, "s-unit1", ref, net.ParseIP("127.0.0.1"), registration.Registration{Event: "ready", Ports: map[string]int{"c": 1}})
-	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "not running on a node") {
+	if !errors.Is(err, backend.ErrRefused) || !strings.Contains(err.Error(), "not running on a node") {
 		t.Fatalf("registration of a queued job: %v", err)
 	}
 	_, err = b.Register(ctx, "s-other", ref, net.ParseIP("127.0.0.1"), registration.Registration{Event: "ready"})
-	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "not session s-other's") {
+	if !errors.Is(err, backend.ErrRefused) || !strings.Contains(err.Error(), "not session s-other's") {
 		t.Fatalf("registration naming another session's job: %v", err)
 	}
 	if err := b.Stop(ctx, "s-unit1", ref); err != nil {
