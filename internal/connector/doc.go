@@ -8,11 +8,9 @@
 //     client's messages so that no input reaches the server (rfb.go). With
 //     Config.VNCPassword set it answers the server's VncAuth challenge
 //     itself, so users never see the VNC password. In control mode it checks
-//     the start of the client's handshake before relaying it, and after a
-//     client it refused logs in once itself, so that one client's failures,
-//     one after another, do not get servers that blacklist an address
-//     (TigerVNC) to block the one address every viewer comes from; best
-//     effort, see forgive (rfbauth.go, vnc.go).
+//     the start of the client's handshake before relaying it. Every viewer
+//     comes from the connector's one address, so a server that blacklists
+//     addresses (TigerVNC) must run with that off (-BlacklistTimeout 0).
 //   - "http": a reverse proxy for web apps (Jupyter, code-server), WebSockets
 //     included. A ticket is exchanged once for an HttpOnly cookie; the app
 //     never sees either.

@@ -160,10 +160,11 @@ func checkWebSocketRequest(r *http.Request) (refusal, bool) {
 // In control mode without a VNC password the bytes pass unchanged, the
 // RFB handshake included, so the client and server may use any security
 // type they share; but the client's ProtocolVersion and security type
-// choice are checked before the server sees them (relayHandshake), and a
-// client refused there is followed by a login of the connector's own
-// (forgive), so that one client's failures, one after another, do not get
-// the connector's address blacklisted. In view mode, or with
+// choice are checked before the server sees them (relayHandshake). Every
+// viewer reaches the server from the connector's one address, so a server
+// that blacklists addresses must have that off (the gateway runs Xvnc with
+// -BlacklistTimeout 0): no login the connector could make clears a count
+// that several spoilt connections open at once have already run up. In view mode, or with
 // Config.VNCPassword, the connector logs in to the server itself (before upgrading, so a failure is an HTTP
 // 502 rather than a dead WebSocket), offers the client security type None,
 // and then relays. View mode also forces ClientInit's shared flag on, so a
@@ -292,7 +293,7 @@ func (s *server) serveVNC(ctx context.Context, w http.ResponseWriter, r *http.Re
 		defer release()
 		if !terminate {
 			// The bytes pass unchanged, but the start of the handshake
-			// is checked on the way: see relayHandshake and forgive. It
+			// is checked on the way: see relayHandshake. It
 			// runs here, not in the HTTP handler, whose goroutine would
 			// grow a stack for it only to end.
 			deadline := time.Now().Add(handshakeTimeout)
@@ -301,9 +302,6 @@ func (s *server) serveVNC(ctx context.Context, w http.ResponseWriter, r *http.Re
 			if err := relayHandshake(client, server); err != nil {
 				client.Close()
 				log.WarnContext(ctx, "disconnected", append(who, "duration", time.Since(start), "reason", "RFB handshake refused", "error", err)...)
-				if errors.Is(err, errClientHandshake) && ctx.Err() == nil { // not when Serve is closing every connection
-					s.forgive(ctx)
-				}
 				return
 			}
 			client.SetDeadline(time.Time{})
@@ -331,35 +329,6 @@ func (s *server) serveVNC(ctx context.Context, w http.ResponseWriter, r *http.Re
 		client.Close()
 		log.InfoContext(ctx, "disconnected", append(who, "duration", time.Since(start), "reason", "connector shutting down")...)
 	}
-}
-
-// forgive logs in to the RFB server once, with security type None, and
-// leaves: servers that keep a blacklist count every connection against
-// its address until one logs in (TigerVNC blocks an address at five, for
-// 10 s and then doubling, and then refuses every connection, this login
-// too), and every viewer comes from the connector's one address, so one
-// client's spoilt handshakes would lock every other viewer out. A login
-// clears the count. It is best effort: it keeps up with failures that
-// come one after another, not with five connections that are open
-// unauthenticated at once (TestXvncConcurrentGarbageClients). What holds
-// is the blacklist off, as the gateway runs Xvnc; this covers a site's own
-// server command. A server that does not offer None cannot be forgiven
-// this way; the failure is only logged.
-func (s *server) forgive(ctx context.Context) {
-	c, release, err := s.dial(ctx)
-	if err != nil {
-		s.log.WarnContext(ctx, "could not clear the VNC server's count of failed connections", "error", err)
-		return
-	}
-	defer release()
-	c.SetDeadline(time.Now().Add(handshakeTimeout))
-	// ClientInit with the shared flag set: the other viewers stay.
-	if err := serverLogin(c, ""); err != nil {
-		s.log.WarnContext(ctx, "could not clear the VNC server's count of failed connections", "error", err)
-		return
-	}
-	c.Write([]byte{1})
-	s.log.DebugContext(ctx, "cleared the VNC server's count of failed connections")
 }
 
 // isClosedErr reports whether err only says a connection ended, which is

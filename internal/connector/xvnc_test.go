@@ -236,22 +236,16 @@ func TestXvncVNCPassword(t *testing.T) {
 	})
 }
 
-// TestXvncGarbageClients: Xvnc with its blacklist on, as a site's own
-// command may leave it. One client spoils ten handshakes through the
-// connector, one after another (garbage for a version, a security type not
-// offered, a hang-up); every connection comes from the connector's
-// address, so unless the connector keeps the garbage from Xvnc and clears
-// Xvnc's count, the next client, in either mode, is refused ("Too many
-// security failures"). Each next client waits for the connector's login
-// to end: one that came sooner would race it (forgive is best effort; see
-// TestXvncConcurrentGarbageClients).
+// TestXvncGarbageClients: Xvnc as the gateway runs it (blacklist off). One
+// client spoils ten handshakes through the connector, one after another
+// (garbage for a version, a security type not offered, a hang-up); every
+// connection comes from the connector's address, yet the next client, in
+// either mode, gets the desktop. (Without -BlacklistTimeout 0 Xvnc answers
+// "Too many security failures" from the fifth on.)
 func TestXvncGarbageClients(t *testing.T) {
-	addr := startXvnc(t, "-SecurityTypes", "None")
+	addr := startXvnc(t, "-SecurityTypes", "None", "-BlacklistTimeout", "0")
 	k := newKey(t)
-	logs, logger := newLogSink(t)
-	forgiven := func() int {
-		return strings.Count(logs.String(), "count of failed connections")
-	}
+	_, logger := newLogSink(t)
 	conn, _ := startConnector(t, Config{Kind: KindVNC, Target: addr, Key: k, Logger: logger})
 	for i := range 10 {
 		c := wsDial{subprotocols: []string{"binary"}}.mustDial(t, conn, mint(t, k, ticket.Control))
@@ -267,14 +261,6 @@ func TestXvncGarbageClients(t *testing.T) {
 			mustWrite(t, c, []byte{0xff})
 		}
 		c.Close()
-		if err := waitFor(5*time.Second, func() error {
-			if forgiven() <= i {
-				return errors.New("the connector has not logged in after the refused client")
-			}
-			return nil
-		}); err != nil {
-			t.Fatalf("garbage client %d: %v", i, err)
-		}
 	}
 	for _, mode := range []ticket.Mode{ticket.Control, ticket.View} {
 		c := wsDial{subprotocols: []string{"binary"}}.mustDial(t, conn, mint(t, k, mode))
@@ -288,11 +274,9 @@ func TestXvncGarbageClients(t *testing.T) {
 // TestXvncConcurrentGarbageClients: Xvnc counts a connection against its
 // address when it accepts it and clears the count at a login, so viewers
 // that open their connections at once and spoil them all (eight here)
-// reach its threshold before the connector can log in, and a blocked
-// Xvnc refuses that login too: forgive covers failures one after
-// another, not these. What holds is the blacklist off, as the gateway
-// runs Xvnc (xvncNoBlacklist, "-BlacklistTimeout 0"): the next viewers, in
-// either mode, get the desktop. (Without the flag this test fails.)
+// reach its threshold at once. What holds is the blacklist off, as the
+// gateway runs Xvnc ("-BlacklistTimeout 0"): the next viewers, in either
+// mode, get the desktop. (Without the flag this test fails.)
 func TestXvncConcurrentGarbageClients(t *testing.T) {
 	addr := startXvnc(t, "-SecurityTypes", "None", "-BlacklistTimeout", "0")
 	k := newKey(t)
