@@ -16,14 +16,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
 
-	"github.com/airlock-hpc/airlock/internal/clientauth"
 	"github.com/airlock-hpc/airlock/internal/forward"
 	"github.com/airlock-hpc/airlock/internal/portal"
 	"github.com/airlock-hpc/airlock/internal/realtest"
@@ -78,24 +76,7 @@ type forwardProc struct {
 	cmd  *exec.Cmd
 	url  string
 	done chan error
-	log  *lockedLog
-}
-
-type lockedLog struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	log  *realtest.LockedBuffer
 }
 
 // startForward runs the airlock binary's forward command with token and
@@ -105,11 +86,20 @@ func startForward(t *testing.T, tg *testGateway, gatewayURL, token string, args 
 	full := append([]string{"forward", "--gateway", gatewayURL, "--ca", filepath.Join(tg.stateDir, "tls.crt"), "--log-level", "debug"}, args...)
 	cmd := exec.Command(realtest.Binary(t), full...)
 	cmd.Env = append(os.Environ(), "AIRLOCK_TOKEN="+token, "XDG_CONFIG_HOME="+t.TempDir())
+	return runForward(t, cmd)
+}
+
+// runForward starts cmd, an `airlock forward` the caller prepared, and
+// waits for the URL it prints. The test's end stops it (SIGTERM, then
+// SIGKILL after 30 s: a sealed app takes up to 15 s to end) and, if the
+// test failed, shows its log.
+func runForward(t *testing.T, cmd *exec.Cmd) *forwardProc {
+	t.Helper()
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	fp := &forwardProc{cmd: cmd, done: make(chan error, 1), log: &lockedLog{}}
+	fp := &forwardProc{cmd: cmd, done: make(chan error, 1), log: &realtest.LockedBuffer{}}
 	cmd.Stderr = fp.log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -119,7 +109,7 @@ func startForward(t *testing.T, tg *testGateway, gatewayURL, token string, args 
 		cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-fp.done:
-		case <-time.After(15 * time.Second):
+		case <-time.After(30 * time.Second):
 			cmd.Process.Kill()
 		}
 		if t.Failed() {
@@ -145,6 +135,24 @@ func startForward(t *testing.T, tg *testGateway, gatewayURL, token string, args 
 		t.Fatalf("airlock forward printed no URL in 60 s; log:\n%s", fp.log.String())
 	}
 	return fp
+}
+
+// socket is the app socket the forward's log names (to=unix:PATH).
+func (fp *forwardProc) socket(t *testing.T) string {
+	t.Helper()
+	var sock string
+	if err := realtest.WaitFor(10*time.Second, func() error {
+		for _, f := range strings.Fields(fp.log.String()) {
+			if p, ok := strings.CutPrefix(f, "to=unix:"); ok {
+				sock = p
+				return nil
+			}
+		}
+		return errors.New("no socket in the log")
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return sock
 }
 
 // waitExit waits for the forward command to end and returns its error.
@@ -502,13 +510,7 @@ func TestForwardWebSocket(t *testing.T) {
 // tunnel cannot come back to a name a new forward took over.
 func TestForwardNames(t *testing.T) {
 	tg := startGateway(t, "", func(c *Config) { c.Forward.MaxPerUser = 2 }, "alice", "bob")
-	tls, err := clientauth.Credentials{CAFile: filepath.Join(tg.stateDir, "tls.crt")}.TLS()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl := func(user string) *forward.Client {
-		return &forward.Client{Gateway: tg.url, Token: tg.client().loginToken(user).token, TLS: tls}
-	}
+	cl := func(user string) *forward.Client { return tg.forwardClient(tg.client().loginToken(user).token) }
 	ctx := context.Background()
 	alice, bob := cl("alice"), cl("bob")
 	for _, name := range []string{"web-alice", "Web", "", "a.b", strings.Repeat("a", 33)} {
@@ -603,36 +605,12 @@ func TestForwardSocketPrivate(t *testing.T) {
 		"python3", filepath.Join(shared, "server.py"), "{socket}", filepath.Join(shared, "www"), filepath.Join(shared, "pid"))
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + owner.Home, "XDG_CONFIG_HOME=" + shared, "AIRLOCK_TOKEN=" + tg.client().loginToken("alice").token}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(owner.UID), Gid: uint32(owner.GID)}}
-	log := &lockedLog{}
-	cmd.Stderr = log
-	out, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("airlock forward's log:\n%s", log.String())
-		}
-	})
-	line, _ := bufio.NewReader(out).ReadString('\n')
-	u := strings.TrimSpace(line)
+	fp := runForward(t, cmd)
+	u := fp.url
 	if !strings.HasPrefix(u, "https://priv-alice.") {
-		t.Fatalf("URL %q; log:\n%s", u, log.String())
+		t.Fatalf("URL %q", u)
 	}
-	var sock string
-	if err := realtest.WaitFor(10*time.Second, func() error {
-		for _, f := range strings.Fields(log.String()) {
-			if p, ok := strings.CutPrefix(f, "to=unix:"); ok {
-				sock = p
-				return nil
-			}
-		}
-		return errors.New("no socket in the log")
-	}); err != nil {
-		t.Fatal(err)
-	}
+	sock := fp.socket(t)
 	alice := tg.client().loginCookie("alice").reachApps()
 	if resp, body := alice.visit(u); resp.StatusCode != 200 || body != "private app\n" {
 		t.Fatalf("the owner's app: %d %q", resp.StatusCode, body)
@@ -800,20 +778,13 @@ func TestForwardLogin(t *testing.T) {
 	sock := goApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "logged-in forward\n") }))
 	cmd := exec.Command(realtest.Binary(t), "forward", "--name", "kept", "--to", sock)
 	cmd.Env = env
-	out, _ := cmd.StdoutPipe()
-	log := &lockedLog{}
-	cmd.Stderr = log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
-	line, _ := bufio.NewReader(out).ReadString('\n')
+	line := runForward(t, cmd).url
 	if !strings.HasPrefix(line, "https://kept-alice.") {
-		t.Fatalf("airlock forward with the kept login: %q; log:\n%s", line, log.String())
+		t.Fatalf("airlock forward with the kept login: %q", line)
 	}
 	alice := tg.client().loginCookie("alice").reachApps()
 	if err := realtest.WaitFor(30*time.Second, func() error {
-		if resp, body := alice.visit(strings.TrimSpace(line)); resp.StatusCode != 200 || body != "logged-in forward\n" {
+		if resp, body := alice.visit(line); resp.StatusCode != 200 || body != "logged-in forward\n" {
 			return fmt.Errorf("%d %q", resp.StatusCode, body)
 		}
 		return nil
@@ -896,27 +867,8 @@ out.close()
 	realtest.WriteFile(t, owner, filepath.Join(dir, "probe.py"), []byte(probe), 0o644)
 	cmd := asOwner("forward", "--seal", "--name", "sealed", "--", "sh", "-c",
 		`/usr/bin/python3 "$1/probe.py"; exec /usr/bin/python3 "$1/server.py" {socket} "$1/www" /tmp/pid`, "sh", dir)
-	log := &lockedLog{}
-	cmd.Stderr = log
-	out, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(30 * time.Second):
-			cmd.Process.Kill()
-		}
-		if t.Failed() {
-			t.Logf("airlock forward's log:\n%s", log.String())
-		}
-	})
-	line, _ := bufio.NewReader(out).ReadString('\n')
-	u := strings.TrimSpace(line)
+	fp := runForward(t, cmd)
+	u := fp.url
 	if !strings.HasPrefix(u, "https://sealed-alice.") {
 		t.Fatalf("URL %q", u)
 	}
@@ -929,13 +881,7 @@ out.close()
 	}); err != nil {
 		t.Fatal(err)
 	}
-	var scratch string
-	for _, f := range strings.Fields(log.String()) {
-		if p, ok := strings.CutPrefix(f, "to=unix:"); ok {
-			scratch = filepath.Dir(p)
-		}
-	}
-	got, err := os.ReadFile(filepath.Join(scratch, "probe.txt"))
+	got, err := os.ReadFile(filepath.Join(filepath.Dir(fp.socket(t)), "probe.txt"))
 	if err != nil {
 		t.Fatalf("the sealed app's probe: %v", err)
 	}
