@@ -3,6 +3,7 @@ package gateway
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -13,7 +14,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"image"
 	"image/png"
 	"io"
 	"net"
@@ -23,7 +23,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -71,11 +70,16 @@ func rdpGatewayWith(t *testing.T, typedFile string, pr PortalRenderer, mod func(
 		}
 		c.Profiles = append(c.Profiles, p)
 	}, "alice", "bob")
+	serveRDP(t, tg.g, ln)
+	return tg, ln
+}
+
+// serveRDP serves g's RDP port on ln until the test ends.
+func serveRDP(tb testing.TB, g *Gateway, ln net.Listener) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- tg.g.ServeRDP(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return tg, ln
+	go func() { done <- g.ServeRDP(ctx, ln) }()
+	tb.Cleanup(func() { cancel(); <-done })
 }
 
 func needRDPTools(t *testing.T) {
@@ -192,7 +196,7 @@ func rdpDesktopE2E(t *testing.T, vncPassword bool) {
 	}); err != nil {
 		t.Fatalf("%v\n%s\nsession log:\n%s", err, out.String(), connectorLog(t, tg, s.ID))
 	}
-	shot := filepath.Join(cmpOr(os.Getenv("AIRLOCK_TEST_ARTIFACTS"), fileDir), fmt.Sprintf("rdp-xfreerdp-vncpw-%v.png", vncPassword))
+	shot := filepath.Join(cmp.Or(os.Getenv("AIRLOCK_TEST_ARTIFACTS"), fileDir), fmt.Sprintf("rdp-xfreerdp-vncpw-%v.png", vncPassword))
 	// The remote desktop is drawn: the xterm (white) on Xvnc's black root.
 	if err := realtest.WaitFor(60*time.Second, func() error {
 		c := exec.Command("import", "-window", win, shot)
@@ -276,15 +280,6 @@ func countPixels(path string) (white, dark, total int, err error) {
 		}
 	}
 	return white, dark, bnd.Dx() * bnd.Dy(), nil
-}
-
-var _ image.Image // png registers through image
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 // TestRDPRefusals attacks the RDP port of a gateway with a running
@@ -505,7 +500,7 @@ func TestRDPRefusals(t *testing.T) {
 	if code := rdpclient.CmdLogin(ctx, []string{"--user", "alice", "--pin", strings.Repeat("00", 32), tg.url}, strings.NewReader(testPassword+"\n"), &lout, &lout); code != 1 || !strings.Contains(lout.String(), "not sending your password") {
 		t.Errorf("login with a wrong pin: exit %d: %s", code, lout.String())
 	}
-	var rout syncBuf
+	var rout realtest.LockedBuffer
 	rctx, rcancel := context.WithCancel(ctx)
 	rdone := make(chan int, 1)
 	go func() { rdone <- rdpclient.CmdRDP(rctx, []string{"--no-launch", s.ID}, &rout, &rout) }()
@@ -663,10 +658,8 @@ func TestRDPVM(t *testing.T) {
 		c.RDPListen, c.RDPAddress = ln.Addr().String(), ln.Addr().String()
 		c.Profiles = append(c.Profiles, vmProfile(g, probe))
 	}, "alice")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- tg.g.ServeRDP(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done })
+	serveRDP(t, tg.g, ln)
+	ctx := context.Background()
 	alice := tg.client().loginToken("alice")
 	s := alice.waitStateFor(alice.start(map[string]any{"profile": "vm"}).ID, "ready", 120*time.Second)
 	f, _ := rdpFile(t, alice, s.ID)
@@ -689,24 +682,6 @@ func TestRDPVM(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// syncBuf is a bytes.Buffer safe to write and read from two goroutines.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestRDPSpecs: what an RDP desktop's spec carries with the local backend
@@ -787,10 +762,8 @@ func TestRDPSlurm(t *testing.T) {
 		p.Name, p.RDP = "rdpdesk", true
 		c.Profiles = append(c.Profiles, p)
 	}, "alice")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- tg.g.ServeRDP(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done })
+	serveRDP(t, tg.g, ln)
+	ctx := context.Background()
 	alice := tg.client().loginToken("alice")
 	s := alice.waitStateFor(alice.start(map[string]any{"profile": "rdpdesk"}).ID, "ready", 90*time.Second)
 	f, _ := rdpFile(t, alice, s.ID)
