@@ -636,9 +636,20 @@ func TestRDPFileAPIRefusals(t *testing.T) {
 	if code, _ := bob.do("POST", "/api/v1/sessions/"+s.ID+"/rdp", nil, nil); code != 404 {
 		t.Errorf("bob got a file for alice's session: %d", code)
 	}
-	var toks []map[string]any
-	alice.do("GET", "/api/v1/tokens", nil, &toks)
-	_ = json.Marshal
+	// Neither refusal left a certificate on record.
+	for _, c := range []*client{alice, bob} {
+		var toks struct{ Tokens []struct{ ID string } }
+		if code, body := c.do("GET", "/api/v1/tokens", nil, &toks); code != 200 || len(toks.Tokens) != 1 {
+			t.Errorf("tokens after the refusals: %d %s, want only the API token", code, body)
+		}
+	}
+	// A gateway with no RDP port gives no file.
+	off := startGateway(t, "", nil, "alice")
+	offAlice := off.client().loginToken("alice")
+	other := offAlice.start(map[string]any{"profile": "app"})
+	if code, body := offAlice.do("POST", "/api/v1/sessions/"+other.ID+"/rdp", nil, nil); code != 404 || !strings.Contains(body, "rdp_off") {
+		t.Errorf("a gateway with no RDP port: %d %s, want 404 rdp_off", code, body)
+	}
 }
 
 // TestRDPVM: the VM path. The tiny test guest cannot run an RDP server;
