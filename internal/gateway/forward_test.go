@@ -29,12 +29,16 @@ import (
 
 // pyServer is a real Python http.server on a UNIX socket: files from a
 // directory, POST answers how many bytes it read, /sse streams one event
-// and then holds the stream open. It writes its pid to a file.
+// and then holds the stream open. It writes its pid to a file, and the
+// request line of every request it sees to that file's name + ".requests".
 const pyServer = `
 import http.server, os, socketserver, sys, time
 class H(http.server.SimpleHTTPRequestHandler):
     def address_string(self):
         return "unix"
+    def log_request(self, code="-", size="-"):
+        with open(pidfile + ".requests", "a") as f:
+            f.write(self.requestline + "\n")
     def do_POST(self):
         n = int(self.headers.get("Content-Length", "0"))
         got = 0
@@ -370,26 +374,49 @@ func TestForward(t *testing.T) {
 			t.Fatalf("first event: %q %v", line, err)
 		}
 	})
+	// appSaw reports whether the app received a request for path.
+	appSaw := func(path string) bool {
+		b, err := os.ReadFile(pidFile + ".requests")
+		if err != nil {
+			t.Fatalf("the app's request log: %v", err) // alice's visits wrote it
+		}
+		return strings.Contains(string(b), " "+path+" ")
+	}
+	if !appSaw("/") {
+		t.Fatal("the app's request log does not show alice's visit: the checks below would prove nothing")
+	}
 	t.Run("another user refused", func(t *testing.T) {
 		bob := tg.client().loginCookie("bob").reachApps()
-		resp, body := bob.visit(fp.url)
-		if resp.StatusCode == 200 || strings.Contains(body, "hello from python") {
-			t.Fatalf("bob reached alice's forward: %d %s", resp.StatusCode, body)
+		resp, body := bob.visit(fp.url + "bob-cookie")
+		if resp.StatusCode != 404 || strings.Contains(body, "hello from python") {
+			t.Errorf("bob on alice's forward: %d %s, want 404", resp.StatusCode, body)
 		}
 		// Nor with alice's forward ID on the gateway's origin.
-		if code, body := tg.client().loginToken("bob").do("GET", "/s/"+id+"/app/", nil, nil); code == 200 {
-			t.Fatalf("bob's token on /s/ID/app/: %d %s", code, body)
+		if code, body := tg.client().loginToken("bob").do("GET", "/s/"+id+"/app/bob-token", nil, nil); code != 404 {
+			t.Errorf("bob's token on /s/ID/app/: %d %s, want 404", code, body)
+		}
+		for _, p := range []string{"/bob-cookie", "/bob-token"} {
+			if appSaw(p) {
+				t.Errorf("the app saw bob's request for %s", p)
+			}
 		}
 	})
 	t.Run("anonymous refused", func(t *testing.T) {
 		anon := tg.client().reachApps()
-		resp, body := anon.visit(fp.url)
-		if resp.StatusCode == 200 && !strings.Contains(body, "Log in") || strings.Contains(body, "hello from python") {
-			t.Fatalf("anonymous reached the forward: %d %s", resp.StatusCode, body)
+		resp, body := anon.visit(fp.url + "anon-get")
+		// The app host sends the visitor to the gateway to sign in, which
+		// says to log in first.
+		if resp.StatusCode != 401 || resp.Request.URL.Path != "/s/"+id+"/app/anon-get" {
+			t.Errorf("anonymous on the forward: %d at %s, want 401 at the gateway's /s/%s/app/: %s", resp.StatusCode, resp.Request.URL, id, body)
 		}
-		req, _ := http.NewRequest("POST", fp.url+"upload", strings.NewReader("x"))
+		req, _ := http.NewRequest("POST", fp.url+"anon-post", strings.NewReader("x"))
 		if resp, _ := anon.send(req); resp.StatusCode != 401 {
-			t.Fatalf("anonymous POST on the app host: %d, want 401", resp.StatusCode)
+			t.Errorf("anonymous POST on the app host: %d, want 401", resp.StatusCode)
+		}
+		for _, p := range []string{"/anon-get", "/anon-post"} {
+			if appSaw(p) {
+				t.Errorf("the app saw the anonymous request for %s", p)
+			}
 		}
 	})
 
