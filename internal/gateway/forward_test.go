@@ -560,14 +560,28 @@ func TestForwardNames(t *testing.T) {
 	// Bob cannot attach a tunnel to alice's forward, with his token or
 	// hers without its secret.
 	for _, c := range []struct {
-		who *forward.Client
-		f   forward.Forward
-	}{{bob, forward.Forward{ID: fa.ID, Secret: fa.Secret}}, {alice, forward.Forward{ID: fa.ID, Secret: fb.Secret}}, {alice, forward.Forward{ID: fb.ID, Secret: fb.Secret}}} {
+		name string
+		who  *forward.Client
+		f    forward.Forward
+		want string // the gateway's code; no_session reads as ErrStopped
+	}{
+		{"bob's token, alice's secret", bob, forward.Forward{ID: fa.ID, Secret: fa.Secret}, "no_session"},
+		{"alice's token, bob's secret", alice, forward.Forward{ID: fa.ID, Secret: fb.Secret}, "bad_secret"},
+		{"alice's token on bob's forward", alice, forward.Forward{ID: fb.ID, Secret: fb.Secret}, "no_session"},
+	} {
 		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := c.who.Serve(sctx, &c.f, "unix:/nonexistent", forward.Backoff{}, nil)
 		cancel()
-		if err == nil || !strings.Contains(err.Error(), "refused") && !errors.Is(err, forward.ErrStopped) {
-			t.Errorf("tunnel to %s: %v, want refused", c.f.ID, err)
+		if c.want == "no_session" && !errors.Is(err, forward.ErrStopped) || c.want != "no_session" && (err == nil || !strings.Contains(err.Error(), c.want)) {
+			t.Errorf("%s: tunnel to %s: %v, want %s", c.name, c.f.ID, err, c.want)
+		}
+	}
+	// None of them attached: both forwards still wait for their tunnel.
+	for _, f := range []*forward.Forward{fa, fb} {
+		var s sessionOut
+		owner := tg.client().loginToken(map[string]string{fa.ID: "alice", fb.ID: "bob"}[f.ID])
+		if code, body := owner.do("GET", "/api/v1/sessions/"+f.ID, nil, &s); code != 200 || s.State != "starting" {
+			t.Errorf("forward %s after the refused tunnels: %d %s, want starting", f.ID, code, body)
 		}
 	}
 
@@ -586,20 +600,15 @@ func TestForwardNames(t *testing.T) {
 	if !errors.Is(err, forward.ErrStopped) {
 		t.Fatalf("the stale forward's tunnel: %v, want ErrStopped", err)
 	}
-	// While the new one's tunnel is up, the name is taken.
-	up := make(chan struct{})
+	// While the new one's tunnel is up, the name is taken. (Up as the
+	// gateway sees it: the forward is ready once the gateway holds its
+	// tunnel; a Create before that would take the name over, rightly.)
 	sctx, cancel = context.WithCancel(ctx)
 	defer cancel()
-	go alice.Serve(sctx, fa2, "unix:/nonexistent", forward.Backoff{}, func() { close(up) })
-	<-up
-	if err := realtest.WaitFor(5*time.Second, func() error {
-		_, err := alice.Create(ctx, "web", "")
-		if err == nil || !strings.Contains(err.Error(), "name_in_use") {
-			return fmt.Errorf("a second web while the first is up: %v", err)
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
+	go alice.Serve(sctx, fa2, "unix:/nonexistent", forward.Backoff{}, nil)
+	tg.client().loginToken("alice").waitStateFor(fa2.ID, "ready", 30*time.Second)
+	if _, err := alice.Create(ctx, "web", ""); err == nil || !strings.Contains(err.Error(), "name_in_use") {
+		t.Fatalf("a second web while the first is up: %v, want name_in_use", err)
 	}
 	// The limit: alice has one live forward of two.
 	if _, err := alice.Create(ctx, "two", ""); err != nil {
