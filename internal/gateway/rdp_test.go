@@ -91,11 +91,16 @@ func needRDPTools(t *testing.T) {
 	}
 }
 
-// rdpFile asks the API for a session's .airlock file.
+// rdpFile asks the API for a session's .airlock file, with c's token, or
+// with its login cookie as the portal's session page does.
 func rdpFile(t *testing.T, c *client, id string) (*rdpfile.File, string) {
 	t.Helper()
 	req, _ := http.NewRequest("POST", c.tg.url+"/api/v1/sessions/"+id+"/rdp", nil)
-	req.Header.Set("Authorization", "Bearer "+c.token)
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	} else {
+		req.Header.Set("Sec-Fetch-Site", "same-origin")
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -306,9 +311,28 @@ func TestRDPRefusals(t *testing.T) {
 	if code, body := bobPage.do("GET", strings.TrimPrefix(sh.URL, tg.url), nil, nil); code >= 400 || strings.Contains(body, `id="rdp-download"`) {
 		t.Errorf("a share's viewer: %d, offered an .airlock file: %v", code, strings.Contains(body, `id="rdp-download"`))
 	}
+	// Nor may bob get one by asking, through the portal (his cookie, with
+	// the control share) or the API (his token); nor revoke alice's.
+	bobAPI := tg.client().loginToken("bob")
+	for _, c := range []struct {
+		via string
+		c   *client
+	}{{"portal", bobPage}, {"API", bobAPI}} {
+		if code, body := c.c.do("POST", "/api/v1/sessions/"+s.ID+"/rdp", nil, nil); code != 404 {
+			t.Errorf("bob (%s) asked for a file of alice's session: %d %s, want 404", c.via, code, body)
+		}
+		if code, body := c.c.do("DELETE", "/api/v1/tokens/"+tokenID, nil, nil); code != 404 {
+			t.Errorf("bob (%s) revoked alice's file: %d %s, want 404", c.via, code, body)
+		}
+	}
+	var bobToks struct{ Tokens []struct{ ID string } }
+	if bobAPI.do("GET", "/api/v1/tokens", nil, &bobToks); len(bobToks.Tokens) != 1 {
+		t.Errorf("bob's tokens after asking for a file: %+v, want only his API token", bobToks.Tokens)
+	}
 	ctx := context.Background()
 
-	// The good file is admitted (and so the refusals below are refusals).
+	// The good file is admitted (and so the refusals below are refusals;
+	// bob's attempt to revoke it did nothing).
 	tun, err := rdpclient.New(good, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -464,26 +488,49 @@ func TestRDPRefusals(t *testing.T) {
 		t.Errorf("the connector saw %d connections, want only the good one", n)
 	}
 
-	// Revoking the file (the API's token revocation) closes the open
-	// tunnel at once and refuses the next one with a sentence.
-	if code, body := alice.do("DELETE", "/api/v1/tokens/"+tokenID, nil, nil); code != 204 {
-		t.Fatalf("revoke: %d %s", code, body)
-	}
-	open.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.Copy(io.Discard, open); err != nil && !errors.Is(err, io.EOF) {
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			t.Fatal("the open tunnel was not closed by the revocation")
+	// Revoking the file closes its open tunnel at once and refuses the
+	// next one with a sentence: with the API (alice's token) and with the
+	// portal (her cookie: the session page's download, the revoke button
+	// under her API tokens).
+	revoke := func(via string, c *client, f *rdpfile.File, id string, open net.Conn, seen int) {
+		t.Helper()
+		if code, body := c.do("DELETE", "/api/v1/tokens/"+id, nil, nil); code != 204 {
+			t.Fatalf("revoke (%s): %d %s", via, code, body)
+		}
+		open.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.Copy(io.Discard, open); err != nil && !errors.Is(err, io.EOF) {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatalf("revoke (%s): the open tunnel was not closed", via)
+			}
+		}
+		open.Close()
+		if err := dialWith(f); err == nil || !strings.Contains(err.Error(), "revoked") {
+			t.Fatalf("revoked (%s) file: %v", via, err)
+		}
+		if n := connects(); n != seen {
+			t.Errorf("after the revocation (%s) the connector saw %d connections, want %d", via, n, seen)
 		}
 	}
-	open.Close()
-	err = dialWith(good)
-	if err == nil || !strings.Contains(err.Error(), "revoked") {
-		t.Fatalf("revoked file: %v", err)
+	revoke("API", alice, good, tokenID, open, 1)
+	viaPortal, portalTokenID := rdpFile(t, page, s.ID)
+	tun, err = rdpclient.New(viaPortal, nil)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if n := connects(); n != 1 {
-		t.Errorf("after the revocation the connector saw %d connections, want only the first", n)
+	open, err = tun.Dial(ctx)
+	if err != nil {
+		t.Fatalf("the portal's file refused: %v", err)
 	}
+	if err := realtest.WaitFor(10*time.Second, func() error {
+		if n := connects(); n != 2 {
+			return fmt.Errorf("the connector logged %d connections, want 2", n)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	revoke("portal", page, viaPortal, portalTokenID, open, 2)
 
 	// airlock login (password on stdin, the gateway's certificate pinned),
 	// then airlock rdp SESSION fetches a fresh file with the stored token.
