@@ -66,6 +66,9 @@ func TestTLSConnector(t *testing.T) {
 	}{
 		{"no certificate", sessionCA.clientTLS(), "certificate required", false, "didn't provide a certificate"},
 		{"other CA", forceCert(sessionCA.clientTLS(), otherCA.issue(t, "mallory", false)), "unknown certificate authority", false, "unknown authority"},
+		// The CA's server certificate (a connector's own, which its
+		// session's user may be able to read) is not a client's.
+		{"a connector's server certificate", forceCert(sessionCA.clientTLS(), sessionCA.issue(t, "connector", true)), "bad certificate", false, "incompatible key usage"},
 		{"no certificate TLS 1.2", withMaxVersion(sessionCA.clientTLS(), tls.VersionTLS12), "handshake failure", true, "didn't provide a certificate"},
 		{"other CA TLS 1.2", withMaxVersion(forceCert(sessionCA.clientTLS(), otherCA.issue(t, "mallory", false)), tls.VersionTLS12), "unknown certificate authority", true, "unknown authority"},
 	} {
