@@ -198,6 +198,18 @@ func (c *client) visit(u string) (*http.Response, string) {
 	return nil, ""
 }
 
+// waitVisit visits u as c until it answers status, and body if body is
+// not empty: a new forward's tunnel and app may still be coming up.
+func (c *client) waitVisit(u string, status int, body string) error {
+	c.t.Helper()
+	return realtest.WaitFor(30*time.Second, func() error {
+		if resp, got := c.visit(u); resp.StatusCode != status || body != "" && got != body {
+			return fmt.Errorf("%s: %d %q", u, resp.StatusCode, got)
+		}
+		return nil
+	})
+}
+
 // startPyServer writes the Python server and its document root; the
 // command line for `airlock forward -- ...` uses {socket}.
 func startPyServer(t *testing.T) (argv []string, pidFile string) {
@@ -318,20 +330,11 @@ func TestForward(t *testing.T) {
 	}
 	pid := readPid(t, pidFile)
 	alice := tg.client().loginCookie("alice").reachApps()
-	waitApp := func(c *client) string {
+	waitApp := func(c *client) {
 		t.Helper()
-		var body string
-		if err := realtest.WaitFor(30*time.Second, func() error {
-			var resp *http.Response
-			resp, body = c.visit(fp.url)
-			if resp.StatusCode != 200 || !strings.Contains(body, "hello from python") {
-				return fmt.Errorf("%d %s", resp.StatusCode, body)
-			}
-			return nil
-		}); err != nil {
+		if err := c.waitVisit(fp.url, 200, "<h1>hello from python</h1>\n"); err != nil {
 			t.Fatalf("the forwarded app: %v", err)
 		}
-		return body
 	}
 	waitApp(alice)
 
@@ -462,12 +465,7 @@ func TestForwardAppEnds(t *testing.T) {
 	argv, pidFile := startPyServer(t)
 	fp := startForward(t, tg, tg.url, token, append([]string{"--name", "gone", "--"}, argv...)...)
 	alice := tg.client().loginCookie("alice").reachApps()
-	if err := realtest.WaitFor(30*time.Second, func() error {
-		if resp, body := alice.visit(fp.url); resp.StatusCode != 200 {
-			return fmt.Errorf("%d %s", resp.StatusCode, body)
-		}
-		return nil
-	}); err != nil {
+	if err := alice.waitVisit(fp.url, 200, ""); err != nil {
 		t.Fatal(err)
 	}
 	syscall.Kill(readPid(t, pidFile), syscall.SIGKILL)
@@ -488,12 +486,7 @@ func TestForwardWebSocket(t *testing.T) {
 	origin := strings.TrimSuffix(fp.url, "/")
 	// Sign in (the handshake sets the app cookie); the echo app answers
 	// a plain GET with 426, which is fine.
-	if err := realtest.WaitFor(30*time.Second, func() error {
-		if resp, body := alice.visit(fp.url); resp.StatusCode != http.StatusUpgradeRequired {
-			return fmt.Errorf("%d %s", resp.StatusCode, body)
-		}
-		return nil
-	}); err != nil {
+	if err := alice.waitVisit(fp.url, http.StatusUpgradeRequired, ""); err != nil {
 		t.Fatal(err)
 	}
 	dial := func(c *client) (*websocket.Conn, *http.Response, error) {
@@ -713,12 +706,7 @@ func TestForwardSlurmJob(t *testing.T) {
 		t.Fatal(err)
 	}
 	alice := tg.client().loginCookie("alice").reachApps()
-	if err := realtest.WaitFor(30*time.Second, func() error {
-		if resp, body := alice.visit(u); resp.StatusCode != 200 || body != "from a slurm job\n" {
-			return fmt.Errorf("%d %q", resp.StatusCode, body)
-		}
-		return nil
-	}); err != nil {
+	if err := alice.waitVisit(u, 200, "from a slurm job\n"); err != nil {
 		b, _ := os.ReadFile(out)
 		t.Fatalf("the job's app: %v; job output:\n%s", err, b)
 	}
@@ -819,12 +807,7 @@ func TestForwardLogin(t *testing.T) {
 		t.Fatalf("airlock forward with the kept login: %q", line)
 	}
 	alice := tg.client().loginCookie("alice").reachApps()
-	if err := realtest.WaitFor(30*time.Second, func() error {
-		if resp, body := alice.visit(line); resp.StatusCode != 200 || body != "logged-in forward\n" {
-			return fmt.Errorf("%d %q", resp.StatusCode, body)
-		}
-		return nil
-	}); err != nil {
+	if err := alice.waitVisit(line, 200, "logged-in forward\n"); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -844,12 +827,7 @@ func TestForwardPort(t *testing.T) {
 		t.Fatalf("URL %q (the default name is the command's)", fp.url)
 	}
 	alice := tg.client().loginCookie("alice").reachApps()
-	if err := realtest.WaitFor(30*time.Second, func() error {
-		if resp, body := alice.visit(fp.url); resp.StatusCode != 200 || body != "on a port\n" {
-			return fmt.Errorf("%d %q", resp.StatusCode, body)
-		}
-		return nil
-	}); err != nil {
+	if err := alice.waitVisit(fp.url, 200, "on a port\n"); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -909,12 +887,7 @@ out.close()
 		t.Fatalf("URL %q", u)
 	}
 	alice := tg.client().loginCookie("alice").reachApps()
-	if err := realtest.WaitFor(30*time.Second, func() error {
-		if resp, body := alice.visit(u); resp.StatusCode != 200 || body != "sealed app\n" {
-			return fmt.Errorf("%d %q", resp.StatusCode, body)
-		}
-		return nil
-	}); err != nil {
+	if err := alice.waitVisit(u, 200, "sealed app\n"); err != nil {
 		t.Fatal(err)
 	}
 	got, err := os.ReadFile(filepath.Join(filepath.Dir(fp.socket(t)), "probe.txt"))
