@@ -475,6 +475,38 @@ func TestForwardAppEnds(t *testing.T) {
 	}
 }
 
+// TestForwardKilled: `airlock forward` killed outright (SIGKILL: no
+// cleanup of its own runs) takes its app with it (Pdeathsig), and the
+// forward ends when its tunnel stays down past the grace.
+func TestForwardKilled(t *testing.T) {
+	if _, err := exec.LookPath("python3"); err != nil {
+		t.Skip("python3 not installed")
+	}
+	tg := startGateway(t, "", func(c *Config) { c.Forward.Grace = time.Second }, "alice")
+	alice := tg.client().loginToken("alice")
+	argv, pidFile := startPyServer(t)
+	fp := startForward(t, tg, tg.url, alice.token, append([]string{"--name", "killed", "--"}, argv...)...)
+	pid := readPid(t, pidFile)
+	if !alive(pid) {
+		t.Fatalf("the app (pid %d) does not run", pid)
+	}
+	var list struct{ Sessions []sessionOut }
+	alice.do("GET", "/api/v1/sessions", nil, &list)
+	if len(list.Sessions) != 1 {
+		t.Fatalf("sessions %+v", list.Sessions)
+	}
+	fp.cmd.Process.Kill()
+	if err := realtest.WaitFor(10*time.Second, func() error {
+		if alive(pid) {
+			return fmt.Errorf("the app (pid %d) outlived airlock forward", pid)
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
+	}
+	alice.waitStateFor(list.Sessions[0].ID, "ended", 15*time.Second)
+}
+
 // TestForwardWebSocket: a WebSocket echo app forwarded with --to
 // unix:PATH; its WebSockets pass through the app host for the owner, and a
 // view share lets a viewer read pages but not open them.
