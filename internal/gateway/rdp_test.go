@@ -492,19 +492,23 @@ func TestRDPRefusals(t *testing.T) {
 	// next one with a sentence: with the API (alice's token) and with the
 	// portal (her cookie: the session page's download, the revoke button
 	// under her API tokens).
+	waitClosed := func(after string, open net.Conn) {
+		t.Helper()
+		open.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.Copy(io.Discard, open); err != nil && !errors.Is(err, io.EOF) {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatalf("%s: the open tunnel was not closed", after)
+			}
+		}
+		open.Close()
+	}
 	revoke := func(via string, c *client, f *rdpfile.File, id string, open net.Conn, seen int) {
 		t.Helper()
 		if code, body := c.do("DELETE", "/api/v1/tokens/"+id, nil, nil); code != 204 {
 			t.Fatalf("revoke (%s): %d %s", via, code, body)
 		}
-		open.SetReadDeadline(time.Now().Add(10 * time.Second))
-		if _, err := io.Copy(io.Discard, open); err != nil && !errors.Is(err, io.EOF) {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				t.Fatalf("revoke (%s): the open tunnel was not closed", via)
-			}
-		}
-		open.Close()
+		waitClosed("revoke ("+via+")", open)
 		if err := dialWith(f); err == nil || !strings.Contains(err.Error(), "revoked") {
 			t.Fatalf("revoked (%s) file: %v", via, err)
 		}
@@ -564,11 +568,20 @@ func TestRDPRefusals(t *testing.T) {
 		t.Errorf("airlock rdp SESSION: exit %d: %s", code, rout.String())
 	}
 
-	// A stopped session: a fresh file's connection is refused plainly.
+	// A stopped session: its open tunnel closes, and a fresh file's
+	// connection is refused plainly.
 	fresh, _ := rdpFile(t, alice, s.ID)
+	tun, err = rdpclient.New(fresh, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if open, err = tun.Dial(ctx); err != nil {
+		t.Fatalf("the fresh file refused: %v", err)
+	}
 	if code, body := alice.do("DELETE", "/api/v1/sessions/"+s.ID, nil, nil); code >= 300 {
 		t.Fatalf("stop: %d %s", code, body)
 	}
+	waitClosed("stop", open)
 	alice.waitState(s.ID, "ended")
 	err = dialWith(fresh)
 	if err == nil || !strings.Contains(err.Error(), "no longer running") {
