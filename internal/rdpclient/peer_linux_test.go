@@ -2,6 +2,7 @@ package rdpclient
 
 import (
 	"context"
+	"encoding/binary"
 	"net"
 	"os"
 	"os/exec"
@@ -81,5 +82,23 @@ print("closed")`, strings.Split(ln.Addr().String(), ":")[1])
 	connect(65534)
 	if n := dialled.Load(); n != 1 {
 		t.Fatalf("another local user's connection reached for the gateway (%d dials)", n)
+	}
+}
+
+// TestProcAddr: the socket table's addresses, as a little-endian kernel
+// prints them, for IPv4 and IPv6 loopback.
+func TestProcAddr(t *testing.T) {
+	if binary.NativeEndian.Uint16([]byte{1, 0}) != 1 {
+		t.Skip("the samples are a little-endian kernel's")
+	}
+	for in, want := range map[string]string{
+		"0100007F:0D05":                         "127.0.0.1:3333",
+		"00000000000000000000000001000000:1F90": "[::1]:8080",
+		"0000000000000000FFFF00000100007F:0050": "[::ffff:127.0.0.1]:80",
+	} {
+		got, err := procAddr(in)
+		if err != nil || got.String() != want {
+			t.Errorf("%s: %v %v, want %s", in, got, err, want)
+		}
 	}
 }
