@@ -566,8 +566,8 @@ func TestForwardNames(t *testing.T) {
 	ctx := context.Background()
 	alice, bob := cl("alice"), cl("bob")
 	for _, name := range []string{"web-alice", "Web", "", "a.b", strings.Repeat("a", 33)} {
-		if _, err := bob.Create(ctx, name, ""); err == nil {
-			t.Errorf("name %q accepted", name)
+		if _, err := bob.Create(ctx, name, ""); err == nil || !strings.Contains(err.Error(), "bad_name") {
+			t.Errorf("name %q: %v, want bad_name", name, err)
 		}
 	}
 	fa, err := alice.Create(ctx, "web", "")
