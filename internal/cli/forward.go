@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -218,12 +219,26 @@ func startApp(argv []string, port int, env *Env) (runningApp, string, func(), er
 	cmd.Env = append(os.Environ(), extra...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, env.Stderr, env.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	if err := cmd.Start(); err != nil {
+	a := &plainApp{cmd: cmd, done: make(chan struct{})}
+	started := make(chan error, 1)
+	go func() {
+		// Pdeathsig fires when the thread that started the child exits,
+		// not the process (golang/go#27505): start and wait on one locked
+		// thread, as the seal does.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		a.err = cmd.Wait()
+		close(a.done)
+	}()
+	if err := <-started; err != nil {
 		cleanup()
 		return nil, "", nil, fmt.Errorf("start %s: %w", args[0], err)
 	}
-	a := &plainApp{cmd: cmd, done: make(chan struct{})}
-	go func() { a.err = cmd.Wait(); close(a.done) }()
 	return a, target, cleanup, nil
 }
 

@@ -11,7 +11,6 @@ package clientauth
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -19,9 +18,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
-	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -172,30 +169,4 @@ func (c Credentials) TLS() (*tls.Config, error) {
 	}
 	cfg.RootCAs = pool
 	return cfg, nil
-}
-
-// NewToken asks gateway for a new API token for user with their password
-// (POST /api/v1/tokens, HTTP Basic), named name in the user's token list.
-func NewToken(ctx context.Context, hc *http.Client, gateway, user, password, name string) (string, error) {
-	body, _ := json.Marshal(map[string]string{"name": name})
-	req, err := http.NewRequestWithContext(ctx, "POST", strings.TrimSuffix(gateway, "/")+"/api/v1/tokens", bytes.NewReader(body))
-	if err != nil {
-		return "", fmt.Errorf("clientauth: %w", err)
-	}
-	req.SetBasicAuth(user, password)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := hc.Do(req)
-	if err != nil {
-		return "", fmt.Errorf("clientauth: log in: %w", err)
-	}
-	defer resp.Body.Close()
-	var out struct {
-		Token   string `json:"token"`
-		Message string `json:"message"`
-	}
-	json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&out)
-	if resp.StatusCode != http.StatusCreated || out.Token == "" {
-		return "", fmt.Errorf("clientauth: log in as %s: %s (HTTP %d)", user, out.Message, resp.StatusCode)
-	}
-	return out.Token, nil
 }

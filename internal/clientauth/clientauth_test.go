@@ -13,6 +13,7 @@ import (
 func TestSaveLoad(t *testing.T) {
 	dir := t.TempDir()
 	t.Setenv("XDG_CONFIG_HOME", dir)
+	t.Setenv("AIRLOCK_CONFIG_DIR", "") // it would win over XDG_CONFIG_HOME
 	t.Setenv("AIRLOCK_GATEWAY", "")
 	t.Setenv("AIRLOCK_TOKEN", "")
 	t.Setenv("AIRLOCK_CA", "")

@@ -66,6 +66,9 @@ func TestTLSConnector(t *testing.T) {
 	}{
 		{"no certificate", sessionCA.clientTLS(), "certificate required", false, "didn't provide a certificate"},
 		{"other CA", forceCert(sessionCA.clientTLS(), otherCA.issue(t, "mallory", false)), "unknown certificate authority", false, "unknown authority"},
+		// The CA's server certificate (a connector's own, which its
+		// session's user may be able to read) is not a client's.
+		{"a connector's server certificate", forceCert(sessionCA.clientTLS(), sessionCA.issue(t, "connector", true)), "bad certificate", false, "incompatible key usage"},
 		{"no certificate TLS 1.2", withMaxVersion(sessionCA.clientTLS(), tls.VersionTLS12), "handshake failure", true, "didn't provide a certificate"},
 		{"other CA TLS 1.2", withMaxVersion(forceCert(sessionCA.clientTLS(), otherCA.issue(t, "mallory", false)), tls.VersionTLS12), "unknown certificate authority", true, "unknown authority"},
 	} {
@@ -156,5 +159,50 @@ func TestBulkEcho(t *testing.T) {
 				t.Fatalf("echo differs from byte %d on", i)
 			}
 		})
+	}
+}
+
+// TestTLSConnectorWaitsForTarget: a target that refuses connections when
+// a client arrives (xrdp starting after the session is ready) is dialled
+// again until it listens, and the client's connection goes through.
+func TestTLSConnectorWaitsForTarget(t *testing.T) {
+	ca := newCA(t, "session CA")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := ln.Addr().String()
+	ln.Close() // refused until it listens again below
+	addr, _ := startConnector(t, Config{Kind: KindTLS, Target: target, TLS: ca.mutualTLS(t, ca)})
+
+	d := tls.Dialer{Config: ca.clientTLS(ca.issue(t, "alice", false))}
+	c, err := d.DialContext(context.Background(), "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	// Time for the connector to meet the refusal first. (A shorter wait
+	// only makes the test weaker, never wrong: the echo must come.)
+	time.Sleep(300 * time.Millisecond)
+	ln, err = net.Listen("tcp", target)
+	if err != nil {
+		t.Skipf("the target's port was taken meanwhile: %v", err)
+	}
+	defer ln.Close()
+	go func() {
+		tc, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer tc.Close()
+		echo(tc)
+	}()
+	b := make([]byte, 4)
+	if _, err := io.ReadFull(c, b); err != nil || string(b) != "ping" {
+		t.Fatalf("echo through a target that came up late: %q %v", b, err)
 	}
 }

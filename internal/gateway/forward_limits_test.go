@@ -30,16 +30,23 @@ func goApp(t testing.TB, h http.Handler) string {
 	return "unix:" + sock
 }
 
+// forwardClient is the node's side of a forward (internal/forward) for
+// token, trusting tg's certificate.
+func (tg *testGateway) forwardClient(token string) *forward.Client {
+	tg.t.Helper()
+	tls, err := clientauth.Credentials{CAFile: filepath.Join(tg.stateDir, "tls.crt")}.TLS()
+	if err != nil {
+		tg.t.Fatal(err)
+	}
+	return &forward.Client{Gateway: tg.url, Token: token, TLS: tls}
+}
+
 // serveForward registers a forward for user's token with the in-process
 // client and keeps its tunnel up until the test ends; it returns the
 // forward once the tunnel is up.
 func serveForward(t testing.TB, tg *testGateway, token, name, target string) *forward.Forward {
 	t.Helper()
-	tls, err := clientauth.Credentials{CAFile: filepath.Join(tg.stateDir, "tls.crt")}.TLS()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &forward.Client{Gateway: tg.url, Token: token, TLS: tls}
+	c := tg.forwardClient(token)
 	f, err := c.Create(context.Background(), name, "")
 	if err != nil {
 		t.Fatal(err)
@@ -155,11 +162,7 @@ func TestForwardTokenRevoked(t *testing.T) {
 	if code, body := tg.client().loginToken("alice").do("POST", "/api/v1/tokens", map[string]string{"name": "node"}, &tok); code != 201 {
 		t.Fatalf("token: %d %s", code, body)
 	}
-	tls, err := clientauth.Credentials{CAFile: filepath.Join(tg.stateDir, "tls.crt")}.TLS()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &forward.Client{Gateway: tg.url, Token: tok.Token, TLS: tls}
+	c := tg.forwardClient(tok.Token)
 	f, err := c.Create(context.Background(), "rev", "")
 	if err != nil {
 		t.Fatal(err)
@@ -187,12 +190,8 @@ func TestForwardTokenRevoked(t *testing.T) {
 // ends, and its name is free again; forwards off refuses them.
 func TestForwardGrace(t *testing.T) {
 	tg := startGateway(t, "", func(c *Config) { c.Forward.Grace = time.Second }, "alice")
-	tls, err := clientauth.Credentials{CAFile: filepath.Join(tg.stateDir, "tls.crt")}.TLS()
-	if err != nil {
-		t.Fatal(err)
-	}
 	alice := tg.client().loginToken("alice")
-	c := &forward.Client{Gateway: tg.url, Token: alice.token, TLS: tls}
+	c := tg.forwardClient(alice.token)
 	f, err := c.Create(context.Background(), "lost", "")
 	if err != nil {
 		t.Fatal(err)
@@ -206,11 +205,7 @@ func TestForwardGrace(t *testing.T) {
 	}
 
 	off := startGateway(t, "", func(c *Config) { c.Forward.MaxPerUser = -1 }, "alice")
-	offTLS, err := clientauth.Credentials{CAFile: filepath.Join(off.stateDir, "tls.crt")}.TLS()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c = &forward.Client{Gateway: off.url, Token: off.client().loginToken("alice").token, TLS: offTLS}
+	c = off.forwardClient(off.client().loginToken("alice").token)
 	if _, err := c.Create(context.Background(), "web", ""); err == nil || !strings.Contains(err.Error(), "forwards_disabled") {
 		t.Fatalf("a forward with forwards off: %v", err)
 	}

@@ -16,14 +16,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
 
-	"github.com/airlock-hpc/airlock/internal/clientauth"
 	"github.com/airlock-hpc/airlock/internal/forward"
 	"github.com/airlock-hpc/airlock/internal/portal"
 	"github.com/airlock-hpc/airlock/internal/realtest"
@@ -31,12 +29,16 @@ import (
 
 // pyServer is a real Python http.server on a UNIX socket: files from a
 // directory, POST answers how many bytes it read, /sse streams one event
-// and then holds the stream open. It writes its pid to a file.
+// and then holds the stream open. It writes its pid to a file, and the
+// request line of every request it sees to that file's name + ".requests".
 const pyServer = `
 import http.server, os, socketserver, sys, time
 class H(http.server.SimpleHTTPRequestHandler):
     def address_string(self):
         return "unix"
+    def log_request(self, code="-", size="-"):
+        with open(pidfile + ".requests", "a") as f:
+            f.write(self.requestline + "\n")
     def do_POST(self):
         n = int(self.headers.get("Content-Length", "0"))
         got = 0
@@ -78,24 +80,7 @@ type forwardProc struct {
 	cmd  *exec.Cmd
 	url  string
 	done chan error
-	log  *lockedLog
-}
-
-type lockedLog struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	log  *realtest.LockedBuffer
 }
 
 // startForward runs the airlock binary's forward command with token and
@@ -105,11 +90,20 @@ func startForward(t *testing.T, tg *testGateway, gatewayURL, token string, args 
 	full := append([]string{"forward", "--gateway", gatewayURL, "--ca", filepath.Join(tg.stateDir, "tls.crt"), "--log-level", "debug"}, args...)
 	cmd := exec.Command(realtest.Binary(t), full...)
 	cmd.Env = append(os.Environ(), "AIRLOCK_TOKEN="+token, "XDG_CONFIG_HOME="+t.TempDir())
+	return runForward(t, cmd)
+}
+
+// runForward starts cmd, an `airlock forward` the caller prepared, and
+// waits for the URL it prints. The test's end stops it (SIGTERM, then
+// SIGKILL after 30 s: a sealed app takes up to 15 s to end) and, if the
+// test failed, shows its log.
+func runForward(t *testing.T, cmd *exec.Cmd) *forwardProc {
+	t.Helper()
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	fp := &forwardProc{cmd: cmd, done: make(chan error, 1), log: &lockedLog{}}
+	fp := &forwardProc{cmd: cmd, done: make(chan error, 1), log: &realtest.LockedBuffer{}}
 	cmd.Stderr = fp.log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -119,7 +113,7 @@ func startForward(t *testing.T, tg *testGateway, gatewayURL, token string, args 
 		cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-fp.done:
-		case <-time.After(15 * time.Second):
+		case <-time.After(30 * time.Second):
 			cmd.Process.Kill()
 		}
 		if t.Failed() {
@@ -145,6 +139,24 @@ func startForward(t *testing.T, tg *testGateway, gatewayURL, token string, args 
 		t.Fatalf("airlock forward printed no URL in 60 s; log:\n%s", fp.log.String())
 	}
 	return fp
+}
+
+// socket is the app socket the forward's log names (to=unix:PATH).
+func (fp *forwardProc) socket(t *testing.T) string {
+	t.Helper()
+	var sock string
+	if err := realtest.WaitFor(10*time.Second, func() error {
+		for _, f := range strings.Fields(fp.log.String()) {
+			if p, ok := strings.CutPrefix(f, "to=unix:"); ok {
+				sock = p
+				return nil
+			}
+		}
+		return errors.New("no socket in the log")
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return sock
 }
 
 // waitExit waits for the forward command to end and returns its error.
@@ -179,6 +191,18 @@ func (c *client) visit(u string) (*http.Response, string) {
 	}
 	c.t.Fatalf("too many redirects from %s", u)
 	return nil, ""
+}
+
+// waitVisit visits u as c until it answers status, and body if body is
+// not empty: a new forward's tunnel and app may still be coming up.
+func (c *client) waitVisit(u string, status int, body string) error {
+	c.t.Helper()
+	return realtest.WaitFor(30*time.Second, func() error {
+		if resp, got := c.visit(u); resp.StatusCode != status || body != "" && got != body {
+			return fmt.Errorf("%s: %d %q", u, resp.StatusCode, got)
+		}
+		return nil
+	})
 }
 
 // startPyServer writes the Python server and its document root; the
@@ -301,20 +325,11 @@ func TestForward(t *testing.T) {
 	}
 	pid := readPid(t, pidFile)
 	alice := tg.client().loginCookie("alice").reachApps()
-	waitApp := func(c *client) string {
+	waitApp := func(c *client) {
 		t.Helper()
-		var body string
-		if err := realtest.WaitFor(30*time.Second, func() error {
-			var resp *http.Response
-			resp, body = c.visit(fp.url)
-			if resp.StatusCode != 200 || !strings.Contains(body, "hello from python") {
-				return fmt.Errorf("%d %s", resp.StatusCode, body)
-			}
-			return nil
-		}); err != nil {
+		if err := c.waitVisit(fp.url, 200, "<h1>hello from python</h1>\n"); err != nil {
 			t.Fatalf("the forwarded app: %v", err)
 		}
-		return body
 	}
 	waitApp(alice)
 
@@ -357,26 +372,49 @@ func TestForward(t *testing.T) {
 			t.Fatalf("first event: %q %v", line, err)
 		}
 	})
+	// appSaw reports whether the app received a request for path.
+	appSaw := func(path string) bool {
+		b, err := os.ReadFile(pidFile + ".requests")
+		if err != nil {
+			t.Fatalf("the app's request log: %v", err) // alice's visits wrote it
+		}
+		return strings.Contains(string(b), " "+path+" ")
+	}
+	if !appSaw("/") {
+		t.Fatal("the app's request log does not show alice's visit: the checks below would prove nothing")
+	}
 	t.Run("another user refused", func(t *testing.T) {
 		bob := tg.client().loginCookie("bob").reachApps()
-		resp, body := bob.visit(fp.url)
-		if resp.StatusCode == 200 || strings.Contains(body, "hello from python") {
-			t.Fatalf("bob reached alice's forward: %d %s", resp.StatusCode, body)
+		resp, body := bob.visit(fp.url + "bob-cookie")
+		if resp.StatusCode != 404 || strings.Contains(body, "hello from python") {
+			t.Errorf("bob on alice's forward: %d %s, want 404", resp.StatusCode, body)
 		}
 		// Nor with alice's forward ID on the gateway's origin.
-		if code, body := tg.client().loginToken("bob").do("GET", "/s/"+id+"/app/", nil, nil); code == 200 {
-			t.Fatalf("bob's token on /s/ID/app/: %d %s", code, body)
+		if code, body := tg.client().loginToken("bob").do("GET", "/s/"+id+"/app/bob-token", nil, nil); code != 404 {
+			t.Errorf("bob's token on /s/ID/app/: %d %s, want 404", code, body)
+		}
+		for _, p := range []string{"/bob-cookie", "/bob-token"} {
+			if appSaw(p) {
+				t.Errorf("the app saw bob's request for %s", p)
+			}
 		}
 	})
 	t.Run("anonymous refused", func(t *testing.T) {
 		anon := tg.client().reachApps()
-		resp, body := anon.visit(fp.url)
-		if resp.StatusCode == 200 && !strings.Contains(body, "Log in") || strings.Contains(body, "hello from python") {
-			t.Fatalf("anonymous reached the forward: %d %s", resp.StatusCode, body)
+		resp, body := anon.visit(fp.url + "anon-get")
+		// The app host sends the visitor to the gateway to sign in, which
+		// says to log in first.
+		if resp.StatusCode != 401 || resp.Request.URL.Path != "/s/"+id+"/app/anon-get" {
+			t.Errorf("anonymous on the forward: %d at %s, want 401 at the gateway's /s/%s/app/: %s", resp.StatusCode, resp.Request.URL, id, body)
 		}
-		req, _ := http.NewRequest("POST", fp.url+"upload", strings.NewReader("x"))
+		req, _ := http.NewRequest("POST", fp.url+"anon-post", strings.NewReader("x"))
 		if resp, _ := anon.send(req); resp.StatusCode != 401 {
-			t.Fatalf("anonymous POST on the app host: %d, want 401", resp.StatusCode)
+			t.Errorf("anonymous POST on the app host: %d, want 401", resp.StatusCode)
+		}
+		for _, p := range []string{"/anon-get", "/anon-post"} {
+			if appSaw(p) {
+				t.Errorf("the app saw the anonymous request for %s", p)
+			}
 		}
 	})
 
@@ -422,12 +460,7 @@ func TestForwardAppEnds(t *testing.T) {
 	argv, pidFile := startPyServer(t)
 	fp := startForward(t, tg, tg.url, token, append([]string{"--name", "gone", "--"}, argv...)...)
 	alice := tg.client().loginCookie("alice").reachApps()
-	if err := realtest.WaitFor(30*time.Second, func() error {
-		if resp, body := alice.visit(fp.url); resp.StatusCode != 200 {
-			return fmt.Errorf("%d %s", resp.StatusCode, body)
-		}
-		return nil
-	}); err != nil {
+	if err := alice.waitVisit(fp.url, 200, ""); err != nil {
 		t.Fatal(err)
 	}
 	syscall.Kill(readPid(t, pidFile), syscall.SIGKILL)
@@ -435,6 +468,38 @@ func TestForwardAppEnds(t *testing.T) {
 	if resp, body := alice.visit(fp.url); resp.StatusCode != 404 {
 		t.Fatalf("after the app died, the URL: %d %s, want 404", resp.StatusCode, body)
 	}
+}
+
+// TestForwardKilled: `airlock forward` killed outright (SIGKILL: no
+// cleanup of its own runs) takes its app with it (Pdeathsig), and the
+// forward ends when its tunnel stays down past the grace.
+func TestForwardKilled(t *testing.T) {
+	if _, err := exec.LookPath("python3"); err != nil {
+		t.Skip("python3 not installed")
+	}
+	tg := startGateway(t, "", func(c *Config) { c.Forward.Grace = time.Second }, "alice")
+	alice := tg.client().loginToken("alice")
+	argv, pidFile := startPyServer(t)
+	fp := startForward(t, tg, tg.url, alice.token, append([]string{"--name", "killed", "--"}, argv...)...)
+	pid := readPid(t, pidFile)
+	if !alive(pid) {
+		t.Fatalf("the app (pid %d) does not run", pid)
+	}
+	var list struct{ Sessions []sessionOut }
+	alice.do("GET", "/api/v1/sessions", nil, &list)
+	if len(list.Sessions) != 1 {
+		t.Fatalf("sessions %+v", list.Sessions)
+	}
+	fp.cmd.Process.Kill()
+	if err := realtest.WaitFor(10*time.Second, func() error {
+		if alive(pid) {
+			return fmt.Errorf("the app (pid %d) outlived airlock forward", pid)
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
+	}
+	alice.waitStateFor(list.Sessions[0].ID, "ended", 15*time.Second)
 }
 
 // TestForwardWebSocket: a WebSocket echo app forwarded with --to
@@ -448,12 +513,7 @@ func TestForwardWebSocket(t *testing.T) {
 	origin := strings.TrimSuffix(fp.url, "/")
 	// Sign in (the handshake sets the app cookie); the echo app answers
 	// a plain GET with 426, which is fine.
-	if err := realtest.WaitFor(30*time.Second, func() error {
-		if resp, body := alice.visit(fp.url); resp.StatusCode != http.StatusUpgradeRequired {
-			return fmt.Errorf("%d %s", resp.StatusCode, body)
-		}
-		return nil
-	}); err != nil {
+	if err := alice.waitVisit(fp.url, http.StatusUpgradeRequired, ""); err != nil {
 		t.Fatal(err)
 	}
 	dial := func(c *client) (*websocket.Conn, *http.Response, error) {
@@ -497,18 +557,12 @@ func TestForwardWebSocket(t *testing.T) {
 // tunnel cannot come back to a name a new forward took over.
 func TestForwardNames(t *testing.T) {
 	tg := startGateway(t, "", func(c *Config) { c.Forward.MaxPerUser = 2 }, "alice", "bob")
-	tls, err := clientauth.Credentials{CAFile: filepath.Join(tg.stateDir, "tls.crt")}.TLS()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl := func(user string) *forward.Client {
-		return &forward.Client{Gateway: tg.url, Token: tg.client().loginToken(user).token, TLS: tls}
-	}
+	cl := func(user string) *forward.Client { return tg.forwardClient(tg.client().loginToken(user).token) }
 	ctx := context.Background()
 	alice, bob := cl("alice"), cl("bob")
 	for _, name := range []string{"web-alice", "Web", "", "a.b", strings.Repeat("a", 33)} {
-		if _, err := bob.Create(ctx, name, ""); err == nil {
-			t.Errorf("name %q accepted", name)
+		if _, err := bob.Create(ctx, name, ""); err == nil || !strings.Contains(err.Error(), "bad_name") {
+			t.Errorf("name %q: %v, want bad_name", name, err)
 		}
 	}
 	fa, err := alice.Create(ctx, "web", "")
@@ -526,14 +580,28 @@ func TestForwardNames(t *testing.T) {
 	// Bob cannot attach a tunnel to alice's forward, with his token or
 	// hers without its secret.
 	for _, c := range []struct {
-		who *forward.Client
-		f   forward.Forward
-	}{{bob, forward.Forward{ID: fa.ID, Secret: fa.Secret}}, {alice, forward.Forward{ID: fa.ID, Secret: fb.Secret}}, {alice, forward.Forward{ID: fb.ID, Secret: fb.Secret}}} {
+		name string
+		who  *forward.Client
+		f    forward.Forward
+		want string // the gateway's code; no_session reads as ErrStopped
+	}{
+		{"bob's token, alice's secret", bob, forward.Forward{ID: fa.ID, Secret: fa.Secret}, "no_session"},
+		{"alice's token, bob's secret", alice, forward.Forward{ID: fa.ID, Secret: fb.Secret}, "bad_secret"},
+		{"alice's token on bob's forward", alice, forward.Forward{ID: fb.ID, Secret: fb.Secret}, "no_session"},
+	} {
 		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := c.who.Serve(sctx, &c.f, "unix:/nonexistent", forward.Backoff{}, nil)
 		cancel()
-		if err == nil || !strings.Contains(err.Error(), "refused") && !errors.Is(err, forward.ErrStopped) {
-			t.Errorf("tunnel to %s: %v, want refused", c.f.ID, err)
+		if c.want == "no_session" && !errors.Is(err, forward.ErrStopped) || c.want != "no_session" && (err == nil || !strings.Contains(err.Error(), c.want)) {
+			t.Errorf("%s: tunnel to %s: %v, want %s", c.name, c.f.ID, err, c.want)
+		}
+	}
+	// None of them attached: both forwards still wait for their tunnel.
+	for _, f := range []*forward.Forward{fa, fb} {
+		var s sessionOut
+		owner := tg.client().loginToken(map[string]string{fa.ID: "alice", fb.ID: "bob"}[f.ID])
+		if code, body := owner.do("GET", "/api/v1/sessions/"+f.ID, nil, &s); code != 200 || s.State != "starting" {
+			t.Errorf("forward %s after the refused tunnels: %d %s, want starting", f.ID, code, body)
 		}
 	}
 
@@ -552,20 +620,15 @@ func TestForwardNames(t *testing.T) {
 	if !errors.Is(err, forward.ErrStopped) {
 		t.Fatalf("the stale forward's tunnel: %v, want ErrStopped", err)
 	}
-	// While the new one's tunnel is up, the name is taken.
-	up := make(chan struct{})
+	// While the new one's tunnel is up, the name is taken. (Up as the
+	// gateway sees it: the forward is ready once the gateway holds its
+	// tunnel; a Create before that would take the name over, rightly.)
 	sctx, cancel = context.WithCancel(ctx)
 	defer cancel()
-	go alice.Serve(sctx, fa2, "unix:/nonexistent", forward.Backoff{}, func() { close(up) })
-	<-up
-	if err := realtest.WaitFor(5*time.Second, func() error {
-		_, err := alice.Create(ctx, "web", "")
-		if err == nil || !strings.Contains(err.Error(), "name_in_use") {
-			return fmt.Errorf("a second web while the first is up: %v", err)
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
+	go alice.Serve(sctx, fa2, "unix:/nonexistent", forward.Backoff{}, nil)
+	tg.client().loginToken("alice").waitStateFor(fa2.ID, "ready", 30*time.Second)
+	if _, err := alice.Create(ctx, "web", ""); err == nil || !strings.Contains(err.Error(), "name_in_use") {
+		t.Fatalf("a second web while the first is up: %v, want name_in_use", err)
 	}
 	// The limit: alice has one live forward of two.
 	if _, err := alice.Create(ctx, "two", ""); err != nil {
@@ -598,36 +661,12 @@ func TestForwardSocketPrivate(t *testing.T) {
 		"python3", filepath.Join(shared, "server.py"), "{socket}", filepath.Join(shared, "www"), filepath.Join(shared, "pid"))
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + owner.Home, "XDG_CONFIG_HOME=" + shared, "AIRLOCK_TOKEN=" + tg.client().loginToken("alice").token}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(owner.UID), Gid: uint32(owner.GID)}}
-	log := &lockedLog{}
-	cmd.Stderr = log
-	out, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("airlock forward's log:\n%s", log.String())
-		}
-	})
-	line, _ := bufio.NewReader(out).ReadString('\n')
-	u := strings.TrimSpace(line)
+	fp := runForward(t, cmd)
+	u := fp.url
 	if !strings.HasPrefix(u, "https://priv-alice.") {
-		t.Fatalf("URL %q; log:\n%s", u, log.String())
+		t.Fatalf("URL %q", u)
 	}
-	var sock string
-	if err := realtest.WaitFor(10*time.Second, func() error {
-		for _, f := range strings.Fields(log.String()) {
-			if p, ok := strings.CutPrefix(f, "to=unix:"); ok {
-				sock = p
-				return nil
-			}
-		}
-		return errors.New("no socket in the log")
-	}); err != nil {
-		t.Fatal(err)
-	}
+	sock := fp.socket(t)
 	alice := tg.client().loginCookie("alice").reachApps()
 	if resp, body := alice.visit(u); resp.StatusCode != 200 || body != "private app\n" {
 		t.Fatalf("the owner's app: %d %q", resp.StatusCode, body)
@@ -694,12 +733,7 @@ func TestForwardSlurmJob(t *testing.T) {
 		t.Fatal(err)
 	}
 	alice := tg.client().loginCookie("alice").reachApps()
-	if err := realtest.WaitFor(30*time.Second, func() error {
-		if resp, body := alice.visit(u); resp.StatusCode != 200 || body != "from a slurm job\n" {
-			return fmt.Errorf("%d %q", resp.StatusCode, body)
-		}
-		return nil
-	}); err != nil {
+	if err := alice.waitVisit(u, 200, "from a slurm job\n"); err != nil {
 		b, _ := os.ReadFile(out)
 		t.Fatalf("the job's app: %v; job output:\n%s", err, b)
 	}
@@ -795,24 +829,12 @@ func TestForwardLogin(t *testing.T) {
 	sock := goApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "logged-in forward\n") }))
 	cmd := exec.Command(realtest.Binary(t), "forward", "--name", "kept", "--to", sock)
 	cmd.Env = env
-	out, _ := cmd.StdoutPipe()
-	log := &lockedLog{}
-	cmd.Stderr = log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
-	line, _ := bufio.NewReader(out).ReadString('\n')
+	line := runForward(t, cmd).url
 	if !strings.HasPrefix(line, "https://kept-alice.") {
-		t.Fatalf("airlock forward with the kept login: %q; log:\n%s", line, log.String())
+		t.Fatalf("airlock forward with the kept login: %q", line)
 	}
 	alice := tg.client().loginCookie("alice").reachApps()
-	if err := realtest.WaitFor(30*time.Second, func() error {
-		if resp, body := alice.visit(strings.TrimSpace(line)); resp.StatusCode != 200 || body != "logged-in forward\n" {
-			return fmt.Errorf("%d %q", resp.StatusCode, body)
-		}
-		return nil
-	}); err != nil {
+	if err := alice.waitVisit(line, 200, "logged-in forward\n"); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -832,12 +854,7 @@ func TestForwardPort(t *testing.T) {
 		t.Fatalf("URL %q (the default name is the command's)", fp.url)
 	}
 	alice := tg.client().loginCookie("alice").reachApps()
-	if err := realtest.WaitFor(30*time.Second, func() error {
-		if resp, body := alice.visit(fp.url); resp.StatusCode != 200 || body != "on a port\n" {
-			return fmt.Errorf("%d %q", resp.StatusCode, body)
-		}
-		return nil
-	}); err != nil {
+	if err := alice.waitVisit(fp.url, 200, "on a port\n"); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -891,46 +908,16 @@ out.close()
 	realtest.WriteFile(t, owner, filepath.Join(dir, "probe.py"), []byte(probe), 0o644)
 	cmd := asOwner("forward", "--seal", "--name", "sealed", "--", "sh", "-c",
 		`/usr/bin/python3 "$1/probe.py"; exec /usr/bin/python3 "$1/server.py" {socket} "$1/www" /tmp/pid`, "sh", dir)
-	log := &lockedLog{}
-	cmd.Stderr = log
-	out, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(30 * time.Second):
-			cmd.Process.Kill()
-		}
-		if t.Failed() {
-			t.Logf("airlock forward's log:\n%s", log.String())
-		}
-	})
-	line, _ := bufio.NewReader(out).ReadString('\n')
-	u := strings.TrimSpace(line)
+	fp := runForward(t, cmd)
+	u := fp.url
 	if !strings.HasPrefix(u, "https://sealed-alice.") {
 		t.Fatalf("URL %q", u)
 	}
 	alice := tg.client().loginCookie("alice").reachApps()
-	if err := realtest.WaitFor(30*time.Second, func() error {
-		if resp, body := alice.visit(u); resp.StatusCode != 200 || body != "sealed app\n" {
-			return fmt.Errorf("%d %q", resp.StatusCode, body)
-		}
-		return nil
-	}); err != nil {
+	if err := alice.waitVisit(u, 200, "sealed app\n"); err != nil {
 		t.Fatal(err)
 	}
-	var scratch string
-	for _, f := range strings.Fields(log.String()) {
-		if p, ok := strings.CutPrefix(f, "to=unix:"); ok {
-			scratch = filepath.Dir(p)
-		}
-	}
-	got, err := os.ReadFile(filepath.Join(scratch, "probe.txt"))
+	got, err := os.ReadFile(filepath.Join(filepath.Dir(fp.socket(t)), "probe.txt"))
 	if err != nil {
 		t.Fatalf("the sealed app's probe: %v", err)
 	}

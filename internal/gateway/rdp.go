@@ -70,24 +70,23 @@ func (g *Gateway) initRDP() error {
 }
 
 // rdpConnector adds a session's tls connector to its RDP server, with the
-// certificate files it needs in the session directory: a server
-// certificate from the hop CA for the session's id, and the hop CA as the
-// only client CA. Local backend only: the files are on this machine.
+// certificates it needs: the hop CA as its only client CA, and for the
+// local backend a server certificate from the hop CA for the session's id,
+// as files in the session directory (they are on this machine).
 //
-// The session does not wait for the RDP server to be ready: xrdp is a
-// helper process, which the seal starts only once the session is ready,
-// and a VM's guest takes minutes, if it serves RDP at all. The tls
-// connector waits a little for a target that refuses instead.
+// The session does not wait for the RDP server to be ready (the tls kind's
+// default): xrdp is a helper process, which the seal starts only once the
+// session is ready, and a VM's guest takes minutes, if it serves RDP at
+// all. The tls connector waits a little for a target that refuses instead.
 func (g *Gateway) rdpConnector(spec *contract.Spec, dir, listen string) error {
-	wait := false
+	spec.Connectors = append(spec.Connectors, contract.ConnectorSpec{
+		Name: ConnRDP, Kind: contract.KindTLS, Target: rdpTarget, Listen: listen,
+	})
 	if g.remote != nil {
 		// A runner on a compute node: the connector listens on TCP with a
 		// certificate the runner makes and the gateway pins (as for every
 		// connector there), and gets the hop CA inline (it is public).
 		spec.TLS = &contract.TLSFiles{ClientCAPEM: string(g.rdp.hop.pem)}
-		spec.Connectors = append(spec.Connectors, contract.ConnectorSpec{
-			Name: ConnRDP, Kind: contract.KindTLS, Target: rdpTarget, Listen: listen, Wait: &wait,
-		})
 		return nil
 	}
 	now := time.Now()
@@ -108,9 +107,6 @@ func (g *Gateway) rdpConnector(spec *contract.Spec, dir, listen string) error {
 		}
 	}
 	spec.TLS = files
-	spec.Connectors = append(spec.Connectors, contract.ConnectorSpec{
-		Name: ConnRDP, Kind: contract.KindTLS, Target: rdpTarget, Listen: listen, Wait: &wait,
-	})
 	return nil
 }
 

@@ -64,10 +64,8 @@ func rdpBenchPath(b *testing.B, target string) string {
 	cfg.RDPListen, cfg.RDPAddress = rln.Addr().String(), rln.Addr().String()
 	g, _, cancel, done := serveGateway(b, cfg)
 	b.Cleanup(func() { cancel(); <-done; g.Close(); cfg.Store.Close() })
-	ctx, stop := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- g.ServeRDP(ctx, rln) }()
-	b.Cleanup(func() { stop(); <-served })
+	serveRDP(b, g, rln)
+	ctx := context.Background()
 
 	// The session's connector, as the runner starts it: an inherited
 	// listener, the hop CA's certificate for the session's name.

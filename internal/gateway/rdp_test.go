@@ -3,6 +3,7 @@ package gateway
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -13,7 +14,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"image"
 	"image/png"
 	"io"
 	"net"
@@ -23,7 +23,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -71,11 +70,16 @@ func rdpGatewayWith(t *testing.T, typedFile string, pr PortalRenderer, mod func(
 		}
 		c.Profiles = append(c.Profiles, p)
 	}, "alice", "bob")
+	serveRDP(t, tg.g, ln)
+	return tg, ln
+}
+
+// serveRDP serves g's RDP port on ln until the test ends.
+func serveRDP(tb testing.TB, g *Gateway, ln net.Listener) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- tg.g.ServeRDP(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return tg, ln
+	go func() { done <- g.ServeRDP(ctx, ln) }()
+	tb.Cleanup(func() { cancel(); <-done })
 }
 
 func needRDPTools(t *testing.T) {
@@ -87,11 +91,16 @@ func needRDPTools(t *testing.T) {
 	}
 }
 
-// rdpFile asks the API for a session's .airlock file.
+// rdpFile asks the API for a session's .airlock file, with c's token, or
+// with its login cookie as the portal's session page does.
 func rdpFile(t *testing.T, c *client, id string) (*rdpfile.File, string) {
 	t.Helper()
 	req, _ := http.NewRequest("POST", c.tg.url+"/api/v1/sessions/"+id+"/rdp", nil)
-	req.Header.Set("Authorization", "Bearer "+c.token)
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	} else {
+		req.Header.Set("Sec-Fetch-Site", "same-origin")
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -192,7 +201,7 @@ func rdpDesktopE2E(t *testing.T, vncPassword bool) {
 	}); err != nil {
 		t.Fatalf("%v\n%s\nsession log:\n%s", err, out.String(), connectorLog(t, tg, s.ID))
 	}
-	shot := filepath.Join(cmpOr(os.Getenv("AIRLOCK_TEST_ARTIFACTS"), fileDir), fmt.Sprintf("rdp-xfreerdp-vncpw-%v.png", vncPassword))
+	shot := filepath.Join(cmp.Or(os.Getenv("AIRLOCK_TEST_ARTIFACTS"), fileDir), fmt.Sprintf("rdp-xfreerdp-vncpw-%v.png", vncPassword))
 	// The remote desktop is drawn: the xterm (white) on Xvnc's black root.
 	if err := realtest.WaitFor(60*time.Second, func() error {
 		c := exec.Command("import", "-window", win, shot)
@@ -278,15 +287,6 @@ func countPixels(path string) (white, dark, total int, err error) {
 	return white, dark, bnd.Dx() * bnd.Dy(), nil
 }
 
-var _ image.Image // png registers through image
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
-}
-
 // TestRDPRefusals attacks the RDP port of a gateway with a running
 // desktop session that serves RDP: each attempt is refused with a reason
 // in the audit log, and none reaches the session's connector (its runner
@@ -311,9 +311,28 @@ func TestRDPRefusals(t *testing.T) {
 	if code, body := bobPage.do("GET", strings.TrimPrefix(sh.URL, tg.url), nil, nil); code >= 400 || strings.Contains(body, `id="rdp-download"`) {
 		t.Errorf("a share's viewer: %d, offered an .airlock file: %v", code, strings.Contains(body, `id="rdp-download"`))
 	}
+	// Nor may bob get one by asking, through the portal (his cookie, with
+	// the control share) or the API (his token); nor revoke alice's.
+	bobAPI := tg.client().loginToken("bob")
+	for _, c := range []struct {
+		via string
+		c   *client
+	}{{"portal", bobPage}, {"API", bobAPI}} {
+		if code, body := c.c.do("POST", "/api/v1/sessions/"+s.ID+"/rdp", nil, nil); code != 404 {
+			t.Errorf("bob (%s) asked for a file of alice's session: %d %s, want 404", c.via, code, body)
+		}
+		if code, body := c.c.do("DELETE", "/api/v1/tokens/"+tokenID, nil, nil); code != 404 {
+			t.Errorf("bob (%s) revoked alice's file: %d %s, want 404", c.via, code, body)
+		}
+	}
+	var bobToks struct{ Tokens []struct{ ID string } }
+	if bobAPI.do("GET", "/api/v1/tokens", nil, &bobToks); len(bobToks.Tokens) != 1 {
+		t.Errorf("bob's tokens after asking for a file: %+v, want only his API token", bobToks.Tokens)
+	}
 	ctx := context.Background()
 
-	// The good file is admitted (and so the refusals below are refusals).
+	// The good file is admitted (and so the refusals below are refusals;
+	// bob's attempt to revoke it did nothing).
 	tun, err := rdpclient.New(good, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -469,26 +488,53 @@ func TestRDPRefusals(t *testing.T) {
 		t.Errorf("the connector saw %d connections, want only the good one", n)
 	}
 
-	// Revoking the file (the API's token revocation) closes the open
-	// tunnel at once and refuses the next one with a sentence.
-	if code, body := alice.do("DELETE", "/api/v1/tokens/"+tokenID, nil, nil); code != 204 {
-		t.Fatalf("revoke: %d %s", code, body)
+	// Revoking the file closes its open tunnel at once and refuses the
+	// next one with a sentence: with the API (alice's token) and with the
+	// portal (her cookie: the session page's download, the revoke button
+	// under her API tokens).
+	waitClosed := func(after string, open net.Conn) {
+		t.Helper()
+		open.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.Copy(io.Discard, open); err != nil && !errors.Is(err, io.EOF) {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatalf("%s: the open tunnel was not closed", after)
+			}
+		}
+		open.Close()
 	}
-	open.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.Copy(io.Discard, open); err != nil && !errors.Is(err, io.EOF) {
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			t.Fatal("the open tunnel was not closed by the revocation")
+	revoke := func(via string, c *client, f *rdpfile.File, id string, open net.Conn, seen int) {
+		t.Helper()
+		if code, body := c.do("DELETE", "/api/v1/tokens/"+id, nil, nil); code != 204 {
+			t.Fatalf("revoke (%s): %d %s", via, code, body)
+		}
+		waitClosed("revoke ("+via+")", open)
+		if err := dialWith(f); err == nil || !strings.Contains(err.Error(), "revoked") {
+			t.Fatalf("revoked (%s) file: %v", via, err)
+		}
+		if n := connects(); n != seen {
+			t.Errorf("after the revocation (%s) the connector saw %d connections, want %d", via, n, seen)
 		}
 	}
-	open.Close()
-	err = dialWith(good)
-	if err == nil || !strings.Contains(err.Error(), "revoked") {
-		t.Fatalf("revoked file: %v", err)
+	revoke("API", alice, good, tokenID, open, 1)
+	viaPortal, portalTokenID := rdpFile(t, page, s.ID)
+	tun, err = rdpclient.New(viaPortal, nil)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if n := connects(); n != 1 {
-		t.Errorf("after the revocation the connector saw %d connections, want only the first", n)
+	open, err = tun.Dial(ctx)
+	if err != nil {
+		t.Fatalf("the portal's file refused: %v", err)
 	}
+	if err := realtest.WaitFor(10*time.Second, func() error {
+		if n := connects(); n != 2 {
+			return fmt.Errorf("the connector logged %d connections, want 2", n)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	revoke("portal", page, viaPortal, portalTokenID, open, 2)
 
 	// airlock login (password on stdin, the gateway's certificate pinned),
 	// then airlock rdp SESSION fetches a fresh file with the stored token.
@@ -505,7 +551,7 @@ func TestRDPRefusals(t *testing.T) {
 	if code := rdpclient.CmdLogin(ctx, []string{"--user", "alice", "--pin", strings.Repeat("00", 32), tg.url}, strings.NewReader(testPassword+"\n"), &lout, &lout); code != 1 || !strings.Contains(lout.String(), "not sending your password") {
 		t.Errorf("login with a wrong pin: exit %d: %s", code, lout.String())
 	}
-	var rout syncBuf
+	var rout realtest.LockedBuffer
 	rctx, rcancel := context.WithCancel(ctx)
 	rdone := make(chan int, 1)
 	go func() { rdone <- rdpclient.CmdRDP(rctx, []string{"--no-launch", s.ID}, &rout, &rout) }()
@@ -522,11 +568,20 @@ func TestRDPRefusals(t *testing.T) {
 		t.Errorf("airlock rdp SESSION: exit %d: %s", code, rout.String())
 	}
 
-	// A stopped session: a fresh file's connection is refused plainly.
+	// A stopped session: its open tunnel closes, and a fresh file's
+	// connection is refused plainly.
 	fresh, _ := rdpFile(t, alice, s.ID)
+	tun, err = rdpclient.New(fresh, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if open, err = tun.Dial(ctx); err != nil {
+		t.Fatalf("the fresh file refused: %v", err)
+	}
 	if code, body := alice.do("DELETE", "/api/v1/sessions/"+s.ID, nil, nil); code >= 300 {
 		t.Fatalf("stop: %d %s", code, body)
 	}
+	waitClosed("stop", open)
 	alice.waitState(s.ID, "ended")
 	err = dialWith(fresh)
 	if err == nil || !strings.Contains(err.Error(), "no longer running") {
@@ -641,9 +696,20 @@ func TestRDPFileAPIRefusals(t *testing.T) {
 	if code, _ := bob.do("POST", "/api/v1/sessions/"+s.ID+"/rdp", nil, nil); code != 404 {
 		t.Errorf("bob got a file for alice's session: %d", code)
 	}
-	var toks []map[string]any
-	alice.do("GET", "/api/v1/tokens", nil, &toks)
-	_ = json.Marshal
+	// Neither refusal left a certificate on record.
+	for _, c := range []*client{alice, bob} {
+		var toks struct{ Tokens []struct{ ID string } }
+		if code, body := c.do("GET", "/api/v1/tokens", nil, &toks); code != 200 || len(toks.Tokens) != 1 {
+			t.Errorf("tokens after the refusals: %d %s, want only the API token", code, body)
+		}
+	}
+	// A gateway with no RDP port gives no file.
+	off := startGateway(t, "", nil, "alice")
+	offAlice := off.client().loginToken("alice")
+	other := offAlice.start(map[string]any{"profile": "app"})
+	if code, body := offAlice.do("POST", "/api/v1/sessions/"+other.ID+"/rdp", nil, nil); code != 404 || !strings.Contains(body, "rdp_off") {
+		t.Errorf("a gateway with no RDP port: %d %s, want 404 rdp_off", code, body)
+	}
 }
 
 // TestRDPVM: the VM path. The tiny test guest cannot run an RDP server;
@@ -663,10 +729,8 @@ func TestRDPVM(t *testing.T) {
 		c.RDPListen, c.RDPAddress = ln.Addr().String(), ln.Addr().String()
 		c.Profiles = append(c.Profiles, vmProfile(g, probe))
 	}, "alice")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- tg.g.ServeRDP(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done })
+	serveRDP(t, tg.g, ln)
+	ctx := context.Background()
 	alice := tg.client().loginToken("alice")
 	s := alice.waitStateFor(alice.start(map[string]any{"profile": "vm"}).ID, "ready", 120*time.Second)
 	f, _ := rdpFile(t, alice, s.ID)
@@ -689,24 +753,6 @@ func TestRDPVM(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// syncBuf is a bytes.Buffer safe to write and read from two goroutines.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestRDPSpecs: what an RDP desktop's spec carries with the local backend
@@ -787,10 +833,8 @@ func TestRDPSlurm(t *testing.T) {
 		p.Name, p.RDP = "rdpdesk", true
 		c.Profiles = append(c.Profiles, p)
 	}, "alice")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- tg.g.ServeRDP(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done })
+	serveRDP(t, tg.g, ln)
+	ctx := context.Background()
 	alice := tg.client().loginToken("alice")
 	s := alice.waitStateFor(alice.start(map[string]any{"profile": "rdpdesk"}).ID, "ready", 90*time.Second)
 	f, _ := rdpFile(t, alice, s.ID)

@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -121,7 +122,6 @@ type leaf struct {
 	certPEM, keyPEM []byte
 	der             []byte
 	serial          string
-	notAfter        time.Time
 }
 
 // issue signs a leaf certificate. For a client certificate cn is the user
@@ -158,11 +158,10 @@ func (ca *rdpCA) issue(cn, sessionID, dnsName string, client bool, notBefore, no
 		return leaf{}, err
 	}
 	return leaf{
-		certPEM:  pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		keyPEM:   pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}),
-		der:      der,
-		serial:   hex.EncodeToString(serial.Bytes()),
-		notAfter: notAfter,
+		certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		keyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}),
+		der:     der,
+		serial:  hex.EncodeToString(serial.Bytes()),
 	}, nil
 }
 
@@ -170,19 +169,12 @@ func (ca *rdpCA) issue(cn, sessionID, dnsName string, client bool, notBefore, no
 func certSession(c *x509.Certificate) string {
 	for _, u := range c.URIs {
 		if u.Scheme == "airlock" {
-			if id, ok := cutPrefix(u.Opaque, "session:"); ok {
+			if id, ok := strings.CutPrefix(u.Opaque, "session:"); ok {
 				return id
 			}
 		}
 	}
 	return ""
-}
-
-func cutPrefix(s, p string) (string, bool) {
-	if len(s) >= len(p) && s[:len(p)] == p {
-		return s[len(p):], true
-	}
-	return "", false
 }
 
 // rdpCertHash is what the store keeps for an issued client certificate

@@ -32,7 +32,8 @@ func httpClient(c clientauth.Credentials) (*http.Client, error) {
 
 // CmdLogin is `airlock login https://GATEWAY`: it asks for the user's name
 // and password (password on standard input), exchanges them for an API
-// token and keeps it for `airlock rdp SESSION`.
+// token and keeps it for `airlock rdp SESSION`. On a Linux terminal the
+// password is not echoed.
 func CmdLogin(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("login", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -75,7 +76,9 @@ func CmdLogin(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		*user = strings.TrimSpace(line)
 	}
 	fmt.Fprint(stderr, "password: ")
+	restore := noEcho(stdin)
 	pass, _ := in.ReadString('\n')
+	restore()
 	pass = strings.TrimRight(pass, "\r\n")
 	base := strings.TrimSuffix(u.String(), "/")
 	creds := clientauth.Credentials{Gateway: base, CAFile: *ca, Pin: *pin}

@@ -122,9 +122,10 @@ func (c *bufConn) CloseWrite() error {
 	return nil
 }
 
-// Serve accepts on ln until ctx ends, tunnelling each connection. A
-// connection that cannot be tunnelled is closed, and its error sent on
-// errs (without blocking) for the caller to tell the user.
+// Serve accepts on ln until ctx ends, tunnelling each connection the
+// user opened (on Linux, a connection of another local user's is closed
+// unanswered). A connection that cannot be tunnelled is closed, and its
+// error sent on errs (without blocking) for the caller to tell the user.
 func (t *Tunnel) Serve(ctx context.Context, ln net.Listener, errs chan<- error) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
@@ -142,6 +143,11 @@ func (t *Tunnel) Serve(ctx context.Context, ln net.Listener, errs chan<- error) 
 		go func() {
 			defer wg.Done()
 			defer c.Close()
+			if me, err := peerIsMe(c); !me {
+				// Not for the user to hear about: someone else's attempt.
+				t.Log.Warn("refused a connection another local user opened", "remote_addr", c.RemoteAddr().String(), "error", err)
+				return
+			}
 			up, err := t.Dial(ctx)
 			if err != nil {
 				t.Log.Warn("tunnel refused", "error", err)

@@ -48,9 +48,6 @@ type File struct {
 	// CertPEM and KeyPEM are the client certificate and its private key.
 	CertPEM string `json:"cert"`
 	KeyPEM  string `json:"key"`
-	// Password, when the target asks for one (a Windows guest's), goes
-	// into the client's .rdp file and nowhere else. Optional.
-	Password string `json:"password,omitempty"`
 }
 
 var (

@@ -232,7 +232,7 @@ type Event struct {
 type Runner struct {
 	Cmd    *exec.Cmd
 	Ready  Event
-	Stderr *lockedBuf
+	Stderr *LockedBuffer
 
 	events chan Event
 	exit   chan struct{}
@@ -241,18 +241,20 @@ type Runner struct {
 	werr   error
 }
 
-type lockedBuf struct {
+// LockedBuffer is a log a test reads while a process or goroutines write
+// it.
+type LockedBuffer struct {
 	mu sync.Mutex
 	b  strings.Builder
 }
 
-func (l *lockedBuf) Write(p []byte) (int, error) {
+func (l *LockedBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.Write(p)
 }
 
-func (l *lockedBuf) String() string {
+func (l *LockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
@@ -296,7 +298,7 @@ func StartRunner(t testing.TB, spec any, opt RunOptions) *Runner {
 		cmd = exec.Command(opt.Wrap[0], append(append(opt.Wrap[1:len(opt.Wrap):len(opt.Wrap)], bin), args...)...)
 	}
 	cmd.Stdin = strings.NewReader(string(b))
-	r := &Runner{Cmd: cmd, Stderr: &lockedBuf{}, events: make(chan Event, 8), exit: make(chan struct{})}
+	r := &Runner{Cmd: cmd, Stderr: &LockedBuffer{}, events: make(chan Event, 8), exit: make(chan struct{})}
 	cmd.Stderr = r.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{}
 	if opt.As != nil {
