@@ -201,6 +201,9 @@ func (g *Gateway) current(ctx context.Context, name string) (identity, error) {
 		}
 		admin = a
 	}
+	if err := g.requireEnrolled(ctx, u); err != nil {
+		return identity{}, err
+	}
 	return identity{user: name, admin: admin, groups: u.Groups}, nil
 }
 
