@@ -186,6 +186,8 @@ func gatewayConfig(cfg config.Config, cfgPath, registerURL string) gateway.Confi
 		Forward: gateway.Forward{MaxPerUser: cfg.Forward.MaxPerUser, BytesPerSecond: int64(cfg.Forward.BytesPerSecond),
 			MaxStreams: cfg.Forward.MaxStreams, Grace: cfg.Forward.Grace},
 		Hide: secretPaths(cfg, cfgPath),
+		TOTP: gateway.TOTP{Issuer: cfg.Auth.TOTP.Issuer, RequiredGroups: cfg.Auth.TOTP.RequiredGroups, MaxFailures: cfg.Auth.TOTP.MaxFailures,
+			Window: cfg.Auth.TOTP.Window, PendingTTL: cfg.Auth.TOTP.PendingTTL},
 	}
 	if gcfg.Forward.MaxPerUser == 0 {
 		gcfg.Forward.MaxPerUser = -1 // the file's 0 is "off"; the gateway's 0 is "default"

@@ -533,6 +533,8 @@ type Auth struct {
 	// SessionTTL is how long a login (the portal cookie) lasts.
 	// Default 12h.
 	SessionTTL time.Duration `yaml:"session_ttl"`
+	// TOTP is the second factor for password logins. Defaults: see TOTP.
+	TOTP TOTP `yaml:"totp"`
 	// OnUserRemoved is what happens to the running sessions of a user
 	// removed from the local password file: "stop" ends them,
 	// "keep" leaves them to their lifetime. Either way the user's logins,
@@ -670,6 +672,27 @@ type LDAPSearch struct {
 	Filter string `yaml:"filter"`
 }
 
+// TOTP is the second factor (an authenticator app's codes) for users who
+// log in with a password (local, ldap, imap, smtp). Anyone may enrol in
+// the portal; members of required_groups must before anything else.
+type TOTP struct {
+	// RequiredGroups are the groups (as LDAP names them at login) whose
+	// members must have a second factor; "*" is every password user.
+	// Default [] (optional for everyone).
+	RequiredGroups []string `yaml:"required_groups"`
+	// Issuer is the name the user's app shows for the account. Default
+	// "airlock".
+	Issuer string `yaml:"issuer"`
+	// MaxFailures wrong codes per user in Window lock the second step
+	// until the window has passed. Default 5.
+	MaxFailures int `yaml:"max_failures"`
+	// Window is the span wrong codes are counted in. Default 15m.
+	Window time.Duration `yaml:"window"`
+	// PendingTTL is how long a browser has between its password and its
+	// code. Default 5m.
+	PendingTTL time.Duration `yaml:"pending_ttl"`
+}
+
 // RateLimit bounds failed logins in a sliding window. Past a bound, logins
 // for that user or from that address are refused until the window has
 // passed.
@@ -720,6 +743,7 @@ func Default() Config {
 		Auth: Auth{
 			Methods:       []AuthMethod{defaultMethod("local")},
 			RateLimit:     RateLimit{PerUser: 5, PerAddress: 20, Window: 15 * time.Minute},
+			TOTP:          TOTP{RequiredGroups: []string{}, Issuer: "airlock", MaxFailures: 5, Window: 15 * time.Minute, PendingTTL: 5 * time.Minute},
 			SessionTTL:    12 * time.Hour,
 			OnUserRemoved: "stop",
 		},
