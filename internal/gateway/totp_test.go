@@ -347,3 +347,37 @@ func TestTOTPRequired(t *testing.T) {
 		t.Fatalf("code in the other browser: %d", resp.StatusCode)
 	}
 }
+
+// TestTOTPBrowser: enrolment at login and a later login with a code, in
+// headless Chromium; the test computes the codes from the key the page
+// shows.
+func TestTOTPBrowser(t *testing.T) {
+	needBrowser(t)
+	clk := newTestClock()
+	tg := totpGateway(t, "", clk, []string{"*"}, "carol")
+	b := startBrowser(t, "totp.mjs", map[string]string{"base": tg.url, "user": "carol", "password": testPassword})
+	e := b.wait("enrol", 60*time.Second)
+	qr, _ := e["qr"].(map[string]any)
+	if qr["width"] != 200.0 || qr["scheme"] != "data:image/png;base64," || e["skipped"] != "/login" || e["skipMe"] != 401.0 || e["secretChanged"] != true {
+		t.Fatalf("enrolment page: %v", e)
+	}
+	secret, _ := e["secret"].(string)
+	b.send(clk.code(t, secret))
+	en := b.wait("enrolled", 60*time.Second)
+	me, _ := en["me"].(map[string]any)
+	if len(toStrings(en["codes"])) != totp.RecoveryCount || me["user"] != "carol" || en["url"] != tg.url+"/" {
+		t.Fatalf("after enrolling: %v", en)
+	}
+	clk.advance(totp.Period)
+	if s := b.wait("second", 60*time.Second); s["hasQR"] != false {
+		t.Fatalf("second login offered enrolment: %v", s)
+	}
+	b.send(clk.code(t, secret))
+	l := b.wait("login", 60*time.Second)
+	if me, _ := l["me"].(map[string]any); me["user"] != "carol" || l["url"] != tg.url+"/" {
+		t.Fatalf("login with a code: %v", l)
+	}
+	if d := b.wait("done", 30*time.Second); len(d["errors"].([]any)) != 0 {
+		t.Fatalf("page errors: %v", d["errors"])
+	}
+}
