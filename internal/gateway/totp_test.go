@@ -1,6 +1,9 @@
 package gateway
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"html"
 	"net/http"
 	"net/url"
@@ -12,6 +15,7 @@ import (
 
 	"github.com/airlock-hpc/airlock/internal/auth/totp"
 	"github.com/airlock-hpc/airlock/internal/portal"
+	"github.com/airlock-hpc/airlock/internal/rdpclient"
 	"github.com/airlock-hpc/airlock/internal/store"
 )
 
@@ -260,6 +264,21 @@ func TestTOTP(t *testing.T) {
 	}
 	if st, body := token(tc); st != 401 {
 		t.Fatalf("token with a replayed code: %d %s", st, body)
+	}
+
+	// airlock login asks for the code when the gateway wants one.
+	t.Setenv("AIRLOCK_CONFIG_DIR", t.TempDir())
+	pin := sha256.Sum256(tg.g.cert.Certificate[0])
+	clk.advance(totp.Period)
+	var lout bytes.Buffer
+	if code := rdpclient.CmdLogin(t.Context(), []string{"--user", "alice", "--pin", hex.EncodeToString(pin[:]), tg.url},
+		strings.NewReader(testPassword+"\n"+clk.code(t, secret)+"\n"), &lout, &lout); code != 0 || !strings.Contains(lout.String(), "authenticator app") {
+		t.Fatalf("airlock login with a code: exit %d: %s", code, lout.String())
+	}
+	lout.Reset()
+	if code := rdpclient.CmdLogin(t.Context(), []string{"--user", "alice", "--pin", hex.EncodeToString(pin[:]), tg.url},
+		strings.NewReader(testPassword+"\n"+clk.code(t, secret)+"\n"), &lout, &lout); code != 1 {
+		t.Fatalf("airlock login with a replayed code: exit %d: %s", code, lout.String())
 	}
 
 	// Removing: a wrong code is refused; bob is no admin; an admin can.
