@@ -100,12 +100,17 @@ func recoveryCodes(t testing.TB, page string) []string {
 }
 
 func totpGateway(t *testing.T, stateDir string, clk *testClock, required []string, users ...string) *testGateway {
+	return totpGatewayWith(t, stateDir, clk, func(c *Config) { c.TOTP.RequiredGroups = required }, users...)
+}
+
+func totpGatewayWith(t *testing.T, stateDir string, clk *testClock, mod func(*Config), users ...string) *testGateway {
 	pt, err := portal.New()
 	if err != nil {
 		t.Fatal(err)
 	}
 	return startGateway(t, stateDir, func(c *Config) {
-		c.Portal, c.Now, c.TOTP.RequiredGroups = pt, clk.now, required
+		c.Portal, c.Now = pt, clk.now
+		mod(c)
 	}, users...)
 }
 
@@ -398,5 +403,53 @@ func TestTOTPBrowser(t *testing.T) {
 	}
 	if d := b.wait("done", 30*time.Second); len(d["errors"].([]any)) != 0 {
 		t.Fatalf("page errors: %v", d["errors"])
+	}
+}
+
+// TestTOTPTwoGateways: two gateways on one store agree on used codes: one
+// code sent to both at once, from several browsers that passed the
+// password (someone who watched it typed), logs in once.
+func TestTOTPTwoGateways(t *testing.T) {
+	clk := newTestClock()
+	// The losers' wrong codes must not lock the next round out.
+	many := func(c *Config) { c.TOTP.MaxFailures = 1000 }
+	tg1 := totpGatewayWith(t, "", clk, many, "alice")
+	tg2 := totpGatewayWith(t, tg1.stateDir, clk, many)
+	alice := tg1.client().loginCookie("alice")
+	_, page := alice.get(tg1.url + "/account/totp")
+	secret, sealed := enrolForm(t, page)
+	if resp, _ := alice.postForm("/account/totp", url.Values{"enrol": {sealed}, "code": {clk.code(t, secret)}}); resp.StatusCode != 200 {
+		t.Fatalf("enrol: %d", resp.StatusCode)
+	}
+	for round := range 12 {
+		clk.advance(totp.Period)
+		code := clk.code(t, secret)
+		var bs []*client
+		for i := range 8 {
+			b := []*testGateway{tg1, tg2}[i%2].client()
+			if resp := b.password("alice"); resp.StatusCode != 303 {
+				t.Fatalf("password: %d", resp.StatusCode)
+			}
+			bs = append(bs, b)
+		}
+		start := make(chan struct{})
+		results := make(chan int, len(bs))
+		for _, b := range bs {
+			go func() {
+				<-start
+				resp, _ := b.postForm("/login/totp", url.Values{"code": {code}})
+				results <- resp.StatusCode
+			}()
+		}
+		close(start)
+		var won []int
+		for range bs {
+			if st := <-results; st == 303 {
+				won = append(won, st)
+			}
+		}
+		if len(won) != 1 {
+			t.Fatalf("round %d: one code sent by 8 browsers to two gateways: %d logged in, want 1", round, len(won))
+		}
 	}
 }
