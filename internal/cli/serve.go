@@ -339,8 +339,8 @@ func authFromConfig(env *Env, cfg config.Config, log *slog.Logger) (*auth.Chain,
 			chain.Authenticators = append(chain.Authenticators, f)
 		case "ldap":
 			lc := ldap.Config{URL: m.URL, StartTLS: m.StartTLS, RootCAs: m.CAFile, BindDN: m.BindDNTemplate, AdminGroup: m.AdminGroup,
-				GroupsBaseDN: m.GroupsBaseDN,
-				Timeout:      m.Timeout, Logger: log}
+				GroupsBaseDN: m.GroupsBaseDN, MailAttribute: m.MailAttribute,
+				Timeout: m.Timeout, Logger: log}
 			if s := m.Search; s != nil {
 				lc.BaseDN, lc.Filter, lc.SearchBindDN = s.BaseDN, s.Filter, s.BindDN
 				if s.BindPasswordFile != "" {

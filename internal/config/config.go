@@ -583,6 +583,11 @@ type AuthMethod struct {
 	// up at each login: the cn of every group under it naming the user as
 	// member or uniqueMember. They decide profiles[].groups. Default "".
 	GroupsBaseDN string `yaml:"groups_base_dn" kind:"ldap"`
+	// MailAttribute (ldap) is the attribute of the user's entry holding
+	// their e-mail address, read at each login (for ready e-mails). A
+	// value that is not one plain address is ignored. "": none. Default
+	// "mail".
+	MailAttribute string `yaml:"mail_attribute" kind:"ldap"`
 	// Timeout (ldap, imap, smtp) bounds connecting and each operation
 	// (imap, smtp: the whole login). Default 10s.
 	Timeout time.Duration `yaml:"timeout" kind:"ldap,imap,smtp"`
@@ -846,6 +851,7 @@ func defaultMethod(kind string) AuthMethod {
 		m.File = "passwd"
 	case "ldap":
 		m.Timeout = 10 * time.Second
+		m.MailAttribute = "mail"
 	case "header":
 		m.Header = "X-Forwarded-User"
 		m.TrustedProxies = []string{}
