@@ -3,10 +3,14 @@ package gateway
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"html"
 	"net/http"
 	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync/atomic"
@@ -71,6 +75,7 @@ func (c *client) cookie(name string) string {
 var (
 	enrolField  = regexp.MustCompile(`name="enrol" value="([^"]+)"`)
 	secretField = regexp.MustCompile(`id="totp-secret">([A-Z2-7]+)<`)
+	qrField     = regexp.MustCompile(`src="data:image/png;base64,([^"]+)"`)
 	recoveryRe  = regexp.MustCompile(`<li><code>([a-z0-9-]+)</code></li>`)
 )
 
@@ -81,8 +86,22 @@ func enrolForm(t testing.TB, page string) (secret, sealed string) {
 	if s == nil || f == nil {
 		t.Fatalf("no enrolment form in %s", page)
 	}
-	if !strings.Contains(page, `src="data:image/png;base64,`) {
+	q := qrField.FindStringSubmatch(page)
+	if q == nil {
 		t.Fatalf("enrolment page has no inline QR code")
+	}
+	// The QR code holds the key shown (zbarimg reads it, when installed).
+	if _, err := exec.LookPath("zbarimg"); err == nil {
+		png, err := base64.StdEncoding.DecodeString(html.UnescapeString(q[1]))
+		file := filepath.Join(t.TempDir(), "qr.png")
+		if err != nil || os.WriteFile(file, png, 0o600) != nil {
+			t.Fatalf("QR code: %v", err)
+		}
+		out, err := exec.Command("zbarimg", "-q", "--raw", file).Output()
+		u, perr := url.Parse(strings.TrimSpace(string(out)))
+		if err != nil || perr != nil || u.Scheme != "otpauth" || u.Query().Get("secret") != s[1] || u.Query().Get("issuer") != "airlock" {
+			t.Fatalf("QR code reads %q (%v); want otpauth://totp/... with secret %s", out, err, s[1])
+		}
 	}
 	return s[1], html.UnescapeString(f[1])
 }

@@ -3,6 +3,9 @@ package totp
 import (
 	"bytes"
 	"image/png"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -152,5 +155,31 @@ func BenchmarkCheck(b *testing.B) {
 		if _, ok, _ := Check(k.Secret, code, now, 0); !ok {
 			b.Fatal("code refused")
 		}
+	}
+}
+
+// TestOtherImplementations: zbarimg (ZBar) reads the QR code back to the
+// exact otpauth URL, and oathtool (OATH Toolkit) computes the same codes.
+func TestOtherImplementations(t *testing.T) {
+	for _, tool := range []string{"zbarimg", "oathtool"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s missing (scripts/install-deps.sh installs it)", tool)
+		}
+	}
+	k, _ := Generate("airlock", "alice@example.org")
+	b, _ := QRPNG(k.URL, 200)
+	f := filepath.Join(t.TempDir(), "qr.png")
+	if err := os.WriteFile(f, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("zbarimg", "-q", "--raw", f).Output()
+	if err != nil || strings.TrimSpace(string(out)) != k.URL {
+		t.Fatalf("zbarimg: %q, %v; want %q", out, err, k.URL)
+	}
+	now := time.Unix(1_900_000_000, 0)
+	out, err = exec.Command("oathtool", "--totp", "-b", "--now", now.UTC().Format("2006-01-02 15:04:05 UTC"), k.Secret).Output()
+	want, _ := Code(k.Secret, Step(now))
+	if err != nil || strings.TrimSpace(string(out)) != want {
+		t.Fatalf("oathtool: %q, %v; want %s", out, err, want)
 	}
 }
