@@ -288,6 +288,10 @@ func (g *Gateway) loginTOTPPage(w http.ResponseWriter, r *http.Request) error {
 	if enrolled {
 		return g.totpPage(w, 200, portal.TOTPPage{Base: portal.Base{Title: "Second factor"}, Mode: "code", Action: "/login/totp", Next: next})
 	}
+	if !g.totpRequired(p.Method, p.Groups) {
+		// Removed (by an admin) since the password: nothing more to ask.
+		return g.finishPending(w, r, p, next, nil)
+	}
 	v, err := g.enrolView(p.User, hex.EncodeToString(p.Hash))
 	if err != nil {
 		return &apiError{Status: 500, Code: "internal", Message: "internal error", cause: err}
@@ -322,6 +326,8 @@ func (g *Gateway) loginTOTPPost(w http.ResponseWriter, r *http.Request) error {
 			}
 			return g.totpPage(w, ae.Status, portal.TOTPPage{Base: portal.Base{Title: "Second factor"}, Mode: "code", Action: "/login/totp", Next: next, Error: ae.Message})
 		}
+	} else if !g.totpRequired(p.Method, p.Groups) {
+		return g.finishPending(w, r, p, next, nil)
 	} else {
 		// Enrolment is offered only to a user who has no second factor:
 		// someone who knows only the password cannot replace one.
@@ -345,9 +351,15 @@ func (g *Gateway) loginTOTPPost(w http.ResponseWriter, r *http.Request) error {
 			return g.totpPage(w, 401, v)
 		}
 	}
+	return g.finishPending(w, r, p, next, codes)
+}
+
+// finishPending turns a pending login into a login, once, and shows the
+// recovery codes of an enrolment just made, or goes on to next.
+func (g *Gateway) finishPending(w http.ResponseWriter, r *http.Request, p session.PendingLogin, next string, codes []string) error {
 	// Single use: of two requests racing with the same pending login and
 	// good codes, one logs in.
-	switch err := g.cfg.Store.TakePendingLogin(ctx, p.Hash); {
+	switch err := g.cfg.Store.TakePendingLogin(r.Context(), p.Hash); {
 	case errors.Is(err, store.ErrNotFound):
 		return apiErr(401, "no_pending_login", "log in again")
 	case err != nil:

@@ -315,8 +315,14 @@ func TestTOTP(t *testing.T) {
 	if st, _ := bob.do("DELETE", "/api/v1/admin/users/alice/totp", nil, nil); st != 403 {
 		t.Fatalf("bob resetting alice: %d", st)
 	}
+	b6 := tg.client()
+	b6.password("alice") // between her password and her code...
 	if st, _ := b2.do("DELETE", "/api/v1/admin/users/alice/totp", nil, nil); st != 204 {
 		t.Fatalf("admin reset: %d", st)
+	}
+	// ...the admin removed it: nothing more to ask (she is not required).
+	if resp, _ := b6.get(tg.url + "/login/totp?next=/"); resp.StatusCode != 303 || b6.cookie(loginCookie) == "" {
+		t.Fatalf("second step after an admin reset: %d", resp.StatusCode)
 	}
 	if _, err := tg.cfg.Store.GetTOTP(t.Context(), "alice"); err == nil {
 		t.Fatalf("second factor still there after the admin's reset")
