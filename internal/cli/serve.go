@@ -466,17 +466,17 @@ func randomPassword() string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-const usersUsage = "usage: airlock users add NAME --password-stdin [--admin] | list | remove NAME | passwd NAME --password-stdin | role NAME admin|user   [--config FILE] [--state-dir DIR]"
+const usersUsage = "usage: airlock users add NAME --password-stdin [--admin] | list | remove NAME | passwd NAME --password-stdin | role NAME admin|user | totp-reset NAME   [--config FILE] [--state-dir DIR]"
 
 // cmdUsers edits the local password file. A running gateway sees every
 // change on the next request: removal and a change of role take effect at
 // once (see the gateway's revoke.go).
-func cmdUsers(_ context.Context, env *Env, args []string) int {
+func cmdUsers(ctx context.Context, env *Env, args []string) int {
 	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
 		fmt.Fprintln(env.Stderr, usersUsage)
 		return 0
 	}
-	if len(args) == 0 || (args[0] != "add" && args[0] != "list" && args[0] != "remove" && args[0] != "passwd" && args[0] != "role") {
+	if len(args) == 0 || (args[0] != "add" && args[0] != "list" && args[0] != "remove" && args[0] != "passwd" && args[0] != "role" && args[0] != "totp-reset") {
 		fmt.Fprintln(env.Stderr, usersUsage)
 		return 2
 	}
@@ -500,6 +500,9 @@ func cmdUsers(_ context.Context, env *Env, args []string) int {
 	cfg, err := loadConfig(*cfgPath, "", *stateDir)
 	if err != nil {
 		return fail(env, "%v", err)
+	}
+	if verb == "totp-reset" {
+		return usersTOTPReset(ctx, env, cfg, name)
 	}
 	file := ""
 	for _, m := range cfg.Auth.Methods {
