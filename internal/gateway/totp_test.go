@@ -204,6 +204,22 @@ func TestTOTP(t *testing.T) {
 		t.Errorf("pending secret as a token: %d %s", st, body)
 	}
 
+	// Another user's pending state: bob enrols too; his password, then
+	// alice's right code with her name in the form: refused, nobody is
+	// logged in as alice.
+	_, bobPage := bob.get(tg.url + "/account/totp")
+	bobSecret, bobSealed := enrolForm(t, bobPage)
+	if resp, _ := bob.postForm("/account/totp", url.Values{"enrol": {bobSealed}, "code": {clk.code(t, bobSecret)}}); resp.StatusCode != 200 {
+		t.Fatalf("bob enrols: %d", resp.StatusCode)
+	}
+	mallory := tg.client()
+	mallory.password("bob")
+	clk.advance(totp.Period)
+	if resp, _ := mallory.postForm("/login/totp", url.Values{"code": {clk.code(t, secret)}, "user": {"alice"}}); resp.StatusCode != 401 || mallory.cookie(loginCookie) != "" {
+		t.Fatalf("bob's pending state with alice's code: %d, want 401", resp.StatusCode)
+	}
+	clk.advance(-totp.Period)
+
 	// Replay: the code that confirmed the enrolment, in the same step.
 	if resp, _ := b1.postForm("/login/totp", url.Values{"code": {enrolCode}, "next": {"/"}}); resp.StatusCode != 401 {
 		t.Fatalf("the enrolment's code replayed at login: %d, want 401", resp.StatusCode)
