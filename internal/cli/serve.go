@@ -336,7 +336,11 @@ func authFromConfig(env *Env, cfg config.Config, log *slog.Logger) (*auth.Chain,
 				fmt.Fprintf(env.Stdout, "airlock: no users yet: created user \"demo\" (an admin) with password %s\n", pw)
 				fmt.Fprintf(env.Stdout, "         it is shown only now; add users with: airlock users add NAME --password-stdin\n")
 			}
-			chain.Authenticators = append(chain.Authenticators, f)
+			if m.MailTemplate != "" {
+				chain.Authenticators = append(chain.Authenticators, auth.MailFromTemplate{PasswordAuthenticator: f, Template: m.MailTemplate})
+			} else {
+				chain.Authenticators = append(chain.Authenticators, f)
+			}
 		case "ldap":
 			lc := ldap.Config{URL: m.URL, StartTLS: m.StartTLS, RootCAs: m.CAFile, BindDN: m.BindDNTemplate, AdminGroup: m.AdminGroup,
 				GroupsBaseDN: m.GroupsBaseDN, MailAttribute: m.MailAttribute,

@@ -556,6 +556,10 @@ type AuthMethod struct {
 	// (ROLE admin or user; HASH argon2id or bcrypt; the format is the
 	// auth/local package's). Default "passwd" (in state_dir).
 	File string `yaml:"file" kind:"local"`
+	// MailTemplate (local) makes a user's e-mail address (for ready
+	// e-mails) from their name, which replaces {user}:
+	// "{user}@example.org". Default "": local users have none.
+	MailTemplate string `yaml:"mail_template" kind:"local"`
 
 	// URL (ldap) is the directory server, ldaps://host[:port] or
 	// ldap://host[:port]. Plain ldap:// needs start_tls, except to a

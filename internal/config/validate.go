@@ -426,6 +426,11 @@ func (v *validator) auth(a *Auth, hasMail, hasPublicURL bool) {
 			if m.File == "" {
 				v.errorf(at+".file", "empty; want the password file")
 			}
+			if t := m.MailTemplate; t != "" {
+				if a, err := mail.ParseAddress(strings.ReplaceAll(t, "{user}", "user")); !strings.Contains(t, "{user}") || err != nil || a.Name != "" || a.Address != strings.ReplaceAll(t, "{user}", "user") {
+					v.errorf(at+".mail_template", "%q; want an address with {user} in it, such as \"{user}@example.org\"", t)
+				}
+			}
 		case "ldap":
 			v.ldap(at, m)
 		case "header":
