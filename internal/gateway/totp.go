@@ -97,9 +97,18 @@ func (g *Gateway) totpStatus(ctx context.Context, user string) (session.TOTP, bo
 // checkSecondFactor checks code (a TOTP code or a recovery code) for an
 // enrolled user: the brute-force limit first, then the code, recording
 // its time step so it is accepted once on every gateway.
+//
+// Every attempt is counted as a failure before the code is looked at, in
+// one atomic update, and a good code clears the count: counting only after
+// a wrong answer would let guesses sent all at once each read a count
+// below the limit.
 func (g *Gateway) checkSecondFactor(ctx context.Context, r *http.Request, t session.TOTP, code string) error {
 	now := g.now()
-	if t.Failures >= g.cfg.TOTP.MaxFailures && now.Sub(t.FailSince) < g.cfg.TOTP.Window {
+	n, err := g.cfg.Store.FailTOTP(ctx, t.User, now, g.cfg.TOTP.Window)
+	if err != nil {
+		return storeFault("count attempt", err)
+	}
+	if n > g.cfg.TOTP.MaxFailures {
 		g.audit(ctx, t.User, "totp_failed", "", r.RemoteAddr, "rate limited")
 		return apiErr(429, "rate_limited", "too many wrong codes; try again later")
 	}
@@ -118,7 +127,7 @@ func (g *Gateway) checkSecondFactor(ctx context.Context, r *http.Request, t sess
 			return nil
 		case errors.Is(err, store.ErrConflict):
 			// Another request took this step first: a replay.
-			return g.wrongCode(ctx, r, t.User, "code used already")
+			return g.wrongCode(ctx, r, t.User, n, "code used already")
 		default:
 			return storeFault("record code", err)
 		}
@@ -131,19 +140,16 @@ func (g *Gateway) checkSecondFactor(ctx context.Context, r *http.Request, t sess
 		case !errors.Is(err, store.ErrNotFound):
 			return storeFault("use recovery code", err)
 		}
-		return g.wrongCode(ctx, r, t.User, "unknown or used recovery code")
+		return g.wrongCode(ctx, r, t.User, n, "unknown or used recovery code")
 	}
 	// A code for a step at or before the last one used is a replay too;
 	// Check does not say which, so both count as wrong.
-	return g.wrongCode(ctx, r, t.User, "wrong or used code")
+	return g.wrongCode(ctx, r, t.User, n, "wrong or used code")
 }
 
-// wrongCode counts a wrong code and says so.
-func (g *Gateway) wrongCode(ctx context.Context, r *http.Request, user, why string) error {
-	n, err := g.cfg.Store.FailTOTP(ctx, user, g.now(), g.cfg.TOTP.Window)
-	if err != nil {
-		return storeFault("count wrong code", err)
-	}
+// wrongCode says a code was wrong (checkSecondFactor counted it already
+// as the n-th failure).
+func (g *Gateway) wrongCode(ctx context.Context, r *http.Request, user string, n int, why string) error {
 	g.metrics.loginsFaild.Add(1)
 	g.audit(ctx, user, "totp_failed", "", r.RemoteAddr, why)
 	g.log.InfoContext(ctx, "second factor refused", "user", user, "remote_addr", r.RemoteAddr, "why", why, "failures", n)

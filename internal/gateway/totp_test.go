@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"fmt"
 	"html"
 	"net/http"
 	"net/url"
@@ -492,5 +493,60 @@ func TestTOTPTwoGateways(t *testing.T) {
 		if len(won) != 1 {
 			t.Fatalf("round %d: one code sent by 8 browsers to two gateways: %d logged in, want 1", round, len(won))
 		}
+	}
+}
+
+// TestTOTPGuessesAtOnce: guesses sent all at once from many pending
+// logins get no more tries than the limit: each attempt is counted before
+// its code is looked at.
+func TestTOTPGuessesAtOnce(t *testing.T) {
+	clk := newTestClock()
+	tg := totpGateway(t, "", clk, nil, "alice")
+	alice := tg.client().loginCookie("alice")
+	_, page := alice.get(tg.url + "/account/totp")
+	secret, sealed := enrolForm(t, page)
+	if resp, _ := alice.postForm("/account/totp", url.Values{"enrol": {sealed}, "code": {clk.code(t, secret)}}); resp.StatusCode != 200 {
+		t.Fatalf("enrol: %d", resp.StatusCode)
+	}
+	clk.advance(totp.Period)
+	right := clk.code(t, secret)
+	var bs []*client
+	for range 16 {
+		b := tg.client()
+		b.password("alice")
+		bs = append(bs, b)
+	}
+	start := make(chan struct{})
+	results := make(chan int, len(bs))
+	for i, b := range bs {
+		go func() {
+			<-start
+			// Wrong codes, none of them the right one.
+			guess := fmt.Sprintf("%06d", i)
+			if guess == right {
+				guess = "999999"
+			}
+			resp, _ := b.postForm("/login/totp", url.Values{"code": {guess}})
+			results <- resp.StatusCode
+		}()
+	}
+	close(start)
+	tried := 0
+	for range bs {
+		switch st := <-results; st {
+		case 401:
+			tried++
+		case 429:
+		default:
+			t.Fatalf("a wrong guess: %d", st)
+		}
+	}
+	if max := tg.g.cfg.TOTP.MaxFailures; tried > max {
+		t.Fatalf("%d guesses sent at once were checked; the limit is %d", tried, max)
+	}
+	b := tg.client()
+	b.password("alice")
+	if resp, _ := b.postForm("/login/totp", url.Values{"code": {right}}); resp.StatusCode != 429 {
+		t.Fatalf("the right code after the guesses: %d, want 429", resp.StatusCode)
 	}
 }
