@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
@@ -21,6 +22,7 @@ import (
 	"github.com/airlock-hpc/airlock/internal/auth/totp"
 	"github.com/airlock-hpc/airlock/internal/portal"
 	"github.com/airlock-hpc/airlock/internal/rdpclient"
+	"github.com/airlock-hpc/airlock/internal/session"
 	"github.com/airlock-hpc/airlock/internal/store"
 )
 
@@ -548,5 +550,44 @@ func TestTOTPGuessesAtOnce(t *testing.T) {
 	b.password("alice")
 	if resp, _ := b.postForm("/login/totp", url.Values{"code": {right}}); resp.StatusCode != 429 {
 		t.Fatalf("the right code after the guesses: %d, want 429", resp.StatusCode)
+	}
+}
+
+// totpFaultyStore fails the second factor's lookups while down is set.
+type totpFaultyStore struct {
+	store.Store
+	down atomic.Bool
+}
+
+func (f *totpFaultyStore) GetTOTP(ctx context.Context, user string) (session.TOTP, error) {
+	if f.down.Load() {
+		return session.TOTP{}, errStoreDown
+	}
+	return f.Store.GetTOTP(ctx, user)
+}
+
+// TestTOTPStoreFault: a store that cannot say whether a user has a second
+// factor is "try again" (503), never a login without the code, nor "no".
+func TestTOTPStoreFault(t *testing.T) {
+	clk := newTestClock()
+	var fs *totpFaultyStore
+	tg := totpGatewayWith(t, "", clk, func(c *Config) {
+		fs = &totpFaultyStore{Store: c.Store}
+		c.Store = fs
+		c.TOTP.RequiredGroups = []string{"*"}
+	}, "alice")
+	fs.down.Store(true)
+	b := tg.client()
+	if resp := b.password("alice"); resp.StatusCode != 503 || b.cookie(loginCookie) != "" {
+		t.Fatalf("password while the store is down: %d; want 503 and no login", resp.StatusCode)
+	}
+	req, _ := http.NewRequest("POST", tg.url+"/api/v1/tokens", nil)
+	req.SetBasicAuth("alice", testPassword)
+	if resp, body := tg.client().send(req); resp.StatusCode != 503 {
+		t.Fatalf("token while the store is down: %d %s; want 503", resp.StatusCode, body)
+	}
+	fs.down.Store(false)
+	if resp := b.password("alice"); resp.StatusCode != 303 || !strings.HasPrefix(resp.Header.Get("Location"), "/login/totp") {
+		t.Fatalf("password once the store is back: %d %q", resp.StatusCode, resp.Header.Get("Location"))
 	}
 }
