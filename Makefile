@@ -71,6 +71,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseMountinfoDevs -fuzztime 30s ./internal/seal/
 	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime 30s ./internal/ticket/
 	$(GO) test -run '^$$' -fuzz FuzzViewFilter -fuzztime 30s ./internal/connector/
+	$(GO) test -run '^$$' -fuzz FuzzCleanNext -fuzztime 30s ./internal/connector/
 	$(GO) test -run '^$$' -fuzz FuzzRelayHandshake -fuzztime 30s ./internal/connector/
 	$(GO) test -run '^$$' -fuzz FuzzParseSqueue -fuzztime 30s ./internal/backend/slurm/
 	$(GO) test -run '^$$' -fuzz FuzzDecodeEvent -fuzztime 30s ./internal/backend/local/

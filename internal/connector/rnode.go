@@ -133,20 +133,27 @@ func (h *rnodeConnector) login(w http.ResponseWriter, r *http.Request, now time.
 }
 
 // cleanNext accepts a path relative to the connector's root, with an
-// optional query, and nothing that could leave it: no scheme, no
-// authority, no leading slash or backslash, no "..", no control bytes.
+// optional query, and nothing that could leave it: the path is plain
+// [A-Za-z0-9._/-] (no scheme, no percent-escape a browser would decode to
+// "..", no leading slash) without a ".." segment, and the query has no
+// fragment, backslash, space or control byte.
 func cleanNext(next string) (string, bool) {
-	p, _, _ := strings.Cut(next, "?")
-	if strings.HasPrefix(next, "/") || strings.ContainsAny(next, "\\#") || strings.Contains(p, ":") || len(next) > 1024 {
+	p, q, _ := strings.Cut(next, "?")
+	if strings.HasPrefix(p, "/") || len(next) > 1024 {
 		return "", false
+	}
+	for _, c := range []byte(p) {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '/' || c == '-') {
+			return "", false
+		}
 	}
 	for _, seg := range strings.Split(p, "/") {
 		if seg == ".." {
 			return "", false
 		}
 	}
-	for i := 0; i < len(next); i++ {
-		if next[i] < 0x21 || next[i] == 0x7f {
+	for _, c := range []byte(q) {
+		if c < 0x21 || c == 0x7f || c == '#' || c == '\\' {
 			return "", false
 		}
 	}

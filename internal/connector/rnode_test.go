@@ -150,3 +150,25 @@ func TestCleanNext(t *testing.T) {
 		}
 	}
 }
+
+// FuzzCleanNext: whatever next the login form carries, an accepted one
+// keeps the browser on the proxy's origin and under the session's path.
+func FuzzCleanNext(f *testing.F) {
+	for _, s := range []string{"", "vnc.html?autoconnect=true&path=rnode/h/1/websockify", "//evil", "a/../..", "%2e%2e/x", "http:x", "\\\\evil"} {
+		f.Add(s)
+	}
+	base, _ := url.Parse("https://ood.example.org/rnode/n1/4000/airlock-login")
+	f.Fuzz(func(t *testing.T, next string) {
+		got, ok := cleanNext(next)
+		if !ok {
+			return
+		}
+		u, err := base.Parse("./" + got)
+		if err != nil {
+			return // the browser would not follow it either
+		}
+		if u.Host != base.Host || u.Scheme != base.Scheme || !strings.HasPrefix(u.Path, "/rnode/n1/4000/") {
+			t.Fatalf("next %q leads to %s", next, u)
+		}
+	})
+}
