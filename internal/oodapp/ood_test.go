@@ -2,6 +2,7 @@ package oodapp
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -188,12 +189,22 @@ http {
   uwsgi_temp_path {{dir}}/uwsgi;
   scgi_temp_path {{dir}}/scgi;
   map $http_upgrade $connection_upgrade { default upgrade; '' close; }
-  map $rnode_host $rnode_addr { default ""; "{{node}}" 127.0.0.1; }
   server {
     listen 127.0.0.1:{{port}};
     auth_basic "Open OnDemand";
     auth_basic_user_file {{dir}}/htpasswd;
+{{server}}
+  }
+}
+`
+
+// rnodeLocation is OnDemand's /rnode/HOST/PORT/PATH: to HOST:PORT/PATH in
+// plain HTTP (the prefix stripped, WebSockets upgraded) when HOST matches
+// the cluster's host_regex (here: the one node, mapped to its address).
+const rnodeLocation = `
+    set $rnode_addr "";
     location ~ ^/rnode/(?<rnode_host>[^/]+)/(?<rnode_port>[0-9]+)(?<rnode_path>/.*)$ {
+      if ($rnode_host = "{{node}}") { set $rnode_addr 127.0.0.1; }
       if ($rnode_addr = "") { return 404; }
       proxy_pass http://$rnode_addr:$rnode_port$rnode_path$is_args$args;
       proxy_http_version 1.1;
@@ -202,13 +213,13 @@ http {
       proxy_set_header X-Forwarded-For $remote_addr;
       proxy_read_timeout 1h;
     }
-  }
-}
 `
 
-// startNginx starts nginx as OnDemand's proxy with the users alice and
-// bob, and returns its address and directory (access.log).
-func startNginx(t *testing.T, node string) (addr, dir string) {
+// startNginx starts nginx as OnDemand's front end with the users alice
+// and bob (HTTP basic authentication stands for OnDemand's login: every
+// user it lets in reaches every location) and the locations of server,
+// and returns its address and directory (access.log).
+func startNginx(t *testing.T, server string, vars ...string) (addr, dir string) {
 	t.Helper()
 	dir = t.TempDir()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -217,7 +228,8 @@ func startNginx(t *testing.T, node string) (addr, dir string) {
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
-	conf := strings.NewReplacer("{{dir}}", dir, "{{node}}", node, "{{port}}", strconv.Itoa(port)).Replace(nginxConf)
+	conf := strings.Replace(nginxConf, "{{server}}", server, 1)
+	conf = strings.NewReplacer(append(vars, "{{dir}}", dir, "{{port}}", strconv.Itoa(port))...).Replace(conf)
 	if err := os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -412,7 +424,7 @@ func TestOODAppSlurmRNode(t *testing.T) {
 	for _, in := range formInput.FindAllStringSubmatch(view, -1) {
 		form.Set(in[1], strings.ReplaceAll(in[2], "&amp;", "&"))
 	}
-	proxy, logDir := startNginx(t, cl.Node)
+	proxy, logDir := startNginx(t, rnodeLocation, "{{node}}", cl.Node)
 	base := "http://" + proxy
 	rnode := fmt.Sprintf("%s/rnode/%s/%d/", base, conn.Host, conn.Port)
 
@@ -503,3 +515,6 @@ func TestOODAppSlurmRNode(t *testing.T) {
 		}
 	}
 }
+
+// insecureTLS is for a client whose test is not about the certificate.
+func insecureTLS() *tls.Config { return &tls.Config{InsecureSkipVerify: true} }
