@@ -295,4 +295,3 @@ func unitCommand(t *testing.T, unit []byte, key string) []string {
 	t.Fatalf("no %s= in the unit", key)
 	return nil
 }
-
