@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"image/color"
+	"image/png"
 	"io"
 	"net"
 	"net/http"
@@ -15,6 +17,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -214,6 +217,85 @@ const rnodeLocation = `
       proxy_read_timeout 1h;
     }
 `
+
+// cardLocation serves the rendered session card where OnDemand's
+// dashboard would, on the same origin as /rnode.
+const cardLocation = `
+    location /pun/sys/dashboard/ {
+      alias {{card}}/;
+    }
+`
+
+// openCardInChromium opens the card in headless Chromium as alice, presses
+// its button and checks that noVNC shows the desktop, with no secret in the
+// tab's address.
+func openCardInChromium(t *testing.T, cardURL, secret string) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("no node in PATH")
+	}
+	if _, err := os.Stat("/usr/bin/chromium"); err != nil {
+		t.Skip("no /usr/bin/chromium (scripts/install-deps.sh installs it)")
+	}
+	if _, err := os.Stat("../../node_modules/playwright-core/package.json"); err != nil {
+		t.Skip("no node_modules/playwright-core (make web)")
+	}
+	// Kept for a look, like the portal's browser test's screenshots.
+	shots, err := filepath.Abs("../../.artifacts/screenshots")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(shots, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	shot := filepath.Join(shots, "ood-rnode-desktop.png")
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, "testdata/card.mjs", cardURL, "alice", "alice-pw", shot)
+	// Chromium runs in node's process group; a deadline ends all of it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("card.mjs: %v\n%s\n%s", err, out, stderr.String())
+	}
+	var res struct {
+		Error         string
+		URL           string
+		Connected     bool
+		Width, Height int
+	}
+	if err := json.Unmarshal(out, &res); err != nil {
+		t.Fatalf("card.mjs said %q: %v", out, err)
+	}
+	if res.Error != "" || !res.Connected {
+		t.Fatalf("Chromium: %+v", res)
+	}
+	if strings.Contains(res.URL, secret) || res.Width < 100 || res.Height < 100 {
+		t.Errorf("Chromium's tab: %+v", res)
+	}
+	f, err := os.Open(shot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	colours := map[color.Color]bool{}
+	for y := img.Bounds().Min.Y; y < img.Bounds().Max.Y; y += 7 {
+		for x := img.Bounds().Min.X; x < img.Bounds().Max.X; x += 7 {
+			colours[img.At(x, y)] = true
+		}
+	}
+	if len(colours) < 2 {
+		t.Errorf("the desktop in Chromium is one colour")
+	}
+}
 
 // startNginx starts nginx as OnDemand's front end with the users alice
 // and bob (HTTP basic authentication stands for OnDemand's login: every
@@ -424,7 +506,12 @@ func TestOODAppSlurmRNode(t *testing.T) {
 	for _, in := range formInput.FindAllStringSubmatch(view, -1) {
 		form.Set(in[1], strings.ReplaceAll(in[2], "&amp;", "&"))
 	}
-	proxy, logDir := startNginx(t, rnodeLocation, "{{node}}", cl.Node)
+	// The card as OnDemand's dashboard shows it, on OnDemand's origin.
+	cardDir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(cardDir, "card.html"), []byte("<!DOCTYPE html>\n<html><body>\n"+view+"</body></html>\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	proxy, logDir := startNginx(t, rnodeLocation+cardLocation, "{{node}}", cl.Node, "{{card}}", cardDir)
 	base := "http://" + proxy
 	rnode := fmt.Sprintf("%s/rnode/%s/%d/", base, conn.Host, conn.Port)
 
@@ -497,6 +584,8 @@ func TestOODAppSlurmRNode(t *testing.T) {
 	}); err != nil {
 		t.Errorf("desktop: %v", err)
 	}
+
+	t.Run("chromium", func(t *testing.T) { openCardInChromium(t, base+"/pun/sys/dashboard/card.html", conn.Secret) })
 
 	// The secret after first use: in no URL the proxy saw, no job log,
 	// and no process but the runner's start (its initial environment,
