@@ -103,7 +103,7 @@ Architecture: $arch
 Maintainer: airlock maintainers <airlock@localhost>
 Installed-Size: $size
 Depends: uidmap, iproute2
-Recommends: tigervnc-standalone-server, xterm, qemu-system-x86, qemu-utils
+Recommends: tigervnc-standalone-server, xterm, icewm, xfe, qemu-system-x86, qemu-utils
 Suggests: slurm-client, xrdp
 Section: admin
 Priority: optional
