@@ -27,8 +27,9 @@
 // A connector never calls listen: the runner binds the listener outside the
 // seal and hands it over, and Serve only accepts on it. A connector trusts
 // nothing a peer says until a ticket (vnc, http), a client certificate
-// (tls) or the session's secret (rnode) has been verified, and it fails closed: a request it cannot classify
-// is refused and logged, never passed on. It does not import the gateway
+// (tls) or the session's secret (rnode) has been verified, and it fails
+// closed: a request it cannot classify is refused and logged, never passed
+// on. It does not import the gateway
 // side (gateway, store, auth, config) and knows nothing of users beyond the
 // name a ticket or certificate carries.
 package connector
