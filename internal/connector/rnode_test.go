@@ -5,6 +5,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/airlock-hpc/airlock/internal/ticket"
 )
 
 const testSecret = "0123456789abcdefghijklmnopqrstuvWXYZ"
@@ -171,4 +173,36 @@ func FuzzCleanNext(f *testing.F) {
 			t.Fatalf("next %q leads to %s", next, u)
 		}
 	})
+}
+
+// BenchmarkProxiedRequest: one small GET through the connector with its
+// cookie, for the http kind (ticket-minted cookie) and the rnode kind
+// (secret-minted cookie): the same proxy, so the two should match.
+func BenchmarkProxiedRequest(b *testing.B) {
+	for _, kind := range []string{"http", "rnode"} {
+		b.Run(kind, func(b *testing.B) {
+			app := startApp(b, false)
+			_, logger := newLogSink(b)
+			cfg := Config{Kind: KindHTTP, Target: app.target, Key: newKey(b), Logger: logger}
+			if kind == "rnode" {
+				cfg = Config{Kind: KindRNode, Target: app.target, Secret: testSecret, Logger: logger}
+			}
+			addr, _ := startConnector(b, cfg)
+			br := newBrowser(b, addr, nil)
+			var ck *http.Cookie
+			if kind == "rnode" {
+				resp, _ := br.postLogin(b, testSecret, "")
+				ck = resp.Cookies()[0]
+			} else {
+				ck = br.login(b, mint(b, cfg.Key, ticket.Control))
+			}
+			hdr := http.Header{"Cookie": {ck.Name + "=" + ck.Value}}
+			b.ResetTimer()
+			for b.Loop() {
+				if resp, _ := br.do(b, "GET", "/x", nil, hdr); resp.StatusCode != http.StatusOK {
+					b.Fatalf("status %s", resp.Status)
+				}
+			}
+		})
+	}
 }
