@@ -139,7 +139,13 @@ func TestServeBehindOnDemand(t *testing.T) {
 	if resp.StatusCode == http.StatusOK {
 		t.Errorf("the header straight to the gateway from 127.0.0.2 was believed")
 	}
-	if !strings.Contains(logs.String(), "untrusted") {
-		t.Errorf("the refusal is not logged:\n%s", logs.String())
+	// The log line may follow the answer.
+	if err := realtest.WaitFor(10*time.Second, func() error {
+		if !strings.Contains(logs.String(), "untrusted") {
+			return fmt.Errorf("no log line")
+		}
+		return nil
+	}); err != nil {
+		t.Errorf("the refusal is not logged: %v\n%s", err, logs.String())
 	}
 }
