@@ -5,6 +5,7 @@ set -euo pipefail
 
 pkgs=(
   tigervnc-standalone-server tigervnc-tools xfonts-base xterm x11-apps # the demo desktop and the Xvnc tests
+  icewm xfe         # the demo desktop's window manager (panel, menu) and file manager
   uidmap            # newuidmap/newgidmap: full id maps in the seal
   iproute2          # test network namespaces (ip netns, veth)
   websockify stunnel4 # the benchmark anchors
@@ -20,6 +21,7 @@ pkgs=(
   xrdp              # RDP into a desktop session (run unprivileged inside the seal)
   freerdp2-x11 xvfb xdotool imagemagick # the native RDP client tests: xfreerdp under Xvfb, a screenshot of its window
   zbar-tools oathtool # decode the TOTP enrolment's QR code and make codes with another implementation
+  ruby nginx-light novnc # the Open OnDemand app's tests: ERB templates rendered by Debian's ruby, nginx as OnDemand's /rnode proxy, noVNC served inside the seal
 )
 missing=()
 for p in "${pkgs[@]}"; do
