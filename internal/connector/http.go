@@ -107,7 +107,7 @@ func (s *server) newHTTPConnector() (*httpConnector, error) {
 			}
 			return tc, nil
 		},
-		MaxIdleConnsPerHost: 32,
+		MaxIdleConnsPerHost: 256,
 		IdleConnTimeout:     httpIdleTimeout,
 		// Pass the app's encodings through untouched.
 		DisableCompression: true,

@@ -513,7 +513,7 @@ func (g *Gateway) appProxy(w http.ResponseWriter, r *http.Request, id string) {
 		appText(w, http.StatusForbidden, "cross-origin request refused")
 		return
 	}
-	s, err := g.cfg.Store.GetSession(r.Context(), id)
+	s, err := g.readySession(r.Context(), id)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			appText(w, http.StatusNotFound, "this session is gone")
@@ -524,7 +524,7 @@ func (g *Gateway) appProxy(w http.ResponseWriter, r *http.Request, id string) {
 		return
 	}
 	if gr.shareHash != nil {
-		if _, err := g.checkShare(r.Context(), gr.shareHash, s.ID); err != nil {
+		if _, err := g.cachedShare(r.Context(), gr.shareHash, s.ID); err != nil {
 			ae := asAPIError(err)
 			switch {
 			case isStoreFault(err):
