@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httputil"
 	"os"
 	"path/filepath"
 	"strings"
@@ -213,6 +214,8 @@ type Gateway struct {
 	auditMu       sync.Mutex
 	transports    transports
 	fast          fastCache // the proxy's fast path (fastpath.go)
+	rpOnce        sync.Once
+	rp            *httputil.ReverseProxy // reverseProxy
 	appAuth       appAuth
 	oidc          oidcState
 	emailLinks    emailLinks
