@@ -185,7 +185,7 @@ func TestGatewayReport(t *testing.T) {
 	fmt.Fprintf(&out, "Machine: %s, %d CPUs, %s, %s; load average %s at the start and %s at the end. nginx: %s. configurable-http-proxy: %s (node %s).\n\n",
 		cpuModel(), runtime.NumCPU(), kernel(), runtime.Version(), loadStart, loadavg(), nginxVersion(), chpVersion(), versionOf("node", "--version"))
 	fmt.Fprintf(&out, "Caveats: every process (load generator, proxies, connector, apps) shares these CPUs on 127.0.0.1, and the machine is shared with other work, so wall-clock figures (req/s, MB/s, percentiles) move between runs; the CPU-time columns move much less. ")
-	fmt.Fprintf(&out, "The gateway's backend app is the same probe binary as the others', but inside the session's seal; the gateway is HTTPS, the others plain HTTP; and a request through the gateway crosses two proxies (gateway, then the session's connector).\n\n")
+	fmt.Fprintf(&out, "The gateway's backend app is the same probe binary as the others', but inside the session's seal; the gateway is HTTPS, nginx and chp are measured both in plain HTTP and behind the same TLS (the -tls rows, which the targets use); and a request through the gateway crosses two proxies (gateway, then the session's connector).\n\n")
 	fmt.Fprintf(&out, "## Targets\n\n%s\n\n", strings.Join(targets, "\n"))
 	out.Write(md.Bytes())
 	os.Stdout.Write(out.Bytes())
