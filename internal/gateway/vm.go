@@ -35,6 +35,9 @@ type VMImage struct {
 	// RDP: the guest serves RDP on port 3389, forwarded to the seal's
 	// loopback.
 	RDP bool
+	// RDPPassword: each session gets a one-time password for the guest
+	// (rdpPassword), handed to it as an SMBIOS OEM string.
+	RDPPassword bool
 	// SharePath is the owner's folder shown in the guest: "~" is their
 	// home, "~/x" a folder in it, "" none.
 	SharePath     string
