@@ -152,6 +152,9 @@ func (g *Gateway) vmSpec(spec *contract.Spec, s *session.Session, p Profile, dir
 	if keepDisk {
 		v.PersistentDir = filepath.Join(home, persistentSubdir)
 	}
+	if err := g.rdpPasswordSpec(v, s, dir); err != nil {
+		return fmt.Errorf("vm: the session's RDP password: %w", err)
+	}
 	spec.VM = v
 	if g.remote == nil {
 		spec.ScratchDir = filepath.Join(dir, "scratch")

@@ -269,6 +269,9 @@ func validateVM(v *VMSpec) error {
 			}
 		}
 	}
+	if err := validateRDPPassword(v); err != nil {
+		return err
+	}
 	if v.CPUs < 0 || v.MemoryMB < 0 {
 		return errors.New("spec: vm.cpus and vm.memory_mb: must not be negative")
 	}
