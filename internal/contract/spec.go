@@ -116,6 +116,10 @@ type VMSpec struct {
 	// At most one; only with RDP. 8-64 of A-Z a-z 0-9.
 	RDPPasswordFile string `json:"rdp_password_file"`
 	RDPPasswordEnv  string `json:"rdp_password_env"`
+	// RDPUser is the account the password is for, given to the guest as
+	// the OEM string "airlock.rdp_user=NAME" (not a secret: on QEMU's
+	// command line). 1-64 of A-Z a-z 0-9 . _ -; only with a password.
+	RDPUser string `json:"rdp_user"`
 	// Share is the owner's folder in the guest (SMB for windows, else 9p
 	// with its tag). Default: none.
 	Share *VMShare `json:"share"`

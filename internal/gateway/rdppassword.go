@@ -3,6 +3,7 @@ package gateway
 import (
 	"os"
 	"path/filepath"
+	"regexp"
 
 	"github.com/airlock-hpc/airlock/internal/contract"
 	"github.com/airlock-hpc/airlock/internal/session"
@@ -19,6 +20,8 @@ import (
 
 // EnvRDPPassword carries the password to a remote runner.
 const EnvRDPPassword = "AIRLOCK_RDP_PASSWORD"
+
+var rdpUserRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 
 // rdpPasswordLen is 20 characters of about 5.5 bits: over 100 bits.
 const rdpPasswordLen = 20
@@ -52,6 +55,11 @@ func (g *Gateway) rdpPasswordSpec(v *contract.VMSpec, s *session.Session, dir st
 	pw := g.rdpPassword(s)
 	if pw == "" {
 		return nil
+	}
+	if rdpUserRE.MatchString(s.Owner) {
+		// The name the owner's client logs in with; a name the guest
+		// could not take (an e-mail address) is left to the image.
+		v.RDPUser = s.Owner
 	}
 	if g.remote != nil {
 		v.RDPPasswordEnv = EnvRDPPassword

@@ -317,6 +317,9 @@ func machine(v *VMSpec, accel, disk string, fw vm.Firmware) vm.Machine {
 	for _, s := range v.Volumes {
 		m.Volumes = append(m.Volumes, vm.Share{Path: s.Path, Tag: s.Tag, ReadOnly: s.ReadOnly})
 	}
+	if v.RDPUser != "" {
+		m.OEMValues = append(m.OEMValues, vm.OEMRDPUser+v.RDPUser)
+	}
 	return m
 }
 

@@ -50,6 +50,9 @@ type Machine struct {
 	// SMBIOS OEM string (type 11): how a secret reaches the guest without
 	// appearing in QEMU's argv, which every local user can read in /proc.
 	OEMStrings string
+	// OEMValues are more SMBIOS OEM strings, on QEMU's command line: no
+	// secrets.
+	OEMValues []string
 	// Share is the owner's folder in the guest: over SMB (windows; the
 	// guest sees \\10.0.2.4\qemu) or 9p with mount tag Share.Tag.
 	Share *Share
@@ -144,6 +147,9 @@ func Args(m Machine) ([]string, error) {
 			return nil, fmt.Errorf("vm: OEM strings file %q: want an absolute path", m.OEMStrings)
 		}
 		a = append(a, "-smbios", "type=11,path="+opt(m.OEMStrings))
+	}
+	for _, v := range m.OEMValues {
+		a = append(a, "-smbios", "type=11,value="+opt(v))
 	}
 	a = append(a,
 		"-serial", "file:"+m.Serial,
@@ -304,3 +310,6 @@ const (
 // script finds the string with this prefix and sets the rest as the RDP
 // account's password (see the README).
 const OEMRDPPassword = "airlock.rdp_password="
+
+// OEMRDPUser starts the OEM string naming the account the password is for.
+const OEMRDPUser = "airlock.rdp_user="
