@@ -35,7 +35,15 @@ var rdpPasswordClasses = [3]string{"ABCDEFGHJKLMNPQRSTUVWXYZ", "abcdefghijkmnopq
 // profile's image asks for none (or the gateway has no RDP port).
 func (g *Gateway) rdpPassword(s *session.Session) string {
 	p, ok := g.profile(s.Profile)
-	if !ok || p.VM == nil || !p.VM.RDP || !p.VM.RDPPassword || g.rdp == nil {
+	if !ok {
+		return ""
+	}
+	return g.rdpPasswordFor(p.VM, s)
+}
+
+// rdpPasswordFor is rdpPassword for a session of image img.
+func (g *Gateway) rdpPasswordFor(img *VMImage, s *session.Session) string {
+	if img == nil || !img.RDP || !img.RDPPassword || g.rdp == nil {
 		return ""
 	}
 	k := derive(g.master, "airlock rdp password", s.ID)
@@ -51,8 +59,8 @@ func (g *Gateway) rdpPassword(s *session.Session) string {
 // rdpPasswordSpec hands the session's password to its runner: a file
 // next to the ticket key for the local backend, a job environment
 // variable (added to env) for a remote one.
-func (g *Gateway) rdpPasswordSpec(v *contract.VMSpec, s *session.Session, dir string) error {
-	pw := g.rdpPassword(s)
+func (g *Gateway) rdpPasswordSpec(v *contract.VMSpec, img *VMImage, s *session.Session, dir string) error {
+	pw := g.rdpPasswordFor(img, s)
 	if pw == "" {
 		return nil
 	}

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"io/fs"
@@ -16,9 +17,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/airlock-hpc/airlock/internal/contract"
 	"github.com/airlock-hpc/airlock/internal/portal"
 	"github.com/airlock-hpc/airlock/internal/rdpclient"
 	"github.com/airlock-hpc/airlock/internal/realtest"
+	"github.com/airlock-hpc/airlock/internal/session"
 )
 
 // syncBuffer is a log sink tests read while the gateway writes.
@@ -218,5 +221,63 @@ func TestRDPVMPassword(t *testing.T) {
 	}
 	if out := nobody(`for p in /proc/[0-9]*; do cat $p/cmdline; echo; done 2>/dev/null`); !strings.Contains(out, "airlock-"+s.ID) {
 		t.Error("the check cannot see QEMU's command line, so proves nothing")
+	}
+}
+
+// TestRDPPasswordSpec: the password is the session's own (another
+// session's differs), passes Windows' complexity rule, and reaches the
+// runner as a 0600 file (local) or by the job's environment (remote):
+// the spec, which a batch script carries, holds neither it nor a hint.
+func TestRDPPasswordSpec(t *testing.T) {
+	s := &session.Session{ID: "s-0123456789ab", Owner: "alice", Profile: "vm", CPUs: 1, MemoryMB: 256, Lifetime: time.Hour}
+	p := Profile{Name: "vm", Kind: "vm", VM: &VMImage{Name: "w", Path: "/srv/w.qcow2", Format: "qcow2", OS: "windows", RDP: true, RDPPassword: true}}
+	for _, remote := range []bool{false, true} {
+		g := &Gateway{cfg: Config{StateDir: t.TempDir(), Backend: localStub{}, RDPListen: "127.0.0.1:8444", Profiles: []Profile{p}}, master: []byte("0123456789abcdef0123456789abcdef")}
+		if remote {
+			g.cfg.Backend, g.remote = remoteStub{}, remoteStub{}
+		}
+		if err := g.initRDP(); err != nil {
+			t.Fatal(err)
+		}
+		pw := g.rdpPassword(s)
+		other := *s
+		other.ID = "s-0123456789ac"
+		if len(pw) != rdpPasswordLen || pw == g.rdpPassword(&other) || !strings.ContainsAny(pw, rdpPasswordClasses[0]) ||
+			!strings.ContainsAny(pw, rdpPasswordClasses[1]) || !strings.ContainsAny(pw, rdpPasswordClasses[2]) {
+			t.Fatalf("password %q (another session's %q)", pw, g.rdpPassword(&other))
+		}
+		b, err := g.spec(s, p, LaunchRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(b, []byte(pw)) {
+			t.Fatalf("remote=%v: the spec holds the password: %s", remote, b)
+		}
+		var spec contract.Spec
+		if err := json.Unmarshal(b, &spec); err != nil {
+			t.Fatal(err)
+		}
+		v := spec.VM
+		if v.RDPUser != "alice" {
+			t.Errorf("remote=%v: rdp_user %q", remote, v.RDPUser)
+		}
+		if remote {
+			if v.RDPPasswordEnv != EnvRDPPassword || v.RDPPasswordFile != "" {
+				t.Errorf("remote: %+v", v)
+			}
+			continue
+		}
+		st, err := os.Stat(v.RDPPasswordFile)
+		if err != nil || st.Mode().Perm() != 0o600 {
+			t.Fatalf("local: password file %q: %v %v", v.RDPPasswordFile, st, err)
+		}
+		if got, _ := os.ReadFile(v.RDPPasswordFile); string(got) != pw {
+			t.Errorf("local: the file holds %q", got)
+		}
+	}
+	// Without rdp_password, or without an RDP port, no password at all.
+	g := &Gateway{cfg: Config{StateDir: t.TempDir(), Backend: localStub{}, Profiles: []Profile{p}}, master: make([]byte, 32)}
+	if pw := g.rdpPassword(s); pw != "" {
+		t.Errorf("no RDP port, yet password %q", pw)
 	}
 }

@@ -133,7 +133,7 @@ func (g *Gateway) Launch(ctx context.Context, user string, req LaunchRequest, re
 		job := backend.Job{ID: s.ID, Spec: spec, Owner: g.account(s), Profile: p.Name, CPUs: s.CPUs, MemoryMB: s.MemoryMB, Lifetime: s.Lifetime}
 		if g.remote != nil {
 			job.Env = g.remoteJob(s.ID)
-			if pw := g.rdpPassword(s); pw != "" {
+			if pw := g.rdpPasswordFor(p.VM, s); pw != "" {
 				job.Env[EnvRDPPassword] = pw
 			}
 		}

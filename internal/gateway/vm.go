@@ -152,7 +152,7 @@ func (g *Gateway) vmSpec(spec *contract.Spec, s *session.Session, p Profile, dir
 	if keepDisk {
 		v.PersistentDir = filepath.Join(home, persistentSubdir)
 	}
-	if err := g.rdpPasswordSpec(v, s, dir); err != nil {
+	if err := g.rdpPasswordSpec(v, img, s, dir); err != nil {
 		return fmt.Errorf("vm: the session's RDP password: %w", err)
 	}
 	spec.VM = v
