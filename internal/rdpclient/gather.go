@@ -13,10 +13,9 @@ import (
 // handshake, close_notify) go straight out.
 type gatherConn struct {
 	net.Conn
-	mu   sync.Mutex
-	on   bool
-	buf  []byte
-	ferr error
+	mu  sync.Mutex
+	on  bool
+	buf []byte
 }
 
 // gatherMax bounds what is gathered: the records of one upBuf read (eight
