@@ -303,6 +303,9 @@ func (r *run) connectorArgv(c ConnectorSpec) []string {
 	if c.Idle > 0 {
 		argv = append(argv, "--idle", time.Duration(c.Idle).String())
 	}
+	if c.CookiePath != "" {
+		argv = append(argv, "--cookie-path", c.CookiePath)
+	}
 	return argv
 }
 
@@ -335,19 +338,30 @@ func (r *run) supervise(ctx context.Context, s *seal.Seal, st *setup, sigs <-cha
 	regFailed := make(chan error, 1)
 	regCtx, regCancel := context.WithCancel(ctx)
 	defer regCancel()
+	reportReady := func() {
+		ready = nil
+		r.emit(Event{Kind: contract.EventReady, ID: spec.ID, Endpoints: st.endpoints, TLSSHA256: st.certSHA, IDMap: string(mode), Warnings: s.Warnings(), Accel: st.accel})
+		r.log.Info("ready", "endpoints", st.endpoints)
+		if r.cfg.Register != nil {
+			go r.registerReady(regCtx, st.endpoints, st.certSHA, regFailed)
+		}
+	}
 	for {
 		select {
 		case <-ready:
-			ready = nil
-			r.emit(Event{Kind: contract.EventReady, ID: spec.ID, Endpoints: st.endpoints, TLSSHA256: st.certSHA, IDMap: string(mode), Warnings: s.Warnings(), Accel: st.accel})
-			r.log.Info("ready", "endpoints", st.endpoints)
-			if r.cfg.Register != nil {
-				go r.registerReady(regCtx, st.endpoints, st.certSHA, regFailed)
-			}
+			reportReady()
 		case err := <-regFailed:
 			r.log.Error("registration failed", "error", err)
 			stop("could not register with the gateway: " + err.Error())
 		case <-s.Done():
+			// A workload that ends at once can close Done in the same
+			// instant as Ready, and select picks either: a seal that got
+			// ready reports it before its exit, always.
+			select {
+			case <-ready:
+				reportReady()
+			default:
+			}
 			regCancel()
 			res := s.Result()
 			if spec.VM != nil {
@@ -494,6 +508,9 @@ func (r *run) loadSecrets() (map[string]ConnectorSecrets, string, error) {
 	needTLS := false
 	var ips []net.IP
 	for _, c := range spec.Connectors {
+		if k, _ := contract.Lookup(c.Kind); k.PlainTCP {
+			continue
+		}
 		if h, ok := strings.CutPrefix(c.Listen, "tcp:"); ok {
 			needTLS = true
 			host, _, _ := net.SplitHostPort(h)
@@ -516,8 +533,9 @@ func (r *run) loadSecrets() (map[string]ConnectorSecrets, string, error) {
 		if kind.Tickets {
 			s.TicketKey = key
 		}
-		// A tls connector speaks TLS on any listener, a UNIX socket too.
-		if strings.HasPrefix(c.Listen, "tcp:") || kind.ClientCerts {
+		// A tls connector speaks TLS on any listener, a UNIX socket too; a
+		// plain-TCP kind (rnode) never does.
+		if strings.HasPrefix(c.Listen, "tcp:") && !kind.PlainTCP || kind.ClientCerts {
 			s.CertPEM, s.KeyPEM = string(certPEM), string(keyPEM)
 		}
 		if kind.ClientCerts {
@@ -529,6 +547,16 @@ func (r *run) loadSecrets() (map[string]ConnectorSecrets, string, error) {
 				return nil, "", fmt.Errorf("connector %s: vnc_password_file: %w", c.Name, err)
 			}
 			s.VNCPassword = strings.TrimRight(string(b), "\r\n")
+		}
+		if c.SecretEnv != "" {
+			// Read once and unset, like ticket_key_env: nothing the seal
+			// starts inherits it.
+			v := os.Getenv(c.SecretEnv)
+			os.Unsetenv(c.SecretEnv)
+			if len(v) < contract.MinSecretLen {
+				return nil, "", fmt.Errorf("connector %s: secret_env $%s: %d characters, want at least %d", c.Name, c.SecretEnv, len(v), contract.MinSecretLen)
+			}
+			s.Secret = v
 		}
 		if c.SessionVNCPasswordFile != "" {
 			if s.VNCPassword, err = newVNCPassword(); err != nil {
