@@ -56,6 +56,16 @@ func (g *Gateway) rdpPasswordFor(img *VMImage, s *session.Session) string {
 	return string(b)
 }
 
+// remoteJobFor is the environment of a remote session's job: remoteJob's,
+// and the session's RDP password when it has one.
+func (g *Gateway) remoteJobFor(s *session.Session, p Profile) map[string]string {
+	env := g.remoteJob(s.ID)
+	if pw := g.rdpPasswordFor(p.VM, s); pw != "" {
+		env[EnvRDPPassword] = pw
+	}
+	return env
+}
+
 // rdpPasswordSpec hands the session's password to its runner: a file
 // next to the ticket key for the local backend, a job environment
 // variable (added to env) for a remote one.

@@ -265,6 +265,9 @@ func TestRDPPasswordSpec(t *testing.T) {
 			if v.RDPPasswordEnv != EnvRDPPassword || v.RDPPasswordFile != "" {
 				t.Errorf("remote: %+v", v)
 			}
+			if env := g.remoteJobFor(s, p); env[EnvRDPPassword] != pw {
+				t.Errorf("remote: the job's environment has %q, want the password", env[EnvRDPPassword])
+			}
 			continue
 		}
 		st, err := os.Stat(v.RDPPasswordFile)
