@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -23,6 +24,7 @@ import (
 	"github.com/airlock-hpc/airlock/internal/auth"
 	"github.com/airlock-hpc/airlock/internal/auth/local"
 	"github.com/airlock-hpc/airlock/internal/config"
+	"github.com/airlock-hpc/airlock/internal/gateway"
 )
 
 // TestEveryConfigKeyIsUsed walks every key of the configuration file and
@@ -456,6 +458,17 @@ func selfSignedPEM(t *testing.T) []byte {
 // for other keys, and permissions checked at load. Each check proves the
 // key changes what Parse returns or accepts.
 var usedInConfig = map[string]func(t *testing.T) error{
+	// A choice that matters only with rdp and an RDP port, which the base
+	// configs lack: it must reach the image the gateway gets (whose use
+	// gateway.TestEveryProfileFieldIsUsed proves).
+	"images[].rdp_password": func(t *testing.T) error {
+		img := []config.Image{{Name: "img", RDP: true, RDPPassword: "generate"}}
+		p := withImage(gateway.Profile{Kind: "vm"}, config.Profile{Kind: "vm", VM: &config.VMProfile{Image: "img"}}, img)
+		if p.VM == nil || !p.VM.RDPPassword {
+			return errors.New("rdp_password: generate does not reach the gateway's image")
+		}
+		return nil
+	},
 	"limits.lifetime_default": func(t *testing.T) error {
 		return parsedDiffers(t, "limits: {lifetime_default: 3h}\n", func(c config.Config) any { return c.Profiles[0].Lifetime.Default })
 	},

@@ -36,7 +36,7 @@ func withImage(g gateway.Profile, p config.Profile, images []config.Image) gatew
 		g.MemoryMB, g.MaxMemoryMB = int(im.Memory.Default/config.MiB), int(im.Memory.Max/config.MiB)
 		g.VM = &gateway.VMImage{
 			Name: im.Name, Path: im.Path, Format: im.Format, OS: im.OS, Firmware: im.Firmware,
-			Kernel: im.Kernel, Initrd: im.Initrd, Append: im.Append, RDP: im.RDP,
+			Kernel: im.Kernel, Initrd: im.Initrd, Append: im.Append, RDP: im.RDP, RDPPassword: im.RDPPassword == "generate",
 			SharePath: im.Share.Path, ShareReadOnly: im.Share.ReadOnly, PersistentAllowed: im.PersistentAllowed, GPUs: im.GPU,
 		}
 		for _, v := range im.Volumes {

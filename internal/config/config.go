@@ -374,6 +374,13 @@ type Image struct {
 	// RDP says the guest serves RDP on port 3389; it is forwarded to
 	// 127.0.0.1:3389 inside the seal and nowhere else. Default false.
 	RDP bool `yaml:"rdp"`
+	// RDPPassword "generate" gives every session of the image a fresh
+	// one-time password, handed to the guest as an SMBIOS OEM string
+	// (type 11, "airlock.rdp_password=PASSWORD") that its startup script
+	// sets for the RDP account (see the README), and shown only to the
+	// session's owner (session page, the owner's .airlock file). Needs
+	// rdp. Default "": none.
+	RDPPassword string `yaml:"rdp_password"`
 	// Kernel boots this Linux kernel directly (QEMU -kernel), without a
 	// boot loader in the image. Absolute path. Default "".
 	Kernel string `yaml:"kernel"`

@@ -756,6 +756,12 @@ func (v *validator) images(images []Image) {
 		if !slices.Contains(firmwares, im.Firmware) {
 			v.errorf(at+".firmware", "%q; want %s", im.Firmware, orList(firmwares))
 		}
+		switch {
+		case im.RDPPassword != "" && im.RDPPassword != "generate":
+			v.errorf(at+".rdp_password", "%q; want generate, or \"\" for none", im.RDPPassword)
+		case im.RDPPassword != "" && !im.RDP:
+			v.errorf(at+".rdp_password", "only with rdp: true (the password is for the guest's RDP server)")
+		}
 		if im.CPUs.Default < 1 {
 			v.errorf(at+".cpus.default", "%d; want at least 1", im.CPUs.Default)
 		}

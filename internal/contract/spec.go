@@ -106,6 +106,20 @@ type VMSpec struct {
 	QEMUImg string `json:"qemu_img"`
 	// RDP forwards the guest's port 3389 to 127.0.0.1:3389 in the seal.
 	RDP bool `json:"rdp"`
+	// RDPPasswordFile (a file the runner reads, 0600, as with
+	// ticket_key_file) or RDPPasswordEnv (an environment variable of the
+	// runner, unset once read, for a batch job) hold the session's
+	// one-time password for the guest's RDP account. The runner hands it
+	// to the guest as the SMBIOS OEM string (type 11)
+	// "airlock.rdp_password=PASSWORD", through a 0600 file in the seal's
+	// private /tmp (QEMU's -smbios path=), never on QEMU's command line.
+	// At most one; only with RDP. 8-64 of A-Z a-z 0-9.
+	RDPPasswordFile string `json:"rdp_password_file"`
+	RDPPasswordEnv  string `json:"rdp_password_env"`
+	// RDPUser is the account the password is for, given to the guest as
+	// the OEM string "airlock.rdp_user=NAME" (not a secret: on QEMU's
+	// command line). 1-64 of A-Z a-z 0-9 . _ -; only with a password.
+	RDPUser string `json:"rdp_user"`
 	// Share is the owner's folder in the guest (SMB for windows, else 9p
 	// with its tag). Default: none.
 	Share *VMShare `json:"share"`

@@ -212,6 +212,11 @@ func (g *Gateway) IssueRDPFile(ctx context.Context, user string, s *session.Sess
 	pin := sha256.Sum256(g.cert.Certificate[0])
 	f := &rdpfile.File{Version: rdpfile.Version, Gateway: gatewayAddr, PinSHA256: hex.EncodeToString(pin[:]),
 		Session: s.ID, User: user, Expires: until, CertPEM: string(l.certPEM), KeyPEM: string(l.keyPEM)}
+	if user == s.Owner {
+		// The guest's one-time password is the owner's alone: a file made
+		// for anyone else (a control share) goes without it.
+		f.Password = g.rdpPassword(s)
+	}
 	return f, t, nil
 }
 

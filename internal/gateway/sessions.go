@@ -132,7 +132,7 @@ func (g *Gateway) Launch(ctx context.Context, user string, req LaunchRequest, re
 	if err == nil {
 		job := backend.Job{ID: s.ID, Spec: spec, Owner: g.account(s), Profile: p.Name, CPUs: s.CPUs, MemoryMB: s.MemoryMB, Lifetime: s.Lifetime}
 		if g.remote != nil {
-			job.Env = g.remoteJob(s.ID)
+			job.Env = g.remoteJobFor(s, p)
 		}
 		var ref string
 		ref, err = g.cfg.Backend.Start(ctx, job)

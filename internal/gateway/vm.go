@@ -35,6 +35,9 @@ type VMImage struct {
 	// RDP: the guest serves RDP on port 3389, forwarded to the seal's
 	// loopback.
 	RDP bool
+	// RDPPassword: each session gets a one-time password for the guest
+	// (rdpPassword), handed to it as an SMBIOS OEM string.
+	RDPPassword bool
 	// SharePath is the owner's folder shown in the guest: "~" is their
 	// home, "~/x" a folder in it, "" none.
 	SharePath     string
@@ -148,6 +151,9 @@ func (g *Gateway) vmSpec(spec *contract.Spec, s *session.Session, p Profile, dir
 	}
 	if keepDisk {
 		v.PersistentDir = filepath.Join(home, persistentSubdir)
+	}
+	if err := g.rdpPasswordSpec(v, img, s, dir); err != nil {
+		return fmt.Errorf("vm: the session's RDP password: %w", err)
 	}
 	spec.VM = v
 	if g.remote == nil {

@@ -224,6 +224,9 @@ func (g *Gateway) sessionPage(w http.ResponseWriter, r *http.Request) error {
 		ViewOnly: v.mode == session.View, IsOwner: s.Owner == id.user}
 	_, hasRDP := s.Endpoints[ConnRDP]
 	pv.RDP = pv.IsOwner && hasRDP && g.rdp != nil
+	if pv.RDP {
+		pv.RDPPassword = g.rdpPassword(s)
+	}
 	pv.Session.Accel = g.sessionJSON(s).Accel
 	prof, _ := g.profile(s.Profile)
 	for _, name := range sortedNames(s.Endpoints) {

@@ -99,6 +99,8 @@ type SessionPage struct {
 	Shares        []Share
 	// RDP: the owner may download an .airlock file for native RDP clients.
 	RDP bool
+	// RDPPassword is the guest's one-time password (owner only; "" for none).
+	RDPPassword string
 }
 
 // AdminPage shows every session and the node.

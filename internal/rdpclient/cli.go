@@ -97,7 +97,7 @@ func CmdRDP(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	defer os.RemoveAll(dir)
 	rdpPath := filepath.Join(dir, f.Session+".rdp")
-	l, err := FindLauncher(runtime.GOOS, addr, f.User, rdpPath, exec.LookPath)
+	l, err := FindLauncher(runtime.GOOS, addr, f.User, f.Password, rdpPath, exec.LookPath)
 	if err != nil {
 		return say(fmt.Errorf("no RDP client found (install FreeRDP or Remmina), or use --no-launch and point yours at %s", addr))
 	}
@@ -110,6 +110,9 @@ func CmdRDP(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return say(fmt.Errorf("cannot start %s: %w", l.Argv[0], err))
 	}
 	fmt.Fprintf(stdout, "session %s: %s started on %s\n", f.Session, filepath.Base(l.Argv[0]), addr)
+	if f.Password != "" && !l.PasswordGiven {
+		fmt.Fprintf(stdout, "session %s: %s cannot be given the guest's password; type the one on the session page\n", f.Session, filepath.Base(l.Argv[0]))
+	}
 	waited := make(chan error, 1)
 	go func() { waited <- cmd.Wait() }()
 	select {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,22 +26,22 @@ func TestFindLauncher(t *testing.T) {
 		}
 	}
 	t.Setenv("WAYLAND_DISPLAY", "")
-	l, err := FindLauncher("linux", "127.0.0.1:5555", "alice", "/tmp/x.rdp", has("xfreerdp", "remmina"))
+	l, err := FindLauncher("linux", "127.0.0.1:5555", "alice", "", "/tmp/x.rdp", has("xfreerdp", "remmina"))
 	if err != nil || l.Argv[0] != "/usr/bin/xfreerdp" || !strings.Contains(strings.Join(l.Argv, " "), "/v:127.0.0.1:5555") {
 		t.Errorf("linux: %v %v", l.Argv, err)
 	}
-	l, err = FindLauncher("linux", "127.0.0.1:5555", "alice", "/tmp/x.rdp", has("remmina"))
+	l, err = FindLauncher("linux", "127.0.0.1:5555", "alice", "", "/tmp/x.rdp", has("remmina"))
 	if err != nil || l.Argv[0] != "/usr/bin/remmina" || !bytes.Contains(l.RDPFile, []byte("full address:s:127.0.0.1:5555")) {
 		t.Errorf("remmina: %v %v", l.Argv, err)
 	}
-	if _, err := FindLauncher("linux", "a:1", "", "/tmp/x.rdp", has()); !errors.Is(err, ErrNoClient) {
+	if _, err := FindLauncher("linux", "a:1", "", "", "/tmp/x.rdp", has()); !errors.Is(err, ErrNoClient) {
 		t.Errorf("no client: %v", err)
 	}
-	l, _ = FindLauncher("windows", "127.0.0.1:5555", "alice", `C:\t\x.rdp`, has())
+	l, _ = FindLauncher("windows", "127.0.0.1:5555", "alice", "", `C:\t\x.rdp`, has())
 	if l.Argv[0] != "mstsc" || l.Argv[1] != `C:\t\x.rdp` || !bytes.Contains(l.RDPFile, []byte("username:s:alice")) {
 		t.Errorf("windows: %v", l.Argv)
 	}
-	l, _ = FindLauncher("darwin", "127.0.0.1:5555", "alice", "/tmp/x.rdp", has())
+	l, _ = FindLauncher("darwin", "127.0.0.1:5555", "alice", "", "/tmp/x.rdp", has())
 	if l.Argv[0] != "open" || l.Argv[len(l.Argv)-1] != "/tmp/x.rdp" {
 		t.Errorf("darwin: %v", l.Argv)
 	}
@@ -88,4 +89,43 @@ func sampleFile(t *testing.T) *rdpfile.File {
 	}
 	t.Skip("no testdata/sample.airlock")
 	return nil
+}
+
+// TestLauncherPassword: the guest's one-time password reaches FreeRDP on
+// its standard input, never its command line (world-readable in /proc),
+// and no .rdp file outside Windows holds it in clear.
+func TestLauncherPassword(t *testing.T) {
+	const pw = "Ab3Cd4Ef5Gh6Jk7Mn8Pq"
+	t.Setenv("WAYLAND_DISPLAY", "")
+	lookup := func(names ...string) func(string) (string, error) {
+		return func(n string) (string, error) {
+			for _, x := range names {
+				if x == n {
+					return "/usr/bin/" + n, nil
+				}
+			}
+			return "", errors.New("not found")
+		}
+	}
+	l, err := FindLauncher("linux", "127.0.0.1:5555", "alice", pw, "/tmp/x.rdp", lookup("xfreerdp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	argv := strings.Join(l.Argv, " ")
+	if strings.Contains(argv, pw) || !strings.Contains(argv, "/from-stdin:force") || !strings.Contains(argv, "/u:alice") || string(l.Stdin) != pw+"\n" || !l.PasswordGiven {
+		t.Errorf("xfreerdp: argv %q, stdin %q, given %v", argv, l.Stdin, l.PasswordGiven)
+	}
+	cmd, err := l.Command(filepath.Join(t.TempDir(), "x.rdp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in, _ := io.ReadAll(cmd.Stdin); string(in) != pw+"\n" || strings.Contains(strings.Join(cmd.Args, " "), pw) {
+		t.Errorf("command: stdin %q, args %q", in, cmd.Args)
+	}
+	for _, goos := range []string{"linux", "darwin"} {
+		l, err = FindLauncher(goos, "127.0.0.1:5555", "alice", pw, "/tmp/x.rdp", lookup("remmina"))
+		if err != nil || bytes.Contains(l.RDPFile, []byte(pw)) || strings.Contains(strings.Join(l.Argv, " "), pw) || l.PasswordGiven {
+			t.Errorf("%s: %v %q %v", goos, err, l.RDPFile, l.PasswordGiven)
+		}
+	}
 }

@@ -69,7 +69,8 @@ func (t *Tunnel) Dial(ctx context.Context) (net.Conn, error) {
 	if err != nil {
 		return nil, sentence(err, "Cannot reach the gateway at %s: check your network (%v).", t.File.Gateway, unwrapNet(err))
 	}
-	conn := tls.Client(raw, t.conf)
+	gather := &gatherConn{Conn: raw}
+	conn := tls.Client(gather, t.conf)
 	if err := conn.HandshakeContext(dctx); err != nil {
 		raw.Close()
 		if errors.Is(err, rdpfile.ErrPin) {
@@ -95,7 +96,7 @@ func (t *Tunnel) Dial(ctx context.Context) (net.Conn, error) {
 		conn.Close()
 		return nil, sentence(nil, "The gateway at %s answered something unexpected; is it an airlock gateway's RDP port?", t.File.Gateway)
 	}
-	return &bufConn{Conn: conn, r: br}, nil
+	return &bufConn{Conn: conn, r: br, gather: gather}, nil
 }
 
 func unwrapNet(err error) error {
@@ -106,13 +107,29 @@ func unwrapNet(err error) error {
 	return err
 }
 
-// bufConn reads what the status line's reader already buffered first.
+// bufConn reads what the status line's reader already buffered first,
+// and sends the TLS records of each large Write in one write(2).
 type bufConn struct {
 	net.Conn
-	r *bufio.Reader
+	r      *bufio.Reader
+	gather *gatherConn
 }
 
 func (c *bufConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+func (c *bufConn) Write(p []byte) (int, error) {
+	// Up to a kilobyte is one record anyway.
+	if len(p) <= 1<<10 {
+		return c.Conn.Write(p)
+	}
+	c.gather.hold()
+	n, err := c.Conn.Write(p)
+	if ferr := c.gather.flush(); err == nil && ferr != nil {
+		// crypto/tls took the bytes, but they never left.
+		return 0, ferr
+	}
+	return n, err
+}
 
 // CloseWrite passes a half-close on to TLS.
 func (c *bufConn) CloseWrite() error {
@@ -169,7 +186,7 @@ func pipe(ctx context.Context, a, b net.Conn) {
 	defer stop()
 	done := make(chan struct{}, 2)
 	cp := func(dst, src net.Conn) {
-		io.Copy(dst, src)
+		copyBig(dst, src)
 		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
 			cw.CloseWrite()
 		} else {
@@ -181,4 +198,26 @@ func pipe(ctx context.Context, a, b net.Conn) {
 	go cp(b, a)
 	<-done
 	<-done
+}
+
+// upBuf is the tunnel's copy buffer: a read from the RDP client of up to
+// eight TLS records, which bufConn sends in one write(2). io.Copy's 32 KiB
+// made two records and two writes of every read (BenchmarkRDPPath).
+const upBuf = 128 << 10
+
+// copyBig copies src to dst through one upBuf buffer, until EOF or an
+// error. Not io.Copy: *net.TCPConn's WriteTo would pick its own 32 KiB.
+func copyBig(dst io.Writer, src io.Reader) {
+	buf := make([]byte, upBuf)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }

@@ -48,11 +48,18 @@ type File struct {
 	// CertPEM and KeyPEM are the client certificate and its private key.
 	CertPEM string `json:"cert"`
 	KeyPEM  string `json:"key"`
+	// Password is the guest's one-time password for the session (a VM
+	// image with rdp_password: generate), in the owner's file only; ""
+	// for none. `airlock rdp` hands it to the RDP client.
+	Password string `json:"password,omitempty"`
 }
 
 var (
 	sessionRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 	pinRe     = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	// passwordRe: letters and digits only, so the password needs no
+	// quoting in an .rdp file or on the way to a client.
+	passwordRe = regexp.MustCompile(`^[A-Za-z0-9]{8,64}$`)
 )
 
 // Parse reads and checks a file. Its errors are plain sentences a user can
@@ -81,6 +88,9 @@ func Parse(b []byte) (*File, error) {
 	}
 	if !pinRe.MatchString(f.PinSHA256) {
 		return nil, errors.New("this .airlock file has no valid gateway pin (want 64 hex digits)")
+	}
+	if f.Password != "" && !passwordRe.MatchString(f.Password) {
+		return nil, errors.New("this .airlock file's password is damaged (want 8 to 64 letters and digits)")
 	}
 	if _, err := f.Certificate(); err != nil {
 		return nil, err

@@ -36,8 +36,14 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.Session != "s-1" || f.Gateway != "gw.example:8444" {
+	if f.Session != "s-1" || f.Gateway != "gw.example:8444" || f.Password != "" || strings.Contains(string(b), "password") {
 		t.Fatalf("%+v", f)
+	}
+	withPw := sample(t)
+	withPw.Password = "Ab3Cd4Ef5Gh6Jk7Mn8Pq"
+	b, _ = withPw.Marshal()
+	if f, err := Parse(b); err != nil || f.Password != withPw.Password {
+		t.Fatalf("with a password: %+v %v", f, err)
 	}
 }
 
@@ -49,15 +55,17 @@ func TestParseRefusals(t *testing.T) {
 		in   []byte
 		want string
 	}{
-		"not json":      {[]byte("[rdp]\nfull address:s:x"), "not an .airlock file"},
-		"unknown field": {mut(`"session"`, `"evil": 1, "session"`), "not an .airlock file"},
-		"version":       {mut(`"airlock_rdp": 1`, `"airlock_rdp": 9`), "version 9"},
-		"session":       {mut(`"s-1"`, `"../x"`), "no valid session"},
-		"gateway":       {mut(`gw.example:8444`, `gw.example`), "no valid gateway"},
-		"pin":           {mut(strings.Repeat("0f", 32), "abc"), "no valid gateway pin"},
-		"cert":          {mut("BEGIN CERTIFICATE", "BEGIN NOTHING"), "damaged"},
-		"trailing":      {append(append([]byte{}, good...), []byte(" {}")...), "text after the end"},
-		"huge":          {make([]byte, MaxSize+1), "too large"},
+		"not json":       {[]byte("[rdp]\nfull address:s:x"), "not an .airlock file"},
+		"unknown field":  {mut(`"session"`, `"evil": 1, "session"`), "not an .airlock file"},
+		"version":        {mut(`"airlock_rdp": 1`, `"airlock_rdp": 9`), "version 9"},
+		"session":        {mut(`"s-1"`, `"../x"`), "no valid session"},
+		"gateway":        {mut(`gw.example:8444`, `gw.example`), "no valid gateway"},
+		"pin":            {mut(strings.Repeat("0f", 32), "abc"), "no valid gateway pin"},
+		"cert":           {mut("BEGIN CERTIFICATE", "BEGIN NOTHING"), "damaged"},
+		"trailing":       {append(append([]byte{}, good...), []byte(" {}")...), "text after the end"},
+		"huge":           {make([]byte, MaxSize+1), "too large"},
+		"password":       {mut(`"session"`, `"password": "a b\r\npassword 51:b:00", "session"`), "password is damaged"},
+		"short password": {mut(`"session"`, `"password": "abc", "session"`), "password is damaged"},
 	}
 	for name, c := range cases {
 		_, err := Parse(c.in)
@@ -72,6 +80,10 @@ func FuzzParse(f *testing.F) {
 	f.Add(good)
 	f.Add([]byte(`{"airlock_rdp":1}`))
 	f.Add([]byte(`{}`))
+	pw := sample(f)
+	pw.Password = "Ab3Cd4Ef5Gh6Jk7Mn8Pq"
+	withPw, _ := pw.Marshal()
+	f.Add(withPw)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		p, err := Parse(b)
 		if err != nil {
@@ -81,7 +93,7 @@ func FuzzParse(f *testing.F) {
 		if _, err := p.TLSConfig(); err != nil {
 			t.Fatalf("parsed but no TLS config: %v", err)
 		}
-		if !sessionRe.MatchString(p.Session) || !pinRe.MatchString(p.PinSHA256) {
+		if !sessionRe.MatchString(p.Session) || !pinRe.MatchString(p.PinSHA256) || p.Password != "" && !passwordRe.MatchString(p.Password) {
 			t.Fatalf("parsed a bad session or pin: %+v", p)
 		}
 	})

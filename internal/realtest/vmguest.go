@@ -96,7 +96,25 @@ else
 fi
 mkdir -p /data
 if mount -t 9p -o trans=virtio,version=9p2000.L data /data 2>/dev/null; then say "VOLUME-FILE: $(cat /data/$probe 2>&1)"; fi
-nc -ll -p 3389 -e /bin/echo RDP-PONG &
+# A one-time RDP password comes as an SMBIOS OEM string, as a Windows
+# guest's startup script would read it; the responder then answers only a
+# client whose first line is that password (never printed: its length is).
+# Each string of a type 11 structure follows a NUL, but the first follows
+# the structure's count byte: hence no ^ before the prefix.
+oem() { tr '\000' '\n' < /sys/firmware/dmi/tables/DMI 2>/dev/null | sed -n "s/.*airlock\.$1=//p" | head -1; }
+pw=$(oem rdp_password)
+if [ -n "$pw" ]; then
+  printf '%s' "$pw" > /tmp/rdp-password
+  say "RDP-PASSWORD: received for $(oem rdp_user), ${#pw} characters"
+fi
+cat > /tmp/rdp-responder <<'RESP'
+#!/bin/sh
+[ -s /tmp/rdp-password ] || { echo RDP-PONG; exit 0; }
+read -r line
+if [ "$line" = "$(cat /tmp/rdp-password)" ]; then echo RDP-PONG password-ok; else echo RDP-PASSWORD-WRONG; fi
+RESP
+chmod 755 /tmp/rdp-responder
+nc -ll -p 3389 -e /tmp/rdp-responder &
 sleep 1
 say "NET 127.0.0.1:3389: $(nc -w 3 127.0.0.1 3389 </dev/null 2>&1 || echo closed)"
 for t in 10.0.2.2:3389 10.0.2.2:22 10.0.2.3:53 1.1.1.1:80; do
@@ -143,7 +161,7 @@ done
 cp kx/lib/modules/$kv/modules.order kx/lib/modules/$kv/modules.builtin kx/lib/modules/$kv/modules.builtin.modinfo initrd/lib/modules/$kv/
 depmod -b "$PWD/initrd" "$kv"
 cp /bin/busybox initrd/bin/
-for a in sh mount insmod modprobe ip dd cat echo ls sleep mkdir sed grep uname nc sync poweroff; do ln -sf busybox initrd/bin/$a; done
+for a in sh mount insmod modprobe ip dd cat echo ls sleep mkdir sed grep uname nc sync poweroff tr head printf chmod; do ln -sf busybox initrd/bin/$a; done
 ln -sf ../bin/busybox initrd/sbin/modprobe
 cat > initrd/init <<'INIT'
 ` + guestInit + `INIT

@@ -54,6 +54,13 @@ const (
 	// on by reading (a *tls.Conn, say) keeps while it is idle. Reads that
 	// fill it switch the direction to a big buffer.
 	smallSize = 2 << 10
+	// bulkRead is a read that keeps a direction on its big buffer though
+	// it did not fill it: a *tls.Conn returns at most one record, 16 KiB,
+	// per Read, so a full record means more is coming. Dropping back to
+	// the small buffer after it cut every following record in two (2 KiB
+	// and the rest), doubling the writes and, towards a TLS peer, the
+	// records (BenchmarkRDPPath in internal/gateway).
+	bulkRead = 16 << 10
 )
 
 var bigPool = sync.Pool{New: func() any { return new([bigSize]byte) }}
@@ -97,7 +104,7 @@ var bigPool = sync.Pool{New: func() any { return new([bigSize]byte) }}
 //   - Any other source is read into a 2 KiB buffer of the direction's own
 //     while it is quiet; a read that fills it moves the direction to a
 //     pooled 128 KiB buffer, which goes back to the pool on the first read
-//     that does not fill it.
+//     that fills neither it nor a TLS record (16 KiB).
 //
 // With idle > 0 every direction stamps an atomic last-activity time that
 // one timer checks, because setting a deadline before every read costs a
@@ -370,7 +377,7 @@ func (p *pipe) copySmall(dst, src net.Conn) (int64, error) {
 			return n, rerr
 		case nr == len(buf) && big == nil:
 			big = bigPool.Get().(*[bigSize]byte)
-		case nr < len(buf) && big != nil:
+		case nr < min(len(buf), bulkRead) && big != nil:
 			// The source has caught up: the next read may wait, and must
 			// not hold the big buffer while it does.
 			bigPool.Put(big)

@@ -414,6 +414,9 @@ func (r *run) hidden() []string {
 	for _, c := range spec.Connectors {
 		add(c.VNCPasswordFile)
 	}
+	if spec.VM != nil {
+		add(spec.VM.RDPPasswordFile)
+	}
 	slices.Sort(paths)
 	return slices.Compact(paths)
 }

@@ -284,6 +284,9 @@ func validateVM(v *VMSpec) error {
 			}
 		}
 	}
+	if err := validateRDPPassword(v); err != nil {
+		return err
+	}
 	if v.CPUs < 0 || v.MemoryMB < 0 {
 		return errors.New("spec: vm.cpus and vm.memory_mb: must not be negative")
 	}
@@ -328,6 +331,9 @@ func machine(v *VMSpec, accel, disk string, fw vm.Firmware) vm.Machine {
 	}
 	for _, s := range v.Volumes {
 		m.Volumes = append(m.Volumes, vm.Share{Path: s.Path, Tag: s.Tag, ReadOnly: s.ReadOnly})
+	}
+	if v.RDPUser != "" {
+		m.OEMValues = append(m.OEMValues, vm.OEMRDPUser+v.RDPUser)
 	}
 	return m
 }

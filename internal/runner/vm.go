@@ -66,6 +66,11 @@ const vmCheckTimeout = time.Minute
 // with the reason. It returns the accelerator chosen.
 func (r *run) prepareVM(ctx context.Context, owner seal.Owner, scratch string) (string, error) {
 	v := r.spec.VM
+	// First, so that nothing started below inherits the variable.
+	rdpPassword, err := readRDPPassword(v)
+	if err != nil {
+		return "", err
+	}
 	ctx, cancel := context.WithTimeout(ctx, vmCheckTimeout)
 	defer cancel()
 	qemu := cmp.Or(v.QEMU, "qemu-system-x86_64")
@@ -153,6 +158,16 @@ func (r *run) prepareVM(ctx context.Context, owner seal.Owner, scratch string) (
 		}
 	}
 	m := machine(v, accel, disk, fw)
+	if rdpPassword != "" {
+		host := filepath.Join(tmp, filepath.Base(vm.OEMStringsFile))
+		if err := writeSecretFile(host, []byte(vm.OEMRDPPassword+rdpPassword)); err != nil {
+			return "", fmt.Errorf("vm: the RDP password for the guest: %w", err)
+		}
+		if err := chown(host); err != nil {
+			return "", err
+		}
+		m.OEMStrings = vm.OEMStringsFile
+	}
 	// The session's id in QEMU's argv: admins see which session a qemu
 	// process belongs to.
 	m.Name = "airlock-" + r.spec.ID

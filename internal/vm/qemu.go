@@ -46,6 +46,13 @@ type Machine struct {
 	// RDP forwards the guest's port 3389 to 127.0.0.1:3389 in the seal's
 	// network namespace (the only place that address exists).
 	RDP bool
+	// OEMStrings is a file whose content QEMU gives the guest as one
+	// SMBIOS OEM string (type 11): how a secret reaches the guest without
+	// appearing in QEMU's argv, which every local user can read in /proc.
+	OEMStrings string
+	// OEMValues are more SMBIOS OEM strings, on QEMU's command line: no
+	// secrets.
+	OEMValues []string
 	// Share is the owner's folder in the guest: over SMB (windows; the
 	// guest sees \\10.0.2.4\qemu) or 9p with mount tag Share.Tag.
 	Share *Share
@@ -134,6 +141,15 @@ func Args(m Machine) ([]string, error) {
 		a = append(a, "-vnc", "127.0.0.1:"+strconv.Itoa(port-5900))
 	default:
 		return nil, fmt.Errorf("vm: vnc %q: want unix:/path or 127.0.0.1:5900-5999", vnc)
+	}
+	if m.OEMStrings != "" {
+		if !strings.HasPrefix(m.OEMStrings, "/") {
+			return nil, fmt.Errorf("vm: OEM strings file %q: want an absolute path", m.OEMStrings)
+		}
+		a = append(a, "-smbios", "type=11,path="+opt(m.OEMStrings))
+	}
+	for _, v := range m.OEMValues {
+		a = append(a, "-smbios", "type=11,value="+opt(v))
 	}
 	a = append(a,
 		"-serial", "file:"+m.Serial,
@@ -284,4 +300,16 @@ const (
 	SerialLog = "/tmp/serial.log"
 	// Overlay is the throwaway overlay's path.
 	Overlay = "/tmp/disk.qcow2"
+	// OEMStringsFile holds the SMBIOS OEM string with the session's RDP
+	// password (0600, the owner's).
+	OEMStringsFile = "/tmp/.airlock-oem-strings"
 )
+
+// OEMRDPPassword starts the SMBIOS OEM string (type 11) that carries a
+// session's one-time RDP password to the guest: the guest's startup
+// script finds the string with this prefix and sets the rest as the RDP
+// account's password (see the README).
+const OEMRDPPassword = "airlock.rdp_password="
+
+// OEMRDPUser starts the OEM string naming the account the password is for.
+const OEMRDPUser = "airlock.rdp_user="

@@ -399,3 +399,20 @@ func BenchmarkArgs(b *testing.B) {
 		}
 	}
 }
+
+func TestArgsOEMStrings(t *testing.T) {
+	m := Machine{Name: "x", Accel: "tcg", CPUs: 1, MemoryMB: 64, OS: "linux", Disk: Overlay, VNC: "unix:" + VNCSocket, Serial: SerialLog, QMP: QMPSocket,
+		OEMStrings: OEMStringsFile, OEMValues: []string{"airlock.rdp_user=a,b"}}
+	args, err := Args(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := strings.Join(args, " ")
+	if !strings.Contains(a, "-smbios type=11,path="+OEMStringsFile) || !strings.Contains(a, "-smbios type=11,value=airlock.rdp_user=a,,b") {
+		t.Errorf("argv: %s", a)
+	}
+	m.OEMStrings = "rel"
+	if _, err := Args(m); err == nil {
+		t.Error("a relative OEM strings file was accepted")
+	}
+}
