@@ -162,6 +162,9 @@ type ConnectorSpec struct {
 	Wait *bool `json:"wait"`
 	// Idle closes a connection after this long without traffic. Empty: never.
 	Idle Duration `json:"idle"`
+	// Clipboard (kinds with KindInfo.Clipboard) is which way clipboard
+	// text may cross: both (default, also ""), in, out or none.
+	Clipboard Clipboard `json:"clipboard"`
 }
 
 // TLSFiles names PEM files.
