@@ -4,7 +4,7 @@
 set -euo pipefail
 
 pkgs=(
-  tigervnc-standalone-server tigervnc-tools xfonts-base xterm x11-apps # the demo desktop and the Xvnc tests
+  tigervnc-standalone-server tigervnc-tools xfonts-base xterm x11-apps xclip # the demo desktop and the Xvnc tests (xclip: the clipboard filter test)
   uidmap            # newuidmap/newgidmap: full id maps in the seal
   iproute2          # test network namespaces (ip netns, veth)
   websockify stunnel4 # the benchmark anchors

@@ -263,7 +263,11 @@ func (f *serverFilter) Read(p []byte) (int, error) {
 		if f.err != nil {
 			return 0, f.err
 		}
-		f.err = f.next()
+		if f.err = f.next(); f.err != nil {
+			// Nothing of a message the filter refused or could not
+			// finish reading goes out.
+			f.out, f.pass = nil, 0
+		}
 	}
 	if len(f.out) > 0 {
 		n := copy(p, f.out)
