@@ -265,6 +265,12 @@ type Profile struct {
 	// of the user's last login) whose members may see and launch the
 	// profile; nobody else may, admins included. Default []: everyone.
 	Groups []string `yaml:"groups"`
+	// Clipboard (desktop and vm) is which way clipboard text may cross
+	// between the viewer and the session: both, in (viewer to session
+	// only), out (session to viewer only) or none. The session's vnc
+	// connector drops the RFB cut text of a refused direction, and the
+	// portal hides what cannot work. Default "both".
+	Clipboard string `yaml:"clipboard"`
 }
 
 // Range is a value a launch may choose, up to a maximum.
@@ -785,8 +791,9 @@ func defaultProfile(kind string) Profile {
 	p := Profile{
 		Kind:   kind,
 		CPUs:   Range[int]{Default: 1, Max: 4},
-		Groups: []string{},
-		Memory: Range[Size]{Default: 2 * GiB, Max: 16 * GiB},
+		Groups:    []string{},
+		Memory:    Range[Size]{Default: 2 * GiB, Max: 16 * GiB},
+		Clipboard: "both",
 	}
 	switch kind {
 	case "desktop":

@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/airlock-hpc/airlock/internal/contract"
 )
 
 // validator checks a decoded Config, citing the line of each offending
@@ -287,6 +289,7 @@ func (v *validator) profiles(c *Config) {
 		}) {
 			v.errorf(at+".groups", "no auth method says which groups users are in (kind oidc, or ldap with groups_base_dn): nobody could launch this profile")
 		}
+		v.clipboard(at, p)
 		switch p.Kind {
 		case "desktop":
 			v.desktop(at+".desktop", p)
@@ -873,4 +876,18 @@ func loopbackListen(listen string) bool {
 	}
 	ip, err := netip.ParseAddr(host)
 	return err == nil && ip.IsLoopback()
+}
+
+// clipboard checks a profile's clipboard policy: one of the contract's,
+// and only where a vnc connector can enforce it.
+func (v *validator) clipboard(at string, p *Profile) {
+	key := at + ".clipboard"
+	c, err := contract.ParseClipboard(p.Clipboard)
+	if err != nil {
+		v.errorf(key, "%q; want both, in, out or none", p.Clipboard)
+		return
+	}
+	if p.Kind == "app" && c != contract.ClipboardBoth {
+		v.errorf(key, "%s: only desktop and vm profiles have a clipboard to control (a web app's is the browser's own)", c)
+	}
 }
