@@ -789,8 +789,8 @@ func (p *Profile) reset(kind string) { *p = defaultProfile(kind) }
 // and IdleTimeout come from limits afterwards (Config.inherit).
 func defaultProfile(kind string) Profile {
 	p := Profile{
-		Kind:   kind,
-		CPUs:   Range[int]{Default: 1, Max: 4},
+		Kind:      kind,
+		CPUs:      Range[int]{Default: 1, Max: 4},
 		Groups:    []string{},
 		Memory:    Range[Size]{Default: 2 * GiB, Max: 16 * GiB},
 		Clipboard: "both",

@@ -289,7 +289,7 @@ func (v *validator) profiles(c *Config) {
 		}) {
 			v.errorf(at+".groups", "no auth method says which groups users are in (kind oidc, or ldap with groups_base_dn): nobody could launch this profile")
 		}
-		v.clipboard(at, p)
+		v.clipboard(at, p, c.Images)
 		switch p.Kind {
 		case "desktop":
 			v.desktop(at+".desktop", p)
@@ -880,14 +880,30 @@ func loopbackListen(listen string) bool {
 
 // clipboard checks a profile's clipboard policy: one of the contract's,
 // and only where a vnc connector can enforce it.
-func (v *validator) clipboard(at string, p *Profile) {
+func (v *validator) clipboard(at string, p *Profile, images []Image) {
 	key := at + ".clipboard"
 	c, err := contract.ParseClipboard(p.Clipboard)
 	if err != nil {
 		v.errorf(key, "%q; want both, in, out or none", p.Clipboard)
 		return
 	}
-	if p.Kind == "app" && c != contract.ClipboardBoth {
+	if c == contract.ClipboardBoth {
+		return
+	}
+	switch p.Kind {
+	case "app":
 		v.errorf(key, "%s: only desktop and vm profiles have a clipboard to control (a web app's is the browser's own)", c)
+	case "desktop":
+		// RDP has a clipboard channel of its own, which nothing filters
+		// yet: the policy would hold for browsers and not for RDP clients.
+		if p.Desktop != nil && p.Desktop.RDP {
+			v.errorf(key, "%s with desktop.rdp: RDP clients would still get the clipboard (airlock does not filter RDP's clipboard channel yet); set rdp: false or clipboard: both", c)
+		}
+	case "vm":
+		for _, im := range images {
+			if p.VM != nil && im.Name == p.VM.Image && im.RDP {
+				v.errorf(key, "%s with image %s, which serves RDP: RDP clients would still get the clipboard (airlock does not filter RDP's clipboard channel yet); use an image without rdp or clipboard: both", c, im.Name)
+			}
+		}
 	}
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/airlock-hpc/airlock/internal/auth/oidc"
 	"github.com/airlock-hpc/airlock/internal/auth/ratelimit"
 	"github.com/airlock-hpc/airlock/internal/backend"
+	"github.com/airlock-hpc/airlock/internal/contract"
 	"github.com/airlock-hpc/airlock/internal/store"
 )
 
@@ -63,6 +64,9 @@ type Profile struct {
 	// provider, as of the user's last login) whose members may launch
 	// the profile; nobody else sees or launches it, admins included.
 	Groups []string
+	// Clipboard (desktop, vm) is which way clipboard text may cross the
+	// console's vnc connector, which enforces it; "" is both.
+	Clipboard contract.Clipboard
 	// Defaults and maximums a launch request must stay within.
 	CPUs, MaxCPUs         int
 	MemoryMB, MaxMemoryMB int
