@@ -215,6 +215,7 @@ func (g *Gateway) sessionPage(w http.ResponseWriter, r *http.Request) error {
 	pv.RDP = pv.IsOwner && hasRDP && g.rdp != nil
 	pv.Session.Accel = g.sessionJSON(s).Accel
 	prof, _ := g.profile(s.Profile)
+	pv.NoClipIn, pv.NoClipOut = !prof.Clipboard.AllowsIn(), !prof.Clipboard.AllowsOut()
 	for _, name := range sortedNames(s.Endpoints) {
 		switch connectorView(prof, name) {
 		case contract.ViewVNC:

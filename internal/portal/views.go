@@ -96,6 +96,11 @@ type SessionPage struct {
 	Shares        []Share
 	// RDP: the owner may download an .airlock file for native RDP clients.
 	RDP bool
+	// NoClipIn and NoClipOut are the directions the profile's clipboard
+	// policy refuses (viewer to desktop, desktop to viewer); the page
+	// shows no clipboard panel when both are. The connector enforces the
+	// policy; this only hides what would not work.
+	NoClipIn, NoClipOut bool
 }
 
 // AdminPage shows every session and the node.
