@@ -200,3 +200,41 @@ func TestXvncClipboard(t *testing.T) {
 		})
 	}
 }
+
+// TestXvncClipboardViewMode: a view-only viewer of a desktop whose
+// clipboard is none goes through both filters at once: it sees the
+// screen, its cut text and input are dropped, and the desktop's cut text
+// never reaches it.
+func TestXvncClipboardViewMode(t *testing.T) {
+	if _, err := exec.LookPath("xclip"); err != nil {
+		t.Skip("xclip not installed (scripts/install-deps.sh installs it)")
+	}
+	addr, display := startXvncDisplay(t, "-SecurityTypes", "None")
+	k := newKey(t)
+	logs, logger := newLogSink(t)
+	conn, _ := startConnector(t, Config{Kind: KindVNC, Target: addr, Key: k, Logger: logger, Clipboard: contract.ClipboardNone})
+	c := wsDial{subprotocols: []string{"binary"}}.mustDial(t, conn, mint(t, k, ticket.View))
+	cc := newClipClient(t, c, true)
+	cc.roundTrip()
+
+	owner := exec.Command("xclip", "-quiet", "-selection", "clipboard", "-i")
+	owner.Env = append(os.Environ(), "DISPLAY=:"+strconv.Itoa(display))
+	owner.Stdin = strings.NewReader("view-out-secret")
+	if err := owner.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { owner.Process.Kill(); owner.Wait() }()
+	logs.waitLine(t, `msg="clipboard refused"`, "direction=out")
+	msg := binary.BigEndian.AppendUint32([]byte{msgClientCutText, 0, 0, 0}, 14)
+	mustWrite(t, c, append(append(msg, "view-in-secret"...), keyEvent...))
+	cc.roundTrip()
+	if len(cc.cuts) > 0 {
+		t.Fatalf("view-only viewer got cut text %q", cc.cuts)
+	}
+	logs.waitLine(t, `msg="clipboard refused"`, "direction=in")
+	if got, _ := xclip(display, "", "-o", "-selection", "clipboard"); strings.Contains(got, "view-in-secret") {
+		t.Fatal("a view-only viewer's cut text reached the desktop")
+	}
+	c.Close()
+	logs.waitLine(t, "msg=disconnected", "mode=view", "clipboard_in_dropped=1", "input_dropped=2")
+}
