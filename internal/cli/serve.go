@@ -186,7 +186,8 @@ func gatewayConfig(cfg config.Config, cfgPath, registerURL string) gateway.Confi
 		},
 		Forward: gateway.Forward{MaxPerUser: cfg.Forward.MaxPerUser, BytesPerSecond: int64(cfg.Forward.BytesPerSecond),
 			MaxStreams: cfg.Forward.MaxStreams, Grace: cfg.Forward.Grace},
-		Hide: secretPaths(cfg, cfgPath),
+		Hide:       secretPaths(cfg, cfgPath),
+		Recordings: gateway.Recordings{Retention: cfg.Recordings.Retention, MaxBytes: int64(cfg.Recordings.MaxSize)},
 	}
 	if gcfg.Forward.MaxPerUser == 0 {
 		gcfg.Forward.MaxPerUser = -1 // the file's 0 is "off"; the gateway's 0 is "default"
@@ -299,7 +300,7 @@ func profileFromConfig(p config.Profile) gateway.Profile {
 		CPUs: p.CPUs.Default, MaxCPUs: p.CPUs.Max,
 		MemoryMB: int(p.Memory.Default / config.MiB), MaxMemoryMB: int(p.Memory.Max / config.MiB),
 		Lifetime: p.Lifetime.Default, MaxLifetime: p.Lifetime.Max, IdleTimeout: p.IdleTimeout.Default,
-		Groups: p.Groups, Terms: p.Terms, Clipboard: contract.Clipboard(p.Clipboard),
+		Groups: p.Groups, Terms: p.Terms, Clipboard: contract.Clipboard(p.Clipboard), Record: p.Record,
 	}
 	if d := p.Desktop; d != nil {
 		g.Geometry, g.Depth, g.Programs, g.Xvnc, g.VNCPassword, g.RDP = d.Geometry, d.Depth, d.Programs, d.Xvnc, d.VNCPassword, d.RDP

@@ -61,6 +61,12 @@ func (v *validator) config(c *Config) {
 	if err := checkListen(c.Listen); err != nil {
 		v.errorf("listen", "%q: %v", c.Listen, err)
 	}
+	if c.Recordings.Retention < time.Hour {
+		v.errorf("recordings.retention", "%s; want at least 1h", c.Recordings.Retention)
+	}
+	if c.Recordings.MaxSize < MiB {
+		v.errorf("recordings.max_size", "%s; want at least 1M", show(c.Recordings.MaxSize))
+	}
 	if c.RDP.Listen != "" {
 		if err := checkListen(c.RDP.Listen); err != nil {
 			v.errorf("rdp.listen", "%q: %v", c.RDP.Listen, err)
@@ -886,6 +892,9 @@ func (v *validator) clipboard(at string, p *Profile, images []Image) {
 	if err != nil {
 		v.errorf(key, "%q; want both, in, out or none", p.Clipboard)
 		return
+	}
+	if p.Record && p.Kind == "app" {
+		v.errorf(at+".record", "only desktop and vm profiles can be recorded")
 	}
 	if c == contract.ClipboardBoth {
 		return

@@ -741,6 +741,9 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, s *session.Ses
 			if csp != "" {
 				resp.Header.Set("Content-Security-Policy", csp)
 			}
+			if upgrade && resp.StatusCode == http.StatusSwitchingProtocols && g.recordable(s, conn) {
+				return g.tapRecording(resp, s, conn, v.User, r.RemoteAddr)
+			}
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
