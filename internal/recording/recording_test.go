@@ -212,4 +212,3 @@ func FuzzRead(f *testing.F) {
 		}
 	})
 }
-
