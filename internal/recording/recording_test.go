@@ -7,6 +7,9 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"testing"
@@ -211,4 +214,76 @@ func FuzzRead(f *testing.F) {
 			t.Fatalf("%d bytes of blocks from %d bytes", total, len(in))
 		}
 	})
+}
+
+// rwc is a connection's read side for the benchmark: a stream of frames,
+// over and over.
+type rwc struct{ r *bytes.Reader }
+
+func (c *rwc) Read(p []byte) (int, error)  { return c.r.Read(p) }
+func (c *rwc) Write(p []byte) (int, error) { return len(p), nil }
+func (c *rwc) Close() error                { return nil }
+
+// BenchmarkTap is the gateway's relay of a viewer's WebSocket from the
+// connector, with the recording off (a plain copy) and on (the tap
+// parsing frames and the writer compressing them to a file), on two
+// kinds of screen data: "zrle" is incompressible (already compressed
+// updates), "raw" is a desktop's flat colours. Compare the MB/s of off
+// and on in one run.
+func BenchmarkTap(b *testing.B) {
+	zrle := make([]byte, 8<<20)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := 0; i < len(zrle); i += 8 {
+		binary.LittleEndian.PutUint64(zrle[i:], rng.Uint64())
+	}
+	raw := bytes.Repeat([]byte{0x20, 0x30, 0x40, 0, 0x20, 0x30, 0x40, 0, 0xff, 0xff, 0xff, 0}, (64<<10)/12+1)
+	for _, data := range []struct {
+		name    string
+		payload []byte
+	}{{"zrle", zrle}, {"raw", raw}} {
+		var stream []byte
+		for p := data.payload; len(stream) < 8<<20; p = p[64<<10:] {
+			if len(p) < 64<<10 {
+				p = data.payload
+			}
+			stream = append(stream, frame(2, true, nil, p[:64<<10])...)
+		}
+		buf := make([]byte, 128<<10)
+		for _, on := range []bool{false, true} {
+			name := data.name + "/off"
+			if on {
+				name = data.name + "/on"
+			}
+			b.Run(name, func(b *testing.B) {
+				b.SetBytes(int64(len(stream)))
+				dir := b.TempDir()
+				var fileBytes int64
+				i := 0
+				for b.Loop() {
+					c := &rwc{r: bytes.NewReader(stream)}
+					var src io.ReadCloser = c
+					var w *Writer
+					if on {
+						var err error
+						if w, err = Create(filepath.Join(dir, fmt.Sprintf("%d.fbs.gz", i)), Meta{}, 0, nil); err != nil {
+							b.Fatal(err)
+						}
+						src = NewTap(c, w)
+					}
+					i++
+					if _, err := io.CopyBuffer(io.Discard, struct{ io.Reader }{src}, buf); err != nil {
+						b.Fatal(err)
+					}
+					src.Close()
+					if on {
+						fi, _ := os.Stat(filepath.Join(dir, fmt.Sprintf("%d.fbs.gz", i-1)))
+						fileBytes += fi.Size()
+					}
+				}
+				if on {
+					b.ReportMetric(float64(fileBytes)/float64(b.N)/float64(len(stream)), "file/stream")
+				}
+			})
+		}
+	}
 }
