@@ -1,6 +1,9 @@
 package gateway
 
 import (
+	"cmp"
+	"compress/gzip"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -17,7 +20,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/coder/websocket"
+
 	"github.com/airlock-hpc/airlock/internal/contract"
+	"github.com/airlock-hpc/airlock/internal/portal"
 	"github.com/airlock-hpc/airlock/internal/recording"
 	"github.com/airlock-hpc/airlock/internal/session"
 )
@@ -246,4 +252,100 @@ func (g *Gateway) sweepRecordings() error {
 		os.Remove(filepath.Dir(base)) // only when empty
 	}
 	return errors.Join(errs...)
+}
+
+// GET /admin/recordings: the recordings page.
+func (g *Gateway) recordingsPage(w http.ResponseWriter, r *http.Request) error {
+	id, err := g.identify(r)
+	if err != nil {
+		return err
+	}
+	if !id.admin {
+		return apiErr(403, "not_admin", "admins only")
+	}
+	list, err := g.listRecordings()
+	if err != nil {
+		g.log.ErrorContext(r.Context(), "list recordings", "error", err)
+		return apiErr(503, "unavailable", "recordings cannot be listed now; try again")
+	}
+	rows := make([]portal.RecordingRow, 0, len(list))
+	for _, ri := range list {
+		rows = append(rows, portal.RecordingRow{Session: ri.Session, Name: ri.Name, User: ri.User, Started: ri.Started,
+			DurationMS: ri.DurationMS, FileBytes: ri.FileBytes, End: ri.End, Complete: ri.Complete})
+	}
+	return g.cfg.Portal.Recordings(w, portal.RecordingsPage{Base: portal.Base{Title: "Recordings", User: id.user, Admin: true}, Recordings: rows})
+}
+
+// maxReplaySpeed bounds ?speed=.
+const maxReplaySpeed = 8
+
+// GET /api/v1/admin/recordings/{session}/{name}/replay?speed=N&from=MS: a
+// WebSocket that plays the recording to an RFB client (noVNC, view only):
+// the blocks before from at once, then each at its time divided by speed.
+// What the client sends is read and thrown away. Audited.
+func (g *Gateway) replayRecording(w http.ResponseWriter, r *http.Request, id identity) error {
+	sid, name := r.PathValue("session"), r.PathValue("name")
+	if !recordingSess.MatchString(sid) || !recordingName.MatchString(name) {
+		return apiErr(404, "no_recording", "no such recording")
+	}
+	if !isWebSocket(r) {
+		return apiErr(400, "bad_request", "a WebSocket upgrade is required")
+	}
+	// A WebSocket handshake is a GET that CORS does not guard: only the
+	// gateway's own pages may open it with an admin's cookie.
+	if !originIs(r, r.Host) {
+		return apiErr(403, "cross_origin", "cross-origin WebSocket refused")
+	}
+	q := r.URL.Query()
+	speed, err := strconv.Atoi(cmp.Or(q.Get("speed"), "1"))
+	if err != nil || speed < 1 || speed > maxReplaySpeed {
+		return apiErr(400, "bad_request", "speed: want 1 to 8")
+	}
+	from, err := strconv.ParseInt(cmp.Or(q.Get("from"), "0"), 10, 64)
+	if err != nil || from < 0 {
+		return apiErr(400, "bad_request", "from: want milliseconds, 0 or more")
+	}
+	f, err := os.Open(filepath.Join(g.recordingsDir(), sid, name+".fbs.gz"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return apiErr(404, "no_recording", "no such recording")
+	}
+	if err != nil {
+		g.log.ErrorContext(r.Context(), "open recording", "error", err)
+		return apiErr(503, "unavailable", "the recording cannot be read now; try again")
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		return apiErr(422, "bad_recording", "the recording is not gzip")
+	}
+	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{"binary"}, InsecureSkipVerify: true,
+		CompressionMode: websocket.CompressionDisabled})
+	if err != nil {
+		return nil // Accept has answered
+	}
+	g.audit(r.Context(), id.user, "recording_viewed", sid, r.RemoteAddr, name)
+	ctx := c.CloseRead(r.Context())
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	blocks, _, rerr := recording.Read(zr)
+	start := time.Now()
+	for _, b := range blocks {
+		if int64(b.MS) > from {
+			at := start.Add(time.Duration(int64(b.MS)-from) * time.Millisecond / time.Duration(speed))
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(time.Until(at)):
+			}
+		}
+		if err := c.Write(ctx, websocket.MessageBinary, b.Data); err != nil {
+			return nil
+		}
+	}
+	if rerr != nil {
+		c.Close(websocket.StatusInternalError, "recording damaged")
+		return nil
+	}
+	c.Close(websocket.StatusNormalClosure, "end of recording")
+	return nil
 }

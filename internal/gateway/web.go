@@ -21,6 +21,7 @@ type PortalRenderer interface {
 	Admin(w http.ResponseWriter, v portal.AdminPage) error
 	Error(w http.ResponseWriter, v portal.ErrorPage) error
 	Terms(w http.ResponseWriter, v portal.TermsPage) error
+	Recordings(w http.ResponseWriter, v portal.RecordingsPage) error
 }
 
 // Handler is the gateway's whole HTTP surface.
@@ -42,6 +43,7 @@ func (g *Gateway) Handler() http.Handler {
 		mux.Handle("GET /login", g.page(g.loginPage))
 		mux.Handle("GET /sessions/{id}", g.page(g.sessionPage))
 		mux.Handle("GET /admin", g.page(g.adminPage))
+		mux.Handle("GET /admin/recordings", g.page(g.recordingsPage))
 		mux.Handle("GET /terms/{name}", g.page(g.termsPage))
 	}
 	return g.withHosts(securityHeaders(mux))

@@ -127,3 +127,20 @@ type TermsPage struct {
 	Hash                  string // of Text; the form sends it back
 	Changed               bool   // an older text was accepted
 }
+
+// RecordingsPage lists the session recordings for admins, newest first,
+// with a player that replays one through noVNC.
+type RecordingsPage struct {
+	Base
+	Recordings []RecordingRow
+}
+
+// RecordingRow is one recording.
+type RecordingRow struct {
+	Session, Name, User string
+	Started             time.Time
+	DurationMS          int64
+	FileBytes           int64
+	End                 string
+	Complete            bool
+}
