@@ -324,9 +324,22 @@ func (g *Gateway) replayRecording(w http.ResponseWriter, r *http.Request, id ide
 		return nil // Accept has answered
 	}
 	g.audit(r.Context(), id.user, "recording_viewed", sid, r.RemoteAddr, name)
-	ctx := c.CloseRead(r.Context())
-	ctx, cancel := context.WithCancel(ctx)
+	// The client's messages (its handshake, update requests) mean
+	// nothing to a replay: read and dropped, so that its close is seen.
+	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
+	go func() {
+		defer cancel()
+		for {
+			_, rd, err := c.Reader(ctx)
+			if err != nil {
+				return
+			}
+			if _, err := io.Copy(io.Discard, rd); err != nil {
+				return
+			}
+		}
+	}()
 	blocks, _, rerr := recording.Read(zr)
 	start := time.Now()
 	for _, b := range blocks {

@@ -18,8 +18,21 @@ function play() {
   const r = new RFB(screen, url);
   r.viewOnly = true;
   r.scaleViewport = true;
-  r.addEventListener('connect', () => { window.airlockReplay = 'playing'; });
-  r.addEventListener('disconnect', () => { window.airlockReplay = 'ended'; });
+  // State for whoever watches the page (the browser test): only the
+  // current player's, not one just replaced.
+  window.airlockReplay = 'connecting';
+  let canvas = null;
+  r.addEventListener('connect', () => {
+    canvas = screen.querySelector('canvas');
+    if (rfb === r) window.airlockReplay = 'playing';
+  });
+  r.addEventListener('disconnect', () => {
+    if (rfb !== r) return;
+    // noVNC takes its screen away when the stream ends; the last frame
+    // of the recording stays on show.
+    if (canvas && !canvas.isConnected) screen.append(canvas);
+    window.airlockReplay = 'ended';
+  });
   rfb = r;
 }
 
