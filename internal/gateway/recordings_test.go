@@ -135,6 +135,24 @@ func TestRecording(t *testing.T) {
 		}
 	}
 
+	// The replay WebSocket: admins only, and only from the gateway's own
+	// pages (a cookie rides along on a cross-origin handshake).
+	adminCookie := tg.client().loginCookie("admin")
+	wsURL := "wss" + strings.TrimPrefix(tg.url, "https") + path + "/replay?speed=8"
+	for _, tc := range []struct {
+		who    *client
+		origin string
+		want   int
+	}{{alice, tg.url, 403}, {adminCookie, "https://evil.example", 403}, {adminCookie, tg.url, 101}} {
+		ws, resp, err := websocket.Dial(ctx, wsURL, &websocket.DialOptions{HTTPClient: tc.who.http, HTTPHeader: http.Header{"Origin": {tc.origin}}})
+		if err == nil {
+			ws.CloseNow()
+		}
+		if resp == nil || resp.StatusCode != tc.want {
+			t.Errorf("replay from %s: %v %v, want %d", tc.origin, resp, err, tc.want)
+		}
+	}
+
 	// The admin's download, replayed.
 	req, _ := http.NewRequest("GET", tg.url+path, nil)
 	req.Header.Set("Authorization", "Bearer "+admin.token)
