@@ -79,6 +79,10 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzViewFilter -fuzztime 30s ./internal/connector/
 	$(GO) test -run '^$$' -fuzz FuzzCleanNext -fuzztime 30s ./internal/connector/
 	$(GO) test -run '^$$' -fuzz FuzzRelayHandshake -fuzztime 30s ./internal/connector/
+	$(GO) test -run '^$$' -fuzz FuzzServerFilter -fuzztime 30s ./internal/connector/
+	$(GO) test -run '^$$' -fuzz FuzzClipClientFilter -fuzztime 30s ./internal/connector/
+	$(GO) test -run '^$$' -fuzz FuzzFrameParser -fuzztime 30s ./internal/recording/
+	$(GO) test -run '^$$' -fuzz 'FuzzRead$$' -fuzztime 30s ./internal/recording/
 	$(GO) test -run '^$$' -fuzz FuzzParseSqueue -fuzztime 30s ./internal/backend/slurm/
 	$(GO) test -run '^$$' -fuzz FuzzDecodeEvent -fuzztime 30s ./internal/backend/local/
 	$(GO) test -run '^$$' -fuzz FuzzParseInfo -fuzztime 30s ./internal/vm/

@@ -6,6 +6,7 @@ set -euo pipefail
 pkgs=(
   tigervnc-standalone-server tigervnc-tools xfonts-base xterm x11-apps # the demo desktop and the Xvnc tests
   icewm xfe         # the demo desktop's window manager (panel, menu) and file manager
+  xclip             # the clipboard filter tests: a desktop's selection set and read
   uidmap            # newuidmap/newgidmap: full id maps in the seal
   iproute2          # test network namespaces (ip netns, veth)
   websockify stunnel4 # the benchmark anchors

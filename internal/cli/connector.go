@@ -44,6 +44,7 @@ func cmdConnector(ctx context.Context, env *Env, args []string) int {
 	caFile := fs.String("client-ca-file", "", "CA (PEM) that client certificates must chain to; required for kind tls")
 	vncPassFile := fs.String("vnc-password-file", "", "vnc only: answer the server's VNC password challenge with the password in this file, so users never see it")
 	idle := fs.Duration("idle", 0, "close a connection after this long without traffic; 0 never")
+	clip := fs.String("clipboard", "both", "vnc only: which way clipboard text may cross: both, in (viewer to session), out (session to viewer) or none")
 	cookiePath := fs.String("cookie-path", "", "rnode only: the path the browser sees the connector under (/rnode/HOST/PORT/), to scope its cookie to; default /")
 	mkLog := logFlags(fs)
 	if c := parse(fs, args[1:]); c >= 0 {
@@ -56,6 +57,10 @@ func cmdConnector(ctx context.Context, env *Env, args []string) int {
 	log, err := mkLog(env.Stderr)
 	if err != nil {
 		return fail(env, "%v", err)
+	}
+	clipboard, err := contract.ParseClipboard(*clip)
+	if err != nil {
+		return fail(env, "--clipboard: %v", err)
 	}
 
 	var sec contract.ConnectorSecrets
@@ -99,7 +104,7 @@ func cmdConnector(ctx context.Context, env *Env, args []string) int {
 	}
 
 	cfg := connector.Config{Kind: kind, Name: *name, Session: *session, Target: *target, IdleTimeout: *idle, Logger: log, VNCPassword: sec.VNCPassword,
-		Secret: sec.Secret, CookiePath: *cookiePath}
+		Secret: sec.Secret, CookiePath: *cookiePath, Clipboard: clipboard}
 	if sec.TicketKey != "" {
 		kb, err := hex.DecodeString(sec.TicketKey)
 		if err != nil {

@@ -29,6 +29,7 @@ import (
 	backendlocal "github.com/airlock-hpc/airlock/internal/backend/local"
 	"github.com/airlock-hpc/airlock/internal/backend/slurm"
 	"github.com/airlock-hpc/airlock/internal/config"
+	"github.com/airlock-hpc/airlock/internal/contract"
 	"github.com/airlock-hpc/airlock/internal/gateway"
 	"github.com/airlock-hpc/airlock/internal/mailer"
 	"github.com/airlock-hpc/airlock/internal/portal"
@@ -188,6 +189,7 @@ func gatewayConfig(cfg config.Config, cfgPath, registerURL string) gateway.Confi
 		Hide: secretPaths(cfg, cfgPath),
 		TOTP: gateway.TOTP{Issuer: cfg.Auth.TOTP.Issuer, RequiredGroups: cfg.Auth.TOTP.RequiredGroups, MaxFailures: cfg.Auth.TOTP.MaxFailures,
 			Window: cfg.Auth.TOTP.Window, PendingTTL: cfg.Auth.TOTP.PendingTTL},
+		Recordings: gateway.Recordings{Retention: cfg.Recordings.Retention, MaxBytes: int64(cfg.Recordings.MaxSize)},
 	}
 	if gcfg.Forward.MaxPerUser == 0 {
 		gcfg.Forward.MaxPerUser = -1 // the file's 0 is "off"; the gateway's 0 is "default"
@@ -300,7 +302,7 @@ func profileFromConfig(p config.Profile) gateway.Profile {
 		CPUs: p.CPUs.Default, MaxCPUs: p.CPUs.Max,
 		MemoryMB: int(p.Memory.Default / config.MiB), MaxMemoryMB: int(p.Memory.Max / config.MiB),
 		Lifetime: p.Lifetime.Default, MaxLifetime: p.Lifetime.Max, IdleTimeout: p.IdleTimeout.Default,
-		Groups: p.Groups, Terms: p.Terms,
+		Groups: p.Groups, Terms: p.Terms, Clipboard: contract.Clipboard(p.Clipboard), Record: p.Record,
 	}
 	if d := p.Desktop; d != nil {
 		g.Geometry, g.Depth, g.Programs, g.Xvnc, g.VNCPassword, g.RDP = d.Geometry, d.Depth, d.Programs, d.Xvnc, d.VNCPassword, d.RDP

@@ -100,6 +100,9 @@ type Config struct {
 	// RDP is the TLS port for native RDP clients (`airlock rdp`).
 	// Default: off.
 	RDP RDP `yaml:"rdp"`
+	// Recordings are where profiles with record: true keep their
+	// sessions' recordings, and for how long. Defaults: see Recordings.
+	Recordings Recordings `yaml:"recordings"`
 }
 
 // RDP is the gateway's TLS port for native RDP clients: it accepts only
@@ -265,6 +268,16 @@ type Profile struct {
 	// of the user's last login) whose members may see and launch the
 	// profile; nobody else may, admins included. Default []: everyone.
 	Groups []string `yaml:"groups"`
+	// Clipboard (desktop and vm) is which way clipboard text may cross
+	// between the viewer and the session: both, in (viewer to session
+	// only), out (session to viewer only) or none. The session's vnc
+	// connector drops the RFB cut text of a refused direction, and the
+	// portal hides what cannot work. Default "both".
+	Clipboard string `yaml:"clipboard"`
+	// Record (desktop and vm) records every viewer connection's screen
+	// (the server's RFB stream; no keystrokes) in state_dir/recordings,
+	// which admins list and download. Default false.
+	Record bool `yaml:"record"`
 }
 
 // Range is a value a launch may choose, up to a maximum.
@@ -732,6 +745,18 @@ type Log struct {
 	Level string `yaml:"level"`
 }
 
+// Recordings are the VNC recordings of profiles with record: true, kept
+// in state_dir/recordings, out of every session's reach.
+type Recordings struct {
+	// Retention removes a recording this long after it ended. Default
+	// 720h (30 days); at least 1h.
+	Retention time.Duration `yaml:"retention"`
+	// MaxSize ends one viewer connection's recording at this many bytes
+	// of RFB data (the file is gzip-compressed, smaller); the connection
+	// goes on unrecorded. Default 1G; at least 1M.
+	MaxSize Size `yaml:"max_size"`
+}
+
 // Metrics is the Prometheus endpoint.
 type Metrics struct {
 	// Enabled serves /metrics (Prometheus text format) to admins and to
@@ -763,8 +788,9 @@ func Default() Config {
 			SessionTTL:    12 * time.Hour,
 			OnUserRemoved: "stop",
 		},
-		Log: Log{Format: "text", Level: "info"},
-		RDP: RDP{MaxCertLifetime: 12 * time.Hour},
+		Log:        Log{Format: "text", Level: "info"},
+		RDP:        RDP{MaxCertLifetime: 12 * time.Hour},
+		Recordings: Recordings{Retention: 720 * time.Hour, MaxSize: GiB},
 	}
 	p := defaultProfile("desktop")
 	p.Name = "desktop"
@@ -823,10 +849,11 @@ func (p *Profile) reset(kind string) { *p = defaultProfile(kind) }
 // and IdleTimeout come from limits afterwards (Config.inherit).
 func defaultProfile(kind string) Profile {
 	p := Profile{
-		Kind:   kind,
-		CPUs:   Range[int]{Default: 1, Max: 4},
-		Groups: []string{},
-		Memory: Range[Size]{Default: 2 * GiB, Max: 16 * GiB},
+		Kind:      kind,
+		CPUs:      Range[int]{Default: 1, Max: 4},
+		Groups:    []string{},
+		Memory:    Range[Size]{Default: 2 * GiB, Max: 16 * GiB},
+		Clipboard: "both",
 	}
 	switch kind {
 	case "desktop":

@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/airlock-hpc/airlock/internal/contract"
 )
 
 // validator checks a decoded Config, citing the line of each offending
@@ -58,6 +60,12 @@ func (v *validator) keep(decoded Errors) Errors {
 func (v *validator) config(c *Config) {
 	if err := checkListen(c.Listen); err != nil {
 		v.errorf("listen", "%q: %v", c.Listen, err)
+	}
+	if c.Recordings.Retention < time.Hour {
+		v.errorf("recordings.retention", "%s; want at least 1h", c.Recordings.Retention)
+	}
+	if c.Recordings.MaxSize < MiB {
+		v.errorf("recordings.max_size", "%s; want at least 1M", show(c.Recordings.MaxSize))
 	}
 	if c.RDP.Listen != "" {
 		if err := checkListen(c.RDP.Listen); err != nil {
@@ -287,6 +295,7 @@ func (v *validator) profiles(c *Config) {
 		}) {
 			v.errorf(at+".groups", "no auth method says which groups users are in (kind oidc, or ldap with groups_base_dn): nobody could launch this profile")
 		}
+		v.clipboard(at, p, c.Images)
 		switch p.Kind {
 		case "desktop":
 			v.desktop(at+".desktop", p)
@@ -895,4 +904,37 @@ func loopbackListen(listen string) bool {
 	}
 	ip, err := netip.ParseAddr(host)
 	return err == nil && ip.IsLoopback()
+}
+
+// clipboard checks a profile's clipboard policy: one of the contract's,
+// and only where a vnc connector can enforce it.
+func (v *validator) clipboard(at string, p *Profile, images []Image) {
+	key := at + ".clipboard"
+	c, err := contract.ParseClipboard(p.Clipboard)
+	if err != nil {
+		v.errorf(key, "%q; want both, in, out or none", p.Clipboard)
+		return
+	}
+	if p.Record && p.Kind == "app" {
+		v.errorf(at+".record", "only desktop and vm profiles can be recorded")
+	}
+	if c == contract.ClipboardBoth {
+		return
+	}
+	switch p.Kind {
+	case "app":
+		v.errorf(key, "%s: only desktop and vm profiles have a clipboard to control (a web app's is the browser's own)", c)
+	case "desktop":
+		// RDP has a clipboard channel of its own, which nothing filters
+		// yet: the policy would hold for browsers and not for RDP clients.
+		if p.Desktop != nil && p.Desktop.RDP {
+			v.errorf(key, "%s with desktop.rdp: RDP clients would still get the clipboard (airlock does not filter RDP's clipboard channel yet); set rdp: false or clipboard: both", c)
+		}
+	case "vm":
+		for _, im := range images {
+			if p.VM != nil && im.Name == p.VM.Image && im.RDP {
+				v.errorf(key, "%s with image %s, which serves RDP: RDP clients would still get the clipboard (airlock does not filter RDP's clipboard channel yet); use an image without rdp or clipboard: both", c, im.Name)
+			}
+		}
+	}
 }

@@ -94,6 +94,12 @@ type Config struct {
 	// http kind ignores it: it closes keep-alive connections that carry no
 	// request for two minutes and leaves upgraded streams to the app.
 	IdleTimeout time.Duration
+	// Clipboard (vnc only) is which way clipboard text may cross; "" is
+	// contract.ClipboardBoth. Anything else makes the connector terminate
+	// the RFB handshake (like view mode) and parse both directions, so it
+	// needs a server that accepts security None or VNCPassword; see
+	// clipboard.go.
+	Clipboard contract.Clipboard
 	// CookieTTL (http only) is how long the cookie a ticket is exchanged
 	// for stays valid. Zero means DefaultCookieTTL. The cookie is named
 	// "airlock_<Session>_<Name>" (other characters than [A-Za-z0-9.-]
@@ -170,6 +176,16 @@ func (cfg *Config) validate() error {
 	}
 	if cfg.VNCPassword != "" && !kind.VNCPassword {
 		return fmt.Errorf("field VNCPassword: not for kind %q", cfg.Kind)
+	}
+	if cfg.Clipboard != "" {
+		c, err := contract.ParseClipboard(string(cfg.Clipboard))
+		if err != nil {
+			return fmt.Errorf("field Clipboard: %w", err)
+		}
+		if c != contract.ClipboardBoth && !kind.Clipboard {
+			return fmt.Errorf("field Clipboard: not for kind %q", cfg.Kind)
+		}
+		cfg.Clipboard = c
 	}
 	if cfg.IdleTimeout < 0 {
 		return fmt.Errorf("field IdleTimeout %v: negative", cfg.IdleTimeout)

@@ -65,6 +65,10 @@ var errViewRefused = errors.New("refused in view mode")
 // never blocks to fill p once it holds a complete message: a viewer's
 // FramebufferUpdateRequest goes out as soon as it has arrived.
 type viewFilter struct {
+	// control, when set, makes this the client half of a control
+	// connection under a clipboard policy instead (clipboard.go): input
+	// is forwarded and only what the policy refuses is dropped.
+	control *clientPolicy
 	src     *bufio.Reader
 	buf     []byte // messages parsed and allowed, not yet read
 	out     []byte // unread part of buf
@@ -144,6 +148,9 @@ func (f *viewFilter) parse(start int) error {
 		return err // io.EOF here is a clean end between messages
 	}
 	f.buf = append(f.buf, t)
+	if f.control != nil {
+		return f.parseControl(start, t)
+	}
 	switch t {
 	case msgSetPixelFormat:
 		return f.fill(19) // padding(3) pixel-format(16)

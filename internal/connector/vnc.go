@@ -14,6 +14,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/airlock-hpc/airlock/internal/contract"
 	"github.com/airlock-hpc/airlock/internal/relay"
 	"github.com/airlock-hpc/airlock/internal/ticket"
 )
@@ -226,7 +227,10 @@ func (s *server) serveVNC(ctx context.Context, w http.ResponseWriter, r *http.Re
 		}
 	}()
 	view := claims.Mode == ticket.View
-	terminate := view || s.cfg.VNCPassword != ""
+	// A clipboard policy needs the connector to parse both directions,
+	// which it can only do on a stream it has taken over (clipboard.go).
+	clip := s.cfg.Clipboard != "" && s.cfg.Clipboard != contract.ClipboardBoth
+	terminate := view || s.cfg.VNCPassword != "" || clip
 	if terminate {
 		server.SetDeadline(time.Now().Add(handshakeTimeout))
 		if err := serverLogin(server, s.cfg.VNCPassword); err != nil {
@@ -266,6 +270,16 @@ func (s *server) serveVNC(ctx context.Context, w http.ResponseWriter, r *http.Re
 
 	var filter *viewFilter
 	var relayed net.Conn = client
+	var relayedServer net.Conn = server
+	var stats *clipStats
+	if clip {
+		who = append(who, "clipboard", s.cfg.Clipboard)
+		stats = &clipStats{onDrop: func(dir string, n int64) {
+			// The first refusal in each direction, as it happens; the
+			// counts are in the disconnect line.
+			log.InfoContext(ctx, "clipboard refused", append(who, "direction", dir, "bytes", n)...)
+		}}
+	}
 	if terminate {
 		client.SetDeadline(time.Now().Add(handshakeTimeout))
 		shared, err := clientLogin(client)
@@ -283,7 +297,24 @@ func (s *server) serveVNC(ctx context.Context, w http.ResponseWriter, r *http.Re
 			log.WarnContext(ctx, "disconnected", append(who, "duration", time.Since(start), "reason", "write ClientInit to server failed", "error", err)...)
 			return
 		}
-		if view {
+		if clip {
+			server.SetDeadline(time.Now().Add(handshakeTimeout))
+			si, err := clipServerInit(server)
+			if err == nil {
+				server.SetDeadline(time.Time{})
+				client.SetDeadline(time.Now().Add(handshakeTimeout))
+				_, err = client.Write(si)
+				client.SetDeadline(time.Time{})
+			}
+			if err != nil {
+				client.Close()
+				log.WarnContext(ctx, "disconnected", append(who, "duration", time.Since(start), "reason", "RFB ServerInit under the clipboard filter failed", "error", err)...)
+				return
+			}
+			filter = newClientFilter(client, &clientPolicy{input: !view, cutText: !view && s.cfg.Clipboard.AllowsIn(), stats: stats})
+			relayed = &filteredConn{Conn: client, f: filter}
+			relayedServer = &serverFilteredConn{Conn: server, f: newServerFilter(server, s.cfg.Clipboard.AllowsOut(), stats)}
+		} else if view {
 			filter = newViewFilter(client)
 			relayed = &filteredConn{Conn: client, f: filter}
 		}
@@ -307,16 +338,28 @@ func (s *server) serveVNC(ctx context.Context, w http.ResponseWriter, r *http.Re
 			client.SetDeadline(time.Time{})
 			server.SetDeadline(time.Time{})
 		}
-		stats, err := relay.Pipe(ctx, relayed, server, s.cfg.IdleTimeout)
+		ps, err := relay.Pipe(ctx, relayed, relayedServer, s.cfg.IdleTimeout)
 		attrs := append(who,
-			"bytes_to_target", stats.AToB,
-			"bytes_from_target", stats.BToA,
+			"bytes_to_target", ps.AToB,
+			"bytes_from_target", ps.BToA,
 			"duration", time.Since(start),
 		)
 		if filter != nil {
-			attrs = append(attrs, "input_dropped", filter.dropped)
+			if view {
+				attrs = append(attrs, "input_dropped", filter.dropped)
+			}
 			if errors.Is(filter.err, errViewRefused) {
 				attrs = append(attrs, "reason", "view filter closed the connection", "error", filter.err)
+				err = nil
+			}
+		}
+		if stats != nil {
+			attrs = append(attrs, "clipboard_in_dropped", stats.inDropped.Load(), "clipboard_out_dropped", stats.outDropped.Load())
+			if !errors.Is(err, errClipboardRefused) && errors.Is(filter.err, errClipboardRefused) {
+				err = filter.err
+			}
+			if errors.Is(err, errClipboardRefused) {
+				attrs = append(attrs, "reason", "clipboard filter closed the connection", "error", err)
 				err = nil
 			}
 		}

@@ -45,6 +45,14 @@ func (l *lockedBuffer) String() string {
 // at cleanup. It skips the test when Xvnc is not installed.
 func startXvnc(t *testing.T, args ...string) (addr string) {
 	t.Helper()
+	addr, _ = startXvncDisplay(t, args...)
+	return addr
+}
+
+// startXvncDisplay is startXvnc that also returns the X display number,
+// for tests that run X clients on it.
+func startXvncDisplay(t *testing.T, args ...string) (addr string, display int) {
+	t.Helper()
 	path, err := exec.LookPath("Xvnc")
 	if err != nil {
 		t.Skip("Xvnc not installed (Debian: tigervnc-standalone-server)")
@@ -53,7 +61,8 @@ func startXvnc(t *testing.T, args ...string) (addr string) {
 	// Another test or process may take the display or port between the
 	// check and Xvnc's bind; try again with new ones.
 	for range 5 {
-		display, port := freeDisplay(t), freePort(t)
+		port := freePort(t)
+		display = freeDisplay(t)
 		var out lockedBuffer
 		cmd := exec.Command(path, append([]string{
 			fmt.Sprintf(":%d", display),
@@ -122,10 +131,10 @@ func startXvnc(t *testing.T, args ...string) (addr string) {
 				t.Logf("Xvnc output:\n%s", out.String())
 			}
 		})
-		return addr
+		return addr, display
 	}
 	t.Fatal(lastErr)
-	return ""
+	return "", 0
 }
 
 // freeDisplay returns an X display number with no socket or lock file.

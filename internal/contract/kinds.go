@@ -56,6 +56,8 @@ type KindInfo struct {
 	// VNCPassword: the connector may answer the target's VNC password
 	// challenge itself (vnc_password_file).
 	VNCPassword bool
+	// Clipboard: the connector can enforce ConnectorSpec.Clipboard.
+	Clipboard bool
 	// Wait is the default of ConnectorSpec.Wait: whether the session is
 	// ready only once the target accepts connections.
 	Wait bool
@@ -73,7 +75,7 @@ type KindInfo struct {
 
 // kinds is the registry. Keep it in the order the kinds are documented.
 var kinds = []KindInfo{
-	{Kind: KindVNC, Tickets: true, VNCPassword: true, Wait: true, View: ViewVNC},
+	{Kind: KindVNC, Tickets: true, VNCPassword: true, Clipboard: true, Wait: true, View: ViewVNC},
 	{Kind: KindHTTP, Tickets: true, Wait: true, View: ViewApp},
 	{Kind: KindTLS, ClientCerts: true, Wait: false, View: ViewNone},
 	// The gateway never offers an rnode connector: OnDemand's session card

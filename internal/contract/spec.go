@@ -176,6 +176,9 @@ type ConnectorSpec struct {
 	Wait *bool `json:"wait"`
 	// Idle closes a connection after this long without traffic. Empty: never.
 	Idle Duration `json:"idle"`
+	// Clipboard (kinds with KindInfo.Clipboard) is which way clipboard
+	// text may cross: both (default, also ""), in, out or none.
+	Clipboard Clipboard `json:"clipboard"`
 	// SecretEnv (kinds with KindInfo.Secret, required there) names an
 	// environment variable of the runner holding the per-session secret,
 	// at least 32 characters; the runner unsets it and hands it to the

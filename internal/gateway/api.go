@@ -147,6 +147,9 @@ func (g *Gateway) routesAPI(mux *http.ServeMux) {
 	mux.Handle("POST /api/v1/admin/sessions/{id}/vm/{action}", g.api(g.admin(g.vmMonitor)))
 	mux.Handle("DELETE /api/v1/admin/users/{name}/totp", g.api(g.admin(g.adminResetTOTP)))
 	mux.Handle("POST /api/v1/admin/stop-all", g.api(g.admin(g.adminStopAll)))
+	mux.Handle("GET /api/v1/admin/recordings", g.api(g.admin(g.adminRecordings)))
+	mux.Handle("GET /api/v1/admin/recordings/{session}/{name}", g.api(g.admin(g.adminRecording)))
+	mux.Handle("GET /api/v1/admin/recordings/{session}/{name}/replay", g.api(g.admin(g.replayRecording)))
 	mux.Handle("POST "+registration.Path("{id}"), g.api(g.register))
 	mux.Handle("GET /metrics", g.api(g.metricsHandler))
 }

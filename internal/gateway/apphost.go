@@ -663,7 +663,7 @@ func stripAirlockCookies(h http.Header) {
 // fresh single-use ticket (fastpath.go). strip removes the /s/ID/NAME
 // prefix from the path; csp, if set, goes on every answer.
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, s *session.Session, conn string, v viewerTag, strip bool, csp string) {
-	p := &hopParams{s: s, conn: conn, strip: strip, csp: csp, key: hopKey{s.ID, conn, v.User, v.Mode}}
+	p := &hopParams{s: s, conn: conn, strip: strip, csp: csp, key: hopKey{s.ID, conn, v.User, v.Mode}, remote: r.RemoteAddr}
 	if !isForward(s) {
 		// A forward has no connector to check a ticket.
 		if h, ok := g.fast.hop(p.key, g.now()); ok {
@@ -721,6 +721,8 @@ type hopParams struct {
 	hop   hopCookie // the connector's cookie to send, if any …
 	tok   string    // … else a fresh ticket
 	gen   uint64    // the fast cache's generation when tok was signed
+	// remote is the viewer's address, for the audit of a recording.
+	remote string
 }
 
 type hopParamsKey struct{}
@@ -754,6 +756,9 @@ func (g *Gateway) reverseProxy() *httputil.ReverseProxy {
 				stripSetCookies(resp.Header, "__Host-airlock")
 				if p.csp != "" {
 					resp.Header.Set("Content-Security-Policy", p.csp)
+				}
+				if resp.StatusCode == http.StatusSwitchingProtocols && g.recordable(p.s, p.conn) {
+					return g.tapRecording(resp, p.s, p.conn, p.key.user, p.remote)
 				}
 				return nil
 			},

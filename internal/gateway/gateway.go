@@ -29,6 +29,7 @@ import (
 	"github.com/airlock-hpc/airlock/internal/auth/oidc"
 	"github.com/airlock-hpc/airlock/internal/auth/ratelimit"
 	"github.com/airlock-hpc/airlock/internal/backend"
+	"github.com/airlock-hpc/airlock/internal/contract"
 	"github.com/airlock-hpc/airlock/internal/store"
 )
 
@@ -64,6 +65,12 @@ type Profile struct {
 	// provider, as of the user's last login) whose members may launch
 	// the profile; nobody else sees or launches it, admins included.
 	Groups []string
+	// Record (desktop, vm): every viewer connection's screen is recorded
+	// (recordings.go).
+	Record bool
+	// Clipboard (desktop, vm) is which way clipboard text may cross the
+	// console's vnc connector, which enforces it; "" is both.
+	Clipboard contract.Clipboard
 	// Defaults and maximums a launch request must stay within.
 	CPUs, MaxCPUs         int
 	MemoryMB, MaxMemoryMB int
@@ -104,6 +111,8 @@ type Config struct {
 	TLSKeyFile  string
 	Profiles    []Profile
 	Limits      Limits
+	// Recordings configures the recordings of profiles with Record.
+	Recordings Recordings
 	// RunAs is the account sessions run as when the gateway runs as root:
 	// empty means the logged-in user's own account; with {user} in it, a
 	// template naming one account per user ("airlock-{user}"); otherwise
@@ -330,6 +339,8 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	g.startMailer()
 	g.wg.Add(1)
 	go g.forwardJanitor()
+	g.wg.Add(1)
+	go g.recordingJanitor()
 	return g, nil
 }
 

@@ -18,6 +18,7 @@ var profileUsedElsewhere = map[string]string{
 	"StripPrefix": "the proxy (TestSingleShotAndIdle, TestRevoke* with the test app's /ws)",
 	"Groups":      "who may list and launch it (TestOIDCLogin/groups_decide_profiles, TestOIDCBrowser)",
 	"Terms":       "the launch's terms check (TestTerms)",
+	"Record":      "the proxy records viewer connections (TestRecording)",
 }
 
 // TestEveryProfileFieldIsUsed is the second half of the configuration's

@@ -342,6 +342,7 @@ func (g *Gateway) spec(s *session.Session, p Profile, req LaunchRequest) ([]byte
 	case "desktop":
 		console := profileConnectors(p.Kind)[0]
 		console.Target, console.Listen = "127.0.0.1:5901", listen(console.Name)
+		console.Clipboard = p.Clipboard
 		if p.VNCPassword {
 			console.SessionVNCPasswordFile = sessionVNCPasswordFile
 		}

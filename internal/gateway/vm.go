@@ -164,6 +164,7 @@ func (g *Gateway) vmSpec(spec *contract.Spec, s *session.Session, p Profile, dir
 	// clients through the gateway's RDP port (rdp.go), when it has one.
 	console := profileConnectors(p.Kind)[0]
 	console.Target, console.Listen = "unix:"+vm.VNCSocket, listen(console.Name)
+	console.Clipboard = p.Clipboard
 	spec.Connectors = []contract.ConnectorSpec{console}
 	if img.RDP && g.rdp != nil {
 		return g.rdpConnector(spec, dir, listen(ConnRDP))

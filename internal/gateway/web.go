@@ -22,6 +22,7 @@ type PortalRenderer interface {
 	Error(w http.ResponseWriter, v portal.ErrorPage) error
 	Terms(w http.ResponseWriter, v portal.TermsPage) error
 	TOTP(w http.ResponseWriter, status int, v portal.TOTPPage) error
+	Recordings(w http.ResponseWriter, v portal.RecordingsPage) error
 }
 
 // Handler is the gateway's whole HTTP surface.
@@ -46,6 +47,7 @@ func (g *Gateway) Handler() http.Handler {
 		mux.Handle("GET /login", g.page(g.loginPage))
 		mux.Handle("GET /sessions/{id}", g.page(g.sessionPage))
 		mux.Handle("GET /admin", g.page(g.adminPage))
+		mux.Handle("GET /admin/recordings", g.page(g.recordingsPage))
 		mux.Handle("GET /terms/{name}", g.page(g.termsPage))
 		mux.Handle("GET /login/totp", g.page(g.loginTOTPPage))
 		mux.Handle("GET /account/totp", g.page(g.accountTOTPPage))
@@ -229,6 +231,7 @@ func (g *Gateway) sessionPage(w http.ResponseWriter, r *http.Request) error {
 	}
 	pv.Session.Accel = g.sessionJSON(s).Accel
 	prof, _ := g.profile(s.Profile)
+	pv.NoClipIn, pv.NoClipOut = !prof.Clipboard.AllowsIn(), !prof.Clipboard.AllowsOut()
 	for _, name := range sortedNames(s.Endpoints) {
 		switch connectorView(prof, name) {
 		case contract.ViewVNC:

@@ -34,7 +34,7 @@ var templateFiles embed.FS
 const rfbModule = "vendor/novnc/core/rfb.js"
 
 // pageNames are the templates; each is parsed together with layout.html.
-var pageNames = []string{"login", "home", "session", "admin", "error", "terms", "totp"}
+var pageNames = []string{"login", "home", "session", "admin", "error", "terms", "totp", "recordings"}
 
 // Portal renders the pages and serves the static assets. It is safe for
 // concurrent use; its zero value is not usable, call New.
@@ -177,6 +177,11 @@ func (p *Portal) Session(w http.ResponseWriter, v SessionPage) error {
 // Admin renders every session and the node's load.
 func (p *Portal) Admin(w http.ResponseWriter, v AdminPage) error {
 	return p.render(w, http.StatusOK, "admin", v)
+}
+
+// Recordings renders the session recordings and their player.
+func (p *Portal) Recordings(w http.ResponseWriter, v RecordingsPage) error {
+	return p.render(w, http.StatusOK, "recordings", v)
 }
 
 // Error renders an error page. It does not write a status: the caller

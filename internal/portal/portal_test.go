@@ -159,6 +159,8 @@ func render(t *testing.T, p *Portal, page string, v any) *httptest.ResponseRecor
 		err = p.Session(w, v.(SessionPage))
 	case "admin":
 		err = p.Admin(w, v.(AdminPage))
+	case "recordings":
+		err = p.Recordings(w, v.(RecordingsPage))
 	case "error":
 		w.WriteHeader(v.(ErrorPage).Status)
 		err = p.Error(w, v.(ErrorPage))
@@ -323,6 +325,15 @@ func TestPages(t *testing.T) {
 		{"desktop view-only", "session", p, viewOnlyPage(), 200,
 			[]string{`data-view-only="true"`, `data-owner="false"`, `id="viewonly"`, `view only`, `id="clip-send" class="primary" disabled`, `bob`},
 			[]string{`id="stop"`, `id="share-form"`, `id="ctrl-alt-del"`, `id="share-toggle"`}},
+		{"desktop clipboard none", "session", p, func() SessionPage { v := desktopPage(); v.NoClipIn, v.NoClipOut = true, true; return v }(), 200,
+			[]string{`id="screen"`, `id="reconnect"`},
+			[]string{`id="clipboard"`, `id="clip-toggle"`, `id="clip-send"`}},
+		{"desktop clipboard out only", "session", p, func() SessionPage { v := desktopPage(); v.NoClipIn = true; return v }(), 200,
+			[]string{`id="clipboard"`, `id="clip-send" class="primary" disabled`, `lets no clipboard text in`, `Text copied in the desktop appears here`},
+			[]string{`id="clip-send" class="primary">`}},
+		{"desktop clipboard in only", "session", p, func() SessionPage { v := desktopPage(); v.NoClipOut = true; return v }(), 200,
+			[]string{`id="clipboard"`, `id="clip-send" class="primary">`, `lets no clipboard text out`},
+			[]string{`Text copied in the desktop appears here`}},
 		{"app session", "session", p, appPage(), 200,
 			[]string{`data-app="/s/s-333333333333/app/"`, `href="/s/s-333333333333/app/" target="_blank" rel="noopener"`,
 				`Open the app`, `id="stop"`, `id="share-form"`, `single-shot`, `3m left`, `src="/static/session.js"`},
@@ -340,6 +351,14 @@ func TestPages(t *testing.T) {
 			[]string{`<script type="module" src="/static/admin.js"></script>`, `id="stop-all"`, `0.42`, `12345 MB`, `of 32000 MB`,
 				`>bob</td>`, `>node3</td>`, `data-stop="s-444444444444"`, `>starting</span>`, `20s`, `>4</dd>`},
 			[]string{`data-stop="s-222222222222"`, `class="hot"`}},
+		{"recordings", "recordings", p, RecordingsPage{Base: Base{Title: "Recordings", User: "root", Admin: true}, Recordings: []RecordingRow{
+			{Session: "s-0a1b2c3d4e5f", Name: "1796625534135-098b9ba45bc83910", User: "<alice>", Started: now, DurationMS: 4200, FileBytes: 5515, End: "closed", Complete: true},
+			{Session: "s-111111111111", Name: "1796625534136-098b9ba45bc83911", User: "bob", Started: now}}}, 200,
+			[]string{`src="/static/replay.js"`, `data-play="s-0a1b2c3d4e5f/1796625534135-098b9ba45bc83910" data-length="4200"`, `&lt;alice&gt;`,
+				`href="/api/v1/admin/recordings/s-0a1b2c3d4e5f/1796625534135-098b9ba45bc83910"`, `in progress or cut short`, `id="speed"`, `href="/admin/recordings"`},
+			[]string{`<alice>`, `id="no-recordings"`}},
+		{"recordings without noVNC", "recordings", noVNC, RecordingsPage{Base: Base{Title: "Recordings", User: "root", Admin: true}}, 200,
+			[]string{`id="no-recordings"`}, []string{`replay.js`, `id="speed"`}},
 		{"error", "error", p, ErrorPage{Base: Base{Title: "Error"}, Status: 404, Message: "no such session"}, 404,
 			[]string{`>404</p>`, `no such session`, `href="/"`}, []string{`action="/logout"`}},
 	}

@@ -101,6 +101,11 @@ type SessionPage struct {
 	RDP bool
 	// RDPPassword is the guest's one-time password (owner only; "" for none).
 	RDPPassword string
+	// NoClipIn and NoClipOut are the directions the profile's clipboard
+	// policy refuses (viewer to desktop, desktop to viewer); the page
+	// shows no clipboard panel when both are. The connector enforces the
+	// policy; this only hides what would not work.
+	NoClipIn, NoClipOut bool
 }
 
 // AdminPage shows every session and the node.
@@ -147,4 +152,21 @@ type TOTPPage struct {
 	Secret        string
 	Sealed        string
 	RecoveryCodes []string
+}
+
+// RecordingsPage lists the session recordings for admins, newest first,
+// with a player that replays one through noVNC.
+type RecordingsPage struct {
+	Base
+	Recordings []RecordingRow
+}
+
+// RecordingRow is one recording.
+type RecordingRow struct {
+	Session, Name, User string
+	Started             time.Time
+	DurationMS          int64
+	FileBytes           int64
+	End                 string
+	Complete            bool
 }

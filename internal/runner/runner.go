@@ -303,6 +303,12 @@ func (r *run) connectorArgv(c ConnectorSpec) []string {
 	if c.Idle > 0 {
 		argv = append(argv, "--idle", time.Duration(c.Idle).String())
 	}
+	if c.Clipboard != "" && c.Clipboard != contract.ClipboardBoth {
+		// On the command line, not in the secrets: it is no secret, and
+		// the workload can neither signal nor ptrace the connector to
+		// change it.
+		argv = append(argv, "--clipboard", string(c.Clipboard))
+	}
 	if c.CookiePath != "" {
 		argv = append(argv, "--cookie-path", c.CookiePath)
 	}

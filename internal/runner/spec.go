@@ -170,6 +170,14 @@ func ValidateSpec(s *Spec) error {
 		if c.VNCPasswordFile != "" && !kind.VNCPassword {
 			return fmt.Errorf("%s.vnc_password_file: not for kind %s", at, c.Kind)
 		}
+		if c.Clipboard != "" {
+			if _, err := contract.ParseClipboard(string(c.Clipboard)); err != nil {
+				return fmt.Errorf("%s.clipboard: %w", at, err)
+			}
+			if !kind.Clipboard {
+				return fmt.Errorf("%s.clipboard: not for kind %s", at, c.Kind)
+			}
+		}
 		switch {
 		case kind.Secret && c.SecretEnv == "":
 			return fmt.Errorf("%s.secret_env: required for kind %s (the environment variable holding the session's secret)", at, c.Kind)

@@ -64,6 +64,8 @@ func TestParseSpecErrors(t *testing.T) {
 		{"session password on http", edit(`"kind": "http",`, `"kind": "http", "session_vnc_password_file": "/tmp/pw",`), "session_vnc_password_file: not for kind http"},
 		{"session password outside /tmp", edit(`"kind": "vnc", `, `"kind": "vnc", "session_vnc_password_file": "/home/alice/pw",`), "want a file directly in /tmp"},
 		{"session password in a /tmp subdirectory", edit(`"kind": "vnc", `, `"kind": "vnc", "session_vnc_password_file": "/tmp/x/pw",`), "want a file directly in /tmp"},
+		{"clipboard on http", edit(`"kind": "http",`, `"kind": "http", "clipboard": "none",`), "clipboard: not for kind http"},
+		{"clipboard unknown", edit(`"kind": "vnc", `, `"kind": "vnc", "clipboard": "sideways",`), `clipboard "sideways": want both, in, out or none`},
 		{"session password and a password file", edit(`"kind": "vnc", `, `"kind": "vnc", "session_vnc_password_file": "/tmp/pw", "vnc_password_file": "/etc/pw",`), "not with vnc_password_file"},
 		{"both keys", edit(`"ticket_key_file": "/path/to/32-byte-key",`, `"ticket_key_file": "/k", "ticket_key_env": "K",`), "give one"},
 		{"bad key env", edit(`"ticket_key_file": "/path/to/32-byte-key",`, `"ticket_key_env": "A-B",`), `ticket_key_env "A-B"`},

@@ -55,6 +55,7 @@ function connect() {
     r.disconnect();
   });
   r.addEventListener('clipboard', (e) => {
+    if (!clip) return; // the profile lets no clipboard text out or in
     clip.value = e.detail.text;
     lastSent = clip.value;
   });
@@ -157,12 +158,15 @@ document.addEventListener('fullscreenchange', () => {
 let lastSent = '';
 
 function sendClipboard() {
-  if (!rfb || page.viewOnly || clip.value === lastSent) return;
+  if (!rfb || page.viewOnly || $('clip-send').disabled || clip.value === lastSent) return;
   rfb.clipboardPasteFrom(clip.value);
   lastSent = clip.value;
 }
-clip.addEventListener('change', sendClipboard);
-$('clip-send').addEventListener('click', sendClipboard);
+// The panel is not on the page when the profile's clipboard is none.
+if (clip) {
+  clip.addEventListener('change', sendClipboard);
+  $('clip-send').addEventListener('click', sendClipboard);
+}
 
 // ---- start ---------------------------------------------------------------------
 

@@ -1,0 +1,216 @@
+package recording
+
+import (
+	"bufio"
+	"compress/gzip"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Magic starts every FBS stream.
+const Magic = "FBS 001.000\n"
+
+// Meta is a recording's JSON sidecar.
+type Meta struct {
+	Session   string    `json:"session"`
+	User      string    `json:"user"`
+	Connector string    `json:"connector"`
+	Started   time.Time `json:"started"`
+	Ended     time.Time `json:"ended"`
+	// DurationMS is the time of the last block.
+	DurationMS int64 `json:"duration_ms"`
+	// RFBBytes is the recorded RFB data; FileBytes the .fbs.gz file.
+	RFBBytes  int64  `json:"rfb_bytes"`
+	FileBytes int64  `json:"file_bytes"`
+	SHA256    string `json:"sha256"`
+	// End is why the recording ended: "closed" (the connection ended),
+	// "size cap" (MaxBytes reached; the viewer's connection went on
+	// unrecorded) or "unparseable" (the WebSocket stream was not one the
+	// recorder could read).
+	End    string `json:"end"`
+	Format string `json:"format"`
+}
+
+// Writer records one connection. Its Write never fails the caller: a
+// recording that cannot go on ends, and the error is kept for Close.
+type Writer struct {
+	mu    sync.Mutex
+	f     *os.File
+	sum   hash.Hash
+	count *countWriter
+	gz    *gzip.Writer
+	buf   *bufio.Writer
+	now   func() time.Time
+	start time.Time
+	max   int64
+	meta  Meta
+	done  bool  // the end block is written
+	err   error // the first write error
+	last  int64 // ms of the last block
+}
+
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// Create starts a recording at path (which must not exist; the file is
+// made 0600) with its sidecar beside it, ending at maxBytes of RFB data
+// (0: no cap). now is the clock; nil means time.Now.
+func Create(path string, meta Meta, maxBytes int64, now func() time.Time) (*Writer, error) {
+	if !strings.HasSuffix(path, ".fbs.gz") {
+		return nil, fmt.Errorf("recording %s: name must end in .fbs.gz", path)
+	}
+	if now == nil {
+		now = time.Now
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("create recording: %w", err)
+	}
+	w := &Writer{f: f, sum: sha256.New(), now: now, max: maxBytes, meta: meta}
+	w.count = &countWriter{w: io.MultiWriter(f, w.sum)}
+	// BestSpeed: the recorder is on the relay's path (BenchmarkTap), and
+	// framebuffer updates are mostly compressed already.
+	w.gz, _ = gzip.NewWriterLevel(w.count, gzip.BestSpeed)
+	w.buf = bufio.NewWriterSize(w.gz, 64<<10)
+	w.start = now()
+	w.meta.Started = w.start.UTC()
+	w.meta.Format = "FBS 001.000, gzip"
+	if _, err := w.buf.WriteString(Magic); err != nil {
+		f.Close()
+		os.Remove(path)
+		return nil, fmt.Errorf("write recording: %w", err)
+	}
+	return w, nil
+}
+
+// Write records p as one block stamped with the time now.
+func (w *Writer) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.done || w.err != nil || len(p) == 0 {
+		return len(p), nil
+	}
+	if w.max > 0 && w.meta.RFBBytes+int64(len(p)) > w.max {
+		w.endLocked("size cap")
+		return len(p), nil
+	}
+	ms := w.now().Sub(w.start).Milliseconds()
+	w.last = max(w.last, ms) // monotonic, whatever the clock does
+	w.block(p, w.last)
+	w.meta.RFBBytes += int64(len(p))
+	return len(p), nil
+}
+
+// Stop ends the recording early with reason; later writes are ignored.
+func (w *Writer) Stop(reason string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.endLocked(reason)
+}
+
+func (w *Writer) block(p []byte, ms int64) {
+	var hdr [4]byte
+	binary.BigEndian.PutUint32(hdr[:], uint32(len(p)))
+	w.buf.Write(hdr[:])
+	w.buf.Write(p)
+	var pad [4]byte
+	w.buf.Write(pad[:(4-len(p)%4)%4])
+	binary.BigEndian.PutUint32(hdr[:], uint32(ms))
+	if _, err := w.buf.Write(hdr[:]); err != nil && w.err == nil {
+		w.err = err
+	}
+}
+
+func (w *Writer) endLocked(reason string) {
+	if w.done {
+		return
+	}
+	w.done = true
+	w.meta.End = reason
+	w.block(nil, w.last)
+}
+
+// Close ends the recording (reason "closed" unless it ended before),
+// closes the file and writes the sidecar. It returns the sidecar.
+func (w *Writer) Close() (Meta, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.endLocked("closed")
+	err := errors.Join(w.err, w.buf.Flush(), w.gz.Close())
+	if serr := w.f.Sync(); err == nil {
+		err = serr
+	}
+	err = errors.Join(err, w.f.Close())
+	w.meta.Ended = w.now().UTC()
+	w.meta.DurationMS = w.last
+	w.meta.FileBytes = w.count.n
+	w.meta.SHA256 = hex.EncodeToString(w.sum.Sum(nil))
+	name := strings.TrimSuffix(w.f.Name(), ".fbs.gz") + ".json"
+	b, _ := json.MarshalIndent(w.meta, "", "  ")
+	if werr := os.WriteFile(name, append(b, '\n'), 0o600); werr != nil {
+		err = errors.Join(err, werr)
+	}
+	if err != nil {
+		return w.meta, fmt.Errorf("close recording %s: %w", w.f.Name(), err)
+	}
+	return w.meta, nil
+}
+
+// Block is one recorded piece of the stream.
+type Block struct {
+	MS   uint32
+	Data []byte
+}
+
+// maxBlock bounds one block a reader accepts: the recorder writes what
+// one WebSocket frame carried, far less.
+const maxBlock = 64 << 20
+
+// Read parses an uncompressed FBS stream. ended says whether it had its
+// end block; a stream cut short gives its whole blocks and ended false.
+func Read(r io.Reader) (blocks []Block, ended bool, err error) {
+	br := bufio.NewReader(r)
+	magic := make([]byte, len(Magic))
+	if _, err := io.ReadFull(br, magic); err != nil || string(magic) != Magic {
+		return nil, false, fmt.Errorf("not an FBS 001.000 stream (starts %q)", magic)
+	}
+	var hdr [4]byte
+	for {
+		if _, err := io.ReadFull(br, hdr[:]); err != nil {
+			if err == io.EOF {
+				return blocks, false, nil
+			}
+			return blocks, false, fmt.Errorf("block %d: %w", len(blocks), err)
+		}
+		n := binary.BigEndian.Uint32(hdr[:])
+		if n > maxBlock {
+			return blocks, false, fmt.Errorf("block %d: %d bytes, limit %d", len(blocks), n, maxBlock)
+		}
+		data := make([]byte, (n+3)/4*4+4)
+		if _, err := io.ReadFull(br, data); err != nil {
+			return blocks, false, fmt.Errorf("block %d: %w", len(blocks), err)
+		}
+		if n == 0 {
+			return blocks, true, nil
+		}
+		blocks = append(blocks, Block{MS: binary.BigEndian.Uint32(data[len(data)-4:]), Data: data[:n]})
+	}
+}
