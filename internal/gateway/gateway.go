@@ -48,8 +48,15 @@ type Profile struct {
 	// session, which only the connector knows (see sessions.go).
 	VNCPassword bool
 	// RDP (desktop): xrdp serves the desktop to native RDP clients too,
-	// through the gateway's RDP port (rdp.go).
+	// through the gateway's RDP port (rdp.go), and to the browser's RDP
+	// client (rdpweb.go).
 	RDP bool
+	// Clipboard (browser RDP): "both" (default, also "") or "none", which
+	// takes the clipboard channel out of the session (rdpweb.go).
+	Clipboard string
+	// Drives (browser RDP): let the client redirect drives, printers and
+	// smart cards into the session. Default false.
+	Drives bool
 	// Command (app) may use {port}, {socket} and {prefix} (the URL path the
 	// gateway serves the session under, ending in "/").
 	Command     []string
@@ -224,8 +231,11 @@ type Gateway struct {
 	ctx           context.Context
 	cancel        context.CancelFunc
 
-	// rdp is native RDP's CAs (rdp.go); nil when RDPListen is empty.
+	// rdp is native RDP's CAs (rdp.go); nil when no profile serves RDP
+	// and RDPListen is empty.
 	rdp *rdpState
+	// rdpWeb is browser RDP's spent tickets (rdpweb.go).
+	rdpWeb rdpWebState
 
 	// events are the open session event streams (events.go).
 	events eventHub
@@ -277,7 +287,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		watching: map[string]context.CancelFunc{},
 		viewers:  map[string]int{},
 	}
-	if cfg.RDPListen != "" {
+	if cfg.RDPListen != "" || servesRDP(cfg.Profiles) {
 		if err := g.initRDP(); err != nil {
 			return nil, fmt.Errorf("gateway: %w", err)
 		}

@@ -10,12 +10,14 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"reflect"
 	"syscall"
 	"time"
 
 	"github.com/coder/websocket"
 
 	"github.com/airlock-hpc/airlock/internal/rdcleanpath"
+	"github.com/airlock-hpc/airlock/internal/rdpfilter"
 	"github.com/airlock-hpc/airlock/internal/relay"
 	"github.com/airlock-hpc/airlock/internal/session"
 	"github.com/airlock-hpc/airlock/internal/store"
@@ -124,7 +126,7 @@ func (g *Gateway) serveRDPWeb(w http.ResponseWriter, r *http.Request) {
 	remote := r.RemoteAddr
 
 	ws.SetDeadline(time.Now().Add(15 * time.Second))
-	up, tag, resp, ref := g.rdpWebAdmit(ctx, r, ws)
+	up, tag, resp, policy, ref := g.rdpWebAdmit(ctx, r, ws)
 	if ref != nil {
 		attrs := []any{"remote_addr", remote, "reason", ref.why, "answer", describeRefusal(ref.pdu)}
 		if tag.User != "" {
@@ -157,7 +159,7 @@ func (g *Gateway) serveRDPWeb(w http.ResponseWriter, r *http.Request) {
 	g.audit(ctx, tag.User, "connect", tag.Session, remote, "rdp (browser)")
 	g.log.InfoContext(ctx, "rdp (browser): connected", "session", tag.Session, "user", tag.User, "remote_addr", remote)
 	start := time.Now()
-	client := newRDPClientConn(ws, g.rdpPolicy(tag.Session))
+	client := &rdpClientConn{Conn: ws, f: rdpfilter.New(policy)}
 	stats, err := relay.Pipe(ctx, client, up, 0)
 	attrs := []any{"session", tag.Session, "user", tag.User, "remote_addr", remote,
 		"bytes_in", stats.AToB, "bytes_out", stats.BToA, "duration", time.Since(start)}
@@ -171,78 +173,85 @@ func (g *Gateway) serveRDPWeb(w http.ResponseWriter, r *http.Request) {
 // rdpWebAdmit reads the RDCleanPath request and does everything up to the
 // answer: who is asking, the ticket, the session, the connector, the X.224
 // exchange and the TLS handshake with the RDP server. It returns the TLS
-// connection to the server and the answer, or a refusal.
-func (g *Gateway) rdpWebAdmit(ctx context.Context, r *http.Request, ws net.Conn) (net.Conn, viewerTag, *rdcleanpath.PDU, *rdpRefusal) {
+// connection to the server, the answer and the profile's channel policy,
+// or a refusal.
+func (g *Gateway) rdpWebAdmit(ctx context.Context, r *http.Request, ws net.Conn) (net.Conn, viewerTag, *rdcleanpath.PDU, rdpfilter.Policy, *rdpRefusal) {
 	var tag viewerTag
+	var policy rdpfilter.Policy
 	raw, err := rdcleanpath.Read(ws, rdcleanpath.MaxRequest)
 	if err != nil {
-		return nil, tag, nil, refuseHTTP(400, "unreadable RDCleanPath request", err)
+		return nil, tag, nil, policy, refuseHTTP(400, "unreadable RDCleanPath request", err)
 	}
 	req, err := rdcleanpath.Parse(raw)
 	if err != nil {
-		return nil, tag, nil, refuseHTTP(400, "malformed RDCleanPath request", err)
+		return nil, tag, nil, policy, refuseHTTP(400, "malformed RDCleanPath request", err)
+	}
+	if req.ProxyAuth == "" {
+		return nil, tag, nil, policy, refuseHTTP(401, "no ticket", nil)
 	}
 	if k := req.Kind(); k != rdcleanpath.KindRequest {
-		return nil, tag, nil, refuseHTTP(400, "RDCleanPath "+k.String()+" where a request belongs", nil)
+		return nil, tag, nil, policy, refuseHTTP(400, "RDCleanPath "+k.String()+" where a request belongs", nil)
 	}
 	if err := rdcleanpath.CheckRequest(req.X224); err != nil {
-		return nil, tag, nil, refuseHTTP(400, "bad X.224 Connection Request", err)
+		return nil, tag, nil, policy, refuseHTTP(400, "bad X.224 Connection Request", err)
 	}
 	who, err := g.identify(r)
 	if err != nil {
 		if isStoreFault(err) {
-			return nil, tag, nil, refuseHTTP(503, "store fault; try again", err)
+			return nil, tag, nil, policy, refuseHTTP(503, "store fault; try again", err)
 		}
-		return nil, tag, nil, refuseHTTP(401, "not logged in", err)
+		return nil, tag, nil, policy, refuseHTTP(401, "not logged in", err)
 	}
 	tag.User = who.user
 	now := g.now()
 	claims, err := ticket.Check(g.rdpWebKey(), req.ProxyAuth, r.PathValue("id"), rdpWebConnector, now)
 	switch {
 	case errors.Is(err, ticket.ErrWrongSession):
-		return nil, tag, nil, refuseHTTP(403, "ticket for another session", err)
+		return nil, tag, nil, policy, refuseHTTP(403, "ticket for another session", err)
 	case err != nil:
-		return nil, tag, nil, refuseHTTP(401, "bad ticket", err)
+		return nil, tag, nil, policy, refuseHTTP(401, "bad ticket", err)
 	}
 	tag.Session = claims.Session
 	if claims.User != who.user {
-		return nil, tag, nil, refuseHTTP(403, "another user's ticket", fmt.Errorf("ticket of %q", claims.User))
+		return nil, tag, nil, policy, refuseHTTP(403, "another user's ticket", fmt.Errorf("ticket of %q", claims.User))
 	}
 	if req.Destination != claims.Session {
 		// The client's destination is never used to route; one the ticket
 		// does not name is someone trying to.
-		return nil, tag, nil, refuseHTTP(403, "destination the ticket does not name", fmt.Errorf("destination %q", req.Destination))
+		return nil, tag, nil, policy, refuseHTTP(403, "destination the ticket does not name", fmt.Errorf("destination %q", req.Destination))
 	}
 	if err := g.rdpWeb.replay.Use(claims, now); err != nil {
-		return nil, tag, nil, refuseHTTP(401, "ticket already used", err)
+		return nil, tag, nil, policy, refuseHTTP(401, "ticket already used", err)
 	}
 	s, err := g.cfg.Store.GetSession(ctx, claims.Session)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return nil, tag, nil, refuseHTTP(404, "no such session", nil)
+		return nil, tag, nil, policy, refuseHTTP(404, "no such session", nil)
 	case err != nil:
-		return nil, tag, nil, refuseHTTP(503, "store fault; try again", err)
+		return nil, tag, nil, policy, refuseHTTP(503, "store fault; try again", err)
 	case s.Owner != who.user:
-		return nil, tag, nil, refuseHTTP(403, "not the session's owner", nil)
+		return nil, tag, nil, policy, refuseHTTP(403, "not the session's owner", nil)
 	case s.State != session.Ready:
-		return nil, tag, nil, refuseHTTP(409, "session is "+string(s.State), nil)
+		return nil, tag, nil, policy, refuseHTTP(409, "session is "+string(s.State), nil)
 	}
 	endpoint, ok := s.Endpoints[ConnRDP]
 	if !ok || g.rdp == nil {
-		return nil, tag, nil, refuseHTTP(404, "session serves no RDP", nil)
+		return nil, tag, nil, policy, refuseHTTP(404, "session serves no RDP", nil)
 	}
 	tag = viewer{user: who.user, mode: session.Control}.tag(s, who)
+	prof, _ := g.profile(s.Profile)
+	policy = prof.rdpPolicy()
 
 	hop, err := g.dialRDP(ctx, s, endpoint)
 	if err != nil {
-		return nil, tag, nil, refuseHTTP(502, "session's connector unreachable", err)
+		return nil, tag, nil, policy, refuseHTTP(502, "session's connector unreachable", err)
 	}
 	up, resp, ref := rdpServerHandshake(hop, req.X224)
 	if ref != nil {
 		hop.Close()
-		return nil, tag, nil, ref
+		return nil, tag, nil, policy, ref
 	}
-	return up, tag, resp, nil
+	return up, tag, resp, policy, nil
 }
 
 // rdpServerHandshake sends the client's Connection Request to the RDP
@@ -281,8 +290,8 @@ func rdpServerHandshake(conn net.Conn, cr []byte) (net.Conn, *rdcleanpath.PDU, *
 		MinVersion:         tls.VersionTLS12,
 	})
 	if err := tc.Handshake(); err != nil {
-		if a, ok := errors.AsType[tls.AlertError](err); ok {
-			return nil, nil, &rdpRefusal{pdu: rdcleanpath.TLSAlert(uint8(a)), why: "TLS alert from the RDP server", err: err}
+		if a, ok := tlsAlert(err); ok {
+			return nil, nil, &rdpRefusal{pdu: rdcleanpath.TLSAlert(a), why: "TLS alert from the RDP server", err: err}
 		}
 		return nil, nil, refuseHTTP(502, "TLS handshake with the RDP server failed", err)
 	}
@@ -307,4 +316,84 @@ func describeRefusal(p *rdcleanpath.PDU) string {
 		return fmt.Sprintf("TLS alert %d", e.TLSAlert)
 	}
 	return "error"
+}
+
+// Clipboard values of a profile (Profile.Clipboard).
+const (
+	ClipboardBoth = "both"
+	ClipboardNone = "none"
+)
+
+// rdpPolicy is the channel policy of browser RDP sessions of p.
+func (p Profile) rdpPolicy() rdpfilter.Policy {
+	return rdpfilter.Policy{Clipboard: p.Clipboard != ClipboardNone, Drives: p.Drives}
+}
+
+// rdpClientConn is the browser's side of a relayed RDP connection: what
+// the client sends passes through the channel filter on its way to the
+// server. Writes (the server's bytes) pass unchanged.
+type rdpClientConn struct {
+	net.Conn
+	f       *rdpfilter.Stream
+	pending []byte // filtered bytes not yet returned
+	in      []byte
+}
+
+func (c *rdpClientConn) Read(p []byte) (int, error) {
+	for len(c.pending) == 0 {
+		if c.in == nil {
+			c.in = make([]byte, 16<<10)
+		}
+		n, err := c.Conn.Read(c.in)
+		if n > 0 {
+			out, ferr := c.f.Feed(c.in[:n])
+			if ferr != nil {
+				c.Conn.Close()
+				return 0, ferr
+			}
+			c.pending = out
+		}
+		if err != nil && len(c.pending) == 0 {
+			return 0, err
+		}
+		if err != nil {
+			break
+		}
+	}
+	n := copy(p, c.pending)
+	c.pending = c.pending[n:]
+	return n, nil
+}
+
+// logAttrs say what the filter saw, for the disconnect log line.
+func (c *rdpClientConn) logAttrs() []any {
+	return []any{"channels", c.f.Channels, "channels_blocked", c.f.Blocked}
+}
+
+// servesRDP reports whether a profile serves RDP (a desktop's rdp or a VM
+// image's), so the gateway needs its hop CA even with no native RDP port.
+func servesRDP(ps []Profile) bool {
+	for _, p := range ps {
+		if p.RDP || (p.VM != nil && p.VM.RDP) {
+			return true
+		}
+	}
+	return false
+}
+
+// tlsAlert returns the alert the peer sent, if err is one. crypto/tls
+// reports a received alert as a net.OpError "remote error" around its
+// unexported alert type (a uint8); tls.AlertError is only for QUIC.
+func tlsAlert(err error) (uint8, bool) {
+	if a, ok := errors.AsType[tls.AlertError](err); ok {
+		return uint8(a), true
+	}
+	oe, ok := errors.AsType[*net.OpError](err)
+	if !ok || oe.Op != "remote error" || oe.Err == nil {
+		return 0, false
+	}
+	if v := reflect.ValueOf(oe.Err); v.Kind() == reflect.Uint8 {
+		return uint8(v.Uint()), true
+	}
+	return 0, false
 }

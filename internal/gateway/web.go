@@ -28,6 +28,7 @@ func (g *Gateway) Handler() http.Handler {
 	mux := http.NewServeMux()
 	g.routesAPI(mux)
 	mux.Handle("/s/{id}/{connector}/", g.appRoute())
+	mux.HandleFunc("GET /rdp/{id}", g.serveRDPWeb)
 	mux.Handle("POST /login", g.page(g.loginPost))
 	mux.Handle("POST /logout", g.page(g.logoutPost))
 	mux.Handle("POST /login/email", g.page(g.emailLoginPost))
@@ -212,7 +213,7 @@ func (g *Gateway) sessionPage(w http.ResponseWriter, r *http.Request) error {
 	pv := portal.SessionPage{Base: portal.Base{Title: s.Profile + " " + s.ID, User: id.user, Admin: id.admin}, Session: row(s),
 		ViewOnly: v.mode == session.View, IsOwner: s.Owner == id.user}
 	_, hasRDP := s.Endpoints[ConnRDP]
-	pv.RDP = pv.IsOwner && hasRDP && g.rdp != nil
+	pv.RDP = pv.IsOwner && hasRDP && g.rdp != nil && g.cfg.RDPListen != ""
 	pv.Session.Accel = g.sessionJSON(s).Accel
 	prof, _ := g.profile(s.Profile)
 	for _, name := range sortedNames(s.Endpoints) {
