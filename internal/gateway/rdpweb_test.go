@@ -151,4 +151,3 @@ func TestRDPWebXrdp(t *testing.T) {
 	tc.Close()
 	lb.waitLog(t, "rdp (browser): disconnected", "session="+s.ID, `channels="[cliprdr rdpdr rdpsnd]"`, `channels_blocked="[cliprdr rdpdr]"`)
 }
-
