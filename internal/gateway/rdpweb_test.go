@@ -15,6 +15,7 @@ import (
 
 	"github.com/airlock-hpc/airlock/internal/rdcleanpath"
 	"github.com/airlock-hpc/airlock/internal/realtest"
+	"github.com/airlock-hpc/airlock/internal/store"
 )
 
 // rdpWebGateway is rdpGatewayWith for browser RDP: the desktop profile
@@ -150,4 +151,96 @@ func TestRDPWebXrdp(t *testing.T) {
 	}
 	tc.Close()
 	lb.waitLog(t, "rdp (browser): disconnected", "session="+s.ID, `channels="[cliprdr rdpdr rdpsnd]"`, `channels_blocked="[cliprdr rdpdr]"`)
+}
+
+// TestRDPWebRefusals: every way in that is not the owner's own, fresh
+// ticket, on the path and destination it names, is refused before a byte
+// reaches the session, with the RDCleanPath error the client shows in
+// words, a log line and an audit event.
+func TestRDPWebRefusals(t *testing.T) {
+	needRDPTools(t)
+	owner := realtest.Current(t)
+	dir := ownerDir(t, owner, "airlock-rdpweb-")
+	tg, lb := rdpWebGateway(t, filepath.Join(dir, "typed"), nil)
+	alice := tg.client().loginToken("alice")
+	bob := tg.client().loginToken("bob")
+	s := alice.launch("rdpdesk")
+	path := "/rdp/" + s.ID
+	cr := realtest.RDPConnectionRequest(1)
+
+	// The ticket itself: the owner's only.
+	if code, _ := bob.do("POST", "/api/v1/sessions/"+s.ID+"/rdp-ticket", nil, nil); code != 404 {
+		t.Errorf("bob got a ticket for alice's session: %d", code)
+	}
+	status := func(p *rdcleanpath.PDU) int64 { return p.Error.HTTPStatus }
+	type refusal struct {
+		name   string
+		c      *client
+		path   string
+		req    []byte
+		status int64
+		why    string
+	}
+	tk := rdpTicket(t, alice, s.ID).Ticket
+	cases := []refusal{
+		{"malformed PDU", alice, path, []byte("GET / HTTP/1.1\r\n\r\n"), 400, "unreadable RDCleanPath request"},
+		{"not the PDU's DER", alice, path, []byte{0x30, 0x03, 0x02, 0x01, 0x05}, 400, "malformed RDCleanPath request"},
+		{"no ticket", alice, path, rdpRequest(t, s.ID, "", cr), 401, "no ticket"},
+		{"forged ticket", alice, path, rdpRequest(t, s.ID, tk[:len(tk)-4]+"AAAA", cr), 401, "bad ticket"},
+		{"not logged in", nil, path, rdpRequest(t, s.ID, tk, cr), 401, "not logged in"},
+		{"another user's ticket", bob, path, rdpRequest(t, s.ID, tk, cr), 403, "another user's ticket"},
+		{"ticket for another session", alice, "/rdp/s-000000000000", rdpRequest(t, "s-000000000000", tk, cr), 403, "ticket for another session"},
+		{"destination the ticket does not name", alice, path, rdpRequest(t, "10.0.0.1:3389", tk, cr), 403, "destination the ticket does not name"},
+		{"not a Connection Request", alice, path, rdpRequest(t, s.ID, tk, []byte{0x03, 0x00, 0x00, 0x0B, 0x06, 0xD0, 0, 0, 0, 0, 0}), 400, "bad X.224 Connection Request"},
+		{"VMConnect request", alice, path, func() []byte {
+			b, _ := (&rdcleanpath.PDU{Destination: s.ID, ProxyAuth: tk, PreconnectionBlob: "vm"}).Marshal()
+			return b
+		}(), 400, "RDCleanPath VMConnect request where a request belongs"},
+	}
+	for _, c := range cases {
+		_, p := rdpWebExchange(t, tg, c.c, c.path, c.req)
+		if p.Kind() != rdcleanpath.KindGeneralError || status(p) != c.status {
+			t.Errorf("%s: answer %v %+v, want HTTP %d", c.name, p.Kind(), p.Error, c.status)
+		}
+		lb.waitLog(t, "rdp (browser): refused", "reason=\""+c.why+"\"")
+	}
+	// None of those spent the ticket: it still works, once.
+	if err := realtest.WaitFor(60*time.Second, func() error {
+		_, p := rdpWebExchange(t, tg, alice, path, rdpRequest(t, s.ID, tk, cr))
+		if p.Kind() != rdcleanpath.KindResponse {
+			tk = rdpTicket(t, alice, s.ID).Ticket
+			return fmt.Errorf("answer %v %+v", p.Kind(), p.Error)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, p := rdpWebExchange(t, tg, alice, path, rdpRequest(t, s.ID, tk, cr)); status(p) != 401 {
+		t.Errorf("replayed ticket: %+v, want HTTP 401", p.Error)
+	}
+	lb.waitLog(t, "rdp (browser): refused", "reason=\"ticket already used\"")
+	// A ticket for a session that has since stopped.
+	tk = rdpTicket(t, alice, s.ID).Ticket
+	if code, body := alice.do("DELETE", "/api/v1/sessions/"+s.ID, nil, nil); code != 202 {
+		t.Fatalf("stop: %d %s", code, body)
+	}
+	alice.waitState(s.ID, "ended")
+	if _, p := rdpWebExchange(t, tg, alice, path, rdpRequest(t, s.ID, tk, cr)); status(p) != 409 {
+		t.Errorf("stopped session: %+v, want HTTP 409", p.Error)
+	}
+	audits, err := tg.cfg.Store.ListAudit(context.Background(), store.AuditFilter{Session: s.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := map[string]bool{}
+	for _, a := range audits {
+		if a.Action == "rdp_refused" {
+			refused[a.Actor+" "+a.Detail] = true
+		}
+	}
+	for _, want := range []string{"bob browser: another user's ticket", "alice browser: destination the ticket does not name", "alice browser: ticket already used"} {
+		if !refused[want] {
+			t.Errorf("no audit %q in %v", want, refused)
+		}
+	}
 }
