@@ -2,8 +2,15 @@ package gateway
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"fmt"
+	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -243,4 +250,66 @@ func TestRDPWebRefusals(t *testing.T) {
 			t.Errorf("no audit %q in %v", want, refused)
 		}
 	}
+}
+
+// TestRDPServerHandshakeFailures: what the RDP server (behind the
+// session's connector) does wrong maps to the RDCleanPath error IronRDP
+// turns into words. The server here is a stand-in on a socket pair; the
+// real server's path is TestRDPWebXrdp.
+func TestRDPServerHandshakeFailures(t *testing.T) {
+	cr := realtest.RDPConnectionRequest(3)
+	ccFail := []byte{0x03, 0x00, 0x00, 0x13, 0x0E, 0xD0, 0, 0, 0, 0, 0, 0x03, 0x00, 0x08, 0x00, 0x05, 0, 0, 0}
+	ccTLS := []byte{0x03, 0x00, 0x00, 0x13, 0x0E, 0xD0, 0, 0, 0, 0, 0, 0x02, 0x00, 0x08, 0x00, 0x01, 0, 0, 0}
+	ccRDP := []byte{0x03, 0x00, 0x00, 0x13, 0x0E, 0xD0, 0, 0, 0, 0, 0, 0x02, 0x00, 0x08, 0x00, 0x00, 0, 0, 0}
+	cert := selfSigned(t)
+	for _, tc := range []struct {
+		name   string
+		server func(c net.Conn)
+		check  func(p *rdcleanpath.PDU) bool
+	}{
+		{"server down: the connector closes", func(c net.Conn) { c.Close() },
+			func(p *rdcleanpath.PDU) bool { return p.Error.WSALastError == rdcleanpath.WSAEConnRefused }},
+		{"negotiation failure", func(c net.Conn) { io.ReadFull(c, make([]byte, len(cr))); c.Write(ccFail) },
+			func(p *rdcleanpath.PDU) bool {
+				return p.Kind() == rdcleanpath.KindNegotiationError && string(p.X224) == string(ccFail)
+			}},
+		{"huge TPKT", func(c net.Conn) { io.ReadFull(c, make([]byte, len(cr))); c.Write([]byte{3, 0, 0xFF, 0xFF}) },
+			func(p *rdcleanpath.PDU) bool { return p.Error.HTTPStatus == 502 }},
+		{"standard RDP security", func(c net.Conn) { io.ReadFull(c, make([]byte, len(cr))); c.Write(ccRDP) },
+			func(p *rdcleanpath.PDU) bool { return p.Error.HTTPStatus == 502 }},
+		{"TLS alert", func(c net.Conn) {
+			io.ReadFull(c, make([]byte, len(cr)))
+			c.Write(ccTLS)
+			// A server that speaks only TLS 1.0 answers the gateway's
+			// hello with protocol_version (70).
+			tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert}, MaxVersion: tls.VersionTLS10, MinVersion: tls.VersionTLS10}).Handshake()
+		}, func(p *rdcleanpath.PDU) bool { return p.Error.TLSAlert == 70 }},
+	} {
+		a, b := net.Pipe()
+		go func() { defer b.Close(); tc.server(b) }()
+		up, resp, ref := rdpServerHandshake(a, cr)
+		a.Close()
+		if up != nil || resp != nil || ref == nil {
+			t.Errorf("%s: admitted", tc.name)
+			continue
+		}
+		if !tc.check(ref.pdu) {
+			t.Errorf("%s: answer %v %+v (%s: %v)", tc.name, ref.pdu.Kind(), ref.pdu.Error, ref.why, ref.err)
+		}
+	}
+}
+
+func selfSigned(t *testing.T) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "rdp server"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
