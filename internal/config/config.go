@@ -304,6 +304,16 @@ type DesktopProfile struct {
 	// to the session's own Xvnc (answering its vnc_password, if set).
 	// Needs xrdp and openssl on the node. Default false.
 	RDP bool `yaml:"rdp"`
+	// Clipboard is what the browser's RDP client may do with the
+	// clipboard: "both" (copy in and out, text and files) or "none" (the
+	// gateway takes the clipboard channel out of the client's connection,
+	// so nothing is copied either way). "none" cannot be enforced on
+	// native RDP clients, whose TLS goes end to end, so it is refused
+	// together with rdp.listen. Default "both".
+	Clipboard string `yaml:"clipboard"`
+	// Drives lets the browser's RDP client redirect drives, printers and
+	// smart cards into the session (the rdpdr channel). Default false.
+	Drives bool `yaml:"drives"`
 	// Xvnc is the X server to run (a TigerVNC Xvnc): a name looked up in
 	// PATH on the node, or an absolute path. The gateway adds the display,
 	// port, security, geometry and -BlacklistTimeout 0 arguments. Default
@@ -796,6 +806,8 @@ func defaultProfile(kind string) Profile {
 			Programs:    [][]string{{"xterm"}},
 			VNCPassword: false,
 			RDP:         false,
+			Clipboard:   "both",
+			Drives:      false,
 			Xvnc:        "Xvnc",
 		}
 	case "app":

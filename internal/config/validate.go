@@ -290,6 +290,9 @@ func (v *validator) profiles(c *Config) {
 		switch p.Kind {
 		case "desktop":
 			v.desktop(at+".desktop", p)
+			if d := p.Desktop; d != nil && d.RDP && d.Clipboard == "none" && c.RDP.Listen != "" {
+				v.errorf(at+".desktop.clipboard", "none cannot be enforced on native RDP clients, whose TLS goes end to end to the desktop; unset rdp.listen, or serve this profile in the browser only")
+			}
 		case "app":
 			v.app(at+".app", p)
 		case "vm":
@@ -372,6 +375,13 @@ func (v *validator) desktop(at string, p *Profile) {
 	}
 	if d.Xvnc == "" {
 		v.errorf(at+".xvnc", "empty; want the Xvnc program")
+	}
+	switch d.Clipboard {
+	case "both", "none":
+	case "in", "out":
+		v.errorf(at+".clipboard", "%q is not supported yet (one-way clipboard needs the relay to read the clipboard channel); want both or none", d.Clipboard)
+	default:
+		v.errorf(at+".clipboard", "%q; want both or none", d.Clipboard)
 	}
 }
 
