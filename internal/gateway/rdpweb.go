@@ -326,7 +326,7 @@ const (
 
 // rdpPolicy is the channel policy of browser RDP sessions of p.
 func (p Profile) rdpPolicy() rdpfilter.Policy {
-	return rdpfilter.Policy{Clipboard: p.Clipboard != ClipboardNone, Drives: p.Drives}
+	return rdpfilter.Policy{Clipboard: p.Clipboard != ClipboardNone, Drives: p.Drives, Xrdp: p.Kind == "desktop"}
 }
 
 // rdpClientConn is the browser's side of a relayed RDP connection: what

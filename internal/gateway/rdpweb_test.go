@@ -13,6 +13,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/airlock-hpc/airlock/internal/portal"
 	"github.com/airlock-hpc/airlock/internal/rdcleanpath"
 	"github.com/airlock-hpc/airlock/internal/realtest"
 	"github.com/airlock-hpc/airlock/internal/store"
@@ -30,8 +32,13 @@ import (
 func rdpWebGateway(t *testing.T, typedFile string, mod func(*Profile)) (*testGateway, *logBuffer) {
 	t.Helper()
 	var lb *logBuffer
+	pr, err := portal.New()
+	if err != nil {
+		t.Fatal(err)
+	}
 	tg := startGateway(t, "", func(c *Config) {
 		lb = captureLog(t, c)
+		c.Portal = pr
 		p := desktopProfile()
 		p.Name, p.RDP, p.Geometry, p.Clipboard = "rdpdesk", true, "800x600", ClipboardNone
 		p.Programs = [][]string{{"xterm", "-geometry", "60x15+0+0", "-e", "sh", "-c",
@@ -108,6 +115,9 @@ func rdpRequest(t *testing.T, dest, tok string, cr []byte) []byte {
 func TestRDPWebXrdp(t *testing.T) {
 	needRDPTools(t)
 	owner := realtest.Current(t)
+	if os.Geteuid() == 0 {
+		owner = realtest.TestUser(t)
+	}
 	dir := ownerDir(t, owner, "airlock-rdpweb-")
 	tg, lb := rdpWebGateway(t, filepath.Join(dir, "typed"), nil)
 	alice := tg.client().loginToken("alice")
@@ -167,6 +177,9 @@ func TestRDPWebXrdp(t *testing.T) {
 func TestRDPWebRefusals(t *testing.T) {
 	needRDPTools(t)
 	owner := realtest.Current(t)
+	if os.Geteuid() == 0 {
+		owner = realtest.TestUser(t)
+	}
 	dir := ownerDir(t, owner, "airlock-rdpweb-")
 	tg, lb := rdpWebGateway(t, filepath.Join(dir, "typed"), nil)
 	alice := tg.client().loginToken("alice")
@@ -312,4 +325,71 @@ func selfSigned(t *testing.T) tls.Certificate {
 		t.Fatal(err)
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// TestRDPWebBrowser is browser RDP end to end with real parts: headless
+// Chromium runs the portal's session page, whose IronRDP client (the npm
+// WebAssembly build, embedded) opens the desktop over RDP by default,
+// through the gateway's RDCleanPath WebSocket and the session's tls
+// connector to xrdp in the seal. The desktop is drawn (pixels in a
+// screenshot), a typed line reaches the xterm, and the connection
+// survives a window resize.
+func TestRDPWebBrowser(t *testing.T) {
+	needRDPTools(t)
+	root := needBrowser(t)
+	if _, err := os.Stat(filepath.Join(root, "internal", "portal", "static", "vendor", "ironrdp", "iron-remote-desktop-rdp.js")); err != nil {
+		t.Skip("the IronRDP web client is not built (make web)")
+	}
+	owner := realtest.Current(t)
+	if os.Geteuid() == 0 {
+		owner = realtest.TestUser(t)
+	}
+	dir := ownerDir(t, owner, "airlock-rdpweb-")
+	typed := filepath.Join(dir, "typed")
+	tg, lb := rdpWebGateway(t, typed, func(p *Profile) { p.Clipboard = ClipboardBoth })
+	alice := tg.client().loginToken("alice")
+	s := alice.launch("rdpdesk")
+	b := startBrowser(t, "rdp-browser.mjs", map[string]string{
+		"base": tg.url, "password": testPassword, "user": "alice", "session": s.ID, "line": "typed-over-rdp",
+	})
+	m := b.wait("connected", 150*time.Second)
+	if m["vncState"] != "" {
+		t.Errorf("the VNC view connected too (%v); RDP is the default view", m["vncState"])
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		m := b.wait("shot", 30*time.Second)
+		white, dark, total, err := countPixels(m["path"].(string))
+		if err == nil && white > 3000 && dark > total/3 {
+			t.Logf("drawn: %d white, %d dark of %d pixels (%s)", white, dark, total, m["path"])
+			b.send("drawn")
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the desktop was not drawn: %d white, %d dark of %d pixels, %v", white, dark, total, err)
+		}
+		b.send("again")
+	}
+	b.wait("typed", 30*time.Second)
+	if err := realtest.WaitFor(20*time.Second, func() error {
+		got, err := os.ReadFile(typed)
+		if err != nil {
+			return err
+		}
+		if strings.TrimSpace(string(got)) != "typed-over-rdp" {
+			return fmt.Errorf("typed %q", got)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	b.proceed()
+	if m := b.wait("resized", 30*time.Second); m["state"] != "connected" {
+		t.Errorf("after the resize the RDP state is %v", m["state"])
+	}
+	b.proceed()
+	if m := b.wait("done", 30*time.Second); m["errors"] != nil && len(m["errors"].([]any)) > 0 {
+		t.Errorf("page errors: %v", m["errors"])
+	}
+	lb.waitLog(t, "rdp (browser): connected", "session="+s.ID)
 }

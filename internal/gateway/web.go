@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"errors"
 	"net/http"
 	"net/url"
@@ -214,6 +215,18 @@ func (g *Gateway) sessionPage(w http.ResponseWriter, r *http.Request) error {
 		ViewOnly: v.mode == session.View, IsOwner: s.Owner == id.user}
 	_, hasRDP := s.Endpoints[ConnRDP]
 	pv.RDP = pv.IsOwner && hasRDP && g.rdp != nil && g.cfg.RDPListen != ""
+	pv.RDPWeb = pv.IsOwner && hasRDP && g.rdp != nil
+	if prof, _ := g.profile(s.Profile); pv.RDPWeb {
+		if prof.Clipboard == ClipboardNone {
+			pv.RDP = false // native clients would bypass the clipboard rule
+		}
+		// xrdp in a desktop's seal does TLS only; a VM's guest (Windows)
+		// wants NLA.
+		pv.RDPCredSSP = prof.Kind == "vm"
+		if prof.Kind == "desktop" {
+			pv.RDPSize = cmp.Or(prof.Geometry, "1280x800")
+		}
+	}
 	pv.Session.Accel = g.sessionJSON(s).Accel
 	prof, _ := g.profile(s.Profile)
 	for _, name := range sortedNames(s.Endpoints) {

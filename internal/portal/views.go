@@ -96,6 +96,13 @@ type SessionPage struct {
 	Shares        []Share
 	// RDP: the owner may download an .airlock file for native RDP clients.
 	RDP bool
+	// RDPWeb: the owner may open the desktop with the browser's RDP client
+	// (the default view then, beside the VNC console); RDPCredSSP says
+	// whether the client runs NLA (a server that demands it) or TLS only.
+	RDPWeb, RDPCredSSP bool
+	// RDPSize is the desktop's fixed size (WIDTHxHEIGHT) when it has one
+	// (a desktop's Xvnc); the client asks for it rather than the window's.
+	RDPSize string
 }
 
 // AdminPage shows every session and the node.

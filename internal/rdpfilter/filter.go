@@ -33,6 +33,13 @@ const BlockedName = "blocked"
 type Policy struct {
 	Clipboard bool // cliprdr: text and files both ways
 	Drives    bool // rdpdr: drives, printers, smart cards, ports
+	// Xrdp adapts the client's requests to xrdp in a desktop's seal: an
+	// automatic logon (the INFO_AUTOLOGON flag of the Client Info PDU,
+	// which xrdp's autorun needs to skip its own login dialog, as native
+	// clients get with a user name and any password) and at most 24-bit
+	// colour (the browser client draws xrdp's 32-bit bitmaps sheared).
+	// xrdp checks no password: the seal's Xvnc is its only target.
+	Xrdp bool
 }
 
 // blocked reports whether p forbids the channel named name.
@@ -58,6 +65,7 @@ type Stream struct {
 	p    Policy
 	buf  []byte // bytes of an incomplete frame
 	seen bool   // the Connect Initial went by
+	info bool   // the Client Info PDU went by
 
 	// Channels are the static channels the client asked for, in order,
 	// and Blocked those of them the filter renamed.
@@ -200,8 +208,30 @@ func (s *Stream) inspect(f []byte) error {
 		s.seen = true
 	case !s.seen:
 		return errors.New("rdpfilter: MCS traffic before the Connect Initial")
+	case s.p.Xrdp && !s.info:
+		s.clientInfo(mcs)
 	}
 	return nil
+}
+
+// clientInfo sets INFO_AUTOLOGON in the Client Info PDU, if mcs is one:
+// an MCS Send Data Request whose security header says SEC_INFO_PKT.
+func (s *Stream) clientInfo(mcs []byte) {
+	// Send Data Request: choice byte, initiator (2), channel (2),
+	// priority and segmentation (1), a PER length, the data.
+	if len(mcs) < 8 || mcs[0]>>2 != 25 {
+		return
+	}
+	data := mcs[6:]
+	if _, err := perLen(&data); err != nil || len(data) < 4+8 {
+		return
+	}
+	if binary.LittleEndian.Uint16(data)&0x0040 == 0 { // SEC_INFO_PKT
+		return
+	}
+	s.info = true
+	flags := data[4+4 : 4+8] // TS_INFO_PACKET: CodePage, then flags
+	binary.LittleEndian.PutUint32(flags, binary.LittleEndian.Uint32(flags)|0x0008)
 }
 
 var (
@@ -213,12 +243,31 @@ var (
 	gccCCR    = []byte{0x00, 0x08, 0x00, 0x10, 0x00, 0x01, 0xC0, 0x00, 'D', 'u', 'c', 'a'}
 )
 
-// csNet is the type of the client network data block.
-const csNet = 0xC003
+// The types of the client core and network data blocks.
+const (
+	csCore = 0xC001
+	csNet  = 0xC003
+)
+
+// at24 lowers a client core data block's colour depth to at most 24 bits:
+// highColorDepth, the 32-bit flag of supportedColorDepths and the
+// "want a 32-bit session" early capability, where the block has them.
+func at24(b []byte) {
+	if len(b) >= 138 && binary.LittleEndian.Uint16(b[136:]) > 24 {
+		binary.LittleEndian.PutUint16(b[136:], 24)
+	}
+	if len(b) >= 140 {
+		binary.LittleEndian.PutUint16(b[138:], binary.LittleEndian.Uint16(b[138:])&^0x0008)
+	}
+	if len(b) >= 142 {
+		binary.LittleEndian.PutUint16(b[140:], binary.LittleEndian.Uint16(b[140:])&^0x0002)
+	}
+}
 
 // connectInitial reads an MCS Connect-Initial (BER) down to the client's
 // data blocks and renames the blocked channels in every CS_NET block.
-// Every length on the way must match the bytes exactly.
+// Every BER length on the way must match the bytes exactly, and the data
+// blocks must fill userData to its end.
 func (s *Stream) connectInitial(b []byte) error {
 	body, rest, err := berTLV(b, 2) // [APPLICATION 101], two tag bytes
 	if err != nil {
@@ -251,23 +300,19 @@ func (s *Stream) connectInitial(b []byte) error {
 		return errors.New("rdpfilter: userData is not a T.124 Conference Create Request")
 	}
 	ud = ud[len(gccPrefix):]
-	ccr, err := perLen(&ud)
-	if err != nil {
+	// The PER lengths of the ConnectPDU and of the client data are not
+	// trusted: clients get them wrong (IronRDP's ConnectPDU length is two
+	// short) and servers read the blocks to the end of userData. So does
+	// the filter, which thus sees every block the server will.
+	if _, err := perLen(&ud); err != nil {
 		return err
-	}
-	if ccr != len(ud) {
-		return fmt.Errorf("rdpfilter: ConnectPDU length %d, have %d", ccr, len(ud))
 	}
 	if len(ud) < len(gccCCR) || string(ud[:len(gccCCR)]) != string(gccCCR) {
 		return errors.New("rdpfilter: not a Conference Create Request with client data")
 	}
 	ud = ud[len(gccCCR):]
-	n, err := perLen(&ud)
-	if err != nil {
+	if _, err := perLen(&ud); err != nil {
 		return err
-	}
-	if n != len(ud) {
-		return fmt.Errorf("rdpfilter: client data length %d, have %d", n, len(ud))
 	}
 	for len(ud) > 0 {
 		if len(ud) < 4 {
@@ -277,10 +322,13 @@ func (s *Stream) connectInitial(b []byte) error {
 		if l < 4 || l > len(ud) {
 			return fmt.Errorf("rdpfilter: client data block %#04x of length %d", typ, l)
 		}
-		if typ == csNet {
+		switch {
+		case typ == csNet:
 			if err := s.network(ud[4:l]); err != nil {
 				return err
 			}
+		case typ == csCore && s.p.Xrdp:
+			at24(ud[4:l])
 		}
 		ud = ud[l:]
 	}
