@@ -335,19 +335,30 @@ func (r *run) supervise(ctx context.Context, s *seal.Seal, st *setup, sigs <-cha
 	regFailed := make(chan error, 1)
 	regCtx, regCancel := context.WithCancel(ctx)
 	defer regCancel()
+	reportReady := func() {
+		ready = nil
+		r.emit(Event{Kind: contract.EventReady, ID: spec.ID, Endpoints: st.endpoints, TLSSHA256: st.certSHA, IDMap: string(mode), Warnings: s.Warnings(), Accel: st.accel})
+		r.log.Info("ready", "endpoints", st.endpoints)
+		if r.cfg.Register != nil {
+			go r.registerReady(regCtx, st.endpoints, st.certSHA, regFailed)
+		}
+	}
 	for {
 		select {
 		case <-ready:
-			ready = nil
-			r.emit(Event{Kind: contract.EventReady, ID: spec.ID, Endpoints: st.endpoints, TLSSHA256: st.certSHA, IDMap: string(mode), Warnings: s.Warnings(), Accel: st.accel})
-			r.log.Info("ready", "endpoints", st.endpoints)
-			if r.cfg.Register != nil {
-				go r.registerReady(regCtx, st.endpoints, st.certSHA, regFailed)
-			}
+			reportReady()
 		case err := <-regFailed:
 			r.log.Error("registration failed", "error", err)
 			stop("could not register with the gateway: " + err.Error())
 		case <-s.Done():
+			// A workload that ends at once can close Done in the same
+			// instant as Ready, and select picks either: a seal that got
+			// ready reports it before its exit, always.
+			select {
+			case <-ready:
+				reportReady()
+			default:
+			}
 			regCancel()
 			res := s.Result()
 			if spec.VM != nil {

@@ -112,11 +112,13 @@ type Result struct {
 
 // Seal is a running sealed unit. Its methods are safe for concurrent use.
 type Seal struct {
-	log    *slog.Logger
-	cfg    Config
-	ctl    *net.UnixConn
-	egress *net.UnixConn
-	pid    int
+	log *slog.Logger
+	cfg Config
+	ctl *net.UnixConn
+	// ctlRead is closed when readControl has read init's last message.
+	ctlRead chan struct{}
+	egress  *net.UnixConn
+	pid     int
 	// pidfd is init's pidfd until finish closes it, and reaped says init
 	// was waited for: both under mu, so that a late Kill neither signals a
 	// closed (perhaps reused) descriptor nor kill(2)s a recycled pid.
@@ -147,11 +149,12 @@ func Start(ctx context.Context, cfg Config) (*Seal, error) {
 		cfg.Stderr = os.Stderr
 	}
 	s := &Seal{
-		log:   cmp.Or(cfg.Logger, slog.Default()).With("component", "seal", "session", cfg.ID),
-		cfg:   cfg,
-		ready: make(chan struct{}),
-		done:  make(chan struct{}),
-		pidfd: -1,
+		log:     cmp.Or(cfg.Logger, slog.Default()).With("component", "seal", "session", cfg.ID),
+		cfg:     cfg,
+		ready:   make(chan struct{}),
+		ctlRead: make(chan struct{}),
+		done:    make(chan struct{}),
+		pidfd:   -1,
 	}
 	root := os.Geteuid() == 0
 
@@ -230,6 +233,14 @@ func Start(ctx context.Context, cfg Config) (*Seal, error) {
 		s.pid = cmd.Process.Pid // read after started, which orders it
 		started <- nil
 		werr := cmd.Wait()
+		// init's own account of the end (the workload's exit code) is on
+		// the control socket and may still be unread when Wait returns:
+		// read it first, or the reason becomes "seal init ended". A
+		// descendant that kept the socket open must not hold the end up.
+		select {
+		case <-s.ctlRead:
+		case <-time.After(2 * time.Second):
+		}
 		s.finish(werr)
 	}()
 	if err := <-started; err != nil {
@@ -415,6 +426,7 @@ func (s *Seal) setReason(reason string, code int) {
 }
 
 func (s *Seal) readControl() {
+	defer close(s.ctlRead)
 	r := newMsgReader(s.ctl)
 	for {
 		m, err := r.read()
