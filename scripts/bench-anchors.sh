@@ -41,3 +41,16 @@ mkdir -p .artifacts
   AIRLOCK_TEST_USER=$(scripts/test-user.sh) go test -count=1 -run '^$' -bench 'BenchmarkRDPPath' -benchtime 3s ./internal/gateway/ 2>&1 | grep -E '^(Benchmark|goos|cpu)'
   echo '```'
 } | tee -a .artifacts/bench-anchors.md
+# Browser RDP (issue 12): a WebSocket to /rdp/ID (RDCleanPath, the channel
+# filter on every client frame) → the tls connector → an RDP server
+# stand-in doing TLS, against the native path's tls connector and direct
+# TCP, in one run. guacd is not packaged in Debian 12, so its published
+# figures are in ../shared/anchors.md §4 only.
+{
+  echo
+  echo "## Browser RDP path: RDCleanPath WebSocket → gateway → tls connector, against the tls connector path and direct TCP"
+  echo
+  echo '```'
+  AIRLOCK_TEST_USER=$(scripts/test-user.sh) go test -count=1 -run '^$' -bench 'BenchmarkRDPWebPath' -benchtime 3s ./internal/gateway/ 2>&1 | grep -E '^(Benchmark|goos|cpu)'
+  echo '```'
+} | tee -a .artifacts/bench-anchors.md
