@@ -224,6 +224,15 @@ func TestRDPWebRefusals(t *testing.T) {
 		}
 		lb.waitLog(t, "rdp (browser): refused", "reason=\""+c.why+"\"")
 	}
+	// Another site's page cannot open the WebSocket with the user's
+	// credentials (the login cookie rides along in a browser).
+	dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	_, hresp, err := websocket.Dial(dctx, "wss"+strings.TrimPrefix(tg.url, "https")+path, &websocket.DialOptions{HTTPClient: alice.http,
+		HTTPHeader: http.Header{"Authorization": {"Bearer " + alice.token}, "Origin": {"https://evil.example"}}})
+	dcancel()
+	if err == nil || hresp == nil || hresp.StatusCode != 403 {
+		t.Errorf("a WebSocket from another origin: %v %v, want 403", hresp, err)
+	}
 	// None of those spent the ticket: it still works, once.
 	if err := realtest.WaitFor(60*time.Second, func() error {
 		_, p := rdpWebExchange(t, tg, alice, path, rdpRequest(t, s.ID, tk, cr))
