@@ -110,8 +110,9 @@ func rdpRequest(t *testing.T, dest, tok string, cr []byte) []byte {
 // xrdp in a desktop's seal, reached through the WebSocket and the
 // session's tls connector. The answer carries xrdp's Confirm (TLS chosen)
 // and its certificate; xrdp answers the client's MCS Connect Initial with one
-// channel id per channel asked for; and the profile's clipboard: none took
-// cliprdr (and rdpdr, drives off) out on the way, as the relay's log says.
+// channel id per channel asked for; the profile's clipboard: none took
+// cliprdr (and rdpdr, drives off) out on the way, as the relay's log says;
+// and revoking the token the connection came in by closes it.
 func TestRDPWebXrdp(t *testing.T) {
 	needRDPTools(t)
 	owner := realtest.Current(t)
@@ -166,8 +167,18 @@ func TestRDPWebXrdp(t *testing.T) {
 	if err != nil || len(ids) != 3 {
 		t.Fatalf("xrdp's channel ids %v, %v (response %x)", ids, err, mcs)
 	}
+	// Revoking the token the connection came in by closes it.
+	var toks struct{ Tokens []struct{ ID string } }
+	if code, body := alice.do("GET", "/api/v1/tokens", nil, &toks); code != 200 || len(toks.Tokens) != 1 {
+		t.Fatalf("tokens: %d %s", code, body)
+	}
+	if code, body := tg.client().loginToken("alice").do("DELETE", "/api/v1/tokens/"+toks.Tokens[0].ID, nil, nil); code != 204 {
+		t.Fatalf("revoke: %d %s", code, body)
+	}
+	// The gateway, not xrdp or the client, ended it: the relay was stopped.
+	lb.waitLog(t, "rdp (browser): disconnected", "session="+s.ID, `channels="[cliprdr rdpdr rdpsnd]"`, `channels_blocked="[cliprdr rdpdr]"`,
+		"relay stopped")
 	tc.Close()
-	lb.waitLog(t, "rdp (browser): disconnected", "session="+s.ID, `channels="[cliprdr rdpdr rdpsnd]"`, `channels_blocked="[cliprdr rdpdr]"`)
 }
 
 // TestRDPWebRefusals: every way in that is not the owner's own, fresh
