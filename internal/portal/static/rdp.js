@@ -2,8 +2,11 @@
 // from npm, embedded by scripts/build-web.sh) talking RDCleanPath to the
 // gateway's /rdp/{id} WebSocket with a one-time ticket from the API. The
 // ticket travels in the RDCleanPath request, never in a URL. It is the
-// default view of a session that serves RDP; "Console (VNC)" switches to
-// noVNC (desktop.js) and back.
+// default view of a desktop that serves RDP (xrdp, TLS only); "Console
+// (VNC)" switches to noVNC (desktop.js) and back. A VM's guest wants NLA:
+// there the console is the default, and "Desktop (RDP)" first asks for the
+// guest's user name and password, which stay in this page's memory and go
+// to the guest inside CredSSP (the gateway never sees them).
 //
 // window.airlockRDPState, for tests and for reading in the console:
 //   'connecting' | 'connected' | 'failed:WORDS' | 'closed:REASON' | 'off'
@@ -21,6 +24,7 @@ const credssp = root.dataset.rdpCredssp === 'true';
 const fixed = /^(\d+)x(\d+)$/.exec(root.dataset.rdpSize || '');
 
 let irgUI = null; // the web component's UserInteraction, once it is ready
+let creds = credssp ? null : { user: 'airlock', password: 'airlock' }; // see connect
 let active = false; // a session is open or opening
 let generation = 0; // bumps on every connect, so a stale end is ignored
 
@@ -82,7 +86,46 @@ export function words(err) {
   }
 }
 
+// askCredentials shows a small form in the RDP view for NLA's user name
+// and password, and connects with them.
+function askCredentials() {
+  if ($('rdp-login')) return;
+  const form = document.createElement('form');
+  form.id = 'rdp-login';
+  form.className = 'card inline-form';
+  const field = (label, name, type) => {
+    const l = document.createElement('label');
+    l.textContent = label;
+    const i = document.createElement('input');
+    i.name = name;
+    i.type = type;
+    i.autocomplete = type === 'password' ? 'current-password' : 'username';
+    l.appendChild(i);
+    form.appendChild(l);
+    return i;
+  };
+  const user = field('User name', 'user', 'text');
+  const pass = field('Password', 'password', 'password');
+  const go = document.createElement('button');
+  go.type = 'submit';
+  go.className = 'primary';
+  go.textContent = 'Connect';
+  form.appendChild(go);
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    creds = { user: user.value, password: pass.value };
+    form.remove();
+    connect();
+  });
+  holder.appendChild(form);
+  user.focus();
+}
+
 async function connect() {
+  if (!creds) {
+    askCredentials();
+    return;
+  }
   if (active) return;
   active = true;
   const gen = ++generation;
@@ -99,8 +142,8 @@ async function connect() {
       // automatic logon, which xrdp's autorun needs to skip its login
       // dialog; xrdp checks no password (the seal's Xvnc is its only
       // target). A Windows guest's own logon is NLA's business.
-      .withUsername('airlock')
-      .withPassword('airlock')
+      .withUsername(creds.user)
+      .withPassword(creds.password)
       .withDestination(t.destination)
       .withProxyAddress(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}${t.path}`)
       .withAuthToken(t.ticket)
@@ -121,6 +164,7 @@ async function connect() {
     const why = e instanceof Error ? e.message : words(e);
     setState(`failed:${why}`);
     setStatus('refused', 'bad');
+    if (credssp) creds = null; // ask again: the password may have been wrong
     showMessage(`The desktop could not be opened over RDP: ${why}.`, true, 'error');
   }
 }
@@ -184,6 +228,7 @@ window.addEventListener('resize', () => {
 // ---- start ---------------------------------------------------------------------
 
 async function start() {
+  if (root.dataset.view !== 'rdp') return; // the console is the default
   ui.reconnect = () => { disconnect(); connect(); };
   if (page.state === 'ready') {
     connect();
