@@ -27,6 +27,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -243,4 +244,95 @@ func BenchmarkRDPWebPath(b *testing.B) {
 		b.Run("throughput", func(b *testing.B) { benchConnThroughput(b, dialEcho(b, addr), chunk) })
 		b.Run("roundtrip", func(b *testing.B) { benchConnRoundTrip(b, dialEcho(b, addr), msg) })
 	})
+}
+
+// TestRDPWebBusyDesktopReport measures what one busy browser RDP session
+// costs the gateway and the session's tls connector: headless Chromium
+// shows a desktop whose xterm lists /usr without pause, through the
+// gateway, for 30 s. It logs CPU seconds per session-minute of the
+// gateway (this process: the gateway and an idle test harness) and of the
+// connector process, and the bytes relayed. It is a report, not a check
+// (it fails on no figure): it runs only with AIRLOCK_BENCH_REPORT=1, from
+// scripts/bench-anchors.sh. anchors.md §4 has Guacamole's published
+// figure (about 0.26 CPU per constantly scrolling session), since guacd
+// cannot run here.
+func TestRDPWebBusyDesktopReport(t *testing.T) {
+	if os.Getenv("AIRLOCK_BENCH_REPORT") == "" {
+		t.Skip("a measurement: set AIRLOCK_BENCH_REPORT=1")
+	}
+	needRDPTools(t)
+	needBrowser(t)
+	owner := realtest.Current(t)
+	if os.Geteuid() == 0 {
+		owner = realtest.TestUser(t)
+	}
+	dir := ownerDir(t, owner, "airlock-rdpweb-")
+	tg, lb := rdpWebGateway(t, filepath.Join(dir, "typed"), func(p *Profile) {
+		p.Programs = [][]string{{"xterm", "-geometry", "100x40+0+0", "-e", "sh", "-c", "while :; do ls -lR /usr; done"}}
+	})
+	alice := tg.client().loginToken("alice")
+	s := alice.launch("rdpdesk")
+	br := startBrowser(t, "rdp-browser.mjs", map[string]string{
+		"base": tg.url, "password": testPassword, "user": "alice", "session": s.ID, "hold": "1",
+	})
+	br.wait("connected", 150*time.Second)
+	var conn int
+	if err := realtest.WaitFor(10*time.Second, func() error {
+		conn = connectorPID(s.ID)
+		if conn == 0 {
+			return fmt.Errorf("no tls connector process of %s", s.ID)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second) // the desktop settles into its busy state
+	const window = 30 * time.Second
+	self0, conn0 := selfCPU(), procCPU(conn)
+	t0 := time.Now()
+	time.Sleep(window) // the measurement's window, not a wait for a condition
+	self1, conn1 := selfCPU(), procCPU(conn)
+	wall := time.Since(t0).Minutes()
+	br.proceed()
+	br.wait("done", 30*time.Second)
+	lb.waitLog(t, "rdp (browser): disconnected", "session="+s.ID)
+	var bytesOut string
+	for _, l := range strings.Split(lb.String(), "\n") {
+		if strings.Contains(l, "rdp (browser): disconnected") && strings.Contains(l, s.ID) {
+			bytesOut = l
+		}
+	}
+	g, c := (self1-self0).Seconds()/wall, (conn1-conn0).Seconds()/wall
+	t.Logf("busy desktop over browser RDP, %.1f min: gateway %.3f CPU-s per session-minute, tls connector %.3f, together %.3f CPU (Guacamole's published: about 0.26 per scrolling session; target at most 0.026)\n%s",
+		wall, g, c, (g+c)/60, bytesOut)
+	fmt.Printf("RDPWEB-BUSY gateway_cpu_s_per_min=%.3f connector_cpu_s_per_min=%.3f cpu_fraction=%.4f\n", g, c, (g+c)/60)
+}
+
+// procCPU is a process's user and system CPU time from /proc.
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	ut, _ := strconv.Atoi(f[11])
+	st, _ := strconv.Atoi(f[12])
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
+}
+
+// connectorPID finds the session's tls connector process.
+func connectorPID(session string) int {
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		args := strings.Split(string(b), "\x00")
+		if slices.Contains(args, "connector") && slices.Contains(args, "tls") && slices.Contains(args, session) {
+			return pid
+		}
+	}
+	return 0
 }

@@ -25,6 +25,12 @@ try {
   if (state !== 'connected') throw new Error(`RDP state ${state}; message: ${await page.textContent('#message-text')}`);
   const vncState = await page.evaluate(() => window.airlockState || '');
   say('connected', { vncState });
+  if (cfg.hold) {
+    // The benchmark measures while the page shows the desktop.
+    await goOn();
+    say('done', { errors });
+    process.exit(0);
+  }
 
   // The Go side counts pixels in each shot until the desktop is drawn.
   for (let i = 0; ; i++) {
