@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/airlock-hpc/airlock/internal/realtest"
 )
 
 // connectInitial builds a client's MCS Connect Initial the way RDP
@@ -185,4 +187,44 @@ func FuzzFilter(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestXrdpAdaptation: for xrdp the Connect Initial asks for at most 24-bit
+// colour and the Client Info PDU for an automatic logon; without the
+// policy neither changes.
+func TestXrdpAdaptation(t *testing.T) {
+	info := func() []byte {
+		// TPKT, X.224 Data, Send Data Request (initiator 1007, channel
+		// 1003, priority), PER length, SEC_INFO_PKT header, CodePage,
+		// flags (INFO_MOUSE), and the rest of a TS_INFO_PACKET.
+		body := slices.Concat([]byte{0x40, 0x00, 0x00, 0x00}, []byte{0, 0, 0, 0}, []byte{0x01, 0, 0, 0}, make([]byte, 18))
+		mcs := slices.Concat([]byte{0x64, 0x00, 0x06, 0x03, 0xEB, 0x70, byte(len(body))}, body)
+		x := slices.Concat([]byte{0x02, 0xF0, 0x80}, mcs)
+		return slices.Concat([]byte{0x03, 0x00}, binary.BigEndian.AppendUint16(nil, uint16(4+len(x))), x)
+	}
+	core := func(ci []byte) []byte {
+		// After "Duca", the client data's two-byte PER length, then the
+		// core block's header.
+		i := bytes.Index(ci, []byte("Duca")) + 4 + 2
+		if binary.LittleEndian.Uint16(ci[i:]) != 0xC001 {
+			panic("no core block")
+		}
+		return ci[i+4:]
+	}
+	for _, xrdp := range []bool{true, false} {
+		ci := realtest.RDPConnectInitial(800, 600, "cliprdr")
+		in := slices.Concat(ci, info())
+		out, err := New(Policy{Clipboard: true, Xrdp: xrdp}).Feed(slices.Clone(in))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := core(out[:len(ci)])
+		depth, flags := binary.LittleEndian.Uint16(c[136:]), binary.LittleEndian.Uint32(out[len(out)-22:])
+		if xrdp && (depth != 24 || binary.LittleEndian.Uint16(c[138:])&0x0008 != 0 || flags&0x0008 == 0) {
+			t.Errorf("xrdp: depth %d, supported %#x, info flags %#x", depth, binary.LittleEndian.Uint16(c[138:]), flags)
+		}
+		if !xrdp && !bytes.Equal(out, in) {
+			t.Error("without the xrdp policy the stream changed")
+		}
+	}
 }
