@@ -9,7 +9,7 @@ BIN := bin/airlock
 export CGO_ENABLED := 0
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all deps web build release run run-session test bench lint fuzz clean
+.PHONY: all deps web build release deb run run-session test bench lint fuzz clean
 
 all: build
 
@@ -34,6 +34,12 @@ release:
 	  echo "building bin/release/airlock-$$os-$$arch$$ext"; \
 	  GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -o bin/release/airlock-$$os-$$arch$$ext ./cmd/airlock-client || exit 1; \
 	done
+
+# The Debian package (dpkg-deb): bin/airlock_VERSION_ARCH.deb with the
+# binary, the gateway's systemd unit, /etc/airlock/airlock.yaml, man pages
+# and bash completion (scripts/build-deb.sh says what and why).
+deb: build
+	@scripts/build-deb.sh $(BIN)
 
 # The gateway with its embedded defaults: open the URL it prints and log in
 # as "demo" with the password it prints on first start.
@@ -71,6 +77,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseMountinfoDevs -fuzztime 30s ./internal/seal/
 	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime 30s ./internal/ticket/
 	$(GO) test -run '^$$' -fuzz FuzzViewFilter -fuzztime 30s ./internal/connector/
+	$(GO) test -run '^$$' -fuzz FuzzCleanNext -fuzztime 30s ./internal/connector/
 	$(GO) test -run '^$$' -fuzz FuzzRelayHandshake -fuzztime 30s ./internal/connector/
 	$(GO) test -run '^$$' -fuzz FuzzParseSqueue -fuzztime 30s ./internal/backend/slurm/
 	$(GO) test -run '^$$' -fuzz FuzzDecodeEvent -fuzztime 30s ./internal/backend/local/

@@ -5,6 +5,7 @@ set -euo pipefail
 
 pkgs=(
   tigervnc-standalone-server tigervnc-tools xfonts-base xterm x11-apps # the demo desktop and the Xvnc tests
+  icewm xfe         # the demo desktop's window manager (panel, menu) and file manager
   uidmap            # newuidmap/newgidmap: full id maps in the seal
   iproute2          # test network namespaces (ip netns, veth)
   websockify stunnel4 # the benchmark anchors
@@ -19,6 +20,7 @@ pkgs=(
   openssh-server openssh-client # the forward benchmark's ssh -L path (the design airlock forward is measured against)
   xrdp              # RDP into a desktop session (run unprivileged inside the seal)
   freerdp2-x11 xvfb xdotool imagemagick # the native RDP client tests: xfreerdp under Xvfb, a screenshot of its window
+  ruby nginx-light novnc # the Open OnDemand app's tests: ERB templates rendered by Debian's ruby, nginx as OnDemand's /rnode proxy, noVNC served inside the seal
 )
 missing=()
 for p in "${pkgs[@]}"; do

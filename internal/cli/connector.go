@@ -28,7 +28,7 @@ func cmdConnector(ctx context.Context, env *Env, args []string) int {
 	// workload out; this holds on kernels without it too.
 	unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		fmt.Fprintln(env.Stderr, "usage: airlock connector vnc|http|tls --fd N --target ADDR --name NAME --session ID [flags]")
+		fmt.Fprintln(env.Stderr, "usage: airlock connector vnc|http|tls|rnode --fd N --target ADDR --name NAME --session ID [flags]")
 		return 2
 	}
 	kind := contract.ConnectorKind(args[0])
@@ -44,6 +44,7 @@ func cmdConnector(ctx context.Context, env *Env, args []string) int {
 	caFile := fs.String("client-ca-file", "", "CA (PEM) that client certificates must chain to; required for kind tls")
 	vncPassFile := fs.String("vnc-password-file", "", "vnc only: answer the server's VNC password challenge with the password in this file, so users never see it")
 	idle := fs.Duration("idle", 0, "close a connection after this long without traffic; 0 never")
+	cookiePath := fs.String("cookie-path", "", "rnode only: the path the browser sees the connector under (/rnode/HOST/PORT/), to scope its cookie to; default /")
 	mkLog := logFlags(fs)
 	if c := parse(fs, args[1:]); c >= 0 {
 		return c
@@ -97,7 +98,8 @@ func cmdConnector(ctx context.Context, env *Env, args []string) int {
 		}
 	}
 
-	cfg := connector.Config{Kind: kind, Name: *name, Session: *session, Target: *target, IdleTimeout: *idle, Logger: log, VNCPassword: sec.VNCPassword}
+	cfg := connector.Config{Kind: kind, Name: *name, Session: *session, Target: *target, IdleTimeout: *idle, Logger: log, VNCPassword: sec.VNCPassword,
+		Secret: sec.Secret, CookiePath: *cookiePath}
 	if sec.TicketKey != "" {
 		kb, err := hex.DecodeString(sec.TicketKey)
 		if err != nil {
@@ -114,7 +116,7 @@ func cmdConnector(ctx context.Context, env *Env, args []string) int {
 			return fail(env, "TLS certificate: %v", err)
 		}
 		cfg.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	} else if isTCP {
+	} else if k, _ := contract.Lookup(kind); isTCP && !k.PlainTCP {
 		// TLS on every hop: a cleartext TCP connector would expose tickets
 		// and screens to anyone on the cluster network.
 		return fail(env, "connector %s: a TCP listener needs a TLS certificate (--cert-file or --secrets-fd)", *name)

@@ -739,7 +739,7 @@ func Default() Config {
 	p := defaultProfile("desktop")
 	p.Name = "desktop"
 	p.Title = "Linux desktop"
-	p.Description = "An X desktop with a terminal, in your browser."
+	p.Description = "An X desktop (IceWM's panel and menu, a terminal, the Xfe file manager), in your browser."
 	c.Profiles = []Profile{p}
 	c.inherit(nil)
 	normalize(reflect.ValueOf(&c).Elem())
@@ -803,7 +803,7 @@ func defaultProfile(kind string) Profile {
 		p.Desktop = &DesktopProfile{
 			Geometry:    "1280x800",
 			Depth:       24,
-			Programs:    [][]string{{"xterm"}},
+			Programs:    [][]string{{"icewm-session"}, {"xterm"}},
 			VNCPassword: false,
 			RDP:         false,
 			Clipboard:   "both",

@@ -243,7 +243,7 @@ profiles:
 		t.Fatal(err)
 	}
 	a, b := c.Profiles[0], c.Profiles[1]
-	if a.Title != "a" || a.Desktop.Geometry != "1280x800" || !reflect.DeepEqual(a.Desktop.Programs, [][]string{{"xterm"}}) {
+	if a.Title != "a" || a.Desktop.Geometry != "1280x800" || !reflect.DeepEqual(a.Desktop.Programs, [][]string{{"icewm-session"}, {"xterm"}}) {
 		t.Errorf("desktop defaults not applied: %+v %+v", a, a.Desktop)
 	}
 	if a.Lifetime != (Range[time.Duration]{2 * time.Hour, 3 * time.Hour}) || a.IdleTimeout != (Range[time.Duration]{time.Hour, 4 * time.Hour}) {

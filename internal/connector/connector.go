@@ -24,18 +24,20 @@ import (
 // contract's registry (contract.Lookup says what each needs); serveKind
 // is how this side serves each.
 const (
-	KindVNC  = contract.KindVNC
-	KindHTTP = contract.KindHTTP
-	KindTLS  = contract.KindTLS
+	KindVNC   = contract.KindVNC
+	KindHTTP  = contract.KindHTTP
+	KindTLS   = contract.KindTLS
+	KindRNode = contract.KindRNode
 )
 
 // serveKind serves one kind on the tracked listener until ctx ends, each
 // with its file's server (vnc.go, http.go, tls.go); every kind in the
 // contract's registry must have one (TestEveryKindHasAServer).
 var serveKind = map[contract.ConnectorKind]func(s *server, ctx context.Context, ln net.Listener) error{
-	KindVNC:  (*server).serveVNCKind,
-	KindHTTP: (*server).serveHTTPKind,
-	KindTLS:  (*server).serveTLS,
+	KindVNC:   (*server).serveVNCKind,
+	KindHTTP:  (*server).serveHTTPKind,
+	KindTLS:   (*server).serveTLS,
+	KindRNode: (*server).serveRNodeKind,
 }
 
 const (
@@ -98,6 +100,14 @@ type Config struct {
 	// become "_"), so sessions served from one gateway origin do not
 	// overwrite each other's.
 	CookieTTL time.Duration
+	// Secret (rnode only, required there) is the per-session secret a
+	// browser posts once to the login path; at least
+	// contract.MinSecretLen bytes.
+	Secret string
+	// CookiePath (rnode only) is the path the browser sees the connector
+	// under, such as /rnode/HOST/PORT/: the cookie is scoped to it. Empty
+	// means "/".
+	CookiePath string
 	// Logger receives every connection and every refusal. Nil means
 	// slog.Default().
 	Logger *slog.Logger
@@ -148,6 +158,16 @@ func (cfg *Config) validate() error {
 			return fmt.Errorf("field TLS.GetConfigForClient: not allowed for kind %s", cfg.Kind)
 		}
 	}
+	switch {
+	case kind.Secret && len(cfg.Secret) < contract.MinSecretLen:
+		return fmt.Errorf("field Secret: %d bytes, kind %s needs at least %d", len(cfg.Secret), cfg.Kind, contract.MinSecretLen)
+	case !kind.Secret && cfg.Secret != "":
+		return fmt.Errorf("field Secret: not for kind %q", cfg.Kind)
+	case !kind.Secret && cfg.CookiePath != "":
+		return fmt.Errorf("field CookiePath: not for kind %q", cfg.Kind)
+	case cfg.CookiePath != "" && (!strings.HasPrefix(cfg.CookiePath, "/") || strings.ContainsAny(cfg.CookiePath, "; \t\r\n\"\\")):
+		return fmt.Errorf("field CookiePath %q: want an absolute path without ; or spaces", cfg.CookiePath)
+	}
 	if cfg.VNCPassword != "" && !kind.VNCPassword {
 		return fmt.Errorf("field VNCPassword: not for kind %q", cfg.Kind)
 	}
@@ -171,7 +191,7 @@ func (cfg *Config) validate() error {
 }
 
 // LogValue implements slog.LogValuer. It leaves out the secrets (Key,
-// VNCPassword), so a Config can be logged whole.
+// VNCPassword, Secret), so a Config can be logged whole.
 func (cfg Config) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.String("kind", string(cfg.Kind)),
@@ -180,6 +200,8 @@ func (cfg Config) LogValue() slog.Value {
 		slog.String("target", cfg.Target),
 		slog.Bool("tls", cfg.TLS != nil),
 		slog.Bool("vnc_password", cfg.VNCPassword != ""),
+		slog.Bool("secret", cfg.Secret != ""),
+		slog.String("cookie_path", cfg.CookiePath),
 		slog.Duration("idle_timeout", cfg.IdleTimeout),
 		slog.Duration("cookie_ttl", cfg.CookieTTL),
 	)

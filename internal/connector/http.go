@@ -1,8 +1,10 @@
 package connector
 
 import (
+	"cmp"
 	"context"
 	"crypto/hkdf"
+	"crypto/rand"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -14,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/airlock-hpc/airlock/internal/contract"
 	"github.com/airlock-hpc/airlock/internal/ticket"
 )
 
@@ -76,7 +79,17 @@ func (s *server) serveHTTPKind(ctx context.Context, ln net.Listener) error {
 }
 
 func (s *server) newHTTPConnector() (*httpConnector, error) {
-	ck, err := hkdf.Key(sha256.New, s.cfg.Key[:], nil, cookieKeyInfo, len(ticket.Key{}))
+	secret := s.cfg.Key[:]
+	if k, _ := contract.Lookup(s.cfg.Kind); k.Secret {
+		// No ticket key: the cookies are signed with a key of this
+		// process's own, so they end with it (a restarted connector sends
+		// the user back to the OnDemand card).
+		secret = make([]byte, len(ticket.Key{}))
+		if _, err := rand.Read(secret); err != nil {
+			return nil, fmt.Errorf("cookie key: %w", err)
+		}
+	}
+	ck, err := hkdf.Key(sha256.New, secret, nil, cookieKeyInfo, len(ticket.Key{}))
 	if err != nil {
 		return nil, fmt.Errorf("derive cookie key: %w", err)
 	}
@@ -179,6 +192,13 @@ func (h *httpConnector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ctx = context.WithValue(ctx, bearerKey{}, true)
 		s.log.InfoContext(ctx, "ticket accepted", "remote_addr", r.RemoteAddr, "user", claims.User, "mode", claims.Mode, "via", "bearer")
 	}
+	h.proxyAdmitted(w, r.WithContext(ctx), claims, refuse)
+}
+
+// proxyAdmitted proxies an admitted request to the app, within what the
+// claims' mode allows.
+func (h *httpConnector) proxyAdmitted(w http.ResponseWriter, r *http.Request, claims ticket.Claims, refuse func(refusal, ...any)) {
+	ctx := r.Context()
 	who := []any{"user", claims.User, "mode", claims.Mode}
 
 	if claims.Mode == ticket.View {
@@ -201,7 +221,7 @@ func (h *httpConnector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	upgrade := isUpgrade(r)
 	h.proxy.ServeHTTP(w, r.WithContext(ctx))
 	if upgrade {
-		s.log.InfoContext(ctx, "upgrade ended", append(who, "remote_addr", r.RemoteAddr, "path", r.URL.Path, "duration", time.Since(start))...)
+		h.s.log.InfoContext(ctx, "upgrade ended", append(who, "remote_addr", r.RemoteAddr, "path", r.URL.Path, "duration", time.Since(start))...)
 	}
 }
 
@@ -268,7 +288,7 @@ func (h *httpConnector) cookie(c ticket.Claims, now time.Time) (*http.Cookie, er
 	return &http.Cookie{
 		Name:     h.cookieName,
 		Value:    tok,
-		Path:     "/",
+		Path:     cmp.Or(h.s.cfg.CookiePath, "/"),
 		MaxAge:   int(ttl / time.Second),
 		HttpOnly: true,
 		Secure:   h.s.cfg.TLS != nil,

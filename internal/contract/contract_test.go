@@ -23,11 +23,16 @@ func TestRegistry(t *testing.T) {
 			t.Errorf("kind %s: no view", k.Kind)
 		}
 		// A kind must authenticate its clients one way or the other.
-		if !k.Tickets && !k.ClientCerts {
-			t.Errorf("kind %s: neither tickets nor client certificates", k.Kind)
+		if !k.Tickets && !k.ClientCerts && !k.Secret {
+			t.Errorf("kind %s: neither tickets, client certificates nor a secret", k.Kind)
+		}
+		// Plain TCP carries the credential in clear: only a kind whose
+		// credential is a per-session secret (OnDemand's model) may.
+		if k.PlainTCP && (!k.Secret || k.Tickets) {
+			t.Errorf("kind %s: plain TCP without being a secret-only kind", k.Kind)
 		}
 	}
-	if got := KindList(); got != "vnc, http or tls" {
+	if got := KindList(); got != "vnc, http, tls or rnode" {
 		t.Errorf("KindList %q", got)
 	}
 	if _, ok := Lookup("rdp"); ok {

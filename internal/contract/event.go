@@ -54,4 +54,6 @@ type ConnectorSecrets struct {
 	KeyPEM      string `json:"key_pem,omitempty"`
 	ClientCAPEM string `json:"client_ca_pem,omitempty"`
 	VNCPassword string `json:"vnc_password,omitempty"`
+	// Secret is an rnode connector's per-session secret.
+	Secret string `json:"secret,omitempty"`
 }

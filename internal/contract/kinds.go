@@ -16,7 +16,18 @@ const (
 	KindHTTP ConnectorKind = "http"
 	// KindTLS is mutual TLS to plain TCP, for native clients (RDP).
 	KindTLS ConnectorKind = "tls"
+	// KindRNode is a reverse proxy to a web application in plain HTTP,
+	// for Open OnDemand's /rnode/HOST/PORT/ proxy (which speaks plain HTTP
+	// to nodes): it admits the holder of a per-session secret
+	// (ConnectorSpec.SecretEnv) and no one else. A desktop is served to it
+	// by noVNC under websockify inside the seal.
+	KindRNode ConnectorKind = "rnode"
 )
+
+// MinSecretLen is the shortest per-session secret a Secret kind takes: 32
+// characters of OnDemand's create_passwd alphabet (62 symbols) are about
+// 190 bits, beyond guessing through a proxy.
+const MinSecretLen = 32
 
 // View is how the gateway offers a connector to a browser.
 type View string
@@ -50,6 +61,14 @@ type KindInfo struct {
 	Wait bool
 	// View is how the gateway offers it to a browser.
 	View View
+	// Secret: clients present a per-session secret that the job gives the
+	// runner in ConnectorSpec.SecretEnv (Open OnDemand's connection.yml
+	// way), exchanged once for an HttpOnly cookie.
+	Secret bool
+	// PlainTCP: the kind may listen on TCP without TLS. Only for a kind
+	// whose front end cannot speak TLS to nodes (OnDemand's proxy); the
+	// README says what that exposes.
+	PlainTCP bool
 }
 
 // kinds is the registry. Keep it in the order the kinds are documented.
@@ -57,6 +76,9 @@ var kinds = []KindInfo{
 	{Kind: KindVNC, Tickets: true, VNCPassword: true, Wait: true, View: ViewVNC},
 	{Kind: KindHTTP, Tickets: true, Wait: true, View: ViewApp},
 	{Kind: KindTLS, ClientCerts: true, Wait: false, View: ViewNone},
+	// The gateway never offers an rnode connector: OnDemand's session card
+	// links to it.
+	{Kind: KindRNode, Secret: true, PlainTCP: true, Wait: true, View: ViewNone},
 }
 
 // Lookup returns the registry's entry for k.
@@ -77,7 +99,7 @@ func Kinds() []ConnectorKind {
 	return out
 }
 
-// KindList is the registered kinds for an error message: "vnc, http or tls".
+// KindList is the registered kinds for an error message: "vnc, http, tls or rnode".
 func KindList() string {
 	names := make([]string, len(kinds))
 	for i, k := range kinds {

@@ -136,7 +136,7 @@ type Command struct {
 type ConnectorSpec struct {
 	// Name is what tickets and endpoints call it: 1-32 of [a-z0-9-].
 	Name string `json:"name"`
-	// Kind is one of the registered kinds (see Kinds): vnc, http or tls.
+	// Kind is one of the registered kinds (see Kinds): vnc, http, tls or rnode.
 	Kind ConnectorKind `json:"kind"`
 	// Target is where the connector forwards inside the seal: HOST:PORT on
 	// loopback, or unix:/path.
@@ -162,6 +162,15 @@ type ConnectorSpec struct {
 	Wait *bool `json:"wait"`
 	// Idle closes a connection after this long without traffic. Empty: never.
 	Idle Duration `json:"idle"`
+	// SecretEnv (kinds with KindInfo.Secret, required there) names an
+	// environment variable of the runner holding the per-session secret,
+	// at least 32 characters; the runner unsets it and hands it to the
+	// connector on its secrets pipe only.
+	SecretEnv string `json:"secret_env"`
+	// CookiePath (kinds with KindInfo.Secret) is the path the browser sees
+	// the connector under, such as /rnode/HOST/PORT/, to scope its cookie
+	// to. Default "/".
+	CookiePath string `json:"cookie_path"`
 }
 
 // TLSFiles names PEM files.

@@ -303,6 +303,9 @@ func (r *run) connectorArgv(c ConnectorSpec) []string {
 	if c.Idle > 0 {
 		argv = append(argv, "--idle", time.Duration(c.Idle).String())
 	}
+	if c.CookiePath != "" {
+		argv = append(argv, "--cookie-path", c.CookiePath)
+	}
 	return argv
 }
 
@@ -502,6 +505,9 @@ func (r *run) loadSecrets() (map[string]ConnectorSecrets, string, error) {
 	needTLS := false
 	var ips []net.IP
 	for _, c := range spec.Connectors {
+		if k, _ := contract.Lookup(c.Kind); k.PlainTCP {
+			continue
+		}
 		if h, ok := strings.CutPrefix(c.Listen, "tcp:"); ok {
 			needTLS = true
 			host, _, _ := net.SplitHostPort(h)
@@ -524,8 +530,9 @@ func (r *run) loadSecrets() (map[string]ConnectorSecrets, string, error) {
 		if kind.Tickets {
 			s.TicketKey = key
 		}
-		// A tls connector speaks TLS on any listener, a UNIX socket too.
-		if strings.HasPrefix(c.Listen, "tcp:") || kind.ClientCerts {
+		// A tls connector speaks TLS on any listener, a UNIX socket too; a
+		// plain-TCP kind (rnode) never does.
+		if strings.HasPrefix(c.Listen, "tcp:") && !kind.PlainTCP || kind.ClientCerts {
 			s.CertPEM, s.KeyPEM = string(certPEM), string(keyPEM)
 		}
 		if kind.ClientCerts {
@@ -537,6 +544,16 @@ func (r *run) loadSecrets() (map[string]ConnectorSecrets, string, error) {
 				return nil, "", fmt.Errorf("connector %s: vnc_password_file: %w", c.Name, err)
 			}
 			s.VNCPassword = strings.TrimRight(string(b), "\r\n")
+		}
+		if c.SecretEnv != "" {
+			// Read once and unset, like ticket_key_env: nothing the seal
+			// starts inherits it.
+			v := os.Getenv(c.SecretEnv)
+			os.Unsetenv(c.SecretEnv)
+			if len(v) < contract.MinSecretLen {
+				return nil, "", fmt.Errorf("connector %s: secret_env $%s: %d characters, want at least %d", c.Name, c.SecretEnv, len(v), contract.MinSecretLen)
+			}
+			s.Secret = v
 		}
 		if c.SessionVNCPasswordFile != "" {
 			if s.VNCPassword, err = newVNCPassword(); err != nil {

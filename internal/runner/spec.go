@@ -38,10 +38,13 @@ const maxSpec = 1 << 20
 const maxHide = 64
 
 var (
-	idRE        = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
-	connNameRE  = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,31}$`)
-	envNameRE   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-	errSpecSize = fmt.Errorf("spec is larger than %d bytes", maxSpec)
+	idRE       = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+	connNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,31}$`)
+	envNameRE  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	// cookiePathRE: a Path attribute that cannot end the cookie line early
+	// (no ";", space or control) and scopes to a directory.
+	cookiePathRE = regexp.MustCompile(`^/([A-Za-z0-9._-]+/)*$`)
+	errSpecSize  = fmt.Errorf("spec is larger than %d bytes", maxSpec)
 )
 
 // ParseSpec decodes and validates a spec. Unknown fields are errors, and
@@ -166,6 +169,18 @@ func ValidateSpec(s *Spec) error {
 		}
 		if c.VNCPasswordFile != "" && !kind.VNCPassword {
 			return fmt.Errorf("%s.vnc_password_file: not for kind %s", at, c.Kind)
+		}
+		switch {
+		case kind.Secret && c.SecretEnv == "":
+			return fmt.Errorf("%s.secret_env: required for kind %s (the environment variable holding the session's secret)", at, c.Kind)
+		case !kind.Secret && c.SecretEnv != "":
+			return fmt.Errorf("%s.secret_env: not for kind %s", at, c.Kind)
+		case !kind.Secret && c.CookiePath != "":
+			return fmt.Errorf("%s.cookie_path: not for kind %s", at, c.Kind)
+		case c.SecretEnv != "" && !envNameRE.MatchString(c.SecretEnv):
+			return fmt.Errorf("%s.secret_env %q: not an environment variable name", at, c.SecretEnv)
+		case c.CookiePath != "" && !cookiePathRE.MatchString(c.CookiePath):
+			return fmt.Errorf("%s.cookie_path %q: want an absolute URL path of A-Z a-z 0-9 / . _ - ending in /", at, c.CookiePath)
 		}
 		if c.SessionVNCPasswordFile != "" {
 			switch {

@@ -77,6 +77,12 @@ func TestParseSpecErrors(t *testing.T) {
 		{"hide unclean", edit(`"lifetime": "8h",`, `"lifetime": "8h", "hide": ["/srv/../etc"],`), `hide[0] "/srv/../etc"`},
 		{"hide too many", edit(`"lifetime": "8h",`, `"lifetime": "8h", "hide": [`+strings.Repeat(`"/a",`, maxHide)+`"/a"],`), "at most 64"},
 		{"relative dir", edit(`"dir": "/home/alice"`, `"dir": "home"`), `workload.dir "home"`},
+		{"rnode without secret", edit(`"kind": "http",`, `"kind": "rnode",`), "secret_env: required for kind rnode"},
+		{"rnode bad secret env", edit(`"kind": "http",`, `"kind": "rnode", "secret_env": "A-B",`), `secret_env "A-B"`},
+		{"rnode cookie path injection", edit(`"kind": "http",`, `"kind": "rnode", "secret_env": "S", "cookie_path": "/x/; Domain=evil/",`), `cookie_path "/x/; Domain=evil/"`},
+		{"rnode relative cookie path", edit(`"kind": "http",`, `"kind": "rnode", "secret_env": "S", "cookie_path": "rnode/h/1/",`), `cookie_path "rnode/h/1/"`},
+		{"secret on http", edit(`"kind": "http",`, `"kind": "http", "secret_env": "S",`), "secret_env: not for kind http"},
+		{"cookie path on vnc", edit(`"kind": "vnc", `, `"kind": "vnc", "cookie_path": "/x/",`), "cookie_path: not for kind vnc"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
