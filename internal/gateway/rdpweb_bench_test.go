@@ -74,7 +74,7 @@ func tlsRDPEcho(tb testing.TB) string {
 // rdpWebBenchPath starts a gateway, a session's tls connector to target
 // and returns a dial func giving an RDCleanPath connection past the
 // answer and the Connect Initial, ready for RDP frames.
-func rdpWebBenchPath(b *testing.B, target string) func() net.Conn {
+func rdpWebBenchPath(b testing.TB, target string) (dial func() net.Conn, base, token string) {
 	dir := b.TempDir()
 	cfg := testConfig(b, dir, time.Second, 100, benchUser)
 	p := desktopProfile()
@@ -124,6 +124,7 @@ func rdpWebBenchPath(b *testing.B, target string) func() net.Conn {
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 	wsURL := "wss" + strings.TrimPrefix(url, "https") + "/rdp/" + id
 	return func() net.Conn {
+		b.Helper()
 		var conn net.Conn
 		if err := realtest.WaitFor(10*time.Second, func() error {
 			tok, err := ticket.Sign(g.rdpWebKey(), ticket.Claims{Session: id, Connector: rdpWebConnector, User: benchUser,
@@ -162,7 +163,7 @@ func rdpWebBenchPath(b *testing.B, target string) func() net.Conn {
 			b.Fatal(err)
 		}
 		return conn
-	}
+	}, url, secret
 }
 
 // frames lays n bytes out as X.224 Data TPKTs of at most 16 KiB.
@@ -230,7 +231,7 @@ func benchConnRoundTrip(b *testing.B, c net.Conn, msg []byte) {
 func BenchmarkRDPWebPath(b *testing.B) {
 	chunk, msg := frames(64<<10), frames(64)
 	b.Run("rdcleanpath", func(b *testing.B) {
-		dial := rdpWebBenchPath(b, tlsRDPEcho(b))
+		dial, _, _ := rdpWebBenchPath(b, tlsRDPEcho(b))
 		b.Run("throughput", func(b *testing.B) { benchConnThroughput(b, dial(), chunk) })
 		b.Run("roundtrip", func(b *testing.B) { benchConnRoundTrip(b, dial(), msg) })
 	})
