@@ -202,7 +202,7 @@ func (c *Client) once(ctx context.Context, f *Forward, target string, up func())
 	}
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
-	nc := websocket.NetConn(sctx, ws, websocket.MessageBinary)
+	nc := Coalesce(websocket.NetConn(sctx, ws, websocket.MessageBinary))
 	mux, err := yamux.Server(nc, MuxConfig())
 	if err != nil {
 		ws.CloseNow()

@@ -513,7 +513,7 @@ func (g *Gateway) appProxy(w http.ResponseWriter, r *http.Request, id string) {
 		appText(w, http.StatusForbidden, "cross-origin request refused")
 		return
 	}
-	s, err := g.cfg.Store.GetSession(r.Context(), id)
+	s, err := g.readySession(r.Context(), id)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			appText(w, http.StatusNotFound, "this session is gone")
@@ -524,7 +524,7 @@ func (g *Gateway) appProxy(w http.ResponseWriter, r *http.Request, id string) {
 		return
 	}
 	if gr.shareHash != nil {
-		if _, err := g.checkShare(r.Context(), gr.shareHash, s.ID); err != nil {
+		if _, err := g.cachedShare(r.Context(), gr.shareHash, s.ID); err != nil {
 			ae := asAPIError(err)
 			switch {
 			case isStoreFault(err):
@@ -658,21 +658,27 @@ func stripAirlockCookies(h http.Header) {
 	stripCookies(h, "__Host-airlock")
 }
 
-// forward proxies r to connector conn of s as viewer v, with a fresh
-// single-use ticket (WebSocket upgrades included). strip removes the
-// /s/ID/NAME prefix from the path; csp, if set, goes on every answer.
+// forward proxies r to connector conn of s as viewer v (WebSocket
+// upgrades included), with the connector's cookie kept for v or else a
+// fresh single-use ticket (fastpath.go). strip removes the /s/ID/NAME
+// prefix from the path; csp, if set, goes on every answer.
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, s *session.Session, conn string, v viewerTag, strip bool, csp string) {
-	var tok string
+	p := &hopParams{s: s, conn: conn, strip: strip, csp: csp, key: hopKey{s.ID, conn, v.User, v.Mode}}
 	if !isForward(s) {
 		// A forward has no connector to check a ticket.
-		var err error
-		tok, err = ticket.Sign(g.sessionKey(s.ID), ticket.Claims{
-			Session: s.ID, Connector: conn, User: v.User, Mode: ticket.Mode(v.Mode), Expires: g.now().Add(ticketTTL),
-		})
-		if err != nil {
-			g.log.ErrorContext(r.Context(), "sign ticket", "session", s.ID, "error", err)
-			writeErr(w, err)
-			return
+		if h, ok := g.fast.hop(p.key, g.now()); ok {
+			p.hop = h
+		} else {
+			p.gen = g.fast.generation()
+			var err error
+			p.tok, err = ticket.Sign(g.sessionKey(s.ID), ticket.Claims{
+				Session: s.ID, Connector: conn, User: v.User, Mode: ticket.Mode(v.Mode), Expires: g.now().Add(ticketTTL),
+			})
+			if err != nil {
+				g.log.ErrorContext(r.Context(), "sign ticket", "session", s.ID, "error", err)
+				writeErr(w, err)
+				return
+			}
 		}
 	}
 	if isForward(s) && v.Mode == session.View {
@@ -702,52 +708,106 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, s *session.Ses
 	} else {
 		g.touch(s.ID, false)
 	}
-	prefix := "/s/" + s.ID + "/" + conn
-	rp := &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			// Always "http": for a node's TCP endpoint the transport's
-			// DialContext already speaks TLS (pinned); "https" would make
-			// http.Transport wrap that in TLS a second time.
-			pr.Out.URL.Scheme = "http"
-			pr.Out.URL.Host = "session"
-			if strip {
-				pr.Out.URL.Path = cmp.Or(strings.TrimPrefix(pr.In.URL.Path, prefix), "/")
-				pr.Out.URL.RawPath = ""
-			}
-			pr.Out.Host = pr.In.Host // apps such as Jupyter compare Origin with Host
-			pr.SetXForwarded()
-			// The gateway's own cookies (the login, share links, the app
-			// host's) are for the gateway; the connector gets a ticket.
-			stripAirlockCookies(pr.Out.Header)
-			// The trusted proxy's identity header vouched for the user to
-			// us; an app must not take it as a login of its own.
-			if g.cfg.HeaderName != "" {
-				pr.Out.Header.Del(g.cfg.HeaderName)
-			}
-			// Whatever Authorization came (a user's bearer token) is
-			// replaced by the ticket: the app never sees a gateway
-			// credential. A forwarded app has no connector to check a
-			// ticket, and would take it for a credential of its own.
-			if isForward(s) {
-				pr.Out.Header.Del("Authorization")
-			} else {
-				pr.Out.Header.Set("Authorization", "Bearer "+tok)
-			}
-		},
-		Transport: g.transport(s.Endpoints[conn], s.TLSSHA256),
-		ModifyResponse: func(resp *http.Response) error {
-			stripSetCookies(resp.Header, "airlock_")
-			stripSetCookies(resp.Header, "__Host-airlock")
-			if csp != "" {
-				resp.Header.Set("Content-Security-Policy", csp)
-			}
-			return nil
-		},
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			g.log.WarnContext(r.Context(), "proxy to app", "session", s.ID, "connector", conn, "error", err)
-			writeErr(w, apiErr(502, "connector_unreachable", "the session did not answer"))
-		},
-		FlushInterval: -1, // stream: a framebuffer or an event stream must not wait in a buffer
-	}
-	rp.ServeHTTP(w, r.WithContext(ctx))
+	g.reverseProxy().ServeHTTP(w, r.WithContext(context.WithValue(ctx, hopParamsKey{}, p)))
 }
+
+// hopParams is what the shared reverse proxy needs of one request.
+type hopParams struct {
+	s     *session.Session
+	conn  string
+	strip bool
+	csp   string
+	key   hopKey
+	hop   hopCookie // the connector's cookie to send, if any …
+	tok   string    // … else a fresh ticket
+	gen   uint64    // the fast cache's generation when tok was signed
+}
+
+type hopParamsKey struct{}
+
+func hopParamsOf(ctx context.Context) *hopParams {
+	p, _ := ctx.Value(hopParamsKey{}).(*hopParams)
+	return p
+}
+
+// reverseProxy is the one reverse proxy of every proxied request; what is
+// particular to a request comes in its context (hopParams).
+func (g *Gateway) reverseProxy() *httputil.ReverseProxy {
+	g.rpOnce.Do(func() {
+		g.rp = &httputil.ReverseProxy{
+			Rewrite: g.rewriteHop,
+			Transport: roundTripFunc(func(req *http.Request) (*http.Response, error) {
+				p := hopParamsOf(req.Context())
+				return g.transport(p.s.Endpoints[p.conn], p.s.TLSSHA256).RoundTrip(req)
+			}),
+			ModifyResponse: func(resp *http.Response) error {
+				p := hopParamsOf(resp.Request.Context())
+				switch {
+				case p.tok != "" && resp.StatusCode < 400:
+					// The connector answered the ticket with its cookie
+					// (http kind): the requests after this one carry that.
+					g.fast.keepHop(p.key, resp.Header, g.now(), p.gen)
+				case p.hop.value != "" && resp.StatusCode == http.StatusUnauthorized:
+					g.fast.dropHop(p.key)
+				}
+				stripSetCookies(resp.Header, "airlock_")
+				stripSetCookies(resp.Header, "__Host-airlock")
+				if p.csp != "" {
+					resp.Header.Set("Content-Security-Policy", p.csp)
+				}
+				return nil
+			},
+			ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+				p := hopParamsOf(r.Context())
+				g.log.WarnContext(r.Context(), "proxy to app", "session", p.s.ID, "connector", p.conn, "error", err)
+				writeErr(w, apiErr(502, "connector_unreachable", "the session did not answer"))
+			},
+			FlushInterval: -1, // stream: a framebuffer or an event stream must not wait in a buffer
+		}
+	})
+	return g.rp
+}
+
+// rewriteHop makes the request to the connector.
+func (g *Gateway) rewriteHop(pr *httputil.ProxyRequest) {
+	p := hopParamsOf(pr.In.Context())
+	// Always "http": for a node's TCP endpoint the transport's
+	// DialContext already speaks TLS (pinned); "https" would make
+	// http.Transport wrap that in TLS a second time.
+	pr.Out.URL.Scheme = "http"
+	pr.Out.URL.Host = "session"
+	if p.strip {
+		prefix := "/s/" + p.s.ID + "/" + p.conn
+		pr.Out.URL.Path = cmp.Or(strings.TrimPrefix(pr.In.URL.Path, prefix), "/")
+		pr.Out.URL.RawPath = ""
+	}
+	pr.Out.Host = pr.In.Host // apps such as Jupyter compare Origin with Host
+	pr.SetXForwarded()
+	// The gateway's own cookies (the login, share links, the app
+	// host's) are for the gateway; the connector gets a ticket.
+	stripAirlockCookies(pr.Out.Header)
+	// The trusted proxy's identity header vouched for the user to
+	// us; an app must not take it as a login of its own.
+	if g.cfg.HeaderName != "" {
+		pr.Out.Header.Del(g.cfg.HeaderName)
+	}
+	// Whatever Authorization came (a user's bearer token) is replaced
+	// by the connector's cookie or a ticket: the app never sees a
+	// gateway credential. A forwarded app has no connector to check a
+	// ticket, and would take it for a credential of its own.
+	pr.Out.Header.Del("Authorization")
+	switch {
+	case p.hop.value != "":
+		c := p.hop.name + "=" + p.hop.value
+		if old := pr.Out.Header.Get("Cookie"); old != "" {
+			c = old + "; " + c
+		}
+		pr.Out.Header.Set("Cookie", c)
+	case p.tok != "":
+		pr.Out.Header.Set("Authorization", "Bearer "+p.tok)
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"mime/multipart"
 	"net"
@@ -18,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/airlock-hpc/airlock/internal/realtest"
 	"github.com/airlock-hpc/airlock/internal/session"
 	"github.com/airlock-hpc/airlock/internal/store/sqlite"
 	"github.com/coder/websocket"
@@ -332,8 +334,9 @@ func TestAppOwnOrigin(t *testing.T) {
 
 // TestAppHostShareChecked: an app cookie that came through a share link
 // checks the link on every request, for revocations this gateway did not
-// see (another gateway on the database); a store fault is "try again",
-// not a revocation, and keeps the cookie.
+// see (another gateway on the database): from the store, or from the fast
+// path's copy of the record for at most fastTTL (fastpath.go); a store
+// fault is "try again", not a revocation, and keeps the cookie.
 func TestAppHostShareChecked(t *testing.T) {
 	var fs *faultyStore
 	tg := startGateway(t, "", func(c *Config) {
@@ -361,6 +364,7 @@ func TestAppHostShareChecked(t *testing.T) {
 	}
 
 	fs.fail.Store("ShareByHash")
+	tg.g.fast.forgetAll() // a lookup the cache does not answer
 	resp, body := bob.get(base + "/x")
 	fs.fail.Store("")
 	if resp.StatusCode != 503 {
@@ -373,8 +377,22 @@ func TestAppHostShareChecked(t *testing.T) {
 	if err := other.RevokeShare(t.Context(), s.ID, share.ID); err != nil {
 		t.Fatal(err)
 	}
-	if resp, body := bob.get(base + "/x"); resp.StatusCode != 403 || !strings.Contains(body, "revoked") {
-		t.Fatalf("share revoked elsewhere: %d %s, want 403 revoked", resp.StatusCode, body)
+	// Not seen by this gateway: refused once the fast path's copy is
+	// older than fastTTL (≤ the 2 s recheck), no later.
+	revoked := time.Now()
+	if err := realtest.WaitFor(tg.g.fastTTL()+time.Second, func() error {
+		// 403 from the request's own check, or 303 when the 2 s recheck
+		// forgot the cookie first: either way nothing reaches the app.
+		resp, body := bob.get(base + "/x")
+		if resp.StatusCode == 403 && strings.Contains(body, "revoked") || resp.StatusCode == 303 {
+			return nil
+		}
+		return fmt.Errorf("share revoked elsewhere: %d %s, want 403 revoked", resp.StatusCode, body)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(revoked); took > tg.g.fastTTL()+500*time.Millisecond {
+		t.Fatalf("share revoked elsewhere refused after %s, want within fastTTL %s", took, tg.g.fastTTL())
 	}
 	// The cookie is forgotten: back to the gateway, which refuses.
 	if resp, body := bob.get(base + "/x"); resp.StatusCode != 303 {

@@ -322,7 +322,8 @@ func (g *Gateway) forwardTunnel(w http.ResponseWriter, r *http.Request, who iden
 	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	nc := websocket.NetConn(ctx, c, websocket.MessageBinary)
+	// Frames gathered into fewer messages (forward.Coalesce).
+	nc := forward.Coalesce(websocket.NetConn(ctx, c, websocket.MessageBinary))
 	mux, err := yamux.Client(nc, forward.MuxConfig())
 	if err != nil {
 		c.Close(websocket.StatusInternalError, "multiplexer")

@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httputil"
 	"os"
 	"path/filepath"
 	"strings"
@@ -219,6 +220,9 @@ type Gateway struct {
 	lastTouch     map[string]time.Time
 	auditMu       sync.Mutex
 	transports    transports
+	fast          fastCache // the proxy's fast path (fastpath.go)
+	rpOnce        sync.Once
+	rp            *httputil.ReverseProxy // reverseProxy
 	appAuth       appAuth
 	oidc          oidcState
 	emailLinks    emailLinks
@@ -294,7 +298,10 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	}
 	// Every session update wakes that session's event streams; revoking
 	// a right closes the streams it let in.
-	g.cfg.Store = notifyStore{Store: cfg.Store, changed: g.events.changed, state: g.sessionChanged}
+	g.cfg.Store = notifyStore{Store: cfg.Store, changed: func(id string) {
+		g.fast.forgetSession(id) // before anyone is told (fastpath.go)
+		g.events.changed(id)
+	}, state: g.sessionChanged}
 	g.onRevoke(g.events.revoked)
 	if g.cfg.Now == nil {
 		g.now = time.Now

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -60,19 +61,34 @@ func (e *browserEnv) appTargets(tb testing.TB) (ts []appTarget, skipped map[stri
 	direct := "http://" + e.hp.bench
 	ts = append(ts, appTarget{name: "direct", url: direct + "/", client: plainClient,
 		note: "the probe on the host's loopback, no proxy"})
-	if addr, pid, err := startNginx(tb, e.hp.bench); err != nil {
-		skipped["nginx"] = err.Error()
-	} else {
-		ts = append(ts, appTarget{name: "nginx", url: "http://" + addr + "/", client: plainClient,
-			note: "nginx, 2 workers, upstream keepalive, in front of the host probe",
-			cpu:  []cpuPart{{"nginx", processGroup(pid)}}})
-	}
-	if addr, pid, err := startCHP(tb, e.hp.bench); err != nil {
-		skipped["chp"] = err.Error()
-	} else {
-		ts = append(ts, appTarget{name: "chp", url: "http://" + addr + "/", client: plainClient,
-			note: "configurable-http-proxy (Node) in front of the host probe",
-			cpu:  []cpuPart{{"chp", processGroup(pid)}}})
+	// Each proxy twice: plain HTTP, and behind the same TLS as the
+	// gateway's (HTTPS on the listener, a self-signed ECDSA certificate,
+	// TLS 1.3) for the like-for-like comparison issue 18 asks for.
+	cert, key, certErr := benchCert(tb)
+	for _, tlsOn := range []bool{false, true} {
+		suffix, scheme, client, c, k := "", "http://", plainClient, "", ""
+		if tlsOn {
+			if certErr != nil {
+				skipped["nginx-tls"], skipped["chp-tls"] = certErr.Error(), certErr.Error()
+				continue
+			}
+			suffix, scheme, c, k = "-tls", "https://", cert, key
+			client = func() (*http.Client, error) { return tlsClient(1), nil }
+		}
+		if addr, pid, err := startNginx(tb, e.hp.bench, c, k); err != nil {
+			skipped["nginx"+suffix] = err.Error()
+		} else {
+			ts = append(ts, appTarget{name: "nginx" + suffix, url: scheme + addr + "/", client: client,
+				note: "nginx, 2 workers, upstream keepalive, in front of the host probe" + map[bool]string{true: "; HTTPS"}[tlsOn],
+				cpu:  []cpuPart{{"nginx", processGroup(pid)}}})
+		}
+		if addr, pid, err := startCHP(tb, e.hp.bench, c, k); err != nil {
+			skipped["chp"+suffix] = err.Error()
+		} else {
+			ts = append(ts, appTarget{name: "chp" + suffix, url: scheme + addr + "/", client: client,
+				note: "configurable-http-proxy (Node) in front of the host probe" + map[bool]string{true: "; HTTPS"}[tlsOn],
+				cpu:  []cpuPart{{"chp", processGroup(pid)}}})
+		}
 	}
 	gwPid := e.gwPid
 	if gwPid == 0 {
@@ -104,7 +120,7 @@ func (e *browserEnv) appTargets(tb testing.TB) (ts []appTarget, skipped map[stri
 		}})
 	ts = append(ts, appTarget{name: "gateway", url: e.sess.gwURL + "/s/" + e.sess.id + "/app/",
 		hdr:  http.Header{"Authorization": {"Bearer " + e.sess.token}},
-		note: "HTTPS, bearer token checked in SQLite, a fresh ticket per request, → the connector (pooled UNIX connections) → the probe in the seal",
+		note: "HTTPS, bearer token (its record and the session's from the fast path's cache, standing per request), the connector's cookie after one ticket, → the connector (pooled UNIX connections) → the probe in the seal",
 		cpu:  gwCPU,
 		client: func() (*http.Client, error) {
 			return tlsClient(1), nil
@@ -318,7 +334,9 @@ func freePort() (int, error) {
 
 // waitHTTP waits until url answers 200.
 func waitHTTP(url string, done <-chan struct{}) error {
-	c := &http.Client{Timeout: 2 * time.Second}
+	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, // the benchmark's self-signed certificate, on loopback
+	}}
 	return realtest.WaitFor(30*time.Second, func() error {
 		select {
 		case <-done:
@@ -389,7 +407,7 @@ func nginxBin() (string, error) {
 // startNginx runs nginx in the foreground with a config in a temporary
 // directory: two workers (one per core here), no access log, and a pool of
 // keep-alive connections to the upstream, as one would tune it.
-func startNginx(tb testing.TB, upstream string) (string, int, error) {
+func startNginx(tb testing.TB, upstream, cert, key string) (string, int, error) {
 	bin, err := nginxBin()
 	if err != nil {
 		return "", 0, err
@@ -399,6 +417,11 @@ func startNginx(tb testing.TB, upstream string) (string, int, error) {
 		return "", 0, err
 	}
 	dir := tb.TempDir()
+	listen, scheme := "", "http://"
+	if cert != "" {
+		listen = fmt.Sprintf(" ssl;\n\t\tssl_certificate %s;\n\t\tssl_certificate_key %s;\n\t\tssl_protocols TLSv1.3", cert, key)
+		scheme = "https://"
+	}
 	conf := fmt.Sprintf(`worker_processes 2;
 daemon off;
 master_process on;
@@ -417,7 +440,7 @@ http {
 		keepalive 128;
 	}
 	server {
-		listen 127.0.0.1:%[3]d;
+		listen 127.0.0.1:%[3]d%[4]s;
 		location / {
 			proxy_pass http://app;
 			proxy_http_version 1.1;
@@ -427,13 +450,13 @@ http {
 		}
 	}
 }
-`, dir, upstream, port)
+`, dir, upstream, port, listen)
 	path := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		return "", 0, err
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
-	pid, err := startDaemon(tb, exec.Command(bin, "-p", dir, "-c", path, "-e", "stderr"), "http://"+addr+"/")
+	pid, err := startDaemon(tb, exec.Command(bin, "-p", dir, "-c", path, "-e", "stderr"), scheme+addr+"/")
 	return addr, pid, err
 }
 
@@ -455,7 +478,7 @@ func chpBin() (string, error) {
 
 // startCHP runs JupyterHub's configurable-http-proxy with upstream as its
 // default target.
-func startCHP(tb testing.TB, upstream string) (string, int, error) {
+func startCHP(tb testing.TB, upstream, cert, key string) (string, int, error) {
 	bin, err := chpBin()
 	if err != nil {
 		return "", 0, err
@@ -472,9 +495,14 @@ func startCHP(tb testing.TB, upstream string) (string, int, error) {
 	rand.Read(tok)
 	cmd := exec.Command(bin, "--ip", "127.0.0.1", "--port", strconv.Itoa(port), "--api-ip", "127.0.0.1", "--api-port", strconv.Itoa(apiPort),
 		"--default-target", "http://"+upstream, "--log-level", "error")
+	scheme := "http://"
+	if cert != "" {
+		cmd.Args = append(cmd.Args, "--ssl-cert", cert, "--ssl-key", key)
+		scheme = "https://"
+	}
 	cmd.Env = append(os.Environ(), "CONFIGPROXY_AUTH_TOKEN="+hex.EncodeToString(tok))
 	addr := "127.0.0.1:" + strconv.Itoa(port)
-	pid, err := startDaemon(tb, cmd, "http://"+addr+"/")
+	pid, err := startDaemon(tb, cmd, scheme+addr+"/")
 	return addr, pid, err
 }
 

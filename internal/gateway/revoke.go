@@ -162,6 +162,9 @@ func (g *Gateway) revoke(ctx context.Context, ev revokeEvent) int {
 	if ev.empty() {
 		return 0
 	}
+	// The fast path's caches first, so no request after this one is let
+	// in by what they remembered (fastpath.go).
+	g.fast.forgetAll()
 	n := g.closeViewersWhere(ev.matches)
 	g.mu.Lock()
 	hooks := g.revokeHooks
@@ -189,6 +192,13 @@ func (g *Gateway) current(ctx context.Context, name string) (identity, error) {
 	case err != nil:
 		return identity{}, storeFault("user lookup", err)
 	}
+	return g.standing(name, u)
+}
+
+// standing is what the user of record u may do now: the record's admin
+// flag and groups, but the local password file's word for a user it
+// vouched for (current).
+func (g *Gateway) standing(name string, u session.User) (identity, error) {
 	admin := u.Admin
 	if g.cfg.LocalUsers != nil && (u.Method == local.Method || u.Method == "") {
 		a, ok, err := g.cfg.LocalUsers.Role(name)
@@ -260,6 +270,7 @@ func (g *Gateway) userRemoved(ctx context.Context, name string) error {
 	if err := g.cfg.Store.RevokeUser(ctx, name); err != nil {
 		return err
 	}
+	g.fast.forgetAll() // what a request read between the event and now
 	stopped := 0
 	if g.cfg.OnUserRemoved != "keep" {
 		ss, err := g.cfg.Store.ListSessions(ctx, store.SessionFilter{Owner: name, States: []session.State{session.Queued, session.Starting, session.Ready}})

@@ -37,6 +37,8 @@ type serveProc struct {
 // embedded defaults, less the launch checks a busy shared machine would
 // trip, with one app profile serving the probe's bench mode.
 const serveConfig = `run_as: %q
+# One benchmark user: one account for every portal user is accepted here.
+run_as_shared: true
 profiles:
   - name: bench
     kind: app
