@@ -23,7 +23,10 @@ const ContentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 
 // ContentSecurityPolicyRDP is the policy of a session page that runs the
 // browser's RDP client: its WebAssembly needs 'wasm-unsafe-eval' (which
 // compiles WebAssembly, never JavaScript from strings), and the module
-// loads its inlined WebAssembly from a data: URL. Only that page gets it.
+// loads its inlined WebAssembly from a data: URL; its web component sets
+// inline styles (without 'unsafe-inline' for styles Chromium blocks them,
+// which TestRDPWebBrowser sees as page errors). Scripts stay 'self' only.
+// Only that page gets it.
 const ContentSecurityPolicyRDP = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 
 // rdpModule is the IronRDP web client's RDP backend, there once
