@@ -94,6 +94,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzAppHostLabel -fuzztime 30s ./internal/gateway/
 	$(GO) test -run '^$$' -fuzz FuzzClaims -fuzztime 30s ./internal/auth/oidc/
 	$(GO) test -run '^$$' -fuzz FuzzMapLogin -fuzztime 30s ./internal/auth/mail/
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./internal/auth/totp/
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./internal/rdpfile/
 
 clean:

@@ -262,3 +262,20 @@ func TestValidateUserName(t *testing.T) {
 		}
 	}
 }
+
+// TestMailFromTemplate: a local user's address is made from the template;
+// an address the authenticator knows is kept; a refusal stays one.
+func TestMailFromTemplate(t *testing.T) {
+	m := auth.MailFromTemplate{PasswordAuthenticator: fixed{id: auth.Identity{User: "alice", Method: "fixed"}}, Template: "{user}@example.org"}
+	if id, err := m.Authenticate(context.Background(), "alice", "pw"); err != nil || id.Email != "alice@example.org" {
+		t.Fatalf("Authenticate = %+v, %v", id, err)
+	}
+	m.PasswordAuthenticator = fixed{id: auth.Identity{User: "alice", Email: "a@elsewhere.org"}}
+	if id, _ := m.Authenticate(context.Background(), "alice", "pw"); id.Email != "a@elsewhere.org" {
+		t.Fatalf("kept address: %q", id.Email)
+	}
+	m.PasswordAuthenticator = fixed{err: auth.ErrInvalid}
+	if id, err := m.Authenticate(context.Background(), "alice", "pw"); err == nil || id.Email != "" {
+		t.Fatalf("refusal: %+v, %v", id, err)
+	}
+}

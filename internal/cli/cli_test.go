@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -11,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/airlock-hpc/airlock/internal/session"
+	"github.com/airlock-hpc/airlock/internal/store"
+	"github.com/airlock-hpc/airlock/internal/store/sqlite"
 	"github.com/airlock-hpc/airlock/internal/ticket"
 )
 
@@ -183,5 +187,38 @@ func TestSlurmBackendFromConfig(t *testing.T) {
 		if be.Name() != "slurm" || url != c.want {
 			t.Errorf("%q: backend %s registering at %s, want slurm at %s", c.extra, be.Name(), url, c.want)
 		}
+	}
+}
+
+// TestUsersTOTPReset: the host's administrator removes a second factor
+// from the store (audited); a wrong state directory makes no store.
+func TestUsersTOTPReset(t *testing.T) {
+	dir := t.TempDir()
+	if code, _, stderr := runCLI(t, "", "users", "totp-reset", "alice", "--state-dir", dir); code != 1 || !strings.Contains(stderr, "no store") {
+		t.Fatalf("no store: %d %q", code, stderr)
+	}
+	db, err := sqlite.Open(t.Context(), sqlite.Config{Path: filepath.Join(dir, "airlock.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.CreateUser(t.Context(), session.User{Name: "alice", Created: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.EnrolTOTP(t.Context(), session.TOTP{User: "alice", Secret: []byte("sealed"), Created: time.Now()}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, stderr := runCLI(t, "", "users", "totp-reset", "alice", "--state-dir", dir); code != 0 || !strings.Contains(out, "removed") {
+		t.Fatalf("totp-reset: %d %q %q", code, out, stderr)
+	}
+	if _, err := db.GetTOTP(t.Context(), "alice"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("second factor after reset: %v", err)
+	}
+	evs, _ := db.ListAudit(t.Context(), store.AuditFilter{Limit: 5})
+	if len(evs) == 0 || evs[0].Action != "totp_remove" || !strings.Contains(evs[0].Detail, "alice") {
+		t.Fatalf("not audited: %+v", evs)
+	}
+	if code, out, _ := runCLI(t, "", "users", "totp-reset", "alice", "--state-dir", dir); code != 0 || !strings.Contains(out, "no second factor") {
+		t.Fatalf("second reset: %d %q", code, out)
 	}
 }

@@ -186,6 +186,8 @@ func gatewayConfig(cfg config.Config, cfgPath, registerURL string) gateway.Confi
 		Forward: gateway.Forward{MaxPerUser: cfg.Forward.MaxPerUser, BytesPerSecond: int64(cfg.Forward.BytesPerSecond),
 			MaxStreams: cfg.Forward.MaxStreams, Grace: cfg.Forward.Grace},
 		Hide: secretPaths(cfg, cfgPath),
+		TOTP: gateway.TOTP{Issuer: cfg.Auth.TOTP.Issuer, RequiredGroups: cfg.Auth.TOTP.RequiredGroups, MaxFailures: cfg.Auth.TOTP.MaxFailures,
+			Window: cfg.Auth.TOTP.Window, PendingTTL: cfg.Auth.TOTP.PendingTTL},
 	}
 	if gcfg.Forward.MaxPerUser == 0 {
 		gcfg.Forward.MaxPerUser = -1 // the file's 0 is "off"; the gateway's 0 is "default"
@@ -335,11 +337,15 @@ func authFromConfig(env *Env, cfg config.Config, log *slog.Logger) (*auth.Chain,
 				fmt.Fprintf(env.Stdout, "airlock: no users yet: created user \"demo\" (an admin) with password %s\n", pw)
 				fmt.Fprintf(env.Stdout, "         it is shown only now; add users with: airlock users add NAME --password-stdin\n")
 			}
-			chain.Authenticators = append(chain.Authenticators, f)
+			if m.MailTemplate != "" {
+				chain.Authenticators = append(chain.Authenticators, auth.MailFromTemplate{PasswordAuthenticator: f, Template: m.MailTemplate})
+			} else {
+				chain.Authenticators = append(chain.Authenticators, f)
+			}
 		case "ldap":
 			lc := ldap.Config{URL: m.URL, StartTLS: m.StartTLS, RootCAs: m.CAFile, BindDN: m.BindDNTemplate, AdminGroup: m.AdminGroup,
-				GroupsBaseDN: m.GroupsBaseDN,
-				Timeout:      m.Timeout, Logger: log}
+				GroupsBaseDN: m.GroupsBaseDN, MailAttribute: m.MailAttribute,
+				Timeout: m.Timeout, Logger: log}
 			if s := m.Search; s != nil {
 				lc.BaseDN, lc.Filter, lc.SearchBindDN = s.BaseDN, s.Filter, s.BindDN
 				if s.BindPasswordFile != "" {
@@ -465,17 +471,17 @@ func randomPassword() string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-const usersUsage = "usage: airlock users add NAME --password-stdin [--admin] | list | remove NAME | passwd NAME --password-stdin | role NAME admin|user   [--config FILE] [--state-dir DIR]"
+const usersUsage = "usage: airlock users add NAME --password-stdin [--admin] | list | remove NAME | passwd NAME --password-stdin | role NAME admin|user | totp-reset NAME   [--config FILE] [--state-dir DIR]"
 
 // cmdUsers edits the local password file. A running gateway sees every
 // change on the next request: removal and a change of role take effect at
 // once (see the gateway's revoke.go).
-func cmdUsers(_ context.Context, env *Env, args []string) int {
+func cmdUsers(ctx context.Context, env *Env, args []string) int {
 	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
 		fmt.Fprintln(env.Stderr, usersUsage)
 		return 0
 	}
-	if len(args) == 0 || (args[0] != "add" && args[0] != "list" && args[0] != "remove" && args[0] != "passwd" && args[0] != "role") {
+	if len(args) == 0 || (args[0] != "add" && args[0] != "list" && args[0] != "remove" && args[0] != "passwd" && args[0] != "role" && args[0] != "totp-reset") {
 		fmt.Fprintln(env.Stderr, usersUsage)
 		return 2
 	}
@@ -499,6 +505,9 @@ func cmdUsers(_ context.Context, env *Env, args []string) int {
 	cfg, err := loadConfig(*cfgPath, "", *stateDir)
 	if err != nil {
 		return fail(env, "%v", err)
+	}
+	if verb == "totp-reset" {
+		return usersTOTPReset(ctx, env, cfg, name)
 	}
 	file := ""
 	for _, m := range cfg.Auth.Methods {

@@ -543,6 +543,8 @@ type Auth struct {
 	// SessionTTL is how long a login (the portal cookie) lasts.
 	// Default 12h.
 	SessionTTL time.Duration `yaml:"session_ttl"`
+	// TOTP is the second factor for password logins. Defaults: see TOTP.
+	TOTP TOTP `yaml:"totp"`
 	// OnUserRemoved is what happens to the running sessions of a user
 	// removed from the local password file: "stop" ends them,
 	// "keep" leaves them to their lifetime. Either way the user's logins,
@@ -564,6 +566,10 @@ type AuthMethod struct {
 	// (ROLE admin or user; HASH argon2id or bcrypt; the format is the
 	// auth/local package's). Default "passwd" (in state_dir).
 	File string `yaml:"file" kind:"local"`
+	// MailTemplate (local) makes a user's e-mail address (for ready
+	// e-mails) from their name, which replaces {user}:
+	// "{user}@example.org". Default "": local users have none.
+	MailTemplate string `yaml:"mail_template" kind:"local"`
 
 	// URL (ldap) is the directory server, ldaps://host[:port] or
 	// ldap://host[:port]. Plain ldap:// needs start_tls, except to a
@@ -591,6 +597,11 @@ type AuthMethod struct {
 	// up at each login: the cn of every group under it naming the user as
 	// member or uniqueMember. They decide profiles[].groups. Default "".
 	GroupsBaseDN string `yaml:"groups_base_dn" kind:"ldap"`
+	// MailAttribute (ldap) is the attribute of the user's entry holding
+	// their e-mail address, read at each login (for ready e-mails). A
+	// value that is not one plain address is ignored. "": none. Default
+	// "mail".
+	MailAttribute string `yaml:"mail_attribute" kind:"ldap"`
 	// Timeout (ldap, imap, smtp) bounds connecting and each operation
 	// (imap, smtp: the whole login). Default 10s.
 	Timeout time.Duration `yaml:"timeout" kind:"ldap,imap,smtp"`
@@ -680,6 +691,27 @@ type LDAPSearch struct {
 	Filter string `yaml:"filter"`
 }
 
+// TOTP is the second factor (an authenticator app's codes) for users who
+// log in with a password (local, ldap, imap, smtp). Anyone may enrol in
+// the portal; members of required_groups must before anything else.
+type TOTP struct {
+	// RequiredGroups are the groups (as LDAP names them at login) whose
+	// members must have a second factor; "*" is every password user.
+	// Default [] (optional for everyone).
+	RequiredGroups []string `yaml:"required_groups"`
+	// Issuer is the name the user's app shows for the account. Default
+	// "airlock".
+	Issuer string `yaml:"issuer"`
+	// MaxFailures wrong codes per user in Window lock the second step
+	// until the window has passed. Default 5.
+	MaxFailures int `yaml:"max_failures"`
+	// Window is the span wrong codes are counted in. Default 15m.
+	Window time.Duration `yaml:"window"`
+	// PendingTTL is how long a browser has between its password and its
+	// code. Default 5m.
+	PendingTTL time.Duration `yaml:"pending_ttl"`
+}
+
 // RateLimit bounds failed logins in a sliding window. Past a bound, logins
 // for that user or from that address are refused until the window has
 // passed.
@@ -730,6 +762,7 @@ func Default() Config {
 		Auth: Auth{
 			Methods:       []AuthMethod{defaultMethod("local")},
 			RateLimit:     RateLimit{PerUser: 5, PerAddress: 20, Window: 15 * time.Minute},
+			TOTP:          TOTP{RequiredGroups: []string{}, Issuer: "airlock", MaxFailures: 5, Window: 15 * time.Minute, PendingTTL: 5 * time.Minute},
 			SessionTTL:    12 * time.Hour,
 			OnUserRemoved: "stop",
 		},
@@ -834,6 +867,7 @@ func defaultMethod(kind string) AuthMethod {
 		m.File = "passwd"
 	case "ldap":
 		m.Timeout = 10 * time.Second
+		m.MailAttribute = "mail"
 	case "header":
 		m.Header = "X-Forwarded-User"
 		m.TrustedProxies = []string{}

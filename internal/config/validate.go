@@ -436,6 +436,11 @@ func (v *validator) auth(a *Auth, hasMail, hasPublicURL bool) {
 			if m.File == "" {
 				v.errorf(at+".file", "empty; want the password file")
 			}
+			if t := m.MailTemplate; t != "" {
+				if a, err := mail.ParseAddress(strings.ReplaceAll(t, "{user}", "user")); !strings.Contains(t, "{user}") || err != nil || a.Name != "" || a.Address != strings.ReplaceAll(t, "{user}", "user") {
+					v.errorf(at+".mail_template", "%q; want an address with {user} in it, such as \"{user}@example.org\"", t)
+				}
+			}
 		case "ldap":
 			v.ldap(at, m)
 		case "header":
@@ -480,6 +485,17 @@ func (v *validator) auth(a *Auth, hasMail, hasPublicURL bool) {
 	v.atLeast("auth.rate_limit.per_address", r.PerAddress, 0)
 	if (r.PerUser > 0 || r.PerAddress > 0) && r.Window <= 0 {
 		v.errorf("auth.rate_limit.window", "%s; want more than 0", show(r.Window))
+	}
+	v.nonEmpty("auth.totp.required_groups", a.TOTP.RequiredGroups)
+	if a.TOTP.Issuer == "" || strings.Contains(a.TOTP.Issuer, ":") {
+		v.errorf("auth.totp.issuer", "%q; want a name without a colon (the app shows ISSUER:USER)", a.TOTP.Issuer)
+	}
+	v.atLeast("auth.totp.max_failures", a.TOTP.MaxFailures, 1)
+	if a.TOTP.Window <= 0 {
+		v.errorf("auth.totp.window", "%s; want more than 0", show(a.TOTP.Window))
+	}
+	if a.TOTP.PendingTTL < 30*time.Second || a.TOTP.PendingTTL > time.Hour {
+		v.errorf("auth.totp.pending_ttl", "%s; want 30s to 1h (the time to type a code, not a login)", show(a.TOTP.PendingTTL))
 	}
 	if a.SessionTTL <= 0 {
 		v.errorf("auth.session_ttl", "%s; want more than 0", show(a.SessionTTL))

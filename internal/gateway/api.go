@@ -146,6 +146,7 @@ func (g *Gateway) routesAPI(mux *http.ServeMux) {
 	mux.Handle("GET /api/v1/forwards/{id}/tunnel", g.api(g.authed(g.forwardTunnel)))
 	mux.Handle("GET /api/v1/admin/sessions", g.api(g.admin(g.adminSessions)))
 	mux.Handle("POST /api/v1/admin/sessions/{id}/vm/{action}", g.api(g.admin(g.vmMonitor)))
+	mux.Handle("DELETE /api/v1/admin/users/{name}/totp", g.api(g.admin(g.adminResetTOTP)))
 	mux.Handle("POST /api/v1/admin/stop-all", g.api(g.admin(g.adminStopAll)))
 	mux.Handle("POST "+registration.Path("{id}"), g.api(g.register))
 	mux.Handle("GET /metrics", g.api(g.metricsHandler))

@@ -242,7 +242,7 @@ func (g *Gateway) bearerIdentity(ctx context.Context, sum [32]byte) (identity, e
 		tu = tokenUser{tok: t, user: u}
 		keep(c, &c.tokens, sum, tu, gen)
 	}
-	id, err := g.standing(tu.tok.User, tu.user)
+	id, err := g.standing(ctx, tu.tok.User, tu.user)
 	id.token = tu.tok.ID
 	return id, err
 }

@@ -141,6 +141,8 @@ type Config struct {
 	// OIDC are the OpenID providers users may log in with: one button
 	// each on the login page (oidc.go).
 	OIDC []*oidc.Provider
+	// TOTP is the second factor for password logins (totp.go).
+	TOTP TOTP
 	// Mailer sends the gateway's e-mails (login links, ready sessions);
 	// nil: none are sent.
 	Mailer Sender
@@ -258,6 +260,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	cfg.OnUserRemoved = cmp.Or(cfg.OnUserRemoved, "stop")
 	cfg.UserPoll = cmp.Or(cfg.UserPoll, time.Second)
 	cfg.RecheckEvery = cmp.Or(cfg.RecheckEvery, 2*time.Second)
+	cfg.TOTP.defaults()
 	cfg.Forward.MaxPerUser = cmp.Or(cfg.Forward.MaxPerUser, 5)
 	cfg.Forward.MaxStreams = cmp.Or(cfg.Forward.MaxStreams, 256)
 	cfg.Forward.Grace = cmp.Or(cfg.Forward.Grace, 2*time.Minute)

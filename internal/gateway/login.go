@@ -104,21 +104,36 @@ func remoteIP(r *http.Request) string {
 	return h
 }
 
-// login checks a name and password and sets the login cookie.
-func (g *Gateway) login(w http.ResponseWriter, r *http.Request, user, password string) (auth.Identity, error) {
+// login checks a name and password and sets the login cookie; or, for a
+// user who has or needs a second factor, only the pending cookie
+// (pending true), for the second step (totp.go).
+func (g *Gateway) login(w http.ResponseWriter, r *http.Request, user, password string) (pending bool, err error) {
 	id, err := g.cfg.Auth.Login(r.Context(), user, password, remoteIP(r))
 	if err != nil {
 		g.metrics.loginsFaild.Add(1)
 		g.audit(r.Context(), user, "login_failed", "", r.RemoteAddr, err.Error())
 		switch {
 		case errors.Is(err, auth.ErrRateLimited):
-			return id, apiErr(429, "rate_limited", auth.ErrRateLimited.Error())
+			return false, apiErr(429, "rate_limited", auth.ErrRateLimited.Error())
 		case errors.Is(err, auth.ErrUnavailable):
-			return id, apiErr(503, "auth_unavailable", auth.ErrUnavailable.Error())
+			return false, apiErr(503, "auth_unavailable", auth.ErrUnavailable.Error())
 		}
-		return id, apiErr(401, "bad_login", auth.ErrInvalid.Error())
+		return false, apiErr(401, "bad_login", auth.ErrInvalid.Error())
 	}
-	return id, g.startLogin(w, r, id, session.Login{})
+	if passwordMethod(id.Method) {
+		_, enrolled, err := g.totpStatus(r.Context(), id.User)
+		if err != nil {
+			return false, err
+		}
+		if enrolled || g.totpRequired(id.Method, id.Groups) {
+			// The user record first: enrolment needs it.
+			if err := g.ensureUser(r.Context(), id); err != nil {
+				return false, storeFault("record user", err)
+			}
+			return true, g.startPending(w, r, id)
+		}
+	}
+	return false, g.startLogin(w, r, id, session.Login{})
 }
 
 // startLogin records id (their admin flag and groups as the authenticator
@@ -175,6 +190,9 @@ func (g *Gateway) createToken(w http.ResponseWriter, r *http.Request) error {
 				return apiErr(429, "rate_limited", err.Error())
 			}
 			return apiErr(401, "bad_login", auth.ErrInvalid.Error())
+		}
+		if err := g.secondFactorForToken(r, id); err != nil {
+			return err
 		}
 		if err := g.ensureUser(r.Context(), id); err != nil {
 			return storeFault("record user", err)

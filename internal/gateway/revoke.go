@@ -192,13 +192,14 @@ func (g *Gateway) current(ctx context.Context, name string) (identity, error) {
 	case err != nil:
 		return identity{}, storeFault("user lookup", err)
 	}
-	return g.standing(name, u)
+	return g.standing(ctx, name, u)
 }
 
 // standing is what the user of record u may do now: the record's admin
 // flag and groups, but the local password file's word for a user it
-// vouched for (current).
-func (g *Gateway) standing(name string, u session.User) (identity, error) {
+// vouched for (current); and, for a member of a group that requires a
+// second factor, that they have one (a store read only for them).
+func (g *Gateway) standing(ctx context.Context, name string, u session.User) (identity, error) {
 	admin := u.Admin
 	if g.cfg.LocalUsers != nil && (u.Method == local.Method || u.Method == "") {
 		a, ok, err := g.cfg.LocalUsers.Role(name)
@@ -210,6 +211,9 @@ func (g *Gateway) standing(name string, u session.User) (identity, error) {
 			return identity{}, apiErr(401, "user_removed", "your account no longer exists; ask an admin")
 		}
 		admin = a
+	}
+	if err := g.requireEnrolled(ctx, u); err != nil {
+		return identity{}, err
 	}
 	return identity{user: name, admin: admin, groups: u.Groups}, nil
 }

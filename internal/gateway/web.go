@@ -22,6 +22,7 @@ type PortalRenderer interface {
 	Admin(w http.ResponseWriter, v portal.AdminPage) error
 	Error(w http.ResponseWriter, v portal.ErrorPage) error
 	Terms(w http.ResponseWriter, v portal.TermsPage) error
+	TOTP(w http.ResponseWriter, status int, v portal.TOTPPage) error
 }
 
 // Handler is the gateway's whole HTTP surface.
@@ -34,6 +35,9 @@ func (g *Gateway) Handler() http.Handler {
 	mux.Handle("POST /logout", g.page(g.logoutPost))
 	mux.Handle("POST /login/email", g.page(g.emailLoginPost))
 	mux.Handle("POST /terms/{name}", g.page(g.termsPost))
+	mux.Handle("POST /login/totp", g.page(g.loginTOTPPost))
+	mux.Handle("POST /account/totp", g.page(g.accountTOTPPost))
+	mux.Handle("POST /account/totp/remove", g.page(g.accountTOTPRemove))
 	mux.Handle("GET /login/email/{secret}", g.page(g.emailLoginLink))
 	mux.Handle("GET /auth/oidc/{name}/login", g.page(g.oidcLogin))
 	mux.Handle("GET /auth/oidc/{name}/callback", g.page(g.oidcCallback))
@@ -45,6 +49,8 @@ func (g *Gateway) Handler() http.Handler {
 		mux.Handle("GET /sessions/{id}", g.page(g.sessionPage))
 		mux.Handle("GET /admin", g.page(g.adminPage))
 		mux.Handle("GET /terms/{name}", g.page(g.termsPage))
+		mux.Handle("GET /login/totp", g.page(g.loginTOTPPage))
+		mux.Handle("GET /account/totp", g.page(g.accountTOTPPage))
 	}
 	return g.withHosts(securityHeaders(mux))
 }
@@ -164,7 +170,8 @@ func (g *Gateway) loginPost(w http.ResponseWriter, r *http.Request) error {
 		return apiErr(400, "bad_request", "bad form")
 	}
 	next := localPath(r.PostForm.Get("next"))
-	if _, err := g.login(w, r, r.PostForm.Get("user"), r.PostForm.Get("password")); err != nil {
+	pending, err := g.login(w, r, r.PostForm.Get("user"), r.PostForm.Get("password"))
+	if err != nil {
 		if g.cfg.Portal == nil {
 			return err
 		}
@@ -172,6 +179,10 @@ func (g *Gateway) loginPost(w http.ResponseWriter, r *http.Request) error {
 		v := g.loginView(next)
 		v.Error = ae.Message
 		return g.cfg.Portal.Login(w, ae.Status, v)
+	}
+	if pending {
+		http.Redirect(w, r, "/login/totp?next="+url.QueryEscape(next), http.StatusSeeOther)
+		return nil
 	}
 	http.Redirect(w, r, next, http.StatusSeeOther)
 	return nil

@@ -47,7 +47,7 @@ var templateFiles embed.FS
 const rfbModule = "vendor/novnc/core/rfb.js"
 
 // pageNames are the templates; each is parsed together with layout.html.
-var pageNames = []string{"login", "home", "session", "admin", "error", "terms"}
+var pageNames = []string{"login", "home", "session", "admin", "error", "terms", "totp"}
 
 // Portal renders the pages and serves the static assets. It is safe for
 // concurrent use; its zero value is not usable, call New.
@@ -207,6 +207,12 @@ func (p *Portal) Error(w http.ResponseWriter, v ErrorPage) error {
 // Terms renders a profile's terms of use with the form accepting them.
 func (p *Portal) Terms(w http.ResponseWriter, v TermsPage) error {
 	return p.render(w, http.StatusOK, "terms", v)
+}
+
+// TOTP renders the second factor's pages: the code at login, enrolment
+// with its QR code, the recovery codes (once) and the account view.
+func (p *Portal) TOTP(w http.ResponseWriter, status int, v TOTPPage) error {
+	return p.render(w, status, "totp", v)
 }
 
 // render executes a page into a buffer first, so a template error never

@@ -6,7 +6,10 @@
 // imports the store, a backend or the runner.
 package portal
 
-import "time"
+import (
+	"html/template"
+	"time"
+)
 
 // Base is what every page has.
 type Base struct {
@@ -128,4 +131,25 @@ type TermsPage struct {
 	Text                  string
 	Hash                  string // of Text; the form sends it back
 	Changed               bool   // an older text was accepted
+}
+
+// TOTPPage is one of the second factor's pages; Mode says which: "code"
+// (the login's second step), "enrol" (a QR code to scan and a code to
+// confirm it), "recovery" (the recovery codes, shown once) or "account"
+// (enrolled; a code removes it).
+type TOTPPage struct {
+	Base
+	Mode   string
+	Action string // where the form posts
+	Next   string // where to go after the login
+	Error  string
+	// Required: the user's groups need a second factor (enrol).
+	Required bool
+	// QR is a data: URL of the QR code's PNG; Secret the key to type by
+	// hand; Sealed the key sealed for this browser, posted back with the
+	// confirming code (enrol).
+	QR            template.URL
+	Secret        string
+	Sealed        string
+	RecoveryCodes []string
 }

@@ -2,6 +2,7 @@ package rdpclient
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -86,10 +87,13 @@ func CmdLogin(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if err != nil {
 		return say("%v", err)
 	}
-	req, _ := http.NewRequestWithContext(ctx, "POST", base+"/api/v1/tokens", strings.NewReader(`{"name":"airlock login"}`))
-	req.SetBasicAuth(*user, pass)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := hc.Do(req)
+	resp, err := requestToken(ctx, hc, base, *user, pass, "")
+	if err == nil && resp.StatusCode == http.StatusUnauthorized && errorCode(resp) == "totp_required" {
+		// The account has a second factor: the gateway wants its code too.
+		fmt.Fprint(stderr, "code from your authenticator app (or a recovery code): ")
+		code, _ := in.ReadString('\n')
+		resp, err = requestToken(ctx, hc, base, *user, pass, strings.TrimSpace(code))
+	}
 	if err != nil {
 		var ue *tls.CertificateVerificationError
 		if errors.As(err, &ue) && len(ue.UnverifiedCertificates) > 0 {
@@ -177,4 +181,31 @@ func fetchFile(ctx context.Context, id string) (*rdpfile.File, error) {
 		return nil, fmt.Errorf("no session %s of yours (or this gateway has no RDP port)", id)
 	}
 	return nil, fmt.Errorf("the gateway said no: %s", apiMessage(body, resp.Status))
+}
+
+// requestToken asks the gateway for a token with the password and, when
+// not empty, the second factor's code.
+func requestToken(ctx context.Context, hc *http.Client, base, user, pass, code string) (*http.Response, error) {
+	req, _ := http.NewRequestWithContext(ctx, "POST", base+"/api/v1/tokens", strings.NewReader(`{"name":"airlock login"}`))
+	req.SetBasicAuth(user, pass)
+	req.Header.Set("Content-Type", "application/json")
+	if code != "" {
+		req.Header.Set("X-Airlock-TOTP", code)
+	}
+	return hc.Do(req)
+}
+
+// errorCode reads the "code" of the gateway's JSON error from resp, and
+// puts the body back for the caller.
+func errorCode(resp *http.Response) string {
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+	resp.Body.Close()
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	var e struct {
+		Error struct {
+			Code string `json:"code"`
+		} `json:"error"`
+	}
+	json.Unmarshal(body, &e)
+	return e.Error.Code
 }

@@ -140,6 +140,38 @@ type Store interface {
 	// TermsAccepted returns the hash of the terms of a profile a user
 	// accepted last, or ErrNotFound.
 	TermsAccepted(ctx context.Context, user, profile string) (string, error)
+	// CreatePendingLogin stores a browser between its password and its
+	// second factor (by the cookie's hash), dropping expired ones.
+	CreatePendingLogin(ctx context.Context, p session.PendingLogin) error
+	// PendingLoginByHash returns a pending login, expired or not (the
+	// caller decides), or ErrNotFound.
+	PendingLoginByHash(ctx context.Context, hash []byte) (session.PendingLogin, error)
+	// TakePendingLogin deletes a pending login; ErrNotFound if it is
+	// gone, so of two requests racing with one only one may go on.
+	TakePendingLogin(ctx context.Context, hash []byte) error
+	// GetTOTP returns a user's second factor, or ErrNotFound if they have
+	// enrolled none.
+	GetTOTP(ctx context.Context, user string) (session.TOTP, error)
+	// EnrolTOTP stores a second factor with the hashes of its recovery
+	// codes; ErrExists if the user has one (reset it first), ErrNotFound
+	// if the user is not recorded.
+	EnrolTOTP(ctx context.Context, t session.TOTP, recovery [][]byte) error
+	// UseTOTPStep records that a code for time step was accepted and
+	// clears the failure count, only if step is after the last accepted
+	// one: else ErrConflict (a replay), in one atomic step across every
+	// gateway on the store. ErrNotFound if not enrolled.
+	UseTOTPStep(ctx context.Context, user string, step int64) error
+	// UseRecoveryCode deletes the recovery code with this hash and clears
+	// the failure count; ErrNotFound if the user has no such code (used
+	// already, or never).
+	UseRecoveryCode(ctx context.Context, user string, hash []byte) error
+	// FailTOTP counts a wrong code at now, restarting the count when the
+	// last one began before now-window, and returns the count.
+	FailTOTP(ctx context.Context, user string, now time.Time, window time.Duration) (int, error)
+	// DeleteTOTP removes a user's second factor and recovery codes; a
+	// missing one is no error.
+	DeleteTOTP(ctx context.Context, user string) error
+
 	// AppendAudit adds an event to the append-only audit log.
 	AppendAudit(ctx context.Context, e session.AuditEvent) error
 	ListAudit(ctx context.Context, f AuditFilter) ([]session.AuditEvent, error)

@@ -46,6 +46,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/mail"
 	"net/netip"
 	"net/url"
 	"os"
@@ -121,6 +122,12 @@ type Config struct {
 	// subtree): every groupOfNames or groupOfUniqueNames naming the user's
 	// DN as member or uniqueMember; their cn are Identity.Groups.
 	GroupsBaseDN string
+	// MailAttribute, if set, is the attribute of the user's entry read
+	// (as the user, after the bind) for Identity.Email, such as "mail":
+	// the address ready e-mails go to. A value that is not one plain
+	// address is dropped and logged; a read that fails costs the address,
+	// never the login.
+	MailAttribute string
 
 	// DialTimeout bounds connecting (TCP and, for ldaps, TLS). Default 5s.
 	DialTimeout time.Duration
@@ -297,7 +304,42 @@ func (a *Authenticator) authenticate(ctx context.Context, user, password string)
 	if err != nil {
 		return auth.Identity{}, err
 	}
-	return auth.Identity{User: user, Admin: admin, Method: Method, Groups: groups}, nil
+	return auth.Identity{User: user, Admin: admin, Method: Method, Groups: groups, Email: a.mail(ctx, conn, user, dn)}, nil
+}
+
+// mail reads the user's address from MailAttribute of their entry; "" if
+// unset, missing, or not one plain address (a value with a line break
+// would put headers into the mails it is used in).
+func (a *Authenticator) mail(ctx context.Context, conn *goldap.Conn, user, dn string) string {
+	if a.cfg.MailAttribute == "" {
+		return ""
+	}
+	req := goldap.NewSearchRequest(dn, goldap.ScopeBaseObject, goldap.NeverDerefAliases,
+		1, a.timeLimit(), false, "(objectClass=*)", []string{a.cfg.MailAttribute}, nil)
+	res, err := conn.Search(req)
+	if err != nil || len(res.Entries) != 1 {
+		a.log.WarnContext(ctx, "ldap: cannot read the user's address", "user", user, "attribute", a.cfg.MailAttribute, "error", err)
+		return ""
+	}
+	v := res.Entries[0].GetAttributeValue(a.cfg.MailAttribute)
+	if v == "" {
+		return ""
+	}
+	if !plainAddress(v) {
+		a.log.WarnContext(ctx, "ldap: the user's address is not one plain address; ignored", "user", user, "attribute", a.cfg.MailAttribute, "value", fmt.Sprintf("%q", v))
+		return ""
+	}
+	return v
+}
+
+// plainAddress: v is one bare address (local@domain), nothing around it,
+// no control characters.
+func plainAddress(v string) bool {
+	if len(v) > 254 || strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return false
+	}
+	a, err := mail.ParseAddress(v)
+	return err == nil && a.Name == "" && a.Address == v
 }
 
 // groups returns the cn of the groups under GroupsBaseDN that name dn as

@@ -358,3 +358,38 @@ func TestSlapdGroups(t *testing.T) {
 		t.Fatalf("groups under a missing base: %v, want ErrUnavailable", err)
 	}
 }
+
+// TestSlapdMail: the mail attribute, read as the user after the bind,
+// becomes Identity.Email; a value that is not one plain address (a line
+// break and a header after it, a display name) is dropped, and the login
+// still succeeds; an unreadable attribute costs only the address.
+func TestSlapdMail(t *testing.T) {
+	s := authtest.StartSlapd(t)
+	cfg := templateConfig(s)
+	cfg.MailAttribute = "mail"
+	a := mustNew(t, cfg)
+	for user, want := range map[string]string{"alice": authtest.AliceMail, "bob": "", "twin1": ""} {
+		pw := map[string]string{"alice": authtest.AlicePassword, "bob": authtest.BobPassword, "twin1": authtest.TwinPassword}[user]
+		id, err := a.Authenticate(context.Background(), user, pw)
+		if err != nil || id.Email != want {
+			t.Errorf("%s: email %q, %v; want %q", user, id.Email, err, want)
+		}
+	}
+	cfg.MailAttribute = ""
+	if id, err := mustNew(t, cfg).Authenticate(context.Background(), "alice", authtest.AlicePassword); err != nil || id.Email != "" {
+		t.Errorf("without mail_attribute: %q, %v", id.Email, err)
+	}
+	cfg.MailAttribute = "noSuchAttribute"
+	if id, err := mustNew(t, cfg).Authenticate(context.Background(), "alice", authtest.AlicePassword); err != nil || id.Email != "" {
+		t.Errorf("an unknown attribute: %q, %v", id.Email, err)
+	}
+}
+
+func TestPlainAddress(t *testing.T) {
+	for v, want := range map[string]bool{"a@example.org": true, "a.b+c@example.org": true, "": false, "a@example.org\r\nBcc: x@y": false,
+		"A <a@example.org>": false, "a@example.org, b@example.org": false, "nobody": false, "a@b@c": false} {
+		if plainAddress(v) != want {
+			t.Errorf("plainAddress(%q) = %v", v, !want)
+		}
+	}
+}

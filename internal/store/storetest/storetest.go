@@ -54,6 +54,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"User/Put", testUserPut},
 		{"Login", testLogin},
 		{"Terms", testTerms},
+		{"TOTP", testTOTP},
+		{"PendingLogin", testPendingLogin},
 		{"Login/RevokeUser", testRevokeUser},
 		{"Share", testShare},
 		{"Share/Revoke", testShareRevoke},

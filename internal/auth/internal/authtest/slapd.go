@@ -54,6 +54,9 @@ const (
 	// objectClass=inetOrgPerson does not find it.
 	EvilDN       = "uid=alice,ou=evil," + PeopleDN
 	EvilPassword = "evil-secret-333"
+	// AliceMail is alice's mail attribute. bob's has a line break and a
+	// Bcc header after his address; twin1's is a display name with one.
+	AliceMail = "alice@example.test"
 )
 
 // Slapd is a running slapd, killed when the test ends.
@@ -242,9 +245,10 @@ func initLDIF() string {
 	b.WriteString("dn: ou=groups," + BaseDN + "\nobjectClass: organizationalUnit\nou: groups\n\n")
 	b.WriteString("dn: ou=evil," + PeopleDN + "\nobjectClass: organizationalUnit\nou: evil\n\n")
 	b.WriteString("dn: " + ReaderDN + "\nobjectClass: organizationalRole\nobjectClass: simpleSecurityObject\ncn: reader\nuserPassword: " + ssha(ReaderPassword) + "\n\n")
-	b.WriteString(person("uid=alice,"+PeopleDN, "alice", AlicePassword, ""))
-	b.WriteString(person("uid=bob,"+PeopleDN, "bob", BobPassword, ""))
-	b.WriteString(person("uid=twin1,"+PeopleDN, "twin1", TwinPassword, "description: twins\n"))
+	b.WriteString(person("uid=alice,"+PeopleDN, "alice", AlicePassword, "mail: "+AliceMail+"\n"))
+	// bob's address carries a header after a line break (base64 in LDIF).
+	b.WriteString(person("uid=bob,"+PeopleDN, "bob", BobPassword, "mail:: Ym9iQGV4YW1wbGUudGVzdA0KQmNjOiBldmlsQGV4YW1wbGUubmV0\n"))
+	b.WriteString(person("uid=twin1,"+PeopleDN, "twin1", TwinPassword, "description: twins\nmail: Twin One <twin1@example.test>\n"))
 	b.WriteString(person("uid=twin2,"+PeopleDN, "twin2", TwinPassword, "description: twins\n"))
 	b.WriteString("dn: " + EvilDN + "\nobjectClass: account\nobjectClass: simpleSecurityObject\nuid: alice\nuserPassword: " + ssha(EvilPassword) + "\n\n")
 	b.WriteString("dn: " + AdminsDN + "\nobjectClass: groupOfNames\ncn: admins\nmember: uid=alice," + PeopleDN + "\n\n")
