@@ -41,3 +41,28 @@ mkdir -p .artifacts
   AIRLOCK_TEST_USER=$(scripts/test-user.sh) go test -count=1 -run '^$' -bench 'BenchmarkRDPPath' -benchtime 3s ./internal/gateway/ 2>&1 | grep -E '^(Benchmark|goos|cpu)'
   echo '```'
 } | tee -a .artifacts/bench-anchors.md
+# Browser RDP (issue 12): a WebSocket to /rdp/ID (RDCleanPath, the channel
+# filter on every client frame) → the tls connector → an RDP server
+# stand-in doing TLS, against the native path's tls connector and direct
+# TCP, in one run. guacd is not packaged in Debian 12, so its published
+# figures are in ../shared/anchors.md §4 only.
+{
+  echo
+  echo "## Browser RDP path: RDCleanPath WebSocket → gateway → tls connector, against the tls connector path and direct TCP"
+  echo
+  echo '```'
+  AIRLOCK_TEST_USER=$(scripts/test-user.sh) go test -count=1 -run '^$' -bench 'BenchmarkRDPWebPath' -benchtime 3s ./internal/gateway/ 2>&1 | grep -E '^(Benchmark|goos|cpu)'
+  echo '```'
+} | tee -a .artifacts/bench-anchors.md
+# Browser RDP, a busy desktop (an xterm listing /usr without pause) shown
+# in headless Chromium for 30 s: CPU seconds per session-minute of the
+# gateway and the tls connector. Target: together at most a tenth of
+# Guacamole's published 0.26 CPU per scrolling session (0.026).
+{
+  echo
+  echo "## Browser RDP, busy desktop: CPU of the gateway and the connector"
+  echo
+  echo '```'
+  AIRLOCK_BENCH_REPORT=1 AIRLOCK_TEST_USER=$(scripts/test-user.sh) go test -count=1 -run '^TestRDPWebBusyDesktopReport$' -v ./internal/gateway/ 2>&1 | grep -E '^RDPWEB-BUSY'
+  echo '```'
+} | tee -a .artifacts/bench-anchors.md

@@ -2,7 +2,9 @@
 # Installs the portal's npm packages from package-lock.json (only when
 # node_modules is missing or older than the lock file) and copies the noVNC
 # ES modules that core/rfb.js needs into internal/portal/static/vendor/novnc/,
-# where `go build` embeds them. That directory is generated, never committed;
+# and the IronRDP web client (its web component and its RDP backend, the
+# WebAssembly inlined) into internal/portal/static/vendor/ironrdp/, where
+# `go build` embeds them. That directory is generated, never committed;
 # without it the portal still builds and its session page says how to build
 # the client.
 set -euo pipefail
@@ -38,3 +40,25 @@ rm -rf "$dst"
 mv "$tmp" "$dst"
 trap - EXIT
 echo "build-web: noVNC $version -> $dst ($(find "$dst" -name '*.js' | wc -l) modules)"
+
+# The IronRDP web client: two ES modules, as published (MIT OR
+# Apache-2.0, which their package.json files state and travel with them).
+rdp_src=node_modules/@devolutions
+rdp_dst=internal/portal/static/vendor/ironrdp
+for f in iron-remote-desktop/iron-remote-desktop.js iron-remote-desktop-rdp/iron-remote-desktop-rdp.js; do
+  if [ ! -f "$rdp_src/$f" ]; then
+    echo "build-web: $rdp_src/$f is missing after npm ci" >&2
+    exit 1
+  fi
+done
+tmp=$(mktemp -d "$(dirname "$rdp_dst")/.ironrdp.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+for p in iron-remote-desktop iron-remote-desktop-rdp; do
+  cp "$rdp_src/$p/$p.js" "$tmp/$p.js"
+  cp "$rdp_src/$p/package.json" "$tmp/$p.package.json"
+done
+chmod -R u+rwX,go+rX "$tmp"
+rm -rf "$rdp_dst"
+mv "$tmp" "$rdp_dst"
+trap - EXIT
+echo "build-web: IronRDP web client $(node -p "require('./$rdp_src/iron-remote-desktop-rdp/package.json').version") -> $rdp_dst"

@@ -272,7 +272,10 @@ type Profile struct {
 	// between the viewer and the session: both, in (viewer to session
 	// only), out (session to viewer only) or none. The session's vnc
 	// connector drops the RFB cut text of a refused direction, and the
-	// portal hides what cannot work. Default "both".
+	// portal hides what cannot work. A profile that serves RDP takes both
+	// or none: the browser's RDP relay takes the whole clipboard channel
+	// out, and native RDP clients (rdp.listen), whose TLS goes end to
+	// end, cannot be held to none. Default "both".
 	Clipboard string `yaml:"clipboard"`
 	// Record (desktop and vm) records every viewer connection's screen
 	// (the server's RFB stream; no keystrokes) in state_dir/recordings,
@@ -317,6 +320,9 @@ type DesktopProfile struct {
 	// to the session's own Xvnc (answering its vnc_password, if set).
 	// Needs xrdp and openssl on the node. Default false.
 	RDP bool `yaml:"rdp"`
+	// Drives lets the browser's RDP client redirect drives, printers and
+	// smart cards into the session (the rdpdr channel). Default false.
+	Drives bool `yaml:"drives"`
 	// Xvnc is the X server to run (a TigerVNC Xvnc): a name looked up in
 	// PATH on the node, or an absolute path. The gateway adds the display,
 	// port, security, geometry and -BlacklistTimeout 0 arguments. Default
@@ -863,6 +869,7 @@ func defaultProfile(kind string) Profile {
 			Programs:    [][]string{{"icewm-session"}, {"xterm"}},
 			VNCPassword: false,
 			RDP:         false,
+			Drives:      false,
 			Xvnc:        "Xvnc",
 		}
 	case "app":

@@ -295,7 +295,7 @@ func (v *validator) profiles(c *Config) {
 		}) {
 			v.errorf(at+".groups", "no auth method says which groups users are in (kind oidc, or ldap with groups_base_dn): nobody could launch this profile")
 		}
-		v.clipboard(at, p, c.Images)
+		v.clipboard(at, p, c.Images, c.RDP.Listen)
 		switch p.Kind {
 		case "desktop":
 			v.desktop(at+".desktop", p)
@@ -907,8 +907,11 @@ func loopbackListen(listen string) bool {
 }
 
 // clipboard checks a profile's clipboard policy: one of the contract's,
-// and only where a vnc connector can enforce it.
-func (v *validator) clipboard(at string, p *Profile, images []Image) {
+// and only where something enforces it: the console's vnc connector (any
+// policy) and the browser's RDP relay (both or none: it takes the whole
+// clipboard channel out). Native RDP clients keep TLS end to end to the
+// desktop, so nothing can hold them to less than both.
+func (v *validator) clipboard(at string, p *Profile, images []Image, rdpListen string) {
 	key := at + ".clipboard"
 	c, err := contract.ParseClipboard(p.Clipboard)
 	if err != nil {
@@ -921,20 +924,27 @@ func (v *validator) clipboard(at string, p *Profile, images []Image) {
 	if c == contract.ClipboardBoth {
 		return
 	}
+	rdp := ""
 	switch p.Kind {
 	case "app":
 		v.errorf(key, "%s: only desktop and vm profiles have a clipboard to control (a web app's is the browser's own)", c)
+		return
 	case "desktop":
-		// RDP has a clipboard channel of its own, which nothing filters
-		// yet: the policy would hold for browsers and not for RDP clients.
 		if p.Desktop != nil && p.Desktop.RDP {
-			v.errorf(key, "%s with desktop.rdp: RDP clients would still get the clipboard (airlock does not filter RDP's clipboard channel yet); set rdp: false or clipboard: both", c)
+			rdp = "desktop.rdp"
 		}
 	case "vm":
 		for _, im := range images {
 			if p.VM != nil && im.Name == p.VM.Image && im.RDP {
-				v.errorf(key, "%s with image %s, which serves RDP: RDP clients would still get the clipboard (airlock does not filter RDP's clipboard channel yet); use an image without rdp or clipboard: both", c, im.Name)
+				rdp = "image " + im.Name + ", which serves RDP"
 			}
 		}
+	}
+	switch {
+	case rdp == "":
+	case c != contract.ClipboardNone:
+		v.errorf(key, "%s with %s: the browser's RDP relay can take the clipboard channel out (none) but not one way; want both or none", c, rdp)
+	case rdpListen != "":
+		v.errorf(key, "none with %s and rdp.listen: native RDP clients keep TLS end to end to the desktop, so nothing can take their clipboard out; unset rdp.listen, or serve this profile in the browser only", rdp)
 	}
 }

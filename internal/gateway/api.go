@@ -139,6 +139,7 @@ func (g *Gateway) routesAPI(mux *http.ServeMux) {
 	mux.Handle("DELETE /api/v1/sessions/{id}", g.api(g.authed(g.stopSession)))
 	mux.Handle("POST /api/v1/sessions/{id}/shares", g.api(g.authed(g.createShare)))
 	mux.Handle("POST /api/v1/sessions/{id}/rdp", g.api(g.authed(g.createRDPFile)))
+	mux.Handle("POST /api/v1/sessions/{id}/rdp-ticket", g.api(g.authed(g.createRDPTicket)))
 	mux.Handle("GET /api/v1/sessions/{id}/shares", g.api(g.authed(g.listShares)))
 	mux.Handle("DELETE /api/v1/sessions/{id}/shares/{share}", g.api(g.authed(g.revokeShare)))
 	mux.Handle("POST /api/v1/forwards", g.api(g.authed(g.createForward)))

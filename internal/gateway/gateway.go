@@ -50,8 +50,12 @@ type Profile struct {
 	// session, which only the connector knows (see sessions.go).
 	VNCPassword bool
 	// RDP (desktop): xrdp serves the desktop to native RDP clients too,
-	// through the gateway's RDP port (rdp.go).
+	// through the gateway's RDP port (rdp.go), and to the browser's RDP
+	// client (rdpweb.go).
 	RDP bool
+	// Drives (browser RDP): let the client redirect drives, printers and
+	// smart cards into the session. Default false.
+	Drives bool
 	// Command (app) may use {port}, {socket} and {prefix} (the URL path the
 	// gateway serves the session under, ending in "/").
 	Command     []string
@@ -68,8 +72,9 @@ type Profile struct {
 	// Record (desktop, vm): every viewer connection's screen is recorded
 	// (recordings.go).
 	Record bool
-	// Clipboard (desktop, vm) is which way clipboard text may cross the
-	// console's vnc connector, which enforces it; "" is both.
+	// Clipboard (desktop, vm) is which way clipboard text may cross: the
+	// console's vnc connector enforces any policy, the browser's RDP relay
+	// none (rdpweb.go); "" is both.
 	Clipboard contract.Clipboard
 	// Defaults and maximums a launch request must stay within.
 	CPUs, MaxCPUs         int
@@ -239,8 +244,11 @@ type Gateway struct {
 	ctx           context.Context
 	cancel        context.CancelFunc
 
-	// rdp is native RDP's CAs (rdp.go); nil when RDPListen is empty.
+	// rdp is native RDP's CAs (rdp.go); nil when no profile serves RDP
+	// and RDPListen is empty.
 	rdp *rdpState
+	// rdpWeb is browser RDP's spent tickets (rdpweb.go).
+	rdpWeb rdpWebState
 
 	// events are the open session event streams (events.go).
 	events eventHub
@@ -293,7 +301,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		watching: map[string]context.CancelFunc{},
 		viewers:  map[string]int{},
 	}
-	if cfg.RDPListen != "" {
+	if cfg.RDPListen != "" || servesRDP(cfg.Profiles) {
 		if err := g.initRDP(); err != nil {
 			return nil, fmt.Errorf("gateway: %w", err)
 		}

@@ -189,6 +189,11 @@ func (g *Gateway) IssueRDPFile(ctx context.Context, user string, s *session.Sess
 	if s.State != session.Ready {
 		return nil, session.Token{}, apiErr(409, "not_ready", fmt.Sprintf("session %s is %s", s.ID, s.State))
 	}
+	if p, _ := g.profile(s.Profile); !p.clipboardWhole() {
+		// A native client's TLS goes end to end: the gateway could not
+		// take the clipboard out (config check refuses the combination).
+		return nil, session.Token{}, apiErr(409, "browser_only", fmt.Sprintf("session %s allows no clipboard, which only the browser's RDP client enforces", s.ID))
+	}
 	now := g.now()
 	until := now.Add(cmp.Or(g.cfg.RDPMaxCert, 12*time.Hour))
 	if s.Lifetime > 0 {
@@ -366,6 +371,9 @@ func (g *Gateway) rdpCheck(ctx context.Context, der []byte, user, sid string) (t
 	endpoint, ok := s.Endpoints[ConnRDP]
 	if !ok {
 		return nil, tag, "session serves no RDP", nil
+	}
+	if p, _ := g.profile(s.Profile); !p.clipboardWhole() {
+		return nil, tag, "session serves RDP in the browser only (no clipboard)", nil
 	}
 	target, err = g.dialRDP(ctx, s, endpoint)
 	if err != nil {

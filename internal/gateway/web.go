@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"errors"
 	"net/http"
 	"net/url"
@@ -30,6 +31,7 @@ func (g *Gateway) Handler() http.Handler {
 	mux := http.NewServeMux()
 	g.routesAPI(mux)
 	mux.Handle("/s/{id}/{connector}/", g.appRoute())
+	mux.HandleFunc("GET /rdp/{id}", g.serveRDPWeb)
 	mux.Handle("POST /login", g.page(g.loginPost))
 	mux.Handle("POST /logout", g.page(g.logoutPost))
 	mux.Handle("POST /login/email", g.page(g.emailLoginPost))
@@ -225,8 +227,18 @@ func (g *Gateway) sessionPage(w http.ResponseWriter, r *http.Request) error {
 	pv := portal.SessionPage{Base: portal.Base{Title: s.Profile + " " + s.ID, User: id.user, Admin: id.admin}, Session: row(s),
 		ViewOnly: v.mode == session.View, IsOwner: s.Owner == id.user}
 	_, hasRDP := s.Endpoints[ConnRDP]
-	pv.RDP = pv.IsOwner && hasRDP && g.rdp != nil
-	if pv.RDP {
+	pv.RDP = pv.IsOwner && hasRDP && g.rdp != nil && g.cfg.RDPListen != ""
+	pv.RDPWeb = pv.IsOwner && hasRDP && g.rdp != nil
+	if prof, _ := g.profile(s.Profile); pv.RDPWeb {
+		if !prof.clipboardWhole() {
+			pv.RDP = false // native clients would bypass the clipboard rule
+		}
+		// xrdp in a desktop's seal does TLS only; a VM's guest (Windows)
+		// wants NLA.
+		pv.RDPCredSSP = prof.Kind == "vm"
+		if prof.Kind == "desktop" {
+			pv.RDPSize = cmp.Or(prof.Geometry, "1280x800")
+		}
 		pv.RDPPassword = g.rdpPassword(s)
 	}
 	pv.Session.Accel = g.sessionJSON(s).Accel

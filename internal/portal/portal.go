@@ -20,6 +20,19 @@ import (
 // every browser route; the browser test serves the pages with it.
 const ContentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 
+// ContentSecurityPolicyRDP is the policy of a session page that runs the
+// browser's RDP client: its WebAssembly needs 'wasm-unsafe-eval' (which
+// compiles WebAssembly, never JavaScript from strings), and the module
+// loads its inlined WebAssembly from a data: URL; its web component sets
+// inline styles (without 'unsafe-inline' for styles Chromium blocks them,
+// which TestRDPWebBrowser sees as page errors). Scripts stay 'self' only.
+// Only that page gets it.
+const ContentSecurityPolicyRDP = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+
+// rdpModule is the IronRDP web client's RDP backend, there once
+// scripts/build-web.sh copied it in.
+const rdpModule = "vendor/ironrdp/iron-remote-desktop-rdp.js"
+
 // The static tree always holds the committed CSS and JavaScript, so the
 // pattern matches in a fresh clone; static/vendor/ appears only after
 // scripts/build-web.sh has copied noVNC in from node_modules.
@@ -39,10 +52,11 @@ var pageNames = []string{"login", "home", "session", "admin", "error", "terms", 
 // Portal renders the pages and serves the static assets. It is safe for
 // concurrent use; its zero value is not usable, call New.
 type Portal struct {
-	pages  map[string]*template.Template
-	assets map[string]asset // by path below static/, e.g. "airlock.css"
-	novnc  bool             // the noVNC client was built into static/vendor
-	now    func() time.Time
+	pages   map[string]*template.Template
+	assets  map[string]asset // by path below static/, e.g. "airlock.css"
+	novnc   bool             // the noVNC client was built into static/vendor
+	ironrdp bool             // and the IronRDP web client
+	now     func() time.Time
 }
 
 type asset struct {
@@ -84,8 +98,10 @@ func newPortal(static fs.FS, now func() time.Time) (*Portal, error) {
 		return nil, fmt.Errorf("portal: static files: %w", err)
 	}
 	_, p.novnc = p.assets[rfbModule]
+	_, p.ironrdp = p.assets[rdpModule]
 	funcs := template.FuncMap{
 		"novnc":     func() bool { return p.novnc },
+		"ironrdp":   func() bool { return p.ironrdp },
 		"age":       func(t time.Time) string { return p.age(t) },
 		"left":      func(t time.Time) string { return p.left(t) },
 		"iso":       iso,
@@ -171,6 +187,9 @@ func (p *Portal) Home(w http.ResponseWriter, v HomePage) error {
 
 // Session renders one session: the noVNC desktop, or the link to its app.
 func (p *Portal) Session(w http.ResponseWriter, v SessionPage) error {
+	if v.RDPWeb && p.ironrdp {
+		w.Header().Set("Content-Security-Policy", ContentSecurityPolicyRDP)
+	}
 	return p.render(w, http.StatusOK, "session", v)
 }
 

@@ -106,6 +106,13 @@ type SessionPage struct {
 	// shows no clipboard panel when both are. The connector enforces the
 	// policy; this only hides what would not work.
 	NoClipIn, NoClipOut bool
+	// RDPWeb: the owner may open the desktop with the browser's RDP client
+	// (the default view then, beside the VNC console); RDPCredSSP says
+	// whether the client runs NLA (a server that demands it) or TLS only.
+	RDPWeb, RDPCredSSP bool
+	// RDPSize is the desktop's fixed size (WIDTHxHEIGHT) when it has one
+	// (a desktop's Xvnc); the client asks for it rather than the window's.
+	RDPSize string
 }
 
 // AdminPage shows every session and the node.

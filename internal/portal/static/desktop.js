@@ -20,6 +20,9 @@ const clip = $('clipboard');
 
 let rfb = null;
 let reconnecting = false; // we closed it to open a new one
+let switching = false; // we closed it for the RDP view (rdp.js)
+let view = document.getElementById('session').dataset.view || 'vnc'; // or 'rdp'
+
 let refused = ''; // the securityfailure reason of this connection
 
 function setState(s) {
@@ -68,6 +71,11 @@ function connect() {
 async function onDisconnect(r, clean) {
   if (r !== rfb) return;
   rfb = null;
+  if (switching) {
+    switching = false;
+    setState('disconnected:switched');
+    return;
+  }
   if (reconnecting) {
     reconnecting = false;
     connect();
@@ -135,7 +143,7 @@ ui.reconnect = reconnect;
 
 // ---- toolbar -----------------------------------------------------------------
 
-$('reconnect').addEventListener('click', reconnect);
+$('reconnect').addEventListener('click', () => view === 'vnc' && reconnect());
 
 $('ctrl-alt-del')?.addEventListener('click', () => rfb && rfb.sendCtrlAltDel());
 
@@ -168,9 +176,30 @@ if (clip) {
   $('clip-send').addEventListener('click', sendClipboard);
 }
 
+// ---- the RDP view -------------------------------------------------------------
+
+// rdp.js shows the desktop over RDP instead when the session serves it, and
+// switches between the two views with this event.
+document.addEventListener('airlock:view', (e) => {
+  view = e.detail;
+  if (e.detail === 'vnc') {
+    ui.reconnect = reconnect;
+    screen.hidden = false;
+    if (!rfb && page.state === 'ready') connect();
+  } else {
+    screen.hidden = true;
+    if (rfb) {
+      switching = true;
+      rfb.disconnect();
+    }
+  }
+});
+
 // ---- start ---------------------------------------------------------------------
 
-if (page.state === 'ready') {
+if (view === 'rdp') {
+  // rdp.js connects; this view waits for the user to pick it.
+} else if (page.state === 'ready') {
   connect();
 } else if (page.state === 'queued' || page.state === 'starting') {
   waitForReady();

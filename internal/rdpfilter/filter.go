@@ -1,0 +1,410 @@
+// Package rdpfilter watches the RDP byte stream a browser client sends to
+// the server, after the gateway terminated the server's TLS, and enforces
+// a profile's channel policy on it: the static virtual channels for the
+// clipboard (cliprdr) and for drives, printers and smart cards (rdpdr) are
+// taken out of the client's MCS Connect Initial, so the server never opens
+// them and nothing can be copied through them either way.
+//
+// A channel is taken out by renaming it in place in the client's network
+// data (CS_NET) to [BlockedName], not by deleting its entry: the server then
+// still answers with one channel id per entry, and the client's list of
+// channels and the server's ids stay in step (IronRDP pairs them by
+// position). The server has nothing behind a channel of that name, so what
+// the client sends on it is dropped there, and the server sends nothing
+// on it.
+//
+// The filter fails closed: bytes it cannot frame, a Connect Initial it
+// cannot read to the end, or a second Connect Initial end the connection.
+// It is pure: no I/O, no logging.
+package rdpfilter
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// BlockedName is what a blocked channel is renamed to (7 letters and the
+// terminating NUL, as channel names are).
+const BlockedName = "blocked"
+
+// Policy says which channels a session may open.
+type Policy struct {
+	Clipboard bool // cliprdr: text and files both ways
+	Drives    bool // rdpdr: drives, printers, smart cards, ports
+	// Xrdp adapts the client's requests to xrdp in a desktop's seal: an
+	// automatic logon (the INFO_AUTOLOGON flag of the Client Info PDU,
+	// which xrdp's autorun needs to skip its own login dialog, as native
+	// clients get with a user name and any password) and at most 24-bit
+	// colour (the browser client draws xrdp's 32-bit bitmaps sheared).
+	// xrdp checks no password: the seal's Xvnc is its only target.
+	Xrdp bool
+}
+
+// blocked reports whether p forbids the channel named name.
+func (p Policy) blocked(name string) bool {
+	switch strings.ToLower(name) {
+	case "cliprdr":
+		return !p.Clipboard
+	case "rdpdr":
+		return !p.Drives
+	}
+	return false
+}
+
+// Limits on what the filter holds while it waits for a whole frame.
+const (
+	maxFrame = 1 << 16 // a TPKT's length field allows no more
+	maxDER   = 1 << 16 // a CredSSP TSRequest
+)
+
+// Stream is one client-to-server stream. The zero value is not usable;
+// make one with [New].
+type Stream struct {
+	p    Policy
+	buf  []byte // bytes of an incomplete frame
+	seen bool   // the Connect Initial went by
+	info bool   // the Client Info PDU went by
+
+	// Channels are the static channels the client asked for, in order,
+	// and Blocked those of them the filter renamed.
+	Channels, Blocked []string
+}
+
+// New returns a Stream enforcing p.
+func New(p Policy) *Stream { return &Stream{p: p} }
+
+// ConnectInitialSeen reports whether the client's Connect Initial went by.
+func (s *Stream) ConnectInitialSeen() bool { return s.seen }
+
+// Feed takes the next bytes the client sent and returns those to pass on
+// to the server now: every complete frame in order, the Connect Initial
+// rewritten. An incomplete frame is held until the rest arrives. out may
+// alias in or the Stream's buffer and is valid until the next call. An
+// error means the stream must be closed.
+func (s *Stream) Feed(in []byte) (out []byte, err error) {
+	b := in
+	if len(s.buf) > 0 {
+		s.buf = append(s.buf, in...)
+		b = s.buf
+	}
+	n := 0
+	for n < len(b) {
+		l, err := s.frameLen(b[n:])
+		if err != nil {
+			return nil, err
+		}
+		if l == 0 || n+l > len(b) {
+			break // incomplete
+		}
+		if err := s.inspect(b[n : n+l]); err != nil {
+			return nil, err
+		}
+		n += l
+	}
+	out = b[:n]
+	rest := b[n:]
+	if len(rest) > 0 {
+		if len(s.buf) > 0 {
+			// b is s.buf: keep the tail at its start, after out is used.
+			held := append([]byte(nil), rest...)
+			out = append([]byte(nil), out...)
+			s.buf = held
+		} else {
+			s.buf = append(s.buf[:0], rest...)
+		}
+	} else {
+		if len(s.buf) > 0 {
+			out = append([]byte(nil), out...)
+		}
+		s.buf = s.buf[:0]
+	}
+	return out, nil
+}
+
+// frameLen returns the length of the frame b starts with, or 0 when b
+// does not yet hold enough to tell.
+func (s *Stream) frameLen(b []byte) (int, error) {
+	switch {
+	case b[0] == 0x03: // TPKT
+		if len(b) < 4 {
+			return 0, nil
+		}
+		l := int(binary.BigEndian.Uint16(b[2:4]))
+		if b[1] != 0 || l < 7 {
+			return 0, fmt.Errorf("rdpfilter: bad TPKT header % x", b[:4])
+		}
+		return l, nil
+	case b[0] == 0x30 && !s.seen: // CredSSP TSRequest (DER), before MCS only
+		if len(b) < 2 {
+			return 0, nil
+		}
+		l := int(b[1])
+		if l < 0x80 {
+			return 2 + l, nil
+		}
+		k := l & 0x7f
+		if k == 0 || k > 3 {
+			return 0, fmt.Errorf("rdpfilter: bad DER length form %#02x", b[1])
+		}
+		if len(b) < 2+k {
+			return 0, nil
+		}
+		l = 0
+		for _, c := range b[2 : 2+k] {
+			l = l<<8 | int(c)
+		}
+		if 2+k+l > maxDER {
+			return 0, fmt.Errorf("rdpfilter: CredSSP message of %d bytes", 2+k+l)
+		}
+		return 2 + k + l, nil
+	case b[0]&0x03 == 0 && s.seen: // fast-path input
+		if len(b) < 2 {
+			return 0, nil
+		}
+		if b[1]&0x80 == 0 {
+			if b[1] < 2 {
+				return 0, fmt.Errorf("rdpfilter: fast-path length %d", b[1])
+			}
+			return int(b[1]), nil
+		}
+		if len(b) < 3 {
+			return 0, nil
+		}
+		l := int(b[1]&0x7f)<<8 | int(b[2])
+		if l < 3 {
+			return 0, fmt.Errorf("rdpfilter: fast-path length %d", l)
+		}
+		return l, nil
+	}
+	if s.seen {
+		return 0, fmt.Errorf("rdpfilter: not an RDP frame (first byte %#02x)", b[0])
+	}
+	return 0, fmt.Errorf("rdpfilter: not a CredSSP or MCS message before the Connect Initial (first byte %#02x)", b[0])
+}
+
+// inspect looks at one complete frame, rewriting a Connect Initial in
+// place.
+func (s *Stream) inspect(f []byte) error {
+	if f[0] != 0x03 {
+		return nil
+	}
+	// X.224 Data TPDU: LI 2, code 0xF0, EOT. Anything else in a TPKT
+	// after the Connection Request/Confirm exchange (which is over before
+	// TLS) has no business here.
+	if len(f) < 7 || f[4] != 2 || f[5] != 0xF0 {
+		return fmt.Errorf("rdpfilter: TPKT holding no X.224 Data TPDU")
+	}
+	mcs := f[7:]
+	isCI := len(mcs) >= 2 && mcs[0] == 0x7F && mcs[1] == 0x65
+	switch {
+	case isCI && s.seen:
+		return errors.New("rdpfilter: a second MCS Connect Initial")
+	case isCI:
+		if err := s.connectInitial(mcs); err != nil {
+			return err
+		}
+		s.seen = true
+	case !s.seen:
+		return errors.New("rdpfilter: MCS traffic before the Connect Initial")
+	case s.p.Xrdp && !s.info:
+		s.clientInfo(mcs)
+	}
+	return nil
+}
+
+// clientInfo sets INFO_AUTOLOGON in the Client Info PDU, if mcs is one:
+// an MCS Send Data Request whose security header says SEC_INFO_PKT.
+func (s *Stream) clientInfo(mcs []byte) {
+	// Send Data Request: choice byte, initiator (2), channel (2),
+	// priority and segmentation (1), a PER length, the data.
+	if len(mcs) < 8 || mcs[0]>>2 != 25 {
+		return
+	}
+	data := mcs[6:]
+	if _, err := perLen(&data); err != nil || len(data) < 4+8 {
+		return
+	}
+	if binary.LittleEndian.Uint16(data)&0x0040 == 0 { // SEC_INFO_PKT
+		return
+	}
+	s.info = true
+	flags := data[4+4 : 4+8] // TS_INFO_PACKET: CodePage, then flags
+	binary.LittleEndian.PutUint32(flags, binary.LittleEndian.Uint32(flags)|0x0008)
+}
+
+var (
+	errShort = errors.New("rdpfilter: Connect Initial truncated")
+	// The T.124 header of a GCC Conference Create Request: its object
+	// identifier, and then, after a PER length, the fixed fields up to
+	// the H.221 key "Duca".
+	gccPrefix = []byte{0x00, 0x05, 0x00, 0x14, 0x7C, 0x00, 0x01}
+	gccCCR    = []byte{0x00, 0x08, 0x00, 0x10, 0x00, 0x01, 0xC0, 0x00, 'D', 'u', 'c', 'a'}
+)
+
+// The types of the client core and network data blocks.
+const (
+	csCore = 0xC001
+	csNet  = 0xC003
+)
+
+// at24 lowers a client core data block's colour depth to at most 24 bits:
+// highColorDepth, the 32-bit flag of supportedColorDepths and the
+// "want a 32-bit session" early capability, where the block has them.
+func at24(b []byte) {
+	if len(b) >= 138 && binary.LittleEndian.Uint16(b[136:]) > 24 {
+		binary.LittleEndian.PutUint16(b[136:], 24)
+	}
+	if len(b) >= 140 {
+		binary.LittleEndian.PutUint16(b[138:], binary.LittleEndian.Uint16(b[138:])&^0x0008)
+	}
+	if len(b) >= 142 {
+		binary.LittleEndian.PutUint16(b[140:], binary.LittleEndian.Uint16(b[140:])&^0x0002)
+	}
+}
+
+// connectInitial reads an MCS Connect-Initial (BER) down to the client's
+// data blocks and renames the blocked channels in every CS_NET block.
+// Every BER length on the way must match the bytes exactly, and the data
+// blocks must fill userData to its end.
+func (s *Stream) connectInitial(b []byte) error {
+	body, rest, err := berTLV(b, 2) // [APPLICATION 101], two tag bytes
+	if err != nil {
+		return err
+	}
+	if len(rest) != 0 {
+		return fmt.Errorf("rdpfilter: %d bytes after the Connect Initial", len(rest))
+	}
+	// callingDomainSelector, calledDomainSelector (OCTET STRING),
+	// upwardFlag (BOOLEAN), target/minimum/maximum parameters (SEQUENCE).
+	for _, tag := range []byte{0x04, 0x04, 0x01, 0x30, 0x30, 0x30} {
+		if len(body) == 0 || body[0] != tag {
+			return fmt.Errorf("rdpfilter: Connect Initial: want tag %#02x", tag)
+		}
+		if _, body, err = berTLV(body, 1); err != nil {
+			return err
+		}
+	}
+	if len(body) == 0 || body[0] != 0x04 {
+		return errors.New("rdpfilter: Connect Initial: no userData")
+	}
+	ud, rest, err := berTLV(body, 1)
+	if err != nil {
+		return err
+	}
+	if len(rest) != 0 {
+		return errors.New("rdpfilter: Connect Initial: bytes after userData")
+	}
+	if len(ud) < len(gccPrefix) || string(ud[:len(gccPrefix)]) != string(gccPrefix) {
+		return errors.New("rdpfilter: userData is not a T.124 Conference Create Request")
+	}
+	ud = ud[len(gccPrefix):]
+	// The PER lengths of the ConnectPDU and of the client data are not
+	// trusted: clients get them wrong (IronRDP's ConnectPDU length is two
+	// short) and servers read the blocks to the end of userData. So does
+	// the filter, which thus sees every block the server will.
+	if _, err := perLen(&ud); err != nil {
+		return err
+	}
+	if len(ud) < len(gccCCR) || string(ud[:len(gccCCR)]) != string(gccCCR) {
+		return errors.New("rdpfilter: not a Conference Create Request with client data")
+	}
+	ud = ud[len(gccCCR):]
+	if _, err := perLen(&ud); err != nil {
+		return err
+	}
+	for len(ud) > 0 {
+		if len(ud) < 4 {
+			return errShort
+		}
+		typ, l := binary.LittleEndian.Uint16(ud), int(binary.LittleEndian.Uint16(ud[2:]))
+		if l < 4 || l > len(ud) {
+			return fmt.Errorf("rdpfilter: client data block %#04x of length %d", typ, l)
+		}
+		switch {
+		case typ == csNet:
+			if err := s.network(ud[4:l]); err != nil {
+				return err
+			}
+		case typ == csCore && s.p.Xrdp:
+			at24(ud[4:l])
+		}
+		ud = ud[l:]
+	}
+	return nil
+}
+
+// network renames the blocked channels of one CS_NET block's body.
+func (s *Stream) network(b []byte) error {
+	if len(b) < 4 {
+		return errShort
+	}
+	count := int(binary.LittleEndian.Uint32(b))
+	b = b[4:]
+	if count > 31 || count*12 > len(b) {
+		return fmt.Errorf("rdpfilter: %d channels in %d bytes", count, len(b))
+	}
+	for i := range count {
+		name := b[i*12 : i*12+8]
+		str := string(name)
+		if j := strings.IndexByte(str, 0); j >= 0 {
+			str = str[:j]
+		}
+		s.Channels = append(s.Channels, str)
+		if s.p.blocked(str) {
+			s.Blocked = append(s.Blocked, str)
+			clear(name)
+			copy(name, BlockedName)
+		}
+	}
+	return nil
+}
+
+// berTLV splits a BER TLV with a tag of tagLen bytes at the start of b
+// into its value and what follows. Only definite lengths of at most two
+// bytes (all an MCS PDU has) are read.
+func berTLV(b []byte, tagLen int) (val, rest []byte, err error) {
+	if len(b) < tagLen+1 {
+		return nil, nil, errShort
+	}
+	b = b[tagLen:]
+	l := int(b[0])
+	b = b[1:]
+	switch {
+	case l == 0x81:
+		if len(b) < 1 {
+			return nil, nil, errShort
+		}
+		l, b = int(b[0]), b[1:]
+	case l == 0x82:
+		if len(b) < 2 {
+			return nil, nil, errShort
+		}
+		l, b = int(binary.BigEndian.Uint16(b)), b[2:]
+	case l >= 0x80:
+		return nil, nil, fmt.Errorf("rdpfilter: BER length form %#02x", l)
+	}
+	if l > len(b) {
+		return nil, nil, errShort
+	}
+	return b[:l], b[l:], nil
+}
+
+// perLen reads a PER length determinant (one byte, or two for up to
+// 16383), advancing *b.
+func perLen(b *[]byte) (int, error) {
+	p := *b
+	if len(p) < 1 {
+		return 0, errShort
+	}
+	if p[0]&0x80 == 0 {
+		*b = p[1:]
+		return int(p[0]), nil
+	}
+	if p[0]&0xC0 != 0x80 || len(p) < 2 {
+		return 0, errors.New("rdpfilter: PER length not in one or two bytes")
+	}
+	*b = p[2:]
+	return int(p[0]&0x3F)<<8 | int(p[1]), nil
+}
