@@ -19,6 +19,7 @@ var profileUsedElsewhere = map[string]string{
 	"Groups":      "who may list and launch it (TestOIDCLogin/groups_decide_profiles, TestOIDCBrowser)",
 	"Terms":       "the launch's terms check (TestTerms)",
 	"Record":      "the proxy records viewer connections (TestRecording)",
+	"Drives":      "the browser RDP relay's channel filter (rdpfilter.TestConnectInitialRenamesBlocked, TestRDPWebXrdp)",
 }
 
 // TestEveryProfileFieldIsUsed is the second half of the configuration's
