@@ -243,7 +243,7 @@ func (g *Gateway) sweepRecordings() error {
 		if end.After(cutoff) {
 			continue
 		}
-		for _, p := range []string{base + ".fbs.gz", base + ".json"} {
+		for _, p := range []string{base + ".fbs.gz", base + ".json", base + ".json.tmp"} {
 			if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				errs = append(errs, err)
 			}

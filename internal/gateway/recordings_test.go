@@ -65,7 +65,7 @@ func TestRecording(t *testing.T) {
 	s := tg.client().loginToken("alice").launch("desktop")
 	alice := tg.client().loginCookie("alice")
 
-	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 	ws, _, err := websocket.Dial(ctx, "wss"+strings.TrimPrefix(tg.url, "https")+"/s/"+s.ID+"/console/",
 		&websocket.DialOptions{HTTPClient: alice.http, HTTPHeader: http.Header{"Origin": {tg.url}}})

@@ -79,10 +79,17 @@ type RFB struct {
 	Greet string
 }
 
+// rfbTimeout bounds one handshake or one update. A full raw screen is a
+// few megabytes through TLS, the gateway and a connector; with the whole
+// suite running on two shared cores, a first update was seen to take
+// over 15 s (TestRecording in CI), so the bound is generous: it is there
+// to end a test whose server is gone, not to time anything.
+const rfbTimeout = 60 * time.Second
+
 // NewRFB does the handshake over c and asks for a shared session.
 func NewRFB(c net.Conn) (*RFB, error) {
 	r := &RFB{c: c}
-	c.SetDeadline(time.Now().Add(15 * time.Second))
+	c.SetDeadline(time.Now().Add(rfbTimeout))
 	defer c.SetDeadline(time.Time{})
 	ver := make([]byte, 12)
 	if _, err := io.ReadFull(c, ver); err != nil {
@@ -142,7 +149,7 @@ func (r *RFB) Update(incremental bool) error {
 	if _, err := r.c.Write(req); err != nil {
 		return err
 	}
-	r.c.SetReadDeadline(time.Now().Add(15 * time.Second))
+	r.c.SetReadDeadline(time.Now().Add(rfbTimeout))
 	defer r.c.SetReadDeadline(time.Time{})
 	for {
 		var t [1]byte

@@ -165,7 +165,11 @@ func (w *Writer) Close() (Meta, error) {
 	w.meta.SHA256 = hex.EncodeToString(w.sum.Sum(nil))
 	name := strings.TrimSuffix(w.f.Name(), ".fbs.gz") + ".json"
 	b, _ := json.MarshalIndent(w.meta, "", "  ")
-	if werr := os.WriteFile(name, append(b, '\n'), 0o600); werr != nil {
+	// Written aside and renamed: a reader (the admin list) sees no
+	// sidecar or a whole one, and a crash mid-write leaves none.
+	if werr := os.WriteFile(name+".tmp", append(b, '\n'), 0o600); werr != nil {
+		err = errors.Join(err, werr)
+	} else if werr := os.Rename(name+".tmp", name); werr != nil {
 		err = errors.Join(err, werr)
 	}
 	if err != nil {
