@@ -59,6 +59,14 @@ func TestDesktopInBrowser(t *testing.T) {
 	}
 
 	wait("drawn")
+	// The desktop was resized to the page twice (the profile says
+	// 1280x800): each time to the page's screen area, smaller than that.
+	sized := wait("sized")
+	first, _ := sized["first"].([]any)
+	second, _ := sized["second"].([]any)
+	if len(first) != 2 || len(second) != 2 || first[0].(float64) >= 1280 || second[0].(float64) >= first[0].(float64) {
+		t.Errorf("the desktop did not take the window's size: %v", sized)
+	}
 	wait("owner-typed")
 	if err := realtest.WaitFor(20*time.Second, func() error { return fileIs("owner.txt", "E2E-42") }); err != nil {
 		t.Fatalf("the owner's command did not run in the session: %v", err)

@@ -91,6 +91,22 @@ try {
   await drawn(alice);
   await alice.screenshot({ path: cfg.shots + '/e2e-2-desktop.png' });
   say('drawn');
+  // The desktop takes the window's size: noVNC's canvas is the remote
+  // screen, and it ends up the size of the page's screen area (the
+  // profile's geometry is 1280x800, the window 1100x800), and again
+  // after the window changes.
+  const fits = async () => {
+    const h = await alice.waitForFunction(() => {
+      const s = document.getElementById('screen');
+      const c = s.querySelector('canvas');
+      const near = (a, b) => Math.abs(a - b) <= 4;
+      return c && near(c.width, s.clientWidth) && near(c.height, s.clientHeight) ? [c.width, c.height] : false;
+    }, null, { polling: 200, timeout: 30000 });
+    return h.jsonValue();
+  };
+  const first = await fits();
+  await alice.setViewportSize({ width: 900, height: 700 });
+  say('sized', { first, second: await fits() });
   await type(alice, cfg.aliceCommand);
   say('owner-typed');
 

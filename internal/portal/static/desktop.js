@@ -1,5 +1,5 @@
 // The desktop view: noVNC's RFB client on the session's console
-// WebSocket, scaled to the window, with full screen, reconnect, the
+// WebSocket, sized (else scaled) to the window, with full screen, reconnect, the
 // clipboard both ways and Ctrl+Alt+Del.
 //
 // window.airlockState tells tests (and curious people) where it is:
@@ -36,8 +36,11 @@ function connect() {
   setStatus('connecting', 'busy');
   const url = `wss://${location.host}${page.ws}`;
   const r = new RFB(screen, url, { shared: true, wsProtocols: ['binary'] });
+  // The desktop takes the window's size (Xvnc resizes its screen when a
+  // viewer asks); scaling is the fallback where the server cannot resize
+  // (a VM's console). A view-only viewer asks nothing of the server.
   r.scaleViewport = true;
-  r.resizeSession = false;
+  r.resizeSession = !page.viewOnly;
   r.viewOnly = page.viewOnly;
   r.focusOnClick = !page.viewOnly;
   r.addEventListener('connect', () => {
