@@ -22,6 +22,7 @@ pkgs=(
   xrdp              # RDP into a desktop session (run unprivileged inside the seal)
   freerdp2-x11 xvfb xdotool imagemagick # the native RDP client tests: xfreerdp under Xvfb, a screenshot of its window
   zbar-tools oathtool # decode the TOTP enrolment's QR code and make codes with another implementation
+  jupyter-notebook  # the demo's app profile (make run), and the test that launches it
   ruby nginx-light novnc # the Open OnDemand app's tests: ERB templates rendered by Debian's ruby, nginx as OnDemand's /rnode proxy, noVNC served inside the seal
 )
 missing=()

@@ -56,10 +56,11 @@ func loadConfig(path, listen, stateDir string) (config.Config, error) {
 }
 
 func cmdServe(_ context.Context, env *Env, args []string) int {
-	fs := newFlags(env, "serve", "[--config FILE] [--listen ADDR] [--state-dir DIR]")
+	fs := newFlags(env, "serve", "[--config FILE] [--listen ADDR] [--state-dir DIR] [--demo]")
 	cfgPath := fs.String("config", "", "airlock.yaml to read; without it the embedded defaults run a complete demo (see 'airlock config defaults')")
 	listen := fs.String("listen", "", "HTTPS address host:port, overriding the file's listen (default 127.0.0.1:8443)")
 	stateDir := fs.String("state-dir", "", "state directory, overriding the file's state_dir (default $XDG_STATE_HOME/airlock)")
+	demo := fs.Bool("demo", false, "add the demo's Jupyter and VM profiles to the file's (what the embedded defaults always do)")
 	if c := parse(fs, args); c >= 0 {
 		return c
 	}
@@ -76,6 +77,10 @@ func cmdServe(_ context.Context, env *Env, args []string) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if *cfgPath == "" || *demo {
+		// The embedded demo shows every kind its machine can run.
+		addDemoProfiles(ctx, &cfg, os.Getenv, log)
+	}
 
 	db, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(cfg.StateDir, "airlock.db"), Logger: log})
 	if err != nil {

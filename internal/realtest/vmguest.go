@@ -1,15 +1,14 @@
 package realtest
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
+	"context"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"testing"
+
+	"github.com/airlock-hpc/airlock/internal/vm"
 )
 
 // Guest is the tiny bootable test VM: a Debian kernel, a busybox
@@ -134,42 +133,10 @@ say "AIRLOCK-GUEST-DONE"
 while true; do sleep 3600; done
 `
 
-// guestBuild builds the guest in the current directory from Debian
-// packages only: the kernel package linux-image-amd64 depends on (fetched
-// with apt-get download from the configured Debian mirror, ~70 MB, once),
-// busybox-static and kmod's depmod. Nothing is downloaded from elsewhere.
-const guestBuild = `set -euo pipefail
-pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
-[ -n "$pkg" ] || { echo "apt-cache knows no kernel behind linux-image-amd64" >&2; exit 1; }
-kv=${pkg#linux-image-}
-deb=$(ls ${pkg}_*.deb 2>/dev/null | head -1 || true)
-if [ -z "$deb" ]; then apt-get download "$pkg" >&2; deb=$(ls ${pkg}_*.deb | head -1); fi
-rm -rf kx initrd; mkdir kx
-dpkg-deb -x "$deb" kx
-M=kx/lib/modules/$kv/kernel
-mkdir -p initrd/bin initrd/sbin initrd/proc initrd/sys initrd/dev initrd/mnt initrd/tmp initrd/lib/modules/$kv/kernel
-for d in drivers/virtio drivers/block/virtio_blk.ko drivers/net/virtio_net.ko drivers/net/net_failover.ko \
-         net/core/failover.ko net/9p fs/9p fs/netfs fs/fscache \
-         drivers/ata/ata_piix.ko drivers/ata/libata.ko drivers/scsi/sd_mod.ko drivers/scsi/scsi_mod.ko drivers/scsi/scsi_common.ko \
-         block/t10-pi.ko lib/crc-t10dif.ko lib/crc64-rocksoft.ko lib/crc64.ko drivers/net/ethernet/intel/e1000 \
-         fs/smb/client fs/smb/common net/dns_resolver crypto lib/crypto drivers/acpi/button.ko drivers/input/evdev.ko \
-         drivers/scsi/sr_mod.ko drivers/cdrom/cdrom.ko; do
-  [ -e $M/$d ] || continue
-  mkdir -p initrd/lib/modules/$kv/kernel/$(dirname $d)
-  cp -a $M/$d initrd/lib/modules/$kv/kernel/$(dirname $d)/
-done
-cp kx/lib/modules/$kv/modules.order kx/lib/modules/$kv/modules.builtin kx/lib/modules/$kv/modules.builtin.modinfo initrd/lib/modules/$kv/
-depmod -b "$PWD/initrd" "$kv"
-cp /bin/busybox initrd/bin/
-for a in sh mount insmod modprobe ip dd cat echo ls sleep mkdir sed grep uname nc sync poweroff tr head printf chmod; do ln -sf busybox initrd/bin/$a; done
-ln -sf ../bin/busybox initrd/sbin/modprobe
-cat > initrd/init <<'INIT'
-` + guestInit + `INIT
-chmod 755 initrd/init
-(cd initrd && find . | busybox cpio -o -H newc 2>/dev/null | gzip -1) > initrd.gz
-cp kx/boot/vmlinuz-$kv vmlinuz
-rm -rf kx initrd
-# A stand-in ISO: a marker where a real one has its boot area, and the
+// guestBuild builds the test guest in the current directory: the kernel
+// and initramfs (vm.GuestScript) with guestInit, and the disks and CD
+// image the tests boot.
+var guestBuild = vm.GuestScript(guestInit) + `# A stand-in ISO: a marker where a real one has its boot area, and the
 # ISO 9660 signature where airlock looks for it.
 rm -f master.iso; printf 'ISO-IMAGE-MARKER' > master.iso; truncate -s 1M master.iso
 printf '\001CD001\001' | dd of=master.iso bs=1 seek=32768 conv=notrunc 2>/dev/null
@@ -217,36 +184,12 @@ func BuildGuest(t testing.TB) *Guest {
 }
 
 func buildGuest() (*Guest, error) {
-	base := StateBase()
 	// Not under /tmp: the seal has its own /tmp, where QEMU would not find
 	// the files.
-	dir := filepath.Join(base, "vmguest")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
+	dir := filepath.Join(StateBase(), "vmguest")
+	if err := vm.BuildCached(context.Background(), dir, guestBuild); err != nil {
+		return nil, fmt.Errorf("build the test guest: %w", err)
 	}
-	os.Chmod(dir, 0o755)
-	lock, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return nil, err
-	}
-	sum := sha256.Sum256([]byte(guestBuild))
-	stamp := filepath.Join(dir, "built-"+hex.EncodeToString(sum[:8]))
-	g := &Guest{Kernel: filepath.Join(dir, "vmlinuz"), Initrd: filepath.Join(dir, "initrd.gz"),
-		Master: filepath.Join(dir, "master.qcow2"), MasterRaw: filepath.Join(dir, "master.raw"), ISO: filepath.Join(dir, "master.iso")}
-	if _, err := os.Stat(stamp); err == nil {
-		return g, nil
-	}
-	cmd := exec.Command("bash", "-c", guestBuild)
-	cmd.Dir = dir
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("build the test guest in %s: %v\n%s", dir, err, out)
-	}
-	if err := os.WriteFile(stamp, nil, 0o644); err != nil {
-		return nil, err
-	}
-	return g, nil
+	return &Guest{Kernel: filepath.Join(dir, "vmlinuz"), Initrd: filepath.Join(dir, "initrd.gz"),
+		Master: filepath.Join(dir, "master.qcow2"), MasterRaw: filepath.Join(dir, "master.raw"), ISO: filepath.Join(dir, "master.iso")}, nil
 }
