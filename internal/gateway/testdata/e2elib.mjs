@@ -34,7 +34,9 @@ export async function login(page, base, user, password) {
 
 // drawn waits until the noVNC canvas shows the xterm: enough white pixels.
 export async function drawn(page, timeout = 30000) {
-  await page.waitForFunction(() => window.airlockState === 'connected', null, { timeout });
+  await page.waitForFunction(() => window.airlockState === 'connected', null, { timeout }).catch(async (e) => {
+    throw new Error(`${e.message}: state ${await page.evaluate(() => window.airlockState)}`);
+  });
   await page.waitForFunction(() => {
     const c = document.querySelector('#screen canvas');
     if (!c || !c.width) return false;
@@ -42,7 +44,9 @@ export async function drawn(page, timeout = 30000) {
     let n = 0;
     for (let i = 0; i < d.length; i += 4 * 97) if (d[i] > 200 && d[i + 1] > 200 && d[i + 2] > 200) n++;
     return n > 50;
-  }, null, { polling: 200, timeout: 30000 });
+  }, null, { polling: 200, timeout: 30000 }).catch(async (e) => {
+    throw new Error(`${e.message}: canvas ${await page.evaluate(() => { const c = document.querySelector('#screen canvas'); return c ? c.width + 'x' + c.height : 'none'; })}`);
+  });
 }
 
 export async function type(page, text) {

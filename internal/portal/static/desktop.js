@@ -29,7 +29,11 @@ function setState(s) {
   window.airlockState = s;
 }
 
+let openedAt = 0; // when the current connection was opened
+let quickRetries = 0; // connections closed at once, in a row
+
 function connect() {
+  openedAt = Date.now();
   clearMessage();
   refused = '';
   setState('connecting');
@@ -44,6 +48,7 @@ function connect() {
   r.viewOnly = page.viewOnly;
   r.focusOnClick = !page.viewOnly;
   r.addEventListener('connect', () => {
+    setTimeout(() => { if (rfb === r) quickRetries = 0; }, 5000);
     setState('connected');
     setStatus('connected', 'ok');
     if (!page.viewOnly) r.focus({ preventScroll: true });
@@ -92,6 +97,19 @@ async function onDisconnect(r, clean) {
   setState(`disconnected:${clean}`);
   setStatus('disconnected', 'bad');
   if (ui.stopRequested) return; // session.js reports the end
+  // Xvnc closes a viewer whose screen changes size before the viewer has
+  // said it follows size changes (another viewer's window resized it
+  // during this one's handshake): a clean close moments after opening.
+  // Open again at once (a few times at most) if the session is still
+  // ready; a stop or an end closes viewers too, and is reported below.
+  if (clean && Date.now() - openedAt < 5000 && quickRetries < 3) {
+    const now = await waitUntil(() => true, 500, null, 2000);
+    if (now && now.state === 'ready') {
+      quickRetries++;
+      connect();
+      return;
+    }
+  }
   // Say why, if the gateway tells us: an ended session is the common cause.
   // The runner reports the end a moment after the display closes (a VM
   // that powered off, an X server that exited), so a session still ready
