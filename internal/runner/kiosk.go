@@ -1,0 +1,276 @@
+package runner
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+
+	"github.com/airlock-hpc/airlock/internal/contract"
+	"github.com/airlock-hpc/airlock/internal/egressproxy"
+	"github.com/airlock-hpc/airlock/internal/seal"
+)
+
+// A kiosk session (spec.kiosk) is a desktop whose only program is one
+// browser window. Three things hold it to its site, each on its own:
+//
+//   - Browser policy, written per session and bind-mounted read-only over
+//     /etc/chromium inside the seal (Chromium reads its managed policies
+//     from a path compiled in, and ignores --policy): every URL blocked
+//     but the site's origin, no devtools, downloads, printing, extensions,
+//     incognito or guest windows, and the proxy fixed.
+//   - The seal's network namespace: nothing gets out but the egress
+//     relay's ports, and no DNS.
+//   - The runner's egress proxy (internal/egressproxy), reached as
+//     127.0.0.1:KioskProxyPort inside through the egress relay, which
+//     tunnels only to the site's HOST:PORT and the spec's allow-list,
+//     resolving names itself, and reports every decision as an egress
+//     event (audited by the gateway).
+//
+// The browser is an essential helper: it starts once the X server
+// answers, and its exit (the window closed, the process killed) ends the
+// session.
+
+// kioskDisplayRE: an X display on this machine, as the desktop's Xvnc has.
+var kioskDisplayRE = regexp.MustCompile(`^:[0-9]{1,3}$`)
+
+// kioskProfileDir is the browser's profile (and HOME) in the seal's
+// private /tmp: nothing of the session is left in the owner's home.
+const kioskProfileDir = "/tmp/.airlock-kiosk"
+
+// kioskPolicyFile is the one file in managed/: Chromium merges every file
+// there, so there must be no other.
+const kioskPolicyFile = "airlock-kiosk.json"
+
+// validateKiosk checks spec.kiosk; egress are the spec's own egress ports.
+func validateKiosk(k *contract.KioskSpec, egress map[int]bool) error {
+	if k.Browser != "" && !slices.Contains(contract.KioskBrowsers, k.Browser) {
+		return fmt.Errorf("spec: kiosk.browser %q: want one of %v", k.Browser, contract.KioskBrowsers)
+	}
+	if _, _, err := kioskSite(k.URL); err != nil {
+		return fmt.Errorf("spec: kiosk.url %q: %w", k.URL, err)
+	}
+	for i, a := range k.Allow {
+		if _, _, err := egressproxy.SplitTarget(a); err != nil {
+			return fmt.Errorf("spec: kiosk.allow[%d] %q: %w", i, a, err)
+		}
+	}
+	if k.CAPEM != "" {
+		if _, err := kioskCAs(k.CAPEM); err != nil {
+			return fmt.Errorf("spec: kiosk.ca_pem: %w", err)
+		}
+	}
+	if k.Display != "" && !kioskDisplayRE.MatchString(k.Display) {
+		return fmt.Errorf("spec: kiosk.display %q: want :N", k.Display)
+	}
+	if egress[contract.KioskProxyPort] {
+		return fmt.Errorf("spec: egress: port %d is the kiosk's proxy inside the seal", contract.KioskProxyPort)
+	}
+	return nil
+}
+
+// kioskSite is the kiosk URL's origin (what the policy allows) and its
+// HOST:PORT (what the proxy lets through).
+func kioskSite(raw string) (origin, target string, err error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", "", errors.New("not a URL")
+	}
+	port := u.Port()
+	switch u.Scheme {
+	case "https":
+		port = cmpOr(port, "443")
+	case "http":
+		port = cmpOr(port, "80")
+	default:
+		return "", "", errors.New("want an http:// or https:// URL")
+	}
+	if u.User != nil || u.Opaque != "" {
+		return "", "", errors.New("want scheme://host[:port]/path, without a user")
+	}
+	host, p, err := egressproxy.SplitTarget(net.JoinHostPort(u.Hostname(), port))
+	if err != nil {
+		return "", "", err
+	}
+	target = egressproxy.JoinTarget(host, p)
+	return u.Scheme + "://" + target, target, nil
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// kioskCAs decodes the CA certificates a kiosk trusts, as the base64 DER
+// the CACertificates policy takes.
+func kioskCAs(pemText string) ([]string, error) {
+	var out []string
+	rest := []byte(pemText)
+	for {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			return nil, fmt.Errorf("a %s block: only CERTIFICATE blocks", b.Type)
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("certificate %d: %w", len(out)+1, err)
+		}
+		if !c.IsCA {
+			return nil, fmt.Errorf("certificate %d (%s) is not a CA", len(out)+1, c.Subject)
+		}
+		out = append(out, base64.StdEncoding.EncodeToString(b.Bytes))
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no PEM certificate")
+	}
+	return out, nil
+}
+
+// kioskPolicy is the browser's managed policy for a kiosk on origin that
+// may also reach the https origins of allow.
+func kioskPolicy(k *contract.KioskSpec, origin string) (map[string]any, error) {
+	allowed := []string{origin}
+	for _, a := range k.Allow {
+		h, p, _ := egressproxy.SplitTarget(a)
+		allowed = append(allowed, "https://"+egressproxy.JoinTarget(h, p))
+	}
+	pol := map[string]any{
+		"URLBlocklist": []string{"*"},
+		"URLAllowlist": slices.Compact(allowed),
+		// 2: devtools blocked everywhere.
+		"DeveloperToolsAvailability": 2,
+		// 3: every download blocked.
+		"DownloadRestrictions":      3,
+		"PrintingEnabled":           false,
+		"IncognitoModeAvailability": 1, // 1: incognito off
+		"BrowserGuestModeEnabled":   false,
+		"BrowserAddPersonEnabled":   false,
+		"AllowFileSelectionDialogs": false,
+		"ExtensionInstallBlocklist": []string{"*"},
+		"PasswordManagerEnabled":    false,
+		"BrowserSignin":             0,
+		"SyncDisabled":              true,
+		"DefaultPopupsSetting":      2, // no pop-up windows
+		"TranslateEnabled":          false,
+		"MetricsReportingEnabled":   false,
+		"BackgroundModeEnabled":     false,
+		"DnsOverHttpsMode":          "off",
+		"ScreenCaptureAllowed":      false,
+		"ProxySettings": map[string]any{
+			"ProxyMode":   "fixed_servers",
+			"ProxyServer": "127.0.0.1:" + strconv.Itoa(contract.KioskProxyPort),
+			// Loopback goes through the proxy too: in the seal nothing
+			// else listens there that the kiosk should reach.
+			"ProxyBypassList": "<-loopback>",
+		},
+	}
+	if k.CAPEM != "" {
+		cas, err := kioskCAs(k.CAPEM)
+		if err != nil {
+			return nil, err
+		}
+		pol["CACertificates"] = cas
+	}
+	return pol, nil
+}
+
+// kioskSetup is what the runner made for a kiosk outside the seal.
+type kioskSetup struct {
+	etc   string // the /etc/chromium stand-in
+	proxy *egressproxy.Proxy
+}
+
+// prepareKiosk writes the session's browser configuration in its scratch
+// directory and makes its egress proxy.
+func (r *run) prepareKiosk(st *setup) error {
+	k := r.spec.Kiosk
+	origin, target, err := kioskSite(k.URL)
+	if err != nil {
+		return fmt.Errorf("kiosk: %w", err)
+	}
+	pol, err := kioskPolicy(k, origin)
+	if err != nil {
+		return fmt.Errorf("kiosk: %w", err)
+	}
+	// Readable by the owner in root mode: the directory's own modes are
+	// what count through the bind mount, not its parents'.
+	etc := filepath.Join(st.scratch, "kiosk-etc-chromium")
+	managed := filepath.Join(etc, "policies", "managed")
+	if err := os.MkdirAll(managed, 0o755); err != nil {
+		return fmt.Errorf("kiosk: %w", err)
+	}
+	for _, d := range []string{etc, filepath.Join(etc, "policies"), managed} {
+		os.Chmod(d, 0o755)
+	}
+	// The package's own initial preferences, if any, so first-run
+	// behaves as the node's Chromium does.
+	if b, err := os.ReadFile("/etc/chromium/master_preferences"); err == nil {
+		if err := os.WriteFile(filepath.Join(etc, "master_preferences"), b, 0o644); err != nil {
+			return fmt.Errorf("kiosk: %w", err)
+		}
+	}
+	b, _ := json.MarshalIndent(pol, "", "  ")
+	if err := os.WriteFile(filepath.Join(managed, kioskPolicyFile), b, 0o644); err != nil {
+		return fmt.Errorf("kiosk: write policy: %w", err)
+	}
+	proxy, err := egressproxy.New(egressproxy.Config{
+		Allow:  append([]string{target}, k.Allow...),
+		Logger: r.log,
+		Audit: func(d egressproxy.Decision) {
+			r.emit(Event{Kind: contract.EventEgress, ID: r.spec.ID, Target: d.Target, Verdict: d.Verdict, Reason: d.Reason})
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("kiosk: %w", err)
+	}
+	st.kiosk = &kioskSetup{etc: etc, proxy: proxy}
+	return nil
+}
+
+// kioskSeal adds the kiosk to the seal's configuration: the policy bind,
+// the proxy's egress port and the browser.
+func (r *run) kioskSeal(ctx context.Context, scfg *seal.Config, ks *kioskSetup, env []string) {
+	k := r.spec.Kiosk
+	scfg.Binds = append(scfg.Binds, seal.Bind{Source: ks.etc, Target: "/etc/chromium"})
+	if scfg.EgressLocal == nil {
+		scfg.EgressLocal = map[int]func(context.Context) (net.Conn, error){}
+	}
+	scfg.EgressLocal[contract.KioskProxyPort] = func(context.Context) (net.Conn, error) {
+		// The tunnel lives as long as the session, not the dial.
+		return ks.proxy.Pipe(ctx)
+	}
+	env = slices.DeleteFunc(slices.Clone(env), func(e string) bool {
+		return len(e) >= 5 && e[:5] == "HOME="
+	})
+	env = append(env, "HOME="+kioskProfileDir+"/home", "DISPLAY="+cmpOr(k.Display, ":1"))
+	proxy := "127.0.0.1:" + strconv.Itoa(contract.KioskProxyPort)
+	scfg.Processes = append(scfg.Processes, seal.Process{
+		Name: "kiosk-browser", Role: seal.Helper, Essential: true, Env: env, Dir: "/", Listener: -1,
+		Argv: []string{"chromium",
+			"--kiosk", "--app=" + k.URL,
+			"--user-data-dir=" + kioskProfileDir + "/profile",
+			"--no-first-run", "--no-default-browser-check", "--noerrdialogs",
+			"--disable-session-crashed-bubble", "--disable-background-networking",
+			"--password-store=basic",
+			// The policy fixes the proxy too; the flags make the first
+			// request use it before the policy is loaded.
+			"--proxy-server=" + proxy, "--proxy-bypass-list=<-loopback>",
+		},
+	})
+}
