@@ -204,6 +204,28 @@ func (r *RFB) Key(keysym uint32) error {
 	return nil
 }
 
+// Chord presses keysyms in order and releases them in reverse: a key
+// with modifiers held (Control_L 0xffe3, then 'w').
+func (r *RFB) Chord(keysyms ...uint32) error {
+	send := func(ks uint32, down byte) error {
+		m := []byte{4, down, 0, 0, 0, 0, 0, 0}
+		binary.BigEndian.PutUint32(m[4:], ks)
+		_, err := r.c.Write(m)
+		return err
+	}
+	for _, ks := range keysyms {
+		if err := send(ks, 1); err != nil {
+			return err
+		}
+	}
+	for i := len(keysyms) - 1; i >= 0; i-- {
+		if err := send(keysyms[i], 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Type types ASCII text; '\n' is Return.
 func (r *RFB) Type(s string) error {
 	for _, ch := range s {

@@ -1,0 +1,194 @@
+package runner_test
+
+import (
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/airlock-hpc/airlock/internal/realtest"
+	"github.com/airlock-hpc/airlock/internal/ticket"
+)
+
+// kioskGreen is the stand-in site's background: rgb(0,200,83).
+var kioskGreen = [3]byte{0, 200, 83}
+
+// hubServer is an HTTPS server on loopback standing in for JupyterHub,
+// with a certificate from ca; it counts requests and serves a page that
+// is all one colour and, once loaded, tries to fetch from other.
+func hubServer(t *testing.T, ca *testCA, other string) (addr string, hits *atomic.Int64) {
+	t.Helper()
+	certPEM, keyPEM := ca.issue(t, "127.0.0.1", true)
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hits = &atomic.Int64{}
+	page := fmt.Sprintf(`<!doctype html><html><head><title>hub</title>
+<style>html,body{margin:0;height:100%%;background:rgb(%d,%d,%d)}</style></head>
+<body><script>fetch("https://%s/exfiltrate").catch(function(){});</script></body></html>`,
+		kioskGreen[0], kioskGreen[1], kioskGreen[2], other)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		w.Header().Set("Content-Type", "text/html")
+		fmt.Fprint(w, page)
+	}), ErrorLog: nil}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String(), hits
+}
+
+// TestKioskBrowser runs a kiosk session for real: Xvnc, Chromium in the
+// seal with the per-session policy, the runner's egress proxy, and an
+// HTTPS site on loopback whose CA only the kiosk's policy trusts. It
+// checks that the screen shows the site (pixels through the vnc
+// connector); that the page's fetch to another host never arrives; that
+// the session's own processes cannot get anywhere but the site through
+// the proxy, nor around it, and that every refusal is reported for the
+// audit; and that closing the browser window (Ctrl+W) ends the session.
+func TestKioskBrowser(t *testing.T) {
+	for _, bin := range []string{"Xvnc", "chromium"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Skipf("%s not installed (scripts/install-deps.sh installs it)", bin)
+		}
+	}
+	m := modes(t)[0]
+	ca := newCA(t, "airlock kiosk test CA")
+	other := echoListen(t, "tcp", "127.0.0.1:0").Addr().String()
+	otherHub, otherHits := hubServer(t, ca, other)
+	hub, hits := hubServer(t, ca, otherHub)
+	dir := resultsDir(t, m.owner)
+	probeOut := filepath.Join(dir, "proxy.json")
+	key := filepath.Join(realtest.SharedDir(t, m.owner), "key")
+	realtest.WriteFile(t, m.owner, key, testKey, 0o600)
+	id := fmt.Sprintf("kiosk-%d", time.Now().UnixNano()%1e6)
+	proxy := "127.0.0.1:3128"
+	r := realtest.StartRunner(t, map[string]any{
+		"id": id, "owner": m.owner.Name,
+		"workload": map[string]any{"argv": []string{"Xvnc", ":1", "-rfbport", "5901", "-localhost",
+			"-SecurityTypes", "None", "-geometry", "480x320", "-depth", "24", "-AlwaysShared"}},
+		// The session's own process, beside the browser: what can it
+		// reach through the proxy, and around it?
+		"processes": []any{map[string]any{"argv": []string{realtest.Probe(t), "dial", probeOut,
+			"connect:" + proxy + "=" + other, "connect:" + proxy + "=" + otherHub,
+			"connect:" + proxy + "=localhost:" + portOf(hub), "tcp:" + other, "tcp:" + hub}}},
+		"connectors": []any{map[string]any{
+			"name": "console", "kind": "vnc", "target": "127.0.0.1:5901", "listen": "tcp:127.0.0.1:0",
+		}},
+		"ticket_key_file": key,
+		"kiosk":           map[string]any{"url": "https://" + hub + "/?" + id, "ca_pem": string(ca.pem)},
+	}, realtest.RunOptions{As: m.as})
+
+	// The site is on the screen.
+	ep, sha := r.Ready.Endpoints["console"], r.Ready.TLSSHA256
+	ctx := t.Context()
+	view := dialRFB(ctx, t, ep, sha, sign(t, ticket.Claims{Session: id, Connector: "console", User: m.owner.Name, Mode: ticket.Control}))
+	err := realtest.WaitFor(60*time.Second, func() error {
+		if err := view.Update(false); err != nil {
+			return err
+		}
+		if f := greenShare(view); f < 0.9 {
+			return fmt.Errorf("%.0f%% of the screen is the site's colour (site requests: %d)", f*100, hits.Load())
+		}
+		return nil
+	})
+	writePNG(t, view, "kiosk.png")
+	if err != nil {
+		t.Fatalf("the kiosk does not show the site: %v\nevents: %+v", err, r.Others())
+	}
+
+	// The session's process: refused by the proxy for anything but the
+	// site, and nothing reached directly.
+	var res map[string]probeResult
+	if err := realtest.WaitFor(30*time.Second, func() error {
+		var err error
+		res, err = tryResults(probeOut)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for addr, pr := range res {
+		if pr.Reached {
+			t.Errorf("the session's process reached %s", addr)
+		} else if strings.HasPrefix(addr, "connect:") && !strings.Contains(pr.Error, "403") {
+			t.Errorf("%s: %s, want the proxy's 403", addr, pr.Error)
+		}
+	}
+
+	// Closing the window ends the session.
+	view.Chord(0xffe3, 'w') // Control_L + w
+	ev := r.WaitExit(t, 60*time.Second)
+	if !strings.Contains(ev.Reason, "kiosk-browser") {
+		t.Errorf("session ended with %q, want the browser's exit", ev.Reason)
+	}
+
+	if n := otherHits.Load(); n != 0 {
+		t.Errorf("the page's fetch to another host arrived (%d requests)", n)
+	}
+	verdicts := map[string]string{}
+	for _, e := range r.Others() {
+		if e.Event == "egress" {
+			if v, seen := verdicts[e.Target]; !seen || v == "allow" {
+				verdicts[e.Target] = e.Verdict
+			}
+		}
+	}
+	if verdicts[hub] != "allow" {
+		t.Errorf("no audited allow for the site %s: %v", hub, verdicts)
+	}
+	for _, target := range []string{other, otherHub, "localhost:" + portOf(hub)} {
+		if verdicts[target] != "refuse" {
+			t.Errorf("egress to %s: audited %q, want refuse (all: %v)", target, verdicts[target], verdicts)
+		}
+	}
+}
+
+func portOf(addr string) string {
+	_, p, _ := net.SplitHostPort(addr)
+	return p
+}
+
+// greenShare is the share of the frame in the stand-in site's colour.
+func greenShare(r *realtest.RFB) float64 {
+	n, match := 0, 0
+	for i := 0; i+4 <= len(r.Frame); i += 4 {
+		n++
+		// Little-endian 32 bpp with red at bit 16: B, G, R, 0.
+		if r.Frame[i+2] == kioskGreen[0] && r.Frame[i+1] == kioskGreen[1] && r.Frame[i] == kioskGreen[2] {
+			match++
+		}
+	}
+	if n == 0 {
+		return 0
+	}
+	return float64(match) / float64(n)
+}
+
+// tryResults reads the probe's results once it has written them whole.
+func tryResults(path string) (map[string]probeResult, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var rs []probeResult
+	if err := json.Unmarshal(b, &rs); err != nil {
+		return nil, err
+	}
+	out := map[string]probeResult{}
+	for _, r := range rs {
+		out[r.Addr] = r
+	}
+	return out, nil
+}
