@@ -19,6 +19,13 @@ func (in *initProc) setupMounts() error {
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fmt.Errorf("make / private: %w", err)
 	}
+	// Binds first: their sources live in the session's scratch
+	// directory, under the host's /run or /tmp, which are replaced next.
+	for _, b := range p.Binds {
+		if err := bindReadOnly(b.Source, b.Target); err != nil {
+			return err
+		}
+	}
 	if err := unix.Mount(p.ScratchDir, "/tmp", "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 		return fmt.Errorf("mount scratch %s on /tmp: %w", p.ScratchDir, err)
 	}
@@ -64,11 +71,6 @@ func (in *initProc) setupMounts() error {
 	}
 	if p.TTYGID < 0 {
 		in.warn("tty group not mapped in the user namespace: xterm and other programs that set a pty's group may fail")
-	}
-	for _, b := range p.Binds {
-		if err := bindReadOnly(b.Source, b.Target); err != nil {
-			return err
-		}
 	}
 	// Last, so nothing mounted above can cover a mask.
 	return maskPaths(p.Hide, p.RootMode)
