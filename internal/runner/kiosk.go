@@ -15,6 +15,8 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"sync"
+	"time"
 
 	"github.com/airlock-hpc/airlock/internal/contract"
 	"github.com/airlock-hpc/airlock/internal/egressproxy"
@@ -232,15 +234,54 @@ func (r *run) prepareKiosk(st *setup) error {
 	proxy, err := egressproxy.New(egressproxy.Config{
 		Allow:  append([]string{target}, k.Allow...),
 		Logger: r.log,
-		Audit: func(d egressproxy.Decision) {
-			r.emit(Event{Kind: contract.EventEgress, ID: r.spec.ID, Target: d.Target, Verdict: d.Verdict, Reason: d.Reason})
-		},
+		Audit:  newEgressAudit(r, time.Now).report,
 	})
 	if err != nil {
 		return fmt.Errorf("kiosk: %w", err)
 	}
 	st.kiosk = &kioskSetup{etc: etc, proxy: proxy}
 	return nil
+}
+
+// egressAuditRate is how many egress decisions a minute a session
+// reports one by one; past it they are counted and reported as one
+// "suppressed" event, so that a workload dialling the proxy in a loop
+// cannot flood the gateway's audit log.
+const egressAuditRate = 120
+
+// egressAudit turns the proxy's decisions into egress events, at most
+// egressAuditRate a minute.
+type egressAudit struct {
+	r   *run
+	now func() time.Time
+
+	mu         sync.Mutex
+	window     time.Time
+	n, dropped int
+}
+
+func newEgressAudit(r *run, now func() time.Time) *egressAudit {
+	return &egressAudit{r: r, now: now, window: now()}
+}
+
+func (a *egressAudit) report(d egressproxy.Decision) {
+	a.mu.Lock()
+	now := a.now()
+	if now.Sub(a.window) >= time.Minute {
+		if a.dropped > 0 {
+			a.r.emit(Event{Kind: contract.EventEgress, ID: a.r.spec.ID, Verdict: "suppressed",
+				Reason: fmt.Sprintf("%d egress decisions not reported one by one (over %d a minute)", a.dropped, egressAuditRate)})
+		}
+		a.window, a.n, a.dropped = now, 0, 0
+	}
+	a.n++
+	if a.n > egressAuditRate {
+		a.dropped++
+		a.mu.Unlock()
+		return
+	}
+	a.mu.Unlock()
+	a.r.emit(Event{Kind: contract.EventEgress, ID: a.r.spec.ID, Target: d.Target, Verdict: d.Verdict, Reason: d.Reason})
 }
 
 // kioskSeal adds the kiosk to the seal's configuration: the policy bind,
