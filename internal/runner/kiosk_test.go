@@ -4,6 +4,8 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"os"
@@ -44,7 +46,7 @@ func hubServer(t *testing.T, ca *testCA, other string) (addr string, hits *atomi
 		hits.Add(1)
 		w.Header().Set("Content-Type", "text/html")
 		fmt.Fprint(w, page)
-	}), ErrorLog: nil}
+	}), ErrorLog: log.New(io.Discard, "", 0)}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return ln.Addr().String(), hits
@@ -76,6 +78,7 @@ func testKiosk(t *testing.T, m mode) {
 	hub, hits := hubServer(t, ca, otherHub)
 	dir := resultsDir(t, m.owner)
 	probeOut := filepath.Join(dir, "proxy.json")
+	attackOut := filepath.Join(dir, "attack.txt")
 	key := filepath.Join(realtest.SharedDir(t, m.owner), "key")
 	realtest.WriteFile(t, m.owner, key, testKey, 0o600)
 	id := fmt.Sprintf("kiosk-%d", time.Now().UnixNano()%1e6)
@@ -88,7 +91,19 @@ func testKiosk(t *testing.T, m mode) {
 		// reach through the proxy, and around it?
 		"processes": []any{map[string]any{"argv": []string{realtest.Probe(t), "dial", probeOut,
 			"connect:" + proxy + "=" + other, "connect:" + proxy + "=" + otherHub,
-			"connect:" + proxy + "=localhost:" + portOf(hub), "tcp:" + other, "tcp:" + hub}}},
+			"connect:" + proxy + "=localhost:" + portOf(hub), "tcp:" + other, "tcp:" + hub}},
+			// And can it loosen the browser's policy?
+			map[string]any{"argv": []string{"sh", "-c", `{
+				p=/etc/chromium/policies/managed
+				echo '{}' > $p/airlock-kiosk.json && echo "rewrote the policy"
+				touch $p/more.json && echo "added a policy file"
+				umount /etc/chromium && echo "unmounted the policy"
+				umount -l /etc/chromium && echo "lazily unmounted the policy"
+				mount -o remount,rw /etc/chromium && echo "remounted the policy writable"
+				echo done
+				} > "$OUT" 2>&1`},
+				"env": map[string]string{"OUT": attackOut}, "dir": "/"},
+		},
 		"connectors": []any{map[string]any{
 			"name": "console", "kind": "vnc", "target": "127.0.0.1:5901", "listen": "tcp:127.0.0.1:0",
 		}},
@@ -130,6 +145,22 @@ func testKiosk(t *testing.T, m mode) {
 		} else if strings.HasPrefix(addr, "connect:") && !strings.Contains(pr.Error, "403") {
 			t.Errorf("%s: %s, want the proxy's 403", addr, pr.Error)
 		}
+	}
+
+	if err := realtest.WaitFor(30*time.Second, func() error {
+		b, err := os.ReadFile(attackOut)
+		if err != nil || !strings.Contains(string(b), "done") {
+			return fmt.Errorf("attack output so far: %q %v", b, err)
+		}
+		t.Logf("the session's process tried to loosen the policy:\n%s", b)
+		for _, bad := range []string{"rewrote", "added", "unmounted", "remounted"} {
+			if strings.Contains(string(b), bad) {
+				t.Errorf("the session's process %s:\n%s", bad, b)
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 
 	// Closing the window ends the session.
