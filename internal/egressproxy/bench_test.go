@@ -2,6 +2,7 @@ package egressproxy
 
 import (
 	"io"
+	"log/slog"
 	"strings"
 	"testing"
 )
@@ -11,7 +12,7 @@ import (
 // kiosk's browser pays per new connection.
 func BenchmarkConnectSetup(b *testing.B) {
 	addr := echoServer(b)
-	p, err := New(Config{Allow: []string{addr}})
+	p, err := New(Config{Allow: []string{addr}, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -38,7 +39,7 @@ func BenchmarkConnectSetup(b *testing.B) {
 // loopback echo server and back (b.SetBytes counts one direction).
 func BenchmarkTunnelThroughput(b *testing.B) {
 	addr := echoServer(b)
-	p, err := New(Config{Allow: []string{addr}})
+	p, err := New(Config{Allow: []string{addr}, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)
 	}
