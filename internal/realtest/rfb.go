@@ -249,6 +249,19 @@ func (r *RFB) Pointer(x, y int) error {
 	return err
 }
 
+// Click presses and releases the left button at x, y.
+func (r *RFB) Click(x, y int) error {
+	for _, mask := range []byte{1, 0} {
+		m := []byte{5, mask, 0, 0, 0, 0}
+		binary.BigEndian.PutUint16(m[2:], uint16(x))
+		binary.BigEndian.PutUint16(m[4:], uint16(y))
+		if _, err := r.c.Write(m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Distinct counts the distinct pixel values in the frame: 1 means blank.
 func (r *RFB) Distinct() int {
 	seen := map[uint32]bool{}

