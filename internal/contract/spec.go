@@ -103,6 +103,10 @@ type KioskSpec struct {
 	CAPEM string `json:"ca_pem"`
 	// Display is the X display the browser opens. Default ":1".
 	Display string `json:"display"`
+	// Geometry is the X screen's size, WIDTHxHEIGHT: the window is made
+	// that size at 0,0 (with no window manager in the session, --kiosk
+	// alone leaves a margin). Default "": Chromium's own choice.
+	Geometry string `json:"geometry"`
 }
 
 // VMSpec is a virtual machine session. Inside the seal QEMU's VNC display

@@ -355,7 +355,7 @@ func (g *Gateway) spec(s *session.Session, p Profile, req LaunchRequest) ([]byte
 			// The browser is the only program: an xterm beside it would
 			// be a way around the kiosk.
 			progs = nil
-			k, err := kioskSpec(p.Kiosk)
+			k, err := kioskSpec(p.Kiosk, cmp.Or(p.Geometry, "1280x800"))
 			if err != nil {
 				return nil, fmt.Errorf("profile %s: %w", p.Name, err)
 			}
@@ -400,10 +400,11 @@ func (g *Gateway) spec(s *session.Session, p Profile, req LaunchRequest) ([]byte
 	return json.Marshal(spec)
 }
 
-// kioskSpec is the runner's kiosk for profile kiosk k: its CA file is
-// read now, so the runner (perhaps on another node) needs no copy.
-func kioskSpec(k *Kiosk) (*contract.KioskSpec, error) {
-	ks := &contract.KioskSpec{URL: k.URL, Browser: k.Browser, Allow: k.Allow, Display: ":1"}
+// kioskSpec is the runner's kiosk for profile kiosk k on a desktop of
+// geometry: its CA file is read now, so the runner (perhaps on another
+// node) needs no copy.
+func kioskSpec(k *Kiosk, geometry string) (*contract.KioskSpec, error) {
+	ks := &contract.KioskSpec{URL: k.URL, Browser: k.Browser, Allow: k.Allow, Display: ":1", Geometry: geometry}
 	if k.CAFile != "" {
 		b, err := os.ReadFile(k.CAFile)
 		if err != nil {

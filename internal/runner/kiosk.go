@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -46,6 +47,9 @@ import (
 // kioskDisplayRE: an X display on this machine, as the desktop's Xvnc has.
 var kioskDisplayRE = regexp.MustCompile(`^:[0-9]{1,3}$`)
 
+// kioskGeometryRE: the X screen's size.
+var kioskGeometryRE = regexp.MustCompile(`^[1-9][0-9]{0,4}x[1-9][0-9]{0,4}$`)
+
 // kioskProfileDir is the browser's profile (and HOME) in the seal's
 // private /tmp: nothing of the session is left in the owner's home.
 const kioskProfileDir = "/tmp/.airlock-kiosk"
@@ -74,6 +78,9 @@ func validateKiosk(k *contract.KioskSpec, egress map[int]bool) error {
 	}
 	if k.Display != "" && !kioskDisplayRE.MatchString(k.Display) {
 		return fmt.Errorf("spec: kiosk.display %q: want :N", k.Display)
+	}
+	if k.Geometry != "" && !kioskGeometryRE.MatchString(k.Geometry) {
+		return fmt.Errorf("spec: kiosk.geometry %q: want WIDTHxHEIGHT", k.Geometry)
 	}
 	if egress[contract.KioskProxyPort] {
 		return fmt.Errorf("spec: egress: port %d is the kiosk's proxy inside the seal", contract.KioskProxyPort)
@@ -301,9 +308,13 @@ func (r *run) kioskSeal(ctx context.Context, scfg *seal.Config, ks *kioskSetup, 
 	})
 	env = append(env, "HOME="+kioskProfileDir+"/home", "DISPLAY="+cmpOr(k.Display, ":1"))
 	proxy := "127.0.0.1:" + strconv.Itoa(contract.KioskProxyPort)
+	var window []string
+	if w, h, ok := strings.Cut(k.Geometry, "x"); ok {
+		window = []string{"--window-position=0,0", "--window-size=" + w + "," + h}
+	}
 	scfg.Processes = append(scfg.Processes, seal.Process{
 		Name: "kiosk-browser", Role: seal.Helper, Essential: true, Env: env, Dir: "/", Listener: -1,
-		Argv: []string{"chromium",
+		Argv: append([]string{"chromium",
 			"--kiosk", "--app=" + k.URL,
 			"--user-data-dir=" + kioskProfileDir + "/profile",
 			"--no-first-run", "--no-default-browser-check", "--noerrdialogs",
@@ -312,6 +323,6 @@ func (r *run) kioskSeal(ctx context.Context, scfg *seal.Config, ks *kioskSetup, 
 			// The policy fixes the proxy too; the flags make the first
 			// request use it before the policy is loaded.
 			"--proxy-server=" + proxy, "--proxy-bypass-list=<-loopback>",
-		},
+		}, window...),
 	})
 }

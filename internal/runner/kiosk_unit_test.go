@@ -45,6 +45,7 @@ func TestKioskSpecErrors(t *testing.T) {
 		base(`{"url":"https://hub.example/","ca_pem":"junk"}`, ""):      "kiosk.ca_pem",
 		base(`{"url":"https://hub.example/","ca_pem":`+q(leaf)+`}`, ""): "not a CA",
 		base(`{"url":"https://hub.example/","display":"host:1"}`, ""):   "kiosk.display",
+		base(`{"url":"https://hub.example/","geometry":"0x1"}`, ""):     "kiosk.geometry",
 		base(`{"url":"https://hub.example/"}`, `"db.example:3128"`):     "3128",
 	}
 	for in, want := range cases {
