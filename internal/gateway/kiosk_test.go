@@ -120,3 +120,74 @@ func TestKioskThroughGateway(t *testing.T) {
 	}
 	c.waitState(s.ID, "ended")
 }
+
+// TestSlurmKiosk: a kiosk session run as a Slurm job reports its proxy's
+// decisions by egress registrations, in batches, and each lands in the
+// audit log; an egress registration with another session's token, or
+// with too many decisions, is refused and audits nothing.
+func TestSlurmKiosk(t *testing.T) {
+	for _, bin := range []string{"Xvnc", "chromium"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Skipf("%s not installed (scripts/install-deps.sh installs it)", bin)
+		}
+	}
+	t.Parallel()
+	cl := realtest.SlurmCluster(t)
+	site, caPEM, hits := kioskSite(t)
+	caFile := filepath.Join(t.TempDir(), "hub-ca.pem")
+	if err := os.WriteFile(caFile, caPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tg, _ := slurmGatewayWith(t, cl, t.TempDir(), 0, func(c *Config) {
+		c.Profiles = append(c.Profiles, Profile{Name: "hub", Title: "Hub", Kind: "desktop", Geometry: "640x480",
+			CPUs: 1, MemoryMB: 1024, Lifetime: time.Hour,
+			Kiosk: &Kiosk{URL: "https://" + site + "/hub/", Browser: "chromium", CAFile: caFile}})
+	}, "alice")
+	c := tg.client().loginToken("alice")
+	s := c.start(map[string]any{"profile": "hub"})
+	c.waitStateFor(s.ID, "ready", 90*time.Second)
+
+	egressAudits := func() []string {
+		evs, err := tg.cfg.Store.ListAudit(t.Context(), store.AuditFilter{Session: s.ID, Limit: 200})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, e := range evs {
+			if e.Action == "egress" {
+				out = append(out, e.Detail)
+			}
+		}
+		return out
+	}
+	err := realtest.WaitFor(60*time.Second, func() error {
+		for _, d := range egressAudits() {
+			if d == "allow "+site && hits.Load() > 0 {
+				return nil
+			}
+		}
+		return fmt.Errorf("site requests %d, egress audit %q", hits.Load(), egressAudits())
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	before := len(egressAudits())
+	forged := `{"event":"egress","egress":[{"target":"planted.example:443","verdict":"allow"}]}`
+	if code, body := register(t, tg, s.ID, tg.g.registerToken("s-000000000000"), "", forged); code != 403 {
+		t.Errorf("egress registration with another session's token: %d %s", code, body)
+	}
+	many := `{"event":"egress","egress":[` + strings.TrimSuffix(strings.Repeat(`{"verdict":"refuse"},`, 257), ",") + `]}`
+	if code, body := register(t, tg, s.ID, tg.g.registerToken(s.ID), "", many); code != 400 {
+		t.Errorf("egress registration of 257 decisions: %d %s", code, body)
+	}
+	for _, d := range egressAudits()[before:] {
+		if strings.Contains(d, "planted") {
+			t.Errorf("a refused egress registration was audited: %q", d)
+		}
+	}
+	if code, _ := c.do("DELETE", "/api/v1/sessions/"+s.ID, nil, nil); code != 202 {
+		t.Fatalf("stop: %d", code)
+	}
+	c.waitStateFor(s.ID, "ended", 60*time.Second)
+}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/airlock-hpc/airlock/internal/contract"
 	"github.com/airlock-hpc/airlock/internal/egressproxy"
+	"github.com/airlock-hpc/airlock/internal/registration"
 	"github.com/airlock-hpc/airlock/internal/seal"
 )
 
@@ -203,6 +204,7 @@ func kioskPolicy(k *contract.KioskSpec, origin string) (map[string]any, error) {
 type kioskSetup struct {
 	etc   string // the /etc/chromium stand-in
 	proxy *egressproxy.Proxy
+	audit *egressAudit
 }
 
 // prepareKiosk writes the session's browser configuration in its scratch
@@ -238,15 +240,19 @@ func (r *run) prepareKiosk(st *setup) error {
 	if err := os.WriteFile(filepath.Join(managed, kioskPolicyFile), b, 0o644); err != nil {
 		return fmt.Errorf("kiosk: write policy: %w", err)
 	}
+	audit := newEgressAudit(r, time.Now)
 	proxy, err := egressproxy.New(egressproxy.Config{
 		Allow:  append([]string{target}, k.Allow...),
 		Logger: r.log,
-		Audit:  newEgressAudit(r, time.Now).report,
+		Audit:  audit.report,
 	})
 	if err != nil {
 		return fmt.Errorf("kiosk: %w", err)
 	}
-	st.kiosk = &kioskSetup{etc: etc, proxy: proxy}
+	if r.cfg.Register != nil {
+		go audit.run()
+	}
+	st.kiosk = &kioskSetup{etc: etc, proxy: proxy, audit: audit}
 	return nil
 }
 
@@ -256,8 +262,13 @@ func (r *run) prepareKiosk(st *setup) error {
 // cannot flood the gateway's audit log.
 const egressAuditRate = 120
 
-// egressAudit turns the proxy's decisions into egress events, at most
-// egressAuditRate a minute.
+// egressFlushEvery is how often a runner that registers with the gateway
+// (a batch job's) sends the decisions it has gathered.
+const egressFlushEvery = 5 * time.Second
+
+// egressAudit turns the proxy's decisions into egress events on stdout,
+// at most egressAuditRate a minute, and, for a runner that registers with
+// the gateway, into batched egress registrations too.
 type egressAudit struct {
 	r   *run
 	now func() time.Time
@@ -265,30 +276,96 @@ type egressAudit struct {
 	mu         sync.Mutex
 	window     time.Time
 	n, dropped int
+	batch      []registration.Egress
+	stop       chan struct{}
+	stopped    chan struct{}
+	finishOnce sync.Once
 }
 
 func newEgressAudit(r *run, now func() time.Time) *egressAudit {
-	return &egressAudit{r: r, now: now, window: now()}
+	return &egressAudit{r: r, now: now, window: now(), stop: make(chan struct{}), stopped: make(chan struct{})}
 }
 
 func (a *egressAudit) report(d egressproxy.Decision) {
 	a.mu.Lock()
+	defer a.mu.Unlock()
 	now := a.now()
 	if now.Sub(a.window) >= time.Minute {
-		if a.dropped > 0 {
-			a.r.emit(Event{Kind: contract.EventEgress, ID: a.r.spec.ID, Verdict: "suppressed",
-				Reason: fmt.Sprintf("%d egress decisions not reported one by one (over %d a minute)", a.dropped, egressAuditRate)})
-		}
-		a.window, a.n, a.dropped = now, 0, 0
+		a.summary()
+		a.window, a.n = now, 0
 	}
 	a.n++
 	if a.n > egressAuditRate {
 		a.dropped++
-		a.mu.Unlock()
 		return
 	}
+	a.send(Event{Kind: contract.EventEgress, ID: a.r.spec.ID, Target: d.Target, Verdict: d.Verdict, Reason: d.Reason})
+}
+
+// summary reports what went uncounted; under mu.
+func (a *egressAudit) summary() {
+	if a.dropped > 0 {
+		a.send(Event{Kind: contract.EventEgress, ID: a.r.spec.ID, Verdict: "suppressed",
+			Reason: fmt.Sprintf("%d egress decisions not reported one by one (over %d a minute)", a.dropped, egressAuditRate)})
+		a.dropped = 0
+	}
+}
+
+// send emits e and queues it for the gateway; under mu.
+func (a *egressAudit) send(e Event) {
+	a.r.emit(e)
+	if a.r.cfg.Register != nil && len(a.batch) < registration.MaxEgress {
+		a.batch = append(a.batch, registration.Egress{Target: e.Target, Verdict: e.Verdict, Reason: e.Reason})
+	}
+}
+
+// run sends the gathered decisions to the gateway every egressFlushEvery
+// until finish.
+func (a *egressAudit) run() {
+	defer close(a.stopped)
+	t := time.NewTicker(egressFlushEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			a.flush()
+		case <-a.stop:
+			return
+		}
+	}
+}
+
+func (a *egressAudit) flush() {
+	a.mu.Lock()
+	batch := a.batch
+	a.batch = nil
 	a.mu.Unlock()
-	a.r.emit(Event{Kind: contract.EventEgress, ID: a.r.spec.ID, Target: d.Target, Verdict: d.Verdict, Reason: d.Reason})
+	if len(batch) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := a.r.cfg.Register.Send(ctx, registration.Registration{Event: contract.EventEgress, Egress: batch})
+	if err != nil {
+		// They are in the job's output still (stdout).
+		a.r.log.Warn("could not send egress decisions to the gateway", "decisions", len(batch), "error", err)
+	}
+}
+
+// finish reports what is left, before the session's exit is: the gateway
+// takes egress registrations only while the session runs.
+func (a *egressAudit) finish() {
+	a.finishOnce.Do(func() {
+		a.mu.Lock()
+		a.summary()
+		a.mu.Unlock()
+		if a.r.cfg.Register == nil {
+			return
+		}
+		close(a.stop)
+		<-a.stopped
+		a.flush()
+	})
 }
 
 // kioskSeal adds the kiosk to the seal's configuration: the policy bind,

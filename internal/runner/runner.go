@@ -386,6 +386,9 @@ func (r *run) supervise(ctx context.Context, s *seal.Seal, st *setup, sigs <-cha
 				res.Reason = r.vmExitReason(res.Reason, res.Code, st.scratch)
 			}
 			r.removeAll()
+			if st.kiosk != nil {
+				st.kiosk.audit.finish()
+			}
 			c := res.Code
 			r.emit(Event{Kind: contract.EventExit, ID: spec.ID, Reason: res.Reason, Code: c})
 			r.log.Info("session ended", "reason", res.Reason, "code", c)
