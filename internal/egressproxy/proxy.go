@@ -69,7 +69,10 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	// Idle closes a tunnel after this long without a byte either way.
 	// Default 0: never (the session's lifetime bounds it).
-	Idle   time.Duration
+	Idle time.Duration
+	// MaxConns bounds the connections served at once (each holds
+	// descriptors in the runner); more are answered 503. Default 256.
+	MaxConns int
 	Logger *slog.Logger
 }
 
@@ -79,6 +82,7 @@ type Proxy struct {
 	cfg   Config
 	log   *slog.Logger
 	allow map[string]bool
+	slots chan struct{}
 }
 
 // New checks the allow-list and makes a Proxy.
@@ -100,6 +104,7 @@ func New(cfg Config) (*Proxy, error) {
 		p.cfg.Dial = d.DialContext
 	}
 	p.cfg.HandshakeTimeout = cmp.Or(p.cfg.HandshakeTimeout, 10*time.Second)
+	p.slots = make(chan struct{}, cmp.Or(p.cfg.MaxConns, 256))
 	return p, nil
 }
 
@@ -139,6 +144,15 @@ func (p *Proxy) Pipe(ctx context.Context) (net.Conn, error) {
 // ServeConn answers one client connection: reads its CONNECT, refuses it
 // or connects and relays until either side is done. It closes c.
 func (p *Proxy) ServeConn(ctx context.Context, c net.Conn) {
+	select {
+	case p.slots <- struct{}{}:
+		defer func() { <-p.slots }()
+	default:
+		p.decide(Decision{Verdict: Refuse, Reason: fmt.Sprintf("more than %d connections at once", cap(p.slots))})
+		refuse(c, "503 Service Unavailable", "too many connections")
+		c.Close()
+		return
+	}
 	up, br, err := p.handshake(ctx, c)
 	if err != nil {
 		c.Close()

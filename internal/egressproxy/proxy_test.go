@@ -11,6 +11,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/airlock-hpc/airlock/internal/realtest"
 )
 
 func TestSplitTarget(t *testing.T) {
@@ -250,5 +253,54 @@ func TestProxyEarlyData(t *testing.T) {
 func TestNewRefusesBadAllow(t *testing.T) {
 	if _, err := New(Config{Allow: []string{"hub.test"}}); err == nil || !errors.Is(err, err) || !strings.Contains(err.Error(), "hub.test") {
 		t.Fatalf("allow without a port: %v", err)
+	}
+}
+
+// TestProxyMaxConns: past MaxConns open connections the next is refused
+// with 503 and audited; once one closes, a new one is served.
+func TestProxyMaxConns(t *testing.T) {
+	addr := echoServer(t)
+	audit := &auditLog{}
+	p, err := New(Config{Allow: []string{addr}, MaxConns: 2, Audit: audit.add})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var open []net.Conn
+	for range 2 {
+		c, err := p.Pipe(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if status, _ := connect(t, c, addr); !strings.Contains(status, " 200 ") {
+			t.Fatalf("tunnel %d: %s", len(open), status)
+		}
+		open = append(open, c)
+	}
+	c, _ := p.Pipe(t.Context())
+	if status, _ := connect(t, c, addr); !strings.Contains(status, " 503 ") {
+		t.Fatalf("third connection: %s, want 503", status)
+	}
+	c.Close()
+	open[0].Close()
+	// The slot is given back when the relay has seen the close.
+	if err := realtest.WaitFor(5*time.Second, func() error {
+		c, _ := p.Pipe(t.Context())
+		defer c.Close()
+		if status, _ := connect(t, c, addr); !strings.Contains(status, " 200 ") {
+			return errors.New(status)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("after one closed: %v", err)
+	}
+	open[1].Close()
+	refused := 0
+	for _, d := range audit.all() {
+		if strings.Contains(d.Reason, "at once") {
+			refused++
+		}
+	}
+	if refused == 0 {
+		t.Errorf("the refusal was not audited: %v", audit.all())
 	}
 }
