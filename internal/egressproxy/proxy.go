@@ -73,7 +73,7 @@ type Config struct {
 	// MaxConns bounds the connections served at once (each holds
 	// descriptors in the runner); more are answered 503. Default 256.
 	MaxConns int
-	Logger *slog.Logger
+	Logger   *slog.Logger
 }
 
 // Proxy is a CONNECT proxy for one session. Its methods are safe for
