@@ -134,6 +134,16 @@ func testKiosk(t *testing.T, m mode, close bool) {
 		t.Fatalf("the kiosk does not show the site: %v\nevents: %+v", err, r.Others())
 	}
 
+	// Another local user or the network: the proxy listens nowhere (each
+	// connection comes on a socket pair through the egress relay), so the
+	// runner holds no listening socket at all.
+	if ports := listeningPorts(t, r.Cmd.Process.Pid); len(ports) > 0 {
+		t.Errorf("the runner listens on %v", ports)
+	}
+	if len(listeningPorts(t, os.Getpid())) == 0 {
+		t.Fatal("listeningPorts finds not even this test's own HTTPS servers: the check is broken")
+	}
+
 	// The session's process: refused by the proxy for anything but the
 	// site, and nothing reached directly.
 	var res map[string]probeResult
@@ -239,6 +249,35 @@ func killBrowser(t *testing.T, id string) {
 		return
 	}
 	t.Fatal("the kiosk's browser process not found")
+}
+
+// listeningPorts are the TCP ports of the listening sockets process pid
+// holds, from its descriptors and the kernel's socket tables.
+func listeningPorts(t *testing.T, pid int) []string {
+	t.Helper()
+	inodes := map[string]bool{}
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fd := range fds {
+		l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
+		if ino, ok := strings.CutPrefix(l, "socket:["); ok && err == nil {
+			inodes[strings.TrimSuffix(ino, "]")] = true
+		}
+	}
+	var out []string
+	for _, table := range []string{"tcp", "tcp6"} {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", pid, table))
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			f := strings.Fields(line)
+			// local_address st ... inode: state 0A is LISTEN.
+			if len(f) > 9 && f[3] == "0A" && inodes[f[9]] {
+				out = append(out, f[1])
+			}
+		}
+	}
+	return out
 }
 
 func portOf(addr string) string {
