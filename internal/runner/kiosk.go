@@ -215,6 +215,11 @@ func (r *run) prepareKiosk(st *setup) error {
 	if err != nil {
 		return fmt.Errorf("kiosk: %w", err)
 	}
+	// The bind needs its target, which Debian's chromium package makes;
+	// say what is missing rather than fail in the seal's mounts.
+	if st, err := os.Stat("/etc/chromium"); err != nil || !st.IsDir() {
+		return errors.New("kiosk: /etc/chromium is not a directory on this node: is chromium installed?")
+	}
 	pol, err := kioskPolicy(k, origin)
 	if err != nil {
 		return fmt.Errorf("kiosk: %w", err)
