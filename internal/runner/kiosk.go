@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"cmp"
 	"context"
 	"crypto/x509"
 	"encoding/base64"
@@ -99,9 +100,9 @@ func kioskSite(raw string) (origin, target string, err error) {
 	port := u.Port()
 	switch u.Scheme {
 	case "https":
-		port = cmpOr(port, "443")
+		port = cmp.Or(port, "443")
 	case "http":
-		port = cmpOr(port, "80")
+		port = cmp.Or(port, "80")
 	default:
 		return "", "", errors.New("want an http:// or https:// URL")
 	}
@@ -114,13 +115,6 @@ func kioskSite(raw string) (origin, target string, err error) {
 	}
 	target = egressproxy.JoinTarget(host, p)
 	return u.Scheme + "://" + target, target, nil
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 // kioskCAs decodes the CA certificates a kiosk trusts, as the base64 DER
@@ -217,7 +211,7 @@ func (r *run) prepareKiosk(st *setup) error {
 	}
 	// The bind needs its target, which Debian's chromium package makes;
 	// say what is missing rather than fail in the seal's mounts.
-	if st, err := os.Stat("/etc/chromium"); err != nil || !st.IsDir() {
+	if fi, err := os.Stat("/etc/chromium"); err != nil || !fi.IsDir() {
 		return errors.New("kiosk: /etc/chromium is not a directory on this node: is chromium installed?")
 	}
 	pol, err := kioskPolicy(k, origin)
@@ -385,10 +379,8 @@ func (r *run) kioskSeal(ctx context.Context, scfg *seal.Config, ks *kioskSetup, 
 		// The tunnel lives as long as the session, not the dial.
 		return ks.proxy.Pipe(ctx)
 	}
-	env = slices.DeleteFunc(slices.Clone(env), func(e string) bool {
-		return len(e) >= 5 && e[:5] == "HOME="
-	})
-	env = append(env, "HOME="+kioskProfileDir+"/home", "DISPLAY="+cmpOr(k.Display, ":1"))
+	env = slices.DeleteFunc(slices.Clone(env), func(e string) bool { return strings.HasPrefix(e, "HOME=") })
+	env = append(env, "HOME="+kioskProfileDir+"/home", "DISPLAY="+cmp.Or(k.Display, ":1"))
 	proxy := "127.0.0.1:" + strconv.Itoa(contract.KioskProxyPort)
 	var window []string
 	if w, h, ok := strings.Cut(k.Geometry, "x"); ok {
