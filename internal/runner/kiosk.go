@@ -176,6 +176,10 @@ func kioskPolicy(k *contract.KioskSpec, origin string) (map[string]any, error) {
 		"BackgroundModeEnabled":     false,
 		"DnsOverHttpsMode":          "off",
 		"ScreenCaptureAllowed":      false,
+		// No "proceed anyway" past a certificate warning: the site's
+		// TLS is the kiosk's guard against anyone between it and the
+		// proxy's destination.
+		"SSLErrorOverrideAllowed": false,
 		"ProxySettings": map[string]any{
 			"ProxyMode":   "fixed_servers",
 			"ProxyServer": "127.0.0.1:" + strconv.Itoa(contract.KioskProxyPort),

@@ -75,11 +75,22 @@ func TestKioskPolicy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Present, with exactly these values (a missing key is the browser's
+	// default, which is the open one).
+	for key, want := range map[string]any{
+		"DeveloperToolsAvailability": 2, "DownloadRestrictions": 3, "PrintingEnabled": false,
+		"IncognitoModeAvailability": 1, "BrowserGuestModeEnabled": false, "AllowFileSelectionDialogs": false,
+		"SSLErrorOverrideAllowed": false, "BrowserAddPersonEnabled": false, "DefaultPopupsSetting": 2,
+	} {
+		if got, ok := pol[key]; !ok || got != want {
+			t.Errorf("policy %s = %v (set: %v), want %v", key, got, ok, want)
+		}
+	}
 	b, _ := json.Marshal(pol)
 	var got struct {
 		URLBlocklist, URLAllowlist, ExtensionInstallBlocklist, CACertificates       []string
 		DeveloperToolsAvailability, DownloadRestrictions, IncognitoModeAvailability int
-		PrintingEnabled, AllowFileSelectionDialogs                                  bool
+		PrintingEnabled, AllowFileSelectionDialogs, SSLErrorOverrideAllowed         bool
 		ProxySettings                                                               map[string]string
 	}
 	if err := json.Unmarshal(b, &got); err != nil {
@@ -89,7 +100,7 @@ func TestKioskPolicy(t *testing.T) {
 		t.Errorf("URL lists: block %v allow %v", got.URLBlocklist, got.URLAllowlist)
 	}
 	if got.DeveloperToolsAvailability != 2 || got.DownloadRestrictions != 3 || got.IncognitoModeAvailability != 1 ||
-		got.PrintingEnabled || got.AllowFileSelectionDialogs || !slices.Equal(got.ExtensionInstallBlocklist, []string{"*"}) {
+		got.PrintingEnabled || got.AllowFileSelectionDialogs || got.SSLErrorOverrideAllowed || !slices.Equal(got.ExtensionInstallBlocklist, []string{"*"}) {
 		t.Errorf("lock-down policies: %s", b)
 	}
 	if got.ProxySettings["ProxyServer"] != "127.0.0.1:3128" || got.ProxySettings["ProxyBypassList"] != "<-loopback>" {
