@@ -390,9 +390,11 @@ func (r *run) kioskSeal(ctx context.Context, scfg *seal.Config, ks *kioskSetup, 
 	if w, h, ok := strings.Cut(k.Geometry, "x"); ok {
 		window = []string{"--window-position=0,0", "--window-size=" + w + "," + h}
 	}
+	// The airlock binary's kiosk window manager starts the browser and
+	// ends with it (internal/kioskwm).
 	scfg.Processes = append(scfg.Processes, seal.Process{
-		Name: "kiosk-browser", Role: seal.Helper, Essential: true, Env: env, Dir: "/", Listener: -1,
-		Argv: append([]string{"chromium",
+		Name: "kiosk-browser", Role: seal.Helper, Essential: true, Env: env, Dir: "/", Listener: -1, Self: true,
+		Argv: append([]string{"kiosk-wm", "--display", cmp.Or(k.Display, ":1"), "--", "chromium",
 			"--kiosk", "--app=" + k.URL,
 			"--user-data-dir=" + kioskProfileDir + "/profile",
 			"--no-first-run", "--no-default-browser-check", "--noerrdialogs",

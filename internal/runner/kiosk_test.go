@@ -97,6 +97,7 @@ func testKiosk(t *testing.T, m mode, close bool) {
 	dir := resultsDir(t, m.owner)
 	probeOut := filepath.Join(dir, "proxy.json")
 	attackOut := filepath.Join(dir, "attack.txt")
+	windowsGo, windowsOut := filepath.Join(dir, "windows.go"), filepath.Join(dir, "windows.txt")
 	key := filepath.Join(realtest.SharedDir(t, m.owner), "key")
 	realtest.WriteFile(t, m.owner, key, testKey, 0o600)
 	id := fmt.Sprintf("kiosk-%d", time.Now().UnixNano()%1e6)
@@ -121,6 +122,12 @@ func testKiosk(t *testing.T, m mode, close bool) {
 				echo done
 				} > "$OUT" 2>&1`},
 				"env": map[string]string{"OUT": attackOut}, "dir": "/"},
+			// Which windows are on the screen once the test says so.
+			map[string]any{"argv": []string{"sh", "-c", `while [ ! -e "$GO" ]; do sleep 0.1; done
+				for w in $(xdotool search --onlyvisible --name .); do
+					echo "$w $(xdotool getwindowname $w | tr ' ' _) $(xwininfo -id $w | grep -o 'geometry.*' | tr ' ' _)"
+				done > "$OUT.tmp" 2>&1; mv "$OUT.tmp" "$OUT"`},
+				"env": map[string]string{"GO": windowsGo, "OUT": windowsOut, "DISPLAY": ":1"}, "dir": "/"},
 		},
 		"connectors": []any{map[string]any{
 			"name": "console", "kind": "vnc", "target": "127.0.0.1:5901", "listen": "tcp:127.0.0.1:0",
@@ -191,6 +198,16 @@ func testKiosk(t *testing.T, m mode, close bool) {
 		t.Fatal(err)
 	}
 
+	// The shortcuts for a new window, tab or incognito window, devtools,
+	// printing, saving and opening a file: none may open anything (a
+	// second window is counted below).
+	for _, keys := range [][]uint32{
+		{0xffe3, 'n'}, {0xffe3, 't'}, {0xffe3, 0xffe1, 'N'}, {0xffc9}, {0xffe3, 0xffe1, 'I'},
+		{0xffe3, 0xffe1, 'J'}, {0xffe3, 'p'}, {0xffe3, 's'}, {0xffe3, 'o'}, {0xffe3, 'u'},
+	} {
+		view.Chord(keys...)
+	}
+
 	// The page is one link to another host: clicking it is refused by
 	// the policy (Chromium's block page replaces the site), and nothing
 	// reaches that host.
@@ -213,6 +230,23 @@ func testKiosk(t *testing.T, m mode, close bool) {
 	}
 	writePNG(t, view, "kiosk-navigated.png")
 
+	// One window on the screen: the kiosk's. (The shortcuts came before
+	// the click on the same connection, so the browser had them first.)
+	if err := os.WriteFile(windowsGo, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var windows []string
+	if err := realtest.WaitFor(30*time.Second, func() error {
+		b, err := os.ReadFile(windowsOut)
+		windows = strings.Split(strings.TrimSpace(string(b)), "\n")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(windows) != 1 {
+		t.Errorf("visible windows after the shortcuts: %q, want the kiosk's alone", windows)
+	}
+
 	if close {
 		// Closing the window ends the session.
 		view.Chord(0xffe3, 'w') // Control_L + w
@@ -223,6 +257,9 @@ func testKiosk(t *testing.T, m mode, close bool) {
 	ev := r.WaitExit(t, 60*time.Second)
 	if !strings.Contains(ev.Reason, "kiosk-browser") {
 		t.Errorf("session ended with %q, want the browser's exit", ev.Reason)
+	}
+	if !strings.Contains(r.Stderr.String(), "a second window refused") {
+		t.Errorf("the window manager did not report refusing the second window")
 	}
 
 	if n := otherHits.Load(); n != 0 {
@@ -248,12 +285,13 @@ func testKiosk(t *testing.T, m mode, close bool) {
 
 // killBrowser kills the kiosk's main browser process: the one whose
 // command line has the session's --app URL and no --type (its zygote,
-// renderers and GPU process have one).
+// renderers and GPU process have one), not the window manager that
+// started it.
 func killBrowser(t *testing.T, id string) {
 	t.Helper()
 	for _, pid := range realtest.ProcessesOf("?" + id) {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if err != nil || !strings.Contains(string(b), "--app=") || strings.Contains(string(b), "--type=") {
+		if err != nil || !strings.Contains(string(b), "--app=") || strings.Contains(string(b), "--type=") || strings.Contains(string(b), "kiosk-wm") {
 			continue
 		}
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
