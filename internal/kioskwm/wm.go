@@ -95,21 +95,29 @@ func dial(display string) (*conn, error) {
 		c.Close()
 		return nil, fmt.Errorf("X server refused the connection: %q", strings.TrimRight(string(data), "\x00"))
 	}
-	if len(data) < 32 {
+	if x.root, x.width, x.height, err = parseSetup(data); err != nil {
 		c.Close()
-		return nil, errors.New("X setup reply too short")
+		return nil, err
+	}
+	return x, nil
+}
+
+// parseSetup reads the first screen's root window and size from the data
+// of a successful connection setup reply (after its 8-byte header).
+func parseSetup(data []byte) (root uint32, width, height uint16, err error) {
+	if len(data) < 32 {
+		return 0, 0, 0, errors.New("X setup reply too short")
 	}
 	vendor := int(binary.LittleEndian.Uint16(data[16:]))
 	formats := int(data[21])
+	if data[20] == 0 {
+		return 0, 0, 0, errors.New("X server has no screen")
+	}
 	off := 32 + (vendor+3)/4*4 + 8*formats
 	if len(data) < off+24 {
-		c.Close()
-		return nil, errors.New("X setup reply too short for a screen")
+		return 0, 0, 0, errors.New("X setup reply too short for a screen")
 	}
-	x.root = binary.LittleEndian.Uint32(data[off:])
-	x.width = binary.LittleEndian.Uint16(data[off+20:])
-	x.height = binary.LittleEndian.Uint16(data[off+22:])
-	return x, nil
+	return binary.LittleEndian.Uint32(data[off:]), binary.LittleEndian.Uint16(data[off+20:]), binary.LittleEndian.Uint16(data[off+22:]), nil
 }
 
 // request writes one request: opcode, the data byte, then body (a
