@@ -93,7 +93,7 @@ func dial(display string) (*conn, error) {
 	}
 	if head[0] != 1 {
 		c.Close()
-		return nil, fmt.Errorf("X server refused the connection: %q", strings.TrimRight(string(data), "\x00"))
+		return nil, fmt.Errorf("the X server refused the connection: %q", strings.TrimRight(string(data), "\x00"))
 	}
 	if x.root, x.width, x.height, err = parseSetup(data); err != nil {
 		c.Close()
@@ -106,16 +106,16 @@ func dial(display string) (*conn, error) {
 // of a successful connection setup reply (after its 8-byte header).
 func parseSetup(data []byte) (root uint32, width, height uint16, err error) {
 	if len(data) < 32 {
-		return 0, 0, 0, errors.New("X setup reply too short")
+		return 0, 0, 0, errors.New("setup reply from the X server too short")
 	}
 	vendor := int(binary.LittleEndian.Uint16(data[16:]))
 	formats := int(data[21])
 	if data[20] == 0 {
-		return 0, 0, 0, errors.New("X server has no screen")
+		return 0, 0, 0, errors.New("the X server has no screen")
 	}
 	off := 32 + (vendor+3)/4*4 + 8*formats
 	if len(data) < off+24 {
-		return 0, 0, 0, errors.New("X setup reply too short for a screen")
+		return 0, 0, 0, errors.New("setup reply from the X server too short for a screen")
 	}
 	return binary.LittleEndian.Uint32(data[off:]), binary.LittleEndian.Uint16(data[off+20:]), binary.LittleEndian.Uint16(data[off+22:]), nil
 }
