@@ -84,12 +84,12 @@ func dial(display string) (*conn, error) {
 	head := make([]byte, 8)
 	if _, err := io.ReadFull(x.r, head); err != nil {
 		c.Close()
-		return nil, fmt.Errorf("X setup: %w", err)
+		return nil, fmt.Errorf("read the X server's setup reply: %w", err)
 	}
 	data := make([]byte, int(binary.LittleEndian.Uint16(head[6:]))*4)
 	if _, err := io.ReadFull(x.r, data); err != nil {
 		c.Close()
-		return nil, fmt.Errorf("X setup: %w", err)
+		return nil, fmt.Errorf("read the X server's setup reply: %w", err)
 	}
 	if head[0] != 1 {
 		c.Close()
