@@ -119,6 +119,10 @@ func testKiosk(t *testing.T, m mode, close bool) {
 				umount /etc/chromium && echo "unmounted the policy"
 				umount -l /etc/chromium && echo "lazily unmounted the policy"
 				mount -o remount,rw /etc/chromium && echo "remounted the policy writable"
+				unshare -Urm sh -c 'umount /etc/chromium && echo "unmounted the policy in a namespace of its own"
+					mount -o remount,rw /etc/chromium && echo "remounted the policy writable in a namespace of its own"
+					echo "{}" > /etc/chromium/policies/managed/airlock-kiosk.json && echo "rewrote the policy in a namespace of its own"
+					echo nested-done'
 				echo done
 				} > "$OUT" 2>&1`},
 				"env": map[string]string{"OUT": attackOut}, "dir": "/"},
@@ -184,10 +188,13 @@ func testKiosk(t *testing.T, m mode, close bool) {
 
 	if err := realtest.WaitFor(30*time.Second, func() error {
 		b, err := os.ReadFile(attackOut)
-		if err != nil || !strings.Contains(string(b), "done") {
+		if err != nil || !strings.Contains(string(b), "\ndone") {
 			return fmt.Errorf("attack output so far: %q %v", b, err)
 		}
 		t.Logf("the session's process tried to loosen the policy:\n%s", b)
+		if !strings.Contains(string(b), "nested-done") {
+			t.Errorf("the attack in a user namespace of its own did not run:\n%s", b)
+		}
 		for _, bad := range []string{"rewrote", "added", "unmounted", "remounted"} {
 			if strings.Contains(string(b), bad) {
 				t.Errorf("the session's process %s:\n%s", bad, b)
