@@ -340,8 +340,8 @@ type DesktopProfile struct {
 
 // KioskProfile is a kiosk desktop's browser and what it may reach.
 type KioskProfile struct {
-	// URL is the site: https:// (or http://) with a host name or IP
-	// address. Required.
+	// URL is the site: https:// with a host name or IP address (the
+	// session's proxy tunnels TLS only). Required.
 	URL string `yaml:"url"`
 	// Browser is chromium, the only one for now (Firefox's policies can
 	// hold it to a host but not to a port). Default "chromium".

@@ -393,12 +393,12 @@ func (v *validator) kiosk(at string, k *KioskProfile) {
 	switch {
 	case k.URL == "":
 		v.errorf(at+".url", "required: the site the kiosk shows, such as https://jupyter.example.org/")
-	case err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil:
-		v.errorf(at+".url", "%q; want an https:// (or http://) URL with a host and no user", k.URL)
+	case err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil:
+		v.errorf(at+".url", "%q; want an https:// URL with a host and no user (the kiosk's proxy only tunnels TLS)", k.URL)
 	default:
 		port := u.Port()
 		if port == "" {
-			port = map[string]string{"https": "443", "http": "80"}[u.Scheme]
+			port = "443"
 		}
 		if _, _, err := egressproxy.SplitTarget(net.JoinHostPort(u.Hostname(), port)); err != nil {
 			v.errorf(at+".url", "%q: %v", k.URL, err)

@@ -90,7 +90,8 @@ const KioskProxyPort = 3128
 // HTTP CONNECT proxy the runner runs outside it, which lets through only
 // Allow (and URL's own host:port) and resolves names itself.
 type KioskSpec struct {
-	// URL is the one site shown: http:// or https://, with a host.
+	// URL is the one site shown: https://, with a host (the proxy
+	// tunnels TLS only).
 	URL string `json:"url"`
 	// Browser is chromium (the default, also "").
 	Browser string `json:"browser"`

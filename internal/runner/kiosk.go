@@ -97,15 +97,12 @@ func kioskSite(raw string) (origin, target string, err error) {
 	if err != nil {
 		return "", "", errors.New("not a URL")
 	}
-	port := u.Port()
-	switch u.Scheme {
-	case "https":
-		port = cmp.Or(port, "443")
-	case "http":
-		port = cmp.Or(port, "80")
-	default:
-		return "", "", errors.New("want an http:// or https:// URL")
+	// https only: the proxy tunnels (CONNECT), it does not forward plain
+	// HTTP, which Chromium would send it as proxy GETs.
+	if u.Scheme != "https" {
+		return "", "", errors.New("want an https:// URL (the kiosk's proxy only tunnels TLS)")
 	}
+	port := cmp.Or(u.Port(), "443")
 	if u.User != nil || u.Opaque != "" {
 		return "", "", errors.New("want scheme://host[:port]/path, without a user")
 	}
