@@ -111,7 +111,20 @@ func kioskSite(raw string) (origin, target string, err error) {
 		return "", "", err
 	}
 	target = egressproxy.JoinTarget(host, p)
-	return u.Scheme + "://" + target, target, nil
+	return httpsOrigin(host, p), target, nil
+}
+
+// httpsOrigin is the URL filter the policy allows for host and port: with
+// the port unless it is 443, which a URL leaves out (and a filter without
+// a port matches on any port; the proxy still lets only 443 through).
+func httpsOrigin(host string, port int) string {
+	if port == 443 {
+		if strings.Contains(host, ":") {
+			return "https://[" + host + "]"
+		}
+		return "https://" + host
+	}
+	return "https://" + egressproxy.JoinTarget(host, port)
 }
 
 // kioskCAs decodes the CA certificates a kiosk trusts, as the base64 DER
@@ -149,7 +162,7 @@ func kioskPolicy(k *contract.KioskSpec, origin string) (map[string]any, error) {
 	allowed := []string{origin}
 	for _, a := range k.Allow {
 		h, p, _ := egressproxy.SplitTarget(a)
-		allowed = append(allowed, "https://"+egressproxy.JoinTarget(h, p))
+		allowed = append(allowed, httpsOrigin(h, p))
 	}
 	pol := map[string]any{
 		"URLBlocklist": []string{"*"},

@@ -96,7 +96,7 @@ func TestKioskPolicy(t *testing.T) {
 	if err := json.Unmarshal(b, &got); err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(got.URLBlocklist, []string{"*"}) || !slices.Equal(got.URLAllowlist, []string{"https://hub.example:8443", "https://idp.example:443"}) {
+	if !slices.Equal(got.URLBlocklist, []string{"*"}) || !slices.Equal(got.URLAllowlist, []string{"https://hub.example:8443", "https://idp.example"}) {
 		t.Errorf("URL lists: block %v allow %v", got.URLBlocklist, got.URLAllowlist)
 	}
 	if got.DeveloperToolsAvailability != 2 || got.DownloadRestrictions != 3 || got.IncognitoModeAvailability != 1 ||
