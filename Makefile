@@ -73,6 +73,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseSpec -fuzztime 30s ./internal/runner/
 	$(GO) test -run '^$$' -fuzz FuzzParseFD -fuzztime 30s ./internal/seal/fdpass/
 	$(GO) test -run '^$$' -fuzz FuzzUnixGuardParse -fuzztime 30s ./internal/seal/
+	$(GO) test -run '^$$' -fuzz FuzzReadConnect -fuzztime 30s ./internal/egressproxy/
+	$(GO) test -run '^$$' -fuzz FuzzParseSetup -fuzztime 30s ./internal/kioskwm/
 	$(GO) test -run '^$$' -fuzz FuzzParseUnixDiag -fuzztime 30s ./internal/seal/
 	$(GO) test -run '^$$' -fuzz FuzzParseMountinfoDevs -fuzztime 30s ./internal/seal/
 	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime 30s ./internal/ticket/

@@ -28,7 +28,7 @@ type rule struct {
 
 // sealSide is what runs next to a user's workload: it stays small and
 // independent of the gateway side.
-var sealSide = []string{"internal/seal/...", "internal/relay/...", "internal/connector/...", "internal/ticket/...", "internal/vm/..."}
+var sealSide = []string{"internal/seal/...", "internal/relay/...", "internal/connector/...", "internal/ticket/...", "internal/vm/...", "internal/kioskwm/..."}
 
 // testOnly are packages only _test.go files may import.
 var testOnly = []string{"internal/realtest/...", "internal/store/storetest/...", "internal/auth/internal/authtest/...", "internal/anchorbench/..."}

@@ -52,6 +52,7 @@ func commands() []command {
 		{name: "version", summary: "print the version", run: cmdVersion},
 		{name: sealInitRole, hidden: true, run: cmdSealInit},
 		{name: janitorRole, hidden: true, run: cmdJanitor},
+		{name: kioskWMRole, hidden: true, run: cmdKioskWM},
 	}
 }
 

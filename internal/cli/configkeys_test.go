@@ -174,7 +174,12 @@ func baseConfig(t *testing.T, backend string) config.Config {
 		Lifetime: config.Range[time.Duration]{Default: time.Hour, Max: 2 * time.Hour}, IdleTimeout: config.Range[time.Duration]{Default: time.Hour, Max: 2 * time.Hour}}
 	vmp := config.Profile{Name: "vm", Title: "VM", Kind: "vm", VM: &config.VMProfile{Image: "img"},
 		Lifetime: config.Range[time.Duration]{Default: time.Hour, Max: 2 * time.Hour}, IdleTimeout: config.Range[time.Duration]{Default: time.Hour, Max: 2 * time.Hour}}
-	cfg.Profiles = []config.Profile{desktop, app, vmp}
+	// A kiosk desktop: its own profile, since a kiosk starts no programs.
+	kiosk := deepCopy(config.Config{Profiles: []config.Profile{cfg.Profiles[0]}}).Profiles[0]
+	kiosk.Name = "kiosk"
+	kiosk.Desktop.Kiosk = &config.KioskProfile{URL: "https://hub.example:8443/", Browser: "chromium",
+		Allow: []string{"idp.example:443"}, CAFile: filepath.Join(dir, "hub-ca.pem")}
+	cfg.Profiles = []config.Profile{desktop, app, vmp, kiosk}
 	if backend == "slurm" {
 		for i := range cfg.Profiles {
 			cfg.Profiles[i].Slurm = &config.SlurmProfile{Partition: "pp", Account: "pa", QOS: "pq", SbatchArgs: []string{"--y"}}

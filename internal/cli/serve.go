@@ -312,6 +312,9 @@ func profileFromConfig(p config.Profile) gateway.Profile {
 	if d := p.Desktop; d != nil {
 		g.Geometry, g.Depth, g.Programs, g.Xvnc, g.VNCPassword, g.RDP = d.Geometry, d.Depth, d.Programs, d.Xvnc, d.VNCPassword, d.RDP
 		g.Drives = d.Drives
+		if k := d.Kiosk; k != nil {
+			g.Kiosk = &gateway.Kiosk{URL: k.URL, Browser: k.Browser, Allow: k.Allow, CAFile: k.CAFile}
+		}
 	}
 	if a := p.App; a != nil {
 		g.Command, g.Port, g.Socket, g.StripPrefix = a.Command, a.Port, a.Socket, a.StripPrefix

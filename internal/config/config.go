@@ -328,7 +328,35 @@ type DesktopProfile struct {
 	// port, security, geometry and -BlacklistTimeout 0 arguments. Default
 	// "Xvnc".
 	Xvnc string `yaml:"xvnc"`
+	// Kiosk makes the desktop one locked browser window on one site: the
+	// session's only program (programs are not started), full screen,
+	// with no address bar, devtools, downloads, printing or extensions,
+	// held to the site's origin by browser policy written per session,
+	// and with no way out of the seal but an HTTP CONNECT proxy the
+	// runner runs outside it, to the site's HOST:PORT and allow only.
+	// Closing the browser ends the session. Default: none.
+	Kiosk *KioskProfile `yaml:"kiosk"`
 }
+
+// KioskProfile is a kiosk desktop's browser and what it may reach.
+type KioskProfile struct {
+	// URL is the site: https:// with a host name or IP address (the
+	// session's proxy tunnels TLS only). Required.
+	URL string `yaml:"url"`
+	// Browser is chromium, the only one for now (Firefox's policies can
+	// hold it to a host but not to a port). Default "chromium".
+	Browser string `yaml:"browser"`
+	// Allow are more HOST:PORT destinations the session's proxy lets
+	// through, and whose https origins the browser may open (a login
+	// page the site redirects to). Default [].
+	Allow []string `yaml:"allow"`
+	// CAFile is a PEM file of CA certificates the kiosk's browser trusts
+	// besides the system's, for a site with a private CA, read when a
+	// session starts. Default "": none.
+	CAFile string `yaml:"ca_file"`
+}
+
+func (k *KioskProfile) setDefaults() { k.Browser, k.Allow = "chromium", []string{} }
 
 // AppProfile is a program serving HTTP inside the seal, on a TCP port of
 // the seal's loopback or on a UNIX socket; set exactly one of port and

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/airlock-hpc/airlock/internal/contract"
+	"github.com/airlock-hpc/airlock/internal/egressproxy"
 )
 
 // validator checks a decoded Config, citing the line of each offending
@@ -381,6 +382,42 @@ func (v *validator) desktop(at string, p *Profile) {
 	}
 	if d.Xvnc == "" {
 		v.errorf(at+".xvnc", "empty; want the Xvnc program")
+	}
+	if d.Kiosk != nil {
+		v.kiosk(at+".kiosk", d.Kiosk)
+	}
+}
+
+func (v *validator) kiosk(at string, k *KioskProfile) {
+	u, err := url.Parse(k.URL)
+	switch {
+	case k.URL == "":
+		v.errorf(at+".url", "required: the site the kiosk shows, such as https://jupyter.example.org/")
+	case err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil:
+		v.errorf(at+".url", "%q; want an https:// URL with a host and no user (the kiosk's proxy only tunnels TLS)", k.URL)
+	default:
+		port := u.Port()
+		if port == "" {
+			port = "443"
+		}
+		if _, _, err := egressproxy.SplitTarget(net.JoinHostPort(u.Hostname(), port)); err != nil {
+			v.errorf(at+".url", "%q: %v", k.URL, err)
+		}
+	}
+	switch k.Browser {
+	case "chromium":
+	case "firefox":
+		v.errorf(at+".browser", "firefox is not supported: its policies hold it to a host, not to a host and port; want chromium")
+	default:
+		v.errorf(at+".browser", "%q; want chromium", k.Browser)
+	}
+	for i, a := range k.Allow {
+		if _, _, err := egressproxy.SplitTarget(a); err != nil {
+			v.errorf(fmt.Sprintf("%s.allow[%d]", at, i), "%q: %v", a, err)
+		}
+	}
+	if k.CAFile != "" && (!filepath.IsAbs(k.CAFile) || filepath.Clean(k.CAFile) != k.CAFile) {
+		v.errorf(at+".ca_file", "%q is not a clean absolute path", k.CAFile)
 	}
 }
 

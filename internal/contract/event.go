@@ -15,6 +15,10 @@ const (
 	EventReady EventKind = "ready"
 	// EventExit: the session ended, with Reason and Code. The last event.
 	EventExit EventKind = "exit"
+	// EventEgress: a kiosk's egress proxy let a connection to Target
+	// through (Verdict "allow") or refused it ("refuse", Reason says
+	// why). Any number, between ready and exit; the gateway audits each.
+	EventEgress EventKind = "egress"
 )
 
 // Event is one thing a runner reports: a JSON line on the runner's stdout
@@ -39,6 +43,10 @@ type Event struct {
 	// Accel is how a VM session's guest runs: kvm or tcg (ready).
 	Accel  string `json:"accel,omitempty"`
 	Reason string `json:"reason,omitempty"`
+	// Target and Verdict describe an egress event: the HOST:PORT asked
+	// for and "allow" or "refuse".
+	Target  string `json:"target,omitempty"`
+	Verdict string `json:"verdict,omitempty"`
 	// Code is the runner's exit code (exit): the workload's, 0 when the
 	// session was stopped, 1 when it could not start, -1 when the backend
 	// lost the runner without its word. Always written, so an exit's 0 is

@@ -71,6 +71,43 @@ type Spec struct {
 	// the scratch directory and starts QEMU as the workload, whose argv
 	// must then be empty. See VMSpec.
 	VM *VMSpec `json:"vm"`
+	// Kiosk makes a desktop session one locked browser window (see
+	// KioskSpec). The workload is still the X server; the browser is
+	// started once it answers, and its exit ends the session.
+	Kiosk *KioskSpec `json:"kiosk"`
+}
+
+// KioskBrowsers are the browsers a kiosk can run.
+var KioskBrowsers = []string{"chromium"}
+
+// KioskProxyPort is the port on the seal's 127.0.0.1 where a kiosk's
+// browser finds the runner's egress proxy (its only way out).
+const KioskProxyPort = 3128
+
+// KioskSpec is a kiosk browser: one full-screen window on URL with no
+// address bar, devtools, downloads, printing or extensions, confined by
+// browser policy to URL's origin, and with no way out of the seal but an
+// HTTP CONNECT proxy the runner runs outside it, which lets through only
+// Allow (and URL's own host:port) and resolves names itself.
+type KioskSpec struct {
+	// URL is the one site shown: https://, with a host (the proxy
+	// tunnels TLS only).
+	URL string `json:"url"`
+	// Browser is chromium (the default, also "").
+	Browser string `json:"browser"`
+	// Allow are more HOST:PORT destinations the proxy lets through (an
+	// identity provider the site redirects to, say); the browser policy
+	// allows their https origins too. URL's is always allowed.
+	Allow []string `json:"allow"`
+	// CAPEM are CA certificates (PEM, public) the browser trusts besides
+	// the system's, for a site with a private CA.
+	CAPEM string `json:"ca_pem"`
+	// Display is the X display the browser opens. Default ":1".
+	Display string `json:"display"`
+	// Geometry is the X screen's size, WIDTHxHEIGHT: the window is made
+	// that size at 0,0 (with no window manager in the session, --kiosk
+	// alone leaves a margin). Default "": Chromium's own choice.
+	Geometry string `json:"geometry"`
 }
 
 // VMSpec is a virtual machine session. Inside the seal QEMU's VNC display

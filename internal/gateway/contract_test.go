@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -41,6 +42,8 @@ func TestContract(t *testing.T) {
 		{Name: "app", Kind: "app", Command: []string{"app", "{port}", "{prefix}"}, Port: 8888},
 		{Name: "app-socket", Kind: "app", Command: []string{"app", "{socket}"}, Socket: "/tmp/app.sock"},
 		{Name: "vm", Kind: "vm", VM: &VMImage{Name: "img", Path: "/srv/img.qcow2", Format: "qcow2", OS: "linux", Firmware: "bios"}},
+		{Name: "kiosk", Title: "Hub", Kind: "desktop", Xvnc: "Xvnc",
+			Kiosk: &Kiosk{URL: "https://hub.example.org/hub/", Browser: "chromium", Allow: []string{"idp.example.org:443"}}},
 	}
 	for _, be := range []string{"local", "slurm"} {
 		t.Run(be, func(t *testing.T) {
@@ -127,6 +130,22 @@ func contractCase(t *testing.T, g *Gateway, p Profile, squeue string) {
 		}
 		g.apply(ctx, s.ID, e)
 		wantEndpoints = endpoints
+		// A kiosk's egress proxy's refusal, as the runner prints it,
+		// reaches the audit log with the session and the destination.
+		eg := runner.Event{Kind: contract.EventEgress, ID: s.ID, Target: "evil.example:443", Verdict: "refuse", Reason: "destination not in the session's allow-list"}
+		if e, ok = backendlocal.DecodeEvent(runner.EncodeEvent(eg), host); !ok {
+			t.Fatalf("the local backend cannot read the runner's egress line %s", runner.EncodeEvent(eg))
+		}
+		g.apply(ctx, s.ID, e)
+		audits, err := g.cfg.Store.ListAudit(ctx, store.AuditFilter{Session: s.ID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.ContainsFunc(audits, func(a session.AuditEvent) bool {
+			return a.Action == "egress" && a.Detail == "refuse evil.example:443: destination not in the session's allow-list"
+		}) {
+			t.Errorf("the egress refusal is not in the audit log: %+v", audits)
+		}
 	case backend.Remote:
 		// A batch job's runner registers over HTTPS; the body goes through
 		// the gateway's strict decoder.

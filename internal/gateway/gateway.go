@@ -56,6 +56,9 @@ type Profile struct {
 	// Drives (browser RDP): let the client redirect drives, printers and
 	// smart cards into the session. Default false.
 	Drives bool
+	// Kiosk (desktop): the session is one locked browser window on a
+	// site instead of Programs (runner/kiosk.go).
+	Kiosk *Kiosk
 	// Command (app) may use {port}, {socket} and {prefix} (the URL path the
 	// gateway serves the session under, ending in "/").
 	Command     []string
@@ -85,6 +88,15 @@ type Profile struct {
 	// VM (kind "vm") is the image the session boots; CPUs and MemoryMB
 	// above are the guest's, within the image's maximums.
 	VM *VMImage
+}
+
+// Kiosk is a kiosk desktop's site and what else its proxy lets through.
+type Kiosk struct {
+	URL     string
+	Browser string // "" is chromium
+	Allow   []string
+	// CAFile is a PEM file of CAs the browser trusts, read at each launch.
+	CAFile string
 }
 
 // Limits protect the node and share it fairly.

@@ -2,7 +2,9 @@ package gateway
 
 import (
 	"encoding/json"
+	"os"
 	"os/user"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -45,6 +47,12 @@ func TestEveryProfileFieldIsUsed(t *testing.T) {
 				Kernel: "/srv/vmlinuz", Initrd: "/srv/initrd", Append: "console=ttyS0", RDP: true, SharePath: "~/shared",
 				Volumes: []VMVolume{{Path: "/srv/data", Tag: "data"}}, PersistentAllowed: true, GPUs: []string{"0000:01:00.0"}}},
 	}
+	caFile := filepath.Join(t.TempDir(), "hub-ca.pem")
+	if err := os.WriteFile(caFile, []byte("-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bases = append(bases, Profile{Name: "kiosk", Title: "Hub", Kind: "desktop", Geometry: "1024x768", Depth: 24, Xvnc: "Xvnc",
+		Kiosk: &Kiosk{URL: "https://hub.example:8443/", Browser: "chromium", Allow: []string{"idp.example:443"}, CAFile: caFile}})
 	for _, b := range bases {
 		if !reflect.DeepEqual(profileReach(t, s, b), profileReach(t, s, b)) {
 			t.Fatalf("%s: building twice differs; the walk would prove nothing", b.Name)
@@ -57,6 +65,11 @@ func TestEveryProfileFieldIsUsed(t *testing.T) {
 		used := false
 		for _, b := range bases {
 			p := b
+			if b.Kiosk != nil {
+				k := *b.Kiosk
+				k.Allow = append([]string(nil), b.Kiosk.Allow...)
+				p.Kiosk = &k
+			}
 			if b.VM != nil {
 				img := *b.VM
 				img.Volumes = append([]VMVolume(nil), b.VM.Volumes...)

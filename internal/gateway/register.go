@@ -92,6 +92,10 @@ func (g *Gateway) register(w http.ResponseWriter, r *http.Request) error {
 		return refuse(409, "already_registered", "session is "+string(s.State)+": a registration is accepted once, while it starts")
 	case reg.Event == contract.EventExit && s.State == session.Ended:
 		return refuse(409, "ended", "session has ended")
+	case reg.Event == contract.EventEgress && s.State != session.Ready && s.State != session.Stopping:
+		return refuse(409, "not_running", "session is "+string(s.State)+": egress is reported while it runs")
+	case reg.Event == contract.EventEgress && (len(reg.Egress) == 0 || len(reg.Egress) > registration.MaxEgress):
+		return refuse(400, "bad_request", fmt.Sprintf("egress: %d decisions, want 1 to %d", len(reg.Egress), registration.MaxEgress))
 	}
 	host, _, _ := net.SplitHostPort(r.RemoteAddr)
 	from := net.ParseIP(host)
@@ -111,6 +115,15 @@ func (g *Gateway) register(w http.ResponseWriter, r *http.Request) error {
 	}
 	if e.Kind != "" {
 		g.apply(r.Context(), id, e)
+	}
+	if reg.Event == contract.EventEgress {
+		// Each decision is audited as the local backend's egress events
+		// are; the batch itself is not.
+		for _, d := range reg.Egress {
+			g.apply(r.Context(), id, backend.Event{Kind: contract.EventEgress, Target: clip(d.Target, 300), Verdict: clip(d.Verdict, 16), Reason: clip(d.Reason, 300)})
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
 	}
 	g.audit(r.Context(), "", "register_"+string(reg.Event), id, r.RemoteAddr, "node "+e.Node)
 	w.WriteHeader(http.StatusNoContent)
@@ -174,4 +187,13 @@ func (g *Gateway) reconciler() {
 		case <-time.After(every):
 		}
 	}
+}
+
+// clip cuts s to at most n bytes: what a runner reports is its word, and
+// the audit log keeps it bounded.
+func clip(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
 }

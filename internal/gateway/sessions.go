@@ -351,6 +351,16 @@ func (g *Gateway) spec(s *session.Session, p Profile, req LaunchRequest) ([]byte
 		if len(progs) == 0 {
 			progs = [][]string{{"xterm"}}
 		}
+		if p.Kiosk != nil {
+			// The browser is the only program: an xterm beside it would
+			// be a way around the kiosk.
+			progs = nil
+			k, err := kioskSpec(p.Kiosk, cmp.Or(p.Geometry, "1280x800"))
+			if err != nil {
+				return nil, fmt.Errorf("profile %s: %w", p.Name, err)
+			}
+			spec.Kiosk = k
+		}
 		for _, argv := range progs {
 			spec.Processes = append(spec.Processes, contract.Command{Argv: argv, Env: map[string]string{"DISPLAY": ":1"}})
 		}
@@ -388,6 +398,21 @@ func (g *Gateway) spec(s *session.Session, p Profile, req LaunchRequest) ([]byte
 		return nil, fmt.Errorf("profile %s: kind %q cannot be launched here", p.Name, p.Kind)
 	}
 	return json.Marshal(spec)
+}
+
+// kioskSpec is the runner's kiosk for profile kiosk k on a desktop of
+// geometry: its CA file is read now, so the runner (perhaps on another
+// node) needs no copy.
+func kioskSpec(k *Kiosk, geometry string) (*contract.KioskSpec, error) {
+	ks := &contract.KioskSpec{URL: k.URL, Browser: k.Browser, Allow: k.Allow, Display: ":1", Geometry: geometry}
+	if k.CAFile != "" {
+		b, err := os.ReadFile(k.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("kiosk CA: %w", err)
+		}
+		ks.CAPEM = string(b)
+	}
+	return ks, nil
 }
 
 // profileConnectors are the connectors (name and kind) a session of a
@@ -495,6 +520,15 @@ func (g *Gateway) watch(id, ref string) {
 }
 
 func (g *Gateway) apply(ctx context.Context, id string, e backend.Event) {
+	if e.Kind == contract.EventEgress {
+		// A kiosk's proxy's decision: the audit's, not the session's state.
+		detail := e.Verdict + " " + e.Target
+		if e.Reason != "" {
+			detail += ": " + e.Reason
+		}
+		g.audit(ctx, "", "egress", id, "", detail)
+		return
+	}
 	_, err := g.cfg.Store.UpdateSession(ctx, id, func(s *session.Session) error {
 		switch e.Kind {
 		case contract.EventQueued:

@@ -226,6 +226,9 @@ type Event struct {
 	Warnings  []string          `json:"warnings"`
 	Reason    string            `json:"reason"`
 	Code      *int              `json:"code"`
+	// Target and Verdict: an egress event's (a kiosk's proxy).
+	Target  string `json:"target"`
+	Verdict string `json:"verdict"`
 }
 
 // Runner is an `airlock run` process.
@@ -238,6 +241,9 @@ type Runner struct {
 	exit   chan struct{}
 	mu     sync.Mutex
 	last   *Event
+	// others are the events besides ready and exit (egress), any number:
+	// kept here so that a chatty runner never blocks on its stdout.
+	others []Event
 	werr   error
 }
 
@@ -323,6 +329,12 @@ func StartRunner(t testing.TB, spec any, opt RunOptions) *Runner {
 		for sc.Scan() {
 			var e Event
 			if json.Unmarshal(sc.Bytes(), &e) == nil {
+				if e.Event != "ready" && e.Event != "exit" {
+					r.mu.Lock()
+					r.others = append(r.others, e)
+					r.mu.Unlock()
+					continue
+				}
 				r.mu.Lock()
 				r.last = &e
 				r.mu.Unlock()
@@ -390,6 +402,13 @@ func (r *Runner) WaitExit(t testing.TB, timeout time.Duration) Event {
 			t.Fatalf("runner did not exit within %s; stderr:\n%s", timeout, r.Stderr.String())
 		}
 	}
+}
+
+// Others returns the events so far other than ready and exit.
+func (r *Runner) Others() []Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]Event(nil), r.others...)
 }
 
 // Exited is closed when the runner process has ended.

@@ -211,6 +211,28 @@ func (r *RFB) Key(keysym uint32) error {
 	return nil
 }
 
+// Chord presses keysyms in order and releases them in reverse: a key
+// with modifiers held (Control_L 0xffe3, then 'w').
+func (r *RFB) Chord(keysyms ...uint32) error {
+	send := func(ks uint32, down byte) error {
+		m := []byte{4, down, 0, 0, 0, 0, 0, 0}
+		binary.BigEndian.PutUint32(m[4:], ks)
+		_, err := r.c.Write(m)
+		return err
+	}
+	for _, ks := range keysyms {
+		if err := send(ks, 1); err != nil {
+			return err
+		}
+	}
+	for i := len(keysyms) - 1; i >= 0; i-- {
+		if err := send(keysyms[i], 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Type types ASCII text; '\n' is Return.
 func (r *RFB) Type(s string) error {
 	for _, ch := range s {
@@ -232,6 +254,19 @@ func (r *RFB) Pointer(x, y int) error {
 	binary.BigEndian.PutUint16(m[4:], uint16(y))
 	_, err := r.c.Write(m)
 	return err
+}
+
+// Click presses and releases the left button at x, y.
+func (r *RFB) Click(x, y int) error {
+	for _, mask := range []byte{1, 0} {
+		m := []byte{5, mask, 0, 0, 0, 0}
+		binary.BigEndian.PutUint16(m[2:], uint16(x))
+		binary.BigEndian.PutUint16(m[4:], uint16(y))
+		if _, err := r.c.Write(m); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Distinct counts the distinct pixel values in the frame: 1 means blank.

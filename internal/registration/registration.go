@@ -45,7 +45,8 @@ func Path(id string) string { return "/api/v1/register/" + id }
 
 // Registration is the body of a registration POST.
 type Registration struct {
-	// Event is contract.EventReady or contract.EventExit.
+	// Event is contract.EventReady, contract.EventExit or
+	// contract.EventEgress.
 	Event contract.EventKind `json:"event"`
 	// Ports are the connectors' TCP ports on the node, by connector name.
 	// The runner cannot name a host: the gateway dials the node the
@@ -56,7 +57,23 @@ type Registration struct {
 	// Reason and Code say why the session ended (exit).
 	Reason string `json:"reason,omitempty"`
 	Code   int    `json:"code,omitempty"`
+	// Egress are a kiosk's proxy decisions since the last such
+	// registration (contract.EventEgress), at most MaxEgress: sent in
+	// batches, so a busy kiosk costs the gateway one check with the
+	// scheduler every few seconds, not one per connection.
+	Egress []Egress `json:"egress,omitempty"`
 }
+
+// Egress is one decision of a kiosk's egress proxy, as an egress event
+// carries it.
+type Egress struct {
+	Target  string `json:"target,omitempty"`
+	Verdict string `json:"verdict"`
+	Reason  string `json:"reason,omitempty"`
+}
+
+// MaxEgress bounds Registration.Egress.
+const MaxEgress = 256
 
 // Client posts a session's registrations to the gateway.
 type Client struct {

@@ -193,7 +193,10 @@ func (r *run) run(ctx context.Context) (code int, err error) {
 		return 1, err
 	}
 
-	s, err := seal.Start(ctx, r.sealConfig(st))
+	// Tunnels through a kiosk's egress proxy end with the session.
+	tunnels, endTunnels := context.WithCancel(context.WithoutCancel(ctx))
+	defer endTunnels()
+	s, err := seal.Start(ctx, r.sealConfig(tunnels, st))
 	if err != nil {
 		return 1, err
 	}
@@ -218,6 +221,7 @@ type setup struct {
 	listeners []*os.File
 	endpoints map[string]string
 	janitor   *janitor
+	kiosk     *kioskSetup // a kiosk's policy directory and egress proxy
 }
 
 func (st *setup) closeListeners() {
@@ -249,6 +253,11 @@ func (r *run) setup(ctx context.Context, st *setup) error {
 			return err
 		}
 	}
+	if r.spec.Kiosk != nil {
+		if err := r.prepareKiosk(st); err != nil {
+			return err
+		}
+	}
 	if st.listeners, st.endpoints, err = r.bindListeners(st.owner); err != nil {
 		return err
 	}
@@ -259,7 +268,7 @@ func (r *run) setup(ctx context.Context, st *setup) error {
 // sealConfig is what the seal runs: the workload, the helper processes
 // and one connector per listener, each with its secrets on a pipe, and
 // the targets the session waits for before it is ready.
-func (r *run) sealConfig(st *setup) seal.Config {
+func (r *run) sealConfig(ctx context.Context, st *setup) seal.Config {
 	spec := r.spec
 	scfg := seal.Config{
 		ID: spec.ID, Owner: st.owner, Listeners: st.listeners, ScratchDir: filepath.Join(st.scratch, "tmp"),
@@ -287,6 +296,9 @@ func (r *run) sealConfig(st *setup) seal.Config {
 		if c.WaitFor() {
 			scfg.Probes = append(scfg.Probes, c.Target)
 		}
+	}
+	if st.kiosk != nil {
+		r.kioskSeal(ctx, &scfg, st.kiosk, env)
 	}
 	return scfg
 }
@@ -374,6 +386,9 @@ func (r *run) supervise(ctx context.Context, s *seal.Seal, st *setup, sigs <-cha
 				res.Reason = r.vmExitReason(res.Reason, res.Code, st.scratch)
 			}
 			r.removeAll()
+			if st.kiosk != nil {
+				st.kiosk.audit.finish()
+			}
 			c := res.Code
 			r.emit(Event{Kind: contract.EventExit, ID: spec.ID, Reason: res.Reason, Code: c})
 			r.log.Info("session ended", "reason", res.Reason, "code", c)

@@ -22,7 +22,7 @@ func TestUnixDatagramOnlyForWindowsShare(t *testing.T) {
 		{"windows vm with a share", &VMSpec{OS: "windows", Share: share}, true},
 	} {
 		r := &run{spec: &Spec{ID: "s", VM: c.vm, Workload: Command{Argv: []string{"true"}}}}
-		if got := r.sealConfig(&setup{scratch: "/x"}).UnixDatagram; got != c.want {
+		if got := r.sealConfig(t.Context(), &setup{scratch: "/x"}).UnixDatagram; got != c.want {
 			t.Errorf("%s: UnixDatagram %v, want %v", c.name, got, c.want)
 		}
 	}

@@ -225,6 +225,14 @@ func ValidateSpec(s *Spec) error {
 		}
 		ports[port] = true
 	}
+	if s.Kiosk != nil {
+		if s.VM != nil {
+			return errors.New("spec: kiosk: not with vm (a kiosk is a desktop's browser)")
+		}
+		if err := validateKiosk(s.Kiosk, ports); err != nil {
+			return err
+		}
+	}
 	for i, p := range s.UnixSockets {
 		if !strings.HasPrefix(p, "/") || filepath.Clean(p) != p {
 			return fmt.Errorf("spec: unix_sockets[%d] %q: want a clean absolute path", i, p)

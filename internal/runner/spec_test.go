@@ -115,6 +115,7 @@ func FuzzParseSpec(f *testing.F) {
 	f.Add(`{"id":"a","workload":{"argv":["x"]},"lifetime":"-1s"}`)
 	f.Add(vmSpec)
 	f.Add(`{"id":"a","vm":{"name":"n","image":"/i","format":"iso","os":"other"}}`)
+	f.Add(`{"id":"a","workload":{"argv":["Xvnc"]},"kiosk":{"url":"https://hub.example:8443/x","allow":["idp.example:443","[::1]:1"],"display":":1"}}`)
 	f.Fuzz(func(t *testing.T, in string) {
 		s, err := ParseSpec(strings.NewReader(in))
 		if err != nil {

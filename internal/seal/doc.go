@@ -21,6 +21,17 @@
 //	      SCM_RIGHTS
 //	fd 5… the listeners, in Config.Listeners order
 //
+// An egress port is either a HOST:PORT the parent dials (Config.Egress) or
+// a service of the parent's own (Config.EgressLocal, a kiosk's proxy):
+// then the parent makes the connection itself, a socket pair, and nothing
+// listens on the host for it. Config.Binds are host directories init
+// mounts read-only over directories of the seal (a kiosk's browser
+// policy over /etc/chromium), first, while their sources under the host's
+// /run or /tmp are still in view; in a user namespace the kernel locks
+// them, so the workload can neither unmount nor remount them writable.
+// A Process marked Essential is a helper whose exit ends the session as
+// the workload's does (a kiosk's browser).
+//
 // The parent writes the child's user and group maps (with newuidmap and
 // newgidmap over the owner's subordinate ranges when it can, a single-id
 // map otherwise), then sends the Plan. Init sets the namespaces up, starts

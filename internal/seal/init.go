@@ -226,7 +226,10 @@ func (in *initProc) run() int {
 					continue
 				}
 				if _, err := in.start(proc); err != nil {
-					// A helper is not essential: say so and carry on.
+					if proc.Essential {
+						in.terminate(fmt.Sprintf("start %s: %v", proc.Name, err), 1, sigs)
+					}
+					// Other helpers are not essential: say so and carry on.
 					in.warn("start %s: %v", proc.Name, err)
 				}
 			}
@@ -241,7 +244,7 @@ func (in *initProc) run() int {
 			switch sig {
 			case unix.SIGCHLD:
 				for _, ex := range in.reap() {
-					if ex.p.Role == Helper {
+					if ex.p.Role == Helper && !ex.p.Essential {
 						in.log.Info("process exited", "name", ex.p.Name, "code", ex.code)
 						continue
 					}

@@ -19,6 +19,13 @@ func (in *initProc) setupMounts() error {
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fmt.Errorf("make / private: %w", err)
 	}
+	// Binds first: their sources live in the session's scratch
+	// directory, under the host's /run or /tmp, which are replaced next.
+	for _, b := range p.Binds {
+		if err := bindReadOnly(b.Source, b.Target); err != nil {
+			return err
+		}
+	}
 	if err := unix.Mount(p.ScratchDir, "/tmp", "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 		return fmt.Errorf("mount scratch %s on /tmp: %w", p.ScratchDir, err)
 	}
@@ -85,4 +92,31 @@ func loopbackUp() error {
 	}
 	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
 	return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
+}
+
+// bindReadOnly mounts host directory src over dst, read-only. In a user
+// namespace the remount must keep the flags the kernel locked on the
+// source's mount (nosuid, nodev, noexec), so they are read first.
+func bindReadOnly(src, dst string) error {
+	if err := unix.Mount(src, dst, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("bind %s on %s: %w", src, dst, err)
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(dst, &st); err != nil {
+		return fmt.Errorf("bind %s on %s: %w", src, dst, err)
+	}
+	keep := uintptr(st.Flags) & (unix.ST_NOSUID | unix.ST_NODEV | unix.ST_NOEXEC | unix.ST_NOATIME | unix.ST_NODIRATIME | unix.ST_RELATIME)
+	flags := uintptr(unix.MS_REMOUNT | unix.MS_BIND | unix.MS_RDONLY)
+	for st, ms := range map[uintptr]uintptr{
+		unix.ST_NOSUID: unix.MS_NOSUID, unix.ST_NODEV: unix.MS_NODEV, unix.ST_NOEXEC: unix.MS_NOEXEC,
+		unix.ST_NOATIME: unix.MS_NOATIME, unix.ST_NODIRATIME: unix.MS_NODIRATIME, unix.ST_RELATIME: unix.MS_RELATIME,
+	} {
+		if keep&st != 0 {
+			flags |= ms
+		}
+	}
+	if err := unix.Mount("", dst, "", flags, ""); err != nil {
+		return fmt.Errorf("bind %s on %s: make read-only: %w", src, dst, err)
+	}
+	return nil
 }

@@ -40,6 +40,17 @@ type Process struct {
 	// next descriptor (4 with a listener, 3 without), then the pipe is
 	// closed. Secrets never go on a command line or in the environment.
 	Secret []byte `json:"secret,omitempty"`
+	// Essential (helpers only) makes the helper's exit end the session,
+	// as the workload's does: a kiosk's browser, whose window closing
+	// must close the session.
+	Essential bool `json:"essential,omitempty"`
+}
+
+// Bind is a host directory mounted read-only over Target inside the seal.
+// Target must exist.
+type Bind struct {
+	Source string `json:"source"`
+	Target string `json:"target"`
 }
 
 // Plan is what the parent tells init to do. It travels over the control
@@ -69,6 +80,8 @@ type Plan struct {
 	// UnixSockets are host pathname sockets the workload may connect to
 	// (Config.UnixSockets).
 	UnixSockets []string `json:"unix_sockets,omitempty"`
+	// Binds are read-only bind mounts (Config.Binds).
+	Binds []Bind `json:"binds,omitempty"`
 	// UnixDatagram lets the workload make UNIX datagram sockets
 	// (Config.UnixDatagram).
 	UnixDatagram bool `json:"unix_datagram,omitempty"`

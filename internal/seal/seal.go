@@ -72,6 +72,16 @@ type Config struct {
 	// Egress maps a port on 127.0.0.1 inside the seal to a host:port the
 	// parent dials outside for each connection. Nothing else gets out.
 	Egress map[int]string
+	// EgressLocal maps a port on 127.0.0.1 inside the seal to a function
+	// that makes the connection outside, for a service the runner itself
+	// provides (a kiosk's egress proxy, served on one end of a socket
+	// pair): nothing listens on the host for it. The connection must be
+	// a TCP or UNIX socket, which is passed into the seal.
+	EgressLocal map[int]func(context.Context) (net.Conn, error)
+	// Binds are host directories mounted read-only inside the seal over
+	// existing directories (a kiosk's browser policies over
+	// /etc/chromium), before Hide is applied.
+	Binds []Bind
 	// UnixSockets are host pathname UNIX sockets (absolute paths) the
 	// workload may connect to. Any other host pathname socket is refused:
 	// only sockets on the seal's own /tmp, /run, /var/tmp and /dev/shm are
@@ -283,6 +293,10 @@ func Start(ctx context.Context, cfg Config) (*Seal, error) {
 	for port := range cfg.Egress {
 		plan.EgressPorts = append(plan.EgressPorts, port)
 	}
+	for port := range cfg.EgressLocal {
+		plan.EgressPorts = append(plan.EgressPorts, port)
+	}
+	plan.Binds = cfg.Binds
 	if err := writeMsg(s.ctl, Message{Type: "plan", Plan: &plan}); err != nil {
 		s.Kill()
 		<-s.done
@@ -312,6 +326,18 @@ func (c *Config) validate() error {
 	if !root && c.Owner.UID != os.Getuid() {
 		return fmt.Errorf("seal %s: owner %s (uid %d) is not the user running airlock (uid %d); only root can start a session for another user",
 			c.ID, c.Owner.Name, c.Owner.UID, os.Getuid())
+	}
+	for port := range c.EgressLocal {
+		if _, ok := c.Egress[port]; ok {
+			return fmt.Errorf("seal %s: egress port %d given twice", c.ID, port)
+		}
+	}
+	for _, b := range c.Binds {
+		for _, p := range []string{b.Source, b.Target} {
+			if !filepath.IsAbs(p) || filepath.Clean(p) != p || p == "/" {
+				return fmt.Errorf("seal %s: bind %q: want a clean absolute path other than /", c.ID, p)
+			}
+		}
 	}
 	for _, p := range c.UnixSockets {
 		if !filepath.IsAbs(p) || filepath.Clean(p) != p {
@@ -492,10 +518,23 @@ func (s *Seal) serveEgress() {
 		go func() {
 			reply := EgressReply{ID: req.ID}
 			target, ok := s.cfg.Egress[req.Port]
+			local := s.cfg.EgressLocal[req.Port]
 			var conn net.Conn
-			if !ok {
+			switch {
+			case local != nil:
+				target = "local service"
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				c, err := local(ctx)
+				cancel()
+				if err != nil {
+					reply.Error = err.Error()
+				} else {
+					conn = c
+					defer c.Close()
+				}
+			case !ok:
 				reply.Error = fmt.Sprintf("port %d is not an egress exception", req.Port)
-			} else {
+			default:
 				d := net.Dialer{Timeout: 10 * time.Second}
 				c, err := d.Dial("tcp", target)
 				if err != nil {

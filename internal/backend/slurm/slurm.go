@@ -652,8 +652,11 @@ func (b *Backend) Register(ctx context.Context, id, ref string, from net.IP, reg
 			eps[name] = net.JoinHostPort(addr, strconv.Itoa(p))
 		}
 		return backend.Event{Kind: contract.EventReady, Endpoints: eps, TLSSHA256: strings.ToLower(reg.TLSSHA256), Node: j.Node}, nil
+	case contract.EventEgress:
+		// From the job's node: the gateway audits reg.Egress itself.
+		return backend.Event{}, nil
 	}
-	return backend.Event{}, fmt.Errorf("%w: event %q: want ready or exit", backend.ErrRefused, reg.Event)
+	return backend.Event{}, fmt.Errorf("%w: event %q: want ready, exit or egress", backend.ErrRefused, reg.Event)
 }
 
 // fromNode reports whether ip is one of the node's addresses (by the

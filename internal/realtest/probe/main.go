@@ -3,7 +3,9 @@
 // happened as JSON. The escape tests run it inside and outside a seal.
 //
 // Addresses: tcp:HOST:PORT, udp:HOST:PORT, unix:/path, abstract:NAME,
-// dns:SERVER:PORT:NAME (an A query over UDP to that server).
+// dns:SERVER:PORT:NAME (an A query over UDP to that server),
+// connect:PROXY=TARGET (an HTTP CONNECT to TARGET through the proxy at
+// PROXY, then the echo; the proxy's refusal is the error).
 //
 // For the unix guard's tests dial also knows: sendto:/path (one datagram,
 // unconnected), via:LINK=TARGET (make a symlink, then connect through it),
@@ -219,6 +221,27 @@ func try(a string) error {
 		c, err = net.DialTimeout(kind, rest, 2*time.Second)
 	case "abstract":
 		c, err = net.DialTimeout("unix", "@"+rest, 2*time.Second)
+	case "connect":
+		proxy, target, _ := strings.Cut(rest, "=")
+		if c, err = net.DialTimeout("tcp", proxy, 2*time.Second); err != nil {
+			return err
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", target, target)
+		var head []byte
+		one := make([]byte, 1)
+		// Byte by byte, so nothing of the tunnel is read past the header.
+		for !strings.HasSuffix(string(head), "\r\n\r\n") && len(head) < 4096 {
+			if _, err := c.Read(one); err != nil {
+				c.Close()
+				return fmt.Errorf("proxy: %q: %w", head, err)
+			}
+			head = append(head, one[0])
+		}
+		if status, _, _ := strings.Cut(string(head), "\r\n"); !strings.Contains(status, " 200 ") {
+			c.Close()
+			return fmt.Errorf("proxy: %s", status)
+		}
 	case "dns":
 		i := strings.LastIndex(rest, ":")
 		server, name := rest[:i], rest[i+1:]
