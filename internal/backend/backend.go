@@ -84,3 +84,16 @@ type Remote interface {
 	// and sessions whose runners are gone.
 	Runners(ctx context.Context) (map[string]string, error)
 }
+
+// Adopter is a backend that can take over a job its user already runs (an
+// Open OnDemand session's Slurm job), so that job's runner registers as
+// the gateway's own jobs do and Watch, Stop and Runners treat it the same.
+type Adopter interface {
+	Remote
+	// Adopt makes the scheduler's job jobID session id's, after checking
+	// that it is queued or running and belongs to account (the session's
+	// Unix account; "" is the gateway's own). It returns the backend
+	// reference. A job that is not account's is ErrRefused; one the
+	// scheduler does not know, or that has ended, is ErrGone.
+	Adopt(ctx context.Context, id, jobID, account string) (ref string, err error)
+}

@@ -679,3 +679,58 @@ func fromNode(ctx context.Context, ip net.IP, names ...string) (bool, error) {
 	}
 	return false, nil
 }
+
+var _ backend.Adopter = (*Backend)(nil)
+
+// Adopt takes over job jid for session id: the job must be account's and
+// not finished. It is renamed to the session's job name, so everything
+// that knows the gateway's jobs by name (Register's check, Runners and the
+// gateway's reconcile) treats it as one it submitted. Renaming another
+// user's job needs the gateway to be root or Slurm's operator, as
+// submitting as them does.
+func (b *Backend) Adopt(ctx context.Context, id, jid, account string) (string, error) {
+	if !validJobID(jid) {
+		return "", fmt.Errorf("adopt %s: job id %q: %w", id, jid, backend.ErrGone)
+	}
+	if account == "" {
+		cur, err := user.Current()
+		if err != nil {
+			return "", fmt.Errorf("adopt %s: %w", id, err)
+		}
+		account = cur.Username
+	}
+	out, err := b.command(ctx, "", "squeue", nil, nil, "--noheader", "--states=all", "--jobs="+jid, "--format=%i|%T|%u")
+	if err != nil {
+		if strings.Contains(err.Error(), "Invalid job id") {
+			return "", fmt.Errorf("adopt %s: job %s: %w", id, jid, backend.ErrGone)
+		}
+		return "", fmt.Errorf("adopt %s: %w", id, err)
+	}
+	owner, state, err := parseAdoptLine(out, jid)
+	if err != nil {
+		return "", fmt.Errorf("adopt %s: %w", id, err)
+	}
+	if owner != account {
+		return "", fmt.Errorf("adopt %s: job %s is %s's, not %s's: %w", id, jid, owner, account, backend.ErrRefused)
+	}
+	if state != "PENDING" && state != "RUNNING" {
+		return "", fmt.Errorf("adopt %s: job %s is %s: %w", id, jid, state, backend.ErrGone)
+	}
+	if _, err := b.command(ctx, "", "scontrol", nil, nil, "update", "JobId="+jid, "JobName="+b.JobName(id)); err != nil {
+		return "", fmt.Errorf("adopt %s: rename job %s: %w", id, jid, err)
+	}
+	b.log.InfoContext(ctx, "job adopted", "session", id, "job", jid, "owner", account)
+	b.poke()
+	return "job:" + jid, nil
+}
+
+// parseAdoptLine reads squeue's "ID|STATE|USER" line for job jid.
+func parseAdoptLine(out, jid string) (owner, state string, err error) {
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Split(strings.TrimSpace(line), "|")
+		if len(f) == 3 && f[0] == jid && f[1] != "" && f[2] != "" {
+			return f[2], f[1], nil
+		}
+	}
+	return "", "", fmt.Errorf("squeue on job %s: no line for it in %q", jid, out)
+}
