@@ -103,13 +103,18 @@ type submitYML struct {
 // submit.yml.erb. It checks the YAML files and the scripts' syntax.
 func stage(t *testing.T, staged string) submitYML {
 	t.Helper()
+	return stageWith(t, staged, oodContext(staged))
+}
+
+// stageWith is stage with the form's values of vars.
+func stageWith(t *testing.T, staged string, vars map[string]any) submitYML {
+	t.Helper()
 	app := appDir(t)
 	for _, f := range []string{"manifest.yml", "form.yml"} {
 		if out, err := exec.Command("ruby", "-ryaml", "-e", "YAML.safe_load(File.read(ARGV[0]))", filepath.Join(app, f)).CombinedOutput(); err != nil {
 			t.Fatalf("%s: %v\n%s", f, err, out)
 		}
 	}
-	vars := oodContext(staged)
 	var sub submitYML
 	text := render(t, filepath.Join(app, "submit.yml.erb"), filepath.Join(t.TempDir(), "submit.yml"), vars, true)
 	if err := yaml.Unmarshal([]byte(text), &sub); err != nil {
@@ -149,7 +154,7 @@ func TestOODAppRender(t *testing.T) {
 	need(t, "ruby", "bash")
 	staged := filepath.Join(t.TempDir(), "staged")
 	sub := stage(t, staged)
-	if want := []string{"airlock_secret", "airlock_session"}; strings.Join(sub.BatchConnect.ConnParams, ",") != strings.Join(want, ",") {
+	if want := []string{"airlock_secret", "airlock_session", "airlock_url"}; strings.Join(sub.BatchConnect.ConnParams, ",") != strings.Join(want, ",") {
 		t.Errorf("conn_params %v, want %v", sub.BatchConnect.ConnParams, want)
 	}
 	script, _ := os.ReadFile(filepath.Join(staged, "script.sh"))
