@@ -269,6 +269,7 @@ func TestOODAppSlurmGateway(t *testing.T) {
 		t.Fatalf("connection.yml %q: %v %+v\n%s", b, err, conn, dump())
 	}
 	id := strings.TrimPrefix(conn.URL, g.url+"/sessions/")
+	t.Logf("job %s is session %s: %s", jobID, id, conn.URL)
 
 	// The card: a link to the session on the gateway, and no rnode form.
 	view := render(t, filepath.Join(appDir(t), "view.html.erb"), filepath.Join(t.TempDir(), "view.html"),
