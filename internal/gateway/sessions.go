@@ -217,13 +217,15 @@ func validSlurmJob(id string) bool {
 
 // adoptRefusal is the answer to an adoption the backend would not make:
 // another user's job is a 403, a job the scheduler does not run or queue
-// a 404. Anything else (the scheduler did not answer) is nil: a fault.
+// a 404, a job already adopted (or submitted by a gateway) a 409. Anything else (the scheduler did not answer) is nil: a fault.
 func adoptRefusal(err error, jid string) error {
 	switch {
 	case errors.Is(err, backend.ErrRefused):
 		return apiErr(403, "not_your_job", "Slurm job "+jid+" is not yours")
 	case errors.Is(err, backend.ErrGone):
 		return apiErr(404, "no_such_job", "Slurm job "+jid+" is not queued or running")
+	case errors.Is(err, backend.ErrTaken):
+		return apiErr(409, "job_taken", "Slurm job "+jid+" is already a session's")
 	}
 	return nil
 }

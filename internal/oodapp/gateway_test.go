@@ -175,7 +175,6 @@ func (g *gw) console(ctx context.Context, token, id string) (*realtest.RFB, *htt
 	return rfb, resp, err
 }
 
-
 // TestOODAppSlurmGateway runs the app's gateway route for real: OnDemand's
 // staging with route "gateway", its basic template's job submitted with
 // sbatch as the test user to the Slurm test cluster, the job's `airlock
@@ -184,7 +183,8 @@ func (g *gw) console(ctx context.Context, token, id string) (*realtest.RFB, *htt
 // registering, and the desktop reached through the gateway's console. The
 // card links to the session on the gateway and carries no secret. Another
 // Unix user's token cannot adopt the job (403, audited) nor open the
-// session; an unknown job is a 404; stopping the session on the gateway
+// session; the job cannot be adopted twice (409); an unknown job is a
+// 404; stopping the session on the gateway
 // ends the job.
 func TestOODAppSlurmGateway(t *testing.T) {
 	need(t, "ruby", "Xvnc", "xterm")
@@ -330,6 +330,9 @@ func TestOODAppSlurmGateway(t *testing.T) {
 		t.Error("nobody opened the session's console")
 	} else if resp == nil || resp.StatusCode < 400 {
 		t.Errorf("nobody's console: %v", err)
+	}
+	if code, body := g.call(t, aliceTok, "POST", "/api/v1/sessions", map[string]string{"profile": "desktop", "slurm_job": jobID}, nil); code != 409 {
+		t.Errorf("the user adopting their job a second time: %d %s, want 409", code, body)
 	}
 	if code, body := g.call(t, aliceTok, "POST", "/api/v1/sessions", map[string]string{"profile": "desktop", "slurm_job": "99999999"}, nil); code != 404 {
 		t.Errorf("an unknown job: %d %s, want 404", code, body)

@@ -699,14 +699,14 @@ func (b *Backend) Adopt(ctx context.Context, id, jid, account string) (string, e
 		}
 		account = cur.Username
 	}
-	out, err := b.command(ctx, "", "squeue", nil, nil, "--noheader", "--states=all", "--jobs="+jid, "--format=%i|%T|%u")
+	out, err := b.command(ctx, "", "squeue", nil, nil, "--noheader", "--states=all", "--jobs="+jid, "--format=%i|%T|%u|%j")
 	if err != nil {
 		if strings.Contains(err.Error(), "Invalid job id") {
 			return "", fmt.Errorf("adopt %s: job %s: %w", id, jid, backend.ErrGone)
 		}
 		return "", fmt.Errorf("adopt %s: %w", id, err)
 	}
-	owner, state, err := parseAdoptLine(out, jid)
+	owner, state, name, err := parseAdoptLine(out, jid)
 	if err != nil {
 		return "", fmt.Errorf("adopt %s: %w", id, err)
 	}
@@ -716,6 +716,10 @@ func (b *Backend) Adopt(ctx context.Context, id, jid, account string) (string, e
 	if state != "PENDING" && state != "RUNNING" {
 		return "", fmt.Errorf("adopt %s: job %s is %s: %w", id, jid, state, backend.ErrGone)
 	}
+	if strings.HasPrefix(name, b.cfg.JobPrefix+"-") {
+		// Renaming it again would take it from the session it runs.
+		return "", fmt.Errorf("adopt %s: job %s is %s: %w", id, jid, name, backend.ErrTaken)
+	}
 	if _, err := b.command(ctx, "", "scontrol", nil, nil, "update", "JobId="+jid, "JobName="+b.JobName(id)); err != nil {
 		return "", fmt.Errorf("adopt %s: rename job %s: %w", id, jid, err)
 	}
@@ -724,13 +728,14 @@ func (b *Backend) Adopt(ctx context.Context, id, jid, account string) (string, e
 	return "job:" + jid, nil
 }
 
-// parseAdoptLine reads squeue's "ID|STATE|USER" line for job jid.
-func parseAdoptLine(out, jid string) (owner, state string, err error) {
+// parseAdoptLine reads squeue's "ID|STATE|USER|NAME" line for job jid
+// (the name last: it may hold "|").
+func parseAdoptLine(out, jid string) (owner, state, name string, err error) {
 	for _, line := range strings.Split(out, "\n") {
-		f := strings.Split(strings.TrimSpace(line), "|")
-		if len(f) == 3 && f[0] == jid && f[1] != "" && f[2] != "" {
-			return f[2], f[1], nil
+		f := strings.SplitN(strings.TrimSpace(line), "|", 4)
+		if len(f) == 4 && f[0] == jid && f[1] != "" && f[2] != "" {
+			return f[2], f[1], f[3], nil
 		}
 	}
-	return "", "", fmt.Errorf("squeue on job %s: no line for it in %q", jid, out)
+	return "", "", "", fmt.Errorf("squeue on job %s: no line for it in %q", jid, out)
 }
