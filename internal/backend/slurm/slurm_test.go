@@ -374,3 +374,33 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestParseAdoptLine: Adopt reads the owner, state and name of the job it
+// asked about, the name whole even with "|" in it, and nothing from a
+// line about another job or a short one.
+func TestParseAdoptLine(t *testing.T) {
+	owner, state, name, err := parseAdoptLine("7|RUNNING|alice|ood|x\n", "7")
+	if err != nil || owner != "alice" || state != "RUNNING" || name != "ood|x" {
+		t.Errorf("got %q %q %q %v", owner, state, name, err)
+	}
+	for _, bad := range []string{"", "8|RUNNING|alice|n\n", "7|RUNNING|alice\n", "7||alice|n\n", "7|RUNNING||n\n"} {
+		if _, _, _, err := parseAdoptLine(bad, "7"); err == nil {
+			t.Errorf("%q: accepted", bad)
+		}
+	}
+}
+
+func FuzzParseAdoptLine(f *testing.F) {
+	f.Add("7|RUNNING|alice|ood-airlock-desktop\n", "7")
+	f.Add("7|PENDING|bob|a|b|c", "7")
+	f.Fuzz(func(t *testing.T, out, jid string) {
+		owner, state, _, err := parseAdoptLine(out, jid)
+		if err != nil {
+			return
+		}
+		// Never an empty owner: "" means the gateway's own account.
+		if owner == "" || state == "" || strings.Contains(owner, "|") || strings.Contains(state, "|") {
+			t.Fatalf("owner %q state %q from %q", owner, state, out)
+		}
+	})
+}
