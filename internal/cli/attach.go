@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -87,6 +88,11 @@ func cmdAttach(ctx context.Context, env *Env, args []string) int {
 	}
 	if spec.ID != ans.ID {
 		return fail(env, "the gateway's spec is for session %q, not %q", spec.ID, ans.ID)
+	}
+	// The session runs as the user, who can read their own login file:
+	// its workload must not, or it could act as them on the gateway.
+	if p, err := clientauth.Path(); err == nil {
+		spec.Hide = append(spec.Hide, filepath.Clean(p))
 	}
 	// What a submitted job gets in its environment; the runner reads and
 	// unsets it.

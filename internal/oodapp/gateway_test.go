@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -216,7 +217,8 @@ func TestOODAppSlurmGateway(t *testing.T) {
 	}
 	// The user's `airlock login` on a login node: the gateway, a token
 	// and the certificate's pin, 0600 in a 0700 directory.
-	cfgDir := filepath.Join(work, "config")
+	// Outside /tmp, which the seal replaces anyway: like a home directory.
+	cfgDir := filepath.Join(realtest.OutsideTmp(t, "ood-login-"), "config")
 	os.Mkdir(cfgDir, 0o700)
 	os.Chown(cfgDir, acct.UID, acct.GID)
 	login, _ := json.Marshal(map[string]string{"gateway": g.url, "token": aliceTok, "pin_sha256": g.pin(t)})
@@ -317,6 +319,19 @@ func TestOODAppSlurmGateway(t *testing.T) {
 	}
 	rfb.Close()
 
+	// The session's own workload (the user's xterm) reads the user's
+	// login file where the job's attach read it: empty, in the seal.
+	xterms := 0
+	for _, pid := range descendants(realtest.ProcessesOf(id), "xterm") {
+		xterms++
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/root%s/login.json", pid, cfgDir)); strings.Contains(string(b), aliceTok) {
+			t.Errorf("the session's xterm reads the user's token: %v", err)
+		}
+	}
+	if xterms == 0 {
+		t.Errorf("no xterm of session %s found", id)
+	}
+
 	// The attacks, by another Unix user with a token of their own: adopt
 	// the job (it is not theirs), open the session, its console. An
 	// unknown job and a job id that is not one.
@@ -367,4 +382,44 @@ func TestOODAppSlurmGateway(t *testing.T) {
 	}); err != nil {
 		t.Errorf("after stop: %v\n%s", err, dump())
 	}
+}
+
+// descendants lists the processes named comm below any of roots.
+func descendants(roots []int, comm string) []int {
+	under := map[int]bool{}
+	for _, r := range roots {
+		under[r] = true
+	}
+	parent := func(pid int) int {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		// "pid (comm) state ppid ...": comm may hold spaces, not ")".
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			return 0
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 2 {
+			return 0
+		}
+		pp, _ := strconv.Atoi(f[1])
+		return pp
+	}
+	var out []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if c, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); strings.TrimSpace(string(c)) != comm {
+			continue
+		}
+		for p := parent(pid); p > 1; p = parent(p) {
+			if under[p] {
+				out = append(out, pid)
+				break
+			}
+		}
+	}
+	return out
 }
