@@ -26,3 +26,17 @@ func TestAdoptNeedsSlurm(t *testing.T) {
 		t.Errorf("sessions after refused adoptions: %v %v", ss, err)
 	}
 }
+
+// TestAdoptRefusedSharedAccount: a Slurm gateway whose users all run as
+// one Unix account (run_as without {user}, as the test harness sets it)
+// cannot tell whose job is whose: it adopts none, before asking Slurm.
+func TestAdoptRefusedSharedAccount(t *testing.T) {
+	_, tg, c := slurmTest(t)
+	code, body := c.do("POST", "/api/v1/sessions", map[string]any{"profile": "desktop", "slurm_job": "1"}, nil)
+	if code != 400 || !strings.Contains(body, "shared_account") {
+		t.Errorf("adoption on a shared-account gateway: %d %s, want 400 shared_account", code, body)
+	}
+	if ss, err := tg.g.cfg.Store.ListSessions(context.Background(), store.SessionFilter{}); err != nil || len(ss) != 0 {
+		t.Errorf("sessions after a refused adoption: %v %v", ss, err)
+	}
+}

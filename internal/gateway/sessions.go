@@ -107,6 +107,9 @@ func (g *Gateway) launch(ctx context.Context, user string, req LaunchRequest, re
 		if !ok {
 			return nil, nil, apiErr(400, "not_slurm", "this gateway's sessions are not Slurm jobs: it cannot adopt job "+req.SlurmJob)
 		}
+		if g.accountsShared() {
+			return nil, nil, apiErr(400, "shared_account", "this gateway runs every user's sessions as one Unix account, so it cannot tell whose Slurm job "+req.SlurmJob+" is; it adopts none")
+		}
 		if !validSlurmJob(req.SlurmJob) {
 			return nil, nil, apiErr(400, "bad_request", "slurm_job: want a Slurm job id (digits)")
 		}
