@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -40,6 +41,7 @@ func cmdAttach(ctx context.Context, env *Env, args []string) int {
 	profile := fs.String("profile", "", "the gateway's profile to run in this job. Required.")
 	gw := fs.String("gateway", "", "the gateway's https:// URL (default: the one airlock login kept, or AIRLOCK_GATEWAY)")
 	ca := fs.String("ca", "", "PEM file of the CA that signed the gateway's certificate (default: the one airlock login kept, or AIRLOCK_CA; else the system roots)")
+	retryFor := fs.Duration("retry-for", 2*time.Minute, "how long to keep asking a gateway that cannot be reached or answers 502, 503 or 504 (restarting); a refusal ends attach at once")
 	urlFile := fs.String("url-file", "", "write the session's URL on the gateway to FILE (mode 0600) once the gateway has adopted the job")
 	mkLog := logFlags(fs)
 	if c := parse(fs, args); c >= 0 {
@@ -77,8 +79,8 @@ func cmdAttach(ctx context.Context, env *Env, args []string) int {
 	if err != nil {
 		return fail(env, "%v", err)
 	}
-	ans, err := adopt(ctx, &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsConf}},
-		creds.Gateway, creds.Token, *profile, jobID)
+	hc := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsConf}}
+	ans, err := adoptRetrying(ctx, hc, creds.Gateway, creds.Token, *profile, jobID, *retryFor, log)
 	if err != nil {
 		return fail(env, "%v", err)
 	}
@@ -113,6 +115,31 @@ func cmdAttach(ctx context.Context, env *Env, args []string) int {
 	return runner.Run(ctx, cfg)
 }
 
+// errRetry marks an answer worth asking again: no answer, or a gateway (or
+// its proxy) that says it is unavailable.
+var errRetry = errors.New("the gateway is unavailable")
+
+// adoptRetrying is adopt, asked again (with a growing pause) while the
+// gateway cannot answer, for up to retryFor: a gateway restart must not
+// end an OnDemand session that was about to start.
+func adoptRetrying(ctx context.Context, hc *http.Client, gateway, token, profile, jobID string, retryFor time.Duration, log *slog.Logger) (*attachAnswer, error) {
+	deadline := time.Now().Add(retryFor)
+	pause := 500 * time.Millisecond
+	for {
+		ans, err := adopt(ctx, hc, gateway, token, profile, jobID)
+		if err == nil || !errors.Is(err, errRetry) || time.Now().Add(pause).After(deadline) {
+			return ans, err
+		}
+		log.Warn("asking the gateway again", "error", err, "in", pause)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("attach: %w", ctx.Err())
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, 10*time.Second)
+	}
+}
+
 // adopt asks the gateway to adopt Slurm job jobID as a session of profile.
 func adopt(ctx context.Context, hc *http.Client, gateway, token, profile, jobID string) (*attachAnswer, error) {
 	body, _ := json.Marshal(map[string]string{"profile": profile, "slurm_job": jobID})
@@ -124,7 +151,7 @@ func adopt(ctx context.Context, hc *http.Client, gateway, token, profile, jobID 
 	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := hc.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("attach: %w", err)
+		return nil, fmt.Errorf("attach: %w: %w", errRetry, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
@@ -139,6 +166,9 @@ func adopt(ctx context.Context, hc *http.Client, gateway, token, profile, jobID 
 			Message string `json:"message"`
 		}
 		json.Unmarshal(b, &e)
+		if resp.StatusCode == http.StatusBadGateway || resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusGatewayTimeout {
+			return nil, fmt.Errorf("attach: %w: %s", errRetry, resp.Status)
+		}
 		return nil, fmt.Errorf("attach: the gateway refused to adopt job %s: %s %s", jobID, resp.Status, cmp.Or(e.Error.Message, e.Message, strings.TrimSpace(string(b))))
 	}
 	var ans attachAnswer

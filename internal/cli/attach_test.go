@@ -12,8 +12,8 @@ import (
 	"testing"
 )
 
-// TestAttachRefusals: attach outside a Slurm job says so; a gateway's
-// refusal reaches the user with the gateway's words and the job id, the
+// TestAttachRefusals: attach outside a Slurm job says so; a gateway that
+// answers 503 is asked again, a refusal is final and reaches the user with the gateway's words and the job id, the
 // request carries the token only in its Authorization header and the job
 // id and profile in its body, and no token is printed.
 func TestAttachRefusals(t *testing.T) {
@@ -27,7 +27,13 @@ func TestAttachRefusals(t *testing.T) {
 		auth, path string
 		body       map[string]string
 	}
+	calls := 0
 	ts := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// A gateway restarting behind its proxy first, then a refusal.
+		if calls++; calls == 1 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
 		got.auth, got.path = r.Header.Get("Authorization"), r.URL.String()
 		b, _ := io.ReadAll(r.Body)
 		json.Unmarshal(b, &got.body)
@@ -43,6 +49,9 @@ func TestAttachRefusals(t *testing.T) {
 	code, stdout, stderr := runCLI(t, "", "attach", "--profile", "desktop", "--gateway", ts.URL, "--ca", ca)
 	if code != 1 || !strings.Contains(stderr, "job 42") || !strings.Contains(stderr, "Slurm job 42 is not yours") {
 		t.Errorf("refused: %d %q", code, stderr)
+	}
+	if calls != 2 {
+		t.Errorf("%d requests, want 2: one answered 503, asked again, refused, not asked again", calls)
 	}
 	if strings.Contains(stdout+stderr, "secret-token") {
 		t.Errorf("the token was printed: %q %q", stdout, stderr)
