@@ -13,9 +13,10 @@ import (
 )
 
 // TestAttachRefusals: attach outside a Slurm job says so; a gateway that
-// answers 503 is asked again, a refusal is final and reaches the user with the gateway's words and the job id, the
-// request carries the token only in its Authorization header and the job
-// id and profile in its body, and no token is printed.
+// answers 503 is asked again; a refusal is final and reaches the user
+// with the gateway's words and the job id; the request carries the token
+// only in its Authorization header and the job id and profile in its
+// body; no token is printed.
 func TestAttachRefusals(t *testing.T) {
 	t.Setenv("AIRLOCK_CONFIG_DIR", t.TempDir())
 	t.Setenv("SLURM_JOB_ID", "")
