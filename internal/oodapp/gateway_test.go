@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -52,6 +53,8 @@ auth:
     - kind: header
       header: X-Forwarded-User
       trusted_proxies: [127.0.0.1]
+    - kind: local
+      file: passwd
 audit_log: audit.log
 `
 
@@ -60,6 +63,10 @@ type gw struct {
 	url, state string
 	logs       *realtest.LockedBuffer
 }
+
+// gwPassword is the test user's password in the gateway's own login form
+// (the local method), for the browser.
+const gwPassword = "ood-gateway-pw"
 
 func startGateway(t *testing.T, cl *realtest.Slurm, bin string) *gw {
 	t.Helper()
@@ -78,6 +85,11 @@ func startGateway(t *testing.T, cl *realtest.Slurm, bin string) *gw {
 	}
 	if out, err := exec.Command(bin, "config", "check", conf).CombinedOutput(); err != nil {
 		t.Fatalf("airlock config check: %v\n%s", err, out)
+	}
+	add := exec.Command(bin, "users", "add", realtest.TestUser(t).Name, "--password-stdin", "--config", conf, "--state-dir", state)
+	add.Stdin = strings.NewReader(gwPassword + "\n")
+	if out, err := add.CombinedOutput(); err != nil {
+		t.Fatalf("airlock users add: %v\n%s", err, out)
 	}
 	serve := exec.Command(bin, "serve", "--config", conf)
 	serve.Env = append(os.Environ(), cl.Env()...)
@@ -319,6 +331,8 @@ func TestOODAppSlurmGateway(t *testing.T) {
 	}
 	rfb.Close()
 
+	t.Run("chromium", func(t *testing.T) { openGatewayCardInChromium(t, view, acct.Name) })
+
 	// The session's own workload (the user's xterm) reads the user's
 	// login file where the job's attach read it: empty, in the seal.
 	xterms := 0
@@ -423,4 +437,59 @@ func descendants(roots []int, comm string) []int {
 		}
 	}
 	return out
+}
+
+// openGatewayCardInChromium opens the card in headless Chromium, follows
+// its link to the gateway, logs in there as user and waits for the
+// desktop on the session page.
+func openGatewayCardInChromium(t *testing.T, view, user string) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("no node in PATH")
+	}
+	if _, err := os.Stat("/usr/bin/chromium"); err != nil {
+		t.Skip("no /usr/bin/chromium (scripts/install-deps.sh installs it)")
+	}
+	if _, err := os.Stat("../../node_modules/playwright-core/package.json"); err != nil {
+		t.Skip("no node_modules/playwright-core (make web)")
+	}
+	if _, err := os.Stat("../portal/static/vendor/novnc"); err != nil {
+		t.Skip("no noVNC in the portal (make web)")
+	}
+	shots, err := filepath.Abs("../../.artifacts/screenshots")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(shots, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// The card as OnDemand's dashboard shows it (any origin: the link
+	// leaves it for the gateway's).
+	card := filepath.Join(t.TempDir(), "card.html")
+	if err := os.WriteFile(card, []byte("<!DOCTYPE html>\n<html><body>\n"+view+"</body></html>\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, "testdata/card-gateway.mjs", "file://"+card, user, gwPassword, filepath.Join(shots, "ood-gateway-desktop.png"))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("card-gateway.mjs: %v\n%s\n%s", err, out, stderr.String())
+	}
+	var res struct {
+		Error string
+		URL   string
+		Drawn bool
+	}
+	if err := json.Unmarshal(out, &res); err != nil {
+		t.Fatalf("card-gateway.mjs said %q: %v", out, err)
+	}
+	if res.Error != "" || !res.Drawn {
+		t.Fatalf("Chromium: %+v", res)
+	}
 }
