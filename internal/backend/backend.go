@@ -95,9 +95,15 @@ type Adopter interface {
 	Remote
 	// Adopt makes the scheduler's job jobID session id's, after checking
 	// that it is queued or running and belongs to account (the session's
-	// Unix account; "" is the gateway's own). It returns the backend
-	// reference. A job that is not account's is ErrRefused; one the
+	// Unix account; "" is the gateway's own). A job that is not account's is ErrRefused; one the
 	// scheduler does not know, or that has ended, is ErrGone; one that is
 	// already a session's (any gateway's of this prefix) is ErrTaken.
-	Adopt(ctx context.Context, id, jobID, account string) (ref string, err error)
+	Adopt(ctx context.Context, id, jobID, account string) (Adoption, error)
+}
+
+// Adoption is an adopted job: its backend reference, and how long the
+// scheduler will still let it run (0: no limit known).
+type Adoption struct {
+	Ref      string
+	TimeLeft time.Duration
 }

@@ -155,6 +155,7 @@ func (g *Gateway) launch(ctx context.Context, user string, req LaunchRequest, re
 	g.audit(ctx, user, "launch", s.ID, remote, "profile "+p.Name)
 	spec, err := g.spec(s, p, req)
 	var adopted *backend.Job
+	var adoptedLeft time.Duration
 	if err == nil {
 		job := backend.Job{ID: s.ID, Spec: spec, Owner: g.account(s), Profile: p.Name, CPUs: s.CPUs, MemoryMB: s.MemoryMB, Lifetime: s.Lifetime}
 		if g.remote != nil {
@@ -162,7 +163,9 @@ func (g *Gateway) launch(ctx context.Context, user string, req LaunchRequest, re
 		}
 		var ref string
 		if adopter != nil {
-			ref, err = adopter.Adopt(ctx, s.ID, req.SlurmJob, job.Owner)
+			var ad backend.Adoption
+			ad, err = adopter.Adopt(ctx, s.ID, req.SlurmJob, job.Owner)
+			ref, adoptedLeft = ad.Ref, ad.TimeLeft
 			if refusal := adoptRefusal(err, req.SlurmJob); refusal != nil {
 				g.log.WarnContext(ctx, "adoption refused", "session", s.ID, "user", user, "job", req.SlurmJob, "error", err)
 				g.audit(ctx, user, "adopt_refused", s.ID, remote, err.Error())
@@ -181,6 +184,10 @@ func (g *Gateway) launch(ctx context.Context, user string, req LaunchRequest, re
 		if err == nil {
 			s, err = g.cfg.Store.UpdateSession(ctx, s.ID, func(s *session.Session) error {
 				s.BackendRef = ref
+				if adoptedLeft > 0 && (s.Lifetime <= 0 || adoptedLeft < s.Lifetime) {
+					// The job ends at Slurm's limit: so does the session.
+					s.Lifetime = adoptedLeft
+				}
 				if g.remote != nil {
 					// Queued until the scheduler starts the job.
 					return nil

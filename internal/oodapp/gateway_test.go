@@ -296,6 +296,7 @@ func TestOODAppSlurmGateway(t *testing.T) {
 	// the session's name.
 	var s struct {
 		State, Owner, Node string
+		Ends               time.Time
 	}
 	if err := realtest.WaitFor(60*time.Second, func() error {
 		if code, body := g.call(t, aliceTok, "GET", "/api/v1/sessions/"+id, nil, &s); code != 200 || s.State != "ready" {
@@ -304,6 +305,10 @@ func TestOODAppSlurmGateway(t *testing.T) {
 		return nil
 	}); err != nil {
 		t.Fatalf("session: %v\n%s", err, dump())
+	}
+	// It ends when Slurm ends the job (--time=10), not at the profile's 8h.
+	if s.Ends.IsZero() || s.Ends.After(time.Now().Add(11*time.Minute)) {
+		t.Errorf("the adopted session ends at %v, want within the job's 10 minutes", s.Ends)
 	}
 	if name, _ := cl.Command("squeue", "-h", "-j", jobID, "-o", "%j|%u"); strings.TrimSpace(name) != "airlock-"+id+"|"+acct.Name {
 		t.Errorf("the adopted job: %q, want the session's name and the user's", name)
