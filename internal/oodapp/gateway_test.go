@@ -262,16 +262,21 @@ func TestOODAppSlurmGateway(t *testing.T) {
 	}
 
 	connFile := filepath.Join(staged, "connection.yml")
-	if err := realtest.WaitFor(150*time.Second, func() error {
+	// (Seen failing, the job cancelled by the gateway's reconcile, with
+	// the app's old job name "airlock-ood-desktop".)
+	deadline := time.Now().Add(150 * time.Second)
+	for {
 		if _, err := os.Stat(connFile); err == nil {
-			return nil
+			break
 		}
+		// A job that ended without connection.yml will never write it.
 		if q, err := cl.Command("squeue", "-h", "-j", jobID, "-o", "%T"); err == nil && strings.TrimSpace(q) == "" {
-			return fmt.Errorf("the job ended without connection.yml")
+			t.Fatalf("the job ended without connection.yml\n%s", dump())
 		}
-		return fmt.Errorf("no connection.yml yet")
-	}); err != nil {
-		t.Fatalf("%v\n%s", err, dump())
+		if time.Now().After(deadline) {
+			t.Fatalf("no connection.yml after 150s\n%s", dump())
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 	var conn struct {
 		Host   string `yaml:"host"`
