@@ -249,6 +249,7 @@ func TestOODAppSlurmGateway(t *testing.T) {
 	args = append(args, sub.BatchConnect.ConnParams...)
 	cmd := exec.Command("runuser", args...)
 	cmd.Env = append([]string{"PATH=" + binDir + ":/usr/local/bin:/usr/bin:/bin", "HOME=" + acct.Home, "AIRLOCK_CONFIG_DIR=" + cfgDir}, cl.Env()...)
+	submitted := time.Now()
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("sbatch: %v\n%s", err, out)
@@ -288,7 +289,7 @@ func TestOODAppSlurmGateway(t *testing.T) {
 		t.Fatalf("connection.yml %q: %v %+v\n%s", b, err, conn, dump())
 	}
 	id := strings.TrimPrefix(conn.URL, g.url+"/sessions/")
-	t.Logf("job %s is session %s: %s", jobID, id, conn.URL)
+	t.Logf("job %s is session %s: %s; connection.yml %.1fs after sbatch", jobID, id, conn.URL, time.Since(submitted).Seconds())
 
 	// The card: a link to the session on the gateway, and no rnode form.
 	view := render(t, filepath.Join(appDir(t), "view.html.erb"), filepath.Join(t.TempDir(), "view.html"),
