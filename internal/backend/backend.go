@@ -84,3 +84,26 @@ type Remote interface {
 	// and sessions whose runners are gone.
 	Runners(ctx context.Context) (map[string]string, error)
 }
+
+// ErrTaken says a job is already a session's: it cannot be adopted twice.
+var ErrTaken = errors.New("the job is already a session's")
+
+// Adopter is a backend that can take over a job its user already runs (an
+// Open OnDemand session's Slurm job), so that job's runner registers as
+// the gateway's own jobs do and Watch, Stop and Runners treat it the same.
+type Adopter interface {
+	Remote
+	// Adopt makes the scheduler's job jobID session id's, after checking
+	// that it is queued or running and belongs to account (the session's
+	// Unix account; "" is the gateway's own). A job that is not account's is ErrRefused; one the
+	// scheduler does not know, or that has ended, is ErrGone; one that is
+	// already a session's (any gateway's of this prefix) is ErrTaken.
+	Adopt(ctx context.Context, id, jobID, account string) (Adoption, error)
+}
+
+// Adoption is an adopted job: its backend reference, and how long the
+// scheduler will still let it run (0: no limit known).
+type Adoption struct {
+	Ref      string
+	TimeLeft time.Duration
+}

@@ -48,6 +48,7 @@ func commands() []command {
 		{name: "vm", summary: "admin: a VM session's power button, reset or screen dump", run: cmdVM},
 		{name: "forward", summary: "publish a web app of this node on the gateway through an outbound tunnel", run: cmdForward},
 		{name: "rdp", summary: "open a session in your RDP client (an .airlock file, or a session id after login)", run: cmdRDP},
+		{name: "attach", summary: "inside a Slurm job of yours (an Open OnDemand session): have the gateway adopt it and run the profile's session in it", run: cmdAttach},
 		{name: "login", summary: "log in to a gateway and keep a token for airlock forward and airlock rdp SESSION (or use AIRLOCK_TOKEN)", run: cmdLogin},
 		{name: "version", summary: "print the version", run: cmdVersion},
 		{name: sealInitRole, hidden: true, run: cmdSealInit},

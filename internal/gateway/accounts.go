@@ -21,6 +21,13 @@ var templateUser = regexp.MustCompile(`^[a-z0-9_][a-z0-9_.-]*$`)
 // maxAccountName is the longest account name useradd makes.
 const maxAccountName = 32
 
+// accountsShared reports whether portal users share one Unix account (a
+// gateway without root, or a run_as without {user}). Such a gateway
+// cannot tell one user's Slurm job from another's, so it adopts none.
+func (g *Gateway) accountsShared() bool {
+	return os.Geteuid() != 0 || (g.cfg.RunAs != "" && !strings.Contains(g.cfg.RunAs, "{user}"))
+}
+
 // accountName is the Unix account portal user runs sessions as: "" (the
 // gateway's own) without root; with root, the user's own account, or
 // cfg.RunAs with {user} replaced by the user's name. An error is a 403

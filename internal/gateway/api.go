@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"mime"
@@ -257,14 +258,24 @@ func (g *Gateway) launchSession(w http.ResponseWriter, r *http.Request, id ident
 		}
 		mailTo = to
 	}
-	s, err := g.Launch(r.Context(), id.user, req, r.RemoteAddr)
+	s, adopted, err := g.launch(r.Context(), id.user, req, r.RemoteAddr)
 	if err != nil {
 		return err
 	}
 	if mailTo != "" {
 		g.oweReadyMail(r.Context(), s, mailTo, g.baseURL(r))
 	}
-	writeJSON(w, 201, map[string]any{"id": s.ID, "state": s.State})
+	out := map[string]any{"id": s.ID, "state": s.State}
+	if adopted != nil {
+		// The adopted job's runner gets here what a submitted job gets in
+		// its environment: the registration token and the ticket key travel
+		// only in this answer over the API's TLS, to the token's holder,
+		// never in a URL or a log.
+		w.Header().Set("Cache-Control", "no-store")
+		out["url"] = g.baseURL(r) + "/sessions/" + s.ID
+		out["runner"] = map[string]any{"spec": json.RawMessage(adopted.Spec), "env": adopted.Env}
+	}
+	writeJSON(w, 201, out)
 	return nil
 }
 

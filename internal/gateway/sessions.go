@@ -38,6 +38,10 @@ type LaunchRequest struct {
 	// NotifyEmail asks for an e-mail with the session's link when it is
 	// ready (for a launch that waits in a queue).
 	NotifyEmail bool `json:"notify_email,omitempty"`
+	// SlurmJob adopts a Slurm job the user already runs (an Open OnDemand
+	// session's) instead of submitting one: the job runs `airlock attach`,
+	// which gets the runner's spec and environment in the answer.
+	SlurmJob string `json:"slurm_job,omitempty"`
 }
 
 func (g *Gateway) profile(name string) (Profile, bool) {
@@ -86,13 +90,34 @@ func newID() string {
 // Launch checks the request against the profile and the limits, stores the
 // session and starts its runner.
 func (g *Gateway) Launch(ctx context.Context, user string, req LaunchRequest, remote string) (*session.Session, error) {
+	s, _, err := g.launch(ctx, user, req, remote)
+	return s, err
+}
+
+// launch is Launch; for a request that adopts a job (SlurmJob) it also
+// returns what that job's runner needs: the spec and its environment.
+func (g *Gateway) launch(ctx context.Context, user string, req LaunchRequest, remote string) (*session.Session, *backend.Job, error) {
 	p, ok := g.profile(req.Profile)
 	if !ok {
-		return nil, apiErr(400, "unknown_profile", fmt.Sprintf("no profile named %q", req.Profile))
+		return nil, nil, apiErr(400, "unknown_profile", fmt.Sprintf("no profile named %q", req.Profile))
+	}
+	var adopter backend.Adopter
+	if req.SlurmJob != "" {
+		a, ok := g.cfg.Backend.(backend.Adopter)
+		if !ok {
+			return nil, nil, apiErr(400, "not_slurm", "this gateway's sessions are not Slurm jobs: it cannot adopt job "+req.SlurmJob)
+		}
+		if g.accountsShared() {
+			return nil, nil, apiErr(400, "shared_account", "this gateway runs every user's sessions as one Unix account, so it cannot tell whose Slurm job "+req.SlurmJob+" is; it adopts none")
+		}
+		if !validSlurmJob(req.SlurmJob) {
+			return nil, nil, apiErr(400, "bad_request", "slurm_job: want a Slurm job id (digits)")
+		}
+		adopter = a
 	}
 	grant, err := checkLaunch(p, req)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	s := &session.Session{
 		ID: newID(), Owner: user, Profile: p.Name, State: session.Queued, Persistent: grant.Persistent,
@@ -100,18 +125,18 @@ func (g *Gateway) Launch(ctx context.Context, user string, req LaunchRequest, re
 	}
 	account, err := g.accountName(user)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if account != "" && g.cfg.MakeAccount != nil {
 		if err := g.cfg.MakeAccount(ctx, account); err != nil {
 			g.log.ErrorContext(ctx, "make the session's account", "user", user, "account", account, "error", err)
-			return nil, apiErr(500, "no_account", fmt.Sprintf("your Unix account %s could not be made; tell an admin", account))
+			return nil, nil, apiErr(500, "no_account", fmt.Sprintf("your Unix account %s could not be made; tell an admin", account))
 		}
 	}
 	if err := g.checkLimits(ctx, user); err != nil {
 		g.metrics.failures.Add(1)
 		g.audit(ctx, user, "launch_refused", "", remote, err.Error())
-		return nil, err
+		return nil, nil, err
 	}
 	// The session caps are counted by the store as it inserts, in one
 	// step: counting here and inserting after let concurrent launches all
@@ -122,23 +147,47 @@ func (g *Gateway) Launch(ctx context.Context, user string, req LaunchRequest, re
 			err = limitRefusal(le)
 			g.metrics.failures.Add(1)
 			g.audit(ctx, user, "launch_refused", "", remote, err.Error())
-			return nil, err
+			return nil, nil, err
 		}
-		return nil, fmt.Errorf("launch: %w", err)
+		return nil, nil, fmt.Errorf("launch: %w", err)
 	}
 	g.metrics.launches.Add(1)
 	g.audit(ctx, user, "launch", s.ID, remote, "profile "+p.Name)
 	spec, err := g.spec(s, p, req)
+	var adopted *backend.Job
+	var adoptedLeft time.Duration
 	if err == nil {
 		job := backend.Job{ID: s.ID, Spec: spec, Owner: g.account(s), Profile: p.Name, CPUs: s.CPUs, MemoryMB: s.MemoryMB, Lifetime: s.Lifetime}
 		if g.remote != nil {
 			job.Env = g.remoteJobFor(s, p)
 		}
 		var ref string
-		ref, err = g.cfg.Backend.Start(ctx, job)
+		if adopter != nil {
+			var ad backend.Adoption
+			ad, err = adopter.Adopt(ctx, s.ID, req.SlurmJob, job.Owner)
+			ref, adoptedLeft = ad.Ref, ad.TimeLeft
+			if refusal := adoptRefusal(err, req.SlurmJob); refusal != nil {
+				g.log.WarnContext(ctx, "adoption refused", "session", s.ID, "user", user, "job", req.SlurmJob, "error", err)
+				g.audit(ctx, user, "adopt_refused", s.ID, remote, err.Error())
+				if eerr := g.end(ctx, s.ID, "could not adopt Slurm job "+req.SlurmJob); eerr != nil {
+					g.log.ErrorContext(ctx, "mark a refused adoption ended", "session", s.ID, "error", eerr)
+				}
+				return nil, nil, refusal
+			}
+			if err == nil {
+				g.audit(ctx, user, "adopt", s.ID, remote, "slurm job "+req.SlurmJob)
+				adopted = &job
+			}
+		} else {
+			ref, err = g.cfg.Backend.Start(ctx, job)
+		}
 		if err == nil {
 			s, err = g.cfg.Store.UpdateSession(ctx, s.ID, func(s *session.Session) error {
 				s.BackendRef = ref
+				if adoptedLeft > 0 && (s.Lifetime <= 0 || adoptedLeft < s.Lifetime) {
+					// The job ends at Slurm's limit: so does the session.
+					s.Lifetime = adoptedLeft
+				}
 				if g.remote != nil {
 					// Queued until the scheduler starts the job.
 					return nil
@@ -155,11 +204,40 @@ func (g *Gateway) Launch(ctx context.Context, user string, req LaunchRequest, re
 		if eerr := g.end(ctx, s.ID, "could not start; the cause is in the gateway's log"); eerr != nil {
 			g.log.ErrorContext(ctx, "mark a failed launch ended", "session", s.ID, "error", eerr)
 		}
-		return nil, &apiError{Status: 500, Code: "launch_failed",
+		return nil, nil, &apiError{Status: 500, Code: "launch_failed",
 			Message: "the session could not be started; the cause has been logged", cause: err}
 	}
 	g.watch(s.ID, s.BackendRef)
-	return s, nil
+	return s, adopted, nil
+}
+
+// validSlurmJob reports whether id is a plain Slurm job id: what squeue
+// and scontrol are given must be nothing else.
+func validSlurmJob(id string) bool {
+	if id == "" || len(id) > 20 {
+		return false
+	}
+	for _, c := range id {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// adoptRefusal is the answer to an adoption the backend would not make:
+// another user's job is a 403, a job the scheduler does not run or queue
+// a 404, a job already adopted (or submitted by a gateway) a 409. Anything else (the scheduler did not answer) is nil: a fault.
+func adoptRefusal(err error, jid string) error {
+	switch {
+	case errors.Is(err, backend.ErrRefused):
+		return apiErr(403, "not_your_job", "Slurm job "+jid+" is not yours")
+	case errors.Is(err, backend.ErrGone):
+		return apiErr(404, "no_such_job", "Slurm job "+jid+" is not queued or running")
+	case errors.Is(err, backend.ErrTaken):
+		return apiErr(409, "job_taken", "Slurm job "+jid+" is already a session's")
+	}
+	return nil
 }
 
 // launchGrant is what a launch request is granted within its profile.

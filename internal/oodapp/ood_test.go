@@ -103,13 +103,18 @@ type submitYML struct {
 // submit.yml.erb. It checks the YAML files and the scripts' syntax.
 func stage(t *testing.T, staged string) submitYML {
 	t.Helper()
+	return stageWith(t, staged, oodContext(staged))
+}
+
+// stageWith is stage with the form's values of vars.
+func stageWith(t *testing.T, staged string, vars map[string]any) submitYML {
+	t.Helper()
 	app := appDir(t)
 	for _, f := range []string{"manifest.yml", "form.yml"} {
 		if out, err := exec.Command("ruby", "-ryaml", "-e", "YAML.safe_load(File.read(ARGV[0]))", filepath.Join(app, f)).CombinedOutput(); err != nil {
 			t.Fatalf("%s: %v\n%s", f, err, out)
 		}
 	}
-	vars := oodContext(staged)
 	var sub submitYML
 	text := render(t, filepath.Join(app, "submit.yml.erb"), filepath.Join(t.TempDir(), "submit.yml"), vars, true)
 	if err := yaml.Unmarshal([]byte(text), &sub); err != nil {
@@ -149,7 +154,7 @@ func TestOODAppRender(t *testing.T) {
 	need(t, "ruby", "bash")
 	staged := filepath.Join(t.TempDir(), "staged")
 	sub := stage(t, staged)
-	if want := []string{"airlock_secret", "airlock_session"}; strings.Join(sub.BatchConnect.ConnParams, ",") != strings.Join(want, ",") {
+	if want := []string{"airlock_secret", "airlock_session", "airlock_url"}; strings.Join(sub.BatchConnect.ConnParams, ",") != strings.Join(want, ",") {
 		t.Errorf("conn_params %v, want %v", sub.BatchConnect.ConnParams, want)
 	}
 	script, _ := os.ReadFile(filepath.Join(staged, "script.sh"))
@@ -164,6 +169,28 @@ func TestOODAppRender(t *testing.T) {
 	out := render(t, filepath.Join(appDir(t), "template", "script.sh.erb"), filepath.Join(t.TempDir(), "s.sh"), vars, false)
 	if strings.Contains(out, "pwned") || !strings.Contains(out, `"lifetime": "168h"`) {
 		t.Errorf("hostile form values reached the script:\n%s", out)
+	}
+	// The gateway route's values: the route, the site's URL and the
+	// profile name go into before.sh only when they are what they claim.
+	for _, gw := range []string{`https://x"; touch /tmp/pwned; "`, "https://x/$(touch /tmp/pwned)", "http://plain.example.org"} {
+		vars := oodContext(staged)
+		vars["context"].(map[string]any)["route"] = "gateway"
+		vars["context"].(map[string]any)["airlock_gateway"] = gw
+		vars["context"].(map[string]any)["profile"] = `desktop"; touch /tmp/pwned; "`
+		out := render(t, filepath.Join(appDir(t), "template", "before.sh.erb"), filepath.Join(t.TempDir(), "b.sh"), vars, false)
+		if strings.Contains(out, "pwned") || !strings.Contains(out, `airlock_gateway=""`) || !strings.Contains(out, `airlock_profile="desktop"`) {
+			t.Errorf("hostile gateway form values reached before.sh:\n%s", out)
+		}
+	}
+	vars = oodContext(staged)
+	vars["context"].(map[string]any)["route"] = "gateway"
+	vars["context"].(map[string]any)["airlock_gateway"] = "https://airlock.example.org:8443/"
+	if out := render(t, filepath.Join(appDir(t), "template", "before.sh.erb"), filepath.Join(t.TempDir(), "b.sh"), vars, false); !strings.Contains(out, `airlock_gateway="https://airlock.example.org:8443"`) || !strings.Contains(out, `airlock_route="gateway"`) {
+		t.Errorf("the site's gateway did not reach before.sh:\n%s", out)
+	}
+	if out := render(t, filepath.Join(appDir(t), "view.html.erb"), filepath.Join(t.TempDir(), "view.html"),
+		map[string]any{"host": "n1", "port": 0, "airlock_secret": "", "airlock_session": "ood-x", "airlock_url": `https://gw/sessions/s-1"><script>`}, false); strings.Contains(out, "<script>") || !strings.Contains(out, "/rnode/") {
+		t.Errorf("a card's URL that is not one became a link:\n%s", out)
 	}
 	view := render(t, filepath.Join(appDir(t), "view.html.erb"), filepath.Join(t.TempDir(), "view.html"),
 		map[string]any{"host": "n1", "port": 4000, "airlock_secret": "S3CRET", "airlock_session": "ood-x"}, false)

@@ -682,3 +682,107 @@ func fromNode(ctx context.Context, ip net.IP, names ...string) (bool, error) {
 	}
 	return false, nil
 }
+
+var _ backend.Adopter = (*Backend)(nil)
+
+// Adopt takes over job jid for session id: the job must be account's and
+// not finished. It is renamed to the session's job name, so everything
+// that knows the gateway's jobs by name (Register's check, Runners and the
+// gateway's reconcile) treats it as one it submitted. Renaming another
+// user's job needs the gateway to be root or Slurm's operator, as
+// submitting as them does.
+func (b *Backend) Adopt(ctx context.Context, id, jid, account string) (backend.Adoption, error) {
+	if !validJobID(jid) {
+		return backend.Adoption{}, fmt.Errorf("adopt %s: job id %q: %w", id, jid, backend.ErrGone)
+	}
+	if account == "" {
+		cur, err := user.Current()
+		if err != nil {
+			return backend.Adoption{}, fmt.Errorf("adopt %s: %w", id, err)
+		}
+		account = cur.Username
+	}
+	out, err := b.command(ctx, "", "squeue", nil, nil, "--noheader", "--states=all", "--jobs="+jid, "--format=%i|%T|%u|%L|%j")
+	if err != nil {
+		if strings.Contains(err.Error(), "Invalid job id") {
+			return backend.Adoption{}, fmt.Errorf("adopt %s: job %s: %w", id, jid, backend.ErrGone)
+		}
+		return backend.Adoption{}, fmt.Errorf("adopt %s: %w", id, err)
+	}
+	owner, state, left, name, err := parseAdoptLine(out, jid)
+	if err != nil {
+		return backend.Adoption{}, fmt.Errorf("adopt %s: %w", id, err)
+	}
+	if owner != account {
+		return backend.Adoption{}, fmt.Errorf("adopt %s: job %s is %s's, not %s's: %w", id, jid, owner, account, backend.ErrRefused)
+	}
+	if state != "PENDING" && state != "RUNNING" {
+		return backend.Adoption{}, fmt.Errorf("adopt %s: job %s is %s: %w", id, jid, state, backend.ErrGone)
+	}
+	if strings.HasPrefix(name, b.cfg.JobPrefix+"-") {
+		// Renaming it again would take it from the session it runs.
+		return backend.Adoption{}, fmt.Errorf("adopt %s: job %s is %s: %w", id, jid, name, backend.ErrTaken)
+	}
+	if _, err := b.command(ctx, "", "scontrol", nil, nil, "update", "JobId="+jid, "JobName="+b.JobName(id)); err != nil {
+		return backend.Adoption{}, fmt.Errorf("adopt %s: rename job %s: %w", id, jid, err)
+	}
+	b.log.InfoContext(ctx, "job adopted", "session", id, "job", jid, "owner", account)
+	b.poke()
+	return backend.Adoption{Ref: "job:" + jid, TimeLeft: left}, nil
+}
+
+// parseAdoptLine reads squeue's "ID|STATE|USER|TIMELEFT|NAME" line for job
+// jid (the name last: it may hold "|"). A time left that is no duration
+// (UNLIMITED, NOT_SET) is 0.
+func parseAdoptLine(out, jid string) (owner, state string, left time.Duration, name string, err error) {
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.SplitN(strings.TrimSpace(line), "|", 5)
+		if len(f) == 5 && f[0] == jid && f[1] != "" && f[2] != "" {
+			left, _ := parseSlurmTime(f[3])
+			return f[2], f[1], left, f[4], nil
+		}
+	}
+	return "", "", 0, "", fmt.Errorf("squeue on job %s: no line for it in %q", jid, out)
+}
+
+// parseSlurmTime reads a Slurm duration in its own formats: D-HH[:MM[:SS]]
+// (what squeue prints once a day is in it), HH:MM:SS, MM:SS, or minutes
+// alone. Anything else (UNLIMITED, NOT_SET, INVALID) is false.
+func parseSlurmTime(s string) (time.Duration, bool) {
+	num := func(x string) (int, bool) {
+		if x == "" || len(x) > 6 || strings.Trim(x, "0123456789") != "" {
+			return 0, false
+		}
+		v, err := strconv.Atoi(x)
+		return v, err == nil
+	}
+	var days int
+	withDays := false
+	if d, rest, ok := strings.Cut(s, "-"); ok {
+		v, ok := num(d)
+		if !ok || v > 36500 { // a century: well inside a Duration
+			return 0, false
+		}
+		days, s, withDays = v, rest, true
+	}
+	f := strings.Split(s, ":")
+	if len(f) > 3 {
+		return 0, false
+	}
+	var v [3]int // hours, minutes, seconds
+	for i, x := range f {
+		n, ok := num(x)
+		if !ok {
+			return 0, false
+		}
+		switch {
+		case withDays: // HH, HH:MM, HH:MM:SS
+			v[i] = n
+		case len(f) == 1: // minutes
+			v[1] = n
+		default: // MM:SS or HH:MM:SS
+			v[3-len(f)+i] = n
+		}
+	}
+	return time.Duration(days)*24*time.Hour + time.Duration(v[0])*time.Hour + time.Duration(v[1])*time.Minute + time.Duration(v[2])*time.Second, true
+}

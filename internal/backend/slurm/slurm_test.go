@@ -374,3 +374,64 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestParseAdoptLine: Adopt reads the owner, state and name of the job it
+// asked about, the name whole even with "|" in it, and nothing from a
+// line about another job or a short one.
+func TestParseAdoptLine(t *testing.T) {
+	owner, state, left, name, err := parseAdoptLine("7|RUNNING|alice|58:30|ood|x\n", "7")
+	if err != nil || owner != "alice" || state != "RUNNING" || name != "ood|x" || left != 58*time.Minute+30*time.Second {
+		t.Errorf("got %q %q %v %q %v", owner, state, left, name, err)
+	}
+	if _, _, left, _, err := parseAdoptLine("7|PENDING|alice|UNLIMITED|n\n", "7"); err != nil || left != 0 {
+		t.Errorf("no limit: %v %v", left, err)
+	}
+	for _, bad := range []string{"", "8|RUNNING|alice|1:00|n\n", "7|RUNNING|alice|1:00\n", "7||alice|1:00|n\n", "7|RUNNING||1:00|n\n"} {
+		if _, _, _, _, err := parseAdoptLine(bad, "7"); err == nil {
+			t.Errorf("%q: accepted", bad)
+		}
+	}
+}
+
+// TestParseSlurmTime: the durations squeue prints, and what is none.
+func TestParseSlurmTime(t *testing.T) {
+	for in, want := range map[string]time.Duration{
+		"1-02:03:04": 26*time.Hour + 3*time.Minute + 4*time.Second, "2-00": 48 * time.Hour, "1-01:30": 25*time.Hour + 30*time.Minute,
+		"01:02:03": time.Hour + 2*time.Minute + 3*time.Second, "10:00": 10 * time.Minute, "45": 45 * time.Minute, "0:00": 0,
+	} {
+		if got, ok := parseSlurmTime(in); !ok || got != want {
+			t.Errorf("%q: %v %v, want %v", in, got, ok, want)
+		}
+	}
+	for _, bad := range []string{"", "UNLIMITED", "NOT_SET", "INVALID", "1:2:3:4", "-1:00", "1--1", "+5", "1:-5", "9999999"} {
+		if got, ok := parseSlurmTime(bad); ok {
+			t.Errorf("%q: accepted as %v", bad, got)
+		}
+	}
+}
+
+func FuzzParseSlurmTime(f *testing.F) {
+	for _, s := range []string{"1-02:03:04", "10:00", "45", "UNLIMITED", "2-00"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if d, ok := parseSlurmTime(s); ok && d < 0 {
+			t.Fatalf("%q: %v", s, d)
+		}
+	})
+}
+
+func FuzzParseAdoptLine(f *testing.F) {
+	f.Add("7|RUNNING|alice|59:00|ood-airlock-desktop\n", "7")
+	f.Add("7|PENDING|bob|a|b|c", "7")
+	f.Fuzz(func(t *testing.T, out, jid string) {
+		owner, state, _, _, err := parseAdoptLine(out, jid)
+		if err != nil {
+			return
+		}
+		// Never an empty owner: "" means the gateway's own account.
+		if owner == "" || state == "" || strings.Contains(owner, "|") || strings.Contains(state, "|") {
+			t.Fatalf("owner %q state %q from %q", owner, state, out)
+		}
+	})
+}
