@@ -178,3 +178,19 @@ type Store interface {
 
 	Close() error
 }
+
+// Leaser is a store several gateways share: it lets one of them at a time
+// hold a named lease, for background work that must run exactly once
+// across them (polling backends, expiring sessions). A store only one
+// gateway can open need not implement it: that gateway runs everything.
+type Leaser interface {
+	// TakeLease gives name to holder until now+ttl if nobody else holds
+	// it unexpired, and reports whether holder has it now. A holder
+	// renews by taking it again before it expires. An error is a fault
+	// ("try again"), never a "no": the caller must not treat it as
+	// another gateway holding the lease, nor as holding it itself.
+	TakeLease(ctx context.Context, name, holder string, now time.Time, ttl time.Duration) (bool, error)
+	// ReleaseLease gives name up if holder has it, so another gateway
+	// need not wait for it to expire (a clean shutdown).
+	ReleaseLease(ctx context.Context, name, holder string) error
+}
