@@ -93,4 +93,3 @@ func (db *DB) RevokeUser(ctx context.Context, user string) error {
 	}
 	return nil
 }
-

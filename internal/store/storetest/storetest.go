@@ -1173,3 +1173,77 @@ func testTerms(t *testing.T, st store.Store) {
 		t.Fatal("AcceptTerms with no user accepted")
 	}
 }
+
+// RunLeaser checks a [store.Leaser]: open returns two handles on one
+// empty store, as two gateways would hold.
+func RunLeaser(t *testing.T, open func(t *testing.T) (store.Leaser, store.Leaser)) {
+	t.Run("Lease", func(t *testing.T) {
+		ctx := t.Context()
+		a, b := open(t)
+		take := func(l store.Leaser, holder string, now time.Time) bool {
+			t.Helper()
+			ok, err := l.TakeLease(ctx, "expiry", holder, now, time.Minute)
+			if err != nil {
+				t.Fatalf("TakeLease(%s): %v", holder, err)
+			}
+			return ok
+		}
+		if !take(a, "gw-a", at(0)) {
+			t.Fatal("a free lease was not taken")
+		}
+		if take(b, "gw-b", at(30*time.Second)) {
+			t.Fatal("a held, unexpired lease was taken by another")
+		}
+		if !take(a, "gw-a", at(50*time.Second)) {
+			t.Fatal("the holder could not renew")
+		}
+		// The renewal moved the expiry: at 1m30s a is still in.
+		if take(b, "gw-b", at(90*time.Second)) {
+			t.Fatal("a renewed lease was taken before its new expiry")
+		}
+		if !take(b, "gw-b", at(111*time.Second)) {
+			t.Fatal("an expired lease was not taken over")
+		}
+		if take(a, "gw-a", at(112*time.Second)) {
+			t.Fatal("the old holder took back a lease another holds")
+		}
+		if err := a.ReleaseLease(ctx, "expiry", "gw-a"); err != nil {
+			t.Fatalf("ReleaseLease by a non-holder: %v", err)
+		}
+		if take(a, "gw-a", at(113*time.Second)) {
+			t.Fatal("a release by a non-holder freed the lease")
+		}
+		if err := b.ReleaseLease(ctx, "expiry", "gw-b"); err != nil {
+			t.Fatalf("ReleaseLease: %v", err)
+		}
+		if !take(a, "gw-a", at(114*time.Second)) {
+			t.Fatal("a released lease was not free")
+		}
+		// Other names are other leases.
+		if ok, err := b.TakeLease(ctx, "poll-slurm", "gw-b", at(114*time.Second), time.Minute); !ok || err != nil {
+			t.Fatalf("TakeLease of another name = %v, %v", ok, err)
+		}
+	})
+	t.Run("Lease/Race", func(t *testing.T) {
+		a, b := open(t)
+		var wg sync.WaitGroup
+		won := make([]bool, 20)
+		for i := range won {
+			wg.Go(func() {
+				l := a
+				if i%2 == 1 {
+					l = b
+				}
+				ok, err := l.TakeLease(t.Context(), "race", fmt.Sprintf("gw-%d", i), at(0), time.Minute)
+				if err != nil {
+					t.Errorf("TakeLease: %v", err)
+				}
+				won[i] = ok
+			})
+		}
+		wg.Wait()
+		if n := len(slices.DeleteFunc(won, func(w bool) bool { return !w })); n != 1 {
+			t.Errorf("%d of 20 racing holders got the lease, want 1", n)
+		}
+	})
+}
