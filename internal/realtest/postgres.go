@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -54,41 +55,90 @@ func postgresBin() string {
 // installs it), and fails it if PostgreSQL is there but does not start.
 func StartPostgres(t testing.TB) *Postgres {
 	t.Helper()
-	bin := postgresBin()
-	if bin == "" {
-		t.Skip("PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/pg_ctl; scripts/install-deps.sh installs the postgresql package)")
+	p, skip, err := startPostgres()
+	if skip != "" {
+		t.Skip(skip)
 	}
-	dir, err := os.MkdirTemp("", "airlock-pg-")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	t.Cleanup(p.remove)
+	return p
+}
+
+var shared struct {
+	once sync.Once
+	p    *Postgres
+	skip string
+	err  error
+}
+
+// SharedPostgres is StartPostgres for a whole test binary: one server,
+// started by the first test that asks, so the second-long initdb is paid
+// once; tests keep apart by [Postgres.NewDatabase]. The package's TestMain
+// must be [PostgresMain], which stops it.
+func SharedPostgres(t testing.TB) *Postgres {
+	t.Helper()
+	shared.once.Do(func() { shared.p, shared.skip, shared.err = startPostgres() })
+	if shared.skip != "" {
+		t.Skip(shared.skip)
+	}
+	if shared.err != nil {
+		t.Fatal(shared.err)
+	}
+	return shared.p
+}
+
+// PostgresMain runs the tests and then stops the server SharedPostgres
+// started, if any. Use it as a package's TestMain:
+//
+//	func TestMain(m *testing.M) { os.Exit(realtest.PostgresMain(m)) }
+func PostgresMain(m *testing.M) int {
+	code := m.Run()
+	if shared.p != nil {
+		shared.p.remove()
+	}
+	return code
+}
+
+func startPostgres() (_ *Postgres, skip string, _ error) {
+	bin := postgresBin()
+	if bin == "" {
+		return nil, "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/pg_ctl; scripts/install-deps.sh installs the postgresql package)", nil
+	}
+	dir, err := os.MkdirTemp("", "airlock-pg-")
+	if err != nil {
+		return nil, "", err
+	}
 	p := &Postgres{Dir: dir, Port: 5432, bin: bin}
+	fail := func(err error) (*Postgres, string, error) {
+		os.RemoveAll(dir)
+		return nil, "", err
+	}
 	if os.Geteuid() == 0 {
 		u, err := user.Lookup("postgres")
 		if err != nil {
-			t.Fatalf("running as root, PostgreSQL needs the postgres account (the postgresql package makes it): %v", err)
+			return fail(fmt.Errorf("running as root, PostgreSQL needs the postgres account (the postgresql package makes it): %w", err))
 		}
 		uid, _ := strconv.Atoi(u.Uid)
 		gid, _ := strconv.Atoi(u.Gid)
 		p.as = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
 		if err := os.Chown(dir, uid, gid); err != nil {
-			t.Fatal(err)
+			return fail(err)
 		}
 	}
 	if out, err := p.command("initdb", "-D", filepath.Join(dir, "data"), "-A", "trust", "-U", "airlock",
 		"--no-sync", "-E", "UTF8", "--locale=C").CombinedOutput(); err != nil {
-		t.Fatalf("initdb: %v\n%s", err, out)
+		return fail(fmt.Errorf("initdb: %w\n%s", err, out))
 	}
-	opts := fmt.Sprintf("-c listen_addresses='' -p %d -k %s -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+	opts := fmt.Sprintf("-c listen_addresses='' -p %d -k %s -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300",
 		p.Port, dir)
 	if out, err := p.command("pg_ctl", "-D", filepath.Join(dir, "data"), "-l", filepath.Join(dir, "log"), "-w", "-t", "60",
 		"-o", opts, "start").CombinedOutput(); err != nil {
 		log, _ := os.ReadFile(filepath.Join(dir, "log"))
-		t.Fatalf("pg_ctl start: %v\n%s\n%s", err, out, log)
+		return fail(fmt.Errorf("pg_ctl start: %w\n%s\n%s", err, out, log))
 	}
-	t.Cleanup(p.stop)
-	return p
+	return p, "", nil
 }
 
 func (p *Postgres) command(name string, args ...string) *exec.Cmd {
@@ -103,6 +153,11 @@ func (p *Postgres) command(name string, args ...string) *exec.Cmd {
 func (p *Postgres) stop() {
 	// immediate: the cluster is thrown away, so nothing needs flushing.
 	p.command("pg_ctl", "-D", filepath.Join(p.Dir, "data"), "-m", "immediate", "-w", "stop").Run()
+}
+
+func (p *Postgres) remove() {
+	p.stop()
+	os.RemoveAll(p.Dir)
 }
 
 // DSN is the connection string for database db.
@@ -129,6 +184,6 @@ func (p *Postgres) NewDatabase(t testing.TB) string {
 	return p.DSN(name)
 }
 
-// Stop stops the server at once (as a crash would), for tests of what a
-// store fault looks like; the cleanup's stop then does nothing.
+// Stop stops the server at once, as a crash would, for tests of what a
+// store fault looks like (not on a shared server).
 func (p *Postgres) Stop() { p.stop() }

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"errors"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +13,8 @@ import (
 	"github.com/airlock-hpc/airlock/internal/store"
 	"github.com/airlock-hpc/airlock/internal/store/storetest"
 )
+
+func TestMain(m *testing.M) { os.Exit(realtest.PostgresMain(m)) }
 
 func mustOpen(t testing.TB, dsn string) *DB {
 	t.Helper()
@@ -27,14 +30,14 @@ func mustOpen(t testing.TB, dsn string) *DB {
 // each subtest in a database of its own.
 func TestConformance(t *testing.T) {
 	t.Parallel()
-	pg := realtest.StartPostgres(t)
+	pg := realtest.SharedPostgres(t)
 	storetest.Run(t, func(t *testing.T) store.Store { return mustOpen(t, pg.NewDatabase(t)) })
 }
 
 // TestLeaser: two handles on one database, as two gateways have.
 func TestLeaser(t *testing.T) {
 	t.Parallel()
-	pg := realtest.StartPostgres(t)
+	pg := realtest.SharedPostgres(t)
 	storetest.RunLeaser(t, func(t *testing.T) (store.Leaser, store.Leaser) {
 		dsn := pg.NewDatabase(t)
 		return mustOpen(t, dsn), mustOpen(t, dsn)
@@ -82,7 +85,7 @@ func TestServerGone(t *testing.T) {
 // migrate it once between them (the advisory lock), none failing.
 func TestMigrateTogether(t *testing.T) {
 	t.Parallel()
-	pg := realtest.StartPostgres(t)
+	pg := realtest.SharedPostgres(t)
 	dsn := pg.NewDatabase(t)
 	var wg sync.WaitGroup
 	for range 4 {
@@ -106,7 +109,7 @@ func TestMigrateTogether(t *testing.T) {
 // TestNewerSchema: a schema newer than this build is refused, untouched.
 func TestNewerSchema(t *testing.T) {
 	t.Parallel()
-	pg := realtest.StartPostgres(t)
+	pg := realtest.SharedPostgres(t)
 	dsn := pg.NewDatabase(t)
 	db := mustOpen(t, dsn)
 	if _, err := db.db.ExecContext(t.Context(), "INSERT INTO schema_migrations VALUES (999, '0999_future.sql', 0)"); err != nil {
@@ -121,7 +124,7 @@ func TestNewerSchema(t *testing.T) {
 // store too (an operator's psql).
 func TestAuditAppendOnly(t *testing.T) {
 	t.Parallel()
-	pg := realtest.StartPostgres(t)
+	pg := realtest.SharedPostgres(t)
 	db := mustOpen(t, pg.NewDatabase(t))
 	ctx := t.Context()
 	if err := db.AppendAudit(ctx, session.AuditEvent{Actor: "alice", Action: "launch"}); err != nil {
