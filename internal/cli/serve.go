@@ -33,7 +33,6 @@ import (
 	"github.com/airlock-hpc/airlock/internal/gateway"
 	"github.com/airlock-hpc/airlock/internal/mailer"
 	"github.com/airlock-hpc/airlock/internal/portal"
-	"github.com/airlock-hpc/airlock/internal/store/sqlite"
 )
 
 // loadConfig reads FILE (or the embedded defaults), applies the flags and
@@ -77,7 +76,7 @@ func cmdServe(_ context.Context, env *Env, args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	db, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(cfg.StateDir, "airlock.db"), Logger: log})
+	db, err := openStore(ctx, cfg, log, true)
 	if err != nil {
 		return fail(env, "%v", err)
 	}
@@ -211,7 +210,7 @@ func gatewayConfig(cfg config.Config, cfgPath, registerURL string) gateway.Confi
 // session directories (specs, ticket keys, sockets), the audit log and
 // the config file itself (it names the rest, and sites keep notes in it).
 func secretPaths(cfg config.Config, cfgPath string) []string {
-	paths := []string{cfg.TLS.KeyFile, cfg.AuditLog}
+	paths := []string{cfg.TLS.KeyFile, cfg.AuditLog, cfg.Store.PasswordFile}
 	if cfg.Backend.Kind != "slurm" && cfg.Backend.Local != nil {
 		paths = append(paths, cfg.Backend.Local.Dir)
 	}

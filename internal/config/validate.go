@@ -96,6 +96,7 @@ func (v *validator) config(c *Config) {
 	case c.TLS.CertFile == "" && c.TLS.KeyFile != "":
 		v.errorf("tls.cert_file", "required with key_file")
 	}
+	v.store(&c.Store)
 	v.apps(c)
 	v.backend(&c.Backend)
 	v.limits(&c.Limits)
@@ -120,6 +121,42 @@ func (v *validator) config(c *Config) {
 	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.Log.Level) {
 		v.errorf("log.level", "%q; want debug, info, warn or error", c.Log.Level)
 	}
+}
+
+// store checks the database: sqlite takes no other key, postgres needs a
+// DSN with no password written in it (secrets live in files).
+func (v *validator) store(s *Store) {
+	switch s.Driver {
+	case "sqlite":
+		if s.DSN != "" || s.PasswordFile != "" {
+			v.errorf("store.dsn", "sqlite keeps its database in state_dir/airlock.db; dsn and password_file are for driver postgres")
+		}
+	case "postgres":
+		switch {
+		case s.DSN == "":
+			v.errorf("store.dsn", "required with driver postgres, such as \"host=/run/postgresql dbname=airlock user=airlock\"")
+		case dsnHasPassword(s.DSN):
+			v.errorf("store.dsn", "holds a password; secrets are never written inline: put it in store.password_file")
+		}
+	default:
+		v.errorf("store.driver", "%q; want sqlite or postgres", s.Driver)
+	}
+}
+
+// dsnHasPassword reports whether a PostgreSQL DSN carries a password: a
+// URL's user:password@ or password= among its query or key=value words.
+func dsnHasPassword(dsn string) bool {
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		u, err := url.Parse(dsn)
+		if err != nil {
+			// An unparsable URL could hide one anywhere: say so rather
+			// than echo it in the error.
+			return strings.Contains(dsn, "@") || strings.Contains(strings.ToLower(dsn), "password")
+		}
+		_, has := u.User.Password()
+		return has || u.Query().Has("password")
+	}
+	return strings.Contains(strings.ToLower(dsn), "password")
 }
 
 var jobPrefixRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)

@@ -54,6 +54,9 @@ type Config struct {
 	// string ("host=/run/postgresql dbname=airlock"). The PG* environment
 	// variables fill what it leaves out, as with psql.
 	DSN string
+	// Password, if set, overrides the DSN's and the environment's (the
+	// config's password_file: it is never written in the DSN).
+	Password string
 	// Now is the clock for times the caller left zero. Default time.Now.
 	Now func() time.Time
 	// Logger receives schema migrations and warnings. Default
@@ -93,6 +96,9 @@ func Open(ctx context.Context, cfg Config) (_ *DB, err error) {
 	if err != nil {
 		// pgx's parse errors quote the DSN, password and all.
 		return nil, errors.New("open store: the PostgreSQL DSN does not parse")
+	}
+	if cfg.Password != "" {
+		pc.Password = cfg.Password
 	}
 	name := fmt.Sprintf("postgres %s:%d/%s", pc.Host, pc.Port, pc.Database)
 	defer func() {
