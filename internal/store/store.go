@@ -179,6 +179,17 @@ type Store interface {
 	Close() error
 }
 
+// SharedSecrets is a store several gateways share, which keeps what they
+// must hold alike (the master key every ticket and cookie derives from,
+// the RDP CAs, a self-signed certificate), so that a session launched
+// through one gateway is viewed through any other.
+type SharedSecrets interface {
+	// SharedSecret returns the secret called name, storing fresh as it
+	// first if there is none: of gateways racing, every one gets the
+	// first's.
+	SharedSecret(ctx context.Context, name string, fresh []byte) ([]byte, error)
+}
+
 // Leaser is a store several gateways share: it lets one of them at a time
 // hold a named lease, for background work that must run exactly once
 // across them (polling backends, expiring sessions). A store only one

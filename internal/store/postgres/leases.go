@@ -43,3 +43,21 @@ func (db *DB) ReleaseLease(ctx context.Context, name, holder string) error {
 	}
 	return nil
 }
+
+// SharedSecret returns the secret name, storing fresh first if there is
+// none. Two statements, not one: under READ COMMITTED the SELECT then
+// runs on a snapshot taken after a racing gateway's insert committed
+// (which the INSERT … DO NOTHING waited for), so it sees the winner's.
+func (db *DB) SharedSecret(ctx context.Context, name string, fresh []byte) ([]byte, error) {
+	if name == "" || len(fresh) == 0 {
+		return nil, errors.New("shared secret: no name or value")
+	}
+	if _, err := db.db.ExecContext(ctx, "INSERT INTO secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING", name, fresh); err != nil {
+		return nil, fmt.Errorf("shared secret %s: %w", name, err)
+	}
+	var v []byte
+	if err := db.db.QueryRowContext(ctx, "SELECT value FROM secrets WHERE name = $1", name).Scan(&v); err != nil {
+		return nil, fmt.Errorf("shared secret %s: %w", name, err)
+	}
+	return v, nil
+}

@@ -41,6 +41,8 @@ import (
 var (
 	_ store.Store  = (*DB)(nil)
 	_ store.Leaser = (*DB)(nil)
+
+	_ store.SharedSecrets = (*DB)(nil)
 )
 
 // ErrNewerSchema is wrapped by the error [Open] returns for a database

@@ -154,3 +154,12 @@ func TestDSNPasswordNotInErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestSharedSecrets(t *testing.T) {
+	t.Parallel()
+	pg := realtest.SharedPostgres(t)
+	storetest.RunSharedSecrets(t, func(t *testing.T) (store.SharedSecrets, store.SharedSecrets) {
+		dsn := pg.NewDatabase(t)
+		return mustOpen(t, dsn), mustOpen(t, dsn)
+	})
+}

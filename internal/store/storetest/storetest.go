@@ -1247,3 +1247,46 @@ func RunLeaser(t *testing.T, open func(t *testing.T) (store.Leaser, store.Leaser
 		}
 	})
 }
+
+// RunSharedSecrets checks a [store.SharedSecrets]: open returns two
+// handles on one empty store.
+func RunSharedSecrets(t *testing.T, open func(t *testing.T) (store.SharedSecrets, store.SharedSecrets)) {
+	t.Run("SharedSecret", func(t *testing.T) {
+		a, b := open(t)
+		ctx := t.Context()
+		got, err := a.SharedSecret(ctx, "master", []byte("from-a"))
+		if err != nil || string(got) != "from-a" {
+			t.Fatalf("first SharedSecret = %q, %v; want its own", got, err)
+		}
+		if got, err := b.SharedSecret(ctx, "master", []byte("from-b")); err != nil || string(got) != "from-a" {
+			t.Fatalf("second SharedSecret = %q, %v; want the first's", got, err)
+		}
+		if got, err := b.SharedSecret(ctx, "ca", []byte("ca-b")); err != nil || string(got) != "ca-b" {
+			t.Fatalf("another name = %q, %v", got, err)
+		}
+	})
+	t.Run("SharedSecret/Race", func(t *testing.T) {
+		a, b := open(t)
+		var wg sync.WaitGroup
+		got := make([]string, 20)
+		for i := range got {
+			wg.Go(func() {
+				s := a
+				if i%2 == 1 {
+					s = b
+				}
+				v, err := s.SharedSecret(t.Context(), "k", fmt.Appendf(nil, "v%d", i))
+				if err != nil {
+					t.Errorf("SharedSecret: %v", err)
+				}
+				got[i] = string(v)
+			})
+		}
+		wg.Wait()
+		for _, g := range got {
+			if g != got[0] {
+				t.Fatalf("racing gateways got different secrets: %q", got)
+			}
+		}
+	})
+}

@@ -144,6 +144,15 @@ CREATE TABLE pending_logins (
 	expires  BIGINT NOT NULL
 );
 
+-- What every gateway must hold alike (the master key, the RDP CAs, a
+-- self-signed certificate): the first gateway stores its own, the others
+-- take it. Whoever can read this table can forge tickets and cookies: the
+-- database's credentials are as secret as the master key.
+CREATE TABLE secrets (
+	name  TEXT PRIMARY KEY,
+	value BYTEA NOT NULL
+);
+
 -- Leases: which gateway runs a piece of background work (polling a
 -- backend, expiring sessions) while several share this database. A
 -- holder renews before expires; another may take it once it has passed.
