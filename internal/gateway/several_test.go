@@ -1,0 +1,214 @@
+package gateway
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/airlock-hpc/airlock/internal/backend/slurm"
+	"github.com/airlock-hpc/airlock/internal/realtest"
+	"github.com/airlock-hpc/airlock/internal/session"
+	"github.com/airlock-hpc/airlock/internal/store"
+	"github.com/airlock-hpc/airlock/internal/store/postgres"
+)
+
+// severalGateway starts one of several gateways on the PostgreSQL
+// database dsn, each with a state directory (and so, at first, keys) of
+// its own, sessions on the real Slurm test cluster under one job prefix.
+func severalGateway(t *testing.T, cl *realtest.Slurm, dsn, prefix, holder string, mod func(*Config)) *testGateway {
+	t.Helper()
+	stateDir := t.TempDir()
+	cfg := testConfig(t, stateDir, 50*time.Millisecond, slog.LevelWarn, "alice")
+	cfg.Store.Close() // testConfig's SQLite: this gateway's store is the shared one
+	db, err := postgres.Open(context.Background(), postgres.Config{DSN: dsn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	cfg.Store = db
+	be, err := slurm.New(slurm.Config{Airlock: realtest.Binary(t), Poll: 300 * time.Millisecond, Env: cl.Env(), JobPrefix: prefix, Logger: cfg.Logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { be.Close() })
+	cfg.Backend = be
+	cfg.Profiles = []Profile{desktopProfile()}
+	cfg.ReconcileEvery = time.Second
+	cfg.Limits.MaxLoad = 1e-9 // not this host's business: sessions run on the cluster
+	cfg.LeaseTTL, cfg.LeaseHolder = 2*time.Second, holder
+	if mod != nil {
+		mod(&cfg)
+	}
+	ln, err := net.Listen("tcp", ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	host, _ := os.Hostname()
+	cfg.RegisterURL = fmt.Sprintf("https://%s:%d", host, port)
+	g, err := New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.readLoad = func() (float64, error) { return 1000, nil }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Serve(ctx, ln) }()
+	tg := &testGateway{t: t, g: g, url: fmt.Sprintf("https://127.0.0.1:%d", port), stateDir: stateDir, cancel: cancel, done: done, cfg: cfg}
+	t.Cleanup(tg.stop)
+	return tg
+}
+
+// waitLeader waits until exactly one of gws (nil: stopped) leads the
+// background work and returns its index; two leading at once fails t.
+func waitLeader(t *testing.T, gws []*testGateway, within time.Duration) int {
+	t.Helper()
+	leader := -1
+	err := realtest.WaitFor(within, func() error {
+		leader = -1
+		for i, tg := range gws {
+			if tg == nil || !tg.g.lease.leading() {
+				continue
+			}
+			if leader >= 0 {
+				t.Fatalf("gateways %d and %d both lead the background work", leader, i)
+			}
+			leader = i
+		}
+		if leader < 0 {
+			return fmt.Errorf("no gateway leads")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return leader
+}
+
+// TestSeveralGateways: three gateways on one PostgreSQL and the Slurm test
+// cluster. A desktop launched through one is viewed through another (the
+// master key the ticket key derives from is common); one gateway leads
+// the background work. Killed (its lease left to expire, as a crash
+// would), another takes the lead within a few lease lengths, adopts the
+// session's runner, keeps it alive while a viewer on a third gateway
+// watches it (the heartbeat), and ends it once the viewer left (the
+// single-shot expiry) exactly once: one stop, one end in the audit log,
+// the job gone.
+func TestSeveralGateways(t *testing.T) {
+	t.Parallel()
+	cl := realtest.SlurmCluster(t)
+	realtest.TestUser(t)
+	pg := realtest.StartPostgres(t)
+	dsn := pg.NewDatabase(t)
+	sum := sha256.Sum256([]byte(dsn + t.TempDir()))
+	prefix := "airlock" + hex.EncodeToString(sum[:4])
+	const grace = 3 * time.Second
+	gws := make([]*testGateway, 3)
+	for i := range gws {
+		gws[i] = severalGateway(t, cl, dsn, prefix, fmt.Sprintf("gw-%d", i), func(c *Config) { c.Limits.SingleShotGrace = grace })
+	}
+	for i, tg := range gws[1:] {
+		if string(tg.g.master) != string(gws[0].g.master) {
+			t.Fatalf("gateway %d has a master key of its own", i+1)
+		}
+		if !tg.g.cert.Leaf.Equal(gws[0].g.cert.Leaf) {
+			t.Fatalf("gateway %d has a self-signed certificate of its own", i+1)
+		}
+	}
+	lead := waitLeader(t, gws, 10*time.Second)
+	launchVia, viewVia := gws[(lead+1)%3], gws[(lead+2)%3]
+
+	c := launchVia.client().loginToken("alice")
+	s := c.start(map[string]any{"profile": "desktop", "persistent": false})
+	c.waitStateFor(s.ID, "ready", 90*time.Second)
+	st, err := launchVia.g.cfg.Store.GetSession(t.Context(), s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Persistent {
+		t.Fatal("the session is persistent; the test needs a single-shot one")
+	}
+	// The leader, not the gateway it was launched through, follows it.
+	err = realtest.WaitFor(10*time.Second, func() error {
+		gws[lead].g.mu.Lock()
+		_, ok := gws[lead].g.watching[s.ID]
+		gws[lead].g.mu.Unlock()
+		launchVia.g.mu.Lock()
+		_, also := launchVia.g.watching[s.ID]
+		launchVia.g.mu.Unlock()
+		if !ok || also {
+			return fmt.Errorf("followed by the leader: %v, by the launching gateway: %v", ok, also)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Viewed through another gateway, with the same bearer token.
+	viewer := *c
+	viewer.tg = viewVia
+	rfb := consoleThrough(t, &viewer, s.ID)
+
+	// The leader dies without a word.
+	killed := time.Now()
+	gws[lead].g.lease.crashed.Store(true)
+	gws[lead].stop()
+	gws[lead] = nil
+	next := waitLeader(t, gws, 5*2*time.Second)
+	if gws[next] == nil {
+		t.Fatal("a stopped gateway leads")
+	}
+	// The viewer on the third gateway keeps the session alive past the
+	// grace, though the leader has no viewer of its own.
+	err = realtest.WaitFor(30*time.Second, func() error {
+		cur, err := gws[next].g.cfg.Store.GetSession(t.Context(), s.ID)
+		if err != nil {
+			return err
+		}
+		if cur.State != session.Ready {
+			t.Fatalf("a session viewed through another gateway went %s (%s)", cur.State, cur.Reason)
+		}
+		if !cur.LastSeen.After(killed.Add(2 * grace)) {
+			return fmt.Errorf("LastSeen %s, not yet past the grace after the kill", cur.LastSeen)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rfb.Close()
+
+	// The new leader ends it, and its poller sees the job go.
+	ended := c.waitStateFor(s.ID, "ended", 60*time.Second)
+	if ended.Reason != "single-shot session: the last viewer left" {
+		t.Fatalf("ended: %q", ended.Reason)
+	}
+	events, err := gws[next].g.cfg.Store.ListAudit(t.Context(), store.AuditFilter{Session: s.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := map[string]int{}
+	for _, e := range events {
+		count[e.Action]++
+	}
+	if count["stop"] != 1 || count["ended"] != 1 {
+		t.Fatalf("audit of the session: %v; want one stop and one ended", count)
+	}
+	err = realtest.WaitFor(30*time.Second, func() error {
+		if j := slurmJob(t, cl, st.BackendRef); j != "" && j[:len("CANCELLED")] != "CANCELLED" && j[:len("COMPLETED")] != "COMPLETED" {
+			return fmt.Errorf("job after the end: %s", j)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
