@@ -256,6 +256,7 @@ type Gateway struct {
 	// gateways.
 	lease   *lease
 	secrets store.SharedSecrets
+	bcast   store.Broadcaster // nil: no other gateway to tell (broadcast.go)
 
 	// rdp is native RDP's CAs (rdp.go); nil when no profile serves RDP
 	// and RDPListen is empty.
@@ -332,6 +333,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		lease:    newLease(cfg.Store, remote != nil, cfg.LeaseHolder, cfg.LeaseTTL),
 		secrets:  secrets,
 	}
+	g.bcast, _ = cfg.Store.(store.Broadcaster)
 	if cfg.RDPListen != "" || servesRDP(cfg.Profiles) {
 		if err := g.initRDP(); err != nil {
 			return nil, fmt.Errorf("gateway: %w", err)
@@ -342,6 +344,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	g.cfg.Store = notifyStore{Store: cfg.Store, changed: func(id string) {
 		g.fast.forgetSession(id) // before anyone is told (fastpath.go)
 		g.events.changed(id)
+		g.publish(peerMsg{Changed: id})
 	}, state: g.sessionChanged}
 	g.onRevoke(g.events.revoked)
 	if g.cfg.Now == nil {
@@ -351,6 +354,10 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	// App cookies are tied to the rights that made them: the events that
 	// close viewers forget those too.
 	g.onRevoke(g.dropAppGrants)
+	if g.bcast != nil {
+		g.wg.Add(1)
+		go g.listenPeers()
+	}
 	if g.lease.shared() {
 		// Other gateways may share the store: follow sessions only if
 		// this one leads (the lease loop adopts them when it does).

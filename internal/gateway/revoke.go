@@ -157,8 +157,19 @@ func (g *Gateway) closeViewersWhere(match func(viewerTag) bool) int {
 }
 
 // revoke closes every open proxied connection that ev takes the right of
-// away and runs the onRevoke hooks. It returns how many it closed.
+// away and runs the onRevoke hooks, here and on every other gateway of a
+// shared store (broadcast.go). It returns how many it closed here.
 func (g *Gateway) revoke(ctx context.Context, ev revokeEvent) int {
+	if ev.empty() {
+		return 0
+	}
+	n := g.revokeHere(ctx, ev)
+	g.publish(peerMsg{Revoke: &ev})
+	return n
+}
+
+// revokeHere is revoke on this gateway only.
+func (g *Gateway) revokeHere(ctx context.Context, ev revokeEvent) int {
 	if ev.empty() {
 		return 0
 	}

@@ -112,7 +112,12 @@ func TestSeveralGateways(t *testing.T) {
 	const grace = 3 * time.Second
 	gws := make([]*testGateway, 3)
 	for i := range gws {
-		gws[i] = severalGateway(t, cl, dsn, prefix, fmt.Sprintf("gw-%d", i), func(c *Config) { c.Limits.SingleShotGrace = grace })
+		gws[i] = severalGateway(t, cl, dsn, prefix, fmt.Sprintf("gw-%d", i), func(c *Config) {
+			c.Limits.SingleShotGrace = grace
+			// Only the broadcast may close a viewer another gateway's
+			// revocation took the right of (broadcast.go).
+			c.RecheckEvery = time.Hour
+		})
 	}
 	for i, tg := range gws[1:] {
 		if string(tg.g.master) != string(gws[0].g.master) {
@@ -156,6 +161,42 @@ func TestSeveralGateways(t *testing.T) {
 	viewer := *c
 	viewer.tg = viewVia
 	rfb := consoleThrough(t, &viewer, s.ID)
+
+	// A token revoked through one gateway: the viewer it let in through
+	// another is closed, and that gateway refuses the token's next
+	// request, at once (its cache is warm: without the broadcast it would
+	// take the token for up to two seconds, its viewer for an hour).
+	var made struct{ Token, ID string }
+	if code, body := c.do("POST", "/api/v1/tokens", map[string]any{"name": "script"}, &made); code != 201 {
+		t.Fatalf("token: %d %s", code, body)
+	}
+	script := viewer
+	script.token = made.Token
+	rfb2 := consoleThrough(t, &script, s.ID)
+	if code, body := script.do("GET", "/api/v1/sessions/"+s.ID, nil, nil); code != 200 {
+		t.Fatalf("the script's token on the viewing gateway: %d %s", code, body)
+	}
+	if code, body := c.do("DELETE", "/api/v1/tokens/"+made.ID, nil, nil); code != 204 {
+		t.Fatalf("revoke the token: %d %s", code, body)
+	}
+	if code, body := script.do("GET", "/api/v1/sessions/"+s.ID, nil, nil); code != 401 {
+		t.Fatalf("the revoked token's next request on another gateway: %d %s, want 401", code, body)
+	}
+	closed := make(chan error, 1)
+	go func() {
+		for {
+			if err := rfb2.Update(false); err != nil {
+				closed <- err
+				return
+			}
+		}
+	}()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the revoked token's viewer on another gateway is still open after 5 s")
+	}
+	rfb2.Close()
 
 	// The leader dies without a word.
 	killed := time.Now()

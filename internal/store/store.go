@@ -190,6 +190,23 @@ type SharedSecrets interface {
 	SharedSecret(ctx context.Context, name string, fresh []byte) ([]byte, error)
 }
 
+// Broadcaster is a store several gateways share that carries messages
+// from each to all (PostgreSQL's NOTIFY): a revocation made on one closes
+// the connections it let in on every other at once, and a session's
+// change wakes its event streams everywhere. Delivery is best effort: a
+// message sent while a gateway's listener reconnects is lost, which the
+// gateways' periodic re-checks cover.
+type Broadcaster interface {
+	// Broadcast sends payload (at most 7,000 bytes) to every listener,
+	// the sender's own included, once the call returns.
+	Broadcast(ctx context.Context, payload []byte) error
+	// Listen delivers what is broadcast until ctx ends, then closes the
+	// channel. Each time its connection is (re)made it first delivers a
+	// nil payload: messages may have been lost, forget what they would
+	// have invalidated.
+	Listen(ctx context.Context) <-chan []byte
+}
+
 // Leaser is a store several gateways share: it lets one of them at a time
 // hold a named lease, for background work that must run exactly once
 // across them (polling backends, expiring sessions). A store only one

@@ -43,6 +43,7 @@ var (
 	_ store.Leaser = (*DB)(nil)
 
 	_ store.SharedSecrets = (*DB)(nil)
+	_ store.Broadcaster   = (*DB)(nil)
 )
 
 // ErrNewerSchema is wrapped by the error [Open] returns for a database
@@ -77,6 +78,8 @@ type DB struct {
 	now  func() time.Time
 	log  *slog.Logger
 	db   *sql.DB
+	// conn is how to connect, for Listen's connection of its own.
+	conn pgx.ConnConfig
 
 	closed atomic.Bool
 }
@@ -119,6 +122,7 @@ func Open(ctx context.Context, cfg Config) (_ *DB, err error) {
 	if cfg.Now == nil {
 		db.now = time.Now
 	}
+	db.conn = *pc
 	db.db = stdlib.OpenDB(*pc)
 	conns := cmp.Or(cfg.MaxConns, 16)
 	db.db.SetMaxOpenConns(conns)

@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"context"
 	"errors"
 	"os"
 	"strings"
@@ -162,4 +163,40 @@ func TestSharedSecrets(t *testing.T) {
 		dsn := pg.NewDatabase(t)
 		return mustOpen(t, dsn), mustOpen(t, dsn)
 	})
+}
+
+// TestBroadcast: what one handle broadcasts reaches another's listener,
+// after the nil that says it is connected; ending the context closes it.
+func TestBroadcast(t *testing.T) {
+	t.Parallel()
+	pg := realtest.SharedPostgres(t)
+	dsn := pg.NewDatabase(t)
+	a, b := mustOpen(t, dsn), mustOpen(t, dsn)
+	ctx, cancel := context.WithCancel(t.Context())
+	ch := b.Listen(ctx)
+	select {
+	case m := <-ch:
+		if m != nil {
+			t.Fatalf("first delivery %q, want the nil that says connected", m)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the listener never connected")
+	}
+	if err := a.Broadcast(t.Context(), []byte(`{"revoke":{"Token":"t-1"}}`)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-ch:
+		if string(m) != `{"revoke":{"Token":"t-1"}}` {
+			t.Fatalf("got %q", m)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the broadcast did not arrive")
+	}
+	if err := a.Broadcast(t.Context(), make([]byte, maxPayload+1)); err == nil {
+		t.Error("an oversized broadcast was sent")
+	}
+	cancel()
+	for range ch {
+	}
 }
