@@ -89,4 +89,3 @@ func (db *DB) listenOnce(ctx context.Context, out chan<- []byte) error {
 		}
 	}
 }
-
