@@ -19,10 +19,11 @@ package gateway
 // tied to the same rights (the per-app-origin cookies) can be dropped on
 // the same events. An expiry needs no event: each connection let in by a
 // share link or a login has a timer that cancels it when the first of them
-// expires. Under the events, recheckViewers looks every open connection's
-// and every app cookie's rights up again every few seconds, for
-// revocations this gateway did not see (another gateway on the same
-// database).
+// expires. Events made on another gateway of a shared store arrive by its
+// broadcast (broadcast.go). Under the events, recheckViewers looks every
+// open connection's and every app cookie's rights up again every few
+// seconds, for revocations this gateway did not see (a lost broadcast, a
+// hand edit of the store).
 
 import (
 	"context"
