@@ -81,12 +81,13 @@ func newLease(st store.Store, remote bool, holder string, ttl time.Duration) *le
 	return &lease{l: l, holder: holder, ttl: cmp.Or(ttl, 15*time.Second)}
 }
 
-// shared reports whether other gateways may share the store.
-func (ls *lease) shared() bool { return ls.l != nil }
+// shared reports whether other gateways may share the store. A nil lease
+// (a Gateway made by hand in a test) is a gateway alone.
+func (ls *lease) shared() bool { return ls != nil && ls.l != nil }
 
 // leading reports whether this gateway runs the background work now.
 func (ls *lease) leading() bool {
-	return ls.l == nil || time.Now().UnixNano() < ls.until.Load()
+	return !ls.shared() || time.Now().UnixNano() < ls.until.Load()
 }
 
 // take asks for (or renews) the lease and reports whether this gateway
