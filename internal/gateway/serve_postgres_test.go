@@ -1,0 +1,95 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/airlock-hpc/airlock/internal/realtest"
+	"github.com/airlock-hpc/airlock/internal/store/postgres"
+)
+
+// TestServePostgres: `airlock serve` from a config file whose store is a
+// real PostgreSQL (store.driver postgres, a DSN on a socket directory, a
+// password file): a user's token login lands in that database, the master
+// key is the one stored there, and `airlock users totp-reset` works on it.
+// A password file that cannot be read stops serve with the key's name.
+func TestServePostgres(t *testing.T) {
+	t.Parallel()
+	pg := realtest.StartPostgres(t)
+	dsn := pg.NewDatabase(t)
+	bin := realtest.Binary(t)
+	state := t.TempDir()
+	pw := filepath.Join(state, "db-password")
+	if err := os.WriteFile(pw, []byte("unused-with-trust\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(state, "airlock.yaml")
+	write := func(pwFile string) {
+		y := "state_dir: " + state + "\nstore:\n  driver: postgres\n  dsn: \"" + dsn + "\"\n  password_file: " + pwFile + "\n"
+		if err := os.WriteFile(conf, []byte(y), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(filepath.Join(state, "missing-password"))
+	if out, err := exec.Command(bin, "serve", "--config", conf, "--listen", "127.0.0.1:0").CombinedOutput(); err == nil || !strings.Contains(string(out), "store.password_file") {
+		t.Fatalf("serve with an unreadable password file: %v\n%s", err, out)
+	}
+	write(pw)
+	if out, err := exec.Command(bin, "config", "check", conf).CombinedOutput(); err != nil {
+		t.Fatalf("config check: %v\n%s", err, out)
+	}
+	add := exec.Command(bin, "users", "add", "alice", "--password-stdin", "--config", conf)
+	add.Stdin = strings.NewReader(testPassword + "\n")
+	if out, err := add.CombinedOutput(); err != nil {
+		t.Fatalf("users add: %v\n%s", err, out)
+	}
+	serve := exec.Command(bin, "serve", "--config", conf, "--listen", "127.0.0.1:0")
+	stdout, _ := serve.StdoutPipe()
+	logs := &lockedWriter{w: &strings.Builder{}}
+	serve.Stderr = logs
+	if err := serve.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		serve.Process.Signal(syscall.SIGTERM)
+		serve.Wait()
+		if t.Failed() {
+			t.Logf("gateway log:\n%s", logs.String())
+		}
+	})
+	tg := &testGateway{t: t, url: gatewayURL(t, stdout, logs), stateDir: state}
+	tg.client().loginToken("alice")
+
+	db, err := postgres.Open(context.Background(), postgres.Config{DSN: dsn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.GetUser(t.Context(), "alice"); err != nil {
+		t.Fatalf("alice's login is not in PostgreSQL: %v", err)
+	}
+	key, err := os.ReadFile(filepath.Join(state, "master.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, err := db.SharedSecret(t.Context(), "master.key", []byte("{}"))
+	if err != nil || !bytes.Contains(stored, []byte("master.key")) {
+		t.Fatalf("the master key is not in PostgreSQL: %q, %v", stored, err)
+	}
+	if _, err := shareFiles(t.Context(), db, state, "master.key", "master.key"); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := os.ReadFile(filepath.Join(state, "master.key")); !bytes.Equal(again, key) {
+		t.Fatal("the gateway's master key is not the stored one")
+	}
+	out, err := exec.Command(bin, "users", "totp-reset", "alice", "--config", conf).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "alice has no second factor") {
+		t.Fatalf("users totp-reset on PostgreSQL: %v\n%s", err, out)
+	}
+}
