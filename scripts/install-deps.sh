@@ -23,6 +23,7 @@ pkgs=(
   freerdp2-x11 xvfb xdotool imagemagick # the native RDP client tests: xfreerdp under Xvfb, a screenshot of its window
   zbar-tools oathtool # decode the TOTP enrolment's QR code and make codes with another implementation
   ruby nginx-light novnc # the Open OnDemand app's tests: ERB templates rendered by Debian's ruby, nginx as OnDemand's /rnode proxy, noVNC served inside the seal
+  haproxy           # the load balancer in front of several gateways (TestSeveralGatewaysBehindHAProxy)
   postgresql        # the real PostgreSQL the store's conformance suite and the several-gateway tests start by hand (initdb, pg_ctl)
 )
 missing=()

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -252,4 +253,70 @@ func TestSeveralGateways(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestSeveralGatewaysBehindHAProxy: two gateways on one PostgreSQL behind
+// Debian's HAProxy (TCP mode: TLS goes through to the gateways, which
+// share one self-signed certificate). A user who only knows the balancer's
+// address logs in, launches and views a desktop; the gateway carrying the
+// viewer is killed; the viewer's one reconnection reaches the other
+// gateway and sees the desktop again; nothing is lost: the session is
+// ready throughout and is stopped through the balancer.
+func TestSeveralGatewaysBehindHAProxy(t *testing.T) {
+	t.Parallel()
+	cl := realtest.SlurmCluster(t)
+	realtest.TestUser(t)
+	pg := realtest.StartPostgres(t)
+	dsn := pg.NewDatabase(t)
+	sum := sha256.Sum256([]byte(dsn + t.TempDir()))
+	prefix := "airlock" + hex.EncodeToString(sum[:4])
+	gws := make([]*testGateway, 2)
+	backends := make([]string, len(gws))
+	for i := range gws {
+		gws[i] = severalGateway(t, cl, dsn, prefix, fmt.Sprintf("gw-%d", i), nil)
+		backends[i] = strings.TrimPrefix(gws[i].url, "https://")
+	}
+	lb := &testGateway{t: t, url: "https://" + realtest.StartHAProxy(t, backends...)}
+	c := lb.client().loginToken("alice")
+	s := c.start(map[string]any{"profile": "desktop", "persistent": true})
+	c.waitStateFor(s.ID, "ready", 90*time.Second)
+	rfb := consoleThrough(t, c, s.ID)
+
+	carrier := -1
+	for i, tg := range gws {
+		tg.g.mu.Lock()
+		if tg.g.viewers[s.ID] > 0 {
+			carrier = i
+		}
+		tg.g.mu.Unlock()
+	}
+	if carrier < 0 {
+		t.Fatal("no gateway counts the viewer")
+	}
+	gws[carrier].g.lease.crashed.Store(true)
+	gws[carrier].stop()
+	if err := rfb.Update(false); err == nil {
+		t.Fatal("the viewer's connection outlived its gateway")
+	}
+	rfb.Close()
+
+	// One reconnection, through the balancer, reaches the other gateway.
+	other := gws[1-carrier]
+	rfb = consoleThrough(t, c, s.ID)
+	defer rfb.Close()
+	other.g.mu.Lock()
+	n := other.g.viewers[s.ID]
+	other.g.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("the surviving gateway counts %d viewers, want 1", n)
+	}
+	if got := c.waitStateFor(s.ID, "ready", time.Second); got.State != "ready" {
+		t.Fatalf("after the kill the session is %s", got.State)
+	}
+	if code, body := c.do("DELETE", "/api/v1/sessions/"+s.ID, nil, nil); code != 202 {
+		t.Fatalf("stop through the balancer: %d %s", code, body)
+	}
+	// The survivor leads by now or within two lease lengths, follows the
+	// job and sees it end.
+	c.waitStateFor(s.ID, "ended", 60*time.Second)
 }
