@@ -330,3 +330,42 @@ func TestSeveralGatewaysBehindHAProxy(t *testing.T) {
 	// job and sees it end.
 	c.waitStateFor(s.ID, "ended", 60*time.Second)
 }
+
+// TestLeadLapsesWithoutStore: a leader whose database stops answering
+// stops leading within the lease's length, so that it does not act on
+// sessions beside a gateway that took the lease meanwhile; it follows no
+// runner any more.
+func TestLeadLapsesWithoutStore(t *testing.T) {
+	t.Parallel()
+	cl := realtest.SlurmCluster(t)
+	realtest.TestUser(t)
+	pg := realtest.StartPostgres(t)
+	dsn := pg.NewDatabase(t)
+	tg := severalGateway(t, cl, dsn, "airlocklapse", "gw-0", nil)
+	if !tg.g.lease.leading() {
+		t.Fatal("a gateway alone on the database does not lead")
+	}
+	pg.Stop()
+	stopped := time.Now()
+	err := realtest.WaitFor(2*time.Second, func() error {
+		if tg.g.lease.leading() {
+			return fmt.Errorf("still leading")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("%v %s after the database stopped (lease 2s)", err, time.Since(stopped).Round(time.Millisecond))
+	}
+	t.Logf("the lead lapsed %s after the database stopped (lease 2s)", time.Since(stopped).Round(time.Millisecond))
+	err = realtest.WaitFor(2*time.Second, func() error {
+		tg.g.mu.Lock()
+		defer tg.g.mu.Unlock()
+		if len(tg.g.watching) > 0 {
+			return fmt.Errorf("still following %d runners", len(tg.g.watching))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

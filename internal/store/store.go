@@ -1,8 +1,9 @@
 // Package store keeps the gateway's state: sessions, users, API tokens,
 // share links and the audit log. It defines the Store interface the
 // gateway uses; sqlite/ implements it with a pure-Go SQLite (the embedded
-// default) and a PostgreSQL implementation can satisfy the same interface
-// and conformance tests later. It knows only the session package's types:
+// default, one gateway) and postgres/ with PostgreSQL, which several
+// gateways share (it adds Leaser, SharedSecrets and Broadcaster); both
+// pass storetest's conformance suite. It knows only the session package's types:
 // never the gateway, the runner, backends, auth or the seal.
 package store
 
