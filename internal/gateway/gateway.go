@@ -257,6 +257,7 @@ type Gateway struct {
 	lease   *lease
 	secrets store.SharedSecrets
 	bcast   store.Broadcaster // nil: no other gateway to tell (broadcast.go)
+	spender store.Spender     // nil: single-use things are this gateway's alone
 
 	// rdp is native RDP's CAs (rdp.go); nil when no profile serves RDP
 	// and RDPListen is empty.
@@ -334,6 +335,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		secrets:  secrets,
 	}
 	g.bcast, _ = cfg.Store.(store.Broadcaster)
+	g.spender, _ = cfg.Store.(store.Spender)
 	if cfg.RDPListen != "" || servesRDP(cfg.Profiles) {
 		if err := g.initRDP(); err != nil {
 			return nil, fmt.Errorf("gateway: %w", err)

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/airlock-hpc/airlock/internal/backend/slurm"
+	"github.com/airlock-hpc/airlock/internal/contract"
+	"github.com/airlock-hpc/airlock/internal/rdcleanpath"
 	"github.com/airlock-hpc/airlock/internal/realtest"
 	"github.com/airlock-hpc/airlock/internal/session"
 	"github.com/airlock-hpc/airlock/internal/store"
@@ -368,4 +370,60 @@ func TestLeadLapsesWithoutStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestSeveralGatewaysRDPTicketOnce: with one master key a browser RDP
+// ticket from one gateway is taken by any (the page may be balanced to
+// another), and so it must still work once across them: spent at the
+// second gateway, it is refused when brought back to the first, whose own
+// memory never saw it (only the store's record can refuse it there).
+func TestSeveralGatewaysRDPTicketOnce(t *testing.T) {
+	needRDPTools(t)
+	t.Parallel()
+	cl := realtest.SlurmCluster(t)
+	realtest.TestUser(t)
+	pg := realtest.StartPostgres(t)
+	dsn := pg.NewDatabase(t)
+	sum := sha256.Sum256([]byte(dsn + t.TempDir()))
+	prefix := "airlock" + hex.EncodeToString(sum[:4])
+	withRDP := func(c *Config) {
+		p := desktopProfile()
+		p.Name, p.RDP, p.Clipboard = "rdpdesk", true, contract.ClipboardNone
+		c.Profiles = append(c.Profiles, p)
+	}
+	a := severalGateway(t, cl, dsn, prefix, "gw-a", withRDP)
+	b := severalGateway(t, cl, dsn, prefix, "gw-b", withRDP)
+	alice := a.client().loginToken("alice")
+	atB := *alice
+	atB.tg = b
+	s := alice.waitStateFor(alice.start(map[string]any{"profile": "rdpdesk"}).ID, "ready", 90*time.Second)
+	path := "/rdp/" + s.ID
+	cr := realtest.RDPConnectionRequest(1)
+	// xrdp starts after the session is ready: fresh tickets until it
+	// answers through the second gateway.
+	err := realtest.WaitFor(60*time.Second, func() error {
+		_, p := rdpWebExchange(t, b, &atB, path, rdpRequest(t, s.ID, rdpTicket(t, alice, s.ID).Ticket, cr))
+		if p.Kind() != rdcleanpath.KindResponse {
+			return fmt.Errorf("answer %v %+v", p.Kind(), p.Error)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk := rdpTicket(t, alice, s.ID).Ticket
+	if _, p := rdpWebExchange(t, b, &atB, path, rdpRequest(t, s.ID, tk, cr)); p.Kind() != rdcleanpath.KindResponse {
+		t.Fatalf("a ticket from gateway a at gateway b: %v %+v", p.Kind(), p.Error)
+	}
+	for _, tc := range []struct {
+		name string
+		tg   *testGateway
+		c    *client
+	}{{"back at the gateway that issued it", a, alice}, {"again at the gateway that took it", b, &atB}} {
+		if _, p := rdpWebExchange(t, tc.tg, tc.c, path, rdpRequest(t, s.ID, tk, cr)); p.Kind() != rdcleanpath.KindGeneralError || p.Error.HTTPStatus != 401 {
+			t.Errorf("the spent ticket %s: %v %+v, want HTTP 401", tc.name, p.Kind(), p.Error)
+		}
+	}
+	alice.do("DELETE", "/api/v1/sessions/"+s.ID, nil, nil)
+	alice.waitStateFor(s.ID, "ended", 60*time.Second)
 }

@@ -208,6 +208,16 @@ type Broadcaster interface {
 	Listen(ctx context.Context) <-chan []byte
 }
 
+// Spender is a store several gateways share that remembers single-use
+// things (a browser RDP ticket's nonce) across them, so that one spent
+// at one gateway is refused at every other.
+type Spender interface {
+	// Spend records key as used until expires and returns nil the first
+	// time; while an earlier record is unexpired (at now) it returns an
+	// error wrapping ErrExists, in one atomic step across gateways.
+	Spend(ctx context.Context, key string, now, expires time.Time) error
+}
+
 // Leaser is a store several gateways share: it lets one of them at a time
 // hold a named lease, for background work that must run exactly once
 // across them (polling backends, expiring sessions). A store only one

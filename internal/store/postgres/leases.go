@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/airlock-hpc/airlock/internal/store"
 )
 
 // TakeLease gives name to holder until now+ttl unless another holder has
@@ -60,4 +62,30 @@ func (db *DB) SharedSecret(ctx context.Context, name string, fresh []byte) ([]by
 		return nil, fmt.Errorf("shared secret %s: %w", name, err)
 	}
 	return v, nil
+}
+
+// Spend records key until expires, once: the upsert takes over only an
+// expired record, so of gateways racing with one key one wins. Expired
+// records are dropped on the way (spending is rare: a browser RDP
+// connection).
+func (db *DB) Spend(ctx context.Context, key string, now, expires time.Time) error {
+	var e encoder
+	at, until := e.time("now", now), e.time("expires", expires)
+	if e.err != nil || at == nil || until == nil || key == "" {
+		return fmt.Errorf("spend: %w", cmpErr(e.err, errors.New("no key, now or expiry")))
+	}
+	if _, err := db.db.ExecContext(ctx, "DELETE FROM spent WHERE expires <= $1", at); err != nil {
+		return fmt.Errorf("spend: %w", err)
+	}
+	var got string
+	err := db.db.QueryRowContext(ctx, `INSERT INTO spent (key, expires) VALUES ($1, $2)
+		ON CONFLICT (key) DO UPDATE SET expires = excluded.expires WHERE spent.expires <= $3
+		RETURNING key`, key, until, at).Scan(&got)
+	switch {
+	case err == nil:
+		return nil
+	case isNoRows(err):
+		return fmt.Errorf("spend: used already: %w", store.ErrExists)
+	}
+	return fmt.Errorf("spend: %w", err)
 }

@@ -44,6 +44,7 @@ var (
 
 	_ store.SharedSecrets = (*DB)(nil)
 	_ store.Broadcaster   = (*DB)(nil)
+	_ store.Spender       = (*DB)(nil)
 )
 
 // ErrNewerSchema is wrapped by the error [Open] returns for a database

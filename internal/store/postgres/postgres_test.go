@@ -200,3 +200,12 @@ func TestBroadcast(t *testing.T) {
 	for range ch {
 	}
 }
+
+func TestSpender(t *testing.T) {
+	t.Parallel()
+	pg := realtest.SharedPostgres(t)
+	storetest.RunSpender(t, func(t *testing.T) (store.Spender, store.Spender) {
+		dsn := pg.NewDatabase(t)
+		return mustOpen(t, dsn), mustOpen(t, dsn)
+	})
+}

@@ -1290,3 +1290,52 @@ func RunSharedSecrets(t *testing.T, open func(t *testing.T) (store.SharedSecrets
 		}
 	})
 }
+
+// RunSpender checks a [store.Spender]: open returns two handles on one
+// empty store, as two gateways hold.
+func RunSpender(t *testing.T, open func(t *testing.T) (store.Spender, store.Spender)) {
+	t.Run("Spend", func(t *testing.T) {
+		a, b := open(t)
+		ctx := t.Context()
+		if err := a.Spend(ctx, "n-1", at(0), at(time.Minute)); err != nil {
+			t.Fatalf("first Spend: %v", err)
+		}
+		wantErr(t, "Spend again at another handle", b.Spend(ctx, "n-1", at(time.Second), at(time.Minute)), store.ErrExists)
+		wantErr(t, "Spend again at the same", a.Spend(ctx, "n-1", at(59*time.Second), at(2*time.Minute)), store.ErrExists)
+		if err := b.Spend(ctx, "n-2", at(time.Second), at(time.Minute)); err != nil {
+			t.Fatalf("another key: %v", err)
+		}
+		// Once expired, a record is forgotten (the ticket itself is refused
+		// as expired by then).
+		if err := b.Spend(ctx, "n-1", at(time.Minute), at(2*time.Minute)); err != nil {
+			t.Fatalf("Spend after the expiry: %v", err)
+		}
+	})
+	t.Run("Spend/Race", func(t *testing.T) {
+		a, b := open(t)
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		won := 0
+		for i := range 20 {
+			wg.Go(func() {
+				s := a
+				if i%2 == 1 {
+					s = b
+				}
+				err := s.Spend(t.Context(), "race", at(0), at(time.Minute))
+				switch {
+				case err == nil:
+					mu.Lock()
+					won++
+					mu.Unlock()
+				case !errors.Is(err, store.ErrExists):
+					t.Errorf("Spend: %v", err)
+				}
+			})
+		}
+		wg.Wait()
+		if won != 1 {
+			t.Errorf("%d of 20 racing spends won, want 1", won)
+		}
+	})
+}

@@ -153,6 +153,14 @@ CREATE TABLE secrets (
 	value BYTEA NOT NULL
 );
 
+-- Single-use things spent at one gateway, refused at every other (a
+-- browser RDP ticket's nonce), until they expire.
+CREATE TABLE spent (
+	key     TEXT PRIMARY KEY,
+	expires BIGINT NOT NULL
+);
+CREATE INDEX spent_expires ON spent (expires);
+
 -- Leases: which gateway runs a piece of background work (polling a
 -- backend, expiring sessions) while several share this database. A
 -- holder renews before expires; another may take it once it has passed.
