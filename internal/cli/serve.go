@@ -85,6 +85,13 @@ func cmdServe(_ context.Context, env *Env, args []string) int {
 	if err != nil {
 		return fail(env, "%v", err)
 	}
+	if b, ok := db.(ratelimit.Buckets); ok {
+		// Several gateways: failed logins count against one budget
+		// across them (the store's), each gateway's own under it.
+		if chain.Limiter, err = ratelimit.NewShared(rateLimitConfig(cfg), b, log); err != nil {
+			return fail(env, "%v", err)
+		}
+	}
 	providers, err := oidcFromConfig(cfg, log)
 	if err != nil {
 		return fail(env, "%v", err)
@@ -313,11 +320,16 @@ func profileFromConfig(p config.Profile) gateway.Profile {
 	return g
 }
 
+// rateLimitConfig is auth.rate_limit for the limiter.
+func rateLimitConfig(cfg config.Config) ratelimit.Config {
+	return ratelimit.Config{UserLimit: cfg.Auth.RateLimit.PerUser, AddrLimit: cfg.Auth.RateLimit.PerAddress, Window: cfg.Auth.RateLimit.Window}
+}
+
 // authFromConfig builds the login chain (and the header authenticator) in
 // the configured order. With a local password file that has no users, it
 // makes "demo" with a random password and prints it once.
 func authFromConfig(env *Env, cfg config.Config, log *slog.Logger) (*auth.Chain, *header.Header, error) {
-	lim, err := ratelimit.New(ratelimit.Config{UserLimit: cfg.Auth.RateLimit.PerUser, AddrLimit: cfg.Auth.RateLimit.PerAddress, Window: cfg.Auth.RateLimit.Window})
+	lim, err := ratelimit.New(rateLimitConfig(cfg))
 	if err != nil {
 		return nil, nil, err
 	}

@@ -89,3 +89,45 @@ func (db *DB) Spend(ctx context.Context, key string, now, expires time.Time) err
 	}
 	return fmt.Errorf("spend: %w", err)
 }
+
+// BucketTAT returns a login bucket's theoretical arrival time (zero: none).
+func (db *DB) BucketTAT(ctx context.Context, key string) (time.Time, error) {
+	var tat int64
+	err := db.db.QueryRowContext(ctx, "SELECT tat FROM login_buckets WHERE key = $1", key).Scan(&tat)
+	switch {
+	case isNoRows(err):
+		return time.Time{}, nil
+	case err != nil:
+		return time.Time{}, fmt.Errorf("login bucket: %w", err)
+	}
+	return fromNanos(tat), nil
+}
+
+// FailBucket counts a failure in a login bucket, in one statement, and
+// drops buckets drained a window ago now and then (one call in 64).
+func (db *DB) FailBucket(ctx context.Context, key string, now time.Time, interval, window time.Duration) error {
+	var e encoder
+	at := e.time("now", now)
+	if e.err != nil || at == nil || interval <= 0 || window <= 0 {
+		return fmt.Errorf("login bucket: %w", cmpErr(e.err, errors.New("no time, interval or window")))
+	}
+	n := at.(int64)
+	_, err := db.db.ExecContext(ctx, `INSERT INTO login_buckets (key, tat) VALUES ($1, $2)
+		ON CONFLICT (key) DO UPDATE SET tat = LEAST(GREATEST(login_buckets.tat, $3) + $4, $5)`,
+		key, n+int64(interval), n, int64(interval), n+int64(window))
+	if err != nil {
+		return fmt.Errorf("login bucket: %w", err)
+	}
+	if n%64 == 0 {
+		db.db.ExecContext(ctx, "DELETE FROM login_buckets WHERE tat < $1", n)
+	}
+	return nil
+}
+
+// ForgetBucket drops a login bucket.
+func (db *DB) ForgetBucket(ctx context.Context, key string) error {
+	if _, err := db.db.ExecContext(ctx, "DELETE FROM login_buckets WHERE key = $1", key); err != nil {
+		return fmt.Errorf("login bucket: %w", err)
+	}
+	return nil
+}

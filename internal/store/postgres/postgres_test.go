@@ -3,12 +3,15 @@ package postgres
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/airlock-hpc/airlock/internal/auth"
+	"github.com/airlock-hpc/airlock/internal/auth/ratelimit"
 	"github.com/airlock-hpc/airlock/internal/realtest"
 	"github.com/airlock-hpc/airlock/internal/session"
 	"github.com/airlock-hpc/airlock/internal/store"
@@ -208,4 +211,54 @@ func TestSpender(t *testing.T) {
 		dsn := pg.NewDatabase(t)
 		return mustOpen(t, dsn), mustOpen(t, dsn)
 	})
+}
+
+// TestSharedLoginLimits: failed logins spread over two gateways (two
+// handles, each with its own memory) count against one budget; a success
+// clears the user's; a stopped database leaves each gateway's own limits
+// and refuses no login by itself.
+func TestSharedLoginLimits(t *testing.T) {
+	t.Parallel()
+	pg := realtest.StartPostgres(t)
+	dsn := pg.NewDatabase(t)
+	cfg := ratelimit.Config{UserLimit: 4, AddrLimit: 100, Window: time.Minute}
+	a, err := ratelimit.NewShared(cfg, mustOpen(t, dsn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := ratelimit.NewShared(cfg, mustOpen(t, dsn), nil)
+	now := time.Now()
+	for i := range 4 {
+		l := a
+		if i%2 == 1 {
+			l = b
+		}
+		if err := l.Allow("alice", fmt.Sprintf("10.0.0.%d:1", i), now); err != nil {
+			t.Fatalf("guess %d refused early: %v", i, err)
+		}
+		l.Fail("alice", fmt.Sprintf("10.0.0.%d:1", i), now)
+	}
+	// Each gateway saw two failures (under its own limit of 4); together 4.
+	for name, l := range map[string]*ratelimit.Shared{"a": a, "b": b} {
+		if err := l.Allow("alice", "10.0.0.9:1", now); !errors.Is(err, auth.ErrRateLimited) {
+			t.Errorf("gateway %s after four guesses spread over two: %v, want rate limited", name, err)
+		}
+	}
+	if err := a.Allow("bob", "10.0.0.9:1", now); err != nil {
+		t.Errorf("another user: %v", err)
+	}
+	b.Succeed("alice", "10.0.0.9:1")
+	if err := a.Allow("alice", "10.0.0.9:1", now); err != nil {
+		t.Errorf("after a success at the other gateway: %v", err)
+	}
+	pg.Stop()
+	if err := a.Allow("carol", "10.0.0.9:1", now); err != nil {
+		t.Errorf("database down: a login refused by the fault alone: %v", err)
+	}
+	for range 4 {
+		a.Fail("carol", "10.0.0.9:1", now)
+	}
+	if err := a.Allow("carol", "10.0.0.9:1", now); !errors.Is(err, auth.ErrRateLimited) {
+		t.Errorf("database down: this gateway's own limit does not hold: %v", err)
+	}
 }

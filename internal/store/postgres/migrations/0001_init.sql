@@ -161,6 +161,14 @@ CREATE TABLE spent (
 );
 CREATE INDEX spent_expires ON spent (expires);
 
+-- Failed-login buckets every gateway counts against (auth/ratelimit's
+-- Shared): tat is the GCRA theoretical arrival time, unix nanoseconds.
+CREATE TABLE login_buckets (
+	key TEXT PRIMARY KEY,
+	tat BIGINT NOT NULL
+);
+CREATE INDEX login_buckets_tat ON login_buckets (tat);
+
 -- Leases: which gateway runs a piece of background work (polling a
 -- backend, expiring sessions) while several share this database. A
 -- holder renews before expires; another may take it once it has passed.
