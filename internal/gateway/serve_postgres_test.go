@@ -3,12 +3,15 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/airlock-hpc/airlock/internal/realtest"
 	"github.com/airlock-hpc/airlock/internal/store/postgres"
@@ -91,5 +94,50 @@ func TestServePostgres(t *testing.T) {
 	out, err := exec.Command(bin, "users", "totp-reset", "alice", "--config", conf).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "alice has no second factor") {
 		t.Fatalf("users totp-reset on PostgreSQL: %v\n%s", err, out)
+	}
+}
+
+// TestPostgresDownIsTryAgain: with its PostgreSQL gone, the gateway
+// answers a good token, a good cookie and a good password with 503 ("try
+// again"), never 401 or 404: a store fault is not a "no".
+func TestPostgresDownIsTryAgain(t *testing.T) {
+	t.Parallel()
+	pg := realtest.StartPostgres(t)
+	dsn := pg.NewDatabase(t)
+	tg := startGateway(t, "", func(c *Config) {
+		c.Store.Close()
+		db, err := postgres.Open(context.Background(), postgres.Config{DSN: dsn})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Store = db
+		c.RecheckEvery = 50 * time.Millisecond // the fast path's cache then lasts 50 ms
+	}, "alice")
+	tok := tg.client().loginToken("alice")
+	cookie := tg.client().loginCookie("alice")
+	if code, body := tok.do("GET", "/api/v1/sessions", nil, nil); code != 200 {
+		t.Fatalf("before: %d %s", code, body)
+	}
+	pg.Stop()
+	err := realtest.WaitFor(5*time.Second, func() error {
+		for name, c := range map[string]*client{"token": tok, "cookie": cookie} {
+			if code, body := c.do("GET", "/api/v1/sessions", nil, nil); code != 503 {
+				return fmt.Errorf("%s with the database down: %d %s, want 503", name, code, body)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("POST", tg.url+"/api/v1/tokens", nil)
+	req.SetBasicAuth("alice", testPassword)
+	resp, err := tg.client().http.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 503 {
+		t.Fatalf("a good password with the database down: %d, want 503", resp.StatusCode)
 	}
 }
