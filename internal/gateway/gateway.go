@@ -258,6 +258,9 @@ type Gateway struct {
 	secrets store.SharedSecrets
 	bcast   store.Broadcaster // nil: no other gateway to tell (broadcast.go)
 	spender store.Spender     // nil: single-use things are this gateway's alone
+	// handoffs carries e-mailed login links to another gateway (nil:
+	// they stay in this one's memory).
+	handoffs store.Handoffs
 
 	// rdp is native RDP's CAs (rdp.go); nil when no profile serves RDP
 	// and RDPListen is empty.
@@ -336,6 +339,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	}
 	g.bcast, _ = cfg.Store.(store.Broadcaster)
 	g.spender, _ = cfg.Store.(store.Spender)
+	g.handoffs, _ = cfg.Store.(store.Handoffs)
 	if cfg.RDPListen != "" || servesRDP(cfg.Profiles) {
 		if err := g.initRDP(); err != nil {
 			return nil, fmt.Errorf("gateway: %w", err)

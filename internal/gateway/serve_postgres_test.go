@@ -13,7 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/airlock-hpc/airlock/internal/mailer"
 	"github.com/airlock-hpc/airlock/internal/realtest"
+	"github.com/airlock-hpc/airlock/internal/realtest/smtpsink"
 	"github.com/airlock-hpc/airlock/internal/store/postgres"
 )
 
@@ -139,5 +141,52 @@ func TestPostgresDownIsTryAgain(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 503 {
 		t.Fatalf("a good password with the database down: %d, want 503", resp.StatusCode)
+	}
+}
+
+// TestEmailLinkAnotherGateway: with two gateways on one PostgreSQL, a
+// login link asked for at one is opened at the other (a balancer sends
+// the browser wherever it likes): it logs in, once, and only in the
+// browser that asked, as on one gateway.
+func TestEmailLinkAnotherGateway(t *testing.T) {
+	t.Parallel()
+	pg := realtest.StartPostgres(t)
+	dsn := pg.NewDatabase(t)
+	sink := smtpsink.Start(t)
+	m, err := mailer.New(mailer.Config{URL: sink.URL, RootCAs: sink.CAFile, From: "airlock <airlock@gw.test>"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gateway := func() *testGateway {
+		return startGateway(t, "", func(c *Config) {
+			c.Store.Close()
+			db, err := postgres.Open(context.Background(), postgres.Config{DSN: dsn})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.Store = db
+			c.Mailer, c.PublicURL = m, emailPublicURL
+			c.EmailLogin = &EmailLogin{Domains: []string{"example.org"}, TTL: 5 * time.Minute}
+		})
+	}
+	a, b := gateway(), gateway()
+	asker := a.client()
+	if st, body := askLink(t, asker, "carol@example.org"); st != 202 {
+		t.Fatalf("ask at a: %d %s", st, body)
+	}
+	atA := linkFor(t, a, sink, "carol@example.org")
+	atB := b.url + strings.TrimPrefix(atA, a.url)
+
+	if resp, _ := b.client().get(atB); resp.StatusCode != 401 || hasLoginCookie(resp) {
+		t.Fatalf("the link in another browser at b: %d, login cookie %v", resp.StatusCode, hasLoginCookie(resp))
+	}
+	sameBrowser := *asker // its cookie jar: cookies go by host, not port
+	sameBrowser.tg = b
+	resp, _ := sameBrowser.get(atB)
+	if resp.StatusCode != 303 || !hasLoginCookie(resp) {
+		t.Fatalf("the link in the browser that asked, at b: %d, login cookie %v", resp.StatusCode, hasLoginCookie(resp))
+	}
+	if resp, _ := asker.get(atA); resp.StatusCode != 401 || hasLoginCookie(resp) {
+		t.Fatalf("the used link again at a: %d", resp.StatusCode)
 	}
 }

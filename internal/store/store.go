@@ -218,6 +218,22 @@ type Spender interface {
 	Spend(ctx context.Context, key string, now, expires time.Time) error
 }
 
+// Handoffs is a store several gateways share that carries a one-time
+// thing from the gateway that made it to whichever gateway it comes back
+// to (an e-mailed login link: asked at one, opened at another behind a
+// balancer), bound to the browser that asked.
+type Handoffs interface {
+	// PutHandoff stores value under key for the browser bind until
+	// expires, dropping expired ones on the way; ErrExists if key is
+	// taken.
+	PutHandoff(ctx context.Context, key, bind, value []byte, now, expires time.Time) error
+	// TakeHandoff removes and returns key's value if bind is its
+	// browser's (found and mine). One held for another browser stays
+	// (found, not mine); an unknown or expired one is neither. Of two
+	// takes racing, one gets it.
+	TakeHandoff(ctx context.Context, key, bind []byte, now time.Time) (value []byte, found, mine bool, err error)
+}
+
 // Leaser is a store several gateways share: it lets one of them at a time
 // hold a named lease, for background work that must run exactly once
 // across them (polling backends, expiring sessions). A store only one

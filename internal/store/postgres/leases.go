@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"time"
@@ -130,4 +131,51 @@ func (db *DB) ForgetBucket(ctx context.Context, key string) error {
 		return fmt.Errorf("login bucket: %w", err)
 	}
 	return nil
+}
+
+// PutHandoff stores a handoff, dropping expired ones in the same
+// transaction.
+func (db *DB) PutHandoff(ctx context.Context, key, bind, value []byte, now, expires time.Time) error {
+	var e encoder
+	at, until := e.time("now", now), e.time("expires", expires)
+	if e.err != nil || at == nil || until == nil || len(key) == 0 || len(bind) == 0 {
+		return fmt.Errorf("put handoff: %w", cmpErr(e.err, errors.New("no key, bind, now or expiry")))
+	}
+	err := db.inTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, "DELETE FROM handoffs WHERE expires <= $1", at); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, "INSERT INTO handoffs (key, bind, value, expires) VALUES ($1, $2, $3, $4)", key, bind, value, until)
+		return err
+	})
+	switch {
+	case err == nil:
+		return nil
+	case isExists(err):
+		return fmt.Errorf("put handoff: %w", store.ErrExists)
+	}
+	return fmt.Errorf("put handoff: %w", err)
+}
+
+// TakeHandoff deletes and returns a handoff held for bind; the DELETE's
+// row lock makes one of two racing takes win.
+func (db *DB) TakeHandoff(ctx context.Context, key, bind []byte, now time.Time) ([]byte, bool, bool, error) {
+	var e encoder
+	at := e.time("now", now)
+	if e.err != nil || at == nil {
+		return nil, false, false, fmt.Errorf("take handoff: %w", cmpErr(e.err, errors.New("no time")))
+	}
+	var v []byte
+	err := db.db.QueryRowContext(ctx, "DELETE FROM handoffs WHERE key = $1 AND bind = $2 AND expires > $3 RETURNING value", key, bind, at).Scan(&v)
+	switch {
+	case err == nil:
+		return v, true, true, nil
+	case !isNoRows(err):
+		return nil, false, false, fmt.Errorf("take handoff: %w", err)
+	}
+	var n int
+	if err := db.db.QueryRowContext(ctx, "SELECT count(*) FROM handoffs WHERE key = $1 AND expires > $2", key, at).Scan(&n); err != nil {
+		return nil, false, false, fmt.Errorf("take handoff: %w", err)
+	}
+	return nil, n > 0, false, nil
 }

@@ -45,6 +45,7 @@ var (
 	_ store.SharedSecrets = (*DB)(nil)
 	_ store.Broadcaster   = (*DB)(nil)
 	_ store.Spender       = (*DB)(nil)
+	_ store.Handoffs      = (*DB)(nil)
 )
 
 // ErrNewerSchema is wrapped by the error [Open] returns for a database

@@ -262,3 +262,12 @@ func TestSharedLoginLimits(t *testing.T) {
 		t.Errorf("database down: this gateway's own limit does not hold: %v", err)
 	}
 }
+
+func TestHandoffs(t *testing.T) {
+	t.Parallel()
+	pg := realtest.SharedPostgres(t)
+	storetest.RunHandoffs(t, func(t *testing.T) (store.Handoffs, store.Handoffs) {
+		dsn := pg.NewDatabase(t)
+		return mustOpen(t, dsn), mustOpen(t, dsn)
+	})
+}

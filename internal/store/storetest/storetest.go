@@ -1339,3 +1339,64 @@ func RunSpender(t *testing.T, open func(t *testing.T) (store.Spender, store.Spen
 		}
 	})
 }
+
+// RunHandoffs checks a [store.Handoffs]: open returns two handles on one
+// empty store.
+func RunHandoffs(t *testing.T, open func(t *testing.T) (store.Handoffs, store.Handoffs)) {
+	t.Run("Handoff", func(t *testing.T) {
+		a, b := open(t)
+		ctx := t.Context()
+		key, mine, theirs := hash("link"), hash("browser"), hash("scanner")
+		if err := a.PutHandoff(ctx, key, mine, []byte("v"), at(0), at(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		wantErr(t, "PutHandoff of a taken key", a.PutHandoff(ctx, key, theirs, []byte("w"), at(0), at(time.Minute)), store.ErrExists)
+		if v, found, ok, err := b.TakeHandoff(ctx, key, theirs, at(time.Second)); err != nil || !found || ok || v != nil {
+			t.Fatalf("take by another browser = %q, %v, %v, %v; want found, not mine", v, found, ok, err)
+		}
+		if v, found, ok, err := b.TakeHandoff(ctx, key, mine, at(time.Second)); err != nil || !found || !ok || string(v) != "v" {
+			t.Fatalf("take by its browser at another handle = %q, %v, %v, %v", v, found, ok, err)
+		}
+		if _, found, ok, err := a.TakeHandoff(ctx, key, mine, at(2*time.Second)); err != nil || found || ok {
+			t.Fatalf("second take = %v, %v, %v; want gone", found, ok, err)
+		}
+		// Expired: gone for everyone.
+		if err := a.PutHandoff(ctx, hash("old"), mine, []byte("v"), at(0), at(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		if _, found, ok, err := b.TakeHandoff(ctx, hash("old"), mine, at(time.Minute)); err != nil || found || ok {
+			t.Fatalf("take after expiry = %v, %v, %v; want gone", found, ok, err)
+		}
+	})
+	t.Run("Handoff/Race", func(t *testing.T) {
+		a, b := open(t)
+		key, bind := hash("link"), hash("browser")
+		if err := a.PutHandoff(t.Context(), key, bind, []byte("v"), at(0), at(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		won := 0
+		for i := range 20 {
+			wg.Go(func() {
+				s := a
+				if i%2 == 1 {
+					s = b
+				}
+				_, _, ok, err := s.TakeHandoff(t.Context(), key, bind, at(time.Second))
+				if err != nil {
+					t.Errorf("TakeHandoff: %v", err)
+				}
+				if ok {
+					mu.Lock()
+					won++
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		if won != 1 {
+			t.Errorf("%d of 20 racing takes won, want 1", won)
+		}
+	})
+}

@@ -169,6 +169,16 @@ CREATE TABLE login_buckets (
 );
 CREATE INDEX login_buckets_tat ON login_buckets (tat);
 
+-- One-time things handed from the gateway that made them to whichever
+-- gateway they come back to (e-mailed login links), bound to a browser.
+CREATE TABLE handoffs (
+	key     BYTEA PRIMARY KEY, -- SHA-256 of the secret
+	bind    BYTEA NOT NULL,    -- SHA-256 of the asking browser's cookie
+	value   BYTEA NOT NULL,
+	expires BIGINT NOT NULL
+);
+CREATE INDEX handoffs_expires ON handoffs (expires);
+
 -- Leases: which gateway runs a piece of background work (polling a
 -- backend, expiring sessions) while several share this database. A
 -- holder renews before expires; another may take it once it has passed.
