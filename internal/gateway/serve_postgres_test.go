@@ -190,3 +190,41 @@ func TestEmailLinkAnotherGateway(t *testing.T) {
 		t.Fatalf("the used link again at a: %d", resp.StatusCode)
 	}
 }
+
+// TestOIDCAnotherGateway: with two gateways on one PostgreSQL, a login
+// started at one comes back from the provider to the other (a balancer):
+// it logs in, only in the browser that started it, and once.
+func TestOIDCAnotherGateway(t *testing.T) {
+	t.Parallel()
+	pg := realtest.StartPostgres(t)
+	dsn := pg.NewDatabase(t)
+	toPG := func(c *Config) {
+		c.Store.Close()
+		db, err := postgres.Open(context.Background(), postgres.Config{DSN: dsn})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Store = db
+	}
+	a, _ := oidcGateway(t, nil, toPG)
+	b := startGateway(t, "", func(c *Config) {
+		c.Portal, c.OIDC = a.cfg.Portal, a.cfg.OIDC
+		toPG(c)
+	})
+	started := a.client()
+	cb := oidcCallback(t, started, "alice")
+	atB := b.url + cb.RequestURI()
+
+	if resp, _ := b.client().get(atB); resp.StatusCode != 401 || hasLoginCookie(resp) {
+		t.Fatalf("the callback in another browser at b: %d, login cookie %v", resp.StatusCode, hasLoginCookie(resp))
+	}
+	same := *started // its cookie jar: cookies go by host, not port
+	same.tg = b
+	resp, _ := same.get(atB)
+	if resp.StatusCode != 303 || !hasLoginCookie(resp) {
+		t.Fatalf("the callback in the browser that started the login, at b: %d, login cookie %v", resp.StatusCode, hasLoginCookie(resp))
+	}
+	if resp, _ := started.get(cb.String()); resp.StatusCode != 401 || hasLoginCookie(resp) {
+		t.Fatalf("the used callback again at a: %d", resp.StatusCode)
+	}
+}
