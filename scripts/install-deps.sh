@@ -24,6 +24,8 @@ pkgs=(
   zbar-tools oathtool # decode the TOTP enrolment's QR code and make codes with another implementation
   jupyter-notebook  # the demo's app profile (make run), and the test that launches it
   ruby nginx-light novnc # the Open OnDemand app's tests: ERB templates rendered by Debian's ruby, nginx as OnDemand's /rnode proxy, noVNC served inside the seal
+  haproxy           # the load balancer in front of several gateways (TestSeveralGatewaysBehindHAProxy)
+  postgresql        # the real PostgreSQL the store's conformance suite and the several-gateway tests start by hand (initdb, pg_ctl)
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -49,7 +49,7 @@ var rules = []rule{
 	// a leaf package, never each other.
 	{from: []string{"internal/gateway/..."}, deny: []string{"internal/runner/...", "internal/seal/..."},
 		why: "the gateway never imports the runner: both sides share the typed session contract in a leaf package, and backends start `airlock run` as a process"},
-	{from: []string{"internal/gateway/..."}, deny: []string{"internal/store/sqlite/...", "internal/backend/local/...", "internal/backend/slurm/..."},
+	{from: []string{"internal/gateway/..."}, deny: []string{"internal/store/sqlite/...", "internal/store/postgres/...", "internal/backend/local/...", "internal/backend/slurm/..."},
 		why: "the gateway depends on the store.Store and backend.Backend interfaces; cmd wires the implementations"},
 	// 3. The store knows only session types.
 	{from: []string{"internal/store/..."}, deny: []string{"..."}, allow: []string{"internal/store/...", "internal/session/..."},

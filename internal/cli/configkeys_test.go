@@ -247,6 +247,7 @@ type reached struct {
 	Logger         any
 	LoggerErr      string
 	GatewayProfile []any
+	Store          string
 }
 
 var pointerRE = regexp.MustCompile(`0x[0-9a-f]+`)
@@ -296,6 +297,8 @@ func reach(t *testing.T, cfg config.Config, withAuth bool) reached {
 		r.BackendErr = err.Error()
 	}
 	r.Gateway = gatewayConfig(cfg, "/etc/airlock.yaml", url)
+	pg, path := storeOptions(cfg)
+	r.Store = configView(pg) + path
 	if withAuth {
 		chain, hdr, err := authFromConfig(&Env{Stdout: io.Discard, Stderr: io.Discard}, cfg, log)
 		r.Auth, r.Header = authView(chain), configView(hdr)
@@ -463,6 +466,21 @@ func selfSignedPEM(t *testing.T) []byte {
 // for other keys, and permissions checked at load. Each check proves the
 // key changes what Parse returns or accepts.
 var usedInConfig = map[string]func(t *testing.T) error{
+	// The bases run on SQLite, where a driver other than postgres and a
+	// dsn mean nothing (validate refuses them): they must reach what is
+	// opened once the driver is postgres.
+	"store.driver": func(t *testing.T) error {
+		if pg, path := storeOptions(config.Config{Store: config.Store{Driver: "postgres", DSN: "dbname=a"}}); pg == nil || path != "" {
+			return errors.New("driver postgres does not open PostgreSQL")
+		}
+		return nil
+	},
+	"store.dsn": func(t *testing.T) error {
+		if pg, _ := storeOptions(config.Config{Store: config.Store{Driver: "postgres", DSN: "dbname=a"}}); pg == nil || pg.DSN != "dbname=a" {
+			return errors.New("dsn does not reach the PostgreSQL store")
+		}
+		return nil
+	},
 	// A choice that matters only with rdp and an RDP port, which the base
 	// configs lack: it must reach the image the gateway gets (whose use
 	// gateway.TestEveryProfileFieldIsUsed proves).

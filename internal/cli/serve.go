@@ -33,7 +33,6 @@ import (
 	"github.com/airlock-hpc/airlock/internal/gateway"
 	"github.com/airlock-hpc/airlock/internal/mailer"
 	"github.com/airlock-hpc/airlock/internal/portal"
-	"github.com/airlock-hpc/airlock/internal/store/sqlite"
 )
 
 // loadConfig reads FILE (or the embedded defaults), applies the flags and
@@ -82,7 +81,7 @@ func cmdServe(_ context.Context, env *Env, args []string) int {
 		addDemoProfiles(ctx, &cfg, os.Getenv, log)
 	}
 
-	db, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(cfg.StateDir, "airlock.db"), Logger: log})
+	db, err := openStore(ctx, cfg, log, true)
 	if err != nil {
 		return fail(env, "%v", err)
 	}
@@ -90,6 +89,13 @@ func cmdServe(_ context.Context, env *Env, args []string) int {
 	chain, hdr, err := authFromConfig(env, cfg, log)
 	if err != nil {
 		return fail(env, "%v", err)
+	}
+	if b, ok := db.(ratelimit.Buckets); ok {
+		// Several gateways: failed logins count against one budget
+		// across them (the store's), each gateway's own under it.
+		if chain.Limiter, err = ratelimit.NewShared(rateLimitConfig(cfg), b, log); err != nil {
+			return fail(env, "%v", err)
+		}
 	}
 	providers, err := oidcFromConfig(cfg, log)
 	if err != nil {
@@ -216,7 +222,7 @@ func gatewayConfig(cfg config.Config, cfgPath, registerURL string) gateway.Confi
 // session directories (specs, ticket keys, sockets), the audit log and
 // the config file itself (it names the rest, and sites keep notes in it).
 func secretPaths(cfg config.Config, cfgPath string) []string {
-	paths := []string{cfg.TLS.KeyFile, cfg.AuditLog}
+	paths := []string{cfg.TLS.KeyFile, cfg.AuditLog, cfg.Store.PasswordFile}
 	if cfg.Backend.Kind != "slurm" && cfg.Backend.Local != nil {
 		paths = append(paths, cfg.Backend.Local.Dir)
 	}
@@ -322,11 +328,16 @@ func profileFromConfig(p config.Profile) gateway.Profile {
 	return g
 }
 
+// rateLimitConfig is auth.rate_limit for the limiter.
+func rateLimitConfig(cfg config.Config) ratelimit.Config {
+	return ratelimit.Config{UserLimit: cfg.Auth.RateLimit.PerUser, AddrLimit: cfg.Auth.RateLimit.PerAddress, Window: cfg.Auth.RateLimit.Window}
+}
+
 // authFromConfig builds the login chain (and the header authenticator) in
 // the configured order. With a local password file that has no users, it
 // makes "demo" with a random password and prints it once.
 func authFromConfig(env *Env, cfg config.Config, log *slog.Logger) (*auth.Chain, *header.Header, error) {
-	lim, err := ratelimit.New(ratelimit.Config{UserLimit: cfg.Auth.RateLimit.PerUser, AddrLimit: cfg.Auth.RateLimit.PerAddress, Window: cfg.Auth.RateLimit.Window})
+	lim, err := ratelimit.New(rateLimitConfig(cfg))
 	if err != nil {
 		return nil, nil, err
 	}

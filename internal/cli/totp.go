@@ -4,15 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
+	"log/slog"
 	"os/user"
-	"path/filepath"
 	"time"
 
 	"github.com/airlock-hpc/airlock/internal/config"
 	"github.com/airlock-hpc/airlock/internal/session"
 	"github.com/airlock-hpc/airlock/internal/store"
-	"github.com/airlock-hpc/airlock/internal/store/sqlite"
 )
 
 // usersTOTPReset removes a user's second factor from the store: for the
@@ -23,12 +21,8 @@ func usersTOTPReset(ctx context.Context, env *Env, cfg config.Config, name strin
 	if name == "" {
 		return fail(env, "users totp-reset: name a user")
 	}
-	path := filepath.Join(cfg.StateDir, "airlock.db")
-	if _, err := os.Stat(path); err != nil {
-		// Not Open's "create": a wrong --state-dir must not make a store.
-		return fail(env, "no store at %s: %v", path, err)
-	}
-	db, err := sqlite.Open(ctx, sqlite.Config{Path: path})
+	// Not serve's "create": a wrong --state-dir must not make a store.
+	db, err := openStore(ctx, cfg, slog.New(slog.DiscardHandler), false)
 	if err != nil {
 		return fail(env, "%v", err)
 	}

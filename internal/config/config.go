@@ -67,6 +67,9 @@ type Config struct {
 	RunAsShared bool `yaml:"run_as_shared"`
 	// TLS is the gateway's certificate. Default: self-signed.
 	TLS TLS `yaml:"tls"`
+	// Store is the gateway's database. Default {driver: sqlite}: one
+	// file in state_dir, for one gateway.
+	Store Store `yaml:"store"`
 	// Backend is where sessions run. Default {kind: local}.
 	Backend Backend `yaml:"backend"`
 	// Profiles are what users may launch, in the order the portal lists
@@ -103,6 +106,25 @@ type Config struct {
 	// Recordings are where profiles with record: true keep their
 	// sessions' recordings, and for how long. Defaults: see Recordings.
 	Recordings Recordings `yaml:"recordings"`
+}
+
+// Store is the gateway's database: sessions, users, tokens, share links,
+// the audit log and, with postgres, the keys every gateway shares.
+type Store struct {
+	// Driver is sqlite (the embedded default: state_dir/airlock.db, one
+	// gateway) or postgres (a PostgreSQL database that several gateways
+	// share; they then run background work once between them and share
+	// the master key and CAs through it). Default "sqlite".
+	Driver string `yaml:"driver"`
+	// DSN names the PostgreSQL database, as a postgres:// URL or libpq
+	// key=value words ("host=/run/postgresql dbname=airlock
+	// user=airlock"); the PG* environment variables fill what it leaves
+	// out. Required with postgres; no password in it: see PasswordFile.
+	DSN string `yaml:"dsn"`
+	// PasswordFile holds the database password (trailing newline
+	// ignored). Default "": none (peer or certificate authentication, a
+	// ~/.pgpass, or PGPASSWORD).
+	PasswordFile string `yaml:"password_file"`
 }
 
 // RDP is the gateway's TLS port for native RDP clients: it accepts only
@@ -811,6 +833,7 @@ func DefaultsYAML() []byte { return slices.Clone(defaultsYAML) }
 func Default() Config {
 	c := Config{
 		Listen:   "127.0.0.1:8443",
+		Store:    Store{Driver: "sqlite"},
 		Backend:  defaultBackend("local"),
 		Limits:   defaultLimits(),
 		Forward:  Forward{MaxPerUser: 5, MaxStreams: 256, Grace: 2 * time.Minute},
@@ -1096,6 +1119,7 @@ func (c *Config) ResolvePaths(getenv func(string) string) error {
 	under(&c.TLS.CertFile)
 	under(&c.TLS.KeyFile)
 	under(&c.AuditLog)
+	under(&c.Store.PasswordFile)
 	if c.Backend.Local != nil {
 		under(&c.Backend.Local.Dir)
 	}

@@ -97,6 +97,7 @@ func (v *validator) config(c *Config) {
 	case c.TLS.CertFile == "" && c.TLS.KeyFile != "":
 		v.errorf("tls.cert_file", "required with key_file")
 	}
+	v.store(&c.Store)
 	v.apps(c)
 	v.backend(&c.Backend)
 	v.limits(&c.Limits)
@@ -121,6 +122,71 @@ func (v *validator) config(c *Config) {
 	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.Log.Level) {
 		v.errorf("log.level", "%q; want debug, info, warn or error", c.Log.Level)
 	}
+}
+
+// store checks the database: sqlite takes no other key, postgres needs a
+// DSN with no password written in it (secrets live in files).
+func (v *validator) store(s *Store) {
+	switch s.Driver {
+	case "sqlite":
+		if s.DSN != "" || s.PasswordFile != "" {
+			v.errorf("store.dsn", "sqlite keeps its database in state_dir/airlock.db; dsn and password_file are for driver postgres")
+		}
+	case "postgres":
+		switch {
+		case s.DSN == "":
+			v.errorf("store.dsn", "required with driver postgres, such as \"host=/run/postgresql dbname=airlock user=airlock\"")
+		case dsnHasPassword(s.DSN):
+			v.errorf("store.dsn", "holds a password; secrets are never written inline: put it in store.password_file")
+		}
+	default:
+		v.errorf("store.driver", "%q; want sqlite or postgres", s.Driver)
+	}
+}
+
+// dsnHasPassword reports whether a PostgreSQL DSN may carry a password: a
+// URL with a colon before its last @ (user:password@; the driver splits
+// URLs its own way, so any such colon counts), or the word password
+// anywhere (a query parameter, a key=value word). It errs on the side of
+// refusing: FuzzDSNHasPassword checks that nothing the driver reads a
+// password from gets through.
+func dsnHasPassword(dsn string) bool {
+	// Percent-decoded (repeatedly) too: a URL's query names are decoded
+	// by the driver, "pass%77ord" is password.
+	for s := dsn; ; {
+		if strings.Contains(strings.ToLower(s), "password") {
+			return true
+		}
+		u := unescapeValid(s)
+		if u == s {
+			break
+		}
+		s = u
+	}
+	for _, scheme := range []string{"postgres://", "postgresql://"} {
+		if rest, ok := strings.CutPrefix(dsn, scheme); ok {
+			at := strings.LastIndexByte(rest, '@')
+			return at >= 0 && strings.Contains(rest[:at], ":")
+		}
+	}
+	return false
+}
+
+// unescapeValid decodes each valid %XX in s and keeps the rest as it is,
+// as a lenient URL query parser does with a malformed query.
+func unescapeValid(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+3], 16, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 2
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }
 
 var jobPrefixRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/subtle"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -104,6 +105,40 @@ func (e *emailLinks) take(key string, bind []byte) (emailLink, bool, bool) {
 	return l, true, true
 }
 
+// emailLinkJSON is an emailLink as the store keeps it for several
+// gateways (its binding is the handoff's own).
+type emailLinkJSON struct {
+	User    string    `json:"user"`
+	Email   string    `json:"email"`
+	Next    string    `json:"next"`
+	Expires time.Time `json:"expires"`
+}
+
+func (g *Gateway) putEmailLink(ctx context.Context, key []byte, l emailLink, now time.Time) error {
+	v, err := json.Marshal(emailLinkJSON{User: l.user, Email: l.email, Next: l.next, Expires: l.expires})
+	if err != nil {
+		return err
+	}
+	return g.handoffs.PutHandoff(ctx, key, l.bind, v, now, l.expires)
+}
+
+// takeEmailLink is emailLinks.take on the store. A link held for another
+// browser stays for it, as in memory; an expired one is not found.
+func (g *Gateway) takeEmailLink(ctx context.Context, key, bind []byte) (emailLink, bool, bool, error) {
+	if len(bind) == 0 {
+		bind = []byte{0} // no cookie: matches no browser's binding
+	}
+	v, found, mine, err := g.handoffs.TakeHandoff(ctx, key, bind, g.now())
+	if err != nil || !mine {
+		return emailLink{}, found, false, err
+	}
+	var j emailLinkJSON
+	if err := json.Unmarshal(v, &j); err != nil {
+		return emailLink{}, false, false, fmt.Errorf("login link: %w", err)
+	}
+	return emailLink{user: j.User, email: j.Email, next: j.Next, expires: j.Expires, bind: bind}, true, true, nil
+}
+
 // mailJob is an e-mail waiting for the sender goroutine.
 type mailJob struct {
 	to, subject, body string
@@ -200,7 +235,13 @@ func (g *Gateway) emailLoginPost(w http.ResponseWriter, r *http.Request) error {
 		return g.emailAnswer(w, next, nil)
 	}
 	link, sum := newSecret()
-	if !g.emailLinks.put(string(sum), emailLink{user: user, email: addr, bind: sha256Sum(secret), next: next, expires: now.Add(ttl)}, now) {
+	l := emailLink{user: user, email: addr, bind: sha256Sum(secret), next: next, expires: now.Add(ttl)}
+	if g.handoffs != nil {
+		// Several gateways: the link may be opened at another one.
+		if err := g.putEmailLink(ctx, sum, l, now); err != nil {
+			return g.emailAnswer(w, next, storeFault("keep a login link", err))
+		}
+	} else if !g.emailLinks.put(string(sum), l, now) {
 		return g.emailAnswer(w, next, apiErr(503, "busy", "too many login links are waiting; try again later"))
 	}
 	// Never the request's Host: the asker chooses it, and the link goes
@@ -254,7 +295,18 @@ func (g *Gateway) emailLoginLink(w http.ResponseWriter, r *http.Request) error {
 	if c, err := r.Cookie(emailCookie); err == nil {
 		bind = sha256Sum(c.Value)
 	}
-	l, found, mine := g.emailLinks.take(string(sha256Sum(r.PathValue("secret"))), bind)
+	var (
+		l           emailLink
+		found, mine bool
+	)
+	if g.handoffs != nil {
+		var err error
+		if l, found, mine, err = g.takeEmailLink(ctx, sha256Sum(r.PathValue("secret")), bind); err != nil {
+			return storeFault("take a login link", err)
+		}
+	} else {
+		l, found, mine = g.emailLinks.take(string(sha256Sum(r.PathValue("secret"))), bind)
+	}
 	switch {
 	case !found:
 		return fail("unknown or already used link", l)

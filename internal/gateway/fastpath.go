@@ -21,8 +21,9 @@ package gateway
 //     ended) and every session update this gateway makes empties the
 //     caches before the call that made it returns (a generation number
 //     stops a lookup that raced with it from putting back what it read).
-//     A revocation this gateway does not see (another gateway on the same
-//     database, a hand edit of the store) reaches new requests within
+//     Another gateway's revocation reaches this one at once through the
+//     store's broadcast (broadcast.go); one it does not see (a message
+//     lost, a hand edit of the store) reaches new requests within
 //     fastTTL, which is at most cfg.RecheckEvery: the bound recheckViewers
 //     already gives connections that are open.
 //   - The hop to the connector: the http connector answers a request let

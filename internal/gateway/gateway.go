@@ -208,6 +208,13 @@ type Config struct {
 	RDPListen  string
 	RDPAddress string
 	RDPMaxCert time.Duration
+	// LeaseTTL is how long the background lease (lease.go) lasts
+	// unrenewed on a store several gateways share: how long the
+	// background work stops when its gateway dies. Default 15s.
+	LeaseTTL time.Duration
+	// LeaseHolder names this gateway in the lease. Default
+	// host/pid/random.
+	LeaseHolder string
 	// AuditLog receives one JSON line per audit event besides the store.
 	AuditLog io.Writer
 	Logger   *slog.Logger
@@ -256,6 +263,17 @@ type Gateway struct {
 	ctx           context.Context
 	cancel        context.CancelFunc
 
+	// lease decides whether this gateway runs the background work
+	// (lease.go); secrets is the store's, when it keeps keys for several
+	// gateways.
+	lease   *lease
+	secrets store.SharedSecrets
+	bcast   store.Broadcaster // nil: no other gateway to tell (broadcast.go)
+	spender store.Spender     // nil: single-use things are this gateway's alone
+	// handoffs carries e-mailed login links to another gateway (nil:
+	// they stay in this one's memory).
+	handoffs store.Handoffs
+
 	// rdp is native RDP's CAs (rdp.go); nil when no profile serves RDP
 	// and RDPListen is empty.
 	rdp *rdpState
@@ -297,11 +315,27 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	if err := os.MkdirAll(filepath.Join(cfg.StateDir, "sessions"), 0o700); err != nil {
 		return nil, fmt.Errorf("gateway: state dir: %w", err)
 	}
+	secrets, _ := cfg.Store.(store.SharedSecrets)
 	master, err := masterKey(cfg.StateDir)
+	if err == nil && secrets != nil {
+		// Several gateways: every one derives tickets and cookies from
+		// the same key, the first gateway's (or the one this gateway
+		// had before the site moved to a shared store, if first).
+		if _, err = shareFiles(ctx, secrets, cfg.StateDir, "master.key", "master.key"); err == nil {
+			master, err = masterKey(cfg.StateDir)
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	cert, err := loadOrMakeTLS(cfg.TLSCertFile, cfg.TLSKeyFile, cfg.StateDir, cfg.Apps.Domain)
+	if err == nil && secrets != nil && cfg.TLSCertFile == "" {
+		// A self-signed certificate alike on every gateway, so a browser
+		// sent to another one by the balancer need not be asked again.
+		if _, err = shareFiles(ctx, secrets, cfg.StateDir, "tls", "tls.crt", "tls.key"); err == nil {
+			cert, err = loadOrMakeTLS("", "", cfg.StateDir, cfg.Apps.Domain)
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
@@ -312,7 +346,12 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		readLoad: loadPerCPU,
 		watching: map[string]context.CancelFunc{},
 		viewers:  map[string]int{},
+		lease:    newLease(cfg.Store, remote != nil, cfg.LeaseHolder, cfg.LeaseTTL),
+		secrets:  secrets,
 	}
+	g.bcast, _ = cfg.Store.(store.Broadcaster)
+	g.spender, _ = cfg.Store.(store.Spender)
+	g.handoffs, _ = cfg.Store.(store.Handoffs)
 	if cfg.RDPListen != "" || servesRDP(cfg.Profiles) {
 		if err := g.initRDP(); err != nil {
 			return nil, fmt.Errorf("gateway: %w", err)
@@ -323,6 +362,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	g.cfg.Store = notifyStore{Store: cfg.Store, changed: func(id string) {
 		g.fast.forgetSession(id) // before anyone is told (fastpath.go)
 		g.events.changed(id)
+		g.publish(peerMsg{Changed: id})
 	}, state: g.sessionChanged}
 	g.onRevoke(g.events.revoked)
 	if g.cfg.Now == nil {
@@ -332,7 +372,25 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	// App cookies are tied to the rights that made them: the events that
 	// close viewers forget those too.
 	g.onRevoke(g.dropAppGrants)
-	if err := g.reattach(ctx); err != nil {
+	if g.bcast != nil {
+		g.wg.Add(1)
+		go g.listenPeers()
+	}
+	if g.lease.shared() {
+		// Other gateways may share the store: follow sessions only if
+		// this one leads (the lease loop adopts them when it does).
+		if _, err := g.lease.take(ctx); err != nil {
+			g.log.WarnContext(ctx, "background lease: the store does not answer; trying again", "error", err)
+		}
+		if g.lease.leading() {
+			if err := g.adopt(ctx); err != nil {
+				g.cancel()
+				return nil, fmt.Errorf("gateway: %w", err)
+			}
+		}
+		g.wg.Add(1)
+		go g.leaseLoop()
+	} else if err := g.reattach(ctx); err != nil {
 		g.cancel()
 		return nil, err
 	}

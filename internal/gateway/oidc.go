@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"crypto/subtle"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"html"
@@ -136,8 +137,17 @@ func (g *Gateway) oidcLogin(w http.ResponseWriter, r *http.Request) error {
 	http.SetCookie(w, &http.Cookie{Name: oidcCookie, Value: secret, Path: "/", HttpOnly: true, Secure: true,
 		SameSite: http.SameSiteLaxMode, MaxAge: int(oidcPendingTTL / time.Second)})
 	now := g.now()
-	g.oidc.put(pend.State, oidcPending{provider: p.Name(), pend: pend, bind: sha256Sum(secret),
-		next: localPath(r.URL.Query().Get("next")), expires: now.Add(oidcPendingTTL)}, now)
+	op := oidcPending{provider: p.Name(), pend: pend, bind: sha256Sum(secret),
+		next: localPath(r.URL.Query().Get("next")), expires: now.Add(oidcPendingTTL)}
+	if g.handoffs != nil {
+		// Several gateways: the provider may send the browser back to
+		// another one.
+		if err := g.putOIDCPending(r.Context(), op, now); err != nil {
+			return storeFault("keep a login under way", err)
+		}
+	} else {
+		g.oidc.put(pend.State, op, now)
+	}
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, u, http.StatusSeeOther)
 	return nil
@@ -166,7 +176,21 @@ func (g *Gateway) oidcCallback(w http.ResponseWriter, r *http.Request) error {
 	if p == nil {
 		return apiErr(404, "not_found", "no such login provider")
 	}
-	pend, ok := g.oidc.take(q.Get("state"))
+	var (
+		pend oidcPending
+		ok   bool
+	)
+	if g.handoffs != nil {
+		found, err := false, error(nil)
+		if pend, found, ok, err = g.takeOIDCPending(ctx, r, q.Get("state")); err != nil {
+			return storeFault("take a login under way", err)
+		}
+		if found && !ok {
+			return fail("callback from a browser other than the one that started the login", nil)
+		}
+	} else {
+		pend, ok = g.oidc.take(q.Get("state"))
+	}
 	switch {
 	case !ok:
 		return fail("unknown, expired or already used state", nil)
@@ -193,6 +217,43 @@ func (g *Gateway) oidcCallback(w http.ResponseWriter, r *http.Request) error {
 	http.SetCookie(w, &http.Cookie{Name: oidcCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: true})
 	http.Redirect(w, r, pend.next, http.StatusSeeOther)
 	return nil
+}
+
+// oidcPendingJSON is an oidcPending as the store keeps it for several
+// gateways, by the SHA-256 of its state (its binding is the handoff's own).
+type oidcPendingJSON struct {
+	Provider string       `json:"provider"`
+	Pending  oidc.Pending `json:"pending"`
+	Next     string       `json:"next"`
+	Expires  time.Time    `json:"expires"`
+}
+
+func (g *Gateway) putOIDCPending(ctx context.Context, p oidcPending, now time.Time) error {
+	v, err := json.Marshal(oidcPendingJSON{Provider: p.provider, Pending: p.pend, Next: p.next, Expires: p.expires})
+	if err != nil {
+		return err
+	}
+	return g.handoffs.PutHandoff(ctx, sha256Sum(p.pend.State), p.bind, v, now, p.expires)
+}
+
+// takeOIDCPending takes the login under way with state if r's browser
+// started it (found and mine). One started by another browser stays for
+// it (found, not mine); the check of the binding that follows in the
+// callback then holds by construction.
+func (g *Gateway) takeOIDCPending(ctx context.Context, r *http.Request, state string) (oidcPending, bool, bool, error) {
+	bind := []byte{0} // no cookie: matches no browser's binding
+	if c, err := r.Cookie(oidcCookie); err == nil {
+		bind = sha256Sum(c.Value)
+	}
+	v, found, mine, err := g.handoffs.TakeHandoff(ctx, sha256Sum(state), bind, g.now())
+	if err != nil || !mine {
+		return oidcPending{}, found, false, err
+	}
+	var j oidcPendingJSON
+	if err := json.Unmarshal(v, &j); err != nil {
+		return oidcPending{}, false, false, fmt.Errorf("login under way: %w", err)
+	}
+	return oidcPending{provider: j.Provider, pend: j.Pending, bind: bind, next: j.Next, expires: j.Expires}, true, true, nil
 }
 
 // trimLog shortens a provider's text for a log line.

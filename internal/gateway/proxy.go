@@ -290,12 +290,22 @@ const touchEvery = 10 * time.Second
 // Unless forced it writes at most every touchEvery per session: it runs on
 // every proxied request.
 func (g *Gateway) touch(id string, force bool) {
+	every := touchEvery
+	if force {
+		every = 0
+	}
+	g.touchWithin(id, every)
+}
+
+// touchWithin writes the session's LastSeen unless this gateway wrote it
+// less than every ago.
+func (g *Gateway) touchWithin(id string, every time.Duration) {
 	now := g.now()
 	g.mu.Lock()
 	if g.lastTouch == nil {
 		g.lastTouch = map[string]time.Time{}
 	}
-	if !force && now.Sub(g.lastTouch[id]) < touchEvery {
+	if now.Sub(g.lastTouch[id]) < every {
 		g.mu.Unlock()
 		return
 	}

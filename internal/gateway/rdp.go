@@ -56,6 +56,24 @@ func (g *Gateway) initRDP() error {
 	if err != nil {
 		return err
 	}
+	if g.secrets != nil {
+		// Several gateways: one pair of CAs for all, so a client
+		// certificate from one is taken by another, and a connector
+		// takes every gateway's hop certificate.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		for _, ca := range []struct {
+			to       **rdpCA
+			name, cn string
+		}{{&client, "rdp-client-ca", "airlock RDP clients"}, {&hop, "rdp-hop-ca", "airlock gateway to connector"}} {
+			if err := g.sharedFiles(ctx, ca.name, ca.name+".pem", ca.name+".key"); err != nil {
+				return err
+			}
+			if *ca.to, err = loadOrMakeCA(dir, ca.name, ca.cn); err != nil {
+				return err
+			}
+		}
+	}
 	now := time.Now()
 	l, err := hop.issue("airlock gateway", "", "", true, now.Add(-time.Hour), now.Add(10*365*24*time.Hour))
 	if err != nil {

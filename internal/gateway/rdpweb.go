@@ -223,6 +223,17 @@ func (g *Gateway) rdpWebAdmit(ctx context.Context, r *http.Request, ws net.Conn)
 	if err := g.rdpWeb.replay.Use(claims, now); err != nil {
 		return nil, tag, nil, policy, refuseHTTP(401, "ticket already used", err)
 	}
+	if g.spender != nil {
+		// Several gateways take the same tickets (one master key): the
+		// nonce is spent in the store too, so a ticket used at another
+		// gateway is refused here.
+		switch err := g.spender.Spend(ctx, "rdp-browser:"+claims.Nonce, now, claims.Expires); {
+		case errors.Is(err, store.ErrExists):
+			return nil, tag, nil, policy, refuseHTTP(401, "ticket already used", err)
+		case err != nil:
+			return nil, tag, nil, policy, refuseHTTP(503, "store fault; try again", err)
+		}
+	}
 	s, err := g.cfg.Store.GetSession(ctx, claims.Session)
 	switch {
 	case errors.Is(err, store.ErrNotFound):

@@ -178,8 +178,11 @@ func (g *Gateway) reconciler() {
 	defer g.wg.Done()
 	every := g.cfg.ReconcileEvery
 	for {
-		if _, err := g.reconcile(g.ctx); err != nil && g.ctx.Err() == nil {
-			g.log.WarnContext(g.ctx, "reconcile failed; will retry", "error", err)
+		// With several gateways, the one leading reconciles (lease.go).
+		if g.lease.leading() {
+			if _, err := g.reconcile(g.ctx); err != nil && g.ctx.Err() == nil {
+				g.log.WarnContext(g.ctx, "reconcile failed; will retry", "error", err)
+			}
 		}
 		select {
 		case <-g.ctx.Done():

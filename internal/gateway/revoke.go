@@ -19,10 +19,11 @@ package gateway
 // tied to the same rights (the per-app-origin cookies) can be dropped on
 // the same events. An expiry needs no event: each connection let in by a
 // share link or a login has a timer that cancels it when the first of them
-// expires. Under the events, recheckViewers looks every open connection's
-// and every app cookie's rights up again every few seconds, for
-// revocations this gateway did not see (another gateway on the same
-// database).
+// expires. Events made on another gateway of a shared store arrive by its
+// broadcast (broadcast.go). Under the events, recheckViewers looks every
+// open connection's and every app cookie's rights up again every few
+// seconds, for revocations this gateway did not see (a lost broadcast, a
+// hand edit of the store).
 
 import (
 	"context"
@@ -157,8 +158,19 @@ func (g *Gateway) closeViewersWhere(match func(viewerTag) bool) int {
 }
 
 // revoke closes every open proxied connection that ev takes the right of
-// away and runs the onRevoke hooks. It returns how many it closed.
+// away and runs the onRevoke hooks, here and on every other gateway of a
+// shared store (broadcast.go). It returns how many it closed here.
 func (g *Gateway) revoke(ctx context.Context, ev revokeEvent) int {
+	if ev.empty() {
+		return 0
+	}
+	n := g.revokeHere(ctx, ev)
+	g.publish(peerMsg{Revoke: &ev})
+	return n
+}
+
+// revokeHere is revoke on this gateway only.
+func (g *Gateway) revokeHere(ctx context.Context, ev revokeEvent) int {
 	if ev.empty() {
 		return 0
 	}

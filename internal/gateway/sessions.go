@@ -562,7 +562,14 @@ func xvncArgv(p Profile) []string {
 var xvncNoBlacklist = []string{"-BlacklistTimeout", "0"}
 
 // watch follows a session's runner until it ends, updating the store.
+//
+// With several gateways only the one leading the background work follows
+// runners (lease.go): elsewhere this does nothing, and the leader adopts
+// the session within a lease round.
 func (g *Gateway) watch(id, ref string) {
+	if !g.lease.leading() {
+		return
+	}
 	g.mu.Lock()
 	if _, ok := g.watching[id]; ok || g.closed {
 		g.mu.Unlock()
@@ -785,6 +792,11 @@ func (g *Gateway) janitor() {
 		case <-t.C:
 		}
 		g.pruneTouches()
+		g.heartbeat()
+		if !g.lease.leading() {
+			// Another gateway ends idle sessions (lease.go).
+			continue
+		}
 		live, err := g.cfg.Store.ListSessions(g.ctx, store.SessionFilter{States: []session.State{session.Ready}})
 		if err != nil {
 			if g.ctx.Err() != nil {

@@ -1,8 +1,9 @@
 // Package store keeps the gateway's state: sessions, users, API tokens,
 // share links and the audit log. It defines the Store interface the
 // gateway uses; sqlite/ implements it with a pure-Go SQLite (the embedded
-// default) and a PostgreSQL implementation can satisfy the same interface
-// and conformance tests later. It knows only the session package's types:
+// default, one gateway) and postgres/ with PostgreSQL, which several
+// gateways share (it adds Leaser, SharedSecrets and Broadcaster); both
+// pass storetest's conformance suite. It knows only the session package's types:
 // never the gateway, the runner, backends, auth or the seal.
 package store
 
@@ -177,4 +178,74 @@ type Store interface {
 	ListAudit(ctx context.Context, f AuditFilter) ([]session.AuditEvent, error)
 
 	Close() error
+}
+
+// SharedSecrets is a store several gateways share, which keeps what they
+// must hold alike (the master key every ticket and cookie derives from,
+// the RDP CAs, a self-signed certificate), so that a session launched
+// through one gateway is viewed through any other.
+type SharedSecrets interface {
+	// SharedSecret returns the secret called name, storing fresh as it
+	// first if there is none: of gateways racing, every one gets the
+	// first's.
+	SharedSecret(ctx context.Context, name string, fresh []byte) ([]byte, error)
+}
+
+// Broadcaster is a store several gateways share that carries messages
+// from each to all (PostgreSQL's NOTIFY): a revocation made on one closes
+// the connections it let in on every other at once, and a session's
+// change wakes its event streams everywhere. Delivery is best effort: a
+// message sent while a gateway's listener reconnects is lost, which the
+// gateways' periodic re-checks cover.
+type Broadcaster interface {
+	// Broadcast sends payload (at most 7,000 bytes) to every listener,
+	// the sender's own included, once the call returns.
+	Broadcast(ctx context.Context, payload []byte) error
+	// Listen delivers what is broadcast until ctx ends, then closes the
+	// channel. Each time its connection is (re)made it first delivers a
+	// nil payload: messages may have been lost, forget what they would
+	// have invalidated.
+	Listen(ctx context.Context) <-chan []byte
+}
+
+// Spender is a store several gateways share that remembers single-use
+// things (a browser RDP ticket's nonce) across them, so that one spent
+// at one gateway is refused at every other.
+type Spender interface {
+	// Spend records key as used until expires and returns nil the first
+	// time; while an earlier record is unexpired (at now) it returns an
+	// error wrapping ErrExists, in one atomic step across gateways.
+	Spend(ctx context.Context, key string, now, expires time.Time) error
+}
+
+// Handoffs is a store several gateways share that carries a one-time
+// thing from the gateway that made it to whichever gateway it comes back
+// to (an e-mailed login link: asked at one, opened at another behind a
+// balancer), bound to the browser that asked.
+type Handoffs interface {
+	// PutHandoff stores value under key for the browser bind until
+	// expires, dropping expired ones on the way; ErrExists if key is
+	// taken.
+	PutHandoff(ctx context.Context, key, bind, value []byte, now, expires time.Time) error
+	// TakeHandoff removes and returns key's value if bind is its
+	// browser's (found and mine). One held for another browser stays
+	// (found, not mine); an unknown or expired one is neither. Of two
+	// takes racing, one gets it.
+	TakeHandoff(ctx context.Context, key, bind []byte, now time.Time) (value []byte, found, mine bool, err error)
+}
+
+// Leaser is a store several gateways share: it lets one of them at a time
+// hold a named lease, for background work that must run exactly once
+// across them (polling backends, expiring sessions). A store only one
+// gateway can open need not implement it: that gateway runs everything.
+type Leaser interface {
+	// TakeLease gives name to holder until now+ttl if nobody else holds
+	// it unexpired, and reports whether holder has it now. A holder
+	// renews by taking it again before it expires. An error is a fault
+	// ("try again"), never a "no": the caller must not treat it as
+	// another gateway holding the lease, nor as holding it itself.
+	TakeLease(ctx context.Context, name, holder string, now time.Time, ttl time.Duration) (bool, error)
+	// ReleaseLease gives name up if holder has it, so another gateway
+	// need not wait for it to expire (a clean shutdown).
+	ReleaseLease(ctx context.Context, name, holder string) error
 }

@@ -229,3 +229,9 @@ func BenchmarkTokenByHash(b *testing.B) {
 	}
 	m.report(b)
 }
+
+// BenchmarkStore is storetest.Bench, the operations measured alike on
+// every driver (the PostgreSQL store has the same benchmark).
+func BenchmarkStore(b *testing.B) {
+	storetest.Bench(b, mustOpen(b, Config{}), benchSessions, benchOwners)
+}

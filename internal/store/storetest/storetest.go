@@ -1173,3 +1173,230 @@ func testTerms(t *testing.T, st store.Store) {
 		t.Fatal("AcceptTerms with no user accepted")
 	}
 }
+
+// RunLeaser checks a [store.Leaser]: open returns two handles on one
+// empty store, as two gateways would hold.
+func RunLeaser(t *testing.T, open func(t *testing.T) (store.Leaser, store.Leaser)) {
+	t.Run("Lease", func(t *testing.T) {
+		ctx := t.Context()
+		a, b := open(t)
+		take := func(l store.Leaser, holder string, now time.Time) bool {
+			t.Helper()
+			ok, err := l.TakeLease(ctx, "expiry", holder, now, time.Minute)
+			if err != nil {
+				t.Fatalf("TakeLease(%s): %v", holder, err)
+			}
+			return ok
+		}
+		if !take(a, "gw-a", at(0)) {
+			t.Fatal("a free lease was not taken")
+		}
+		if take(b, "gw-b", at(30*time.Second)) {
+			t.Fatal("a held, unexpired lease was taken by another")
+		}
+		if !take(a, "gw-a", at(50*time.Second)) {
+			t.Fatal("the holder could not renew")
+		}
+		// The renewal moved the expiry: at 1m30s a is still in.
+		if take(b, "gw-b", at(90*time.Second)) {
+			t.Fatal("a renewed lease was taken before its new expiry")
+		}
+		if !take(b, "gw-b", at(111*time.Second)) {
+			t.Fatal("an expired lease was not taken over")
+		}
+		if take(a, "gw-a", at(112*time.Second)) {
+			t.Fatal("the old holder took back a lease another holds")
+		}
+		if err := a.ReleaseLease(ctx, "expiry", "gw-a"); err != nil {
+			t.Fatalf("ReleaseLease by a non-holder: %v", err)
+		}
+		if take(a, "gw-a", at(113*time.Second)) {
+			t.Fatal("a release by a non-holder freed the lease")
+		}
+		if err := b.ReleaseLease(ctx, "expiry", "gw-b"); err != nil {
+			t.Fatalf("ReleaseLease: %v", err)
+		}
+		if !take(a, "gw-a", at(114*time.Second)) {
+			t.Fatal("a released lease was not free")
+		}
+		// Other names are other leases.
+		if ok, err := b.TakeLease(ctx, "poll-slurm", "gw-b", at(114*time.Second), time.Minute); !ok || err != nil {
+			t.Fatalf("TakeLease of another name = %v, %v", ok, err)
+		}
+	})
+	t.Run("Lease/Race", func(t *testing.T) {
+		a, b := open(t)
+		var wg sync.WaitGroup
+		won := make([]bool, 20)
+		for i := range won {
+			wg.Go(func() {
+				l := a
+				if i%2 == 1 {
+					l = b
+				}
+				ok, err := l.TakeLease(t.Context(), "race", fmt.Sprintf("gw-%d", i), at(0), time.Minute)
+				if err != nil {
+					t.Errorf("TakeLease: %v", err)
+				}
+				won[i] = ok
+			})
+		}
+		wg.Wait()
+		if n := len(slices.DeleteFunc(won, func(w bool) bool { return !w })); n != 1 {
+			t.Errorf("%d of 20 racing holders got the lease, want 1", n)
+		}
+	})
+}
+
+// RunSharedSecrets checks a [store.SharedSecrets]: open returns two
+// handles on one empty store.
+func RunSharedSecrets(t *testing.T, open func(t *testing.T) (store.SharedSecrets, store.SharedSecrets)) {
+	t.Run("SharedSecret", func(t *testing.T) {
+		a, b := open(t)
+		ctx := t.Context()
+		got, err := a.SharedSecret(ctx, "master", []byte("from-a"))
+		if err != nil || string(got) != "from-a" {
+			t.Fatalf("first SharedSecret = %q, %v; want its own", got, err)
+		}
+		if got, err := b.SharedSecret(ctx, "master", []byte("from-b")); err != nil || string(got) != "from-a" {
+			t.Fatalf("second SharedSecret = %q, %v; want the first's", got, err)
+		}
+		if got, err := b.SharedSecret(ctx, "ca", []byte("ca-b")); err != nil || string(got) != "ca-b" {
+			t.Fatalf("another name = %q, %v", got, err)
+		}
+	})
+	t.Run("SharedSecret/Race", func(t *testing.T) {
+		a, b := open(t)
+		var wg sync.WaitGroup
+		got := make([]string, 20)
+		for i := range got {
+			wg.Go(func() {
+				s := a
+				if i%2 == 1 {
+					s = b
+				}
+				v, err := s.SharedSecret(t.Context(), "k", fmt.Appendf(nil, "v%d", i))
+				if err != nil {
+					t.Errorf("SharedSecret: %v", err)
+				}
+				got[i] = string(v)
+			})
+		}
+		wg.Wait()
+		for _, g := range got {
+			if g != got[0] {
+				t.Fatalf("racing gateways got different secrets: %q", got)
+			}
+		}
+	})
+}
+
+// RunSpender checks a [store.Spender]: open returns two handles on one
+// empty store, as two gateways hold.
+func RunSpender(t *testing.T, open func(t *testing.T) (store.Spender, store.Spender)) {
+	t.Run("Spend", func(t *testing.T) {
+		a, b := open(t)
+		ctx := t.Context()
+		if err := a.Spend(ctx, "n-1", at(0), at(time.Minute)); err != nil {
+			t.Fatalf("first Spend: %v", err)
+		}
+		wantErr(t, "Spend again at another handle", b.Spend(ctx, "n-1", at(time.Second), at(time.Minute)), store.ErrExists)
+		wantErr(t, "Spend again at the same", a.Spend(ctx, "n-1", at(59*time.Second), at(2*time.Minute)), store.ErrExists)
+		if err := b.Spend(ctx, "n-2", at(time.Second), at(time.Minute)); err != nil {
+			t.Fatalf("another key: %v", err)
+		}
+		// Once expired, a record is forgotten (the ticket itself is refused
+		// as expired by then).
+		if err := b.Spend(ctx, "n-1", at(time.Minute), at(2*time.Minute)); err != nil {
+			t.Fatalf("Spend after the expiry: %v", err)
+		}
+	})
+	t.Run("Spend/Race", func(t *testing.T) {
+		a, b := open(t)
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		won := 0
+		for i := range 20 {
+			wg.Go(func() {
+				s := a
+				if i%2 == 1 {
+					s = b
+				}
+				err := s.Spend(t.Context(), "race", at(0), at(time.Minute))
+				switch {
+				case err == nil:
+					mu.Lock()
+					won++
+					mu.Unlock()
+				case !errors.Is(err, store.ErrExists):
+					t.Errorf("Spend: %v", err)
+				}
+			})
+		}
+		wg.Wait()
+		if won != 1 {
+			t.Errorf("%d of 20 racing spends won, want 1", won)
+		}
+	})
+}
+
+// RunHandoffs checks a [store.Handoffs]: open returns two handles on one
+// empty store.
+func RunHandoffs(t *testing.T, open func(t *testing.T) (store.Handoffs, store.Handoffs)) {
+	t.Run("Handoff", func(t *testing.T) {
+		a, b := open(t)
+		ctx := t.Context()
+		key, mine, theirs := hash("link"), hash("browser"), hash("scanner")
+		if err := a.PutHandoff(ctx, key, mine, []byte("v"), at(0), at(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		wantErr(t, "PutHandoff of a taken key", a.PutHandoff(ctx, key, theirs, []byte("w"), at(0), at(time.Minute)), store.ErrExists)
+		if v, found, ok, err := b.TakeHandoff(ctx, key, theirs, at(time.Second)); err != nil || !found || ok || v != nil {
+			t.Fatalf("take by another browser = %q, %v, %v, %v; want found, not mine", v, found, ok, err)
+		}
+		if v, found, ok, err := b.TakeHandoff(ctx, key, mine, at(time.Second)); err != nil || !found || !ok || string(v) != "v" {
+			t.Fatalf("take by its browser at another handle = %q, %v, %v, %v", v, found, ok, err)
+		}
+		if _, found, ok, err := a.TakeHandoff(ctx, key, mine, at(2*time.Second)); err != nil || found || ok {
+			t.Fatalf("second take = %v, %v, %v; want gone", found, ok, err)
+		}
+		// Expired: gone for everyone.
+		if err := a.PutHandoff(ctx, hash("old"), mine, []byte("v"), at(0), at(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		if _, found, ok, err := b.TakeHandoff(ctx, hash("old"), mine, at(time.Minute)); err != nil || found || ok {
+			t.Fatalf("take after expiry = %v, %v, %v; want gone", found, ok, err)
+		}
+	})
+	t.Run("Handoff/Race", func(t *testing.T) {
+		a, b := open(t)
+		key, bind := hash("link"), hash("browser")
+		if err := a.PutHandoff(t.Context(), key, bind, []byte("v"), at(0), at(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		won := 0
+		for i := range 20 {
+			wg.Go(func() {
+				s := a
+				if i%2 == 1 {
+					s = b
+				}
+				_, _, ok, err := s.TakeHandoff(t.Context(), key, bind, at(time.Second))
+				if err != nil {
+					t.Errorf("TakeHandoff: %v", err)
+				}
+				if ok {
+					mu.Lock()
+					won++
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		if won != 1 {
+			t.Errorf("%d of 20 racing takes won, want 1", won)
+		}
+	})
+}

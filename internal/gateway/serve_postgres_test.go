@@ -1,0 +1,230 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/airlock-hpc/airlock/internal/mailer"
+	"github.com/airlock-hpc/airlock/internal/realtest"
+	"github.com/airlock-hpc/airlock/internal/realtest/smtpsink"
+	"github.com/airlock-hpc/airlock/internal/store/postgres"
+)
+
+// TestServePostgres: `airlock serve` from a config file whose store is a
+// real PostgreSQL (store.driver postgres, a DSN on a socket directory, a
+// password file): a user's token login lands in that database, the master
+// key is the one stored there, and `airlock users totp-reset` works on it.
+// A password file that cannot be read stops serve with the key's name.
+func TestServePostgres(t *testing.T) {
+	t.Parallel()
+	pg := realtest.StartPostgres(t)
+	dsn := pg.NewDatabase(t)
+	bin := realtest.Binary(t)
+	state := t.TempDir()
+	pw := filepath.Join(state, "db-password")
+	if err := os.WriteFile(pw, []byte("unused-with-trust\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(state, "airlock.yaml")
+	write := func(pwFile string) {
+		y := "state_dir: " + state + "\nstore:\n  driver: postgres\n  dsn: \"" + dsn + "\"\n  password_file: " + pwFile + "\n"
+		if err := os.WriteFile(conf, []byte(y), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(filepath.Join(state, "missing-password"))
+	if out, err := exec.Command(bin, "serve", "--config", conf, "--listen", "127.0.0.1:0").CombinedOutput(); err == nil || !strings.Contains(string(out), "store.password_file") {
+		t.Fatalf("serve with an unreadable password file: %v\n%s", err, out)
+	}
+	write(pw)
+	if out, err := exec.Command(bin, "config", "check", conf).CombinedOutput(); err != nil {
+		t.Fatalf("config check: %v\n%s", err, out)
+	}
+	add := exec.Command(bin, "users", "add", "alice", "--password-stdin", "--config", conf)
+	add.Stdin = strings.NewReader(testPassword + "\n")
+	if out, err := add.CombinedOutput(); err != nil {
+		t.Fatalf("users add: %v\n%s", err, out)
+	}
+	serve := exec.Command(bin, "serve", "--config", conf, "--listen", "127.0.0.1:0")
+	stdout, _ := serve.StdoutPipe()
+	logs := &lockedWriter{w: &strings.Builder{}}
+	serve.Stderr = logs
+	if err := serve.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		serve.Process.Signal(syscall.SIGTERM)
+		serve.Wait()
+		if t.Failed() {
+			t.Logf("gateway log:\n%s", logs.String())
+		}
+	})
+	tg := &testGateway{t: t, url: gatewayURL(t, stdout, logs), stateDir: state}
+	tg.client().loginToken("alice")
+
+	db, err := postgres.Open(context.Background(), postgres.Config{DSN: dsn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.GetUser(t.Context(), "alice"); err != nil {
+		t.Fatalf("alice's login is not in PostgreSQL: %v", err)
+	}
+	key, err := os.ReadFile(filepath.Join(state, "master.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, err := db.SharedSecret(t.Context(), "master.key", []byte("{}"))
+	if err != nil || !bytes.Contains(stored, []byte("master.key")) {
+		t.Fatalf("the master key is not in PostgreSQL: %q, %v", stored, err)
+	}
+	if _, err := shareFiles(t.Context(), db, state, "master.key", "master.key"); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := os.ReadFile(filepath.Join(state, "master.key")); !bytes.Equal(again, key) {
+		t.Fatal("the gateway's master key is not the stored one")
+	}
+	out, err := exec.Command(bin, "users", "totp-reset", "alice", "--config", conf).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "alice has no second factor") {
+		t.Fatalf("users totp-reset on PostgreSQL: %v\n%s", err, out)
+	}
+}
+
+// TestPostgresDownIsTryAgain: with its PostgreSQL gone, the gateway
+// answers a good token, a good cookie and a good password with 503 ("try
+// again"), never 401 or 404: a store fault is not a "no".
+func TestPostgresDownIsTryAgain(t *testing.T) {
+	t.Parallel()
+	pg := realtest.StartPostgres(t)
+	dsn := pg.NewDatabase(t)
+	tg := startGateway(t, "", func(c *Config) {
+		c.Store.Close()
+		db, err := postgres.Open(context.Background(), postgres.Config{DSN: dsn})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Store = db
+		c.RecheckEvery = 50 * time.Millisecond // the fast path's cache then lasts 50 ms
+	}, "alice")
+	tok := tg.client().loginToken("alice")
+	cookie := tg.client().loginCookie("alice")
+	if code, body := tok.do("GET", "/api/v1/sessions", nil, nil); code != 200 {
+		t.Fatalf("before: %d %s", code, body)
+	}
+	pg.Stop()
+	err := realtest.WaitFor(5*time.Second, func() error {
+		for name, c := range map[string]*client{"token": tok, "cookie": cookie} {
+			if code, body := c.do("GET", "/api/v1/sessions", nil, nil); code != 503 {
+				return fmt.Errorf("%s with the database down: %d %s, want 503", name, code, body)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("POST", tg.url+"/api/v1/tokens", nil)
+	req.SetBasicAuth("alice", testPassword)
+	resp, err := tg.client().http.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 503 {
+		t.Fatalf("a good password with the database down: %d, want 503", resp.StatusCode)
+	}
+}
+
+// TestEmailLinkAnotherGateway: with two gateways on one PostgreSQL, a
+// login link asked for at one is opened at the other (a balancer sends
+// the browser wherever it likes): it logs in, once, and only in the
+// browser that asked, as on one gateway.
+func TestEmailLinkAnotherGateway(t *testing.T) {
+	t.Parallel()
+	pg := realtest.StartPostgres(t)
+	dsn := pg.NewDatabase(t)
+	sink := smtpsink.Start(t)
+	m, err := mailer.New(mailer.Config{URL: sink.URL, RootCAs: sink.CAFile, From: "airlock <airlock@gw.test>"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gateway := func() *testGateway {
+		return startGateway(t, "", func(c *Config) {
+			c.Store.Close()
+			db, err := postgres.Open(context.Background(), postgres.Config{DSN: dsn})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.Store = db
+			c.Mailer, c.PublicURL = m, emailPublicURL
+			c.EmailLogin = &EmailLogin{Domains: []string{"example.org"}, TTL: 5 * time.Minute}
+		})
+	}
+	a, b := gateway(), gateway()
+	asker := a.client()
+	if st, body := askLink(t, asker, "carol@example.org"); st != 202 {
+		t.Fatalf("ask at a: %d %s", st, body)
+	}
+	atA := linkFor(t, a, sink, "carol@example.org")
+	atB := b.url + strings.TrimPrefix(atA, a.url)
+
+	if resp, _ := b.client().get(atB); resp.StatusCode != 401 || hasLoginCookie(resp) {
+		t.Fatalf("the link in another browser at b: %d, login cookie %v", resp.StatusCode, hasLoginCookie(resp))
+	}
+	sameBrowser := *asker // its cookie jar: cookies go by host, not port
+	sameBrowser.tg = b
+	resp, _ := sameBrowser.get(atB)
+	if resp.StatusCode != 303 || !hasLoginCookie(resp) {
+		t.Fatalf("the link in the browser that asked, at b: %d, login cookie %v", resp.StatusCode, hasLoginCookie(resp))
+	}
+	if resp, _ := asker.get(atA); resp.StatusCode != 401 || hasLoginCookie(resp) {
+		t.Fatalf("the used link again at a: %d", resp.StatusCode)
+	}
+}
+
+// TestOIDCAnotherGateway: with two gateways on one PostgreSQL, a login
+// started at one comes back from the provider to the other (a balancer):
+// it logs in, only in the browser that started it, and once.
+func TestOIDCAnotherGateway(t *testing.T) {
+	t.Parallel()
+	pg := realtest.StartPostgres(t)
+	dsn := pg.NewDatabase(t)
+	toPG := func(c *Config) {
+		c.Store.Close()
+		db, err := postgres.Open(context.Background(), postgres.Config{DSN: dsn})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Store = db
+	}
+	a, _ := oidcGateway(t, nil, toPG)
+	b := startGateway(t, "", func(c *Config) {
+		c.Portal, c.OIDC = a.cfg.Portal, a.cfg.OIDC
+		toPG(c)
+	})
+	started := a.client()
+	cb := oidcCallback(t, started, "alice")
+	atB := b.url + cb.RequestURI()
+
+	if resp, _ := b.client().get(atB); resp.StatusCode != 401 || hasLoginCookie(resp) {
+		t.Fatalf("the callback in another browser at b: %d, login cookie %v", resp.StatusCode, hasLoginCookie(resp))
+	}
+	same := *started // its cookie jar: cookies go by host, not port
+	same.tg = b
+	resp, _ := same.get(atB)
+	if resp.StatusCode != 303 || !hasLoginCookie(resp) {
+		t.Fatalf("the callback in the browser that started the login, at b: %d, login cookie %v", resp.StatusCode, hasLoginCookie(resp))
+	}
+	if resp, _ := started.get(cb.String()); resp.StatusCode != 401 || hasLoginCookie(resp) {
+		t.Fatalf("the used callback again at a: %d", resp.StatusCode)
+	}
+}
