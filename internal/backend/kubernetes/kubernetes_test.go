@@ -276,7 +276,6 @@ func TestSecretsOnlyInTheSecret(t *testing.T) {
 	}
 }
 
-
 // TestRunningAndRegister: through the scheduler and kwok the session goes
 // queued/starting on the node; only its pod's IP may register it, and
 // the endpoints are that IP's.
