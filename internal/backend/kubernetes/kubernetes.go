@@ -121,8 +121,9 @@ type Backend struct {
 	log    *slog.Logger
 	client k8s.Interface
 
-	informer cache.SharedIndexInformer
-	synced   chan struct{}
+	informerOnce sync.Once
+	informer     cache.SharedIndexInformer
+	synced       chan struct{}
 
 	mu       sync.Mutex
 	watchers map[string]*watcher // by session id
@@ -149,8 +150,8 @@ type watcher struct {
 
 var _ backend.Remote = (*Backend)(nil)
 
-// New checks cfg, connects (lazily: nothing is asked of the API server
-// yet) and starts the pod informer.
+// New checks cfg and makes the API client. It asks nothing of the API
+// server yet.
 func New(cfg Config) (*Backend, error) {
 	cfg.Airlock = cmp.Or(cfg.Airlock, "airlock")
 	cfg.Prefix = cmp.Or(cfg.Prefix, "airlock")
@@ -214,38 +215,47 @@ func newWithClient(cfg Config, client k8s.Interface) *Backend {
 		watchers: map[string]*watcher{}, runnerExit: map[string]string{}, stopped: map[string]bool{},
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
-	// Only this gateway's pods, in its namespace: the informer's memory
-	// and traffic grow with airlock's sessions, not the cluster's pods.
-	f := informers.NewSharedInformerFactoryWithOptions(client, cfg.Resync, informers.WithNamespace(cfg.Namespace),
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.LabelSelector = labels.SelectorFromSet(b.selector()).String()
-		}))
-	b.informer = f.Core().V1().Pods().Informer()
-	// The informer keeps only what the events need; a session's pod
-	// holds no secret, but its managed fields are large and useless here.
-	_ = b.informer.SetTransform(func(obj any) (any, error) {
-		if p, ok := obj.(*corev1.Pod); ok {
-			p.ManagedFields = nil
-		}
-		return obj, nil
-	})
-	_, _ = b.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj any) { b.changed(obj, false) },
-		UpdateFunc: func(_, obj any) { b.changed(obj, false) },
-		DeleteFunc: func(obj any) { b.changed(obj, true) },
-	})
-	b.wg.Add(2)
-	go func() {
-		defer b.wg.Done()
-		b.informer.Run(b.ctx.Done())
-	}()
-	go func() {
-		defer b.wg.Done()
-		if cache.WaitForCacheSync(b.ctx.Done(), b.informer.HasSynced) {
-			close(b.synced)
-		}
-	}()
 	return b
+}
+
+// startInformer starts the pod informer on first use, so New asks
+// nothing of the API server (a gateway checking its configuration, or
+// one whose cluster is down, still starts).
+func (b *Backend) startInformer() {
+	b.informerOnce.Do(func() {
+		// Only this gateway's pods, in its namespace: the informer's
+		// memory and traffic grow with airlock's sessions, not the
+		// cluster's pods.
+		f := informers.NewSharedInformerFactoryWithOptions(b.client, b.cfg.Resync, informers.WithNamespace(b.cfg.Namespace),
+			informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+				o.LabelSelector = labels.SelectorFromSet(b.selector()).String()
+			}))
+		b.informer = f.Core().V1().Pods().Informer()
+		// Managed fields are most of a pod's bytes and nothing here
+		// reads them.
+		_ = b.informer.SetTransform(func(obj any) (any, error) {
+			if p, ok := obj.(*corev1.Pod); ok {
+				p.ManagedFields = nil
+			}
+			return obj, nil
+		})
+		_, _ = b.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(obj any) { b.changed(obj, false) },
+			UpdateFunc: func(_, obj any) { b.changed(obj, false) },
+			DeleteFunc: func(obj any) { b.changed(obj, true) },
+		})
+		b.wg.Add(2)
+		go func() {
+			defer b.wg.Done()
+			b.informer.Run(b.ctx.Done())
+		}()
+		go func() {
+			defer b.wg.Done()
+			if cache.WaitForCacheSync(b.ctx.Done(), b.informer.HasSynced) {
+				close(b.synced)
+			}
+		}()
+	})
 }
 
 // Close stops the informer and ends every Watch. Pods keep running: a
@@ -269,8 +279,15 @@ func (b *Backend) Name() string { return "kubernetes" }
 // Client is the backend's API client.
 func (b *Backend) Client() k8s.Interface { return b.client }
 
-// waitSynced waits for the informer's first list.
+// waitSynced starts the informer and waits for its first list.
 func (b *Backend) waitSynced(ctx context.Context) error {
+	b.mu.Lock()
+	closed := b.closed
+	b.mu.Unlock()
+	if closed {
+		return errors.New("the kubernetes backend is closed")
+	}
+	b.startInformer()
 	select {
 	case <-b.synced:
 		return nil
