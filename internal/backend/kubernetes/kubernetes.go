@@ -282,12 +282,14 @@ func (b *Backend) Client() k8s.Interface { return b.client }
 // waitSynced starts the informer and waits for its first list.
 func (b *Backend) waitSynced(ctx context.Context) error {
 	b.mu.Lock()
-	closed := b.closed
-	b.mu.Unlock()
-	if closed {
+	if b.closed {
+		b.mu.Unlock()
 		return errors.New("the kubernetes backend is closed")
 	}
+	// Under the lock that Close sets closed with: its Wait cannot miss
+	// the informer's goroutines.
 	b.startInformer()
+	b.mu.Unlock()
 	select {
 	case <-b.synced:
 		return nil
