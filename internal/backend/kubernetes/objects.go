@@ -1,12 +1,9 @@
 package kubernetes
 
 import (
-	"fmt"
 	"maps"
-	"net/netip"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -16,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/airlock-hpc/airlock/internal/backend"
+	"github.com/airlock-hpc/airlock/internal/backend/kubernetes/egress"
 )
 
 // The labels on every object the backend makes. The gateway label lets
@@ -237,101 +235,24 @@ func (b *Backend) policy(j backend.Job) (*networkingv1.NetworkPolicy, error) {
 	}, nil
 }
 
-// ParseEgress reads one egress entry: a CIDR or an address, optionally
-// with a port or port range and a protocol ("10.1.0.0/16",
-// "192.0.2.7:443", "10.0.0.0/8:8000-8100/tcp", "[2001:db8::]/32:53/udp").
-// A port is required with a protocol.
+// ParseEgress reads one egress entry (see egress.Parse) as a policy rule.
 func ParseEgress(s string) (networkingv1.NetworkPolicyEgressRule, error) {
-	bad := func(why string) (networkingv1.NetworkPolicyEgressRule, error) {
-		return networkingv1.NetworkPolicyEgressRule{}, fmt.Errorf("egress %q: %s; want CIDR[:PORT[-PORT][/tcp|/udp|/sctp]]", s, why)
+	r, err := egress.Parse(s)
+	if err != nil {
+		return networkingv1.NetworkPolicyEgressRule{}, err
 	}
-	addr, ports := s, ""
-	if strings.HasPrefix(s, "[") {
-		end := strings.Index(s, "]")
-		if end < 0 {
-			return bad("no ] after the IPv6 address")
-		}
-		addr = s[1:end]
-		rest := s[end+1:]
-		if strings.HasPrefix(rest, "/") { // [v6]/len[:port]
-			l, p, _ := strings.Cut(rest[1:], ":")
-			addr += "/" + l
-			ports = p
-			if strings.Contains(rest[1:], ":") && p == "" {
-				return bad("empty port")
-			}
-		} else if rest != "" {
-			p, ok := strings.CutPrefix(rest, ":")
-			if !ok || p == "" {
-				return bad("junk after ]")
-			}
-			ports = p
-		}
-	} else if a, p, ok := strings.Cut(s, ":"); ok {
-		if strings.Count(s, ":") > 1 {
-			return bad("an IPv6 address needs [brackets]")
-		}
-		if p == "" {
-			return bad("empty port")
-		}
-		addr, ports = a, p
-	}
-	var cidr string
-	if pfx, err := netip.ParsePrefix(addr); err == nil {
-		if pfx.Masked() != pfx {
-			return bad(fmt.Sprintf("host bits set (the network is %s)", pfx.Masked()))
-		}
-		cidr = pfx.String()
-	} else if a, err := netip.ParseAddr(addr); err == nil && a.Zone() == "" {
-		cidr = netip.PrefixFrom(a, a.BitLen()).String()
-	} else {
-		return bad(fmt.Sprintf("%q is not an address or CIDR", addr))
-	}
-	rule := networkingv1.NetworkPolicyEgressRule{To: []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: cidr}}}}
-	if ports == "" {
+	rule := networkingv1.NetworkPolicyEgressRule{To: []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: r.CIDR}}}}
+	if r.Port == 0 {
 		return rule, nil
 	}
-	proto := corev1.ProtocolTCP
-	if p, pr, ok := strings.Cut(ports, "/"); ok {
-		switch pr {
-		case "tcp":
-		case "udp":
-			proto = corev1.ProtocolUDP
-		case "sctp":
-			proto = corev1.ProtocolSCTP
-		default:
-			return bad(fmt.Sprintf("protocol %q", pr))
-		}
-		ports = p
-	}
-	lo, hi, isRange := strings.Cut(ports, "-")
-	first, err := portNumber(lo)
-	if err != nil {
-		return bad(err.Error())
-	}
-	np := networkingv1.NetworkPolicyPort{Protocol: &proto}
-	fp := intstr.FromInt32(first)
-	np.Port = &fp
-	if isRange {
-		last, err := portNumber(hi)
-		if err != nil {
-			return bad(err.Error())
-		}
-		if last < first {
-			return bad(fmt.Sprintf("range %d-%d ends before it starts", first, last))
-		}
-		np.EndPort = &last
+	proto := corev1.Protocol(r.Protocol)
+	port := intstr.FromInt32(r.Port)
+	np := networkingv1.NetworkPolicyPort{Protocol: &proto, Port: &port}
+	if r.EndPort != 0 {
+		np.EndPort = &r.EndPort
 	}
 	rule.Ports = []networkingv1.NetworkPolicyPort{np}
 	return rule, nil
-}
-
-func portNumber(s string) (int32, error) {
-	n, err := strconv.Atoi(s)
-	if err != nil || n < 1 || n > 65535 || strconv.Itoa(n) != s {
-		return 0, fmt.Errorf("port %q: want 1 to 65535", s)
-	}
-	return int32(n), nil
 }
 
 func firstNonEmpty(s ...string) string {

@@ -1,7 +1,6 @@
 package kubernetes
 
 import (
-	"strconv"
 	"strings"
 	"testing"
 
@@ -73,71 +72,4 @@ func TestPodEvent(t *testing.T) {
 			}
 		})
 	}
-}
-
-func TestParseEgress(t *testing.T) {
-	for in, want := range map[string]string{
-		"10.1.0.0/16":              "10.1.0.0/16 ",
-		"192.0.2.7":                "192.0.2.7/32 ",
-		"192.0.2.7:443":            "192.0.2.7/32 TCP 443-0",
-		"10.0.0.0/8:8000-8100/tcp": "10.0.0.0/8 TCP 8000-8100",
-		"10.0.0.0/8:53/udp":        "10.0.0.0/8 UDP 53-0",
-		"[2001:db8::]/32:53/udp":   "2001:db8::/32 UDP 53-0",
-		"[2001:db8::1]:443":        "2001:db8::1/128 TCP 443-0",
-		"[2001:db8::1]":            "2001:db8::1/128 ",
-		"[2001:db8::]/32":          "2001:db8::/32 ",
-		"192.0.2.0/24:9000/sctp":   "192.0.2.0/24 SCTP 9000-0",
-	} {
-		r, err := ParseEgress(in)
-		if err != nil {
-			t.Errorf("%s: %v", in, err)
-			continue
-		}
-		got := r.To[0].IPBlock.CIDR + " "
-		if len(r.Ports) == 1 {
-			p := r.Ports[0]
-			end := int32(0)
-			if p.EndPort != nil {
-				end = *p.EndPort
-			}
-			got += string(*p.Protocol) + " " + p.Port.String() + "-" + strconv.Itoa(int(end))
-		}
-		if got != want {
-			t.Errorf("%s: got %q want %q", in, got, want)
-		}
-	}
-	for _, bad := range []string{"", "example.org", "10.0.0.1/8", "10.0.0.0/8:", "10.0.0.0/8:0", "10.0.0.0/8:65536",
-		"10.0.0.0/8:443/icmp", "10.0.0.0/8:90-80", "2001:db8::1", "[2001:db8::1", "[2001:db8::1]x", "10.0.0.0/8:+1",
-		"10.0.0.0/8:080", "fe80::1%eth0", "[fe80::1%eth0]"} {
-		if _, err := ParseEgress(bad); err == nil {
-			t.Errorf("%q accepted", bad)
-		} else if !strings.HasPrefix(err.Error(), "egress ") {
-			t.Errorf("%q: error %q does not name the entry", bad, err)
-		}
-	}
-}
-
-// FuzzParseEgress: any entry is refused with an error or becomes one valid
-// peer whose ports are in range.
-func FuzzParseEgress(f *testing.F) {
-	for _, s := range []string{"10.1.0.0/16", "192.0.2.7:443", "10.0.0.0/8:8000-8100/tcp", "[2001:db8::]/32:53/udp", "[::1]:1", "x:y/z"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		r, err := ParseEgress(s)
-		if err != nil {
-			return
-		}
-		if len(r.To) != 1 || r.To[0].IPBlock == nil || r.To[0].IPBlock.CIDR == "" {
-			t.Fatalf("%q: %+v", s, r)
-		}
-		for _, p := range r.Ports {
-			if v := p.Port.IntValue(); v < 1 || v > 65535 {
-				t.Fatalf("%q: port %d", s, v)
-			}
-			if p.EndPort != nil && (*p.EndPort < int32(p.Port.IntValue()) || *p.EndPort > 65535) {
-				t.Fatalf("%q: end port %d", s, *p.EndPort)
-			}
-		}
-	})
 }
