@@ -213,10 +213,11 @@ type KubernetesBackend struct {
 	// gateway: CIDR[:PORT[-PORT][/tcp|/udp|/sctp]] entries. Default []:
 	// nothing.
 	Egress []string `yaml:"egress"`
-	// UID and GID run a session whose owner has no account on the
-	// gateway's machine; an owner with one runs as its uid and gid.
-	// Never 0. Default 65534 (nobody).
+	// UID runs a session whose owner has no account on the gateway's
+	// machine; an owner with one runs as its own uid and gid. Never 0.
+	// Default 65534 (nobody).
 	UID int `yaml:"uid"`
+	// GID is the group of such a session's pod. Default 65534 (nogroup).
 	GID int `yaml:"gid"`
 	// GracePeriod is how long a stopped session's runner has to tear the
 	// session down before its pod is killed. Default 30s.
