@@ -94,20 +94,22 @@ type PodOptions struct {
 	Volumes []Volume
 	// RuntimeClass is the pod's runtimeClassName (gVisor, Kata).
 	RuntimeClass string
-	// ReadOnlyRoot makes the container's root file system read-only.
-	// Default true.
-	ReadOnlyRoot *bool
-	// Egress replaces the backend's egress list when not nil.
+	// WritableRoot lets the container write to its root file system;
+	// false (the zero value, so any profile without options) keeps it
+	// read-only.
+	WritableRoot bool
+	// Egress is added to the backend's egress list.
 	Egress []string
 }
 
 // Toleration is one of a pod's tolerations, as Kubernetes spells it.
 type Toleration struct{ Key, Operator, Value, Effect string }
 
-// Volume mounts a persistent volume claim.
+// Volume mounts a persistent volume claim; {user} in Claim is the
+// session's owner.
 type Volume struct {
-	Name, Claim, MountPath, SubPath string
-	ReadOnly                        bool
+	Claim, MountPath, SubPath string
+	ReadOnly                  bool
 }
 
 func (c *Config) grace() *int64 {

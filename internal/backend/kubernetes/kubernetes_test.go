@@ -52,7 +52,6 @@ const nowhere = "nowhere"
 
 func newBackend(t *testing.T, c *kubetest.Cluster, ns string) *Backend {
 	t.Helper()
-	ro := false
 	b, err := New(Config{
 		RESTConfig: c.REST, Namespace: ns, Image: "registry.example.org/airlock:1", Airlock: "/usr/bin/airlock",
 		ServiceAccount: "airlock-session", GatewayCIDRs: []string{gatewayCIDR}, GatewayPort: 8443,
@@ -60,8 +59,8 @@ func newBackend(t *testing.T, c *kubetest.Cluster, ns string) *Backend {
 		Profiles: map[string]PodOptions{
 			"desktop": {NodeSelector: map[string]string{kubetest.NodeLabel: "yes"}, RuntimeClass: "gvisor",
 				Tolerations: []Toleration{{Key: "airlock", Operator: "Equal", Value: "sessions", Effect: "NoSchedule"}},
-				Volumes:     []Volume{{Name: "home", Claim: "home-alice", MountPath: "/home/alice"}},
-				Egress:      []string{"198.51.100.10:5432"}, ReadOnlyRoot: &ro},
+				Volumes:     []Volume{{Claim: "home-{user}", MountPath: "/home/alice"}},
+				Egress:      []string{"198.51.100.10:5432"}, WritableRoot: true},
 			nowhere: {NodeSelector: map[string]string{kubetest.NodeLabel: "no"}},
 		},
 	})

@@ -4,6 +4,7 @@ import (
 	"maps"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -102,7 +103,7 @@ func (b *Backend) meta(j backend.Job) metav1.ObjectMeta {
 func (b *Backend) pod(j backend.Job, uid, gid int64) *corev1.Pod {
 	p := b.cfg.Profiles[j.Profile]
 	no, yes := false, true
-	readOnly := p.ReadOnlyRoot == nil || *p.ReadOnlyRoot
+	readOnly := !p.WritableRoot
 	name := b.objectName(j.ID)
 	var env []corev1.EnvVar
 	for _, k := range slices.Sorted(maps.Keys(j.Env)) {
@@ -124,11 +125,12 @@ func (b *Backend) pod(j backend.Job, uid, gid int64) *corev1.Pod {
 		{Name: "spec", MountPath: specDir, ReadOnly: true},
 		{Name: "tmp", MountPath: "/tmp"},
 	}
-	for _, v := range p.Volumes {
-		vols = append(vols, corev1.Volume{Name: v.Name, VolumeSource: corev1.VolumeSource{
-			PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: v.Claim, ReadOnly: v.ReadOnly},
+	for i, v := range p.Volumes {
+		vn := "volume-" + strconv.Itoa(i)
+		vols = append(vols, corev1.Volume{Name: vn, VolumeSource: corev1.VolumeSource{
+			PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: strings.ReplaceAll(v.Claim, "{user}", j.Owner), ReadOnly: v.ReadOnly},
 		}})
-		mounts = append(mounts, corev1.VolumeMount{Name: v.Name, MountPath: v.MountPath, ReadOnly: v.ReadOnly, SubPath: v.SubPath})
+		mounts = append(mounts, corev1.VolumeMount{Name: vn, MountPath: v.MountPath, ReadOnly: v.ReadOnly, SubPath: v.SubPath})
 	}
 	var tol []corev1.Toleration
 	for _, t := range p.Tolerations {
@@ -209,10 +211,7 @@ func (b *Backend) policy(j backend.Job) (*networkingv1.NetworkPolicy, error) {
 	egress := []networkingv1.NetworkPolicyEgressRule{{
 		To: from, Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &gwPort}},
 	}}
-	list := b.cfg.Egress
-	if p, ok := b.cfg.Profiles[j.Profile]; ok && p.Egress != nil {
-		list = p.Egress
-	}
+	list := append(slices.Clip(b.cfg.Egress), b.cfg.Profiles[j.Profile].Egress...)
 	for _, s := range list {
 		r, err := ParseEgress(s)
 		if err != nil {
