@@ -494,7 +494,6 @@ func (b *Backend) follow(w *watcher) {
 	}()
 	key := b.cfg.Namespace + "/" + b.objectName(w.id)
 	var last string
-	seen := false
 	for {
 		select {
 		case <-w.wake:
@@ -510,26 +509,24 @@ func (b *Backend) follow(w *watcher) {
 		obj, exists, _ := b.informer.GetStore().GetByKey(key)
 		switch {
 		case exists:
-			seen = true
 			e = podEvent(obj.(*corev1.Pod), r)
-		case !seen && gone == nil:
-			// Not in the informer yet: just created, or long gone. Ask.
+		case gone != nil:
+			e = b.goneEvent(gone, r, stopped)
+		default:
+			// Not in the informer: just created and not seen yet, or long
+			// gone. Only the API server's NotFound says which.
 			pod, err := b.client.CoreV1().Pods(b.cfg.Namespace).Get(w.ctx, b.objectName(w.id), metav1.GetOptions{})
-			if err == nil {
-				seen = true
+			switch {
+			case err == nil:
 				e = podEvent(pod, r)
-				break
-			}
-			if !apierrors.IsNotFound(err) {
-				if w.ctx.Err() != nil {
-					return
-				}
+			case apierrors.IsNotFound(err):
+				e = b.goneEvent(nil, r, stopped)
+			case w.ctx.Err() != nil:
+				return
+			default:
 				b.log.Warn("could not read a session's pod; its state stays", "session", w.id, "error", err)
 				continue
 			}
-			e = b.goneEvent(nil, r, stopped)
-		default:
-			e = b.goneEvent(gone, r, stopped)
 		}
 		if k := string(e.Kind) + "\x00" + e.Reason; k != last {
 			select {
