@@ -16,6 +16,7 @@ import (
 
 	"go.uber.org/goleak"
 	corev1 "k8s.io/api/core/v1"
+	nodev1 "k8s.io/api/node/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
@@ -182,6 +183,12 @@ func TestLaunchObjects(t *testing.T) {
 	ns := c.Namespace(t)
 	b := newBackend(t, c, ns)
 	ctx := context.Background()
+	// The RuntimeClass admission plugin refuses a pod naming a class the
+	// cluster lacks.
+	if _, err := c.Client.NodeV1().RuntimeClasses().Create(ctx, &nodev1.RuntimeClass{ObjectMeta: metav1.ObjectMeta{Name: "gvisor"}, Handler: "runsc"},
+		metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
 	ref := start(t, b, job("s-golden", "desktop"))
 	if ref != "pod:airlock-s-golden" {
 		t.Fatalf("ref %q", ref)

@@ -73,6 +73,15 @@ func labelValue(s string) string {
 	return strings.Trim(s, "-_.")
 }
 
+var dnsBad = regexp.MustCompile(`[^a-z0-9-]+`)
+
+// dnsName makes an account name fit an object's name ({user} in a claim):
+// lower case, anything but a-z, 0-9 and '-' becoming '-'
+// ("Alice.Smith@example.org" is "alice-smith-example-org").
+func dnsName(s string) string {
+	return strings.Trim(dnsBad.ReplaceAllString(strings.ToLower(s), "-"), "-")
+}
+
 // secret holds what the runner must read but nobody may see in the pod's
 // spec: the runner spec and the session's secrets (ticket key,
 // registration token). It is immutable: nothing rewrites a session's spec.
@@ -128,7 +137,7 @@ func (b *Backend) pod(j backend.Job, uid, gid int64) *corev1.Pod {
 	for i, v := range p.Volumes {
 		vn := "volume-" + strconv.Itoa(i)
 		vols = append(vols, corev1.Volume{Name: vn, VolumeSource: corev1.VolumeSource{
-			PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: strings.ReplaceAll(v.Claim, "{user}", j.Owner), ReadOnly: v.ReadOnly},
+			PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: strings.ReplaceAll(v.Claim, "{user}", dnsName(j.Owner)), ReadOnly: v.ReadOnly},
 		}})
 		mounts = append(mounts, corev1.VolumeMount{Name: vn, MountPath: v.MountPath, ReadOnly: v.ReadOnly, SubPath: v.SubPath})
 	}
