@@ -37,8 +37,10 @@ if [ ! -x "$dir/kube-apiserver" ] || [ ! -x "$dir/kube-scheduler" ]; then
   } > go.mod
   printf '//go:build tools\n\npackage tools\n\nimport (\n\t_ "k8s.io/kubernetes/cmd/kube-apiserver"\n\t_ "k8s.io/kubernetes/cmd/kube-scheduler"\n)\n' > tools.go
   go mod tidy
-  ver="-X k8s.io/component-base/version.gitVersion=v$K8S -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${K8S#1.}"
-  ver="${ver%.*}"
+  # A real version string: kubectl version cannot parse the default one.
+  minor="${K8S#1.}"
+  minor="${minor%%.*}"
+  ver="-X k8s.io/component-base/version.gitVersion=v$K8S -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
   "${nice[@]}" go build -ldflags="-s -w $ver" -o "$dir/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver
   mv "$dir/kube-apiserver.tmp" "$dir/kube-apiserver"
   "${nice[@]}" go build -ldflags="-s -w $ver" -o "$dir/kube-scheduler.tmp" k8s.io/kubernetes/cmd/kube-scheduler

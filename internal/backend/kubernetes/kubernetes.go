@@ -332,7 +332,7 @@ func (b *Backend) Start(ctx context.Context, j backend.Job) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("start %s: %w", j.ID, err)
 	}
-	if firstNonEmpty(b.cfg.Profiles[j.Profile].Image, b.cfg.Image) == "" {
+	if cmp.Or(b.cfg.Profiles[j.Profile].Image, b.cfg.Image) == "" {
 		return "", fmt.Errorf("start %s: no image for profile %s", j.ID, j.Profile)
 	}
 	pol, err := b.policy(j)

@@ -1,6 +1,7 @@
 package kubernetes
 
 import (
+	"cmp"
 	"maps"
 	"regexp"
 	"slices"
@@ -172,7 +173,7 @@ func (b *Backend) pod(j backend.Job, uid, gid int64) *corev1.Pod {
 		ObjectMeta: b.meta(j),
 		Spec: corev1.PodSpec{
 			RestartPolicy:                 corev1.RestartPolicyNever,
-			ServiceAccountName:            firstNonEmpty(p.ServiceAccount, b.cfg.ServiceAccount),
+			ServiceAccountName:            cmp.Or(p.ServiceAccount, b.cfg.ServiceAccount),
 			AutomountServiceAccountToken:  &no,
 			EnableServiceLinks:            &no,
 			ActiveDeadlineSeconds:         deadline,
@@ -187,7 +188,7 @@ func (b *Backend) pod(j backend.Job, uid, gid int64) *corev1.Pod {
 			Volumes: vols,
 			Containers: []corev1.Container{{
 				Name:            container,
-				Image:           firstNonEmpty(p.Image, b.cfg.Image),
+				Image:           cmp.Or(p.Image, b.cfg.Image),
 				ImagePullPolicy: corev1.PullIfNotPresent,
 				Command:         []string{b.cfg.Airlock, "run", "--register", "--log-format", "json", "--spec", specDir + "/" + specKey},
 				Env:             env,
@@ -261,13 +262,4 @@ func ParseEgress(s string) (networkingv1.NetworkPolicyEgressRule, error) {
 	}
 	rule.Ports = []networkingv1.NetworkPolicyPort{np}
 	return rule, nil
-}
-
-func firstNonEmpty(s ...string) string {
-	for _, v := range s {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
 }

@@ -1,6 +1,7 @@
 package kubernetes
 
 import (
+	"cmp"
 	"fmt"
 	"strings"
 
@@ -31,7 +32,7 @@ func podEvent(pod *corev1.Pod, runnerExit string) backend.Event {
 	cs := runnerStatus(pod)
 	switch pod.Status.Phase {
 	case corev1.PodSucceeded:
-		return backend.Event{Kind: contract.EventExit, Node: node, Reason: firstNonEmpty(runnerExit, "the session's pod completed")}
+		return backend.Event{Kind: contract.EventExit, Node: node, Reason: cmp.Or(runnerExit, "the session's pod completed")}
 	case corev1.PodFailed:
 		reason, code := failure(pod, cs)
 		if runnerExit != "" && code == 0 {
@@ -43,7 +44,7 @@ func podEvent(pod *corev1.Pod, runnerExit string) backend.Event {
 		// The container ended; the phase follows.
 		reason, code := failure(pod, cs)
 		if cs.State.Terminated.ExitCode == 0 {
-			reason = firstNonEmpty(runnerExit, "the session's pod completed")
+			reason = cmp.Or(runnerExit, "the session's pod completed")
 		}
 		return backend.Event{Kind: contract.EventExit, Node: node, Reason: reason, Code: code}
 	}
