@@ -26,6 +26,7 @@ pkgs=(
   ruby nginx-light novnc # the Open OnDemand app's tests: ERB templates rendered by Debian's ruby, nginx as OnDemand's /rnode proxy, noVNC served inside the seal
   haproxy           # the load balancer in front of several gateways (TestSeveralGatewaysBehindHAProxy)
   postgresql        # the real PostgreSQL the store's conformance suite and the several-gateway tests start by hand (initdb, pg_ctl)
+  etcd-server       # the kubernetes backend's tests: the API server's store (kube-apiserver itself comes from scripts/kube-bins.sh)
 )
 missing=()
 for p in "${pkgs[@]}"; do
@@ -39,3 +40,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 go mod download
+# kube-apiserver, kube-scheduler and kwok for the kubernetes backend's tests:
+# Debian has none, so they are built from the Go module proxy once per
+# machine into a versioned cache (11-22 minutes cold, a no-op when warm).
+"$(dirname "$0")/kube-bins.sh"

@@ -42,7 +42,7 @@ func TestEveryConfigKeyIsUsed(t *testing.T) {
 	if len(keys) < 100 {
 		t.Fatalf("found only %d keys: the walk is broken", len(keys))
 	}
-	bases := []config.Config{baseConfig(t, "local"), baseConfig(t, "slurm")}
+	bases := []config.Config{baseConfig(t, "local"), baseConfig(t, "slurm"), baseConfig(t, "kubernetes")}
 	for i, b := range bases {
 		if r := reach(t, b, true); r.BackendErr != "" || r.AuthErr != "" || r.LoggerErr != "" {
 			t.Fatalf("base %d does not build: %+v", i, r)
@@ -96,7 +96,7 @@ func TestEverySecretFileIsHidden(t *testing.T) {
 			t.Fatalf("secret file keys %v lack %s: the pattern is broken", keys, want)
 		}
 	}
-	bases := []config.Config{baseConfig(t, "local"), baseConfig(t, "slurm")}
+	bases := []config.Config{baseConfig(t, "local"), baseConfig(t, "slurm"), baseConfig(t, "kubernetes")}
 	for _, key := range keys {
 		tried, indexes := false, 1
 		if strings.Contains(key, "[]") {
@@ -166,7 +166,11 @@ func baseConfig(t *testing.T, backend string) config.Config {
 	cfg.Backend = config.Backend{Kind: backend, Local: &config.LocalBackend{Dir: filepath.Join(dir, "sessions"), Airlock: "/usr/bin/airlock"},
 		Slurm: &config.SlurmBackend{Airlock: "/usr/bin/airlock", Partition: "p", Account: "a",
 			QOS: "q", SbatchArgs: []string{"--x"}, NodeAddress: "{node}.ib", Output: "/tmp/o", JobPrefix: "al-",
-			Poll: time.Second, Reconcile: time.Minute}}
+			Poll: time.Second, Reconcile: time.Minute},
+		Kubernetes: &config.KubernetesBackend{Kubeconfig: kubeconfig(t, dir), Context: "test", Namespace: "ns", Image: "img:1",
+			Airlock: "/usr/bin/airlock", ServiceAccount: "sa", Prefix: "al", GatewayCIDRs: []string{"10.0.0.5/32"},
+			GatewayURL: "https://gw.example:9443", Egress: []string{"10.1.0.0/16:443"}, UID: 1000, GID: 1000,
+			GracePeriod: 10 * time.Second, Reconcile: time.Minute}}
 	desktop := cfg.Profiles[0]
 	desktop.Desktop.Programs = [][]string{{"xterm"}}
 	app := config.Profile{Name: "app", Title: "App", Kind: "app", App: &config.AppProfile{Command: []string{"app", "{port}"}, Port: 8888},
@@ -183,6 +187,14 @@ func baseConfig(t *testing.T, backend string) config.Config {
 	if backend == "slurm" {
 		for i := range cfg.Profiles {
 			cfg.Profiles[i].Slurm = &config.SlurmProfile{Partition: "pp", Account: "pa", QOS: "pq", SbatchArgs: []string{"--y"}}
+		}
+	}
+	if backend == "kubernetes" {
+		for i := range cfg.Profiles {
+			cfg.Profiles[i].Kubernetes = &config.KubernetesProfile{Image: "img:2", ServiceAccount: "sa2", NodeSelector: []string{"pool=a"},
+				Tolerations:  []config.KubernetesToleration{{Key: "k", Operator: "Equal", Value: "v", Effect: "NoSchedule"}},
+				Volumes:      []config.KubernetesVolume{{Claim: "home-{user}", MountPath: "/home", SubPath: "s", ReadOnly: false}},
+				RuntimeClass: "gvisor", Egress: []string{"192.0.2.7:5432"}}
 		}
 	}
 	cfg.Images = []config.Image{{Name: "img", Path: "/srv/img.qcow2", Format: "qcow2", OS: "linux", Firmware: "bios",
@@ -541,4 +553,22 @@ func parsedDiffers(t *testing.T, yaml string, get func(config.Config) any) error
 		return fmt.Errorf("%q changes nothing", yaml)
 	}
 	return nil
+}
+
+// kubeconfig writes a kubeconfig with a context "test" (nothing listens
+// at its server: building the backend asks nothing of it).
+func kubeconfig(t *testing.T, dir string) string {
+	t.Helper()
+	p := filepath.Join(dir, "kubeconfig")
+	kc := `apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {token: "t"}}]
+contexts: [{name: test, context: {cluster: c, user: u}}]
+current-context: test
+`
+	if err := os.WriteFile(p, []byte(kc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

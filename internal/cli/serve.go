@@ -11,9 +11,11 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -26,6 +28,7 @@ import (
 	"github.com/airlock-hpc/airlock/internal/auth/oidc"
 	"github.com/airlock-hpc/airlock/internal/auth/ratelimit"
 	"github.com/airlock-hpc/airlock/internal/backend"
+	kubebackend "github.com/airlock-hpc/airlock/internal/backend/kubernetes"
 	backendlocal "github.com/airlock-hpc/airlock/internal/backend/local"
 	"github.com/airlock-hpc/airlock/internal/backend/slurm"
 	"github.com/airlock-hpc/airlock/internal/config"
@@ -269,17 +272,24 @@ func backendFromConfig(cfg config.Config, log *slog.Logger) (backend.Backend, st
 		if err != nil {
 			return nil, "", err
 		}
-		u := cmp.Or(sc.GatewayURL, cfg.PublicURL)
-		if u == "" {
-			host, err := os.Hostname()
-			if err != nil {
-				return nil, "", fmt.Errorf("backend slurm: gateway_url is empty and the host name is unknown: %w", err)
-			}
-			_, port, err := net.SplitHostPort(cfg.Listen)
-			if err != nil {
-				return nil, "", fmt.Errorf("backend slurm: listen %q: %w", cfg.Listen, err)
-			}
-			u = "https://" + net.JoinHostPort(host, port)
+		u, err := registerURL(cfg, sc.GatewayURL)
+		if err != nil {
+			return nil, "", err
+		}
+		return be, u, nil
+	case "kubernetes":
+		kc := cfg.Backend.Kubernetes
+		u, err := registerURL(cfg, kc.GatewayURL)
+		if err != nil {
+			return nil, "", err
+		}
+		bc, err := kubernetesConfig(cfg, u, log)
+		if err != nil {
+			return nil, "", err
+		}
+		be, err := kubebackend.New(bc)
+		if err != nil {
+			return nil, "", err
 		}
 		return be, u, nil
 	default:
@@ -288,9 +298,70 @@ func backendFromConfig(cfg config.Config, log *slog.Logger) (backend.Backend, st
 	}
 }
 
+// registerURL is where a remote backend's runners register: the
+// backend's gateway_url, public_url, or this machine's name and listen's
+// port.
+func registerURL(cfg config.Config, gatewayURL string) (string, error) {
+	if u := cmp.Or(gatewayURL, cfg.PublicURL); u != "" {
+		return u, nil
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		return "", fmt.Errorf("backend %s: gateway_url is empty and the host name is unknown: %w", cfg.Backend.Kind, err)
+	}
+	_, port, err := net.SplitHostPort(cfg.Listen)
+	if err != nil {
+		return "", fmt.Errorf("backend %s: listen %q: %w", cfg.Backend.Kind, cfg.Listen, err)
+	}
+	return "https://" + net.JoinHostPort(host, port), nil
+}
+
+// kubernetesConfig is the Kubernetes backend's configuration; the
+// policy's egress to the gateway is to registerURL's port.
+func kubernetesConfig(cfg config.Config, registerURL string, log *slog.Logger) (kubebackend.Config, error) {
+	kc := cfg.Backend.Kubernetes
+	u, err := url.Parse(registerURL)
+	if err != nil {
+		return kubebackend.Config{}, fmt.Errorf("backend kubernetes: gateway url %q: %w", registerURL, err)
+	}
+	port, _ := strconv.Atoi(cmp.Or(u.Port(), "443"))
+	bc := kubebackend.Config{
+		Kubeconfig: kc.Kubeconfig, Context: kc.Context, Namespace: kc.Namespace, Image: kc.Image, Airlock: kc.Airlock,
+		ServiceAccount: kc.ServiceAccount, Prefix: kc.Prefix, GatewayCIDRs: kc.GatewayCIDRs, GatewayPort: port,
+		Egress: kc.Egress, UID: int64(kc.UID), GID: int64(kc.GID), GracePeriod: kc.GracePeriod,
+		Resync: kc.Reconcile, Profiles: map[string]kubebackend.PodOptions{}, Logger: log,
+	}
+	for _, p := range cfg.Profiles {
+		k := p.Kubernetes
+		if k == nil {
+			continue
+		}
+		o := kubebackend.PodOptions{Image: k.Image, ServiceAccount: k.ServiceAccount, RuntimeClass: k.RuntimeClass,
+			Egress: k.Egress, WritableRoot: k.WritableRoot}
+		for _, kv := range k.NodeSelector {
+			key, val, _ := strings.Cut(kv, "=")
+			if o.NodeSelector == nil {
+				o.NodeSelector = map[string]string{}
+			}
+			o.NodeSelector[key] = val
+		}
+		for _, t := range k.Tolerations {
+			o.Tolerations = append(o.Tolerations, kubebackend.Toleration{Key: t.Key, Operator: t.Operator, Value: t.Value, Effect: t.Effect})
+		}
+		for _, v := range k.Volumes {
+			o.Volumes = append(o.Volumes, kubebackend.Volume{Claim: v.Claim, MountPath: v.MountPath, SubPath: v.SubPath, ReadOnly: v.ReadOnly})
+		}
+		bc.Profiles[p.Name] = o
+	}
+	return bc, nil
+}
+
 func reconcileEvery(cfg config.Config) time.Duration {
-	if cfg.Backend.Slurm != nil {
+	switch {
+	case cfg.Backend.Slurm != nil && cfg.Backend.Kind == "slurm":
 		return cfg.Backend.Slurm.Reconcile
+	case cfg.Backend.Kubernetes != nil && cfg.Backend.Kind == "kubernetes":
+		return cfg.Backend.Kubernetes.Reconcile
 	}
 	return 0
 }

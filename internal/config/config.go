@@ -183,14 +183,71 @@ type TLS struct {
 // Backend says where runners are started. Only the block named by kind may
 // be given.
 type Backend struct {
-	// Kind is "local" (runners are processes on this machine) or "slurm"
-	// (each session is a batch job). Default "local".
+	// Kind is "local" (runners are processes on this machine), "slurm"
+	// (each session is a batch job) or "kubernetes" (each session is a
+	// pod). Default "local".
 	Kind string `yaml:"kind"`
 	// Local is the local backend's settings. Default {} when kind is local.
 	Local *LocalBackend `yaml:"local" kind:"local"`
 	// Slurm is the Slurm backend's settings. Default {} when kind is
 	// slurm.
 	Slurm *SlurmBackend `yaml:"slurm" kind:"slurm"`
+	// Kubernetes is the Kubernetes backend's settings. Default {} when
+	// kind is kubernetes.
+	Kubernetes *KubernetesBackend `yaml:"kubernetes" kind:"kubernetes"`
+}
+
+// KubernetesBackend runs each session as a pod that runs `airlock run`,
+// with a Secret holding its spec and a NetworkPolicy fencing it. Profiles
+// may override the pod's options in their own kubernetes block.
+type KubernetesBackend struct {
+	// Kubeconfig is a kubeconfig file with the gateway's credentials.
+	// Default "": the gateway runs in the cluster and uses its pod's
+	// service account.
+	Kubeconfig string `yaml:"kubeconfig"`
+	// Context is the kubeconfig context to use. Default "": its current
+	// one.
+	Context string `yaml:"context"`
+	// Namespace holds every session's pod, secret and policy. Required.
+	Namespace string `yaml:"namespace"`
+	// Image is the container image the pods run: it must contain airlock
+	// and the profiles' programs. Required.
+	Image string `yaml:"image"`
+	// Airlock is the path of airlock in the image. Default "airlock".
+	Airlock string `yaml:"airlock"`
+	// ServiceAccount the pods run as (its token is never mounted).
+	// Default "": the namespace's default.
+	ServiceAccount string `yaml:"service_account"`
+	// Prefix starts every object's name ("PREFIX-SESSIONID") and labels
+	// them as this gateway's. Gateways sharing a namespace need different
+	// prefixes: each deletes the objects of its prefix it has no session
+	// for. Default "airlock".
+	Prefix string `yaml:"prefix"`
+	// GatewayCIDRs are the gateway's addresses as the pods see them: the
+	// only peers a session's NetworkPolicy admits, and the only place a
+	// pod may connect to besides egress. Required.
+	GatewayCIDRs []string `yaml:"gateway_cidrs"`
+	// GatewayURL is the gateway's https:// URL as pods reach it; runners
+	// register their sessions there. Default "": public_url, or else
+	// https://HOSTNAME:PORT of this machine and listen's port.
+	GatewayURL string `yaml:"gateway_url"`
+	// Egress is what every session's pod may connect to besides the
+	// gateway: CIDR[:PORT[-PORT][/tcp|/udp|/sctp]] entries. Default []:
+	// nothing.
+	Egress []string `yaml:"egress"`
+	// UID runs a session whose owner has no account on the gateway's
+	// machine; an owner with one runs as its own uid and gid. Never 0.
+	// Default 65534 (nobody).
+	UID int `yaml:"uid"`
+	// GID is the group of such a session's pod. Default 65534 (nogroup).
+	GID int `yaml:"gid"`
+	// GracePeriod is how long a stopped session's runner has to tear the
+	// session down before its pod is killed. Default 30s.
+	GracePeriod time.Duration `yaml:"grace_period"`
+	// Reconcile is how often the gateway compares its objects in the
+	// namespace with its sessions, deletes those no session owns and
+	// re-adopts running pods. Default 1m.
+	Reconcile time.Duration `yaml:"reconcile"`
 }
 
 // LocalBackend runs `airlock run` as a child process of the gateway that
@@ -282,6 +339,9 @@ type Profile struct {
 	// Slurm overrides the Slurm backend's job options for this profile;
 	// only allowed with backend kind slurm. Default: none.
 	Slurm *SlurmProfile `yaml:"slurm"`
+	// Kubernetes overrides the Kubernetes backend's pod options for this
+	// profile; only allowed with backend kind kubernetes. Default: none.
+	Kubernetes *KubernetesProfile `yaml:"kubernetes"`
 	// Terms is a text users must accept before their first launch of the
 	// profile, and again whenever it changes (each acceptance is audited
 	// with the text's SHA-256). Default "": none.
@@ -515,6 +575,59 @@ type SlurmProfile struct {
 	QOS string `yaml:"qos"`
 	// SbatchArgs are added after backend.slurm.sbatch_args. Default [].
 	SbatchArgs []string `yaml:"sbatch_args"`
+}
+
+// KubernetesProfile overrides the Kubernetes backend's pod options for
+// one profile.
+type KubernetesProfile struct {
+	// Image replaces backend.kubernetes.image. Default "": keep it.
+	Image string `yaml:"image"`
+	// ServiceAccount replaces backend.kubernetes.service_account.
+	// Default "": keep it.
+	ServiceAccount string `yaml:"service_account"`
+	// NodeSelector are KEY=VALUE node labels the pod must run on.
+	// Default [].
+	NodeSelector []string `yaml:"node_selector"`
+	// Tolerations let the pod run on nodes with these taints. Default [].
+	Tolerations []KubernetesToleration `yaml:"tolerations"`
+	// Volumes are persistent volume claims mounted in the pod, such as
+	// the user's home. Default [].
+	Volumes []KubernetesVolume `yaml:"volumes"`
+	// RuntimeClass is the pod's runtimeClassName (gvisor, kata).
+	// Default "": the cluster's default.
+	RuntimeClass string `yaml:"runtime_class"`
+	// WritableRoot lets the container write to its root file system
+	// (a program that insists). Default false: read-only.
+	WritableRoot bool `yaml:"writable_root"`
+	// Egress is added to backend.kubernetes.egress for this profile's
+	// sessions. Default [].
+	Egress []string `yaml:"egress"`
+}
+
+// KubernetesToleration is a pod toleration, as Kubernetes spells it.
+type KubernetesToleration struct {
+	// Key is the taint's key. Required unless operator is Exists.
+	Key string `yaml:"key"`
+	// Operator is Equal or Exists. Default "Equal".
+	Operator string `yaml:"operator"`
+	// Value is the taint's value (Equal). Default "".
+	Value string `yaml:"value"`
+	// Effect is NoSchedule, PreferNoSchedule or NoExecute. Default "":
+	// all.
+	Effect string `yaml:"effect"`
+}
+
+// KubernetesVolume mounts a persistent volume claim in a session's pod.
+type KubernetesVolume struct {
+	// Claim is the PersistentVolumeClaim's name, with {user} replaced by
+	// the session's owner. Required.
+	Claim string `yaml:"claim"`
+	// MountPath is where it appears in the pod. Required, absolute.
+	MountPath string `yaml:"mount_path"`
+	// SubPath mounts a directory of the volume. Default "": all of it.
+	SubPath string `yaml:"sub_path"`
+	// ReadOnly mounts it read-only. Default false.
+	ReadOnly bool `yaml:"read_only"`
 }
 
 // Apps says where web apps are served. A web app's pages are another
@@ -880,7 +993,7 @@ type kinded interface {
 	reset(kind string)
 }
 
-var backendKinds = []string{"local", "slurm"}
+var backendKinds = []string{"local", "slurm", "kubernetes"}
 
 func (b *Backend) kinds() []string   { return backendKinds }
 func (b *Backend) reset(kind string) { *b = defaultBackend(kind) }
@@ -893,6 +1006,9 @@ func defaultBackend(kind string) Backend {
 	case "slurm":
 		b.Slurm = &SlurmBackend{Airlock: "airlock", SbatchArgs: []string{}, NodeAddress: "{node}", Output: "/dev/null",
 			JobPrefix: "airlock", Poll: 5 * time.Second, Reconcile: time.Minute}
+	case "kubernetes":
+		b.Kubernetes = &KubernetesBackend{Airlock: "airlock", Prefix: "airlock", GatewayCIDRs: []string{}, Egress: []string{},
+			UID: 65534, GID: 65534, GracePeriod: 30 * time.Second, Reconcile: time.Minute}
 	}
 	return b
 }

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/airlock-hpc/airlock/internal/backend/kubernetes/egress"
 	"github.com/airlock-hpc/airlock/internal/contract"
 	"github.com/airlock-hpc/airlock/internal/egressproxy"
 )
@@ -248,6 +249,12 @@ func (v *validator) backend(b *Backend) {
 		if b.Slurm.Reconcile < time.Second {
 			v.errorf("backend.slurm.reconcile", "%s; want at least 1s", b.Slurm.Reconcile)
 		}
+	case "kubernetes":
+		if b.Kubernetes == nil {
+			v.errorf("backend.kubernetes", "required with kind kubernetes")
+			return
+		}
+		v.kubernetes(b.Kubernetes)
 	default:
 		v.errorf("backend.kind", "%q; want %s", b.Kind, orList(backendKinds))
 		return
@@ -258,6 +265,107 @@ func (v *validator) backend(b *Backend) {
 	if b.Kind != "slurm" && b.Slurm != nil {
 		v.errorf("backend.slurm", "only for kind slurm, and this is kind %s", b.Kind)
 	}
+	if b.Kind != "kubernetes" && b.Kubernetes != nil {
+		v.errorf("backend.kubernetes", "only for kind kubernetes, and this is kind %s", b.Kind)
+	}
+}
+
+// dnsLabel is a Kubernetes namespace name (RFC 1123 label); objectPrefix
+// leaves room in one for "-" and a session id.
+var (
+	dnsLabel     = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
+	objectPrefix = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?$`)
+	labelKey     = regexp.MustCompile(`^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$`)
+	labelValue   = regexp.MustCompile(`^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$`)
+)
+
+func (v *validator) kubernetes(k *KubernetesBackend) {
+	const at = "backend.kubernetes"
+	if !dnsLabel.MatchString(k.Namespace) {
+		v.errorf(at+".namespace", "%q; want a namespace name: 1 to 63 of a-z, 0-9 and -", k.Namespace)
+	}
+	if strings.TrimSpace(k.Image) == "" {
+		v.errorf(at+".image", "empty; want the image with airlock and the profiles' programs")
+	}
+	if k.Airlock == "" {
+		v.errorf(at+".airlock", "empty; want the path of airlock in the image")
+	}
+	if !objectPrefix.MatchString(k.Prefix) {
+		v.errorf(at+".prefix", "%q; want 1 to 32 of a-z, 0-9 and -, starting and ending with a letter or digit", k.Prefix)
+	}
+	if len(k.GatewayCIDRs) == 0 {
+		v.errorf(at+".gateway_cidrs", "empty; want the gateway's addresses as the pods see them (10.0.0.5/32): the only peers a session's pod admits")
+	}
+	for i, c := range k.GatewayCIDRs {
+		if p, err := netip.ParsePrefix(c); err != nil || p.Masked() != p {
+			v.errorf(fmt.Sprintf("%s.gateway_cidrs[%d]", at, i), "%q is not a network like 10.0.0.5/32", c)
+		}
+	}
+	if g := k.GatewayURL; g != "" {
+		if u, err := url.Parse(g); err != nil || u.Scheme != "https" || u.Host == "" {
+			v.errorf(at+".gateway_url", "%q is not an address like https://gateway.example.org:8443", g)
+		}
+	}
+	v.egress(at+".egress", k.Egress)
+	v.atLeast(at+".uid", k.UID, 1)
+	v.atLeast(at+".gid", k.GID, 1)
+	if k.GracePeriod < 0 {
+		v.errorf(at+".grace_period", "%s; want 0 or more", k.GracePeriod)
+	}
+	if k.Reconcile < time.Second {
+		v.errorf(at+".reconcile", "%s; want at least 1s", k.Reconcile)
+	}
+}
+
+func (v *validator) egress(key string, list []string) {
+	for i, e := range list {
+		if _, err := egress.Parse(e); err != nil {
+			v.errorf(fmt.Sprintf("%s[%d]", key, i), "%v", err)
+		}
+	}
+}
+
+func (v *validator) kubernetesProfile(at string, k *KubernetesProfile) {
+	for i, kv := range k.NodeSelector {
+		key, val, ok := strings.Cut(kv, "=")
+		if !ok || !labelKey.MatchString(key) || !labelValue.MatchString(val) {
+			v.errorf(fmt.Sprintf("%s.node_selector[%d]", at, i), "%q; want KEY=VALUE with a node label's key and value", kv)
+		}
+	}
+	for i, t := range k.Tolerations {
+		key := fmt.Sprintf("%s.tolerations[%d]", at, i)
+		switch t.Operator {
+		case "", "Equal":
+			if t.Key == "" {
+				v.errorf(key+".key", "empty; only operator Exists may leave it out")
+			}
+		case "Exists":
+			if t.Value != "" {
+				v.errorf(key+".value", "%q; operator Exists takes no value", t.Value)
+			}
+		default:
+			v.errorf(key+".operator", "%q; want Equal or Exists", t.Operator)
+		}
+		if t.Key != "" && !labelKey.MatchString(t.Key) {
+			v.errorf(key+".key", "%q is not a taint key", t.Key)
+		}
+		if !slices.Contains([]string{"", "NoSchedule", "PreferNoSchedule", "NoExecute"}, t.Effect) {
+			v.errorf(key+".effect", "%q; want NoSchedule, PreferNoSchedule or NoExecute", t.Effect)
+		}
+	}
+	for i, vol := range k.Volumes {
+		key := fmt.Sprintf("%s.volumes[%d]", at, i)
+		if vol.Claim == "" {
+			v.errorf(key+".claim", "empty; want a PersistentVolumeClaim's name ({user} is the session's owner)")
+		}
+		if !filepath.IsAbs(vol.MountPath) || filepath.Clean(vol.MountPath) != vol.MountPath {
+			v.errorf(key+".mount_path", "%q; want a clean absolute path", vol.MountPath)
+		}
+		if vol.SubPath != "" && (filepath.IsAbs(vol.SubPath) || slices.Contains(strings.Split(vol.SubPath, "/"), "..")) {
+			v.errorf(key+".sub_path", "%q; want a relative path inside the volume", vol.SubPath)
+		}
+	}
+	v.egress(at+".egress", k.Egress)
 }
 
 func (v *validator) nonEmpty(key string, ss []string) {
@@ -400,6 +508,12 @@ func (v *validator) profiles(c *Config) {
 				v.errorf(at+".slurm", "only for backend kind slurm, and backend.kind is %s", c.Backend.Kind)
 			}
 			v.nonEmpty(at+".slurm.sbatch_args", p.Slurm.SbatchArgs)
+		}
+		if p.Kubernetes != nil {
+			if c.Backend.Kind != "kubernetes" {
+				v.errorf(at+".kubernetes", "only for backend kind kubernetes, and backend.kind is %s", c.Backend.Kind)
+			}
+			v.kubernetesProfile(at+".kubernetes", p.Kubernetes)
 		}
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/airlock-hpc/airlock/internal/backend/slurm"
 	"github.com/airlock-hpc/airlock/internal/portal"
 	"github.com/airlock-hpc/airlock/internal/realtest"
+	"github.com/airlock-hpc/airlock/internal/realtest/kubetest"
 	"github.com/airlock-hpc/airlock/internal/registration"
 	"github.com/coder/websocket"
 	"go.uber.org/goleak"
@@ -30,6 +31,7 @@ import (
 func TestMain(m *testing.M) {
 	code := m.Run()
 	realtest.StopSlurm()
+	kubetest.Stop()
 	if code == 0 {
 		if err := goleak.Find(); err != nil {
 			fmt.Fprintf(os.Stderr, "goroutines left behind after the tests:\n%v\n", err)

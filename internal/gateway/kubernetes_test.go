@@ -1,0 +1,161 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/airlock-hpc/airlock/internal/backend"
+	kubebackend "github.com/airlock-hpc/airlock/internal/backend/kubernetes"
+	"github.com/airlock-hpc/airlock/internal/realtest"
+	"github.com/airlock-hpc/airlock/internal/realtest/kubetest"
+)
+
+// kubeGateway starts a gateway whose sessions are pods on the real test
+// control plane (kube-apiserver, kube-scheduler, kwok), in namespace ns.
+// kwok runs no containers, so sessions get as far as starting on the
+// node; what the runner in the pod would do is the Slurm tests' business.
+func kubeGateway(t *testing.T, c *kubetest.Cluster, ns, stateDir string, port int, users ...string) (*testGateway, int) {
+	t.Helper()
+	cfg := testConfig(t, stateDir, 50*time.Millisecond, slog.LevelWarn, users...)
+	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	port = ln.Addr().(*net.TCPAddr).Port
+	be, err := kubebackend.New(kubebackend.Config{RESTConfig: c.REST, Namespace: ns, Image: "registry.example.org/airlock:1",
+		GatewayCIDRs: []string{"127.0.0.1/32"}, GatewayPort: port, GracePeriod: time.Second, Logger: cfg.Logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { be.Close() })
+	cfg.Backend = be
+	cfg.Profiles = []Profile{desktopProfile()}
+	cfg.ReconcileEvery = time.Second
+	cfg.Limits.MaxLoad = 1e-9
+	cfg.RegisterURL = fmt.Sprintf("https://127.0.0.1:%d", port)
+	g, err := New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.readLoad = func() (float64, error) { return 1000, nil }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Serve(ctx, ln) }()
+	tg := &testGateway{t: t, g: g, url: fmt.Sprintf("https://127.0.0.1:%d", port), stateDir: stateDir, cancel: cancel, done: done, cfg: cfg}
+	t.Cleanup(tg.stop)
+	return tg, port
+}
+
+func kubeObjects(t *testing.T, c *kubetest.Cluster, ns, name string) (n int) {
+	t.Helper()
+	ctx := context.Background()
+	for _, err := range []error{
+		func() error { _, err := c.Client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{}); return err }(),
+		func() error { _, err := c.Client.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{}); return err }(),
+		func() error {
+			_, err := c.Client.NetworkingV1().NetworkPolicies(ns).Get(ctx, name, metav1.GetOptions{})
+			return err
+		}(),
+	} {
+		switch {
+		case err == nil:
+			n++
+		case !apierrors.IsNotFound(err):
+			t.Fatal(err)
+		}
+	}
+	return n
+}
+
+// TestKubernetesRestart: a session launched through the gateway becomes a
+// pod that the scheduler and kwok start (the session is starting on the
+// node); the gateway's registration secrets are in the Secret only. A
+// restarted gateway re-adopts the running pod, deletes a ghost's objects
+// (a session its store does not know), and stopping the session deletes
+// its pod, Secret and policy.
+func TestKubernetesRestart(t *testing.T) {
+	c := kubetest.Start(t)
+	ns := c.Namespace(t)
+	dir := t.TempDir()
+	tg, port := kubeGateway(t, c, ns, dir, 0, "alice")
+	cl := tg.client().loginToken("alice")
+	s := cl.start(map[string]any{"profile": "desktop"})
+	cl.waitStateFor(s.ID, "starting", 60*time.Second)
+	name := "airlock-" + s.ID
+	if n := kubeObjects(t, c, ns, name); n != 3 {
+		t.Fatalf("%d of pod, secret and policy", n)
+	}
+	ctx := context.Background()
+	sec, err := c.Client.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sec.Data["AIRLOCK_REGISTER_TOKEN"]) == 0 || !strings.HasPrefix(string(sec.Data["AIRLOCK_GATEWAY_URL"]), "https://127.0.0.1:") {
+		t.Errorf("the secret lacks the registration settings: keys %v", keys(sec.Data))
+	}
+	pod, err := c.Client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range sec.Data {
+		if len(v) >= 16 && strings.Contains(pod.String(), string(v)) {
+			t.Errorf("the secret's %s is in the pod", k)
+		}
+	}
+	tg.stop()
+
+	// A ghost: objects of this gateway's prefix for a session nobody
+	// launched here (a crash between creating them and storing the
+	// session).
+	ghost, err := kubebackend.New(kubebackend.Config{RESTConfig: c.REST, Namespace: ns, Image: "x", GatewayCIDRs: []string{"127.0.0.1/32"}, GatewayPort: port})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ghost.Start(ctx, backend.Job{ID: "s-ghost0000000", Spec: []byte("{}"), Profile: "desktop"}); err != nil {
+		t.Fatal(err)
+	}
+	ghost.Close()
+
+	tg2, _ := kubeGateway(t, c, ns, dir, port)
+	if err := realtest.WaitFor(60*time.Second, func() error {
+		if n := kubeObjects(t, c, ns, "airlock-s-ghost0000000"); n != 0 {
+			return fmt.Errorf("%d ghost objects left", n)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	cl2 := tg2.client().loginToken("alice")
+	if got := cl2.waitStateFor(s.ID, "starting", 10*time.Second); got.State != "starting" {
+		t.Fatalf("after the restart the session is %s", got.State)
+	}
+	if n := kubeObjects(t, c, ns, name); n != 3 {
+		t.Fatalf("the adopted session has %d of its 3 objects", n)
+	}
+	cl2.do("DELETE", "/api/v1/sessions/"+s.ID, nil, nil)
+	cl2.waitStateFor(s.ID, "ended", 60*time.Second)
+	if err := realtest.WaitFor(60*time.Second, func() error {
+		if n := kubeObjects(t, c, ns, name); n != 0 {
+			return fmt.Errorf("%d objects left", n)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func keys[V any](m map[string]V) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
