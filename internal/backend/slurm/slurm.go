@@ -84,6 +84,9 @@ type Backend struct {
 	// wake starts a poll now (a new watcher wants its first state).
 	wake    chan struct{}
 	polling bool
+	// adoptMu makes Adopt's read of a job's name and its rename one step:
+	// two adoptions of one job at once both read it unclaimed otherwise.
+	adoptMu sync.Mutex
 	closed  bool
 	// ctx ends with Close; wg counts the poller and the watchers' helpers.
 	ctx    context.Context
@@ -705,6 +708,8 @@ func (b *Backend) Adopt(ctx context.Context, id, jid, account string) (backend.A
 		}
 		account = cur.Username
 	}
+	b.adoptMu.Lock()
+	defer b.adoptMu.Unlock()
 	out, err := b.command(ctx, "", "squeue", nil, nil, "--noheader", "--states=all", "--jobs="+jid, "--format=%i|%T|%u|%L|%j")
 	if err != nil {
 		if strings.Contains(err.Error(), "Invalid job id") {

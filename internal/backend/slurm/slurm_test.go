@@ -520,3 +520,49 @@ func TestJobNameCannotForgeQueue(t *testing.T) {
 		t.Fatalf("after stop: %+v", e)
 	}
 }
+
+// TestAdoptOnceUnderRace: two adoptions of one job at once (a second
+// `airlock attach`, or a POST from the portal racing the job's own) must
+// give it to one session: the other is told it is taken. On main both
+// read the job's name before either renamed it, and both got it.
+func TestAdoptOnceUnderRace(t *testing.T) {
+	cl := realtest.SlurmCluster(t)
+	owner := realtest.TestUser(t)
+	b, err := New(Config{Airlock: realtest.Binary(t), Env: cl.Env(), JobPrefix: "race"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	for round := range 3 {
+		cmd := exec.Command("runuser", "-u", owner.Name, "--", "sbatch", "--parsable", "--begin=now+1hour", "--job-name=ood", "--output=/dev/null", "--wrap=true")
+		cmd.Env = append(os.Environ(), cl.Env()...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("sbatch: %v %s", err, out)
+		}
+		jid := strings.TrimSpace(string(out))
+		t.Cleanup(func() { cl.Command("scancel", jid) })
+		errs := make([]error, 2)
+		var wg sync.WaitGroup
+		for i := range errs {
+			wg.Go(func() {
+				_, errs[i] = b.Adopt(t.Context(), fmt.Sprintf("s-race%d-%d", round, i), jid, owner.Name)
+			})
+		}
+		wg.Wait()
+		ok, taken := 0, 0
+		for _, err := range errs {
+			switch {
+			case err == nil:
+				ok++
+			case errors.Is(err, backend.ErrTaken):
+				taken++
+			default:
+				t.Fatalf("adopt: %v", err)
+			}
+		}
+		if ok != 1 || taken != 1 {
+			t.Fatalf("round %d: %d adoptions of job %s succeeded, %d were told it is taken: %v", round, ok, jid, taken, errs)
+		}
+	}
+}
