@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/airlock-hpc/airlock/internal/backend"
@@ -62,7 +63,7 @@ func (g *Gateway) register(w http.ResponseWriter, r *http.Request) error {
 	remote := g.remote
 	refuse := func(status int, code, msg string) error {
 		g.log.WarnContext(r.Context(), "registration refused", "session", id, "remote_addr", r.RemoteAddr, "reason", msg)
-		g.audit(r.Context(), "", "register_refused", id, r.RemoteAddr, msg)
+		g.auditRefusal(r.Context(), id, r.RemoteAddr, msg)
 		return apiErr(status, code, msg)
 	}
 	if remote == nil {
@@ -199,4 +200,40 @@ func clip(s string, n int) string {
 		return s[:n]
 	}
 	return s
+}
+
+// refusalAuditRate is how many refused registrations a minute the gateway
+// audits one by one. A refusal needs no token (anyone who reaches the
+// gateway can ask), and each audit event is a row in the store: past the
+// rate they are only logged, and the next one audited says how many were
+// not.
+const refusalAuditRate = 60
+
+// registrationRefusals counts refused registrations for auditRefusal.
+type registrationRefusals struct {
+	mu      sync.Mutex
+	window  time.Time
+	n       int
+	dropped int
+}
+
+// auditRefusal audits a refused registration, at most refusalAuditRate a
+// minute (see there).
+func (g *Gateway) auditRefusal(ctx context.Context, id, remote, msg string) {
+	rf := &g.regRefusals
+	rf.mu.Lock()
+	if now := g.now(); now.Sub(rf.window) >= time.Minute {
+		if rf.dropped > 0 {
+			msg += fmt.Sprintf(" (and %d refused registrations before this one, over %d a minute, only logged)", rf.dropped, refusalAuditRate)
+		}
+		rf.window, rf.n, rf.dropped = now, 0, 0
+	}
+	rf.n++
+	if rf.n > refusalAuditRate {
+		rf.dropped++
+		rf.mu.Unlock()
+		return
+	}
+	rf.mu.Unlock()
+	g.audit(ctx, "", "register_refused", id, remote, msg)
 }
