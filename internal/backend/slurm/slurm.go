@@ -708,6 +708,13 @@ func (b *Backend) Adopt(ctx context.Context, id, jid, account string) (backend.A
 		}
 		account = cur.Username
 	}
+	// As Start: no session runs as root, so no root job becomes one (a
+	// portal user named root would otherwise match root's jobs).
+	if u, err := user.Lookup(account); err != nil {
+		return backend.Adoption{}, fmt.Errorf("adopt %s: account %s: %w", id, account, err)
+	} else if u.Uid == "0" {
+		return backend.Adoption{}, fmt.Errorf("adopt %s: job %s: sessions do not run as root: %w", id, jid, backend.ErrRefused)
+	}
 	b.adoptMu.Lock()
 	defer b.adoptMu.Unlock()
 	out, err := b.command(ctx, "", "squeue", nil, nil, "--noheader", "--states=all", "--jobs="+jid, "--format=%i|%T|%u|%L|%j")

@@ -566,3 +566,28 @@ func TestAdoptOnceUnderRace(t *testing.T) {
 		}
 	}
 }
+
+// TestAdoptNoRootJob: a portal user whose name is "root" (run_as unset: a
+// portal user runs as the account of their name) cannot adopt root's
+// jobs, as no session is ever submitted as root. On main the owner check
+// passed: root's job is root's.
+func TestAdoptNoRootJob(t *testing.T) {
+	cl := realtest.SlurmCluster(t)
+	b, err := New(Config{Airlock: realtest.Binary(t), Env: cl.Env(), JobPrefix: "rootjob"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	out, err := cl.Command("sbatch", "--parsable", "--begin=now+1hour", "--job-name=maint", "--output=/dev/null", "--wrap=true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	jid := strings.TrimSpace(out)
+	t.Cleanup(func() { cl.Command("scancel", jid) })
+	if _, err := b.Adopt(t.Context(), "s-root", jid, "root"); !errors.Is(err, backend.ErrRefused) {
+		t.Fatalf("adopting root's job as root: %v, want ErrRefused", err)
+	}
+	if name, _ := cl.Command("squeue", "--noheader", "--jobs="+jid, "--format=%j"); strings.TrimSpace(name) != "maint" {
+		t.Fatalf("root's job renamed to %q", name)
+	}
+}
