@@ -23,7 +23,9 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/airlock-hpc/airlock/internal/relay"
@@ -226,6 +228,21 @@ func (p *Proxy) dial(ctx context.Context, host string, port int) (net.Conn, erro
 		if len(addrs) == 0 {
 			return nil, fmt.Errorf("resolve %s: no addresses", host)
 		}
+		// A name's DNS is not the site's word: whoever answers for it
+		// (or rebinds it) must not turn the tunnel towards the node
+		// itself, where the runner would connect to loopback services or
+		// the link-local metadata service. An IP literal on the list is.
+		var node []string
+		addrs = slices.DeleteFunc(addrs, func(a netip.Addr) bool {
+			if nodeOnly(a.Unmap()) {
+				node = append(node, a.String())
+				return true
+			}
+			return false
+		})
+		if len(addrs) == 0 {
+			return nil, fmt.Errorf("resolve %s: only to %s (this node, link-local or multicast), which a name may not lead to; list the address itself to allow it", host, strings.Join(node, ", "))
+		}
 	}
 	var errs []error
 	for _, a := range addrs {
@@ -236,6 +253,11 @@ func (p *Proxy) dial(ctx context.Context, host string, port int) (net.Conn, erro
 		errs = append(errs, err)
 	}
 	return nil, errors.Join(errs...)
+}
+
+// nodeOnly reports whether a is an address a name must not lead to.
+func nodeOnly(a netip.Addr) bool {
+	return a.IsLoopback() || a.IsUnspecified() || a.IsLinkLocalUnicast() || a.IsMulticast()
 }
 
 func (p *Proxy) decide(d Decision) {

@@ -160,10 +160,17 @@ func TestProxyAllowsOnlyTheList(t *testing.T) {
 	_, port, _ := net.SplitHostPort(addr)
 	_, otherPort, _ := net.SplitHostPort(other)
 	audit := &auditLog{}
+	// The names resolve to a documentation address (a name may not lead
+	// to loopback: TestProxyNameToNodeRefused), which the dialler takes
+	// to the echo server.
 	p, err := New(Config{
 		Allow:    []string{"hub.test:" + port, "gone.test:" + port},
-		Resolver: fixedResolver{"hub.test": netip.MustParseAddr("127.0.0.1"), "other.test": netip.MustParseAddr("127.0.0.1")},
-		Audit:    audit.add,
+		Resolver: fixedResolver{"hub.test": netip.MustParseAddr("192.0.2.10"), "other.test": netip.MustParseAddr("192.0.2.10")},
+		Dial: func(ctx context.Context, network, a string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, strings.Replace(a, "192.0.2.10", "127.0.0.1", 1))
+		},
+		Audit: audit.add,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -302,5 +309,61 @@ func TestProxyMaxConns(t *testing.T) {
 	}
 	if refused == 0 {
 		t.Errorf("the refusal was not audited: %v", audit.all())
+	}
+}
+
+// TestProxyNameToNodeRefused: an allowed name whose DNS answers with the
+// node's own loopback, an unspecified, link-local (the cloud metadata
+// service) or multicast address (a rebinding attack on the site's name)
+// is not dialled: the kiosk's tunnel would reach the node's private
+// services as the runner. Listing the address itself allows it.
+func TestProxyNameToNodeRefused(t *testing.T) {
+	addr := echoServer(t)
+	_, port, _ := net.SplitHostPort(addr)
+	var mu sync.Mutex
+	var dialled []string
+	audit := &auditLog{}
+	for _, a := range []string{"127.0.0.1", "127.8.9.1", "::1", "::ffff:127.0.0.1", "0.0.0.0", "::", "169.254.169.254", "fe80::1", "224.0.0.1"} {
+		t.Run(a, func(t *testing.T) {
+			p, err := New(Config{
+				Allow:    []string{"hub.test:" + port, addr},
+				Resolver: fixedResolver{"hub.test": netip.MustParseAddr(a)},
+				Dial: func(ctx context.Context, network, to string) (net.Conn, error) {
+					mu.Lock()
+					dialled = append(dialled, to)
+					mu.Unlock()
+					var d net.Dialer
+					return d.DialContext(ctx, network, addr)
+				},
+				Audit: audit.add,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := p.Pipe(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if status, _ := connect(t, c, "hub.test:"+port); !strings.Contains(status, " 502 ") {
+				t.Fatalf("hub.test resolving to %s: %s, want 502", a, status)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(dialled) > 0 {
+				t.Fatalf("hub.test resolving to %s: dialled %v", a, dialled)
+			}
+			d := audit.all()
+			if last := d[len(d)-1]; last.Verdict != Fail || !strings.Contains(last.Reason, a) {
+				t.Fatalf("audit: %+v", last)
+			}
+		})
+	}
+	// The literal is the site's own choice: still allowed.
+	p, _ := New(Config{Allow: []string{addr}})
+	c, _ := p.Pipe(t.Context())
+	defer c.Close()
+	if status, _ := connect(t, c, addr); !strings.Contains(status, " 200 ") {
+		t.Fatalf("listed literal %s: %s", addr, status)
 	}
 }

@@ -224,6 +224,8 @@ type Config struct {
 // Gateway is a running gateway.
 type Gateway struct {
 	cfg Config
+	// regRefusals bounds the audit of refused registrations (register.go).
+	regRefusals registrationRefusals
 	// listenHost is the host of cfg.Listen, or this host's name for a
 	// wildcard address (gatewayURL).
 	listenHost string

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/airlock-hpc/airlock/internal/backend"
@@ -62,7 +63,7 @@ func (g *Gateway) register(w http.ResponseWriter, r *http.Request) error {
 	remote := g.remote
 	refuse := func(status int, code, msg string) error {
 		g.log.WarnContext(r.Context(), "registration refused", "session", id, "remote_addr", r.RemoteAddr, "reason", msg)
-		g.audit(r.Context(), "", "register_refused", id, r.RemoteAddr, msg)
+		g.auditRefusal(r.Context(), id, r.RemoteAddr, msg)
 		return apiErr(status, code, msg)
 	}
 	if remote == nil {
@@ -119,8 +120,12 @@ func (g *Gateway) register(w http.ResponseWriter, r *http.Request) error {
 	if reg.Event == contract.EventEgress {
 		// Each decision is audited as the local backend's egress events
 		// are; the batch itself is not.
-		for _, d := range reg.Egress {
+		keep, note := g.egressQuota(id, len(reg.Egress))
+		for _, d := range reg.Egress[:keep] {
 			g.apply(r.Context(), id, backend.Event{Kind: contract.EventEgress, Target: clip(d.Target, 300), Verdict: clip(d.Verdict, 16), Reason: clip(d.Reason, 300)})
+		}
+		if note != "" {
+			g.apply(r.Context(), id, backend.Event{Kind: contract.EventEgress, Verdict: "suppressed", Reason: note})
 		}
 		w.WriteHeader(http.StatusNoContent)
 		return nil
@@ -199,4 +204,93 @@ func clip(s string, n int) string {
 		return s[:n]
 	}
 	return s
+}
+
+// refusalAuditRate is how many refused registrations a minute the gateway
+// audits one by one. A refusal needs no token (anyone who reaches the
+// gateway can ask), and each audit event is a row in the store: past the
+// rate they are only logged, and the next one audited says how many were
+// not.
+const refusalAuditRate = 60
+
+// registrationRefusals counts refused registrations for auditRefusal.
+type registrationRefusals struct {
+	mu      sync.Mutex
+	window  time.Time
+	n       int
+	dropped int
+	// egress counts each session's audited egress decisions this minute.
+	egress map[string]*egressCount
+}
+
+type egressCount struct {
+	window     time.Time
+	n, dropped int
+}
+
+// auditRefusal audits a refused registration, at most refusalAuditRate a
+// minute (see there).
+func (g *Gateway) auditRefusal(ctx context.Context, id, remote, msg string) {
+	rf := &g.regRefusals
+	rf.mu.Lock()
+	if now := g.now(); now.Sub(rf.window) >= time.Minute {
+		if rf.dropped > 0 {
+			msg += fmt.Sprintf(" (and %d refused registrations before this one, over %d a minute, only logged)", rf.dropped, refusalAuditRate)
+		}
+		rf.window, rf.n, rf.dropped = now, 0, 0
+	}
+	rf.n++
+	if rf.n > refusalAuditRate {
+		rf.dropped++
+		rf.mu.Unlock()
+		return
+	}
+	rf.mu.Unlock()
+	g.audit(ctx, "", "register_refused", id, remote, msg)
+}
+
+// egressAuditPerMinute is how many egress decisions a minute the gateway
+// audits one by one for a session: twice what a runner reports (120 a
+// minute, in windows of its own), with room. The registration token is
+// the job owner's to read, so the runner's own cap is not enough.
+const egressAuditPerMinute = 2 * registration.MaxEgress
+
+// egressQuota says how many of n egress decisions session id may have
+// audited one by one now, and a note to audit as well ("" for none): when
+// the minute's quota first runs out, and for what a past minute dropped.
+func (g *Gateway) egressQuota(id string, n int) (keep int, note string) {
+	rf := &g.regRefusals
+	rf.mu.Lock()
+	defer rf.mu.Unlock()
+	now := g.now()
+	if rf.egress == nil {
+		rf.egress = map[string]*egressCount{}
+	}
+	if len(rf.egress) > 4096 {
+		for k, c := range rf.egress {
+			if now.Sub(c.window) >= time.Minute && c.dropped == 0 {
+				delete(rf.egress, k)
+			}
+		}
+	}
+	c := rf.egress[id]
+	if c == nil {
+		c = &egressCount{window: now}
+		rf.egress[id] = c
+	}
+	if now.Sub(c.window) >= time.Minute {
+		if c.dropped > 0 {
+			note = fmt.Sprintf("%d egress decisions of the last minute not audited one by one (over %d a minute)", c.dropped, egressAuditPerMinute)
+		}
+		c.window, c.n, c.dropped = now, 0, 0
+	}
+	keep = min(n, max(0, egressAuditPerMinute-c.n))
+	c.n += keep
+	if keep < n {
+		if c.dropped == 0 && note == "" {
+			note = fmt.Sprintf("more than %d egress decisions this minute: the rest are counted, not audited one by one", egressAuditPerMinute)
+		}
+		c.dropped += n - keep
+	}
+	return keep, note
 }

@@ -113,6 +113,14 @@ func (g *Gateway) launch(ctx context.Context, user string, req LaunchRequest, re
 		if !validSlurmJob(req.SlurmJob) {
 			return nil, nil, apiErr(400, "bad_request", "slurm_job: want a Slurm job id (digits)")
 		}
+		// The adopting user gets the spec and the ticket key in the
+		// answer and runs the runner themselves: what the runner
+		// enforces (a kiosk's site and allow-list, a clipboard direction)
+		// is theirs to edit, and the key reaches the connector without the
+		// gateway's recording. Controls against the user are not adopted.
+		if p.Kiosk != nil || (p.Clipboard != "" && p.Clipboard != contract.ClipboardBoth) || p.Record {
+			return nil, nil, apiErr(400, "not_adoptable", "profile "+p.Name+" has controls against its user (a kiosk, a clipboard policy or recording) that an adopted job's runner, run by the user, cannot keep; launch it without slurm_job")
+		}
 		adopter = a
 	}
 	grant, err := checkLaunch(p, req)

@@ -84,6 +84,9 @@ type Backend struct {
 	// wake starts a poll now (a new watcher wants its first state).
 	wake    chan struct{}
 	polling bool
+	// adoptMu makes Adopt's read of a job's name and its rename one step:
+	// two adoptions of one job at once both read it unclaimed otherwise.
+	adoptMu sync.Mutex
 	closed  bool
 	// ctx ends with Close; wg counts the poller and the watchers' helpers.
 	ctx    context.Context
@@ -323,11 +326,12 @@ func (b *Backend) Stop(ctx context.Context, id, ref string) error {
 	}
 	// scancel says nothing about a job that has already ended; ask first,
 	// so a stop of an ended session is told so.
-	out, err := b.command(ctx, "", "squeue", nil, nil, "--noheader", "--states=all", "--jobs="+jid, "--format="+squeueFormat)
+	mark := newMark()
+	out, err := b.command(ctx, "", "squeue", nil, nil, "--noheader", "--states=all", "--jobs="+jid, "--format="+mark+squeueFormat)
 	if err != nil && strings.Contains(err.Error(), "Invalid job id") {
 		return fmt.Errorf("stop %s: %w", id, backend.ErrGone)
 	}
-	if jobs, perr := parseSqueue(out); err == nil && perr == nil && len(jobs) == 1 && finished(jobs[0].State) && jobs[0].State != "COMPLETING" {
+	if jobs, perr := parseSqueue(out, mark); err == nil && perr == nil && len(jobs) == 1 && finished(jobs[0].State) && jobs[0].State != "COMPLETING" {
 		return fmt.Errorf("stop %s: job %s is %s: %w", id, jid, jobs[0].State, backend.ErrGone)
 	}
 	if _, err := b.command(ctx, "", "scancel", nil, nil, jid); err != nil {
@@ -464,11 +468,12 @@ func (b *Backend) pollOnce(ctx context.Context) bool {
 // squeue lists every job Slurm's controller still knows, all users' (the
 // queue positions need them).
 func (b *Backend) squeue(ctx context.Context) ([]job, error) {
-	out, err := b.command(ctx, "", "squeue", nil, nil, "--noheader", "--all", "--states=all", "--format="+squeueFormat)
+	mark := newMark()
+	out, err := b.command(ctx, "", "squeue", nil, nil, "--noheader", "--all", "--states=all", "--format="+mark+squeueFormat)
 	if err != nil {
 		return nil, err
 	}
-	return parseSqueue(out)
+	return parseSqueue(out, mark)
 }
 
 // events turns the queue into the event each watcher should get now (only
@@ -604,11 +609,12 @@ func (b *Backend) Register(ctx context.Context, id, ref string, from net.IP, reg
 	if err != nil {
 		return backend.Event{}, err
 	}
-	out, err := b.command(ctx, "", "squeue", nil, nil, "--noheader", "--states=all", "--jobs="+jid, "--format="+squeueFormat)
+	mark := newMark()
+	out, err := b.command(ctx, "", "squeue", nil, nil, "--noheader", "--states=all", "--jobs="+jid, "--format="+mark+squeueFormat)
 	if err != nil {
 		return backend.Event{}, fmt.Errorf("register %s: %w", id, err)
 	}
-	jobs, err := parseSqueue(out)
+	jobs, err := parseSqueue(out, mark)
 	if err != nil || len(jobs) != 1 {
 		return backend.Event{}, fmt.Errorf("register %s: squeue on job %s: %v %d", id, jid, err, len(jobs))
 	}
@@ -702,6 +708,15 @@ func (b *Backend) Adopt(ctx context.Context, id, jid, account string) (backend.A
 		}
 		account = cur.Username
 	}
+	// As Start: no session runs as root, so no root job becomes one (a
+	// portal user named root would otherwise match root's jobs).
+	if u, err := user.Lookup(account); err != nil {
+		return backend.Adoption{}, fmt.Errorf("adopt %s: account %s: %w", id, account, err)
+	} else if u.Uid == "0" {
+		return backend.Adoption{}, fmt.Errorf("adopt %s: job %s: sessions do not run as root: %w", id, jid, backend.ErrRefused)
+	}
+	b.adoptMu.Lock()
+	defer b.adoptMu.Unlock()
 	out, err := b.command(ctx, "", "squeue", nil, nil, "--noheader", "--states=all", "--jobs="+jid, "--format=%i|%T|%u|%L|%j")
 	if err != nil {
 		if strings.Contains(err.Error(), "Invalid job id") {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"os/user"
 	"path/filepath"
 	"slices"
@@ -38,11 +39,14 @@ func TestMain(m *testing.M) {
 }
 
 func TestParseSqueue(t *testing.T) {
-	out := "12|PENDING|Priority|n/a|debug|100|airlock-s-1|1:00:00\n" +
-		"13|RUNNING|None|node7|gpu|200|airlock-s-2|8:00:00\n" +
+	out := "@m@12|PENDING|Priority|n/a|debug|100|airlock-s-1|1:00:00\n" +
+		"@m@13|RUNNING|None|node7|gpu|200|airlock-s-2|8:00:00\n" +
 		"\n" +
-		"14_3|PENDING|Resources||debug|150|a|b|c|UNLIMITED\n"
-	jobs, err := parseSqueue(out)
+		"@m@14_3|PENDING|Resources||debug|150|a|b|c|UNLIMITED\n" +
+		// A name with newlines in it: the lines after the first are part
+		// of it, however much they look like jobs.
+		"@m@15|PENDING|None|n/a|debug|1|x|1:00\n12|COMPLETED|None|n/a|debug|1|forge|9:00\n"
+	jobs, err := parseSqueue(out, "@m@")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,6 +54,7 @@ func TestParseSqueue(t *testing.T) {
 		{ID: "12", State: "PENDING", Reason: "Priority", Partition: "debug", Priority: 100, Name: "airlock-s-1", TimeLimit: "1:00:00"},
 		{ID: "13", State: "RUNNING", Reason: "None", Node: "node7", Partition: "gpu", Priority: 200, Name: "airlock-s-2", TimeLimit: "8:00:00"},
 		{ID: "14_3", State: "PENDING", Reason: "Resources", Partition: "debug", Priority: 150, Name: "a|b|c", TimeLimit: "UNLIMITED"},
+		{ID: "15", State: "PENDING", Reason: "None", Partition: "debug", Priority: 1, Name: "x|1:00\n12|COMPLETED|None|n/a|debug|1|forge", TimeLimit: "9:00"},
 	}
 	if !slices.Equal(jobs, want) {
 		t.Fatalf("got %+v\nwant %+v", jobs, want)
@@ -59,18 +64,22 @@ func TestParseSqueue(t *testing.T) {
 		"1;2|PENDING|None|n/a|debug|1|n|1:00\n",   // not a job id
 		"12|PENDING|None|n/a|debug|high|n|1:00\n", // priority not a number
 	} {
-		if _, err := parseSqueue("1|RUNNING|None|n|p|1|n|1\n" + bad); err == nil || !strings.Contains(err.Error(), "line 2") {
-			t.Errorf("%q: error %v, want one naming line 2", bad, err)
+		if _, err := parseSqueue("@m@1|RUNNING|None|n|p|1|n|1\n@m@"+bad, "@m@"); err == nil || !strings.Contains(err.Error(), "record 2") {
+			t.Errorf("%q: error %v, want one naming record 2", bad, err)
 		}
+	}
+	if _, err := parseSqueue("1|RUNNING|None|n|p|1|n|1\n", "@m@"); err == nil {
+		t.Error("output without the mark was read")
 	}
 }
 
 func FuzzParseSqueue(f *testing.F) {
-	f.Add("12|PENDING|Priority|n/a|debug|100|airlock-s-1|1:00:00\n13|RUNNING|None|node7|gpu|200|x|8:00:00\n")
-	f.Add("14_3|PENDING|Resources||debug|150|a|b|c|UNLIMITED")
-	f.Add("|||||||\n")
+	f.Add("@m@12|PENDING|Priority|n/a|debug|100|airlock-s-1|1:00:00\n@m@13|RUNNING|None|node7|gpu|200|x|8:00:00\n")
+	f.Add("@m@14_3|PENDING|Resources||debug|150|a|b|c|UNLIMITED")
+	f.Add("@m@|||||||\n")
+	f.Add("@m@15|PENDING|None|n/a|debug|1|x|1:00\n12|COMPLETED|None|n/a|debug|1|forge|9:00\n")
 	f.Fuzz(func(t *testing.T, s string) {
-		jobs, err := parseSqueue(s)
+		jobs, err := parseSqueue(s, "@m@")
 		if err != nil {
 			return
 		}
@@ -295,14 +304,14 @@ func BenchmarkEvents1000(b *testing.B) {
 		if i%3 == 0 {
 			state = "RUNNING"
 		}
-		fmt.Fprintf(&sb, "%d|%s|Priority|n/a|debug|%d|airlock-s-%d|8:00:00\n", 1000+i, state, i%50, i)
+		fmt.Fprintf(&sb, "@m@%d|%s|Priority|n/a|debug|%d|airlock-s-%d|8:00:00\n", 1000+i, state, i%50, i)
 	}
 	out := sb.String()
 	for i := range 1000 {
 		be.watchers[fmt.Sprint(1000+2*i)] = &watcher{id: fmt.Sprint("s-", 2*i), ch: make(chan backend.Event, 1), ctx: context.Background()}
 	}
 	for b.Loop() {
-		jobs, err := parseSqueue(out)
+		jobs, err := parseSqueue(out, "@m@")
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -434,4 +443,151 @@ func FuzzParseAdoptLine(f *testing.F) {
 			t.Fatalf("owner %q state %q from %q", owner, state, out)
 		}
 	})
+}
+
+// TestJobNameCannotForgeQueue: another user of the cluster names their own
+// job with a newline and a forged squeue line in it (Slurm takes any byte
+// in a job name, and squeue prints it raw). The poll must neither fail on
+// it (every session would stop being followed) nor believe the forged line
+// (it claims the victim's job ended, which would end the victim's
+// session): the victim's watcher still sees its job queued, and then the
+// real cancellation.
+func TestJobNameCannotForgeQueue(t *testing.T) {
+	cl := realtest.SlurmCluster(t)
+	owner := realtest.TestUser(t)
+	b, err := New(Config{Airlock: realtest.Binary(t), Poll: 100 * time.Millisecond, Env: cl.Env(), JobPrefix: "forge",
+		Profiles: map[string]JobOptions{"later": {SbatchArgs: []string{"--begin=now+1hour"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	ctx := t.Context()
+	ref, err := b.Start(ctx, backend.Job{ID: "s-victim", Owner: owner.Name, Profile: "later", CPUs: 1, MemoryMB: 64, Lifetime: 10 * time.Minute,
+		Spec: []byte(`{"id":"s-victim"}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vjid := strings.TrimPrefix(ref, "job:")
+	ch, err := b.Watch(ctx, "s-victim", ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := next(t, ch); e.Kind != "queued" {
+		t.Fatalf("first event %+v", e)
+	}
+	// The attacker's line is well formed up to the newline; what follows
+	// is the victim's job, ended, and a job claiming another session.
+	name := "x|1:00\n" + vjid + "|COMPLETED|None|n/a|debug|1|forge-s-victim|1:00\n" +
+		"99999|RUNNING|None|evil|debug|1|forge-s-other"
+	cmd := exec.Command("runuser", "-u", owner.Name, "--", "sbatch", "--parsable", "--begin=now+1hour", "--job-name="+name, "--output=/dev/null", "--wrap=true")
+	cmd.Env = append(os.Environ(), cl.Env()...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Skipf("this Slurm refuses the forged name: %v %s", err, out)
+	}
+	ajid := strings.TrimSpace(string(out))
+	t.Cleanup(func() { cl.Command("scancel", ajid) })
+	got, _ := cl.Command("squeue", "--noheader", "--jobs="+ajid, "--format=%j")
+	if !strings.Contains(got, "\n"+vjid+"|COMPLETED") {
+		t.Skipf("squeue does not print the newline: %q", got)
+	}
+	// Several polls with the forged job in the queue: nothing but queued.
+	rs, err := b.Runners(ctx)
+	if err != nil {
+		t.Fatalf("runners with a forged job name in the queue: %v", err)
+	}
+	if rs["s-victim"] != ref || rs["s-other"] != "" {
+		t.Fatalf("runners believed the forged lines: %v", rs)
+	}
+	// A poll with the forged job in the queue: it reads, and the victim's
+	// job is still what Slurm says it is.
+	jobs, err := b.squeue(ctx)
+	if err != nil {
+		t.Fatalf("poll with a forged job name in the queue: %v", err)
+	}
+	for _, j := range jobs {
+		if j.ID == "99999" || j.ID == vjid && j.State != "PENDING" {
+			t.Fatalf("poll believed a forged line: %+v", j)
+		}
+	}
+	if e, ok := b.events(ctx, jobs)[vjid]; ok && e.Kind == "exit" {
+		t.Fatalf("the victim's session would end: %+v", e)
+	}
+	if err := b.Stop(ctx, "s-victim", ref); err != nil {
+		t.Fatal(err)
+	}
+	if e := next(t, ch); e.Kind != "exit" || !strings.Contains(e.Reason, "CANCELLED") {
+		t.Fatalf("after stop: %+v", e)
+	}
+}
+
+// TestAdoptOnceUnderRace: two adoptions of one job at once (a second
+// `airlock attach`, or a POST from the portal racing the job's own) must
+// give it to one session: the other is told it is taken. On main both
+// read the job's name before either renamed it, and both got it.
+func TestAdoptOnceUnderRace(t *testing.T) {
+	cl := realtest.SlurmCluster(t)
+	owner := realtest.TestUser(t)
+	b, err := New(Config{Airlock: realtest.Binary(t), Env: cl.Env(), JobPrefix: "race"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	for round := range 3 {
+		cmd := exec.Command("runuser", "-u", owner.Name, "--", "sbatch", "--parsable", "--begin=now+1hour", "--job-name=ood", "--output=/dev/null", "--wrap=true")
+		cmd.Env = append(os.Environ(), cl.Env()...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("sbatch: %v %s", err, out)
+		}
+		jid := strings.TrimSpace(string(out))
+		t.Cleanup(func() { cl.Command("scancel", jid) })
+		errs := make([]error, 2)
+		var wg sync.WaitGroup
+		for i := range errs {
+			wg.Go(func() {
+				_, errs[i] = b.Adopt(t.Context(), fmt.Sprintf("s-race%d-%d", round, i), jid, owner.Name)
+			})
+		}
+		wg.Wait()
+		ok, taken := 0, 0
+		for _, err := range errs {
+			switch {
+			case err == nil:
+				ok++
+			case errors.Is(err, backend.ErrTaken):
+				taken++
+			default:
+				t.Fatalf("adopt: %v", err)
+			}
+		}
+		if ok != 1 || taken != 1 {
+			t.Fatalf("round %d: %d adoptions of job %s succeeded, %d were told it is taken: %v", round, ok, jid, taken, errs)
+		}
+	}
+}
+
+// TestAdoptNoRootJob: a portal user whose name is "root" (run_as unset: a
+// portal user runs as the account of their name) cannot adopt root's
+// jobs, as no session is ever submitted as root. On main the owner check
+// passed: root's job is root's.
+func TestAdoptNoRootJob(t *testing.T) {
+	cl := realtest.SlurmCluster(t)
+	b, err := New(Config{Airlock: realtest.Binary(t), Env: cl.Env(), JobPrefix: "rootjob"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	out, err := cl.Command("sbatch", "--parsable", "--begin=now+1hour", "--job-name=maint", "--output=/dev/null", "--wrap=true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	jid := strings.TrimSpace(out)
+	t.Cleanup(func() { cl.Command("scancel", jid) })
+	if _, err := b.Adopt(t.Context(), "s-root", jid, "root"); !errors.Is(err, backend.ErrRefused) {
+		t.Fatalf("adopting root's job as root: %v, want ErrRefused", err)
+	}
+	if name, _ := cl.Command("squeue", "--noheader", "--jobs="+jid, "--format=%j"); strings.TrimSpace(name) != "maint" {
+		t.Fatalf("root's job renamed to %q", name)
+	}
 }

@@ -1,21 +1,34 @@
 package slurm
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"sort"
 	"strconv"
 	"strings"
 )
 
-// squeueFormat is what every poll asks squeue for, one job per line:
+// squeueFormat is what every poll asks squeue for, one job per record:
 // id, state, reason, batch host, partition, priority, name, time limit.
 // "|" cannot occur in any of these fields except the name, which is last
-// but one and ours ("airlock-ID") for every job we care about; a foreign
-// job's name with "|" in it only shifts that job's own trailing fields.
+// but one: a name is everything between the priority and the last "|".
 const squeueFormat = "%i|%T|%r|%B|%P|%Q|%j|%l"
 
 // squeueFields is how many fields squeueFormat prints.
 const squeueFields = 8
+
+// newMark is a fresh record mark for one squeue call. Slurm takes any byte
+// in a job name, newlines included, and squeue prints names raw: any user
+// could put whole forged lines (another user's job "COMPLETED", a job
+// claiming a session's name) in the poll's output. Every record starts
+// with a mark the job's owner cannot guess, so a newline in a name is only
+// part of that name.
+func newMark() string {
+	var b [12]byte
+	rand.Read(b[:])
+	return "@" + hex.EncodeToString(b[:]) + "@"
+}
 
 // job is one line of squeue.
 type job struct {
@@ -29,39 +42,47 @@ type job struct {
 	TimeLimit string
 }
 
-// parseSqueue reads squeue's output in squeueFormat. A malformed line is an
-// error naming its number: a poll that misreads the queue must not end
-// sessions.
-func parseSqueue(out string) ([]job, error) {
+// parseSqueue reads squeue's output in mark+squeueFormat (see newMark): a
+// record starts only at a line that starts with mark. A malformed record
+// is an error naming its number: a poll that misreads the queue must not
+// end sessions.
+func parseSqueue(out, mark string) ([]job, error) {
+	if strings.TrimSpace(out) == "" {
+		return nil, nil
+	}
+	if mark == "" || !strings.HasPrefix(out, mark) {
+		return nil, fmt.Errorf("squeue: output does not start with the record mark: %q", truncate(out))
+	}
 	var jobs []job
-	for n, line := range strings.Split(out, "\n") {
-		line = strings.TrimSpace(line)
-		if line == "" {
-			continue
+	for n, rec := range strings.Split(strings.TrimSuffix(out[len(mark):], "\n"), "\n"+mark) {
+		// The fixed fields before the name, the time limit after it.
+		f := strings.SplitN(rec, "|", 7)
+		i := strings.LastIndexByte(rec, '|')
+		if len(f) < 7 || i < len(rec)-len(f[6]) {
+			return nil, fmt.Errorf("squeue record %d: want %d fields: %q", n+1, squeueFields, truncate(rec))
 		}
-		f := strings.Split(line, "|")
-		if len(f) < squeueFields {
-			return nil, fmt.Errorf("squeue line %d: %d fields, want %d: %q", n+1, len(f), squeueFields, line)
-		}
-		if len(f) > squeueFields {
-			// A job name with "|" in it: the name is everything between
-			// the priority and the time limit.
-			f = append(f[:6], strings.Join(f[6:len(f)-1], "|"), f[len(f)-1])
-		}
+		name, limit := rec[len(rec)-len(f[6]):i], rec[i+1:]
 		if !validJobID(f[0]) {
-			return nil, fmt.Errorf("squeue line %d: job id %q", n+1, f[0])
+			return nil, fmt.Errorf("squeue record %d: job id %q", n+1, truncate(f[0]))
 		}
 		prio, err := strconv.ParseInt(f[5], 10, 64)
 		if err != nil {
-			return nil, fmt.Errorf("squeue line %d: priority %q", n+1, f[5])
+			return nil, fmt.Errorf("squeue record %d: priority %q", n+1, truncate(f[5]))
 		}
 		node := f[3]
 		if node == "n/a" || node == "(null)" {
 			node = ""
 		}
-		jobs = append(jobs, job{ID: f[0], State: f[1], Reason: f[2], Node: node, Partition: f[4], Priority: prio, Name: f[6], TimeLimit: f[7]})
+		jobs = append(jobs, job{ID: f[0], State: f[1], Reason: f[2], Node: node, Partition: f[4], Priority: prio, Name: name, TimeLimit: strings.TrimSpace(limit)})
 	}
 	return jobs, nil
+}
+
+func truncate(s string) string {
+	if len(s) > 200 {
+		return s[:200] + "…"
+	}
+	return s
 }
 
 // validJobID accepts Slurm's job ids: digits, or digits_digits for an array
