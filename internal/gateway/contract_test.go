@@ -233,8 +233,11 @@ func fakeSqueue(t *testing.T) string {
 	dir := t.TempDir()
 	script := `#!/bin/sh
 # Job 42 only; the name is the job prefix and the session the test set.
+# Each record starts with the mark the backend put before its format.
 d=$(dirname "$0")
-echo "42|$(cat "$d/state" 2>/dev/null || echo RUNNING)|None|localhost|debug|1|$(cat "$d/name")|1:00:00"
+mark=
+for a in "$@"; do case "$a" in --format=*) f=${a#--format=}; mark=${f%%%i*} ;; esac; done
+echo "${mark}42|$(cat "$d/state" 2>/dev/null || echo RUNNING)|None|localhost|debug|1|$(cat "$d/name")|1:00:00"
 `
 	if err := os.WriteFile(filepath.Join(dir, "squeue"), []byte(script), 0o755); err != nil {
 		t.Fatal(err)

@@ -245,16 +245,26 @@ func TestSeveralGateways(t *testing.T) {
 	if ended.Reason != "single-shot session: the last viewer left" {
 		t.Fatalf("ended: %q", ended.Reason)
 	}
-	events, err := gws[next].g.cfg.Store.ListAudit(t.Context(), store.AuditFilter{Session: s.ID})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The "ended" entry follows the state's change in the store (one
+	// after the other, not in one transaction): wait for it, then check
+	// that nothing was done twice.
 	count := map[string]int{}
-	for _, e := range events {
-		count[e.Action]++
-	}
-	if count["stop"] != 1 || count["ended"] != 1 {
-		t.Fatalf("audit of the session: %v; want one stop and one ended", count)
+	err = realtest.WaitFor(10*time.Second, func() error {
+		events, err := gws[next].g.cfg.Store.ListAudit(t.Context(), store.AuditFilter{Session: s.ID})
+		if err != nil {
+			return err
+		}
+		count = map[string]int{}
+		for _, e := range events {
+			count[e.Action]++
+		}
+		if count["ended"] == 0 {
+			return fmt.Errorf("audit of the session: %v, no ended yet", count)
+		}
+		return nil
+	})
+	if err != nil || count["stop"] != 1 || count["ended"] != 1 {
+		t.Fatalf("audit of the session: %v (%v); want one stop and one ended", count, err)
 	}
 	err = realtest.WaitFor(30*time.Second, func() error {
 		if j := slurmJob(t, cl, st.BackendRef); j != "" && j[:len("CANCELLED")] != "CANCELLED" && j[:len("COMPLETED")] != "COMPLETED" {
