@@ -16,6 +16,7 @@ import (
 	"github.com/airlock-hpc/airlock/internal/mailer"
 	"github.com/airlock-hpc/airlock/internal/realtest"
 	"github.com/airlock-hpc/airlock/internal/realtest/smtpsink"
+	"github.com/airlock-hpc/airlock/internal/store"
 	"github.com/airlock-hpc/airlock/internal/store/postgres"
 )
 
@@ -226,5 +227,60 @@ func TestOIDCAnotherGateway(t *testing.T) {
 	}
 	if resp, _ := started.get(cb.String()); resp.StatusCode != 401 || hasLoginCookie(resp) {
 		t.Fatalf("the used callback again at a: %d", resp.StatusCode)
+	}
+}
+
+// TestPostgresHostileText: bytes PostgreSQL cannot keep as text (a NUL,
+// not UTF-8) in what a client sends are answered as on SQLite, never as a
+// store fault: an id no session can have is 404, not 503 ("try again"
+// for ever, logged as a fault), and the refusal it earns is in the audit
+// log rather than lost with the failed INSERT. Seen failing: 503s, and
+// no audit of the refused launch or login.
+func TestPostgresHostileText(t *testing.T) {
+	t.Parallel()
+	pg := realtest.SharedPostgres(t)
+	dsn := pg.NewDatabase(t)
+	tg := startGateway(t, "", func(c *Config) {
+		c.Store.Close()
+		db, err := postgres.Open(context.Background(), postgres.Config{DSN: dsn})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Store = db
+	}, "alice")
+	tok := tg.client().loginToken("alice")
+	for _, p := range []string{"/api/v1/sessions/s-%FF", "/api/v1/sessions/s-%00", "/api/v1/sessions/%C3%28/shares"} {
+		if code, body := tok.do("GET", p, nil, nil); code != 404 {
+			t.Errorf("GET %s: %d %s, want 404", p, code, body)
+		}
+	}
+	if code, body := tok.do("POST", "/api/v1/sessions", map[string]any{"profile": "no\u0000such"}, nil); code/100 != 4 {
+		t.Errorf("launch of a profile with a NUL: %d %s, want a refusal", code, body)
+	}
+	req, _ := http.NewRequest("POST", tg.url+"/api/v1/tokens", nil)
+	req.SetBasicAuth("alice\x00", "wrong")
+	if resp, err := tg.client().http.Do(req); err != nil {
+		t.Fatal(err)
+	} else {
+		resp.Body.Close()
+	}
+	err := realtest.WaitFor(5*time.Second, func() error {
+		evs, err := tg.cfg.Store.ListAudit(context.Background(), store.AuditFilter{})
+		if err != nil {
+			return err
+		}
+		got := map[string]bool{}
+		for _, e := range evs {
+			got[e.Action] = true
+		}
+		for _, a := range []string{"launch_refused", "login_failed"} {
+			if !got[a] {
+				return fmt.Errorf("no %s in the audit log", a)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Error(err)
 	}
 }
