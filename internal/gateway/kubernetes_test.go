@@ -24,20 +24,30 @@ import (
 // node; what the runner in the pod would do is the Slurm tests' business.
 func kubeGateway(t *testing.T, c *kubetest.Cluster, ns, stateDir string, port int, users ...string) (*testGateway, int) {
 	t.Helper()
+	return kubeGatewayWith(t, c, ns, stateDir, port, nil, users...)
+}
+
+// kubeGatewayWith is kubeGateway with mod applied to both configs.
+func kubeGatewayWith(t *testing.T, c *kubetest.Cluster, ns, stateDir string, port int, mod func(*Config, *kubebackend.Config), users ...string) (*testGateway, int) {
+	t.Helper()
 	cfg := testConfig(t, stateDir, 50*time.Millisecond, slog.LevelWarn, users...)
 	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 	if err != nil {
 		t.Fatal(err)
 	}
 	port = ln.Addr().(*net.TCPAddr).Port
-	be, err := kubebackend.New(kubebackend.Config{RESTConfig: c.REST, Namespace: ns, Image: "registry.example.org/airlock:1",
-		GatewayCIDRs: []string{"127.0.0.1/32"}, GatewayPort: port, GracePeriod: time.Second, Logger: cfg.Logger})
+	kcfg := kubebackend.Config{RESTConfig: c.REST, Namespace: ns, Image: "registry.example.org/airlock:1",
+		GatewayCIDRs: []string{"127.0.0.1/32"}, GatewayPort: port, GracePeriod: time.Second, Logger: cfg.Logger}
+	cfg.Profiles = []Profile{desktopProfile()}
+	if mod != nil {
+		mod(&cfg, &kcfg)
+	}
+	be, err := kubebackend.New(kcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { be.Close() })
 	cfg.Backend = be
-	cfg.Profiles = []Profile{desktopProfile()}
 	cfg.ReconcileEvery = time.Second
 	cfg.Limits.MaxLoad = 1e-9
 	cfg.RegisterURL = fmt.Sprintf("https://127.0.0.1:%d", port)
@@ -158,4 +168,37 @@ func keys[V any](m map[string]V) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// TestKubernetesHomePerPortalUser attacks the {user} claim template where
+// portal users share one Unix account (a gateway without root, which a
+// Kubernetes gateway needs not be, or a run_as without {user}): alice's
+// and bob's pods must not mount the same home volume. Seen failing: {user}
+// was the shared account, so both pods claimed home-nobody.
+func TestKubernetesHomePerPortalUser(t *testing.T) {
+	c := kubetest.Start(t)
+	ns := c.Namespace(t)
+	tg, _ := kubeGatewayWith(t, c, ns, t.TempDir(), 0, func(cfg *Config, k *kubebackend.Config) {
+		cfg.RunAs = "nobody" // every portal user's sessions run as one account
+		k.Profiles = map[string]kubebackend.PodOptions{"desktop": {Volumes: []kubebackend.Volume{{Claim: "home-{user}", MountPath: "/home/me"}}}}
+	}, "alice", "bob")
+	claims := map[string]string{}
+	for _, u := range []string{"alice", "bob"} {
+		s := tg.client().loginToken(u).start(map[string]any{"profile": "desktop"})
+		pod, err := c.Client.CoreV1().Pods(ns).Get(context.Background(), "airlock-"+s.ID, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range pod.Spec.Volumes {
+			if v.PersistentVolumeClaim != nil {
+				claims[u] = v.PersistentVolumeClaim.ClaimName
+			}
+		}
+	}
+	if claims["alice"] == "" || claims["alice"] == claims["bob"] {
+		t.Errorf("claims %v: want one home per portal user", claims)
+	}
+	if claims["alice"] != "home-alice" {
+		t.Errorf("alice's claim is %q, want home-alice", claims["alice"])
+	}
 }

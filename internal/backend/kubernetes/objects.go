@@ -163,7 +163,7 @@ func (b *Backend) pod(j backend.Job, uid, gid int64) *corev1.Pod {
 	for i, v := range p.Volumes {
 		vn := "volume-" + strconv.Itoa(i)
 		vols = append(vols, corev1.Volume{Name: vn, VolumeSource: corev1.VolumeSource{
-			PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: strings.ReplaceAll(v.Claim, "{user}", dnsName(j.Owner)), ReadOnly: v.ReadOnly},
+			PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: strings.ReplaceAll(v.Claim, "{user}", dnsName(cmp.Or(j.User, j.Owner))), ReadOnly: v.ReadOnly},
 		}})
 		mounts = append(mounts, corev1.VolumeMount{Name: vn, MountPath: v.MountPath, ReadOnly: v.ReadOnly, SubPath: v.SubPath})
 	}
