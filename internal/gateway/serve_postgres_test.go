@@ -3,21 +3,26 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/airlock-hpc/airlock/internal/mailer"
+	"github.com/airlock-hpc/airlock/internal/rdcleanpath"
 	"github.com/airlock-hpc/airlock/internal/realtest"
 	"github.com/airlock-hpc/airlock/internal/realtest/smtpsink"
+	"github.com/airlock-hpc/airlock/internal/session"
 	"github.com/airlock-hpc/airlock/internal/store"
 	"github.com/airlock-hpc/airlock/internal/store/postgres"
+	"github.com/airlock-hpc/airlock/internal/ticket"
 )
 
 // TestServePostgres: `airlock serve` from a config file whose store is a
@@ -282,5 +287,60 @@ func TestPostgresHostileText(t *testing.T) {
 	})
 	if err != nil {
 		t.Error(err)
+	}
+}
+
+// faultySpender is the real PostgreSQL store whose Spend fails while fail
+// is set: a store fault at the moment a browser RDP ticket is spent.
+type faultySpender struct {
+	*postgres.DB
+	fail atomic.Bool
+}
+
+func (f *faultySpender) Spend(ctx context.Context, key string, now, expires time.Time) error {
+	if f.fail.Load() {
+		return errors.New("injected: the database did not answer")
+	}
+	return f.DB.Spend(ctx, key, now, expires)
+}
+
+// TestRDPTicketStoreFaultIsTryAgain: a store fault while a browser RDP
+// ticket is spent is a 503 ("try again"), and trying again with the same
+// ticket is not refused as used: the fault spent nothing. Seen failing:
+// this gateway's own replay guard had kept the nonce, so the retry was 401.
+func TestRDPTicketStoreFaultIsTryAgain(t *testing.T) {
+	t.Parallel()
+	pg := realtest.SharedPostgres(t)
+	dsn := pg.NewDatabase(t)
+	var fs *faultySpender
+	tg := startGateway(t, "", func(c *Config) {
+		c.Store.Close()
+		db, err := postgres.Open(context.Background(), postgres.Config{DSN: dsn})
+		if err != nil {
+			t.Fatal(err)
+		}
+		fs = &faultySpender{DB: db}
+		c.Store = fs
+	}, "alice")
+	alice := tg.client().loginToken("alice")
+	const sid = "s-0000000000aa"
+	tk, err := ticket.Sign(tg.g.rdpWebKey(), ticket.Claims{Session: sid, Connector: rdpWebConnector, User: "alice",
+		Mode: ticket.Mode(session.Control), Expires: time.Now().Add(time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := rdpRequest(t, sid, tk, realtest.RDPConnectionRequest(1))
+	fs.fail.Store(true)
+	if _, p := rdpWebExchange(t, tg, alice, "/rdp/"+sid, req); p.Kind() != rdcleanpath.KindGeneralError || p.Error.HTTPStatus != 503 {
+		t.Fatalf("with the store failing: %v %+v, want HTTP 503", p.Kind(), p.Error)
+	}
+	fs.fail.Store(false)
+	// Past the ticket now: no such session.
+	if _, p := rdpWebExchange(t, tg, alice, "/rdp/"+sid, req); p.Kind() != rdcleanpath.KindGeneralError || p.Error.HTTPStatus != 404 {
+		t.Fatalf("the same ticket once the store answers: %v %+v, want HTTP 404 (no such session), not 401", p.Kind(), p.Error)
+	}
+	// And spent now, for good.
+	if _, p := rdpWebExchange(t, tg, alice, "/rdp/"+sid, req); p.Kind() != rdcleanpath.KindGeneralError || p.Error.HTTPStatus != 401 {
+		t.Fatalf("the ticket a third time: %v %+v, want HTTP 401", p.Kind(), p.Error)
 	}
 }
