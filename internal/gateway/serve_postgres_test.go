@@ -344,3 +344,60 @@ func TestRDPTicketStoreFaultIsTryAgain(t *testing.T) {
 		t.Fatalf("the ticket a third time: %v %+v, want HTTP 401", p.Kind(), p.Error)
 	}
 }
+
+// faultyLogins is the real PostgreSQL store whose CreateLogin fails while
+// fail is set.
+type faultyLogins struct {
+	*postgres.DB
+	fail atomic.Bool
+}
+
+func (f *faultyLogins) CreateLogin(ctx context.Context, l session.Login) error {
+	if f.fail.Load() {
+		return errors.New("injected: the database did not answer")
+	}
+	return f.DB.CreateLogin(ctx, l)
+}
+
+// TestEmailLinkStoreFaultIsTryAgain: a store fault while an e-mailed link
+// logs in is a 503 ("try again"), and the link then still logs in, once:
+// the fault used nothing. Seen failing: the link was taken before the
+// login was recorded, so trying again was 401 "used".
+func TestEmailLinkStoreFaultIsTryAgain(t *testing.T) {
+	t.Parallel()
+	pg := realtest.SharedPostgres(t)
+	dsn := pg.NewDatabase(t)
+	sink := smtpsink.Start(t)
+	m, err := mailer.New(mailer.Config{URL: sink.URL, RootCAs: sink.CAFile, From: "airlock <airlock@gw.test>"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fl *faultyLogins
+	a := startGateway(t, "", func(c *Config) {
+		c.Store.Close()
+		db, err := postgres.Open(context.Background(), postgres.Config{DSN: dsn})
+		if err != nil {
+			t.Fatal(err)
+		}
+		fl = &faultyLogins{DB: db}
+		c.Store = fl
+		c.Mailer, c.PublicURL = m, emailPublicURL
+		c.EmailLogin = &EmailLogin{Domains: []string{"example.org"}, TTL: 5 * time.Minute}
+	})
+	asker := a.client()
+	if st, body := askLink(t, asker, "carol@example.org"); st != 202 {
+		t.Fatalf("ask: %d %s", st, body)
+	}
+	link := linkFor(t, a, sink, "carol@example.org")
+	fl.fail.Store(true)
+	if resp, _ := asker.get(link); resp.StatusCode != 503 || hasLoginCookie(resp) {
+		t.Fatalf("the link with the store failing: %d, login cookie %v; want 503", resp.StatusCode, hasLoginCookie(resp))
+	}
+	fl.fail.Store(false)
+	if resp, _ := asker.get(link); resp.StatusCode != 303 || !hasLoginCookie(resp) {
+		t.Fatalf("the link again once the store answers: %d, login cookie %v; want a login", resp.StatusCode, hasLoginCookie(resp))
+	}
+	if resp, _ := asker.get(link); resp.StatusCode != 401 || hasLoginCookie(resp) {
+		t.Fatalf("the used link a third time: %d", resp.StatusCode)
+	}
+}
