@@ -25,6 +25,10 @@ type Job struct {
 	// Owner is the Unix account the runner runs as (a batch job is
 	// submitted as this account). Empty: the gateway's own.
 	Owner string
+	// User is the portal user the session is for. Portal users may share
+	// one Owner (a gateway without root, a run_as without {user}), so
+	// what must be each user's own (a home volume) goes by User.
+	User string
 	// Profile is the profile's name; CPUs, MemoryMB and Lifetime are what
 	// the session was granted (a batch job asks the scheduler for them).
 	Profile  string

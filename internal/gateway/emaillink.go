@@ -139,6 +139,20 @@ func (g *Gateway) takeEmailLink(ctx context.Context, key, bind []byte) (emailLin
 	return emailLink{user: j.User, email: j.Email, next: j.Next, expires: j.Expires, bind: bind}, true, true, nil
 }
 
+// restoreEmailLink puts back a link taken for a login that a store fault
+// stopped. If the store still fails, the link is lost: the user asks
+// another, as for an expired one.
+func (g *Gateway) restoreEmailLink(ctx context.Context, key []byte, l emailLink) {
+	now := g.now()
+	if g.handoffs == nil {
+		g.emailLinks.put(string(key), l, now)
+		return
+	}
+	if err := g.putEmailLink(context.WithoutCancel(ctx), key, l, now); err != nil {
+		g.log.WarnContext(ctx, "a login link stopped by a store fault could not be given back", "error", err)
+	}
+}
+
 // mailJob is an e-mail waiting for the sender goroutine.
 type mailJob struct {
 	to, subject, body string
@@ -299,13 +313,14 @@ func (g *Gateway) emailLoginLink(w http.ResponseWriter, r *http.Request) error {
 		l           emailLink
 		found, mine bool
 	)
+	key := sha256Sum(r.PathValue("secret"))
 	if g.handoffs != nil {
 		var err error
-		if l, found, mine, err = g.takeEmailLink(ctx, sha256Sum(r.PathValue("secret")), bind); err != nil {
+		if l, found, mine, err = g.takeEmailLink(ctx, key, bind); err != nil {
 			return storeFault("take a login link", err)
 		}
 	} else {
-		l, found, mine = g.emailLinks.take(string(sha256Sum(r.PathValue("secret"))), bind)
+		l, found, mine = g.emailLinks.take(string(key), bind)
 	}
 	switch {
 	case !found:
@@ -317,6 +332,11 @@ func (g *Gateway) emailLoginLink(w http.ResponseWriter, r *http.Request) error {
 	}
 	id := auth.Identity{User: l.user, Admin: slices.Contains(g.cfg.EmailLogin.AdminUsers, l.user), Method: emailMethod, Email: l.email}
 	if err := g.startLogin(w, r, id, session.Login{}); err != nil {
+		if isStoreFault(err) {
+			// Nothing logged in: the link is given back, so the "try
+			// again" the answer says works (once the store answers).
+			g.restoreEmailLink(ctx, key, l)
+		}
 		return err
 	}
 	http.SetCookie(w, &http.Cookie{Name: emailCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: true})

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	kubebackend "github.com/airlock-hpc/airlock/internal/backend/kubernetes"
 	"github.com/airlock-hpc/airlock/internal/realtest"
 	"github.com/airlock-hpc/airlock/internal/realtest/kubetest"
+	"github.com/airlock-hpc/airlock/internal/store/postgres"
 )
 
 // kubeGateway starts a gateway whose sessions are pods on the real test
@@ -24,20 +26,30 @@ import (
 // node; what the runner in the pod would do is the Slurm tests' business.
 func kubeGateway(t *testing.T, c *kubetest.Cluster, ns, stateDir string, port int, users ...string) (*testGateway, int) {
 	t.Helper()
+	return kubeGatewayWith(t, c, ns, stateDir, port, nil, users...)
+}
+
+// kubeGatewayWith is kubeGateway with mod applied to both configs.
+func kubeGatewayWith(t *testing.T, c *kubetest.Cluster, ns, stateDir string, port int, mod func(*Config, *kubebackend.Config), users ...string) (*testGateway, int) {
+	t.Helper()
 	cfg := testConfig(t, stateDir, 50*time.Millisecond, slog.LevelWarn, users...)
 	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 	if err != nil {
 		t.Fatal(err)
 	}
 	port = ln.Addr().(*net.TCPAddr).Port
-	be, err := kubebackend.New(kubebackend.Config{RESTConfig: c.REST, Namespace: ns, Image: "registry.example.org/airlock:1",
-		GatewayCIDRs: []string{"127.0.0.1/32"}, GatewayPort: port, GracePeriod: time.Second, Logger: cfg.Logger})
+	kcfg := kubebackend.Config{RESTConfig: c.REST, Namespace: ns, Image: "registry.example.org/airlock:1",
+		GatewayCIDRs: []string{"127.0.0.1/32"}, GatewayPort: port, GracePeriod: time.Second, Logger: cfg.Logger}
+	cfg.Profiles = []Profile{desktopProfile()}
+	if mod != nil {
+		mod(&cfg, &kcfg)
+	}
+	be, err := kubebackend.New(kcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { be.Close() })
 	cfg.Backend = be
-	cfg.Profiles = []Profile{desktopProfile()}
 	cfg.ReconcileEvery = time.Second
 	cfg.Limits.MaxLoad = 1e-9
 	cfg.RegisterURL = fmt.Sprintf("https://127.0.0.1:%d", port)
@@ -158,4 +170,146 @@ func keys[V any](m map[string]V) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// TestKubernetesHomePerPortalUser attacks the {user} claim template where
+// portal users share one Unix account (a gateway without root, which a
+// Kubernetes gateway needs not be, or a run_as without {user}): alice's
+// and bob's pods must not mount the same home volume. Seen failing: {user}
+// was the shared account, so both pods claimed home-nobody.
+func TestKubernetesHomePerPortalUser(t *testing.T) {
+	c := kubetest.Start(t)
+	ns := c.Namespace(t)
+	tg, _ := kubeGatewayWith(t, c, ns, t.TempDir(), 0, func(cfg *Config, k *kubebackend.Config) {
+		cfg.RunAs = "nobody" // every portal user's sessions run as one account
+		k.Profiles = map[string]kubebackend.PodOptions{"desktop": {Volumes: []kubebackend.Volume{{Claim: "home-{user}", MountPath: "/home/me"}}}}
+	}, "alice", "bob")
+	claims := map[string]string{}
+	for _, u := range []string{"alice", "bob"} {
+		s := tg.client().loginToken(u).start(map[string]any{"profile": "desktop"})
+		pod, err := c.Client.CoreV1().Pods(ns).Get(context.Background(), "airlock-"+s.ID, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range pod.Spec.Volumes {
+			if v.PersistentVolumeClaim != nil {
+				claims[u] = v.PersistentVolumeClaim.ClaimName
+			}
+		}
+	}
+	if claims["alice"] == "" || claims["alice"] == claims["bob"] {
+		t.Errorf("claims %v: want one home per portal user", claims)
+	}
+	if claims["alice"] != "home-alice" {
+		t.Errorf("alice's claim is %q, want home-alice", claims["alice"])
+	}
+}
+
+// blackhole is a UNIX-socket proxy in front of PostgreSQL that can stop
+// passing bytes without closing anything: a database that hangs (a
+// network partition, a stuck server) rather than one that refuses.
+type blackhole struct {
+	dir  string
+	hung chan struct{}
+}
+
+func newBlackhole(t *testing.T, pg *realtest.Postgres) *blackhole {
+	t.Helper()
+	b := &blackhole{dir: t.TempDir(), hung: make(chan struct{})}
+	sock := fmt.Sprintf(".s.PGSQL.%d", pg.Port)
+	ln, err := net.Listen("unix", filepath.Join(b.dir, sock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	pipe := func(dst, src net.Conn) {
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := src.Read(buf)
+			select {
+			case <-b.hung:
+				return // swallowed, and nothing closed
+			default:
+			}
+			if err != nil {
+				dst.Close()
+				return
+			}
+			if _, err := dst.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("unix", filepath.Join(pg.Dir, sock))
+			if err != nil {
+				c.Close()
+				continue
+			}
+			t.Cleanup(func() { c.Close(); s.Close() })
+			go pipe(s, c)
+			go pipe(c, s)
+		}
+	}()
+	return b
+}
+
+// TestLeadLapsesWhenStoreHangs: a leader whose database hangs (no
+// answer, no error) stops following runners within the lease's length,
+// as one whose database refuses does (TestLeadLapsesWithoutStore): another
+// gateway may take the lease at its expiry. Seen failing: the renewal
+// waited on the hung statement for ever, and the runners stayed followed.
+func TestLeadLapsesWhenStoreHangs(t *testing.T) {
+	c := kubetest.Start(t)
+	ns := c.Namespace(t)
+	pg := realtest.SharedPostgres(t)
+	dsn := pg.NewDatabase(t)
+	bh := newBlackhole(t, pg)
+	dsn = strings.Replace(dsn, "host="+pg.Dir, "host="+bh.dir, 1)
+	tg, _ := kubeGatewayWith(t, c, ns, t.TempDir(), 0, func(cfg *Config, _ *kubebackend.Config) {
+		cfg.Store.Close()
+		db, err := postgres.Open(context.Background(), postgres.Config{DSN: dsn})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		cfg.Store = db
+		cfg.LeaseTTL, cfg.LeaseHolder = 2*time.Second, "gw-hang"
+	}, "alice")
+	s := tg.client().loginToken("alice").start(map[string]any{"profile": "desktop"})
+	if err := realtest.WaitFor(10*time.Second, func() error {
+		tg.g.mu.Lock()
+		defer tg.g.mu.Unlock()
+		if tg.g.watching[s.ID] == nil {
+			return fmt.Errorf("the session is not followed")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	close(bh.hung)
+	hung := time.Now()
+	if err := realtest.WaitFor(2*time.Second, func() error {
+		tg.g.mu.Lock()
+		defer tg.g.mu.Unlock()
+		if n := len(tg.g.watching); n > 0 {
+			return fmt.Errorf("still following %d runners", n)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("%v %s after the database hung (lease 2s)", err, time.Since(hung).Round(time.Millisecond))
+	}
+	// The lease in the store is the last renewal's time plus 2s, 0.4s
+	// after the lead this gateway gave itself: another gateway may take
+	// it then, and must find the runners let go.
+	expiry := time.Unix(0, tg.g.lease.until.Load()).Add(400 * time.Millisecond)
+	if tg.g.lease.until.Load() != 0 && time.Now().After(expiry) {
+		t.Errorf("runners let go %s after the lease expired", time.Since(expiry).Round(time.Millisecond))
+	}
+	t.Logf("stopped following %s after the database hung (lease 2s)", time.Since(hung).Round(time.Millisecond))
 }

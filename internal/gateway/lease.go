@@ -132,12 +132,26 @@ func (g *Gateway) leaseLoop() {
 	defer t.Stop()
 	was, failing := g.lease.leading(), false
 	for {
+		// The lead ends at its time even if no renewal has said so yet:
+		// the runners are dropped then, not at the next tick.
+		lapse := time.NewTimer(time.Hour)
+		if u := g.lease.until.Load(); was && u != 0 {
+			lapse.Reset(time.Until(time.Unix(0, u)))
+		}
+		var err error
 		select {
 		case <-g.ctx.Done():
+			lapse.Stop()
 			return
+		case <-lapse.C:
 		case <-t.C:
+			// Bounded: a store that hangs rather than refuses must not
+			// hold this loop past the lead's end.
+			ctx, cancel := context.WithTimeout(g.ctx, g.lease.ttl/5)
+			_, err = g.lease.take(ctx)
+			cancel()
 		}
-		_, err := g.lease.take(g.ctx)
+		lapse.Stop()
 		if err != nil && g.ctx.Err() == nil && !failing {
 			g.log.ErrorContext(g.ctx, "background lease: the store does not answer; this gateway's lead, if any, lapses", "error", err)
 		}
@@ -153,8 +167,12 @@ func (g *Gateway) leaseLoop() {
 		was = now
 		if now {
 			// Sessions launched through other gateways, or followed by a
-			// leader that is gone.
-			if err := g.adopt(g.ctx); err != nil && g.ctx.Err() == nil {
+			// leader that is gone. Bounded as take is: a hung store must
+			// not keep this loop from seeing the lead end.
+			ctx, cancel := context.WithTimeout(g.ctx, g.lease.ttl/5)
+			err := g.adopt(ctx)
+			cancel()
+			if err != nil && g.ctx.Err() == nil {
 				g.log.WarnContext(g.ctx, "adopt live sessions", "error", err)
 			}
 		}

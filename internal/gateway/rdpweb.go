@@ -231,6 +231,8 @@ func (g *Gateway) rdpWebAdmit(ctx context.Context, r *http.Request, ws net.Conn)
 		case errors.Is(err, store.ErrExists):
 			return nil, tag, nil, policy, refuseHTTP(401, "ticket already used", err)
 		case err != nil:
+			// Nothing was spent: the same ticket may try again, here too.
+			g.rdpWeb.replay.Release(claims)
 			return nil, tag, nil, policy, refuseHTTP(503, "store fault; try again", err)
 		}
 	}

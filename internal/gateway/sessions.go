@@ -165,7 +165,7 @@ func (g *Gateway) launch(ctx context.Context, user string, req LaunchRequest, re
 	var adopted *backend.Job
 	var adoptedLeft time.Duration
 	if err == nil {
-		job := backend.Job{ID: s.ID, Spec: spec, Owner: g.account(s), Profile: p.Name, CPUs: s.CPUs, MemoryMB: s.MemoryMB, Lifetime: s.Lifetime}
+		job := backend.Job{ID: s.ID, Spec: spec, Owner: g.account(s), User: s.Owner, Profile: p.Name, CPUs: s.CPUs, MemoryMB: s.MemoryMB, Lifetime: s.Lifetime}
 		if g.remote != nil {
 			job.Env = g.remoteJobFor(s, p)
 		}

@@ -83,6 +83,15 @@ func (g *ReplayGuard) Use(c Claims, now time.Time) error {
 	return nil
 }
 
+// Release forgets c's nonce, which Use has just recorded, when the use
+// it stood for did not happen (a store fault before anything was let in):
+// the ticket may be tried again rather than be refused as used.
+func (g *ReplayGuard) Release(c Claims) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.seen, c.Nonce)
+}
+
 // sweep forgets nonces whose tickets expired at or before now.
 func (g *ReplayGuard) sweep(now time.Time) {
 	g.nextSweep = now.Add(sweepEvery)

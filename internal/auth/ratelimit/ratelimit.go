@@ -29,8 +29,10 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/airlock-hpc/airlock/internal/auth"
 )
@@ -177,8 +179,12 @@ func (l *Limiter) Len() (users, addrs int) {
 // attacker sending megabyte user names cannot make each key expensive.
 const maxKeyLen = 64
 
+// userKey is user's bucket key. A name that is not UTF-8, or holds a NUL,
+// is hashed too: a shared store keeps keys as text (PostgreSQL refuses
+// such bytes), and a key it cannot store would make every malformed login
+// a store fault, counted nowhere.
 func userKey(user string) string {
-	if len(user) <= maxKeyLen {
+	if len(user) <= maxKeyLen && utf8.ValidString(user) && !strings.ContainsRune(user, 0) {
 		return user
 	}
 	sum := sha256.Sum256([]byte(user))

@@ -90,9 +90,10 @@ func (s *Shared) Fail(user, addr string, now time.Time) {
 		key      string
 		interval time.Duration
 	}{{"user:" + userKey(user), s.userI}, {"addr:" + addrKey(addr), s.addrI}} {
+		// Each bucket on its own: one that faults must not leave the
+		// other uncounted.
 		if err := s.b.FailBucket(ctx, k.key, now, k.interval, s.cfg.Window); err != nil {
 			s.log.Warn("shared login limits not updated; this gateway's own apply", "error", err)
-			return
 		}
 	}
 }

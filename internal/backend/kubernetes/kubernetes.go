@@ -106,7 +106,8 @@ type PodOptions struct {
 type Toleration struct{ Key, Operator, Value, Effect string }
 
 // Volume mounts a persistent volume claim; {user} in Claim is the
-// session's owner.
+// session's portal user (Job.User; Owner, the Unix account, may be shared
+// by every user).
 type Volume struct {
 	Claim, MountPath, SubPath string
 	ReadOnly                  bool
@@ -331,6 +332,11 @@ func (b *Backend) Start(ctx context.Context, j backend.Job) (string, error) {
 	uid, gid, err := b.owner(j.Owner)
 	if err != nil {
 		return "", fmt.Errorf("start %s: %w", j.ID, err)
+	}
+	for _, v := range b.cfg.Profiles[j.Profile].Volumes {
+		if strings.Contains(v.Claim, "{user}") && cmp.Or(j.User, j.Owner) == "" {
+			return "", fmt.Errorf("start %s: claim %s names the user, and the session has none", j.ID, v.Claim)
+		}
 	}
 	if cmp.Or(b.cfg.Profiles[j.Profile].Image, b.cfg.Image) == "" {
 		return "", fmt.Errorf("start %s: no image for profile %s", j.ID, j.Profile)

@@ -2,6 +2,8 @@ package kubernetes
 
 import (
 	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
 	"maps"
 	"regexp"
 	"slices"
@@ -74,13 +76,36 @@ func labelValue(s string) string {
 	return strings.Trim(s, "-_.")
 }
 
-var dnsBad = regexp.MustCompile(`[^a-z0-9-]+`)
+var (
+	dnsBad = regexp.MustCompile(`[^a-z0-9-]+`)
+	// dnsSafe is a name dnsName keeps as it is: already a DNS label, and
+	// not ending the way dnsName's digest ends a name it changed.
+	dnsSafe   = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	dnsDigest = regexp.MustCompile(`-[0-9a-f]{16}$`)
+)
 
-// dnsName makes an account name fit an object's name ({user} in a claim):
-// lower case, anything but a-z, 0-9 and '-' becoming '-'
-// ("Alice.Smith@example.org" is "alice-smith-example-org").
+// dnsName makes an account name fit an object's name ({user} in a claim,
+// so one user's home volume). It must tell every two accounts apart:
+// "alice.smith" and "alice-smith", or "Bob" and "bob", are two users, and
+// lowering and replacing alone would give both the same claim. A name
+// that is a DNS label already stays as it is; any other is lowered, has
+// anything but a-z, 0-9 and '-' replaced by '-', and gets 16 hex digits of
+// the SHA-256 of the exact name ("Alice.Smith@example.org" is
+// "alice-smith-example-org-" and the digest). A plain name that happens
+// to end like a digest gets one too, so it cannot take a changed name's.
 func dnsName(s string) string {
-	return strings.Trim(dnsBad.ReplaceAllString(strings.ToLower(s), "-"), "-")
+	if dnsSafe.MatchString(s) && !dnsDigest.MatchString(s) {
+		return s
+	}
+	sum := sha256.Sum256([]byte(s))
+	base := strings.Trim(dnsBad.ReplaceAllString(strings.ToLower(s), "-"), "-")
+	if len(base) > 40 {
+		base = strings.TrimRight(base[:40], "-")
+	}
+	if base == "" {
+		base = "u" // so not a plain name of 16 hex digits
+	}
+	return base + "-" + hex.EncodeToString(sum[:8])
 }
 
 // secret holds what the runner must read but nobody may see in the pod's
@@ -138,7 +163,7 @@ func (b *Backend) pod(j backend.Job, uid, gid int64) *corev1.Pod {
 	for i, v := range p.Volumes {
 		vn := "volume-" + strconv.Itoa(i)
 		vols = append(vols, corev1.Volume{Name: vn, VolumeSource: corev1.VolumeSource{
-			PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: strings.ReplaceAll(v.Claim, "{user}", dnsName(j.Owner)), ReadOnly: v.ReadOnly},
+			PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: strings.ReplaceAll(v.Claim, "{user}", dnsName(cmp.Or(j.User, j.Owner))), ReadOnly: v.ReadOnly},
 		}})
 		mounts = append(mounts, corev1.VolumeMount{Name: vn, MountPath: v.MountPath, ReadOnly: v.ReadOnly, SubPath: v.SubPath})
 	}

@@ -7,6 +7,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/airlock-hpc/airlock/internal/backend"
 	"github.com/airlock-hpc/airlock/internal/contract"
 )
 
@@ -72,4 +73,63 @@ func TestPodEvent(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestHomeClaimPerUser attacks the {user} claim template: two portal
+// users whose names differ only in case or punctuation ("alice.smith" and
+// "alice-smith", an e-mail login's "Bob@x.org" and "bob-x-org") must not
+// get the same claim, which would mount one's home volume into the
+// other's pod. Seen failing with the old lower-and-replace mapping.
+func TestHomeClaimPerUser(t *testing.T) {
+	b := &Backend{cfg: Config{Prefix: "airlock", Profiles: map[string]PodOptions{
+		"desktop": {Volumes: []Volume{{Claim: "home-{user}", MountPath: "/home/me"}}},
+	}}}
+	claim := func(owner string) string {
+		p := b.pod(backend.Job{ID: "s-1", Profile: "desktop", Owner: owner}, 1000, 1000)
+		return p.Spec.Volumes[2].PersistentVolumeClaim.ClaimName
+	}
+	names := []string{"alice-smith", "alice.smith", "Alice-Smith", "alice_smith", "alice-smith-",
+		"bob-x-org", "bob@x.org", "Bob@x.org", "bob.x.org", "", "-", ".", "u"}
+	// A plain name that copies what a changed name becomes.
+	names = append(names, strings.TrimPrefix(claim("alice.smith"), "home-"))
+	seen := map[string]string{}
+	for _, n := range names {
+		c := claim(n)
+		if len(c) > 253 || !dnsLabelish(c) {
+			t.Errorf("user %q: claim %q is not a valid object name", n, c)
+		}
+		if o, ok := seen[c]; ok {
+			t.Errorf("users %q and %q share the claim %q", o, n, c)
+		}
+		seen[c] = n
+	}
+	if c := claim("alice"); c != "home-alice" {
+		t.Errorf("a plain account's claim is %q, want home-alice", c)
+	}
+}
+
+func dnsLabelish(s string) bool {
+	for i, r := range s {
+		ok := r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' && i > 0 && i < len(s)-1
+		if !ok {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// FuzzDNSName: every account name becomes a valid name, and two names
+// never become the same one.
+func FuzzDNSName(f *testing.F) {
+	f.Add("alice.smith", "alice-smith")
+	f.Add("Bob", "bob")
+	f.Fuzz(func(t *testing.T, a, c string) {
+		x, y := dnsName(a), dnsName(c)
+		if !dnsLabelish(x) || len(x) > 63 {
+			t.Fatalf("%q: %q", a, x)
+		}
+		if a != c && x == y {
+			t.Fatalf("%q and %q both %q", a, c, x)
+		}
+	})
 }

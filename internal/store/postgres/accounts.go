@@ -84,6 +84,9 @@ func scanUser(r rowScanner) (session.User, error) {
 // GetUser returns the user called name, or an error wrapping
 // [store.ErrNotFound].
 func (db *DB) GetUser(ctx context.Context, name string) (session.User, error) {
+	if notText(name) {
+		return session.User{}, fmt.Errorf("get user %q: %w", name, store.ErrNotFound)
+	}
 	u, err := scanUser(db.db.QueryRowContext(ctx, selectUser+" WHERE name = $1", name))
 	if errors.Is(err, sql.ErrNoRows) {
 		err = store.ErrNotFound
@@ -225,6 +228,9 @@ func (db *DB) ListTokens(ctx context.Context, user string) ([]session.Token, err
 // RevokeToken revokes user's token id; an error wrapping
 // [store.ErrNotFound] if user has no such token.
 func (db *DB) RevokeToken(ctx context.Context, user, id string) error {
+	if notText(user, id) {
+		return fmt.Errorf("revoke token %q: %w", id, store.ErrNotFound)
+	}
 	res, err := db.db.ExecContext(ctx, "UPDATE tokens SET revoked = true WHERE username = $1 AND id = $2", user, id)
 	if err == nil {
 		err = affectedOne(res)

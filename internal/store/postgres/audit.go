@@ -22,7 +22,7 @@ func (db *DB) AppendAudit(ctx context.Context, e session.AuditEvent) error {
 	if err == nil {
 		_, err = db.db.ExecContext(ctx,
 			rebind("INSERT INTO audit (time, actor, action, session_id, remote_addr, detail) VALUES (?, ?, ?, ?, ?, ?)"),
-			t, e.Actor, e.Action, e.Session, e.RemoteAddr, e.Detail)
+			t, asText(e.Actor), asText(e.Action), asText(e.Session), asText(e.RemoteAddr), asText(e.Detail))
 	}
 	if err != nil {
 		return fmt.Errorf("append audit %s by %s: %w", e.Action, e.Actor, err)
@@ -42,11 +42,11 @@ func (db *DB) ListAudit(ctx context.Context, f store.AuditFilter) ([]session.Aud
 	q.WriteString("SELECT time, actor, action, session_id, remote_addr, detail FROM audit")
 	if f.Actor != "" {
 		q.WriteString(where + "actor = ?")
-		args, where = append(args, f.Actor), " AND "
+		args, where = append(args, asText(f.Actor)), " AND "
 	}
 	if f.Session != "" {
 		q.WriteString(where + "session_id = ?")
-		args, where = append(args, f.Session), " AND "
+		args, where = append(args, asText(f.Session)), " AND "
 	}
 	// No stored time is before minTime, so an earlier Since filters
 	// nothing; a later-than-storable one is clamped and matches nothing.

@@ -30,6 +30,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -380,3 +381,26 @@ func rebind(q string) string {
 }
 
 func isNoRows(err error) bool { return errors.Is(err, sql.ErrNoRows) }
+
+// notText reports whether some s cannot be a TEXT value (PostgreSQL
+// refuses a NUL and bytes that are not UTF-8, where SQLite keeps them).
+// No row holds such a key, so a lookup by one is "not found", as on
+// SQLite, not a statement the server refuses: that would be a store fault,
+// a "try again" (503) for what a client sent.
+func notText(ss ...string) bool {
+	for _, s := range ss {
+		if !utf8.ValidString(s) || strings.IndexByte(s, 0) >= 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// asText makes s a TEXT value, for what is kept whatever it holds (the
+// audit log): a NUL and bytes that are not UTF-8 become U+FFFD.
+func asText(s string) string {
+	if !notText(s) {
+		return s
+	}
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
+}

@@ -1,9 +1,11 @@
 package postgres
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"sync"
@@ -270,4 +272,36 @@ func TestHandoffs(t *testing.T) {
 		dsn := pg.NewDatabase(t)
 		return mustOpen(t, dsn), mustOpen(t, dsn)
 	})
+}
+
+// TestSharedLoginLimitsMalformedNames: a login spray with names
+// PostgreSQL cannot store as text (not UTF-8, or holding a NUL) still
+// costs the address its shared budget, and reading the shared buckets for
+// them is no store fault. Seen failing: the user bucket's statement failed,
+// so Fail gave up before counting the address, and every such login
+// logged a fault.
+func TestSharedLoginLimitsMalformedNames(t *testing.T) {
+	t.Parallel()
+	pg := realtest.SharedPostgres(t)
+	dsn := pg.NewDatabase(t)
+	cfg := ratelimit.Config{UserLimit: 100, AddrLimit: 3, Window: time.Minute}
+	var logs bytes.Buffer
+	a, err := ratelimit.NewShared(cfg, mustOpen(t, dsn), slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := ratelimit.NewShared(cfg, mustOpen(t, dsn), nil)
+	now := time.Now()
+	for i, name := range []string{"alice\xff", "bob\x00", "\xc3("} {
+		if err := a.Allow(name, "10.0.0.1:1", now); err != nil {
+			t.Fatalf("guess %d refused early: %v", i, err)
+		}
+		a.Fail(name, "10.0.0.1:1", now)
+	}
+	if err := b.Allow("carol", "10.0.0.1:2", now); !errors.Is(err, auth.ErrRateLimited) {
+		t.Errorf("the other gateway, after three malformed guesses from one address: %v, want rate limited", err)
+	}
+	if logs.Len() > 0 {
+		t.Errorf("malformed names made store faults:\n%s", logs.String())
+	}
 }

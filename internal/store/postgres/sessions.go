@@ -158,6 +158,9 @@ func (db *DB) CreateSessionWithin(ctx context.Context, s *session.Session, lim s
 // GetSession returns the session with id, or an error wrapping
 // [store.ErrNotFound].
 func (db *DB) GetSession(ctx context.Context, id string) (*session.Session, error) {
+	if notText(id) {
+		return nil, fmt.Errorf("get session %q: %w", id, store.ErrNotFound)
+	}
 	s, err := scanSession(db.db.QueryRowContext(ctx, selectSession+" WHERE id = $1", id))
 	if errors.Is(err, sql.ErrNoRows) {
 		err = store.ErrNotFound
@@ -176,6 +179,9 @@ func (db *DB) ListSessions(ctx context.Context, f store.SessionFilter) ([]*sessi
 		args  []any
 		where = " WHERE "
 	)
+	if notText(f.Owner) {
+		return nil, nil // nobody's
+	}
 	q.WriteString(selectSession)
 	if f.Owner != "" {
 		args = append(args, f.Owner)
@@ -218,6 +224,9 @@ func (db *DB) ListSessions(ctx context.Context, f store.SessionFilter) ([]*sessi
 // none is lost; other sessions are not held up. What is refused, and
 // left unwritten, is as in [store.Store]. update must not call the store.
 func (db *DB) UpdateSession(ctx context.Context, id string, update func(*session.Session) error) (*session.Session, error) {
+	if notText(id) {
+		return nil, fmt.Errorf("update session %q: %w", id, store.ErrNotFound)
+	}
 	tx, err := db.db.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("update session %s: %w", id, err)
@@ -262,6 +271,9 @@ const (
 
 // CountActive counts the sessions not Ended, of owner or of everyone.
 func (db *DB) CountActive(ctx context.Context, owner string) (int, error) {
+	if notText(owner) {
+		return 0, nil
+	}
 	q, args := countActive, []any(nil)
 	if owner != "" {
 		q, args = countActiveOwner, []any{owner}

@@ -78,6 +78,9 @@ func (db *DB) ShareByHash(ctx context.Context, hash []byte) (session.Share, erro
 // ListShares returns the shares of sessionID, revoked and expired ones
 // too, newest first. An unknown session has none.
 func (db *DB) ListShares(ctx context.Context, sessionID string) ([]session.Share, error) {
+	if notText(sessionID) {
+		return nil, nil
+	}
 	rows, err := db.db.QueryContext(ctx, rebind("SELECT "+shareCols+" FROM shares WHERE session_id = ? ORDER BY created DESC, id DESC"), sessionID)
 	if err != nil {
 		return nil, fmt.Errorf("list shares of session %s: %w", sessionID, err)
@@ -101,6 +104,9 @@ func (db *DB) ListShares(ctx context.Context, sessionID string) ([]session.Share
 // succeeds. It returns an error wrapping [store.ErrNotFound] if the
 // session has no share id, another session's included.
 func (db *DB) RevokeShare(ctx context.Context, sessionID, id string) error {
+	if notText(sessionID, id) {
+		return fmt.Errorf("revoke share %q: %w", id, store.ErrNotFound)
+	}
 	res, err := db.db.ExecContext(ctx, rebind("UPDATE shares SET revoked = true WHERE session_id = ? AND id = ?"), sessionID, id)
 	if err == nil {
 		err = affectedOne(res)
