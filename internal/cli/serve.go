@@ -221,7 +221,7 @@ func gatewayConfig(cfg config.Config, cfgPath, registerURL string) gateway.Confi
 
 // secretPaths lists what every session's seal hides besides the state
 // directory: files holding the gateway's secrets (password files, the
-// OpenID client secret, the mail relay's password), the local backend's
+// OpenID client secret, the mail relay's password, the kubeconfig), the local backend's
 // session directories (specs, ticket keys, sockets), the audit log and
 // the config file itself (it names the rest, and sites keep notes in it).
 func secretPaths(cfg config.Config, cfgPath string) []string {
@@ -240,6 +240,10 @@ func secretPaths(cfg config.Config, cfgPath string) []string {
 	}
 	if cfg.Mail != nil {
 		paths = append(paths, cfg.Mail.PasswordFile)
+	}
+	if cfg.Backend.Kubernetes != nil {
+		// The gateway's credentials to the cluster.
+		paths = append(paths, cfg.Backend.Kubernetes.Kubeconfig)
 	}
 	var out []string
 	for _, p := range paths {
