@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 
 	"github.com/airlock-hpc/airlock/internal/config"
 	"github.com/airlock-hpc/airlock/internal/vm"
@@ -95,8 +96,8 @@ func demoCacheDir(getenv func(string) string) (string, error) {
 // addDemoProfiles adds the embedded demo's other kinds beside its desktop:
 // a Jupyter notebook (an app, on its own origin) when Debian's
 // jupyter-notebook is installed, and a small Linux VM when QEMU is, its
-// guest built from Debian packages at the first start (about a minute,
-// then cached). What cannot be offered is logged with the reason: the
+// guest built from Debian packages at the first start (about ten seconds
+// and a 70 MB kernel package, then cached). What cannot be offered is logged with the reason: the
 // desktop alone is a working demo, so none of this stops the gateway.
 func addDemoProfiles(ctx context.Context, cfg *config.Config, getenv func(string) string, log *slog.Logger) {
 	var doc struct {
@@ -137,8 +138,21 @@ func addDemoProfiles(ctx context.Context, cfg *config.Config, getenv func(string
 		log.ErrorContext(ctx, "demo profiles", "error", err)
 		return
 	}
-	cfg.Profiles = append(cfg.Profiles, extra.Profiles...)
-	cfg.Images = append(cfg.Images, extra.Images...)
+	// A file's own profile or image of the same name (serve --demo) wins.
+	for _, p := range extra.Profiles {
+		if slices.ContainsFunc(cfg.Profiles, func(q config.Profile) bool { return q.Name == p.Name }) {
+			log.WarnContext(ctx, "demo: profile left out", "profile", p.Name, "reason", "the configuration has a profile of that name")
+			continue
+		}
+		if p.VM != nil && slices.ContainsFunc(cfg.Images, func(i config.Image) bool { return i.Name == p.VM.Image }) {
+			log.WarnContext(ctx, "demo: profile left out", "profile", p.Name, "reason", "the configuration has an image named "+p.VM.Image)
+			continue
+		}
+		cfg.Profiles = append(cfg.Profiles, p)
+		if p.VM != nil {
+			cfg.Images = append(cfg.Images, extra.Images...)
+		}
+	}
 }
 
 // demoGuest builds (once) the demo VM's guest and returns its image entry,

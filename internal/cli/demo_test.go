@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/cookiejar"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/airlock-hpc/airlock/internal/config"
 	"github.com/airlock-hpc/airlock/internal/realtest"
 )
 
@@ -349,4 +351,36 @@ func TestServeDemo(t *testing.T) {
 		t.Fatalf("the demo VM's console shows no guest text: %v", err)
 	}
 	t.Logf("demo VM: launch to its shell in %v; its console shows %d lit pixels", booted.Round(100*time.Millisecond), lit)
+}
+
+// TestDemoProfilesYieldToTheFile: with serve --demo, a file's own
+// profile named like a demo profile stays, and the demo's is left out
+// (two profiles of one name would make URLs and launches ambiguous).
+func TestDemoProfilesYieldToTheFile(t *testing.T) {
+	if _, err := exec.LookPath("jupyter-notebook"); err != nil {
+		t.Skip("jupyter-notebook not installed (scripts/install-deps.sh installs it)")
+	}
+	cfg, err := config.Parse("mine.yaml", []byte("profiles:\n  - name: jupyter\n    kind: app\n    title: Mine\n    app: {command: [my-app, \"{port}\"], port: 9000}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	getenv := func(k string) string {
+		if k == "AIRLOCK_DEMO_CACHE" {
+			return filepath.Join(realtest.StateBase(), "demo-vm")
+		}
+		return os.Getenv(k)
+	}
+	addDemoProfiles(t.Context(), &cfg, getenv, slog.New(slog.DiscardHandler))
+	n := 0
+	for _, p := range cfg.Profiles {
+		if p.Name == "jupyter" {
+			n++
+			if p.Title != "Mine" {
+				t.Errorf("the jupyter profile is the demo's: %+v", p)
+			}
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d profiles named jupyter", n)
+	}
 }
