@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"image/png"
 	"io"
+	mathrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -118,22 +119,39 @@ func rdpFile(t *testing.T, c *client, id string) (*rdpfile.File, string) {
 }
 
 // startXvfb starts an X server for the client and returns its DISPLAY.
+// The display number is a random high one, not the first free one
+// (-displayfd alone picks :0 up): an X server of another test in a mount
+// namespace of its own holds no lock file in this /tmp but may hold the
+// abstract socket of a low display, which the client would reach instead
+// ("failed to open display :0", seen in CI). -displayfd still says when
+// the server is ready; a display that is taken makes it exit, and another
+// is tried.
 func startXvfb(t *testing.T) string {
 	t.Helper()
-	r, w, _ := os.Pipe()
-	cmd := exec.Command("Xvfb", "-displayfd", "3", "-screen", "0", "1280x900x24", "-nolisten", "tcp")
-	cmd.ExtraFiles = []*os.File{w}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	for range 20 {
+		n := 200 + mathrand.IntN(30000)
+		if _, err := os.Stat(fmt.Sprintf("/tmp/.X%d-lock", n)); err == nil {
+			continue
+		}
+		r, w, _ := os.Pipe()
+		cmd := exec.Command("Xvfb", fmt.Sprintf(":%d", n), "-displayfd", "3", "-screen", "0", "1280x900x24", "-nolisten", "tcp")
+		cmd.ExtraFiles = []*os.File{w}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		w.Close()
+		line, err := bufio.NewReader(r).ReadString('\n')
+		r.Close()
+		if err != nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+			continue
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		return ":" + strings.TrimSpace(line)
 	}
-	w.Close()
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	line, err := bufio.NewReader(r).ReadString('\n')
-	r.Close()
-	if err != nil {
-		t.Fatalf("Xvfb: %v", err)
-	}
-	return ":" + strings.TrimSpace(line)
+	t.Fatal("Xvfb: no free display in 20 tries")
+	return ""
 }
 
 // TestRDPDesktopXfreerdp is the whole path with real parts: Debian's
