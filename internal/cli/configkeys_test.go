@@ -74,9 +74,9 @@ func TestEveryConfigKeyIsUsed(t *testing.T) {
 }
 
 // secretFileKey matches the keys naming a file of the gateway's secrets:
-// the local password file and every *key_file, *password_file and
-// *secret_file.
-var secretFileKey = regexp.MustCompile(`(^|\.)(file|[a-z_]*(key|password|secret)_file)$`)
+// the local password file, the cluster's kubeconfig and every *key_file,
+// *password_file and *secret_file.
+var secretFileKey = regexp.MustCompile(`(^|\.)(file|kubeconfig|[a-z_]*(key|password|secret)_file)$`)
 
 // TestEverySecretFileIsHidden: the workload of a session (running, without
 // root, as the gateway's own account) must not read the files holding the
@@ -91,7 +91,7 @@ func TestEverySecretFileIsHidden(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"tls.key_file", "auth.methods[].file", "auth.methods[].client_secret_file",
-		"auth.methods[].search.bind_password_file", "mail.password_file"} {
+		"auth.methods[].search.bind_password_file", "mail.password_file", "backend.kubernetes.kubeconfig"} {
 		if !slices.Contains(keys, want) {
 			t.Fatalf("secret file keys %v lack %s: the pattern is broken", keys, want)
 		}
