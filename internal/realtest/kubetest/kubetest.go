@@ -245,6 +245,9 @@ current-context: test
 		defer cancel()
 		body, err := client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
 		if err != nil {
+			// The CA file may have been read while the server was still
+			// writing it: read it again on the next try.
+			rc, client = nil, nil
 			return fmt.Errorf("readyz: %w: %s", err, body)
 		}
 		return nil
