@@ -125,7 +125,10 @@ func rdpFile(t *testing.T, c *client, id string) (*rdpfile.File, string) {
 // abstract socket of a low display, which the client would reach instead
 // ("failed to open display :0", seen in CI). -displayfd still says when
 // the server is ready; a display that is taken makes it exit, and another
-// is tried.
+// is tried. -noreset: without it Xvfb resets whenever its last client
+// leaves, and the test's xdotool polls come and go while xfreerdp opens
+// its display; a connection that lands in a reset is dropped ("failed to
+// open display :2635", seen in CI with a display nobody else held).
 func startXvfb(t *testing.T) string {
 	t.Helper()
 	for range 20 {
@@ -134,7 +137,7 @@ func startXvfb(t *testing.T) string {
 			continue
 		}
 		r, w, _ := os.Pipe()
-		cmd := exec.Command("Xvfb", fmt.Sprintf(":%d", n), "-displayfd", "3", "-screen", "0", "1280x900x24", "-nolisten", "tcp")
+		cmd := exec.Command("Xvfb", fmt.Sprintf(":%d", n), "-displayfd", "3", "-screen", "0", "1280x900x24", "-nolisten", "tcp", "-noreset")
 		cmd.ExtraFiles = []*os.File{w}
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
