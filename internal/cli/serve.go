@@ -190,8 +190,9 @@ func cmdServe(_ context.Context, env *Env, args []string) int {
 func gatewayConfig(cfg config.Config, cfgPath, registerURL string) gateway.Config {
 	gcfg := gateway.Config{
 		Listen: cfg.Listen, StateDir: cfg.StateDir, TLSCertFile: cfg.TLS.CertFile, TLSKeyFile: cfg.TLS.KeyFile,
-		Apps:      gateway.Apps{Domain: cfg.Apps.Domain, SameOrigin: cfg.Apps.SameOrigin},
-		PublicURL: cfg.PublicURL, RunAs: cfg.RunAs, LoginTTL: cfg.Auth.SessionTTL, OnUserRemoved: cfg.Auth.OnUserRemoved, RegisterURL: registerURL,
+		MasterKeyFile: cfg.Store.MasterKeyFile,
+		Apps:          gateway.Apps{Domain: cfg.Apps.Domain, SameOrigin: cfg.Apps.SameOrigin},
+		PublicURL:     cfg.PublicURL, RunAs: cfg.RunAs, LoginTTL: cfg.Auth.SessionTTL, OnUserRemoved: cfg.Auth.OnUserRemoved, RegisterURL: registerURL,
 		ReconcileEvery: reconcileEvery(cfg), MetricsForLoopback: cfg.Metrics.Enabled,
 		RDPListen: cfg.RDP.Listen, RDPAddress: cfg.RDP.Address, RDPMaxCert: cfg.RDP.MaxCertLifetime,
 		Limits: gateway.Limits{
@@ -220,12 +221,12 @@ func gatewayConfig(cfg config.Config, cfgPath, registerURL string) gateway.Confi
 }
 
 // secretPaths lists what every session's seal hides besides the state
-// directory: files holding the gateway's secrets (password files, the
+// directory: files holding the gateway's secrets (the master key file, password files, the
 // OpenID client secret, the mail relay's password, the kubeconfig), the local backend's
 // session directories (specs, ticket keys, sockets), the audit log and
 // the config file itself (it names the rest, and sites keep notes in it).
 func secretPaths(cfg config.Config, cfgPath string) []string {
-	paths := []string{cfg.TLS.KeyFile, cfg.AuditLog, cfg.Store.PasswordFile}
+	paths := []string{cfg.TLS.KeyFile, cfg.AuditLog, cfg.Store.PasswordFile, cfg.Store.MasterKeyFile}
 	if cfg.Backend.Kind != "slurm" && cfg.Backend.Local != nil {
 		paths = append(paths, cfg.Backend.Local.Dir)
 	}

@@ -125,6 +125,16 @@ type Store struct {
 	// ignored). Default "": none (peer or certificate authentication, a
 	// ~/.pgpass, or PGPASSWORD).
 	PasswordFile string `yaml:"password_file"`
+	// MasterKeyFile holds the master key every ticket, cookie and derived
+	// secret comes from: 32 random bytes, raw or as 64 hexadecimal digits
+	// (`openssl rand -hex 32`), mode 0600 or stricter. With it the key
+	// never enters the database: a postgres store then holds only a check
+	// value (a gateway with another key refuses to start) and the CAs and
+	// certificate it shares sealed under the key, so a copy of the
+	// database opens nothing. Every gateway of a site needs the same file.
+	// Default "": state_dir/master.key, made at first start and, with
+	// postgres, shared through the database.
+	MasterKeyFile string `yaml:"master_key_file"`
 }
 
 // RDP is the gateway's TLS port for native RDP clients: it accepts only
@@ -1236,6 +1246,7 @@ func (c *Config) ResolvePaths(getenv func(string) string) error {
 	under(&c.TLS.KeyFile)
 	under(&c.AuditLog)
 	under(&c.Store.PasswordFile)
+	under(&c.Store.MasterKeyFile)
 	if c.Backend.Local != nil {
 		under(&c.Backend.Local.Dir)
 	}

@@ -126,8 +126,13 @@ type Config struct {
 	StateDir    string // required
 	TLSCertFile string // empty: self-signed, kept in StateDir
 	TLSKeyFile  string
-	Profiles    []Profile
-	Limits      Limits
+	// MasterKeyFile holds the master key every ticket, cookie and
+	// derived secret comes from, outside the state directory and the
+	// store (store.master_key_file; keys.go). Empty: state_dir/master.key,
+	// shared through a store that shares secrets.
+	MasterKeyFile string
+	Profiles      []Profile
+	Limits        Limits
 	// Recordings configures the recordings of profiles with Record.
 	Recordings Recordings
 	// RunAs is the account sessions run as when the gateway runs as root:
@@ -270,6 +275,9 @@ type Gateway struct {
 	// gateways.
 	lease   *lease
 	secrets store.SharedSecrets
+	// seal encrypts what secrets holds when the master key lives in a
+	// file of its own (nil: stored as it is; keys.go).
+	seal    []byte
 	bcast   store.Broadcaster // nil: no other gateway to tell (broadcast.go)
 	spender store.Spender     // nil: single-use things are this gateway's alone
 	// handoffs carries e-mailed login links to another gateway (nil:
@@ -318,15 +326,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway: state dir: %w", err)
 	}
 	secrets, _ := cfg.Store.(store.SharedSecrets)
-	master, err := masterKey(cfg.StateDir)
-	if err == nil && secrets != nil {
-		// Several gateways: every one derives tickets and cookies from
-		// the same key, the first gateway's (or the one this gateway
-		// had before the site moved to a shared store, if first).
-		if _, err = shareFiles(ctx, secrets, cfg.StateDir, "master.key", "master.key"); err == nil {
-			master, err = masterKey(cfg.StateDir)
-		}
-	}
+	master, seal, err := loadMasterKey(ctx, cfg.MasterKeyFile, cfg.StateDir, secrets)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
@@ -334,7 +334,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	if err == nil && secrets != nil && cfg.TLSCertFile == "" {
 		// A self-signed certificate alike on every gateway, so a browser
 		// sent to another one by the balancer need not be asked again.
-		if _, err = shareFiles(ctx, secrets, cfg.StateDir, "tls", "tls.crt", "tls.key"); err == nil {
+		if _, err = shareFiles(ctx, secrets, seal, cfg.StateDir, "tls", "tls.crt", "tls.key"); err == nil {
 			cert, err = loadOrMakeTLS("", "", cfg.StateDir, cfg.Apps.Domain)
 		}
 	}
@@ -350,6 +350,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		viewers:  map[string]int{},
 		lease:    newLease(cfg.Store, remote != nil, cfg.LeaseHolder, cfg.LeaseTTL),
 		secrets:  secrets,
+		seal:     seal,
 	}
 	g.bcast, _ = cfg.Store.(store.Broadcaster)
 	g.spender, _ = cfg.Store.(store.Spender)

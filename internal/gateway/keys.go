@@ -1,6 +1,10 @@
 package gateway
 
 import (
+	"bytes"
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/hmac"
@@ -9,6 +13,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -18,8 +23,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
+	"github.com/airlock-hpc/airlock/internal/store"
 	"github.com/airlock-hpc/airlock/internal/ticket"
 )
 
@@ -44,6 +51,156 @@ func masterKey(stateDir string) ([]byte, error) {
 		return nil, fmt.Errorf("master key: %w", err)
 	}
 	return b, nil
+}
+
+// loadMasterKey returns the gateway's master key and, when it comes from
+// a file of its own (store.master_key_file), the key that seals what the
+// store shares between gateways. Without a file the key is
+// state_dir/master.key, made at first start and, with a store several
+// gateways share, replaced by the first gateway's from the store: there
+// the database holds the key, and its backups open every ticket and
+// cookie. With a file the key never enters the store; the store gets
+// only a check value, so a gateway given another key (or none) refuses
+// to start instead of minting tickets no other gateway takes.
+func loadMasterKey(ctx context.Context, file, stateDir string, ss store.SharedSecrets) (master, seal []byte, err error) {
+	if file == "" {
+		master, err = masterKey(stateDir)
+		if err == nil && ss != nil {
+			// Several gateways: every one derives tickets and cookies
+			// from the same key, the first gateway's (or the one this
+			// gateway had before the site moved to a shared store).
+			_, err = shareFiles(ctx, ss, nil, stateDir, "master.key", "master.key")
+			if errors.Is(err, errKeptInFile) {
+				err = errors.New("master key: the site's other gateways keep it in store.master_key_file: give this gateway the same file")
+			} else if err == nil {
+				master, err = masterKey(stateDir)
+			}
+		}
+	} else {
+		master, err = readMasterKeyFile(file)
+		if err == nil && ss != nil {
+			// Hold the key's place in the store, so that a gateway
+			// configured without the file never puts its own there.
+			var stored []byte
+			stored, err = ss.SharedSecret(ctx, "master.key", []byte(keptInFile))
+			if err == nil && string(stored) != keptInFile {
+				err = errors.New("master key: the database still holds the master key gateways shared before store.master_key_file was set; " +
+					"to keep sessions and second factors, write that key (state_dir/master.key of a gateway, 32 bytes) to the file on every gateway; " +
+					"then, with every gateway stopped, delete it from the database (DELETE FROM secrets WHERE name IN ('master.key', 'master.key.check'))")
+			}
+		}
+		if err == nil {
+			k := derive(master, "airlock shared secret seal", "")
+			seal = k[:]
+		}
+	}
+	if err == nil && ss != nil {
+		err = checkSharedMaster(ctx, ss, master, file)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return master, seal, nil
+}
+
+// keptInFile holds the master key's place in a shared store whose
+// gateways read it from store.master_key_file.
+const keptInFile = "airlock: the master key is kept in store.master_key_file, not here"
+
+var errKeptInFile = errors.New("kept in store.master_key_file")
+
+// masterKeyCheck is the value every gateway of a site stores and
+// compares: it names the key without revealing it.
+const masterKeyCheck = "master.key.check"
+
+func checkSharedMaster(ctx context.Context, ss store.SharedSecrets, master []byte, file string) error {
+	mine := derive(master, "airlock master key check", "")
+	theirs, err := ss.SharedSecret(ctx, masterKeyCheck, mine[:])
+	if err != nil {
+		return fmt.Errorf("master key: %w", err)
+	}
+	if hmac.Equal(theirs, mine[:]) {
+		return nil
+	}
+	if file == "" {
+		return errors.New("master key: the site's other gateways use another master key, from their store.master_key_file: give this gateway the same file")
+	}
+	return fmt.Errorf("master key: %s is not the key the site's other gateways use (the store holds their check value): give every gateway the same file", file)
+}
+
+// readMasterKeyFile reads a master key kept outside the state directory:
+// 32 bytes, raw or as 64 hexadecimal digits (`openssl rand -hex 32`). A
+// file others may read is refused: it opens every session.
+func readMasterKeyFile(p string) ([]byte, error) {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return nil, fmt.Errorf("store.master_key_file: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("store.master_key_file %s: not a regular file", p)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return nil, fmt.Errorf("store.master_key_file %s: mode %04o lets other users read it (chmod 600)", p, perm)
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil, fmt.Errorf("store.master_key_file: %w", err)
+	}
+	if len(b) == 32 {
+		return b, nil
+	}
+	if h := strings.TrimSpace(string(b)); len(h) == 64 {
+		if k, err := hex.DecodeString(h); err == nil {
+			return k, nil
+		}
+	}
+	return nil, fmt.Errorf("store.master_key_file %s: want 32 bytes or 64 hexadecimal digits, have %d bytes", p, len(b))
+}
+
+// sealedPrefix marks a shared secret sealed under a master key file's
+// sealing key (AES-256-GCM, the secret's name as additional data, so a
+// value cannot be moved to another name).
+const sealedPrefix = "airlock-sealed-v1:"
+
+func sealSecret(key []byte, name string, plain []byte) []byte {
+	aead := mustGCM(key)
+	nonce := make([]byte, aead.NonceSize())
+	rand.Read(nonce)
+	out := append([]byte(sealedPrefix), nonce...)
+	return aead.Seal(out, nonce, plain, []byte(name))
+}
+
+// openSecret returns a stored shared secret in clear. A value stored in
+// clear (before the site set store.master_key_file) is taken as it is.
+func openSecret(key []byte, name string, stored []byte) ([]byte, error) {
+	body, sealed := bytes.CutPrefix(stored, []byte(sealedPrefix))
+	if !sealed {
+		return stored, nil
+	}
+	if key == nil {
+		return nil, errors.New("stored sealed under a store.master_key_file this gateway lacks")
+	}
+	aead := mustGCM(key)
+	if len(body) < aead.NonceSize() {
+		return nil, errors.New("stored value too short")
+	}
+	plain, err := aead.Open(nil, body[:aead.NonceSize()], body[aead.NonceSize():], []byte(name))
+	if err != nil {
+		return nil, errors.New("stored sealed under another master key")
+	}
+	return plain, nil
+}
+
+func mustGCM(key []byte) cipher.AEAD {
+	b, err := aes.NewCipher(key)
+	if err != nil {
+		panic(err) // a 32-byte key always makes a cipher
+	}
+	a, err := cipher.NewGCM(b)
+	if err != nil {
+		panic(err)
+	}
+	return a
 }
 
 // writeNew creates p with data, 0600, failing if it exists.

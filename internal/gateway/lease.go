@@ -246,8 +246,10 @@ func (g *Gateway) heartbeatEvery() time.Duration {
 // of a shared store: the first gateway's are stored under secret, and a
 // gateway holding others (made at its own first start, or before the
 // site moved to a shared store) replaces its own with the stored ones.
-// Every file must exist. It reports whether it replaced them.
-func shareFiles(ctx context.Context, ss store.SharedSecrets, dir, secret string, names ...string) (bool, error) {
+// Every file must exist. It reports whether it replaced them. With a
+// sealing key (store.master_key_file), what goes into the store is
+// encrypted under it, so the database alone holds no usable key.
+func shareFiles(ctx context.Context, ss store.SharedSecrets, seal []byte, dir, secret string, names ...string) (bool, error) {
 	local := map[string][]byte{}
 	for _, n := range names {
 		b, err := os.ReadFile(filepath.Join(dir, n))
@@ -260,8 +262,21 @@ func shareFiles(ctx context.Context, ss store.SharedSecrets, dir, secret string,
 	if err != nil {
 		return false, err
 	}
-	stored, err := ss.SharedSecret(ctx, secret, blob)
+	fresh := blob
+	if seal != nil {
+		fresh = sealSecret(seal, secret, blob)
+	}
+	stored, err := ss.SharedSecret(ctx, secret, fresh)
 	if err != nil {
+		return false, fmt.Errorf("share %s: %w", secret, err)
+	}
+	if bytes.Equal(stored, fresh) {
+		return false, nil
+	}
+	if string(stored) == keptInFile {
+		return false, errKeptInFile
+	}
+	if stored, err = openSecret(seal, secret, stored); err != nil {
 		return false, fmt.Errorf("share %s: %w", secret, err)
 	}
 	if bytes.Equal(stored, blob) {
@@ -297,6 +312,6 @@ func (g *Gateway) sharedFiles(ctx context.Context, secret string, names ...strin
 	if g.secrets == nil {
 		return errNoSharedSecrets
 	}
-	_, err := shareFiles(ctx, g.secrets, g.cfg.StateDir, secret, names...)
+	_, err := shareFiles(ctx, g.secrets, g.seal, g.cfg.StateDir, secret, names...)
 	return err
 }

@@ -93,7 +93,7 @@ func TestServePostgres(t *testing.T) {
 	if err != nil || !bytes.Contains(stored, []byte("master.key")) {
 		t.Fatalf("the master key is not in PostgreSQL: %q, %v", stored, err)
 	}
-	if _, err := shareFiles(t.Context(), db, state, "master.key", "master.key"); err != nil {
+	if _, err := shareFiles(t.Context(), db, nil, state, "master.key", "master.key"); err != nil {
 		t.Fatal(err)
 	}
 	if again, _ := os.ReadFile(filepath.Join(state, "master.key")); !bytes.Equal(again, key) {
