@@ -2,7 +2,7 @@ package recording
 
 import (
 	"bufio"
-	"compress/gzip"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -14,7 +14,11 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/klauspost/compress/gzip"
+	"golang.org/x/sync/semaphore"
 )
 
 // Magic starts every FBS stream.
@@ -43,21 +47,36 @@ type Meta struct {
 
 // Writer records one connection. Its Write never fails the caller: a
 // recording that cannot go on ends, and the error is kept for Close.
+//
+// Write only frames and copies the data: a goroutine of the Writer's own
+// compresses and writes it, so the relay it taps runs at its own speed
+// while the compressor keeps up (a busy desktop sends tens of MB/s; the
+// compressor takes hundreds, BenchmarkRelayRecording). When it cannot, at
+// most queueBytes wait, and then Write waits for it: a recording loses
+// nothing, and a viewer whose stream outruns it is slowed to the
+// compressor's pace rather than recorded with holes.
 type Writer struct {
-	mu    sync.Mutex
-	f     *os.File
-	sum   hash.Hash
-	count *countWriter
-	gz    *gzip.Writer
-	buf   *bufio.Writer
-	now   func() time.Time
-	start time.Time
-	max   int64
-	meta  Meta
-	done  bool  // the end block is written
-	err   error // the first write error
-	last  int64 // ms of the last block
+	mu     sync.Mutex // orders blocks; guards meta, done, last
+	f      *os.File
+	sum    hash.Hash
+	count  *countWriter
+	now    func() time.Time
+	start  time.Time
+	max    int64
+	meta   Meta
+	done   bool  // the end block is queued
+	closed bool  // q is closed
+	last   int64 // ms of the last block
+
+	q        chan []byte         // framed blocks, in order, for compress
+	budget   *semaphore.Weighted // bytes queued, at most queueBytes
+	failed   atomic.Bool         // compress could not write: queue no more
+	finished chan struct{}       // compress has flushed and closed the gzip stream
+	err      error               // compress's first error; read after finished
 }
+
+// queueBytes bounds the framed data waiting for the compressor.
+const queueBytes = 8 << 20
 
 type countWriter struct {
 	w io.Writer
@@ -84,28 +103,53 @@ func Create(path string, meta Meta, maxBytes int64, now func() time.Time) (*Writ
 	if err != nil {
 		return nil, fmt.Errorf("create recording: %w", err)
 	}
-	w := &Writer{f: f, sum: sha256.New(), now: now, max: maxBytes, meta: meta}
+	w := &Writer{f: f, sum: sha256.New(), now: now, max: maxBytes, meta: meta,
+		q: make(chan []byte, 256), budget: semaphore.NewWeighted(queueBytes), finished: make(chan struct{})}
 	w.count = &countWriter{w: io.MultiWriter(f, w.sum)}
-	// BestSpeed: the recorder is on the relay's path (BenchmarkTap), and
-	// framebuffer updates are mostly compressed already.
-	w.gz, _ = gzip.NewWriterLevel(w.count, gzip.BestSpeed)
-	w.buf = bufio.NewWriterSize(w.gz, 64<<10)
+	// BestSpeed, and klauspost's deflate rather than the standard
+	// library's: framebuffer updates are mostly compressed already, and
+	// it passes those through about three times faster (BenchmarkTap).
+	// The file is plain gzip all the same.
+	gz, _ := gzip.NewWriterLevel(w.count, gzip.BestSpeed)
+	buf := bufio.NewWriterSize(gz, 64<<10)
 	w.start = now()
 	w.meta.Started = w.start.UTC()
 	w.meta.Format = "FBS 001.000, gzip"
-	if _, err := w.buf.WriteString(Magic); err != nil {
+	if _, err := buf.WriteString(Magic); err != nil {
 		f.Close()
 		os.Remove(path)
 		return nil, fmt.Errorf("write recording: %w", err)
 	}
+	go w.compress(w.q, gz, buf)
 	return w, nil
 }
+
+// compress writes the queued blocks until the queue is closed, then ends
+// the gzip stream.
+func (w *Writer) compress(q <-chan []byte, gz *gzip.Writer, buf *bufio.Writer) {
+	defer close(w.finished)
+	for b := range q {
+		if w.err == nil {
+			if _, err := buf.Write(b); err != nil {
+				w.err = err
+				w.failed.Store(true)
+			}
+		}
+		w.budget.Release(weight(b))
+		blockPool.Put(b[:0])
+	}
+	w.err = errors.Join(w.err, buf.Flush(), gz.Close())
+}
+
+var blockPool = sync.Pool{New: func() any { return []byte(nil) }}
+
+func weight(b []byte) int64 { return min(int64(cap(b)), queueBytes) }
 
 // Write records p as one block stamped with the time now.
 func (w *Writer) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.done || w.err != nil || len(p) == 0 {
+	if w.done || w.failed.Load() || len(p) == 0 {
 		return len(p), nil
 	}
 	if w.max > 0 && w.meta.RFBBytes+int64(len(p)) > w.max {
@@ -126,17 +170,20 @@ func (w *Writer) Stop(reason string) {
 	w.endLocked(reason)
 }
 
+// block queues p framed as an FBS block: length, data padded to 4 bytes,
+// time.
 func (w *Writer) block(p []byte, ms int64) {
-	var hdr [4]byte
-	binary.BigEndian.PutUint32(hdr[:], uint32(len(p)))
-	w.buf.Write(hdr[:])
-	w.buf.Write(p)
-	var pad [4]byte
-	w.buf.Write(pad[:(4-len(p)%4)%4])
-	binary.BigEndian.PutUint32(hdr[:], uint32(ms))
-	if _, err := w.buf.Write(hdr[:]); err != nil && w.err == nil {
-		w.err = err
+	n := 4 + len(p) + (4-len(p)%4)%4 + 4
+	b := blockPool.Get().([]byte)
+	if cap(b) < n {
+		b = make([]byte, 0, max(n, 4<<10))
 	}
+	b = binary.BigEndian.AppendUint32(b, uint32(len(p)))
+	b = append(b, p...)
+	b = append(b, make([]byte, (4-len(p)%4)%4)...)
+	b = binary.BigEndian.AppendUint32(b, uint32(ms))
+	w.budget.Acquire(context.Background(), weight(b)) // cannot fail: no deadline, weight <= the budget
+	w.q <- b
 }
 
 func (w *Writer) endLocked(reason string) {
@@ -149,12 +196,18 @@ func (w *Writer) endLocked(reason string) {
 }
 
 // Close ends the recording (reason "closed" unless it ended before),
-// closes the file and writes the sidecar. It returns the sidecar.
+// waits for the queued blocks to be written, closes the file and writes
+// the sidecar. It returns the sidecar.
 func (w *Writer) Close() (Meta, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.endLocked("closed")
-	err := errors.Join(w.err, w.buf.Flush(), w.gz.Close())
+	if !w.closed {
+		w.closed = true
+		close(w.q)
+	}
+	<-w.finished
+	err := w.err
 	if serr := w.f.Sync(); err == nil {
 		err = serr
 	}
