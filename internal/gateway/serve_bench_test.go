@@ -58,7 +58,11 @@ log:
 // startServe starts `airlock serve` on a free port of 127.0.0.1 with one
 // user, benchUser, and a bearer token for them. At the end of tb it stops
 // every session, then the gateway.
-func startServe(tb testing.TB) *serveProc {
+func startServe(tb testing.TB) *serveProc { return startServeWith(tb, "") }
+
+// startServeWith is startServe with more of airlock.yaml (top-level keys
+// the bench config does not set, such as store).
+func startServeWith(tb testing.TB, extra string) *serveProc {
 	tb.Helper()
 	bin, probe := realtest.Binary(tb), realtest.Probe(tb)
 	dir := tb.TempDir()
@@ -67,7 +71,7 @@ func startServe(tb testing.TB) *serveProc {
 		runAs = realtest.TestUser(tb).Name
 	}
 	cfg := filepath.Join(dir, "airlock.yaml")
-	if err := os.WriteFile(cfg, fmt.Appendf(nil, serveConfig, runAs, probe), 0o600); err != nil {
+	if err := os.WriteFile(cfg, append(fmt.Appendf(nil, serveConfig, runAs, probe), extra...), 0o600); err != nil {
 		tb.Fatal(err)
 	}
 	add := exec.Command(bin, "users", "add", benchUser, "--password-stdin", "--config", cfg, "--state-dir", dir)
