@@ -136,7 +136,7 @@ func adoptingGateway(t *testing.T, be backend.Adopter, mod func(*Config)) *testG
 		if mod != nil {
 			mod(c)
 		}
-	}, "alice")
+	}, "alice", "bob")
 }
 
 // TestAdoptOnceAcrossGateways: two gateways on one PostgreSQL asked at
@@ -327,5 +327,67 @@ func TestAdoptStoreFaultGivesTheJobBack(t *testing.T) {
 	}
 	if n := slurm.name("41"); !strings.HasPrefix(n, "airlock-s-") {
 		t.Errorf("the adopted job is named %q", n)
+	}
+}
+
+// TestAdoptAnswerWaysIn: the adoption's answer lists the ways into the
+// session that an OnDemand card links to, as the session page offers them
+// to the owner: a plain desktop only itself; an RDP desktop (with the
+// gateway's RDP port) its VNC console and the native RDP file's panel too;
+// an app itself. Each is a place on the session's page. Another user
+// following the RDP link gets nothing: not the page, not the file.
+func TestAdoptAnswerWaysIn(t *testing.T) {
+	slurm := newSlurmLike("51", "52", "53")
+	tg := adoptingGateway(t, slurm, func(c *Config) {
+		c.RDPListen = "127.0.0.1:0"
+		rdp := desktopProfile()
+		rdp.Name, rdp.RDP = "rdpdesk", true
+		c.Profiles = append(c.Profiles, rdp)
+	})
+	alice := tg.client().loginToken("alice")
+	type ans struct {
+		ID   string
+		URL  string
+		Ways []wayIn
+	}
+	adopt := func(profile, job string) ans {
+		t.Helper()
+		var a ans
+		if code, body := alice.do("POST", "/api/v1/sessions", map[string]any{"profile": profile, "slurm_job": job}, &a); code != 201 {
+			t.Fatalf("adopt %s as %s: %d %s", job, profile, code, body)
+		}
+		return a
+	}
+	names := func(a ans) string {
+		var n []string
+		for _, w := range a.Ways {
+			if w.URL != a.URL && !strings.HasPrefix(w.URL, a.URL+"#") {
+				t.Errorf("way %s at %s, not on the session's page %s", w.Name, w.URL, a.URL)
+			}
+			n = append(n, w.Name)
+		}
+		return strings.Join(n, " ")
+	}
+	if a := adopt("desktop", "51"); names(a) != "desktop" {
+		t.Errorf("a desktop without RDP offers %q", names(a))
+	}
+	if a := adopt("app", "53"); names(a) != "app" {
+		t.Errorf("an app offers %q", names(a))
+	}
+	a := adopt("rdpdesk", "52")
+	if names(a) != "desktop console rdp" {
+		t.Fatalf("an RDP desktop offers %q", names(a))
+	}
+	if a.Ways[2].URL != a.URL+"#rdp" {
+		t.Errorf("the RDP way: %s", a.Ways[2].URL)
+	}
+	// Bob follows the card's RDP link (the page, then the file it makes).
+	bob := tg.client().loginCookie("bob")
+	if code, body := bob.do("GET", "/sessions/"+a.ID, nil, nil); code == 200 || strings.Contains(body, "rdp-download") {
+		t.Errorf("bob opening alice's session page: %d %.200s", code, body)
+	}
+	bobTok := tg.client().loginToken("bob")
+	if code, body := bobTok.do("POST", "/api/v1/sessions/"+a.ID+"/rdp", nil, nil); code != 404 {
+		t.Errorf("bob asking for alice's RDP file: %d %s, want 404", code, body)
 	}
 }
