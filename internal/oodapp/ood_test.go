@@ -191,6 +191,16 @@ func TestOODAppRender(t *testing.T) {
 		map[string]any{"host": "n1", "port": 0, "airlock_secret": "", "airlock_session": "ood-x", "airlock_url": `https://gw/sessions/s-1"><script>`}, false); strings.Contains(out, "<script>") || !strings.Contains(out, "/rnode/") {
 		t.Errorf("a card's URL that is not one became a link:\n%s", out)
 	}
+	// The other ways in must be places on the session's page: one
+	// elsewhere (another origin, a page beside it, markup) is no link.
+	for _, bad := range []string{"https://evil.example/#rdp", "https://gw/sessions/s-10#rdp", `https://gw/sessions/s-1#"><script>`} {
+		out := render(t, filepath.Join(appDir(t), "view.html.erb"), filepath.Join(t.TempDir(), "view.html"),
+			map[string]any{"host": "n1", "port": 0, "airlock_secret": "", "airlock_session": "ood-x", "airlock_url": "https://gw/sessions/s-1",
+				"airlock_rdp": bad, "airlock_console": bad, "airlock_app": bad}, false)
+		if strings.Contains(out, `id="airlock-rdp"`) || strings.Contains(out, `id="airlock-console"`) || strings.Contains(out, "<script>") || strings.Contains(out, "Open the app") {
+			t.Errorf("a way in at %q became a link:\n%s", bad, out)
+		}
+	}
 	view := render(t, filepath.Join(appDir(t), "view.html.erb"), filepath.Join(t.TempDir(), "view.html"),
 		map[string]any{"host": "n1", "port": 4000, "airlock_secret": "S3CRET", "airlock_session": "ood-x"}, false)
 	if !strings.Contains(view, `action="/rnode/n1/4000/airlock-login" method="post"`) || strings.Contains(view, "?secret") {
@@ -527,6 +537,10 @@ func TestOODAppSlurmRNode(t *testing.T) {
 	m := formAction.FindStringSubmatch(view)
 	if m == nil {
 		t.Fatalf("no form in the view:\n%s", view)
+	}
+	// No gateway, so no native RDP file: the card says where it is.
+	if !strings.Contains(view, `id="airlock-no-rdp"`) || !strings.Contains(view, "needs the airlock gateway route") || strings.Contains(view, `id="airlock-rdp"`) {
+		t.Errorf("the rnode card on native RDP:\n%s", view)
 	}
 	form := url.Values{}
 	for _, in := range formInput.FindAllStringSubmatch(view, -1) {
