@@ -358,6 +358,18 @@ func TestOODAppSlurmGateway(t *testing.T) {
 	if code, body := g.page(t, "nobody", strings.TrimPrefix(rconn.RDP, g.url)); code < 400 || strings.Contains(body, "rdp-download") || strings.Contains(body, rid) {
 		t.Errorf("nobody following the card's RDP link: %d %.300s", code, body)
 	}
+	t.Run("chromium-ways", func(t *testing.T) {
+		var res struct {
+			Error   string
+			Console bool
+			Panel   bool
+			File    string
+		}
+		runCard(t, "testdata/card-ways.mjs", rview, acct.Name, "ood-gateway-console.png", &res)
+		if res.Error != "" || !res.Console || !res.Panel || res.File != rid+".airlock" {
+			t.Fatalf("Chromium following the card's ways in: %+v", res)
+		}
+	})
 	if code, body := g.call(t, aliceTok, "DELETE", "/api/v1/sessions/"+rid, nil, nil); code != 202 {
 		t.Errorf("stop the RDP desktop: %d %s", code, body)
 	}
@@ -535,6 +547,22 @@ func descendants(roots []int, comm string) []int {
 // its link to the gateway, logs in there as user and waits for the
 // desktop on the session page.
 func openGatewayCardInChromium(t *testing.T, view, user string) {
+	var res struct {
+		Error string
+		URL   string
+		Drawn bool
+	}
+	runCard(t, "testdata/card-gateway.mjs", view, user, "ood-gateway-desktop.png", &res)
+	if res.Error != "" || !res.Drawn {
+		t.Fatalf("Chromium: %+v", res)
+	}
+}
+
+// runCard runs a Chromium script on the card (view, as OnDemand's
+// dashboard shows it) as user with the gateway's password, its screenshot
+// under .artifacts/screenshots, and decodes the JSON it prints into res.
+func runCard(t *testing.T, script, view, user, shot string, res any) {
+	t.Helper()
 	node, err := exec.LookPath("node")
 	if err != nil {
 		t.Skip("no node in PATH")
@@ -555,15 +583,15 @@ func openGatewayCardInChromium(t *testing.T, view, user string) {
 	if err := os.MkdirAll(shots, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	// The card as OnDemand's dashboard shows it (any origin: the link
-	// leaves it for the gateway's).
+	// The card as OnDemand's dashboard shows it (any origin: the links
+	// leave it for the gateway's).
 	card := filepath.Join(t.TempDir(), "card.html")
 	if err := os.WriteFile(card, []byte("<!DOCTYPE html>\n<html><body>\n"+view+"</body></html>\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "testdata/card-gateway.mjs", "file://"+card, user, gwPassword, filepath.Join(shots, "ood-gateway-desktop.png"))
+	cmd := exec.CommandContext(ctx, node, script, "file://"+card, user, gwPassword, filepath.Join(shots, shot))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
@@ -571,17 +599,9 @@ func openGatewayCardInChromium(t *testing.T, view, user string) {
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("card-gateway.mjs: %v\n%s\n%s", err, out, stderr.String())
+		t.Fatalf("%s: %v\n%s\n%s", script, err, out, stderr.String())
 	}
-	var res struct {
-		Error string
-		URL   string
-		Drawn bool
-	}
-	if err := json.Unmarshal(out, &res); err != nil {
-		t.Fatalf("card-gateway.mjs said %q: %v", out, err)
-	}
-	if res.Error != "" || !res.Drawn {
-		t.Fatalf("Chromium: %+v", res)
+	if err := json.Unmarshal(out, res); err != nil {
+		t.Fatalf("%s said %q: %v", script, out, err)
 	}
 }
