@@ -102,6 +102,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzMapLogin -fuzztime 30s ./internal/auth/mail/
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./internal/auth/totp/
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./internal/rdpfile/
+	$(GO) test -run '^$$' -fuzz FuzzWaysLines -fuzztime 30s ./internal/cli/
 
 clean:
 	rm -rf bin internal/portal/static/vendor

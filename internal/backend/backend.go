@@ -103,6 +103,11 @@ type Adopter interface {
 	// scheduler does not know, or that has ended, is ErrGone; one that is
 	// already a session's (any gateway's of this prefix) is ErrTaken.
 	Adopt(ctx context.Context, id, jobID, account string) (Adoption, error)
+	// Unadopt gives job jobID, adopted for session id, back the name it
+	// had before (Adoption.Name), if it still has session id's: for an
+	// adoption the gateway could not record, so the job stays the user's
+	// and no gateway takes it for one of its own to cancel.
+	Unadopt(ctx context.Context, id, jobID, name string) error
 }
 
 // Adoption is an adopted job: its backend reference, and how long the
@@ -110,4 +115,6 @@ type Adopter interface {
 type Adoption struct {
 	Ref      string
 	TimeLeft time.Duration
+	// Name is the job's name before the adoption renamed it (Unadopt's).
+	Name string
 }

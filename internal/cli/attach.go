@@ -23,8 +23,14 @@ import (
 // attachAnswer is the gateway's answer to an adoption (POST
 // /api/v1/sessions with slurm_job).
 type attachAnswer struct {
-	ID     string `json:"id"`
-	URL    string `json:"url"`
+	ID  string `json:"id"`
+	URL string `json:"url"`
+	// Ways are the ways into the session the gateway offers its owner
+	// (desktop, console, rdp, app), each a place on the session's page.
+	Ways []struct {
+		Name string `json:"name"`
+		URL  string `json:"url"`
+	} `json:"ways"`
 	Runner struct {
 		Spec json.RawMessage   `json:"spec"`
 		Env  map[string]string `json:"env"`
@@ -37,12 +43,13 @@ type attachAnswer struct {
 // submitted would, registering with the gateway. The token is the user's
 // (airlock login, or AIRLOCK_TOKEN), never on the command line.
 func cmdAttach(ctx context.Context, env *Env, args []string) int {
-	fs := newFlags(env, "attach", "--profile NAME [--gateway URL] [--url-file FILE]")
+	fs := newFlags(env, "attach", "--profile NAME [--gateway URL] [--url-file FILE] [--ways-file FILE]")
 	profile := fs.String("profile", "", "the gateway's profile to run in this job. Required.")
 	gw := fs.String("gateway", "", "the gateway's https:// URL (default: the one airlock login kept, or AIRLOCK_GATEWAY)")
 	ca := fs.String("ca", "", "PEM file of the CA that signed the gateway's certificate (default: the one airlock login kept, or AIRLOCK_CA; else the system roots)")
 	retryFor := fs.Duration("retry-for", 2*time.Minute, "how long to keep asking a gateway that cannot be reached or answers 502, 503 or 504 (restarting); a refusal ends attach at once")
 	urlFile := fs.String("url-file", "", "write the session's URL on the gateway to FILE (mode 0600) once the gateway has adopted the job")
+	waysFile := fs.String("ways-file", "", "write the session's ways in to FILE (mode 0600), one \"NAME URL\" a line (desktop, console, rdp, app), once the gateway has adopted the job: what an OnDemand card links to")
 	mkLog := logFlags(fs)
 	if c := parse(fs, args); c >= 0 {
 		return c
@@ -106,6 +113,11 @@ func cmdAttach(ctx context.Context, env *Env, args []string) int {
 			return fail(env, "url file: %v", err)
 		}
 	}
+	if *waysFile != "" {
+		if err := os.WriteFile(*waysFile, []byte(waysLines(ans)), 0o600); err != nil {
+			return fail(env, "ways file: %v", err)
+		}
+	}
 	fmt.Fprintf(env.Stderr, "airlock: Slurm job %s is session %s: %s\n", jobID, ans.ID, ans.URL)
 	cfg := runner.Config{Spec: spec, Stdout: env.Stdout, Stderr: env.Stderr, Logger: log,
 		LogFormat: fs.Lookup("log-format").Value.String()}
@@ -113,6 +125,27 @@ func cmdAttach(ctx context.Context, env *Env, args []string) int {
 		return fail(env, "%v", err)
 	}
 	return runner.Run(ctx, cfg)
+}
+
+// waysLines is the ways-file: "NAME URL" lines, keeping only ways whose
+// name is a plain word and whose URL is a place on the session's own page
+// (the shell that reads the file and the card that shows it trust no
+// more than that).
+func waysLines(ans *attachAnswer) string {
+	var b strings.Builder
+	for _, w := range ans.Ways {
+		if w.Name == "" || strings.Trim(w.Name, "abcdefghijklmnopqrstuvwxyz") != "" {
+			continue
+		}
+		if w.URL != ans.URL && !strings.HasPrefix(w.URL, ans.URL+"#") {
+			continue
+		}
+		if strings.ContainsAny(w.URL, " \t\r\n\"'<>\\`$") {
+			continue
+		}
+		fmt.Fprintf(&b, "%s %s\n", w.Name, w.URL)
+	}
+	return b.String()
 }
 
 // errRetry marks an answer worth asking again: no answer, or a gateway (or

@@ -680,12 +680,13 @@ func cmdUsers(ctx context.Context, env *Env, args []string) int {
 }
 
 func cmdConfig(_ context.Context, env *Env, args []string) int {
+	const use = "usage: airlock config check FILE | airlock config defaults | airlock config ood-form FILE (the profiles for the OnDemand app's form)"
 	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
-		fmt.Fprintln(env.Stderr, "usage: airlock config check FILE | airlock config defaults")
+		fmt.Fprintln(env.Stderr, use)
 		return 0
 	}
-	if len(args) == 0 || (args[0] != "check" && args[0] != "defaults") {
-		fmt.Fprintln(env.Stderr, "usage: airlock config check FILE | airlock config defaults")
+	if len(args) == 0 || (args[0] != "check" && args[0] != "defaults" && args[0] != "ood-form") {
+		fmt.Fprintln(env.Stderr, use)
 		return 2
 	}
 	if args[0] == "defaults" {
@@ -693,8 +694,17 @@ func cmdConfig(_ context.Context, env *Env, args []string) int {
 		return 0
 	}
 	if len(args) != 2 {
-		fmt.Fprintln(env.Stderr, "usage: airlock config check FILE")
+		fmt.Fprintln(env.Stderr, use)
 		return 2
+	}
+	if args[0] == "ood-form" {
+		cfg, err := config.Load(args[1])
+		if err != nil {
+			fmt.Fprintln(env.Stderr, err)
+			return 1
+		}
+		env.Stdout.Write(oodForm(cfg, args[1]))
+		return 0
 	}
 	if err := config.Check(args[1]); err != nil {
 		fmt.Fprintln(env.Stderr, err)

@@ -57,6 +57,8 @@ func (f *fakeAdopter) Adopt(_ context.Context, _, jid, _ string) (backend.Adopti
 	return backend.Adoption{Ref: "job:" + jid}, nil
 }
 
+func (f *fakeAdopter) Unadopt(context.Context, string, string, string) error { return nil }
+
 // TestAdoptRefusesControlsAgainstTheUser: an adopted job's runner is run
 // by the user (`airlock attach` gets the spec in the answer and runs it),
 // so whatever the runner enforces is theirs to edit: a kiosk's site and

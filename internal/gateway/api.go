@@ -273,6 +273,9 @@ func (g *Gateway) launchSession(w http.ResponseWriter, r *http.Request, id ident
 		// never in a URL or a log.
 		w.Header().Set("Cache-Control", "no-store")
 		out["url"] = g.baseURL(r) + "/sessions/" + s.ID
+		if p, ok := g.profile(s.Profile); ok {
+			out["ways"] = g.waysIn(p, out["url"].(string))
+		}
 		out["runner"] = map[string]any{"spec": json.RawMessage(adopted.Spec), "env": adopted.Env}
 	}
 	writeJSON(w, 201, out)

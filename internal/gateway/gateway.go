@@ -280,6 +280,10 @@ type Gateway struct {
 	seal    []byte
 	bcast   store.Broadcaster // nil: no other gateway to tell (broadcast.go)
 	spender store.Spender     // nil: single-use things are this gateway's alone
+	// claims holds an adoption's claim on a Slurm job across gateways
+	// (sessions.go adoptLaunch); nil: one gateway, whose backend's own
+	// lock keeps two adoptions of a job apart.
+	claims store.Leaser
 	// handoffs carries e-mailed login links to another gateway (nil:
 	// they stay in this one's memory).
 	handoffs store.Handoffs
@@ -354,6 +358,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	}
 	g.bcast, _ = cfg.Store.(store.Broadcaster)
 	g.spender, _ = cfg.Store.(store.Spender)
+	g.claims, _ = cfg.Store.(store.Leaser)
 	g.handoffs, _ = cfg.Store.(store.Handoffs)
 	if cfg.RDPListen != "" || servesRDP(cfg.Profiles) {
 		if err := g.initRDP(); err != nil {

@@ -150,6 +150,9 @@ func (g *Gateway) launch(ctx context.Context, user string, req LaunchRequest, re
 	// step: counting here and inserting after let concurrent launches all
 	// pass the count.
 	lim := store.Limits{MaxActive: g.cfg.Limits.MaxSessions, MaxActivePerOwner: g.cfg.Limits.MaxSessionsPerUser}
+	if adopter != nil {
+		return g.adoptLaunch(ctx, s, p, req, adopter, lim, remote)
+	}
 	if err := g.cfg.Store.CreateSessionWithin(ctx, s, lim); err != nil {
 		if le, ok := errors.AsType[*store.LimitError](err); ok {
 			err = limitRefusal(le)
@@ -162,40 +165,16 @@ func (g *Gateway) launch(ctx context.Context, user string, req LaunchRequest, re
 	g.metrics.launches.Add(1)
 	g.audit(ctx, user, "launch", s.ID, remote, "profile "+p.Name)
 	spec, err := g.spec(s, p, req)
-	var adopted *backend.Job
-	var adoptedLeft time.Duration
 	if err == nil {
 		job := backend.Job{ID: s.ID, Spec: spec, Owner: g.account(s), User: s.Owner, Profile: p.Name, CPUs: s.CPUs, MemoryMB: s.MemoryMB, Lifetime: s.Lifetime}
 		if g.remote != nil {
 			job.Env = g.remoteJobFor(s, p)
 		}
 		var ref string
-		if adopter != nil {
-			var ad backend.Adoption
-			ad, err = adopter.Adopt(ctx, s.ID, req.SlurmJob, job.Owner)
-			ref, adoptedLeft = ad.Ref, ad.TimeLeft
-			if refusal := adoptRefusal(err, req.SlurmJob); refusal != nil {
-				g.log.WarnContext(ctx, "adoption refused", "session", s.ID, "user", user, "job", req.SlurmJob, "error", err)
-				g.audit(ctx, user, "adopt_refused", s.ID, remote, err.Error())
-				if eerr := g.end(ctx, s.ID, "could not adopt Slurm job "+req.SlurmJob); eerr != nil {
-					g.log.ErrorContext(ctx, "mark a refused adoption ended", "session", s.ID, "error", eerr)
-				}
-				return nil, nil, refusal
-			}
-			if err == nil {
-				g.audit(ctx, user, "adopt", s.ID, remote, "slurm job "+req.SlurmJob)
-				adopted = &job
-			}
-		} else {
-			ref, err = g.cfg.Backend.Start(ctx, job)
-		}
+		ref, err = g.cfg.Backend.Start(ctx, job)
 		if err == nil {
 			s, err = g.cfg.Store.UpdateSession(ctx, s.ID, func(s *session.Session) error {
 				s.BackendRef = ref
-				if adoptedLeft > 0 && (s.Lifetime <= 0 || adoptedLeft < s.Lifetime) {
-					// The job ends at Slurm's limit: so does the session.
-					s.Lifetime = adoptedLeft
-				}
 				if g.remote != nil {
 					// Queued until the scheduler starts the job.
 					return nil
@@ -216,7 +195,110 @@ func (g *Gateway) launch(ctx context.Context, user string, req LaunchRequest, re
 			Message: "the session could not be started; the cause has been logged", cause: err}
 	}
 	g.watch(s.ID, s.BackendRef)
-	return s, adopted, nil
+	return s, nil, nil
+}
+
+// adoptClaimTTL bounds how long an adoption holds its claim on a job in
+// a store several gateways share; the adoption's talk with the scheduler
+// gets half of it, so the claim outlives it even on a slow scheduler.
+const adoptClaimTTL = 2 * time.Minute
+
+// adoptLaunch is launch for a request that adopts the user's Slurm job.
+// The job is renamed first and the session stored after, so a job the
+// scheduler will not give (another user's, ended, taken) leaves no session
+// behind and counts no launch; a session that cannot be stored after the
+// rename gives the job its name back and is a 503 "try again", never an
+// ended session whose job the gateway would then cancel.
+//
+// Gateways on one store claim the job there before asking the scheduler
+// (a lease named after the job's id, one holder at a time): the
+// scheduler's read of the job's name and its rename are two commands, and
+// two gateways between them would both find the job free. Once renamed,
+// the job's name says it is taken (backend.ErrTaken), so the claim is
+// needed only until the session is stored.
+func (g *Gateway) adoptLaunch(ctx context.Context, s *session.Session, p Profile, req LaunchRequest, adopter backend.Adopter, lim store.Limits, remote string) (*session.Session, *backend.Job, error) {
+	user, jid := s.Owner, req.SlurmJob
+	refused := func(err error) (*session.Session, *backend.Job, error) {
+		g.metrics.failures.Add(1)
+		g.audit(ctx, user, "adopt_refused", "", remote, "slurm job "+jid+": "+err.Error())
+		return nil, nil, err
+	}
+	if l := g.claims; l != nil {
+		name := "adopt-job:" + jid
+		got, err := l.TakeLease(ctx, name, s.ID, g.now(), adoptClaimTTL)
+		if err != nil {
+			g.metrics.failures.Add(1)
+			return nil, nil, storeFault("claim slurm job "+jid, err)
+		}
+		if !got {
+			g.log.WarnContext(ctx, "adoption refused: another launch holds the job", "user", user, "job", jid)
+			return refused(adoptRefusal(backend.ErrTaken, jid))
+		}
+		defer func() {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			defer cancel()
+			if err := l.ReleaseLease(rctx, name, s.ID); err != nil {
+				// It expires after adoptClaimTTL anyway.
+				g.log.WarnContext(ctx, "release the claim on an adopted job", "job", jid, "error", err)
+			}
+		}()
+	}
+	spec, err := g.spec(s, p, req)
+	if err != nil {
+		g.metrics.failures.Add(1)
+		g.log.ErrorContext(ctx, "adoption failed", "session", s.ID, "job", jid, "error", err)
+		return nil, nil, &apiError{Status: 500, Code: "launch_failed",
+			Message: "the session could not be started; the cause has been logged", cause: err}
+	}
+	job := backend.Job{ID: s.ID, Spec: spec, Owner: g.account(s), User: s.Owner, Profile: p.Name, CPUs: s.CPUs, MemoryMB: s.MemoryMB, Lifetime: s.Lifetime}
+	job.Env = g.remoteJobFor(s, p)
+	actx, cancel := context.WithTimeout(ctx, adoptClaimTTL/2)
+	ad, err := adopter.Adopt(actx, s.ID, jid, job.Owner)
+	cancel()
+	if refusal := adoptRefusal(err, jid); refusal != nil {
+		g.log.WarnContext(ctx, "adoption refused", "session", s.ID, "user", user, "job", jid, "error", err)
+		return refused(refusal)
+	}
+	if err != nil {
+		// The scheduler did not answer; the backend gave the job back
+		// its name if the rename may have happened.
+		g.metrics.failures.Add(1)
+		g.log.ErrorContext(ctx, "adoption failed", "session", s.ID, "user", user, "job", jid, "error", err)
+		return nil, nil, &apiError{Status: 503, Code: "scheduler_unavailable",
+			Message: "Slurm did not answer; your job is as it was: try again in a few seconds", cause: err}
+	}
+	s.BackendRef = ad.Ref
+	if ad.TimeLeft > 0 && (s.Lifetime <= 0 || ad.TimeLeft < s.Lifetime) {
+		// The job ends at Slurm's limit: so does the session.
+		s.Lifetime = ad.TimeLeft
+	}
+	if g.remote == nil {
+		if err := s.Move(session.Starting, "", g.now()); err != nil {
+			return nil, nil, err
+		}
+	}
+	if err := g.cfg.Store.CreateSessionWithin(ctx, s, lim); err != nil {
+		uctx, ucancel := context.WithTimeout(context.WithoutCancel(ctx), adoptClaimTTL/2)
+		defer ucancel()
+		if uerr := adopter.Unadopt(uctx, s.ID, jid, ad.Name); uerr != nil {
+			// Left with the session's name, the job is one the leading
+			// gateway cancels as having no session: say so loudly.
+			g.log.ErrorContext(ctx, "give an adopted job its name back", "session", s.ID, "job", jid, "name", ad.Name, "error", uerr)
+		}
+		g.metrics.failures.Add(1)
+		if le, ok := errors.AsType[*store.LimitError](err); ok {
+			err = limitRefusal(le)
+			g.audit(ctx, user, "launch_refused", "", remote, err.Error())
+			return nil, nil, err
+		}
+		g.log.ErrorContext(ctx, "store an adopted job's session", "session", s.ID, "job", jid, "error", err)
+		return nil, nil, storeFault("store adopted session", err)
+	}
+	g.metrics.launches.Add(1)
+	g.audit(ctx, user, "launch", s.ID, remote, "profile "+p.Name)
+	g.audit(ctx, user, "adopt", s.ID, remote, "slurm job "+jid)
+	g.watch(s.ID, s.BackendRef)
+	return s, &job, nil
 }
 
 // validSlurmJob reports whether id is a plain Slurm job id: what squeue

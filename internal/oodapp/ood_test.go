@@ -110,11 +110,10 @@ func stage(t *testing.T, staged string) submitYML {
 func stageWith(t *testing.T, staged string, vars map[string]any) submitYML {
 	t.Helper()
 	app := appDir(t)
-	for _, f := range []string{"manifest.yml", "form.yml"} {
-		if out, err := exec.Command("ruby", "-ryaml", "-e", "YAML.safe_load(File.read(ARGV[0]))", filepath.Join(app, f)).CombinedOutput(); err != nil {
-			t.Fatalf("%s: %v\n%s", f, err, out)
-		}
+	if out, err := exec.Command("ruby", "-ryaml", "-e", "YAML.safe_load(File.read(ARGV[0]))", filepath.Join(app, "manifest.yml")).CombinedOutput(); err != nil {
+		t.Fatalf("manifest.yml: %v\n%s", err, out)
 	}
+	render(t, filepath.Join(app, "form.yml.erb"), filepath.Join(t.TempDir(), "form.yml"), map[string]any{}, true)
 	var sub submitYML
 	text := render(t, filepath.Join(app, "submit.yml.erb"), filepath.Join(t.TempDir(), "submit.yml"), vars, true)
 	if err := yaml.Unmarshal([]byte(text), &sub); err != nil {
@@ -154,7 +153,7 @@ func TestOODAppRender(t *testing.T) {
 	need(t, "ruby", "bash")
 	staged := filepath.Join(t.TempDir(), "staged")
 	sub := stage(t, staged)
-	if want := []string{"airlock_secret", "airlock_session", "airlock_url"}; strings.Join(sub.BatchConnect.ConnParams, ",") != strings.Join(want, ",") {
+	if want := []string{"airlock_secret", "airlock_session", "airlock_url", "airlock_console", "airlock_rdp", "airlock_app"}; strings.Join(sub.BatchConnect.ConnParams, ",") != strings.Join(want, ",") {
 		t.Errorf("conn_params %v, want %v", sub.BatchConnect.ConnParams, want)
 	}
 	script, _ := os.ReadFile(filepath.Join(staged, "script.sh"))
@@ -191,6 +190,16 @@ func TestOODAppRender(t *testing.T) {
 	if out := render(t, filepath.Join(appDir(t), "view.html.erb"), filepath.Join(t.TempDir(), "view.html"),
 		map[string]any{"host": "n1", "port": 0, "airlock_secret": "", "airlock_session": "ood-x", "airlock_url": `https://gw/sessions/s-1"><script>`}, false); strings.Contains(out, "<script>") || !strings.Contains(out, "/rnode/") {
 		t.Errorf("a card's URL that is not one became a link:\n%s", out)
+	}
+	// The other ways in must be places on the session's page: one
+	// elsewhere (another origin, a page beside it, markup) is no link.
+	for _, bad := range []string{"https://evil.example/#rdp", "https://gw/sessions/s-10#rdp", `https://gw/sessions/s-1#"><script>`} {
+		out := render(t, filepath.Join(appDir(t), "view.html.erb"), filepath.Join(t.TempDir(), "view.html"),
+			map[string]any{"host": "n1", "port": 0, "airlock_secret": "", "airlock_session": "ood-x", "airlock_url": "https://gw/sessions/s-1",
+				"airlock_rdp": bad, "airlock_console": bad, "airlock_app": bad}, false)
+		if strings.Contains(out, `id="airlock-rdp"`) || strings.Contains(out, `id="airlock-console"`) || strings.Contains(out, "<script>") || strings.Contains(out, "Open the app") {
+			t.Errorf("a way in at %q became a link:\n%s", bad, out)
+		}
 	}
 	view := render(t, filepath.Join(appDir(t), "view.html.erb"), filepath.Join(t.TempDir(), "view.html"),
 		map[string]any{"host": "n1", "port": 4000, "airlock_secret": "S3CRET", "airlock_session": "ood-x"}, false)
@@ -529,6 +538,10 @@ func TestOODAppSlurmRNode(t *testing.T) {
 	if m == nil {
 		t.Fatalf("no form in the view:\n%s", view)
 	}
+	// No gateway, so no native RDP file: the card says where it is.
+	if !strings.Contains(view, `id="airlock-no-rdp"`) || !strings.Contains(view, "needs the airlock gateway route") || strings.Contains(view, `id="airlock-rdp"`) {
+		t.Errorf("the rnode card on native RDP:\n%s", view)
+	}
 	form := url.Values{}
 	for _, in := range formInput.FindAllStringSubmatch(view, -1) {
 		form.Set(in[1], strings.ReplaceAll(in[2], "&amp;", "&"))
@@ -634,3 +647,86 @@ func TestOODAppSlurmRNode(t *testing.T) {
 
 // insecureTLS is for a client whose test is not about the certificate.
 func insecureTLS() *tls.Config { return &tls.Config{InsecureSkipVerify: true} }
+
+// oodSiteConfig is a site's airlock.yaml with every kind of profile, and
+// one the gateway would not adopt (a kiosk).
+const oodSiteConfig = `profiles:
+  - name: desktop
+    title: Linux desktop
+    kind: desktop
+  - name: rdpdesk
+    title: Desktop with RDP
+    kind: desktop
+    desktop: {rdp: true}
+  - name: jupyter
+    title: Jupyter
+    kind: app
+    app: {command: [jupyter-notebook, --no-browser, --port=8888], port: 8888}
+  - name: win11
+    kind: vm
+    vm: {image: win11}
+  - name: hub
+    kind: desktop
+    desktop: {kiosk: {url: "https://hub.example.org/"}}
+images:
+  - name: win11
+    path: /srv/images/win11.qcow2
+    format: qcow2
+    os: windows
+    rdp: true
+`
+
+// TestOODFormListsSiteProfiles: the form's Session select lists the
+// profiles of the site's configuration that a job can run, every kind
+// (desktops, an app, a VM image), from the file `airlock config ood-form`
+// makes, rendered as OnDemand renders form.yml.erb; not the kiosk the
+// gateway would refuse to adopt. Without the file, the desktop alone.
+func TestOODFormListsSiteProfiles(t *testing.T) {
+	need(t, "ruby")
+	bin := realtest.Binary(t)
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "airlock.yaml")
+	if err := os.WriteFile(conf, []byte(oodSiteConfig), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(bin, "config", "ood-form", conf).Output()
+	if err != nil {
+		t.Fatalf("airlock config ood-form: %v", err)
+	}
+	profiles := filepath.Join(dir, "profiles.yml")
+	if err := os.WriteFile(profiles, out, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), "# hub: not offered: a kiosk") {
+		t.Errorf("ood-form does not say why the kiosk is left out:\n%s", out)
+	}
+	options := func() [][]string {
+		t.Helper()
+		text := render(t, filepath.Join(appDir(t), "form.yml.erb"), filepath.Join(t.TempDir(), "form.yml"), map[string]any{}, true)
+		var form struct {
+			Attributes struct {
+				Profile struct {
+					Options [][]string `yaml:"options"`
+				} `yaml:"profile"`
+			} `yaml:"attributes"`
+		}
+		if err := yaml.Unmarshal([]byte(text), &form); err != nil {
+			t.Fatalf("form.yml: %v\n%s", err, text)
+		}
+		return form.Attributes.Profile.Options
+	}
+	t.Setenv("AIRLOCK_OOD_PROFILES", profiles)
+	want := [][]string{
+		{"Linux desktop (desktop)", "desktop"},
+		{"Desktop with RDP (desktop)", "rdpdesk"},
+		{"Jupyter (app)", "jupyter"},
+		{"win11 (virtual machine)", "win11"},
+	}
+	if got := options(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("the form's sessions: %q, want %q\nood-form:\n%s", got, want, out)
+	}
+	t.Setenv("AIRLOCK_OOD_PROFILES", filepath.Join(dir, "missing.yml"))
+	if got := options(); fmt.Sprint(got) != fmt.Sprint([][]string{{"Linux desktop (desktop)", "desktop"}}) {
+		t.Errorf("the form's sessions without the file: %q", got)
+	}
+}

@@ -739,11 +739,50 @@ func (b *Backend) Adopt(ctx context.Context, id, jid, account string) (backend.A
 		return backend.Adoption{}, fmt.Errorf("adopt %s: job %s is %s: %w", id, jid, name, backend.ErrTaken)
 	}
 	if _, err := b.command(ctx, "", "scontrol", nil, nil, "update", "JobId="+jid, "JobName="+b.JobName(id)); err != nil {
+		// scontrol may have renamed it before it failed (a timeout):
+		// a job of the prefix that no session has is one a gateway
+		// cancels, so it gets its name back if it has the session's.
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if uerr := b.unadopt(uctx, id, jid, name); uerr != nil {
+			b.log.ErrorContext(ctx, "give a half-adopted job its name back", "session", id, "job", jid, "name", name, "error", uerr)
+		}
 		return backend.Adoption{}, fmt.Errorf("adopt %s: rename job %s: %w", id, jid, err)
 	}
 	b.log.InfoContext(ctx, "job adopted", "session", id, "job", jid, "owner", account)
 	b.poke()
-	return backend.Adoption{Ref: "job:" + jid, TimeLeft: left}, nil
+	return backend.Adoption{Ref: "job:" + jid, TimeLeft: left, Name: name}, nil
+}
+
+// Unadopt renames job jid back to name if it still has session id's job
+// name; a job renamed since (or ended) is left alone.
+func (b *Backend) Unadopt(ctx context.Context, id, jid, name string) error {
+	if !validJobID(jid) {
+		return fmt.Errorf("unadopt %s: job id %q: %w", id, jid, backend.ErrGone)
+	}
+	b.adoptMu.Lock()
+	defer b.adoptMu.Unlock()
+	return b.unadopt(ctx, id, jid, name)
+}
+
+// unadopt is Unadopt with adoptMu held.
+func (b *Backend) unadopt(ctx context.Context, id, jid, name string) error {
+	out, err := b.command(ctx, "", "squeue", nil, nil, "--noheader", "--states=all", "--jobs="+jid, "--format=%i|%T|%u|%L|%j")
+	if err != nil {
+		return fmt.Errorf("unadopt %s: %w", id, err)
+	}
+	_, _, _, cur, err := parseAdoptLine(out, jid)
+	if err != nil {
+		return fmt.Errorf("unadopt %s: %w", id, err)
+	}
+	if cur != b.JobName(id) {
+		return nil
+	}
+	if _, err := b.command(ctx, "", "scontrol", nil, nil, "update", "JobId="+jid, "JobName="+name); err != nil {
+		return fmt.Errorf("unadopt %s: rename job %s back to %q: %w", id, jid, name, err)
+	}
+	b.log.InfoContext(ctx, "job given back", "session", id, "job", jid, "name", name)
+	return nil
 }
 
 // parseAdoptLine reads squeue's "ID|STATE|USER|TIMELEFT|NAME" line for job

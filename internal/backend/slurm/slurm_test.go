@@ -597,3 +597,43 @@ func TestAdoptNoRootJob(t *testing.T) {
 		t.Fatalf("root's job renamed to %q", name)
 	}
 }
+
+// TestUnadoptGivesTheNameBack: an adoption the gateway could not record
+// gives the job its own name back (else, with the session's name and no
+// session, a gateway would cancel it as an orphan of its own); a job
+// renamed since is left alone, and the job can be adopted again.
+func TestUnadoptGivesTheNameBack(t *testing.T) {
+	cl := realtest.SlurmCluster(t)
+	owner := realtest.TestUser(t)
+	b, err := New(Config{Airlock: realtest.Binary(t), Env: cl.Env(), JobPrefix: "unadopt"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	cmd := exec.Command("runuser", "-u", owner.Name, "--", "sbatch", "--parsable", "--begin=now+1hour", "--job-name=ood-airlock-desktop", "--output=/dev/null", "--wrap=true")
+	cmd.Env = append(os.Environ(), cl.Env()...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("sbatch: %v %s", err, out)
+	}
+	jid := strings.TrimSpace(string(out))
+	t.Cleanup(func() { cl.Command("scancel", jid) })
+	name := func() string {
+		out, _ := cl.Command("squeue", "--noheader", "--jobs="+jid, "--format=%j")
+		return strings.TrimSpace(out)
+	}
+	ad, err := b.Adopt(t.Context(), "s-unadopt1", jid, owner.Name)
+	if err != nil || ad.Name != "ood-airlock-desktop" || name() != b.JobName("s-unadopt1") {
+		t.Fatalf("adopt: %+v %v, job named %q", ad, err, name())
+	}
+	// Another session's Unadopt does not touch it.
+	if err := b.Unadopt(t.Context(), "s-unadopt2", jid, "other"); err != nil || name() != b.JobName("s-unadopt1") {
+		t.Fatalf("unadopt by another session: %v, job named %q", err, name())
+	}
+	if err := b.Unadopt(t.Context(), "s-unadopt1", jid, ad.Name); err != nil || name() != "ood-airlock-desktop" {
+		t.Fatalf("unadopt: %v, job named %q", err, name())
+	}
+	if _, err := b.Adopt(t.Context(), "s-unadopt3", jid, owner.Name); err != nil {
+		t.Fatalf("adopt again: %v", err)
+	}
+}

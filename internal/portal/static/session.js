@@ -28,6 +28,19 @@ export const ui = {
 
 const statusEl = $('status');
 
+// A link from outside the gateway (an Open OnDemand card, gateway's
+// waysIn) picks a way in by its fragment: #console the VNC console beside
+// an RDP desktop, #rdp the panel with the native RDP client's file. This
+// module runs before desktop.js and rdp.js, which read the view from the
+// page.
+if (location.hash === '#console' && d.view === 'rdp' && $('view-vnc') && $('screen')) {
+  d.view = 'vnc';
+  $('view-rdp').setAttribute('aria-pressed', 'false');
+  $('view-vnc').setAttribute('aria-pressed', 'true');
+  $('rdp-screen').hidden = true;
+  $('screen').hidden = false;
+}
+
 // setStatus shows label in the status line; kind is a state name or one
 // of ok / busy / bad, and picks the colour.
 export function setStatus(label, kind = label) {
@@ -147,6 +160,7 @@ $('message-reconnect').addEventListener('click', () => ui.reconnect && ui.reconn
 // ---- native RDP clients: the .airlock file ------------------------------
 
 if ($('rdp-login')) $('rdp-login').textContent = `airlock login ${location.origin}`;
+if (location.hash === '#rdp' && $('rdp-panel')) togglePanel('rdp-panel', true);
 $('rdp-download')?.addEventListener('click', async (ev) => {
   const btn = ev.currentTarget;
   btn.disabled = true;
