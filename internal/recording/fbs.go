@@ -68,7 +68,7 @@ type Writer struct {
 	closed bool  // q is closed
 	last   int64 // ms of the last block
 
-	q        chan []byte         // framed blocks, in order, for compress
+	q        chan *[]byte        // framed blocks, in order, for compress
 	budget   *semaphore.Weighted // bytes queued, at most queueBytes
 	failed   atomic.Bool         // compress could not write: queue no more
 	finished chan struct{}       // compress has flushed and closed the gzip stream
@@ -104,7 +104,7 @@ func Create(path string, meta Meta, maxBytes int64, now func() time.Time) (*Writ
 		return nil, fmt.Errorf("create recording: %w", err)
 	}
 	w := &Writer{f: f, sum: sha256.New(), now: now, max: maxBytes, meta: meta,
-		q: make(chan []byte, 256), budget: semaphore.NewWeighted(queueBytes), finished: make(chan struct{})}
+		q: make(chan *[]byte, 256), budget: semaphore.NewWeighted(queueBytes), finished: make(chan struct{})}
 	w.count = &countWriter{w: io.MultiWriter(f, w.sum)}
 	// BestSpeed, and klauspost's deflate rather than the standard
 	// library's: framebuffer updates are mostly compressed already, and
@@ -126,22 +126,23 @@ func Create(path string, meta Meta, maxBytes int64, now func() time.Time) (*Writ
 
 // compress writes the queued blocks until the queue is closed, then ends
 // the gzip stream.
-func (w *Writer) compress(q <-chan []byte, gz *gzip.Writer, buf *bufio.Writer) {
+func (w *Writer) compress(q <-chan *[]byte, gz *gzip.Writer, buf *bufio.Writer) {
 	defer close(w.finished)
 	for b := range q {
 		if w.err == nil {
-			if _, err := buf.Write(b); err != nil {
+			if _, err := buf.Write(*b); err != nil {
 				w.err = err
 				w.failed.Store(true)
 			}
 		}
-		w.budget.Release(weight(b))
-		blockPool.Put(b[:0])
+		w.budget.Release(weight(*b))
+		*b = (*b)[:0]
+		blockPool.Put(b)
 	}
 	w.err = errors.Join(w.err, buf.Flush(), gz.Close())
 }
 
-var blockPool = sync.Pool{New: func() any { return []byte(nil) }}
+var blockPool = sync.Pool{New: func() any { return new([]byte) }}
 
 func weight(b []byte) int64 { return min(int64(cap(b)), queueBytes) }
 
@@ -174,7 +175,8 @@ func (w *Writer) Stop(reason string) {
 // time.
 func (w *Writer) block(p []byte, ms int64) {
 	n := 4 + len(p) + (4-len(p)%4)%4 + 4
-	b := blockPool.Get().([]byte)
+	bp := blockPool.Get().(*[]byte)
+	b := *bp
 	if cap(b) < n {
 		b = make([]byte, 0, max(n, 4<<10))
 	}
@@ -182,8 +184,9 @@ func (w *Writer) block(p []byte, ms int64) {
 	b = append(b, p...)
 	b = append(b, make([]byte, (4-len(p)%4)%4)...)
 	b = binary.BigEndian.AppendUint32(b, uint32(ms))
+	*bp = b
 	w.budget.Acquire(context.Background(), weight(b)) // cannot fail: no deadline, weight <= the budget
-	w.q <- b
+	w.q <- bp
 }
 
 func (w *Writer) endLocked(reason string) {
