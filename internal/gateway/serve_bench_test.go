@@ -48,6 +48,7 @@ profiles:
     cpus: {default: 1, max: 2}
     memory: {default: 512M, max: 1G}
 limits:
+  max_sessions: 0
   max_sessions_per_user: 0
   max_load: 0
   min_free_memory: 0
