@@ -159,7 +159,7 @@ func (g *Gateway) serveRDPWeb(w http.ResponseWriter, r *http.Request) {
 	g.audit(ctx, tag.User, "connect", tag.Session, remote, "rdp (browser)")
 	g.log.InfoContext(ctx, "rdp (browser): connected", "session", tag.Session, "user", tag.User, "remote_addr", remote)
 	start := time.Now()
-	client := &rdpClientConn{Conn: ws, f: rdpfilter.New(policy)}
+	client := &rdpClientConn{Conn: ws, f: rdpfilter.New(policy), tap: rdpWebTap}
 	stats, err := relay.Pipe(ctx, client, up, 0)
 	attrs := []any{"session", tag.Session, "user", tag.User, "remote_addr", remote,
 		"bytes_in", stats.AToB, "bytes_out", stats.BToA, "duration", time.Since(start)}
@@ -335,7 +335,7 @@ func describeRefusal(p *rdcleanpath.PDU) string {
 // can only take the whole clipboard channel out, so any policy short of
 // both does (config check allows only none with RDP).
 func (p Profile) rdpPolicy() rdpfilter.Policy {
-	return rdpfilter.Policy{Clipboard: p.clipboardWhole(), Drives: p.Drives, Xrdp: p.Kind == "desktop"}
+	return rdpfilter.Policy{Clipboard: p.clipboardWhole(), Drives: p.Drives, Xrdp: p.Kind == "desktop" && p.RDPServer != RDPServerShadow}
 }
 
 // clipboardWhole reports whether p lets clipboard text cross both ways,
@@ -350,6 +350,19 @@ type rdpClientConn struct {
 	f       *rdpfilter.Stream
 	pending []byte // filtered bytes not yet returned
 	in      []byte
+	tap     func(fromClient bool, b []byte)
+}
+
+// rdpWebTap, set only by tests, sees every byte the relay holds in the
+// clear, both ways (the client's after the filter): the place to prove
+// what the gateway can and cannot read, such as an NLA password.
+var rdpWebTap func(fromClient bool, b []byte)
+
+func (c *rdpClientConn) Write(p []byte) (int, error) {
+	if c.tap != nil {
+		c.tap(false, p)
+	}
+	return c.Conn.Write(p)
 }
 
 func (c *rdpClientConn) Read(p []byte) (int, error) {
@@ -375,6 +388,9 @@ func (c *rdpClientConn) Read(p []byte) (int, error) {
 	}
 	n := copy(p, c.pending)
 	c.pending = c.pending[n:]
+	if c.tap != nil {
+		c.tap(true, p[:n])
+	}
 	return n, nil
 }
 

@@ -101,6 +101,10 @@ type SessionPage struct {
 	RDP bool
 	// RDPPassword is the guest's one-time password (owner only; "" for none).
 	RDPPassword string
+	// RDPUser is the account RDPPassword is for ("" when the guest's
+	// image decides): with both, the browser's RDP client logs on with
+	// them inside CredSSP without asking.
+	RDPUser string
 	// NoClipIn and NoClipOut are the directions the profile's clipboard
 	// policy refuses (viewer to desktop, desktop to viewer); the page
 	// shows no clipboard panel when both are. The connector enforces the
@@ -113,6 +117,13 @@ type SessionPage struct {
 	// RDPSize is the desktop's fixed size (WIDTHxHEIGHT) when it has one
 	// (a desktop's Xvnc); the client asks for it rather than the window's.
 	RDPSize string
+}
+
+// RDPAsks reports whether the browser's RDP client must ask the owner
+// for a logon (NLA with no generated account and password), which makes
+// the VNC console the page's default view.
+func (p SessionPage) RDPAsks() bool {
+	return p.RDPCredSSP && (p.RDPUser == "" || p.RDPPassword == "")
 }
 
 // AdminPage shows every session and the node.

@@ -24,7 +24,13 @@ const credssp = root.dataset.rdpCredssp === 'true';
 const fixed = /^(\d+)x(\d+)$/.exec(root.dataset.rdpSize || '');
 
 let irgUI = null; // the web component's UserInteraction, once it is ready
-let creds = credssp ? null : { user: 'airlock', password: 'airlock' }; // see connect
+// A session with a generated password (a shadow desktop, a VM image with
+// rdp_password: generate) names its account and password in the page
+// (never in a URL): the client logs on with them inside CredSSP, so the
+// owner types neither, and the gateway relays them only encrypted.
+const logon = root.dataset.rdpUser && root.dataset.rdpPassword
+  ? { user: root.dataset.rdpUser, password: root.dataset.rdpPassword } : null;
+let creds = credssp ? logon : { user: 'airlock', password: 'airlock' }; // see connect
 let active = false; // a session is open or opening
 let generation = 0; // bumps on every connect, so a stale end is ignored
 
@@ -105,6 +111,7 @@ function askCredentials() {
     return i;
   };
   const user = field('User name', 'user', 'text');
+  if (logon) user.value = logon.user;
   const pass = field('Password', 'password', 'password');
   const go = document.createElement('button');
   go.type = 'submit';
@@ -118,7 +125,7 @@ function askCredentials() {
     connect();
   });
   holder.appendChild(form);
-  user.focus();
+  (logon ? pass : user).focus();
 }
 
 async function connect() {
