@@ -264,8 +264,17 @@ func (g *Gateway) rdpWebAdmit(ctx context.Context, r *http.Request, ws net.Conn)
 		hop.Close()
 		return nil, tag, nil, policy, ref
 	}
+	if cc, err := rdcleanpath.ParseConfirm(resp.X224); err == nil && cc.Protocol&(protocolHybrid|protocolHybridEx) != 0 {
+		policy.NLA = true
+	}
 	return up, tag, resp, policy, nil
 }
+
+// The RDP security protocols of MS-RDPBCGR 2.2.1.2.1 that run CredSSP.
+const (
+	protocolHybrid   = 0x2
+	protocolHybridEx = 0x8
+)
 
 // rdpServerHandshake sends the client's Connection Request to the RDP
 // server behind conn, reads its Confirm and does the TLS handshake. The
@@ -350,17 +359,18 @@ type rdpClientConn struct {
 	f       *rdpfilter.Stream
 	pending []byte // filtered bytes not yet returned
 	in      []byte
-	tap     func(fromClient bool, b []byte)
+	tap     func(stage string, b []byte)
 }
 
 // rdpWebTap, set only by tests, sees every byte the relay holds in the
-// clear, both ways (the client's after the filter): the place to prove
-// what the gateway can and cannot read, such as an NLA password.
-var rdpWebTap func(fromClient bool, b []byte)
+// clear: the client's as they came ("client") and as the filter passed
+// them on ("relayed"), and the server's ("server"). It is where a test
+// proves what the gateway can read, such as an NLA password.
+var rdpWebTap func(stage string, b []byte)
 
 func (c *rdpClientConn) Write(p []byte) (int, error) {
 	if c.tap != nil {
-		c.tap(false, p)
+		c.tap("server", p)
 	}
 	return c.Conn.Write(p)
 }
@@ -371,6 +381,9 @@ func (c *rdpClientConn) Read(p []byte) (int, error) {
 			c.in = make([]byte, 16<<10)
 		}
 		n, err := c.Conn.Read(c.in)
+		if n > 0 && c.tap != nil {
+			c.tap("client", c.in[:n])
+		}
 		if n > 0 {
 			out, ferr := c.f.Feed(c.in[:n])
 			if ferr != nil {
@@ -389,14 +402,14 @@ func (c *rdpClientConn) Read(p []byte) (int, error) {
 	n := copy(p, c.pending)
 	c.pending = c.pending[n:]
 	if c.tap != nil {
-		c.tap(true, p[:n])
+		c.tap("relayed", p[:n])
 	}
 	return n, nil
 }
 
 // logAttrs say what the filter saw, for the disconnect log line.
 func (c *rdpClientConn) logAttrs() []any {
-	return []any{"channels", c.f.Channels, "channels_blocked", c.f.Blocked}
+	return []any{"channels", c.f.Channels, "channels_blocked", c.f.Blocked, "info_password_blanked", c.f.PasswordBlanked}
 }
 
 // servesRDP reports whether a profile serves RDP (a desktop's rdp or a VM

@@ -38,10 +38,16 @@ try {
   // The same page with a wrong password where the right one was.
   const wrong = await newPage(browser, cfg.user, errors);
   await login(wrong, cfg.base, cfg.user, cfg.password);
-  await wrong.route(`${cfg.base}/sessions/${cfg.session}`, async (route) => {
-    const resp = await route.fetch();
-    const body = (await resp.text()).replace(/data-rdp-password="[^"]*"/, 'data-rdp-password="Wrong2Password3x"');
-    await route.fulfill({ response: resp, body });
+  // Before the page's module reads it: the parser inserts the element,
+  // the observer's microtask edits it, the deferred module runs later.
+  await wrong.addInitScript(() => {
+    new MutationObserver((_, obs) => {
+      const el = document.getElementById('session');
+      if (el && el.dataset.rdpPassword) {
+        el.dataset.rdpPassword = 'Wrong2Password3x';
+        obs.disconnect();
+      }
+    }).observe(document, { childList: true, subtree: true });
   });
   await wrong.goto(`${cfg.base}/sessions/${cfg.session}`);
   await wrong.waitForFunction(settled, null, { timeout: 90000 });
