@@ -118,7 +118,7 @@ func TestRDPWebNLA(t *testing.T) {
 	m := b.wait("refused", 120*time.Second)
 	state, _ := m["state"].(string)
 	msg, _ := m["message"].(string)
-	if !strings.HasPrefix(state, "failed:") || !strings.Contains(msg, "could not be opened") {
+	if !strings.HasPrefix(state, "failed:") || !strings.Contains(msg, "refused the logon") {
 		t.Errorf("a wrong password: state %q, message %q", state, msg)
 	}
 	t.Logf("wrong password: %q", msg)

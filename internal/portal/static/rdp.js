@@ -92,6 +92,18 @@ export function words(err) {
   }
 }
 
+// closedInLogon words a server that hung up while the connection was
+// being set up with NLA: FreeRDP's shadow server refuses a wrong user
+// name or password by closing the connection inside CredSSP, with no
+// error code, which IronRDP reports only as a frame cut short.
+function closedInLogon(err) {
+  if (!err || typeof err.kind !== 'function' || err.kind() !== 0) return '';
+  let bt = '';
+  try { bt = String(err.backtrace()); } catch { return ''; }
+  if (!/not enough bytes|unexpected end|connection reset/i.test(bt)) return '';
+  return 'the desktop\'s RDP server refused the logon and closed the connection (the user name or password was wrong, or the account may not log on)';
+}
+
 // askCredentials shows a small form in the RDP view for NLA's user name
 // and password, and connects with them.
 function askCredentials() {
@@ -168,7 +180,7 @@ async function connect() {
   } catch (e) {
     if (gen !== generation) return;
     active = false;
-    const why = e instanceof Error ? e.message : words(e);
+    const why = e instanceof Error ? e.message : (credssp && closedInLogon(e)) || words(e);
     setState(`failed:${why}`);
     setStatus('refused', 'bad');
     if (credssp) creds = null; // ask again: the password may have been wrong
