@@ -149,6 +149,10 @@ func TestRDPWebNLA(t *testing.T) {
 		if bytes.Contains([]byte(lb.String()), form) {
 			t.Error("the password is in the gateway's log")
 		}
+		// The runner's, the connectors' and the shadow server's logs.
+		if sl := connectorLog(t, tg, s.ID); strings.Contains(sl, string(form)) {
+			t.Error("the password is in the session's logs")
+		}
 	}
 	audits, err := tg.cfg.Store.ListAudit(context.Background(), store.AuditFilter{Session: s.ID})
 	if err != nil {

@@ -54,6 +54,7 @@ try {
   say('refused', {
     state: await wrong.evaluate(() => window.airlockRDPState),
     message: await wrong.textContent('#message-text'),
+    detail: await wrong.evaluate(() => window.airlockRDPDetail || ''),
     url: wrong.url(),
   });
   await lines.next();

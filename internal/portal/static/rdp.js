@@ -10,6 +10,7 @@
 //
 // window.airlockRDPState, for tests and for reading in the console:
 //   'connecting' | 'connected' | 'failed:WORDS' | 'closed:REASON' | 'off'
+// and window.airlockRDPDetail, after a failure: IronRDP's kind and backtrace.
 import './vendor/ironrdp/iron-remote-desktop.js';
 import { Backend, init, enableCredssp, displayControl } from './vendor/ironrdp/iron-remote-desktop-rdp.js';
 import { api } from './api.js';
@@ -92,15 +93,27 @@ export function words(err) {
   }
 }
 
+// detail is IronRDP's own account of a failure (its kind and backtrace),
+// for the console and tests; it names no credential.
+function detail(err) {
+  try {
+    return err instanceof Error ? String(err.stack || err) : `kind ${err.kind()}: ${err.backtrace()}`;
+  } catch {
+    return String(err);
+  }
+}
+
 // closedInLogon words a server that hung up while the connection was
 // being set up with NLA: FreeRDP's shadow server refuses a wrong user
 // name or password by closing the connection inside CredSSP, with no
-// error code, which IronRDP reports only as a frame cut short.
+// error code, which IronRDP reports only as a frame cut short: "not
+// enough bytes", or the WebSocket's close (the gateway's, once the server
+// hung up) when that comes first.
 function closedInLogon(err) {
   if (!err || typeof err.kind !== 'function' || err.kind() !== 0) return '';
   let bt = '';
   try { bt = String(err.backtrace()); } catch { return ''; }
-  if (!/not enough bytes|unexpected end|connection reset/i.test(bt)) return '';
+  if (!/not enough bytes|unexpected end|connection reset|WebSocket Closed/i.test(bt)) return '';
   return 'the desktop\'s RDP server refused the logon and closed the connection (the user name or password was wrong, or the account may not log on)';
 }
 
@@ -181,6 +194,7 @@ async function connect() {
     if (gen !== generation) return;
     active = false;
     const why = e instanceof Error ? e.message : (credssp && closedInLogon(e)) || words(e);
+    window.airlockRDPDetail = detail(e);
     setState(`failed:${why}`);
     setStatus('refused', 'bad');
     if (credssp) creds = null; // ask again: the password may have been wrong
