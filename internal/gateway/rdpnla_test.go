@@ -128,6 +128,26 @@ func TestRDPWebNLA(t *testing.T) {
 	}
 	lb.waitLog(t, "rdp (browser): connected", "session="+s.ID)
 
+	// Another portal user, then the same user holding a control share:
+	// neither page names the password (nor the account).
+	bob := tg.client().loginCookie("bob")
+	page := func(c *client) (int, string) { return c.do("GET", "/sessions/"+s.ID, nil, nil) }
+	if code, body := page(bob); code == 200 || strings.Contains(body, pw) {
+		t.Errorf("another user's view of the session page: %d, password shown %v", code, strings.Contains(body, pw))
+	}
+	var share struct{ URL string }
+	if code, body := alice.do("POST", "/api/v1/sessions/"+s.ID+"/shares", map[string]string{"mode": "control"}, &share); code != 201 {
+		t.Fatalf("control share: %d %s", code, body)
+	}
+	resp, err := bob.http.Get(tg.url + strings.TrimPrefix(share.URL, "https://"+strings.TrimPrefix(tg.url, "https://")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if code, body := page(bob); code != 200 || strings.Contains(body, pw) || strings.Contains(body, "data-rdp-user") {
+		t.Errorf("the control-share holder's session page: %d, password shown %v", code, strings.Contains(body, pw))
+	}
+
 	// Where the password must not be: what the relay passed on, either
 	// way, in the clear (it crossed inside CredSSP's encryption), the
 	// gateway's log and its audit log.
