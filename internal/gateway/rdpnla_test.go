@@ -122,6 +122,7 @@ func TestRDPWebNLA(t *testing.T) {
 		t.Errorf("a wrong password: state %q, message %q", state, msg)
 	}
 	t.Logf("wrong password: %q", msg)
+	lb.waitLog(t, "rdp (browser): disconnected", "session="+s.ID, "info_password_blanked=false", `nla_logon="ended inside CredSSP`)
 	b.proceed()
 	if m := b.wait("done", 30*time.Second); m["errors"] != nil && len(m["errors"].([]any)) > 0 {
 		t.Logf("page errors: %v", m["errors"])

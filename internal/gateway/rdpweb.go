@@ -164,6 +164,11 @@ func (g *Gateway) serveRDPWeb(w http.ResponseWriter, r *http.Request) {
 	attrs := []any{"session", tag.Session, "user", tag.User, "remote_addr", remote,
 		"bytes_in", stats.AToB, "bytes_out", stats.BToA, "duration", time.Since(start)}
 	attrs = append(attrs, client.logAttrs()...)
+	if policy.NLA && !client.f.Connected() {
+		// The server hung up inside CredSSP: how FreeRDP's shadow
+		// server refuses a wrong password (the page says so too).
+		attrs = append(attrs, "nla_logon", "ended inside CredSSP (a refused logon?)")
+	}
 	if err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, io.EOF) {
 		attrs = append(attrs, "error", err)
 	}

@@ -50,6 +50,10 @@ type Policy struct {
 	NLA bool
 }
 
+// Connected reports whether the client's MCS Connect Initial went by:
+// with NLA, a connection that ends before it ended inside CredSSP.
+func (s *Stream) Connected() bool { return s.seen }
+
 // blocked reports whether p forbids the channel named name.
 func (p Policy) blocked(name string) bool {
 	switch strings.ToLower(name) {

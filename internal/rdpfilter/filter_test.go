@@ -264,7 +264,13 @@ func TestNLABlanksInfoPassword(t *testing.T) {
 	for _, nla := range []bool{true, false} {
 		in := slices.Concat(ci, info(0))
 		f := New(Policy{Clipboard: true, NLA: nla})
+		if f.Connected() {
+			t.Fatal("connected before the Connect Initial")
+		}
 		out, err := f.Feed(slices.Clone(in))
+		if !f.Connected() {
+			t.Error("the Connect Initial went by unseen")
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
