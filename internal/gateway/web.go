@@ -238,6 +238,7 @@ func (g *Gateway) sessionPage(w http.ResponseWriter, r *http.Request) error {
 		pv.RDPCredSSP = prof.Kind == "vm" || prof.RDPServer == RDPServerShadow
 		if prof.Kind == "desktop" {
 			pv.RDPSize = cmp.Or(prof.Geometry, "1280x800")
+			pv.RDPDefault = true
 		}
 		pv.RDPPassword = g.rdpPasswordOf(prof, s)
 		if pv.RDPPassword != "" {

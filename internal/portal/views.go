@@ -114,16 +114,13 @@ type SessionPage struct {
 	// (the default view then, beside the VNC console); RDPCredSSP says
 	// whether the client runs NLA (a server that demands it) or TLS only.
 	RDPWeb, RDPCredSSP bool
+	// RDPDefault makes RDP the default view (a desktop's: its server
+	// serves the Xvnc that is already up); a VM's guest may take minutes
+	// to serve RDP, so its console comes first.
+	RDPDefault bool
 	// RDPSize is the desktop's fixed size (WIDTHxHEIGHT) when it has one
 	// (a desktop's Xvnc); the client asks for it rather than the window's.
 	RDPSize string
-}
-
-// RDPAsks reports whether the browser's RDP client must ask the owner
-// for a logon (NLA with no generated account and password), which makes
-// the VNC console the page's default view.
-func (p SessionPage) RDPAsks() bool {
-	return p.RDPCredSSP && (p.RDPUser == "" || p.RDPPassword == "")
 }
 
 // AdminPage shows every session and the node.
