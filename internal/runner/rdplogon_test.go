@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -98,5 +99,14 @@ func TestWriteRDPLogon(t *testing.T) {
 	os.Remove(p)
 	if err := r.writeRDPLogon(owner, scratch); err == nil || strings.Contains(err.Error(), "rm -rf") {
 		t.Errorf("bad password: %v", err)
+	}
+}
+
+// TestRDPLogonPasswordFileHidden: the file the runner reads the password
+// from is one of the paths the seal hides from the workload.
+func TestRDPLogonPasswordFileHidden(t *testing.T) {
+	r := &run{spec: &Spec{RDPLogon: &contract.RDPLogon{User: "alice", PasswordFile: "/srv/gw/sessions/s-1/rdp.password", SAMFile: "/tmp/.airlock-rdp-sam"}}}
+	if h := r.hidden(); !slices.Contains(h, "/srv/gw/sessions/s-1/rdp.password") {
+		t.Errorf("hidden %v", h)
 	}
 }
