@@ -21,6 +21,7 @@ pkgs=(
   openssh-server openssh-client # the forward benchmark's ssh -L path (the design airlock forward is measured against)
   xrdp              # RDP into a desktop session (run unprivileged inside the seal)
   freerdp2-x11 xvfb xdotool imagemagick # the native RDP client tests: xfreerdp under Xvfb, a screenshot of its window
+  freerdp2-shadow-x11 winpr-utils # desktop.rdp_server: shadow (FreeRDP's shadow server, NLA) and TestRDPWebNLA; winpr-hash checks the runner's NT hash
   zbar-tools oathtool # decode the TOTP enrolment's QR code and make codes with another implementation
   jupyter-notebook  # the demo's app profile (make run), and the test that launches it
   ruby nginx-light novnc # the Open OnDemand app's tests: ERB templates rendered by Debian's ruby, nginx as OnDemand's /rnode proxy, noVNC served inside the seal

@@ -393,7 +393,7 @@ func profileFromConfig(p config.Profile) gateway.Profile {
 	}
 	if d := p.Desktop; d != nil {
 		g.Geometry, g.Depth, g.Programs, g.Xvnc, g.VNCPassword, g.RDP = d.Geometry, d.Depth, d.Programs, d.Xvnc, d.VNCPassword, d.RDP
-		g.Drives = d.Drives
+		g.Drives, g.RDPServer = d.Drives, d.RDPServer
 		if k := d.Kiosk; k != nil {
 			g.Kiosk = &gateway.Kiosk{URL: k.URL, Browser: k.Browser, Allow: k.Allow, CAFile: k.CAFile}
 		}

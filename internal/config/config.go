@@ -412,6 +412,14 @@ type DesktopProfile struct {
 	// to the session's own Xvnc (answering its vnc_password, if set).
 	// Needs xrdp and openssl on the node. Default false.
 	RDP bool `yaml:"rdp"`
+	// RDPServer is the RDP server rdp: true runs in the seal: xrdp (TLS
+	// only: the seal and the gateway's ticket are the lock) or shadow,
+	// FreeRDP's shadow server sharing the session's Xvnc with NLA: each
+	// session gets a one-time password that clients must give inside
+	// CredSSP (the portal's page and `airlock rdp` pass it on; the gateway
+	// relays it encrypted). Shadow needs freerdp-shadow-cli (Debian's
+	// freerdp2-shadow-x11) on the node. Default "xrdp".
+	RDPServer string `yaml:"rdp_server"`
 	// Drives lets the browser's RDP client redirect drives, printers and
 	// smart cards into the session (the rdpdr channel). Default false.
 	Drives bool `yaml:"drives"`
@@ -1046,6 +1054,7 @@ func defaultProfile(kind string) Profile {
 			Programs:    [][]string{{"icewm-session"}, {"xterm"}},
 			VNCPassword: false,
 			RDP:         false,
+			RDPServer:   "xrdp",
 			Drives:      false,
 			Xvnc:        "Xvnc",
 		}

@@ -563,6 +563,12 @@ func (v *validator) desktop(at string, p *Profile) {
 	if d.Xvnc == "" {
 		v.errorf(at+".xvnc", "empty; want the Xvnc program")
 	}
+	switch {
+	case d.RDPServer != "xrdp" && d.RDPServer != "shadow":
+		v.errorf(at+".rdp_server", "%q; want xrdp or shadow", d.RDPServer)
+	case d.RDPServer == "shadow" && !d.RDP:
+		v.errorf(at+".rdp_server", "shadow only with rdp: true (it is the RDP server rdp starts)")
+	}
 	if d.Kiosk != nil {
 		v.kiosk(at+".kiosk", d.Kiosk)
 	}

@@ -75,6 +75,26 @@ type Spec struct {
 	// KioskSpec). The workload is still the X server; the browser is
 	// started once it answers, and its exit ends the session.
 	Kiosk *KioskSpec `json:"kiosk"`
+	// RDPLogon gives an RDP server in the seal that does NLA (FreeRDP's
+	// shadow server) the session's one-time password. See RDPLogon.
+	RDPLogon *RDPLogon `json:"rdp_logon"`
+}
+
+// RDPLogon is the one account an NLA RDP server in the seal accepts. The
+// runner reads the password (from PasswordFile, 0600, or PasswordEnv,
+// unset once read, as with vm.rdp_password_*) and writes only its NT hash,
+// as an NTLM SAM file (USER::LMHASH:NTHASH:::) readable by the owner
+// alone, to SAMFile in the seal's private /tmp: the password itself never
+// reaches the seal, a command line or a log.
+type RDPLogon struct {
+	// User is the account's name: 1-64 of A-Z a-z 0-9 . _ -.
+	User string `json:"user"`
+	// PasswordFile or PasswordEnv (exactly one) hold the password: 8-64
+	// of A-Z a-z 0-9.
+	PasswordFile string `json:"password_file"`
+	PasswordEnv  string `json:"password_env"`
+	// SAMFile is the file the server reads: directly in /tmp.
+	SAMFile string `json:"sam_file"`
 }
 
 // KioskBrowsers are the browsers a kiosk can run.

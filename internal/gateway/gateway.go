@@ -53,6 +53,10 @@ type Profile struct {
 	// through the gateway's RDP port (rdp.go), and to the browser's RDP
 	// client (rdpweb.go).
 	RDP bool
+	// RDPServer (desktop, with RDP) is the RDP server in the seal: "" or
+	// RDPServerXrdp (TLS only), or RDPServerShadow (FreeRDP's shadow
+	// server, NLA with a one-time password per session; rdpshadow.go).
+	RDPServer string
 	// Drives (browser RDP): let the client redirect drives, printers and
 	// smart cards into the session. Default false.
 	Drives bool

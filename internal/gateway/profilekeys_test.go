@@ -41,6 +41,8 @@ func TestEveryProfileFieldIsUsed(t *testing.T) {
 			CPUs: 1, MaxCPUs: 4, MemoryMB: 1024, MaxMemoryMB: 4096, Lifetime: time.Hour, MaxLifetime: 8 * time.Hour, IdleTimeout: time.Hour},
 		{Name: "app", Title: "App", Kind: "app", Command: []string{"app", "--port", "{port}", "--prefix", "{prefix}"}, Port: 8888,
 			CPUs: 1, MaxCPUs: 4, MemoryMB: 1024, MaxMemoryMB: 4096, Lifetime: time.Hour, MaxLifetime: 8 * time.Hour},
+		// A desktop serving RDP, so that its server (rdp_server) matters.
+		{Name: "rdpdesk", Title: "RDP desktop", Kind: "desktop", Geometry: "1024x768", Depth: 24, Xvnc: "Xvnc", RDP: true, RDPServer: RDPServerShadow},
 		{Name: "sock", Title: "Socket app", Kind: "app", Command: []string{"app", "{socket}"}, Socket: "/tmp/app.sock"},
 		{Name: "vm", Title: "VM", Kind: "vm", CPUs: 1, MaxCPUs: 4, MemoryMB: 1024, MaxMemoryMB: 4096,
 			VM: &VMImage{Name: "img", Path: "/srv/img.qcow2", Format: "qcow2", OS: "linux", Firmware: "bios",

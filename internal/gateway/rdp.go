@@ -239,6 +239,11 @@ func (g *Gateway) IssueRDPFile(ctx context.Context, user string, s *session.Sess
 		// The guest's one-time password is the owner's alone: a file made
 		// for anyone else (a control share) goes without it.
 		f.Password = g.rdpPassword(s)
+		if p, _ := g.profile(s.Profile); f.Password != "" && p.Kind == "desktop" {
+			// The shadow server's SAM file names this account (the
+			// owner's name, or "airlock" for one it cannot take).
+			f.User = rdpLogonUser(p, s)
+		}
 	}
 	return f, t, nil
 }

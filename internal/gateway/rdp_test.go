@@ -162,13 +162,24 @@ func startXvfb(t *testing.T) string {
 // gateway's RDP port and the session's tls connector to xrdp in the seal,
 // bridged to the session's own Xvnc. The client window shows the remote
 // desktop (pixels), and a line typed into it reaches the xterm.
-func TestRDPDesktopXfreerdp(t *testing.T) { rdpDesktopE2E(t, false) }
+func TestRDPDesktopXfreerdp(t *testing.T) { rdpDesktopE2E(t, false, "") }
 
 // TestRDPDesktopVNCPassword is the same with desktop.vnc_password: xrdp
 // answers Xvnc's per-session password itself.
-func TestRDPDesktopVNCPassword(t *testing.T) { rdpDesktopE2E(t, true) }
+func TestRDPDesktopVNCPassword(t *testing.T) { rdpDesktopE2E(t, true, "") }
 
-func rdpDesktopE2E(t *testing.T, vncPassword bool) {
+// TestRDPDesktopShadowNLA is the same with rdp_server: shadow: xfreerdp
+// logs on to FreeRDP's shadow server with NLA, with the session's
+// one-time password that the .airlock file carries and `airlock rdp`
+// hands it on its standard input; TLS and CredSSP run end to end.
+func TestRDPDesktopShadowNLA(t *testing.T) {
+	if _, err := exec.LookPath("freerdp-shadow-cli"); err != nil {
+		t.Skip("freerdp-shadow-cli not installed (scripts/install-deps.sh installs freerdp2-shadow-x11)")
+	}
+	rdpDesktopE2E(t, false, RDPServerShadow)
+}
+
+func rdpDesktopE2E(t *testing.T, vncPassword bool, server string) {
 	needRDPTools(t)
 	owner := realtest.Current(t)
 	if os.Geteuid() == 0 {
@@ -176,7 +187,7 @@ func rdpDesktopE2E(t *testing.T, vncPassword bool) {
 	}
 	dir := ownerDir(t, owner, "airlock-rdp-")
 	typed := filepath.Join(dir, "typed")
-	tg, _ := rdpGatewayWith(t, typed, nil, func(p *Profile) { p.VNCPassword = vncPassword })
+	tg, _ := rdpGatewayWith(t, typed, nil, func(p *Profile) { p.VNCPassword, p.RDPServer = vncPassword, server })
 	alice := tg.client().loginToken("alice")
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -185,6 +196,9 @@ func rdpDesktopE2E(t *testing.T, vncPassword bool) {
 	})
 	s := alice.launch("rdpdesk")
 	f, _ := rdpFile(t, alice, s.ID)
+	if server == RDPServerShadow && f.Password == "" {
+		t.Fatal("the .airlock file has no password for the shadow server's NLA")
+	}
 	fileDir := t.TempDir()
 	path := filepath.Join(fileDir, s.ID+".airlock")
 	b, _ := f.Marshal()
@@ -222,7 +236,7 @@ func rdpDesktopE2E(t *testing.T, vncPassword bool) {
 	}); err != nil {
 		t.Fatalf("%v\n%s\nsession log:\n%s", err, out.String(), connectorLog(t, tg, s.ID))
 	}
-	shot := filepath.Join(cmp.Or(os.Getenv("AIRLOCK_TEST_ARTIFACTS"), fileDir), fmt.Sprintf("rdp-xfreerdp-vncpw-%v.png", vncPassword))
+	shot := filepath.Join(cmp.Or(os.Getenv("AIRLOCK_TEST_ARTIFACTS"), fileDir), fmt.Sprintf("rdp-xfreerdp-vncpw-%v%s.png", vncPassword, server))
 	// The remote desktop is drawn: the xterm (white) on Xvnc's black root.
 	if err := realtest.WaitFor(60*time.Second, func() error {
 		c := exec.Command("import", "-window", win, shot)

@@ -38,7 +38,31 @@ func (g *Gateway) rdpPassword(s *session.Session) string {
 	if !ok {
 		return ""
 	}
+	return g.rdpPasswordOf(p, s)
+}
+
+// rdpPasswordOf is rdpPassword for a session of profile p: a VM image's
+// generated password, or a shadow desktop's (which always has one: its
+// server does NLA).
+func (g *Gateway) rdpPasswordOf(p Profile, s *session.Session) string {
+	if p.Kind == "desktop" && p.RDP && p.RDPServer == RDPServerShadow && g.rdp != nil {
+		return g.derivedRDPPassword(s)
+	}
 	return g.rdpPasswordFor(p.VM, s)
+}
+
+// rdpLogonUser is the account name a session's generated RDP password
+// is for: the owner's name, when a guest or the SAM file can take it;
+// else "" (a guest's image decides) or, for a shadow desktop's SAM
+// file, "airlock".
+func rdpLogonUser(p Profile, s *session.Session) string {
+	switch {
+	case rdpUserRE.MatchString(s.Owner):
+		return s.Owner
+	case p.Kind == "desktop":
+		return "airlock"
+	}
+	return ""
 }
 
 // rdpPasswordFor is rdpPassword for a session of image img.
@@ -46,6 +70,12 @@ func (g *Gateway) rdpPasswordFor(img *VMImage, s *session.Session) string {
 	if img == nil || !img.RDP || !img.RDPPassword || g.rdp == nil {
 		return ""
 	}
+	return g.derivedRDPPassword(s)
+}
+
+// derivedRDPPassword is session s's one-time password, derived from the
+// master key and its id.
+func (g *Gateway) derivedRDPPassword(s *session.Session) string {
 	k := derive(g.master, "airlock rdp password", s.ID)
 	b := make([]byte, rdpPasswordLen)
 	for i := range b {
@@ -60,7 +90,7 @@ func (g *Gateway) rdpPasswordFor(img *VMImage, s *session.Session) string {
 // and the session's RDP password when it has one.
 func (g *Gateway) remoteJobFor(s *session.Session, p Profile) map[string]string {
 	env := g.remoteJob(s.ID)
-	if pw := g.rdpPasswordFor(p.VM, s); pw != "" {
+	if pw := g.rdpPasswordOf(p, s); pw != "" {
 		env[EnvRDPPassword] = pw
 	}
 	return env

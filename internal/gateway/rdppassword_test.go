@@ -284,3 +284,70 @@ func TestRDPPasswordSpec(t *testing.T) {
 		t.Errorf("no RDP port, yet password %q", pw)
 	}
 }
+
+// TestShadowLogonSpec: a desktop with rdp_server: shadow runs FreeRDP's
+// shadow server (no xrdp) and hands its runner the session's password
+// for the SAM file as a 0600 file (local) or the job's environment
+// (remote); the spec and the server's command line hold neither it nor
+// a hint. An xrdp desktop has no password at all.
+func TestShadowLogonSpec(t *testing.T) {
+	s := &session.Session{ID: "s-0123456789ab", Owner: "alice", Profile: "shadow", CPUs: 1, MemoryMB: 256, Lifetime: time.Hour}
+	p := Profile{Name: "shadow", Kind: "desktop", RDP: true, RDPServer: RDPServerShadow}
+	for _, remote := range []bool{false, true} {
+		g := &Gateway{cfg: Config{StateDir: t.TempDir(), Backend: localStub{}, Profiles: []Profile{p}}, master: []byte("0123456789abcdef0123456789abcdef")}
+		if remote {
+			g.cfg.Backend, g.remote = remoteStub{}, remoteStub{}
+		}
+		if err := g.initRDP(); err != nil {
+			t.Fatal(err)
+		}
+		pw := g.rdpPassword(s)
+		if len(pw) != rdpPasswordLen {
+			t.Fatalf("password %q", pw)
+		}
+		b, err := g.spec(s, p, LaunchRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(b, []byte(pw)) {
+			t.Fatalf("remote=%v: the spec holds the password: %s", remote, b)
+		}
+		var spec contract.Spec
+		if err := json.Unmarshal(b, &spec); err != nil {
+			t.Fatal(err)
+		}
+		l := spec.RDPLogon
+		if l == nil || l.User != "alice" || l.SAMFile != shadowSAMFile {
+			t.Fatalf("remote=%v: rdp_logon %+v", remote, l)
+		}
+		servers := ""
+		for _, c := range spec.Processes {
+			servers += strings.Join(c.Argv, " ")
+		}
+		if !strings.Contains(servers, "freerdp-shadow-cli") || strings.Contains(servers, "xrdp --nodaemon") {
+			t.Errorf("remote=%v: processes %s", remote, servers)
+		}
+		if remote {
+			if l.PasswordEnv != EnvRDPPassword || l.PasswordFile != "" || g.remoteJobFor(s, p)[EnvRDPPassword] != pw {
+				t.Errorf("remote: %+v", l)
+			}
+			continue
+		}
+		st, err := os.Stat(l.PasswordFile)
+		if err != nil || st.Mode().Perm() != 0o600 {
+			t.Fatalf("local: password file %q: %v %v", l.PasswordFile, st, err)
+		}
+		if got, _ := os.ReadFile(l.PasswordFile); string(got) != pw {
+			t.Errorf("local: the file holds %q", got)
+		}
+	}
+	x := p
+	x.RDPServer = RDPServerXrdp
+	g := &Gateway{cfg: Config{StateDir: t.TempDir(), Backend: localStub{}, Profiles: []Profile{x}}, master: make([]byte, 32)}
+	if err := g.initRDP(); err != nil {
+		t.Fatal(err)
+	}
+	if pw := g.rdpPassword(s); pw != "" {
+		t.Errorf("an xrdp desktop has password %q", pw)
+	}
+}

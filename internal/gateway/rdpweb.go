@@ -159,11 +159,16 @@ func (g *Gateway) serveRDPWeb(w http.ResponseWriter, r *http.Request) {
 	g.audit(ctx, tag.User, "connect", tag.Session, remote, "rdp (browser)")
 	g.log.InfoContext(ctx, "rdp (browser): connected", "session", tag.Session, "user", tag.User, "remote_addr", remote)
 	start := time.Now()
-	client := &rdpClientConn{Conn: ws, f: rdpfilter.New(policy)}
+	client := &rdpClientConn{Conn: ws, f: rdpfilter.New(policy), tap: rdpWebTap}
 	stats, err := relay.Pipe(ctx, client, up, 0)
 	attrs := []any{"session", tag.Session, "user", tag.User, "remote_addr", remote,
 		"bytes_in", stats.AToB, "bytes_out", stats.BToA, "duration", time.Since(start)}
 	attrs = append(attrs, client.logAttrs()...)
+	if policy.NLA && !client.f.Connected() {
+		// The server hung up inside CredSSP: how FreeRDP's shadow
+		// server refuses a wrong password (the page says so too).
+		attrs = append(attrs, "nla_logon", "ended inside CredSSP (a refused logon?)")
+	}
 	if err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, io.EOF) {
 		attrs = append(attrs, "error", err)
 	}
@@ -264,8 +269,17 @@ func (g *Gateway) rdpWebAdmit(ctx context.Context, r *http.Request, ws net.Conn)
 		hop.Close()
 		return nil, tag, nil, policy, ref
 	}
+	if cc, err := rdcleanpath.ParseConfirm(resp.X224); err == nil && cc.Protocol&(protocolHybrid|protocolHybridEx) != 0 {
+		policy.NLA = true
+	}
 	return up, tag, resp, policy, nil
 }
+
+// The RDP security protocols of MS-RDPBCGR 2.2.1.2.1 that run CredSSP.
+const (
+	protocolHybrid   = 0x2
+	protocolHybridEx = 0x8
+)
 
 // rdpServerHandshake sends the client's Connection Request to the RDP
 // server behind conn, reads its Confirm and does the TLS handshake. The
@@ -335,7 +349,7 @@ func describeRefusal(p *rdcleanpath.PDU) string {
 // can only take the whole clipboard channel out, so any policy short of
 // both does (config check allows only none with RDP).
 func (p Profile) rdpPolicy() rdpfilter.Policy {
-	return rdpfilter.Policy{Clipboard: p.clipboardWhole(), Drives: p.Drives, Xrdp: p.Kind == "desktop"}
+	return rdpfilter.Policy{Clipboard: p.clipboardWhole(), Drives: p.Drives, Xrdp: p.Kind == "desktop" && p.RDPServer != RDPServerShadow}
 }
 
 // clipboardWhole reports whether p lets clipboard text cross both ways,
@@ -350,6 +364,20 @@ type rdpClientConn struct {
 	f       *rdpfilter.Stream
 	pending []byte // filtered bytes not yet returned
 	in      []byte
+	tap     func(stage string, b []byte)
+}
+
+// rdpWebTap, set only by tests, sees every byte the relay holds in the
+// clear: the client's as they came ("client") and as the filter passed
+// them on ("relayed"), and the server's ("server"). It is where a test
+// proves what the gateway can read, such as an NLA password.
+var rdpWebTap func(stage string, b []byte)
+
+func (c *rdpClientConn) Write(p []byte) (int, error) {
+	if c.tap != nil {
+		c.tap("server", p)
+	}
+	return c.Conn.Write(p)
 }
 
 func (c *rdpClientConn) Read(p []byte) (int, error) {
@@ -358,6 +386,9 @@ func (c *rdpClientConn) Read(p []byte) (int, error) {
 			c.in = make([]byte, 16<<10)
 		}
 		n, err := c.Conn.Read(c.in)
+		if n > 0 && c.tap != nil {
+			c.tap("client", c.in[:n])
+		}
 		if n > 0 {
 			out, ferr := c.f.Feed(c.in[:n])
 			if ferr != nil {
@@ -375,12 +406,15 @@ func (c *rdpClientConn) Read(p []byte) (int, error) {
 	}
 	n := copy(p, c.pending)
 	c.pending = c.pending[n:]
+	if c.tap != nil {
+		c.tap("relayed", p[:n])
+	}
 	return n, nil
 }
 
 // logAttrs say what the filter saw, for the disconnect log line.
 func (c *rdpClientConn) logAttrs() []any {
-	return []any{"channels", c.f.Channels, "channels_blocked", c.f.Blocked}
+	return []any{"channels", c.f.Channels, "channels_blocked", c.f.Blocked, "info_password_blanked", c.f.PasswordBlanked}
 }
 
 // servesRDP reports whether a profile serves RDP (a desktop's rdp or a VM

@@ -534,7 +534,17 @@ func (g *Gateway) spec(s *session.Session, p Profile, req LaunchRequest) ([]byte
 		}
 		spec.Connectors = []contract.ConnectorSpec{console}
 		if p.RDP && g.rdp != nil {
-			spec.Processes = append(spec.Processes, xrdpProcess())
+			switch p.RDPServer {
+			case "", RDPServerXrdp:
+				spec.Processes = append(spec.Processes, xrdpProcess())
+			case RDPServerShadow:
+				spec.Processes = append(spec.Processes, shadowProcess())
+				if err := g.shadowLogon(&spec, p, s, dir); err != nil {
+					return nil, fmt.Errorf("profile %s: %w", p.Name, err)
+				}
+			default:
+				return nil, fmt.Errorf("profile %s: rdp server %q: want %s or %s", p.Name, p.RDPServer, RDPServerXrdp, RDPServerShadow)
+			}
 			if err := g.rdpConnector(&spec, dir, listen(ConnRDP)); err != nil {
 				return nil, err
 			}

@@ -234,12 +234,18 @@ func (g *Gateway) sessionPage(w http.ResponseWriter, r *http.Request) error {
 			pv.RDP = false // native clients would bypass the clipboard rule
 		}
 		// xrdp in a desktop's seal does TLS only; a VM's guest (Windows)
-		// wants NLA.
-		pv.RDPCredSSP = prof.Kind == "vm"
+		// and a desktop's shadow server want NLA.
+		pv.RDPCredSSP = prof.Kind == "vm" || prof.RDPServer == RDPServerShadow
 		if prof.Kind == "desktop" {
 			pv.RDPSize = cmp.Or(prof.Geometry, "1280x800")
+			pv.RDPDefault = true
 		}
-		pv.RDPPassword = g.rdpPassword(s)
+		pv.RDPPassword = g.rdpPasswordOf(prof, s)
+		if pv.RDPPassword != "" {
+			// The page gives the client this account and password, so
+			// the owner types neither.
+			pv.RDPUser = rdpLogonUser(prof, s)
+		}
 	}
 	pv.Session.Accel = g.sessionJSON(s).Accel
 	prof, _ := g.profile(s.Profile)

@@ -101,6 +101,10 @@ type SessionPage struct {
 	RDP bool
 	// RDPPassword is the guest's one-time password (owner only; "" for none).
 	RDPPassword string
+	// RDPUser is the account RDPPassword is for ("" when the guest's
+	// image decides): with both, the browser's RDP client logs on with
+	// them inside CredSSP without asking.
+	RDPUser string
 	// NoClipIn and NoClipOut are the directions the profile's clipboard
 	// policy refuses (viewer to desktop, desktop to viewer); the page
 	// shows no clipboard panel when both are. The connector enforces the
@@ -110,6 +114,10 @@ type SessionPage struct {
 	// (the default view then, beside the VNC console); RDPCredSSP says
 	// whether the client runs NLA (a server that demands it) or TLS only.
 	RDPWeb, RDPCredSSP bool
+	// RDPDefault makes RDP the default view (a desktop's: its server
+	// serves the Xvnc that is already up); a VM's guest may take minutes
+	// to serve RDP, so its console comes first.
+	RDPDefault bool
 	// RDPSize is the desktop's fixed size (WIDTHxHEIGHT) when it has one
 	// (a desktop's Xvnc); the client asks for it rather than the window's.
 	RDPSize string

@@ -40,7 +40,19 @@ type Policy struct {
 	// colour (the browser client draws xrdp's 32-bit bitmaps sheared).
 	// xrdp checks no password: the seal's Xvnc is its only target.
 	Xrdp bool
+	// NLA says the client logged on inside CredSSP (the server chose
+	// HYBRID or HYBRID_EX). The client may still copy its password into
+	// the Client Info PDU (IronRDP does), which the relay holds in the
+	// clear between the WebSocket and the server's TLS; the filter
+	// overwrites it there with zeros, so it goes no further than the
+	// relay's buffer. The server, which checked the logon in CredSSP,
+	// does not need it again.
+	NLA bool
 }
+
+// Connected reports whether the client's MCS Connect Initial went by:
+// with NLA, a connection that ends before it ended inside CredSSP.
+func (s *Stream) Connected() bool { return s.seen }
 
 // blocked reports whether p forbids the channel named name.
 func (p Policy) blocked(name string) bool {
@@ -66,6 +78,10 @@ type Stream struct {
 	buf  []byte // bytes of an incomplete frame
 	seen bool   // the Connect Initial went by
 	info bool   // the Client Info PDU went by
+
+	// PasswordBlanked says the Client Info PDU carried a password, which
+	// the filter overwrote (Policy.NLA).
+	PasswordBlanked bool
 
 	// Channels are the static channels the client asked for, in order,
 	// and Blocked those of them the filter renamed.
@@ -208,7 +224,7 @@ func (s *Stream) inspect(f []byte) error {
 		s.seen = true
 	case !s.seen:
 		return errors.New("rdpfilter: MCS traffic before the Connect Initial")
-	case s.p.Xrdp && !s.info:
+	case (s.p.Xrdp || s.p.NLA) && !s.info:
 		s.clientInfo(mcs)
 	}
 	return nil
@@ -230,8 +246,29 @@ func (s *Stream) clientInfo(mcs []byte) {
 		return
 	}
 	s.info = true
-	flags := data[4+4 : 4+8] // TS_INFO_PACKET: CodePage, then flags
-	binary.LittleEndian.PutUint32(flags, binary.LittleEndian.Uint32(flags)|0x0008)
+	info := data[4:] // TS_INFO_PACKET, after the security header
+	if s.p.Xrdp {
+		flags := info[4:8] // CodePage, then flags
+		binary.LittleEndian.PutUint32(flags, binary.LittleEndian.Uint32(flags)|0x0008)
+	}
+	if s.p.NLA && len(info) >= 18 {
+		// CodePage, flags, then the lengths of Domain, UserName and
+		// Password (in bytes, without their terminators of 2 bytes
+		// under INFO_UNICODE, 1 without), then the strings from byte
+		// 18 on. The password keeps its length: zeros, in place.
+		term := 1
+		if binary.LittleEndian.Uint32(info[4:8])&0x0010 != 0 { // INFO_UNICODE
+			term = 2
+		}
+		cbDomain := int(binary.LittleEndian.Uint16(info[8:10]))
+		cbUser := int(binary.LittleEndian.Uint16(info[10:12]))
+		cbPassword := int(binary.LittleEndian.Uint16(info[12:14]))
+		at := 18 + cbDomain + term + cbUser + term
+		if at+cbPassword <= len(info) {
+			clear(info[at : at+cbPassword])
+			s.PasswordBlanked = cbPassword > 0
+		}
+	}
 }
 
 var (

@@ -161,8 +161,11 @@ func FuzzFilter(f *testing.F) {
 	f.Add(connectInitial("cliprdr", "rdpdr"), 5)
 	f.Add(slices.Concat([]byte{0x30, 0x03, 0x02, 0x01, 0x06}, connectInitial("CLIPRDR")), 3)
 	f.Fuzz(func(t *testing.T, in []byte, step int) {
+		// Odd steps with Policy.NLA: the Client Info PDU's password is
+		// blanked from lengths the input chooses.
+		nla := step%2 != 0
 		step = max(1, step%64+1)
-		s := New(Policy{})
+		s := New(Policy{NLA: nla})
 		var out []byte
 		for i := 0; i < len(in); i += step {
 			o, err := s.Feed(slices.Clone(in[i:min(i+step, len(in))]))
@@ -226,5 +229,62 @@ func TestXrdpAdaptation(t *testing.T) {
 		if !xrdp && !bytes.Equal(out, in) {
 			t.Error("without the xrdp policy the stream changed")
 		}
+	}
+}
+
+// TestNLABlanksInfoPassword: after CredSSP the Client Info PDU's password
+// (UTF-16, as IronRDP sends it) leaves the filter as zeros of the same
+// length, and everything else in it, the user name included, unchanged;
+// without NLA nothing changes. A Client Info PDU whose lengths point past
+// its end is left alone, not read out of bounds.
+func TestNLABlanksInfoPassword(t *testing.T) {
+	u16 := func(s string) []byte {
+		var b []byte
+		for _, r := range s {
+			b = append(b, byte(r), 0)
+		}
+		return b
+	}
+	info := func(cbPassword uint16) []byte {
+		domain, user, pw := u16(""), u16("alice"), u16("Secret2Pass")
+		if cbPassword == 0 {
+			cbPassword = uint16(len(pw))
+		}
+		// SEC_INFO_PKT header, CodePage, flags (INFO_MOUSE|INFO_UNICODE),
+		// the five lengths, then the strings with their terminators.
+		body := slices.Concat([]byte{0x40, 0x00, 0x00, 0x00}, []byte{0, 0, 0, 0}, []byte{0x11, 0, 0, 0},
+			binary.LittleEndian.AppendUint16(nil, uint16(len(domain))), binary.LittleEndian.AppendUint16(nil, uint16(len(user))),
+			binary.LittleEndian.AppendUint16(nil, cbPassword), []byte{0, 0, 0, 0},
+			domain, []byte{0, 0}, user, []byte{0, 0}, pw, []byte{0, 0}, []byte{0, 0, 0, 0})
+		mcs := slices.Concat([]byte{0x64, 0x00, 0x06, 0x03, 0xEB, 0x70, byte(len(body))}, body)
+		x := slices.Concat([]byte{0x02, 0xF0, 0x80}, mcs)
+		return slices.Concat([]byte{0x03, 0x00}, binary.BigEndian.AppendUint16(nil, uint16(4+len(x))), x)
+	}
+	ci := realtest.RDPConnectInitial(800, 600, "cliprdr")
+	for _, nla := range []bool{true, false} {
+		in := slices.Concat(ci, info(0))
+		f := New(Policy{Clipboard: true, NLA: nla})
+		if f.Connected() {
+			t.Fatal("connected before the Connect Initial")
+		}
+		out, err := f.Feed(slices.Clone(in))
+		if !f.Connected() {
+			t.Error("the Connect Initial went by unseen")
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		has := bytes.Contains(out, u16("Secret2Pass"))
+		if nla && (has || !f.PasswordBlanked || len(out) != len(in) || !bytes.Contains(out, u16("alice"))) {
+			t.Errorf("nla: password left %v, blanked %v, %d bytes of %d", has, f.PasswordBlanked, len(out), len(in))
+		}
+		if !nla && (!bytes.Equal(out, in) || f.PasswordBlanked) {
+			t.Error("without nla the stream changed")
+		}
+	}
+	in := slices.Concat(ci, info(0xFFF0))
+	f := New(Policy{Clipboard: true, NLA: true})
+	if out, err := f.Feed(slices.Clone(in)); err != nil || !bytes.Equal(out, in) || f.PasswordBlanked {
+		t.Errorf("lengths past the end: %v, blanked %v", err, f.PasswordBlanked)
 	}
 }

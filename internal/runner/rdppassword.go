@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"strings"
 )
 
 // rdpPasswordRE is what a one-time RDP password may be: letters and
@@ -43,31 +42,10 @@ func validateRDPPassword(v *VMSpec) error {
 	return nil
 }
 
-// readRDPPassword returns the session's one-time RDP password, or "" when
-// the spec has none. The environment variable is unset at once, so that
-// nothing the runner starts inherits it.
+// readRDPPassword returns the session's one-time RDP password for the
+// guest, or "" when the spec has none.
 func readRDPPassword(v *VMSpec) (string, error) {
-	var pw, from string
-	switch {
-	case v.RDPPasswordEnv != "":
-		from = "$" + v.RDPPasswordEnv
-		pw = os.Getenv(v.RDPPasswordEnv)
-		os.Unsetenv(v.RDPPasswordEnv)
-	case v.RDPPasswordFile != "":
-		from = v.RDPPasswordFile
-		b, err := os.ReadFile(v.RDPPasswordFile)
-		if err != nil {
-			return "", fmt.Errorf("vm: rdp_password_file: %w", err)
-		}
-		pw = strings.TrimRight(string(b), "\r\n")
-	default:
-		return "", nil
-	}
-	// The password itself is never in an error: errors reach logs.
-	if !rdpPasswordRE.MatchString(pw) {
-		return "", fmt.Errorf("vm: the RDP password from %s: want 8-64 of A-Z a-z 0-9 (%d bytes given)", from, len(pw))
-	}
-	return pw, nil
+	return readPassword(v.RDPPasswordFile, v.RDPPasswordEnv, "vm")
 }
 
 // writeSecretFile creates p, 0600, with data; it must not exist (a link

@@ -248,6 +248,9 @@ func (r *run) setup(ctx context.Context, st *setup) error {
 	if err := r.writeSessionVNCPasswords(st.owner, st.scratch, st.secrets); err != nil {
 		return err
 	}
+	if err := r.writeRDPLogon(st.owner, st.scratch); err != nil {
+		return err
+	}
 	if r.spec.VM != nil {
 		if st.accel, err = r.prepareVM(ctx, st.owner, st.scratch); err != nil {
 			return err
@@ -437,6 +440,9 @@ func (r *run) hidden() []string {
 	}
 	if spec.VM != nil {
 		add(spec.VM.RDPPasswordFile)
+	}
+	if spec.RDPLogon != nil {
+		add(spec.RDPLogon.PasswordFile)
 	}
 	slices.Sort(paths)
 	return slices.Compact(paths)

@@ -233,6 +233,11 @@ func ValidateSpec(s *Spec) error {
 			return err
 		}
 	}
+	if s.RDPLogon != nil {
+		if err := validateRDPLogon(s.RDPLogon, s.VM != nil); err != nil {
+			return err
+		}
+	}
 	for i, p := range s.UnixSockets {
 		if !strings.HasPrefix(p, "/") || filepath.Clean(p) != p {
 			return fmt.Errorf("spec: unix_sockets[%d] %q: want a clean absolute path", i, p)

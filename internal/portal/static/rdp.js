@@ -10,6 +10,7 @@
 //
 // window.airlockRDPState, for tests and for reading in the console:
 //   'connecting' | 'connected' | 'failed:WORDS' | 'closed:REASON' | 'off'
+// and window.airlockRDPDetail, after a failure: IronRDP's kind and backtrace.
 import './vendor/ironrdp/iron-remote-desktop.js';
 import { Backend, init, enableCredssp, displayControl } from './vendor/ironrdp/iron-remote-desktop-rdp.js';
 import { api } from './api.js';
@@ -24,7 +25,13 @@ const credssp = root.dataset.rdpCredssp === 'true';
 const fixed = /^(\d+)x(\d+)$/.exec(root.dataset.rdpSize || '');
 
 let irgUI = null; // the web component's UserInteraction, once it is ready
-let creds = credssp ? null : { user: 'airlock', password: 'airlock' }; // see connect
+// A session with a generated password (a shadow desktop, a VM image with
+// rdp_password: generate) names its account and password in the page
+// (never in a URL): the client logs on with them inside CredSSP, so the
+// owner types neither, and the gateway relays them only encrypted.
+const logon = root.dataset.rdpUser && root.dataset.rdpPassword
+  ? { user: root.dataset.rdpUser, password: root.dataset.rdpPassword } : null;
+let creds = credssp ? logon : { user: 'airlock', password: 'airlock' }; // see connect
 let active = false; // a session is open or opening
 let generation = 0; // bumps on every connect, so a stale end is ignored
 
@@ -86,6 +93,30 @@ export function words(err) {
   }
 }
 
+// detail is IronRDP's own account of a failure (its kind and backtrace),
+// for the console and tests; it names no credential.
+function detail(err) {
+  try {
+    return err instanceof Error ? String(err.stack || err) : `kind ${err.kind()}: ${err.backtrace()}`;
+  } catch {
+    return String(err);
+  }
+}
+
+// closedInLogon words a server that hung up while the connection was
+// being set up with NLA: FreeRDP's shadow server refuses a wrong user
+// name or password by closing the connection inside CredSSP, with no
+// error code, which IronRDP reports only as a frame cut short: "not
+// enough bytes", or the WebSocket's close (the gateway's, once the server
+// hung up) when that comes first.
+function closedInLogon(err) {
+  if (!err || typeof err.kind !== 'function' || err.kind() !== 0) return '';
+  let bt = '';
+  try { bt = String(err.backtrace()); } catch { return ''; }
+  if (!/not enough bytes|unexpected end|connection reset|WebSocket Closed/i.test(bt)) return '';
+  return 'the desktop\'s RDP server refused the logon and closed the connection (the user name or password was wrong, or the account may not log on)';
+}
+
 // askCredentials shows a small form in the RDP view for NLA's user name
 // and password, and connects with them.
 function askCredentials() {
@@ -105,6 +136,7 @@ function askCredentials() {
     return i;
   };
   const user = field('User name', 'user', 'text');
+  if (logon) user.value = logon.user;
   const pass = field('Password', 'password', 'password');
   const go = document.createElement('button');
   go.type = 'submit';
@@ -118,7 +150,7 @@ function askCredentials() {
     connect();
   });
   holder.appendChild(form);
-  user.focus();
+  (logon ? pass : user).focus();
 }
 
 async function connect() {
@@ -161,7 +193,8 @@ async function connect() {
   } catch (e) {
     if (gen !== generation) return;
     active = false;
-    const why = e instanceof Error ? e.message : words(e);
+    const why = e instanceof Error ? e.message : (credssp && closedInLogon(e)) || words(e);
+    window.airlockRDPDetail = detail(e);
     setState(`failed:${why}`);
     setStatus('refused', 'bad');
     if (credssp) creds = null; // ask again: the password may have been wrong
