@@ -84,6 +84,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzServerFilter -fuzztime 30s ./internal/connector/
 	$(GO) test -run '^$$' -fuzz FuzzClipClientFilter -fuzztime 30s ./internal/connector/
 	$(GO) test -run '^$$' -fuzz FuzzFrameParser -fuzztime 30s ./internal/recording/
+	$(GO) test -run '^$$' -fuzz FuzzClientScanner -fuzztime 30s ./internal/recording/
+	$(GO) test -run '^$$' -fuzz FuzzReadPointer -fuzztime 30s ./internal/recording/
 	$(GO) test -run '^$$' -fuzz 'FuzzRead$$' -fuzztime 30s ./internal/recording/
 	$(GO) test -run '^$$' -fuzz FuzzParseSqueue -fuzztime 30s ./internal/backend/slurm/
 	$(GO) test -run '^$$' -fuzz FuzzDecodeEvent -fuzztime 30s ./internal/backend/local/

@@ -151,6 +151,7 @@ func (g *Gateway) routesAPI(mux *http.ServeMux) {
 	mux.Handle("POST /api/v1/admin/stop-all", g.api(g.admin(g.adminStopAll)))
 	mux.Handle("GET /api/v1/admin/recordings", g.api(g.admin(g.adminRecordings)))
 	mux.Handle("GET /api/v1/admin/recordings/{session}/{name}", g.api(g.admin(g.adminRecording)))
+	mux.Handle("GET /api/v1/admin/recordings/{session}/{name}/pointer", g.api(g.admin(g.adminRecordingPointer)))
 	mux.Handle("GET /api/v1/admin/recordings/{session}/{name}/replay", g.api(g.admin(g.replayRecording)))
 	mux.Handle("POST "+registration.Path("{id}"), g.api(g.register))
 	mux.Handle("GET /metrics", g.api(g.metricsHandler))

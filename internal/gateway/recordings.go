@@ -195,6 +195,35 @@ func (g *Gateway) adminRecording(w http.ResponseWriter, r *http.Request, id iden
 	return nil
 }
 
+// GET /api/v1/admin/recordings/{session}/{name}/pointer: the viewer's
+// pointer track, as JSON ({"events": [{ms, x, y, buttons}…]}).
+func (g *Gateway) adminRecordingPointer(w http.ResponseWriter, r *http.Request, id identity) error {
+	sid, name := r.PathValue("session"), r.PathValue("name")
+	if !recordingSess.MatchString(sid) || !recordingName.MatchString(name) {
+		return apiErr(404, "no_recording", "no such recording")
+	}
+	f, err := os.Open(filepath.Join(g.recordingsDir(), sid, name+".pointer"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return apiErr(404, "no_recording", "no such recording, or one made before pointer tracks")
+	}
+	if err != nil {
+		g.log.ErrorContext(r.Context(), "open pointer track", "error", err)
+		return apiErr(503, "unavailable", "the recording cannot be read now; try again")
+	}
+	defer f.Close()
+	evs, err := recording.ReadPointer(f)
+	if err != nil {
+		g.log.ErrorContext(r.Context(), "read pointer track", "session", sid, "recording", name, "error", err)
+		return apiErr(503, "unavailable", "the recording cannot be read now; try again")
+	}
+	if evs == nil {
+		evs = []recording.PointerEvent{}
+	}
+	g.audit(r.Context(), id.user, "recording_fetched", sid, r.RemoteAddr, name+" pointer")
+	writeJSON(w, 200, map[string]any{"events": evs})
+	return nil
+}
+
 // recordingJanitor removes recordings older than the retention period.
 func (g *Gateway) recordingJanitor() {
 	defer g.wg.Done()
@@ -243,7 +272,7 @@ func (g *Gateway) sweepRecordings() error {
 		if end.After(cutoff) {
 			continue
 		}
-		for _, p := range []string{base + ".fbs.gz", base + ".json", base + ".json.tmp"} {
+		for _, p := range []string{base + ".fbs.gz", base + ".pointer", base + ".json", base + ".json.tmp"} {
 			if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				errs = append(errs, err)
 			}

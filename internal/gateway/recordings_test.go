@@ -142,7 +142,7 @@ func TestRecording(t *testing.T) {
 	// Access: Alice may not list or fetch, even her own session's.
 	path := "/api/v1/admin/recordings/" + s.ID + "/" + rec.Name
 	aliceTok := tg.client().loginToken("alice")
-	for _, p := range []string{"/api/v1/admin/recordings", path} {
+	for _, p := range []string{"/api/v1/admin/recordings", path, path + "/pointer"} {
 		if code, body := aliceTok.do("GET", p, nil, nil); code != 403 || strings.Contains(body, rec.Name) {
 			t.Errorf("alice GET %s: %d %s, want 403", p, code, body)
 		}
@@ -151,6 +151,16 @@ func TestRecording(t *testing.T) {
 		if code, _ := admin.do("GET", p, nil, nil); code != 404 {
 			t.Errorf("admin GET %s: %d, want 404", p, code)
 		}
+	}
+
+	// The pointer track has the viewer's move to the xterm, and the
+	// sidecar counts it; no keystroke is anywhere in it.
+	var track struct{ Events []recording.PointerEvent }
+	if code, body := admin.do("GET", path+"/pointer", nil, &track); code != 200 {
+		t.Fatalf("admin pointer track: %d %s", code, body)
+	}
+	if len(track.Events) == 0 || track.Events[0].X != 20 || track.Events[0].Y != 20 || rec.PointerEvents != int64(len(track.Events)) || rec.PointerEnd != "" {
+		t.Fatalf("pointer track %+v; sidecar %d events, end %q", track.Events, rec.PointerEvents, rec.PointerEnd)
 	}
 
 	// The replay WebSocket: admins only, and only from the gateway's own
@@ -265,6 +275,8 @@ func TestRecordingRetention(t *testing.T) {
 			w.Close()
 		} else {
 			os.Chtimes(base+".fbs.gz", ended, ended)
+			// As a crash leaves it; the writer's goroutine ends with the test.
+			t.Cleanup(func() { w.Close() })
 		}
 		g.now = func() time.Time { return now }
 		return base
@@ -275,7 +287,7 @@ func TestRecordingRetention(t *testing.T) {
 	if err := g.sweepRecordings(); err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range []string{oldDone + ".fbs.gz", oldDone + ".json", oldCut + ".fbs.gz", filepath.Dir(oldDone)} {
+	for _, p := range []string{oldDone + ".fbs.gz", oldDone + ".json", oldDone + ".pointer", oldCut + ".fbs.gz", oldCut + ".pointer", filepath.Dir(oldDone)} {
 		if _, err := os.Stat(p); err == nil {
 			t.Errorf("%s kept past the retention", p)
 		}

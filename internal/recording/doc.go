@@ -21,10 +21,11 @@
 // encodings the live viewer asked for. Classic FBS players expect a 3.3
 // handshake; this stream has whatever version was negotiated (3.8 with
 // noVNC), so a player must read the handshake the way a client does.
-// Keystrokes and pointer events are not recorded (the viewer's side of the
-// stream is not stored at all).
+// Keystrokes are not recorded (the viewer's side of the stream is not
+// stored); its pointer events are, in a track of their own beside the
+// file (NAME.pointer; the format is in pointer.go).
 //
 // The sidecar holds the session, the viewer, the connector, start and end
-// times, the RFB bytes, the size of the file and its SHA-256, and why the
-// recording ended.
+// times, the RFB bytes, the size of the file and its SHA-256, why the
+// recording ended, and how many pointer events the track holds.
 package recording

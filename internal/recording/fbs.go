@@ -41,8 +41,12 @@ type Meta struct {
 	// "size cap" (MaxBytes reached; the viewer's connection went on
 	// unrecorded) or "unparseable" (the WebSocket stream was not one the
 	// recorder could read).
-	End    string `json:"end"`
-	Format string `json:"format"`
+	End string `json:"end"`
+	// PointerEvents is how many records the pointer track (NAME.pointer)
+	// holds; PointerEnd says why it stopped early, if it did.
+	PointerEvents int64  `json:"pointer_events"`
+	PointerEnd    string `json:"pointer_end,omitempty"`
+	Format        string `json:"format"`
 }
 
 // Writer records one connection. Its Write never fails the caller: a
@@ -73,6 +77,13 @@ type Writer struct {
 	failed   atomic.Bool         // compress could not write: queue no more
 	finished chan struct{}       // compress has flushed and closed the gzip stream
 	err      error               // compress's first error; read after finished
+
+	// The pointer track (pointer.go), written as it comes: small.
+	ptr        *os.File
+	ptrBuf     *bufio.Writer
+	ptrLast    int64 // ms of the last record
+	ptrButtons byte
+	ptrErr     error
 }
 
 // queueBytes bounds the framed data waiting for the compressor.
@@ -106,6 +117,12 @@ func Create(path string, meta Meta, maxBytes int64, now func() time.Time) (*Writ
 	w := &Writer{f: f, sum: sha256.New(), now: now, max: maxBytes, meta: meta,
 		q: make(chan *[]byte, 256), budget: semaphore.NewWeighted(queueBytes), finished: make(chan struct{})}
 	w.count = &countWriter{w: io.MultiWriter(f, w.sum)}
+	if w.ptr, err = os.OpenFile(strings.TrimSuffix(path, ".fbs.gz")+".pointer", os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600); err != nil {
+		f.Close()
+		os.Remove(path)
+		return nil, fmt.Errorf("create recording: %w", err)
+	}
+	w.ptrBuf = bufio.NewWriterSize(w.ptr, 4<<10)
 	// BestSpeed, and klauspost's deflate rather than the standard
 	// library's: framebuffer updates are mostly compressed already, and
 	// it passes those through about three times faster (BenchmarkTap).
@@ -117,7 +134,9 @@ func Create(path string, meta Meta, maxBytes int64, now func() time.Time) (*Writ
 	w.meta.Format = "FBS 001.000, gzip"
 	if _, err := buf.WriteString(Magic); err != nil {
 		f.Close()
+		w.ptr.Close()
 		os.Remove(path)
+		os.Remove(w.ptr.Name())
 		return nil, fmt.Errorf("write recording: %w", err)
 	}
 	go w.compress(w.q, gz, buf)
@@ -162,6 +181,43 @@ func (w *Writer) Write(p []byte) (int, error) {
 	w.block(p, w.last)
 	w.meta.RFBBytes += int64(len(p))
 	return len(p), nil
+}
+
+// Pointer records the viewer's pointer at x, y with buttons down, now.
+func (w *Writer) Pointer(x, y uint16, buttons byte) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.done || w.ptrErr != nil || w.meta.PointerEnd != "" {
+		return
+	}
+	ms := max(w.ptrLast, w.now().Sub(w.start).Milliseconds())
+	if w.meta.PointerEvents > 0 && buttons == w.ptrButtons && ms-w.ptrLast < pointerEvery {
+		return
+	}
+	if w.meta.PointerEvents == maxPointerEvents {
+		w.meta.PointerEnd = "size cap"
+		return
+	}
+	var rec [pointerRecord]byte
+	binary.BigEndian.PutUint32(rec[0:], uint32(ms))
+	binary.BigEndian.PutUint16(rec[4:], x)
+	binary.BigEndian.PutUint16(rec[6:], y)
+	rec[8] = buttons
+	if _, err := w.ptrBuf.Write(rec[:]); err != nil {
+		w.ptrErr = err
+		return
+	}
+	w.ptrLast, w.ptrButtons = ms, buttons
+	w.meta.PointerEvents++
+}
+
+// StopPointer ends the pointer track early with reason.
+func (w *Writer) StopPointer(reason string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.meta.PointerEnd == "" {
+		w.meta.PointerEnd = reason
+	}
 }
 
 // Stop ends the recording early with reason; later writes are ignored.
@@ -210,7 +266,7 @@ func (w *Writer) Close() (Meta, error) {
 		close(w.q)
 	}
 	<-w.finished
-	err := w.err
+	err := errors.Join(w.err, w.ptrErr, w.ptrBuf.Flush(), w.ptr.Close())
 	if serr := w.f.Sync(); err == nil {
 		err = serr
 	}

@@ -123,7 +123,9 @@ func (f *FrameParser) frame() {
 // disturbs the relay: a failure ends the recording, not the connection.
 type Tap struct {
 	io.ReadWriteCloser
-	p    FrameParser
+	p    FrameParser // the server's frames
+	vp   FrameParser // the viewer's frames, for its pointer
+	vs   ClientScanner
 	w    *Writer
 	once sync.Once
 	// OnClose, if set, gets the sidecar (and any error) when the
@@ -135,7 +137,21 @@ type Tap struct {
 func NewTap(rwc io.ReadWriteCloser, w *Writer) *Tap {
 	t := &Tap{ReadWriteCloser: rwc, w: w}
 	t.p.Sink = func(b []byte) { w.Write(b) }
+	t.vs.Pointer = w.Pointer
+	t.vp.Sink = t.vs.Feed
 	return t
+}
+
+// Write passes the viewer's bytes on and records its pointer moves.
+func (t *Tap) Write(p []byte) (int, error) {
+	n, err := t.ReadWriteCloser.Write(p)
+	if n > 0 && !t.vp.Failed() && !t.vs.Failed() {
+		t.vp.Feed(p[:n])
+		if t.vp.Failed() || t.vs.Failed() {
+			t.w.StopPointer("unparseable")
+		}
+	}
+	return n, err
 }
 
 func (t *Tap) Read(p []byte) (int, error) {
