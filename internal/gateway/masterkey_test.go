@@ -98,19 +98,7 @@ func TestMasterKeyFileKeepsTheKeyOutOfPostgres(t *testing.T) {
 		return p
 	}
 	site := keyFile("site.key")
-	onPG := func(file string) Config {
-		cfg := testConfig(t, t.TempDir(), time.Second, slog.LevelWarn)
-		cfg.Profiles = []Profile{desktopProfile()}
-		cfg.Store.Close()
-		db, err := postgres.Open(context.Background(), postgres.Config{DSN: dsn})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		cfg.Store = db
-		cfg.MasterKeyFile = file
-		return cfg
-	}
+	onPG := func(file string) Config { return keyFileConfig(t, dsn, file) }
 	start := func(cfg Config) (*Gateway, string) {
 		g, url, cancel, done := serveGateway(t, cfg)
 		t.Cleanup(func() { cancel(); <-done; g.Close() })
@@ -168,19 +156,7 @@ func TestMasterKeyFileOverAKeyInTheDatabase(t *testing.T) {
 	t.Parallel()
 	pg := realtest.StartPostgres(t)
 	dsn := pg.NewDatabase(t)
-	onPG := func(file string) Config {
-		cfg := testConfig(t, t.TempDir(), time.Second, slog.LevelWarn)
-		cfg.Profiles = []Profile{desktopProfile()}
-		cfg.Store.Close()
-		db, err := postgres.Open(context.Background(), postgres.Config{DSN: dsn})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		cfg.Store = db
-		cfg.MasterKeyFile = file
-		return cfg
-	}
+	onPG := func(file string) Config { return keyFileConfig(t, dsn, file) }
 	old, err := New(context.Background(), onPG(""))
 	if err != nil {
 		t.Fatal(err)
@@ -215,4 +191,20 @@ func FuzzOpenSecret(f *testing.F) {
 			t.Fatal("a value sealed under one name opened under another")
 		}
 	})
+}
+
+// keyFileConfig is a gateway's config on the PostgreSQL database dsn with
+// the master key file file ("" for none).
+func keyFileConfig(t *testing.T, dsn, file string) Config {
+	cfg := testConfig(t, t.TempDir(), time.Second, slog.LevelWarn)
+	cfg.Profiles = []Profile{desktopProfile()}
+	cfg.Store.Close()
+	db, err := postgres.Open(context.Background(), postgres.Config{DSN: dsn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	cfg.Store = db
+	cfg.MasterKeyFile = file
+	return cfg
 }
