@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"os/user"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -78,6 +79,11 @@ type Config struct {
 	// Resync is how often the informer replays every pod (a missed event
 	// is repaired at the latest then). Default 10m.
 	Resync time.Duration
+	// Service gives each session a ClusterIP Service (see service) and
+	// makes its endpoints the Service's address. Its connectors then
+	// listen on fixed ports (ServicePortBase on), so the Service can name
+	// them before the runner starts.
+	Service bool
 	// RESTConfig, when set, is used instead of Kubeconfig (tests).
 	RESTConfig *rest.Config
 	Logger     *slog.Logger
@@ -345,6 +351,9 @@ func (b *Backend) Start(ctx context.Context, j backend.Job) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("start %s: %w", j.ID, err)
 	}
+	if j.Spec, err = b.runnerSpec(j.Spec); err != nil {
+		return "", fmt.Errorf("start %s: %w", j.ID, err)
+	}
 	ns := b.cfg.Namespace
 	name := b.objectName(j.ID)
 	undo := func() {
@@ -375,6 +384,18 @@ func (b *Backend) Start(ctx context.Context, j backend.Job) (string, error) {
 	}
 	if _, err := b.client.NetworkingV1().NetworkPolicies(ns).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
 		b.log.WarnContext(ctx, "could not make the pod own its network policy; the gateway's reconcile still removes it", "session", j.ID, "error", err)
+	}
+	if b.cfg.Service {
+		// After the pod, which owns it from the start; before the
+		// runner can register, which needs its address.
+		svc, err := b.service(j, pod)
+		if err == nil {
+			_, err = b.client.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{})
+		}
+		if err != nil {
+			undo()
+			return "", fmt.Errorf("start %s: service: %w", j.ID, err)
+		}
 	}
 	b.log.InfoContext(ctx, "pod created", "session", j.ID, "pod", name, "namespace", ns, "owner", j.Owner)
 	return "pod:" + name, nil
@@ -411,8 +432,8 @@ func (b *Backend) Stop(ctx context.Context, id, ref string) error {
 	return nil
 }
 
-// delete removes the three objects called name; found is whether any was
-// there.
+// delete removes the objects called name (pod, secret, policy and any
+// service); found is whether any was there.
 func (b *Backend) delete(ctx context.Context, name string) (found bool, err error) {
 	ns := b.cfg.Namespace
 	del := metav1.DeleteOptions{GracePeriodSeconds: b.cfg.grace()}
@@ -423,6 +444,9 @@ func (b *Backend) delete(ctx context.Context, name string) (found bool, err erro
 		func() error {
 			return b.client.NetworkingV1().NetworkPolicies(ns).Delete(ctx, name, metav1.DeleteOptions{})
 		},
+		// Whatever Config.Service is now: a gateway that had it on may
+		// have left some.
+		func() error { return b.client.CoreV1().Services(ns).Delete(ctx, name, metav1.DeleteOptions{}) },
 	} {
 		switch err := f(); {
 		case err == nil:
@@ -572,8 +596,8 @@ func (b *Backend) goneEvent(last *corev1.Pod, runnerExit string, stopped bool) b
 }
 
 // Runners lists the sessions with any object of this gateway's (pod,
-// secret or policy), so reconcile also removes what a crash between two
-// creates left behind.
+// secret, policy or service), so reconcile also removes what a crash
+// between two creates left behind.
 func (b *Backend) Runners(ctx context.Context) (map[string]string, error) {
 	sel := metav1.ListOptions{LabelSelector: labels.SelectorFromSet(b.selector()).String()}
 	ns := b.cfg.Namespace
@@ -605,7 +629,41 @@ func (b *Backend) Runners(ctx context.Context) (map[string]string, error) {
 	for _, p := range pols.Items {
 		add(p.ObjectMeta)
 	}
+	svcs, err := b.client.CoreV1().Services(ns).List(ctx, sel)
+	if err != nil {
+		return nil, fmt.Errorf("list services: %w", err)
+	}
+	for _, s := range svcs.Items {
+		add(s.ObjectMeta)
+	}
 	return out, nil
+}
+
+// serviceEndpoints are the connectors' endpoints through the session's
+// Service: its cluster IP and the port it has for each connector, which
+// must be the port the runner reports (the Service was made for the
+// ports the spec fixed).
+func (b *Backend) serviceEndpoints(ctx context.Context, id, name string, ports map[string]int) (map[string]string, error) {
+	svc, err := b.client.CoreV1().Services(b.cfg.Namespace).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("%w: session %s has no service", backend.ErrRefused, id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("register %s: %w", id, err)
+	}
+	ip := net.ParseIP(svc.Spec.ClusterIP)
+	if svc.Labels[LabelSession] != id || svc.Labels[LabelGateway] != b.cfg.Prefix || ip == nil {
+		return nil, fmt.Errorf("%w: service %s is not session %s's, or has no cluster IP", backend.ErrRefused, name, id)
+	}
+	eps := map[string]string{}
+	for c, p := range ports {
+		i := slices.IndexFunc(svc.Spec.Ports, func(sp corev1.ServicePort) bool { return sp.Name == c })
+		if i < 0 || int(svc.Spec.Ports[i].TargetPort.IntVal) != p {
+			return nil, fmt.Errorf("%w: connector %q on port %d is not a port of service %s", backend.ErrRefused, c, p, name)
+		}
+		eps[c] = net.JoinHostPort(ip.String(), strconv.Itoa(int(svc.Spec.Ports[i].Port)))
+	}
+	return eps, nil
 }
 
 // Register accepts a runner's registration only from its pod's IP, and
@@ -661,6 +719,11 @@ func (b *Backend) Register(ctx context.Context, id, ref string, from net.IP, reg
 				return backend.Event{}, fmt.Errorf("%w: connector %q port %d", backend.ErrRefused, c, p)
 			}
 			eps[c] = net.JoinHostPort(ip.String(), strconv.Itoa(p))
+		}
+		if b.cfg.Service {
+			if eps, err = b.serviceEndpoints(ctx, id, name, reg.Ports); err != nil {
+				return backend.Event{}, err
+			}
 		}
 		return backend.Event{Kind: contract.EventReady, Endpoints: eps, TLSSHA256: strings.ToLower(reg.TLSSHA256), Node: pod.Spec.NodeName}, nil
 	}
