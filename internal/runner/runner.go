@@ -90,12 +90,15 @@ func Run(ctx context.Context, cfg Config) int {
 // registerReady tells the gateway the connectors' ports. It runs beside
 // the session, retrying while the gateway is unreachable; a refusal is sent
 // on failed.
-func (r *run) registerReady(ctx context.Context, endpoints map[string]string, sha string, failed chan<- error) {
+func (r *run) registerReady(ctx context.Context, endpoints map[string]string, sha string, warnings []string, failed chan<- error) {
 	reg, err := ReadyRegistration(endpoints, sha)
 	if err != nil {
 		failed <- err
 		return
 	}
+	// The gateway hears of a fallback to the pod's isolation from here:
+	// a pod's stdout reaches nobody.
+	reg.Warnings = warnings[:min(len(warnings), registration.MaxWarnings)]
 	ctx, cancel := context.WithTimeout(ctx, registerTimeout)
 	defer cancel()
 	if err := r.cfg.Register.Send(ctx, reg); err != nil {
@@ -377,10 +380,11 @@ func (r *run) supervise(ctx context.Context, s *seal.Seal, st *setup, sigs <-cha
 	defer regCancel()
 	reportReady := func() {
 		ready = nil
-		r.emit(Event{Kind: contract.EventReady, ID: spec.ID, Endpoints: st.endpoints, TLSSHA256: st.certSHA, IDMap: string(mode), Warnings: s.Warnings(), Accel: st.accel})
+		warnings := s.Warnings()
+		r.emit(Event{Kind: contract.EventReady, ID: spec.ID, Endpoints: st.endpoints, TLSSHA256: st.certSHA, IDMap: string(mode), Warnings: warnings, Accel: st.accel})
 		r.log.Info("ready", "endpoints", st.endpoints)
 		if r.cfg.Register != nil {
-			go r.registerReady(regCtx, st.endpoints, st.certSHA, regFailed)
+			go r.registerReady(regCtx, st.endpoints, st.certSHA, warnings, regFailed)
 		}
 	}
 	for {

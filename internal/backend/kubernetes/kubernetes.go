@@ -22,6 +22,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -725,7 +726,24 @@ func (b *Backend) Register(ctx context.Context, id, ref string, from net.IP, reg
 				return backend.Event{}, err
 			}
 		}
-		return backend.Event{Kind: contract.EventReady, Endpoints: eps, TLSSHA256: strings.ToLower(reg.TLSSHA256), Node: pod.Spec.NodeName}, nil
+		var warnings []string
+		for _, w := range reg.Warnings[:min(len(reg.Warnings), registration.MaxWarnings)] {
+			warnings = append(warnings, clip(w, 500))
+		}
+		return backend.Event{Kind: contract.EventReady, Endpoints: eps, TLSSHA256: strings.ToLower(reg.TLSSHA256), Node: pod.Spec.NodeName,
+			Warnings: warnings}, nil
 	}
 	return backend.Event{}, fmt.Errorf("%w: event %q: want ready or exit", backend.ErrRefused, reg.Event)
+}
+
+// clip keeps at most n bytes of s, on a rune boundary: a runner's words
+// are stored and shown, and it may be the workload's.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }

@@ -594,9 +594,16 @@ func TestRegisterThroughService(t *testing.T) {
 	if _, err := b.Register(ctx, "s-svc", ref, ip, swapped); !errors.Is(err, backend.ErrRefused) {
 		t.Errorf("another connector's port: %v", err)
 	}
+	// The runner's fallback to the pod's isolation reaches the gateway
+	// with the registration, bounded.
+	fallback := "user namespaces forbidden by the cluster (operation not permitted); isolation is the pod's network namespace and its NetworkPolicy"
+	good.Warnings = append([]string{fallback, strings.Repeat("é", 400)}, make([]string, 30)...)
 	e, err := b.Register(ctx, "s-svc", ref, ip, good)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if len(e.Warnings) != registration.MaxWarnings || e.Warnings[0] != fallback || len(e.Warnings[1]) != 500 {
+		t.Errorf("warnings: %d, first %q, second %d bytes", len(e.Warnings), e.Warnings[0], len(e.Warnings[1]))
 	}
 	want := map[string]string{"console": net.JoinHostPort(svc.Spec.ClusterIP, "7400"), "rdp": net.JoinHostPort(svc.Spec.ClusterIP, "7401")}
 	if e.Kind != contract.EventReady || len(e.Endpoints) != 2 || e.Endpoints["console"] != want["console"] || e.Endpoints["rdp"] != want["rdp"] {
