@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -44,10 +45,15 @@ func freePort(t *testing.T) int {
 // kind of process only a PID namespace or init's subreaper finds. Every
 // process of it carries marker in its environment.
 func podSpec(t *testing.T, m mode, id, marker string, isolation string) map[string]any {
+	return podSpecPre(t, m, id, marker, isolation, "")
+}
+
+// podSpecPre is podSpec whose workload runs the shell commands pre first.
+func podSpecPre(t *testing.T, m mode, id, marker, isolation, pre string) map[string]any {
 	t.Helper()
 	port := freePort(t)
 	spec := connectorSpec(t, m, id, true, nil)
-	script := fmt.Sprintf("(setsid sleep 1000 &); exec %s serve http:tcp:127.0.0.1:%d", realtest.Probe(t), port)
+	script := fmt.Sprintf("%s(setsid sleep 1000 &); exec %s serve http:tcp:127.0.0.1:%d", pre, realtest.Probe(t), port)
 	spec["workload"] = map[string]any{"argv": []string{"/bin/sh", "-c", script}, "env": map[string]string{"AIRLOCK_TEST_MARKER": marker}}
 	spec["connectors"].([]any)[0].(map[string]any)["target"] = fmt.Sprintf("127.0.0.1:%d", port)
 	if isolation != "" {
@@ -186,5 +192,49 @@ func TestPodIsolationRefusedAsRoot(t *testing.T) {
 	}
 	if p := realtest.ProcessesOf(marker); len(p) > 0 {
 		t.Errorf("the workload ran: %v", p)
+	}
+}
+
+// TestPodIsolationHidesTheRunnersSecrets: without a PID namespace the
+// workload sees the runner and init in /proc, with its own uid. Their
+// environment (the runner's holds the ticket key and registration token
+// it was started with, unset or not) stays unreadable to it: the runner
+// makes itself undumpable in pod isolation, init always is, and the
+// workload's Landlock domain denies it too where the kernel has one. The
+// control: this test, outside, reads the runner's.
+func TestPodIsolationHidesTheRunnersSecrets(t *testing.T) {
+	all := modes(t)
+	m := all[len(all)-1]
+	id := fmt.Sprintf("podenv-%d", time.Now().UnixNano()%1e6)
+	marker := "airlock-podtest-" + id
+	secret := "RUNNER-SECRET-" + id
+	out := filepath.Join(resultsDir(t, m.owner), "environ")
+	pre := fmt.Sprintf(`init=$PPID; runner=$(cut -d" " -f4 /proc/$init/stat); `+
+		`{ echo "runner $runner init $init"; cat /proc/$runner/environ; cat /proc/$init/environ; tr "\\0" "\\n" < /proc/$runner/cmdline; } > %s 2>&1; `, out)
+	r := realtest.StartRunner(t, podSpecPre(t, m, id, marker, "pod", pre),
+		realtest.RunOptions{As: m.as, Wrap: noUserNS(t, "EPERM"), Env: []string{"AIRLOCK_TEST_SECRET=" + secret}})
+	if r.Ready.IDMap != "pod" {
+		t.Fatalf("not unsealed: id_map %q", r.Ready.IDMap)
+	}
+	got, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("the workload read:\n%s", got)
+	if !strings.Contains(string(got), "run") || !strings.Contains(string(got), "Permission denied") {
+		t.Errorf("the workload did not find the runner, or was not refused: %s", got)
+	}
+	if strings.Contains(string(got), secret) {
+		t.Errorf("the workload read the runner's environment")
+	}
+	// The control: the runner's environment holds the secret, and its
+	// command line (which is no secret) is readable, so the probe found it.
+	pid := r.Cmd.Process.Pid
+	if m.as == nil {
+		t.Skip("the control needs root to read the undumpable runner")
+	}
+	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	if err != nil || !strings.Contains(string(env), secret) {
+		t.Errorf("control: the runner's environment lacks the secret (%v): the test proves nothing", err)
 	}
 }
