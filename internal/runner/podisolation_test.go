@@ -238,3 +238,31 @@ func TestPodIsolationHidesTheRunnersSecrets(t *testing.T) {
 		t.Errorf("control: the runner's environment lacks the secret (%v): the test proves nothing", err)
 	}
 }
+
+// TestPodIsolationSealsWhereItCan: isolation "pod" is a fallback, not a
+// mode: where user namespaces can be made, the session is sealed as any
+// other (its own network namespace: the host's loopback is unreachable)
+// and nothing warns of the pod.
+func TestPodIsolationSealsWhereItCan(t *testing.T) {
+	all := modes(t)
+	m := all[len(all)-1]
+	host := echoListen(t, "tcp", "127.0.0.1:0").Addr().String()
+	dir := resultsDir(t, m.owner)
+	out := filepath.Join(dir, "inside.json")
+	spec := map[string]any{
+		"id": fmt.Sprintf("podseal-%d", time.Now().UnixNano()%1e6), "owner": m.owner.Name, "isolation": "pod",
+		"workload": map[string]any{"argv": []string{realtest.Probe(t), "dial", out, "tcp:" + host}},
+	}
+	r := realtest.StartRunner(t, spec, realtest.RunOptions{As: m.as, NoWaitReady: true})
+	ev := r.WaitExit(t, 60*time.Second)
+	if ev.Code == nil || *ev.Code != 0 {
+		t.Fatalf("probe failed: %+v\n%s", ev, r.Stderr.String())
+	}
+	if strings.Contains(r.Stderr.String(), "user namespaces forbidden") {
+		t.Errorf("the runner fell back with user namespaces available:\n%s", r.Stderr.String())
+	}
+	res, ok := readResults(t, out)["tcp:"+host]
+	if !ok || res.Reached {
+		t.Errorf("the host's %s: %+v (found %v): want tried and not reached, as in a seal", host, res, ok)
+	}
+}

@@ -19,7 +19,7 @@ func (in *initProc) setupUnsealed() error {
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		return fmt.Errorf("become the session's subreaper: %w", err)
 	}
-	in.warn("no seal: the workload shares the pod's file system, /tmp, network namespace and process list; %s", "the pod's network namespace and NetworkPolicy are its isolation")
+	in.warn("no seal: the workload shares the pod's file system, /tmp, network namespace and process list with the runner and connectors")
 	return nil
 }
 
@@ -77,6 +77,11 @@ func parentOf(pid int) (int, bool) {
 	if err != nil {
 		return 0, false
 	}
+	return parseStatParent(b)
+}
+
+// parseStatParent reads the parent pid from the text of a /proc/PID/stat.
+func parseStatParent(b []byte) (int, bool) {
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
 		return 0, false
