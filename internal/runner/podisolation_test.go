@@ -50,10 +50,16 @@ func podSpec(t *testing.T, m mode, id, marker string, isolation string) map[stri
 
 // podSpecPre is podSpec whose workload runs the shell commands pre first.
 func podSpecPre(t *testing.T, m mode, id, marker, isolation, pre string) map[string]any {
+	return podSpecScript(t, m, id, marker, isolation, pre+"(setsid sleep 1000 &); ")
+}
+
+// podSpecScript is podSpec whose workload runs the shell commands pre,
+// and no more, before it serves.
+func podSpecScript(t *testing.T, m mode, id, marker, isolation, pre string) map[string]any {
 	t.Helper()
 	port := freePort(t)
 	spec := connectorSpec(t, m, id, true, nil)
-	script := fmt.Sprintf("%s(setsid sleep 1000 &); exec %s serve http:tcp:127.0.0.1:%d", pre, realtest.Probe(t), port)
+	script := fmt.Sprintf("%sexec %s serve http:tcp:127.0.0.1:%d", pre, realtest.Probe(t), port)
 	spec["workload"] = map[string]any{"argv": []string{"/bin/sh", "-c", script}, "env": map[string]string{"AIRLOCK_TEST_MARKER": marker}}
 	spec["connectors"].([]any)[0].(map[string]any)["target"] = fmt.Sprintf("127.0.0.1:%d", port)
 	if isolation != "" {
@@ -264,5 +270,38 @@ func TestPodIsolationSealsWhereItCan(t *testing.T) {
 	res, ok := readResults(t, out)["tcp:"+host]
 	if !ok || res.Reached {
 		t.Errorf("the host's %s: %+v (found %v): want tried and not reached, as in a seal", host, res, ok)
+	}
+}
+
+// TestPodIsolationRunnerKilled: without a PID namespace, a runner killed
+// outright (SIGKILL, no teardown) still takes the session with it: init
+// dies by its parent-death signal and so, by theirs, do the connector
+// and the workload. (An orphan a workload leaves is the container's PID
+// namespace's to end, in a pod; TestPodIsolationFallback covers the
+// orderly end.)
+func TestPodIsolationRunnerKilled(t *testing.T) {
+	all := modes(t)
+	m := all[len(all)-1]
+	id := fmt.Sprintf("podkill-%d", time.Now().UnixNano()%1e6)
+	marker := "airlock-podtest-" + id
+	r := realtest.StartRunner(t, podSpecScript(t, m, id, marker, "pod", ""), realtest.RunOptions{As: m.as, Wrap: noUserNS(t, "EPERM")})
+	if r.Ready.IDMap != "pod" {
+		t.Fatalf("not unsealed: id_map %q", r.Ready.IDMap)
+	}
+	// The workload (its environment has the marker), and init and the
+	// connector (their command lines have the id).
+	if p := realtest.ProcessesOf(marker); len(p) == 0 {
+		t.Fatal("no workload found: the test proves nothing")
+	}
+	if p := realtest.ProcessesOf(id); len(p) < 3 {
+		t.Fatalf("want init, the connector and the workload, found %v", p)
+	}
+	r.Signal(syscall.SIGKILL)
+	<-r.Exited()
+	if err := realtest.WaitFor(30*time.Second, func() error { return realtest.Gone(marker) }); err != nil {
+		t.Errorf("after the runner was killed: %v", err)
+	}
+	if err := realtest.WaitFor(30*time.Second, func() error { return realtest.Gone(id) }); err != nil {
+		t.Errorf("after the runner was killed (connector, init): %v", err)
 	}
 }

@@ -407,6 +407,12 @@ func (in *initProc) start(p Process) (int, error) {
 		Files: files,
 		Sys:   &syscall.SysProcAttr{Setsid: true},
 	}
+	if in.plan.Unsealed {
+		// No PID namespace ends the session with init: should init be
+		// killed (with the runner, by Pdeathsig), what it started goes
+		// too. The spawner's thread lives as long as init.
+		attr.Sys.Pdeathsig = syscall.SIGKILL
+	}
 	if in.plan.RootMode {
 		groups := make([]uint32, len(in.plan.Groups))
 		for i, g := range in.plan.Groups {
