@@ -192,9 +192,23 @@ func golden(t *testing.T, name string, obj any) {
 // below pin what must never change.
 func TestLaunchObjects(t *testing.T) {
 	c := kubetest.Start(t)
+	for _, service := range []bool{false, true} {
+		t.Run(map[bool]string{false: "default", true: "service"}[service], func(t *testing.T) {
+			launchObjects(t, c, service)
+		})
+	}
+}
+
+// launchObjects is TestLaunchObjects with or without a Service: the
+// goldens of the objects that differ get "-service".
+func launchObjects(t *testing.T, c *kubetest.Cluster, service bool) {
 	ns := c.Namespace(t)
-	b := newBackendWith(t, c, ns, func(c *Config) { c.Service = true })
+	b := newBackendWith(t, c, ns, func(c *Config) { c.Service = service })
 	ctx := context.Background()
+	suffix := ""
+	if service {
+		suffix = "-service"
+	}
 	// The RuntimeClass admission plugin refuses a pod naming a class the
 	// cluster lacks.
 	if _, err := c.Client.NodeV1().RuntimeClasses().Create(ctx, &nodev1.RuntimeClass{ObjectMeta: metav1.ObjectMeta{Name: "gvisor"}, Handler: "runsc"},
@@ -217,11 +231,17 @@ func TestLaunchObjects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	owned := []metav1.ObjectMeta{sec.ObjectMeta, pol.ObjectMeta}
 	svc, err := c.Client.CoreV1().Services(ns).Get(ctx, "airlock-s-golden", metav1.GetOptions{})
-	if err != nil {
+	switch {
+	case !service && !apierrors.IsNotFound(err):
+		t.Fatalf("a service without service: true: %v", err)
+	case service && err != nil:
 		t.Fatal(err)
+	case service:
+		owned = append(owned, svc.ObjectMeta)
 	}
-	for _, o := range []metav1.ObjectMeta{sec.ObjectMeta, pol.ObjectMeta, svc.ObjectMeta} {
+	for _, o := range owned {
 		if len(o.OwnerReferences) != 1 || o.OwnerReferences[0].UID != pod.UID {
 			t.Errorf("%s: owner references %+v, want the pod %s", o.Name, o.OwnerReferences, pod.UID)
 		}
@@ -257,28 +277,40 @@ func TestLaunchObjects(t *testing.T) {
 	if err := json.Unmarshal(sec.Data[specKey], &spec); err != nil {
 		t.Fatal(err)
 	}
+	listen := []string{"tcp::0", "tcp::0"}
+	if service {
+		listen = []string{"tcp::7400", "tcp::7401"}
+	}
 	if spec.Isolation != string(contract.IsolationPod) || spec.Marker != "SPEC-MARKER-s-golden" || len(spec.Connectors) != 2 ||
-		spec.Connectors[0].Listen != "tcp::7400" || spec.Connectors[1].Listen != "tcp::7401" {
+		spec.Connectors[0].Listen != listen[0] || spec.Connectors[1].Listen != listen[1] {
 		t.Errorf("runner spec %s", sec.Data[specKey])
+	}
+	// The policy admits the gateway to any TCP port (the runner picks
+	// them), or to the connectors' fixed ports only.
+	if ports := pol.Spec.Ingress[0].Ports; len(ports) != map[bool]int{false: 1, true: 2}[service] ||
+		!service && ports[0].Port != nil || service && (ports[0].Port.IntVal != 7400 || ports[1].Port.IntVal != 7401) {
+		t.Errorf("ingress ports %+v", ports)
 	}
 	// The Service: ClusterIP, the session's pod only, the connectors'
 	// ports only.
-	if svc.Spec.Type != corev1.ServiceTypeClusterIP || svc.Spec.ClusterIP == "" || len(svc.Spec.Ports) != 2 ||
-		svc.Spec.Selector[LabelSession] != "s-golden" || svc.Spec.Selector[LabelGateway] != "airlock" {
+	if service && (svc.Spec.Type != corev1.ServiceTypeClusterIP || svc.Spec.ClusterIP == "" || len(svc.Spec.Ports) != 2 ||
+		svc.Spec.Selector[LabelSession] != "s-golden" || svc.Spec.Selector[LabelGateway] != "airlock") {
 		t.Errorf("service %+v", svc.Spec)
 	}
 	pod.Spec.NodeName = "" // the scheduler's, maybe not yet
 	pod.Status = corev1.PodStatus{}
-	// The cluster's choice of address, different every run.
-	svc.Spec.ClusterIP, svc.Spec.ClusterIPs = "CLUSTER-IP", []string{"CLUSTER-IP"}
 	normalize(&pod.ObjectMeta)
 	normalize(&sec.ObjectMeta)
 	normalize(&pol.ObjectMeta)
-	normalize(&svc.ObjectMeta)
 	golden(t, "pod", pod)
-	golden(t, "secret", sec)
-	golden(t, "networkpolicy", pol)
-	golden(t, "service", svc)
+	golden(t, "secret"+suffix, sec)
+	golden(t, "networkpolicy"+suffix, pol)
+	if service {
+		// The cluster's choice of address, different every run.
+		svc.Spec.ClusterIP, svc.Spec.ClusterIPs = "CLUSTER-IP", []string{"CLUSTER-IP"}
+		normalize(&svc.ObjectMeta)
+		golden(t, "service", svc)
+	}
 }
 
 // TestSecretsOnlyInTheSecret: the spec and the session's secrets (ticket

@@ -237,11 +237,29 @@ func (b *Backend) pod(j backend.Job, uid, gid int64) *corev1.Pod {
 }
 
 // policy admits only the gateway, to any TCP port (the connectors' ports
-// are the runner's choice; nothing else in the pod listens), and lets the
-// pod reach only the gateway's registration port and the profile's egress
-// list.
+// are the runner's choice; nothing else in the pod listens) or, with a
+// Service, to the connectors' fixed ports only (a workload that shares
+// the pod's network namespace, where the cluster forbids user
+// namespaces, can listen too), and lets the pod reach only the gateway's
+// registration port and the profile's egress list.
 func (b *Backend) policy(j backend.Job) (*networkingv1.NetworkPolicy, error) {
 	tcp := corev1.ProtocolTCP
+	in := []networkingv1.NetworkPolicyPort{{Protocol: &tcp}}
+	if b.cfg.Service {
+		_, ports, err := connectorPorts(j.Spec)
+		if err != nil {
+			return nil, err
+		}
+		if len(ports) == 0 {
+			// A rule with no ports would admit every port.
+			return nil, errors.New("spec: no connectors for the Service")
+		}
+		in = nil
+		for _, p := range ports {
+			port := intstr.FromInt32(p)
+			in = append(in, networkingv1.NetworkPolicyPort{Protocol: &tcp, Port: &port})
+		}
+	}
 	var from []networkingv1.NetworkPolicyPeer
 	for _, c := range b.cfg.GatewayCIDRs {
 		from = append(from, networkingv1.NetworkPolicyPeer{IPBlock: &networkingv1.IPBlock{CIDR: c}})
@@ -263,10 +281,8 @@ func (b *Backend) policy(j backend.Job) (*networkingv1.NetworkPolicy, error) {
 		Spec: networkingv1.NetworkPolicySpec{
 			PodSelector: metav1.LabelSelector{MatchLabels: b.podSelector(j.ID)},
 			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress},
-			Ingress: []networkingv1.NetworkPolicyIngressRule{{
-				From: from, Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp}},
-			}},
-			Egress: egress,
+			Ingress:     []networkingv1.NetworkPolicyIngressRule{{From: from, Ports: in}},
+			Egress:      egress,
 		},
 	}, nil
 }
