@@ -4,9 +4,13 @@
 // the pod reach only the gateway and the profile's egress list, and a Pod
 // whose one container runs `airlock run --register`, reads the spec from the
 // Secret's file and registers its connectors' ports with the gateway over
-// HTTPS, as a Slurm job's runner does. One pod informer (a watch, not
-// polling) turns the pods' status into the sessions' events, with
-// Kubernetes' reasons.
+// HTTPS, as a Slurm job's runner does; with Config.Service a fourth, a
+// ClusterIP Service with only the connectors' ports, through which the
+// gateway then reaches them. The spec it hands the runner asks for
+// isolation "pod" (runnerSpec): where the cluster forbids user namespaces,
+// the runner relies on the pod and its policy instead of failing. One pod
+// informer (a watch, not polling) turns the pods' status into the
+// sessions' events, with Kubernetes' reasons.
 package kubernetes
 
 import (
