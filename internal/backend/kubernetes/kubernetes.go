@@ -337,7 +337,8 @@ func (b *Backend) owner(name string) (int64, int64, error) {
 
 // Start creates the session's NetworkPolicy (first, so the pod never runs
 // unfenced), Secret and Pod, then makes the pod the other two's owner so
-// the cluster's garbage collector removes them with it. It returns
+// the cluster's garbage collector removes them with it, and with
+// Config.Service the Service, owned by the pod from the start. It returns
 // "pod:NAME". On failure it deletes what it made.
 func (b *Backend) Start(ctx context.Context, j backend.Job) (string, error) {
 	uid, gid, err := b.owner(j.Owner)
@@ -416,7 +417,7 @@ func (b *Backend) podName(id, ref string) (string, error) {
 }
 
 // Stop deletes the session's pod (its runner gets SIGTERM and the grace
-// period to tear the session down), Secret and NetworkPolicy. It is
+// period to tear the session down), Secret, NetworkPolicy and Service. It is
 // backend.ErrGone when none of them existed.
 func (b *Backend) Stop(ctx context.Context, id, ref string) error {
 	name, err := b.podName(id, ref)
