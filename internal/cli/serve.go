@@ -334,7 +334,7 @@ func kubernetesConfig(cfg config.Config, registerURL string, log *slog.Logger) (
 		Kubeconfig: kc.Kubeconfig, Context: kc.Context, Namespace: kc.Namespace, Image: kc.Image, Airlock: kc.Airlock,
 		ServiceAccount: kc.ServiceAccount, Prefix: kc.Prefix, GatewayCIDRs: kc.GatewayCIDRs, GatewayPort: port,
 		Egress: kc.Egress, UID: int64(kc.UID), GID: int64(kc.GID), GracePeriod: kc.GracePeriod,
-		Resync: kc.Reconcile, Profiles: map[string]kubebackend.PodOptions{}, Logger: log,
+		Resync: kc.Reconcile, Service: kc.Service, Profiles: map[string]kubebackend.PodOptions{}, Logger: log,
 	}
 	for _, p := range cfg.Profiles {
 		k := p.Kubernetes

@@ -258,6 +258,11 @@ type KubernetesBackend struct {
 	// namespace with its sessions, deletes those no session owns and
 	// re-adopts running pods. Default 1m.
 	Reconcile time.Duration `yaml:"reconcile"`
+	// Service gives each session a ClusterIP Service with only its
+	// connectors' ports (fixed ones then, in the pod's own network
+	// namespace), owned by its pod, and the gateway reaches the
+	// connectors through it instead of the pod's IP. Default false.
+	Service bool `yaml:"service"`
 }
 
 // LocalBackend runs `airlock run` as a child process of the gateway that

@@ -78,6 +78,12 @@ type Spec struct {
 	// RDPLogon gives an RDP server in the seal that does NLA (FreeRDP's
 	// shadow server) the session's one-time password. See RDPLogon.
 	RDPLogon *RDPLogon `json:"rdp_logon"`
+	// Isolation is what the runner may fall back to when it cannot make
+	// the seal's namespaces. Empty (the default, and the only value the
+	// local and Slurm backends ever write): none, a seal that cannot be
+	// made is a failure. IsolationPod is set by the Kubernetes backend
+	// alone, never from a profile (see IsolationPod).
+	Isolation Isolation `json:"isolation,omitempty"`
 }
 
 // RDPLogon is the one account an NLA RDP server in the seal accepts. The
@@ -96,6 +102,19 @@ type RDPLogon struct {
 	// SAMFile is the file the server reads: directly in /tmp.
 	SAMFile string `json:"sam_file"`
 }
+
+// Isolation names what a session may rely on instead of the seal.
+type Isolation string
+
+// IsolationPod: the runner is a pod's main process. Where the cluster
+// forbids user namespaces (seccomp RuntimeDefault, user.max_user_namespaces
+// = 0, kernel.unprivileged_userns_clone = 0), it starts the connectors and
+// the workload without the seal's namespaces, still with no_new_privs, no
+// capabilities, their own process groups, the workload's Landlock domain
+// and unix guard, and says so; the pod's network namespace and its
+// NetworkPolicy are then the isolation. A root runner refuses it: root
+// needs no user namespace, so the fallback could only weaken its seal.
+const IsolationPod Isolation = "pod"
 
 // KioskBrowsers are the browsers a kiosk can run.
 var KioskBrowsers = []string{"chromium"}

@@ -60,7 +60,13 @@ func TestEveryProfileFieldIsUsed(t *testing.T) {
 			t.Fatalf("%s: building twice differs; the walk would prove nothing", b.Name)
 		}
 	}
+	noIsolation(t, "every base", bases, func(p *Profile) bool { return true }, s)
 	for _, field := range profileFields(reflect.TypeFor[Profile](), "") {
+		// No profile field, whatever its value, makes the spec of the
+		// local or a remote backend ask for isolation "pod": only the
+		// Kubernetes backend adds it (kubernetes.TestLaunchObjects), so no
+		// configuration gets an unsealed session out of the others.
+		noIsolation(t, field, bases, func(p *Profile) bool { return setField(reflect.ValueOf(p).Elem(), strings.Split(field, ".")) }, s)
 		if _, ok := profileUsedElsewhere[field]; ok {
 			continue
 		}
@@ -87,6 +93,31 @@ func TestEveryProfileFieldIsUsed(t *testing.T) {
 		}
 		if !used {
 			t.Errorf("Profile.%s reaches neither the spec, the launch form nor a launch's grant", field)
+		}
+	}
+}
+
+// noIsolation fails the test if a spec built from any of bases, changed
+// by set (when it applies), names an isolation.
+func noIsolation(t *testing.T, what string, bases []Profile, set func(*Profile) bool, s *session.Session) {
+	t.Helper()
+	for _, b := range bases {
+		p := b
+		if b.VM != nil {
+			img := *b.VM
+			p.VM = &img
+		}
+		if b.Kiosk != nil {
+			k := *b.Kiosk
+			p.Kiosk = &k
+		}
+		if !set(&p) {
+			continue
+		}
+		for _, v := range profileReach(t, s, p) {
+			if str, ok := v.(string); ok && strings.Contains(str, `"isolation"`) {
+				t.Errorf("%s of profile %s puts an isolation in the runner spec: %s", what, b.Name, str)
+			}
 		}
 	}
 }

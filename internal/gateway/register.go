@@ -131,6 +131,13 @@ func (g *Gateway) register(w http.ResponseWriter, r *http.Request) error {
 		return nil
 	}
 	g.audit(r.Context(), "", "register_"+string(reg.Event), id, r.RemoteAddr, "node "+e.Node)
+	for _, w := range e.Warnings {
+		// What the runner started the session without (a pod's runner
+		// where the cluster forbids user namespaces): for the admin's
+		// audit, beside the registration it came with.
+		g.log.WarnContext(r.Context(), "session runner warning", "session", id, "warning", w)
+		g.audit(r.Context(), "", "runner_warning", id, r.RemoteAddr, w)
+	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

@@ -54,6 +54,11 @@ type Registration struct {
 	Ports map[string]int `json:"ports,omitempty"`
 	// TLSSHA256 pins the session certificate the connectors present.
 	TLSSHA256 string `json:"tls_sha256,omitempty"`
+	// Warnings are what the runner could not set up but started the
+	// session without (ready), as its ready event lists them: a pod's
+	// runner that fell back to the pod's isolation says so here. At most
+	// MaxWarnings; the gateway audits them.
+	Warnings []string `json:"warnings,omitempty"`
 	// Reason and Code say why the session ended (exit).
 	Reason string `json:"reason,omitempty"`
 	Code   int    `json:"code,omitempty"`
@@ -74,6 +79,9 @@ type Egress struct {
 
 // MaxEgress bounds Registration.Egress.
 const MaxEgress = 256
+
+// MaxWarnings bounds Registration.Warnings; a backend keeps no more.
+const MaxWarnings = 16
 
 // Client posts a session's registrations to the gateway.
 type Client struct {

@@ -90,12 +90,15 @@ func Run(ctx context.Context, cfg Config) int {
 // registerReady tells the gateway the connectors' ports. It runs beside
 // the session, retrying while the gateway is unreachable; a refusal is sent
 // on failed.
-func (r *run) registerReady(ctx context.Context, endpoints map[string]string, sha string, failed chan<- error) {
+func (r *run) registerReady(ctx context.Context, endpoints map[string]string, sha string, warnings []string, failed chan<- error) {
 	reg, err := ReadyRegistration(endpoints, sha)
 	if err != nil {
 		failed <- err
 		return
 	}
+	// The gateway hears of a fallback to the pod's isolation from here:
+	// a pod's stdout reaches nobody.
+	reg.Warnings = warnings[:min(len(warnings), registration.MaxWarnings)]
 	ctx, cancel := context.WithTimeout(ctx, registerTimeout)
 	defer cancel()
 	if err := r.cfg.Register.Send(ctx, reg); err != nil {
@@ -178,6 +181,20 @@ func (r *run) run(ctx context.Context) (code int, err error) {
 	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT)
 	defer signal.Stop(sigs)
 
+	if r.spec.Isolation == contract.IsolationPod {
+		if os.Geteuid() == 0 {
+			// Root needs no user namespace for its seal, so the fallback
+			// could only ever weaken a root runner's sessions.
+			return 1, errors.New("spec: isolation pod: refused for a runner started as root; it is for a pod's runner, which runs as the session's owner")
+		}
+		// The workload may end up beside us with our uid and no PID
+		// namespace between: an undumpable runner's /proc/PID/{environ,
+		// mem} (the ticket key and registration token it was started
+		// with) are closed to it even where Landlock is not.
+		if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+			return 1, fmt.Errorf("make the runner undumpable: %w", err)
+		}
+	}
 	st := &setup{}
 	defer r.removeAll()
 	defer st.closeListeners()
@@ -205,7 +222,11 @@ func (r *run) run(ctx context.Context) (code int, err error) {
 	st.closeListeners()
 	st.janitor.watch(s.Pid())
 	mode, why := s.IDMap()
-	r.log.InfoContext(ctx, "seal started", "pid", s.Pid(), "id_map", mode, "why", why)
+	if u := s.Unsealed(); u != "" {
+		r.log.WarnContext(ctx, u, "pid", s.Pid(), "id_map", mode)
+	} else {
+		r.log.InfoContext(ctx, "seal started", "pid", s.Pid(), "id_map", mode, "why", why)
+	}
 	return r.supervise(ctx, s, st, sigs), nil
 }
 
@@ -281,6 +302,7 @@ func (r *run) sealConfig(ctx context.Context, st *setup) seal.Config {
 		// QEMU's SMB server (smbd) for a Windows guest's folder messages its
 		// own processes over UNIX datagram sockets.
 		UnixDatagram: spec.VM != nil && spec.VM.OS == "windows" && spec.VM.Share != nil,
+		PodFallback:  spec.Isolation == contract.IsolationPod,
 	}
 	for _, e := range spec.Egress {
 		_, port, _ := splitHostPort(e)
@@ -361,10 +383,11 @@ func (r *run) supervise(ctx context.Context, s *seal.Seal, st *setup, sigs <-cha
 	defer regCancel()
 	reportReady := func() {
 		ready = nil
-		r.emit(Event{Kind: contract.EventReady, ID: spec.ID, Endpoints: st.endpoints, TLSSHA256: st.certSHA, IDMap: string(mode), Warnings: s.Warnings(), Accel: st.accel})
+		warnings := s.Warnings()
+		r.emit(Event{Kind: contract.EventReady, ID: spec.ID, Endpoints: st.endpoints, TLSSHA256: st.certSHA, IDMap: string(mode), Warnings: warnings, Accel: st.accel})
 		r.log.Info("ready", "endpoints", st.endpoints)
 		if r.cfg.Register != nil {
-			go r.registerReady(regCtx, st.endpoints, st.certSHA, regFailed)
+			go r.registerReady(regCtx, st.endpoints, st.certSHA, warnings, regFailed)
 		}
 	}
 	for {

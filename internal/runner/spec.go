@@ -225,6 +225,11 @@ func ValidateSpec(s *Spec) error {
 		}
 		ports[port] = true
 	}
+	switch s.Isolation {
+	case "", contract.IsolationPod:
+	default:
+		return fmt.Errorf("spec: isolation %q: want %q or none", s.Isolation, contract.IsolationPod)
+	}
 	if s.Kiosk != nil {
 		if s.VM != nil {
 			return errors.New("spec: kiosk: not with vm (a kiosk is a desktop's browser)")

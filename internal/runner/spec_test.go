@@ -51,6 +51,7 @@ func TestParseSpecErrors(t *testing.T) {
 		{"negative duration", edit(`"lifetime": "8h"`, `"lifetime": "-1h"`), `lifetime: want a duration`},
 		{"idle type", edit(`"listen": "tcp:127.0.0.1:0"}`, `"listen": "tcp:127.0.0.1:0", "idle": 5}`), `connectors.idle: want a duration like "8h", got 5`},
 		{"bad id", edit(`"id": "s-7f3a"`, `"id": "../etc"`), `id "../etc"`},
+		{"bad isolation", edit(`"id": "s-7f3a"`, `"id": "s-7f3a", "isolation": "none"`), `isolation "none": want "pod" or none`},
 		{"no workload", edit(`"argv": ["Xvnc", ":1", "-rfbport", "5901", "-SecurityTypes", "None"]`, `"argv": []`), "workload.argv: empty"},
 		{"bad kind", edit(`"kind": "vnc"`, `"kind": "ssh"`), `connectors[0].kind "ssh"`},
 		{"dup name", edit(`"name": "web"`, `"name": "console"`), `connectors[1].name "console": used twice`},

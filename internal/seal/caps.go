@@ -33,7 +33,13 @@ const (
 // non-zero uid then clears its permitted and effective sets (no
 // SECBIT_KEEP_CAPS), and exec cannot give any back with an empty bounding
 // set, no inheritable or ambient set and no_new_privs.
-func confineThread(keep ...uintptr) (warnings []string, err error) {
+//
+// unsealed (an unprivileged init in no user namespace of its own) has no
+// CAP_SETPCAP to empty the bounding set with: what is left in it is a
+// warning, not an error, since with no_new_privs and no capability in
+// any other set no exec can gain one (a pod that drops ALL has an empty
+// set anyway).
+func confineThread(unsealed bool, keep ...uintptr) (warnings []string, err error) {
 	// Locking "root is not special" and the fix-up on setuid is defence in
 	// depth: with no_new_privs nothing inside can become uid 0 anyway.
 	bits := secbitNoroot | secbitNorootLocked | secbitNoSetuidFixupLocked | secbitKeepCapsLocked |
@@ -43,10 +49,22 @@ func confineThread(keep ...uintptr) (warnings []string, err error) {
 		// makes this fail; what follows does not depend on it.
 		warnings = append(warnings, fmt.Sprintf("set securebits: %v", err))
 	}
+	kept := 0
 	for c := 0; c <= lastCap(); c++ {
-		if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); err != nil && err != unix.EINVAL {
+		if in, err := unix.PrctlRetInt(unix.PR_CAPBSET_READ, uintptr(c), 0, 0, 0); err == nil && in == 0 {
+			continue // not there: nothing to drop
+		}
+		err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0)
+		switch {
+		case err == nil || err == unix.EINVAL:
+		case err == unix.EPERM && unsealed:
+			kept++
+		default:
 			return warnings, fmt.Errorf("drop bounding capability %d: %w", c, err)
 		}
+	}
+	if kept > 0 {
+		warnings = append(warnings, fmt.Sprintf("%d capabilities stay in the bounding set (no CAP_SETPCAP without a user namespace); with no_new_privs no program can gain them", kept))
 	}
 	if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil {
 		return warnings, fmt.Errorf("clear ambient capabilities: %w", err)

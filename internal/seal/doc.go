@@ -106,4 +106,18 @@
 // outside it in the seal's network namespace, init and the connectors,
 // bind no abstract socket, so the abstract-socket scope still holds.
 // Connectors are started without the filter.
+//
+// # Without namespaces (Config.PodFallback)
+//
+// A runner in a Kubernetes pod may be forbidden user namespaces (clone
+// answers EPERM, ENOSPC or EINVAL). With PodFallback, Start then runs init
+// in no namespace of its own, in its own process group, and Unsealed says
+// why. Init mounts nothing, brings no lo up and sets no host name; it
+// becomes a child subreaper, starts everything with a parent-death signal,
+// and ends the session by signalling its descendants (unsealed.go), since
+// kill(-1) would reach every process of the owner's. Everything per thread
+// stays: the spawners' no_new_privs and empty capability sets (a bounding
+// set it cannot drop is a warning), the workload's Landlock domain and
+// unix guard, undumpable init and connectors. Without PodFallback (every
+// caller but a pod's runner) such a failure is Start's error.
 package seal

@@ -70,6 +70,9 @@ const (
 	// MapSingle: only the owner's id; setgroups is denied. Some programs
 	// (xterm, smbd) fail under it.
 	MapSingle IDMapMode = "single"
+	// MapPod: no user namespace, nor any other: the cluster forbids user
+	// namespaces and the session relies on its pod (Config.PodFallback).
+	MapPod IDMapMode = "pod"
 )
 
 // writeIDMaps maps the user namespace of pid. It returns the mode used and,

@@ -120,17 +120,23 @@ func (in *initProc) fail(format string, args ...any) int {
 
 func (in *initProc) run() int {
 	p := in.plan
-	if err := in.setupMounts(); err != nil {
-		return in.fail("%v", err)
-	}
-	in.setupIPCUTS()
-	if err := loopbackUp(); err != nil {
-		return in.fail("bring lo up: %v", err)
-	}
-	// Inside its own network namespace the workload may bind any port (an
-	// RDP server on 3389 is fine, so is one on 443): nothing is reachable.
-	if err := os.WriteFile("/proc/sys/net/ipv4/ip_unprivileged_port_start", []byte("0"), 0); err != nil {
-		in.warn("allow low ports inside: %v", err)
+	if p.Unsealed {
+		if err := in.setupUnsealed(); err != nil {
+			return in.fail("%v", err)
+		}
+	} else {
+		if err := in.setupMounts(); err != nil {
+			return in.fail("%v", err)
+		}
+		in.setupIPCUTS()
+		if err := loopbackUp(); err != nil {
+			return in.fail("bring lo up: %v", err)
+		}
+		// Inside its own network namespace the workload may bind any port (an
+		// RDP server on 3389 is fine, so is one on 443): nothing is reachable.
+		if err := os.WriteFile("/proc/sys/net/ipv4/ip_unprivileged_port_start", []byte("0"), 0); err != nil {
+			in.warn("allow low ports inside: %v", err)
+		}
 	}
 	if err := in.startEgress(); err != nil {
 		return in.fail("%v", err)
@@ -308,8 +314,7 @@ func (in *initProc) terminate(reason string, code int, sigs chan os.Signal) {
 	// Logged by send if it fails; the session ends all the same, and the
 	// exit code carries code.
 	_ = in.send(Message{Type: "exit", Reason: reason, Code: code})
-	// kill(-1) from PID 1 reaches every process in our PID namespace but us.
-	unix.Kill(-1, unix.SIGTERM)
+	in.signalAll(unix.SIGTERM)
 	deadline := time.NewTimer(in.plan.Grace)
 	defer deadline.Stop()
 	for {
@@ -323,11 +328,16 @@ func (in *initProc) terminate(reason string, code int, sigs chan os.Signal) {
 		case <-sigs:
 		case <-deadline.C:
 			in.log.Warn("grace period over: killing what is left")
-			unix.Kill(-1, unix.SIGKILL)
+			in.signalAll(unix.SIGKILL)
 			// Our exit kills the rest anyway; reaping first keeps the
 			// runner's view ("nothing left") true when it sees us gone.
 			waitUntil := time.Now().Add(2 * time.Second)
 			for !noChildren() && time.Now().Before(waitUntil) {
+				if in.plan.Unsealed {
+					// Without a PID namespace our exit kills nothing:
+					// whatever forked since the last pass goes now.
+					in.signalAll(unix.SIGKILL)
+				}
 				in.reap()
 				time.Sleep(10 * time.Millisecond)
 			}
@@ -336,6 +346,10 @@ func (in *initProc) terminate(reason string, code int, sigs chan os.Signal) {
 			os.Exit(clampCode(code))
 		case <-time.After(100 * time.Millisecond):
 			// SIGCHLD can coalesce; poll as a backstop.
+			if in.plan.Unsealed {
+				// A process forked after the first SIGTERM gets one too.
+				in.signalAll(unix.SIGTERM)
+			}
 		}
 	}
 }
@@ -392,6 +406,12 @@ func (in *initProc) start(p Process) (int, error) {
 		Env:   p.Env,
 		Files: files,
 		Sys:   &syscall.SysProcAttr{Setsid: true},
+	}
+	if in.plan.Unsealed {
+		// No PID namespace ends the session with init: should init be
+		// killed (with the runner, by Pdeathsig), what it started goes
+		// too. The spawner's thread lives as long as init.
+		attr.Sys.Pdeathsig = syscall.SIGKILL
 	}
 	if in.plan.RootMode {
 		groups := make([]uint32, len(in.plan.Groups))

@@ -60,7 +60,11 @@ type Plan struct {
 	// RootMode: init runs as real root (no user namespace) and starts every
 	// process as UID/GID/Groups. Otherwise init already is the owner inside a
 	// user namespace and only drops its capabilities.
-	RootMode bool  `json:"root_mode"`
+	RootMode bool `json:"root_mode"`
+	// Unsealed: init runs in no namespace of its own (Config.PodFallback).
+	// It mounts nothing, brings no lo up, and ends the session by
+	// signalling its descendants, not every process it can see.
+	Unsealed bool  `json:"unsealed,omitempty"`
 	UID      int   `json:"uid"`
 	GID      int   `json:"gid"`
 	Groups   []int `json:"groups,omitempty"`

@@ -112,6 +112,15 @@ type Config struct {
 	// Stderr receives init's and the processes' output. Default os.Stderr.
 	Stderr io.Writer
 	Logger *slog.Logger
+	// PodFallback lets Start run init without any namespace when the user
+	// namespace cannot be made because something above us forbids it
+	// (EPERM, ENOSPC or EINVAL from clone: a seccomp profile, a zero
+	// user.max_user_namespaces, kernel.unprivileged_userns_clone = 0).
+	// Only a runner in a Kubernetes pod asks for it (spec isolation
+	// "pod"), where the pod's network namespace and NetworkPolicy stand
+	// in; Unsealed then says why. Ignored for a root runner, which needs
+	// no user namespace. Without it such a failure is Start's error.
+	PodFallback bool
 }
 
 // Result is how a seal ended.
@@ -136,6 +145,8 @@ type Seal struct {
 	reaped  bool
 	mapMode IDMapMode
 	mapWhy  string
+	// unsealed is why init runs without namespaces (PodFallback), or "".
+	unsealed string
 
 	ready    chan struct{}
 	done     chan struct{}
@@ -184,7 +195,7 @@ func Start(ctx context.Context, cfg Config) (*Seal, error) {
 	// The session id is only there for ps: an admin can tell which init
 	// is which session's.
 	pidfd := -1
-	newCmd := func(cgroupNS bool) *exec.Cmd {
+	newCmd := func(cgroupNS, unsealed bool) *exec.Cmd {
 		cmd := exec.Command(cfg.Exe, InitRole, cfg.ID)
 		cmd.Args[0] = "airlock-init"
 		cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin"}
@@ -199,6 +210,14 @@ func Start(ctx context.Context, cfg Config) (*Seal, error) {
 			// kills everything in its PID namespace.
 			Pdeathsig: syscall.SIGKILL,
 			PidFD:     &pidfd,
+		}
+		if unsealed {
+			// No namespace at all (PodFallback): init is the owner
+			// already, in the pod's namespaces. Its own process group, so
+			// a signal for the runner's group does not reach the session.
+			cmd.SysProcAttr.Cloneflags = 0
+			cmd.SysProcAttr.Setpgid = true
+			return cmd
 		}
 		if cgroupNS {
 			// The workload sees its own cgroup as "/", not where the node
@@ -222,14 +241,24 @@ func Start(ctx context.Context, cfg Config) (*Seal, error) {
 	go func() {
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
-		cmd = newCmd(true)
+		cmd = newCmd(true, false)
 		err := cmd.Start()
 		if errors.Is(err, syscall.EINVAL) {
 			// A kernel without cgroup namespaces: the rest still holds.
-			cmd = newCmd(false)
+			cmd = newCmd(false, false)
 			if err = cmd.Start(); err == nil {
 				s.mu.Lock()
 				s.warnings = append(s.warnings, "no cgroup namespace on this kernel: the workload sees the node's cgroup paths")
+				s.mu.Unlock()
+			}
+		}
+		if errno, ok := userNSForbidden(err); ok && cfg.PodFallback && !root {
+			why := UnsealedWarning(errno)
+			cmd = newCmd(false, true)
+			if err = cmd.Start(); err == nil {
+				s.mu.Lock()
+				s.unsealed = why
+				s.warnings = append(s.warnings, why)
 				s.mu.Unlock()
 			}
 		}
@@ -260,7 +289,7 @@ func Start(ctx context.Context, cfg Config) (*Seal, error) {
 	}
 
 	plan := Plan{
-		ID: cfg.ID, RootMode: root, UID: cfg.Owner.UID, GID: cfg.Owner.GID,
+		ID: cfg.ID, RootMode: root, Unsealed: s.unsealed != "", UID: cfg.Owner.UID, GID: cfg.Owner.GID,
 		ScratchDir: cfg.ScratchDir, Hide: cfg.Hide, Processes: cfg.Processes, Probes: cfg.Probes,
 		ReadyTimeout: cfg.ReadyTimeout, Grace: cfg.Grace, TTYGID: -1, LogJSON: cfg.LogJSON,
 		UnixSockets: cfg.UnixSockets, UnixDatagram: cfg.UnixDatagram,
@@ -269,11 +298,15 @@ func Start(ctx context.Context, cfg Config) (*Seal, error) {
 	if g, err := user.LookupGroup("tty"); err == nil {
 		ttyGID, _ = strconv.Atoi(g.Gid)
 	}
-	if root {
+	switch {
+	case s.unsealed != "":
+		s.mapMode, s.mapWhy = MapPod, s.unsealed
+		s.log.WarnContext(ctx, s.unsealed)
+	case root:
 		s.mapMode = MapNone
 		plan.Groups = cfg.Owner.Groups
 		plan.TTYGID = ttyGID
-	} else {
+	default:
 		mode, why, err := writeIDMaps(s.pid, cfg.Owner.Name, cfg.Owner.UID, cfg.Owner.GID)
 		if err != nil {
 			s.Kill()
@@ -380,8 +413,36 @@ func socketpair(typ int) (parent *net.UnixConn, child *os.File, err error) {
 // Pid is init's process id on the host.
 func (s *Seal) Pid() int { return s.pid }
 
-// IDMap says how ids were mapped and, for MapSingle, why no subordinate map.
+// IDMap says how ids were mapped and, for MapSingle, why no subordinate
+// map (for MapPod, why no user namespace).
 func (s *Seal) IDMap() (IDMapMode, string) { return s.mapMode, s.mapWhy }
+
+// Unsealed says why init runs without namespaces (Config.PodFallback), or
+// "" for a seal.
+func (s *Seal) Unsealed() string { return s.unsealed }
+
+// UnsealedWarning is what a session that fell back to the pod's isolation
+// reports, in its ready event's warnings and its log.
+func UnsealedWarning(errno syscall.Errno) string {
+	return fmt.Sprintf("user namespaces forbidden by the cluster (%v); isolation is the pod's network namespace and its NetworkPolicy", errno)
+}
+
+// userNSForbidden reports whether err, from starting init in its
+// namespaces, is how a kernel or seccomp filter says no to a new user
+// namespace: EPERM (a filter, unprivileged_userns_clone = 0), ENOSPC
+// (user.max_user_namespaces = 0, or its limit reached) or EINVAL (a filter
+// that answers so).
+func userNSForbidden(err error) (syscall.Errno, bool) {
+	var errno syscall.Errno
+	if !errors.As(err, &errno) {
+		return 0, false
+	}
+	switch errno {
+	case syscall.EPERM, syscall.ENOSPC, syscall.EINVAL:
+		return errno, true
+	}
+	return 0, false
+}
 
 // Ready is closed when every probe accepts.
 func (s *Seal) Ready() <-chan struct{} { return s.ready }

@@ -108,7 +108,7 @@ func (s *spawner) stop() { close(s.reqs) }
 // setupConnectorThread is the connector spawner's setup: no capabilities
 // (but those root needs to switch a child to the owner), no_new_privs.
 func (in *initProc) setupConnectorThread() ([]string, error) {
-	return confineThread(in.ownerSwitchCaps()...)
+	return confineThread(in.plan.Unsealed, in.ownerSwitchCaps()...)
 }
 
 // ownerSwitchCaps are the capabilities a spawner keeps so its children can

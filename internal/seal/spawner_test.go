@@ -63,12 +63,12 @@ func TestSpawnerConfinesItsThreadOnly(t *testing.T) {
 	}
 	before := statusOf(t, "/proc/self/status", "CapBnd", "NoNewPrivs")
 	for range 10 {
-		plain, _, err := newSpawner("test", func() ([]string, error) { return confineThread() })
+		plain, _, err := newSpawner("test", func() ([]string, error) { return confineThread(false) })
 		if err != nil {
 			t.Fatal(err)
 		}
 		scoped, _, err := newSpawner("test-scoped", func() ([]string, error) {
-			w, err := confineThread()
+			w, err := confineThread(false)
 			if err != nil {
 				return w, err
 			}

@@ -21,7 +21,7 @@ var workloadThreadHooks []WorkloadThreadHook
 // sockets. The connectors are started from another thread, outside the
 // domain.
 func (in *initProc) setupWorkloadThread() ([]string, error) {
-	warnings, err := confineThread(in.ownerSwitchCaps()...)
+	warnings, err := confineThread(in.plan.Unsealed, in.ownerSwitchCaps()...)
 	if err != nil {
 		return warnings, err
 	}

@@ -17,11 +17,21 @@ import (
 // BenchmarkLaunchToRunning: Start until the backend's informer sees the
 // pod Running, through the real scheduler and kwok (no image pull, no
 // container: this is the control plane's and the backend's share of a
-// launch).
+// launch), without and with a Service per session (one more object to
+// create).
 func BenchmarkLaunchToRunning(b *testing.B) {
 	c := kubetest.Start(b)
+	for _, service := range []bool{false, true} {
+		b.Run(map[bool]string{false: "pod-ip", true: "service"}[service], func(b *testing.B) {
+			launchToRunning(b, c, service)
+		})
+	}
+}
+
+func launchToRunning(b *testing.B, c *kubetest.Cluster, service bool) {
 	ns := c.Namespace(b)
 	be := newBackendB(b, c, ns)
+	be.cfg.Service = service
 	ctx := context.Background()
 	if err := be.waitSynced(ctx); err != nil {
 		b.Fatal(err)

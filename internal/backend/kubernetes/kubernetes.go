@@ -4,9 +4,13 @@
 // the pod reach only the gateway and the profile's egress list, and a Pod
 // whose one container runs `airlock run --register`, reads the spec from the
 // Secret's file and registers its connectors' ports with the gateway over
-// HTTPS, as a Slurm job's runner does. One pod informer (a watch, not
-// polling) turns the pods' status into the sessions' events, with
-// Kubernetes' reasons.
+// HTTPS, as a Slurm job's runner does; with Config.Service a fourth, a
+// ClusterIP Service with only the connectors' ports, through which the
+// gateway then reaches them. The spec it hands the runner asks for
+// isolation "pod" (runnerSpec): where the cluster forbids user namespaces,
+// the runner relies on the pod and its policy instead of failing. One pod
+// informer (a watch, not polling) turns the pods' status into the
+// sessions' events, with Kubernetes' reasons.
 package kubernetes
 
 import (
@@ -17,10 +21,12 @@ import (
 	"log/slog"
 	"net"
 	"os/user"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -78,6 +84,11 @@ type Config struct {
 	// Resync is how often the informer replays every pod (a missed event
 	// is repaired at the latest then). Default 10m.
 	Resync time.Duration
+	// Service gives each session a ClusterIP Service (see service) and
+	// makes its endpoints the Service's address. Its connectors then
+	// listen on fixed ports (ServicePortBase on), so the Service can name
+	// them before the runner starts.
+	Service bool
 	// RESTConfig, when set, is used instead of Kubeconfig (tests).
 	RESTConfig *rest.Config
 	Logger     *slog.Logger
@@ -326,7 +337,8 @@ func (b *Backend) owner(name string) (int64, int64, error) {
 
 // Start creates the session's NetworkPolicy (first, so the pod never runs
 // unfenced), Secret and Pod, then makes the pod the other two's owner so
-// the cluster's garbage collector removes them with it. It returns
+// the cluster's garbage collector removes them with it, and with
+// Config.Service the Service, owned by the pod from the start. It returns
 // "pod:NAME". On failure it deletes what it made.
 func (b *Backend) Start(ctx context.Context, j backend.Job) (string, error) {
 	uid, gid, err := b.owner(j.Owner)
@@ -343,6 +355,9 @@ func (b *Backend) Start(ctx context.Context, j backend.Job) (string, error) {
 	}
 	pol, err := b.policy(j)
 	if err != nil {
+		return "", fmt.Errorf("start %s: %w", j.ID, err)
+	}
+	if j.Spec, err = b.runnerSpec(j.Spec); err != nil {
 		return "", fmt.Errorf("start %s: %w", j.ID, err)
 	}
 	ns := b.cfg.Namespace
@@ -376,6 +391,18 @@ func (b *Backend) Start(ctx context.Context, j backend.Job) (string, error) {
 	if _, err := b.client.NetworkingV1().NetworkPolicies(ns).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
 		b.log.WarnContext(ctx, "could not make the pod own its network policy; the gateway's reconcile still removes it", "session", j.ID, "error", err)
 	}
+	if b.cfg.Service {
+		// After the pod, which owns it from the start; before the
+		// runner can register, which needs its address.
+		svc, err := b.service(j, pod)
+		if err == nil {
+			_, err = b.client.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{})
+		}
+		if err != nil {
+			undo()
+			return "", fmt.Errorf("start %s: service: %w", j.ID, err)
+		}
+	}
 	b.log.InfoContext(ctx, "pod created", "session", j.ID, "pod", name, "namespace", ns, "owner", j.Owner)
 	return "pod:" + name, nil
 }
@@ -390,7 +417,7 @@ func (b *Backend) podName(id, ref string) (string, error) {
 }
 
 // Stop deletes the session's pod (its runner gets SIGTERM and the grace
-// period to tear the session down), Secret and NetworkPolicy. It is
+// period to tear the session down), Secret, NetworkPolicy and Service. It is
 // backend.ErrGone when none of them existed.
 func (b *Backend) Stop(ctx context.Context, id, ref string) error {
 	name, err := b.podName(id, ref)
@@ -411,8 +438,8 @@ func (b *Backend) Stop(ctx context.Context, id, ref string) error {
 	return nil
 }
 
-// delete removes the three objects called name; found is whether any was
-// there.
+// delete removes the objects called name (pod, secret, policy and any
+// service); found is whether any was there.
 func (b *Backend) delete(ctx context.Context, name string) (found bool, err error) {
 	ns := b.cfg.Namespace
 	del := metav1.DeleteOptions{GracePeriodSeconds: b.cfg.grace()}
@@ -423,6 +450,9 @@ func (b *Backend) delete(ctx context.Context, name string) (found bool, err erro
 		func() error {
 			return b.client.NetworkingV1().NetworkPolicies(ns).Delete(ctx, name, metav1.DeleteOptions{})
 		},
+		// Whatever Config.Service is now: a gateway that had it on may
+		// have left some.
+		func() error { return b.client.CoreV1().Services(ns).Delete(ctx, name, metav1.DeleteOptions{}) },
 	} {
 		switch err := f(); {
 		case err == nil:
@@ -572,8 +602,8 @@ func (b *Backend) goneEvent(last *corev1.Pod, runnerExit string, stopped bool) b
 }
 
 // Runners lists the sessions with any object of this gateway's (pod,
-// secret or policy), so reconcile also removes what a crash between two
-// creates left behind.
+// secret, policy or service), so reconcile also removes what a crash
+// between two creates left behind.
 func (b *Backend) Runners(ctx context.Context) (map[string]string, error) {
 	sel := metav1.ListOptions{LabelSelector: labels.SelectorFromSet(b.selector()).String()}
 	ns := b.cfg.Namespace
@@ -605,7 +635,41 @@ func (b *Backend) Runners(ctx context.Context) (map[string]string, error) {
 	for _, p := range pols.Items {
 		add(p.ObjectMeta)
 	}
+	svcs, err := b.client.CoreV1().Services(ns).List(ctx, sel)
+	if err != nil {
+		return nil, fmt.Errorf("list services: %w", err)
+	}
+	for _, s := range svcs.Items {
+		add(s.ObjectMeta)
+	}
 	return out, nil
+}
+
+// serviceEndpoints are the connectors' endpoints through the session's
+// Service: its cluster IP and the port it has for each connector, which
+// must be the port the runner reports (the Service was made for the
+// ports the spec fixed).
+func (b *Backend) serviceEndpoints(ctx context.Context, id, name string, ports map[string]int) (map[string]string, error) {
+	svc, err := b.client.CoreV1().Services(b.cfg.Namespace).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("%w: session %s has no service", backend.ErrRefused, id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("register %s: %w", id, err)
+	}
+	ip := net.ParseIP(svc.Spec.ClusterIP)
+	if svc.Labels[LabelSession] != id || svc.Labels[LabelGateway] != b.cfg.Prefix || ip == nil {
+		return nil, fmt.Errorf("%w: service %s is not session %s's, or has no cluster IP", backend.ErrRefused, name, id)
+	}
+	eps := map[string]string{}
+	for c, p := range ports {
+		i := slices.IndexFunc(svc.Spec.Ports, func(sp corev1.ServicePort) bool { return sp.Name == c })
+		if i < 0 || int(svc.Spec.Ports[i].TargetPort.IntVal) != p {
+			return nil, fmt.Errorf("%w: connector %q on port %d is not a port of service %s", backend.ErrRefused, c, p, name)
+		}
+		eps[c] = net.JoinHostPort(ip.String(), strconv.Itoa(int(svc.Spec.Ports[i].Port)))
+	}
+	return eps, nil
 }
 
 // Register accepts a runner's registration only from its pod's IP, and
@@ -662,7 +726,29 @@ func (b *Backend) Register(ctx context.Context, id, ref string, from net.IP, reg
 			}
 			eps[c] = net.JoinHostPort(ip.String(), strconv.Itoa(p))
 		}
-		return backend.Event{Kind: contract.EventReady, Endpoints: eps, TLSSHA256: strings.ToLower(reg.TLSSHA256), Node: pod.Spec.NodeName}, nil
+		if b.cfg.Service {
+			if eps, err = b.serviceEndpoints(ctx, id, name, reg.Ports); err != nil {
+				return backend.Event{}, err
+			}
+		}
+		var warnings []string
+		for _, w := range reg.Warnings[:min(len(reg.Warnings), registration.MaxWarnings)] {
+			warnings = append(warnings, clip(w, 500))
+		}
+		return backend.Event{Kind: contract.EventReady, Endpoints: eps, TLSSHA256: strings.ToLower(reg.TLSSHA256), Node: pod.Spec.NodeName,
+			Warnings: warnings}, nil
 	}
 	return backend.Event{}, fmt.Errorf("%w: event %q: want ready or exit", backend.ErrRefused, reg.Event)
+}
+
+// clip keeps at most n bytes of s, on a rune boundary: a runner's words
+// are stored and shown, and it may be the workload's.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }

@@ -53,7 +53,13 @@ const nowhere = "nowhere"
 
 func newBackend(t *testing.T, c *kubetest.Cluster, ns string) *Backend {
 	t.Helper()
-	b, err := New(Config{
+	return newBackendWith(t, c, ns, nil)
+}
+
+// newBackendWith is newBackend with change applied to its Config first.
+func newBackendWith(t *testing.T, c *kubetest.Cluster, ns string, change func(*Config)) *Backend {
+	t.Helper()
+	cfg := Config{
 		RESTConfig: c.REST, Namespace: ns, Image: "registry.example.org/airlock:1", Airlock: "/usr/bin/airlock",
 		ServiceAccount: "airlock-session", GatewayCIDRs: []string{gatewayCIDR}, GatewayPort: 8443,
 		Egress: []string{"192.0.2.0/24:443", "[2001:db8::]/32:53/udp"}, GracePeriod: time.Second,
@@ -64,7 +70,11 @@ func newBackend(t *testing.T, c *kubetest.Cluster, ns string) *Backend {
 				Egress:      []string{"198.51.100.10:5432"}, WritableRoot: true},
 			nowhere: {NodeSelector: map[string]string{kubetest.NodeLabel: "no"}},
 		},
-	})
+	}
+	if change != nil {
+		change(&cfg)
+	}
+	b, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,8 +84,10 @@ func newBackend(t *testing.T, c *kubetest.Cluster, ns string) *Backend {
 
 func job(id, profile string) backend.Job {
 	return backend.Job{ID: id, Profile: profile, Owner: "alice@example.org", CPUs: 2, MemoryMB: 1024, Lifetime: time.Hour,
-		Spec: []byte(`{"id":"` + id + `","marker":"SPEC-MARKER-` + id + `"}`),
-		Env:  map[string]string{"AIRLOCK_TICKET_KEY": "TICKET-KEY-" + id, registration.EnvToken: "REG-TOKEN-" + id}}
+		Spec: []byte(`{"id":"` + id + `","marker":"SPEC-MARKER-` + id + `",` +
+			`"connectors":[{"name":"console","kind":"vnc","target":"127.0.0.1:5901","listen":"tcp::0"},` +
+			`{"name":"rdp","kind":"tls","target":"127.0.0.1:3389","listen":"tcp::0"}]}`),
+		Env: map[string]string{"AIRLOCK_TICKET_KEY": "TICKET-KEY-" + id, registration.EnvToken: "REG-TOKEN-" + id}}
 }
 
 func start(t *testing.T, b *Backend, j backend.Job) string {
@@ -180,9 +192,23 @@ func golden(t *testing.T, name string, obj any) {
 // below pin what must never change.
 func TestLaunchObjects(t *testing.T) {
 	c := kubetest.Start(t)
+	for _, service := range []bool{false, true} {
+		t.Run(map[bool]string{false: "default", true: "service"}[service], func(t *testing.T) {
+			launchObjects(t, c, service)
+		})
+	}
+}
+
+// launchObjects is TestLaunchObjects with or without a Service: the
+// goldens of the objects that differ get "-service".
+func launchObjects(t *testing.T, c *kubetest.Cluster, service bool) {
 	ns := c.Namespace(t)
-	b := newBackend(t, c, ns)
+	b := newBackendWith(t, c, ns, func(c *Config) { c.Service = service })
 	ctx := context.Background()
+	suffix := ""
+	if service {
+		suffix = "-service"
+	}
 	// The RuntimeClass admission plugin refuses a pod naming a class the
 	// cluster lacks.
 	if _, err := c.Client.NodeV1().RuntimeClasses().Create(ctx, &nodev1.RuntimeClass{ObjectMeta: metav1.ObjectMeta{Name: "gvisor"}, Handler: "runsc"},
@@ -205,7 +231,17 @@ func TestLaunchObjects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, o := range []metav1.ObjectMeta{sec.ObjectMeta, pol.ObjectMeta} {
+	owned := []metav1.ObjectMeta{sec.ObjectMeta, pol.ObjectMeta}
+	svc, err := c.Client.CoreV1().Services(ns).Get(ctx, "airlock-s-golden", metav1.GetOptions{})
+	switch {
+	case !service && !apierrors.IsNotFound(err):
+		t.Fatalf("a service without service: true: %v", err)
+	case service && err != nil:
+		t.Fatal(err)
+	case service:
+		owned = append(owned, svc.ObjectMeta)
+	}
+	for _, o := range owned {
 		if len(o.OwnerReferences) != 1 || o.OwnerReferences[0].UID != pod.UID {
 			t.Errorf("%s: owner references %+v, want the pod %s", o.Name, o.OwnerReferences, pod.UID)
 		}
@@ -231,14 +267,50 @@ func TestLaunchObjects(t *testing.T) {
 	case pod.Labels[LabelSession] != "s-golden" || pod.Labels[LabelOwner] != "alice_example.org" || pod.Annotations[AnnotationOwner] != "alice@example.org":
 		t.Errorf("labels %v annotations %v", pod.Labels, pod.Annotations)
 	}
+	// The runner's spec: isolation "pod" (only this backend sets it) and
+	// the connectors on the Service's ports; the rest as the gateway wrote it.
+	var spec struct {
+		Isolation  string `json:"isolation"`
+		Marker     string `json:"marker"`
+		Connectors []struct{ Name, Listen string }
+	}
+	if err := json.Unmarshal(sec.Data[specKey], &spec); err != nil {
+		t.Fatal(err)
+	}
+	listen := []string{"tcp::0", "tcp::0"}
+	if service {
+		listen = []string{"tcp::7400", "tcp::7401"}
+	}
+	if spec.Isolation != string(contract.IsolationPod) || spec.Marker != "SPEC-MARKER-s-golden" || len(spec.Connectors) != 2 ||
+		spec.Connectors[0].Listen != listen[0] || spec.Connectors[1].Listen != listen[1] {
+		t.Errorf("runner spec %s", sec.Data[specKey])
+	}
+	// The policy admits the gateway to any TCP port (the runner picks
+	// them), or to the connectors' fixed ports only.
+	if ports := pol.Spec.Ingress[0].Ports; len(ports) != map[bool]int{false: 1, true: 2}[service] ||
+		!service && ports[0].Port != nil || service && (ports[0].Port.IntVal != 7400 || ports[1].Port.IntVal != 7401) {
+		t.Errorf("ingress ports %+v", ports)
+	}
+	// The Service: ClusterIP, the session's pod only, the connectors'
+	// ports only.
+	if service && (svc.Spec.Type != corev1.ServiceTypeClusterIP || svc.Spec.ClusterIP == "" || len(svc.Spec.Ports) != 2 ||
+		svc.Spec.Selector[LabelSession] != "s-golden" || svc.Spec.Selector[LabelGateway] != "airlock") {
+		t.Errorf("service %+v", svc.Spec)
+	}
 	pod.Spec.NodeName = "" // the scheduler's, maybe not yet
 	pod.Status = corev1.PodStatus{}
 	normalize(&pod.ObjectMeta)
 	normalize(&sec.ObjectMeta)
 	normalize(&pol.ObjectMeta)
 	golden(t, "pod", pod)
-	golden(t, "secret", sec)
-	golden(t, "networkpolicy", pol)
+	golden(t, "secret"+suffix, sec)
+	golden(t, "networkpolicy"+suffix, pol)
+	if service {
+		// The cluster's choice of address, different every run.
+		svc.Spec.ClusterIP, svc.Spec.ClusterIPs = "CLUSTER-IP", []string{"CLUSTER-IP"}
+		normalize(&svc.ObjectMeta)
+		golden(t, "service", svc)
+	}
 }
 
 // TestSecretsOnlyInTheSecret: the spec and the session's secrets (ticket
@@ -419,20 +491,27 @@ func gone(c *kubetest.Cluster, ns, name string) error {
 	if _, err := c.Client.NetworkingV1().NetworkPolicies(ns).Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		left = append(left, fmt.Sprintf("network policy (%v)", err))
 	}
+	if _, err := c.Client.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		left = append(left, fmt.Sprintf("service (%v)", err))
+	}
 	if len(left) > 0 {
 		return fmt.Errorf("%s left: %s", name, strings.Join(left, ", "))
 	}
 	return nil
 }
 
-// TestStopDeletesEverything: Stop removes pod, secret and policy, the
-// watch ends with "stopped", and a second Stop says the runner is gone.
+// TestStopDeletesEverything: Stop removes pod, secret, policy and
+// Service, the watch ends with "stopped", and a second Stop says the
+// runner is gone.
 func TestStopDeletesEverything(t *testing.T) {
 	c := kubetest.Start(t)
 	ns := c.Namespace(t)
-	b := newBackend(t, c, ns)
+	b := newBackendWith(t, c, ns, func(c *Config) { c.Service = true })
 	ctx := context.Background()
 	ref := start(t, b, job("s-stop", ""))
+	if _, err := c.Client.CoreV1().Services(ns).Get(ctx, "airlock-s-stop", metav1.GetOptions{}); err != nil {
+		t.Fatalf("no service to delete: %v", err)
+	}
 	ch := watch(t, b, "s-stop", ref)
 	next(t, ch, 60*time.Second, func(e backend.Event) bool { return e.Kind == contract.EventStarting && e.Node != "" })
 	running(t, c, ns, "airlock-s-stop")
@@ -460,12 +539,15 @@ func TestStopDeletesEverything(t *testing.T) {
 // TestRestart: a new backend (a restarted gateway) lists every session
 // that has any object left, adopts a running pod (its watch picks up
 // where it is, no exit), and Stop clears what a crash half-way through a
-// launch left (a secret and policy without a pod).
+// launch left (a secret, policy and Service without a pod; without a
+// garbage collector in the test's cluster, the owner reference alone
+// removes nothing).
 func TestRestart(t *testing.T) {
 	c := kubetest.Start(t)
 	ns := c.Namespace(t)
 	ctx := context.Background()
-	first := newBackend(t, c, ns)
+	withService := func(c *Config) { c.Service = true }
+	first := newBackendWith(t, c, ns, withService)
 	refLive := start(t, first, job("s-live", ""))
 	refOrphan := start(t, first, job("s-orphan", ""))
 	running(t, c, ns, "airlock-s-live")
@@ -474,9 +556,12 @@ func TestRestart(t *testing.T) {
 	if err := c.Client.CoreV1().Pods(ns).Delete(ctx, "airlock-s-orphan", metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := c.Client.CoreV1().Services(ns).Get(ctx, "airlock-s-orphan", metav1.GetOptions{}); err != nil {
+		t.Fatalf("the orphan has no service: the test proves less: %v", err)
+	}
 	first.Close()
 
-	b := newBackend(t, c, ns)
+	b := newBackendWith(t, c, ns, withService)
 	got, err := b.Runners(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -509,5 +594,57 @@ func TestRestart(t *testing.T) {
 	case e := <-ch:
 		t.Errorf("the adopted session got %+v", e)
 	default:
+	}
+}
+
+// TestRegisterThroughService: with a Service per session the endpoints
+// are its cluster IP and ports, registered still only from the pod's IP;
+// a port the Service does not have (the runner's claim, not the spec's
+// fixed one) is refused, and so is a session whose Service is gone.
+func TestRegisterThroughService(t *testing.T) {
+	c := kubetest.Start(t)
+	ns := c.Namespace(t)
+	b := newBackendWith(t, c, ns, func(c *Config) { c.Service = true })
+	ctx := context.Background()
+	ref := start(t, b, job("s-svc", ""))
+	pod := running(t, c, ns, "airlock-s-svc")
+	ip := net.ParseIP(pod.Status.PodIP)
+	svc, err := c.Client.CoreV1().Services(ns).Get(ctx, "airlock-s-svc", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sha := strings.Repeat("ab", 32)
+	good := registration.Registration{Event: contract.EventReady, Ports: map[string]int{"console": 7400, "rdp": 7401}, TLSSHA256: sha}
+	if _, err := b.Register(ctx, "s-svc", ref, net.ParseIP("10.244.9.9"), good); !errors.Is(err, backend.ErrRefused) {
+		t.Errorf("registration from another address: %v", err)
+	}
+	bad := registration.Registration{Event: contract.EventReady, Ports: map[string]int{"console": 7000}, TLSSHA256: sha}
+	if _, err := b.Register(ctx, "s-svc", ref, ip, bad); !errors.Is(err, backend.ErrRefused) {
+		t.Errorf("a port the service lacks: %v", err)
+	}
+	swapped := registration.Registration{Event: contract.EventReady, Ports: map[string]int{"console": 7401}, TLSSHA256: sha}
+	if _, err := b.Register(ctx, "s-svc", ref, ip, swapped); !errors.Is(err, backend.ErrRefused) {
+		t.Errorf("another connector's port: %v", err)
+	}
+	// The runner's fallback to the pod's isolation reaches the gateway
+	// with the registration, bounded.
+	fallback := "user namespaces forbidden by the cluster (operation not permitted); isolation is the pod's network namespace and its NetworkPolicy"
+	good.Warnings = append([]string{fallback, strings.Repeat("é", 400)}, make([]string, 30)...)
+	e, err := b.Register(ctx, "s-svc", ref, ip, good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(e.Warnings) != registration.MaxWarnings || e.Warnings[0] != fallback || len(e.Warnings[1]) != 500 {
+		t.Errorf("warnings: %d, first %q, second %d bytes", len(e.Warnings), e.Warnings[0], len(e.Warnings[1]))
+	}
+	want := map[string]string{"console": net.JoinHostPort(svc.Spec.ClusterIP, "7400"), "rdp": net.JoinHostPort(svc.Spec.ClusterIP, "7401")}
+	if e.Kind != contract.EventReady || len(e.Endpoints) != 2 || e.Endpoints["console"] != want["console"] || e.Endpoints["rdp"] != want["rdp"] {
+		t.Errorf("ready %+v, want endpoints %v", e, want)
+	}
+	if err := c.Client.CoreV1().Services(ns).Delete(ctx, "airlock-s-svc", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Register(ctx, "s-svc", ref, ip, good); !errors.Is(err, backend.ErrRefused) {
+		t.Errorf("registration without the service: %v", err)
 	}
 }

@@ -4,6 +4,9 @@ import (
 	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"maps"
 	"regexp"
 	"slices"
@@ -18,6 +21,7 @@ import (
 
 	"github.com/airlock-hpc/airlock/internal/backend"
 	"github.com/airlock-hpc/airlock/internal/backend/kubernetes/egress"
+	"github.com/airlock-hpc/airlock/internal/contract"
 )
 
 // The labels on every object the backend makes. The gateway label lets
@@ -233,11 +237,29 @@ func (b *Backend) pod(j backend.Job, uid, gid int64) *corev1.Pod {
 }
 
 // policy admits only the gateway, to any TCP port (the connectors' ports
-// are the runner's choice; nothing else in the pod listens), and lets the
-// pod reach only the gateway's registration port and the profile's egress
-// list.
+// are the runner's choice; nothing else in the pod listens) or, with a
+// Service, to the connectors' fixed ports only (a workload that shares
+// the pod's network namespace, where the cluster forbids user
+// namespaces, can listen too), and lets the pod reach only the gateway's
+// registration port and the profile's egress list.
 func (b *Backend) policy(j backend.Job) (*networkingv1.NetworkPolicy, error) {
 	tcp := corev1.ProtocolTCP
+	in := []networkingv1.NetworkPolicyPort{{Protocol: &tcp}}
+	if b.cfg.Service {
+		_, ports, err := connectorPorts(j.Spec)
+		if err != nil {
+			return nil, err
+		}
+		if len(ports) == 0 {
+			// A rule with no ports would admit every port.
+			return nil, errors.New("spec: no connectors for the Service")
+		}
+		in = nil
+		for _, p := range ports {
+			port := intstr.FromInt32(p)
+			in = append(in, networkingv1.NetworkPolicyPort{Protocol: &tcp, Port: &port})
+		}
+	}
 	var from []networkingv1.NetworkPolicyPeer
 	for _, c := range b.cfg.GatewayCIDRs {
 		from = append(from, networkingv1.NetworkPolicyPeer{IPBlock: &networkingv1.IPBlock{CIDR: c}})
@@ -257,14 +279,10 @@ func (b *Backend) policy(j backend.Job) (*networkingv1.NetworkPolicy, error) {
 	return &networkingv1.NetworkPolicy{
 		ObjectMeta: b.meta(j),
 		Spec: networkingv1.NetworkPolicySpec{
-			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{
-				LabelManagedBy: managedBy, LabelGateway: b.cfg.Prefix, LabelSession: j.ID,
-			}},
+			PodSelector: metav1.LabelSelector{MatchLabels: b.podSelector(j.ID)},
 			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress},
-			Ingress: []networkingv1.NetworkPolicyIngressRule{{
-				From: from, Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp}},
-			}},
-			Egress: egress,
+			Ingress:     []networkingv1.NetworkPolicyIngressRule{{From: from, Ports: in}},
+			Egress:      egress,
 		},
 	}, nil
 }
@@ -287,4 +305,94 @@ func ParseEgress(s string) (networkingv1.NetworkPolicyEgressRule, error) {
 	}
 	rule.Ports = []networkingv1.NetworkPolicyPort{np}
 	return rule, nil
+}
+
+// ServicePortBase is the port a session's first connector listens on
+// when the backend gives sessions a Service (Config.Service); the next
+// ones follow in the spec's order. Each pod has its own network
+// namespace, so fixed ports collide with nothing but the pod's own.
+const ServicePortBase = 7400
+
+// runnerSpec is the job's spec as the pod's runner gets it: isolation
+// "pod" (where the cluster forbids user namespaces the runner relies on
+// the pod and its NetworkPolicy, and says so; see contract.IsolationPod)
+// and, with a Service, each TCP connector on its fixed port. Only this
+// backend sets the isolation: the gateway's spec builder never does, and
+// the local and Slurm backends pass the spec on as it is. Every other
+// key is kept as the gateway wrote it.
+func (b *Backend) runnerSpec(spec []byte) ([]byte, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(spec, &m); err != nil {
+		return nil, fmt.Errorf("spec: %w", err)
+	}
+	m["isolation"], _ = json.Marshal(contract.IsolationPod)
+	if b.cfg.Service && m["connectors"] != nil {
+		var conns []map[string]json.RawMessage
+		if err := json.Unmarshal(m["connectors"], &conns); err != nil {
+			return nil, fmt.Errorf("spec: connectors: %w", err)
+		}
+		for i, c := range conns {
+			var listen string
+			if err := json.Unmarshal(c["listen"], &listen); err != nil || !strings.HasPrefix(listen, "tcp:") {
+				return nil, fmt.Errorf("spec: connectors[%d]: listen %q: a Service needs TCP", i, listen)
+			}
+			c["listen"], _ = json.Marshal("tcp::" + strconv.Itoa(ServicePortBase+i))
+		}
+		m["connectors"], _ = json.Marshal(conns)
+	}
+	return json.Marshal(m)
+}
+
+// connectorPorts are the spec's connectors' names and fixed ports, in
+// order, as runnerSpec assigns them.
+func connectorPorts(spec []byte) ([]string, []int32, error) {
+	var s struct {
+		Connectors []struct {
+			Name string `json:"name"`
+		} `json:"connectors"`
+	}
+	if err := json.Unmarshal(spec, &s); err != nil {
+		return nil, nil, fmt.Errorf("spec: %w", err)
+	}
+	var names []string
+	var ports []int32
+	for i, c := range s.Connectors {
+		names = append(names, c.Name)
+		ports = append(ports, int32(ServicePortBase+i))
+	}
+	return names, ports, nil
+}
+
+// service is the session's ClusterIP Service: only the connectors' ports
+// (by name, the Service port the pod's), selecting the session's pod by
+// the labels the policy selects it by. No other pod can carry them: only
+// the gateway creates pods with its labels.
+func (b *Backend) service(j backend.Job, pod *corev1.Pod) (*corev1.Service, error) {
+	names, ports, err := connectorPorts(j.Spec)
+	if err != nil {
+		return nil, err
+	}
+	if len(names) == 0 {
+		return nil, errors.New("spec: no connectors for the Service")
+	}
+	var sp []corev1.ServicePort
+	for i, n := range names {
+		sp = append(sp, corev1.ServicePort{Name: n, Protocol: corev1.ProtocolTCP, Port: ports[i], TargetPort: intstr.FromInt32(ports[i])})
+	}
+	meta := b.meta(j)
+	meta.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "Pod", Name: pod.Name, UID: pod.UID}}
+	return &corev1.Service{
+		ObjectMeta: meta,
+		Spec: corev1.ServiceSpec{
+			Type:     corev1.ServiceTypeClusterIP,
+			Selector: b.podSelector(j.ID),
+			Ports:    sp,
+		},
+	}, nil
+}
+
+// podSelector picks the session's pod: what the policy and Service
+// select it by.
+func (b *Backend) podSelector(id string) map[string]string {
+	return map[string]string{LabelManagedBy: managedBy, LabelGateway: b.cfg.Prefix, LabelSession: id}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -116,4 +117,79 @@ func TestRunnerKilled(t *testing.T) {
 		t.Fatalf("after SIGKILL: %+v", e)
 	}
 	t.Logf("noticed after %s: %s", time.Since(start), e.Reason)
+}
+
+// TestNoUnsealedSessionWithoutUserNS: the local backend's runner started
+// where user namespaces are forbidden (a seccomp filter answering
+// clone(CLONE_NEWUSER) with EPERM, as a container's RuntimeDefault does)
+// never runs a session unsealed. As root it needs no user namespace and
+// seals as always (id_map none, no fallback); without root it cannot
+// seal and the session ends before it starts. A spec that asks for
+// isolation "pod" (which the gateway never writes for this backend) is
+// refused by a root runner outright.
+func TestNoUnsealedSessionWithoutUserNS(t *testing.T) {
+	dir := t.TempDir()
+	wrapper := dir + "/airlock-nouserns"
+	script := fmt.Sprintf("#!/bin/sh\nexec %s nouserns EPERM %s \"$@\"\n", realtest.Probe(t), realtest.Binary(t))
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b, err := New(Config{Dir: dir + "/sessions", Exe: wrapper, Poll: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(t *testing.T, id string, s []byte) backend.Event {
+		t.Helper()
+		ref, err := b.Start(t.Context(), backend.Job{ID: id, Spec: s})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ch, err := b.Watch(t.Context(), id, ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := nextEvent(t, ch)
+		if e.Kind == "ready" {
+			if err := b.Stop(t.Context(), id, ref); err != nil {
+				t.Error(err)
+			}
+			for e := range ch {
+				if e.Kind == "exit" {
+					break
+				}
+			}
+		}
+		return e
+	}
+	t.Run("plain spec", func(t *testing.T) {
+		id := fmt.Sprintf("nouserns-%d", time.Now().UnixNano()%1e6)
+		e := run(t, id, spec(t, id))
+		for _, w := range e.Warnings {
+			if strings.Contains(w, "forbidden") {
+				t.Errorf("a local session fell back: %q", w)
+			}
+		}
+		switch {
+		case os.Geteuid() == 0 && (e.Kind != "ready" || e.IDMap != "none"):
+			t.Errorf("root: want a sealed session (ready, id_map none), got %+v", e)
+		case os.Geteuid() != 0 && (e.Kind != "exit" || !strings.Contains(e.Reason, "start seal init")):
+			t.Errorf("unprivileged: want the session refused, got %+v", e)
+		}
+	})
+	t.Run("isolation pod in the spec", func(t *testing.T) {
+		if os.Geteuid() != 0 {
+			t.Skip("an unprivileged local gateway writes its runners' specs as the same user")
+		}
+		id := fmt.Sprintf("nouserns-pod-%d", time.Now().UnixNano()%1e6)
+		var m map[string]any
+		if err := json.Unmarshal(spec(t, id), &m); err != nil {
+			t.Fatal(err)
+		}
+		m["isolation"] = "pod"
+		s, _ := json.Marshal(m)
+		e := run(t, id, s)
+		if e.Kind != "exit" || !strings.Contains(e.Reason, "isolation pod: refused for a runner started as root") {
+			t.Errorf("want the refusal, got %+v", e)
+		}
+	})
 }

@@ -43,6 +43,7 @@ func init() {
 		"attack":     func(a []string) { attack(a[0], a[1:]) },
 		"nsinfo":     func(a []string) { nsinfo(a[0], a[1]) },
 		"nolandlock": noLandlock,
+		"nouserns":   noUserNS,
 	}
 }
 
@@ -347,4 +348,39 @@ func noLandlock(args []string) {
 	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
 	must(unix.Prctl(unix.PR_SET_SECCOMP, unix.SECCOMP_MODE_FILTER, uintptr(unsafe.Pointer(&fprog)), 0, 0))
 	must(syscall.Exec(path, args, os.Environ()))
+}
+
+// noUserNS runs args[1:] where no user namespace can be made, as a
+// container runtime's default seccomp profile (or a sysctl) forbids them:
+// clone and unshare with CLONE_NEWUSER fail with the errno args[0] names
+// (EPERM as seccomp RuntimeDefault answers, ENOSPC as
+// user.max_user_namespaces = 0 does, EINVAL), and clone3, whose flags a
+// filter cannot read, with ENOSYS so the caller falls back to clone.
+func noUserNS(args []string) {
+	errno := map[string]unix.Errno{"EPERM": unix.EPERM, "ENOSPC": unix.ENOSPC, "EINVAL": unix.EINVAL}[args[0]]
+	if errno == 0 {
+		fmt.Fprintln(os.Stderr, "nouserns: want EPERM, ENOSPC or EINVAL")
+		os.Exit(2)
+	}
+	path, err := exec.LookPath(args[1])
+	must(err)
+	runtime.LockOSThread()
+	must(unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
+	deny := uint32(unix.SECCOMP_RET_ERRNO | uint32(errno))
+	enosys := uint32(unix.SECCOMP_RET_ERRNO | uint32(unix.ENOSYS))
+	prog := []unix.SockFilter{
+		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: 0}, // seccomp_data.nr
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: unix.SYS_CLONE3, Jt: 7},
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: unix.SYS_CLONE, Jt: 2},
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: unix.SYS_UNSHARE, Jt: 1},
+		{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ALLOW},
+		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: 16}, // low word of args[0]: the flags
+		{Code: unix.BPF_JMP | unix.BPF_JSET | unix.BPF_K, K: unix.CLONE_NEWUSER, Jt: 1},
+		{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ALLOW},
+		{Code: unix.BPF_RET | unix.BPF_K, K: deny},
+		{Code: unix.BPF_RET | unix.BPF_K, K: enosys},
+	}
+	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
+	must(unix.Prctl(unix.PR_SET_SECCOMP, unix.SECCOMP_MODE_FILTER, uintptr(unsafe.Pointer(&fprog)), 0, 0))
+	must(syscall.Exec(path, args[1:], os.Environ()))
 }
