@@ -76,9 +76,9 @@ func TestConnectInitialRenamesBlocked(t *testing.T) {
 		p    Policy
 		want []string
 	}{
-		{Policy{Clipboard: true, Drives: true}, chans},
-		{Policy{Clipboard: false, Drives: true}, []string{"rdpsnd", BlockedName, "rdpdr", "drdynvc"}},
-		{Policy{Clipboard: true, Drives: false}, []string{"rdpsnd", "cliprdr", BlockedName, "drdynvc"}},
+		{Policy{ClipIn: true, ClipOut: true, Drives: true}, chans},
+		{Policy{ClipIn: false, ClipOut: false, Drives: true}, []string{"rdpsnd", BlockedName, "rdpdr", "drdynvc"}},
+		{Policy{ClipIn: true, ClipOut: true, Drives: false}, []string{"rdpsnd", "cliprdr", BlockedName, "drdynvc"}},
 		{Policy{}, []string{"rdpsnd", BlockedName, BlockedName, "drdynvc"}},
 	} {
 		ci := connectInitial(chans...)
@@ -176,7 +176,7 @@ func FuzzFilter(f *testing.F) {
 		}
 		// Read what was passed on again, allowing everything: it must
 		// frame the same way and name no blocked channel.
-		again := New(Policy{Clipboard: true, Drives: true})
+		again := New(Policy{ClipIn: true, ClipOut: true, Drives: true})
 		if _, err := again.Feed(slices.Clone(out)); err != nil {
 			t.Fatalf("output does not frame again: %v", err)
 		}
@@ -214,7 +214,7 @@ func TestXrdpAdaptation(t *testing.T) {
 	for _, xrdp := range []bool{true, false} {
 		ci := realtest.RDPConnectInitial(800, 600, "cliprdr")
 		in := slices.Concat(ci, info())
-		out, err := New(Policy{Clipboard: true, Xrdp: xrdp}).Feed(slices.Clone(in))
+		out, err := New(Policy{ClipIn: true, ClipOut: true, Xrdp: xrdp}).Feed(slices.Clone(in))
 		if err != nil {
 			t.Fatal(err)
 		}
