@@ -452,7 +452,7 @@ func (g *Gateway) spec(s *session.Session, p Profile, req LaunchRequest) ([]byte
 		}
 		spec.Connectors = []contract.ConnectorSpec{console}
 		if p.RDP && g.rdp != nil {
-			spec.Processes = append(spec.Processes, xrdpProcess())
+			spec.Processes = append(spec.Processes, xrdpProcess(p.Clipboard != contract.ClipboardNone))
 			if err := g.rdpConnector(&spec, dir, listen(ConnRDP)); err != nil {
 				return nil, err
 			}
