@@ -1,0 +1,164 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/airlock-hpc/airlock/internal/contract"
+	"github.com/airlock-hpc/airlock/internal/realtest"
+	"github.com/airlock-hpc/airlock/internal/store"
+)
+
+// TestRDPWebClipboard is the clipboard policy of browser RDP on the whole
+// path, in real headless Chromium (clipboard permissions granted, as a
+// user who allowed them): IronRDP in the page, the gateway's relay and
+// its channel filter, the session's tls connector, xrdp's clipboard, the
+// seal's Xvnc. In the session one program keeps putting a known text on
+// the desktop's selection (Xvnc hands it to xrdp, xrdp offers it over
+// cliprdr) and another reads the desktop's clipboard into a file.
+//
+// both: the desktop's text reaches the page's clipboard and the page's
+// reaches the desktop. none: the filter took cliprdr out of the client's
+// Connect Initial (the relay's log says so), and neither text crosses.
+// in / out: only the allowed way arrives; the refused way is stopped by
+// the filter (its log line and audit event name the direction) while the
+// channel stays open. The desktop reader's counter makes each "did not
+// arrive" wait on passes of the desktop's programs, not on a sleep.
+func TestRDPWebClipboard(t *testing.T) {
+	needRDPTools(t)
+	root := needBrowser(t)
+	if _, err := os.Stat(filepath.Join(root, "internal", "portal", "static", "vendor", "ironrdp", "iron-remote-desktop-rdp.js")); err != nil {
+		t.Skip("the IronRDP web client is not built (make web)")
+	}
+	if _, err := exec.LookPath("xclip"); err != nil {
+		t.Skip("xclip not installed")
+	}
+	owner := realtest.Current(t)
+	if os.Geteuid() == 0 {
+		owner = realtest.TestUser(t)
+	}
+	const outText = "OUT-SECRET-RDP-4711"
+	for _, policy := range []contract.Clipboard{contract.ClipboardBoth, contract.ClipboardNone, contract.ClipboardIn, contract.ClipboardOut} {
+		t.Run(string(policy), func(t *testing.T) {
+			dir := ownerDir(t, owner, "airlock-rdpclip-")
+			inText := "IN-SECRET-RDP-" + string(policy)
+			tg, lb := rdpWebGateway(t, filepath.Join(dir, "typed"), func(p *Profile) {
+				p.Clipboard = policy
+				p.Programs = [][]string{
+					{"xterm", "-geometry", "60x15+0+0"},
+					{"sh", "-c", "while :; do printf %s " + outText + " | timeout 1 xclip -quiet -selection primary -i; done"},
+					{"sh", "-c", "n=0; while :; do n=$((n+1)); xclip -o -selection clipboard > " + dir + "/clip.tmp 2>/dev/null; echo >> " + dir + "/clip.tmp; echo $n >> " + dir + "/clip.tmp; mv " + dir + "/clip.tmp " + dir + "/clip.txt; sleep 0.2; done"},
+				}
+			})
+			desktop := func() (string, int) {
+				b, _ := os.ReadFile(filepath.Join(dir, "clip.txt"))
+				s := strings.TrimRight(string(b), "\n")
+				i := strings.LastIndexByte(s, '\n')
+				var n int
+				fmt.Sscan(s[i+1:], &n)
+				if i < 0 {
+					return "", n
+				}
+				return strings.TrimRight(s[:i], "\n"), n
+			}
+			// passes waits until the desktop's reader went round k more
+			// times (about 0.2 s each, with the selection owner renewed
+			// every second).
+			passes := func(k int) {
+				t.Helper()
+				_, n0 := desktop()
+				if err := realtest.WaitFor(60*time.Second, func() error {
+					if _, n := desktop(); n < n0+k {
+						return fmt.Errorf("reader at pass %d", n)
+					}
+					return nil
+				}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			alice := tg.client().loginToken("alice")
+			s := alice.launch("rdpdesk")
+			b := startBrowser(t, "rdp-clipboard.mjs", map[string]string{
+				"base": tg.url, "password": testPassword, "user": "alice", "session": s.ID, "inText": inText,
+			})
+			wait := func(step string) map[string]any { t.Helper(); return b.wait(step, 150*time.Second) }
+			wait("connected")
+			report := func() string { t.Helper(); b.send("report"); r := wait("report"); s, _ := r["text"].(string); return s }
+
+			// Out: the desktop's text to the page.
+			if policy.AllowsOut() {
+				if err := realtest.WaitFor(45*time.Second, func() error {
+					if got := report(); got != outText {
+						return fmt.Errorf("page clipboard %q", got)
+					}
+					return nil
+				}); err != nil {
+					t.Fatalf("the desktop's text never reached the page: %v", err)
+				}
+			} else {
+				if policy == contract.ClipboardIn {
+					lb.waitLog(t, "rdp (browser): clipboard refused", "session="+s.ID, "direction=out", `what="format list"`)
+				}
+				passes(15) // three renewals of the desktop's selection
+				if got := report(); got == outText {
+					t.Fatalf("the desktop's text reached the page with clipboard %s", policy)
+				}
+			}
+
+			// In: the page's text to the desktop.
+			b.send("paste")
+			wait("pasted")
+			if policy.AllowsIn() {
+				if err := realtest.WaitFor(45*time.Second, func() error {
+					if got, n := desktop(); got != inText {
+						return fmt.Errorf("desktop clipboard %q (reader's pass %d)", got, n)
+					}
+					return nil
+				}); err != nil {
+					t.Fatalf("the page's text never reached the desktop: %v", err)
+				}
+			} else {
+				if policy == contract.ClipboardOut {
+					lb.waitLog(t, "rdp (browser): clipboard refused", "session="+s.ID, "direction=in", `what="format list"`)
+				}
+				passes(10)
+				if got, _ := desktop(); got == inText {
+					t.Fatalf("the page's text reached the desktop with clipboard %s", policy)
+				}
+			}
+			b.send("stop")
+			if m := wait("stopped"); len(m["errors"].([]any)) > 0 {
+				t.Errorf("page errors: %v", m["errors"])
+			}
+			// The client asked for cliprdr; only none took it out.
+			lb.waitLog(t, "rdp (browser): disconnected", "session="+s.ID, "cliprdr")
+			blocked := regexp.MustCompile(`channels_blocked="?\[cliprdr`)
+			for l := range strings.SplitSeq(lb.String(), "\n") {
+				if strings.Contains(l, "rdp (browser): disconnected") && strings.Contains(l, "session="+s.ID) &&
+					blocked.MatchString(l) != (policy == contract.ClipboardNone) {
+					t.Errorf("with clipboard %s: %s", policy, l)
+				}
+			}
+			if policy == contract.ClipboardIn || policy == contract.ClipboardOut {
+				audits, err := tg.cfg.Store.ListAudit(context.Background(), store.AuditFilter{Session: s.ID})
+				if err != nil {
+					t.Fatal(err)
+				}
+				found := false
+				for _, a := range audits {
+					found = found || (a.Action == "clipboard_refused" && strings.Contains(a.Detail, "format list"))
+				}
+				if !found {
+					t.Errorf("no clipboard_refused audit event for session %s", s.ID)
+				}
+			}
+		})
+	}
+}
