@@ -2,16 +2,22 @@ package gateway
 
 import (
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/airlock-hpc/airlock/internal/contract"
+	"github.com/airlock-hpc/airlock/internal/rdcleanpath"
 	"github.com/airlock-hpc/airlock/internal/realtest"
 	"github.com/airlock-hpc/airlock/internal/store"
 )
@@ -86,11 +92,20 @@ func TestRDPWebClipboard(t *testing.T) {
 			alice := tg.client().loginToken("alice")
 			s := alice.launch("rdpdesk")
 			b := startBrowser(t, "rdp-clipboard.mjs", map[string]string{
-				"base": tg.url, "password": testPassword, "user": "alice", "session": s.ID, "inText": inText,
+				"base": tg.url, "password": testPassword, "user": "alice", "session": s.ID, "inText": inText, "verbose": os.Getenv("AIRLOCK_TEST_VERBOSE"),
 			})
 			wait := func(step string) map[string]any { t.Helper(); return b.wait(step, 150*time.Second) }
 			wait("connected")
-			report := func() string { t.Helper(); b.send("report"); r := wait("report"); s, _ := r["text"].(string); return s }
+			report := func() string {
+				t.Helper()
+				b.send("report")
+				r := wait("report")
+				if r["state"] != "connected" {
+					t.Fatalf("the page's RDP connection: %v", r["state"])
+				}
+				s, _ := r["text"].(string)
+				return s
+			}
 
 			// Out: the desktop's text to the page.
 			if policy.AllowsOut() {
@@ -133,16 +148,22 @@ func TestRDPWebClipboard(t *testing.T) {
 					t.Fatalf("the page's text reached the desktop with clipboard %s", policy)
 				}
 			}
+			report() // the session is still up, whatever was refused
 			b.send("stop")
 			if m := wait("stopped"); len(m["errors"].([]any)) > 0 {
 				t.Errorf("page errors: %v", m["errors"])
 			}
-			// The client asked for cliprdr; only none took it out.
-			lb.waitLog(t, "rdp (browser): disconnected", "session="+s.ID, "cliprdr")
-			blocked := regexp.MustCompile(`channels_blocked="?\[cliprdr`)
+			// The clipboard channel opened, except with none: there the page
+			// does not ask for it, and had it asked the relay would have
+			// taken it out (TestRDPWebXrdp: a client that asks).
+			lb.waitLog(t, "rdp (browser): disconnected", "session="+s.ID)
+			asked := regexp.MustCompile(`channels="?\[[^]]*cliprdr`)
+			blocked := regexp.MustCompile(`channels_blocked="?\[[^]]*cliprdr`)
 			for l := range strings.SplitSeq(lb.String(), "\n") {
-				if strings.Contains(l, "rdp (browser): disconnected") && strings.Contains(l, "session="+s.ID) &&
-					blocked.MatchString(l) != (policy == contract.ClipboardNone) {
+				if !strings.Contains(l, "rdp (browser): disconnected") || !strings.Contains(l, "session="+s.ID) {
+					continue
+				}
+				if opened := asked.MatchString(l) && !blocked.MatchString(l); opened != (policy != contract.ClipboardNone) {
 					t.Errorf("with clipboard %s: %s", policy, l)
 				}
 			}
@@ -160,5 +181,104 @@ func TestRDPWebClipboard(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRDPWebAttackerClient: a client of the attacker's own making (not
+// IronRDP) speaks MCS through the real relay to the real xrdp of a
+// desktop whose clipboard is none. Joining the channels the server
+// assigned works; a join for a channel id it did not assign (one xrdp
+// might still answer for), or a second Connect Initial (a fresh channel
+// list, cliprdr in it), ends the connection with a logged and audited
+// refusal, and nothing after it reaches xrdp.
+func TestRDPWebAttackerClient(t *testing.T) {
+	needRDPTools(t)
+	owner := realtest.Current(t)
+	if os.Geteuid() == 0 {
+		owner = realtest.TestUser(t)
+	}
+	dir := ownerDir(t, owner, "airlock-rdpatk-")
+	tg, lb := rdpWebGateway(t, filepath.Join(dir, "typed"), nil)
+	alice := tg.client().loginToken("alice")
+	s := alice.launch("rdpdesk")
+	tpkt := func(mcs ...byte) []byte {
+		return append([]byte{0x03, 0x00, 0x00, byte(7 + len(mcs)), 0x02, 0xF0, 0x80}, mcs...)
+	}
+	// open returns a relayed connection whose MCS domain is set up: the
+	// Connect Initial (cliprdr, rdpsnd), the Erect Domain and Attach
+	// User Requests; it returns the user's channel and the channel ids.
+	open := func() (net.Conn, uint16, []uint16) {
+		t.Helper()
+		tk := rdpTicket(t, alice, s.ID)
+		var conn net.Conn
+		if err := realtest.WaitFor(60*time.Second, func() error {
+			c, resp := rdpWebExchange(t, tg, alice, tk.Path, rdpRequest(t, s.ID, tk.Ticket, realtest.RDPConnectionRequest(1)))
+			if resp.Kind() != rdcleanpath.KindResponse {
+				tk = rdpTicket(t, alice, s.ID)
+				return fmt.Errorf("answer %+v", resp.Error)
+			}
+			conn = c
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		conn.Write(realtest.RDPConnectInitial(800, 600, "cliprdr", "rdpsnd"))
+		conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+		cr, err := rdcleanpath.ReadTPKT(conn, 1<<16)
+		if err != nil {
+			t.Fatalf("Connect Response: %v", err)
+		}
+		ids, err := realtest.RDPServerChannelIDs(cr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.Write(slices.Concat(tpkt(0x04, 0x01, 0x00, 0x01, 0x00), tpkt(0x28)))
+		auc, err := rdcleanpath.ReadTPKT(conn, 1<<16)
+		if err != nil || len(auc) < 11 || auc[7]>>2 != 11 {
+			t.Fatalf("Attach User Confirm % x, %v", auc, err)
+		}
+		return conn, 1001 + binary.BigEndian.Uint16(auc[9:]), ids
+	}
+	join := func(user, ch uint16) []byte {
+		return tpkt(0x38, byte((user-1001)>>8), byte(user-1001), byte(ch>>8), byte(ch))
+	}
+	refused := func(conn net.Conn, why string) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		conn.SetReadDeadline(deadline)
+		_, err := io.Copy(io.Discard, conn)
+		if !time.Now().Before(deadline) || errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("the connection was not closed (%v)", err)
+		}
+		lb.waitLog(t, "rdp (browser): refused", "session="+s.ID, why)
+	}
+
+	conn, user, ids := open()
+	// An honest join: the user's own channel; xrdp confirms it.
+	conn.Write(join(user, user))
+	jc, err := rdcleanpath.ReadTPKT(conn, 1<<16)
+	if err != nil || jc[7]>>2 != 15 || jc[8] != 0 {
+		t.Fatalf("Channel Join Confirm % x, %v", jc, err)
+	}
+	bogus := ids[len(ids)-1] + 1
+	conn.Write(join(user, bogus))
+	refused(conn, fmt.Sprintf("channel %d, which the server did not assign", bogus))
+
+	conn, _, _ = open()
+	conn.Write(realtest.RDPConnectInitial(800, 600, "cliprdr"))
+	refused(conn, "a second MCS Connect Initial")
+
+	audits, err := tg.cfg.Store.ListAudit(context.Background(), store.AuditFilter{Session: s.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, a := range audits {
+		if a.Action == "rdp_refused" {
+			got = append(got, a.Detail)
+		}
+	}
+	if len(got) != 2 || !strings.Contains(strings.Join(got, "|"), "did not assign") || !strings.Contains(strings.Join(got, "|"), "second MCS Connect Initial") {
+		t.Errorf("rdp_refused audits: %q", got)
 	}
 }

@@ -22,8 +22,9 @@ try {
   page.on('pageerror', (e) => errors.push(e.message));
   page.on('console', (m) => { if (cfg.verbose) console.error(`console: ${m.text()}`); });
   await login(page, cfg.base, cfg.user, cfg.password);
-  // Nothing of the desktop's on the page's clipboard before it connects.
-  await page.evaluate(() => navigator.clipboard.writeText('page-start'));
+  // The page's clipboard is empty when the session connects: IronRDP
+  // 0.7.0 offers text already there before its clipboard channel is
+  // ready, and fails the session (see the README).
   await page.goto(`${cfg.base}/sessions/${cfg.session}`);
   await page.waitForFunction(() => {
     const s = window.airlockRDPState || '';

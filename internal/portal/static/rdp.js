@@ -19,6 +19,11 @@ const $ = (id) => document.getElementById(id);
 const root = $('session');
 const holder = $('rdp-screen');
 const credssp = root.dataset.rdpCredssp === 'true';
+// With the profile's clipboard none the client does not ask for the
+// clipboard channel at all (the gateway would take it out anyway, and
+// IronRDP fails a session whose channel never opens once the page's
+// clipboard changes). One way (in, out) is the gateway's to enforce.
+const clipboard = root.dataset.rdpClipboard !== 'off';
 // A desktop's Xvnc has a fixed size, which xrdp serves whatever the client
 // asks for: ask for that size. A VM's guest follows the window.
 const fixed = /^(\d+)x(\d+)$/.exec(root.dataset.rdpSize || '');
@@ -134,6 +139,7 @@ async function connect() {
   setStatus('connecting', 'busy');
   try {
     const rdp = await component();
+    rdp.setEnableClipboard(clipboard);
     const t = await api('POST', `/api/v1/sessions/${page.id}/rdp-ticket`);
     const size = fixed ? { width: Number(fixed[1]), height: Number(fixed[2]) }
       : { width: Math.max(640, holder.clientWidth & ~1), height: Math.max(480, holder.clientHeight & ~1) };
@@ -154,10 +160,13 @@ async function connect() {
     const info = await rdp.connect(cfg);
     if (gen !== generation) return;
     rdp.setVisibility(true);
-    rdp.setEnableClipboard(true);
     setState('connected');
     setStatus('connected', 'ok');
-    info.run().then((term) => closed(gen, term && term.reason()), (e) => closed(gen, words(e)));
+    info.run().then((term) => closed(gen, term && term.reason()), (e) => {
+      // The client's own account of a failure, for the console.
+      if (e && typeof e.backtrace === 'function') console.warn(`RDP session ended: ${e.backtrace()}`);
+      closed(gen, words(e));
+    });
   } catch (e) {
     if (gen !== generation) return;
     active = false;
