@@ -260,7 +260,9 @@ func TestRDPWebAttackerClient(t *testing.T) {
 	if err != nil || jc[7]>>2 != 15 || jc[8] != 0 {
 		t.Fatalf("Channel Join Confirm % x, %v", jc, err)
 	}
-	bogus := ids[len(ids)-1] + 1
+	// An id past every one xrdp gave out (its user channel follows the
+	// static channels').
+	bogus := max(user, ids[len(ids)-1]) + 7
 	conn.Write(join(user, bogus))
 	refused(conn, fmt.Sprintf("channel %d, which the server did not assign", bogus))
 

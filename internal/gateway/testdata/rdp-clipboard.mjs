@@ -37,6 +37,12 @@ try {
     const { value, done } = await lines.next();
     if (done || value === 'stop') break;
     if (value === 'report') {
+      // The page connects again after IronRDP's clipboard start-up race
+      // (rdp.js): report once it is settled.
+      await page.waitForFunction(() => {
+        const s = window.airlockRDPState || '';
+        return s === 'connected' || s.startsWith('failed:') || s.startsWith('closed:');
+      }, null, { timeout: 60000 });
       const text = await page.evaluate(() => navigator.clipboard.readText().catch((e) => `error: ${e}`));
       say('report', { text, state: await page.evaluate(() => window.airlockRDPState) });
     } else if (value === 'paste') {

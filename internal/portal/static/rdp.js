@@ -32,6 +32,7 @@ let irgUI = null; // the web component's UserInteraction, once it is ready
 let creds = credssp ? null : { user: 'airlock', password: 'airlock' }; // see connect
 let active = false; // a session is open or opening
 let generation = 0; // bumps on every connect, so a stale end is ignored
+let clipRetries = 0; // reconnects after IronRDP's clipboard start-up race (see connect)
 
 function setState(s) {
   window.airlockRDPState = s;
@@ -162,9 +163,23 @@ async function connect() {
     rdp.setVisibility(true);
     setState('connected');
     setStatus('connected', 'ok');
+    const started = Date.now();
     info.run().then((term) => closed(gen, term && term.reason()), (e) => {
       // The client's own account of a failure, for the console.
-      if (e && typeof e.backtrace === 'function') console.warn(`RDP session ended: ${e.backtrace()}`);
+      const trace = e && typeof e.backtrace === 'function' ? e.backtrace() : '';
+      if (trace) console.warn(`RDP session ended: ${trace}`);
+      // IronRDP 0.7.0 answers the server's clipboard Monitor Ready by
+      // offering the page's clipboard before its own channel is ready
+      // (it waits for the server's Format List Response), and then ends
+      // the session. That is a race of the first seconds only: connect
+      // again, a few times at most.
+      if (gen === generation && trace.includes('clipboard channel is not in Ready state') &&
+          Date.now() - started < 15000 && clipRetries < 3) {
+        clipRetries++;
+        active = false;
+        connect();
+        return;
+      }
       closed(gen, words(e));
     });
   } catch (e) {
