@@ -96,17 +96,25 @@ func TestRDPWebClipboard(t *testing.T) {
 			})
 			wait := func(step string) map[string]any { t.Helper(); return b.wait(step, 150*time.Second) }
 			wait("connected")
+			// report is the page's clipboard text, once its RDP connection
+			// is up (the page connects again after IronRDP's clipboard
+			// start-up race; see rdp.js).
 			report := func() string {
 				t.Helper()
-				b.send("report")
-				r := wait("report")
-				if r["state"] != "connected" {
-					t.Fatalf("the page's RDP connection: %v", r["state"])
+				var text string
+				if err := realtest.WaitFor(60*time.Second, func() error {
+					b.send("report")
+					r := wait("report")
+					if r["state"] != "connected" {
+						return fmt.Errorf("the page's RDP connection: %v", r["state"])
+					}
+					text, _ = r["text"].(string)
+					return nil
+				}); err != nil {
+					t.Fatal(err)
 				}
-				s, _ := r["text"].(string)
-				return s
+				return text
 			}
-
 			// Out: the desktop's text to the page.
 			if policy.AllowsOut() {
 				if err := realtest.WaitFor(45*time.Second, func() error {
