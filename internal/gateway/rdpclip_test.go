@@ -126,12 +126,12 @@ func TestRDPWebClipboard(t *testing.T) {
 					t.Fatalf("the desktop's text never reached the page: %v", err)
 				}
 			} else {
-				if policy == contract.ClipboardIn {
-					lb.waitLog(t, "rdp (browser): clipboard refused", "session="+s.ID, "direction=out", `what="format list"`)
-				}
 				passes(15) // three renewals of the desktop's selection
 				if got := report(); got == outText {
 					t.Fatalf("the desktop's text reached the page with clipboard %s", policy)
+				}
+				if policy == contract.ClipboardIn {
+					lb.waitLog(t, "rdp (browser): clipboard refused", "session="+s.ID, "direction=out", `what="format list"`)
 				}
 			}
 
@@ -148,12 +148,12 @@ func TestRDPWebClipboard(t *testing.T) {
 					t.Fatalf("the page's text never reached the desktop: %v", err)
 				}
 			} else {
-				if policy == contract.ClipboardOut {
-					lb.waitLog(t, "rdp (browser): clipboard refused", "session="+s.ID, "direction=in", `what="format list"`)
-				}
 				passes(10)
 				if got, _ := desktop(); got == inText {
 					t.Fatalf("the page's text reached the desktop with clipboard %s", policy)
+				}
+				if policy == contract.ClipboardOut {
+					lb.waitLog(t, "rdp (browser): clipboard refused", "session="+s.ID, "direction=in", `what="format list"`)
 				}
 			}
 			report() // the session is still up, whatever was refused
