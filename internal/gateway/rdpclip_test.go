@@ -18,6 +18,7 @@ import (
 
 	"github.com/airlock-hpc/airlock/internal/contract"
 	"github.com/airlock-hpc/airlock/internal/rdcleanpath"
+	"github.com/airlock-hpc/airlock/internal/rdpfilter"
 	"github.com/airlock-hpc/airlock/internal/realtest"
 	"github.com/airlock-hpc/airlock/internal/store"
 )
@@ -290,5 +291,41 @@ func TestRDPWebAttackerClient(t *testing.T) {
 	}
 	if len(got) != 2 || !strings.Contains(strings.Join(got, "|"), "did not assign") || !strings.Contains(strings.Join(got, "|"), "second MCS Connect Initial") {
 		t.Errorf("rdp_refused audits: %q", got)
+	}
+}
+
+// TestRDPClipAuditCapped: a connection that keeps having its clipboard
+// blocked (a script copying in a loop) gets at most rdpClipAuditRate
+// audit events a minute; the disconnect line's count has them all.
+func TestRDPClipAuditCapped(t *testing.T) {
+	tg := startGateway(t, "", nil, "alice")
+	tag := viewerTag{Session: "s-clipcap", User: "alice"}
+	a := &rdpClipAudit{g: tg.g, ctx: context.Background(), tag: tag, remote: "127.0.0.1:1"}
+	for range 3 * rdpClipAuditRate {
+		a.add(rdpfilter.Block{Direction: "out", What: "format list", Bytes: 26})
+	}
+	if a.total() != 3*rdpClipAuditRate {
+		t.Errorf("counted %d", a.total())
+	}
+	count := func() int {
+		audits, err := tg.cfg.Store.ListAudit(context.Background(), store.AuditFilter{Session: tag.Session})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, e := range audits {
+			if e.Action == "clipboard_refused" && strings.Contains(e.Detail, "clipboard out format list of 26 bytes blocked") {
+				n++
+			}
+		}
+		return n
+	}
+	if err := realtest.WaitFor(10*time.Second, func() error {
+		if n := count(); n != rdpClipAuditRate {
+			return fmt.Errorf("%d audit events", n)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 }
