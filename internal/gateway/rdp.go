@@ -219,8 +219,9 @@ func (g *Gateway) IssueRDPFile(ctx context.Context, user string, s *session.Sess
 	}
 	if p, _ := g.profile(s.Profile); !p.clipboardWhole() {
 		// A native client's TLS goes end to end: the gateway could not
-		// take the clipboard out (config check refuses the combination).
-		return nil, session.Token{}, apiErr(409, "browser_only", fmt.Sprintf("session %s allows no clipboard, which only the browser's RDP client enforces", s.ID))
+		// hold its clipboard to the profile's policy (config check
+		// refuses the combination).
+		return nil, session.Token{}, apiErr(409, "browser_only", fmt.Sprintf("session %s limits the clipboard (%s), which only the browser's RDP client can be held to", s.ID, p.Clipboard))
 	}
 	now := g.now()
 	until := now.Add(cmp.Or(g.cfg.RDPMaxCert, 12*time.Hour))
@@ -401,7 +402,7 @@ func (g *Gateway) rdpCheck(ctx context.Context, der []byte, user, sid string) (t
 		return nil, tag, "session serves no RDP", nil
 	}
 	if p, _ := g.profile(s.Profile); !p.clipboardWhole() {
-		return nil, tag, "session serves RDP in the browser only (no clipboard)", nil
+		return nil, tag, "session serves RDP in the browser only (clipboard " + string(p.Clipboard) + ")", nil
 	}
 	target, err = g.dialRDP(ctx, s, endpoint)
 	if err != nil {
