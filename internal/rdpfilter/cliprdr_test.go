@@ -442,3 +442,47 @@ func BenchmarkServerBulk(b *testing.B) {
 		})
 	}
 }
+
+// TestServerBeforeMCS: what a server sends before its Connect Response
+// under NLA (CredSSP TSRequests, DER, and the four-byte Early User
+// Authorization Result of HYBRID_EX) passes byte for byte, cut anywhere;
+// MCS or fast-path output before the Connect Response does not.
+func TestServerBeforeMCS(t *testing.T) {
+	ts := ber([]byte{0x30}, bytes.Repeat([]byte{0x42}, 300)) // a TSRequest's framing (two-byte length)
+	in := slices.Concat(ts, ts, []byte{0, 0, 0, 0}, connectResponse(ioChan, 1004, clipChan, 1006), attachUserConfirm(userChan),
+		[]byte{0x00, 0x80, 0x05, 1, 2}) // a fast-path update, after MCS
+	for step := 1; step < len(in); step += 7 {
+		s := New(Policy{ClipIn: true})
+		if _, err := s.Feed(connectInitial("rdpsnd", "cliprdr", "rdpdr")); err != nil {
+			t.Fatal(err)
+		}
+		var out []byte
+		for i := 0; i < len(in); i += step {
+			o, err := s.FeedServer(slices.Clone(in[i:min(i+step, len(in))]))
+			if err != nil {
+				t.Fatalf("step %d: %v", step, err)
+			}
+			out = append(out, o...)
+		}
+		if !bytes.Equal(out, in) {
+			t.Fatalf("step %d: the stream changed", step)
+		}
+		if s.user != userChan || s.clipID != clipChan || s.io != ioChan {
+			t.Fatalf("ids: user %d, cliprdr %d, I/O %d", s.user, s.clipID, s.io)
+		}
+	}
+	for name, b := range map[string][]byte{
+		"fast-path before MCS":    {0x04, 0x80, 0x05, 1, 2, 3},
+		"MCS before the response": attachUserConfirm(userChan),
+		"garbage":                 []byte("HTTP/1.1 200 OK\r\n"),
+		"response to no initial":  connectResponse(ioChan),
+	} {
+		s := New(Policy{})
+		if name != "response to no initial" {
+			s.Feed(connectInitial("cliprdr"))
+		}
+		if _, err := s.FeedServer(slices.Clone(b)); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
