@@ -369,10 +369,10 @@ type Profile struct {
 	// between the viewer and the session: both, in (viewer to session
 	// only), out (session to viewer only) or none. The session's vnc
 	// connector drops the RFB cut text of a refused direction, and the
-	// portal hides what cannot work. A profile that serves RDP takes both
-	// or none: the browser's RDP relay takes the whole clipboard channel
-	// out, and native RDP clients (rdp.listen), whose TLS goes end to
-	// end, cannot be held to none. Default "both".
+	// portal hides what cannot work. For RDP in the browser the gateway's
+	// relay takes the clipboard channel out (none) or filters it one way
+	// (in, out); native RDP clients (rdp.listen), whose TLS goes end to
+	// end, cannot be held to less than both. Default "both".
 	Clipboard string `yaml:"clipboard"`
 	// Record (desktop and vm) records every viewer connection's screen
 	// (the server's RFB stream; no keystrokes) in state_dir/recordings,

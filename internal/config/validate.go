@@ -1130,9 +1130,9 @@ func loopbackListen(listen string) bool {
 }
 
 // clipboard checks a profile's clipboard policy: one of the contract's,
-// and only where something enforces it: the console's vnc connector (any
-// policy) and the browser's RDP relay (both or none: it takes the whole
-// clipboard channel out). Native RDP clients keep TLS end to end to the
+// and only where something enforces it: the console's vnc connector and
+// the browser's RDP relay (any policy: it takes the clipboard channel out
+// or filters it one way). Native RDP clients keep TLS end to end to the
 // desktop, so nothing can hold them to less than both.
 func (v *validator) clipboard(at string, p *Profile, images []Image, rdpListen string) {
 	key := at + ".clipboard"
@@ -1163,11 +1163,7 @@ func (v *validator) clipboard(at string, p *Profile, images []Image, rdpListen s
 			}
 		}
 	}
-	switch {
-	case rdp == "":
-	case c != contract.ClipboardNone:
-		v.errorf(key, "%s with %s: the browser's RDP relay can take the clipboard channel out (none) but not one way; want both or none", c, rdp)
-	case rdpListen != "":
-		v.errorf(key, "none with %s and rdp.listen: native RDP clients keep TLS end to end to the desktop, so nothing can take their clipboard out; unset rdp.listen, or serve this profile in the browser only", rdp)
+	if rdp != "" && rdpListen != "" {
+		v.errorf(key, "%s with %s and rdp.listen: native RDP clients keep TLS end to end to the desktop, so nothing can hold their clipboard to %s; unset rdp.listen, or serve this profile in the browser only", c, rdp, c)
 	}
 }

@@ -133,9 +133,14 @@ func (g *Gateway) rdpConnector(spec *contract.Spec, dir, listen string) error {
 // Xvnc, so one desktop is reachable by VNC in the browser and by RDP
 // clients at once. The configuration and xrdp's own TLS certificate are
 // made afresh in the seal's private /tmp. xrdp listens on the seal's
-// loopback only; the tls connector is the only way to it.
+// loopback only; the tls connector is the only way to it. Its clipboard
+// (the VNC module's, text between cliprdr and Xvnc's cut text) is on
+// unless the profile allows none; the gateway's relay enforces a one-way
+// policy, and takes the channel out for none before xrdp sees it.
 const xrdpScript = `set -eu
 PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin" # where Debian puts xrdp
+cliprdr=false
+[ "${1:-}" = clipboard ] && cliprdr=true
 d=/tmp/.airlock-xrdp
 mkdir -p -m 0700 "$d"
 cd "$d"
@@ -173,7 +178,7 @@ EnableSyslog=false
 rdpdr=false
 rdpsnd=false
 drdynvc=false
-cliprdr=false
+cliprdr=$cliprdr
 rail=false
 xrdpvr=false
 tcutils=false
@@ -188,9 +193,14 @@ EOF
 exec xrdp --nodaemon --config "$d/xrdp.ini"
 `
 
-// xrdpProcess is the process that serves RDP in a desktop session.
-func xrdpProcess() contract.Command {
-	return contract.Command{Argv: []string{"/bin/sh", "-c", xrdpScript}}
+// xrdpProcess is the process that serves RDP in a desktop session, with
+// its clipboard channel when clip.
+func xrdpProcess(clip bool) contract.Command {
+	argv := []string{"/bin/sh", "-c", xrdpScript, "xrdp"}
+	if clip {
+		argv = append(argv, "clipboard")
+	}
+	return contract.Command{Argv: argv}
 }
 
 // IssueRDPFile makes an .airlock file for user's session: a fresh client
@@ -209,8 +219,9 @@ func (g *Gateway) IssueRDPFile(ctx context.Context, user string, s *session.Sess
 	}
 	if p, _ := g.profile(s.Profile); !p.clipboardWhole() {
 		// A native client's TLS goes end to end: the gateway could not
-		// take the clipboard out (config check refuses the combination).
-		return nil, session.Token{}, apiErr(409, "browser_only", fmt.Sprintf("session %s allows no clipboard, which only the browser's RDP client enforces", s.ID))
+		// hold its clipboard to the profile's policy (config check
+		// refuses the combination).
+		return nil, session.Token{}, apiErr(409, "browser_only", fmt.Sprintf("session %s limits the clipboard (%s), which only the browser's RDP client can be held to", s.ID, p.Clipboard))
 	}
 	now := g.now()
 	until := now.Add(cmp.Or(g.cfg.RDPMaxCert, 12*time.Hour))
@@ -396,7 +407,7 @@ func (g *Gateway) rdpCheck(ctx context.Context, der []byte, user, sid string) (t
 		return nil, tag, "session serves no RDP", nil
 	}
 	if p, _ := g.profile(s.Profile); !p.clipboardWhole() {
-		return nil, tag, "session serves RDP in the browser only (no clipboard)", nil
+		return nil, tag, "session serves RDP in the browser only (clipboard " + string(p.Clipboard) + ")", nil
 	}
 	target, err = g.dialRDP(ctx, s, endpoint)
 	if err != nil {

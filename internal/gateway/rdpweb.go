@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"reflect"
+	"sync"
 	"syscall"
 	"time"
 
@@ -159,20 +160,83 @@ func (g *Gateway) serveRDPWeb(w http.ResponseWriter, r *http.Request) {
 	g.audit(ctx, tag.User, "connect", tag.Session, remote, "rdp (browser)")
 	g.log.InfoContext(ctx, "rdp (browser): connected", "session", tag.Session, "user", tag.User, "remote_addr", remote)
 	start := time.Now()
-	client := &rdpClientConn{Conn: ws, f: rdpfilter.New(policy), tap: rdpWebTap}
-	stats, err := relay.Pipe(ctx, client, up, 0)
+	f := rdpfilter.New(policy)
+	blocks := &rdpClipAudit{g: g, ctx: ctx, tag: tag, remote: remote}
+	f.OnBlock = blocks.add
+	client := &rdpFilterConn{Conn: ws, feed: f.Feed, tap: rdpWebTap, in1: "client", out1: "relayed"}
+	server := &rdpFilterConn{Conn: up, feed: f.FeedServer, tap: rdpWebTap, in1: "server"}
+	stats, err := relay.Pipe(ctx, client, server, 0)
 	attrs := []any{"session", tag.Session, "user", tag.User, "remote_addr", remote,
-		"bytes_in", stats.AToB, "bytes_out", stats.BToA, "duration", time.Since(start)}
-	attrs = append(attrs, client.logAttrs()...)
-	if policy.NLA && !client.f.Connected() {
+		"bytes_in", stats.AToB, "bytes_out", stats.BToA, "duration", time.Since(start),
+		"channels", f.Channels, "channels_blocked", f.Blocked, "info_password_blanked", f.PasswordBlanked}
+	if n := blocks.total(); n > 0 {
+		attrs = append(attrs, "clipboard_blocked", n)
+	}
+	if policy.NLA && !f.Connected() {
 		// The server hung up inside CredSSP: how FreeRDP's shadow
 		// server refuses a wrong password (the page says so too).
 		attrs = append(attrs, "nla_logon", "ended inside CredSSP (a refused logon?)")
+	}
+	if ferr := cmp.Or(client.err, server.err); ferr != nil {
+		// The filter ended the connection: a client (or server) doing
+		// what an honest one does not, or what cannot be checked.
+		g.log.WarnContext(ctx, "rdp (browser): refused", "session", tag.Session, "user", tag.User, "remote_addr", remote,
+			"reason", "the channel filter ended the connection", "error", ferr)
+		g.audit(ctx, tag.User, "rdp_refused", tag.Session, remote, "browser: "+ferr.Error())
 	}
 	if err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, io.EOF) {
 		attrs = append(attrs, "error", err)
 	}
 	g.log.InfoContext(ctx, "rdp (browser): disconnected", attrs...)
+}
+
+// rdpClipAuditRate caps the audit events of blocked clipboard transfers
+// per connection and minute: a page (or a script in the session) that
+// keeps copying must not flood the audit log. The rest are counted in the
+// disconnect line.
+const rdpClipAuditRate = 10
+
+// rdpClipAudit logs and audits the clipboard transfers one browser RDP
+// connection's filter blocked.
+type rdpClipAudit struct {
+	g      *Gateway
+	ctx    context.Context
+	tag    viewerTag
+	remote string
+
+	mu              sync.Mutex
+	window          time.Time
+	n, dropped, all int
+}
+
+func (a *rdpClipAudit) add(b rdpfilter.Block) {
+	a.mu.Lock()
+	a.all++
+	now := a.g.now()
+	if now.Sub(a.window) >= time.Minute {
+		a.window, a.n = now, 0
+	}
+	a.n++
+	ok := a.n <= rdpClipAuditRate
+	if !ok {
+		a.dropped++
+	}
+	a.mu.Unlock()
+	if !ok {
+		return
+	}
+	// The filter calls this with its stream locked: the store's write
+	// goes on apart from the relay.
+	detail := fmt.Sprintf("rdp (browser): clipboard %s %s of %d bytes blocked", b.Direction, b.What, b.Bytes)
+	a.g.log.InfoContext(a.ctx, "rdp (browser): clipboard refused", "session", a.tag.Session, "user", a.tag.User,
+		"direction", b.Direction, "what", b.What, "bytes", b.Bytes)
+	go a.g.audit(a.ctx, a.tag.User, "clipboard_refused", a.tag.Session, a.remote, detail)
+}
+
+func (a *rdpClipAudit) total() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.all
 }
 
 // rdpWebAdmit reads the RDCleanPath request and does everything up to the
@@ -345,26 +409,29 @@ func describeRefusal(p *rdcleanpath.PDU) string {
 	return "error"
 }
 
-// rdpPolicy is the channel policy of browser RDP sessions of p. The relay
-// can only take the whole clipboard channel out, so any policy short of
-// both does (config check allows only none with RDP).
+// rdpPolicy is the channel policy of browser RDP sessions of p: the
+// clipboard channel out (none), filtered one way (in, out) or whole.
 func (p Profile) rdpPolicy() rdpfilter.Policy {
-	return rdpfilter.Policy{Clipboard: p.clipboardWhole(), Drives: p.Drives, Xrdp: p.Kind == "desktop" && p.RDPServer != RDPServerShadow}
+	return rdpfilter.Policy{ClipIn: p.Clipboard.AllowsIn(), ClipOut: p.Clipboard.AllowsOut(), Drives: p.Drives, Xrdp: p.Kind == "desktop" && p.RDPServer != RDPServerShadow}
 }
 
 // clipboardWhole reports whether p lets clipboard text cross both ways,
 // which is all a native RDP client (TLS end to end) can be held to.
 func (p Profile) clipboardWhole() bool { return p.Clipboard.AllowsIn() && p.Clipboard.AllowsOut() }
 
-// rdpClientConn is the browser's side of a relayed RDP connection: what
-// the client sends passes through the channel filter on its way to the
-// server. Writes (the server's bytes) pass unchanged.
-type rdpClientConn struct {
+// rdpFilterConn is one side of a relayed browser RDP connection: what it
+// sends passes through the channel filter (feed) on its way to the other
+// side. Writes pass unchanged (the other side's filter saw them).
+type rdpFilterConn struct {
 	net.Conn
-	f       *rdpfilter.Stream
+	feed    func([]byte) ([]byte, error)
 	pending []byte // filtered bytes not yet returned
 	in      []byte
-	tap     func(stage string, b []byte)
+	err     error // the filter's refusal, which ended the connection
+	// tap, set only by tests (rdpWebTap), sees the bytes read as they
+	// came (stage in1) and, if out1 is set, as the filter passed them.
+	tap       func(stage string, b []byte)
+	in1, out1 string
 }
 
 // rdpWebTap, set only by tests, sees every byte the relay holds in the
@@ -373,25 +440,19 @@ type rdpClientConn struct {
 // proves what the gateway can read, such as an NLA password.
 var rdpWebTap func(stage string, b []byte)
 
-func (c *rdpClientConn) Write(p []byte) (int, error) {
-	if c.tap != nil {
-		c.tap("server", p)
-	}
-	return c.Conn.Write(p)
-}
-
-func (c *rdpClientConn) Read(p []byte) (int, error) {
+func (c *rdpFilterConn) Read(p []byte) (int, error) {
 	for len(c.pending) == 0 {
 		if c.in == nil {
 			c.in = make([]byte, 16<<10)
 		}
 		n, err := c.Conn.Read(c.in)
 		if n > 0 && c.tap != nil {
-			c.tap("client", c.in[:n])
+			c.tap(c.in1, c.in[:n])
 		}
 		if n > 0 {
-			out, ferr := c.f.Feed(c.in[:n])
+			out, ferr := c.feed(c.in[:n])
 			if ferr != nil {
+				c.err = ferr
 				c.Conn.Close()
 				return 0, ferr
 			}
@@ -410,11 +471,6 @@ func (c *rdpClientConn) Read(p []byte) (int, error) {
 		c.tap("relayed", p[:n])
 	}
 	return n, nil
-}
-
-// logAttrs say what the filter saw, for the disconnect log line.
-func (c *rdpClientConn) logAttrs() []any {
-	return []any{"channels", c.f.Channels, "channels_blocked", c.f.Blocked, "info_password_blanked", c.f.PasswordBlanked}
 }
 
 // servesRDP reports whether a profile serves RDP (a desktop's rdp or a VM

@@ -64,6 +64,13 @@ func tlsRDPEcho(tb testing.TB) string {
 				}
 				c.Write(cc)
 				tc := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert}})
+				// The gateway's filter reads the server's stream too: the
+				// Connect Initial gets a Connect Response (one id for
+				// its one channel), and the rest is echoed.
+				if _, err := rdcleanpath.ReadTPKT(tc, 1<<16); err != nil {
+					return
+				}
+				tc.Write(realtest.RDPConnectResponse(1003, 1004))
 				io.Copy(tc, tc)
 			}()
 		}
@@ -153,7 +160,7 @@ func rdpWebBenchPath(b testing.TB, target string) (dial func() net.Conn, base, t
 			}
 			ci := realtest.RDPConnectInitial(800, 600, "cliprdr")
 			c.Write(ci)
-			if _, err := io.ReadFull(c, make([]byte, len(ci))); err != nil {
+			if _, err := rdcleanpath.ReadTPKT(c, 1<<16); err != nil {
 				c.Close()
 				return err
 			}

@@ -536,7 +536,7 @@ func (g *Gateway) spec(s *session.Session, p Profile, req LaunchRequest) ([]byte
 		if p.RDP && g.rdp != nil {
 			switch p.RDPServer {
 			case "", RDPServerXrdp:
-				spec.Processes = append(spec.Processes, xrdpProcess())
+				spec.Processes = append(spec.Processes, xrdpProcess(p.Clipboard != contract.ClipboardNone))
 			case RDPServerShadow:
 				spec.Processes = append(spec.Processes, shadowProcess())
 				if err := g.shadowLogon(&spec, p, s, dir); err != nil {

@@ -22,7 +22,7 @@ func BenchmarkFeed(b *testing.B) {
 	for _, c := range []struct {
 		name string
 		p    Policy
-	}{{"plain", Policy{Clipboard: true}}, {"nla", Policy{Clipboard: true, NLA: true}}} {
+	}{{"plain", Policy{ClipIn: true, ClipOut: true}}, {"nla", Policy{ClipIn: true, ClipOut: true, NLA: true}}} {
 		b.Run(c.name, func(b *testing.B) {
 			s := New(c.p)
 			if _, err := s.Feed(realtest.RDPConnectInitial(800, 600, "cliprdr")); err != nil {

@@ -13,9 +13,19 @@
 // the client sends on it is dropped there, and the server sends nothing
 // on it.
 //
+// A one-way clipboard (in: browser to session only, out: session to
+// browser only) keeps cliprdr open and reads its PDUs (MS-RDPECLIP) both
+// ways: the server's stream is framed too, for the channel ids of its MCS
+// Connect Response, and the side whose content must not cross has every
+// Format List replaced by an empty one and every data response by a
+// failure, so the other side never learns of, nor gets, its clipboard
+// (see cliprdr.go).
+//
 // The filter fails closed: bytes it cannot frame, a Connect Initial it
-// cannot read to the end, or a second Connect Initial end the connection.
-// It is pure: no I/O, no logging.
+// cannot read to the end, a second Connect Initial, a Channel Join
+// Request for a channel the server did not assign, or compressed
+// clipboard data end the connection. It is pure: no I/O, no logging
+// (what it blocks it reports through [Stream.OnBlock]).
 package rdpfilter
 
 import (
@@ -23,6 +33,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 )
 
 // BlockedName is what a blocked channel is renamed to (7 letters and the
@@ -31,8 +42,11 @@ const BlockedName = "blocked"
 
 // Policy says which channels a session may open.
 type Policy struct {
-	Clipboard bool // cliprdr: text and files both ways
-	Drives    bool // rdpdr: drives, printers, smart cards, ports
+	// ClipIn lets clipboard content go from the client (the browser) to
+	// the session, ClipOut from the session to the client. With neither,
+	// cliprdr is taken out; with one, its PDUs are filtered.
+	ClipIn, ClipOut bool
+	Drives          bool // rdpdr: drives, printers, smart cards, ports
 	// Xrdp adapts the client's requests to xrdp in a desktop's seal: an
 	// automatic logon (the INFO_AUTOLOGON flag of the Client Info PDU,
 	// which xrdp's autorun needs to skip its own login dialog, as native
@@ -52,13 +66,17 @@ type Policy struct {
 
 // Connected reports whether the client's MCS Connect Initial went by:
 // with NLA, a connection that ends before it ended inside CredSSP.
-func (s *Stream) Connected() bool { return s.seen }
+func (s *Stream) Connected() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.seen
+}
 
 // blocked reports whether p forbids the channel named name.
 func (p Policy) blocked(name string) bool {
 	switch strings.ToLower(name) {
 	case "cliprdr":
-		return !p.Clipboard
+		return !p.ClipIn && !p.ClipOut
 	case "rdpdr":
 		return !p.Drives
 	}
@@ -71,13 +89,25 @@ const (
 	maxDER   = 1 << 16 // a CredSSP TSRequest
 )
 
-// Stream is one client-to-server stream. The zero value is not usable;
-// make one with [New].
+// Stream is one connection's two streams: what the client sends (Feed)
+// and what the server sends (FeedServer), which may be fed from two
+// goroutines. The zero value is not usable; make one with [New].
 type Stream struct {
-	p    Policy
-	buf  []byte // bytes of an incomplete frame
-	seen bool   // the Connect Initial went by
-	info bool   // the Client Info PDU went by
+	mu     sync.Mutex
+	p      Policy
+	client half
+	server half
+	err    error // the first refusal: every later call returns it
+	seen   bool  // the Connect Initial went by
+	info   bool  // the Client Info PDU went by
+
+	// What the server's Connect Response and Attach User Confirm
+	// assigned: the channels a client may join.
+	ids      []uint16 // one per entry of Channels, in order
+	io, user uint16
+	msg      uint16 // the message channel, if the server has one
+	clipID   uint16 // cliprdr's id, when it is filtered (0: not)
+	clip     [2]clipState
 
 	// PasswordBlanked says the Client Info PDU carried a password, which
 	// the filter overwrote (Policy.NLA).
@@ -86,13 +116,28 @@ type Stream struct {
 	// Channels are the static channels the client asked for, in order,
 	// and Blocked those of them the filter renamed.
 	Channels, Blocked []string
+
+	// OnBlock, if set, is told of every clipboard transfer the filter
+	// stopped (called with the Stream locked: it must not feed it).
+	OnBlock func(Block)
+}
+
+// half is one direction's framing state.
+type half struct {
+	server  bool
+	buf     []byte // bytes of an incomplete frame
+	scratch []byte // a replacement frame
 }
 
 // New returns a Stream enforcing p.
-func New(p Policy) *Stream { return &Stream{p: p} }
+func New(p Policy) *Stream { return &Stream{p: p, server: half{server: true}} }
 
 // ConnectInitialSeen reports whether the client's Connect Initial went by.
-func (s *Stream) ConnectInitialSeen() bool { return s.seen }
+func (s *Stream) ConnectInitialSeen() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.seen
+}
 
 // Feed takes the next bytes the client sent and returns those to pass on
 // to the server now: every complete frame in order, the Connect Initial
@@ -100,99 +145,81 @@ func (s *Stream) ConnectInitialSeen() bool { return s.seen }
 // alias in or the Stream's buffer and is valid until the next call. An
 // error means the stream must be closed.
 func (s *Stream) Feed(in []byte) (out []byte, err error) {
-	b := in
-	if len(s.buf) > 0 {
-		s.buf = append(s.buf, in...)
-		b = s.buf
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.feed(&s.client, in)
+}
+
+// FeedServer is Feed for the bytes the server sends to the client.
+func (s *Stream) FeedServer(in []byte) (out []byte, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.feed(&s.server, in)
+}
+
+func (s *Stream) feed(h *half, in []byte) (out []byte, err error) {
+	if s.err != nil {
+		return nil, s.err
 	}
-	n := 0
+	b := in
+	if len(h.buf) > 0 {
+		h.buf = append(h.buf, in...)
+		b = h.buf
+	}
+	n, w := 0, 0 // read and write positions: frames dropped or shortened move the rest down
 	for n < len(b) {
-		l, err := s.frameLen(b[n:])
+		l, err := s.frameLen(h, b[n:])
 		if err != nil {
+			s.err = err
 			return nil, err
 		}
 		if l == 0 || n+l > len(b) {
 			break // incomplete
 		}
-		if err := s.inspect(b[n : n+l]); err != nil {
+		keep, err := s.inspect(h, b[n:n+l])
+		if err != nil {
+			s.err = err
 			return nil, err
 		}
+		if len(keep) > 0 && (w != n || &keep[0] != &b[n]) {
+			copy(b[w:], keep) // never longer than the frame it replaces
+		}
+		w += len(keep)
 		n += l
 	}
-	out = b[:n]
+	out = b[:w]
 	rest := b[n:]
 	if len(rest) > 0 {
-		if len(s.buf) > 0 {
-			// b is s.buf: keep the tail at its start, after out is used.
+		if len(h.buf) > 0 {
+			// b is h.buf: keep the tail at its start, after out is used.
 			held := append([]byte(nil), rest...)
 			out = append([]byte(nil), out...)
-			s.buf = held
+			h.buf = held
 		} else {
-			s.buf = append(s.buf[:0], rest...)
+			h.buf = append(h.buf[:0], rest...)
 		}
 	} else {
-		if len(s.buf) > 0 {
+		if len(h.buf) > 0 {
 			out = append([]byte(nil), out...)
 		}
-		s.buf = s.buf[:0]
+		h.buf = h.buf[:0]
 	}
 	return out, nil
 }
 
 // frameLen returns the length of the frame b starts with, or 0 when b
 // does not yet hold enough to tell.
-func (s *Stream) frameLen(b []byte) (int, error) {
+func (s *Stream) frameLen(h *half, b []byte) (int, error) {
+	if h.server {
+		return s.serverFrameLen(b)
+	}
 	switch {
-	case b[0] == 0x03: // TPKT
-		if len(b) < 4 {
-			return 0, nil
-		}
-		l := int(binary.BigEndian.Uint16(b[2:4]))
-		if b[1] != 0 || l < 7 {
-			return 0, fmt.Errorf("rdpfilter: bad TPKT header % x", b[:4])
-		}
-		return l, nil
+	case b[0] == 0x03:
+		return tpktLen(b)
 	case b[0] == 0x30 && !s.seen: // CredSSP TSRequest (DER), before MCS only
-		if len(b) < 2 {
-			return 0, nil
-		}
-		l := int(b[1])
-		if l < 0x80 {
-			return 2 + l, nil
-		}
-		k := l & 0x7f
-		if k == 0 || k > 3 {
-			return 0, fmt.Errorf("rdpfilter: bad DER length form %#02x", b[1])
-		}
-		if len(b) < 2+k {
-			return 0, nil
-		}
-		l = 0
-		for _, c := range b[2 : 2+k] {
-			l = l<<8 | int(c)
-		}
-		if 2+k+l > maxDER {
-			return 0, fmt.Errorf("rdpfilter: CredSSP message of %d bytes", 2+k+l)
-		}
-		return 2 + k + l, nil
+		return derLen(b)
 	case b[0]&0x03 == 0 && s.seen: // fast-path input
-		if len(b) < 2 {
-			return 0, nil
-		}
-		if b[1]&0x80 == 0 {
-			if b[1] < 2 {
-				return 0, fmt.Errorf("rdpfilter: fast-path length %d", b[1])
-			}
-			return int(b[1]), nil
-		}
-		if len(b) < 3 {
-			return 0, nil
-		}
-		l := int(b[1]&0x7f)<<8 | int(b[2])
-		if l < 3 {
-			return 0, fmt.Errorf("rdpfilter: fast-path length %d", l)
-		}
-		return l, nil
+		return fastPathLen(b)
 	}
 	if s.seen {
 		return 0, fmt.Errorf("rdpfilter: not an RDP frame (first byte %#02x)", b[0])
@@ -200,34 +227,112 @@ func (s *Stream) frameLen(b []byte) (int, error) {
 	return 0, fmt.Errorf("rdpfilter: not a CredSSP or MCS message before the Connect Initial (first byte %#02x)", b[0])
 }
 
-// inspect looks at one complete frame, rewriting a Connect Initial in
-// place.
-func (s *Stream) inspect(f []byte) error {
+// tpktLen is the length of the TPKT b starts with (0: not known yet).
+func tpktLen(b []byte) (int, error) {
+	if len(b) < 4 {
+		return 0, nil
+	}
+	l := int(binary.BigEndian.Uint16(b[2:4]))
+	if b[1] != 0 || l < 7 {
+		return 0, fmt.Errorf("rdpfilter: bad TPKT header % x", b[:4])
+	}
+	return l, nil
+}
+
+// derLen is the length of the DER TLV (a CredSSP TSRequest) b starts with.
+func derLen(b []byte) (int, error) {
+	if len(b) < 2 {
+		return 0, nil
+	}
+	l := int(b[1])
+	if l < 0x80 {
+		return 2 + l, nil
+	}
+	k := l & 0x7f
+	if k == 0 || k > 3 {
+		return 0, fmt.Errorf("rdpfilter: bad DER length form %#02x", b[1])
+	}
+	if len(b) < 2+k {
+		return 0, nil
+	}
+	l = 0
+	for _, c := range b[2 : 2+k] {
+		l = l<<8 | int(c)
+	}
+	if 2+k+l > maxDER {
+		return 0, fmt.Errorf("rdpfilter: CredSSP message of %d bytes", 2+k+l)
+	}
+	return 2 + k + l, nil
+}
+
+// fastPathLen is the length of the fast-path PDU b starts with (input
+// and output share the header's length encoding).
+func fastPathLen(b []byte) (int, error) {
+	if len(b) < 2 {
+		return 0, nil
+	}
+	if b[1]&0x80 == 0 {
+		if b[1] < 2 {
+			return 0, fmt.Errorf("rdpfilter: fast-path length %d", b[1])
+		}
+		return int(b[1]), nil
+	}
+	if len(b) < 3 {
+		return 0, nil
+	}
+	l := int(b[1]&0x7f)<<8 | int(b[2])
+	if l < 3 {
+		return 0, fmt.Errorf("rdpfilter: fast-path length %d", l)
+	}
+	return l, nil
+}
+
+// inspect looks at one complete frame and returns what to pass on in
+// its place: f itself (a Connect Initial rewritten in place), a shorter
+// replacement, or nothing.
+func (s *Stream) inspect(h *half, f []byte) ([]byte, error) {
 	if f[0] != 0x03 {
-		return nil
+		return f, nil
 	}
 	// X.224 Data TPDU: LI 2, code 0xF0, EOT. Anything else in a TPKT
 	// after the Connection Request/Confirm exchange (which is over before
 	// TLS) has no business here.
 	if len(f) < 7 || f[4] != 2 || f[5] != 0xF0 {
-		return fmt.Errorf("rdpfilter: TPKT holding no X.224 Data TPDU")
+		return nil, fmt.Errorf("rdpfilter: TPKT holding no X.224 Data TPDU")
 	}
+	if h.server {
+		return s.inspectServer(h, f)
+	}
+	return s.inspectClient(h, f)
+}
+
+// inspectClient looks at one of the client's TPKT frames.
+func (s *Stream) inspectClient(h *half, f []byte) ([]byte, error) {
 	mcs := f[7:]
 	isCI := len(mcs) >= 2 && mcs[0] == 0x7F && mcs[1] == 0x65
 	switch {
 	case isCI && s.seen:
-		return errors.New("rdpfilter: a second MCS Connect Initial")
+		return nil, errors.New("rdpfilter: a second MCS Connect Initial")
 	case isCI:
 		if err := s.connectInitial(mcs); err != nil {
-			return err
+			return nil, err
 		}
 		s.seen = true
+		return f, nil
 	case !s.seen:
-		return errors.New("rdpfilter: MCS traffic before the Connect Initial")
-	case (s.p.Xrdp || s.p.NLA) && !s.info:
+		return nil, errors.New("rdpfilter: MCS traffic before the Connect Initial")
+	case len(mcs) >= 5 && mcs[0]>>2 == mcsJoinRequest:
+		return f, s.join(binary.BigEndian.Uint16(mcs[3:]))
+	case len(mcs) >= 1 && mcs[0]>>2 == mcsJoinRequest:
+		return nil, errors.New("rdpfilter: Channel Join Request truncated")
+	}
+	if !s.info && (s.p.Xrdp || s.p.NLA || s.oneWay()) {
 		s.clientInfo(mcs)
 	}
-	return nil
+	if s.clipID != 0 {
+		return s.channelData(h, f, mcsSendDataRequest, dirIn)
+	}
+	return f, nil
 }
 
 // clientInfo sets INFO_AUTOLOGON in the Client Info PDU, if mcs is one:
@@ -247,17 +352,25 @@ func (s *Stream) clientInfo(mcs []byte) {
 	}
 	s.info = true
 	info := data[4:] // TS_INFO_PACKET, after the security header
+	flags := info[4:8] // CodePage, then flags
+	v := binary.LittleEndian.Uint32(flags)
 	if s.p.Xrdp {
-		flags := info[4:8] // CodePage, then flags
-		binary.LittleEndian.PutUint32(flags, binary.LittleEndian.Uint32(flags)|0x0008)
+		v |= 0x0008 // INFO_AUTOLOGON
 	}
+	if s.oneWay() {
+		// No bulk compression (INFO_COMPRESSION and its type): the
+		// server then compresses no channel data either, which the
+		// clipboard filter could not read.
+		v &^= 0x0080 | 0x1E00
+	}
+	binary.LittleEndian.PutUint32(flags, v)
 	if s.p.NLA && len(info) >= 18 {
 		// CodePage, flags, then the lengths of Domain, UserName and
 		// Password (in bytes, without their terminators of 2 bytes
 		// under INFO_UNICODE, 1 without), then the strings from byte
 		// 18 on. The password keeps its length: zeros, in place.
 		term := 1
-		if binary.LittleEndian.Uint32(info[4:8])&0x0010 != 0 { // INFO_UNICODE
+		if v&0x0010 != 0 { // INFO_UNICODE
 			term = 2
 		}
 		cbDomain := int(binary.LittleEndian.Uint16(info[8:10]))

@@ -76,9 +76,9 @@ func TestConnectInitialRenamesBlocked(t *testing.T) {
 		p    Policy
 		want []string
 	}{
-		{Policy{Clipboard: true, Drives: true}, chans},
-		{Policy{Clipboard: false, Drives: true}, []string{"rdpsnd", BlockedName, "rdpdr", "drdynvc"}},
-		{Policy{Clipboard: true, Drives: false}, []string{"rdpsnd", "cliprdr", BlockedName, "drdynvc"}},
+		{Policy{ClipIn: true, ClipOut: true, Drives: true}, chans},
+		{Policy{ClipIn: false, ClipOut: false, Drives: true}, []string{"rdpsnd", BlockedName, "rdpdr", "drdynvc"}},
+		{Policy{ClipIn: true, ClipOut: true, Drives: false}, []string{"rdpsnd", "cliprdr", BlockedName, "drdynvc"}},
 		{Policy{}, []string{"rdpsnd", BlockedName, BlockedName, "drdynvc"}},
 	} {
 		ci := connectInitial(chans...)
@@ -179,7 +179,7 @@ func FuzzFilter(f *testing.F) {
 		}
 		// Read what was passed on again, allowing everything: it must
 		// frame the same way and name no blocked channel.
-		again := New(Policy{Clipboard: true, Drives: true})
+		again := New(Policy{ClipIn: true, ClipOut: true, Drives: true})
 		if _, err := again.Feed(slices.Clone(out)); err != nil {
 			t.Fatalf("output does not frame again: %v", err)
 		}
@@ -217,7 +217,7 @@ func TestXrdpAdaptation(t *testing.T) {
 	for _, xrdp := range []bool{true, false} {
 		ci := realtest.RDPConnectInitial(800, 600, "cliprdr")
 		in := slices.Concat(ci, info())
-		out, err := New(Policy{Clipboard: true, Xrdp: xrdp}).Feed(slices.Clone(in))
+		out, err := New(Policy{ClipIn: true, ClipOut: true, Xrdp: xrdp}).Feed(slices.Clone(in))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -263,7 +263,7 @@ func TestNLABlanksInfoPassword(t *testing.T) {
 	ci := realtest.RDPConnectInitial(800, 600, "cliprdr")
 	for _, nla := range []bool{true, false} {
 		in := slices.Concat(ci, info(0))
-		f := New(Policy{Clipboard: true, NLA: nla})
+		f := New(Policy{ClipIn: true, ClipOut: true, NLA: nla})
 		if f.Connected() {
 			t.Fatal("connected before the Connect Initial")
 		}
@@ -283,7 +283,7 @@ func TestNLABlanksInfoPassword(t *testing.T) {
 		}
 	}
 	in := slices.Concat(ci, info(0xFFF0))
-	f := New(Policy{Clipboard: true, NLA: true})
+	f := New(Policy{ClipIn: true, ClipOut: true, NLA: true})
 	if out, err := f.Feed(slices.Clone(in)); err != nil || !bytes.Equal(out, in) || f.PasswordBlanked {
 		t.Errorf("lengths past the end: %v, blanked %v", err, f.PasswordBlanked)
 	}

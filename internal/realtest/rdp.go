@@ -104,3 +104,38 @@ func RDPServerChannelIDs(resp []byte) ([]uint16, error) {
 	}
 	return nil, errors.New("no server network data in the Connect Response")
 }
+
+// RDPConnectResponse is a server's MCS Connect Response (MS-RDPBCGR
+// 4.1.4) giving io as the I/O channel and ids to the client's channels,
+// in order: what a stand-in RDP server answers a Connect Initial with.
+func RDPConnectResponse(io uint16, ids ...uint16) []byte {
+	le16 := func(v uint16) []byte { return binary.LittleEndian.AppendUint16(nil, v) }
+	core := append(append(le16(0x0C01), le16(12)...), 0x04, 0x00, 0x08, 0x00, 0x03, 0, 0, 0)
+	net := append(le16(io), le16(uint16(len(ids)))...)
+	for _, id := range ids {
+		net = append(net, le16(id)...)
+	}
+	if len(ids)%2 == 1 {
+		net = append(net, 0, 0)
+	}
+	net = append(append(le16(0x0C03), le16(uint16(4+len(net)))...), net...)
+	data := append(core, net...)
+	gcc := append([]byte{0x00, 0x05, 0x00, 0x14, 0x7C, 0x00, 0x01, 0x2A, 0x14, 0x76, 0x0A, 0x01, 0x01, 0x00, 0x01, 0xC0, 0x00, 'M', 'c', 'D', 'n',
+		0x80 | byte(len(data)>>8), byte(len(data))}, data...)
+	ber := func(tag []byte, v []byte) []byte {
+		switch {
+		case len(v) < 0x80:
+			tag = append(tag, byte(len(v)))
+		case len(v) < 0x100:
+			tag = append(tag, 0x81, byte(len(v)))
+		default:
+			tag = append(tag, 0x82, byte(len(v)>>8), byte(len(v)))
+		}
+		return append(tag, v...)
+	}
+	params := ber([]byte{0x30}, append(ber([]byte{0x02}, []byte{0x22}), ber([]byte{0x02}, []byte{0x03})...))
+	body := append(append(ber([]byte{0x0A}, []byte{0}), ber([]byte{0x02}, []byte{0})...), params...)
+	cr := ber([]byte{0x7F, 0x66}, append(body, ber([]byte{0x04}, gcc)...))
+	x := append([]byte{0x02, 0xF0, 0x80}, cr...)
+	return append([]byte{0x03, 0x00, byte((4 + len(x)) >> 8), byte(4 + len(x))}, x...)
+}

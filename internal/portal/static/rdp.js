@@ -20,6 +20,11 @@ const $ = (id) => document.getElementById(id);
 const root = $('session');
 const holder = $('rdp-screen');
 const credssp = root.dataset.rdpCredssp === 'true';
+// With the profile's clipboard none the client does not ask for the
+// clipboard channel at all (the gateway would take it out anyway, and
+// IronRDP fails a session whose channel never opens once the page's
+// clipboard changes). One way (in, out) is the gateway's to enforce.
+const clipboard = root.dataset.rdpClipboard !== 'off';
 // A desktop's Xvnc has a fixed size, which xrdp serves whatever the client
 // asks for: ask for that size. A VM's guest follows the window.
 const fixed = /^(\d+)x(\d+)$/.exec(root.dataset.rdpSize || '');
@@ -34,6 +39,7 @@ const logon = root.dataset.rdpUser && root.dataset.rdpPassword
 let creds = credssp ? logon : { user: 'airlock', password: 'airlock' }; // see connect
 let active = false; // a session is open or opening
 let generation = 0; // bumps on every connect, so a stale end is ignored
+let clipRetries = 0; // reconnects after IronRDP's clipboard start-up race (see connect)
 
 function setState(s) {
   window.airlockRDPState = s;
@@ -166,6 +172,7 @@ async function connect() {
   setStatus('connecting', 'busy');
   try {
     const rdp = await component();
+    rdp.setEnableClipboard(clipboard);
     const t = await api('POST', `/api/v1/sessions/${page.id}/rdp-ticket`);
     const size = fixed ? { width: Number(fixed[1]), height: Number(fixed[2]) }
       : { width: Math.max(640, holder.clientWidth & ~1), height: Math.max(480, holder.clientHeight & ~1) };
@@ -186,10 +193,27 @@ async function connect() {
     const info = await rdp.connect(cfg);
     if (gen !== generation) return;
     rdp.setVisibility(true);
-    rdp.setEnableClipboard(true);
     setState('connected');
     setStatus('connected', 'ok');
-    info.run().then((term) => closed(gen, term && term.reason()), (e) => closed(gen, words(e)));
+    const started = Date.now();
+    info.run().then((term) => closed(gen, term && term.reason()), (e) => {
+      // The client's own account of a failure, for the console.
+      const trace = e && typeof e.backtrace === 'function' ? e.backtrace() : '';
+      if (trace) console.warn(`RDP session ended: ${trace}`);
+      // IronRDP 0.7.0 answers the server's clipboard Monitor Ready by
+      // offering the page's clipboard before its own channel is ready
+      // (it waits for the server's Format List Response), and then ends
+      // the session. That is a race of the first seconds only: connect
+      // again, a few times at most.
+      if (gen === generation && trace.includes('clipboard channel is not in Ready state') &&
+          Date.now() - started < 15000 && clipRetries < 3) {
+        clipRetries++;
+        active = false;
+        connect();
+        return;
+      }
+      closed(gen, words(e));
+    });
   } catch (e) {
     if (gen !== generation) return;
     active = false;
