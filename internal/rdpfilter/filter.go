@@ -351,7 +351,7 @@ func (s *Stream) clientInfo(mcs []byte) {
 		return
 	}
 	s.info = true
-	info := data[4:] // TS_INFO_PACKET, after the security header
+	info := data[4:]   // TS_INFO_PACKET, after the security header
 	flags := info[4:8] // CodePage, then flags
 	v := binary.LittleEndian.Uint32(flags)
 	if s.p.Xrdp {
