@@ -24,6 +24,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/airlock-hpc/airlock/internal/store"
@@ -141,6 +142,11 @@ func readMasterKeyFile(p string) ([]byte, error) {
 	}
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
 		return nil, fmt.Errorf("store.master_key_file %s: mode %04o lets other users read it (chmod 600)", p, perm)
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 && int(st.Uid) != os.Geteuid() {
+		// Its owner may rewrite it: with a key of their own they would
+		// mint every user's tickets and cookies.
+		return nil, fmt.Errorf("store.master_key_file %s: owned by uid %d, not this gateway's account (uid %d) or root (chown it)", p, st.Uid, os.Geteuid())
 	}
 	b, err := os.ReadFile(p)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -287,5 +288,38 @@ func TestMasterKeyFileRefusesAClearRowSwappedIn(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "tls") || !strings.Contains(err.Error(), "not sealed") {
 		t.Errorf("New = %v, want a refusal naming the row and saying it is not sealed", err)
+	}
+}
+
+// TestMasterKeyFileOwnedByAnotherUser attacks as another local user who
+// owns the master key file (an admin's chown slip, or a file left in a
+// user's directory): mode 0600 keeps others out, not its owner, who
+// writes a key of their choosing and then mints tickets and login
+// cookies for every user. A gateway (here root) refuses a file that is
+// not its own account's or root's, and says whose it is.
+func TestMasterKeyFileOwnedByAnotherUser(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give the file to another user")
+	}
+	other := realtest.TestUser(t)
+	p := filepath.Join(t.TempDir(), "master.key")
+	chosen := bytes.Repeat([]byte{0x41}, 32) // the other user's key
+	if err := os.WriteFile(p, chosen, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(p, other.UID, other.GID); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t, t.TempDir(), time.Second, slog.LevelError)
+	cfg.Profiles = []Profile{desktopProfile()}
+	cfg.MasterKeyFile = p
+	g, err := New(context.Background(), cfg)
+	if err == nil {
+		g.Close()
+		t.Fatal("a gateway took a master key file another user owns (and can rewrite)")
+	}
+	if !strings.Contains(err.Error(), "store.master_key_file") || !strings.Contains(err.Error(), fmt.Sprintf("owned by uid %d", other.UID)) {
+		t.Errorf("New = %v, want a refusal naming store.master_key_file and its owner", err)
 	}
 }
