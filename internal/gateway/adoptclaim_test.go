@@ -79,6 +79,7 @@ func (f *slurmLike) Register(context.Context, string, string, net.IP, registrati
 func (f *slurmLike) Runners(context.Context) (map[string]string, error) { return nil, nil }
 
 func (f *slurmLike) Adopt(ctx context.Context, id, jid, _ string) (backend.Adoption, error) {
+	jid = slurmID(jid)
 	f.mu.Lock()
 	old, ok := f.names[jid]
 	ferr := f.err
@@ -113,6 +114,7 @@ func (f *slurmLike) Adopt(ctx context.Context, id, jid, _ string) (backend.Adopt
 }
 
 func (f *slurmLike) Unadopt(_ context.Context, id, jid, name string) error {
+	jid = slurmID(jid)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.unadopts.Add(1)
@@ -120,6 +122,15 @@ func (f *slurmLike) Unadopt(_ context.Context, id, jid, name string) error {
 		f.names[jid] = name
 	}
 	return nil
+}
+
+// slurmID is job id jid as Slurm reads it: a number, so leading zeros
+// name the same job.
+func slurmID(jid string) string {
+	if t := strings.TrimLeft(jid, "0"); t != "" {
+		return t
+	}
+	return "0"
 }
 
 // adoptingGateway is a gateway that adopts from be, one account per user
@@ -146,6 +157,20 @@ func adoptingGateway(t *testing.T, be backend.Adopter, mod func(*Config)) *testG
 // taken (409 job_taken), the job renamed once, one session stored. Before
 // the store's claim both answered 201 with a session each for one job.
 func TestAdoptOnceAcrossGateways(t *testing.T) {
+	adoptOnceAcrossGateways(t, [2]string{"21", "21"})
+}
+
+// TestAdoptOnceAcrossGatewaysSpelledTwoWays attacks the claim with
+// another spelling of the job's id: Slurm reads "0021" as job 21 (its
+// ids are numbers), so a claim named after the spelling let one gateway
+// adopt "21" while another adopted "0021", both past the claim into the
+// scheduler's read-then-rename window: two sessions, one job. The claim
+// must be on the job, not on how it was written.
+func TestAdoptOnceAcrossGatewaysSpelledTwoWays(t *testing.T) {
+	adoptOnceAcrossGateways(t, [2]string{"21", "0021"})
+}
+
+func adoptOnceAcrossGateways(t *testing.T, spellings [2]string) {
 	pg := realtest.StartPostgres(t)
 	dsn := pg.NewDatabase(t)
 	slurm := newSlurmLike("21")
@@ -167,10 +192,10 @@ func TestAdoptOnceAcrossGateways(t *testing.T) {
 		body string
 	}
 	answers := make(chan answer, 2)
-	for _, tg := range gws {
+	for i, tg := range gws {
 		c := tg.client().loginToken("alice")
 		go func() {
-			code, body := c.do("POST", "/api/v1/sessions", map[string]any{"profile": "desktop", "slurm_job": "21"}, nil)
+			code, body := c.do("POST", "/api/v1/sessions", map[string]any{"profile": "desktop", "slurm_job": spellings[i]}, nil)
 			answers <- answer{code, body}
 		}()
 	}

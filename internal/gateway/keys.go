@@ -18,12 +18,14 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/airlock-hpc/airlock/internal/store"
@@ -132,7 +134,15 @@ func checkSharedMaster(ctx context.Context, ss store.SharedSecrets, master []byt
 // 32 bytes, raw or as 64 hexadecimal digits (`openssl rand -hex 32`). A
 // file others may read is refused: it opens every session.
 func readMasterKeyFile(p string) ([]byte, error) {
-	fi, err := os.Stat(p)
+	// Checked and read through one open file: a path swapped between a
+	// check and a read would pass the check with one file and give the
+	// key of another.
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("store.master_key_file: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("store.master_key_file: %w", err)
 	}
@@ -142,7 +152,12 @@ func readMasterKeyFile(p string) ([]byte, error) {
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
 		return nil, fmt.Errorf("store.master_key_file %s: mode %04o lets other users read it (chmod 600)", p, perm)
 	}
-	b, err := os.ReadFile(p)
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 && int(st.Uid) != os.Geteuid() {
+		// Its owner may rewrite it: with a key of their own they would
+		// mint every user's tickets and cookies.
+		return nil, fmt.Errorf("store.master_key_file %s: owned by uid %d, not this gateway's account (uid %d) or root (chown it)", p, st.Uid, os.Geteuid())
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 4096))
 	if err != nil {
 		return nil, fmt.Errorf("store.master_key_file: %w", err)
 	}

@@ -276,11 +276,20 @@ func shareFiles(ctx context.Context, ss store.SharedSecrets, seal []byte, dir, s
 	if string(stored) == keptInFile {
 		return false, errKeptInFile
 	}
+	storedRaw := stored
 	if stored, err = openSecret(seal, secret, stored); err != nil {
 		return false, fmt.Errorf("share %s: %w", secret, err)
 	}
 	if bytes.Equal(stored, blob) {
 		return false, nil
+	}
+	if seal != nil && !bytes.HasPrefix(storedRaw, []byte(sealedPrefix)) {
+		// With the file, gateways store only sealed values: one in
+		// clear was put there before the file was set or by someone
+		// with write access to the database, who would choose this
+		// gateway's TLS key or CA. Taken only when it changes nothing.
+		return false, fmt.Errorf("share %s: the database holds it in clear, not sealed under store.master_key_file, and it differs from this gateway's; "+
+			"if the site's gateways shared it before the file was set, delete it with every gateway stopped (DELETE FROM secrets WHERE name = '%s') and the first to start stores its own, sealed", secret, secret)
 	}
 	var theirs map[string][]byte
 	if err := json.Unmarshal(stored, &theirs); err != nil {

@@ -5,7 +5,10 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"database/sql"
 	"encoding/hex"
+	"encoding/json"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -207,4 +210,108 @@ func keyFileConfig(t *testing.T, dsn, file string) Config {
 	cfg.Store = db
 	cfg.MasterKeyFile = file
 	return cfg
+}
+
+// TestMasterKeyFileRefusesAClearRowSwappedIn attacks the database with
+// write access but no master key file: it replaces the sealed "tls" row
+// with one in clear holding a key pair of its own. A gateway joining the
+// site (a fresh state directory) must not take it: it would serve the
+// attacker's certificate, whose key the attacker holds (the same for the
+// RDP client CA: certificates of the attacker's minting). It refuses to
+// start and names the row.
+func TestMasterKeyFileRefusesAClearRowSwappedIn(t *testing.T) {
+	t.Parallel()
+	pg := realtest.StartPostgres(t)
+	dsn := pg.NewDatabase(t)
+	site := filepath.Join(t.TempDir(), "site.key")
+	k := make([]byte, 32)
+	rand.Read(k)
+	if err := os.WriteFile(site, k, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	onPG := func() Config {
+		cfg := testConfig(t, t.TempDir(), time.Second, slog.LevelWarn)
+		cfg.Profiles = []Profile{desktopProfile()}
+		cfg.Store.Close()
+		db, err := postgres.Open(context.Background(), postgres.Config{DSN: dsn})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		cfg.Store = db
+		cfg.MasterKeyFile = site
+		return cfg
+	}
+	first, err := New(context.Background(), onPG())
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.Close()
+
+	// The attacker's own self-signed pair, made the way a gateway makes
+	// one, in a directory of the attacker's.
+	cfg := onPG()
+	mine := t.TempDir()
+	if _, err := loadOrMakeTLS("", "", mine, "apps.localhost"); err != nil {
+		t.Fatal(err)
+	}
+	crt, _ := os.ReadFile(filepath.Join(mine, "tls.crt"))
+	key, _ := os.ReadFile(filepath.Join(mine, "tls.key"))
+	clear, _ := json.Marshal(map[string][]byte{"tls.crt": crt, "tls.key": key})
+	raw, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	if res, err := raw.Exec("UPDATE secrets SET value = $1 WHERE name = 'tls'", clear); err != nil {
+		t.Fatal(err)
+	} else if n, _ := res.RowsAffected(); n != 1 {
+		t.Fatalf("the attacker's UPDATE changed %d rows", n)
+	}
+
+	g, err := New(context.Background(), cfg)
+	if err == nil {
+		defer g.Close()
+		served, _ := os.ReadFile(filepath.Join(cfg.StateDir, "tls.crt"))
+		if bytes.Equal(served, crt) {
+			t.Fatal("a gateway with store.master_key_file took a TLS key swapped into the database in clear")
+		}
+		t.Fatal("a gateway started over a clear row swapped into the database")
+	}
+	if !strings.Contains(err.Error(), "tls") || !strings.Contains(err.Error(), "not sealed") {
+		t.Errorf("New = %v, want a refusal naming the row and saying it is not sealed", err)
+	}
+}
+
+// TestMasterKeyFileOwnedByAnotherUser attacks as another local user who
+// owns the master key file (an admin's chown slip, or a file left in a
+// user's directory): mode 0600 keeps others out, not its owner, who
+// writes a key of their choosing and then mints tickets and login
+// cookies for every user. A gateway (here root) refuses a file that is
+// not its own account's or root's, and says whose it is.
+func TestMasterKeyFileOwnedByAnotherUser(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give the file to another user")
+	}
+	other := realtest.TestUser(t)
+	p := filepath.Join(t.TempDir(), "master.key")
+	chosen := bytes.Repeat([]byte{0x41}, 32) // the other user's key
+	if err := os.WriteFile(p, chosen, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(p, other.UID, other.GID); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t, t.TempDir(), time.Second, slog.LevelError)
+	cfg.Profiles = []Profile{desktopProfile()}
+	cfg.MasterKeyFile = p
+	g, err := New(context.Background(), cfg)
+	if err == nil {
+		g.Close()
+		t.Fatal("a gateway took a master key file another user owns (and can rewrite)")
+	}
+	if !strings.Contains(err.Error(), "store.master_key_file") || !strings.Contains(err.Error(), fmt.Sprintf("owned by uid %d", other.UID)) {
+		t.Errorf("New = %v, want a refusal naming store.master_key_file and its owner", err)
+	}
 }

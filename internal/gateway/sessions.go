@@ -113,6 +113,12 @@ func (g *Gateway) launch(ctx context.Context, user string, req LaunchRequest, re
 		if !validSlurmJob(req.SlurmJob) {
 			return nil, nil, apiErr(400, "bad_request", "slurm_job: want a Slurm job id (digits)")
 		}
+		// Slurm reads ids as numbers ("0021" is job 21): the claim on
+		// the job, and what squeue is matched against, take the one
+		// spelling squeue prints.
+		if req.SlurmJob = strings.TrimLeft(req.SlurmJob, "0"); req.SlurmJob == "" {
+			return nil, nil, apiErr(400, "bad_request", "slurm_job: there is no Slurm job 0")
+		}
 		// The adopting user gets the spec and the ticket key in the
 		// answer and runs the runner themselves: what the runner
 		// enforces (a kiosk's site and allow-list, a clipboard direction)

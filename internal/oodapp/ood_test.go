@@ -730,3 +730,23 @@ func TestOODFormListsSiteProfiles(t *testing.T) {
 		t.Errorf("the form's sessions without the file: %q", got)
 	}
 }
+
+// TestOODCardEscapesConnectionValues attacks the card as the session's
+// workload: it runs as the user, whose home holds the job's
+// connection.yml, which OnDemand reads again each time it draws the card
+// with Ruby's ERB (no escaping of its own). Markup in host, port,
+// airlock_secret or airlock_session must reach the dashboard as text,
+// never as a script in the user's OnDemand origin (from where it could
+// submit jobs outside the seal).
+func TestOODCardEscapesConnectionValues(t *testing.T) {
+	const evil = `n1"><script>alert(1)</script>`
+	for _, vars := range []map[string]any{
+		{"host": evil, "port": evil, "airlock_secret": evil, "airlock_session": evil},
+		{"host": evil, "port": 0, "airlock_secret": "", "airlock_session": "ood-x", "airlock_url": "https://gw/sessions/s-1"},
+	} {
+		out := render(t, filepath.Join(appDir(t), "view.html.erb"), filepath.Join(t.TempDir(), "view.html"), vars, false)
+		if strings.Contains(out, "<script>") || strings.Contains(out, `n1">`) {
+			t.Errorf("markup in connection.yml reached the card as markup:\n%s", out)
+		}
+	}
+}
