@@ -286,7 +286,10 @@ func TestSlurmRegisterFromElsewhere(t *testing.T) {
 			t.Skip("the node's name resolves to 127.0.0.2")
 		}
 	}
-	c.waitStateFor(s.ID, "starting", 30*time.Second)
+	// A job whose begin time has passed starts at the scheduler's next
+	// pass, which Slurm makes every 60 s (sched_interval) when nothing
+	// else wakes it: seen waiting past 30 s in CI.
+	c.waitStateFor(s.ID, "starting", 90*time.Second)
 	code, body := register(t, tg, s.ID, token, "127.0.0.2", reg)
 	if code != 403 || !strings.Contains(body, "came from 127.0.0.2") {
 		t.Fatalf("registration from elsewhere: %d %s", code, body)
