@@ -29,7 +29,7 @@ var kioskGreen = [3]byte{0, 200, 83}
 // is all one colour and, once loaded, tries to fetch from other.
 // badCert counts the handshakes the client broke off (as a client that
 // refuses the server's certificate does).
-func hubServer(t *testing.T, ca *testCA, other string) (addr string, hits, badCert *atomic.Int64) {
+func hubServer(t testing.TB, ca *testCA, other string) (addr string, hits, badCert *atomic.Int64) {
 	t.Helper()
 	certPEM, keyPEM := ca.issue(t, "127.0.0.1", true)
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
