@@ -24,11 +24,7 @@ import (
 //
 //	go test -run '^$' -bench BenchmarkKioskEgress -benchtime 1x ./internal/runner/
 func BenchmarkKioskEgress(b *testing.B) {
-	for _, bin := range []string{"Xvnc", "chromium"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			b.Skipf("%s not installed (scripts/install-deps.sh installs it)", bin)
-		}
-	}
+	needKioskTools(b)
 	m := modes(b)[0]
 	ca := newCA(b, "airlock kiosk bench CA")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
