@@ -29,7 +29,7 @@ var kioskGreen = [3]byte{0, 200, 83}
 // is all one colour and, once loaded, tries to fetch from other.
 // badCert counts the handshakes the client broke off (as a client that
 // refuses the server's certificate does).
-func hubServer(t *testing.T, ca *testCA, other string) (addr string, hits, badCert *atomic.Int64) {
+func hubServer(t testing.TB, ca *testCA, other string) (addr string, hits, badCert *atomic.Int64) {
 	t.Helper()
 	certPEM, keyPEM := ca.issue(t, "127.0.0.1", true)
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
@@ -77,11 +77,7 @@ func (a alertCounter) Write(p []byte) (int, error) {
 // the proxy, nor around it, and that every refusal is reported for the
 // audit; and that closing the browser window (Ctrl+W) ends the session.
 func TestKioskBrowser(t *testing.T) {
-	for _, bin := range []string{"Xvnc", "chromium"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Skipf("%s not installed (scripts/install-deps.sh installs it)", bin)
-		}
-	}
+	needKioskTools(t)
 	for _, m := range modes(t) {
 		t.Run(m.name, func(t *testing.T) { testKiosk(t, m, m.as == nil) })
 	}
@@ -398,11 +394,7 @@ func tryResults(path string) (map[string]probeResult, error) {
 // break off, no request arrives, the screen does not show it): the CA the other
 // kiosk tests trust is trusted through the policy, not by accident.
 func TestKioskUntrustedSite(t *testing.T) {
-	for _, bin := range []string{"Xvnc", "chromium"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Skipf("%s not installed (scripts/install-deps.sh installs it)", bin)
-		}
-	}
+	needKioskTools(t)
 	m := modes(t)[0]
 	ca := newCA(t, "airlock kiosk untrusted CA")
 	other := echoListen(t, "tcp", "127.0.0.1:0").Addr().String()
@@ -450,5 +442,15 @@ func TestKioskUntrustedSite(t *testing.T) {
 	}
 	if n := hits.Load(); n != 0 {
 		t.Fatalf("the site got %d requests over a certificate the kiosk should not trust", n)
+	}
+}
+
+// needKioskTools skips tb without Xvnc and Chromium.
+func needKioskTools(tb testing.TB) {
+	tb.Helper()
+	for _, bin := range []string{"Xvnc", "chromium"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			tb.Skipf("%s not installed (scripts/install-deps.sh installs it)", bin)
+		}
 	}
 }

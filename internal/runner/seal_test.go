@@ -23,7 +23,7 @@ type mode struct {
 }
 
 // modes lists the ways the seal can be made on this machine.
-func modes(t *testing.T) []mode {
+func modes(t testing.TB) []mode {
 	if os.Geteuid() != 0 {
 		cur := realtest.Current(t)
 		return []mode{{name: "unprivileged", owner: cur}}
@@ -37,7 +37,7 @@ func modes(t *testing.T) []mode {
 
 // resultsDir is a directory visible inside the seal (not under /tmp, which
 // the seal replaces) where the probe writes what it saw.
-func resultsDir(t *testing.T, acct realtest.Account) string {
+func resultsDir(t testing.TB, acct realtest.Account) string {
 	t.Helper()
 	base := acct.Home
 	if os.Geteuid() != 0 {
@@ -55,7 +55,7 @@ func resultsDir(t *testing.T, acct realtest.Account) string {
 	return dir
 }
 
-func moduleRoot(t *testing.T) string {
+func moduleRoot(t testing.TB) string {
 	out, err := exec.Command("go", "env", "GOMOD").Output()
 	if err != nil {
 		t.Fatal(err)
@@ -130,7 +130,7 @@ func dialInside(t *testing.T, m mode, netns string, egress []string, addrs []str
 }
 
 // echoTCP serves an echo on network/addr in this process until the test ends.
-func echoListen(t *testing.T, network, addr string) net.Listener {
+func echoListen(t testing.TB, network, addr string) net.Listener {
 	t.Helper()
 	ln, err := net.Listen(network, addr)
 	if err != nil {

@@ -60,7 +60,12 @@ try {
   for (const i of changed) {
     if (replayed.d[i] === after.d[i] && replayed.d[i + 1] === after.d[i + 1] && replayed.d[i + 2] === after.d[i + 2]) same++;
   }
-  say('compared', { changed: changed.length, same, size: [replayed.w, replayed.h], live: [after.w, after.h], errors });
+  // The viewer's pointer, drawn over the replay where the recording ends.
+  const pointer = await admin.evaluate(() => {
+    const m = document.getElementById('replay-pointer');
+    return { at: window.airlockReplayPointer, shown: !!m && !m.hidden };
+  });
+  say('compared', { changed: changed.length, same, size: [replayed.w, replayed.h], live: [after.w, after.h], pointer, errors });
   await browser.close();
 } catch (e) {
   say('error', { message: String(e), errors });

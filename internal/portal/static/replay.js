@@ -3,17 +3,74 @@
 // by its timestamps (at a speed, from a point: the blocks before it are
 // sent at once so the screen is whole).
 import RFB from '/static/vendor/novnc/core/rfb.js';
+import { api } from './api.js';
 
 const $ = (id) => document.getElementById(id);
 let rfb = null;
 let current = null;
+// The viewer's pointer track ({ms, x, y, buttons}, in order), drawn over
+// the replayed screen: the server's stream has no pointer (viewers draw
+// their own), so the recording keeps it beside.
+let track = [];
+let trackOf = null;
+let frame = 0;
 
-function play() {
+async function loadTrack(id) {
+  if (trackOf === id) return;
+  try {
+    track = (await api('GET', `/api/v1/admin/recordings/${id}/pointer`)).events || [];
+  } catch {
+    track = []; // a recording from before pointer tracks: no pointer
+  }
+  trackOf = id;
+}
+
+// pointerAt is the last pointer event at or before ms, or null.
+function pointerAt(ms) {
+  let lo = 0, hi = track.length; // first event after ms
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (track[mid].ms <= ms) lo = mid + 1; else hi = mid;
+  }
+  return lo > 0 ? track[lo - 1] : null;
+}
+
+// drawPointer puts the pointer mark over canvas at event e (framebuffer
+// pixels, scaled as noVNC scales the canvas), or hides it.
+function drawPointer(canvas, e) {
+  const mark = $('replay-pointer');
+  if (!mark) return;
+  if (!canvas || !e || !canvas.width) {
+    mark.hidden = true;
+    return;
+  }
+  const box = canvas.getBoundingClientRect();
+  const holder = $('replay-screen').getBoundingClientRect();
+  const x = box.left - holder.left + (e.x * box.width) / canvas.width;
+  const y = box.top - holder.top + (e.y * box.height) / canvas.height;
+  mark.style.transform = `translate(${x}px, ${y}px)`;
+  mark.classList.toggle('down', e.buttons !== 0);
+  mark.hidden = false;
+  window.airlockReplayPointer = { x: e.x, y: e.y, buttons: e.buttons, ms: e.ms };
+}
+
+async function play() {
   if (!current) return;
   if (rfb) rfb.disconnect();
+  cancelAnimationFrame(frame);
+  const id = current;
+  await loadTrack(id);
+  if (id !== current) return;
   const screen = $('replay-screen');
-  screen.replaceChildren();
-  const q = new URLSearchParams({ speed: $('speed').value, from: $('seek').value });
+  const mark = document.createElement('div');
+  mark.id = 'replay-pointer';
+  mark.className = 'replay-pointer';
+  mark.hidden = true;
+  mark.setAttribute('aria-hidden', 'true');
+  screen.replaceChildren(mark);
+  window.airlockReplayPointer = null;
+  const speed = Number($('speed').value), from = Number($('seek').value);
+  const q = new URLSearchParams({ speed, from });
   const url = `wss://${location.host}/api/v1/admin/recordings/${current}/replay?${q}`;
   const r = new RFB(screen, url);
   r.viewOnly = true;
@@ -24,13 +81,26 @@ function play() {
   let canvas = null;
   r.addEventListener('connect', () => {
     canvas = screen.querySelector('canvas');
-    if (rfb === r) window.airlockReplay = 'playing';
+    if (rfb !== r) return;
+    window.airlockReplay = 'playing';
+    // The gateway paces the blocks from the connection on: the
+    // recording's time is from + elapsed × speed, near enough for a
+    // pointer.
+    const t0 = performance.now();
+    const tick = () => {
+      if (rfb !== r) return;
+      drawPointer(canvas, pointerAt(from + (performance.now() - t0) * speed));
+      frame = requestAnimationFrame(tick);
+    };
+    tick();
   });
   r.addEventListener('disconnect', () => {
     if (rfb !== r) return;
+    cancelAnimationFrame(frame);
     // noVNC takes its screen away when the stream ends; the last frame
-    // of the recording stays on show.
+    // of the recording stays on show, with the pointer where it ended.
     if (canvas && !canvas.isConnected) screen.append(canvas);
+    drawPointer(canvas, track.length ? track[track.length - 1] : null);
     window.airlockReplay = 'ended';
   });
   rfb = r;

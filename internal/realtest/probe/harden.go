@@ -36,7 +36,7 @@ import (
 )
 
 func init() {
-	extraModes = map[string]func(args []string){
+	for name, f := range map[string]func(args []string){
 		"privs":      func(a []string) { privs(a[0], a[1:]) },
 		"status":     func(a []string) { status(a[0]) },
 		"ids":        func([]string) { ids() },
@@ -44,6 +44,8 @@ func init() {
 		"nsinfo":     func(a []string) { nsinfo(a[0], a[1]) },
 		"nolandlock": noLandlock,
 		"nouserns":   noUserNS,
+	} {
+		addMode(name, f)
 	}
 }
 

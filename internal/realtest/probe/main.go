@@ -36,8 +36,16 @@ import (
 	"time"
 )
 
-// extraModes are the modes defined in other files of this command.
+// extraModes are the modes defined in other files of this command, each
+// added by its file's init with addMode (in any order).
 var extraModes map[string]func(args []string)
+
+func addMode(name string, f func(args []string)) {
+	if extraModes == nil {
+		extraModes = map[string]func(args []string){}
+	}
+	extraModes[name] = f
+}
 
 func main() {
 	if len(os.Args) > 1 && extraModes[os.Args[1]] != nil {
