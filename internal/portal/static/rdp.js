@@ -59,11 +59,27 @@ async function component() {
     el.setAttribute('verbose', 'false');
     el.addEventListener('ready', (e) => {
       irgUI = e.detail.irgUserInteraction;
-      resolve(irgUI);
+      clipboardSettled().then(() => resolve(irgUI));
     }, { once: true });
     el.module = Backend;
     holder.appendChild(el);
   });
+}
+
+// clipboardSettled waits for the component's clipboard set-up, which it
+// starts only after its ready event (an asynchronous permission check,
+// then its clipboard callbacks): a session built before that has no
+// clipboard channel at all (seen in CI under load: the client asked for
+// no cliprdr). Its check is asked first, so ours is answered after it.
+async function clipboardSettled() {
+  const turn = () => new Promise((r) => setTimeout(r, 0));
+  await turn(); // its set-up has begun
+  try {
+    await navigator.permissions.query({ name: 'clipboard-read' });
+  } catch {
+    // No such permission here: the component has no clipboard to set up.
+  }
+  await turn(); // and has set its callbacks
 }
 
 // words says why a connection failed, from what IronRDP reports: the
