@@ -229,19 +229,7 @@ func TestMasterKeyFileRefusesAClearRowSwappedIn(t *testing.T) {
 	if err := os.WriteFile(site, k, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	onPG := func() Config {
-		cfg := testConfig(t, t.TempDir(), time.Second, slog.LevelWarn)
-		cfg.Profiles = []Profile{desktopProfile()}
-		cfg.Store.Close()
-		db, err := postgres.Open(context.Background(), postgres.Config{DSN: dsn})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		cfg.Store = db
-		cfg.MasterKeyFile = site
-		return cfg
-	}
+	onPG := func() Config { return keyFileConfig(t, dsn, site) }
 	first, err := New(context.Background(), onPG())
 	if err != nil {
 		t.Fatal(err)
