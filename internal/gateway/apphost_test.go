@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -766,5 +767,38 @@ func TestAppUploadStreams(t *testing.T) {
 	t.Logf("heap grew by at most %d KiB while %d MiB passed", grew>>10, size>>20)
 	if grew > size/4 {
 		t.Fatalf("the heap grew by %d MiB for a %d MiB upload: the body is buffered", grew>>20, size>>20)
+	}
+}
+
+// TestAppStreamsArrive: an event stream and a chunked answer of unknown
+// length pass the gateway and the connector as they are written. The app
+// sends a first part and then holds the answer open; the client must read
+// that part while the answer is still open.
+func TestAppStreamsArrive(t *testing.T) {
+	tg := startGateway(t, "", nil, "alice")
+	s := tg.client().loginToken("alice").launch("app")
+	alice := tg.client().loginCookie("alice").reachApps()
+	base, _ := alice.signIn(s.ID, "/")
+	for kind, first := range map[string]string{"sse": "data: first", "chunked": "first part"} {
+		t.Run(kind, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, "GET", base+"/stream/"+kind, nil)
+			resp, err := alice.http.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != 200 || resp.ContentLength != -1 {
+				t.Fatalf("status %d, length %d", resp.StatusCode, resp.ContentLength)
+			}
+			line, err := bufio.NewReader(resp.Body).ReadString('\n')
+			if err != nil {
+				t.Fatalf("the first part did not arrive while the answer was open: %v (read %q)", err, line)
+			}
+			if strings.TrimSpace(line) != first {
+				t.Fatalf("first line %q, want %q", line, first)
+			}
+		})
 	}
 }

@@ -318,6 +318,24 @@ func appHandler() http.Handler {
 			}
 		}
 	})
+	// /stream/sse and /stream/chunked send their first part at once and
+	// the rest only when the client has gone: a proxy that buffers them
+	// delivers nothing.
+	mux.HandleFunc("/stream/{kind}", func(w http.ResponseWriter, r *http.Request) {
+		switch r.PathValue("kind") {
+		case "sse":
+			w.Header().Set("Content-Type", "text/event-stream")
+			io.WriteString(w, "data: first\n\n")
+		case "chunked":
+			w.Header().Set("Content-Type", "text/plain")
+			io.WriteString(w, "first part\n")
+		default:
+			http.NotFound(w, r)
+			return
+		}
+		http.NewResponseController(w).Flush()
+		<-r.Context().Done()
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		// The body is hashed as it streams in: tests send uploads of
 		// several MiB and compare the SHA-256.
