@@ -145,6 +145,9 @@ func (g *Gateway) routesAPI(mux *http.ServeMux) {
 	mux.Handle("DELETE /api/v1/sessions/{id}/shares/{share}", g.api(g.authed(g.revokeShare)))
 	mux.Handle("POST /api/v1/forwards", g.api(g.authed(g.createForward)))
 	mux.Handle("GET /api/v1/forwards/{id}/tunnel", g.api(g.authed(g.forwardTunnel)))
+	// Another gateway's way to a tunnel held here (peer.go): no user,
+	// the proof of a gateway of this site.
+	mux.HandleFunc("GET /api/v1/peer/forwards/{id}/stream", g.peerStream)
 	mux.Handle("GET /api/v1/admin/sessions", g.api(g.admin(g.adminSessions)))
 	mux.Handle("POST /api/v1/admin/sessions/{id}/vm/{action}", g.api(g.admin(g.vmMonitor)))
 	mux.Handle("DELETE /api/v1/admin/users/{name}/totp", g.api(g.admin(g.adminResetTOTP)))

@@ -302,6 +302,12 @@ func (g *Gateway) appHostLabel(host string) (id string, under bool) {
 	if !validSessionID(id) {
 		// A forward's NAME-USER (forward.go), or nothing.
 		fid, _ := g.forwardByLabel(id)
+		if fid == "" {
+			var err error
+			if fid, err = g.forwardFromStore(id); err != nil {
+				return storeFaultHost, true
+			}
+		}
 		return fid, true
 	}
 	return id, true
@@ -362,8 +368,13 @@ func appText(w http.ResponseWriter, status int, msg string) {
 // appHost serves one app host: the handshake, and the proxy to the app.
 func (g *Gateway) appHost(w http.ResponseWriter, r *http.Request, id string) {
 	w.Header().Set("Strict-Transport-Security", "max-age=31536000")
-	if id == "" {
+	switch id {
+	case "":
 		appText(w, http.StatusNotFound, "no such app")
+		return
+	case storeFaultHost:
+		w.Header().Set("Retry-After", "2")
+		appText(w, http.StatusServiceUnavailable, "the gateway cannot look this app up just now; try again")
 		return
 	}
 	switch {

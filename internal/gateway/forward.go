@@ -151,6 +151,37 @@ func (g *Gateway) forwardByLabel(label string) (string, bool) {
 	return id, ok
 }
 
+// storeFaultHost is what appHostLabel gives for a forward's host when
+// the store did not answer the look-up: "try again", not "no such app".
+const storeFaultHost = "\x00store-fault"
+
+// forwardFromStore finds the live forward a host label names in the
+// store several gateways share, made through another gateway, and
+// remembers it; "" if there is none.
+func (g *Gateway) forwardFromStore(label string) (string, error) {
+	if !g.lease.shared() {
+		return "", nil // one gateway knows every forward (adoptForward)
+	}
+	name, user, ok := strings.Cut(label, "-")
+	if !ok || validForwardName(name) != nil {
+		return "", nil
+	}
+	ctx, cancel := context.WithTimeout(g.ctx, 5*time.Second)
+	defer cancel()
+	live, err := g.cfg.Store.ListSessions(ctx, store.SessionFilter{Owner: user, States: []session.State{session.Starting, session.Ready}})
+	if err != nil {
+		g.log.WarnContext(ctx, "find a forward made through another gateway", "label", label, "error", err)
+		return "", err
+	}
+	for _, s := range live {
+		if isForward(s) && forwardName(s) == name {
+			g.adoptForward(s, false)
+			return s.ID, nil
+		}
+	}
+	return "", nil
+}
+
 // hostLabel is the app host label of session id: its forward label, or
 // the ID itself.
 func (g *Gateway) hostLabel(id string) string {
@@ -163,8 +194,10 @@ func (g *Gateway) hostLabel(id string) string {
 }
 
 // adoptForward remembers forward s (created now, or found alive in the
-// store at start) as waiting for its tunnel.
-func (g *Gateway) adoptForward(s *session.Session) {
+// store at start) as waiting for its tunnel. A forward another gateway
+// holds (peer.go) is remembered with down false: its janitor is the
+// holder's.
+func (g *Gateway) adoptForward(s *session.Session, down bool) {
 	label, err := forwardLabel(forwardName(s), s.Owner)
 	if err != nil {
 		if err := g.end(g.ctx, s.ID, "bad forward name: "+err.Error()); err != nil {
@@ -180,8 +213,10 @@ func (g *Gateway) adoptForward(s *session.Session) {
 		f.tunnels, f.down, f.limits = map[string]*tunnel{}, map[string]time.Time{}, map[string]*byteLimit{}
 	}
 	f.byLabel[label], f.labelOf[s.ID] = s.ID, label
-	f.down[s.ID] = g.now()
-	if g.cfg.Forward.BytesPerSecond > 0 {
+	if down {
+		f.down[s.ID] = g.now()
+	}
+	if _, ok := f.limits[s.ID]; !ok && g.cfg.Forward.BytesPerSecond > 0 {
 		f.limits[s.ID] = newByteLimit(g.cfg.Forward.BytesPerSecond)
 	}
 }
@@ -202,15 +237,16 @@ func (g *Gateway) dropForward(id string) {
 	if t != nil {
 		t.mux.Close()
 	}
-	g.dropTransport(forwardEndpointPrefix + id)
+	g.dropForwardTransports(id)
 }
 
-// dropTransport closes the pooled connections to one endpoint.
-func (g *Gateway) dropTransport(endpoint string) {
+// dropForwardTransports closes the pooled connections to forward id,
+// wherever its tunnel was held.
+func (g *Gateway) dropForwardTransports(id string) {
 	g.transports.mu.Lock()
 	defer g.transports.mu.Unlock()
 	for k, ct := range g.transports.m {
-		if k.endpoint == endpoint {
+		if fid, _, ok := tunnelHolder(k.endpoint); ok && fid == id {
 			ct.t.CloseIdleConnections()
 			delete(g.transports.m, k)
 		}
@@ -249,9 +285,10 @@ func (g *Gateway) createForward(w http.ResponseWriter, r *http.Request, who iden
 	g.fwd.create.Lock()
 	defer g.fwd.create.Unlock()
 	if old, ok := g.forwardByLabel(label); ok {
-		g.fwd.mu.Lock()
-		_, up := g.fwd.tunnels[old]
-		g.fwd.mu.Unlock()
+		up, err := g.forwardUp(ctx, old)
+		if err != nil {
+			return storeFault("look at the forward with this name", err)
+		}
 		if up {
 			return apiErr(409, "name_in_use", fmt.Sprintf("your forward %q is running (session %s); stop it first or choose another name", req.Name, old))
 		}
@@ -287,7 +324,7 @@ func (g *Gateway) createForward(w http.ResponseWriter, r *http.Request, who iden
 		}
 		return storeFault("create forward", err)
 	}
-	g.adoptForward(s)
+	g.adoptForward(s, true)
 	g.audit(ctx, who.user, "forward", s.ID, r.RemoteAddr, label)
 	writeJSON(w, 201, forwardJSON{ID: s.ID, Name: req.Name, URL: g.appURL(r, s.ID) + "/", Secret: secret})
 	return nil
@@ -331,34 +368,46 @@ func (g *Gateway) forwardTunnel(w http.ResponseWriter, r *http.Request, who iden
 	}
 	defer mux.Close()
 	g.fwd.mu.Lock()
-	t := &tunnel{mux: mux, slots: make(chan struct{}, g.cfg.Forward.MaxStreams), limit: g.fwd.limits[s.ID]}
-	old := g.fwd.tunnels[s.ID]
 	_, known := g.fwd.labelOf[s.ID]
-	if known {
-		g.fwd.tunnels[s.ID] = t
-		delete(g.fwd.down, s.ID)
-	}
 	g.fwd.mu.Unlock()
 	if !known {
-		// Stopped between the check above and now.
-		c.Close(websocket.StatusPolicyViolation, "forward ended")
-		return nil
+		// Made through another gateway, or its tunnel moved here from
+		// one (gone, or the balancer chose this one): held here now. A
+		// forward stopped meanwhile is caught below.
+		g.adoptForward(s, false)
 	}
+	g.fwd.mu.Lock()
+	t := &tunnel{mux: mux, slots: make(chan struct{}, g.cfg.Forward.MaxStreams), limit: g.fwd.limits[s.ID]}
+	old := g.fwd.tunnels[s.ID]
+	g.fwd.tunnels[s.ID] = t
+	delete(g.fwd.down, s.ID)
+	g.fwd.mu.Unlock()
 	if old != nil {
 		// The same node dialling again before the gateway saw the old
 		// tunnel break: the new one is the live one.
 		old.mux.Close()
 	}
-	g.dropTransport(forwardEndpointPrefix + s.ID)
+	g.dropForwardTransports(s.ID)
+	here := forwardEndpointPrefix + s.ID + "@" + g.peerAddr()
 	if _, err := g.cfg.Store.UpdateSession(ctx, s.ID, func(s *session.Session) error {
-		if s.State != session.Starting {
+		if s.State != session.Starting && s.State != session.Ready {
+			return errForwardEnded
+		}
+		s.Endpoints = map[string]string{contract.ConnApp: here}
+		if s.State == session.Ready {
 			return nil
 		}
-		s.Endpoints = map[string]string{contract.ConnApp: forwardEndpointPrefix + s.ID}
 		return s.Move(session.Ready, "", g.now())
 	}); err != nil {
+		if errors.Is(err, errForwardEnded) {
+			// Stopped between the check above and now.
+			g.dropForward(s.ID)
+			c.Close(websocket.StatusPolicyViolation, "forward ended")
+			return nil
+		}
 		g.log.ErrorContext(ctx, "forward ready", "session", s.ID, "error", err)
 	}
+	g.publish(peerMsg{Changed: s.ID})
 	g.log.InfoContext(ctx, "forward tunnel up", "session", s.ID, "user", who.user, "remote_addr", r.RemoteAddr)
 	// The tunnel is let in by the owner's token: revoking it, removing
 	// the user or stopping the forward closes the tunnel.
@@ -371,15 +420,50 @@ func (g *Gateway) forwardTunnel(w http.ResponseWriter, r *http.Request, who iden
 	mux.Close()
 	c.Close(websocket.StatusGoingAway, "tunnel closed")
 	g.fwd.mu.Lock()
-	if g.fwd.tunnels[s.ID] == t {
+	last := g.fwd.tunnels[s.ID] == t
+	if last {
 		delete(g.fwd.tunnels, s.ID)
 		if _, ok := g.fwd.labelOf[s.ID]; ok {
 			g.fwd.down[s.ID] = g.now()
 		}
 	}
 	g.fwd.mu.Unlock()
-	g.log.InfoContext(context.WithoutCancel(ctx), "forward tunnel down", "session", s.ID, "user", who.user)
+	bg := context.WithoutCancel(ctx)
+	if last {
+		// No longer held here, unless it has moved on already.
+		if _, err := g.cfg.Store.UpdateSession(bg, s.ID, func(s *session.Session) error {
+			if s.Endpoints[contract.ConnApp] == here {
+				s.Endpoints = map[string]string{contract.ConnApp: forwardEndpointPrefix + s.ID}
+			}
+			return nil
+		}); err != nil && !errors.Is(err, store.ErrNotFound) {
+			g.log.WarnContext(bg, "forward tunnel down: record it", "session", s.ID, "error", err)
+		}
+	}
+	g.log.InfoContext(bg, "forward tunnel down", "session", s.ID, "user", who.user)
 	return nil
+}
+
+var errForwardEnded = errors.New("the forward has ended")
+
+// forwardUp reports whether forward id's tunnel is connected here or,
+// as the store says, to another gateway.
+func (g *Gateway) forwardUp(ctx context.Context, id string) (bool, error) {
+	g.fwd.mu.Lock()
+	_, up := g.fwd.tunnels[id]
+	g.fwd.mu.Unlock()
+	if up || !g.lease.shared() {
+		return up, nil
+	}
+	s, err := g.cfg.Store.GetSession(ctx, id)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return false, nil
+		}
+		return false, err
+	}
+	_, holder, _ := tunnelHolder(s.Endpoints[contract.ConnApp])
+	return holder != "" && holder != g.peerAddr() && (s.State == session.Starting || s.State == session.Ready), nil
 }
 
 var errTunnelDown = errors.New("the forward's tunnel is not connected (the node may be reconnecting)")
@@ -487,6 +571,16 @@ func (g *Gateway) forwardJanitor() {
 		}
 		g.fwd.mu.Unlock()
 		for _, id := range gone {
+			if up, err := g.forwardUp(g.ctx, id); err != nil || up {
+				// Held by another gateway now, whose janitor it is; or
+				// the store does not say: the next tick asks again.
+				if up {
+					g.fwd.mu.Lock()
+					delete(g.fwd.down, id)
+					g.fwd.mu.Unlock()
+				}
+				continue
+			}
 			if err := g.Stop(g.ctx, "", id, fmt.Sprintf("its tunnel was down for %s", g.cfg.Forward.Grace), ""); err != nil {
 				g.log.WarnContext(g.ctx, "end a forward whose tunnel is down", "session", id, "error", err)
 			}

@@ -126,7 +126,7 @@ func TestForwardStreamCap(t *testing.T) {
 		t.Fatalf("sign in: %d %s", resp.StatusCode, body)
 	}
 	// The pooled idle connection holds a slot too: drop it.
-	tg.g.dropTransport(forwardEndpointPrefix + f.ID)
+	tg.g.dropForwardTransports(f.ID)
 	var cancels []context.CancelFunc
 	for i := range 2 {
 		ctx, cancel := context.WithCancel(context.Background())

@@ -23,6 +23,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/airlock-hpc/airlock/internal/auth"
@@ -224,6 +225,10 @@ type Config struct {
 	// LeaseHolder names this gateway in the lease. Default
 	// host/pid/random.
 	LeaseHolder string
+	// PeerAddress is HOST:PORT where the other gateways sharing the store
+	// reach this one (a forward's tunnel held here, peer.go). Default:
+	// the listener's address, with the host's name for 0.0.0.0 or ::.
+	PeerAddress string
 	// AuditLog receives one JSON line per audit event besides the store.
 	AuditLog io.Writer
 	Logger   *slog.Logger
@@ -268,6 +273,7 @@ type Gateway struct {
 	mailq         chan mailJob
 	readyMails    readyMails
 	fwd           forwards
+	peer          atomic.Pointer[string] // peerAddr
 	closed        bool
 	wg            sync.WaitGroup
 	metrics       metrics
@@ -436,6 +442,9 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 
 // Serve serves HTTPS on ln until ctx ends, then shuts down. Serve closes ln.
 func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
+	if a := peerAddress(g.cfg.PeerAddress, ln.Addr()); a != "" {
+		g.peer.Store(&a)
+	}
 	srv := &http.Server{
 		Handler: g.Handler(),
 		// Without these a client that opens connections and sends nothing

@@ -155,8 +155,8 @@ func (g *Gateway) dropTransports() {
 // TLS to a node pinned to the session certificate's SHA-256.
 func (g *Gateway) newTransport(endpoint, sha string) *http.Transport {
 	var dial func(ctx context.Context) (net.Conn, error)
-	if id, ok := strings.CutPrefix(endpoint, forwardEndpointPrefix); ok {
-		dial = func(ctx context.Context) (net.Conn, error) { return g.dialTunnel(ctx, id) }
+	if id, _, ok := tunnelHolder(endpoint); ok {
+		dial = func(ctx context.Context) (net.Conn, error) { return g.dialForward(ctx, id) }
 	} else if p, ok := strings.CutPrefix(endpoint, "unix:"); ok {
 		dial = func(ctx context.Context) (net.Conn, error) {
 			return (&net.Dialer{Timeout: 10 * time.Second}).DialContext(ctx, "unix", p)

@@ -868,7 +868,7 @@ func (g *Gateway) reattach(ctx context.Context) error {
 	for _, s := range live {
 		if isForward(s) {
 			// No runner: the node dials back in, or the grace ends it.
-			g.adoptForward(s)
+			g.adoptForward(s, true)
 			continue
 		}
 		if s.BackendRef == "" {

@@ -1,0 +1,191 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/airlock-hpc/airlock/internal/contract"
+	"github.com/airlock-hpc/airlock/internal/forward"
+	"github.com/airlock-hpc/airlock/internal/realtest"
+)
+
+// TestSeveralGatewaysForward: two gateways on one PostgreSQL behind
+// HAProxy. A node's `airlock forward` tunnel, dialled through the
+// balancer, reaches one of them; the app's URL answers through either
+// (the other opens its streams through the holder); the holder is killed
+// and the tunnel comes back through the other, same URL; the forward
+// stopped through the survivor is gone. Someone who is not a gateway of
+// the site cannot use the holder's peer endpoint.
+func TestSeveralGatewaysForward(t *testing.T) {
+	t.Parallel()
+	cl := realtest.SlurmCluster(t)
+	pg := realtest.StartPostgres(t)
+	dsn := pg.NewDatabase(t)
+	sum := sha256.Sum256([]byte(dsn + t.TempDir()))
+	prefix := "airlock" + hex.EncodeToString(sum[:4])
+	gws := make([]*testGateway, 2)
+	backends := make([]string, len(gws))
+	for i := range gws {
+		gws[i] = severalGateway(t, cl, dsn, prefix, fmt.Sprintf("fwd-gw-%d", i), nil)
+		backends[i] = strings.TrimPrefix(gws[i].url, "https://")
+	}
+	lb := &testGateway{t: t, url: "https://" + realtest.StartHAProxy(t, backends...), stateDir: gws[0].stateDir}
+
+	target := goApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "hello through "+r.URL.Path)
+	}))
+	fc := lb.forwardClient(lb.client().loginToken("alice").token)
+	f, err := fc.Create(context.Background(), "lab", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	ups := make(chan struct{}, 8)
+	go func() {
+		served <- fc.Serve(ctx, f, target, forward.Backoff{Min: 100 * time.Millisecond, Max: time.Second}, func() { ups <- struct{}{} })
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-served
+	})
+	select {
+	case <-ups:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the tunnel did not come up")
+	}
+	holder := func() int {
+		for i, tg := range gws {
+			if tg == nil {
+				continue
+			}
+			tg.g.fwd.mu.Lock()
+			_, ok := tg.g.fwd.tunnels[f.ID]
+			tg.g.fwd.mu.Unlock()
+			if ok {
+				return i
+			}
+		}
+		return -1
+	}
+	var held int
+	if err := realtest.WaitFor(10*time.Second, func() error {
+		if held = holder(); held < 0 {
+			return errors.New("no gateway holds the tunnel")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	// The same URL, with each gateway's port: one answers through the
+	// tunnel it holds, the other through the holder.
+	at := func(tg *testGateway) string {
+		u, err := url.Parse(f.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, port, _ := net.SplitHostPort(strings.TrimPrefix(tg.url, "https://"))
+		u.Host = net.JoinHostPort(u.Hostname(), port)
+		return u.String()
+	}
+	visitors := make([]*client, len(gws))
+	for i, tg := range gws {
+		visitors[i] = tg.client().loginCookie("alice").reachApps()
+		if err := visitors[i].waitVisit(at(tg)+"x", 200, "hello through /x"); err != nil {
+			t.Fatalf("through gateway %d (the tunnel is on %d): %v", i, held, err)
+		}
+	}
+	if !strings.HasPrefix(f.URL, "https://lab-alice.") {
+		t.Fatalf("the forward's URL is %s", f.URL)
+	}
+
+	// Not a gateway of this site: no proof, or a proof made for another
+	// connection, is refused, and nothing reaches the app.
+	for _, proof := range []string{"", strings.Repeat("0", 64)} {
+		code, body := peerAsk(t, gws[held], f.ID, proof)
+		if code != 403 || !strings.Contains(body, "bad_peer_proof") {
+			t.Fatalf("peer stream with proof %q: %d %s", proof, code, body)
+		}
+	}
+
+	// The holder dies; the node's tunnel comes back through the balancer
+	// to the other gateway, and the URL works there as before.
+	other := 1 - held
+	gws[held].g.lease.crashed.Store(true)
+	gws[held].stop()
+	gws[held] = nil
+	select {
+	case <-ups:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the tunnel did not come back through the balancer")
+	}
+	if err := visitors[other].waitVisit(at(gws[other])+"again", 200, "hello through /again"); err != nil {
+		t.Fatalf("after the holder died: %v", err)
+	}
+	s, err := gws[other].cfg.Store.GetSession(context.Background(), f.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, h, _ := tunnelHolder(s.Endpoints[contract.ConnApp]); h != gws[other].g.peerAddr() {
+		t.Fatalf("the store says the tunnel is held at %q, want the survivor %q", h, gws[other].g.peerAddr())
+	}
+
+	// Stopped through the survivor: the node is told, the URL is gone.
+	c := gws[other].client().loginToken("alice")
+	if code, body := c.do("DELETE", "/api/v1/sessions/"+f.ID, nil, nil); code != 202 {
+		t.Fatalf("stop: %d %s", code, body)
+	}
+	select {
+	case err := <-served:
+		served <- err
+		if !errors.Is(err, forward.ErrStopped) {
+			t.Fatalf("the node's forward ended with %v, want ErrStopped", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the node was not told the forward stopped")
+	}
+	if resp, _ := visitors[other].visit(at(gws[other]) + "x"); resp.StatusCode == 200 {
+		t.Fatal("the stopped forward still answers")
+	}
+}
+
+// peerAsk asks tg's peer endpoint for a stream to forward id with proof,
+// as someone who is not a gateway of the site, and returns the answer.
+func peerAsk(t *testing.T, tg *testGateway, id, proof string) (int, string) {
+	t.Helper()
+	c, err := tls.Dial("tcp", strings.TrimPrefix(tg.url, "https://"), &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	req, _ := http.NewRequest("GET", tg.url+"/api/v1/peer/forwards/"+id+"/stream", nil)
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", peerUpgrade)
+	if proof != "" {
+		req.Header.Set(peerProofHeader, proof)
+	}
+	if err := req.Write(c); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
