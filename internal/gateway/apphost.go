@@ -185,6 +185,11 @@ func (a *appAuth) redeem(code, id string, now time.Time) (appGrant, error) {
 // keep stores gr under a new cookie value and returns the value.
 func (a *appAuth) keep(gr appGrant, now time.Time) (string, error) {
 	value := randomToken(32)
+	return value, a.put(value, gr, now)
+}
+
+// put stores gr under the cookie value.
+func (a *appAuth) put(value string, gr appGrant, now time.Time) error {
 	sum := sha256.Sum256([]byte(value))
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -200,7 +205,7 @@ func (a *appAuth) keep(gr appGrant, now time.Time) (string, error) {
 			}
 		}
 		if len(a.cookies) >= maxAppCookies {
-			return "", apiErr(503, "busy", "too many app logins; try again later")
+			return apiErr(503, "busy", "too many app logins; try again later")
 		}
 	}
 	mine := a.perUser[gr.User]
@@ -220,7 +225,7 @@ func (a *appAuth) keep(gr appGrant, now time.Time) (string, error) {
 	}
 	a.cookies[sum] = &gr
 	mine[sum] = struct{}{}
-	return value, nil
+	return nil
 }
 
 func (a *appAuth) dropLocked(k [32]byte) {
@@ -396,7 +401,19 @@ func (g *Gateway) appRedeem(w http.ResponseWriter, r *http.Request, id string) {
 		return
 	}
 	now := g.now()
-	gr, err := g.appAuth.redeem(r.URL.Query().Get("code"), id, now)
+	var gr appGrant
+	var err error
+	if g.sharedAppAuth() {
+		gr, err = g.redeemShared(r.Context(), r.URL.Query().Get("code"), id, now)
+	} else {
+		gr, err = g.appAuth.redeem(r.URL.Query().Get("code"), id, now)
+	}
+	if isStoreFault(err) {
+		g.log.ErrorContext(r.Context(), "app sign-in: the store does not answer", "session", id, "error", err)
+		w.Header().Set("Retry-After", "2")
+		appText(w, http.StatusServiceUnavailable, "the gateway cannot check this sign-in link just now; reload the page to try again")
+		return
+	}
 	if err != nil {
 		g.log.WarnContext(r.Context(), "app sign-in refused", "session", id, "remote_addr", r.RemoteAddr, "reason", err)
 		status := http.StatusForbidden
@@ -409,7 +426,15 @@ func (g *Gateway) appRedeem(w http.ResponseWriter, r *http.Request, id string) {
 	// Nor may the cookie outlive the share link or the login it came by.
 	gr.Expires = earliest(now.Add(g.cfg.LoginTTL), gr.Expires)
 	gr.created = now
-	value, err := g.appAuth.keep(gr, now)
+	var value string
+	if g.sharedAppAuth() {
+		value, err = g.sealAppCookie(gr)
+		if err == nil {
+			err = g.appAuth.put(value, gr, now)
+		}
+	} else {
+		value, err = g.appAuth.keep(gr, now)
+	}
 	if err != nil {
 		ae := asAPIError(err)
 		appText(w, ae.Status, ae.Message)
@@ -483,7 +508,12 @@ func (g *Gateway) appStart(w http.ResponseWriter, r *http.Request) error {
 		next += "?" + r.URL.RawQuery
 	}
 	gr := appGrant{viewerTag: v.tag(s, who), connector: conn, created: g.now()}
-	code, err := g.appAuth.mint(gr, g.now())
+	var code string
+	if g.sharedAppAuth() {
+		code, err = g.mintShared(r.Context(), gr)
+	} else {
+		code, err = g.appAuth.mint(gr, g.now())
+	}
 	if err != nil {
 		return err
 	}
@@ -500,6 +530,15 @@ func (g *Gateway) appProxy(w http.ResponseWriter, r *http.Request, id string) {
 	for _, c := range r.CookiesNamed(appCookie) {
 		if gr, ok = g.appAuth.lookup(c.Value, id, g.now()); ok {
 			break
+		}
+	}
+	if !ok && g.sharedAppAuth() {
+		// Set by another gateway of the site, or by this one before a
+		// restart or a revocation: its seal says what it was for.
+		for _, c := range r.CookiesNamed(appCookie) {
+			if gr, ok = g.adoptAppCookie(r.Context(), c.Value, id); ok {
+				break
+			}
 		}
 	}
 	if !ok {

@@ -189,3 +189,114 @@ func peerAsk(t *testing.T, tg *testGateway, id, proof string) (int, string) {
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
 }
+
+// TestSeveralGatewaysAppSignIn: the app host's sign-in across two
+// gateways on one PostgreSQL, as a balancer may split it: the code minted
+// by one is spent at the other, once; the cookie the second sets opens the
+// app at the first; a forged cookie opens nothing; after a logout the
+// cookie is not taken back from its seal.
+func TestSeveralGatewaysAppSignIn(t *testing.T) {
+	t.Parallel()
+	cl := realtest.SlurmCluster(t)
+	pg := realtest.StartPostgres(t)
+	dsn := pg.NewDatabase(t)
+	sum := sha256.Sum256([]byte(dsn + t.TempDir()))
+	prefix := "airlock" + hex.EncodeToString(sum[:4])
+	gws := []*testGateway{
+		severalGateway(t, cl, dsn, prefix, "app-gw-0", nil),
+		severalGateway(t, cl, dsn, prefix, "app-gw-1", nil),
+	}
+	target := goApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "hello through "+r.URL.Path)
+	}))
+	f := serveForward(t, gws[0], gws[0].client().loginToken("alice").token, "web", target)
+	portOf := func(tg *testGateway) string {
+		_, port, _ := net.SplitHostPort(strings.TrimPrefix(tg.url, "https://"))
+		return port
+	}
+	onto := func(u *url.URL, tg *testGateway) string {
+		v := *u
+		v.Host = net.JoinHostPort(v.Hostname(), portOf(tg))
+		return v.String()
+	}
+	get := func(c *client, u string) (*http.Response, string) {
+		req, _ := http.NewRequest("GET", u, nil)
+		req.Header.Set("Sec-Fetch-Mode", "navigate")
+		return c.send(req)
+	}
+
+	alice := gws[0].client().loginCookie("alice").reachApps()
+	resp, body := get(alice, gws[0].url+"/s/"+f.ID+"/app/page")
+	if resp.StatusCode != 303 {
+		t.Fatalf("the gateway's handshake: %d %s", resp.StatusCode, body)
+	}
+	codeURL, err := url.Parse(resp.Header.Get("Location"))
+	if err != nil || codeURL.Path != appAuthPath {
+		t.Fatalf("handshake to %q", resp.Header.Get("Location"))
+	}
+	// Spent at the other gateway.
+	resp, body = get(alice, onto(codeURL, gws[1]))
+	if resp.StatusCode != 303 || resp.Header.Get("Location") != "/page" {
+		t.Fatalf("code minted by gateway 0 spent at gateway 1: %d %s", resp.StatusCode, body)
+	}
+	// Once: not again at either.
+	for i, tg := range gws {
+		if resp, body := get(alice, onto(codeURL, tg)); resp.StatusCode != 400 {
+			t.Fatalf("the spent code again at gateway %d: %d %s", i, resp.StatusCode, body)
+		}
+	}
+	page, _ := url.Parse(f.URL + "page")
+	for i, tg := range gws {
+		if resp, body := get(alice, onto(page, tg)); resp.StatusCode != 200 || body != "hello through /page" {
+			t.Fatalf("gateway 1's cookie at gateway %d: %d %s", i, resp.StatusCode, body)
+		}
+	}
+
+	// A forged or altered sealed cookie opens nothing.
+	var sealed string
+	for _, ck := range alice.http.Jar.Cookies(page) {
+		if ck.Name == appCookie {
+			sealed = ck.Value
+		}
+	}
+	if !strings.HasPrefix(sealed, sealedCookiePrefix) {
+		t.Fatalf("the app cookie %q is not sealed", sealed)
+	}
+	flip := []byte(sealed)
+	flip[len(flip)-5] ^= 1
+	for _, forged := range []string{string(flip), sealedCookiePrefix + "AAAA", sealedCookiePrefix + strings.Repeat("A", 5000)} {
+		mallory := gws[0].client().reachApps()
+		mallory.http.Jar.SetCookies(page, []*http.Cookie{{Name: appCookie, Value: forged}})
+		if resp, body := get(mallory, onto(page, gws[0])); resp.StatusCode == 200 {
+			t.Fatalf("a forged cookie opened the app: %s", body)
+		}
+	}
+
+	// Logged out through gateway 1: the cookie stops at both, and is not
+	// taken back from its seal.
+	lo := gws[1].client()
+	lo.http.Jar = alice.http.Jar
+	req, _ := http.NewRequest("POST", gws[1].url+"/logout", nil)
+	req.Header.Set("Origin", gws[1].url)
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	if resp, body := lo.send(req); resp.StatusCode != 303 {
+		t.Fatalf("logout: %d %s", resp.StatusCode, body)
+	}
+	for i, tg := range gws {
+		if err := realtest.WaitFor(10*time.Second, func() error {
+			if resp, body := get(alice, onto(page, tg)); resp.StatusCode == 200 {
+				return fmt.Errorf("gateway %d still opens the app: %s", i, body)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The login cookie is gone from the jar by now; the stolen app cookie
+	// alone, at a gateway that has not seen it since, opens nothing.
+	thief := gws[0].client().reachApps()
+	thief.http.Jar.SetCookies(page, []*http.Cookie{{Name: appCookie, Value: sealed}})
+	if resp, body := get(thief, onto(page, gws[0])); resp.StatusCode == 200 {
+		t.Fatalf("the logged-out cookie opened the app: %s", body)
+	}
+}
