@@ -135,12 +135,18 @@ func TestSeveralGatewaysForward(t *testing.T) {
 	if err := visitors[other].waitVisit(at(gws[other])+"again", 200, "hello through /again"); err != nil {
 		t.Fatalf("after the holder died: %v", err)
 	}
-	s, err := gws[other].cfg.Store.GetSession(context.Background(), f.ID)
-	if err != nil {
+	// The survivor serves its tunnel before the store has it as holder.
+	if err := realtest.WaitFor(10*time.Second, func() error {
+		s, err := gws[other].cfg.Store.GetSession(context.Background(), f.ID)
+		if err != nil {
+			return err
+		}
+		if _, h, _ := tunnelHolder(s.Endpoints[contract.ConnApp]); h != gws[other].g.peerAddr() {
+			return fmt.Errorf("the store says the tunnel is held at %q, want the survivor %q", h, gws[other].g.peerAddr())
+		}
+		return nil
+	}); err != nil {
 		t.Fatal(err)
-	}
-	if _, h, _ := tunnelHolder(s.Endpoints[contract.ConnApp]); h != gws[other].g.peerAddr() {
-		t.Fatalf("the store says the tunnel is held at %q, want the survivor %q", h, gws[other].g.peerAddr())
 	}
 
 	// Stopped through the survivor: the node is told, the URL is gone.
@@ -209,7 +215,9 @@ func TestSeveralGatewaysAppSignIn(t *testing.T) {
 	target := goApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "hello through "+r.URL.Path)
 	}))
-	f := serveForward(t, gws[0], gws[0].client().loginToken("alice").token, "web", target)
+	owner := gws[0].client().loginToken("alice")
+	f := serveForward(t, gws[0], owner.token, "web", target)
+	owner.waitStateFor(f.ID, "ready", 10*time.Second)
 	portOf := func(tg *testGateway) string {
 		_, port, _ := net.SplitHostPort(strings.TrimPrefix(tg.url, "https://"))
 		return port
