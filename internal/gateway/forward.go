@@ -330,6 +330,19 @@ func (g *Gateway) forwardTunnel(w http.ResponseWriter, r *http.Request, who iden
 		return nil
 	}
 	defer mux.Close()
+	// The node never opens a stream (the gateway opens one per visitor's
+	// connection). One it opens would sit in yamux's accept backlog, never
+	// read, holding up to a window of the node's bytes here for as long
+	// as the tunnel lives: such a node is not ours, and its tunnel ends.
+	go func() {
+		st, err := mux.AcceptStream()
+		if err != nil {
+			return // the tunnel closed
+		}
+		st.Close()
+		g.log.WarnContext(ctx, "refused: forward tunnel's node opened a stream; tunnel closed", "session", s.ID, "user", who.user, "remote_addr", r.RemoteAddr)
+		mux.Close()
+	}()
 	g.fwd.mu.Lock()
 	t := &tunnel{mux: mux, slots: make(chan struct{}, g.cfg.Forward.MaxStreams), limit: g.fwd.limits[s.ID]}
 	old := g.fwd.tunnels[s.ID]
