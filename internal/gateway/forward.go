@@ -322,8 +322,12 @@ func (g *Gateway) forwardTunnel(w http.ResponseWriter, r *http.Request, who iden
 	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	// Frames gathered into fewer messages (forward.Coalesce).
-	nc := forward.Coalesce(websocket.NetConn(ctx, c, websocket.MessageBinary))
+	// Frames gathered into fewer messages (forward.Coalesce); the node's
+	// pings held to a rate, for yamux answers each in a goroutine
+	// (forward.GuardPings).
+	nc := forward.GuardPings(forward.Coalesce(websocket.NetConn(ctx, c, websocket.MessageBinary)), func() {
+		g.log.WarnContext(ctx, "refused: forward tunnel's node floods pings; tunnel closed", "session", s.ID, "user", who.user, "remote_addr", r.RemoteAddr)
+	})
 	mux, err := yamux.Client(nc, forward.MuxConfig())
 	if err != nil {
 		c.Close(websocket.StatusInternalError, "multiplexer")

@@ -3,8 +3,13 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"errors"
+	"io"
+	"net"
 	"net/http"
+	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 
@@ -20,6 +25,17 @@ import (
 // for the test to misuse.
 func hostileTunnel(t *testing.T, tg *testGateway, token string, f *forward.Forward) *yamux.Session {
 	t.Helper()
+	mux, err := yamux.Server(hostileTunnelConn(t, tg, token, f), forward.MuxConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mux.Close() })
+	return mux
+}
+
+// hostileTunnelConn is hostileTunnel's byte stream, for raw frames.
+func hostileTunnelConn(t *testing.T, tg *testGateway, token string, f *forward.Forward) net.Conn {
+	t.Helper()
 	tlsc, err := clientauth.Credentials{CAFile: filepath.Join(tg.stateDir, "tls.crt")}.TLS()
 	if err != nil {
 		t.Fatal(err)
@@ -33,12 +49,9 @@ func hostileTunnel(t *testing.T, tg *testGateway, token string, f *forward.Forwa
 	if err != nil {
 		t.Fatal(err)
 	}
-	mux, err := yamux.Server(websocket.NetConn(context.Background(), ws, websocket.MessageBinary), forward.MuxConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { mux.Close() })
-	return mux
+	nc := websocket.NetConn(context.Background(), ws, websocket.MessageBinary)
+	t.Cleanup(func() { nc.Close() })
+	return nc
 }
 
 // TestForwardNodeOpensStreams: the node's side never opens a stream (the
@@ -92,5 +105,39 @@ func TestForwardNodeOpensStreams(t *testing.T) {
 	alice := tg.client().loginCookie("alice").reachApps()
 	if resp, body := alice.visit(f.URL); resp.StatusCode != 200 || body != "honest" {
 		t.Fatalf("the forward after the hostile tunnel: %d %q", resp.StatusCode, body)
+	}
+}
+
+// TestForwardNodePingFlood: yamux answers each ping in a goroutine of its
+// own, which waits for its turn to write. A node that sends pings as fast
+// as it can and reads nothing made the gateway spawn them without bound
+// (tens of thousands within a second, each alive up to the write timeout,
+// 30 s). The gateway ends a tunnel whose node pings faster than once a
+// second past a small burst, and says so in its log.
+func TestForwardNodePingFlood(t *testing.T) {
+	tg := startGateway(t, "", nil, "alice")
+	token := tg.client().loginToken("alice").token
+	f, err := tg.forwardClient(token).Create(context.Background(), "pings", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc := hostileTunnelConn(t, tg, token, f)
+	// version 0, type ping, flag SYN, stream 0, ping ID 7.
+	ping := []byte{0, 2, 0, 1, 0, 0, 0, 0, 0, 0, 0, 7}
+	batch := bytes.Repeat(ping, 1000)
+	base := runtime.NumGoroutine()
+	for i := range 2000 {
+		if _, err := nc.Write(batch); err != nil {
+			break // the gateway hung up
+		}
+		// Checked as it goes: the unguarded gateway would take this
+		// machine's memory with the 2 M pings.
+		if n := runtime.NumGoroutine() - base; n > 20000 {
+			t.Fatalf("%d goroutines more in the gateway after %d pings left unanswered", n, (i+1)*len(batch)/len(ping))
+		}
+	}
+	nc.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.Copy(io.Discard, nc); errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatal("the gateway kept the tunnel of a node flooding it with pings")
 	}
 }
