@@ -8,8 +8,12 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -18,6 +22,7 @@ import (
 
 	"github.com/airlock-hpc/airlock/internal/clientauth"
 	"github.com/airlock-hpc/airlock/internal/forward"
+	"github.com/airlock-hpc/airlock/internal/realtest"
 )
 
 // hostileTunnel dials forward f's tunnel as its node would, with the
@@ -139,5 +144,86 @@ func TestForwardNodePingFlood(t *testing.T) {
 	nc.SetReadDeadline(time.Now().Add(30 * time.Second))
 	if _, err := io.Copy(io.Discard, nc); errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatal("the gateway kept the tunnel of a node flooding it with pings")
+	}
+}
+
+// squatter is a web server that answers every GET with "squatter".
+const squatter = `
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "8")
+        self.end_headers()
+        self.wfile.write(b"squatter")
+    def log_message(self, *a):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+`
+
+// TestForwardPortSquatted: loopback ports are shared by every local user.
+// Another user who binds the port a forward's app is to listen on (the
+// --port the user named, one picked before the app took it, or one the
+// app let go) served their own pages at the forward's URL, on the owner's
+// app origin, to the owner and everyone they shared it with. The node's
+// side connects a visitor only to a listener of its own user (or root's).
+func TestForwardPortSquatted(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to act as two local users")
+	}
+	py := "/usr/bin/python3"
+	if _, err := os.Stat(py); err != nil {
+		t.Skip("no /usr/bin/python3")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	cmd := exec.Command(py, "-c", squatter, strconv.Itoa(port))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	target := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	if err := realtest.WaitFor(20*time.Second, func() error {
+		c, err := net.Dial("tcp", target)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	}); err != nil {
+		t.Fatalf("the squatter did not listen: %v", err)
+	}
+
+	tg := startGateway(t, "", nil, "alice")
+	f := serveForward(t, tg, tg.client().loginToken("alice").token, "squat", target)
+	alice := tg.client().loginCookie("alice").reachApps()
+	if resp, body := alice.visit(f.URL); resp.StatusCode != 502 || strings.Contains(body, "squatter") {
+		t.Fatalf("the forward to a port another user holds: %d %q, want 502", resp.StatusCode, body)
+	}
+
+	// The command says so at once, rather than registering a forward
+	// that answers 502.
+	cli := exec.Command(realtest.Binary(t), "forward", "--gateway", tg.url, "--ca", filepath.Join(tg.stateDir, "tls.crt"), "--name", "squat2", "--to", target)
+	cli.Env = append(os.Environ(), "AIRLOCK_TOKEN="+tg.client().loginToken("alice").token, "XDG_CONFIG_HOME="+t.TempDir())
+	if out, err := cli.CombinedOutput(); err == nil || !strings.Contains(string(out), "another user's") {
+		t.Errorf("airlock forward --to a port another user holds: %v\n%s", err, out)
+	}
+
+	// A listener of the forwarder's own user is served.
+	own, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("own")) })}
+	go srv.Serve(own)
+	t.Cleanup(func() { srv.Close() })
+	f = serveForward(t, tg, tg.client().loginToken("alice").token, "own", own.Addr().String())
+	if resp, body := alice.visit(f.URL); resp.StatusCode != 200 || body != "own" {
+		t.Fatalf("the forward to its own user's port: %d %q", resp.StatusCode, body)
 	}
 }
