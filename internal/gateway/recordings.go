@@ -369,9 +369,18 @@ func (g *Gateway) replayRecording(w http.ResponseWriter, r *http.Request, id ide
 			}
 		}
 	}()
-	blocks, _, rerr := recording.Read(zr)
+	// One block at a time: the session's workload decides how large its
+	// recording grows, and a replay must not hold it all.
+	rd, rerr := recording.NewReader(zr)
 	start := time.Now()
-	for _, b := range blocks {
+	for rerr == nil {
+		b, err := rd.Next()
+		if err != nil {
+			if err != io.EOF {
+				rerr = err
+			}
+			break
+		}
 		if int64(b.MS) > from {
 			at := start.Add(time.Duration(int64(b.MS)-from) * time.Millisecond / time.Duration(speed))
 			select {

@@ -1,8 +1,15 @@
 package gateway
 
 import (
+	"context"
+	"io"
 	"net/http"
+	rtmetrics "runtime/metrics"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/coder/websocket"
 
 	"github.com/airlock-hpc/airlock/internal/session"
 )
@@ -51,4 +58,64 @@ func TestAdminAPIRefusesOtherSites(t *testing.T) {
 			t.Errorf("GET %s with the admin's token: %d %s", path, code, body)
 		}
 	}
+}
+
+// TestReplayMemoryBounded: the recorded screen is the session's, so its
+// workload decides how large a recording grows (up to recordings.max_size,
+// 1 GiB by default), and zeros cost next to nothing on disk. A replay read
+// the whole recording into memory before sending its first block: each
+// admin's replay of such a recording held all of it in the gateway. It is
+// streamed: a replay of 128 MiB allocates a small part of that.
+func TestReplayMemoryBounded(t *testing.T) {
+	tg := startGateway(t, "", nil, "admin")
+	w, name, err := tg.g.startRecording(&session.Session{ID: "s-0123456789ab"}, "console", "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 128 << 20
+	block := make([]byte, 1<<20)
+	for range size / len(block) {
+		w.Write(block)
+	}
+	if _, err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	admin := tg.client().loginCookie("admin")
+	wsURL := "wss" + strings.TrimPrefix(tg.url, "https") + "/api/v1/admin/recordings/s-0123456789ab/" + name + "/replay?speed=8"
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	before := heapAllocs()
+	ws, _, err := websocket.Dial(ctx, wsURL, &websocket.DialOptions{HTTPClient: admin.http, HTTPHeader: http.Header{"Origin": {tg.url}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	ws.SetReadLimit(-1)
+	got := 0
+	for {
+		_, rd, err := ws.Reader(ctx)
+		if err != nil {
+			if websocket.CloseStatus(err) != websocket.StatusNormalClosure {
+				t.Fatalf("replay ended: %v", err)
+			}
+			break
+		}
+		n, _ := io.Copy(io.Discard, rd)
+		got += int(n)
+	}
+	allocated := heapAllocs() - before
+	if got != size {
+		t.Fatalf("replayed %d bytes, want %d", got, size)
+	}
+	t.Logf("a replay of %d MiB allocated %d MiB", size>>20, allocated>>20)
+	if allocated > size/4 {
+		t.Fatalf("a replay of %d MiB allocated %d MiB: it holds the recording in memory", size>>20, allocated>>20)
+	}
+}
+
+// heapAllocs is how many bytes this process has allocated so far.
+func heapAllocs() uint64 {
+	s := []rtmetrics.Sample{{Name: "/gc/heap/allocs:bytes"}}
+	rtmetrics.Read(s)
+	return s[0].Value.Uint64()
 }

@@ -2,6 +2,7 @@ package recording
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -302,31 +303,78 @@ const maxBlock = 64 << 20
 
 // Read parses an uncompressed FBS stream. ended says whether it had its
 // end block; a stream cut short gives its whole blocks and ended false.
+// It holds the whole stream: a replay streams with a Reader instead.
 func Read(r io.Reader) (blocks []Block, ended bool, err error) {
+	rd, err := NewReader(r)
+	if err != nil {
+		return nil, false, err
+	}
+	for {
+		b, err := rd.Next()
+		switch {
+		case err == io.EOF:
+			return blocks, rd.Ended(), nil
+		case err != nil:
+			return blocks, false, err
+		}
+		blocks = append(blocks, Block{MS: b.MS, Data: bytes.Clone(b.Data)})
+	}
+}
+
+// Reader reads an uncompressed FBS stream one block at a time, in one
+// buffer as large as the largest block: what a replay holds, whatever
+// the recording's size.
+type Reader struct {
+	br    *bufio.Reader
+	hdr   [4]byte
+	buf   []byte
+	n     int // blocks read
+	ended bool
+}
+
+// NewReader checks the stream's magic.
+func NewReader(r io.Reader) (*Reader, error) {
 	br := bufio.NewReader(r)
 	magic := make([]byte, len(Magic))
 	if _, err := io.ReadFull(br, magic); err != nil || string(magic) != Magic {
-		return nil, false, fmt.Errorf("not an FBS 001.000 stream (starts %q)", magic)
+		return nil, fmt.Errorf("not an FBS 001.000 stream (starts %q)", magic)
 	}
-	var hdr [4]byte
-	for {
-		if _, err := io.ReadFull(br, hdr[:]); err != nil {
-			if err == io.EOF {
-				return blocks, false, nil
-			}
-			return blocks, false, fmt.Errorf("block %d: %w", len(blocks), err)
-		}
-		n := binary.BigEndian.Uint32(hdr[:])
-		if n > maxBlock {
-			return blocks, false, fmt.Errorf("block %d: %d bytes, limit %d", len(blocks), n, maxBlock)
-		}
-		data := make([]byte, (n+3)/4*4+4)
-		if _, err := io.ReadFull(br, data); err != nil {
-			return blocks, false, fmt.Errorf("block %d: %w", len(blocks), err)
-		}
-		if n == 0 {
-			return blocks, true, nil
-		}
-		blocks = append(blocks, Block{MS: binary.BigEndian.Uint32(data[len(data)-4:]), Data: data[:n]})
-	}
+	return &Reader{br: br}, nil
 }
+
+// Next returns the next block, whose Data is good until the next call;
+// io.EOF after the last (Ended says whether the stream had its end block
+// or was cut short).
+func (r *Reader) Next() (Block, error) {
+	if r.ended {
+		return Block{}, io.EOF
+	}
+	if _, err := io.ReadFull(r.br, r.hdr[:]); err != nil {
+		if err == io.EOF {
+			return Block{}, io.EOF
+		}
+		return Block{}, fmt.Errorf("block %d: %w", r.n, err)
+	}
+	n := binary.BigEndian.Uint32(r.hdr[:])
+	if n > maxBlock {
+		return Block{}, fmt.Errorf("block %d: %d bytes, limit %d", r.n, n, maxBlock)
+	}
+	size := int((n+3)/4*4 + 4)
+	if cap(r.buf) < size {
+		r.buf = make([]byte, size)
+	}
+	data := r.buf[:size]
+	if _, err := io.ReadFull(r.br, data); err != nil {
+		return Block{}, fmt.Errorf("block %d: %w", r.n, err)
+	}
+	if n == 0 {
+		r.ended = true
+		return Block{}, io.EOF
+	}
+	r.n++
+	return Block{MS: binary.BigEndian.Uint32(data[size-4:]), Data: data[:n]}, nil
+}
+
+// Ended reports whether the stream had its end block (once Next has
+// returned io.EOF).
+func (r *Reader) Ended() bool { return r.ended }
