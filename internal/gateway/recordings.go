@@ -41,8 +41,8 @@ type Recordings struct {
 	// Retention removes a recording this long after it ended. Zero means
 	// 30 days.
 	Retention time.Duration
-	// MaxBytes ends one connection's recording at this much RFB data;
-	// zero means 1 GiB.
+	// MaxBytes ends one connection's recording at this much RFB data
+	// with its framing (recording.Create); zero means 1 GiB.
 	MaxBytes int64
 	// SweepEvery is how often old recordings are looked for; zero means
 	// a minute.

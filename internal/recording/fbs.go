@@ -68,6 +68,7 @@ type Writer struct {
 	now    func() time.Time
 	start  time.Time
 	max    int64
+	framed int64 // bytes of blocks recorded, framing included (the cap's measure)
 	meta   Meta
 	done   bool  // the end block is queued
 	closed bool  // q is closed
@@ -102,8 +103,8 @@ func (c *countWriter) Write(p []byte) (int, error) {
 }
 
 // Create starts a recording at path (which must not exist; the file is
-// made 0600) with its sidecar beside it, ending at maxBytes of RFB data
-// (0: no cap). now is the clock; nil means time.Now.
+// made 0600) with its sidecar beside it, ending at maxBytes of recorded
+// blocks, RFB data with its framing (0: no cap). now is the clock; nil means time.Now.
 func Create(path string, meta Meta, maxBytes int64, now func() time.Time) (*Writer, error) {
 	if !strings.HasSuffix(path, ".fbs.gz") {
 		return nil, fmt.Errorf("recording %s: name must end in .fbs.gz", path)
@@ -173,10 +174,14 @@ func (w *Writer) Write(p []byte) (int, error) {
 	if w.done || w.failed.Load() || len(p) == 0 {
 		return len(p), nil
 	}
-	if w.max > 0 && w.meta.RFBBytes+int64(len(p)) > w.max {
+	// The cap holds for the stream as recorded, framing included: 1-byte
+	// frames would otherwise make it 12 times the cap.
+	n := framedLen(len(p))
+	if w.max > 0 && w.framed+n > w.max {
 		w.endLocked("size cap")
 		return len(p), nil
 	}
+	w.framed += n
 	ms := w.now().Sub(w.start).Milliseconds()
 	w.last = max(w.last, ms) // monotonic, whatever the clock does
 	w.block(p, w.last)
@@ -228,10 +233,14 @@ func (w *Writer) Stop(reason string) {
 	w.endLocked(reason)
 }
 
+// framedLen is the size of a block of n bytes of data: length, data
+// padded to 4 bytes, time.
+func framedLen(n int) int64 { return int64(4 + n + (4-n%4)%4 + 4) }
+
 // block queues p framed as an FBS block: length, data padded to 4 bytes,
 // time.
 func (w *Writer) block(p []byte, ms int64) {
-	n := 4 + len(p) + (4-len(p)%4)%4 + 4
+	n := int(framedLen(len(p)))
 	bp := blockPool.Get().(*[]byte)
 	b := *bp
 	if cap(b) < n {
