@@ -2,8 +2,11 @@ package gateway
 
 import (
 	"context"
+	"encoding/binary"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	rtmetrics "runtime/metrics"
 	"strings"
 	"testing"
@@ -118,4 +121,71 @@ func heapAllocs() uint64 {
 	s := []rtmetrics.Sample{{Name: "/gc/heap/allocs:bytes"}}
 	rtmetrics.Read(s)
 	return s[0].Value.Uint64()
+}
+
+// TestPointerTrackMemoryBounded: any viewer's pointer events are recorded
+// (a view-only share's too), and a viewer that flips a button with each
+// event is not thinned out, so a track may reach its cap of 4.32 M
+// events (39 MB). The pointer endpoint built all of it as a slice and
+// then as one JSON text in memory (over 200 MB) per request. It streams.
+func TestPointerTrackMemoryBounded(t *testing.T) {
+	tg := startGateway(t, "", nil, "admin")
+	const sid, name = "s-0123456789ab", "1796676033143-3ab80b631a4afcf6"
+	dir := filepath.Join(tg.g.recordingsDir(), sid)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// The track as the recorder writes it: 9-byte records, at the cap.
+	const events = 50 * 86400
+	track := make([]byte, 9*events)
+	for i := range events {
+		binary.BigEndian.PutUint32(track[9*i:], uint32(i))
+		binary.BigEndian.PutUint16(track[9*i+4:], uint16(i))
+		binary.BigEndian.PutUint16(track[9*i+6:], uint16(i>>16))
+		track[9*i+8] = byte(i & 1)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name+".pointer"), track, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	track = nil
+	admin := tg.client().loginToken("admin")
+	req, _ := http.NewRequest("GET", tg.url+"/api/v1/admin/recordings/"+sid+"/"+name+"/pointer", nil)
+	req.Header.Set("Authorization", "Bearer "+admin.token)
+	before := heapAllocs()
+	resp, err := admin.http.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var cw braceCounter
+	if _, err := io.Copy(&cw, resp.Body); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("pointer track: %d %v", resp.StatusCode, err)
+	}
+	allocated := heapAllocs() - before
+	if cw.open != events+1 || cw.last != '\n' && cw.last != '}' {
+		t.Fatalf("the answer has %d objects (want %d events in one), ends %q", cw.open-1, events, cw.last)
+	}
+	t.Logf("a pointer track of %d events (%d MB as JSON) allocated %d MiB", events, cw.n>>20, allocated>>20)
+	if allocated > 32<<20 {
+		t.Fatalf("a pointer track of %d events allocated %d MiB: it is held in memory", events, allocated>>20)
+	}
+}
+
+// braceCounter counts the bytes and JSON objects written to it.
+type braceCounter struct {
+	n, open int
+	last    byte
+}
+
+func (c *braceCounter) Write(p []byte) (int, error) {
+	for _, b := range p {
+		if b == '{' {
+			c.open++
+		}
+	}
+	c.n += len(p)
+	if len(p) > 0 {
+		c.last = p[len(p)-1]
+	}
+	return len(p), nil
 }
