@@ -256,12 +256,11 @@ func pipe(ctx context.Context, st net.Conn, target string, log *slog.Logger) {
 		return // the gateway sees the stream close: 502
 	}
 	defer app.Close()
-	if network == "tcp" {
-		// A loopback port may be another user's (peeruid.go).
-		if err := checkTCPPeer(app); err != nil {
-			log.Warn("refused: the app's port", "target", target, "error", err)
-			return
-		}
+	// A loopback port, or a socket path others may write to, may be
+	// another user's (peeruid.go).
+	if err := checkPeer(app); err != nil {
+		log.Warn("refused: the app's listener", "target", target, "error", err)
+		return
 	}
 	// When either side is done, both are: the gateway's HTTP client and
 	// its WebSocket proxy never half-close, they close, and a stream the

@@ -17,14 +17,52 @@ import (
 // Loopback ports are shared by every user of the node: another user may
 // bind the port an app is to listen on (a --port named in advance, one
 // picked before the app took it, one the app let go) and would then serve
-// their pages at the forward's URL. So a connection to a TCP target is
-// used only when the socket that accepted it is the forwarder's own
-// user's, or root's. The kernel keeps the owner of every socket (a
-// listener's accepted sockets inherit it) and tells it through sock_diag,
-// which any user may ask about one socket.
+// their pages at the forward's URL; the same goes for a socket path in a
+// directory others may write to (/tmp) once the app's socket is gone. So
+// a connection to the app is used only when the socket that accepted it
+// is the forwarder's own user's, or root's. For TCP the kernel keeps the
+// owner of every socket (a listener's accepted sockets inherit it) and
+// tells it through sock_diag, which any user may ask about one socket; a
+// UNIX socket says who listens on it (SO_PEERCRED).
 
-// ErrNotOwn is wrapped by the refusal of a TCP app another user listens as.
-var ErrNotOwn = errors.New("the port is another user's")
+// checkPeer returns nil when the far end of c, a connection to the app,
+// belongs to this process's user or to root.
+func checkPeer(c net.Conn) error {
+	if _, ok := c.(*net.UnixConn); ok {
+		return checkUnixPeer(c.(*net.UnixConn))
+	}
+	return checkTCPPeer(c)
+}
+
+// checkUnixPeer is checkPeer for a UNIX socket.
+func checkUnixPeer(c *net.UnixConn) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("who listens on %s: %w", c.RemoteAddr(), err)
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := rc.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		cerr = err
+	}
+	if cerr != nil {
+		return fmt.Errorf("who listens on %s: %w", c.RemoteAddr(), cerr)
+	}
+	return owned(c.RemoteAddr().String(), cred.Uid)
+}
+
+// owned says whether a socket of uid's may be served.
+func owned(what string, uid uint32) error {
+	if me := uint32(os.Geteuid()); uid != me && uid != 0 {
+		return fmt.Errorf("%s: %w (uid %d, not this user's %d): refused", what, ErrNotOwn, uid, me)
+	}
+	return nil
+}
+
+// ErrNotOwn is wrapped by the refusal of an app another user listens as.
+var ErrNotOwn = errors.New("another user listens there")
 
 // checkTCPPeer returns nil when the far end of c, a TCP connection on
 // this node, belongs to this process's user or to root.
@@ -39,10 +77,7 @@ func checkTCPPeer(c net.Conn) error {
 	if err != nil {
 		return fmt.Errorf("who listens on %s: %w", remote, err)
 	}
-	if me := uint32(os.Geteuid()); uid != me && uid != 0 {
-		return fmt.Errorf("%s: %w (uid %d, not this user's %d): refused", remote, ErrNotOwn, uid, me)
-	}
-	return nil
+	return owned(remote.String(), uid)
 }
 
 // inet_diag_req_v2 and inet_diag_msg (linux/inet_diag.h), by offset.
@@ -135,7 +170,7 @@ func parseDiagUID(b []byte) (uint32, error) {
 }
 
 // CheckTarget connects to target once and says whether it may be served:
-// a UNIX socket, or a TCP listener of this user's or root's.
+// a listener of this user's or root's.
 func CheckTarget(ctx context.Context, target string) error {
 	network, addr := "tcp", target
 	if p, ok := strings.CutPrefix(target, "unix:"); ok {
@@ -146,8 +181,5 @@ func CheckTarget(ctx context.Context, target string) error {
 		return fmt.Errorf("connect to the app: %w", err)
 	}
 	defer c.Close()
-	if network == "tcp" {
-		return checkTCPPeer(c)
-	}
-	return nil
+	return checkPeer(c)
 }

@@ -3,15 +3,26 @@ package forward
 import (
 	"encoding/binary"
 	"net"
+	"path/filepath"
 	"testing"
 
 	"golang.org/x/sys/unix"
 )
 
 // TestCheckTCPPeerOwn: a listener of this process's user passes, over
-// IPv4 and IPv6 loopback (another user's is refused: the gateway's
-// TestForwardPortSquatted, which needs root to be two users).
+// IPv4 and IPv6 loopback and a UNIX socket (another user's is refused:
+// the gateway's TestForwardPortSquatted and TestForwardSocketSquatted,
+// which need root to be two users).
 func TestCheckTCPPeerOwn(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "s")
+	uln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uln.Close()
+	if err := CheckTarget(t.Context(), "unix:"+sock); err != nil {
+		t.Errorf("own UNIX socket: %v", err)
+	}
 	for _, addr := range []string{"127.0.0.1:0", "[::1]:0"} {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {

@@ -210,7 +210,7 @@ func TestForwardPortSquatted(t *testing.T) {
 	// that answers 502.
 	cli := exec.Command(realtest.Binary(t), "forward", "--gateway", tg.url, "--ca", filepath.Join(tg.stateDir, "tls.crt"), "--name", "squat2", "--to", target)
 	cli.Env = append(os.Environ(), "AIRLOCK_TOKEN="+tg.client().loginToken("alice").token, "XDG_CONFIG_HOME="+t.TempDir())
-	if out, err := cli.CombinedOutput(); err == nil || !strings.Contains(string(out), "another user's") {
+	if out, err := cli.CombinedOutput(); err == nil || !strings.Contains(string(out), "another user listens there") {
 		t.Errorf("airlock forward --to a port another user holds: %v\n%s", err, out)
 	}
 
@@ -225,5 +225,59 @@ func TestForwardPortSquatted(t *testing.T) {
 	f = serveForward(t, tg, tg.client().loginToken("alice").token, "own", own.Addr().String())
 	if resp, body := alice.visit(f.URL); resp.StatusCode != 200 || body != "own" {
 		t.Fatalf("the forward to its own user's port: %d %q", resp.StatusCode, body)
+	}
+}
+
+// TestForwardSocketSquatted: the same for --to unix:PATH in a directory
+// other users may write to (/tmp): once the app's socket is gone (the app
+// ended, or has not made it yet), another user's socket at that path was
+// served at the forward's URL. The node's side checks the listener's
+// credentials (SO_PEERCRED) as it does a port's owner.
+func TestForwardSocketSquatted(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to act as two local users")
+	}
+	py := "/usr/bin/python3"
+	if _, err := os.Stat(py); err != nil {
+		t.Skip("no /usr/bin/python3")
+	}
+	// A directory like /tmp: anyone may make a name in it.
+	dir, err := os.MkdirTemp("", "rtD-sticky-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "app.sock")
+	unixSquatter := strings.Replace(squatter, `http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()`,
+		`import socketserver
+class S(socketserver.UnixStreamServer):
+    def get_request(self):
+        c, _ = self.socket.accept()
+        return c, ("unix", 0)
+S(sys.argv[1], H).serve_forever()`, 1)
+	cmd := exec.Command(py, "-c", unixSquatter, sock)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	if err := realtest.WaitFor(20*time.Second, func() error {
+		c, err := net.Dial("unix", sock)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	}); err != nil {
+		t.Fatalf("the squatter did not listen: %v", err)
+	}
+	tg := startGateway(t, "", nil, "alice")
+	f := serveForward(t, tg, tg.client().loginToken("alice").token, "squat", "unix:"+sock)
+	alice := tg.client().loginCookie("alice").reachApps()
+	if resp, body := alice.visit(f.URL); resp.StatusCode != 502 || strings.Contains(body, "squatter") {
+		t.Fatalf("the forward to another user's socket: %d %q, want 502", resp.StatusCode, body)
 	}
 }
