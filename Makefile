@@ -93,6 +93,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzQMPReply -fuzztime 30s ./internal/vm/
 	$(GO) test -run '^$$' -fuzz FuzzForwardLabel -fuzztime 30s ./internal/gateway/
 	$(GO) test -run '^$$' -fuzz FuzzParseTarget -fuzztime 30s ./internal/forward/
+	$(GO) test -run '^$$' -fuzz FuzzFrameScanner -fuzztime 30s ./internal/forward/
+	$(GO) test -run '^$$' -fuzz FuzzParseDiagUID -fuzztime 30s ./internal/forward/
 	$(GO) test -run '^$$' -fuzz FuzzPDU -fuzztime 30s ./internal/rdcleanpath/
 	$(GO) test -run '^$$' -fuzz FuzzX224 -fuzztime 30s ./internal/rdcleanpath/
 	$(GO) test -run '^$$' -fuzz FuzzFilter -fuzztime 30s ./internal/rdpfilter/

@@ -103,6 +103,15 @@ func cmdForward(ctx context.Context, env *Env, args []string) int {
 		}
 	}
 
+	// Another local user may hold the port or the socket's path
+	// (forward.ErrNotOwn): said now, not only to each visitor. An app not
+	// up yet (--to) is no error.
+	if err := forward.CheckTarget(ctx, target); errors.Is(err, forward.ErrNotOwn) {
+		if app != nil {
+			app.end()
+		}
+		return fail(env, "%v", err)
+	}
 	c := &forward.Client{Gateway: creds.Gateway, Token: creds.Token, TLS: tlsConf, Log: log}
 	host, _ := os.Hostname()
 	f, err := c.Create(ctx, *name, host)

@@ -944,8 +944,9 @@ type Recordings struct {
 	// 720h (30 days); at least 1h.
 	Retention time.Duration `yaml:"retention"`
 	// MaxSize ends one viewer connection's recording at this many bytes
-	// of RFB data (the file is gzip-compressed, smaller); the connection
-	// goes on unrecorded. Default 1G; at least 1M.
+	// of RFB data with its framing, 8 bytes a block (the file is
+	// gzip-compressed, smaller); the connection goes on unrecorded.
+	// Default 1G; at least 1M.
 	MaxSize Size `yaml:"max_size"`
 }
 

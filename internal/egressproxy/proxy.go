@@ -233,15 +233,19 @@ func (p *Proxy) dial(ctx context.Context, host string, port int) (net.Conn, erro
 		// itself, where the runner would connect to loopback services or
 		// the link-local metadata service. An IP literal on the list is.
 		var node []string
+		own, err := ownAddrs()
+		if err != nil {
+			return nil, fmt.Errorf("resolve %s: %w", host, err)
+		}
 		addrs = slices.DeleteFunc(addrs, func(a netip.Addr) bool {
-			if nodeOnly(a.Unmap()) {
+			if nodeOnly(a.Unmap()) || own[a.Unmap()] {
 				node = append(node, a.String())
 				return true
 			}
 			return false
 		})
 		if len(addrs) == 0 {
-			return nil, fmt.Errorf("resolve %s: only to %s (this node, link-local or multicast), which a name may not lead to; list the address itself to allow it", host, strings.Join(node, ", "))
+			return nil, fmt.Errorf("resolve %s: only to %s (this node's own, link-local or multicast), which a name may not lead to; list the address itself to allow it", host, strings.Join(node, ", "))
 		}
 	}
 	var errs []error
@@ -256,8 +260,28 @@ func (p *Proxy) dial(ctx context.Context, host string, port int) (net.Conn, erro
 }
 
 // nodeOnly reports whether a is an address a name must not lead to.
+// 0.0.0.0/8 is "this host" to Linux as 0.0.0.0 is.
 func nodeOnly(a netip.Addr) bool {
-	return a.IsLoopback() || a.IsUnspecified() || a.IsLinkLocalUnicast() || a.IsMulticast()
+	return a.IsLoopback() || a.IsUnspecified() || a.IsLinkLocalUnicast() || a.IsMulticast() ||
+		a.Is4() && a.As4()[0] == 0
+}
+
+// ownAddrs are the addresses of the node's interfaces now: a name may not
+// lead to them either, for the gateway's and the runner's listeners on all
+// interfaces answer there as on loopback. Read per lookup (an address can
+// come and go); unreadable, the name is not dialled.
+func ownAddrs() (map[netip.Addr]bool, error) {
+	ifas, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, fmt.Errorf("read this node's addresses: %w", err)
+	}
+	own := make(map[netip.Addr]bool, len(ifas))
+	for _, ifa := range ifas {
+		if pfx, err := netip.ParsePrefix(ifa.String()); err == nil {
+			own[pfx.Addr().Unmap()] = true
+		}
+	}
+	return own, nil
 }
 
 func (p *Proxy) decide(d Decision) {

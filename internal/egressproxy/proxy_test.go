@@ -323,7 +323,7 @@ func TestProxyNameToNodeRefused(t *testing.T) {
 	var mu sync.Mutex
 	var dialled []string
 	audit := &auditLog{}
-	for _, a := range []string{"127.0.0.1", "127.8.9.1", "::1", "::ffff:127.0.0.1", "0.0.0.0", "::", "169.254.169.254", "fe80::1", "224.0.0.1"} {
+	for _, a := range []string{"127.0.0.1", "127.8.9.1", "::1", "::ffff:127.0.0.1", "0.0.0.0", "0.1.2.3", "::", "169.254.169.254", "fe80::1", "224.0.0.1"} {
 		t.Run(a, func(t *testing.T) {
 			p, err := New(Config{
 				Allow:    []string{"hub.test:" + port, addr},
@@ -365,5 +365,73 @@ func TestProxyNameToNodeRefused(t *testing.T) {
 	defer c.Close()
 	if status, _ := connect(t, c, addr); !strings.Contains(status, " 200 ") {
 		t.Fatalf("listed literal %s: %s", addr, status)
+	}
+}
+
+// TestProxyNameToNodeAddressRefused: an allowed name whose DNS answers
+// with one of the node's own non-loopback addresses (its LAN address, where
+// the gateway's and the runner's listeners on all interfaces are) is not
+// dialled: the workload would reach them as the runner, from the node
+// itself. The rebinding attack of TestProxyNameToNodeRefused, with the
+// address the site's DNS can learn from any connection the node makes.
+func TestProxyNameToNodeAddressRefused(t *testing.T) {
+	var own []netip.Addr
+	ifas, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ifa := range ifas {
+		if pfx, err := netip.ParsePrefix(ifa.String()); err == nil && !nodeOnly(pfx.Addr()) {
+			own = append(own, pfx.Addr())
+		}
+	}
+	if len(own) == 0 {
+		t.Skip("this machine has no address but loopback and link-local")
+	}
+	// What the node serves on all interfaces (a gateway, a runner).
+	ln, err := net.Listen("tcp", ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	for _, a := range own {
+		t.Run(a.String(), func(t *testing.T) {
+			var mu sync.Mutex
+			var dialled []string
+			audit := &auditLog{}
+			p, err := New(Config{
+				Allow:    []string{"hub.test:" + port},
+				Resolver: fixedResolver{"hub.test": a},
+				Dial: func(ctx context.Context, network, to string) (net.Conn, error) {
+					mu.Lock()
+					dialled = append(dialled, to)
+					mu.Unlock()
+					var d net.Dialer
+					return d.DialContext(ctx, network, to)
+				},
+				Audit: audit.add,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := p.Pipe(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if status, _ := connect(t, c, "hub.test:"+port); !strings.Contains(status, " 502 ") {
+				t.Fatalf("hub.test resolving to this node's %s: %s, want 502", a, status)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(dialled) > 0 {
+				t.Fatalf("hub.test resolving to this node's %s: dialled %v", a, dialled)
+			}
+			d := audit.all()
+			if last := d[len(d)-1]; last.Verdict != Fail || !strings.Contains(last.Reason, a.String()) {
+				t.Fatalf("audit: %+v", last)
+			}
+		})
 	}
 }

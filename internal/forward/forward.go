@@ -227,7 +227,7 @@ func (c *Client) once(ctx context.Context, f *Forward, target string, up func())
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			pipe(sctx, st, target)
+			pipe(sctx, st, target, c.log())
 		}()
 	}
 }
@@ -245,7 +245,7 @@ func MuxConfig() *yamux.Config {
 }
 
 // pipe joins one stream to a new connection to the app.
-func pipe(ctx context.Context, st net.Conn, target string) {
+func pipe(ctx context.Context, st net.Conn, target string, log *slog.Logger) {
 	defer st.Close()
 	network, addr := "tcp", target
 	if p, ok := strings.CutPrefix(target, "unix:"); ok {
@@ -256,6 +256,12 @@ func pipe(ctx context.Context, st net.Conn, target string) {
 		return // the gateway sees the stream close: 502
 	}
 	defer app.Close()
+	// A loopback port, or a socket path others may write to, may be
+	// another user's (peeruid.go).
+	if err := checkPeer(app); err != nil {
+		log.Warn("refused: the app's listener", "target", target, "error", err)
+		return
+	}
 	// When either side is done, both are: the gateway's HTTP client and
 	// its WebSocket proxy never half-close, they close, and a stream the
 	// gateway gave up on (a visitor who left an event stream) must not

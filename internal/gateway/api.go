@@ -68,6 +68,17 @@ func (g *Gateway) admin(h func(w http.ResponseWriter, r *http.Request, id identi
 		if !id.admin {
 			return apiErr(403, "not_admin", "admins only")
 		}
+		// CORS keeps another site's page from reading an answer, not
+		// from sending a GET: a user's app host is same-site, so the
+		// login cookie goes with its <img> and no-cors fetches. Such a
+		// page must not make the admin fetch recordings (audited in
+		// their name, streamed, parsed into memory) as often as it
+		// likes. A browser says where a request comes from; a script
+		// with a token is no browser.
+		if site := r.Header.Get("Sec-Fetch-Site"); r.Header.Get("Authorization") == "" && (site == "same-site" || site == "cross-site") {
+			g.log.WarnContext(r.Context(), "refused: admin request from another site's page", "user", id.user, "path", r.URL.Path, "sec_fetch_site", site, "remote_addr", r.RemoteAddr)
+			return apiErr(403, "cross_site", "admin requests are taken only from the gateway's own pages")
+		}
 		return h(w, r, id)
 	})
 }

@@ -359,14 +359,31 @@ func (g *Gateway) forwardTunnel(w http.ResponseWriter, r *http.Request, who iden
 	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	// Frames gathered into fewer messages (forward.Coalesce).
-	nc := forward.Coalesce(websocket.NetConn(ctx, c, websocket.MessageBinary))
+	// Frames gathered into fewer messages (forward.Coalesce); the node's
+	// pings held to a rate, for yamux answers each in a goroutine
+	// (forward.GuardPings).
+	nc := forward.GuardPings(forward.Coalesce(websocket.NetConn(ctx, c, websocket.MessageBinary)), func() {
+		g.log.WarnContext(ctx, "refused: forward tunnel's node floods pings; tunnel closed", "session", s.ID, "user", who.user, "remote_addr", r.RemoteAddr)
+	})
 	mux, err := yamux.Client(nc, forward.MuxConfig())
 	if err != nil {
 		c.Close(websocket.StatusInternalError, "multiplexer")
 		return nil
 	}
 	defer mux.Close()
+	// The node never opens a stream (the gateway opens one per visitor's
+	// connection). One it opens would sit in yamux's accept backlog, never
+	// read, holding up to a window of the node's bytes here for as long
+	// as the tunnel lives: such a node is not ours, and its tunnel ends.
+	go func() {
+		st, err := mux.AcceptStream()
+		if err != nil {
+			return // the tunnel closed
+		}
+		st.Close()
+		g.log.WarnContext(ctx, "refused: forward tunnel's node opened a stream; tunnel closed", "session", s.ID, "user", who.user, "remote_addr", r.RemoteAddr)
+		mux.Close()
+	}()
 	g.fwd.mu.Lock()
 	_, known := g.fwd.labelOf[s.ID]
 	g.fwd.mu.Unlock()

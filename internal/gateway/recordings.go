@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bufio"
 	"cmp"
 	"compress/gzip"
 	"context"
@@ -41,8 +42,8 @@ type Recordings struct {
 	// Retention removes a recording this long after it ended. Zero means
 	// 30 days.
 	Retention time.Duration
-	// MaxBytes ends one connection's recording at this much RFB data;
-	// zero means 1 GiB.
+	// MaxBytes ends one connection's recording at this much RFB data
+	// with its framing (recording.Create); zero means 1 GiB.
 	MaxBytes int64
 	// SweepEvery is how often old recordings are looked for; zero means
 	// a minute.
@@ -211,16 +212,51 @@ func (g *Gateway) adminRecordingPointer(w http.ResponseWriter, r *http.Request, 
 		return apiErr(503, "unavailable", "the recording cannot be read now; try again")
 	}
 	defer f.Close()
-	evs, err := recording.ReadPointer(f)
+	// Streamed, one event at a time: a track may hold millions (any
+	// viewer's, a view-only one's too), which as a slice and then one
+	// JSON text cost the gateway hundreds of MB a request. What can fail
+	// is seen before the first byte: the file's size, not its reading.
+	fi, err := f.Stat()
+	if err == nil && fi.Size() > recording.MaxPointerBytes {
+		err = fmt.Errorf("%d bytes, more than a pointer track holds", fi.Size())
+	}
 	if err != nil {
 		g.log.ErrorContext(r.Context(), "read pointer track", "session", sid, "recording", name, "error", err)
 		return apiErr(503, "unavailable", "the recording cannot be read now; try again")
 	}
-	if evs == nil {
-		evs = []recording.PointerEvent{}
-	}
 	g.audit(r.Context(), id.user, "recording_fetched", sid, r.RemoteAddr, name+" pointer")
-	writeJSON(w, 200, map[string]any{"events": evs})
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	bw := bufio.NewWriterSize(w, 32<<10)
+	bw.WriteString(`{"events":[`)
+	var b []byte
+	first := true
+	err = recording.EachPointer(f, func(e recording.PointerEvent) error {
+		b = b[:0]
+		if !first {
+			b = append(b, ',')
+		}
+		first = false
+		b = append(b, `{"ms":`...)
+		b = strconv.AppendUint(b, uint64(e.MS), 10)
+		b = append(b, `,"x":`...)
+		b = strconv.AppendUint(b, uint64(e.X), 10)
+		b = append(b, `,"y":`...)
+		b = strconv.AppendUint(b, uint64(e.Y), 10)
+		b = append(b, `,"buttons":`...)
+		b = strconv.AppendUint(b, uint64(e.Buttons), 10)
+		b = append(b, '}')
+		_, err := bw.Write(b)
+		return err
+	})
+	if err != nil {
+		// The answer has begun: it ends short, which no JSON reader
+		// takes for a whole track.
+		g.log.ErrorContext(r.Context(), "stream pointer track", "session", sid, "recording", name, "error", err)
+		return nil
+	}
+	bw.WriteString("]}\n")
+	bw.Flush()
 	return nil
 }
 
@@ -369,9 +405,18 @@ func (g *Gateway) replayRecording(w http.ResponseWriter, r *http.Request, id ide
 			}
 		}
 	}()
-	blocks, _, rerr := recording.Read(zr)
+	// One block at a time: the session's workload decides how large its
+	// recording grows, and a replay must not hold it all.
+	rd, rerr := recording.NewReader(zr)
 	start := time.Now()
-	for _, b := range blocks {
+	for rerr == nil {
+		b, err := rd.Next()
+		if err != nil {
+			if err != io.EOF {
+				rerr = err
+			}
+			break
+		}
 		if int64(b.MS) > from {
 			at := start.Add(time.Duration(int64(b.MS)-from) * time.Millisecond / time.Duration(speed))
 			select {

@@ -2,6 +2,7 @@ package recording
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -67,6 +68,7 @@ type Writer struct {
 	now    func() time.Time
 	start  time.Time
 	max    int64
+	framed int64 // bytes of blocks recorded, framing included (the cap's measure)
 	meta   Meta
 	done   bool  // the end block is queued
 	closed bool  // q is closed
@@ -101,8 +103,8 @@ func (c *countWriter) Write(p []byte) (int, error) {
 }
 
 // Create starts a recording at path (which must not exist; the file is
-// made 0600) with its sidecar beside it, ending at maxBytes of RFB data
-// (0: no cap). now is the clock; nil means time.Now.
+// made 0600) with its sidecar beside it, ending at maxBytes of recorded
+// blocks, RFB data with its framing (0: no cap). now is the clock; nil means time.Now.
 func Create(path string, meta Meta, maxBytes int64, now func() time.Time) (*Writer, error) {
 	if !strings.HasSuffix(path, ".fbs.gz") {
 		return nil, fmt.Errorf("recording %s: name must end in .fbs.gz", path)
@@ -172,10 +174,14 @@ func (w *Writer) Write(p []byte) (int, error) {
 	if w.done || w.failed.Load() || len(p) == 0 {
 		return len(p), nil
 	}
-	if w.max > 0 && w.meta.RFBBytes+int64(len(p)) > w.max {
+	// The cap holds for the stream as recorded, framing included: 1-byte
+	// frames would otherwise make it 12 times the cap.
+	n := framedLen(len(p))
+	if w.max > 0 && w.framed+n > w.max {
 		w.endLocked("size cap")
 		return len(p), nil
 	}
+	w.framed += n
 	ms := w.now().Sub(w.start).Milliseconds()
 	w.last = max(w.last, ms) // monotonic, whatever the clock does
 	w.block(p, w.last)
@@ -227,10 +233,14 @@ func (w *Writer) Stop(reason string) {
 	w.endLocked(reason)
 }
 
+// framedLen is the size of a block of n bytes of data: length, data
+// padded to 4 bytes, time.
+func framedLen(n int) int64 { return int64(4 + n + (4-n%4)%4 + 4) }
+
 // block queues p framed as an FBS block: length, data padded to 4 bytes,
 // time.
 func (w *Writer) block(p []byte, ms int64) {
-	n := 4 + len(p) + (4-len(p)%4)%4 + 4
+	n := int(framedLen(len(p)))
 	bp := blockPool.Get().(*[]byte)
 	b := *bp
 	if cap(b) < n {
@@ -302,31 +312,78 @@ const maxBlock = 64 << 20
 
 // Read parses an uncompressed FBS stream. ended says whether it had its
 // end block; a stream cut short gives its whole blocks and ended false.
+// It holds the whole stream: a replay streams with a Reader instead.
 func Read(r io.Reader) (blocks []Block, ended bool, err error) {
+	rd, err := NewReader(r)
+	if err != nil {
+		return nil, false, err
+	}
+	for {
+		b, err := rd.Next()
+		switch {
+		case err == io.EOF:
+			return blocks, rd.Ended(), nil
+		case err != nil:
+			return blocks, false, err
+		}
+		blocks = append(blocks, Block{MS: b.MS, Data: bytes.Clone(b.Data)})
+	}
+}
+
+// Reader reads an uncompressed FBS stream one block at a time, in one
+// buffer as large as the largest block: what a replay holds, whatever
+// the recording's size.
+type Reader struct {
+	br    *bufio.Reader
+	hdr   [4]byte
+	buf   []byte
+	n     int // blocks read
+	ended bool
+}
+
+// NewReader checks the stream's magic.
+func NewReader(r io.Reader) (*Reader, error) {
 	br := bufio.NewReader(r)
 	magic := make([]byte, len(Magic))
 	if _, err := io.ReadFull(br, magic); err != nil || string(magic) != Magic {
-		return nil, false, fmt.Errorf("not an FBS 001.000 stream (starts %q)", magic)
+		return nil, fmt.Errorf("not an FBS 001.000 stream (starts %q)", magic)
 	}
-	var hdr [4]byte
-	for {
-		if _, err := io.ReadFull(br, hdr[:]); err != nil {
-			if err == io.EOF {
-				return blocks, false, nil
-			}
-			return blocks, false, fmt.Errorf("block %d: %w", len(blocks), err)
-		}
-		n := binary.BigEndian.Uint32(hdr[:])
-		if n > maxBlock {
-			return blocks, false, fmt.Errorf("block %d: %d bytes, limit %d", len(blocks), n, maxBlock)
-		}
-		data := make([]byte, (n+3)/4*4+4)
-		if _, err := io.ReadFull(br, data); err != nil {
-			return blocks, false, fmt.Errorf("block %d: %w", len(blocks), err)
-		}
-		if n == 0 {
-			return blocks, true, nil
-		}
-		blocks = append(blocks, Block{MS: binary.BigEndian.Uint32(data[len(data)-4:]), Data: data[:n]})
-	}
+	return &Reader{br: br}, nil
 }
+
+// Next returns the next block, whose Data is good until the next call;
+// io.EOF after the last (Ended says whether the stream had its end block
+// or was cut short).
+func (r *Reader) Next() (Block, error) {
+	if r.ended {
+		return Block{}, io.EOF
+	}
+	if _, err := io.ReadFull(r.br, r.hdr[:]); err != nil {
+		if err == io.EOF {
+			return Block{}, io.EOF
+		}
+		return Block{}, fmt.Errorf("block %d: %w", r.n, err)
+	}
+	n := binary.BigEndian.Uint32(r.hdr[:])
+	if n > maxBlock {
+		return Block{}, fmt.Errorf("block %d: %d bytes, limit %d", r.n, n, maxBlock)
+	}
+	size := int((n+3)/4*4 + 4)
+	if cap(r.buf) < size {
+		r.buf = make([]byte, size)
+	}
+	data := r.buf[:size]
+	if _, err := io.ReadFull(r.br, data); err != nil {
+		return Block{}, fmt.Errorf("block %d: %w", r.n, err)
+	}
+	if n == 0 {
+		r.ended = true
+		return Block{}, io.EOF
+	}
+	r.n++
+	return Block{MS: binary.BigEndian.Uint32(data[size-4:]), Data: data[:n]}, nil
+}
+
+// Ended reports whether the stream had its end block (once Next has
+// returned io.EOF).
+func (r *Reader) Ended() bool { return r.ended }

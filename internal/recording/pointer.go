@@ -38,23 +38,40 @@ const maxPointerEvents = 50 * 86400
 // ReadPointer reads a pointer track. A last record cut short (a crash
 // mid-write) is left out.
 func ReadPointer(r io.Reader) ([]PointerEvent, error) {
-	br := bufio.NewReader(r)
 	var out []PointerEvent
+	err := EachPointer(r, func(e PointerEvent) error {
+		out = append(out, e)
+		return nil
+	})
+	return out, err
+}
+
+// MaxPointerBytes is the largest pointer track EachPointer reads whole.
+const MaxPointerBytes = maxPointerEvents*pointerRecord + pointerRecord - 1
+
+// EachPointer calls fn with each record of a pointer track in turn,
+// holding one record at a time (a track may hold millions), until the
+// end, fn's error, or the cap on events. A last record cut short (a crash
+// mid-write) is left out.
+func EachPointer(r io.Reader, fn func(PointerEvent) error) error {
+	br := bufio.NewReader(r)
 	var rec [pointerRecord]byte
-	for {
+	for n := 0; ; n++ {
 		if _, err := io.ReadFull(br, rec[:]); err != nil {
 			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-				return out, nil
+				return nil
 			}
-			return out, fmt.Errorf("pointer track: %w", err)
+			return fmt.Errorf("pointer track: %w", err)
 		}
-		if len(out) == maxPointerEvents {
-			return out, errors.New("pointer track: too many events")
+		if n == maxPointerEvents {
+			return errors.New("pointer track: too many events")
 		}
-		out = append(out, PointerEvent{
+		if err := fn(PointerEvent{
 			MS: binary.BigEndian.Uint32(rec[0:]), X: binary.BigEndian.Uint16(rec[4:]),
 			Y: binary.BigEndian.Uint16(rec[6:]), Buttons: rec[8],
-		})
+		}); err != nil {
+			return err
+		}
 	}
 }
 

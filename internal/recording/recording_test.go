@@ -165,10 +165,11 @@ func TestWriterRoundTrip(t *testing.T) {
 }
 
 // TestWriterCap: past the cap nothing more is recorded, the end block is
-// there and the sidecar says why.
+// there and the sidecar says why. The cap counts each block's 8 bytes of
+// framing and its padding: 16 and 12 bytes for the first two here.
 func TestWriterCap(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "r.fbs.gz")
-	w, err := Create(path, Meta{}, 10, nil)
+	w, err := Create(path, Meta{}, 28, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -320,5 +321,39 @@ func TestWriterKeepsEverythingPastTheQueue(t *testing.T) {
 	}
 	if !ended || len(blocks) != n || !bytes.Equal(got.Sum(nil), want.Sum(nil)) {
 		t.Fatalf("%d blocks of %d, ended %v, content equal %v", len(blocks), n, ended, bytes.Equal(got.Sum(nil), want.Sum(nil)))
+	}
+}
+
+// TestWriterCapCountsFraming: each block costs 8 bytes of framing and up
+// to 3 of padding besides its data, so a server (or a connector the
+// workload replaced) that sends its stream in 1-byte WebSocket frames
+// made a recording 12 times the cap (and the replay, the download and
+// their readers with it). The cap holds for the stream as recorded.
+func TestWriterCapCountsFraming(t *testing.T) {
+	const max = 64 << 10
+	path := filepath.Join(t.TempDir(), "r.fbs.gz")
+	w, err := Create(path, Meta{}, max, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range max {
+		w.Write([]byte{'x'})
+	}
+	w.Close()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := io.Copy(io.Discard, zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if limit := int64(len(Magic) + max + 8); n > limit {
+		t.Fatalf("%d 1-byte blocks under a cap of %d: the stream is %d bytes", max, max, n)
 	}
 }
