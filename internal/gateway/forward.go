@@ -284,7 +284,15 @@ func (g *Gateway) createForward(w http.ResponseWriter, r *http.Request, who iden
 	ctx := r.Context()
 	g.fwd.create.Lock()
 	defer g.fwd.create.Unlock()
-	if old, ok := g.forwardByLabel(label); ok {
+	old, ok := g.forwardByLabel(label)
+	if !ok {
+		// Made through another gateway of the site?
+		if old, err = g.forwardFromStore(label); err != nil {
+			return storeFault("look for a forward with this name", err)
+		}
+		ok = old != ""
+	}
+	if ok {
 		up, err := g.forwardUp(ctx, old)
 		if err != nil {
 			return storeFault("look at the forward with this name", err)

@@ -112,6 +112,11 @@ func TestSeveralGatewaysForward(t *testing.T) {
 		t.Fatalf("the forward's URL is %s", f.URL)
 	}
 
+	// The name is taken at the other gateway too, while the tunnel is up.
+	if _, err := gws[1-held].forwardClient(fc.Token).Create(context.Background(), "lab", ""); err == nil || !strings.Contains(err.Error(), "running") {
+		t.Fatalf("the same name again through the gateway not holding it: %v", err)
+	}
+
 	// Not a gateway of this site: no proof, or a proof made for another
 	// connection, is refused, and nothing reaches the app.
 	for _, proof := range []string{"", strings.Repeat("0", 64)} {
