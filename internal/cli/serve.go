@@ -190,9 +190,9 @@ func cmdServe(_ context.Context, env *Env, args []string) int {
 func gatewayConfig(cfg config.Config, cfgPath, registerURL string) gateway.Config {
 	gcfg := gateway.Config{
 		Listen: cfg.Listen, StateDir: cfg.StateDir, TLSCertFile: cfg.TLS.CertFile, TLSKeyFile: cfg.TLS.KeyFile,
-		MasterKeyFile: cfg.Store.MasterKeyFile,
-		Apps:          gateway.Apps{Domain: cfg.Apps.Domain, SameOrigin: cfg.Apps.SameOrigin},
-		PublicURL:     cfg.PublicURL, RunAs: cfg.RunAs, LoginTTL: cfg.Auth.SessionTTL, OnUserRemoved: cfg.Auth.OnUserRemoved, RegisterURL: registerURL,
+		MasterKeyFile: cfg.Store.MasterKeyFile, PeerAddress: cfg.Store.PeerAddress,
+		Apps:      gateway.Apps{Domain: cfg.Apps.Domain, SameOrigin: cfg.Apps.SameOrigin},
+		PublicURL: cfg.PublicURL, RunAs: cfg.RunAs, LoginTTL: cfg.Auth.SessionTTL, OnUserRemoved: cfg.Auth.OnUserRemoved, RegisterURL: registerURL,
 		ReconcileEvery: reconcileEvery(cfg), MetricsForLoopback: cfg.Metrics.Enabled,
 		RDPListen: cfg.RDP.Listen, RDPAddress: cfg.RDP.Address, RDPMaxCert: cfg.RDP.MaxCertLifetime,
 		Limits: gateway.Limits{

@@ -135,6 +135,11 @@ type Store struct {
 	// Default "": state_dir/master.key, made at first start and, with
 	// postgres, shared through the database.
 	MasterKeyFile string `yaml:"master_key_file"`
+	// PeerAddress is HOST:PORT where the other gateways sharing a postgres
+	// store reach this one: a forward's tunnel held here is reached
+	// through it. Default "": the listen address, with this host's name
+	// for an unspecified one (0.0.0.0 or ::).
+	PeerAddress string `yaml:"peer_address"`
 }
 
 // RDP is the gateway's TLS port for native RDP clients: it accepts only

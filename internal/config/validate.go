@@ -85,6 +85,11 @@ func (v *validator) config(c *Config) {
 	if c.StateDir != "" && !filepath.IsAbs(c.StateDir) {
 		v.errorf("state_dir", "%q is not an absolute path", c.StateDir)
 	}
+	if a := c.Store.PeerAddress; a != "" {
+		if h, p, err := net.SplitHostPort(a); err != nil || h == "" || p == "" || p == "0" {
+			v.errorf("store.peer_address", "%q is not HOST:PORT (the address the other gateways reach this one at)", a)
+		}
+	}
 	if c.PublicURL != "" {
 		u, err := url.Parse(c.PublicURL)
 		if err != nil || u.Scheme != "https" && u.Scheme != "http" || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
