@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"cmp"
 	"compress/gzip"
 	"context"
@@ -63,12 +64,13 @@ func (g *Gateway) recordable(s *session.Session, conn string) bool {
 	return ok && p.Record && connectorView(p, conn) == contract.ViewVNC
 }
 
-// startRecording opens a recording of one viewer connection.
-func (g *Gateway) startRecording(s *session.Session, conn, user string) (*recording.Writer, string, error) {
-	if !recordingSess.MatchString(s.ID) {
-		return nil, "", fmt.Errorf("session id %q cannot name a recording directory", s.ID)
+// startRecording opens a recording of one viewer connection to session
+// sid, of kind (recording.KindVNC, recording.KindRDP).
+func (g *Gateway) startRecording(sid, conn, user, kind string) (*recording.Writer, string, error) {
+	if !recordingSess.MatchString(sid) {
+		return nil, "", fmt.Errorf("session id %q cannot name a recording directory", sid)
 	}
-	dir := filepath.Join(g.recordingsDir(), s.ID)
+	dir := filepath.Join(g.recordingsDir(), sid)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, "", fmt.Errorf("recording directory: %w", err)
 	}
@@ -79,7 +81,7 @@ func (g *Gateway) startRecording(s *session.Session, conn, user string) (*record
 	if maxBytes == 0 {
 		maxBytes = 1 << 30
 	}
-	w, err := recording.Create(filepath.Join(dir, name+".fbs.gz"), recording.Meta{Session: s.ID, User: user, Connector: conn}, maxBytes, g.now)
+	w, err := recording.Create(filepath.Join(dir, name+".fbs.gz"), recording.Meta{Session: sid, User: user, Connector: conn, Kind: kind}, maxBytes, g.now)
 	if err != nil {
 		return nil, "", err
 	}
@@ -95,7 +97,7 @@ func (g *Gateway) tapRecording(resp *http.Response, s *session.Session, conn, us
 	if !ok {
 		return errors.New("record: upgraded connection is not writable")
 	}
-	w, name, err := g.startRecording(s, conn, user)
+	w, name, err := g.startRecording(s.ID, conn, user, recording.KindVNC)
 	if err != nil {
 		g.log.ErrorContext(g.ctx, "recording refused the viewer", "session", s.ID, "user", user, "error", err)
 		return fmt.Errorf("record %s: %w", s.ID, err)
@@ -309,7 +311,8 @@ func (g *Gateway) recordingsPage(w http.ResponseWriter, r *http.Request) error {
 const maxReplaySpeed = 8
 
 // GET /api/v1/admin/recordings/{session}/{name}/replay?speed=N&from=MS: a
-// WebSocket that plays the recording to an RFB client (noVNC, view only):
+// WebSocket that plays the recording to an RFB client (noVNC, view only),
+// or an RDP recording to an RDCleanPath client (IronRDP; rdprecord.go):
 // the blocks before from at once, then each at its time divided by speed.
 // What the client sends is read and thrown away. Audited.
 func (g *Gateway) replayRecording(w http.ResponseWriter, r *http.Request, id identity) error {
@@ -353,6 +356,11 @@ func (g *Gateway) replayRecording(w http.ResponseWriter, r *http.Request, id ide
 		return nil // Accept has answered
 	}
 	g.audit(r.Context(), id.user, "recording_viewed", sid, r.RemoteAddr, name)
+	blocks, _, rerr := recording.Read(zr)
+	if len(blocks) > 0 && bytes.HasPrefix(blocks[0].Data, []byte(recording.RDPMagic)) {
+		g.replayRDP(r.Context(), c, id, sid, name, r.RemoteAddr, blocks, speed, from)
+		return nil
+	}
 	// The client's messages (its handshake, update requests) mean
 	// nothing to a replay: read and dropped, so that its close is seen.
 	ctx, cancel := context.WithCancel(r.Context())
@@ -369,20 +377,8 @@ func (g *Gateway) replayRecording(w http.ResponseWriter, r *http.Request, id ide
 			}
 		}
 	}()
-	blocks, _, rerr := recording.Read(zr)
-	start := time.Now()
-	for _, b := range blocks {
-		if int64(b.MS) > from {
-			at := start.Add(time.Duration(int64(b.MS)-from) * time.Millisecond / time.Duration(speed))
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(time.Until(at)):
-			}
-		}
-		if err := c.Write(ctx, websocket.MessageBinary, b.Data); err != nil {
-			return nil
-		}
+	if g.playBlocks(ctx, c, blocks, speed, from) != nil {
+		return nil
 	}
 	if rerr != nil {
 		c.Close(websocket.StatusInternalError, "recording damaged")
