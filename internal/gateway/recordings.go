@@ -150,14 +150,38 @@ func (g *Gateway) listRecordings() ([]recordingInfo, error) {
 			if b, err := os.ReadFile(filepath.Join(g.recordingsDir(), sd.Name(), base+".json")); err == nil && json.Unmarshal(b, &ri.Meta) == nil {
 				ri.Complete = true
 				ri.Session = sd.Name() // the directory, not what a file says
-			} else if ms, err := strconv.ParseInt(base[:13], 10, 64); err == nil {
-				ri.Started = time.UnixMilli(ms).UTC()
+			} else {
+				if ms, err := strconv.ParseInt(base[:13], 10, 64); err == nil {
+					ri.Started = time.UnixMilli(ms).UTC()
+				}
+				// No sidecar to say what it is: an RDP recording's
+				// first block does.
+				if h, ok := peekRDP(filepath.Join(g.recordingsDir(), sd.Name(), base+".fbs.gz")); ok {
+					ri.Kind, ri.RDP = recording.KindRDP, &h
+				}
+			}
+			if ri.Kind == "" {
+				ri.Kind = recording.KindVNC // a sidecar from before RDP recordings
 			}
 			out = append(out, ri)
 		}
 	}
 	slices.SortFunc(out, func(a, b recordingInfo) int { return strings.Compare(b.Name, a.Name) })
 	return out, nil
+}
+
+// peekRDP reads the RDP header of the recording at path, if it is one.
+func peekRDP(path string) (recording.RDPHeader, bool) {
+	f, err := os.Open(path)
+	if err != nil {
+		return recording.RDPHeader{}, false
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		return recording.RDPHeader{}, false
+	}
+	return recording.PeekRDP(zr)
 }
 
 // GET /api/v1/admin/recordings
@@ -301,8 +325,12 @@ func (g *Gateway) recordingsPage(w http.ResponseWriter, r *http.Request) error {
 	}
 	rows := make([]portal.RecordingRow, 0, len(list))
 	for _, ri := range list {
-		rows = append(rows, portal.RecordingRow{Session: ri.Session, Name: ri.Name, User: ri.User, Started: ri.Started,
-			DurationMS: ri.DurationMS, FileBytes: ri.FileBytes, End: ri.End, Complete: ri.Complete})
+		row := portal.RecordingRow{Session: ri.Session, Name: ri.Name, User: ri.User, Started: ri.Started,
+			DurationMS: ri.DurationMS, FileBytes: ri.FileBytes, End: ri.End, Complete: ri.Complete, Kind: ri.Kind}
+		if ri.RDP != nil {
+			row.Channels = strings.Join(ri.RDP.Channels, ",")
+		}
+		rows = append(rows, row)
 	}
 	return g.cfg.Portal.Recordings(w, portal.RecordingsPage{Base: portal.Base{Title: "Recordings", User: id.user, Admin: true}, Recordings: rows})
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 )
 
 // Kinds of recording (Meta.Kind).
@@ -185,4 +186,27 @@ func SplitRDP(blocks []Block) (RDPHeader, []Block, error) {
 		return h, nil, err
 	}
 	return h, blocks[1:], nil
+}
+
+// maxHeaderBlock bounds the header block PeekRDP reads.
+const maxHeaderBlock = 2 + maxHeaderConfirm + 2 + maxHeaderCerts*(4+maxHeaderCert) + 2 + maxHeaderChans*(1+maxHeaderName) + len(RDPMagic)
+
+// PeekRDP reads the start of an uncompressed recording stream and returns
+// its RDP header, if it is an RDP recording (for one without a sidecar:
+// being written, or cut short). It reads no further than the header.
+func PeekRDP(r io.Reader) (RDPHeader, bool) {
+	var head [len(Magic) + 4]byte
+	if _, err := io.ReadFull(r, head[:]); err != nil || string(head[:len(Magic)]) != Magic {
+		return RDPHeader{}, false
+	}
+	n := binary.BigEndian.Uint32(head[len(Magic):])
+	if n < uint32(len(RDPMagic)) || n > uint32(maxHeaderBlock) {
+		return RDPHeader{}, false
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return RDPHeader{}, false
+	}
+	h, err := ParseRDPHeader(b)
+	return h, err == nil
 }

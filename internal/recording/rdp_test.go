@@ -46,6 +46,14 @@ func TestRDPRecording(t *testing.T) {
 	if err != nil || !reflect.DeepEqual(got, h) || len(data) != 2 || !bytes.Equal(data[1].Data, []byte{0, 5, 1, 2, 3}) {
 		t.Fatalf("split: %+v %v %v", got, data, err)
 	}
+	f.Seek(0, 0)
+	zr, _ = gzip.NewReader(f)
+	if peek, ok := PeekRDP(zr); !ok || !reflect.DeepEqual(peek, h) {
+		t.Fatalf("peek: %+v %v", peek, ok)
+	}
+	if _, ok := PeekRDP(bytes.NewReader(append([]byte(Magic), 0, 0, 0, 4, 'R', 'F', 'B', ' '))); ok {
+		t.Fatal("an RFB stream peeked as RDP")
+	}
 	if _, _, err := SplitRDP(nil); err == nil {
 		t.Fatal("a recording without a header split")
 	}
@@ -72,6 +80,21 @@ func FuzzRDPHeader(f *testing.F) {
 		}
 		if !bytes.Equal(out, in) {
 			t.Fatalf("round trip %x -> %x", in, out)
+		}
+	})
+}
+
+// FuzzPeekRDP: any stream peeks without panic, and never allocates more
+// than the header limit.
+func FuzzPeekRDP(f *testing.F) {
+	b, _ := RDPHeader{Confirm: []byte{3, 0, 0, 11}, Channels: []string{"rdpsnd"}}.Marshal()
+	f.Add(append(append([]byte(Magic), 0, 0, 0, byte(len(b))), b...))
+	f.Add(append([]byte(Magic), 0xff, 0xff, 0xff, 0xff))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		if h, ok := PeekRDP(bytes.NewReader(in)); ok {
+			if _, err := h.Marshal(); err != nil {
+				t.Fatalf("peeked %+v does not marshal: %v", h, err)
+			}
 		}
 	})
 }
