@@ -1,0 +1,253 @@
+package gateway
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/airlock-hpc/airlock/internal/contract"
+	"github.com/airlock-hpc/airlock/internal/portal"
+	"github.com/airlock-hpc/airlock/internal/rdcleanpath"
+	"github.com/airlock-hpc/airlock/internal/realtest"
+	"github.com/airlock-hpc/airlock/internal/recording"
+)
+
+// rdpRecGateway is rdpWebGateway with record: true, the clipboard whole,
+// and "admin" among the users.
+func rdpRecGateway(t *testing.T, typedFile string) (*testGateway, *logBuffer) {
+	t.Helper()
+	var lb *logBuffer
+	pr, err := portal.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg := startGateway(t, "", func(c *Config) {
+		lb = captureLog(t, c)
+		c.Portal = pr
+		p := desktopProfile()
+		p.Name, p.RDP, p.Geometry, p.Clipboard, p.Record = "rdpdesk", true, "800x600", contract.ClipboardBoth, true
+		p.Programs = [][]string{{"xterm", "-geometry", "60x15+0+0", "-e", "sh", "-c",
+			`echo RDP-XTERM-READY; read l; echo "$l" > ` + typedFile + `; exec sleep 3600`}}
+		c.Profiles = append(c.Profiles, p)
+	}, "alice", "admin")
+	return tg, lb
+}
+
+// rdpRecTap collects what the relay held in the clear, by stage (the
+// rdpWebTap hook).
+type rdpRecTap struct {
+	mu     sync.Mutex
+	client [][]byte // the client's reads, as they came
+	server []byte   // the server's bytes, as they came
+}
+
+func (r *rdpRecTap) tap(stage string, b []byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch stage {
+	case "client":
+		r.client = append(r.client, slices.Clone(b))
+	case "server":
+		r.server = append(r.server, b...)
+	}
+}
+
+// fetchRecording downloads the one recording of session sid as admin and
+// returns its listing and blocks.
+func fetchRecording(t *testing.T, tg *testGateway, admin *client, sid string) (recordingInfo, []recording.Block) {
+	t.Helper()
+	var rec recordingInfo
+	if err := realtest.WaitFor(30*time.Second, func() error {
+		var out struct{ Recordings []recordingInfo }
+		if code, body := admin.do("GET", "/api/v1/admin/recordings", nil, &out); code != 200 {
+			return fmt.Errorf("admin list: %d %s", code, body)
+		}
+		for _, r := range out.Recordings {
+			if r.Session == sid && r.Complete {
+				rec = r
+				return nil
+			}
+		}
+		return fmt.Errorf("no complete recording of %s in %+v", sid, out.Recordings)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("GET", tg.url+"/api/v1/admin/recordings/"+sid+"/"+rec.Name, nil)
+	req.Header.Set("Authorization", "Bearer "+admin.token)
+	resp, raw := admin.send(req)
+	if resp.StatusCode != 200 {
+		t.Fatalf("admin fetch: %d", resp.StatusCode)
+	}
+	zr, err := gzip.NewReader(strings.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks, ended, err := recording.Read(zr)
+	if err != nil || !ended {
+		t.Fatalf("recording: %v, ended %v", err, ended)
+	}
+	return rec, blocks
+}
+
+// TestRDPRecording: a browser RDP connection (RDCleanPath, as IronRDP
+// speaks it) to xrdp in a recorded desktop's seal. The gateway records
+// the server's side from its MCS Connect Response on: the recording is
+// of kind rdp, its header holds xrdp's Connection Confirm and
+// certificate and the client's channel list, its data is exactly what
+// the server sent from the Connect Response on, and none of the
+// client's bytes is in it. Alice, the owner, cannot list, fetch or
+// replay it; an admin's replay WebSocket from another origin is refused;
+// from the gateway's page it answers an RDCleanPath request as xrdp's
+// relay did (TLS chosen) and plays the Connect Response.
+func TestRDPRecording(t *testing.T) {
+	needRDPTools(t)
+	owner := realtest.Current(t)
+	if os.Geteuid() == 0 {
+		owner = realtest.TestUser(t)
+	}
+	dir := ownerDir(t, owner, "airlock-rdprec-")
+	tg, lb := rdpRecGateway(t, filepath.Join(dir, "typed"))
+	tap := &rdpRecTap{}
+	rdpWebTap = tap.tap
+	t.Cleanup(func() { rdpWebTap = nil })
+	alice := tg.client().loginToken("alice")
+	s := alice.launch("rdpdesk")
+	var conn net.Conn
+	var resp *rdcleanpath.PDU
+	if err := realtest.WaitFor(60*time.Second, func() error {
+		tk := rdpTicket(t, alice, s.ID)
+		conn, resp = rdpWebExchange(t, tg, alice, tk.Path, rdpRequest(t, s.ID, tk.Ticket, realtest.RDPConnectionRequest(1)))
+		if resp.Kind() != rdcleanpath.KindResponse {
+			return fmt.Errorf("answer %+v", resp.Error)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ci := realtest.RDPConnectInitial(800, 600, "cliprdr", "rdpsnd")
+	if _, err := conn.Write(ci); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	cr, err := rdcleanpath.ReadTPKT(conn, 1<<16)
+	if err != nil {
+		t.Fatalf("xrdp's Connect Response: %v", err)
+	}
+	conn.Close()
+	lb.waitLog(t, "recording ended", "session="+s.ID, "kind=rdp")
+
+	admin := tg.client().loginToken("admin")
+	rec, blocks := fetchRecording(t, tg, admin, s.ID)
+	if rec.Kind != recording.KindRDP || rec.Connector != ConnRDP || rec.User != "alice" || rec.RDP == nil {
+		t.Fatalf("listing %+v", rec)
+	}
+	hdr, data, err := recording.SplitRDP(blocks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(hdr.Confirm, resp.X224) || len(hdr.Certificates) != len(resp.ServerCertChain) || !bytes.Equal(hdr.Certificates[0], resp.ServerCertChain[0]) {
+		t.Fatalf("header %+v, the client was answered %+v", hdr, resp)
+	}
+	if !slices.Equal(hdr.Channels, []string{"cliprdr", "rdpsnd"}) || !slices.Equal(rec.RDP.Channels, hdr.Channels) {
+		t.Fatalf("channels %v (sidecar %v)", hdr.Channels, rec.RDP.Channels)
+	}
+	var got []byte
+	for _, b := range data {
+		got = append(got, b.Data...)
+	}
+	tap.mu.Lock()
+	server, clientBytes := tap.server, tap.client
+	tap.mu.Unlock()
+	if !bytes.HasPrefix(got, cr) || !bytes.HasSuffix(server, got) {
+		t.Fatalf("recorded %d bytes (starting %x); the server sent %d, its Connect Response %x", len(got), got[:min(len(got), 16)], len(server), cr)
+	}
+	for _, c := range clientBytes {
+		if len(c) >= 8 && bytes.Contains(got, c) {
+			t.Fatalf("the client's bytes %x are in the recording", c)
+		}
+	}
+	if !slices.ContainsFunc(clientBytes, func(c []byte) bool { return bytes.Contains(c, ci[7:]) }) {
+		t.Fatal("the tap did not see the client's Connect Initial: the check above proves nothing")
+	}
+
+	// Access: the owner may not list, fetch or replay it.
+	path := "/api/v1/admin/recordings/" + s.ID + "/" + rec.Name
+	for _, p := range []string{"/api/v1/admin/recordings", path} {
+		if code, body := alice.do("GET", p, nil, nil); code != 403 || strings.Contains(body, rec.Name) {
+			t.Errorf("alice GET %s: %d %s, want 403", p, code, body)
+		}
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	aliceCookie := tg.client().loginCookie("alice")
+	adminCookie := tg.client().loginCookie("admin")
+	wsURL := "wss" + strings.TrimPrefix(tg.url, "https") + path + "/replay?speed=8"
+	for _, tc := range []struct {
+		who    *client
+		name   string
+		origin string
+		want   int
+	}{{aliceCookie, "alice", tg.url, 403}, {adminCookie, "admin", "https://evil.example", 403}} {
+		ws, resp, err := websocket.Dial(ctx, wsURL, &websocket.DialOptions{HTTPClient: tc.who.http, HTTPHeader: http.Header{"Origin": {tc.origin}}})
+		if err == nil {
+			ws.CloseNow()
+		}
+		if resp == nil || resp.StatusCode != tc.want {
+			t.Errorf("replay as %s from %s: %v %v, want %d", tc.name, tc.origin, resp, err, tc.want)
+		}
+	}
+
+	// The admin's replay, as IronRDP sees it.
+	ws, _, err := websocket.Dial(ctx, wsURL, &websocket.DialOptions{HTTPClient: adminCookie.http, HTTPHeader: http.Header{"Origin": {tg.url}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := websocket.NetConn(ctx, ws, websocket.MessageBinary)
+	defer rc.Close()
+	if _, err := rc.Write(rdpRequest(t, "replay", "replay", realtest.RDPConnectionRequest(3))); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := rdcleanpath.Read(rc, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	answer, err := rdcleanpath.Parse(raw)
+	if err != nil || answer.Kind() != rdcleanpath.KindResponse {
+		t.Fatalf("replay answer %+v, %v", answer, err)
+	}
+	if cc, err := rdcleanpath.ParseConfirm(answer.X224); err != nil || cc.Protocol != rdcleanpath.ProtocolSSL || !bytes.Equal(answer.ServerCertChain[0], hdr.Certificates[0]) {
+		t.Fatalf("replay confirm %+v, %v", cc, err)
+	}
+	if _, err := rc.Write(ci); err != nil {
+		t.Fatal(err)
+	}
+	replayed, err := rdcleanpath.ReadTPKT(rc, 1<<16)
+	if err != nil || !bytes.Equal(replayed, cr) {
+		t.Fatalf("replayed %x, %v; want the Connect Response %x", replayed, err, cr)
+	}
+	rc.Close()
+	evs, err := tg.cfg.Store.ListAudit(t.Context(), auditAll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var started, viewed bool
+	for _, e := range evs {
+		started = started || e.Action == "recording_started" && e.Actor == "alice" && e.Session == s.ID
+		viewed = viewed || e.Action == "recording_viewed" && e.Actor == "admin" && e.Detail == rec.Name
+	}
+	if !started || !viewed {
+		t.Errorf("audit: recording_started %v, recording_viewed %v", started, viewed)
+	}
+}
