@@ -24,9 +24,9 @@ import (
 	"github.com/airlock-hpc/airlock/internal/recording"
 )
 
-// rdpRecGateway is rdpWebGateway with record: true, the clipboard whole,
-// and "admin" among the users.
-func rdpRecGateway(t *testing.T, typedFile string) (*testGateway, *logBuffer) {
+// rdpRecGateway is rdpWebGateway with record: true, clipboard clip, and
+// "admin" among the users.
+func rdpRecGateway(t *testing.T, typedFile string, clip contract.Clipboard) (*testGateway, *logBuffer) {
 	t.Helper()
 	var lb *logBuffer
 	pr, err := portal.New()
@@ -37,7 +37,7 @@ func rdpRecGateway(t *testing.T, typedFile string) (*testGateway, *logBuffer) {
 		lb = captureLog(t, c)
 		c.Portal = pr
 		p := desktopProfile()
-		p.Name, p.RDP, p.Geometry, p.Clipboard, p.Record = "rdpdesk", true, "800x600", contract.ClipboardBoth, true
+		p.Name, p.RDP, p.Geometry, p.Clipboard, p.Record = "rdpdesk", true, "800x600", clip, true
 		p.Programs = [][]string{{"xterm", "-geometry", "60x15+0+0", "-e", "sh", "-c",
 			`echo RDP-XTERM-READY; read l; echo "$l" > ` + typedFile + `; exec sleep 3600`}}
 		c.Profiles = append(c.Profiles, p)
@@ -118,7 +118,7 @@ func TestRDPRecording(t *testing.T) {
 		owner = realtest.TestUser(t)
 	}
 	dir := ownerDir(t, owner, "airlock-rdprec-")
-	tg, lb := rdpRecGateway(t, filepath.Join(dir, "typed"))
+	tg, lb := rdpRecGateway(t, filepath.Join(dir, "typed"), contract.ClipboardBoth)
 	tap := &rdpRecTap{}
 	rdpWebTap = tap.tap
 	t.Cleanup(func() { rdpWebTap = nil })
