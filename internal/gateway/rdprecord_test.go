@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/binary"
 	"fmt"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -250,4 +252,38 @@ func TestRDPRecording(t *testing.T) {
 	if !started || !viewed {
 		t.Errorf("audit: recording_started %v, recording_viewed %v", started, viewed)
 	}
+}
+
+// BenchmarkRDPWebRecording is browser RDP's relay (BenchmarkRDPWebPath's
+// rdcleanpath path: WebSocket, channel filter, tls connector, an echoing
+// RDP server stand-in) with the recording off and on, in one run. The
+// server's frames carry random bytes, as a desktop's compressed bitmaps
+// are, so the recorder's compressor gets no easy ride. "throughput" is
+// MB/s of 64 KiB echoed per op.
+func BenchmarkRDPWebRecording(b *testing.B) {
+	chunk := randomFrames(64 << 10)
+	for _, rec := range []bool{false, true} {
+		name := "off"
+		if rec {
+			name = "on"
+		}
+		b.Run(name, func(b *testing.B) {
+			dial, _, _ := rdpWebBenchPath(b, tlsRDPEcho(b), func(p *Profile) { p.Record = rec })
+			b.Run("throughput", func(b *testing.B) { benchConnThroughput(b, dial(), chunk) })
+		})
+	}
+}
+
+// randomFrames is frames with random payloads.
+func randomFrames(n int) []byte {
+	out := frames(n)
+	r := mrand.New(mrand.NewPCG(1, 2))
+	for i := 0; i < len(out); {
+		l := int(binary.BigEndian.Uint16(out[i+2:]))
+		for k := i + 7; k < i+l; k++ {
+			out[k] = byte(r.Uint32())
+		}
+		i += l
+	}
+	return out
 }
