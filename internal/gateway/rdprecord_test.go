@@ -287,3 +287,118 @@ func randomFrames(n int) []byte {
 	}
 	return out
 }
+
+// TestRDPReplayRefusals: the replay of an RDP recording (one made here,
+// with blocks at 0 s, 0.1 s and 10 min) refuses, with an RDCleanPath
+// error and a log line naming the reason, a client whose first message
+// is not an RDCleanPath request, a recording without its header, and a
+// client that sends more than a replay needs; a seek to 10 min sends
+// every block at once; the gateway goes on serving.
+func TestRDPReplayRefusals(t *testing.T) {
+	var lb *logBuffer
+	tg := startGateway(t, "", func(c *Config) { lb = captureLog(t, c) }, "alice", "admin")
+	dir := filepath.Join(tg.stateDir, "recordings", "s-rdprec")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	clock := time.Now()
+	mk := func(name string, hdr bool, at ...time.Duration) {
+		start := clock
+		w, err := recording.Create(filepath.Join(dir, name+".fbs.gz"), recording.Meta{Session: "s-rdprec", Kind: recording.KindRDP}, 0, func() time.Time { return clock })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if hdr {
+			cert := selfSigned(t)
+			if err := w.BeginRDP(recording.RDPHeader{Confirm: []byte{0x03, 0x00, 0x00, 0x13, 0x0E, 0xD0, 0, 0, 0x12, 0x34, 0, 0x02, 0x00, 0x08, 0x00, 0x02, 0, 0, 0},
+				Certificates: cert.Certificate}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i, d := range at {
+			clock = start.Add(d)
+			w.Write(realtest.RDPConnectResponse(1003, uint16(1004+i)))
+		}
+		if _, err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const good, headless = "1796000000000-00000000000000a1", "1796000000000-00000000000000a2"
+	mk(good, true, 0, 100*time.Millisecond, 10*time.Minute)
+	mk(headless, false)
+
+	adminCookie := tg.client().loginCookie("admin")
+	dial := func(name, query string) net.Conn {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		t.Cleanup(cancel)
+		ws, _, err := websocket.Dial(ctx, "wss"+strings.TrimPrefix(tg.url, "https")+"/api/v1/admin/recordings/s-rdprec/"+name+"/replay"+query,
+			&websocket.DialOptions{HTTPClient: adminCookie.http, HTTPHeader: http.Header{"Origin": {tg.url}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ws.SetReadLimit(1 << 20)
+		c := websocket.NetConn(ctx, ws, websocket.MessageBinary)
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	refused := func(c net.Conn, reason string) {
+		t.Helper()
+		raw, err := rdcleanpath.Read(c, 1<<20)
+		if err != nil {
+			t.Fatalf("%s: %v", reason, err)
+		}
+		p, err := rdcleanpath.Parse(raw)
+		if err != nil || p.Kind() != rdcleanpath.KindGeneralError || p.Error.HTTPStatus != 400 {
+			t.Fatalf("%s: answer %+v, %v", reason, p, err)
+		}
+		lb.waitLog(t, "recording replay (rdp): refused", "reason=\""+reason)
+	}
+	request := rdpRequest(t, "replay", "replay", realtest.RDPConnectionRequest(3))
+
+	c := dial(good, "")
+	c.Write([]byte("GET / HTTP/1.1\r\n\r\n"))
+	refused(c, "unreadable RDCleanPath request")
+
+	c = dial(headless, "")
+	c.Write(request)
+	refused(c, "recording has no usable RDP header")
+
+	// A seek past the last block: all three at once.
+	c = dial(good, "?from=600000&speed=1")
+	c.Write(request)
+	raw, err := rdcleanpath.Read(c, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := rdcleanpath.Parse(raw); err != nil || p.Kind() != rdcleanpath.KindResponse {
+		t.Fatalf("answer %+v, %v", p, err)
+	}
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	for i := range 3 {
+		b, err := rdcleanpath.ReadTPKT(c, 1<<16)
+		if err != nil || !bytes.Equal(b, realtest.RDPConnectResponse(1003, uint16(1004+i))) {
+			t.Fatalf("block %d: %x, %v", i, b, err)
+		}
+	}
+
+	// A client that floods the replay is cut off.
+	c = dial(good, "")
+	c.Write(request)
+	if _, err := rdcleanpath.Read(c, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	junk := make([]byte, 1<<20)
+	for range maxReplayDiscard/len(junk) + 2 {
+		if _, err := c.Write(junk); err != nil {
+			break
+		}
+	}
+	lb.waitLog(t, "recording replay (rdp): refused", `reason="the client sent more than a replay needs"`)
+
+	var out struct{ Recordings []recordingInfo }
+	admin := tg.client().loginToken("admin")
+	if code, body := admin.do("GET", "/api/v1/admin/recordings", nil, &out); code != 200 || len(out.Recordings) != 2 || out.Recordings[0].Kind != recording.KindRDP {
+		t.Fatalf("after the refusals, the list: %d %s", code, body)
+	}
+}

@@ -385,7 +385,13 @@ func (g *Gateway) replayRecording(w http.ResponseWriter, r *http.Request, id ide
 	}
 	g.audit(r.Context(), id.user, "recording_viewed", sid, r.RemoteAddr, name)
 	blocks, _, rerr := recording.Read(zr)
-	if len(blocks) > 0 && bytes.HasPrefix(blocks[0].Data, []byte(recording.RDPMagic)) {
+	// An RDP recording says so in its first block, or (one that ended
+	// before the server's first MCS PDU: no blocks) in its sidecar.
+	var meta recording.Meta
+	if b, err := os.ReadFile(filepath.Join(g.recordingsDir(), sid, name+".json")); err == nil {
+		json.Unmarshal(b, &meta)
+	}
+	if meta.Kind == recording.KindRDP || len(blocks) > 0 && bytes.HasPrefix(blocks[0].Data, []byte(recording.RDPMagic)) {
 		g.replayRDP(r.Context(), c, id, sid, name, r.RemoteAddr, blocks, speed, from)
 		return nil
 	}
