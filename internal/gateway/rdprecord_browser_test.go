@@ -1,15 +1,20 @@
 package gateway
 
 import (
+	"bytes"
+	"compress/gzip"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/airlock-hpc/airlock/internal/contract"
+	"github.com/airlock-hpc/airlock/internal/rdcleanpath"
 	"github.com/airlock-hpc/airlock/internal/realtest"
+	"github.com/airlock-hpc/airlock/internal/recording"
 )
 
 // TestRDPRecordingReplayInBrowser: the owner's browser RDP session
@@ -64,5 +69,130 @@ func TestRDPRecordingReplayInBrowser(t *testing.T) {
 	}
 	if errs, _ := m["errors"].([]any); len(errs) > 0 {
 		t.Errorf("page errors: %v", errs)
+	}
+}
+
+// TestRDPRecordingNLA: a recorded desktop whose RDP server runs NLA
+// (FreeRDP's shadow server, CredSSP with the session's generated
+// password), opened by IronRDP in headless Chromium, then once more with
+// a wrong password. The good connection's recording begins after CredSSP,
+// at the server's Connect Response, with the server's Confirm (CredSSP
+// chosen) in its header; the password is nowhere in it, as text or as
+// RDP's UTF-16. The refused one, which ended inside CredSSP, recorded
+// nothing. Its replay answers the client's request with TLS chosen, so
+// the replaying client runs no CredSSP.
+func TestRDPRecordingNLA(t *testing.T) {
+	needRDPTools(t)
+	if _, err := exec.LookPath("freerdp-shadow-cli"); err != nil {
+		t.Skip("freerdp-shadow-cli not installed (scripts/install-deps.sh installs freerdp2-shadow-x11)")
+	}
+	root := needBrowser(t)
+	if _, err := os.Stat(filepath.Join(root, "internal", "portal", "static", "vendor", "ironrdp", "iron-remote-desktop-rdp.js")); err != nil {
+		t.Skip("the IronRDP web client is not built (make web)")
+	}
+	owner := realtest.Current(t)
+	if os.Geteuid() == 0 {
+		owner = realtest.TestUser(t)
+	}
+	dir := ownerDir(t, owner, "airlock-rdprecnla-")
+	tg, lb := rdpWebGateway(t, filepath.Join(dir, "typed"), func(p *Profile) {
+		p.RDPServer, p.Clipboard, p.Record = RDPServerShadow, contract.ClipboardBoth, true
+	})
+	alice := tg.client().loginToken("alice")
+	s := alice.launch("rdpdesk")
+	sess, err := tg.cfg.Store.GetSession(t.Context(), s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw := tg.g.rdpPassword(sess)
+	b := startBrowser(t, "rdp-nla.mjs", map[string]string{"base": tg.url, "password": testPassword, "user": "alice", "session": s.ID})
+	b.wait("connected", 150*time.Second)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		m := b.wait("shot", 30*time.Second)
+		white, dark, total, err := countPixels(m["path"].(string))
+		if err == nil && white > 3000 && dark > total/3 {
+			b.send("drawn")
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the desktop was not drawn: %d white, %d dark of %d pixels, %v", white, dark, total, err)
+		}
+		b.send("again")
+	}
+	b.wait("refused", 120*time.Second)
+	b.proceed()
+	b.wait("done", 30*time.Second)
+	lb.waitLog(t, "rdp (browser): disconnected", "session="+s.ID, `nla_logon="ended inside CredSSP`)
+
+	// Both connections' recordings, once both ended.
+	var recs []recordingInfo
+	if err := realtest.WaitFor(30*time.Second, func() error {
+		list, err := tg.g.listRecordings()
+		if err != nil {
+			return err
+		}
+		recs = recs[:0]
+		for _, r := range list {
+			if r.Session == s.ID {
+				if !r.Complete {
+					return fmt.Errorf("recording %s not complete", r.Name)
+				}
+				recs = append(recs, r)
+			}
+		}
+		if len(recs) < 2 {
+			return fmt.Errorf("%d recordings", len(recs))
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var good, empty int
+	for _, r := range recs {
+		f, err := os.Open(filepath.Join(tg.stateDir, "recordings", s.ID, r.Name+".fbs.gz"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		zr, err := gzip.NewReader(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		blocks, ended, err := recording.Read(zr)
+		f.Close()
+		if err != nil || !ended || r.Kind != recording.KindRDP {
+			t.Fatalf("recording %s: %v, ended %v, kind %q", r.Name, err, ended, r.Kind)
+		}
+		var all []byte
+		for _, bl := range blocks {
+			all = append(all, bl.Data...)
+		}
+		for _, form := range [][]byte{[]byte(pw), utf16le(pw)} {
+			if bytes.Contains(all, form) {
+				t.Fatalf("recording %s holds the password", r.Name)
+			}
+		}
+		if len(blocks) == 0 {
+			empty++ // the refused logon: nothing after CredSSP
+			continue
+		}
+		hdr, data, err := recording.SplitRDP(blocks)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cc, err := rdcleanpath.ParseConfirm(hdr.Confirm)
+		if err != nil || cc.Protocol&(protocolHybrid|protocolHybridEx) == 0 {
+			t.Fatalf("recorded Confirm %+v, %v: want CredSSP", cc, err)
+		}
+		if len(data) == 0 || len(data[0].Data) < 9 || data[0].Data[0] != 0x03 || data[0].Data[7] != 0x7F || data[0].Data[8] != 0x66 {
+			t.Fatalf("the recording does not begin with the Connect Response: %x", data[0].Data[:min(len(data[0].Data), 16)])
+		}
+		good++
+		if r.RFBBytes < 10000 {
+			t.Errorf("recording %s: only %d bytes of a drawn desktop", r.Name, r.RFBBytes)
+		}
+	}
+	if good < 1 || empty < 1 {
+		t.Fatalf("%d recordings with data, %d empty; want the good logon's and the refused one's", good, empty)
 	}
 }

@@ -371,8 +371,13 @@ func TestRDPReplayRefusals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p, err := rdcleanpath.Parse(raw); err != nil || p.Kind() != rdcleanpath.KindResponse {
+	p, err := rdcleanpath.Parse(raw)
+	if err != nil || p.Kind() != rdcleanpath.KindResponse {
 		t.Fatalf("answer %+v, %v", p, err)
+	}
+	// The recorded Confirm chose CredSSP; the replay's says TLS.
+	if cc, err := rdcleanpath.ParseConfirm(p.X224); err != nil || cc.Protocol != rdcleanpath.ProtocolSSL {
+		t.Fatalf("replay's Confirm %+v, %v", cc, err)
 	}
 	c.SetReadDeadline(time.Now().Add(20 * time.Second))
 	for i := range 3 {
