@@ -35,7 +35,7 @@ func TestRDPRecordingReplayInBrowser(t *testing.T) {
 	}
 	dir := ownerDir(t, owner, "airlock-rdprec-")
 	typed := filepath.Join(dir, "typed")
-	tg, _ := rdpRecGateway(t, typed, contract.ClipboardNone)
+	tg, _ := rdpRecGateway(t, typed, contract.ClipboardBoth)
 	alice := tg.client().loginToken("alice")
 	s := alice.launch("rdpdesk")
 	b := startBrowser(t, "rdp-replay.mjs", map[string]string{

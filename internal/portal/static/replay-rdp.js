@@ -32,12 +32,26 @@ async function component(screen) {
     el.setAttribute('verbose', 'false');
     el.addEventListener('ready', (e) => {
       ui = e.detail.irgUserInteraction;
-      // Its clipboard set-up runs after ready (see rdp.js): let it.
-      setTimeout(() => resolve(ui), 0);
+      clipboardSettled().then(() => resolve(ui));
     }, { once: true });
     el.module = Backend;
     screen.replaceChildren(el);
   });
+}
+
+// clipboardSettled waits for the component's clipboard set-up, which it
+// starts after its ready event (as rdp.js does): a client connected before
+// it asks for no clipboard channel, and the recorded server's ids for the
+// channels after it would not be the client's.
+async function clipboardSettled() {
+  const turn = () => new Promise((r) => setTimeout(r, 0));
+  await turn();
+  try {
+    await navigator.permissions.query({ name: 'clipboard-read' });
+  } catch {
+    // No such permission here: nothing to set up.
+  }
+  await turn();
 }
 
 // stop ends the replay on show, if any.
