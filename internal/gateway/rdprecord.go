@@ -156,9 +156,16 @@ func (g *Gateway) replayRDP(ctx context.Context, c *websocket.Conn, id identity,
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
-		// The client's RDP: dropped, but read, so that its close is seen.
+		// The client's RDP: dropped, but read, so that its close is seen,
+		// and its Connect Initial checked against the recorded one's
+		// channels (the recorded ids are for those).
 		defer cancel()
-		n, err := io.Copy(io.Discard, io.LimitReader(conn, maxReplayDiscard+1))
+		cw := &replayClientCheck{f: rdpfilter.New(rdpfilter.Policy{ClipIn: true, ClipOut: true, Drives: true}), want: hdr.Channels,
+			warn: func(got []string) {
+				g.log.WarnContext(ctx, "recording replay (rdp): the client asked for other channels than the recorded one; the replay may fail",
+					"session", sid, "recording", name, "recorded", hdr.Channels, "replaying", got)
+			}}
+		n, err := io.Copy(cw, io.LimitReader(conn, maxReplayDiscard+1))
 		if n > maxReplayDiscard {
 			g.log.WarnContext(ctx, "recording replay (rdp): refused", "session", sid, "recording", name, "user", id.user,
 				"remote_addr", remote, "reason", "the client sent more than a replay needs", "bytes", n)
@@ -167,6 +174,30 @@ func (g *Gateway) replayRDP(ctx context.Context, c *websocket.Conn, id identity,
 		}
 	}()
 	g.playBlocks(ctx, c, data, speed, from)
+}
+
+// replayClientCheck drops a replaying client's bytes, once it has read
+// its Connect Initial's channel list and compared it with want.
+type replayClientCheck struct {
+	f    *rdpfilter.Stream
+	want []string
+	warn func(got []string)
+	done bool
+}
+
+func (c *replayClientCheck) Write(p []byte) (int, error) {
+	if c.done {
+		return len(p), nil
+	}
+	if _, err := c.f.Feed(p); err != nil {
+		c.done = true // not the RDP it should be: nothing to compare
+	} else if c.f.ConnectInitialSeen() {
+		c.done = true
+		if !slices.Equal(c.f.Channels, c.want) {
+			c.warn(c.f.Channels)
+		}
+	}
+	return len(p), nil
 }
 
 // playBlocks writes blocks to c as binary messages: those at or before

@@ -293,7 +293,8 @@ func randomFrames(n int) []byte {
 // error and a log line naming the reason, a client whose first message
 // is not an RDCleanPath request, a recording without its header, and a
 // client that sends more than a replay needs; a seek to 10 min sends
-// every block at once; the gateway goes on serving.
+// every block at once; a client asking for other channels than the
+// recorded one is logged; the gateway goes on serving.
 func TestRDPReplayRefusals(t *testing.T) {
 	var lb *logBuffer
 	tg := startGateway(t, "", func(c *Config) { lb = captureLog(t, c) }, "alice", "admin")
@@ -379,6 +380,9 @@ func TestRDPReplayRefusals(t *testing.T) {
 	if cc, err := rdcleanpath.ParseConfirm(p.X224); err != nil || cc.Protocol != rdcleanpath.ProtocolSSL {
 		t.Fatalf("replay's Confirm %+v, %v", cc, err)
 	}
+	// A client asking for a channel the recorded one did not: logged.
+	c.Write(realtest.RDPConnectInitial(800, 600, "cliprdr"))
+	lb.waitLog(t, "recording replay (rdp): the client asked for other channels", "recording="+good, "replaying=[cliprdr]")
 	c.SetReadDeadline(time.Now().Add(20 * time.Second))
 	for i := range 3 {
 		b, err := rdcleanpath.ReadTPKT(c, 1<<16)
