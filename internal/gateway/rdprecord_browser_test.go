@@ -196,3 +196,47 @@ func TestRDPRecordingNLA(t *testing.T) {
 		t.Fatalf("%d recordings with data, %d empty; want the good logon's and the refused one's", good, empty)
 	}
 }
+
+// TestRDPRecordingBusyDesktopReport measures what recording a busy
+// browser RDP session takes: headless Chromium shows a recorded desktop
+// whose xterm lists /usr without pause, for 30 s; it logs the RDP bytes
+// recorded and the file's size per minute, and the gateway's CPU. A
+// report, not a check: it runs only with AIRLOCK_BENCH_REPORT=1.
+func TestRDPRecordingBusyDesktopReport(t *testing.T) {
+	if os.Getenv("AIRLOCK_BENCH_REPORT") == "" {
+		t.Skip("a measurement: set AIRLOCK_BENCH_REPORT=1")
+	}
+	needRDPTools(t)
+	needBrowser(t)
+	owner := realtest.Current(t)
+	if os.Geteuid() == 0 {
+		owner = realtest.TestUser(t)
+	}
+	dir := ownerDir(t, owner, "airlock-rdprec-")
+	tg, lb := rdpWebGateway(t, filepath.Join(dir, "typed"), func(p *Profile) {
+		p.Record = true
+		p.Programs = [][]string{{"xterm", "-geometry", "100x40+0+0", "-e", "sh", "-c", "while :; do ls -lR /usr; done"}}
+	})
+	alice := tg.client().loginToken("alice")
+	s := alice.launch("rdpdesk")
+	br := startBrowser(t, "rdp-browser.mjs", map[string]string{
+		"base": tg.url, "password": testPassword, "user": "alice", "session": s.ID, "hold": "1",
+	})
+	br.wait("connected", 150*time.Second)
+	const window = 30 * time.Second
+	self0, t0 := selfCPU(), time.Now()
+	time.Sleep(window) // the measurement's window, not a wait for a condition
+	self1, wall := selfCPU(), time.Since(t0).Minutes()
+	br.proceed()
+	br.wait("done", 30*time.Second)
+	lb.waitLog(t, "recording ended", "session="+s.ID)
+	list, err := tg.g.listRecordings()
+	if err != nil || len(list) == 0 {
+		t.Fatalf("recordings %v, %v", list, err)
+	}
+	r := list[0]
+	mins := float64(r.DurationMS) / 60000
+	t.Logf("busy desktop over browser RDP, recorded: %.2f min, %d RDP bytes (%.1f MB/min), file %d bytes (%.2f MB/min); gateway %.3f CPU-s per minute of the window",
+		mins, r.RFBBytes, float64(r.RFBBytes)/1e6/mins, r.FileBytes, float64(r.FileBytes)/1e6/mins, (self1-self0).Seconds()/wall)
+	fmt.Printf("RDPREC-BUSY rdp_mb_per_min=%.2f file_mb_per_min=%.2f\n", float64(r.RFBBytes)/1e6/mins, float64(r.FileBytes)/1e6/mins)
+}
