@@ -19,7 +19,9 @@ import (
 
 // TestRDPRecordingReplayInBrowser: the owner's browser RDP session
 // (IronRDP in headless Chromium, xrdp in the seal) of a recorded desktop
-// types a line into the xterm; an admin replays the recording at 8x on
+// types a line into the xterm; the recording is the end of what the
+// server sent (so no keystroke of the client's is in it); an admin
+// replays the recording at 8x on
 // the recordings page, where IronRDP runs against the gateway's replay
 // WebSocket, and the replayed screen has the pixels the typing changed
 // as the owner saw them.
@@ -35,7 +37,10 @@ func TestRDPRecordingReplayInBrowser(t *testing.T) {
 	}
 	dir := ownerDir(t, owner, "airlock-rdprec-")
 	typed := filepath.Join(dir, "typed")
-	tg, _ := rdpRecGateway(t, typed, contract.ClipboardBoth)
+	tg, lb := rdpRecGateway(t, typed, contract.ClipboardBoth)
+	capture := &relayCapture{}
+	rdpWebTap = capture.tap
+	t.Cleanup(func() { rdpWebTap = nil })
 	alice := tg.client().loginToken("alice")
 	s := alice.launch("rdpdesk")
 	b := startBrowser(t, "rdp-replay.mjs", map[string]string{
@@ -56,6 +61,40 @@ func TestRDPRecordingReplayInBrowser(t *testing.T) {
 		return nil
 	}); err != nil {
 		t.Fatal(err)
+	}
+	// The recording is the server's stream from some point on: every
+	// byte of it came from the server, none from the client (its keys).
+	lb.waitLog(t, "recording ended", "session="+s.ID)
+	list, err := tg.g.listRecordings()
+	if err != nil || len(list) == 0 {
+		t.Fatalf("recordings %v, %v", list, err)
+	}
+	f, err := os.Open(filepath.Join(tg.stateDir, "recordings", s.ID, list[0].Name+".fbs.gz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks, _, err := recording.Read(zr)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, data, err := recording.SplitRDP(blocks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec []byte
+	for _, bl := range data {
+		rec = append(rec, bl.Data...)
+	}
+	if server := capture.bytes("server"); len(rec) < 10000 || !bytes.HasSuffix(server, rec) {
+		t.Fatalf("the recording's %d bytes are not the end of the %d the server sent", len(rec), len(server))
+	}
+	if len(capture.bytes("client")) == 0 {
+		t.Fatal("the tap saw no client bytes")
 	}
 	m := b.wait("compared", 150*time.Second)
 	changed, _ := m["changed"].(float64)
