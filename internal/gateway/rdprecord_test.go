@@ -112,7 +112,8 @@ func fetchRecording(t *testing.T, tg *testGateway, admin *client, sid string) (r
 // client's bytes is in it. Alice, the owner, cannot list, fetch or
 // replay it; an admin's replay WebSocket from another origin is refused;
 // from the gateway's page it answers an RDCleanPath request as xrdp's
-// relay did (TLS chosen) and plays the Connect Response.
+// relay did (TLS chosen) and plays the Connect Response. When no
+// recording can be made, the viewer is refused (503).
 func TestRDPRecording(t *testing.T) {
 	needRDPTools(t)
 	owner := realtest.Current(t)
@@ -240,6 +241,25 @@ func TestRDPRecording(t *testing.T) {
 		t.Fatalf("replayed %x, %v; want the Connect Response %x", replayed, err, cr)
 	}
 	rc.Close()
+
+	// A recording that cannot be made refuses the viewer: the profile's
+	// desktop is not shown unrecorded.
+	recDir := filepath.Join(tg.stateDir, "recordings")
+	if err := os.Rename(recDir, recDir+".aside"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(recDir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tk := rdpTicket(t, alice, s.ID)
+	_, resp = rdpWebExchange(t, tg, alice, tk.Path, rdpRequest(t, s.ID, tk.Ticket, realtest.RDPConnectionRequest(1)))
+	if resp.Kind() != rdcleanpath.KindGeneralError || resp.Error.HTTPStatus != 503 {
+		t.Fatalf("with no recording possible: %+v", resp)
+	}
+	lb.waitLog(t, "rdp (browser): refused", "session="+s.ID, `reason="recording unavailable"`)
+	os.Remove(recDir)
+	os.Rename(recDir+".aside", recDir)
+
 	evs, err := tg.cfg.Store.ListAudit(t.Context(), auditAll)
 	if err != nil {
 		t.Fatal(err)
