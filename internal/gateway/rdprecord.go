@@ -173,7 +173,10 @@ func (g *Gateway) replayRDP(ctx context.Context, c *websocket.Conn, id identity,
 			g.log.DebugContext(ctx, "recording replay (rdp): client", "error", err)
 		}
 	}()
-	g.playBlocks(ctx, c, data, speed, from)
+	// The recording's clock started before the security set-up (with a
+	// logon form, the user's typing): the replay starts at its header,
+	// the server's first MCS PDU.
+	g.playBlocks(ctx, c, data, speed, max(from, int64(blocks[0].MS)))
 }
 
 // replayClientCheck drops a replaying client's bytes, once it has read

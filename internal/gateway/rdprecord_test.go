@@ -313,7 +313,8 @@ func randomFrames(n int) []byte {
 // error and a log line naming the reason, a client whose first message
 // is not an RDCleanPath request, a recording without its header, and a
 // client that sends more than a replay needs; a seek to 10 min sends
-// every block at once; a client asking for other channels than the
+// every block at once; a replay starts at the header's time (the server's
+// first MCS PDU), not at the recording's; a client asking for other channels than the
 // recorded one is logged; the gateway goes on serving.
 func TestRDPReplayRefusals(t *testing.T) {
 	var lb *logBuffer
@@ -330,6 +331,9 @@ func TestRDPReplayRefusals(t *testing.T) {
 			t.Fatal(err)
 		}
 		if hdr {
+			if len(at) > 0 {
+				clock = start.Add(at[0]) // the header comes with the first block
+			}
 			cert := selfSigned(t)
 			if err := w.BeginRDP(recording.RDPHeader{Confirm: []byte{0x03, 0x00, 0x00, 0x13, 0x0E, 0xD0, 0, 0, 0x12, 0x34, 0, 0x02, 0x00, 0x08, 0x00, 0x02, 0, 0, 0},
 				Certificates: cert.Certificate}); err != nil {
@@ -344,9 +348,10 @@ func TestRDPReplayRefusals(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	const good, headless = "1796000000000-00000000000000a1", "1796000000000-00000000000000a2"
+	const good, headless, late = "1796000000000-00000000000000a1", "1796000000000-00000000000000a2", "1796000000000-00000000000000a3"
 	mk(good, true, 0, 100*time.Millisecond, 10*time.Minute)
 	mk(headless, false)
+	mk(late, true, 10*time.Minute, 10*time.Minute+50*time.Millisecond)
 
 	adminCookie := tg.client().loginCookie("admin")
 	dial := func(name, query string) net.Conn {
@@ -400,9 +405,6 @@ func TestRDPReplayRefusals(t *testing.T) {
 	if cc, err := rdcleanpath.ParseConfirm(p.X224); err != nil || cc.Protocol != rdcleanpath.ProtocolSSL {
 		t.Fatalf("replay's Confirm %+v, %v", cc, err)
 	}
-	// A client asking for a channel the recorded one did not: logged.
-	c.Write(realtest.RDPConnectInitial(800, 600, "cliprdr"))
-	lb.waitLog(t, "recording replay (rdp): the client asked for other channels", "recording="+good, "replaying=[cliprdr]")
 	c.SetReadDeadline(time.Now().Add(20 * time.Second))
 	for i := range 3 {
 		b, err := rdcleanpath.ReadTPKT(c, 1<<16)
@@ -410,6 +412,31 @@ func TestRDPReplayRefusals(t *testing.T) {
 			t.Fatalf("block %d: %x, %v", i, b, err)
 		}
 	}
+
+	// A recording whose server began MCS 10 min in (a logon form before):
+	// the replay starts there.
+	c = dial(late, "")
+	c.Write(request)
+	if _, err := rdcleanpath.Read(c, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	for i := range 2 {
+		if b, err := rdcleanpath.ReadTPKT(c, 1<<16); err != nil || !bytes.Equal(b, realtest.RDPConnectResponse(1003, uint16(1004+i))) {
+			t.Fatalf("late block %d: %x, %v", i, b, err)
+		}
+	}
+
+	// A client asking for a channel the recorded one did not: logged
+	// (while the replay plays: its last block is 10 min in).
+	c = dial(good, "")
+	c.Write(request)
+	if _, err := rdcleanpath.Read(c, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	c.Write(realtest.RDPConnectInitial(800, 600, "cliprdr"))
+	lb.waitLog(t, "recording replay (rdp): the client asked for other channels", "recording="+good, "replaying=[cliprdr]")
+	c.Close()
 
 	// A client that floods the replay is cut off.
 	c = dial(good, "")
@@ -427,7 +454,7 @@ func TestRDPReplayRefusals(t *testing.T) {
 
 	var out struct{ Recordings []recordingInfo }
 	admin := tg.client().loginToken("admin")
-	if code, body := admin.do("GET", "/api/v1/admin/recordings", nil, &out); code != 200 || len(out.Recordings) != 2 || out.Recordings[0].Kind != recording.KindRDP {
+	if code, body := admin.do("GET", "/api/v1/admin/recordings", nil, &out); code != 200 || len(out.Recordings) != 3 || out.Recordings[0].Kind != recording.KindRDP {
 		t.Fatalf("after the refusals, the list: %d %s", code, body)
 	}
 }
