@@ -127,7 +127,16 @@ func (g *Gateway) serveRDPWeb(w http.ResponseWriter, r *http.Request) {
 	remote := r.RemoteAddr
 
 	ws.SetDeadline(time.Now().Add(15 * time.Second))
-	up, tag, resp, policy, ref := g.rdpWebAdmit(ctx, r, ws)
+	up, tag, resp, policy, record, ref := g.rdpWebAdmit(ctx, r, ws)
+	var rec *rdpRecorder
+	if ref == nil && record {
+		// A profile that must be recorded is not viewed unrecorded.
+		var err error
+		if rec, err = g.startRDPRecording(tag, resp, remote); err != nil {
+			up.Close()
+			ref = refuseHTTP(503, "recording unavailable", err)
+		}
+	}
 	if ref != nil {
 		attrs := []any{"remote_addr", remote, "reason", ref.why, "answer", describeRefusal(ref.pdu)}
 		if tag.User != "" {
@@ -144,6 +153,9 @@ func (g *Gateway) serveRDPWeb(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer up.Close()
+	if rec != nil {
+		defer rec.close()
+	}
 	b, err := resp.Marshal()
 	if err == nil {
 		_, err = ws.Write(b)
@@ -165,6 +177,10 @@ func (g *Gateway) serveRDPWeb(w http.ResponseWriter, r *http.Request) {
 	f.OnBlock = blocks.add
 	client := &rdpFilterConn{Conn: ws, feed: f.Feed, tap: rdpWebTap, in1: "client", out1: "relayed"}
 	server := &rdpFilterConn{Conn: up, feed: f.FeedServer, tap: rdpWebTap, in1: "server"}
+	if rec != nil {
+		rec.f = f
+		server.feed = rec.feed
+	}
 	stats, err := relay.Pipe(ctx, client, server, 0)
 	attrs := []any{"session", tag.Session, "user", tag.User, "remote_addr", remote,
 		"bytes_in", stats.AToB, "bytes_out", stats.BToA, "duration", time.Since(start),
@@ -242,55 +258,55 @@ func (a *rdpClipAudit) total() int {
 // rdpWebAdmit reads the RDCleanPath request and does everything up to the
 // answer: who is asking, the ticket, the session, the connector, the X.224
 // exchange and the TLS handshake with the RDP server. It returns the TLS
-// connection to the server, the answer and the profile's channel policy,
-// or a refusal.
-func (g *Gateway) rdpWebAdmit(ctx context.Context, r *http.Request, ws net.Conn) (net.Conn, viewerTag, *rdcleanpath.PDU, rdpfilter.Policy, *rdpRefusal) {
+// connection to the server, the answer, the profile's channel policy and
+// whether it records, or a refusal.
+func (g *Gateway) rdpWebAdmit(ctx context.Context, r *http.Request, ws net.Conn) (net.Conn, viewerTag, *rdcleanpath.PDU, rdpfilter.Policy, bool, *rdpRefusal) {
 	var tag viewerTag
 	var policy rdpfilter.Policy
 	raw, err := rdcleanpath.Read(ws, rdcleanpath.MaxRequest)
 	if err != nil {
-		return nil, tag, nil, policy, refuseHTTP(400, "unreadable RDCleanPath request", err)
+		return nil, tag, nil, policy, false, refuseHTTP(400, "unreadable RDCleanPath request", err)
 	}
 	req, err := rdcleanpath.Parse(raw)
 	if err != nil {
-		return nil, tag, nil, policy, refuseHTTP(400, "malformed RDCleanPath request", err)
+		return nil, tag, nil, policy, false, refuseHTTP(400, "malformed RDCleanPath request", err)
 	}
 	if req.ProxyAuth == "" {
-		return nil, tag, nil, policy, refuseHTTP(401, "no ticket", nil)
+		return nil, tag, nil, policy, false, refuseHTTP(401, "no ticket", nil)
 	}
 	if k := req.Kind(); k != rdcleanpath.KindRequest {
-		return nil, tag, nil, policy, refuseHTTP(400, "RDCleanPath "+k.String()+" where a request belongs", nil)
+		return nil, tag, nil, policy, false, refuseHTTP(400, "RDCleanPath "+k.String()+" where a request belongs", nil)
 	}
 	if err := rdcleanpath.CheckRequest(req.X224); err != nil {
-		return nil, tag, nil, policy, refuseHTTP(400, "bad X.224 Connection Request", err)
+		return nil, tag, nil, policy, false, refuseHTTP(400, "bad X.224 Connection Request", err)
 	}
 	who, err := g.identify(r)
 	if err != nil {
 		if isStoreFault(err) {
-			return nil, tag, nil, policy, refuseHTTP(503, "store fault; try again", err)
+			return nil, tag, nil, policy, false, refuseHTTP(503, "store fault; try again", err)
 		}
-		return nil, tag, nil, policy, refuseHTTP(401, "not logged in", err)
+		return nil, tag, nil, policy, false, refuseHTTP(401, "not logged in", err)
 	}
 	tag.User = who.user
 	now := g.now()
 	claims, err := ticket.Check(g.rdpWebKey(), req.ProxyAuth, r.PathValue("id"), rdpWebConnector, now)
 	switch {
 	case errors.Is(err, ticket.ErrWrongSession):
-		return nil, tag, nil, policy, refuseHTTP(403, "ticket for another session", err)
+		return nil, tag, nil, policy, false, refuseHTTP(403, "ticket for another session", err)
 	case err != nil:
-		return nil, tag, nil, policy, refuseHTTP(401, "bad ticket", err)
+		return nil, tag, nil, policy, false, refuseHTTP(401, "bad ticket", err)
 	}
 	tag.Session = claims.Session
 	if claims.User != who.user {
-		return nil, tag, nil, policy, refuseHTTP(403, "another user's ticket", fmt.Errorf("ticket of %q", claims.User))
+		return nil, tag, nil, policy, false, refuseHTTP(403, "another user's ticket", fmt.Errorf("ticket of %q", claims.User))
 	}
 	if req.Destination != claims.Session {
 		// The client's destination is never used to route; one the ticket
 		// does not name is someone trying to.
-		return nil, tag, nil, policy, refuseHTTP(403, "destination the ticket does not name", fmt.Errorf("destination %q", req.Destination))
+		return nil, tag, nil, policy, false, refuseHTTP(403, "destination the ticket does not name", fmt.Errorf("destination %q", req.Destination))
 	}
 	if err := g.rdpWeb.replay.Use(claims, now); err != nil {
-		return nil, tag, nil, policy, refuseHTTP(401, "ticket already used", err)
+		return nil, tag, nil, policy, false, refuseHTTP(401, "ticket already used", err)
 	}
 	if g.spender != nil {
 		// Several gateways take the same tickets (one master key): the
@@ -298,27 +314,27 @@ func (g *Gateway) rdpWebAdmit(ctx context.Context, r *http.Request, ws net.Conn)
 		// gateway is refused here.
 		switch err := g.spender.Spend(ctx, "rdp-browser:"+claims.Nonce, now, claims.Expires); {
 		case errors.Is(err, store.ErrExists):
-			return nil, tag, nil, policy, refuseHTTP(401, "ticket already used", err)
+			return nil, tag, nil, policy, false, refuseHTTP(401, "ticket already used", err)
 		case err != nil:
 			// Nothing was spent: the same ticket may try again, here too.
 			g.rdpWeb.replay.Release(claims)
-			return nil, tag, nil, policy, refuseHTTP(503, "store fault; try again", err)
+			return nil, tag, nil, policy, false, refuseHTTP(503, "store fault; try again", err)
 		}
 	}
 	s, err := g.cfg.Store.GetSession(ctx, claims.Session)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return nil, tag, nil, policy, refuseHTTP(404, "no such session", nil)
+		return nil, tag, nil, policy, false, refuseHTTP(404, "no such session", nil)
 	case err != nil:
-		return nil, tag, nil, policy, refuseHTTP(503, "store fault; try again", err)
+		return nil, tag, nil, policy, false, refuseHTTP(503, "store fault; try again", err)
 	case s.Owner != who.user:
-		return nil, tag, nil, policy, refuseHTTP(403, "not the session's owner", nil)
+		return nil, tag, nil, policy, false, refuseHTTP(403, "not the session's owner", nil)
 	case s.State != session.Ready:
-		return nil, tag, nil, policy, refuseHTTP(409, "session is "+string(s.State), nil)
+		return nil, tag, nil, policy, false, refuseHTTP(409, "session is "+string(s.State), nil)
 	}
 	endpoint, ok := s.Endpoints[ConnRDP]
 	if !ok || g.rdp == nil {
-		return nil, tag, nil, policy, refuseHTTP(404, "session serves no RDP", nil)
+		return nil, tag, nil, policy, false, refuseHTTP(404, "session serves no RDP", nil)
 	}
 	tag = viewer{user: who.user, mode: session.Control}.tag(s, who)
 	prof, _ := g.profile(s.Profile)
@@ -326,17 +342,17 @@ func (g *Gateway) rdpWebAdmit(ctx context.Context, r *http.Request, ws net.Conn)
 
 	hop, err := g.dialRDP(ctx, s, endpoint)
 	if err != nil {
-		return nil, tag, nil, policy, refuseHTTP(502, "session's connector unreachable", err)
+		return nil, tag, nil, policy, false, refuseHTTP(502, "session's connector unreachable", err)
 	}
 	up, resp, ref := rdpServerHandshake(hop, req.X224)
 	if ref != nil {
 		hop.Close()
-		return nil, tag, nil, policy, ref
+		return nil, tag, nil, policy, false, ref
 	}
 	if cc, err := rdcleanpath.ParseConfirm(resp.X224); err == nil && cc.Protocol&(protocolHybrid|protocolHybridEx) != 0 {
 		policy.NLA = true
 	}
-	return up, tag, resp, policy, nil
+	return up, tag, resp, policy, prof.Record, nil
 }
 
 // The RDP security protocols of MS-RDPBCGR 2.2.1.2.1 that run CredSSP.

@@ -80,12 +80,16 @@ func tlsRDPEcho(tb testing.TB) string {
 
 // rdpWebBenchPath starts a gateway, a session's tls connector to target
 // and returns a dial func giving an RDCleanPath connection past the
-// answer and the Connect Initial, ready for RDP frames.
-func rdpWebBenchPath(b testing.TB, target string) (dial func() net.Conn, base, token string) {
+// answer and the Connect Initial, ready for RDP frames. mod, if set,
+// changes the desktop profile.
+func rdpWebBenchPath(b testing.TB, target string, mod func(*Profile)) (dial func() net.Conn, base, token string) {
 	dir := b.TempDir()
 	cfg := testConfig(b, dir, time.Second, 100, benchUser)
 	p := desktopProfile()
 	p.RDP = true
+	if mod != nil {
+		mod(&p)
+	}
 	cfg.Profiles = []Profile{p}
 	g, url, cancel, done := serveGateway(b, cfg)
 	b.Cleanup(func() { cancel(); <-done; g.Close(); cfg.Store.Close() })
@@ -238,7 +242,7 @@ func benchConnRoundTrip(b *testing.B, c net.Conn, msg []byte) {
 func BenchmarkRDPWebPath(b *testing.B) {
 	chunk, msg := frames(64<<10), frames(64)
 	b.Run("rdcleanpath", func(b *testing.B) {
-		dial, _, _ := rdpWebBenchPath(b, tlsRDPEcho(b))
+		dial, _, _ := rdpWebBenchPath(b, tlsRDPEcho(b), nil)
 		b.Run("throughput", func(b *testing.B) { benchConnThroughput(b, dial(), chunk) })
 		b.Run("roundtrip", func(b *testing.B) { benchConnRoundTrip(b, dial(), msg) })
 	})

@@ -408,7 +408,7 @@ func TestRDPWebBrowser(t *testing.T) {
 // in by closes it at once (the RDP server here is a stand-in that never
 // closes on its own, so only the gateway can end it).
 func TestRDPWebRevokedToken(t *testing.T) {
-	dial, base, secret := rdpWebBenchPath(t, tlsRDPEcho(t))
+	dial, base, secret := rdpWebBenchPath(t, tlsRDPEcho(t), nil)
 	c := dial()
 	defer c.Close()
 	msg := frames(64)

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"bytes"
 	"cmp"
 	"compress/gzip"
 	"context"
@@ -64,12 +65,13 @@ func (g *Gateway) recordable(s *session.Session, conn string) bool {
 	return ok && p.Record && connectorView(p, conn) == contract.ViewVNC
 }
 
-// startRecording opens a recording of one viewer connection.
-func (g *Gateway) startRecording(s *session.Session, conn, user string) (*recording.Writer, string, error) {
-	if !recordingSess.MatchString(s.ID) {
-		return nil, "", fmt.Errorf("session id %q cannot name a recording directory", s.ID)
+// startRecording opens a recording of one viewer connection to session
+// sid, of kind (recording.KindVNC, recording.KindRDP).
+func (g *Gateway) startRecording(sid, conn, user, kind string) (*recording.Writer, string, error) {
+	if !recordingSess.MatchString(sid) {
+		return nil, "", fmt.Errorf("session id %q cannot name a recording directory", sid)
 	}
-	dir := filepath.Join(g.recordingsDir(), s.ID)
+	dir := filepath.Join(g.recordingsDir(), sid)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, "", fmt.Errorf("recording directory: %w", err)
 	}
@@ -80,7 +82,7 @@ func (g *Gateway) startRecording(s *session.Session, conn, user string) (*record
 	if maxBytes == 0 {
 		maxBytes = 1 << 30
 	}
-	w, err := recording.Create(filepath.Join(dir, name+".fbs.gz"), recording.Meta{Session: s.ID, User: user, Connector: conn}, maxBytes, g.now)
+	w, err := recording.Create(filepath.Join(dir, name+".fbs.gz"), recording.Meta{Session: sid, User: user, Connector: conn, Kind: kind}, maxBytes, g.now)
 	if err != nil {
 		return nil, "", err
 	}
@@ -96,7 +98,7 @@ func (g *Gateway) tapRecording(resp *http.Response, s *session.Session, conn, us
 	if !ok {
 		return errors.New("record: upgraded connection is not writable")
 	}
-	w, name, err := g.startRecording(s, conn, user)
+	w, name, err := g.startRecording(s.ID, conn, user, recording.KindVNC)
 	if err != nil {
 		g.log.ErrorContext(g.ctx, "recording refused the viewer", "session", s.ID, "user", user, "error", err)
 		return fmt.Errorf("record %s: %w", s.ID, err)
@@ -149,14 +151,38 @@ func (g *Gateway) listRecordings() ([]recordingInfo, error) {
 			if b, err := os.ReadFile(filepath.Join(g.recordingsDir(), sd.Name(), base+".json")); err == nil && json.Unmarshal(b, &ri.Meta) == nil {
 				ri.Complete = true
 				ri.Session = sd.Name() // the directory, not what a file says
-			} else if ms, err := strconv.ParseInt(base[:13], 10, 64); err == nil {
-				ri.Started = time.UnixMilli(ms).UTC()
+			} else {
+				if ms, err := strconv.ParseInt(base[:13], 10, 64); err == nil {
+					ri.Started = time.UnixMilli(ms).UTC()
+				}
+				// No sidecar to say what it is: an RDP recording's
+				// first block does.
+				if h, ok := peekRDP(filepath.Join(g.recordingsDir(), sd.Name(), base+".fbs.gz")); ok {
+					ri.Kind, ri.RDP = recording.KindRDP, &h
+				}
+			}
+			if ri.Kind == "" {
+				ri.Kind = recording.KindVNC // a sidecar from before RDP recordings
 			}
 			out = append(out, ri)
 		}
 	}
 	slices.SortFunc(out, func(a, b recordingInfo) int { return strings.Compare(b.Name, a.Name) })
 	return out, nil
+}
+
+// peekRDP reads the RDP header of the recording at path, if it is one.
+func peekRDP(path string) (recording.RDPHeader, bool) {
+	f, err := os.Open(path)
+	if err != nil {
+		return recording.RDPHeader{}, false
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		return recording.RDPHeader{}, false
+	}
+	return recording.PeekRDP(zr)
 }
 
 // GET /api/v1/admin/recordings
@@ -335,8 +361,12 @@ func (g *Gateway) recordingsPage(w http.ResponseWriter, r *http.Request) error {
 	}
 	rows := make([]portal.RecordingRow, 0, len(list))
 	for _, ri := range list {
-		rows = append(rows, portal.RecordingRow{Session: ri.Session, Name: ri.Name, User: ri.User, Started: ri.Started,
-			DurationMS: ri.DurationMS, FileBytes: ri.FileBytes, End: ri.End, Complete: ri.Complete})
+		row := portal.RecordingRow{Session: ri.Session, Name: ri.Name, User: ri.User, Started: ri.Started,
+			DurationMS: ri.DurationMS, FileBytes: ri.FileBytes, End: ri.End, Complete: ri.Complete, Kind: ri.Kind}
+		if ri.RDP != nil {
+			row.Channels = strings.Join(ri.RDP.Channels, ",")
+		}
+		rows = append(rows, row)
 	}
 	return g.cfg.Portal.Recordings(w, portal.RecordingsPage{Base: portal.Base{Title: "Recordings", User: id.user, Admin: true}, Recordings: rows})
 }
@@ -345,7 +375,8 @@ func (g *Gateway) recordingsPage(w http.ResponseWriter, r *http.Request) error {
 const maxReplaySpeed = 8
 
 // GET /api/v1/admin/recordings/{session}/{name}/replay?speed=N&from=MS: a
-// WebSocket that plays the recording to an RFB client (noVNC, view only):
+// WebSocket that plays the recording to an RFB client (noVNC, view only),
+// or an RDP recording to an RDCleanPath client (IronRDP; rdprecord.go):
 // the blocks before from at once, then each at its time divided by speed.
 // What the client sends is read and thrown away. Audited.
 func (g *Gateway) replayRecording(w http.ResponseWriter, r *http.Request, id identity) error {
@@ -389,6 +420,31 @@ func (g *Gateway) replayRecording(w http.ResponseWriter, r *http.Request, id ide
 		return nil // Accept has answered
 	}
 	g.audit(r.Context(), id.user, "recording_viewed", sid, r.RemoteAddr, name)
+	// One block at a time: the session's workload decides how large its
+	// recording grows, and a replay must not hold it all. The first is
+	// kept: an RDP recording's header.
+	rd, rerr := recording.NewReader(zr)
+	var first *recording.Block
+	if rerr == nil {
+		b, err := rd.Next()
+		switch {
+		case err == nil:
+			b.Data = bytes.Clone(b.Data)
+			first = &b
+		case err != io.EOF:
+			rerr = err
+		}
+	}
+	// An RDP recording says so in its first block, or (one that ended
+	// before the server's first MCS PDU: no blocks) in its sidecar.
+	var meta recording.Meta
+	if b, err := os.ReadFile(filepath.Join(g.recordingsDir(), sid, name+".json")); err == nil {
+		json.Unmarshal(b, &meta)
+	}
+	if meta.Kind == recording.KindRDP || first != nil && bytes.HasPrefix(first.Data, []byte(recording.RDPMagic)) {
+		g.replayRDP(r.Context(), c, id, sid, name, r.RemoteAddr, first, rd, speed, from)
+		return nil
+	}
 	// The client's messages (its handshake, update requests) mean
 	// nothing to a replay: read and dropped, so that its close is seen.
 	ctx, cancel := context.WithCancel(r.Context())
@@ -405,27 +461,9 @@ func (g *Gateway) replayRecording(w http.ResponseWriter, r *http.Request, id ide
 			}
 		}
 	}()
-	// One block at a time: the session's workload decides how large its
-	// recording grows, and a replay must not hold it all.
-	rd, rerr := recording.NewReader(zr)
-	start := time.Now()
-	for rerr == nil {
-		b, err := rd.Next()
-		if err != nil {
-			if err != io.EOF {
-				rerr = err
-			}
-			break
-		}
-		if int64(b.MS) > from {
-			at := start.Add(time.Duration(int64(b.MS)-from) * time.Millisecond / time.Duration(speed))
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(time.Until(at)):
-			}
-		}
-		if err := c.Write(ctx, websocket.MessageBinary, b.Data); err != nil {
+	if first != nil {
+		var gone bool
+		if gone, rerr = g.playBlocks(ctx, c, first, rd, speed, from); gone {
 			return nil
 		}
 	}

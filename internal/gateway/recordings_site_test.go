@@ -14,7 +14,7 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/airlock-hpc/airlock/internal/session"
+	"github.com/airlock-hpc/airlock/internal/recording"
 )
 
 // TestAdminAPIRefusesOtherSites: a page on a user's app host is same-site
@@ -28,7 +28,7 @@ import (
 // URL typed (Sec-Fetch-Site none); scripts with a token are unaffected.
 func TestAdminAPIRefusesOtherSites(t *testing.T) {
 	tg := startGateway(t, "", nil, "admin")
-	w, name, err := tg.g.startRecording(&session.Session{ID: "s-0123456789ab"}, "console", "alice")
+	w, name, err := tg.g.startRecording("s-0123456789ab", "console", "alice", recording.KindVNC)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +71,7 @@ func TestAdminAPIRefusesOtherSites(t *testing.T) {
 // streamed: a replay of 128 MiB allocates a small part of that.
 func TestReplayMemoryBounded(t *testing.T) {
 	tg := startGateway(t, "", nil, "admin")
-	w, name, err := tg.g.startRecording(&session.Session{ID: "s-0123456789ab"}, "console", "alice")
+	w, name, err := tg.g.startRecording("s-0123456789ab", "console", "alice", recording.KindVNC)
 	if err != nil {
 		t.Fatal(err)
 	}

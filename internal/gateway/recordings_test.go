@@ -20,7 +20,6 @@ import (
 
 	"github.com/airlock-hpc/airlock/internal/realtest"
 	"github.com/airlock-hpc/airlock/internal/recording"
-	"github.com/airlock-hpc/airlock/internal/session"
 )
 
 // replayConn is a net.Conn that reads a recorded server stream and
@@ -265,7 +264,7 @@ func TestRecordingRetention(t *testing.T) {
 		t.Helper()
 		clock := ended
 		g.now = func() time.Time { return clock }
-		w, name, err := g.startRecording(&session.Session{ID: sid}, "console", "alice")
+		w, name, err := g.startRecording(sid, "console", "alice", recording.KindVNC)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"net/http"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -26,7 +27,8 @@ const ContentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 
 // loads its inlined WebAssembly from a data: URL; its web component sets
 // inline styles (without 'unsafe-inline' for styles Chromium blocks them,
 // which TestRDPWebBrowser sees as page errors). Scripts stay 'self' only.
-// Only that page gets it.
+// Only that page gets it, and the recordings page when it lists an RDP
+// recording (its player is the same client).
 const ContentSecurityPolicyRDP = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 
 // rdpModule is the IronRDP web client's RDP backend, there once
@@ -200,6 +202,9 @@ func (p *Portal) Admin(w http.ResponseWriter, v AdminPage) error {
 
 // Recordings renders the session recordings and their player.
 func (p *Portal) Recordings(w http.ResponseWriter, v RecordingsPage) error {
+	if p.ironrdp && slices.ContainsFunc(v.Recordings, func(r RecordingRow) bool { return r.Kind == "rdp" }) {
+		w.Header().Set("Content-Security-Policy", ContentSecurityPolicyRDP)
+	}
 	return p.render(w, http.StatusOK, "recordings", v)
 }
 

@@ -184,4 +184,7 @@ type RecordingRow struct {
 	FileBytes           int64
 	End                 string
 	Complete            bool
+	// Kind is "vnc" or "rdp"; Channels, an RDP recording's client
+	// channels (comma-separated), which its replay must ask for too.
+	Kind, Channels string
 }

@@ -131,3 +131,22 @@ func ParseConfirm(cc []byte) (Confirm, error) {
 	}
 	return Confirm{}, fmt.Errorf("x224: negotiation answer type %d", neg[0])
 }
+
+// ProtocolSSL is RDP_NEG_RSP's selectedProtocol for TLS without CredSSP.
+const ProtocolSSL = 0x1
+
+// SetProtocol returns a copy of the Connection Confirm cc with its
+// negotiated protocol replaced by p. cc must be one with an RDP_NEG_RSP:
+// a refusal or an answer without negotiation is an error.
+func SetProtocol(cc []byte, p uint32) ([]byte, error) {
+	conf, err := ParseConfirm(cc)
+	if err != nil {
+		return nil, err
+	}
+	if conf.Failed || len(cc) != 19 {
+		return nil, errors.New("x224: the Connection Confirm negotiated no protocol")
+	}
+	out := append([]byte(nil), cc...)
+	binary.LittleEndian.PutUint32(out[15:], p)
+	return out, nil
+}

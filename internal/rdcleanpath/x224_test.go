@@ -68,3 +68,25 @@ func TestReadTPKT(t *testing.T) {
 		t.Error("not a TPKT: accepted")
 	}
 }
+
+// TestSetProtocol: a replay's Confirm says TLS where the recorded one said
+// CredSSP, the rest unchanged, and the original is not touched; a refusal
+// or a Confirm without negotiation is not rewritten.
+func TestSetProtocol(t *testing.T) {
+	hybrid := append([]byte(nil), ccTLS...)
+	hybrid[15] = 0x02
+	out, err := SetProtocol(hybrid, ProtocolSSL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, err := ParseConfirm(out); err != nil || c.Protocol != ProtocolSSL || !bytes.Equal(out[:15], hybrid[:15]) || hybrid[15] != 0x02 {
+		t.Fatalf("rewritten %x (%+v, %v) from %x", out, c, err, hybrid)
+	}
+	failed := append([]byte(nil), ccTLS...)
+	failed[11] = negFailure
+	for _, cc := range [][]byte{failed, ccTLS[:11], crBytes} {
+		if _, err := SetProtocol(cc, ProtocolSSL); err == nil {
+			t.Errorf("%x rewritten", cc)
+		}
+	}
+}

@@ -486,3 +486,39 @@ func TestServerBeforeMCS(t *testing.T) {
 		}
 	}
 }
+
+// TestFeedServerMCS: the server's stream is marked where its MCS traffic
+// begins (what an RDP recording keeps), after CredSSP and the Early User
+// Authorization Result, whether they come in one piece with the Connect
+// Response or apart, and at 0 for every piece after.
+func TestFeedServerMCS(t *testing.T) {
+	credssp := []byte{0x30, 0x03, 0x02, 0x01, 0x06}
+	early := []byte{0, 0, 0, 0}
+	cr := connectResponse(ioChan, 1004)
+	all := slices.Concat(credssp, early, cr, attachUserConfirm(userChan))
+	for _, step := range []int{1, 3, 5, 9, len(all)} {
+		s := New(Policy{NLA: true})
+		if _, err := s.Feed(connectInitial("cliprdr")); err != nil {
+			t.Fatal(err)
+		}
+		var pre, post []byte
+		for i := 0; i < len(all); i += step {
+			out, at, err := s.FeedServerMCS(slices.Clone(all[i:min(i+step, len(all))]))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if at < 0 {
+				pre = append(pre, out...)
+				continue
+			}
+			if len(post) > 0 && at != 0 {
+				t.Fatalf("step %d: mark at %d after MCS began", step, at)
+			}
+			pre = append(pre, out[:at]...)
+			post = append(post, out[at:]...)
+		}
+		if !bytes.Equal(pre, slices.Concat(credssp, early)) || !bytes.Equal(post, all[len(credssp)+len(early):]) {
+			t.Fatalf("step %d: before %x, from MCS %x", step, pre, post)
+		}
+	}
+}

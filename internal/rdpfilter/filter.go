@@ -127,6 +127,7 @@ type half struct {
 	server  bool
 	buf     []byte // bytes of an incomplete frame
 	scratch []byte // a replacement frame
+	mcsAt   int    // the server's: where in the last out its MCS traffic began (-1: not yet)
 }
 
 // New returns a Stream enforcing p.
@@ -152,9 +153,20 @@ func (s *Stream) Feed(in []byte) (out []byte, err error) {
 
 // FeedServer is Feed for the bytes the server sends to the client.
 func (s *Stream) FeedServer(in []byte) (out []byte, err error) {
+	out, _, err = s.FeedServerMCS(in)
+	return out, err
+}
+
+// FeedServerMCS is FeedServer that also says where in out the server's
+// MCS traffic (its Connect Response and all after it) begins: 0 when it
+// began in an earlier call, -1 when it has not begun. What comes before
+// is the security set-up (CredSSP, the Early User Authorization Result),
+// which a recording leaves out.
+func (s *Stream) FeedServerMCS(in []byte) (out []byte, mcsAt int, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.feed(&s.server, in)
+	out, err = s.feed(&s.server, in)
+	return out, s.server.mcsAt, err
 }
 
 func (s *Stream) feed(h *half, in []byte) (out []byte, err error) {
@@ -167,6 +179,10 @@ func (s *Stream) feed(h *half, in []byte) (out []byte, err error) {
 		b = h.buf
 	}
 	n, w := 0, 0 // read and write positions: frames dropped or shortened move the rest down
+	h.mcsAt = -1
+	if s.ids != nil {
+		h.mcsAt = 0
+	}
 	for n < len(b) {
 		l, err := s.frameLen(h, b[n:])
 		if err != nil {
@@ -183,6 +199,9 @@ func (s *Stream) feed(h *half, in []byte) (out []byte, err error) {
 		}
 		if len(keep) > 0 && (w != n || &keep[0] != &b[n]) {
 			copy(b[w:], keep) // never longer than the frame it replaces
+		}
+		if h.server && h.mcsAt < 0 && s.ids != nil {
+			h.mcsAt = w // this frame was the Connect Response
 		}
 		w += len(keep)
 		n += l

@@ -34,7 +34,8 @@ type Meta struct {
 	Ended     time.Time `json:"ended"`
 	// DurationMS is the time of the last block.
 	DurationMS int64 `json:"duration_ms"`
-	// RFBBytes is the recorded RFB data; FileBytes the .fbs.gz file.
+	// RFBBytes is the recorded RFB data (RDP data, header block included,
+	// in an RDP recording); FileBytes the .fbs.gz file.
 	RFBBytes  int64  `json:"rfb_bytes"`
 	FileBytes int64  `json:"file_bytes"`
 	SHA256    string `json:"sha256"`
@@ -48,6 +49,11 @@ type Meta struct {
 	PointerEvents int64  `json:"pointer_events"`
 	PointerEnd    string `json:"pointer_end,omitempty"`
 	Format        string `json:"format"`
+	// Kind is what the data is: "vnc" (RFB; also a sidecar without the
+	// field, from before RDP recordings) or "rdp".
+	Kind string `json:"kind,omitempty"`
+	// RDP is an RDP recording's header (rdp.go), from its first block.
+	RDP *RDPHeader `json:"rdp,omitempty"`
 }
 
 // Writer records one connection. Its Write never fails the caller: a

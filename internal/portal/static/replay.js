@@ -1,13 +1,17 @@
 // The recordings page's player: noVNC's own RFB client, view only, on the
 // gateway's replay WebSocket, which plays the recorded server stream paced
 // by its timestamps (at a speed, from a point: the blocks before it are
-// sent at once so the screen is whole).
+// sent at once so the screen is whole). An RDP recording plays in IronRDP
+// instead (replay-rdp.js, loaded when one is played).
 import RFB from '/static/vendor/novnc/core/rfb.js';
 import { api } from './api.js';
 
 const $ = (id) => document.getElementById(id);
 let rfb = null;
 let current = null;
+let kind = 'vnc';
+let channels = [];
+let rdpPlayer = null; // replay-rdp.js, once an RDP recording was played
 // The viewer's pointer track ({ms, x, y, buttons}, in order), drawn over
 // the replayed screen: the server's stream has no pointer (viewers draw
 // their own), so the recording keeps it beside.
@@ -54,10 +58,31 @@ function drawPointer(canvas, e) {
   window.airlockReplayPointer = { x: e.x, y: e.y, buttons: e.buttons, ms: e.ms };
 }
 
+async function playRDP() {
+  const screen = $('replay-screen');
+  if ($('player').dataset.ironrdp !== 'true') {
+    const p = document.createElement('p');
+    p.id = 'replay-error';
+    p.className = 'error';
+    p.textContent = 'This is an RDP recording, and the IronRDP web client was not built into this gateway (run make web): download it instead.';
+    screen.replaceChildren(p);
+    window.airlockReplay = 'failed:no IronRDP';
+    return;
+  }
+  rdpPlayer = rdpPlayer || await import('./replay-rdp.js');
+  rdpPlayer.play(screen, current, Number($('speed').value), Number($('seek').value), channels);
+}
+
 async function play() {
   if (!current) return;
   if (rfb) rfb.disconnect();
+  rfb = null;
+  if (rdpPlayer) rdpPlayer.stop();
   cancelAnimationFrame(frame);
+  if (kind === 'rdp') {
+    playRDP();
+    return;
+  }
   const id = current;
   await loadTrack(id);
   if (id !== current) return;
@@ -110,6 +135,8 @@ document.addEventListener('click', (ev) => {
   const btn = ev.target.closest('[data-play]');
   if (!btn) return;
   current = btn.dataset.play;
+  kind = btn.dataset.kind || 'vnc';
+  channels = (btn.dataset.channels || '').split(',').filter(Boolean);
   $('player').hidden = false;
   $('player-h').textContent = `Replay ${current}`;
   $('seek').max = btn.dataset.length;
