@@ -128,11 +128,15 @@ func build(t testing.TB, pkg, name, cgo string) string {
 		if err := os.MkdirAll(base, 0o755); err != nil {
 			t.Fatal(err)
 		}
+		sweepBinDirs(base)
 		dir, err := os.MkdirTemp(base, "bin-")
 		if err != nil {
 			t.Fatal(err)
 		}
 		os.Chmod(dir, 0o755)
+		if err := os.WriteFile(filepath.Join(dir, binOwnerFile), []byte(procStamp(os.Getpid())), 0o644); err != nil {
+			t.Fatal(err)
+		}
 		binDir = dir
 	}
 	path := filepath.Join(binDir, name)
@@ -145,6 +149,55 @@ func build(t testing.TB, pkg, name, cgo string) string {
 	}
 	built[name] = path
 	return path
+}
+
+// binOwnerFile names the test process a bin- directory is for.
+const binOwnerFile = "owner"
+
+// sweepBinDirs removes the bin- directories under base of test processes
+// that are gone. Nothing runs when a test process exits, so each leaves
+// its binaries (about 200 MB) behind; a full `make test` makes some sixty
+// such processes, and they filled this machine's disk before this sweep.
+// A directory without an owner (being made now, or made before owners
+// were written) is left alone for an hour.
+func sweepBinDirs(base string) {
+	ents, err := os.ReadDir(base)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if !e.IsDir() || !strings.HasPrefix(e.Name(), "bin-") {
+			continue
+		}
+		dir := filepath.Join(base, e.Name())
+		owner, err := os.ReadFile(filepath.Join(dir, binOwnerFile))
+		if err != nil {
+			fi, err := e.Info()
+			if err != nil || time.Since(fi.ModTime()) < time.Hour {
+				continue
+			}
+		} else if pid, err := strconv.Atoi(strings.Fields(string(owner) + " x")[0]); err == nil && procStamp(pid) == string(owner) {
+			continue // its process runs
+		}
+		os.RemoveAll(dir)
+	}
+}
+
+// procStamp names process pid for as long as it runs: its pid and start
+// time (a pid alone may be reused); "" if there is no such process.
+func procStamp(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ""
+	}
+	// Fields after the command's closing parenthesis: state is the
+	// first, the start time (field 22 of stat) the twentieth.
+	i := strings.LastIndexByte(string(b), ')')
+	f := strings.Fields(string(b[i+1:]))
+	if i < 0 || len(f) < 20 {
+		return ""
+	}
+	return fmt.Sprintf("%d %s", pid, f[19])
 }
 
 func moduleRoot() string {
