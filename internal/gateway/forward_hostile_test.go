@@ -78,9 +78,11 @@ func TestForwardNodeOpensStreams(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Within the stream's window: yamux itself takes it.
+	// Within the stream's window: yamux itself takes it, unless the
+	// gateway has closed the tunnel already (broken pipe), which is the
+	// outcome wanted below.
 	if _, err := st.Write(bytes.Repeat([]byte("x"), 200<<10)); err != nil {
-		t.Fatalf("write into the stream: %v", err)
+		t.Logf("write into the stream: %v (the tunnel is closed already)", err)
 	}
 	select {
 	case <-mux.CloseChan():

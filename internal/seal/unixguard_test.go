@@ -183,7 +183,9 @@ func TestUnixGuardConnect(t *testing.T) {
 			t.Errorf("connect to a missing socket: %v, want ENOENT", err)
 		}
 	})
-	if waitCount(own, 1); own.Load() != 1 || listedN.Load() != 1 {
+	// Each listener counts in its own goroutine: wait for both.
+	waitCount(own, 1)
+	if waitCount(listedN, 1); own.Load() != 1 || listedN.Load() != 1 {
 		t.Errorf("accepted: own %d, listed %d; want 1 each", own.Load(), listedN.Load())
 	}
 	if hostN.Load() != 0 {
@@ -192,7 +194,7 @@ func TestUnixGuardConnect(t *testing.T) {
 }
 
 func waitCount(n *atomic.Int32, want int32) {
-	deadline := time.Now().Add(2 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for n.Load() < want && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
