@@ -24,7 +24,7 @@ import (
 //
 //	go test -run '^$' -bench BenchmarkKioskEgress -benchtime 1x ./internal/runner/
 func BenchmarkKioskEgress(b *testing.B) {
-	needKioskTools(b)
+	needKioskTools(b, "chromium")
 	m := modes(b)[0]
 	ca := newCA(b, "airlock kiosk bench CA")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
