@@ -244,10 +244,9 @@ func prepareChromium(k *contract.KioskSpec, origin, etc string) error {
 
 // kioskSetup is what the runner made for a kiosk outside the seal.
 type kioskSetup struct {
-	etc       string // the stand-in for the browser's /etc directory
-	etcTarget string // which: /etc/chromium or /etc/firefox-esr
-	proxy     *egressproxy.Proxy
-	audit     *egressAudit
+	binds []seal.Bind // the browser's policy directories
+	proxy *egressproxy.Proxy
+	audit *egressAudit
 }
 
 // prepareKiosk writes the session's browser configuration in its scratch
@@ -258,18 +257,18 @@ func (r *run) prepareKiosk(st *setup) error {
 	if err != nil {
 		return fmt.Errorf("kiosk: %w", err)
 	}
-	var etc, etcTarget string
+	var binds []seal.Bind
 	switch k.Browser {
 	case "firefox":
-		etc, etcTarget = filepath.Join(st.scratch, "kiosk-etc-firefox"), firefoxEtc
-		if err := prepareFirefox(k, etc); err != nil {
+		if binds, err = prepareFirefox(k, filepath.Join(st.scratch, "kiosk-firefox")); err != nil {
 			return fmt.Errorf("kiosk: %w", err)
 		}
 	default:
-		etc, etcTarget = filepath.Join(st.scratch, "kiosk-etc-chromium"), "/etc/chromium"
+		etc := filepath.Join(st.scratch, "kiosk-etc-chromium")
 		if err := prepareChromium(k, origin, etc); err != nil {
 			return fmt.Errorf("kiosk: %w", err)
 		}
+		binds = []seal.Bind{{Source: etc, Target: "/etc/chromium"}}
 	}
 	audit := newEgressAudit(r, time.Now)
 	proxy, err := egressproxy.New(egressproxy.Config{
@@ -283,7 +282,7 @@ func (r *run) prepareKiosk(st *setup) error {
 	if r.cfg.Register != nil {
 		go audit.run()
 	}
-	st.kiosk = &kioskSetup{etc: etc, etcTarget: etcTarget, proxy: proxy, audit: audit}
+	st.kiosk = &kioskSetup{binds: binds, proxy: proxy, audit: audit}
 	return nil
 }
 
@@ -403,7 +402,7 @@ func (a *egressAudit) finish() {
 // the proxy's egress port and the browser.
 func (r *run) kioskSeal(ctx context.Context, scfg *seal.Config, ks *kioskSetup, env []string) {
 	k := r.spec.Kiosk
-	scfg.Binds = append(scfg.Binds, seal.Bind{Source: ks.etc, Target: ks.etcTarget})
+	scfg.Binds = append(scfg.Binds, ks.binds...)
 	if scfg.EgressLocal == nil {
 		scfg.EgressLocal = map[int]func(context.Context) (net.Conn, error){}
 	}
@@ -413,8 +412,10 @@ func (r *run) kioskSeal(ctx context.Context, scfg *seal.Config, ks *kioskSetup, 
 	}
 	env = slices.DeleteFunc(slices.Clone(env), func(e string) bool { return strings.HasPrefix(e, "HOME=") })
 	env = append(env, "HOME="+kioskProfileDir+"/home", "DISPLAY="+cmp.Or(k.Display, ":1"))
+	wm := []string{"kiosk-wm", "--display", cmp.Or(k.Display, ":1")}
 	var browser []string
 	if k.Browser == "firefox" {
+		wm = append(wm, "--mkdir", kioskProfileDir+"/profile", "--mkdir", kioskProfileDir+"/home")
 		// Firefox's own crash reporter would offer to send a report (a
 		// window, and a way out if the proxy allowed it).
 		env = append(env, "MOZ_CRASHREPORTER_DISABLE=1")
@@ -426,7 +427,7 @@ func (r *run) kioskSeal(ctx context.Context, scfg *seal.Config, ks *kioskSetup, 
 	// ends with it (internal/kioskwm).
 	scfg.Processes = append(scfg.Processes, seal.Process{
 		Name: "kiosk-browser", Role: seal.Helper, Essential: true, Env: env, Dir: "/", Listener: -1, Self: true,
-		Argv: append([]string{"kiosk-wm", "--display", cmp.Or(k.Display, ":1"), "--"}, browser...),
+		Argv: append(append(wm, "--"), browser...),
 	})
 }
 

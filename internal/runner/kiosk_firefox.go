@@ -14,26 +14,33 @@ import (
 
 	"github.com/airlock-hpc/airlock/internal/contract"
 	"github.com/airlock-hpc/airlock/internal/egressproxy"
+	"github.com/airlock-hpc/airlock/internal/seal"
 )
 
-// A firefox kiosk runs Debian's firefox-esr. Its enterprise policies are
-// read from SysConfD/policies/policies.json, SysConfD being /etc/firefox-esr
-// for Debian's build (the file there wins over the install directory's
-// distribution/policies.json), so the runner bind-mounts a per-session
-// directory read-only over /etc/firefox-esr in the seal, as it does over
-// /etc/chromium for Chromium.
+// A firefox kiosk runs Debian's firefox-esr. It reads its enterprise
+// policies from /etc/firefox/policies/policies.json if that exists (the
+// build's SysConfD is /etc/firefox, not /etc/firefox-esr: checked with
+// about:policies), else from distribution/policies.json in its install
+// directory. The runner bind-mounts a per-session directory read-only
+// over /usr/lib/firefox-esr/distribution in the seal, and, if the node
+// has /etc/firefox/policies, an empty one over that, so the file read is
+// always the session's.
 //
 // Firefox's WebsiteFilter takes WebExtension match patterns, which have a
 // host but no port: the policy alone would let the kiosk open any port of
 // the site's host. The egress proxy is what holds it to HOST:PORT; the
 // filter is the second layer that keeps the window on the site's hosts.
 
-// firefoxEtc is where firefox-esr looks for its system configuration.
-const firefoxEtc = "/etc/firefox-esr"
+// firefoxDist is firefox-esr's distribution directory (Debian's install
+// directory is /usr/lib/firefox-esr).
+const firefoxDist = "/usr/lib/firefox-esr/distribution"
+
+// firefoxSysPolicies would override firefoxDist's policies.json.
+const firefoxSysPolicies = "/etc/firefox/policies"
 
 // firefoxNoDownloads is the download directory the policy fixes: a
 // directory of the read-only bind, so no download can be written.
-const firefoxNoDownloads = firefoxEtc + "/no-downloads"
+const firefoxNoDownloads = firefoxDist + "/no-downloads"
 
 // firefoxHostPattern is the match pattern for every https URL on host.
 func firefoxHostPattern(host string) string {
@@ -128,61 +135,59 @@ func firefoxPolicy(k *contract.KioskSpec, caFiles []string) (map[string]any, err
 	return pol, nil
 }
 
-// prepareFirefox writes the session's /etc/firefox-esr stand-in in etc:
-// the package's own files, the policies and the CA certificates.
-func prepareFirefox(k *contract.KioskSpec, etc string) error {
+// prepareFirefox writes the session's distribution directory (policies
+// and CA certificates) under dir and returns the binds that put it in
+// place in the seal.
+func prepareFirefox(k *contract.KioskSpec, dir string) ([]seal.Bind, error) {
 	// The bind needs its target, which Debian's firefox-esr package
 	// makes; say what is missing rather than fail in the seal's mounts.
-	if fi, err := os.Stat(firefoxEtc); err != nil || !fi.IsDir() {
-		return errors.New(firefoxEtc + " is not a directory on this node: is firefox-esr installed?")
+	if fi, err := os.Stat(firefoxDist); err != nil || !fi.IsDir() {
+		return nil, errors.New(firefoxDist + " is not a directory on this node: is firefox-esr installed?")
 	}
-	policies := filepath.Join(etc, "policies")
-	noDownloads := filepath.Join(etc, "no-downloads")
-	for _, d := range []string{etc, policies, noDownloads} {
+	dist := filepath.Join(dir, "distribution")
+	empty := filepath.Join(dir, "no-system-policies")
+	noDownloads := filepath.Join(dist, "no-downloads")
+	for _, d := range []string{dir, dist, noDownloads, empty} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
-			return err
+			return nil, err
 		}
 		// Readable by the owner in root mode: the modes of the
 		// directory count through the bind, not its parents'.
 		os.Chmod(d, 0o755)
 	}
-	// The package's preferences (firefox-esr.js), so the browser behaves
-	// as the node's does otherwise.
-	ents, _ := os.ReadDir(firefoxEtc)
-	for _, e := range ents {
-		if !e.Type().IsRegular() {
-			continue
-		}
-		if b, err := os.ReadFile(filepath.Join(firefoxEtc, e.Name())); err == nil {
-			if err := os.WriteFile(filepath.Join(etc, e.Name()), b, 0o644); err != nil {
-				return err
-			}
-		}
-	}
+	// The package's search plugins are left out: a kiosk has no search.
 	var caFiles []string
 	if k.CAPEM != "" {
 		cas, err := kioskCAs(k.CAPEM)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		for i, c := range cas {
 			der, _ := base64.StdEncoding.DecodeString(c)
 			name := fmt.Sprintf("ca-%d.pem", i+1)
-			if err := os.WriteFile(filepath.Join(policies, name), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-				return err
+			if err := os.WriteFile(filepath.Join(dist, name), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+				return nil, err
 			}
-			caFiles = append(caFiles, firefoxEtc+"/policies/"+name)
+			caFiles = append(caFiles, firefoxDist+"/"+name)
 		}
 	}
 	pol, err := firefoxPolicy(k, caFiles)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	b, _ := json.MarshalIndent(map[string]any{"policies": pol}, "", "  ")
-	if err := os.WriteFile(filepath.Join(policies, "policies.json"), b, 0o644); err != nil {
-		return fmt.Errorf("write policy: %w", err)
+	if err := os.WriteFile(filepath.Join(dist, "policies.json"), b, 0o644); err != nil {
+		return nil, fmt.Errorf("write policy: %w", err)
 	}
-	return nil
+	binds := []seal.Bind{{Source: dist, Target: firefoxDist}}
+	if fi, err := os.Stat(firefoxSysPolicies); err == nil && fi.IsDir() {
+		binds = append(binds, seal.Bind{Source: empty, Target: firefoxSysPolicies})
+	} else if err == nil || !errors.Is(err, os.ErrNotExist) {
+		// A file, or something we cannot look at: Firefox could read a
+		// policies.json through it that we cannot hide.
+		return nil, fmt.Errorf("%s is not a directory the kiosk can hide: %v", firefoxSysPolicies, err)
+	}
+	return binds, nil
 }
 
 // firefoxArgv starts firefox-esr on url in kiosk mode with the session's

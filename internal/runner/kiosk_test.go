@@ -114,8 +114,8 @@ var (
 			{0xffe3, 'n'}, {0xffe3, 't'}, {0xffe3, 0xffe1, 'N'}, {0xffc9}, {0xffe3, 0xffe1, 'I'},
 			{0xffe3, 0xffe1, 'J'}, {0xffe3, 'p'}, {0xffe3, 's'}, {0xffe3, 'o'}, {0xffe3, 'u'},
 		}}
-	firefoxKiosk = kioskBrowser{name: "firefox", etc: "/etc/firefox-esr",
-		policy: "/etc/firefox-esr/policies/policies.json",
+	firefoxKiosk = kioskBrowser{name: "firefox", etc: "/usr/lib/firefox-esr/distribution",
+		policy: "/usr/lib/firefox-esr/distribution/policies.json",
 		shortcuts: [][]uint32{
 			{0xffe3, 'n'}, {0xffe3, 0xffe1, 'P'}, {0xffc9}, {0xffe3, 0xffe1, 'I'},
 			{0xffe3, 0xffe1, 'J'}, {0xffe3, 'p'}, {0xffe3, 's'}, {0xffe3, 'o'},
