@@ -1,6 +1,7 @@
 package runner_test
 
 import (
+	"bytes"
 	"cmp"
 	"crypto/tls"
 	"encoding/json"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -301,6 +303,21 @@ func testKiosk(t *testing.T, m mode, close bool, b kioskBrowser) {
 		t.Errorf("visible windows after the shortcuts: %q, want the kiosk's alone", windows)
 	}
 
+	if b.name == "firefox" {
+		checkFirefoxSandbox(t, id)
+	}
+
+	// Ctrl+N's window was asked for and refused (Firefox may open it
+	// after the block page is drawn).
+	if err := realtest.WaitFor(30*time.Second, func() error {
+		if !strings.Contains(r.Stderr.String(), "a second window refused") {
+			return errors.New("the window manager has not reported refusing a second window")
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
+	}
+
 	if close {
 		// Closing the window ends the session.
 		view.Chord(0xffe3, 'w') // Control_L + w
@@ -311,9 +328,6 @@ func testKiosk(t *testing.T, m mode, close bool, b kioskBrowser) {
 	ev := r.WaitExit(t, 60*time.Second)
 	if !strings.Contains(ev.Reason, "kiosk-browser") {
 		t.Errorf("session ended with %q, want the browser's exit", ev.Reason)
-	}
-	if !strings.Contains(r.Stderr.String(), "a second window refused") {
-		t.Errorf("the window manager did not report refusing the second window")
 	}
 
 	if n := otherHits.Load(); n != 0 {
@@ -358,6 +372,85 @@ func killBrowser(t *testing.T, id string) {
 		return
 	}
 	t.Fatal("the kiosk's browser process not found")
+}
+
+// checkFirefoxSandbox: the kiosk's Firefox web content processes run in
+// Firefox's sandbox inside the seal as they do outside it: a seccomp
+// filter, user, network and IPC namespaces of their own, and a chroot to
+// an empty directory. (Firefox leaves them in the browser's PID
+// namespace outside the seal too.)
+func checkFirefoxSandbox(t *testing.T, id string) {
+	t.Helper()
+	main := 0
+	for _, pid := range realtest.ProcessesOf("?" + id) {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err == nil && strings.Contains(string(b), "--kiosk") && !strings.Contains(string(b), "kiosk-wm") {
+			main = pid
+		}
+	}
+	if main == 0 {
+		t.Fatal("the kiosk's firefox not found")
+	}
+	nsOf := func(pid int, ns string) string {
+		l, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/%s", pid, ns))
+		return l
+	}
+	ents, _ := os.ReadDir("/proc")
+	content := 0
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		// Firefox's web content processes are its fork server's children.
+		if !strings.Contains(string(cmdline), "-contentproc") || !descends(pid, main) {
+			continue
+		}
+		// The processes that render a site (preallocated ones and the
+		// fork server's fresh children are still setting up theirs).
+		if !strings.HasPrefix(string(status), "Name:\tIsolated Web Co") {
+			continue
+		}
+		content++
+		if !strings.Contains(string(status), "\nSeccomp:\t2\n") {
+			t.Errorf("content process %d has no seccomp filter", pid)
+		}
+		if root, _ := os.Readlink(fmt.Sprintf("/proc/%d/root", pid)); root == "/" || root == "" {
+			t.Errorf("content process %d is not chrooted (root %q)", pid, root)
+		}
+		for _, ns := range []string{"user", "net", "ipc"} {
+			if a, b := nsOf(pid, ns), nsOf(main, ns); a == "" || a == b {
+				t.Errorf("content process %d shares the browser's %s namespace (%s)", pid, ns, a)
+			}
+		}
+	}
+	if content == 0 {
+		t.Error("no firefox web content process (Isolated Web Content) found")
+	}
+	t.Logf("%d firefox web content processes checked: seccomp, chroot, own user, network and IPC namespaces", content)
+}
+
+// descends: process pid is a descendant of ancestor.
+func descends(pid, ancestor int) bool {
+	for range 64 {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return false
+		}
+		// pid (comm) state ppid ...: comm may hold spaces.
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(f) < 2 {
+			return false
+		}
+		if pid, _ = strconv.Atoi(f[1]); pid == ancestor {
+			return true
+		} else if pid <= 1 {
+			return false
+		}
+	}
+	return false
 }
 
 // listeningPorts are the TCP ports of the listening sockets process pid
