@@ -126,6 +126,11 @@ func firefoxPolicy(k *contract.KioskSpec, caFiles []string) (map[string]any, err
 			// (Firefox sends loopback direct unless told).
 			"network.proxy.allow_hijacking_localhost": locked(true),
 			"browser.sessionstore.resume_from_crash":  locked(false),
+			// No location lookups: the proxy would refuse them, and each
+			// would be an audited refusal.
+			"geo.enabled":                   locked(false),
+			"browser.region.update.enabled": locked(false),
+			"browser.region.network.url":    locked(""),
 		},
 		"Certificates": map[string]any{"ImportEnterpriseRoots": false, "Install": caFiles},
 	}
