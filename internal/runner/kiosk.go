@@ -181,11 +181,15 @@ func kioskPolicy(k *contract.KioskSpec, origin string) (map[string]any, error) {
 		"BrowserSignin":             0,
 		"SyncDisabled":              true,
 		"DefaultPopupsSetting":      2, // no pop-up windows
-		"TranslateEnabled":          false,
-		"MetricsReportingEnabled":   false,
-		"BackgroundModeEnabled":     false,
-		"DnsOverHttpsMode":          "off",
-		"ScreenCaptureAllowed":      false,
+		// No preconnecting to a link's host on hover or mouse-down:
+		// the proxy would be asked for (and refuse, and report) hosts
+		// the policy blocks anyway.
+		"NetworkPredictionOptions": 2,
+		"TranslateEnabled":         false,
+		"MetricsReportingEnabled":  false,
+		"BackgroundModeEnabled":    false,
+		"DnsOverHttpsMode":         "off",
+		"ScreenCaptureAllowed":     false,
 		// No "proceed anyway" past a certificate warning: the site's
 		// TLS is the kiosk's guard against anyone between it and the
 		// proxy's destination.

@@ -171,7 +171,7 @@ func testKiosk(t *testing.T, m mode, close bool, b kioskBrowser) {
 					echo nested-done'
 				echo done
 				} > "$OUT" 2>&1`},
-				"env": map[string]string{"OUT": attackOut, "ETC": b.etc, "POL": b.policy, "MARK": id}, "dir": "/"},
+				"env": map[string]string{"OUT": attackOut, "ETC": b.etc, "POL": b.policy, "MARK": hub}, "dir": "/"},
 			// Which windows are on the screen once the test says so.
 			map[string]any{"argv": []string{"sh", "-c", `while [ ! -e "$GO" ]; do sleep 0.1; done
 				for w in $(xdotool search --onlyvisible --name .); do
@@ -243,7 +243,7 @@ func testKiosk(t *testing.T, m mode, close bool, b kioskBrowser) {
 			t.Errorf("the attack in a user namespace of its own did not run:\n%s", b)
 		}
 		// The file the browser reads is this session's (it names the
-		// site's URL, which has the session's id).
+		// site, on a port of this test's own).
 		if !strings.Contains(string(b), "policy is the session's") {
 			t.Errorf("the policy file in the seal is not the session's:\n%s", b)
 		}
