@@ -542,7 +542,14 @@ func tryResults(path string) (map[string]probeResult, error) {
 // break off, no request arrives, the screen does not show it): the CA the other
 // kiosk tests trust is trusted through the policy, not by accident.
 func TestKioskUntrustedSite(t *testing.T) {
-	needKioskTools(t, "chromium")
+	for _, b := range []kioskBrowser{chromiumKiosk, firefoxKiosk} {
+		t.Run(b.name, func(t *testing.T) { testKioskUntrusted(t, b) })
+	}
+}
+
+func testKioskUntrusted(t *testing.T, b kioskBrowser) {
+	exe := map[string]string{"chromium": "chromium", "firefox": "firefox-esr"}[b.name]
+	needKioskTools(t, exe)
 	m := modes(t)[0]
 	ca := newCA(t, "airlock kiosk untrusted CA")
 	other := echoListen(t, "tcp", "127.0.0.1:0").Addr().String()
@@ -558,7 +565,7 @@ func TestKioskUntrustedSite(t *testing.T) {
 			"name": "console", "kind": "vnc", "target": "127.0.0.1:5901", "listen": "tcp:127.0.0.1:0",
 		}},
 		"ticket_key_file": key,
-		"kiosk":           map[string]any{"url": "https://" + hub + "/", "geometry": "480x320"},
+		"kiosk":           map[string]any{"url": "https://" + hub + "/", "browser": b.name, "geometry": "480x320"},
 	}, realtest.RunOptions{As: m.as})
 	view := dialRFB(t.Context(), t, r.Ready.Endpoints["console"], r.Ready.TLSSHA256,
 		sign(t, ticket.Claims{Session: id, Connector: "console", User: m.owner.Name, Mode: ticket.Control}))
@@ -577,7 +584,7 @@ func TestKioskUntrustedSite(t *testing.T) {
 		if err := view.Update(false); err != nil {
 			return err
 		}
-		// Chromium's certificate warning: text, not a blank page (the
+		// The browser's certificate warning: text, not a blank page (the
 		// pointer, parked in the corner, does not count).
 		if n := darkPixels(view, 32); n < 200 || greenShare(view) > 0.1 {
 			return fmt.Errorf("screen: %d dark pixels, %.0f%% the site's", n, greenShare(view)*100)
