@@ -14,6 +14,7 @@ pkgs=(
   slapd ldap-utils  # the real LDAP server the auth tests bind to
   dovecot-imapd exim4-daemon-light # the real IMAP and SMTP servers the mail login tests start by hand
   chromium          # headless browser for the portal's end-to-end tests
+  firefox-esr       # kiosk.browser: firefox (TestKioskFirefox runs it in the seal)
   qemu-system-x86 qemu-utils # vm sessions (TCG when there is no /dev/kvm)
   busybox-static kmod # the tiny guest the vm tests build (initramfs, depmod)
   samba             # smbd: QEMU's built-in SMB share for Windows guests

@@ -453,8 +453,9 @@ type KioskProfile struct {
 	// URL is the site: https:// with a host name or IP address (the
 	// session's proxy tunnels TLS only). Required.
 	URL string `yaml:"url"`
-	// Browser is chromium, the only one for now (Firefox's policies can
-	// hold it to a host but not to a port). Default "chromium".
+	// Browser is chromium or firefox (Debian's firefox-esr). Firefox's
+	// policies hold it to the site's host on any port; the session's
+	// proxy holds it to HOST:PORT. Default "chromium".
 	Browser string `yaml:"browser"`
 	// Allow are more HOST:PORT destinations the session's proxy lets
 	// through, and whose https origins the browser may open (a login

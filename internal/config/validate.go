@@ -596,11 +596,9 @@ func (v *validator) kiosk(at string, k *KioskProfile) {
 		}
 	}
 	switch k.Browser {
-	case "chromium":
-	case "firefox":
-		v.errorf(at+".browser", "firefox is not supported: its policies hold it to a host, not to a host and port; want chromium")
+	case "chromium", "firefox":
 	default:
-		v.errorf(at+".browser", "%q; want chromium", k.Browser)
+		v.errorf(at+".browser", "%q; want chromium or firefox", k.Browser)
 	}
 	for i, a := range k.Allow {
 		if _, _, err := egressproxy.SplitTarget(a); err != nil {

@@ -117,7 +117,7 @@ type Isolation string
 const IsolationPod Isolation = "pod"
 
 // KioskBrowsers are the browsers a kiosk can run.
-var KioskBrowsers = []string{"chromium"}
+var KioskBrowsers = []string{"chromium", "firefox"}
 
 // KioskProxyPort is the port on the seal's 127.0.0.1 where a kiosk's
 // browser finds the runner's egress proxy (its only way out).
@@ -132,7 +132,8 @@ type KioskSpec struct {
 	// URL is the one site shown: https://, with a host (the proxy
 	// tunnels TLS only).
 	URL string `json:"url"`
-	// Browser is chromium (the default, also "").
+	// Browser is chromium (the default, also "") or firefox (Debian's
+	// firefox-esr).
 	Browser string `json:"browser"`
 	// Allow are more HOST:PORT destinations the proxy lets through (an
 	// identity provider the site redirects to, say); the browser policy

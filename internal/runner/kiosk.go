@@ -181,11 +181,15 @@ func kioskPolicy(k *contract.KioskSpec, origin string) (map[string]any, error) {
 		"BrowserSignin":             0,
 		"SyncDisabled":              true,
 		"DefaultPopupsSetting":      2, // no pop-up windows
-		"TranslateEnabled":          false,
-		"MetricsReportingEnabled":   false,
-		"BackgroundModeEnabled":     false,
-		"DnsOverHttpsMode":          "off",
-		"ScreenCaptureAllowed":      false,
+		// No preconnecting to a link's host on hover or mouse-down:
+		// the proxy would be asked for (and refuse, and report) hosts
+		// the policy blocks anyway.
+		"NetworkPredictionOptions": 2,
+		"TranslateEnabled":         false,
+		"MetricsReportingEnabled":  false,
+		"BackgroundModeEnabled":    false,
+		"DnsOverHttpsMode":         "off",
+		"ScreenCaptureAllowed":     false,
 		// No "proceed anyway" past a certificate warning: the site's
 		// TLS is the kiosk's guard against anyone between it and the
 		// proxy's destination.
@@ -208,9 +212,43 @@ func kioskPolicy(k *contract.KioskSpec, origin string) (map[string]any, error) {
 	return pol, nil
 }
 
+// prepareChromium writes the session's /etc/chromium stand-in in etc.
+func prepareChromium(k *contract.KioskSpec, origin, etc string) error {
+	// The bind needs its target, which Debian's chromium package makes;
+	// say what is missing rather than fail in the seal's mounts.
+	if fi, err := os.Stat("/etc/chromium"); err != nil || !fi.IsDir() {
+		return errors.New("/etc/chromium is not a directory on this node: is chromium installed?")
+	}
+	pol, err := kioskPolicy(k, origin)
+	if err != nil {
+		return err
+	}
+	// Readable by the owner in root mode: the directory's own modes are
+	// what count through the bind mount, not its parents'.
+	managed := filepath.Join(etc, "policies", "managed")
+	if err := os.MkdirAll(managed, 0o755); err != nil {
+		return err
+	}
+	for _, d := range []string{etc, filepath.Join(etc, "policies"), managed} {
+		os.Chmod(d, 0o755)
+	}
+	// The package's own initial preferences, if any, so first-run
+	// behaves as the node's Chromium does.
+	if b, err := os.ReadFile("/etc/chromium/master_preferences"); err == nil {
+		if err := os.WriteFile(filepath.Join(etc, "master_preferences"), b, 0o644); err != nil {
+			return err
+		}
+	}
+	b, _ := json.MarshalIndent(pol, "", "  ")
+	if err := os.WriteFile(filepath.Join(managed, kioskPolicyFile), b, 0o644); err != nil {
+		return fmt.Errorf("write policy: %w", err)
+	}
+	return nil
+}
+
 // kioskSetup is what the runner made for a kiosk outside the seal.
 type kioskSetup struct {
-	etc   string // the /etc/chromium stand-in
+	binds []seal.Bind // the browser's policy directories
 	proxy *egressproxy.Proxy
 	audit *egressAudit
 }
@@ -223,35 +261,18 @@ func (r *run) prepareKiosk(st *setup) error {
 	if err != nil {
 		return fmt.Errorf("kiosk: %w", err)
 	}
-	// The bind needs its target, which Debian's chromium package makes;
-	// say what is missing rather than fail in the seal's mounts.
-	if fi, err := os.Stat("/etc/chromium"); err != nil || !fi.IsDir() {
-		return errors.New("kiosk: /etc/chromium is not a directory on this node: is chromium installed?")
-	}
-	pol, err := kioskPolicy(k, origin)
-	if err != nil {
-		return fmt.Errorf("kiosk: %w", err)
-	}
-	// Readable by the owner in root mode: the directory's own modes are
-	// what count through the bind mount, not its parents'.
-	etc := filepath.Join(st.scratch, "kiosk-etc-chromium")
-	managed := filepath.Join(etc, "policies", "managed")
-	if err := os.MkdirAll(managed, 0o755); err != nil {
-		return fmt.Errorf("kiosk: %w", err)
-	}
-	for _, d := range []string{etc, filepath.Join(etc, "policies"), managed} {
-		os.Chmod(d, 0o755)
-	}
-	// The package's own initial preferences, if any, so first-run
-	// behaves as the node's Chromium does.
-	if b, err := os.ReadFile("/etc/chromium/master_preferences"); err == nil {
-		if err := os.WriteFile(filepath.Join(etc, "master_preferences"), b, 0o644); err != nil {
+	var binds []seal.Bind
+	switch k.Browser {
+	case "firefox":
+		if binds, err = prepareFirefox(k, filepath.Join(st.scratch, "kiosk-firefox")); err != nil {
 			return fmt.Errorf("kiosk: %w", err)
 		}
-	}
-	b, _ := json.MarshalIndent(pol, "", "  ")
-	if err := os.WriteFile(filepath.Join(managed, kioskPolicyFile), b, 0o644); err != nil {
-		return fmt.Errorf("kiosk: write policy: %w", err)
+	default:
+		etc := filepath.Join(st.scratch, "kiosk-etc-chromium")
+		if err := prepareChromium(k, origin, etc); err != nil {
+			return fmt.Errorf("kiosk: %w", err)
+		}
+		binds = []seal.Bind{{Source: etc, Target: "/etc/chromium"}}
 	}
 	audit := newEgressAudit(r, time.Now)
 	proxy, err := egressproxy.New(egressproxy.Config{
@@ -265,7 +286,7 @@ func (r *run) prepareKiosk(st *setup) error {
 	if r.cfg.Register != nil {
 		go audit.run()
 	}
-	st.kiosk = &kioskSetup{etc: etc, proxy: proxy, audit: audit}
+	st.kiosk = &kioskSetup{binds: binds, proxy: proxy, audit: audit}
 	return nil
 }
 
@@ -385,7 +406,7 @@ func (a *egressAudit) finish() {
 // the proxy's egress port and the browser.
 func (r *run) kioskSeal(ctx context.Context, scfg *seal.Config, ks *kioskSetup, env []string) {
 	k := r.spec.Kiosk
-	scfg.Binds = append(scfg.Binds, seal.Bind{Source: ks.etc, Target: "/etc/chromium"})
+	scfg.Binds = append(scfg.Binds, ks.binds...)
 	if scfg.EgressLocal == nil {
 		scfg.EgressLocal = map[int]func(context.Context) (net.Conn, error){}
 	}
@@ -395,24 +416,40 @@ func (r *run) kioskSeal(ctx context.Context, scfg *seal.Config, ks *kioskSetup, 
 	}
 	env = slices.DeleteFunc(slices.Clone(env), func(e string) bool { return strings.HasPrefix(e, "HOME=") })
 	env = append(env, "HOME="+kioskProfileDir+"/home", "DISPLAY="+cmp.Or(k.Display, ":1"))
-	proxy := "127.0.0.1:" + strconv.Itoa(contract.KioskProxyPort)
-	var window []string
-	if w, h, ok := strings.Cut(k.Geometry, "x"); ok {
-		window = []string{"--window-position=0,0", "--window-size=" + w + "," + h}
+	wm := []string{"kiosk-wm", "--display", cmp.Or(k.Display, ":1")}
+	var browser []string
+	if k.Browser == "firefox" {
+		wm = append(wm, "--mkdir", kioskProfileDir+"/profile", "--mkdir", kioskProfileDir+"/home")
+		// Firefox's own crash reporter would offer to send a report (a
+		// window, and a way out if the proxy allowed it).
+		env = append(env, "MOZ_CRASHREPORTER_DISABLE=1")
+		browser = firefoxArgv(k.URL)
+	} else {
+		browser = chromiumArgv(k)
 	}
 	// The airlock binary's kiosk window manager starts the browser and
 	// ends with it (internal/kioskwm).
 	scfg.Processes = append(scfg.Processes, seal.Process{
 		Name: "kiosk-browser", Role: seal.Helper, Essential: true, Env: env, Dir: "/", Listener: -1, Self: true,
-		Argv: append([]string{"kiosk-wm", "--display", cmp.Or(k.Display, ":1"), "--", "chromium",
-			"--kiosk", "--app=" + k.URL,
-			"--user-data-dir=" + kioskProfileDir + "/profile",
-			"--no-first-run", "--no-default-browser-check", "--noerrdialogs",
-			"--disable-session-crashed-bubble", "--disable-background-networking",
-			"--password-store=basic",
-			// The policy fixes the proxy too; the flags make the first
-			// request use it before the policy is loaded.
-			"--proxy-server=" + proxy, "--proxy-bypass-list=<-loopback>",
-		}, window...),
+		Argv: append(append(wm, "--"), browser...),
 	})
+}
+
+// chromiumArgv starts Chromium on the kiosk's URL.
+func chromiumArgv(k *contract.KioskSpec) []string {
+	proxy := "127.0.0.1:" + strconv.Itoa(contract.KioskProxyPort)
+	var window []string
+	if w, h, ok := strings.Cut(k.Geometry, "x"); ok {
+		window = []string{"--window-position=0,0", "--window-size=" + w + "," + h}
+	}
+	return append([]string{"chromium",
+		"--kiosk", "--app=" + k.URL,
+		"--user-data-dir=" + kioskProfileDir + "/profile",
+		"--no-first-run", "--no-default-browser-check", "--noerrdialogs",
+		"--disable-session-crashed-bubble", "--disable-background-networking",
+		"--password-store=basic",
+		// The policy fixes the proxy too; the flags make the first
+		// request use it before the policy is loaded.
+		"--proxy-server=" + proxy, "--proxy-bypass-list=<-loopback>",
+	}, window...)
 }

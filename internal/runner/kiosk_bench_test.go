@@ -24,7 +24,7 @@ import (
 //
 //	go test -run '^$' -bench BenchmarkKioskEgress -benchtime 1x ./internal/runner/
 func BenchmarkKioskEgress(b *testing.B) {
-	needKioskTools(b)
+	needKioskTools(b, "chromium")
 	m := modes(b)[0]
 	ca := newCA(b, "airlock kiosk bench CA")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -42,7 +42,7 @@ func BenchmarkKioskEgress(b *testing.B) {
 		}
 	}()
 	echo := ln.Addr().String()
-	hub, _, _ := hubServer(b, ca, echo)
+	hub, _, _ := hubServer(b, ca, echo, "")
 	const n, size = 300, 32 << 20
 	run := func(label string, do func(out string)) map[string]any {
 		dir := resultsDir(b, m.owner)

@@ -1,6 +1,8 @@
 package runner_test
 
 import (
+	"bytes"
+	"cmp"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
@@ -11,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -26,11 +29,13 @@ var kioskGreen = [3]byte{0, 200, 83}
 
 // hubServer is an HTTPS server on loopback standing in for JupyterHub,
 // with a certificate from ca; it counts requests and serves a page that
-// is all one colour and, once loaded, tries to fetch from other.
+// is all one colour and, once loaded, tries to fetch from other, and whose
+// whole area is a link to link (HOST:PORT; "" is other).
 // badCert counts the handshakes the client broke off (as a client that
 // refuses the server's certificate does).
-func hubServer(t testing.TB, ca *testCA, other string) (addr string, hits, badCert *atomic.Int64) {
+func hubServer(t testing.TB, ca *testCA, other, link string) (addr string, hits, badCert *atomic.Int64) {
 	t.Helper()
+	link = cmp.Or(link, other)
 	certPEM, keyPEM := ca.issue(t, "127.0.0.1", true)
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
@@ -45,7 +50,7 @@ func hubServer(t testing.TB, ca *testCA, other string) (addr string, hits, badCe
 <style>html,body{margin:0;height:100%%;background:rgb(%d,%d,%d)}</style></head>
 <body><a href="https://%s/navigated" style="display:block;height:100%%"></a>
 <script>fetch("https://%s/exfiltrate").catch(function(){});</script></body></html>`,
-		kioskGreen[0], kioskGreen[1], kioskGreen[2], other, other)
+		kioskGreen[0], kioskGreen[1], kioskGreen[2], link, other)
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)
 		w.Header().Set("Content-Type", "text/html")
@@ -77,19 +82,64 @@ func (a alertCounter) Write(p []byte) (int, error) {
 // the proxy, nor around it, and that every refusal is reported for the
 // audit; and that closing the browser window (Ctrl+W) ends the session.
 func TestKioskBrowser(t *testing.T) {
-	needKioskTools(t)
+	needKioskTools(t, "chromium")
 	for _, m := range modes(t) {
-		t.Run(m.name, func(t *testing.T) { testKiosk(t, m, m.as == nil) })
+		t.Run(m.name, func(t *testing.T) { testKiosk(t, m, m.as == nil, chromiumKiosk) })
 	}
 }
 
-// testKiosk runs the kiosk as m says; close ends it with Ctrl+W in the
-// window, else by killing the browser.
-func testKiosk(t *testing.T, m mode, close bool) {
+// TestKioskFirefox is TestKioskBrowser with firefox-esr: its policies.json
+// bind-mounted over /etc/firefox-esr, its WebsiteFilter and the same
+// egress proxy.
+func TestKioskFirefox(t *testing.T) {
+	needKioskTools(t, "firefox-esr")
+	for _, m := range modes(t) {
+		t.Run(m.name, func(t *testing.T) { testKiosk(t, m, m.as == nil, firefoxKiosk) })
+	}
+}
+
+// kioskBrowser is what testKiosk needs to know of a browser.
+type kioskBrowser struct {
+	name      string // kiosk.browser
+	etc       string // the directory bound over in the seal
+	policy    string // the session's policy file
+	shortcuts [][]uint32
+}
+
+// The shortcuts for a new window, tab or incognito window, devtools,
+// printing, saving, opening a file and the page's source: none may open
+// anything (a second window is counted). Firefox's Ctrl+T and Ctrl+U open
+// a tab in the kiosk's own window (a blank one, and the source, which
+// WebsiteFilter lets through as the site's), which would hide the link
+// the test clicks next: left out for it.
+var (
+	chromiumKiosk = kioskBrowser{name: "chromium", etc: "/etc/chromium",
+		policy: "/etc/chromium/policies/managed/airlock-kiosk.json",
+		shortcuts: [][]uint32{
+			{0xffe3, 'n'}, {0xffe3, 't'}, {0xffe3, 0xffe1, 'N'}, {0xffc9}, {0xffe3, 0xffe1, 'I'},
+			{0xffe3, 0xffe1, 'J'}, {0xffe3, 'p'}, {0xffe3, 's'}, {0xffe3, 'o'}, {0xffe3, 'u'},
+		}}
+	firefoxKiosk = kioskBrowser{name: "firefox", etc: "/usr/lib/firefox-esr/distribution",
+		policy: "/usr/lib/firefox-esr/distribution/policies.json",
+		shortcuts: [][]uint32{
+			{0xffe3, 'n'}, {0xffe3, 0xffe1, 'P'}, {0xffc9}, {0xffe3, 0xffe1, 'I'},
+			{0xffe3, 0xffe1, 'J'}, {0xffe3, 'p'}, {0xffe3, 's'}, {0xffe3, 'o'},
+		}}
+)
+
+// testKiosk runs the kiosk as m says in browser b; close ends it with
+// Ctrl+W in the window, else by killing the browser.
+func testKiosk(t *testing.T, m mode, close bool, b kioskBrowser) {
 	ca := newCA(t, "airlock kiosk test CA")
 	other := echoListen(t, "tcp", "127.0.0.1:0").Addr().String()
-	otherHub, otherHits, _ := hubServer(t, ca, other)
-	hub, hits, _ := hubServer(t, ca, otherHub)
+	otherHub, otherHits, _ := hubServer(t, ca, other, "")
+	// The site's link goes to a host nothing else names: if the browser's
+	// own policy let it through, the proxy would be asked for it (and
+	// refuse, and report it). The page's fetch goes to the same host as
+	// the site on another port, which Firefox's host-only filter lets
+	// through: the proxy must refuse it.
+	filtered := "filtered.invalid:" + portOf(otherHub)
+	hub, hits, _ := hubServer(t, ca, otherHub, filtered)
 	dir := resultsDir(t, m.owner)
 	probeOut := filepath.Join(dir, "proxy.json")
 	attackOut := filepath.Join(dir, "attack.txt")
@@ -109,19 +159,19 @@ func testKiosk(t *testing.T, m mode, close bool) {
 			"connect:" + proxy + "=localhost:" + portOf(hub), "tcp:" + other, "tcp:" + hub}},
 			// And can it loosen the browser's policy?
 			map[string]any{"argv": []string{"sh", "-c", `{
-				p=/etc/chromium/policies/managed
-				echo '{}' > $p/airlock-kiosk.json && echo "rewrote the policy"
-				touch $p/more.json && echo "added a policy file"
-				umount /etc/chromium && echo "unmounted the policy"
-				umount -l /etc/chromium && echo "lazily unmounted the policy"
-				mount -o remount,rw /etc/chromium && echo "remounted the policy writable"
-				unshare -Urm sh -c 'umount /etc/chromium && echo "unmounted the policy in a namespace of its own"
-					mount -o remount,rw /etc/chromium && echo "remounted the policy writable in a namespace of its own"
-					echo "{}" > /etc/chromium/policies/managed/airlock-kiosk.json && echo "rewrote the policy in a namespace of its own"
+				grep -q "$MARK" "$POL" && echo "policy is the session's"
+				echo '{}' > "$POL" && echo "rewrote the policy"
+				touch "$(dirname "$POL")/more.json" && echo "added a policy file"
+				umount "$ETC" && echo "unmounted the policy"
+				umount -l "$ETC" && echo "lazily unmounted the policy"
+				mount -o remount,rw "$ETC" && echo "remounted the policy writable"
+				unshare -Urm sh -c 'umount "$ETC" && echo "unmounted the policy in a namespace of its own"
+					mount -o remount,rw "$ETC" && echo "remounted the policy writable in a namespace of its own"
+					echo "{}" > "$POL" && echo "rewrote the policy in a namespace of its own"
 					echo nested-done'
 				echo done
 				} > "$OUT" 2>&1`},
-				"env": map[string]string{"OUT": attackOut}, "dir": "/"},
+				"env": map[string]string{"OUT": attackOut, "ETC": b.etc, "POL": b.policy, "MARK": hub}, "dir": "/"},
 			// Which windows are on the screen once the test says so.
 			map[string]any{"argv": []string{"sh", "-c", `while [ ! -e "$GO" ]; do sleep 0.1; done
 				for w in $(xdotool search --onlyvisible --name .); do
@@ -133,7 +183,8 @@ func testKiosk(t *testing.T, m mode, close bool) {
 			"name": "console", "kind": "vnc", "target": "127.0.0.1:5901", "listen": "tcp:127.0.0.1:0",
 		}},
 		"ticket_key_file": key,
-		"kiosk":           map[string]any{"url": "https://" + hub + "/?" + id, "ca_pem": string(ca.pem), "geometry": "480x320"},
+		"kiosk": map[string]any{"url": "https://" + hub + "/?" + id, "browser": b.name,
+			"ca_pem": string(ca.pem), "geometry": "480x320"},
 	}, realtest.RunOptions{As: m.as})
 
 	// The site is on the screen.
@@ -191,6 +242,11 @@ func testKiosk(t *testing.T, m mode, close bool) {
 		if !strings.Contains(string(b), "nested-done") {
 			t.Errorf("the attack in a user namespace of its own did not run:\n%s", b)
 		}
+		// The file the browser reads is this session's (it names the
+		// site, on a port of this test's own).
+		if !strings.Contains(string(b), "policy is the session's") {
+			t.Errorf("the policy file in the seal is not the session's:\n%s", b)
+		}
 		for _, bad := range []string{"rewrote", "added", "unmounted", "remounted"} {
 			if strings.Contains(string(b), bad) {
 				t.Errorf("the session's process %s:\n%s", bad, b)
@@ -201,19 +257,15 @@ func testKiosk(t *testing.T, m mode, close bool) {
 		t.Fatal(err)
 	}
 
-	// The shortcuts for a new window, tab or incognito window, devtools,
-	// printing, saving and opening a file: none may open anything (a
-	// second window is counted below).
-	for _, keys := range [][]uint32{
-		{0xffe3, 'n'}, {0xffe3, 't'}, {0xffe3, 0xffe1, 'N'}, {0xffc9}, {0xffe3, 0xffe1, 'I'},
-		{0xffe3, 0xffe1, 'J'}, {0xffe3, 'p'}, {0xffe3, 's'}, {0xffe3, 'o'}, {0xffe3, 'u'},
-	} {
+	// The browser's shortcuts (b.shortcuts): a second window is counted
+	// below.
+	for _, keys := range b.shortcuts {
 		view.Chord(keys...)
 	}
 
 	// The page is one link to another host: clicking it is refused by
-	// the policy (Chromium's block page replaces the site), and nothing
-	// reaches that host.
+	// the policy (the browser's block page replaces the site), and the
+	// browser never asks the proxy for it.
 	view.Click(view.W/2, view.H/2)
 	if err := realtest.WaitFor(30*time.Second, func() error {
 		if err := view.Update(false); err != nil {
@@ -222,14 +274,15 @@ func testKiosk(t *testing.T, m mode, close bool) {
 		if f := greenShare(view); f > 0.1 {
 			return fmt.Errorf("%.0f%% of the screen still the site's", f*100)
 		}
-		// The block page has an icon and a message, not only white.
-		if view.Distinct() < 4 {
+		// The block page has an icon and a message, not only white
+		// (the pointer, in the middle, is less than 200 dark pixels).
+		if view.Distinct() < 4 || darkPixels(view, 32) < 200 {
 			return errors.New("no block page drawn yet")
 		}
 		return nil
 	}); err != nil {
 		writePNG(t, view, "kiosk-navigated.png")
-		t.Fatalf("clicking the link did not show Chromium's block page: %v", err)
+		t.Fatalf("clicking the link did not show %s's block page: %v", b.name, err)
 	}
 	writePNG(t, view, "kiosk-navigated.png")
 
@@ -250,6 +303,21 @@ func testKiosk(t *testing.T, m mode, close bool) {
 		t.Errorf("visible windows after the shortcuts: %q, want the kiosk's alone", windows)
 	}
 
+	if b.name == "firefox" {
+		checkFirefoxSandbox(t, id)
+	}
+
+	// Ctrl+N's window was asked for and refused (Firefox may open it
+	// after the block page is drawn).
+	if err := realtest.WaitFor(30*time.Second, func() error {
+		if !strings.Contains(r.Stderr.String(), "a second window refused") {
+			return errors.New("the window manager has not reported refusing a second window")
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
+	}
+
 	if close {
 		// Closing the window ends the session.
 		view.Chord(0xffe3, 'w') // Control_L + w
@@ -260,9 +328,6 @@ func testKiosk(t *testing.T, m mode, close bool) {
 	ev := r.WaitExit(t, 60*time.Second)
 	if !strings.Contains(ev.Reason, "kiosk-browser") {
 		t.Errorf("session ended with %q, want the browser's exit", ev.Reason)
-	}
-	if !strings.Contains(r.Stderr.String(), "a second window refused") {
-		t.Errorf("the window manager did not report refusing the second window")
 	}
 
 	if n := otherHits.Load(); n != 0 {
@@ -284,17 +349,21 @@ func testKiosk(t *testing.T, m mode, close bool) {
 			t.Errorf("egress to %s: audited %q, want refuse (all: %v)", target, verdicts[target], verdicts)
 		}
 	}
+	if v, ok := verdicts[filtered]; ok {
+		t.Errorf("the browser asked the proxy for %s (%s) after the click: its policy let the link through", filtered, v)
+	}
 }
 
 // killBrowser kills the kiosk's main browser process: the one whose
-// command line has the session's --app URL and no --type (its zygote,
-// renderers and GPU process have one), not the window manager that
-// started it.
+// command line has the session's URL and --kiosk, and neither --type
+// (Chromium's zygote, renderers and GPU process) nor -contentproc
+// (Firefox's children), not the window manager that started it.
 func killBrowser(t *testing.T, id string) {
 	t.Helper()
 	for _, pid := range realtest.ProcessesOf("?" + id) {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if err != nil || !strings.Contains(string(b), "--app=") || strings.Contains(string(b), "--type=") || strings.Contains(string(b), "kiosk-wm") {
+		if err != nil || !strings.Contains(string(b), "--kiosk") || strings.Contains(string(b), "--type=") ||
+			strings.Contains(string(b), "-contentproc") || strings.Contains(string(b), "kiosk-wm") {
 			continue
 		}
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
@@ -303,6 +372,85 @@ func killBrowser(t *testing.T, id string) {
 		return
 	}
 	t.Fatal("the kiosk's browser process not found")
+}
+
+// checkFirefoxSandbox: the kiosk's Firefox web content processes run in
+// Firefox's sandbox inside the seal as they do outside it: a seccomp
+// filter, user, network and IPC namespaces of their own, and a chroot to
+// an empty directory. (Firefox leaves them in the browser's PID
+// namespace outside the seal too.)
+func checkFirefoxSandbox(t *testing.T, id string) {
+	t.Helper()
+	main := 0
+	for _, pid := range realtest.ProcessesOf("?" + id) {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err == nil && strings.Contains(string(b), "--kiosk") && !strings.Contains(string(b), "kiosk-wm") {
+			main = pid
+		}
+	}
+	if main == 0 {
+		t.Fatal("the kiosk's firefox not found")
+	}
+	nsOf := func(pid int, ns string) string {
+		l, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/%s", pid, ns))
+		return l
+	}
+	ents, _ := os.ReadDir("/proc")
+	content := 0
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		// Firefox's web content processes are its fork server's children.
+		if !strings.Contains(string(cmdline), "-contentproc") || !descends(pid, main) {
+			continue
+		}
+		// The processes that render a site (preallocated ones and the
+		// fork server's fresh children are still setting up theirs).
+		if !strings.HasPrefix(string(status), "Name:\tIsolated Web Co") {
+			continue
+		}
+		content++
+		if !strings.Contains(string(status), "\nSeccomp:\t2\n") {
+			t.Errorf("content process %d has no seccomp filter", pid)
+		}
+		if root, _ := os.Readlink(fmt.Sprintf("/proc/%d/root", pid)); root == "/" || root == "" {
+			t.Errorf("content process %d is not chrooted (root %q)", pid, root)
+		}
+		for _, ns := range []string{"user", "net", "ipc"} {
+			if a, b := nsOf(pid, ns), nsOf(main, ns); a == "" || a == b {
+				t.Errorf("content process %d shares the browser's %s namespace (%s)", pid, ns, a)
+			}
+		}
+	}
+	if content == 0 {
+		t.Error("no firefox web content process (Isolated Web Content) found")
+	}
+	t.Logf("%d firefox web content processes checked: seccomp, chroot, own user, network and IPC namespaces", content)
+}
+
+// descends: process pid is a descendant of ancestor.
+func descends(pid, ancestor int) bool {
+	for range 64 {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return false
+		}
+		// pid (comm) state ppid ...: comm may hold spaces.
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(f) < 2 {
+			return false
+		}
+		if pid, _ = strconv.Atoi(f[1]); pid == ancestor {
+			return true
+		} else if pid <= 1 {
+			return false
+		}
+	}
+	return false
 }
 
 // listeningPorts are the TCP ports of the listening sockets process pid
@@ -394,11 +542,18 @@ func tryResults(path string) (map[string]probeResult, error) {
 // break off, no request arrives, the screen does not show it): the CA the other
 // kiosk tests trust is trusted through the policy, not by accident.
 func TestKioskUntrustedSite(t *testing.T) {
-	needKioskTools(t)
+	for _, b := range []kioskBrowser{chromiumKiosk, firefoxKiosk} {
+		t.Run(b.name, func(t *testing.T) { testKioskUntrusted(t, b) })
+	}
+}
+
+func testKioskUntrusted(t *testing.T, b kioskBrowser) {
+	exe := map[string]string{"chromium": "chromium", "firefox": "firefox-esr"}[b.name]
+	needKioskTools(t, exe)
 	m := modes(t)[0]
 	ca := newCA(t, "airlock kiosk untrusted CA")
 	other := echoListen(t, "tcp", "127.0.0.1:0").Addr().String()
-	hub, hits, badCert := hubServer(t, ca, other)
+	hub, hits, badCert := hubServer(t, ca, other, "")
 	key := filepath.Join(realtest.SharedDir(t, m.owner), "key")
 	realtest.WriteFile(t, m.owner, key, testKey, 0o600)
 	id := fmt.Sprintf("kiosk-u-%d", time.Now().UnixNano()%1e6)
@@ -410,7 +565,7 @@ func TestKioskUntrustedSite(t *testing.T) {
 			"name": "console", "kind": "vnc", "target": "127.0.0.1:5901", "listen": "tcp:127.0.0.1:0",
 		}},
 		"ticket_key_file": key,
-		"kiosk":           map[string]any{"url": "https://" + hub + "/", "geometry": "480x320"},
+		"kiosk":           map[string]any{"url": "https://" + hub + "/", "browser": b.name, "geometry": "480x320"},
 	}, realtest.RunOptions{As: m.as})
 	view := dialRFB(t.Context(), t, r.Ready.Endpoints["console"], r.Ready.TLSSHA256,
 		sign(t, ticket.Claims{Session: id, Connector: "console", User: m.owner.Name, Mode: ticket.Control}))
@@ -429,7 +584,7 @@ func TestKioskUntrustedSite(t *testing.T) {
 		if err := view.Update(false); err != nil {
 			return err
 		}
-		// Chromium's certificate warning: text, not a blank page (the
+		// The browser's certificate warning: text, not a blank page (the
 		// pointer, parked in the corner, does not count).
 		if n := darkPixels(view, 32); n < 200 || greenShare(view) > 0.1 {
 			return fmt.Errorf("screen: %d dark pixels, %.0f%% the site's", n, greenShare(view)*100)
@@ -445,10 +600,10 @@ func TestKioskUntrustedSite(t *testing.T) {
 	}
 }
 
-// needKioskTools skips tb without Xvnc and Chromium.
-func needKioskTools(tb testing.TB) {
+// needKioskTools skips tb without Xvnc and browser.
+func needKioskTools(tb testing.TB, browser string) {
 	tb.Helper()
-	for _, bin := range []string{"Xvnc", "chromium"} {
+	for _, bin := range []string{"Xvnc", browser} {
 		if _, err := exec.LookPath(bin); err != nil {
 			tb.Skipf("%s not installed (scripts/install-deps.sh installs it)", bin)
 		}

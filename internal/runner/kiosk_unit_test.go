@@ -40,7 +40,7 @@ func TestKioskSpecErrors(t *testing.T) {
 		base(`{"url":"ftp://hub/"}`, ""):                                "kiosk.url",
 		base(`{"url":"https://u:p@hub.example/"}`, ""):                  "kiosk.url",
 		base(`{"url":"https:///x"}`, ""):                                "kiosk.url",
-		base(`{"url":"https://hub.example/","browser":"firefox"}`, ""):  "kiosk.browser",
+		base(`{"url":"https://hub.example/","browser":"lynx"}`, ""):     "kiosk.browser",
 		base(`{"url":"https://hub.example/","allow":["idp"]}`, ""):      "kiosk.allow[0]",
 		base(`{"url":"https://hub.example/","ca_pem":"junk"}`, ""):      "kiosk.ca_pem",
 		base(`{"url":"https://hub.example/","ca_pem":`+q(leaf)+`}`, ""): "not a CA",
@@ -53,6 +53,9 @@ func TestKioskSpecErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: %v, want an error about %s", in, err, want)
 		}
+	}
+	if _, err := ParseSpec(strings.NewReader(base(`{"url":"https://hub.example/","browser":"firefox"}`, ""))); err != nil {
+		t.Errorf("a firefox kiosk: %v", err)
 	}
 	if _, err := ParseSpec(strings.NewReader(base(`{"url":"https://Hub.Example:8443/x","allow":["idp.example:443"],"ca_pem":`+q(certPEM(t, true))+`}`, ""))); err != nil {
 		t.Fatalf("a good kiosk: %v", err)
