@@ -319,8 +319,20 @@ func testKiosk(t *testing.T, m mode, close bool, b kioskBrowser) {
 	}
 
 	if close {
-		// Closing the window ends the session.
-		view.Chord(0xffe3, 'w') // Control_L + w
+		// Closing the window ends the session. Under load a chord sent
+		// while the browser is busy (a page drawn after the shortcuts) can
+		// be lost; a user would press again, and so does the test, a few
+		// times.
+		for try := 0; try < 4; try++ {
+			view.Chord(0xffe3, 'w') // Control_L + w
+			select {
+			case <-r.Exited():
+			case <-time.After(15 * time.Second):
+				t.Logf("Ctrl+W %d: the session still runs", try+1)
+				continue
+			}
+			break
+		}
 	} else {
 		// So does the browser's end by a signal.
 		killBrowser(t, id)
@@ -395,39 +407,53 @@ func checkFirefoxSandbox(t *testing.T, id string) {
 		l, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/%s", pid, ns))
 		return l
 	}
-	ents, _ := os.ReadDir("/proc")
-	content := 0
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-		// Firefox's web content processes are its fork server's children.
-		if !strings.Contains(string(cmdline), "-contentproc") || !descends(pid, main) {
-			continue
-		}
-		// The processes that render a site (preallocated ones and the
-		// fork server's fresh children are still setting up theirs).
-		if !strings.HasPrefix(string(status), "Name:\tIsolated Web Co") {
-			continue
-		}
-		content++
-		if !strings.Contains(string(status), "\nSeccomp:\t2\n") {
-			t.Errorf("content process %d has no seccomp filter", pid)
-		}
-		if root, _ := os.Readlink(fmt.Sprintf("/proc/%d/root", pid)); root == "/" || root == "" {
-			t.Errorf("content process %d is not chrooted (root %q)", pid, root)
-		}
-		for _, ns := range []string{"user", "net", "ipc"} {
-			if a, b := nsOf(pid, ns), nsOf(main, ns); a == "" || a == b {
-				t.Errorf("content process %d shares the browser's %s namespace (%s)", pid, ns, a)
+	// A content process names itself before it has finished its own
+	// sandbox set-up (the chroot comes a moment later): each one found
+	// must be sandboxed within the deadline.
+	var content int
+	var problems []string
+	check := func() error {
+		content, problems = 0, nil
+		ents, _ := os.ReadDir("/proc")
+		for _, e := range ents {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil {
+				continue
+			}
+			cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+			status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+			// Firefox's web content processes are its fork server's children.
+			if !strings.Contains(string(cmdline), "-contentproc") || !descends(pid, main) {
+				continue
+			}
+			// The processes that render a site (preallocated ones and the
+			// fork server's fresh children are still setting up theirs).
+			if !strings.HasPrefix(string(status), "Name:\tIsolated Web Co") {
+				continue
+			}
+			content++
+			if !strings.Contains(string(status), "\nSeccomp:\t2\n") {
+				problems = append(problems, fmt.Sprintf("content process %d has no seccomp filter", pid))
+			}
+			if root, _ := os.Readlink(fmt.Sprintf("/proc/%d/root", pid)); root == "/" || root == "" {
+				problems = append(problems, fmt.Sprintf("content process %d is not chrooted (root %q)", pid, root))
+			}
+			for _, ns := range []string{"user", "net", "ipc"} {
+				if a, b := nsOf(pid, ns), nsOf(main, ns); a == "" || a == b {
+					problems = append(problems, fmt.Sprintf("content process %d shares the browser's %s namespace (%s)", pid, ns, a))
+				}
 			}
 		}
+		if content == 0 {
+			return errors.New("no firefox web content process (Isolated Web Content) found")
+		}
+		if len(problems) > 0 {
+			return errors.New(strings.Join(problems, "; "))
+		}
+		return nil
 	}
-	if content == 0 {
-		t.Error("no firefox web content process (Isolated Web Content) found")
+	if err := realtest.WaitFor(15*time.Second, check); err != nil {
+		t.Error(err)
 	}
 	t.Logf("%d firefox web content processes checked: seccomp, chroot, own user, network and IPC namespaces", content)
 }
