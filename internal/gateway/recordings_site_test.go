@@ -166,7 +166,10 @@ func TestPointerTrackMemoryBounded(t *testing.T) {
 		t.Fatalf("the answer has %d objects (want %d events in one), ends %q", cw.open-1, events, cw.last)
 	}
 	t.Logf("a pointer track of %d events (%d MB as JSON) allocated %d MiB", events, cw.n>>20, allocated>>20)
-	if allocated > 32<<20 {
+	// Holding the answer would cost at least its size; streaming costs
+	// buffers, which this process-wide count (other tests, the race
+	// detector) blurs: half the JSON's size tells the two apart.
+	if allocated > uint64(cw.n)/2 {
 		t.Fatalf("a pointer track of %d events allocated %d MiB: it is held in memory", events, allocated>>20)
 	}
 }
