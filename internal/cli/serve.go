@@ -204,7 +204,7 @@ func gatewayConfig(cfg config.Config, cfgPath, registerURL string) gateway.Confi
 		Hide: secretPaths(cfg, cfgPath),
 		TOTP: gateway.TOTP{Issuer: cfg.Auth.TOTP.Issuer, RequiredGroups: cfg.Auth.TOTP.RequiredGroups, MaxFailures: cfg.Auth.TOTP.MaxFailures,
 			Window: cfg.Auth.TOTP.Window, PendingTTL: cfg.Auth.TOTP.PendingTTL},
-		Recordings: gateway.Recordings{Retention: cfg.Recordings.Retention, MaxBytes: int64(cfg.Recordings.MaxSize)},
+		Recordings: gateway.Recordings{Dir: cfg.Recordings.Dir, Retention: cfg.Recordings.Retention, MaxBytes: int64(cfg.Recordings.MaxSize)},
 	}
 	if gcfg.Forward.MaxPerUser == 0 {
 		gcfg.Forward.MaxPerUser = -1 // the file's 0 is "off"; the gateway's 0 is "default"
@@ -222,11 +222,12 @@ func gatewayConfig(cfg config.Config, cfgPath, registerURL string) gateway.Confi
 
 // secretPaths lists what every session's seal hides besides the state
 // directory: files holding the gateway's secrets (the master key file, password files, the
-// OpenID client secret, the mail relay's password, the kubeconfig), the local backend's
+// OpenID client secret, the mail relay's password, the kubeconfig), the recordings when
+// they are kept elsewhere (recordings.dir), the local backend's
 // session directories (specs, ticket keys, sockets), the audit log and
 // the config file itself (it names the rest, and sites keep notes in it).
 func secretPaths(cfg config.Config, cfgPath string) []string {
-	paths := []string{cfg.TLS.KeyFile, cfg.AuditLog, cfg.Store.PasswordFile, cfg.Store.MasterKeyFile}
+	paths := []string{cfg.TLS.KeyFile, cfg.AuditLog, cfg.Store.PasswordFile, cfg.Store.MasterKeyFile, cfg.Recordings.Dir}
 	if cfg.Backend.Kind != "slurm" && cfg.Backend.Local != nil {
 		paths = append(paths, cfg.Backend.Local.Dir)
 	}

@@ -943,9 +943,14 @@ type Log struct {
 	Level string `yaml:"level"`
 }
 
-// Recordings are the VNC recordings of profiles with record: true, kept
-// in state_dir/recordings, out of every session's reach.
+// Recordings are the VNC and RDP recordings of profiles with record: true,
+// kept out of every session's reach.
 type Recordings struct {
+	// Dir is where they are kept. Default state_dir/recordings. Several
+	// gateways pointed at one shared filesystem here list and replay each
+	// other's recordings; every seal hides it, as it hides the state
+	// directory.
+	Dir string `yaml:"dir"`
 	// Retention removes a recording this long after it ended. Default
 	// 720h (30 days); at least 1h.
 	Retention time.Duration `yaml:"retention"`

@@ -40,6 +40,10 @@ import (
 
 // Recordings configures them (config key recordings).
 type Recordings struct {
+	// Dir is where recordings are kept; empty means StateDir/recordings.
+	// Gateways sharing it (a shared filesystem) list and replay each
+	// other's recordings. Every seal hides it.
+	Dir string
 	// Retention removes a recording this long after it ended. Zero means
 	// 30 days.
 	Retention time.Duration
@@ -56,7 +60,12 @@ var (
 	recordingSess = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 )
 
-func (g *Gateway) recordingsDir() string { return filepath.Join(g.cfg.StateDir, "recordings") }
+func (g *Gateway) recordingsDir() string {
+	if g.cfg.Recordings.Dir != "" {
+		return g.cfg.Recordings.Dir
+	}
+	return filepath.Join(g.cfg.StateDir, "recordings")
+}
 
 // recordable reports whether viewer connections to connector conn of s
 // are recorded: its profile says so and conn is a VNC screen.

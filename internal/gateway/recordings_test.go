@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -53,15 +54,22 @@ func TestRecording(t *testing.T) {
 	// Outside /tmp, where a real state directory is (the seal has a /tmp
 	// of its own): what keeps the workload out is the hide list.
 	stateDir := realtest.OutsideTmp(t, "airlock-rec-state-")
+	// The recordings are kept apart from the state directory
+	// (recordings.dir), as on a filesystem several gateways share.
+	recDir := filepath.Join(realtest.OutsideTmp(t, "airlock-rec-shared-"), "recordings")
 	t.Cleanup(func() { endSessions(t, stateDir) })
 	tg := startGateway(t, stateDir, func(c *Config) {
+		c.Recordings.Dir = recDir
 		d := &c.Profiles[1]
 		d.Record = true
 		// The workload's attack: list and read the recordings directory,
 		// every 0.2 s, with a counter.
-		d.Programs = append(d.Programs, []string{"sh", "-c", "n=0; while :; do n=$((n+1)); { ls -R " + filepath.Join(c.StateDir, "recordings") +
-			"; cat " + filepath.Join(c.StateDir, "recordings") + "/*/*; echo; echo $n; } > " + dir + "/peek.tmp 2>&1; mv " + dir + "/peek.tmp " + dir + "/peek.txt; sleep 0.2; done"})
+		d.Programs = append(d.Programs, []string{"sh", "-c", "n=0; while :; do n=$((n+1)); { ls -R " + recDir +
+			"; cat " + recDir + "/*/*; echo; echo $n; } > " + dir + "/peek.tmp 2>&1; mv " + dir + "/peek.tmp " + dir + "/peek.txt; sleep 0.2; done"})
 	}, "alice", "admin")
+	if !slices.Contains(tg.g.hidden(), recDir) {
+		t.Fatalf("the seals do not hide the recordings directory %s: %v", recDir, tg.g.hidden())
+	}
 	s := tg.client().loginToken("alice").launch("desktop")
 	alice := tg.client().loginCookie("alice")
 
@@ -249,6 +257,24 @@ func TestRecording(t *testing.T) {
 	t.Logf("recording %s: %d blocks, %d RFB bytes, %d file bytes, %d updates; the workload saw:\n%s", rec.Name, len(blocks), rec.RFBBytes, rec.FileBytes, updates, out)
 	if strings.Contains(out, rec.Name) || strings.Contains(out, "FBS") || strings.Contains(out, `"sha256"`) {
 		t.Fatalf("the session's workload sees the recordings:\n%s", out)
+	}
+
+	// Another gateway with a state directory of its own, sharing the
+	// recordings directory, lists the recording and serves the same file
+	// to its admins (and not to Alice).
+	other := startGateway(t, realtest.OutsideTmp(t, "airlock-rec-other-"), func(c *Config) { c.Recordings.Dir = recDir }, "alice", "admin")
+	otherAdmin := other.client().loginToken("admin")
+	var listed struct{ Recordings []recordingInfo }
+	if code, body := otherAdmin.do("GET", "/api/v1/admin/recordings", nil, &listed); code != 200 || len(listed.Recordings) != 1 || listed.Recordings[0].Name != rec.Name {
+		t.Fatalf("the other gateway's list: %d %s", code, body)
+	}
+	req, _ = http.NewRequest("GET", other.url+path, nil)
+	req.Header.Set("Authorization", "Bearer "+otherAdmin.token)
+	if resp, raw2 := otherAdmin.send(req); resp.StatusCode != 200 || raw2 != raw {
+		t.Fatalf("the other gateway's fetch: %d, %d bytes (want the %d the first served)", resp.StatusCode, len(raw2), len(raw))
+	}
+	if code, _ := other.client().loginToken("alice").do("GET", path, nil, nil); code != 403 {
+		t.Fatalf("alice at the other gateway: %d, want 403", code)
 	}
 }
 

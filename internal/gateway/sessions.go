@@ -465,12 +465,12 @@ func (g *Gateway) account(s *session.Session) string {
 }
 
 // hidden is what every session's seal masks: the state directory (keys,
-// database, certificate, sessions' ticket keys and sockets) and the
-// configured secret files. On a remote node, paths that do not exist there
+// database, certificate, sessions' ticket keys and sockets), the
+// recordings wherever they are kept, and the configured secret files. On a remote node, paths that do not exist there
 // are skipped by the runner.
 func (g *Gateway) hidden() []string {
 	var out []string
-	for _, p := range append([]string{g.cfg.StateDir}, g.cfg.Hide...) {
+	for _, p := range append([]string{g.cfg.StateDir, g.cfg.Recordings.Dir}, g.cfg.Hide...) {
 		if p == "" {
 			continue
 		}
