@@ -93,12 +93,15 @@ type benchGateway struct {
 }
 
 // startBenchGateway starts a gateway with the bench and demo desktop
-// profiles. poll is the local backend's event poll; 0 is its production
-// default.
-func startBenchGateway(tb testing.TB, poll time.Duration) *benchGateway {
+// profiles, then mods applied to its config. poll is the local backend's
+// event poll; 0 is its production default.
+func startBenchGateway(tb testing.TB, poll time.Duration, mods ...func(*Config)) *benchGateway {
 	tb.Helper()
 	cfg := testConfig(tb, tb.TempDir(), poll, slog.LevelError)
 	cfg.Profiles = []Profile{benchAppProfile(tb), demoDesktopProfile()}
+	for _, mod := range mods {
+		mod(&cfg)
+	}
 	g, url, cancel, done := serveGateway(tb, cfg)
 	db := cfg.Store.(*sqlite.DB)
 	bg := &benchGateway{tb: tb, g: g, url: url, store: db, users: cfg.LocalUsers.(*local.File), http: tlsClient(64)}
