@@ -612,3 +612,38 @@ func (g *Gateway) forwardJanitor() {
 		}
 	}
 }
+
+// reapForward, the leader's, ends forward s when the gateway that held its
+// tunnel is gone and the tunnel has come back nowhere (its node gone too),
+// which no holder's forwardJanitor would ever see. A holder refreshes the
+// forward's LastSeen while it holds the tunnel (heartbeat); one older than
+// the grace and the heartbeats it allows, with nothing answering at the
+// holder's peer address, is such a forward. A holder that only lost the
+// store still answers there, and its forward is kept.
+func (g *Gateway) reapForward(s *session.Session, now time.Time) {
+	if !g.lease.shared() {
+		return // one gateway: its forwardJanitor has every tunnel
+	}
+	_, holder, _ := tunnelHolder(s.Endpoints[contract.ConnApp])
+	if holder == "" || holder == g.peerAddr() {
+		return // ours (forwardJanitor), or never up: its maker's grace
+	}
+	last := s.LastSeen
+	for _, t := range []time.Time{s.Started, s.Created} {
+		if last.IsZero() {
+			last = t
+		}
+	}
+	if now.Sub(last) <= g.cfg.Forward.Grace+2*g.heartbeatEvery() {
+		return
+	}
+	c, err := (&net.Dialer{Timeout: 2 * time.Second}).DialContext(g.ctx, "tcp", holder)
+	if err == nil {
+		c.Close()
+		return
+	}
+	reason := fmt.Sprintf("its gateway (%s) is gone and its tunnel has not come back for %s", holder, now.Sub(last).Round(time.Second))
+	if err := g.Stop(g.ctx, "", s.ID, reason, ""); err != nil && g.ctx.Err() == nil {
+		g.log.WarnContext(g.ctx, "end a forward whose gateway is gone", "session", s.ID, "holder", holder, "error", err)
+	}
+}

@@ -922,6 +922,10 @@ func (g *Gateway) janitor() {
 		}
 		now := g.now()
 		for _, s := range live {
+			if isForward(s) {
+				g.reapForward(s, now)
+				continue
+			}
 			g.mu.Lock()
 			viewers := g.viewers[s.ID]
 			g.mu.Unlock()

@@ -313,3 +313,85 @@ func TestSeveralGatewaysAppSignIn(t *testing.T) {
 		t.Fatalf("the logged-out cookie opened the app: %s", body)
 	}
 }
+
+// TestSeveralGatewaysForwardOrphan: the gateway holding a forward's
+// tunnel dies and the node cannot come back to any other (here it knows
+// only the dead one's address, as a node that is gone too would never
+// come back). Nobody's forwardJanitor has the forward any more; the
+// leader ends it once the holder's heartbeats are older than the grace
+// and nothing answers at the holder's address. While the holder lives,
+// past the same grace, the leader keeps it.
+func TestSeveralGatewaysForwardOrphan(t *testing.T) {
+	t.Parallel()
+	cl := realtest.SlurmCluster(t)
+	pg := realtest.StartPostgres(t)
+	dsn := pg.NewDatabase(t)
+	sum := sha256.Sum256([]byte(dsn + t.TempDir()))
+	prefix := "airlock" + hex.EncodeToString(sum[:4])
+	short := func(c *Config) { c.Forward.Grace, c.Limits.SingleShotGrace = 2*time.Second, 3*time.Second }
+	gws := []*testGateway{
+		severalGateway(t, cl, dsn, prefix, "orphan-gw-0", short),
+		severalGateway(t, cl, dsn, prefix, "orphan-gw-1", short),
+	}
+	target := goApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello") }))
+	fc := gws[0].forwardClient(gws[0].client().loginToken("alice").token)
+	f, err := fc.Create(context.Background(), "orphan", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	ups := make(chan struct{}, 8)
+	go func() {
+		served <- fc.Serve(ctx, f, target, forward.Backoff{Min: 100 * time.Millisecond, Max: time.Second}, func() { ups <- struct{}{} })
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-served
+	})
+	select {
+	case <-ups:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the tunnel did not come up")
+	}
+	state := func() (*sessionState, error) {
+		s, err := gws[1].cfg.Store.GetSession(context.Background(), f.ID)
+		if err != nil {
+			return nil, err
+		}
+		return &sessionState{state: string(s.State), reason: s.Reason}, nil
+	}
+	// Past the grace and its heartbeats with the holder alive: kept.
+	alive := time.Now().Add(2*time.Second + 2*gws[0].g.heartbeatEvery() + 3*time.Second)
+	if err := realtest.WaitFor(30*time.Second, func() error {
+		if time.Now().Before(alive) {
+			return errors.New("not yet past the grace")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := state(); err != nil || st.state != "ready" {
+		t.Fatalf("with its holder alive, the forward is %+v (%v), want ready", st, err)
+	}
+
+	gws[0].g.lease.crashed.Store(true)
+	gws[0].stop()
+	if err := realtest.WaitFor(60*time.Second, func() error {
+		st, err := state()
+		if err != nil {
+			return err
+		}
+		if st.state != "ended" {
+			return fmt.Errorf("the forward is %s", st.state)
+		}
+		if !strings.Contains(st.reason, "is gone") {
+			t.Fatalf("ended for %q", st.reason)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("the orphaned forward was not ended: %v", err)
+	}
+}
+
+type sessionState struct{ state, reason string }
