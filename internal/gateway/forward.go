@@ -30,6 +30,7 @@ package gateway
 // back, is refused (its session is gone and its secret names no other).
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -614,19 +615,20 @@ func (g *Gateway) forwardJanitor() {
 }
 
 // reapForward, the leader's, ends forward s when the gateway that held its
-// tunnel is gone and the tunnel has come back nowhere (its node gone too),
-// which no holder's forwardJanitor would ever see. A holder refreshes the
-// forward's LastSeen while it holds the tunnel (heartbeat); one older than
-// the grace and the heartbeats it allows, with nothing answering at the
-// holder's peer address, is such a forward. A holder that only lost the
-// store still answers there, and its forward is kept.
+// tunnel is gone (killed, or shut down) and the tunnel has come back
+// nowhere (its node gone too), which no gateway's forwardJanitor would
+// ever see. A holder refreshes the forward's LastSeen while it holds the
+// tunnel (heartbeat); one older than the grace and the heartbeats it
+// allows, with nothing answering at the holder's peer address (or no
+// holder left in the store), is such a forward. A holder that only lost
+// the store still answers there, and its forward is kept.
 func (g *Gateway) reapForward(s *session.Session, now time.Time) {
 	if !g.lease.shared() {
 		return // one gateway: its forwardJanitor has every tunnel
 	}
 	_, holder, _ := tunnelHolder(s.Endpoints[contract.ConnApp])
-	if holder == "" || holder == g.peerAddr() {
-		return // ours (forwardJanitor), or never up: its maker's grace
+	if holder != "" && holder == g.peerAddr() {
+		return // ours: forwardJanitor
 	}
 	last := s.LastSeen
 	for _, t := range []time.Time{s.Started, s.Created} {
@@ -637,12 +639,21 @@ func (g *Gateway) reapForward(s *session.Session, now time.Time) {
 	if now.Sub(last) <= g.cfg.Forward.Grace+2*g.heartbeatEvery() {
 		return
 	}
-	c, err := (&net.Dialer{Timeout: 2 * time.Second}).DialContext(g.ctx, "tcp", holder)
-	if err == nil {
+	if holder == "" {
+		// Down and held nowhere: a gateway that saw it go down ends it
+		// after the grace, unless that gateway is gone too (shut down
+		// with its node gone). Ours is forwardJanitor's.
+		g.fwd.mu.Lock()
+		_, ours := g.fwd.down[s.ID]
+		g.fwd.mu.Unlock()
+		if ours {
+			return
+		}
+	} else if c, err := (&net.Dialer{Timeout: 2 * time.Second}).DialContext(g.ctx, "tcp", holder); err == nil {
 		c.Close()
 		return
 	}
-	reason := fmt.Sprintf("its gateway (%s) is gone and its tunnel has not come back for %s", holder, now.Sub(last).Round(time.Second))
+	reason := fmt.Sprintf("its tunnel has been down for %s with its gateway (%s) gone", now.Sub(last).Round(time.Second), cmp.Or(holder, "shut down"))
 	if err := g.Stop(g.ctx, "", s.ID, reason, ""); err != nil && g.ctx.Err() == nil {
 		g.log.WarnContext(g.ctx, "end a forward whose gateway is gone", "session", s.ID, "holder", holder, "error", err)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/airlock-hpc/airlock/internal/contract"
 	"github.com/airlock-hpc/airlock/internal/forward"
 	"github.com/airlock-hpc/airlock/internal/realtest"
+	"github.com/airlock-hpc/airlock/internal/session"
 )
 
 // TestSeveralGatewaysForward: two gateways on one PostgreSQL behind
@@ -315,12 +316,14 @@ func TestSeveralGatewaysAppSignIn(t *testing.T) {
 }
 
 // TestSeveralGatewaysForwardOrphan: the gateway holding a forward's
-// tunnel dies and the node cannot come back to any other (here it knows
-// only the dead one's address, as a node that is gone too would never
-// come back). Nobody's forwardJanitor has the forward any more; the
-// leader ends it once the holder's heartbeats are older than the grace
-// and nothing answers at the holder's address. While the holder lives,
-// past the same grace, the leader keeps it.
+// tunnel goes and the node cannot come back to any other (it knows only
+// that gateway's address, as a node that is gone too would never come
+// back). One holder is killed (the store still names it as the holder),
+// another shut down (it cleared its name on the way out). No gateway's
+// forwardJanitor has these forwards any more; the leader ends each once
+// its holder's heartbeats are older than the grace and nothing answers at
+// the holder's address (or none is named). While the holders live, past
+// the same grace, the leader keeps them.
 func TestSeveralGatewaysForwardOrphan(t *testing.T) {
 	t.Parallel()
 	cl := realtest.SlurmCluster(t)
@@ -329,39 +332,44 @@ func TestSeveralGatewaysForwardOrphan(t *testing.T) {
 	sum := sha256.Sum256([]byte(dsn + t.TempDir()))
 	prefix := "airlock" + hex.EncodeToString(sum[:4])
 	short := func(c *Config) { c.Forward.Grace, c.Limits.SingleShotGrace = 2*time.Second, 3*time.Second }
-	gws := []*testGateway{
-		severalGateway(t, cl, dsn, prefix, "orphan-gw-0", short),
-		severalGateway(t, cl, dsn, prefix, "orphan-gw-1", short),
+	gws := make([]*testGateway, 3)
+	for i := range gws {
+		gws[i] = severalGateway(t, cl, dsn, prefix, fmt.Sprintf("orphan-gw-%d", i), short)
 	}
 	target := goApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello") }))
-	fc := gws[0].forwardClient(gws[0].client().loginToken("alice").token)
-	f, err := fc.Create(context.Background(), "orphan", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	ups := make(chan struct{}, 8)
-	go func() {
-		served <- fc.Serve(ctx, f, target, forward.Backoff{Min: 100 * time.Millisecond, Max: time.Second}, func() { ups <- struct{}{} })
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-served
-	})
-	select {
-	case <-ups:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the tunnel did not come up")
-	}
-	state := func() (*sessionState, error) {
-		s, err := gws[1].cfg.Store.GetSession(context.Background(), f.ID)
+	// A node's forward through gateway i, its tunnel up there.
+	serve := func(i int, name string) string {
+		fc := gws[i].forwardClient(gws[i].client().loginToken("alice").token)
+		f, err := fc.Create(context.Background(), name, "")
 		if err != nil {
-			return nil, err
+			t.Fatal(err)
 		}
-		return &sessionState{state: string(s.State), reason: s.Reason}, nil
+		ctx, cancel := context.WithCancel(context.Background())
+		served := make(chan error, 1)
+		ups := make(chan struct{}, 8)
+		go func() {
+			served <- fc.Serve(ctx, f, target, forward.Backoff{Min: 100 * time.Millisecond, Max: time.Second}, func() { ups <- struct{}{} })
+		}()
+		t.Cleanup(func() {
+			cancel()
+			<-served
+		})
+		select {
+		case <-ups:
+		case <-time.After(30 * time.Second):
+			t.Fatal("the tunnel did not come up")
+		}
+		return f.ID
 	}
-	// Past the grace and its heartbeats with the holder alive: kept.
+	killed, shut := serve(0, "killed"), serve(1, "shut")
+	get := func(id string) *session.Session {
+		s, err := gws[2].cfg.Store.GetSession(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	// Past the grace and its heartbeats with the holders alive: kept.
 	alive := time.Now().Add(2*time.Second + 2*gws[0].g.heartbeatEvery() + 3*time.Second)
 	if err := realtest.WaitFor(30*time.Second, func() error {
 		if time.Now().Before(alive) {
@@ -371,27 +379,43 @@ func TestSeveralGatewaysForwardOrphan(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if st, err := state(); err != nil || st.state != "ready" {
-		t.Fatalf("with its holder alive, the forward is %+v (%v), want ready", st, err)
+	for _, id := range []string{killed, shut} {
+		if s := get(id); s.State != session.Ready {
+			t.Fatalf("with its holder alive, forward %s is %s (%s), want ready", id, s.State, s.Reason)
+		}
 	}
 
+	// A gateway going away clears its name from the forwards it held
+	// when its tunnel handlers end before its store closes, which is a
+	// race: the store is set as each way of going leaves it. Killed: the
+	// holder still named; shut down: none named.
+	endpoint := get(killed).Endpoints[contract.ConnApp]
+	if _, h, _ := tunnelHolder(endpoint); h != gws[0].g.peerAddr() {
+		t.Fatalf("forward %s is held at %q, want gateway 0's %q", killed, h, gws[0].g.peerAddr())
+	}
 	gws[0].g.lease.crashed.Store(true)
 	gws[0].stop()
-	if err := realtest.WaitFor(60*time.Second, func() error {
-		st, err := state()
-		if err != nil {
-			return err
+	gws[1].stop()
+	for id, ep := range map[string]string{killed: endpoint, shut: forwardEndpointPrefix + shut} {
+		if _, err := gws[2].cfg.Store.UpdateSession(context.Background(), id, func(s *session.Session) error {
+			s.Endpoints = map[string]string{contract.ConnApp: ep}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
 		}
-		if st.state != "ended" {
-			return fmt.Errorf("the forward is %s", st.state)
+	}
+	for _, id := range []string{killed, shut} {
+		if err := realtest.WaitFor(60*time.Second, func() error {
+			s := get(id)
+			if s.State != session.Ended {
+				return fmt.Errorf("the forward is %s", s.State)
+			}
+			if !strings.Contains(s.Reason, "with its gateway") {
+				t.Fatalf("forward %s ended for %q", id, s.Reason)
+			}
+			return nil
+		}); err != nil {
+			t.Fatalf("the orphaned forward %s was not ended: %v", id, err)
 		}
-		if !strings.Contains(st.reason, "is gone") {
-			t.Fatalf("ended for %q", st.reason)
-		}
-		return nil
-	}); err != nil {
-		t.Fatalf("the orphaned forward was not ended: %v", err)
 	}
 }
-
-type sessionState struct{ state, reason string }
