@@ -346,32 +346,37 @@ func forwardServe(b *testing.B, target string) (string, *http.Client, []cpuPart)
 	return u, c.http, []cpuPart{{"gateway", []int{sp.pid}}, {"forwarder", []int{fwd.Process.Pid}}}
 }
 
-// perfRecord profiles parts' processes with Linux perf while the arm runs
-// when AIRLOCK_BENCH_PERF names the output file (the gateway and the
-// node's side are other processes there, out of -cpuprofile's reach):
+// perfRecord profiles each of parts' processes with Linux perf while the
+// arm runs, into FILE.NAME, when AIRLOCK_BENCH_PERF names FILE (the
+// gateway and the node's side are other processes there, out of
+// -cpuprofile's reach):
 //
-//	perf report -i FILE --no-children --sort pid,sym
+//	perf report -i FILE.gateway --no-children --sort sym
 //
-// It returns what stops the recording.
+// It returns what stops the recordings.
 func perfRecord(b *testing.B, parts []cpuPart) func() {
 	out := os.Getenv("AIRLOCK_BENCH_PERF")
 	if out == "" {
 		return func() {}
 	}
-	var pids []string
+	var cmds []*exec.Cmd
 	for _, p := range parts {
+		var pids []string
 		for _, pid := range p.pids {
 			pids = append(pids, fmt.Sprint(pid))
 		}
-	}
-	cmd := exec.Command("perf", "record", "-q", "-F", "997", "-g", "-o", out, "-p", strings.Join(pids, ","))
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Start(); err != nil {
-		b.Logf("perf: %v", err)
-		return func() {}
+		cmd := exec.Command("perf", "record", "-q", "-F", "997", "-g", "-o", out+"."+p.name, "-p", strings.Join(pids, ","))
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Start(); err != nil {
+			b.Logf("perf: %v", err)
+			continue
+		}
+		cmds = append(cmds, cmd)
 	}
 	return func() {
-		cmd.Process.Signal(os.Interrupt)
-		cmd.Wait()
+		for _, cmd := range cmds {
+			cmd.Process.Signal(os.Interrupt)
+			cmd.Wait()
+		}
 	}
 }
