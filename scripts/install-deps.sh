@@ -25,7 +25,7 @@ pkgs=(
   freerdp2-shadow-x11 winpr-utils # desktop.rdp_server: shadow (FreeRDP's shadow server, NLA) and TestRDPWebNLA; winpr-hash checks the runner's NT hash
   zbar-tools oathtool # decode the TOTP enrolment's QR code and make codes with another implementation
   jupyter-notebook  # the demo's app profile (make run), and the test that launches it
-  ruby nginx-light novnc # the Open OnDemand app's tests: ERB templates rendered by Debian's ruby, nginx as OnDemand's /rnode proxy, noVNC served inside the seal
+  ruby nginx-light novnc # the Open OnDemand app's tests: ERB templates rendered by Debian's ruby, nginx as OnDemand's /rnode proxy (and the benchmarks' nginx: BenchmarkAppProxy, BenchmarkForward's conductor arm, TLS in front of ssh -L), noVNC served inside the seal
   haproxy           # the load balancer in front of several gateways (TestSeveralGatewaysBehindHAProxy)
   postgresql        # the real PostgreSQL the store's conformance suite and the several-gateway tests start by hand (initdb, pg_ctl)
   etcd-server       # the kubernetes backend's tests: the API server's store (kube-apiserver itself comes from scripts/kube-bins.sh)
