@@ -14,10 +14,10 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/airlock-hpc/airlock/internal/contract"
+	"github.com/airlock-hpc/airlock/internal/relay"
 	"github.com/airlock-hpc/airlock/internal/ticket"
 )
 
@@ -136,32 +136,9 @@ func (s *server) newHTTPConnector() (*httpConnector, error) {
 		ModifyResponse: h.modifyResponse,
 		ErrorHandler:   h.proxyError,
 		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-		BufferPool:     proxyBuffers,
+		BufferPool:     relay.ProxyBuffers,
 	}
 	return h, nil
-}
-
-// proxyBuffers lends the reverse proxy its copy buffers: without a pool
-// httputil makes a 32 KiB buffer for every answer, however small, and
-// the garbage collector then costs more than the copy (the gateway's
-// proxy measured it: BenchmarkForward).
-var proxyBuffers = &bufferPool{}
-
-// bufferPool is an httputil.BufferPool of 32 KiB buffers.
-type bufferPool struct{ p sync.Pool }
-
-func (b *bufferPool) Get() []byte {
-	if v, ok := b.p.Get().(*[]byte); ok {
-		return *v
-	}
-	return make([]byte, 32<<10)
-}
-
-func (b *bufferPool) Put(buf []byte) {
-	if cap(buf) == 32<<10 {
-		buf = buf[:cap(buf)]
-		b.p.Put(&buf)
-	}
 }
 
 // cookieSafe maps s into characters that are safe in a cookie name.

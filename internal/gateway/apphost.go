@@ -46,6 +46,7 @@ import (
 	"time"
 
 	"github.com/airlock-hpc/airlock/internal/contract"
+	"github.com/airlock-hpc/airlock/internal/relay"
 	"github.com/airlock-hpc/airlock/internal/session"
 	"github.com/airlock-hpc/airlock/internal/store"
 	"github.com/airlock-hpc/airlock/internal/ticket"
@@ -824,35 +825,10 @@ func (g *Gateway) reverseProxy() *httputil.ReverseProxy {
 			// An interval of -1 here cost every small answer a timer, a
 			// goroutine and a TLS record of its own for the header
 			// (BenchmarkForward, BenchmarkAppPath).
-			BufferPool: proxyBuffers,
+			BufferPool: relay.ProxyBuffers,
 		}
 	})
 	return g.rp
-}
-
-// proxyBuffers lends the reverse proxy its copy buffers. Without a pool
-// httputil makes a 32 KiB buffer for every answer, even a 19-byte one:
-// profiled (BenchmarkForward/rps, -memprofile), that was 57 % of every
-// byte the benchmark's process allocated, and the garbage collector it
-// kept busy was a fifth of the gateway's CPU time (perf on `airlock
-// serve`).
-var proxyBuffers = &bufferPool{}
-
-// bufferPool is an httputil.BufferPool of 32 KiB buffers.
-type bufferPool struct{ p sync.Pool }
-
-func (b *bufferPool) Get() []byte {
-	if v, ok := b.p.Get().(*[]byte); ok {
-		return *v
-	}
-	return make([]byte, 32<<10)
-}
-
-func (b *bufferPool) Put(buf []byte) {
-	if cap(buf) == 32<<10 {
-		buf = buf[:cap(buf)]
-		b.p.Put(&buf)
-	}
 }
 
 // rewriteHop makes the request to the connector.

@@ -13,7 +13,7 @@ import (
 )
 
 // TestProxyBuffersNotShared: the reverse proxy's copy buffers come from a
-// pool (proxyBuffers); answers of different sizes, many at once through
+// pool (relay.ProxyBuffers); answers of different sizes, many at once through
 // a forward, each arrive whole and as the app wrote them, so no buffer is
 // handed to two copies at once or returned while still in use.
 func TestProxyBuffersNotShared(t *testing.T) {
@@ -70,23 +70,5 @@ func TestProxyBuffersNotShared(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
-	}
-}
-
-// TestProxyBufferPoolSizes: the pool hands out 32 KiB buffers only; one
-// of another size given back is dropped, not lent to a copy.
-func TestProxyBufferPoolSizes(t *testing.T) {
-	p := &bufferPool{}
-	p.Put(make([]byte, 10))
-	p.Put(make([]byte, 64<<10))
-	for range 4 {
-		if b := p.Get(); len(b) != 32<<10 {
-			t.Fatalf("Get: %d bytes, want %d", len(b), 32<<10)
-		}
-	}
-	b := p.Get()
-	p.Put(b[:5]) // httputil gives back what it got; a short slice is restored
-	if b := p.Get(); len(b) != 32<<10 {
-		t.Fatalf("Get after a short Put: %d bytes", len(b))
 	}
 }
