@@ -535,10 +535,18 @@ func (g *Gateway) appProxy(w http.ResponseWriter, r *http.Request, id string) {
 	if !ok && g.sharedAppAuth() {
 		// Set by another gateway of the site, or by this one before a
 		// restart or a revocation: its seal says what it was for.
+		var fault error
 		for _, c := range r.CookiesNamed(appCookie) {
-			if gr, ok = g.adoptAppCookie(r.Context(), c.Value, id); ok {
+			var err error
+			if gr, ok, err = g.adoptAppCookie(r.Context(), c.Value, id); ok {
 				break
 			}
+			fault = cmp.Or(fault, err)
+		}
+		if !ok && fault != nil {
+			w.Header().Set("Retry-After", "2")
+			appText(w, http.StatusServiceUnavailable, "the gateway cannot check your sign-in to this app just now; reload the page to try again")
+			return
 		}
 	}
 	if !ok {

@@ -1,0 +1,138 @@
+package gateway
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/airlock-hpc/airlock/internal/realtest"
+	"github.com/airlock-hpc/airlock/internal/session"
+	"github.com/airlock-hpc/airlock/internal/store"
+	"github.com/airlock-hpc/airlock/internal/store/postgres"
+)
+
+// pgFaulty is the shared PostgreSQL store with lookups that fail on
+// demand, as a database restarting or unreachable fails them. It embeds
+// the store itself, not store.Store, so that the gateway still finds the
+// leases, handoffs and broadcast that make it one of several.
+type pgFaulty struct {
+	*postgres.DB
+	fail  atomic.Bool
+	lists atomic.Int64 // ListSessions calls
+}
+
+func (f *pgFaulty) LoginByHash(ctx context.Context, h []byte) (session.Login, error) {
+	if f.fail.Load() {
+		return session.Login{}, errStoreDown
+	}
+	return f.DB.LoginByHash(ctx, h)
+}
+
+func (f *pgFaulty) ListSessions(ctx context.Context, filter store.SessionFilter) ([]*session.Session, error) {
+	f.lists.Add(1)
+	return f.DB.ListSessions(ctx, filter)
+}
+
+// TestSeveralGatewaysAppCookieStoreFault attacks a sealed app cookie at a
+// gateway that never held it while the store cannot answer. A cookie
+// whose login was ended (logged out at the other gateway) must not open
+// the app there because the login could not be looked up, nor be kept
+// for later; a good cookie is "try again" (503 with Retry-After), not
+// sent to sign in again. On main the fault was taken as "the login
+// holds": the logged-out cookie opened the app, and stayed in.
+func TestSeveralGatewaysAppCookieStoreFault(t *testing.T) {
+	t.Parallel()
+	cl := realtest.SlurmCluster(t)
+	pg := realtest.StartPostgres(t)
+	dsn := pg.NewDatabase(t)
+	sum := sha256.Sum256([]byte(dsn + t.TempDir()))
+	prefix := "airlock" + hex.EncodeToString(sum[:4])
+	var faulty *pgFaulty
+	gws := []*testGateway{
+		severalGateway(t, cl, dsn, prefix, "fault-gw-0", nil),
+		severalGateway(t, cl, dsn, prefix, "fault-gw-1", func(c *Config) {
+			faulty = &pgFaulty{DB: c.Store.(*postgres.DB)}
+			c.Store = faulty
+		}),
+	}
+	target := goApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "hello through "+r.URL.Path)
+	}))
+	owner := gws[0].client().loginToken("alice")
+	f := serveForward(t, gws[0], owner.token, "web", target)
+	owner.waitStateFor(f.ID, "ready", 10*time.Second)
+	page, _ := url.Parse(f.URL + "page")
+	onto := func(u *url.URL, tg *testGateway) string {
+		_, port, _ := net.SplitHostPort(strings.TrimPrefix(tg.url, "https://"))
+		v := *u
+		v.Host = net.JoinHostPort(v.Hostname(), port)
+		return v.String()
+	}
+	get := func(c *client, u string) (*http.Response, string) {
+		req, _ := http.NewRequest("GET", u, nil)
+		req.Header.Set("Sec-Fetch-Mode", "navigate")
+		return c.send(req)
+	}
+	// signIn gives a fresh login's sealed app cookie, made and spent at
+	// gateway 0 only, and the client holding that login.
+	signIn := func() (string, *client) {
+		c := gws[0].client().loginCookie("alice").reachApps()
+		resp, body := get(c, gws[0].url+"/s/"+f.ID+"/app/page")
+		if resp.StatusCode != 303 {
+			t.Fatalf("handshake: %d %s", resp.StatusCode, body)
+		}
+		code, _ := url.Parse(resp.Header.Get("Location"))
+		if resp, body := get(c, onto(code, gws[0])); resp.StatusCode != 303 {
+			t.Fatalf("code spent at gateway 0: %d %s", resp.StatusCode, body)
+		}
+		for _, ck := range c.http.Jar.Cookies(page) {
+			if ck.Name == appCookie && strings.HasPrefix(ck.Value, sealedCookiePrefix) {
+				return ck.Value, c
+			}
+		}
+		t.Fatal("no sealed app cookie")
+		return "", nil
+	}
+	withCookie := func(value string) *client {
+		c := gws[1].client().reachApps()
+		c.http.Jar.SetCookies(page, []*http.Cookie{{Name: appCookie, Value: value}})
+		return c
+	}
+	ended, endedBy := signIn()
+	good, _ := signIn()
+
+	// The first login ends, through gateway 0.
+	req, _ := http.NewRequest("POST", gws[0].url+"/logout", nil)
+	req.Header.Set("Origin", gws[0].url)
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	if resp, body := endedBy.send(req); resp.StatusCode != 303 {
+		t.Fatalf("logout: %d %s", resp.StatusCode, body)
+	}
+
+	faulty.fail.Store(true)
+	for name, value := range map[string]string{"logged-out": ended, "good": good} {
+		resp, body := get(withCookie(value), onto(page, gws[1]))
+		if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" {
+			t.Errorf("the %s cookie at gateway 1 while the store fails: %d %q, want 503 with Retry-After", name, resp.StatusCode, body)
+		}
+	}
+	faulty.fail.Store(false)
+	if resp, body := get(withCookie(ended), onto(page, gws[1])); resp.StatusCode == 200 {
+		t.Errorf("the logged-out cookie opens the app at gateway 1 after the fault: %s", body)
+	}
+	if resp, body := get(withCookie(good), onto(page, gws[1])); resp.StatusCode != 200 || body != "hello through /page" {
+		t.Errorf("the good cookie at gateway 1 after the fault: %d %s", resp.StatusCode, body)
+	}
+}
+
+// unused keeps fmt for helpers added below.
+var _ = fmt.Sprint
