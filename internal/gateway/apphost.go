@@ -309,7 +309,7 @@ func (g *Gateway) appHostLabel(host string) (id string, under bool) {
 		fid, _ := g.forwardByLabel(id)
 		if fid == "" {
 			var err error
-			if fid, err = g.forwardFromStore(id); err != nil {
+			if fid, err = g.forwardFromStore(id, true); err != nil {
 				return storeFaultHost, true
 			}
 		}

@@ -27,7 +27,7 @@ import (
 type pgFaulty struct {
 	*postgres.DB
 	fail  atomic.Bool
-	lists atomic.Int64 // ListSessions calls
+	lists atomic.Int64 // ListSessions calls for one user's sessions
 }
 
 func (f *pgFaulty) LoginByHash(ctx context.Context, h []byte) (session.Login, error) {
@@ -38,7 +38,9 @@ func (f *pgFaulty) LoginByHash(ctx context.Context, h []byte) (session.Login, er
 }
 
 func (f *pgFaulty) ListSessions(ctx context.Context, filter store.SessionFilter) ([]*session.Session, error) {
-	f.lists.Add(1)
+	if filter.Owner != "" {
+		f.lists.Add(1)
+	}
 	return f.DB.ListSessions(ctx, filter)
 }
 
@@ -134,5 +136,69 @@ func TestSeveralGatewaysAppCookieStoreFault(t *testing.T) {
 	}
 }
 
-// unused keeps fmt for helpers added below.
-var _ = fmt.Sprint
+// TestSeveralGatewaysForwardMissCache attacks a gateway with app host
+// names that name no forward: anyone may send any Host, and on main each
+// NAME-USER label cost a store query (the live sessions of USER). Now a
+// user's forwards listed a moment ago answer for every other name of
+// theirs; a forward started meanwhile through another gateway is not
+// missed (the broadcast of its change empties the listing).
+func TestSeveralGatewaysForwardMissCache(t *testing.T) {
+	t.Parallel()
+	cl := realtest.SlurmCluster(t)
+	pg := realtest.StartPostgres(t)
+	dsn := pg.NewDatabase(t)
+	sum := sha256.Sum256([]byte(dsn + t.TempDir()))
+	prefix := "airlock" + hex.EncodeToString(sum[:4])
+	var counted *pgFaulty
+	gws := []*testGateway{
+		severalGateway(t, cl, dsn, prefix, "miss-gw-0", nil),
+		severalGateway(t, cl, dsn, prefix, "miss-gw-1", func(c *Config) {
+			counted = &pgFaulty{DB: c.Store.(*postgres.DB)}
+			c.Store = counted
+		}),
+	}
+	target := goApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "hello through "+r.URL.Path)
+	}))
+	owner := gws[0].client().loginToken("alice")
+	f := serveForward(t, gws[0], owner.token, "web", target)
+	u, _ := url.Parse(f.URL)
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(gws[1].url, "https://"))
+	at := func(label string) string {
+		return "https://" + net.JoinHostPort(label+strings.TrimPrefix(u.Hostname(), "web-alice"), port) + "/"
+	}
+	stranger := gws[1].client().reachApps()
+	visit := func(label string) int {
+		req, _ := http.NewRequest("GET", at(label), nil)
+		resp, _ := stranger.send(req)
+		return resp.StatusCode
+	}
+
+	before := counted.lists.Load()
+	for i := range 50 {
+		label := fmt.Sprintf("nosuch%d-alice", i)
+		if code := visit(label); code != 404 {
+			t.Fatalf("%s: %d, want 404", label, code)
+		}
+	}
+	// The listing of alice's forwards may be asked for again if a
+	// session changed meanwhile (the lease, the forward's heartbeat):
+	// a few queries, not one per request.
+	if n := counted.lists.Load() - before; n > 5 {
+		t.Errorf("50 requests for forwards alice does not have cost %d store queries", n)
+	}
+
+	// Missed once at gateway 1, then started through gateway 0: found.
+	if code := visit("late-alice"); code != 404 {
+		t.Fatalf("late-alice before it started: %d, want 404", code)
+	}
+	serveForward(t, gws[0], owner.token, "late", target)
+	if err := realtest.WaitFor(20*time.Second, func() error {
+		if code := visit("late-alice"); code == 404 {
+			return fmt.Errorf("gateway 1 still has no forward late-alice")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
