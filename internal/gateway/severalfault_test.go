@@ -1,7 +1,9 @@
 package gateway
 
 import (
+	"bufio"
 	"context"
+	"crypto/tls"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -14,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/airlock-hpc/airlock/internal/contract"
 	"github.com/airlock-hpc/airlock/internal/realtest"
 	"github.com/airlock-hpc/airlock/internal/session"
 	"github.com/airlock-hpc/airlock/internal/store"
@@ -200,5 +203,109 @@ func TestSeveralGatewaysForwardMissCache(t *testing.T) {
 		return nil
 	}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSeveralGatewaysPeerProofRelayed attacks the peer hop from the
+// middle: the store's holder address of a forward points at a machine
+// that terminates the asking gateway's TLS (which checks no certificate)
+// and opens its own to the real holder. Relaying the asking gateway's
+// proof verbatim is refused by the holder (the proof is bound to the
+// other TLS connection), and a made-up "101" answer with a proof the
+// middle cannot make is refused by the asking gateway: the visitor gets
+// neither the app through the middle nor the middle's bytes.
+func TestSeveralGatewaysPeerProofRelayed(t *testing.T) {
+	t.Parallel()
+	cl := realtest.SlurmCluster(t)
+	pg := realtest.StartPostgres(t)
+	dsn := pg.NewDatabase(t)
+	sum := sha256.Sum256([]byte(dsn + t.TempDir()))
+	prefix := "airlock" + hex.EncodeToString(sum[:4])
+	gws := []*testGateway{
+		severalGateway(t, cl, dsn, prefix, "mitm-gw-0", nil),
+		severalGateway(t, cl, dsn, prefix, "mitm-gw-1", nil),
+	}
+	var hits atomic.Int64
+	target := goApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		io.WriteString(w, "hello through "+r.URL.Path)
+	}))
+	owner := gws[0].client().loginToken("alice")
+	f := serveForward(t, gws[0], owner.token, "web", target)
+	owner.waitStateFor(f.ID, "ready", 10*time.Second)
+	holder := gws[0].g.peerAddr()
+
+	// The middle: relays (fake false) or answers itself (fake true).
+	var fake atomic.Bool
+	relayed := make(chan int, 16)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(20 * time.Second))
+				req, err := http.ReadRequest(bufio.NewReader(c))
+				if err != nil {
+					return
+				}
+				if fake.Load() {
+					fmt.Fprintf(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: %s\r\nConnection: Upgrade\r\n%s: %s\r\n\r\n", peerUpgrade, peerProofHeader, req.Header.Get(peerProofHeader))
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nfrom-mitm!")
+					return
+				}
+				up, err := tls.Dial("tcp", holder, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13, NextProtos: []string{"http/1.1"}})
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				req.Write(up)
+				resp, err := http.ReadResponse(bufio.NewReader(up), req)
+				if err != nil {
+					return
+				}
+				relayed <- resp.StatusCode
+				resp.Write(c)
+			}()
+		}
+	}()
+	if _, err := gws[0].cfg.Store.UpdateSession(context.Background(), f.ID, func(s *session.Session) error {
+		s.Endpoints = map[string]string{contract.ConnApp: forwardEndpointPrefix + f.ID + "@" + ln.Addr().String()}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	visitor := gws[1].client().loginCookie("alice").reachApps()
+	u, _ := url.Parse(f.URL + "x")
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(gws[1].url, "https://"))
+	u.Host = net.JoinHostPort(u.Hostname(), port)
+	before := hits.Load()
+	for _, mode := range []bool{false, true} {
+		fake.Store(mode)
+		resp, body := visitor.visit(u.String())
+		if resp.StatusCode == 200 || strings.Contains(body, "from-mitm") || strings.Contains(body, "hello through") {
+			t.Errorf("through the middle (answering itself: %v): %d %q", mode, resp.StatusCode, body)
+		}
+		if !mode {
+			select {
+			case code := <-relayed:
+				if code != 403 {
+					t.Errorf("the holder answered a relayed proof with %d, want 403", code)
+				}
+			case <-time.After(20 * time.Second):
+				t.Error("the asking gateway never came through the middle")
+			}
+		}
+	}
+	if n := hits.Load() - before; n != 0 {
+		t.Errorf("the app was reached %d times through the middle", n)
 	}
 }
