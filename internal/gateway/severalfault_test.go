@@ -3,8 +3,8 @@ package gateway
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"io"
