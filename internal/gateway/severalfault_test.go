@@ -309,3 +309,105 @@ func TestSeveralGatewaysPeerProofRelayed(t *testing.T) {
 		t.Errorf("the app was reached %d times through the middle", n)
 	}
 }
+
+// TestSeveralGatewaysAppCodeRace: one app sign-in code spent at once
+// through both gateways, many times over, signs in once; the sealed
+// cookie it gives, moved to the host of another forward of the same
+// user, opens nothing there at either gateway (held).
+func TestSeveralGatewaysAppCodeRace(t *testing.T) {
+	t.Parallel()
+	cl := realtest.SlurmCluster(t)
+	pg := realtest.StartPostgres(t)
+	dsn := pg.NewDatabase(t)
+	sum := sha256.Sum256([]byte(dsn + t.TempDir()))
+	prefix := "airlock" + hex.EncodeToString(sum[:4])
+	gws := []*testGateway{
+		severalGateway(t, cl, dsn, prefix, "race-gw-0", nil),
+		severalGateway(t, cl, dsn, prefix, "race-gw-1", nil),
+	}
+	target := goApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "hello through "+r.URL.Path)
+	}))
+	owner := gws[0].client().loginToken("alice")
+	web := serveForward(t, gws[0], owner.token, "web", target)
+	two := serveForward(t, gws[0], owner.token, "two", target)
+	owner.waitStateFor(web.ID, "ready", 10*time.Second)
+	owner.waitStateFor(two.ID, "ready", 10*time.Second)
+	onto := func(u *url.URL, tg *testGateway) string {
+		_, port, _ := net.SplitHostPort(strings.TrimPrefix(tg.url, "https://"))
+		v := *u
+		v.Host = net.JoinHostPort(v.Hostname(), port)
+		return v.String()
+	}
+	alice := gws[0].client().loginCookie("alice").reachApps()
+	req, _ := http.NewRequest("GET", gws[0].url+"/s/"+web.ID+"/app/page", nil)
+	req.Header.Set("Sec-Fetch-Mode", "navigate")
+	resp, body := alice.send(req)
+	if resp.StatusCode != 303 {
+		t.Fatalf("handshake: %d %s", resp.StatusCode, body)
+	}
+	code, _ := url.Parse(resp.Header.Get("Location"))
+
+	const n = 16
+	codes := make(chan int, n)
+	cookies := make(chan string, n)
+	start := make(chan struct{})
+	for i := range n {
+		c := gws[i%2].client().reachApps()
+		u := onto(code, gws[i%2])
+		go func() {
+			<-start
+			resp, err := c.http.Get(u)
+			if err != nil {
+				codes <- 0
+				cookies <- ""
+				return
+			}
+			resp.Body.Close()
+			codes <- resp.StatusCode
+			v := ""
+			for _, ck := range resp.Cookies() {
+				if ck.Name == appCookie {
+					v = ck.Value
+				}
+			}
+			cookies <- v
+		}()
+	}
+	close(start)
+	spent, sealed := 0, ""
+	for range n {
+		c, v := <-codes, <-cookies
+		switch {
+		case c == 303 && v != "":
+			spent++
+			sealed = v
+		case c != 400:
+			t.Errorf("the code spent again: %d, want 400", c)
+		}
+	}
+	if spent != 1 {
+		t.Fatalf("one code signed in %d times, want once", spent)
+	}
+
+	// The cookie on the host of alice's other forward.
+	page, _ := url.Parse(two.URL + "page")
+	for i, tg := range gws {
+		c := tg.client().reachApps()
+		c.http.Jar.SetCookies(page, []*http.Cookie{{Name: appCookie, Value: sealed}})
+		req, _ := http.NewRequest("GET", onto(page, tg), nil)
+		req.Header.Set("Sec-Fetch-Mode", "navigate")
+		if resp, body := c.send(req); resp.StatusCode == 200 {
+			t.Errorf("forward web's cookie opened forward two at gateway %d: %s", i, body)
+		}
+	}
+	// And on its own host it opens the app (the attack above is the only
+	// thing that failed).
+	home, _ := url.Parse(web.URL + "page")
+	c := gws[1].client().reachApps()
+	c.http.Jar.SetCookies(home, []*http.Cookie{{Name: appCookie, Value: sealed}})
+	req, _ = http.NewRequest("GET", onto(home, gws[1]), nil)
+	if resp, body := c.send(req); resp.StatusCode != 200 || body != "hello through /page" {
+		t.Errorf("the cookie on its own host: %d %s", resp.StatusCode, body)
+	}
+}
