@@ -187,9 +187,11 @@ func TestSeveralGatewaysForwardMissCache(t *testing.T) {
 	// The listing of alice's forwards may be asked for again if a
 	// session changed meanwhile (the lease, the forward's heartbeat):
 	// a few queries, not one per request.
-	if n := counted.lists.Load() - before; n > 5 {
+	n := counted.lists.Load() - before
+	if n > 5 {
 		t.Errorf("50 requests for forwards alice does not have cost %d store queries", n)
 	}
+	t.Logf("50 requests for forwards alice does not have: %d store queries", n)
 
 	// Missed once at gateway 1, then started through gateway 0: found.
 	if code := visit("late-alice"); code != 404 {
