@@ -176,7 +176,7 @@ func (g *Gateway) adoptAppCookie(ctx context.Context, value, id string) (appGran
 		return appGrant{}, false, nil
 	}
 	now := g.now()
-	if gr.Session != id || !now.Before(gr.Expires) {
+	if gr.Session != id || !now.Before(gr.Expires) || g.appAuth.wasRefused(value, now) {
 		return appGrant{}, false, nil
 	}
 	rc := recheck{g: g, ctx: ctx, seen: map[string]string{}, strict: true}
@@ -186,6 +186,10 @@ func (g *Gateway) adoptAppCookie(ctx context.Context, value, id string) (appGran
 			return appGrant{}, false, rc.fault
 		}
 		g.log.InfoContext(ctx, "app cookie not taken: "+why, "session", id, "user", gr.User, "share", gr.Share)
+		if why != "session "+string(session.Queued) && why != "session "+string(session.Starting) {
+			// Gone for good (a session not yet ready may become so).
+			g.appAuth.refuse(value, gr.Expires)
+		}
 		return appGrant{}, false, nil
 	}
 	if err := g.appAuth.put(value, gr, now); err != nil {

@@ -29,11 +29,13 @@ import (
 // leases, handoffs and broadcast that make it one of several.
 type pgFaulty struct {
 	*postgres.DB
-	fail  atomic.Bool
-	lists atomic.Int64 // ListSessions calls for one user's sessions
+	fail   atomic.Bool
+	lists  atomic.Int64 // ListSessions calls for one user's sessions
+	logins atomic.Int64 // LoginByHash calls
 }
 
 func (f *pgFaulty) LoginByHash(ctx context.Context, h []byte) (session.Login, error) {
+	f.logins.Add(1)
 	if f.fail.Load() {
 		return session.Login{}, errStoreDown
 	}
@@ -136,6 +138,18 @@ func TestSeveralGatewaysAppCookieStoreFault(t *testing.T) {
 	}
 	if resp, body := get(withCookie(good), onto(page, gws[1])); resp.StatusCode != 200 || body != "hello through /page" {
 		t.Errorf("the good cookie at gateway 1 after the fault: %d %s", resp.StatusCode, body)
+	}
+	// The logged-out cookie shown again and again (a browser's every
+	// request, or whoever kept it): refused without asking the store
+	// each time.
+	before := faulty.logins.Load()
+	for range 20 {
+		if resp, body := get(withCookie(ended), onto(page, gws[1])); resp.StatusCode == 200 {
+			t.Fatalf("the logged-out cookie opened the app: %s", body)
+		}
+	}
+	if n := faulty.logins.Load() - before; n > 0 {
+		t.Errorf("20 requests with a cookie refused before cost %d login lookups", n)
 	}
 }
 
