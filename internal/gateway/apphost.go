@@ -124,6 +124,36 @@ type appAuth struct {
 	cookies map[[32]byte]*appGrant           // by SHA-256 of the cookie value
 	perUser map[string]map[[32]byte]struct{} // user → their cookies
 	swept   time.Time
+	// refused holds sealed cookies (by SHA-256) whose rights were found
+	// gone (appshared.go), until they expire: a browser, or whoever
+	// kept the cookie, showing it again costs no store query. A right
+	// once gone does not come back (a logout, a revoked share or token,
+	// an ended session), so the verdict holds.
+	refused map[[32]byte]time.Time
+}
+
+// maxRefusedCookies bounds appAuth.refused; it starts over when full.
+const maxRefusedCookies = 4096
+
+// wasRefused reports whether the sealed cookie value was refused before.
+func (a *appAuth) wasRefused(value string, now time.Time) bool {
+	sum := sha256.Sum256([]byte(value))
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	until, ok := a.refused[sum]
+	return ok && now.Before(until)
+}
+
+// refuse remembers that the sealed cookie value, good until until, was
+// refused.
+func (a *appAuth) refuse(value string, until time.Time) {
+	sum := sha256.Sum256([]byte(value))
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.refused == nil || len(a.refused) >= maxRefusedCookies {
+		a.refused = map[[32]byte]time.Time{}
+	}
+	a.refused[sum] = until
 }
 
 // mint returns a new code for gr, good once until gr.created+appCodeTTL.
@@ -310,7 +340,7 @@ func (g *Gateway) appHostLabel(host string) (id string, under bool) {
 		fid, _ := g.forwardByLabel(id)
 		if fid == "" {
 			var err error
-			if fid, err = g.forwardFromStore(id); err != nil {
+			if fid, err = g.forwardFromStore(id, true); err != nil {
 				return storeFaultHost, true
 			}
 		}
@@ -536,10 +566,18 @@ func (g *Gateway) appProxy(w http.ResponseWriter, r *http.Request, id string) {
 	if !ok && g.sharedAppAuth() {
 		// Set by another gateway of the site, or by this one before a
 		// restart or a revocation: its seal says what it was for.
+		var fault error
 		for _, c := range r.CookiesNamed(appCookie) {
-			if gr, ok = g.adoptAppCookie(r.Context(), c.Value, id); ok {
+			var err error
+			if gr, ok, err = g.adoptAppCookie(r.Context(), c.Value, id); ok {
 				break
 			}
+			fault = cmp.Or(fault, err)
+		}
+		if !ok && fault != nil {
+			w.Header().Set("Retry-After", "2")
+			appText(w, http.StatusServiceUnavailable, "the gateway cannot check your sign-in to this app just now; reload the page to try again")
+			return
 		}
 	}
 	if !ok {

@@ -162,27 +162,38 @@ func (g *Gateway) openAppCookie(value string) (appGrant, error) {
 
 // adoptAppCookie takes a sealed app cookie this gateway does not hold, for
 // session id's host, if its seal opens, it is unexpired and the rights it
-// came by still hold.
-func (g *Gateway) adoptAppCookie(ctx context.Context, value, id string) (appGrant, bool) {
+// came by still hold. A store that cannot say whether they hold is a
+// store fault (try again): not a yes, as a revoked cookie would be let in
+// while the store is down, nor a no, which would send the visitor to sign
+// in again.
+func (g *Gateway) adoptAppCookie(ctx context.Context, value, id string) (appGrant, bool, error) {
 	if !strings.HasPrefix(value, sealedCookiePrefix) {
-		return appGrant{}, false
+		return appGrant{}, false, nil
 	}
 	gr, err := g.openAppCookie(value)
 	if err != nil {
 		g.log.WarnContext(ctx, "refused: an app cookie that does not open", "session", id, "error", err)
-		return appGrant{}, false
+		return appGrant{}, false, nil
 	}
 	now := g.now()
-	if gr.Session != id || !now.Before(gr.Expires) {
-		return appGrant{}, false
+	if gr.Session != id || !now.Before(gr.Expires) || g.appAuth.wasRefused(value, now) {
+		return appGrant{}, false, nil
 	}
-	rc := recheck{g: g, ctx: ctx, seen: map[string]string{}}
+	rc := recheck{g: g, ctx: ctx, seen: map[string]string{}, strict: true}
 	if why := rc.refused(gr.viewerTag); why != "" {
+		if rc.fault != nil {
+			g.log.ErrorContext(ctx, "app cookie not taken: the store does not answer", "session", id, "user", gr.User, "error", rc.fault)
+			return appGrant{}, false, rc.fault
+		}
 		g.log.InfoContext(ctx, "app cookie not taken: "+why, "session", id, "user", gr.User, "share", gr.Share)
-		return appGrant{}, false
+		if why != "session "+string(session.Queued) && why != "session "+string(session.Starting) {
+			// Gone for good (a session not yet ready may become so).
+			g.appAuth.refuse(value, gr.Expires)
+		}
+		return appGrant{}, false, nil
 	}
 	if err := g.appAuth.put(value, gr, now); err != nil {
-		return appGrant{}, false
+		return appGrant{}, false, nil
 	}
-	return gr, true
+	return gr, true, nil
 }

@@ -53,6 +53,7 @@ func (g *Gateway) listenPeers() {
 		if b == nil {
 			// (Re)connected: what was said meanwhile is lost.
 			g.fast.forgetAll()
+			g.forwardsChanged()
 			continue
 		}
 		var m peerMsg
@@ -68,6 +69,7 @@ func (g *Gateway) listenPeers() {
 		}
 		if m.Changed != "" {
 			g.fast.forgetSession(m.Changed)
+			g.forwardsChanged()
 			g.events.changed(m.Changed)
 		}
 	}

@@ -39,6 +39,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -87,8 +88,40 @@ type forwards struct {
 	tunnels map[string]*tunnel    // session ID → its connected tunnel
 	down    map[string]time.Time  // session ID → since when it has no tunnel
 	limits  map[string]*byteLimit // session ID → its bandwidth, shared by its tunnels
+	// listed remembers, per user, the names of the live forwards the
+	// store had when last asked (forwardFromStore): a host label naming
+	// none of them is no forward, without a store query for each request
+	// (anyone may send any Host). Emptied, and gen moved on, whenever a
+	// session changes here or at another gateway (forwardsChanged).
+	listed    map[string]listedForwards
+	listedGen uint64
 	// create serialises the name check and the insert of new forwards.
 	create sync.Mutex
+}
+
+// listedForwards is what the store said of one user's live forwards.
+type listedForwards struct {
+	at    time.Time
+	names []string
+}
+
+const (
+	// forwardMissTTL bounds how long a listing answers for the store
+	// when no change was heard (a store without broadcast, or one lost).
+	forwardMissTTL = 5 * time.Second
+	// maxListedUsers bounds forwards.listed: host labels naming made-up
+	// users each cost one query, and no memory beyond this.
+	maxListedUsers = 4096
+)
+
+// forwardsChanged forgets the listings forwardFromStore keeps: a session
+// changed, and a forward may have started.
+func (g *Gateway) forwardsChanged() {
+	f := &g.fwd
+	f.mu.Lock()
+	f.listedGen++
+	clear(f.listed)
+	f.mu.Unlock()
 }
 
 // tunnel is one connected node.
@@ -158,13 +191,28 @@ const storeFaultHost = "\x00store-fault"
 
 // forwardFromStore finds the live forward a host label names in the
 // store several gateways share, made through another gateway, and
-// remembers it; "" if there is none.
-func (g *Gateway) forwardFromStore(label string) (string, error) {
+// remembers it; "" if there is none. With cached, a label of a user whose
+// forwards were listed a moment ago, and that named none of them, is
+// answered "" from that listing (a visitor's Host); without, the store is
+// asked (a forward being created, which must see every other).
+func (g *Gateway) forwardFromStore(label string, cached bool) (string, error) {
 	if !g.lease.shared() {
 		return "", nil // one gateway knows every forward (adoptForward)
 	}
 	name, user, ok := strings.Cut(label, "-")
-	if !ok || validForwardName(name) != nil {
+	if !ok {
+		return "", nil
+	}
+	if _, err := forwardLabel(name, user); err != nil {
+		return "", nil
+	}
+	f := &g.fwd
+	now := g.now()
+	f.mu.Lock()
+	gen := f.listedGen
+	l, seen := f.listed[user]
+	f.mu.Unlock()
+	if cached && seen && now.Sub(l.at) < forwardMissTTL && !slices.Contains(l.names, name) {
 		return "", nil
 	}
 	ctx, cancel := context.WithTimeout(g.ctx, 5*time.Second)
@@ -174,13 +222,29 @@ func (g *Gateway) forwardFromStore(label string) (string, error) {
 		g.log.WarnContext(ctx, "find a forward made through another gateway", "label", label, "error", err)
 		return "", err
 	}
+	var names []string
+	found := ""
 	for _, s := range live {
-		if isForward(s) && forwardName(s) == name {
+		if !isForward(s) {
+			continue
+		}
+		names = append(names, forwardName(s))
+		if found == "" && forwardName(s) == name {
 			g.adoptForward(s, false)
-			return s.ID, nil
+			found = s.ID
 		}
 	}
-	return "", nil
+	f.mu.Lock()
+	// Not if a session changed while the store was asked: the listing
+	// may be older than the change.
+	if f.listedGen == gen {
+		if f.listed == nil || len(f.listed) >= maxListedUsers {
+			f.listed = map[string]listedForwards{}
+		}
+		f.listed[user] = listedForwards{at: now, names: names}
+	}
+	f.mu.Unlock()
+	return found, nil
 }
 
 // hostLabel is the app host label of session id: its forward label, or
@@ -288,7 +352,7 @@ func (g *Gateway) createForward(w http.ResponseWriter, r *http.Request, who iden
 	old, ok := g.forwardByLabel(label)
 	if !ok {
 		// Made through another gateway of the site?
-		if old, err = g.forwardFromStore(label); err != nil {
+		if old, err = g.forwardFromStore(label, false); err != nil {
 			return storeFault("look for a forward with this name", err)
 		}
 		ok = old != ""

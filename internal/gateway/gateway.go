@@ -379,6 +379,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	// a right closes the streams it let in.
 	g.cfg.Store = notifyStore{Store: cfg.Store, changed: func(id string) {
 		g.fast.forgetSession(id) // before anyone is told (fastpath.go)
+		g.forwardsChanged()
 		g.events.changed(id)
 		g.publish(peerMsg{Changed: id})
 	}, state: g.sessionChanged}

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"slices"
@@ -48,14 +49,22 @@ type rdpRecorder struct {
 // startRDPRecording opens the recording of a browser RDP connection the
 // gateway is about to answer with resp.
 func (g *Gateway) startRDPRecording(tag viewerTag, resp *rdcleanpath.PDU, remote string) (*rdpRecorder, error) {
+	hdr := recording.RDPHeader{Confirm: slices.Clone(resp.X224), Certificates: resp.ServerCertChain}
+	// The session's RDP server chose its answer and its certificate
+	// chain: one the header cannot hold would stop the recording at the
+	// server's first MCS PDU while the connection went on unrecorded.
+	if _, err := hdr.Marshal(); err != nil {
+		err = fmt.Errorf("the RDP server's answer cannot be recorded: %w", err)
+		g.log.ErrorContext(g.ctx, "recording refused the viewer", "session", tag.Session, "user", tag.User, "error", err)
+		return nil, err
+	}
 	w, name, err := g.startRecording(tag.Session, ConnRDP, tag.User, recording.KindRDP)
 	if err != nil {
 		g.log.ErrorContext(g.ctx, "recording refused the viewer", "session", tag.Session, "user", tag.User, "error", err)
 		return nil, err
 	}
 	g.audit(g.ctx, tag.User, "recording_started", tag.Session, remote, name)
-	return &rdpRecorder{g: g, w: w, name: name, tag: tag,
-		hdr: recording.RDPHeader{Confirm: slices.Clone(resp.X224), Certificates: resp.ServerCertChain}}, nil
+	return &rdpRecorder{g: g, w: w, name: name, tag: tag, hdr: hdr}, nil
 }
 
 // feed is the server side's filter: FeedServer, recording what it passes
@@ -72,7 +81,9 @@ func (r *rdpRecorder) feed(in []byte) ([]byte, error) {
 		// the filter's lock: its channel list is complete and settled.
 		r.hdr.Channels = slices.Clone(r.f.Channels)
 		if err := r.w.BeginRDP(r.hdr); err != nil {
+			// Not viewed unrecorded: the connection ends.
 			r.g.log.ErrorContext(r.g.ctx, "recording", "session", r.tag.Session, "recording", r.name, "error", err)
+			return nil, fmt.Errorf("recording: %w", err)
 		}
 	}
 	if len(out) > at {

@@ -357,6 +357,24 @@ type recheck struct {
 	g    *Gateway
 	ctx  context.Context
 	seen map[string]string
+	// strict: a store fault is not "holds" but a verdict of its own,
+	// kept in fault. recheckViewers keeps a connection through a fault
+	// (closing it would be a false "no"); taking in a right this gateway
+	// never saw (adoptAppCookie) must not be a false "yes".
+	strict bool
+	fault  error
+}
+
+// faulted is the verdict on a right the store could not be asked about:
+// "" (it holds) unless rc is strict.
+func (rc *recheck) faulted(what string, err error) string {
+	if !rc.strict {
+		return ""
+	}
+	if rc.fault == nil {
+		rc.fault = storeFault(what, err)
+	}
+	return "the store does not answer"
 }
 
 func (rc *recheck) once(key string, check func() string) string {
@@ -377,7 +395,7 @@ func (rc *recheck) refused(t viewerTag) string {
 		case errors.Is(err, store.ErrNotFound):
 			return "session gone"
 		case err != nil:
-			return ""
+			return rc.faulted("session lookup", err)
 		case s.State != session.Ready:
 			return "session " + string(s.State)
 		}
@@ -389,8 +407,10 @@ func (rc *recheck) refused(t viewerTag) string {
 		if why := rc.once("share "+t.Share, func() string {
 			_, err := g.checkShare(ctx, t.shareHash, t.Session)
 			switch {
-			case err == nil || isStoreFault(err):
+			case err == nil:
 				return ""
+			case isStoreFault(err):
+				return rc.faulted("share lookup", err)
 			case err == errNoSession:
 				return "share link gone"
 			}
@@ -406,7 +426,9 @@ func (rc *recheck) refused(t viewerTag) string {
 			switch {
 			case errors.Is(err, store.ErrNotFound):
 				return "logged out"
-			case err == nil && !g.now().Before(l.Expires):
+			case err != nil:
+				return rc.faulted("login lookup", err)
+			case !g.now().Before(l.Expires):
 				return "login expired"
 			}
 			return ""
@@ -418,7 +440,7 @@ func (rc *recheck) refused(t viewerTag) string {
 			// Listed rather than looked up by hash: that would stamp it.
 			ts, err := g.cfg.Store.ListTokens(ctx, t.User)
 			if err != nil {
-				return ""
+				return rc.faulted("token lookup", err)
 			}
 			for _, tk := range ts {
 				if tk.ID == t.Token {
@@ -441,6 +463,8 @@ func (rc *recheck) refused(t viewerTag) string {
 		_, err := g.current(ctx, t.User)
 		if ae, ok := errors.AsType[*apiError](err); ok && ae.Code == "user_removed" {
 			return "user removed"
+		} else if ok && ae.Status == 503 {
+			return rc.faulted("user lookup", err)
 		}
 		return ""
 	})

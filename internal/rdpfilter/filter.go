@@ -483,6 +483,7 @@ func (s *Stream) connectInitial(b []byte) error {
 	if _, err := perLen(&ud); err != nil {
 		return err
 	}
+	nets := 0
 	for len(ud) > 0 {
 		if len(ud) < 4 {
 			return errShort
@@ -493,6 +494,12 @@ func (s *Stream) connectInitial(b []byte) error {
 		}
 		switch {
 		case typ == csNet:
+			// One channel list: with two, the server may number the
+			// channels of the one the filter does not take, and each
+			// channel id would be checked as another channel's.
+			if nets++; nets > 1 {
+				return errors.New("rdpfilter: a second network (channel list) block")
+			}
 			if err := s.network(ud[4:l]); err != nil {
 				return err
 			}

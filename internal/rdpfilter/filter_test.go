@@ -15,19 +15,27 @@ import (
 // network data block naming channels. It is built field by field here,
 // independently of the parser.
 func connectInitial(channels ...string) []byte {
+	return connectInitialNets([][]string{channels})
+}
+
+// connectInitialNets is connectInitial with a network block for each of
+// nets (a client sends one).
+func connectInitialNets(nets [][]string) []byte {
 	le16 := func(v int) []byte { return binary.LittleEndian.AppendUint16(nil, uint16(v)) }
 	le32 := func(v int) []byte { return binary.LittleEndian.AppendUint32(nil, uint32(v)) }
 	block := func(typ int, body []byte) []byte {
 		return slices.Concat(le16(typ), le16(4+len(body)), body)
 	}
-	core := block(0xC001, make([]byte, 128))
-	net := le32(len(channels))
-	for _, c := range channels {
-		var name [8]byte
-		copy(name[:], c)
-		net = slices.Concat(net, name[:], le32(0x80000000))
+	data := block(0xC001, make([]byte, 128))
+	for _, channels := range nets {
+		net := le32(len(channels))
+		for _, c := range channels {
+			var name [8]byte
+			copy(name[:], c)
+			net = slices.Concat(net, name[:], le32(0x80000000))
+		}
+		data = slices.Concat(data, block(0xC003, net))
 	}
-	data := slices.Concat(core, block(0xC003, net))
 	per := func(n int) []byte {
 		if n < 0x80 {
 			return []byte{byte(n)}
@@ -147,6 +155,11 @@ func TestRefuses(t *testing.T) {
 		"not X.224 Data":         {0x03, 0x00, 0x00, 0x0B, 0x06, 0xE0, 0, 0, 0, 0, 0},
 		"bad inner length":       bytes.Replace(slices.Clone(ci), []byte("Duca"), []byte("Duck"), 1),
 		"channel count":          func() []byte { b := slices.Clone(ci); b[len(b)-16] = 40; return b }(),
+		// A second list the server may read instead of the first: the
+		// filter would map the server's channel ids to the wrong names
+		// (cliprdr's traffic taken for rdpsnd's, its one-way policy not
+		// applied), and the two lists together could pass 31 channels.
+		"two network blocks": connectInitialNets([][]string{{"rdpsnd", "cliprdr"}, {"cliprdr", "rdpsnd"}}),
 	} {
 		if _, err := New(Policy{}).Feed(in); err == nil {
 			t.Errorf("%s: accepted", name)
