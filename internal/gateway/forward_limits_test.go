@@ -46,30 +46,45 @@ func (tg *testGateway) forwardClient(token string) *forward.Client {
 // forward once the tunnel is up.
 func serveForward(t testing.TB, tg *testGateway, token, name, target string) *forward.Forward {
 	t.Helper()
-	c := tg.forwardClient(token)
+	return startNodeForward(t, tg.forwardClient(token), name, target, forward.Backoff{}).Forward
+}
+
+// nodeForward is a node's `airlock forward` serving in the test, until
+// its end.
+type nodeForward struct {
+	*forward.Forward
+	ups    chan struct{} // a value each time the tunnel comes up (the first taken)
+	served chan error    // what Serve returned; put it back if taken before the end
+}
+
+// startNodeForward creates forward name through c and serves target on
+// it, with backoff b, until the tunnel is up.
+func startNodeForward(t testing.TB, c *forward.Client, name, target string, b forward.Backoff) *nodeForward {
+	t.Helper()
 	f, err := c.Create(context.Background(), name, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	up := make(chan struct{}, 1)
-	done := make(chan struct{})
+	nf := &nodeForward{Forward: f, ups: make(chan struct{}, 8), served: make(chan error, 1)}
 	go func() {
-		defer close(done)
-		c.Serve(ctx, f, target, forward.Backoff{}, func() {
+		nf.served <- c.Serve(ctx, f, target, b, func() {
 			select {
-			case up <- struct{}{}:
+			case nf.ups <- struct{}{}:
 			default:
 			}
 		})
 	}()
-	t.Cleanup(func() { cancel(); <-done })
+	t.Cleanup(func() {
+		cancel()
+		<-nf.served
+	})
 	select {
-	case <-up:
+	case <-nf.ups:
 	case <-time.After(30 * time.Second):
 		t.Fatal("the tunnel did not come up")
 	}
-	return f
+	return nf
 }
 
 // TestForwardBandwidth: forward.bytes_per_second holds a download to the

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -68,6 +69,34 @@ func severalGateway(t *testing.T, cl *realtest.Slurm, dsn, prefix, holder string
 	return tg
 }
 
+// severalGateways starts one gateway per mod (nil: none) on one new
+// PostgreSQL database and the Slurm test cluster, under one job prefix,
+// their lease holders named NAME-0, NAME-1, …
+func severalGateways(t *testing.T, name string, mods ...func(*Config)) []*testGateway {
+	t.Helper()
+	cl := realtest.SlurmCluster(t)
+	pg := realtest.StartPostgres(t)
+	dsn := pg.NewDatabase(t)
+	sum := sha256.Sum256([]byte(dsn + t.TempDir()))
+	prefix := "airlock" + hex.EncodeToString(sum[:4])
+	gws := make([]*testGateway, len(mods))
+	for i, mod := range mods {
+		gws[i] = severalGateway(t, cl, dsn, prefix, fmt.Sprintf("%s-%d", name, i), mod)
+	}
+	return gws
+}
+
+// behindHAProxy starts Debian's HAProxy in front of gws and returns it as
+// a gateway to talk to (with the first one's state directory).
+func behindHAProxy(t *testing.T, gws []*testGateway) *testGateway {
+	t.Helper()
+	backends := make([]string, len(gws))
+	for i, tg := range gws {
+		backends[i] = strings.TrimPrefix(tg.url, "https://")
+	}
+	return &testGateway{t: t, url: "https://" + realtest.StartHAProxy(t, backends...), stateDir: gws[0].stateDir}
+}
+
 // waitLeader waits until exactly one of gws (nil: stopped) leads the
 // background work and returns its index; two leading at once fails t.
 func waitLeader(t *testing.T, gws []*testGateway, within time.Duration) int {
@@ -108,20 +137,13 @@ func TestSeveralGateways(t *testing.T) {
 	t.Parallel()
 	cl := realtest.SlurmCluster(t)
 	realtest.TestUser(t)
-	pg := realtest.StartPostgres(t)
-	dsn := pg.NewDatabase(t)
-	sum := sha256.Sum256([]byte(dsn + t.TempDir()))
-	prefix := "airlock" + hex.EncodeToString(sum[:4])
 	const grace = 3 * time.Second
-	gws := make([]*testGateway, 3)
-	for i := range gws {
-		gws[i] = severalGateway(t, cl, dsn, prefix, fmt.Sprintf("gw-%d", i), func(c *Config) {
-			c.Limits.SingleShotGrace = grace
-			// Only the broadcast may close a viewer another gateway's
-			// revocation took the right of (broadcast.go).
-			c.RecheckEvery = time.Hour
-		})
-	}
+	gws := severalGateways(t, "gw", slices.Repeat([]func(*Config){func(c *Config) {
+		c.Limits.SingleShotGrace = grace
+		// Only the broadcast may close a viewer another gateway's
+		// revocation took the right of (broadcast.go).
+		c.RecheckEvery = time.Hour
+	}}, 3)...)
 	for i, tg := range gws[1:] {
 		if string(tg.g.master) != string(gws[0].g.master) {
 			t.Fatalf("gateway %d has a master key of its own", i+1)
@@ -286,19 +308,9 @@ func TestSeveralGateways(t *testing.T) {
 // ready throughout and is stopped through the balancer.
 func TestSeveralGatewaysBehindHAProxy(t *testing.T) {
 	t.Parallel()
-	cl := realtest.SlurmCluster(t)
 	realtest.TestUser(t)
-	pg := realtest.StartPostgres(t)
-	dsn := pg.NewDatabase(t)
-	sum := sha256.Sum256([]byte(dsn + t.TempDir()))
-	prefix := "airlock" + hex.EncodeToString(sum[:4])
-	gws := make([]*testGateway, 2)
-	backends := make([]string, len(gws))
-	for i := range gws {
-		gws[i] = severalGateway(t, cl, dsn, prefix, fmt.Sprintf("gw-%d", i), nil)
-		backends[i] = strings.TrimPrefix(gws[i].url, "https://")
-	}
-	lb := &testGateway{t: t, url: "https://" + realtest.StartHAProxy(t, backends...)}
+	gws := severalGateways(t, "gw", nil, nil)
+	lb := behindHAProxy(t, gws)
 	c := lb.client().loginToken("alice")
 	s := c.start(map[string]any{"profile": "desktop", "persistent": true})
 	c.waitStateFor(s.ID, "ready", 90*time.Second)
@@ -390,19 +402,14 @@ func TestLeadLapsesWithoutStore(t *testing.T) {
 func TestSeveralGatewaysRDPTicketOnce(t *testing.T) {
 	needRDPTools(t)
 	t.Parallel()
-	cl := realtest.SlurmCluster(t)
 	realtest.TestUser(t)
-	pg := realtest.StartPostgres(t)
-	dsn := pg.NewDatabase(t)
-	sum := sha256.Sum256([]byte(dsn + t.TempDir()))
-	prefix := "airlock" + hex.EncodeToString(sum[:4])
 	withRDP := func(c *Config) {
 		p := desktopProfile()
 		p.Name, p.RDP, p.Clipboard = "rdpdesk", true, contract.ClipboardNone
 		c.Profiles = append(c.Profiles, p)
 	}
-	a := severalGateway(t, cl, dsn, prefix, "gw-a", withRDP)
-	b := severalGateway(t, cl, dsn, prefix, "gw-b", withRDP)
+	gws := severalGateways(t, "gw", withRDP, withRDP)
+	a, b := gws[0], gws[1]
 	alice := a.client().loginToken("alice")
 	atB := *alice
 	atB.tg = b

@@ -3,9 +3,7 @@ package gateway
 import (
 	"bufio"
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
@@ -58,22 +56,12 @@ func (f *pgFaulty) ListSessions(ctx context.Context, filter store.SessionFilter)
 // holds": the logged-out cookie opened the app, and stayed in.
 func TestSeveralGatewaysAppCookieStoreFault(t *testing.T) {
 	t.Parallel()
-	cl := realtest.SlurmCluster(t)
-	pg := realtest.StartPostgres(t)
-	dsn := pg.NewDatabase(t)
-	sum := sha256.Sum256([]byte(dsn + t.TempDir()))
-	prefix := "airlock" + hex.EncodeToString(sum[:4])
 	var faulty *pgFaulty
-	gws := []*testGateway{
-		severalGateway(t, cl, dsn, prefix, "fault-gw-0", nil),
-		severalGateway(t, cl, dsn, prefix, "fault-gw-1", func(c *Config) {
-			faulty = &pgFaulty{DB: c.Store.(*postgres.DB)}
-			c.Store = faulty
-		}),
-	}
-	target := goApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, "hello through "+r.URL.Path)
-	}))
+	gws := severalGateways(t, "fault-gw", nil, func(c *Config) {
+		faulty = &pgFaulty{DB: c.Store.(*postgres.DB)}
+		c.Store = faulty
+	})
+	target := helloApp(t)
 	owner := gws[0].client().loginToken("alice")
 	f := serveForward(t, gws[0], owner.token, "web", target)
 	owner.waitStateFor(f.ID, "ready", 10*time.Second)
@@ -161,22 +149,12 @@ func TestSeveralGatewaysAppCookieStoreFault(t *testing.T) {
 // missed (the broadcast of its change empties the listing).
 func TestSeveralGatewaysForwardMissCache(t *testing.T) {
 	t.Parallel()
-	cl := realtest.SlurmCluster(t)
-	pg := realtest.StartPostgres(t)
-	dsn := pg.NewDatabase(t)
-	sum := sha256.Sum256([]byte(dsn + t.TempDir()))
-	prefix := "airlock" + hex.EncodeToString(sum[:4])
 	var counted *pgFaulty
-	gws := []*testGateway{
-		severalGateway(t, cl, dsn, prefix, "miss-gw-0", nil),
-		severalGateway(t, cl, dsn, prefix, "miss-gw-1", func(c *Config) {
-			counted = &pgFaulty{DB: c.Store.(*postgres.DB)}
-			c.Store = counted
-		}),
-	}
-	target := goApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, "hello through "+r.URL.Path)
-	}))
+	gws := severalGateways(t, "miss-gw", nil, func(c *Config) {
+		counted = &pgFaulty{DB: c.Store.(*postgres.DB)}
+		c.Store = counted
+	})
+	target := helloApp(t)
 	owner := gws[0].client().loginToken("alice")
 	f := serveForward(t, gws[0], owner.token, "web", target)
 	u, _ := url.Parse(f.URL)
@@ -232,15 +210,7 @@ func TestSeveralGatewaysForwardMissCache(t *testing.T) {
 // neither the app through the middle nor the middle's bytes.
 func TestSeveralGatewaysPeerProofRelayed(t *testing.T) {
 	t.Parallel()
-	cl := realtest.SlurmCluster(t)
-	pg := realtest.StartPostgres(t)
-	dsn := pg.NewDatabase(t)
-	sum := sha256.Sum256([]byte(dsn + t.TempDir()))
-	prefix := "airlock" + hex.EncodeToString(sum[:4])
-	gws := []*testGateway{
-		severalGateway(t, cl, dsn, prefix, "mitm-gw-0", nil),
-		severalGateway(t, cl, dsn, prefix, "mitm-gw-1", nil),
-	}
+	gws := severalGateways(t, "mitm-gw", nil, nil)
 	var hits atomic.Int64
 	target := goApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)
@@ -332,18 +302,8 @@ func TestSeveralGatewaysPeerProofRelayed(t *testing.T) {
 // user, opens nothing there at either gateway (held).
 func TestSeveralGatewaysAppCodeRace(t *testing.T) {
 	t.Parallel()
-	cl := realtest.SlurmCluster(t)
-	pg := realtest.StartPostgres(t)
-	dsn := pg.NewDatabase(t)
-	sum := sha256.Sum256([]byte(dsn + t.TempDir()))
-	prefix := "airlock" + hex.EncodeToString(sum[:4])
-	gws := []*testGateway{
-		severalGateway(t, cl, dsn, prefix, "race-gw-0", nil),
-		severalGateway(t, cl, dsn, prefix, "race-gw-1", nil),
-	}
-	target := goApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, "hello through "+r.URL.Path)
-	}))
+	gws := severalGateways(t, "race-gw", nil, nil)
+	target := helloApp(t)
 	owner := gws[0].client().loginToken("alice")
 	web := serveForward(t, gws[0], owner.token, "web", target)
 	two := serveForward(t, gws[0], owner.token, "two", target)

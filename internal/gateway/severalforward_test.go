@@ -3,9 +3,7 @@ package gateway
 import (
 	"bufio"
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -31,42 +29,13 @@ import (
 // the site cannot use the holder's peer endpoint.
 func TestSeveralGatewaysForward(t *testing.T) {
 	t.Parallel()
-	cl := realtest.SlurmCluster(t)
-	pg := realtest.StartPostgres(t)
-	dsn := pg.NewDatabase(t)
-	sum := sha256.Sum256([]byte(dsn + t.TempDir()))
-	prefix := "airlock" + hex.EncodeToString(sum[:4])
-	gws := make([]*testGateway, 2)
-	backends := make([]string, len(gws))
-	for i := range gws {
-		gws[i] = severalGateway(t, cl, dsn, prefix, fmt.Sprintf("fwd-gw-%d", i), nil)
-		backends[i] = strings.TrimPrefix(gws[i].url, "https://")
-	}
-	lb := &testGateway{t: t, url: "https://" + realtest.StartHAProxy(t, backends...), stateDir: gws[0].stateDir}
+	gws := severalGateways(t, "fwd-gw", nil, nil)
+	lb := behindHAProxy(t, gws)
 
-	target := goApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, "hello through "+r.URL.Path)
-	}))
+	target := helloApp(t)
 	fc := lb.forwardClient(lb.client().loginToken("alice").token)
-	f, err := fc.Create(context.Background(), "lab", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	ups := make(chan struct{}, 8)
-	go func() {
-		served <- fc.Serve(ctx, f, target, forward.Backoff{Min: 100 * time.Millisecond, Max: time.Second}, func() { ups <- struct{}{} })
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-served
-	})
-	select {
-	case <-ups:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the tunnel did not come up")
-	}
+	f := startNodeForward(t, fc, "lab", target, forward.Backoff{Min: 100 * time.Millisecond, Max: time.Second})
+	ups, served := f.ups, f.served
 	holder := func() int {
 		for i, tg := range gws {
 			if tg == nil {
@@ -174,6 +143,13 @@ func TestSeveralGatewaysForward(t *testing.T) {
 	}
 }
 
+// helloApp is an app on a UNIX socket that answers "hello through PATH".
+func helloApp(t *testing.T) string {
+	return goApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "hello through "+r.URL.Path)
+	}))
+}
+
 // peerAsk asks tg's peer endpoint for a stream to forward id with proof,
 // as someone who is not a gateway of the site, and returns the answer.
 func peerAsk(t *testing.T, tg *testGateway, id, proof string) (int, string) {
@@ -209,18 +185,8 @@ func peerAsk(t *testing.T, tg *testGateway, id, proof string) (int, string) {
 // cookie is not taken back from its seal.
 func TestSeveralGatewaysAppSignIn(t *testing.T) {
 	t.Parallel()
-	cl := realtest.SlurmCluster(t)
-	pg := realtest.StartPostgres(t)
-	dsn := pg.NewDatabase(t)
-	sum := sha256.Sum256([]byte(dsn + t.TempDir()))
-	prefix := "airlock" + hex.EncodeToString(sum[:4])
-	gws := []*testGateway{
-		severalGateway(t, cl, dsn, prefix, "app-gw-0", nil),
-		severalGateway(t, cl, dsn, prefix, "app-gw-1", nil),
-	}
-	target := goApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, "hello through "+r.URL.Path)
-	}))
+	gws := severalGateways(t, "app-gw", nil, nil)
+	target := helloApp(t)
 	owner := gws[0].client().loginToken("alice")
 	f := serveForward(t, gws[0], owner.token, "web", target)
 	owner.waitStateFor(f.ID, "ready", 10*time.Second)
@@ -326,40 +292,13 @@ func TestSeveralGatewaysAppSignIn(t *testing.T) {
 // the same grace, the leader keeps them.
 func TestSeveralGatewaysForwardOrphan(t *testing.T) {
 	t.Parallel()
-	cl := realtest.SlurmCluster(t)
-	pg := realtest.StartPostgres(t)
-	dsn := pg.NewDatabase(t)
-	sum := sha256.Sum256([]byte(dsn + t.TempDir()))
-	prefix := "airlock" + hex.EncodeToString(sum[:4])
 	short := func(c *Config) { c.Forward.Grace, c.Limits.SingleShotGrace = 2*time.Second, 3*time.Second }
-	gws := make([]*testGateway, 3)
-	for i := range gws {
-		gws[i] = severalGateway(t, cl, dsn, prefix, fmt.Sprintf("orphan-gw-%d", i), short)
-	}
+	gws := severalGateways(t, "orphan-gw", short, short, short)
 	target := goApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello") }))
 	// A node's forward through gateway i, its tunnel up there.
 	serve := func(i int, name string) string {
 		fc := gws[i].forwardClient(gws[i].client().loginToken("alice").token)
-		f, err := fc.Create(context.Background(), name, "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		served := make(chan error, 1)
-		ups := make(chan struct{}, 8)
-		go func() {
-			served <- fc.Serve(ctx, f, target, forward.Backoff{Min: 100 * time.Millisecond, Max: time.Second}, func() { ups <- struct{}{} })
-		}()
-		t.Cleanup(func() {
-			cancel()
-			<-served
-		})
-		select {
-		case <-ups:
-		case <-time.After(30 * time.Second):
-			t.Fatal("the tunnel did not come up")
-		}
-		return f.ID
+		return startNodeForward(t, fc, name, target, forward.Backoff{Min: 100 * time.Millisecond, Max: time.Second}).ID
 	}
 	killed, shut := serve(0, "killed"), serve(1, "shut")
 	get := func(id string) *session.Session {
