@@ -88,6 +88,9 @@ type forwards struct {
 	tunnels map[string]*tunnel    // session ID → its connected tunnel
 	down    map[string]time.Time  // session ID → since when it has no tunnel
 	limits  map[string]*byteLimit // session ID → its bandwidth, shared by its tunnels
+	// orphans, the leader's, are live forwards held nowhere living, since
+	// when this gateway has seen them so (reapForwards).
+	orphans map[string]time.Time
 	// listed remembers, per user, the names of the live forwards the
 	// store had when last asked (forwardFromStore): a host label naming
 	// none of them is no forward, without a store query for each request
@@ -678,47 +681,65 @@ func (g *Gateway) forwardJanitor() {
 	}
 }
 
-// reapForward, the leader's, ends forward s when the gateway that held its
-// tunnel is gone (killed, or shut down) and the tunnel has come back
-// nowhere (its node gone too), which no gateway's forwardJanitor would
-// ever see. A holder refreshes the forward's LastSeen while it holds the
-// tunnel (heartbeat); one older than the grace and the heartbeats it
-// allows, with nothing answering at the holder's peer address (or no
-// holder left in the store), is such a forward. A holder that only lost
-// the store still answers there, and its forward is kept.
-func (g *Gateway) reapForward(s *session.Session, now time.Time) {
+// reapForwards, the leader's, ends the forwards among live whose tunnel
+// is held nowhere living and has not come back for the grace (and
+// forwardReapMargin more: a gateway that saw the tunnel go down ends it
+// first): their
+// gateway went (killed, or shut down) and their node is gone too, so no
+// gateway's forwardJanitor would ever end them. Held nowhere living is:
+// the store names a holder and nothing answers at its address (a holder
+// that only lost the store still answers there, and keeps its forwards;
+// one restarting comes back within the grace), or it names none and this
+// gateway did not see it go down (its own forwardJanitor's). The times are
+// this leader's own: visitors of a dead URL keep LastSeen fresh, so it
+// cannot say.
+const forwardReapMargin = 10 * time.Second
+
+func (g *Gateway) reapForwards(live []*session.Session, now time.Time) {
 	if !g.lease.shared() {
 		return // one gateway: its forwardJanitor has every tunnel
 	}
-	_, holder, _ := tunnelHolder(s.Endpoints[contract.ConnApp])
-	if holder != "" && holder == g.peerAddr() {
-		return // ours: forwardJanitor
-	}
-	last := s.LastSeen
-	for _, t := range []time.Time{s.Started, s.Created} {
-		if last.IsZero() {
-			last = t
+	alive := map[string]bool{} // holder → answers, asked once a tick
+	orphans := map[string]time.Time{}
+	for _, s := range live {
+		if !isForward(s) {
+			continue
 		}
-	}
-	if now.Sub(last) <= g.cfg.Forward.Grace+2*g.heartbeatEvery() {
-		return
-	}
-	if holder == "" {
-		// Down and held nowhere: a gateway that saw it go down ends it
-		// after the grace, unless that gateway is gone too (shut down
-		// with its node gone). Ours is forwardJanitor's.
+		_, holder, _ := tunnelHolder(s.Endpoints[contract.ConnApp])
 		g.fwd.mu.Lock()
-		_, ours := g.fwd.down[s.ID]
+		_, here := g.fwd.tunnels[s.ID]
+		_, down := g.fwd.down[s.ID]
+		since, seen := g.fwd.orphans[s.ID]
 		g.fwd.mu.Unlock()
-		if ours {
-			return
+		if here || down || holder == g.peerAddr() {
+			continue // ours: forwardJanitor
 		}
-	} else if c, err := (&net.Dialer{Timeout: 2 * time.Second}).DialContext(g.ctx, "tcp", holder); err == nil {
-		c.Close()
-		return
+		if holder != "" {
+			up, asked := alive[holder]
+			if !asked {
+				c, err := (&net.Dialer{Timeout: 2 * time.Second}).DialContext(g.ctx, "tcp", holder)
+				if up = err == nil; up {
+					c.Close()
+				}
+				alive[holder] = up
+			}
+			if up {
+				continue
+			}
+		}
+		if !seen {
+			since = now
+		}
+		orphans[s.ID] = since
+		if now.Sub(since) <= g.cfg.Forward.Grace+forwardReapMargin {
+			continue
+		}
+		reason := fmt.Sprintf("its tunnel has been down for over %s with its gateway (%s) gone", now.Sub(since).Round(time.Second), cmp.Or(holder, "shut down"))
+		if err := g.Stop(g.ctx, "", s.ID, reason, ""); err != nil && g.ctx.Err() == nil {
+			g.log.WarnContext(g.ctx, "end a forward whose gateway is gone", "session", s.ID, "holder", holder, "error", err)
+		}
 	}
-	reason := fmt.Sprintf("its tunnel has been down for %s with its gateway (%s) gone", now.Sub(last).Round(time.Second), cmp.Or(holder, "shut down"))
-	if err := g.Stop(g.ctx, "", s.ID, reason, ""); err != nil && g.ctx.Err() == nil {
-		g.log.WarnContext(g.ctx, "end a forward whose gateway is gone", "session", s.ID, "holder", holder, "error", err)
-	}
+	g.fwd.mu.Lock()
+	g.fwd.orphans = orphans
+	g.fwd.mu.Unlock()
 }

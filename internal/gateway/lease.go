@@ -231,13 +231,6 @@ func (g *Gateway) heartbeat() {
 		}
 	}
 	g.mu.Unlock()
-	// The forwards whose tunnels this gateway holds: a fresh LastSeen
-	// tells the leader their holder lives (reapForward).
-	g.fwd.mu.Lock()
-	for id := range g.fwd.tunnels {
-		ids = append(ids, id)
-	}
-	g.fwd.mu.Unlock()
 	for _, id := range ids {
 		g.touchWithin(id, g.heartbeatEvery())
 	}

@@ -921,10 +921,10 @@ func (g *Gateway) janitor() {
 			listFailing = false
 		}
 		now := g.now()
+		g.reapForwards(live, now)
 		for _, s := range live {
 			if isForward(s) {
-				g.reapForward(s, now)
-				continue
+				continue // forwardJanitor, reapForwards
 			}
 			g.mu.Lock()
 			viewers := g.viewers[s.ID]

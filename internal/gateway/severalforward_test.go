@@ -287,20 +287,29 @@ func TestSeveralGatewaysAppSignIn(t *testing.T) {
 // back). One holder is killed (the store still names it as the holder),
 // another shut down (it cleared its name on the way out). No gateway's
 // forwardJanitor has these forwards any more; the leader ends each once
-// its holder's heartbeats are older than the grace and nothing answers at
-// the holder's address (or none is named). While the holders live, past
-// the same grace, the leader keeps them.
+// nothing has answered at its holder's address (or none is named) for the
+// grace and a margin. While the holders live, past the same time, the
+// leader keeps them. Visits to the dead URL meanwhile do not keep it.
 func TestSeveralGatewaysForwardOrphan(t *testing.T) {
 	t.Parallel()
 	short := func(c *Config) { c.Forward.Grace, c.Limits.SingleShotGrace = 2*time.Second, 3*time.Second }
 	gws := severalGateways(t, "orphan-gw", short, short, short)
 	target := goApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello") }))
 	// A node's forward through gateway i, its tunnel up there.
-	serve := func(i int, name string) string {
+	serve := func(i int, name string) *nodeForward {
 		fc := gws[i].forwardClient(gws[i].client().loginToken("alice").token)
-		return startNodeForward(t, fc, name, target, forward.Backoff{Min: 100 * time.Millisecond, Max: time.Second}).ID
+		return startNodeForward(t, fc, name, target, forward.Backoff{Min: 100 * time.Millisecond, Max: time.Second})
 	}
-	killed, shut := serve(0, "killed"), serve(1, "shut")
+	kf, sf := serve(0, "killed"), serve(1, "shut")
+	killed, shut := kf.ID, sf.ID
+	// Alice keeps visiting the killed one's URL through the survivor.
+	u, err := url.Parse(kf.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(gws[2].url, "https://"))
+	u.Host = net.JoinHostPort(u.Hostname(), port)
+	visitor := gws[2].client().loginCookie("alice").reachApps()
 	get := func(id string) *session.Session {
 		s, err := gws[2].cfg.Store.GetSession(context.Background(), id)
 		if err != nil {
@@ -308,8 +317,8 @@ func TestSeveralGatewaysForwardOrphan(t *testing.T) {
 		}
 		return s
 	}
-	// Past the grace and its heartbeats with the holders alive: kept.
-	alive := time.Now().Add(2*time.Second + 2*gws[0].g.heartbeatEvery() + 3*time.Second)
+	// Past the grace and the leader's margin with the holders alive: kept.
+	alive := time.Now().Add(2*time.Second + forwardReapMargin + 3*time.Second)
 	if err := realtest.WaitFor(30*time.Second, func() error {
 		if time.Now().Before(alive) {
 			return errors.New("not yet past the grace")
@@ -345,6 +354,7 @@ func TestSeveralGatewaysForwardOrphan(t *testing.T) {
 	}
 	for _, id := range []string{killed, shut} {
 		if err := realtest.WaitFor(60*time.Second, func() error {
+			visitor.visit(u.String())
 			s := get(id)
 			if s.State != session.Ended {
 				return fmt.Errorf("the forward is %s", s.State)
