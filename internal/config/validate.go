@@ -66,8 +66,8 @@ func (v *validator) config(c *Config) {
 	if c.Recordings.Retention < time.Hour {
 		v.errorf("recordings.retention", "%s; want at least 1h", c.Recordings.Retention)
 	}
-	if d := c.Recordings.Dir; d != "" && (!filepath.IsAbs(d) || filepath.Clean(d) != d) {
-		v.errorf("recordings.dir", "%q is not a clean absolute path", d)
+	if d := c.Recordings.Dir; d != "" && (!filepath.IsAbs(d) || filepath.Clean(d) != d || d == "/") {
+		v.errorf("recordings.dir", "%q is not a clean absolute path below /", d)
 	}
 	if c.Recordings.MaxSize < MiB {
 		v.errorf("recordings.max_size", "%s; want at least 1M", show(c.Recordings.MaxSize))
