@@ -28,6 +28,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
 )
 
 // X11 protocol numbers used here (X Window System Protocol, version 11).
@@ -58,6 +61,9 @@ type conn struct {
 	mu            sync.Mutex // writes
 	root          uint32
 	width, height uint16
+	// mapped and gone, when set, are told of the kiosk window being
+	// mapped and destroyed (Run).
+	mapped, gone func()
 }
 
 // dial connects to display (":N") and reads the first screen's root
@@ -185,10 +191,16 @@ func (x *conn) internAtom(name string) (uint32, error) {
 	}
 }
 
+// closeGrace is how long a browser whose kiosk window is gone may take to
+// exit, or to map a window again (a restored session), before Run ends
+// it: a window it was asked to close and kept (unmapped, so unseen) would
+// keep it, and the session, running with nothing on the screen.
+const closeGrace = 5 * time.Second
+
 // Run becomes the window manager of display, then starts argv (the
 // browser) with env and waits for it. The browser's exit code is
 // returned; a failure to become the window manager is an error before
-// anything starts.
+// anything starts. Closing the kiosk window ends the browser (closeGrace).
 func Run(ctx context.Context, display string, argv, env []string, log *slog.Logger) (int, error) {
 	if len(argv) == 0 {
 		return 1, errors.New("kiosk window manager: no program to start")
@@ -222,6 +234,21 @@ func Run(ctx context.Context, display string, argv, env []string, log *slog.Logg
 	cmd.Env, cmd.Stdout, cmd.Stderr = env, os.Stdout, os.Stderr
 	if err := cmd.Start(); err != nil {
 		return 1, fmt.Errorf("start %s: %w", argv[0], err)
+	}
+	// A kiosk window mapped, and one gone: the browser is ended when its
+	// window stays gone for closeGrace.
+	var mapped atomic.Uint64
+	x.mapped = func() { mapped.Add(1) }
+	x.gone = func() {
+		n := mapped.Load()
+		time.AfterFunc(closeGrace, func() {
+			if mapped.Load() != n {
+				return // a window again
+			}
+			if cmd.Process.Signal(syscall.SIGTERM) == nil {
+				log.Warn("kiosk: the browser's window closed and the browser did not exit; ending it", "after", closeGrace)
+			}
+		})
 	}
 	loopErr := make(chan error, 1)
 	go func() { loopErr <- x.manage(protocols, deleteWindow, log) }()
@@ -262,6 +289,12 @@ func (x *conn) manage(protocols, deleteWindow uint32, log *slog.Logger) error {
 			w := binary.LittleEndian.Uint32(p[8:])
 			switch {
 			case kiosk == 0 || w == kiosk:
+				if kiosk == 0 {
+					log.Info("kiosk: the browser's window mapped", "window", w)
+					if x.mapped != nil {
+						x.mapped()
+					}
+				}
 				kiosk = w
 				if err := full(w); err != nil {
 					return err
@@ -312,8 +345,13 @@ func (x *conn) manage(protocols, deleteWindow uint32, log *slog.Logger) error {
 		case evDestroyNotify:
 			if binary.LittleEndian.Uint32(p[8:]) == kiosk {
 				// The browser may make its window again (a crashed
-				// renderer does not, a restored session might).
+				// renderer does not, a restored session might); if not,
+				// Run ends it.
 				kiosk = 0
+				log.Info("kiosk: the browser's window is gone")
+				if x.gone != nil {
+					x.gone()
+				}
 			}
 		}
 	}
