@@ -1,7 +1,6 @@
 package kioskwm
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,31 +10,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/airlock-hpc/airlock/internal/realtest"
 )
-
-// lockedBuffer is a bytes.Buffer the WM's logger and the test share.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestRunEndsBrowserWithoutWindow: a real Xvnc, the WM, and a "browser"
 // (a shell) whose window (an xterm) goes while the browser process stays,
@@ -52,7 +32,7 @@ func TestRunEndsBrowserWithoutWindow(t *testing.T) {
 	dir := t.TempDir()
 	pidFile := filepath.Join(dir, "xterm.pid")
 	argv := []string{"sh", "-c", "xterm & echo $! > " + pidFile + "; exec sleep 600"}
-	var logs lockedBuffer
+	var logs realtest.LockedBuffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -114,7 +94,7 @@ func startX(t *testing.T) string {
 		if _, err := os.Stat(fmt.Sprintf("/tmp/.X%d-lock", n)); err == nil {
 			continue
 		}
-		var out lockedBuffer
+		var out realtest.LockedBuffer
 		cmd := exec.Command("Xvnc", fmt.Sprintf(":%d", n), "-rfbport", "-1", "-nolisten", "tcp", "-geometry", "320x240", "-depth", "24")
 		cmd.Stdout, cmd.Stderr = &out, &out
 		if err := cmd.Start(); err != nil {
