@@ -956,7 +956,8 @@ type Recordings struct {
 	Retention time.Duration `yaml:"retention"`
 	// MaxSize ends one viewer connection's recording at this many bytes
 	// of RFB data with its framing, 8 bytes a block (the file is
-	// gzip-compressed, smaller); the connection goes on unrecorded.
+	// gzip-compressed, smaller), and the connection with it: nothing is
+	// viewed unrecorded (a new connection is recorded afresh).
 	// Default 1G; at least 1M.
 	MaxSize Size `yaml:"max_size"`
 }

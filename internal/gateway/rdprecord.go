@@ -88,6 +88,10 @@ func (r *rdpRecorder) feed(in []byte) ([]byte, error) {
 	}
 	if len(out) > at {
 		r.w.Write(out[at:])
+		if r.w.Capped() {
+			// Nothing past the cap reaches the viewer unrecorded.
+			return nil, recording.ErrCapped
+		}
 	}
 	return out, nil
 }

@@ -48,7 +48,8 @@ type Recordings struct {
 	// 30 days.
 	Retention time.Duration
 	// MaxBytes ends one connection's recording at this much RFB data
-	// with its framing (recording.Create); zero means 1 GiB.
+	// with its framing (recording.Create), and the connection with it
+	// (recording.ErrCapped); zero means 1 GiB.
 	MaxBytes int64
 	// SweepEvery is how often old recordings are looked for; zero means
 	// a minute.

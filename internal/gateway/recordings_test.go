@@ -334,3 +334,73 @@ func whitePixels(frame []byte) int {
 	}
 	return n
 }
+
+// TestRecordingCapEndsViewer: a viewer of a recorded desktop whose screen
+// goes past the recording's size cap (a user filling it on purpose, to go
+// on unrecorded) is disconnected at the cap rather than watched
+// unrecorded; the recording says why, and a new connection is recorded
+// afresh.
+func TestRecordingCapEndsViewer(t *testing.T) {
+	stateDir := realtest.OutsideTmp(t, "airlock-reccap-")
+	t.Cleanup(func() { endSessions(t, stateDir) })
+	tg := startGateway(t, stateDir, func(c *Config) {
+		c.Profiles[1].Record = true
+		c.Recordings.MaxBytes = 256 << 10 // a whole raw screen is megabytes
+	}, "alice", "admin")
+	s := tg.client().loginToken("alice").launch("desktop")
+	alice := tg.client().loginCookie("alice")
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	view := func() error {
+		ws, _, err := websocket.Dial(ctx, "wss"+strings.TrimPrefix(tg.url, "https")+"/s/"+s.ID+"/console/",
+			&websocket.DialOptions{HTTPClient: alice.http, HTTPHeader: http.Header{"Origin": {tg.url}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ws.SetReadLimit(64 << 20)
+		rfb, err := realtest.NewRFB(websocket.NetConn(ctx, ws, websocket.MessageBinary))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rfb.Close()
+		for range 3 {
+			if err := rfb.Update(false); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := view(); err == nil {
+		t.Fatal("three whole raw screens went through a 256 KiB recording")
+	}
+	admin := tg.client().loginToken("admin")
+	var ended []recordingInfo
+	if err := realtest.WaitFor(20*time.Second, func() error {
+		var out struct{ Recordings []recordingInfo }
+		if code, body := admin.do("GET", "/api/v1/admin/recordings", nil, &out); code != 200 {
+			t.Fatalf("admin list: %d %s", code, body)
+		}
+		if len(out.Recordings) != 1 || !out.Recordings[0].Complete {
+			return io.ErrNoProgress
+		}
+		ended = out.Recordings
+		return nil
+	}); err != nil {
+		t.Fatalf("no complete recording: %v", err)
+	}
+	if ended[0].End != "size cap" {
+		t.Fatalf("recording ended %q, want size cap", ended[0].End)
+	}
+	// Connecting again is recorded again.
+	view()
+	if err := realtest.WaitFor(20*time.Second, func() error {
+		var out struct{ Recordings []recordingInfo }
+		admin.do("GET", "/api/v1/admin/recordings", nil, &out)
+		if len(out.Recordings) != 2 {
+			return io.ErrNoProgress
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("the second connection was not recorded: %v", err)
+	}
+}

@@ -239,6 +239,15 @@ func (w *Writer) Stop(reason string) {
 	w.endLocked(reason)
 }
 
+// Capped reports whether the recording ended at its size cap: what the
+// relay carries from then on would be seen unrecorded, so a relay that
+// must not be viewed unrecorded ends (Tap, the RDP recorder).
+func (w *Writer) Capped() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.done && w.meta.End == "size cap"
+}
+
 // framedLen is the size of a block of n bytes of data: length, data
 // padded to 4 bytes, time.
 func framedLen(n int) int64 { return int64(4 + n + (4-n%4)%4 + 4) }

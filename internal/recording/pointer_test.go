@@ -2,6 +2,7 @@ package recording
 
 import (
 	"bytes"
+	"errors"
 	"encoding/binary"
 	"os"
 	"path/filepath"
@@ -162,4 +163,45 @@ func FuzzReadPointer(f *testing.F) {
 			t.Fatalf("%d events from %d bytes", len(evs), len(data))
 		}
 	})
+}
+
+// TestTapEndsAtCap: the server's frames pass while the recording holds
+// them; the read that goes past the size cap is held back and ends the
+// relay (ErrCapped), so the viewer never sees a byte unrecorded.
+func TestTapEndsAtCap(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "r.fbs.gz")
+	w, err := Create(path, Meta{}, 64, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var in bytes.Buffer
+	for i := range 4 {
+		in.Write(frame(2, true, nil, bytes.Repeat([]byte{byte('a' + i)}, 20)))
+	}
+	tap := NewTap(&rwc{r: bytes.NewReader(in.Bytes())}, w)
+	var seen []byte
+	buf := make([]byte, 22) // one frame a read
+	for {
+		n, err := tap.Read(buf)
+		seen = append(seen, buf[:n]...)
+		if err != nil {
+			if !errors.Is(err, ErrCapped) {
+				t.Fatalf("read: %v, want ErrCapped", err)
+			}
+			break
+		}
+	}
+	tap.Close()
+	blocks, ended, m := readRecording(t, path)
+	var recorded []byte
+	for _, b := range blocks {
+		recorded = append(recorded, b.Data...)
+	}
+	// Two 20-byte blocks (28 bytes framed each) fit in 64; the third does not.
+	if !ended || m.End != "size cap" || len(blocks) != 2 {
+		t.Fatalf("blocks %d, ended %v, end %q", len(blocks), ended, m.End)
+	}
+	if len(seen) != 2*22 || !bytes.Contains(seen, recorded[20:]) || bytes.Contains(seen, bytes.Repeat([]byte{'c'}, 20)) {
+		t.Fatalf("the viewer saw %q; recorded %q", seen, recorded)
+	}
 }

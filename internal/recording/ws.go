@@ -2,6 +2,7 @@ package recording
 
 import (
 	"encoding/binary"
+	"errors"
 	"io"
 	"sync"
 )
@@ -119,8 +120,9 @@ func (f *FrameParser) frame() {
 }
 
 // Tap is the connector's side of a relayed WebSocket whose reads (the
-// server's frames) are recorded; writes pass unchanged. Recording never
-// disturbs the relay: a failure ends the recording, not the connection.
+// server's frames) are recorded; writes pass unchanged. A failure to
+// record ends the recording, not the connection; the size cap ends both
+// (ErrCapped).
 type Tap struct {
 	io.ReadWriteCloser
 	p    FrameParser // the server's frames
@@ -154,6 +156,11 @@ func (t *Tap) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// ErrCapped ends a relay whose recording reached its size cap: nothing
+// past the cap reaches the viewer unrecorded. The viewer may connect
+// again, to a recording of its own.
+var ErrCapped = errors.New("the recording reached its size cap; connect again to go on, in a new recording")
+
 func (t *Tap) Read(p []byte) (int, error) {
 	n, err := t.ReadWriteCloser.Read(p)
 	if n > 0 && !t.p.Failed() {
@@ -161,6 +168,11 @@ func (t *Tap) Read(p []byte) (int, error) {
 		if t.p.Failed() {
 			t.w.Stop("unparseable")
 		}
+	}
+	if t.w.Capped() {
+		// This read's bytes went past the cap: held back, and the relay
+		// ends.
+		return 0, ErrCapped
 	}
 	return n, err
 }
