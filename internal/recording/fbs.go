@@ -83,6 +83,7 @@ type Writer struct {
 	q        chan *[]byte        // framed blocks, in order, for compress
 	budget   *semaphore.Weighted // bytes queued, at most queueBytes
 	failed   atomic.Bool         // compress could not write: queue no more
+	capped   atomic.Bool         // ended at the size cap (Capped, read per relayed read)
 	finished chan struct{}       // compress has flushed and closed the gzip stream
 	err      error               // compress's first error; read after finished
 
@@ -185,6 +186,7 @@ func (w *Writer) Write(p []byte) (int, error) {
 	n := framedLen(len(p))
 	if w.max > 0 && w.framed+n > w.max {
 		w.endLocked("size cap")
+		w.capped.Store(true)
 		return len(p), nil
 	}
 	w.framed += n
@@ -242,11 +244,7 @@ func (w *Writer) Stop(reason string) {
 // Capped reports whether the recording ended at its size cap: what the
 // relay carries from then on would be seen unrecorded, so a relay that
 // must not be viewed unrecorded ends (Tap, the RDP recorder).
-func (w *Writer) Capped() bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.done && w.meta.End == "size cap"
-}
+func (w *Writer) Capped() bool { return w.capped.Load() }
 
 // framedLen is the size of a block of n bytes of data: length, data
 // padded to 4 bytes, time.
